@@ -1,0 +1,13 @@
+//! The words every part of inlet shares.
+//!
+//! A connector (PostgreSQL, MySQL) turns a source table into a [`TableSchema`] and a stream of
+//! Arrow `RecordBatch`es; a sink (Parquet, Iceberg) writes those batches. Neither knows the other:
+//! both speak only the types defined here. Each column carries its Arrow type *and* the source's
+//! own type name, so a sink can record where a value came from (field metadata
+//! [`SOURCE_TYPE_KEY`]).
+
+mod policy;
+mod table;
+
+pub use policy::Unrepresentable;
+pub use table::{Column, TableId, TableSchema, JSON_EXTENSION, SOURCE_TYPE_KEY};
