@@ -6,8 +6,12 @@
 //! own type name, so a sink can record where a value came from (field metadata
 //! [`SOURCE_TYPE_KEY`]).
 
+mod check;
 mod policy;
+mod selection;
 mod table;
 
+pub use check::{CheckStatus, Prerequisite};
 pub use policy::Unrepresentable;
+pub use selection::{PatternError, TableSelection, TableSelectionConfig};
 pub use table::{Column, TableId, TableSchema, JSON_EXTENSION, SOURCE_TYPE_KEY};

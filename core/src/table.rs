@@ -24,7 +24,10 @@ pub struct TableId {
 
 impl TableId {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { schema: schema.into(), name: name.into() }
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -96,7 +99,13 @@ mod tests {
             primary_key: vec!["a".into()],
         };
         let s = t.arrow_schema();
-        assert_eq!(s.field(0).metadata().get(SOURCE_TYPE_KEY).map(String::as_str), Some("integer"));
+        assert_eq!(
+            s.field(0)
+                .metadata()
+                .get(SOURCE_TYPE_KEY)
+                .map(String::as_str),
+            Some("integer")
+        );
         assert_eq!(t.id.to_string(), "public.t");
     }
 }

@@ -1,1 +1,23 @@
-//! placeholder
+//! PostgreSQL source for inlet.
+//!
+//! A full load exports one snapshot ([`ExportedSnapshot`]) that every worker connection imports
+//! ([`SnapshotReader`]), so all tables are read as of the same instant. Each table is cut into
+//! ctid-range chunks ([`plan_chunks`]) read in parallel with `COPY … TO STDOUT (FORMAT binary)`;
+//! the binary tuples are decoded straight into typed Arrow builders (`copy`), following the
+//! type plan made at discovery (`types`, [`discover`]).
+
+mod catalog;
+mod check;
+mod config;
+mod copy;
+mod error;
+mod snapshot;
+mod types;
+
+pub use catalog::{discover, SourceTable};
+pub use check::prerequisites;
+pub use config::{PgConnector, PostgresSourceConfig, TlsMode};
+pub use error::PgError;
+pub use snapshot::{
+    plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, SnapshotChunk, SnapshotReader,
+};

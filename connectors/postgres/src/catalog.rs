@@ -1,0 +1,174 @@
+//! Catalog discovery: which tables the task selects, their columns planned for COPY, primary
+//! keys, sizes and privileges, read from pg_catalog in one pass.
+
+use std::collections::HashMap;
+
+use inlet_core::{Column, TableId, TableSchema, TableSelection, Unrepresentable};
+use tokio_postgres::Client;
+
+use crate::config::PgConnector;
+use crate::error::PgError;
+use crate::types::{plan_column, ColumnPlan, PgType, TypeCatalog};
+
+/// A selected source table, ready to be snapshotted.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    pub schema: TableSchema,
+    pub oid: u32,
+    /// Size of the heap in blocks when discovered; chunks are ranges of these.
+    pub pages: u64,
+    /// `pg_class.reltuples`; None when the table was never vacuumed or analyzed.
+    pub estimated_rows: Option<u64>,
+    pub can_select: bool,
+    pub(crate) columns: Vec<ColumnPlan>,
+}
+
+/// Reads the catalog and returns the selected tables, ordered by name.
+pub async fn discover(
+    client: &Client,
+    connector: &PgConnector,
+    selection: &TableSelection,
+    policy: Unrepresentable,
+) -> Result<Vec<SourceTable>, PgError> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |e: tokio_postgres::Error| connector.query_error(&what, &e)
+    };
+    let types: TypeCatalog = client
+        .query(
+            "SELECT t.oid, t.typname::text, n.nspname::text, t.typtype, t.typbasetype, t.typtypmod, \
+                    t.typelem, t.typcategory \
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace",
+            &[],
+        )
+        .await
+        .map_err(err("reading pg_type"))?
+        .into_iter()
+        .map(|r| {
+            let kind: i8 = r.get(3);
+            let category: i8 = r.get(7);
+            (
+                r.get::<_, u32>(0),
+                PgType {
+                    name: r.get(1),
+                    namespace: r.get(2),
+                    kind: kind as u8,
+                    base: r.get(4),
+                    base_typmod: r.get(5),
+                    element: r.get(6),
+                    category: category as u8,
+                },
+            )
+        })
+        .collect();
+
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
+                    (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, \
+                    has_table_privilege(c.oid, 'SELECT') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
+               AND n.nspname NOT LIKE 'pg\\_%' \
+             ORDER BY 2, 3",
+            &[],
+        )
+        .await
+        .map_err(err("listing tables"))?;
+    let mut tables = Vec::new();
+    for r in rows {
+        let id = TableId::new(r.get::<_, String>(1), r.get::<_, String>(2));
+        if !selection.includes(&id) {
+            continue;
+        }
+        let reltuples: f64 = r.get(3);
+        let pages: i64 = r.get(4);
+        tables.push((
+            r.get::<_, u32>(0),
+            id,
+            reltuples,
+            pages.max(0) as u64,
+            r.get::<_, bool>(5),
+        ));
+    }
+    let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
+
+    let mut columns: HashMap<u32, Vec<(String, u32, i32, bool, String)>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \
+             FROM pg_attribute WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
+             ORDER BY attrelid, attnum",
+            &[&oids],
+        )
+        .await
+        .map_err(err("reading columns"))?
+    {
+        columns.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
+    }
+
+    let mut keys: HashMap<u32, Vec<String>> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT i.indrelid, a.attname::text \
+             FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indisprimary AND i.indrelid = ANY($1) ORDER BY i.indrelid, k.ord",
+            &[&oids],
+        )
+        .await
+        .map_err(err("reading primary keys"))?
+    {
+        keys.entry(r.get(0)).or_default().push(r.get(1));
+    }
+
+    let mut out = Vec::with_capacity(tables.len());
+    for (oid, id, reltuples, pages, can_select) in tables {
+        let mut plans = Vec::new();
+        let mut cols = Vec::new();
+        for (name, type_oid, typmod, not_null, source_type) in
+            columns.remove(&oid).unwrap_or_default()
+        {
+            if selection.excludes_column(&id, &name) {
+                continue;
+            }
+            let plan = plan_column(&types, &name, type_oid, typmod, not_null, policy);
+            cols.push(Column {
+                name: name.clone(),
+                source_type,
+                field: plan.field.clone(),
+            });
+            plans.push(plan);
+        }
+        if cols.is_empty() {
+            return Err(PgError::Config {
+                key: "tables",
+                message: format!("every column of {id} is excluded; exclude the table instead"),
+            });
+        }
+        // A key column the task excludes cannot serve as the key.
+        let primary_key: Vec<String> = keys.remove(&oid).unwrap_or_default();
+        let primary_key = if primary_key
+            .iter()
+            .all(|k| cols.iter().any(|c| &c.name == k))
+        {
+            primary_key
+        } else {
+            Vec::new()
+        };
+        out.push(SourceTable {
+            schema: TableSchema {
+                id,
+                columns: cols,
+                primary_key,
+            },
+            oid,
+            pages,
+            estimated_rows: (reltuples >= 0.0).then_some(reltuples as u64),
+            can_select,
+            columns: plans,
+        });
+    }
+    Ok(out)
+}

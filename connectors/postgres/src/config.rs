@@ -1,0 +1,301 @@
+//! The `[source]` section for `kind = "postgres"`, and opening connections with it: URL,
+//! password from a file, and TLS modes named as libpq names them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::{describe, PgError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// `postgres://user[:password]@host:port/database`. Prefer `password_file` or `${ENV}` over a
+    /// password written in the file.
+    pub url: String,
+    /// A file whose first line is the password; overrides any password in `url`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the CA that signed the server's certificate, for `tls = "verify-full"`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// libpq's sslmode values that inlet supports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not verified.
+    #[default]
+    Prefer,
+    /// TLS always; the certificate is not verified (libpq's `require`).
+    Require,
+    /// TLS always; the certificate must chain to the system roots or `ca_file` and name the host.
+    VerifyFull,
+}
+
+/// A parsed, validated source configuration that can open connections.
+#[derive(Clone)]
+pub struct PgConnector {
+    config: Config,
+    tls: TlsMode,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    server: String,
+}
+
+impl std::fmt::Debug for PgConnector {
+    // The tokio-postgres Config holds the password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnector")
+            .field("server", &self.server)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl PgConnector {
+    pub fn new(source: &PostgresSourceConfig) -> Result<Self, PgError> {
+        let mut config: Config = source.url.parse().map_err(|_| PgError::Config {
+            key: "url",
+            // The parser's message may quote the URL, password included: keep it out.
+            message: "not a valid PostgreSQL URL; expected postgres://user@host:port/database"
+                .to_string(),
+        })?;
+        if let Some(path) = &source.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| PgError::Config {
+                key: "password_file",
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            config.password(text.lines().next().unwrap_or("").trim_end());
+        }
+        if config.get_user().is_none() {
+            return Err(PgError::Config {
+                key: "url",
+                message: "names no user; write postgres://USER@host/database".to_string(),
+            });
+        }
+        if config.get_dbname().is_none() {
+            return Err(PgError::Config {
+                key: "url",
+                message: "names no database; write postgres://user@host/DATABASE".to_string(),
+            });
+        }
+        config.application_name("inlet");
+        config.ssl_mode(match source.tls {
+            TlsMode::Disable => SslMode::Disable,
+            TlsMode::Prefer => SslMode::Prefer,
+            TlsMode::Require | TlsMode::VerifyFull => SslMode::Require,
+        });
+        let tls_config = match source.tls {
+            TlsMode::Disable => None,
+            TlsMode::Prefer | TlsMode::Require => Some(Arc::new(tls::unverified()?)),
+            TlsMode::VerifyFull => Some(Arc::new(tls::verified(source.ca_file.as_deref())?)),
+        };
+        let server = describe_server(&config);
+        Ok(Self {
+            config,
+            tls: source.tls,
+            tls_config,
+            server,
+        })
+    }
+
+    /// `user@host:port/database`, safe for logs.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Opens a connection and drives it on a background task. Sessions use UTC, ISO dates and
+    /// ISO 8601 intervals, so every value cast to text reads the same whatever the server's
+    /// defaults.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        let server = self.server.clone();
+        let client = match &self.tls_config {
+            None => {
+                let (client, conn) = self
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| self.connect_error(&e))?;
+                spawn_connection(conn, server);
+                client
+            }
+            Some(tls) => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, conn) = self
+                    .config
+                    .connect(tls)
+                    .await
+                    .map_err(|e| self.connect_error(&e))?;
+                spawn_connection(conn, server);
+                client
+            }
+        };
+        client
+            .batch_execute(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; \
+                 SET extra_float_digits = 3; SET statement_timeout = 0",
+            )
+            .await
+            .map_err(|e| self.query_error("session setup", &e))?;
+        Ok(client)
+    }
+
+    fn connect_error(&self, e: &tokio_postgres::Error) -> PgError {
+        PgError::Connect {
+            server: self.server.clone(),
+            reason: describe(e),
+        }
+    }
+
+    pub(crate) fn query_error(&self, what: &str, e: &tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            server: self.server.clone(),
+            what: what.to_string(),
+            reason: describe(e),
+        }
+    }
+}
+
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>, server: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%server, error = %describe(&e), "PostgreSQL connection closed");
+        }
+    });
+}
+
+fn describe_server(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        host,
+        port,
+        config.get_dbname().unwrap_or("?")
+    )
+}
+
+mod tls {
+    //! rustls client configurations for the TLS modes.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+    use crate::error::PgError;
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    pub fn verified(ca_file: Option<&Path>) -> Result<ClientConfig, PgError> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| PgError::Config {
+                key: "ca_file",
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| PgError::Config {
+                    key: "ca_file",
+                    message: format!("{} is not a PEM certificate file: {e}", path.display()),
+                })?;
+                roots.add(cert).map_err(|e| PgError::Config {
+                    key: "ca_file",
+                    message: format!("{}: {e}", path.display()),
+                })?;
+            }
+        }
+        Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PgError::Config {
+                key: "tls",
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// libpq's `prefer`/`require`: encrypted, but any certificate is accepted.
+    pub fn unverified() -> Result<ClientConfig, PgError> {
+        let provider = provider();
+        let verifier = Arc::new(AcceptAnyCertificate(provider.clone()));
+        Ok(ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PgError::Config {
+                key: "tls",
+                message: e.to_string(),
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
+    }
+
+    #[derive(Debug)]
+    struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}

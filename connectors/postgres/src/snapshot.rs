@@ -1,0 +1,294 @@
+//! The consistent full load: one exported snapshot shared by every worker connection, tables cut
+//! into ctid-range chunks, and each chunk streamed with COPY binary into record batches.
+
+use std::pin::Pin;
+
+use arrow_array::RecordBatch;
+use futures::StreamExt;
+use inlet_core::Unrepresentable;
+use tokio_postgres::{Client, CopyOutStream};
+
+use crate::catalog::SourceTable;
+use crate::config::PgConnector;
+use crate::copy::{CopyDecoder, ValueError};
+use crate::error::PgError;
+use crate::types::quote_ident;
+
+/// A `REPEATABLE READ` transaction whose snapshot other connections import. It must stay open
+/// until every worker has imported the snapshot; dropping it ends the transaction.
+pub struct ExportedSnapshot {
+    client: Client,
+    id: String,
+}
+
+impl ExportedSnapshot {
+    pub async fn export(connector: &PgConnector) -> Result<Self, PgError> {
+        let client = connector.connect().await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| connector.query_error("starting the snapshot transaction", &e))?;
+        let row = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| connector.query_error("pg_export_snapshot()", &e))?;
+        Ok(Self {
+            client,
+            id: row.get(0),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The connection holding the snapshot, for catalog reads consistent with it.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Takes ACCESS SHARE locks, as pg_dump does, so no table is dropped or altered while it is
+    /// being read. Writes to the tables go on.
+    pub async fn lock(
+        &self,
+        connector: &PgConnector,
+        tables: &[SourceTable],
+    ) -> Result<(), PgError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}.{}",
+                    quote_ident(&t.schema.id.schema),
+                    quote_ident(&t.schema.id.name)
+                )
+            })
+            .collect();
+        self.client
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN ACCESS SHARE MODE",
+                names.join(", ")
+            ))
+            .await
+            .map_err(|e| connector.query_error("locking the selected tables", &e))
+    }
+}
+
+/// A range of heap pages of one table: `[start_page, end_page)`, open-ended when `end_page` is
+/// None so that pages added after discovery are still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub start_page: u64,
+    pub end_page: Option<u64>,
+}
+
+/// Cuts `pages` into chunks of `chunk_pages`; the last chunk is open-ended.
+pub fn plan_chunks(pages: u64, chunk_pages: u64) -> Vec<SnapshotChunk> {
+    let chunk_pages = chunk_pages.max(1);
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start + chunk_pages < pages {
+        chunks.push(SnapshotChunk {
+            start_page: start,
+            end_page: Some(start + chunk_pages),
+        });
+        start += chunk_pages;
+    }
+    chunks.push(SnapshotChunk {
+        start_page: start,
+        end_page: None,
+    });
+    chunks
+}
+
+/// Limits on one record batch: whichever is reached first closes it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// A worker connection inside the exported snapshot.
+pub struct SnapshotReader {
+    client: Client,
+    connector: PgConnector,
+}
+
+impl SnapshotReader {
+    pub async fn open(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
+        let client = connector.connect().await?;
+        // The id comes from pg_export_snapshot() (hex and dashes); quoting keeps it a literal.
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot_id.replace('\'', "''")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| connector.query_error("importing the exported snapshot", &e))?;
+        Ok(Self {
+            client,
+            connector: connector.clone(),
+        })
+    }
+
+    /// Starts streaming one chunk of `table`.
+    pub async fn read<'t>(
+        &self,
+        table: &'t SourceTable,
+        chunk: SnapshotChunk,
+        limits: BatchLimits,
+        policy: Unrepresentable,
+    ) -> Result<ChunkStream<'t>, PgError> {
+        let sql = copy_query(table, chunk);
+        let stream = self.client.copy_out(sql.as_str()).await.map_err(|e| {
+            self.connector
+                .query_error(&format!("COPY of {}", table.schema.id), &e)
+        })?;
+        let decoders = table.columns.iter().map(|c| c.decoder.clone()).collect();
+        let capacity = limits.rows.min(8192);
+        Ok(ChunkStream {
+            table,
+            stream: Box::pin(stream),
+            decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policy, capacity),
+            limits,
+            pending_bytes: 0,
+            connector: self.connector.clone(),
+        })
+    }
+}
+
+fn copy_query(table: &SourceTable, chunk: SnapshotChunk) -> String {
+    let select: Vec<&str> = table.columns.iter().map(|c| c.select.as_str()).collect();
+    let mut sql = format!(
+        "COPY (SELECT {} FROM {}.{} WHERE ctid >= '({},0)'::tid",
+        select.join(", "),
+        quote_ident(&table.schema.id.schema),
+        quote_ident(&table.schema.id.name),
+        chunk.start_page
+    );
+    if let Some(end) = chunk.end_page {
+        sql.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+    }
+    sql.push_str(") TO STDOUT (FORMAT binary)");
+    sql
+}
+
+/// The record batches of one chunk, decoded as the server sends them.
+pub struct ChunkStream<'t> {
+    table: &'t SourceTable,
+    stream: Pin<Box<CopyOutStream>>,
+    decoder: CopyDecoder,
+    limits: BatchLimits,
+    pending_bytes: usize,
+    connector: PgConnector,
+}
+
+impl ChunkStream<'_> {
+    /// The next batch, or None when the chunk is done.
+    pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>, PgError> {
+        loop {
+            if self.decoder.rows() >= self.limits.rows || self.pending_bytes >= self.limits.bytes {
+                return self.take().map(Some);
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => {
+                    self.pending_bytes += chunk.len();
+                    self.decoder
+                        .feed(&chunk)
+                        .map_err(|e| self.value_error(e.column, e.error))?;
+                }
+                Some(Err(e)) => {
+                    return Err(self
+                        .connector
+                        .query_error(&format!("COPY of {}", self.table.schema.id), &e))
+                }
+                None => {
+                    if self.decoder.leftover() != 0 || !self.decoder.is_finished() {
+                        return Err(PgError::Protocol {
+                            table: self.table.schema.id.clone(),
+                            message: "the COPY stream ended inside a row".into(),
+                        });
+                    }
+                    if self.decoder.rows() == 0 {
+                        return Ok(None);
+                    }
+                    return self.take().map(Some);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) -> Result<RecordBatch, PgError> {
+        self.pending_bytes = 0;
+        self.decoder.take_batch().map_err(|e| PgError::Protocol {
+            table: self.table.schema.id.clone(),
+            message: format!("building a record batch: {e}"),
+        })
+    }
+
+    fn value_error(&self, column: Option<usize>, error: ValueError) -> PgError {
+        let table = self.table.schema.id.clone();
+        let Some(i) = column else {
+            let (ValueError::Malformed(message) | ValueError::Unrepresentable(message)) = error;
+            return PgError::Protocol { table, message };
+        };
+        let col = &self.table.schema.columns[i];
+        let message = match error {
+            ValueError::Malformed(m) => format!("cannot decode a {} value: {m}", col.source_type),
+            ValueError::Unrepresentable(what) => format!(
+                "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" \
+                 in the task's [values] section to load it",
+                col.data_type()
+            ),
+        };
+        PgError::Value {
+            table,
+            column: col.name.clone(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything() {
+        assert_eq!(
+            plan_chunks(0, 10),
+            vec![SnapshotChunk {
+                start_page: 0,
+                end_page: None
+            }]
+        );
+        assert_eq!(
+            plan_chunks(10, 10),
+            vec![SnapshotChunk {
+                start_page: 0,
+                end_page: None
+            }]
+        );
+        assert_eq!(
+            plan_chunks(25, 10),
+            vec![
+                SnapshotChunk {
+                    start_page: 0,
+                    end_page: Some(10)
+                },
+                SnapshotChunk {
+                    start_page: 10,
+                    end_page: Some(20)
+                },
+                SnapshotChunk {
+                    start_page: 20,
+                    end_page: None
+                },
+            ]
+        );
+    }
+}
