@@ -156,6 +156,7 @@ impl SnapshotReader {
             decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policy, capacity),
             limits,
             pending_bytes: 0,
+            ended: false,
             connector: self.connector.clone(),
         })
     }
@@ -184,6 +185,8 @@ pub struct ChunkStream<'t> {
     decoder: CopyDecoder,
     limits: BatchLimits,
     pending_bytes: usize,
+    /// The server's stream has ended: polling it again would read the next protocol message.
+    ended: bool,
     connector: PgConnector,
 }
 
@@ -191,6 +194,9 @@ impl ChunkStream<'_> {
     /// The next batch, or None when the chunk is done.
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>, PgError> {
         loop {
+            if self.ended {
+                return Ok(None);
+            }
             if self.decoder.rows() >= self.limits.rows || self.pending_bytes >= self.limits.bytes {
                 return self.take().map(Some);
             }
@@ -207,6 +213,7 @@ impl ChunkStream<'_> {
                         .query_error(&format!("COPY of {}", self.table.schema.id), &e))
                 }
                 None => {
+                    self.ended = true;
                     if self.decoder.leftover() != 0 || !self.decoder.is_finished() {
                         return Err(PgError::Protocol {
                             table: self.table.schema.id.clone(),

@@ -1,1 +1,20 @@
-//! placeholder
+//! DMS-compatible Parquet full-load files, written through object_store to a local folder or S3.
+//!
+//! Each worker streams Arrow batches through parquet's `AsyncArrowWriter` into an object_store
+//! `BufWriter` (multipart upload), so a file is either complete or absent and is never held whole
+//! in memory. Files are laid out as DMS does (`<prefix>/<schema>/<table>/LOAD00000001.parquet`),
+//! and a re-run replaces a table's files instead of adding to them.
+
+mod config;
+mod error;
+mod load;
+mod object_file;
+mod target;
+
+pub use config::{ParquetCompression, ParquetTargetConfig};
+pub use error::SinkError;
+pub use load::{FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY};
+pub use target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+# inlet: developer entry points. Every target is safe to run again.
+#
+#   make setup      Debian packages (PostgreSQL 15) if missing + ./.venv with requirements-dev.txt
+#   make test       setup, then the whole workspace's tests (cargo nextest, else cargo test)
+#   make demo       PostgreSQL sandbox in .demo/ with a sample shop, full load to ./warehouse,
+#                   then a DuckDB query over the Parquet files; `make demo-stop` stops it
+#   make bench      TPC-H lineitem full load, inlet against DuckDB (see scripts/bench.sh)
+#   make fmt-check / make lint
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+PG_BIN ?= /usr/lib/postgresql/15/bin
+PSQL := $(PG_BIN)/psql
+VENV := .venv
+PYTHON := $(CURDIR)/$(VENV)/bin/python
+INLET := ./target/release/inlet
+
+# Tests and scripts find the venv's python (duckdb, pyiceberg, pyarrow, moto) here.
+export INLET_PYTHON := $(PYTHON)
+export PG_BIN
+
+INLET_DEMO_PGPORT ?= 54329
+export INLET_DEMO_PGPORT
+INLET_BENCH_PGPORT ?= 54339
+export INLET_BENCH_PGPORT
+
+DEMO_DIR := .demo
+DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPORT) -U postgres
+
+.PHONY: help setup system-deps venv build release test demo demo-stop bench bench-stop \
+	fmt-check lint
+
+help:
+	@sed -n '1,8s/^# \{0,1\}//p' Makefile
+
+setup: system-deps venv
+
+system-deps:
+	@scripts/setup-system.sh
+
+venv:
+	@scripts/setup-venv.sh $(VENV)
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release
+
+test: setup
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		nt_flags=(--workspace --no-fail-fast); \
+		if $(CARGO) nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then nt_flags+=(--no-tests=warn); fi; \
+		echo "+ cargo nextest run $${nt_flags[*]}"; \
+		$(CARGO) nextest run "$${nt_flags[@]}"; \
+	else \
+		echo "+ cargo test --workspace --no-fail-fast (cargo-nextest not installed)"; \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+demo: setup
+	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)
+	@if [ "$$($(DEMO_PSQL) -At -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = 'shop'")" = 0 ]; then \
+		$(DEMO_PSQL) -d postgres -c 'CREATE DATABASE shop'; \
+	fi
+	@echo "demo: loading config/demo-data.sql into database shop"
+	@$(DEMO_PSQL) -d shop -f config/demo-data.sql
+	$(CARGO) build --release
+	# inlet replaces a table's files on a re-run; nothing to clean.
+	$(INLET) full-load -c config/demo.toml
+	@echo
+	@$(PYTHON) scripts/demo-query.py warehouse
+	@echo "demo: PostgreSQL is still running on 127.0.0.1:$(INLET_DEMO_PGPORT) (database shop):"
+	@echo "demo:   $(PSQL) -h 127.0.0.1 -p $(INLET_DEMO_PGPORT) -U postgres shop"
+	@echo "demo: stop it with: make demo-stop"
+
+demo-stop:
+	@scripts/pg-sandbox.sh stop $(DEMO_DIR)
+
+bench: setup
+	$(CARGO) build --release
+	scripts/bench.sh
+
+bench-stop:
+	@scripts/pg-sandbox.sh stop .bench
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,580 @@
+//! Full-load files of one table: `<prefix>/<schema>/<table>/LOAD00000001.parquet`, ...
+//!
+//! Several workers may load one table in parallel (ctid or key ranges). Each gets its own
+//! [`LoadFileWriter`]; they share one [`FullLoadTable`], whose counter hands out file numbers, so
+//! files never collide and their numbers are dense. After all writers are closed,
+//! [`FullLoadTable::finish`] deletes files with higher numbers left by an earlier, larger run:
+//! a re-run replaces a table's files instead of adding to them, as DMS does.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use futures::StreamExt;
+use inlet_core::TableSchema;
+use object_store::path::Path;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::error::{store_hint, SinkError};
+use crate::object_file::ObjectFile;
+use crate::target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
+
+/// Name of the DMS operation column (`IncludeOpForFullLoad`).
+pub const OP_COLUMN: &str = "Op";
+
+/// Key-value metadata key naming the table (`schema.table`) in every file.
+pub const TABLE_KEY: &str = "inlet.table";
+/// Key-value metadata key saying what a file holds; `full-load` for these files.
+pub const KIND_KEY: &str = "inlet.kind";
+
+/// Totals of one table's full load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Files written by this run.
+    pub files: u64,
+    /// Rows in those files.
+    pub rows: u64,
+    /// Size of those files in bytes.
+    pub bytes: u64,
+}
+
+/// The full load of one table, shared by all writers loading it. Cloning is cheap.
+#[derive(Clone)]
+pub struct FullLoadTable {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    target: ParquetTarget,
+    /// `schema.table`, for messages and metadata.
+    table: String,
+    /// `<prefix>/<schema>/<table>`.
+    dir: Path,
+    /// Columns in each batch the source sends.
+    input_columns: usize,
+    /// The schema of the files, or why the table cannot be written (a column name collides with
+    /// `Op` or the timestamp column). Reported on the first write, as `full_load` is
+    /// infallible.
+    file_schema: Result<SchemaRef, String>,
+    props: WriterProperties,
+    /// The last file number handed out; the next file takes this + 1.
+    last_number: AtomicU64,
+    /// The highest number of a file that was completed.
+    highest_completed: AtomicU64,
+    files: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    /// Writers created and not yet dropped.
+    open_writers: AtomicUsize,
+    /// Set when a writer failed or was dropped with an open file: the load is incomplete and
+    /// `finish` must not present it as done (nor delete the old files).
+    failed: AtomicBool,
+    /// What went wrong first, for `finish`'s message.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        self.failed.store(true, Ordering::SeqCst);
+        let mut first = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(why);
+        }
+    }
+
+    fn file_path(&self, number: u64) -> Path {
+        self.dir.clone().join(load_file_name(number))
+    }
+}
+
+/// `LOAD00000001.parquet`: DMS's full-load file name, numbered from 1 with 8 digits.
+fn load_file_name(number: u64) -> String {
+    format!("LOAD{number:08}.parquet")
+}
+
+/// The number in a full-load file name, or `None` for any other name (including the staging
+/// files a local upload leaves while in progress).
+fn parse_load_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("LOAD")?.strip_suffix(".parquet")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl fmt::Debug for FullLoadTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FullLoadTable")
+            .field("table", &self.shared.table)
+            .field("dir", &self.shared.target.location(&self.shared.dir))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FullLoadTable {
+    pub(crate) fn new(target: &ParquetTarget, table: &TableSchema) -> Self {
+        let name = table.id.to_string();
+        let props = WriterProperties::builder()
+            .set_compression(target.compression)
+            // ParquetTarget::new rejects row_group_rows = 0, the one value that panics here.
+            .set_max_row_group_row_count(Some(target.row_group_rows))
+            .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(TABLE_KEY.to_string(), name.clone()),
+                KeyValue::new(KIND_KEY.to_string(), "full-load".to_string()),
+            ]))
+            .build();
+        Self {
+            shared: Arc::new(Shared {
+                dir: target.table_dir(table),
+                input_columns: table.columns.len(),
+                file_schema: file_schema(target, table),
+                props,
+                target: target.clone(),
+                table: name,
+                last_number: AtomicU64::new(0),
+                highest_completed: AtomicU64::new(0),
+                files: AtomicU64::new(0),
+                rows: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                open_writers: AtomicUsize::new(0),
+                failed: AtomicBool::new(false),
+                failure: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A writer for one worker. It opens a file on its first non-empty batch.
+    pub fn writer(&self) -> LoadFileWriter {
+        self.shared.open_writers.fetch_add(1, Ordering::SeqCst);
+        LoadFileWriter {
+            shared: Arc::clone(&self.shared),
+            open: None,
+            rows_written: 0,
+            failed: false,
+        }
+    }
+
+    /// Completes the load once every writer was closed: deletes the table's `LOAD*.parquet`
+    /// files numbered above the highest this run wrote (all of them if it wrote none), and
+    /// returns the totals. Fails, deleting nothing, if a writer failed or is still open.
+    pub async fn finish(&self) -> Result<LoadSummary, SinkError> {
+        let s = &self.shared;
+        let open = s.open_writers.load(Ordering::SeqCst);
+        if open > 0 {
+            return Err(SinkError::Incomplete {
+                table: s.table.clone(),
+                message: format!(
+                    "finish was called while {open} writer(s) were still open; close every \
+                     writer first (this is a bug in the caller)"
+                ),
+            });
+        }
+        if s.failed.load(Ordering::SeqCst) {
+            let why = s
+                .failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| "a writer failed".into());
+            return Err(SinkError::Incomplete {
+                table: s.table.clone(),
+                message: format!(
+                    "the full load is incomplete ({why}); older files in {} were left in \
+                     place; run the full load of this table again",
+                    s.target.location(&s.dir)
+                ),
+            });
+        }
+
+        let highest = s.highest_completed.load(Ordering::SeqCst);
+        let cleanup_error =
+            |action: &'static str, location: String, source: object_store::Error| {
+                SinkError::Cleanup {
+                    table: s.table.clone(),
+                    action,
+                    location,
+                    hint: store_hint(s.target.kind, Some(&source)),
+                    source,
+                }
+            };
+        // Only this folder's direct children: a table's files never live deeper, and another
+        // table whose name starts the same is a different folder.
+        let listing = s
+            .target
+            .store
+            .list_with_delimiter(Some(&s.dir))
+            .await
+            .map_err(|e| cleanup_error("list", s.target.location(&s.dir), e))?;
+        let stale: Vec<Path> = listing
+            .objects
+            .into_iter()
+            .map(|o| o.location)
+            .filter(|p| {
+                p.filename()
+                    .and_then(parse_load_file_name)
+                    .is_some_and(|n| n > highest)
+            })
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(
+                table = %s.table,
+                count = stale.len(),
+                "deleting full-load files left by an earlier, larger run"
+            );
+            let locations = futures::stream::iter(stale.into_iter().map(Ok)).boxed();
+            let mut deleted = s.target.store.delete_stream(locations);
+            while let Some(result) = deleted.next().await {
+                match result {
+                    Ok(_) => {}
+                    // Already gone (deleted concurrently, or a listing that lagged): the goal
+                    // is reached.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(cleanup_error(
+                            "delete stale files in",
+                            s.target.location(&s.dir),
+                            e,
+                        ))
+                    }
+                }
+            }
+        }
+
+        Ok(LoadSummary {
+            files: s.files.load(Ordering::SeqCst),
+            rows: s.rows.load(Ordering::SeqCst),
+            bytes: s.bytes.load(Ordering::SeqCst),
+        })
+    }
+}
+
+/// The schema of the files: `Op`, then the timestamp column, then the table's columns (with
+/// their `inlet.source_type` metadata), or why that is impossible.
+fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef, String> {
+    let source = table.arrow_schema();
+    let mut extra: Vec<Field> = Vec::new();
+    if target.include_op {
+        extra.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+    }
+    if let Some(name) = &target.timestamp_column {
+        extra.push(Field::new(
+            name,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ));
+    }
+    if extra.is_empty() {
+        return Ok(source);
+    }
+    // Case-insensitive, because Athena and Glue fold column names to lower case.
+    for f in &extra {
+        if let Some(c) = source
+            .fields()
+            .iter()
+            .find(|c| c.name().eq_ignore_ascii_case(f.name()))
+        {
+            let key = if f.name() == OP_COLUMN && target.include_op {
+                "include_op_for_full_load"
+            } else {
+                "timestamp_column"
+            };
+            return Err(format!(
+                "the table has a column {:?}, which collides with the {:?} column that `{key}` \
+                 adds; change `{key}` or exclude/rename the column",
+                c.name(),
+                f.name()
+            ));
+        }
+    }
+    let fields: Vec<Field> = extra
+        .into_iter()
+        .chain(source.fields().iter().map(|f| f.as_ref().clone()))
+        .collect();
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        source.metadata().clone(),
+    )))
+}
+
+/// Writes one worker's batches of a table into a sequence of files.
+///
+/// Memory: one in-progress row group (bounded by `row_group_rows` and
+/// [`ROW_GROUP_MAX_BYTES`]), the encoded bytes of the last finished row group on their way to
+/// the store, and the upload buffer (a few multipart parts). Files are never held whole.
+pub struct LoadFileWriter {
+    shared: Arc<Shared>,
+    open: Option<OpenFile>,
+    rows_written: u64,
+    /// Set after an error: the rows of the failed file are lost, so the writer refuses to go on
+    /// rather than leave a hole in the load.
+    failed: bool,
+}
+
+struct OpenFile {
+    number: u64,
+    path: Path,
+    writer: AsyncArrowWriter<ObjectFile>,
+    rows: u64,
+}
+
+impl fmt::Debug for LoadFileWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadFileWriter")
+            .field("table", &self.shared.table)
+            .field("open_file", &self.open.as_ref().map(|o| o.number))
+            .field("rows_written", &self.rows_written)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl LoadFileWriter {
+    /// Appends a batch whose schema is the table's `arrow_schema()`. Adds the `Op` and timestamp
+    /// columns if configured. Opens a file if none is open, and completes it once its written
+    /// plus in-progress bytes reach the target's file size. Empty batches are ignored.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        if self.failed {
+            return Err(self.already_failed());
+        }
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        // A rejected batch leaves a hole in the load just like a failed upload would.
+        let batch = match self.file_batch(batch) {
+            Ok(b) => b,
+            Err(err) => {
+                self.mark_failed(&err);
+                return Err(err);
+            }
+        };
+
+        if self.open.is_none() {
+            self.open = Some(self.open_file(batch.schema())?);
+        }
+        let Some(file) = self.open.as_mut() else {
+            // Unreachable: set just above. Kept as an error rather than a panic.
+            return Err(self.already_failed());
+        };
+        if let Err(e) = file.writer.write(&batch).await {
+            return Err(self.discard(e).await);
+        }
+        file.rows += n as u64;
+        self.rows_written += n as u64;
+
+        let size = file.writer.bytes_written() + file.writer.in_progress_size();
+        if size as u64 >= self.shared.target.file_size_bytes {
+            self.complete_file().await?;
+        }
+        Ok(())
+    }
+
+    /// Completes the open file, if any. Every writer must be closed before
+    /// [`FullLoadTable::finish`].
+    pub async fn close(mut self) -> Result<(), SinkError> {
+        if self.failed {
+            return Err(self.already_failed());
+        }
+        self.complete_file().await
+    }
+
+    /// Rows accepted by this writer so far (including those of its open file).
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+
+    /// The batch as written: extra DMS columns first, then the source columns, under the file
+    /// schema. `RecordBatch::try_new` checks the column types and nullability against it.
+    fn file_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, SinkError> {
+        let s = &self.shared;
+        let schema_error = |message: String| SinkError::Schema {
+            table: s.table.clone(),
+            message,
+        };
+        let schema = s.file_schema.clone().map_err(schema_error)?;
+        if batch.num_columns() != s.input_columns {
+            return Err(schema_error(format!(
+                "a batch has {} columns but the table has {}; the source and the table schema \
+                 disagree (this is a bug in the source connector)",
+                batch.num_columns(),
+                s.input_columns
+            )));
+        }
+        let n = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        if s.target.include_op {
+            columns.push(Arc::new(StringArray::from_iter_values(
+                std::iter::repeat_n("I", n),
+            )));
+        }
+        if s.target.timestamp_column.is_some() {
+            let now = chrono::Utc::now().timestamp_micros();
+            columns.push(Arc::new(
+                TimestampMicrosecondArray::from_value(now, n).with_timezone("UTC"),
+            ));
+        }
+        columns.extend(batch.columns().iter().cloned());
+        RecordBatch::try_new(schema, columns).map_err(|e| {
+            schema_error(format!(
+                "a batch does not match the table schema ({e}); this is a bug in the source \
+                 connector"
+            ))
+        })
+    }
+
+    fn open_file(&mut self, schema: SchemaRef) -> Result<OpenFile, SinkError> {
+        let s = &self.shared;
+        let number = s.last_number.fetch_add(1, Ordering::SeqCst) + 1;
+        let path = s.file_path(number);
+        let sink = ObjectFile::new(Arc::clone(&s.target.store), path.clone(), s.target.kind);
+        let options = ArrowWriterOptions::new().with_properties(s.props.clone());
+        match AsyncArrowWriter::try_new_with_options(sink, schema, options) {
+            Ok(writer) => Ok(OpenFile {
+                number,
+                path,
+                writer,
+                rows: 0,
+            }),
+            Err(source) => {
+                // Nothing was sent to the store yet, so there is nothing to abort.
+                let err = SinkError::Write {
+                    table: s.table.clone(),
+                    location: s.target.location(&path),
+                    source,
+                    hint: "the table's Arrow schema cannot be written as Parquet; this is a bug \
+                           in the type mapping"
+                        .into(),
+                };
+                self.mark_failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Finishes the open file (footer, upload completion) and counts it.
+    async fn complete_file(&mut self) -> Result<(), SinkError> {
+        let Some(mut file) = self.open.take() else {
+            return Ok(());
+        };
+        if let Err(source) = file.writer.finish().await {
+            let mut sink = file.writer.into_inner();
+            let hint = sink.take_hint();
+            // complete() may not have been reached (the footer failed to encode); abort is a
+            // no-op if it was.
+            if let Err(e) = sink.abort().await {
+                tracing::warn!(table = %self.shared.table, error = %e, "aborting the upload failed");
+            }
+            let err = self.write_error(&file.path, source, hint);
+            self.mark_failed(&err);
+            return Err(err);
+        }
+        let bytes = file.writer.bytes_written() as u64;
+        let s = &self.shared;
+        s.highest_completed.fetch_max(file.number, Ordering::SeqCst);
+        s.files.fetch_add(1, Ordering::SeqCst);
+        s.rows.fetch_add(file.rows, Ordering::SeqCst);
+        s.bytes.fetch_add(bytes, Ordering::SeqCst);
+        tracing::debug!(
+            table = %s.table,
+            file = %s.target.location(&file.path),
+            rows = file.rows,
+            bytes,
+            "full-load file written"
+        );
+        Ok(())
+    }
+
+    /// After a failed write: aborts the upload of the open file and returns the error.
+    async fn discard(&mut self, source: parquet::errors::ParquetError) -> SinkError {
+        let Some(file) = self.open.take() else {
+            let err = self.write_error(&self.shared.dir, source, None);
+            self.mark_failed(&err);
+            return err;
+        };
+        let mut sink = file.writer.into_inner();
+        let hint = sink.take_hint();
+        if let Err(e) = sink.abort().await {
+            tracing::warn!(table = %self.shared.table, error = %e, "aborting the upload failed");
+        }
+        let err = self.write_error(&file.path, source, hint);
+        self.mark_failed(&err);
+        err
+    }
+
+    fn write_error(
+        &self,
+        path: &Path,
+        source: parquet::errors::ParquetError,
+        hint: Option<String>,
+    ) -> SinkError {
+        let s = &self.shared;
+        SinkError::Write {
+            table: s.table.clone(),
+            location: s.target.location(path),
+            source,
+            hint: hint.unwrap_or_else(|| store_hint(s.target.kind, None)),
+        }
+    }
+
+    fn mark_failed(&mut self, err: &SinkError) {
+        self.failed = true;
+        self.shared.fail(err.to_string());
+    }
+
+    fn already_failed(&self) -> SinkError {
+        SinkError::Incomplete {
+            table: self.shared.table.clone(),
+            message: "this writer failed earlier and cannot continue; run the full load of the \
+                      table again"
+                .into(),
+        }
+    }
+}
+
+impl Drop for LoadFileWriter {
+    fn drop(&mut self) {
+        self.shared.open_writers.fetch_sub(1, Ordering::SeqCst);
+        let Some(file) = self.open.take() else {
+            return;
+        };
+        // Dropped without close (a cancelled task, or an error elsewhere): the rows of the open
+        // file are lost, so the load cannot finish. The object never became visible; abort the
+        // upload so no parts linger (a local staging file is removed by object_store itself).
+        self.shared.fail(format!(
+            "a writer was dropped without close while {} was open",
+            self.shared.target.location(&file.path)
+        ));
+        let mut sink = file.writer.into_inner();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = sink.abort().await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn load_file_names_round_trip() {
+        assert_eq!(load_file_name(1), "LOAD00000001.parquet");
+        assert_eq!(parse_load_file_name("LOAD00000001.parquet"), Some(1));
+        assert_eq!(
+            parse_load_file_name("LOAD123456789.parquet"),
+            Some(123_456_789)
+        );
+        assert_eq!(parse_load_file_name("LOAD0001.parquet"), None);
+        assert_eq!(parse_load_file_name("LOAD00000001.parquet#1"), None);
+        assert_eq!(parse_load_file_name("LOAD0000000x.parquet"), None);
+        assert_eq!(parse_load_file_name("20240101-000000.parquet"), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! The target: where files go (a local folder or an S3 prefix) and how they are encoded.
+//!
+//! Both kinds of store are reached through one `Arc<dyn ObjectStore>` plus a key prefix, so the
+//! writing code never branches on the kind. A local store is rooted at the target folder (empty
+//! prefix); an S3 store is rooted at the bucket (prefix from the URL).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use inlet_core::TableSchema;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutOptions, PutPayload};
+use parquet::basic::Compression;
+use url::Url;
+
+use crate::config::ParquetTargetConfig;
+use crate::error::{store_hint, SinkError, StoreKind};
+use crate::load::FullLoadTable;
+
+/// Upper bound on the encoded size of one in-progress row group. A row group is held in memory
+/// until it is complete, so `row_group_rows` alone would not bound memory for wide rows (large
+/// text or JSON values); the row group is cut at whichever limit comes first.
+pub const ROW_GROUP_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// A Parquet target: an object store, a prefix in it, and the encoding settings.
+#[derive(Clone)]
+pub struct ParquetTarget {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) kind: StoreKind,
+    /// The prefix every key starts with (root for a local folder).
+    pub(crate) prefix: Path,
+    /// How to show a key to a person: `s3://bucket` or `file:///abs/folder`, to which
+    /// `/<key>` is appended.
+    pub(crate) base: Arc<str>,
+    pub(crate) compression: Compression,
+    pub(crate) row_group_rows: usize,
+    pub(crate) file_size_bytes: u64,
+    pub(crate) include_op: bool,
+    pub(crate) timestamp_column: Option<String>,
+}
+
+// Hand-written so that the store's own Debug (which may include client configuration) is never
+// printed.
+impl fmt::Debug for ParquetTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParquetTarget")
+            .field("url", &self.describe())
+            .field("compression", &self.compression)
+            .field("row_group_rows", &self.row_group_rows)
+            .field("file_size_bytes", &self.file_size_bytes)
+            .field("include_op", &self.include_op)
+            .field("timestamp_column", &self.timestamp_column)
+            .finish()
+    }
+}
+
+impl ParquetTarget {
+    /// Parses the URL and builds the object store. The only I/O is creating (and resolving) the
+    /// folder of a local target; S3 is first contacted by [`Self::check`] or the first write.
+    pub fn new(config: &ParquetTargetConfig) -> Result<Self, SinkError> {
+        Self::with_s3_builder(config, AmazonS3Builder::from_env)
+    }
+
+    /// [`Self::new`] with the S3 settings taken from `s3` instead of the environment, so tests
+    /// need not change the process environment.
+    pub(crate) fn with_s3_builder(
+        config: &ParquetTargetConfig,
+        s3: impl FnOnce() -> AmazonS3Builder,
+    ) -> Result<Self, SinkError> {
+        let shown = redacted(&config.url);
+        let config_error = |message: String| SinkError::Config {
+            url: shown.clone(),
+            message,
+        };
+        config.validate().map_err(config_error)?;
+        let compression = config.codec().map_err(config_error)?;
+
+        let (store, kind, prefix, base) = open_store(&config.url, &shown, s3)?;
+        Ok(Self {
+            store,
+            kind,
+            prefix,
+            base: base.into(),
+            compression,
+            row_group_rows: config.row_group_rows,
+            // validate() bounds file_size_mb to 2^24, so this cannot overflow.
+            file_size_bytes: config.file_size_mb << 20,
+            include_op: config.include_op_for_full_load,
+            timestamp_column: config.timestamp_column.clone(),
+        })
+    }
+
+    /// Where this target writes, e.g. `s3://bucket/prefix` or `file:///abs/warehouse`; never
+    /// credentials.
+    pub fn describe(&self) -> String {
+        if self.prefix.is_root() {
+            self.base.to_string()
+        } else {
+            format!("{}/{}", self.base, self.prefix)
+        }
+    }
+
+    /// Writes and then deletes a small probe object under the prefix, proving that the
+    /// credentials, the endpoint and the permissions allow writing here.
+    pub async fn check(&self) -> Result<(), SinkError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let probe = self
+            .prefix
+            .clone()
+            .join(format!("inlet-check-{}-{nanos}.tmp", std::process::id()));
+        let check_error = |action: &'static str, source: object_store::Error| SinkError::Check {
+            target: self.describe(),
+            action,
+            location: self.location(&probe),
+            hint: store_hint(self.kind, Some(&source)),
+            source,
+        };
+
+        let payload = PutPayload::from_static(b"inlet check: safe to delete\n");
+        self.store
+            .put_opts(&probe, payload, PutOptions::default())
+            .await
+            .map_err(|e| check_error("write", e))?;
+        let mut deleted = self
+            .store
+            .delete_stream(futures::stream::iter([Ok(probe.clone())]).boxed());
+        while let Some(result) = deleted.next().await {
+            result.map_err(|e| check_error("delete", e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the full load of one table. Cheap and without I/O: files are opened by the
+    /// writers, lazily.
+    pub fn full_load(&self, table: &TableSchema) -> FullLoadTable {
+        FullLoadTable::new(self, table)
+    }
+
+    /// The key of a table's folder: `<prefix>/<schema>/<table>`. Each name is one path segment;
+    /// object_store percent-encodes characters that cannot appear in a key segment.
+    pub(crate) fn table_dir(&self, table: &TableSchema) -> Path {
+        self.prefix
+            .clone()
+            .join(table.id.schema.as_str())
+            .join(table.id.name.as_str())
+    }
+
+    /// How to show a key to a person.
+    pub(crate) fn location(&self, path: &Path) -> String {
+        format!("{}/{}", self.base, path)
+    }
+
+    /// Tests use files of a few KiB to exercise rolling without writing megabytes.
+    #[cfg(test)]
+    pub(crate) fn with_file_size_bytes(mut self, bytes: u64) -> Self {
+        self.file_size_bytes = bytes;
+        self
+    }
+}
+
+type Opened = (Arc<dyn ObjectStore>, StoreKind, Path, String);
+
+/// Builds the store for a URL: `s3://bucket/prefix`, `file:///abs/path`, or a plain path.
+fn open_store(
+    url: &str,
+    shown: &str,
+    s3: impl FnOnce() -> AmazonS3Builder,
+) -> Result<Opened, SinkError> {
+    let config_error = |message: String| SinkError::Config {
+        url: shown.to_string(),
+        message,
+    };
+    if url.trim().is_empty() {
+        return Err(config_error(
+            "url is empty; use s3://bucket/prefix, file:///abs/path or a folder path".into(),
+        ));
+    }
+    if !url.contains("://") {
+        return open_local(std::path::PathBuf::from(url), shown);
+    }
+    let parsed = Url::parse(url).map_err(|e| {
+        config_error(format!(
+            "not a valid URL ({e}); use s3://bucket/prefix, file:///abs/path or a folder path"
+        ))
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(config_error(
+            "credentials in the URL are not supported; set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY in the environment instead"
+                .into(),
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(config_error(
+            "the URL must not have a query (?...) or fragment (#...)".into(),
+        ));
+    }
+    match parsed.scheme() {
+        "file" => {
+            let path = parsed.to_file_path().map_err(|()| {
+                config_error(
+                    "a file:// URL needs an absolute local path, e.g. file:///var/lib/warehouse"
+                        .into(),
+                )
+            })?;
+            open_local(path, shown)
+        }
+        "s3" | "s3a" => open_s3(&parsed, shown, s3()),
+        other => Err(config_error(format!(
+            "unsupported scheme {other}://; use s3://bucket/prefix, file:///abs/path or a \
+             folder path"
+        ))),
+    }
+}
+
+fn open_local(path: std::path::PathBuf, shown: &str) -> Result<Opened, SinkError> {
+    let absolute = std::path::absolute(&path).map_err(|source| SinkError::CreateFolder {
+        url: shown.to_string(),
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::create_dir_all(&absolute).map_err(|source| SinkError::CreateFolder {
+        url: shown.to_string(),
+        path: absolute.clone(),
+        source,
+    })?;
+    // Canonicalize ourselves too, so describe() shows the folder the store really writes to
+    // (symlinks resolved), exactly as LocalFileSystem resolves it.
+    let canonical = std::fs::canonicalize(&absolute).map_err(|source| SinkError::CreateFolder {
+        url: shown.to_string(),
+        path: absolute.clone(),
+        source,
+    })?;
+    let store =
+        LocalFileSystem::new_with_prefix(&canonical).map_err(|source| SinkError::OpenStore {
+            url: shown.to_string(),
+            hint: store_hint(StoreKind::Local, Some(&source)),
+            source,
+        })?;
+    let base = match Url::from_directory_path(&canonical) {
+        Ok(u) => u.as_str().trim_end_matches('/').to_string(),
+        Err(()) => format!("file://{}", canonical.display()),
+    };
+    Ok((Arc::new(store), StoreKind::Local, Path::default(), base))
+}
+
+fn open_s3(url: &Url, shown: &str, builder: AmazonS3Builder) -> Result<Opened, SinkError> {
+    let config_error = |message: String| SinkError::Config {
+        url: shown.to_string(),
+        message,
+    };
+    let bucket = match url.host_str() {
+        Some(b) if !b.is_empty() => b.to_string(),
+        _ => {
+            return Err(config_error(
+                "an s3:// URL needs a bucket: s3://bucket/prefix".into(),
+            ))
+        }
+    };
+    let prefix = Path::from_url_path(url.path()).map_err(|e| {
+        config_error(format!(
+            "the prefix {:?} is not a valid object key prefix ({e}); remove empty or `.`/`..` \
+             segments",
+            url.path()
+        ))
+    })?;
+
+    let mut builder = builder.with_bucket_name(&bucket);
+    // An S3-compatible endpoint on plain HTTP (MinIO, moto, a local gateway) must be allowed
+    // explicitly; object_store refuses http:// otherwise.
+    let http_endpoint = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]
+        .iter()
+        .filter_map(|k| builder.get_config_value(k))
+        .any(|e| e.trim().to_ascii_lowercase().starts_with("http://"));
+    if http_endpoint {
+        builder = builder.with_allow_http(true);
+    }
+    let store = builder.build().map_err(|source| SinkError::OpenStore {
+        url: shown.to_string(),
+        hint: "check AWS_REGION, AWS_ENDPOINT_URL and the other AWS_* environment variables".into(),
+        source,
+    })?;
+    Ok((
+        Arc::new(store),
+        StoreKind::S3,
+        prefix,
+        format!("s3://{bucket}"),
+    ))
+}
+
+/// The URL as it may be shown: user info (which could hold a secret) replaced by `***`.
+fn redacted(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            // Setting user info fails only for URLs that cannot have one (no host), and such
+            // URLs cannot carry user info in the first place; fall back to hiding everything.
+            if u.set_username("***").is_err() || u.set_password(None).is_err() {
+                return "<url with credentials>".into();
+            }
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

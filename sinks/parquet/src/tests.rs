@@ -1,0 +1,942 @@
+//! Tests of the sink against a temporary local folder, read back with parquet's own reader.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, TimeUnit};
+use inlet_core::{Column, TableId, TableSchema, SOURCE_TYPE_KEY};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::*;
+
+fn config(url: &str) -> ParquetTargetConfig {
+    ParquetTargetConfig {
+        url: url.to_string(),
+        file_size_mb: 128,
+        compression: ParquetCompression::Zstd,
+        compression_level: 1,
+        row_group_rows: 122_880,
+        include_op_for_full_load: false,
+        timestamp_column: None,
+    }
+}
+
+fn col(name: &str, source_type: &str, data_type: DataType, nullable: bool) -> Column {
+    Column {
+        name: name.into(),
+        source_type: source_type.into(),
+        field: Field::new(name, data_type, nullable),
+    }
+}
+
+/// A table with one column of each of several types.
+fn typed_table() -> TableSchema {
+    TableSchema {
+        id: TableId::new("public", "orders"),
+        columns: vec![
+            col("id", "integer", DataType::Int32, false),
+            col("big", "bigint", DataType::Int64, true),
+            col("name", "character varying(20)", DataType::Utf8, true),
+            col("amount", "numeric(12,2)", DataType::Decimal128(12, 2), true),
+            col(
+                "at",
+                "timestamp with time zone",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            col("day", "date", DataType::Date32, true),
+            col("ok", "boolean", DataType::Boolean, true),
+            col("blob", "bytea", DataType::Binary, true),
+            col("ratio", "double precision", DataType::Float64, true),
+        ],
+        primary_key: vec!["id".into()],
+    }
+}
+
+fn typed_batch(table: &TableSchema, ids: std::ops::Range<i32>) -> RecordBatch {
+    let n = ids.len();
+    let ids: Vec<i32> = ids.collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(ids.clone())),
+        Arc::new(Int64Array::from_iter(
+            ids.iter()
+                .map(|i| (i % 3 != 0).then_some(i64::from(*i) * 1_000_000_007)),
+        )),
+        Arc::new(StringArray::from_iter(
+            ids.iter()
+                .map(|i| (i % 4 != 1).then(|| format!("name-{i}-é"))),
+        )),
+        Arc::new(
+            Decimal128Array::from_iter(
+                ids.iter()
+                    .map(|i| (i % 5 != 2).then_some(i128::from(*i) * 101 - 5000)),
+            )
+            .with_precision_and_scale(12, 2)
+            .expect("12,2 is a valid decimal type"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(
+                ids.iter()
+                    .map(|i| Some(1_700_000_000_000_000 + i64::from(*i))),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Date32Array::from_iter(ids.iter().map(|i| Some(19_000 + i)))),
+        Arc::new(BooleanArray::from_iter(
+            ids.iter().map(|i| (i % 7 != 3).then_some(i % 2 == 0)),
+        )),
+        Arc::new(BinaryArray::from_iter(
+            ids.iter()
+                .map(|i| (i % 6 != 5).then(|| i.to_le_bytes().to_vec())),
+        )),
+        Arc::new(Float64Array::from_iter(
+            ids.iter().map(|i| Some(f64::from(*i) / 8.0)),
+        )),
+    ];
+    assert_eq!(columns[0].len(), n);
+    RecordBatch::try_new(table.arrow_schema(), columns).expect("test batch matches the schema")
+}
+
+fn table_dir(root: &FsPath, table: &TableSchema) -> PathBuf {
+    root.join(&table.id.schema).join(&table.id.name)
+}
+
+/// The names of the files in a table folder, sorted.
+fn files(dir: &FsPath) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Reads a whole file into one batch, with its key-value metadata.
+fn read(path: &FsPath) -> (RecordBatch, HashMap<String, String>) {
+    let file = std::fs::File::open(path).expect("open parquet file");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet footer");
+    let kv: HashMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("read batches");
+    let batch = arrow_select_concat(&schema, &batches);
+    (batch, kv)
+}
+
+/// Concatenates batches column by column (arrow-select is not a dependency of this crate).
+fn arrow_select_concat(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> RecordBatch {
+    if batches.len() == 1 {
+        return batches[0].clone();
+    }
+    let columns: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|i| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            concat(&parts)
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).expect("concatenated batch")
+}
+
+fn concat(parts: &[&dyn Array]) -> ArrayRef {
+    // Only the types the tests read back in several batches.
+    match parts[0].data_type() {
+        DataType::Int32 => Arc::new(Int32Array::from_iter(
+            parts
+                .iter()
+                .flat_map(|a| a.as_primitive::<Int32Type>().iter()),
+        )),
+        DataType::Utf8 => Arc::new(StringArray::from_iter(
+            parts.iter().flat_map(|a| a.as_string::<i32>().iter()),
+        )),
+        other => panic!("test helper cannot concatenate {other}"),
+    }
+}
+
+fn load_file(root: &FsPath, table: &TableSchema, n: u64) -> PathBuf {
+    table_dir(root, table).join(format!("LOAD{n:08}.parquet"))
+}
+
+#[tokio::test]
+async fn round_trip_keeps_values_and_source_types() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target =
+        ParquetTarget::new(&config(dir.path().to_str().expect("utf-8 path"))).expect("target");
+    target.check().await.expect("check");
+    let table = typed_table();
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    let b1 = typed_batch(&table, 0..100);
+    let b2 = typed_batch(&table, 100..250);
+    w.write(&b1).await.expect("write 1");
+    w.write(&RecordBatch::new_empty(table.arrow_schema()))
+        .await
+        .expect("an empty batch is fine");
+    w.write(&b2).await.expect("write 2");
+    assert_eq!(w.rows_written(), 250);
+    w.close().await.expect("close");
+    let summary = load.finish().await.expect("finish");
+    assert_eq!(summary.files, 1);
+    assert_eq!(summary.rows, 250);
+
+    assert_eq!(
+        files(&table_dir(dir.path(), &table)),
+        ["LOAD00000001.parquet"]
+    );
+    let path = load_file(dir.path(), &table, 1);
+    assert_eq!(summary.bytes, std::fs::metadata(&path).expect("stat").len());
+    let file = std::fs::File::open(&path).expect("open");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("footer");
+    let schema = builder.schema().clone();
+    for (field, column) in schema.fields().iter().zip(&table.columns) {
+        assert_eq!(field.name(), &column.name);
+        assert_eq!(field.data_type(), column.data_type());
+        assert_eq!(
+            field.metadata().get(SOURCE_TYPE_KEY),
+            Some(&column.source_type),
+            "source type of {}",
+            column.name
+        );
+    }
+    let batches: Vec<RecordBatch> = builder
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("read");
+    let read_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(read_rows, 250);
+
+    // Compare every value, column by column, against what was written.
+    let mut offset = 0;
+    let written = [b1, b2];
+    let expected_rows: Vec<(usize, &RecordBatch)> = written
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |r| (r, b)))
+        .collect();
+    for batch in &batches {
+        for r in 0..batch.num_rows() {
+            let (er, eb) = expected_rows[offset + r];
+            let ids = batch.column(0).as_primitive::<Int32Type>();
+            let eids = eb.column(0).as_primitive::<Int32Type>();
+            assert_eq!(ids.value(r), eids.value(er));
+            let same = |c: usize| {
+                let (a, b) = (batch.column(c), eb.column(c));
+                assert_eq!(a.is_null(r), b.is_null(er), "nullness col {c} row {r}");
+                if a.is_null(r) {
+                    return;
+                }
+                match a.data_type() {
+                    DataType::Int64 => assert_eq!(
+                        a.as_primitive::<Int64Type>().value(r),
+                        b.as_primitive::<Int64Type>().value(er)
+                    ),
+                    DataType::Utf8 => {
+                        assert_eq!(
+                            a.as_string::<i32>().value(r),
+                            b.as_string::<i32>().value(er)
+                        )
+                    }
+                    DataType::Decimal128(_, _) => assert_eq!(
+                        a.as_primitive::<Decimal128Type>().value(r),
+                        b.as_primitive::<Decimal128Type>().value(er)
+                    ),
+                    DataType::Timestamp(_, _) => assert_eq!(
+                        a.as_primitive::<TimestampMicrosecondType>().value(r),
+                        b.as_primitive::<TimestampMicrosecondType>().value(er)
+                    ),
+                    DataType::Date32 => assert_eq!(
+                        a.as_primitive::<Date32Type>().value(r),
+                        b.as_primitive::<Date32Type>().value(er)
+                    ),
+                    DataType::Boolean => {
+                        assert_eq!(a.as_boolean().value(r), b.as_boolean().value(er))
+                    }
+                    DataType::Binary => {
+                        assert_eq!(
+                            a.as_binary::<i32>().value(r),
+                            b.as_binary::<i32>().value(er)
+                        )
+                    }
+                    DataType::Float64 => assert_eq!(
+                        a.as_primitive::<Float64Type>().value(r),
+                        b.as_primitive::<Float64Type>().value(er)
+                    ),
+                    other => panic!("unexpected type {other}"),
+                }
+            };
+            for c in 1..batch.num_columns() {
+                same(c);
+            }
+        }
+        offset += batch.num_rows();
+    }
+    // Spot-check a few literal values so the comparison above cannot pass vacuously.
+    let (all, kv) = read(&path);
+    let names = all.column(2).as_string::<i32>();
+    assert_eq!(names.value(0), "name-0-é");
+    assert!(names.is_null(1));
+    let amounts = all.column(3).as_primitive::<Decimal128Type>();
+    assert_eq!(amounts.value(3), 3 * 101 - 5000);
+    assert!(amounts.is_null(2));
+    assert_eq!(kv.get(TABLE_KEY).map(String::as_str), Some("public.orders"));
+    assert_eq!(kv.get(KIND_KEY).map(String::as_str), Some("full-load"));
+}
+
+/// A narrow table for tests of file management.
+fn small_table(name: &str) -> TableSchema {
+    TableSchema {
+        id: TableId::new("app", name),
+        columns: vec![
+            col("id", "int", DataType::Int32, false),
+            col("v", "varchar(64)", DataType::Utf8, true),
+        ],
+        primary_key: vec!["id".into()],
+    }
+}
+
+fn small_batch(table: &TableSchema, ids: std::ops::Range<i32>) -> RecordBatch {
+    let ids: Vec<i32> = ids.collect();
+    let values = StringArray::from_iter_values(ids.iter().map(|i| format!("value {i:>10} xyz")));
+    RecordBatch::try_new(
+        table.arrow_schema(),
+        vec![Arc::new(Int32Array::from(ids)), Arc::new(values)],
+    )
+    .expect("small batch")
+}
+
+/// Writes `batches` batches of `rows` rows with `workers` writers in parallel; every batch
+/// overflows the tiny file size, so each becomes its own file.
+async fn load_small(
+    target: &ParquetTarget,
+    table: &TableSchema,
+    workers: i32,
+    batches: i32,
+    rows: i32,
+) -> LoadSummary {
+    let load = target.full_load(table);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut writer = load.writer();
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..batches {
+                let start = (w * batches + b) * rows;
+                writer
+                    .write(&small_batch(&table, start..start + rows))
+                    .await
+                    .expect("write");
+            }
+            let n = writer.rows_written();
+            writer.close().await.expect("close");
+            n
+        }));
+    }
+    let mut rows_written = 0;
+    for t in tasks {
+        rows_written += t.await.expect("worker task");
+    }
+    let summary = load.finish().await.expect("finish");
+    assert_eq!(summary.rows, rows_written);
+    summary
+}
+
+/// Reads every LOAD file of a table and returns all ids, sorted.
+fn all_ids(root: &FsPath, table: &TableSchema) -> Vec<i32> {
+    let dir = table_dir(root, table);
+    let mut ids = Vec::new();
+    for name in files(&dir) {
+        if name.starts_with("LOAD") && name.len() == "LOAD00000001.parquet".len() {
+            let (batch, _) = read(&dir.join(name));
+            ids.extend(batch.column(0).as_primitive::<Int32Type>().values().iter());
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_roll_at_the_size_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path().to_str().expect("utf-8"));
+    cfg.row_group_rows = 100;
+    let target = ParquetTarget::new(&cfg)
+        .expect("target")
+        .with_file_size_bytes(1);
+    let table = small_table("rolled");
+    let summary = load_small(&target, &table, 2, 4, 300).await;
+
+    // Every batch overflows a 1-byte limit, so each ends its file.
+    assert_eq!(summary.files, 8);
+    assert_eq!(summary.rows, 2 * 4 * 300);
+    let expected: Vec<String> = (1..=8).map(|n| format!("LOAD{n:08}.parquet")).collect();
+    assert_eq!(files(&table_dir(dir.path(), &table)), expected);
+    assert_eq!(all_ids(dir.path(), &table), (0..2400).collect::<Vec<_>>());
+    // Row groups respect row_group_rows.
+    let file = std::fs::File::open(load_file(dir.path(), &table, 1)).expect("open");
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("footer");
+    assert_eq!(builder.metadata().num_row_groups(), 3);
+
+    // A limit of about three batches packs several batches into each file.
+    let one_batch = std::fs::metadata(load_file(dir.path(), &table, 1))
+        .expect("stat")
+        .len();
+    let target = ParquetTarget::new(&cfg)
+        .expect("target")
+        .with_file_size_bytes(one_batch * 5 / 2);
+    let table = small_table("packed");
+    let summary = load_small(&target, &table, 1, 10, 300).await;
+    assert!(
+        summary.files > 1 && summary.files < 10,
+        "{} files",
+        summary.files
+    );
+    assert_eq!(all_ids(dir.path(), &table), (0..3000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn rerun_replaces_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8")))
+        .expect("target")
+        .with_file_size_bytes(1);
+    let table = small_table("rerun");
+    let tdir = table_dir(dir.path(), &table);
+
+    let first = load_small(&target, &table, 1, 5, 10).await;
+    assert_eq!(first.files, 5);
+    // Files that are not full-load files of this table are left alone.
+    std::fs::write(tdir.join("notes.txt"), "keep").expect("write notes");
+    std::fs::write(tdir.join("LOAD01.parquet"), "keep").expect("write odd name");
+    std::fs::create_dir_all(dir.path().join("app").join("rerun_other")).expect("sibling");
+    std::fs::write(
+        dir.path()
+            .join("app")
+            .join("rerun_other")
+            .join("LOAD00000009.parquet"),
+        "other table",
+    )
+    .expect("sibling file");
+
+    let second = load_small(&target, &table, 1, 2, 10).await;
+    assert_eq!(second.files, 2);
+    assert_eq!(
+        files(&tdir),
+        [
+            "LOAD00000001.parquet",
+            "LOAD00000002.parquet",
+            "LOAD01.parquet",
+            "notes.txt"
+        ]
+    );
+    assert_eq!(all_ids(dir.path(), &table), (0..20).collect::<Vec<_>>());
+    assert!(dir
+        .path()
+        .join("app/rerun_other/LOAD00000009.parquet")
+        .exists());
+
+    // A run that writes nothing (the table is now empty) leaves no LOAD files.
+    let load = target.full_load(&table);
+    let w = load.writer();
+    w.close().await.expect("close");
+    let empty = load.finish().await.expect("finish");
+    assert_eq!(empty, LoadSummary::default());
+    assert_eq!(files(&tdir), ["LOAD01.parquet", "notes.txt"]);
+}
+
+#[tokio::test]
+async fn op_and_timestamp_columns_come_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path().to_str().expect("utf-8"));
+    cfg.include_op_for_full_load = true;
+    cfg.timestamp_column = Some("ts".into());
+    cfg.compression = ParquetCompression::Snappy;
+    let target = ParquetTarget::new(&cfg).expect("target");
+    let table = small_table("dms");
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    let before = chrono::Utc::now().timestamp_micros();
+    w.write(&small_batch(&table, 0..5)).await.expect("write");
+    let after = chrono::Utc::now().timestamp_micros();
+    w.close().await.expect("close");
+    load.finish().await.expect("finish");
+
+    let (batch, _) = read(&load_file(dir.path(), &table, 1));
+    let schema = batch.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["Op", "ts", "id", "v"]);
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+    assert_eq!(
+        schema.field(1).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    assert_eq!(
+        schema
+            .field(2)
+            .metadata()
+            .get(SOURCE_TYPE_KEY)
+            .map(String::as_str),
+        Some("int")
+    );
+    let ops = batch.column(0).as_string::<i32>();
+    assert_eq!(ops.iter().collect::<Vec<_>>(), vec![Some("I"); 5]);
+    let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    assert!(ts.values().iter().all(|t| (before..=after).contains(t)));
+    assert_eq!(
+        batch
+            .column(2)
+            .as_primitive::<Int32Type>()
+            .values()
+            .to_vec(),
+        vec![0, 1, 2, 3, 4]
+    );
+}
+
+#[tokio::test]
+async fn column_collisions_and_bad_batches_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path().to_str().expect("utf-8"));
+    cfg.include_op_for_full_load = true;
+    let target = ParquetTarget::new(&cfg).expect("target");
+    let mut table = small_table("clash");
+    table.columns[1] = col("op", "text", DataType::Utf8, true);
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    let batch = small_batch(&table, 0..3);
+    let err = w.write(&batch).await.expect_err("Op collides with op");
+    assert!(matches!(err, SinkError::Schema { .. }), "{err}");
+    assert!(err.to_string().contains("app.clash"), "{err}");
+    assert!(
+        err.to_string().contains("include_op_for_full_load"),
+        "{err}"
+    );
+    drop(w);
+
+    // A batch of another shape is refused and nothing is written.
+    let table = small_table("shape");
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    let wrong =
+        RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![1_i64])) as ArrayRef)])
+            .expect("batch");
+    let err = w.write(&wrong).await.expect_err("wrong shape");
+    assert!(matches!(err, SinkError::Schema { .. }), "{err}");
+    let err = w.close().await.expect_err("the writer failed");
+    assert!(matches!(err, SinkError::Incomplete { .. }), "{err}");
+    let err = load.finish().await.expect_err("a batch was refused");
+    assert!(err.to_string().contains("a batch has 1 columns"), "{err}");
+    assert!(files(&table_dir(dir.path(), &table)).is_empty());
+}
+
+#[tokio::test]
+async fn finish_refuses_incomplete_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8"))).expect("target");
+    let table = small_table("incomplete");
+    let tdir = table_dir(dir.path(), &table);
+
+    // An earlier run's files.
+    load_small(&target, &table, 1, 1, 10).await;
+
+    // A writer still open.
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    w.write(&small_batch(&table, 0..3)).await.expect("write");
+    let err = load.finish().await.expect_err("writer still open");
+    assert!(matches!(err, SinkError::Incomplete { .. }), "{err}");
+
+    // Dropped without close: its file never appears, and finish deletes nothing.
+    drop(w);
+    let err = load.finish().await.expect_err("writer dropped");
+    assert!(err.to_string().contains("dropped without close"), "{err}");
+    tokio::task::yield_now().await;
+    assert_eq!(files(&tdir), ["LOAD00000001.parquet"]);
+    // The earlier run's file is intact.
+    assert_eq!(all_ids(dir.path(), &table), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn config_from_toml() {
+    let cfg: ParquetTargetConfig = toml::from_str(r#"url = "./warehouse""#).expect("minimal");
+    assert_eq!(cfg.url, "./warehouse");
+    assert_eq!(cfg.file_size_mb, 128);
+    assert_eq!(cfg.compression, ParquetCompression::Zstd);
+    assert_eq!(cfg.compression_level, 1);
+    assert_eq!(cfg.row_group_rows, 122_880);
+    assert!(!cfg.include_op_for_full_load);
+    assert_eq!(cfg.timestamp_column, None);
+
+    let cfg: ParquetTargetConfig = toml::from_str(
+        r#"
+        url = "s3://bucket/prefix"
+        file_size_mb = 256
+        compression = "lz4"
+        compression_level = 3
+        row_group_rows = 1000
+        include_op_for_full_load = true
+        timestamp_column = "ts"
+        "#,
+    )
+    .expect("full");
+    assert_eq!(cfg.compression, ParquetCompression::Lz4);
+    assert_eq!(cfg.timestamp_column.as_deref(), Some("ts"));
+    for name in ["none", "snappy", "zstd"] {
+        let cfg: ParquetTargetConfig =
+            toml::from_str(&format!("url = \"x\"\ncompression = \"{name}\"")).expect(name);
+        assert!(cfg.codec().is_ok());
+    }
+
+    let err = toml::from_str::<ParquetTargetConfig>("url = \"x\"\nfile_size = 5")
+        .expect_err("unknown key");
+    assert!(err.to_string().contains("file_size"), "{err}");
+    toml::from_str::<ParquetTargetConfig>("url = \"x\"\ncompression = \"gzip\"")
+        .expect_err("unknown codec");
+    toml::from_str::<ParquetTargetConfig>("file_size_mb = 5").expect_err("url is required");
+}
+
+#[test]
+fn invalid_settings_are_config_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().expect("utf-8");
+    let bad: [(&str, fn(&mut ParquetTargetConfig)); 5] = [
+        ("file_size_mb", |c| c.file_size_mb = 0),
+        ("row_group_rows", |c| c.row_group_rows = 0),
+        ("compression_level", |c| c.compression_level = 99),
+        ("timestamp_column", |c| {
+            c.timestamp_column = Some(String::new())
+        }),
+        ("collides", |c| {
+            c.include_op_for_full_load = true;
+            c.timestamp_column = Some("OP".into());
+        }),
+    ];
+    for (needle, change) in bad {
+        let mut cfg = config(path);
+        change(&mut cfg);
+        let err = ParquetTarget::new(&cfg).expect_err(needle);
+        assert!(matches!(err, SinkError::Config { .. }), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    for url in [
+        "",
+        "ftp://host/x",
+        "s3:///prefix",
+        "s3://b/x?y=1",
+        "file://relative",
+    ] {
+        let err = ParquetTarget::new(&config(url)).expect_err(url);
+        assert!(matches!(err, SinkError::Config { .. }), "{url}: {err}");
+    }
+    let err = ParquetTarget::new(&config("s3://AKIAEXAMPLE:hunter2@bucket/p")).expect_err("creds");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("AKIAEXAMPLE"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn urls_are_described_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let canonical = std::fs::canonicalize(dir.path()).expect("canonical");
+
+    // A plain path is created, resolved and shown as a file:// URL.
+    let nested = dir.path().join("a").join("warehouse");
+    let target = ParquetTarget::new(&config(nested.to_str().expect("utf-8"))).expect("path");
+    assert!(nested.is_dir());
+    let expected = format!("file://{}/a/warehouse", canonical.display());
+    assert_eq!(target.describe(), expected);
+
+    let url = format!("file://{}/b", canonical.display());
+    let target = ParquetTarget::new(&config(&url)).expect("file url");
+    assert_eq!(target.describe(), url);
+    assert!(format!("{target:?}").contains(&url));
+
+    // S3: no I/O at construction, so this works offline.
+    let target = ParquetTarget::new(&config("s3://my-bucket/raw/dms/")).expect("s3");
+    assert_eq!(target.describe(), "s3://my-bucket/raw/dms");
+    let target = ParquetTarget::new(&config("s3://my-bucket")).expect("s3 root");
+    assert_eq!(target.describe(), "s3://my-bucket");
+    let table = small_table("t");
+    assert_eq!(
+        target.location(&target.table_dir(&table).join("LOAD00000001.parquet")),
+        "s3://my-bucket/app/t/LOAD00000001.parquet"
+    );
+}
+
+/// The daemon runs loads in spawned tasks, so every future must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(target: ParquetTarget, table: FullLoadTable, mut w: LoadFileWriter) {
+    fn send<T: Send>(_: T) {}
+    let batch = RecordBatch::new_empty(small_table("x").arrow_schema());
+    send(target.check());
+    send(table.finish());
+    send(w.write(&batch));
+    send(w.close());
+    send(table.clone());
+}
+
+/// A batch of `ids` with 40-character pseudo-random strings that neither dictionary encoding
+/// nor compression can shrink much, so files grow past a multipart part quickly.
+fn noisy_batch(table: &TableSchema, ids: std::ops::Range<i32>) -> RecordBatch {
+    let ids: Vec<i32> = ids.collect();
+    let values = StringArray::from_iter_values(ids.iter().map(|i| {
+        let mut x = (*i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut s = String::with_capacity(40);
+        for _ in 0..5 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push_str(&format!("{:08x}", x as u32));
+        }
+        s
+    }));
+    RecordBatch::try_new(
+        table.arrow_schema(),
+        vec![Arc::new(Int32Array::from(ids)), Arc::new(values)],
+    )
+    .expect("noisy batch")
+}
+
+/// Rows in the large-file tests: about 13 MB uncompressed, more than one 8 MiB part.
+const BIG_ROWS: i32 = 300_000;
+
+/// Loads `BIG_ROWS` rows into one file (the default 128 MiB limit) and returns the summary.
+async fn load_big(target: &ParquetTarget, table: &TableSchema) -> LoadSummary {
+    let load = target.full_load(table);
+    let mut w = load.writer();
+    for start in (0..BIG_ROWS).step_by(8192) {
+        let end = (start + 8192).min(BIG_ROWS);
+        w.write(&noisy_batch(table, start..end))
+            .await
+            .expect("write");
+    }
+    w.close().await.expect("close");
+    load.finish().await.expect("finish")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_through_multipart_uploads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path().to_str().expect("utf-8"));
+    cfg.compression = ParquetCompression::None;
+    let target = ParquetTarget::new(&cfg).expect("target");
+    let table = small_table("big");
+    let summary = load_big(&target, &table).await;
+    assert_eq!(summary.files, 1);
+    assert_eq!(summary.rows, BIG_ROWS as u64);
+    assert!(summary.bytes > 9 * 1024 * 1024, "{} bytes", summary.bytes);
+    // The staging file was renamed into place: nothing else is left in the folder.
+    assert_eq!(
+        files(&table_dir(dir.path(), &table)),
+        ["LOAD00000001.parquet"]
+    );
+    assert_eq!(
+        all_ids(dir.path(), &table),
+        (0..BIG_ROWS).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_upload_leaves_no_file_and_fails_the_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8"))).expect("target");
+    // `app` is a file, so the table folder `app/blocked` cannot be created.
+    std::fs::write(dir.path().join("app"), "in the way").expect("blocker");
+    let table = small_table("blocked");
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    w.write(&small_batch(&table, 0..10))
+        .await
+        .expect("buffered");
+    let err = w.close().await.expect_err("the upload cannot succeed");
+    assert!(matches!(err, SinkError::Write { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("app/blocked/LOAD00000001.parquet"), "{msg}");
+    assert!(
+        msg.contains("writable") || msg.contains("may write"),
+        "{msg}"
+    );
+    let err = load.finish().await.expect_err("load failed");
+    assert!(matches!(err, SinkError::Incomplete { .. }), "{err}");
+}
+
+/// moto's S3 server on a free local port, stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto from `$INLET_PYTHON` (set by the Makefile) or the workspace's `.venv`. Returns
+/// `None` when neither exists; fails when `$INLET_PYTHON` is set but moto does not start.
+fn start_moto() -> Option<Moto> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let explicit = std::env::var_os("INLET_PYTHON").map(PathBuf::from);
+    let required = explicit.is_some();
+    let python = explicit.or_else(|| {
+        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        venv.exists().then_some(venv)
+    })?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut moto = match child {
+        Ok(child) => Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        },
+        Err(e) if required => panic!("cannot start {}: {e}", python.display()),
+        Err(_) => return None,
+    };
+    for _ in 0..300 {
+        if let Ok(Some(status)) = moto.child.try_wait() {
+            assert!(
+                !required,
+                "moto exited with {status}; is moto[server] installed?"
+            );
+            return None;
+        }
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+            // Create the bucket (moto accepts unsigned requests).
+            let request = format!(
+                "PUT /inlet-test HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            conn.write_all(request.as_bytes()).expect("create bucket");
+            let mut response = String::new();
+            let _ = conn.read_to_string(&mut response);
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+            return Some(moto);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("moto did not listen on port {port} within 30 s");
+}
+
+fn moto_builder(endpoint: &str) -> object_store::aws::AmazonS3Builder {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    // An http:// endpoint without allow_http: the target must allow it by itself.
+    AmazonS3Builder::new()
+        .with_config(AmazonS3ConfigKey::Endpoint, endpoint)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_region("us-east-1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_load_check_and_rerun() {
+    use futures::TryStreamExt;
+    use object_store::path::Path;
+    use object_store::ObjectStoreExt;
+
+    let Some(moto) = start_moto() else {
+        eprintln!("skipped: no moto (set INLET_PYTHON or run `make setup`)");
+        return;
+    };
+    let mut cfg = config("s3://inlet-test/raw/dms");
+    cfg.compression = ParquetCompression::None;
+    let endpoint = moto.endpoint.clone();
+    let target =
+        ParquetTarget::with_s3_builder(&cfg, || moto_builder(&endpoint)).expect("s3 target");
+    assert_eq!(target.describe(), "s3://inlet-test/raw/dms");
+    target.check().await.expect("check");
+
+    // A first run of three small files, then a run of one large (multipart) file.
+    let table = small_table("s3");
+    let small = load_small(&target.clone().with_file_size_bytes(1), &table, 1, 3, 10).await;
+    assert_eq!(small.files, 3);
+    let big = load_big(&target, &table).await;
+    assert_eq!(big.files, 1);
+
+    let dir = Path::from("raw/dms/app/s3");
+    let mut keys: Vec<String> = target
+        .store
+        .list(Some(&dir))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list");
+    keys.sort();
+    assert_eq!(keys, ["raw/dms/app/s3/LOAD00000001.parquet"]);
+    let bytes = target
+        .store
+        .get(&Path::from(keys[0].as_str()))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(bytes.len() as u64, big.bytes);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("footer")
+        .build()
+        .expect("reader");
+    let mut ids: Vec<i32> = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        ids.extend(batch.column(0).as_primitive::<Int32Type>().values().iter());
+    }
+    assert_eq!(ids, (0..BIG_ROWS).collect::<Vec<_>>());
+
+    // A bucket that does not exist: check says what failed and what to do.
+    let missing = ParquetTarget::with_s3_builder(&config("s3://no-such-bucket/x"), || {
+        moto_builder(&endpoint)
+    })
+    .expect("target");
+    let err = missing.check().await.expect_err("no bucket");
+    let msg = err.to_string();
+    assert!(matches!(err, SinkError::Check { .. }), "{msg}");
+    assert!(msg.contains("s3://no-such-bucket/x"), "{msg}");
+    assert!(
+        !msg.contains("testing"),
+        "the secret must not appear: {msg}"
+    );
+}

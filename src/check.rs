@@ -1,0 +1,74 @@
+//! `inlet check`: is this task ready to run? Validates the file, connects to source and target,
+//! lists the selected tables with row estimates, and reports each prerequisite with its fix.
+
+use std::path::Path;
+
+use inlet_core::{CheckStatus, Prerequisite, TableSelection};
+use inlet_postgres::{discover, prerequisites, PgConnector};
+use inlet_sink_parquet::ParquetTarget;
+
+use crate::config::{self, SourceConfig, TargetConfig};
+use crate::JobError;
+
+pub async fn run(path: &Path) -> Result<(), JobError> {
+    let config = config::load(path).map_err(JobError::config)?;
+    println!("task file {}: ok (task {:?}, mode {:?})", path.display(), config.task.name, config.task.mode);
+    let SourceConfig::Postgres(source) = &config.source;
+    let TargetConfig::Parquet(target_config) = &config.target;
+    let connector = PgConnector::new(source).map_err(JobError::config)?;
+    let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
+    let target = ParquetTarget::new(target_config).map_err(JobError::config)?;
+
+    let mut report: Vec<Prerequisite> = Vec::new();
+    match connector.connect().await {
+        Err(e) => report.push(Prerequisite::missing(
+            "source connection",
+            e.to_string(),
+            "check that the server is running and reachable, and source.url (host, port, user, database)",
+        )),
+        Ok(client) => {
+            let tables = discover(&client, &connector, &selection, config.values.on_unrepresentable)
+                .await
+                .map_err(JobError::failed)?;
+            println!("\nselected tables ({}):", tables.len());
+            for t in &tables {
+                let rows = t.estimated_rows.map_or("unknown".to_string(), |r| r.to_string());
+                let key = if t.schema.primary_key.is_empty() {
+                    "no primary key".to_string()
+                } else {
+                    format!("key ({})", t.schema.primary_key.join(", "))
+                };
+                println!(
+                    "  {:<40} ~{rows:>12} rows  {:>6.1} MB  {:>3} columns  {key}",
+                    t.schema.id.to_string(),
+                    (t.pages * 8192) as f64 / 1e6,
+                    t.schema.columns.len()
+                );
+            }
+            let ids: Vec<_> = tables.iter().map(|t| t.schema.id.clone()).collect();
+            for key in selection.unmatched_column_exclusions(&ids) {
+                report.push(Prerequisite::warning(
+                    "tables.exclude_columns",
+                    format!("{key} is not a selected table"),
+                    "fix the table name, or remove the entry",
+                ));
+            }
+            report.extend(prerequisites(&client, &connector, &tables).await.map_err(JobError::failed)?);
+        }
+    }
+    report.push(match target.check().await {
+        Ok(()) => Prerequisite::ok("target", format!("{} is writable", target.describe())),
+        Err(e) => Prerequisite::missing("target", e.to_string(), "see the message above"),
+    });
+
+    println!();
+    for p in &report {
+        println!("{p}");
+    }
+    let missing = report.iter().filter(|p| p.status == CheckStatus::Missing).count();
+    if missing > 0 {
+        return Err(JobError::Failed(format!("{missing} prerequisite(s) missing")));
+    }
+    println!("\nready: `inlet full-load -c {}` will run", path.display());
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Task files: one TOML file per task, `${ENV}` interpolation, unknown keys rejected, and every
+//! error naming the file, the key and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use inlet_core::{TableSelectionConfig, Unrepresentable};
+use inlet_postgres::PostgresSourceConfig;
+use inlet_sink_parquet::ParquetTargetConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub task: TaskSection,
+    pub source: SourceConfig,
+    pub target: TargetConfig,
+    #[serde(default)]
+    pub tables: TableSelectionConfig,
+    #[serde(default)]
+    pub full_load: FullLoadConfig,
+    #[serde(default)]
+    pub values: ValuesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// Names the task in logs and output metadata; letters, digits, `-` and `_`.
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// DMS's migration types. Only the full load exists in this version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    FullLoad,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Postgres(PostgresSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Parquet(ParquetTargetConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FullLoadConfig {
+    /// Parallel COPY connections; 0 means one per CPU core.
+    pub workers: usize,
+    /// Heap megabytes per chunk; 0 reads each table as one chunk.
+    pub chunk_mb: u64,
+    /// Rows per Arrow batch handed to the target.
+    pub batch_rows: usize,
+    /// Source bytes per Arrow batch: with `batch_rows` and the target's row group size, this
+    /// bounds memory whatever the table size.
+    pub batch_mb: usize,
+}
+
+impl Default for FullLoadConfig {
+    fn default() -> Self {
+        Self { workers: 0, chunk_mb: 64, batch_rows: 65_536, batch_mb: 16 }
+    }
+}
+
+impl FullLoadConfig {
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValuesConfig {
+    /// What to do with values Arrow cannot hold exactly: "fail" (default), "null" or "text".
+    #[serde(default)]
+    pub on_unrepresentable: Unrepresentable,
+}
+
+/// A config problem: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+pub fn load(path: &Path) -> Result<TaskConfig, ConfigError> {
+    let err = |message: String| ConfigError { file: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the task file: {e}")))?;
+    parse(&text, &|name| std::env::var(name).ok()).map_err(err)
+}
+
+/// Parses a task file, replacing `${NAME}` and `${NAME:-default}` in string values with
+/// environment variables (`$${` writes a literal `${`).
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskConfig, String> {
+    let mut value: toml::Value = toml::from_str::<toml::Table>(text)
+        .map(toml::Value::Table)
+        .map_err(|e| format!("not valid TOML: {}", e.to_string().trim_end()))?;
+    interpolate(&mut value, &mut Vec::new(), env)?;
+    let config: TaskConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn validate(config: &TaskConfig) -> Result<(), String> {
+    let name = &config.task.name;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!(
+            "task.name: {name:?} must be non-empty and use only letters, digits, '-' and '_'"
+        ));
+    }
+    let fl = &config.full_load;
+    if fl.batch_rows == 0 {
+        return Err("full_load.batch_rows: must be at least 1".into());
+    }
+    if fl.batch_mb == 0 {
+        return Err("full_load.batch_mb: must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn interpolate(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) => {
+            if s.contains('$') {
+                *s = expand(s, env).map_err(|m| format!("{}: {m}", path.join(".")))?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(i.to_string());
+                interpolate(item, path, env)?;
+                path.pop();
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                path.push(k.clone());
+                interpolate(v, path, env)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').ok_or_else(|| "unclosed ${ in value".to_string())?;
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("${{{expr}}} is not a valid environment variable reference"));
+            }
+            // As in the shell, `:-` also replaces a variable that is set but empty.
+            match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                    ))
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [task]
+        name = "t1"
+        [source]
+        kind = "postgres"
+        url = "postgres://u:${PGPASS}@h:${PORT:-5432}/db"
+        [target]
+        kind = "parquet"
+        url = "./out"
+    "#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "PGPASS").then(|| "s3cr3t".to_string())
+    }
+
+    #[test]
+    fn minimal_with_defaults_and_env() {
+        let c = parse(MINIMAL, &env).unwrap();
+        let SourceConfig::Postgres(pg) = &c.source;
+        assert_eq!(pg.url, "postgres://u:s3cr3t@h:5432/db");
+        assert_eq!(c.full_load.chunk_mb, 64);
+        assert_eq!(c.values.on_unrepresentable, Unrepresentable::Fail);
+        assert_eq!(c.tables.include, vec!["*.*"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse(&MINIMAL.replace("[target]", "[target]\nbogus = 1"), &env).unwrap_err();
+        assert!(e.starts_with("target") && e.contains("bogus"), "{e}");
+        let e = parse(&MINIMAL.replace("kind = \"postgres\"", "kind = \"postgres\"\ntls = \"maybe\""), &env)
+            .unwrap_err();
+        assert!(e.starts_with("source") && e.contains("maybe"), "{e}");
+        let e = parse(&MINIMAL.replace("[task]", "[task]\nmode = \"cdc\""), &env).unwrap_err();
+        assert!(e.starts_with("task.mode") && e.contains("cdc"), "{e}");
+        let e = parse(&MINIMAL.replace("${PGPASS}", "${NOPE}"), &env).unwrap_err();
+        assert!(e.starts_with("source.url: environment variable NOPE is not set"), "{e}");
+        let e = parse("[task", &env).unwrap_err();
+        assert!(e.starts_with("not valid TOML"), "{e}");
+        let e = parse(&MINIMAL.replace("name = \"t1\"", "name = \"a b\""), &env).unwrap_err();
+        assert!(e.starts_with("task.name"), "{e}");
+        let e = parse(&MINIMAL.replace("[target]", "[full_load]\nworkers = \"two\"\n[target]"), &env)
+            .unwrap_err();
+        assert!(e.starts_with("full_load.workers"), "{e}");
+    }
+
+    #[test]
+    fn dollar_escapes() {
+        assert_eq!(expand("a$${b}$c", &env).unwrap(), "a${b}$c");
+        assert!(expand("${", &env).is_err());
+    }
+}
