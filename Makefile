@@ -69,7 +69,6 @@ demo: setup
 	@echo "demo: loading config/demo-data.sql into database shop"
 	@$(DEMO_PSQL) -d shop -f config/demo-data.sql
 	$(CARGO) build --release
-	# inlet replaces a table's files on a re-run; nothing to clean.
 	$(INLET) full-load -c config/demo.toml
 	@echo
 	@$(PYTHON) scripts/demo-query.py warehouse

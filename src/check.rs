@@ -12,7 +12,12 @@ use crate::JobError;
 
 pub async fn run(path: &Path) -> Result<(), JobError> {
     let config = config::load(path).map_err(JobError::config)?;
-    println!("task file {}: ok (task {:?}, mode {:?})", path.display(), config.task.name, config.task.mode);
+    println!(
+        "task file {}: ok (task {:?}, mode {:?})",
+        path.display(),
+        config.task.name,
+        config.task.mode
+    );
     let SourceConfig::Postgres(source) = &config.source;
     let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
@@ -65,9 +70,14 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
     for p in &report {
         println!("{p}");
     }
-    let missing = report.iter().filter(|p| p.status == CheckStatus::Missing).count();
+    let missing = report
+        .iter()
+        .filter(|p| p.status == CheckStatus::Missing)
+        .count();
     if missing > 0 {
-        return Err(JobError::Failed(format!("{missing} prerequisite(s) missing")));
+        return Err(JobError::Failed(format!(
+            "{missing} prerequisite(s) missing"
+        )));
     }
     println!("\nready: `inlet full-load -c {}` will run", path.display());
     Ok(())

@@ -8,18 +8,27 @@ use inlet_postgres::PostgresSourceConfig;
 use inlet_sink_parquet::ParquetTargetConfig;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct TaskConfig {
     pub task: TaskSection,
     pub source: SourceConfig,
     pub target: TargetConfig,
-    #[serde(default)]
     pub tables: TableSelectionConfig,
-    #[serde(default)]
     pub full_load: FullLoadConfig,
-    #[serde(default)]
     pub values: ValuesConfig,
+}
+
+/// The sections other than `[source]` and `[target]`, whose shape depends on their `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSections {
+    task: TaskSection,
+    #[serde(default)]
+    tables: TableSelectionConfig,
+    #[serde(default)]
+    full_load: FullLoadConfig,
+    #[serde(default)]
+    values: ValuesConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,14 +48,14 @@ pub enum Mode {
     FullLoad,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+/// `[source]`, chosen by its `kind` key.
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     Postgres(PostgresSourceConfig),
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+/// `[target]`, chosen by its `kind` key.
+#[derive(Debug, Clone)]
 pub enum TargetConfig {
     Parquet(ParquetTargetConfig),
 }
@@ -67,14 +76,21 @@ pub struct FullLoadConfig {
 
 impl Default for FullLoadConfig {
     fn default() -> Self {
-        Self { workers: 0, chunk_mb: 64, batch_rows: 65_536, batch_mb: 16 }
+        Self {
+            workers: 0,
+            chunk_mb: 64,
+            batch_rows: 65_536,
+            batch_mb: 16,
+        }
     }
 }
 
 impl FullLoadConfig {
     pub fn worker_count(&self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             n => n,
         }
     }
@@ -97,8 +113,12 @@ pub struct ConfigError {
 }
 
 pub fn load(path: &Path) -> Result<TaskConfig, ConfigError> {
-    let err = |message: String| ConfigError { file: path.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the task file: {e}")))?;
+    let err = |message: String| ConfigError {
+        file: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read the task file: {e}")))?;
     parse(&text, &|name| std::env::var(name).ok()).map_err(err)
 }
 
@@ -109,22 +129,87 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         .map(toml::Value::Table)
         .map_err(|e| format!("not valid TOML: {}", e.to_string().trim_end()))?;
     interpolate(&mut value, &mut Vec::new(), env)?;
-    let config: TaskConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if path == "." || path.is_empty() {
-            inner
-        } else {
-            format!("{path}: {inner}")
+    let toml::Value::Table(mut root) = value else {
+        return Err("a task file is a TOML table".into());
+    };
+    let (kind, source) = section(&mut root, "source")?;
+    let source = match kind.as_str() {
+        "postgres" => SourceConfig::Postgres(deserialize("source", source)?),
+        other => {
+            return Err(format!(
+                "source.kind: unknown source {other:?}; expected \"postgres\""
+            ))
         }
-    })?;
+    };
+    let (kind, target) = section(&mut root, "target")?;
+    let target = match kind.as_str() {
+        "parquet" => TargetConfig::Parquet(deserialize("target", target)?),
+        other => {
+            return Err(format!(
+                "target.kind: unknown target {other:?}; expected \"parquet\""
+            ))
+        }
+    };
+    let common: CommonSections = deserialize("", toml::Value::Table(root))?;
+    let config = TaskConfig {
+        task: common.task,
+        source,
+        target,
+        tables: common.tables,
+        full_load: common.full_load,
+        values: common.values,
+    };
     validate(&config)?;
     Ok(config)
 }
 
+/// Takes section `name` out of the file and splits off its `kind`.
+fn section(root: &mut toml::Table, name: &str) -> Result<(String, toml::Value), String> {
+    let Some(toml::Value::Table(mut t)) = root.remove(name) else {
+        return Err(format!("[{name}] is missing (or is not a table)"));
+    };
+    match t.remove("kind") {
+        Some(toml::Value::String(kind)) => Ok((kind, toml::Value::Table(t))),
+        Some(_) => Err(format!("{name}.kind: must be a string")),
+        None => Err(format!("{name}.kind: missing")),
+    }
+}
+
+/// Deserializes `value`, reporting errors with their full key path under `prefix`.
+fn deserialize<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: toml::Value,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        // toml appends "in `table`" on a line of its own; the path already says where.
+        let inner = e.into_inner().to_string();
+        let inner = inner
+            .split("\nin `")
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_string();
+        let key = match (prefix, path.as_str()) {
+            (p, ".") | (p, "") => p.to_string(),
+            ("", path) => path.to_string(),
+            (p, path) => format!("{p}.{path}"),
+        };
+        if key.is_empty() {
+            inner
+        } else {
+            format!("{key}: {inner}")
+        }
+    })
+}
+
 fn validate(config: &TaskConfig) -> Result<(), String> {
     let name = &config.task.name;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(format!(
             "task.name: {name:?} must be non-empty and use only letters, digits, '-' and '_'"
         ));
@@ -179,14 +264,18 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
             out.push_str("${");
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| "unclosed ${ in value".to_string())?;
+            let end = body
+                .find('}')
+                .ok_or_else(|| "unclosed ${ in value".to_string())?;
             let expr = &body[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("${{{expr}}} is not a valid environment variable reference"));
+                return Err(format!(
+                    "${{{expr}}} is not a valid environment variable reference"
+                ));
             }
             // As in the shell, `:-` also replaces a variable that is set but empty.
             match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
@@ -241,19 +330,31 @@ mod tests {
     fn errors_name_the_key() {
         let e = parse(&MINIMAL.replace("[target]", "[target]\nbogus = 1"), &env).unwrap_err();
         assert!(e.starts_with("target") && e.contains("bogus"), "{e}");
-        let e = parse(&MINIMAL.replace("kind = \"postgres\"", "kind = \"postgres\"\ntls = \"maybe\""), &env)
-            .unwrap_err();
+        let e = parse(
+            &MINIMAL.replace(
+                "kind = \"postgres\"",
+                "kind = \"postgres\"\ntls = \"maybe\"",
+            ),
+            &env,
+        )
+        .unwrap_err();
         assert!(e.starts_with("source") && e.contains("maybe"), "{e}");
         let e = parse(&MINIMAL.replace("[task]", "[task]\nmode = \"cdc\""), &env).unwrap_err();
         assert!(e.starts_with("task.mode") && e.contains("cdc"), "{e}");
         let e = parse(&MINIMAL.replace("${PGPASS}", "${NOPE}"), &env).unwrap_err();
-        assert!(e.starts_with("source.url: environment variable NOPE is not set"), "{e}");
+        assert!(
+            e.starts_with("source.url: environment variable NOPE is not set"),
+            "{e}"
+        );
         let e = parse("[task", &env).unwrap_err();
         assert!(e.starts_with("not valid TOML"), "{e}");
         let e = parse(&MINIMAL.replace("name = \"t1\"", "name = \"a b\""), &env).unwrap_err();
         assert!(e.starts_with("task.name"), "{e}");
-        let e = parse(&MINIMAL.replace("[target]", "[full_load]\nworkers = \"two\"\n[target]"), &env)
-            .unwrap_err();
+        let e = parse(
+            &MINIMAL.replace("[target]", "[full_load]\nworkers = \"two\"\n[target]"),
+            &env,
+        )
+        .unwrap_err();
         assert!(e.starts_with("full_load.workers"), "{e}");
     }
 

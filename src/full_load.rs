@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use inlet_core::{TableSelection, Unrepresentable};
 use inlet_postgres::{
-    discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk, SnapshotReader, SourceTable,
+    discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk,
+    SnapshotReader, SourceTable,
 };
 use inlet_sink_parquet::{FullLoadTable, LoadFileWriter, LoadSummary, ParquetTarget};
 use tokio::task::JoinSet;
@@ -33,8 +34,12 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     let policy = config.values.on_unrepresentable;
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
-    let snapshot = ExportedSnapshot::export(&connector).await.map_err(JobError::failed)?;
-    let tables = discover(snapshot.client(), &connector, &selection, policy).await.map_err(JobError::failed)?;
+    let snapshot = ExportedSnapshot::export(&connector)
+        .await
+        .map_err(JobError::failed)?;
+    let tables = discover(snapshot.client(), &connector, &selection, policy)
+        .await
+        .map_err(JobError::failed)?;
     if tables.is_empty() {
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
@@ -42,35 +47,61 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     }
     let ids: Vec<_> = tables.iter().map(|t| t.schema.id.clone()).collect();
     for key in selection.unmatched_column_exclusions(&ids) {
-        tracing::warn!(table = key, "tables.exclude_columns names a table that is not selected");
+        tracing::warn!(
+            table = key,
+            "tables.exclude_columns names a table that is not selected"
+        );
     }
-    let denied: Vec<String> = tables.iter().filter(|t| !t.can_select).map(|t| t.schema.id.to_string()).collect();
+    let denied: Vec<String> = tables
+        .iter()
+        .filter(|t| !t.can_select)
+        .map(|t| t.schema.id.to_string())
+        .collect();
     if !denied.is_empty() {
         return Err(JobError::Failed(format!(
             "the source user lacks SELECT on {0}; run GRANT SELECT ON {0} TO <user>",
             denied.join(", ")
         )));
     }
-    snapshot.lock(&connector, &tables).await.map_err(JobError::failed)?;
-    tracing::info!(tables = tables.len(), snapshot = snapshot.id(), "snapshot exported");
+    snapshot
+        .lock(&connector, &tables)
+        .await
+        .map_err(JobError::failed)?;
+    tracing::info!(
+        tables = tables.len(),
+        snapshot = snapshot.id(),
+        "snapshot exported"
+    );
 
     let tables = Arc::new(tables);
-    let sinks: Arc<Vec<FullLoadTable>> = Arc::new(tables.iter().map(|t| target.full_load(&t.schema)).collect());
+    let sinks: Arc<Vec<FullLoadTable>> =
+        Arc::new(tables.iter().map(|t| target.full_load(&t.schema)).collect());
     let queue = Arc::new(Mutex::new(work_queue(&tables, &config.full_load)));
     let remaining: Arc<Vec<std::sync::atomic::AtomicUsize>> = Arc::new(
-        count_chunks(&queue, tables.len()).into_iter().map(std::sync::atomic::AtomicUsize::new).collect(),
+        count_chunks(&queue, tables.len())
+            .into_iter()
+            .map(std::sync::atomic::AtomicUsize::new)
+            .collect(),
     );
     let progress = Progress::new(
-        tables.iter().map(|t| (t.schema.id.to_string(), t.estimated_rows)).collect(),
+        tables
+            .iter()
+            .map(|t| (t.schema.id.to_string(), t.estimated_rows))
+            .collect(),
     );
     let logger = progress.spawn_logger();
 
     let fl = &config.full_load;
-    let limits = BatchLimits { rows: fl.batch_rows, bytes: fl.batch_mb * 1024 * 1024 };
+    let limits = BatchLimits {
+        rows: fl.batch_rows,
+        bytes: fl.batch_mb * 1024 * 1024,
+    };
     let workers = fl.worker_count().min(queue_len(&queue)).max(1);
     let mut set = JoinSet::new();
     for _ in 0..workers {
-        let reader = SnapshotReader::open(&connector, snapshot.id()).await.map_err(JobError::failed)?;
+        let reader = SnapshotReader::open(&connector, snapshot.id())
+            .await
+            .map_err(JobError::failed)?;
         let worker = Worker {
             reader,
             tables: tables.clone(),
@@ -87,7 +118,8 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     // until the load ends.
     let mut failure = None;
     while let Some(joined) = set.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(JobError::Failed(format!("a load worker stopped: {e}"))));
+        let result =
+            joined.unwrap_or_else(|e| Err(JobError::Failed(format!("a load worker stopped: {e}"))));
         if let Err(e) = result {
             if failure.is_none() {
                 failure = Some(e);
@@ -106,7 +138,10 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     let mut results = Vec::with_capacity(tables.len());
     for (t, sink) in tables.iter().zip(sinks.iter()) {
         let summary = sink.finish().await.map_err(JobError::failed)?;
-        results.push(TableResult { table: t.schema.id.to_string(), summary });
+        results.push(TableResult {
+            table: t.schema.id.to_string(),
+            summary,
+        });
     }
     Ok(results)
 }
@@ -119,12 +154,20 @@ struct WorkItem {
 /// Largest tables first, so the long ones start early and the small ones fill the gaps; a
 /// table's chunks stay together so each worker keeps one file open at a time.
 fn work_queue(tables: &[SourceTable], config: &FullLoadConfig) -> VecDeque<WorkItem> {
-    let chunk_pages = if config.chunk_mb == 0 { u64::MAX } else { config.chunk_mb * 1024 * 1024 / BLOCK_SIZE };
+    let chunk_pages = if config.chunk_mb == 0 {
+        u64::MAX
+    } else {
+        config.chunk_mb * 1024 * 1024 / BLOCK_SIZE
+    };
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].pages));
     order
         .into_iter()
-        .flat_map(|i| plan_chunks(tables[i].pages, chunk_pages).into_iter().map(move |chunk| WorkItem { table: i, chunk }))
+        .flat_map(|i| {
+            plan_chunks(tables[i].pages, chunk_pages)
+                .into_iter()
+                .map(move |chunk| WorkItem { table: i, chunk })
+        })
         .collect()
 }
 
@@ -158,17 +201,25 @@ impl Worker {
         let mut open: Option<(usize, LoadFileWriter)> = None;
         loop {
             // A poisoned lock means another worker panicked; the join loop reports that.
-            let next = self.queue.lock().map_err(|_| JobError::Failed("work queue poisoned".into()))?.pop_front();
+            let next = self
+                .queue
+                .lock()
+                .map_err(|_| JobError::Failed("work queue poisoned".into()))?
+                .pop_front();
             let Some(item) = next else { break };
             if open.as_ref().is_some_and(|(t, _)| *t != item.table) {
                 if let Some((_, w)) = open.take() {
                     w.close().await.map_err(JobError::failed)?;
                 }
             }
-            let (_, writer) = open.get_or_insert_with(|| (item.table, self.sinks[item.table].writer()));
+            let (_, writer) =
+                open.get_or_insert_with(|| (item.table, self.sinks[item.table].writer()));
             let table = &self.tables[item.table];
-            let mut stream =
-                self.reader.read(table, item.chunk, self.limits, self.policy).await.map_err(JobError::failed)?;
+            let mut stream = self
+                .reader
+                .read(table, item.chunk, self.limits, self.policy)
+                .await
+                .map_err(JobError::failed)?;
             while let Some(batch) = stream.next_batch().await.map_err(JobError::failed)? {
                 let rows = batch.num_rows() as u64;
                 writer.write(&batch).await.map_err(JobError::failed)?;

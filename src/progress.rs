@@ -27,9 +27,13 @@ pub struct Progress {
 impl Progress {
     /// `tables`: name and row estimate of each table, in the runner's table order.
     pub fn new(tables: Vec<(String, Option<u64>)>) -> Self {
-        let multi = std::io::stderr().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        let style = ProgressStyle::with_template("{prefix:>30.bold} {bar:30} {human_pos:>11}/{human_len:11} rows {per_sec:>14} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let style = ProgressStyle::with_template(
+            "{prefix:>30.bold} {bar:30} {human_pos:>11}/{human_len:11} rows {per_sec:>14} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         let tables = tables
             .into_iter()
             .map(|(name, estimate)| {
@@ -39,14 +43,24 @@ impl Progress {
                     bar.set_prefix(name.clone());
                     bar
                 });
-                TableProgress { name, estimate, rows: AtomicU64::new(0), done: AtomicBool::new(false), bar }
+                TableProgress {
+                    name,
+                    estimate,
+                    rows: AtomicU64::new(0),
+                    done: AtomicBool::new(false),
+                    bar,
+                }
             })
             .collect();
-        Self { tables: Arc::new(tables) }
+        Self {
+            tables: Arc::new(tables),
+        }
     }
 
     pub fn add_rows(&self, table: usize, rows: u64) {
-        let Some(t) = self.tables.get(table) else { return };
+        let Some(t) = self.tables.get(table) else {
+            return;
+        };
         let total = t.rows.fetch_add(rows, Ordering::Relaxed) + rows;
         if let Some(bar) = &t.bar {
             // Estimates come from statistics and may be low; never show more than 100 %.
@@ -58,7 +72,9 @@ impl Progress {
     }
 
     pub fn table_done(&self, table: usize) {
-        let Some(t) = self.tables.get(table) else { return };
+        let Some(t) = self.tables.get(table) else {
+            return;
+        };
         t.done.store(true, Ordering::Relaxed);
         let rows = t.rows.load(Ordering::Relaxed);
         match &t.bar {
@@ -98,7 +114,9 @@ impl Progress {
                             table = %t.name, rows, percent = format!("{:.0}", (rows as f64 * 100.0 / e as f64).min(100.0)),
                             rows_per_s = rate as u64, "loading"
                         ),
-                        None => tracing::info!(table = %t.name, rows, rows_per_s = rate as u64, "loading"),
+                        None => {
+                            tracing::info!(table = %t.name, rows, rows_per_s = rate as u64, "loading")
+                        }
                     }
                 }
             }

@@ -278,6 +278,17 @@ fn utf8(v: &[u8]) -> Result<&str, ValueError> {
     std::str::from_utf8(v).map_err(|e| ValueError::Malformed(format!("invalid UTF-8: {e}")))
 }
 
+/// 10^0 ..= 10^38: every power of ten an i128 holds.
+const POW10: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 /// numeric's binary form: ndigits, weight, sign, dscale (each i16), then base-10000 digits.
 /// Returns the value scaled by 10^scale.
 pub(crate) fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128, ValueError> {
@@ -311,30 +322,32 @@ pub(crate) fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128
             "numeric value does not fit decimal({precision},{scale})"
         ))
     };
+    // Digit group i is worth d * 10000^(weight - i); scaled by 10^scale that is d * 10^e with
+    // e = 4 * (weight - i) + scale. Placing each group directly (rather than accumulating all
+    // groups first) keeps a 38-digit value whose last group carries padding zeros inside i128.
     let mut n: i128 = 0;
     for i in 0..ndigits {
         let d = u16::from_be_bytes([v[8 + 2 * i], v[9 + 2 * i]]) as i128;
-        n = n
-            .checked_mul(10_000)
-            .and_then(|n| n.checked_add(d))
-            .ok_or_else(overflow)?;
-    }
-    // value = n * 10000^(weight - ndigits + 1); scaled = value * 10^scale.
-    let exp10 = 4 * (weight - ndigits as i32 + 1) + scale as i32;
-    if exp10 >= 0 {
-        let f = 10i128.checked_pow(exp10 as u32).ok_or_else(overflow)?;
-        n = n.checked_mul(f).ok_or_else(overflow)?;
-    } else {
-        // The server rounds to the column's scale, so the dropped digits are zero padding.
-        let f = 10i128.checked_pow((-exp10) as u32).ok_or_else(overflow)?;
-        if n % f != 0 {
-            return Err(ValueError::Malformed(format!(
-                "numeric has more than {scale} decimal places"
-            )));
+        if d == 0 {
+            continue;
         }
-        n /= f;
+        let e = 4 * (weight - i as i32) + scale as i32;
+        let part = if e >= 0 {
+            let f = POW10.get(e as usize).ok_or_else(overflow)?;
+            d.checked_mul(*f).ok_or_else(overflow)?
+        } else {
+            // The server rounds to the column's scale, so digits past it are zero padding.
+            let f = POW10.get((-e) as usize).copied().unwrap_or(i128::MAX);
+            if d % f != 0 {
+                return Err(ValueError::Malformed(format!(
+                    "numeric has more than {scale} decimal places"
+                )));
+            }
+            d / f
+        };
+        n = n.checked_add(part).ok_or_else(overflow)?;
     }
-    if n >= 10i128.pow(precision as u32) {
+    if n >= POW10[(precision as usize).min(38)] {
         return Err(overflow());
     }
     Ok(if sign == NEG { -n } else { n })
@@ -607,6 +620,18 @@ mod tests {
             0,
         );
         assert_eq!(numeric_to_i128(&max, 38, 0), Ok(10i128.pow(38) - 1));
+        // 28 integer digits and 10 decimals: the last group (9900) carries two padding zeros.
+        let max = numeric(
+            &[9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9900],
+            6,
+            0,
+            10,
+        );
+        assert_eq!(numeric_to_i128(&max, 38, 10), Ok(10i128.pow(38) - 1));
+        assert!(
+            numeric_to_i128(&numeric(&[1, 5000], 0, 0, 1), 5, 0).is_err(),
+            "1.5 in scale 0"
+        );
     }
 
     fn tuple(fields: &[Option<&[u8]>]) -> Vec<u8> {

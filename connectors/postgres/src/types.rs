@@ -132,6 +132,17 @@ pub(crate) fn plan_column(
             let (elem, elem_typmod) = resolve_domain(types, t.element, typmod);
             match scalar_decoder(types, elem, elem_typmod, policy) {
                 Some(d) => (Decoder::Array(Box::new(d)), quoted),
+                None if cast_differs_from_output(types, elem) => (
+                    Decoder::Array(Box::new(Decoder::Text)),
+                    // Element by element through the output function; a multi-dimensional
+                    // value keeps its shape so the decoder can apply the policy to it.
+                    format!(
+                        "CASE WHEN {quoted} IS NULL THEN NULL \
+                         WHEN array_ndims({quoted}) > 1 THEN {quoted}::text[] \
+                         ELSE ARRAY(SELECT CASE WHEN x IS NULL THEN NULL ELSE format('%s', x) END \
+                         FROM unnest({quoted}) WITH ORDINALITY AS u(x, n) ORDER BY n) END"
+                    ),
+                ),
                 None => (
                     Decoder::Array(Box::new(Decoder::Text)),
                     format!("{quoted}::text[]"),
@@ -140,6 +151,10 @@ pub(crate) fn plan_column(
         }
         _ => match scalar_decoder(types, oid, typmod, policy) {
             Some(d) => (d, quoted),
+            None if cast_differs_from_output(types, oid) => (
+                Decoder::Text,
+                format!("CASE WHEN {quoted} IS NULL THEN NULL ELSE format('%s', {quoted}) END"),
+            ),
             None => (Decoder::Text, format!("{quoted}::text")),
         },
     };
@@ -154,6 +169,16 @@ pub(crate) fn plan_column(
         decoder,
         field,
     }
+}
+
+/// Types whose cast to text is a function that renders differently from the type's output
+/// function (what every client shows): `inet::text` always appends the netmask, `"char"::text`
+/// passes control bytes raw. These are rendered with `format('%s', …)`, which uses the output
+/// function. (`pg_cast` lists bool, bpchar and name too, but those are decoded in binary.)
+fn cast_differs_from_output(types: &TypeCatalog, oid: u32) -> bool {
+    types.get(&oid).is_some_and(|t| {
+        t.namespace == "pg_catalog" && matches!(t.name.as_str(), "inet" | "cidr" | "char")
+    })
 }
 
 /// Follows domains down to their base type; a domain's own typmod applies when the column has
@@ -264,6 +289,8 @@ mod tests {
         add(869, "inet", b'b', 0, 0, b'I');
         add(1041, "_inet", b'b', 0, 869, b'A');
         add(1114, "timestamp", b'b', 0, 0, b'D');
+        add(1186, "interval", b'b', 0, 0, b'T');
+        add(1115, "_interval", b'b', 0, 1186, b'A');
         add(90000, "posint", b'd', 23, 0, b'N');
         c
     }
@@ -315,7 +342,14 @@ mod tests {
             (Decoder::Text, "\"n\"::text")
         );
         let p = plan_column(&c, "a", 1041, -1, false, Unrepresentable::Fail);
-        assert_eq!(p.select, "\"a\"::text[]");
+        assert!(p.select.contains("format('%s', x)"), "{}", p.select);
+        let p = plan_column(&c, "i", 869, -1, false, Unrepresentable::Fail);
+        assert_eq!(
+            p.select,
+            "CASE WHEN \"i\" IS NULL THEN NULL ELSE format('%s', \"i\") END"
+        );
+        let p = plan_column(&c, "ts", 1115, -1, false, Unrepresentable::Fail);
+        assert_eq!(p.select, "\"ts\"::text[]");
         assert_eq!(p.decoder, Decoder::Array(Box::new(Decoder::Text)));
         let p = plan_column(&c, "d", 90000, -1, false, Unrepresentable::Fail);
         assert_eq!(p.decoder, Decoder::Int4);

@@ -201,7 +201,7 @@ impl FullLoadTable {
                     action,
                     location,
                     hint: store_hint(s.target.kind, Some(&source)),
-                    source,
+                    source: Box::new(source),
                 }
             };
         // Only this folder's direct children: a table's files never live deeper, and another
@@ -447,7 +447,7 @@ impl LoadFileWriter {
                 let err = SinkError::Write {
                     table: s.table.clone(),
                     location: s.target.location(&path),
-                    source,
+                    source: Box::new(source),
                     hint: "the table's Arrow schema cannot be written as Parquet; this is a bug \
                            in the type mapping"
                         .into(),
@@ -518,7 +518,7 @@ impl LoadFileWriter {
         SinkError::Write {
             table: s.table.clone(),
             location: s.target.location(path),
-            source,
+            source: Box::new(source),
             hint: hint.unwrap_or_else(|| store_hint(s.target.kind, None)),
         }
     }

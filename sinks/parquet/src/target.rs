@@ -104,8 +104,8 @@ impl ParquetTarget {
         }
     }
 
-    /// Writes and then deletes a small probe object under the prefix, proving that the
-    /// credentials, the endpoint and the permissions allow writing here.
+    /// Writes a small probe object under the prefix, lists the prefix and deletes the probe,
+    /// proving that the credentials, the endpoint and the permissions allow what a load does.
     pub async fn check(&self) -> Result<(), SinkError> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -120,7 +120,7 @@ impl ParquetTarget {
             action,
             location: self.location(&probe),
             hint: store_hint(self.kind, Some(&source)),
-            source,
+            source: Box::new(source),
         };
 
         let payload = PutPayload::from_static(b"inlet check: safe to delete\n");
@@ -128,6 +128,12 @@ impl ParquetTarget {
             .put_opts(&probe, payload, PutOptions::default())
             .await
             .map_err(|e| check_error("write", e))?;
+        // `finish` lists table folders to delete stale files; a missing s3:ListBucket should
+        // show up here, not after a long load.
+        self.store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| check_error("list the folder of", e))?;
         let mut deleted = self
             .store
             .delete_stream(futures::stream::iter([Ok(probe.clone())]).boxed());
@@ -242,7 +248,7 @@ fn open_local(path: std::path::PathBuf, shown: &str) -> Result<Opened, SinkError
         LocalFileSystem::new_with_prefix(&canonical).map_err(|source| SinkError::OpenStore {
             url: shown.to_string(),
             hint: store_hint(StoreKind::Local, Some(&source)),
-            source,
+            source: Box::new(source),
         })?;
     let base = match Url::from_directory_path(&canonical) {
         Ok(u) => u.as_str().trim_end_matches('/').to_string(),
@@ -285,7 +291,7 @@ fn open_s3(url: &Url, shown: &str, builder: AmazonS3Builder) -> Result<Opened, S
     let store = builder.build().map_err(|source| SinkError::OpenStore {
         url: shown.to_string(),
         hint: "check AWS_REGION, AWS_ENDPOINT_URL and the other AWS_* environment variables".into(),
-        source,
+        source: Box::new(source),
     })?;
     Ok((
         Arc::new(store),

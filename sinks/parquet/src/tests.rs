@@ -624,7 +624,8 @@ fn config_from_toml() {
 fn invalid_settings_are_config_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_str().expect("utf-8");
-    let bad: [(&str, fn(&mut ParquetTargetConfig)); 5] = [
+    type Change = fn(&mut ParquetTargetConfig);
+    let bad: [(&str, Change); 5] = [
         ("file_size_mb", |c| c.file_size_mb = 0),
         ("row_group_rows", |c| c.row_group_rows = 0),
         ("compression_level", |c| c.compression_level = 99),

@@ -1,0 +1,229 @@
+//! Test harness: a throwaway PostgreSQL 15 (wal_level=logical) in a temp folder on a free port,
+//! stopped when dropped, plus helpers to run the `inlet` binary and read what it wrote.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PG_BIN") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root (PostgreSQL refuses root).
+fn pg_command(bin: &Path, args: &[&str]) -> Output {
+    let out = if is_root() {
+        let mut full = vec!["-u", "postgres", "--", bin.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        Command::new("runuser").args(&full).output()
+    } else {
+        Command::new(bin).args(args).output()
+    };
+    out.unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PgServer {
+    pub fn start() -> Self {
+        let bin = pg_bin();
+        assert!(
+            bin.join("postgres").exists(),
+            "PostgreSQL 15 server binaries not found in {} (run `make setup`, or set PG_BIN)",
+            bin.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("inlet-pg-")
+            .tempdir()
+            .expect("temp dir");
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status();
+            assert!(
+                st.map(|s| s.success()).unwrap_or(false),
+                "chown of the test folder to postgres"
+            );
+        }
+        let data = dir.path().join("data");
+        let data_s = data.to_str().expect("utf-8 path").to_string();
+        let out = pg_command(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let opts = format!(
+            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=128MB",
+            dir.path().display()
+        );
+        let log = dir.path().join("postgres.log");
+        let out = pg_command(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data_s,
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Self { dir, port, bin }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to test server: {e}"));
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; \
+                 SET extra_float_digits = 3",
+            )
+            .await
+            .expect("session setup");
+        client
+    }
+
+    /// Stops the server as a crash would, so a test can see how inlet copes.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        let _ = pg_command(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `inlet ARGS…` and returns (exit code, stdout, stderr).
+pub fn inlet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run inlet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a task file into `dir` and returns its path.
+pub fn task_file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, body).expect("write task file");
+    path
+}
+
+/// Sorted LOAD files of one table folder.
+pub fn load_files(table_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(table_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", table_dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every batch of every LOAD file of a table folder.
+pub fn read_table(table_dir: &Path) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for f in load_files(table_dir) {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&f).expect("open parquet"))
+                .expect("parquet footer")
+                .build()
+                .expect("reader");
+        for b in reader {
+            out.push(b.expect("batch"));
+        }
+    }
+    out
+}
+
+/// The Python with DuckDB and pyarrow, from the Makefile's venv.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("INLET_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no {}: run `make setup` (or `make test`), which creates the venv",
+        venv.display()
+    );
+    venv
+}
