@@ -801,18 +801,22 @@ impl Drop for Moto {
     }
 }
 
-/// Starts moto from `$INLET_PYTHON` (set by the Makefile) or the workspace's `.venv`. Returns
-/// `None` when neither exists; fails when `$INLET_PYTHON` is set but moto does not start.
-fn start_moto() -> Option<Moto> {
+/// Starts moto from `$INLET_PYTHON` (set by the Makefile) or the workspace's `.venv`. Fails when
+/// neither has moto: a skipped S3 test must never pass as a green one.
+fn start_moto() -> Moto {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
-    let explicit = std::env::var_os("INLET_PYTHON").map(PathBuf::from);
-    let required = explicit.is_some();
-    let python = explicit.or_else(|| {
-        let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-        venv.exists().then_some(venv)
-    })?;
+    let python = std::env::var_os("INLET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "no Python with moto at {} (run `make setup`, or set INLET_PYTHON)",
+        python.display()
+    );
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -834,16 +838,11 @@ fn start_moto() -> Option<Moto> {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
         },
-        Err(e) if required => panic!("cannot start {}: {e}", python.display()),
-        Err(_) => return None,
+        Err(e) => panic!("cannot start {}: {e}", python.display()),
     };
     for _ in 0..300 {
         if let Ok(Some(status)) = moto.child.try_wait() {
-            assert!(
-                !required,
-                "moto exited with {status}; is moto[server] installed?"
-            );
-            return None;
+            panic!("moto exited with {status}; is moto[server] installed? (`make setup`)");
         }
         if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
             // Create the bucket (moto accepts unsigned requests).
@@ -855,7 +854,7 @@ fn start_moto() -> Option<Moto> {
             let mut response = String::new();
             let _ = conn.read_to_string(&mut response);
             assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            return Some(moto);
+            return moto;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -878,10 +877,7 @@ async fn s3_load_check_and_rerun() {
     use object_store::path::Path;
     use object_store::ObjectStoreExt;
 
-    let Some(moto) = start_moto() else {
-        eprintln!("skipped: no moto (set INLET_PYTHON or run `make setup`)");
-        return;
-    };
+    let moto = start_moto();
     let mut cfg = config("s3://inlet-test/raw/dms");
     cfg.compression = ParquetCompression::None;
     let endpoint = moto.endpoint.clone();
