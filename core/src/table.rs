@@ -45,6 +45,9 @@ pub struct Column {
     pub source_type: String,
     /// The Arrow field written for this column: type, nullability and extension metadata.
     pub field: Field,
+    /// Estimated distinct values in the table, from the source's statistics when it has them.
+    /// Sinks use it to choose encodings (a dictionary only pays for few distinct values).
+    pub distinct_values: Option<u64>,
 }
 
 impl Column {
@@ -95,6 +98,7 @@ mod tests {
                 name: "a".into(),
                 source_type: "integer".into(),
                 field: Field::new("a", DataType::Int32, false),
+                distinct_values: None,
             }],
             primary_key: vec!["a".into()],
         };

@@ -123,6 +123,23 @@ pub async fn discover(
         keys.entry(r.get(0)).or_default().push(r.get(1));
     }
 
+    // The planner's statistics, as encoding hints for the sink; absent before the first ANALYZE.
+    let mut distinct: HashMap<(u32, String), f64> = HashMap::new();
+    for r in client
+        .query(
+            "SELECT c.oid, s.attname::text, s.n_distinct::float8 \
+             FROM pg_stats s \
+             JOIN pg_namespace n ON n.nspname = s.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename \
+             WHERE c.oid = ANY($1) AND NOT s.inherited",
+            &[&oids],
+        )
+        .await
+        .map_err(err("reading column statistics"))?
+    {
+        distinct.insert((r.get(0), r.get(1)), r.get(2));
+    }
+
     let mut out = Vec::with_capacity(tables.len());
     for (oid, id, reltuples, pages, can_select) in tables {
         let mut plans = Vec::new();
@@ -134,10 +151,21 @@ pub async fn discover(
                 continue;
             }
             let plan = plan_column(&types, &name, type_oid, typmod, not_null, policy);
+            // n_distinct is a count when positive and minus a fraction of the rows when negative.
+            let distinct_values = distinct.get(&(oid, name.clone())).and_then(|&n| {
+                if n >= 0.0 {
+                    Some(n as u64)
+                } else if reltuples >= 0.0 {
+                    Some((-n * reltuples) as u64)
+                } else {
+                    None
+                }
+            });
             cols.push(Column {
                 name: name.clone(),
                 source_type,
                 field: plan.field.clone(),
+                distinct_values,
             });
             plans.push(plan);
         }

@@ -35,6 +35,7 @@ fn col(name: &str, source_type: &str, data_type: DataType, nullable: bool) -> Co
         name: name.into(),
         source_type: source_type.into(),
         field: Field::new(name, data_type, nullable),
+        distinct_values: None,
     }
 }
 
