@@ -230,10 +230,8 @@ fn interpolate(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                *s = expand(s, env).map_err(|m| format!("{}: {m}", path.join(".")))?;
-            }
+        toml::Value::String(s) if s.contains('$') => {
+            *s = expand(s, env).map_err(|m| format!("{}: {m}", path.join(".")))?;
         }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

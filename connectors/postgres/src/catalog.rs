@@ -23,6 +23,9 @@ pub struct SourceTable {
     pub(crate) columns: Vec<ColumnPlan>,
 }
 
+/// One pg_attribute row: name, type oid, typmod, NOT NULL, format_type().
+type Attribute = (String, u32, i32, bool, String);
+
 /// Reads the catalog and returns the selected tables, ordered by name.
 pub async fn discover(
     client: &Client,
@@ -93,7 +96,7 @@ pub async fn discover(
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
 
-    let mut columns: HashMap<u32, Vec<(String, u32, i32, bool, String)>> = HashMap::new();
+    let mut columns: HashMap<u32, Vec<Attribute>> = HashMap::new();
     for r in client
         .query(
             "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \

@@ -350,7 +350,7 @@ pub(crate) fn numeric_to_i128(v: &[u8], precision: u8, scale: i8) -> Result<i128
                 _ => u32::MAX,
             };
             let d = d as u32;
-            if d % f != 0 {
+            if !d.is_multiple_of(f) {
                 return Err(ValueError::Malformed(format!(
                     "numeric has more than {scale} decimal places"
                 )));

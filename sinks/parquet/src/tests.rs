@@ -938,3 +938,43 @@ async fn s3_load_check_and_rerun() {
         "the secret must not appear: {msg}"
     );
 }
+
+/// Source statistics saying a column is mostly distinct per row group turn its dictionary off;
+/// columns without statistics, or with few distinct values, keep it.
+#[tokio::test]
+async fn dictionary_follows_distinct_value_hints() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = config(dir.path().to_str().expect("utf-8 path"));
+    cfg.row_group_rows = 1000;
+    let target = ParquetTarget::new(&cfg).expect("target");
+    let mut table = typed_table();
+    table.columns[0].distinct_values = Some(10_000_000); // id: unique
+    table.columns[2].distinct_values = Some(400); // name: below row_group_rows / 2
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    w.write(&typed_batch(&table, 0..3000)).await.expect("write");
+    w.close().await.expect("close");
+    load.finish().await.expect("finish");
+
+    let path = table_dir(dir.path(), &table).join("LOAD00000001.parquet");
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("footer");
+    let rg = reader.metadata().row_group(0);
+    let has_dictionary = |i: usize| {
+        rg.column(i)
+            .encodings()
+            .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY))
+    };
+    assert!(!has_dictionary(0), "id is mostly distinct: no dictionary");
+    assert!(
+        has_dictionary(1),
+        "big has no statistics: default dictionary"
+    );
+    assert!(
+        has_dictionary(2),
+        "name has few distinct values: dictionary"
+    );
+}
