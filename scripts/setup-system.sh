@@ -10,6 +10,7 @@ set -euo pipefail
 NEEDS=(
     "/usr/lib/postgresql/15/bin/postgres:postgresql-15"
     "/usr/bin/psql:postgresql-client-15"
+    "/usr/bin/openssl:openssl"
 )
 
 missing=()

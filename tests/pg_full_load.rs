@@ -815,3 +815,53 @@ fn unreachable_server_exits_1_without_leaking_the_password() {
     assert!(stdout.contains("[MISSING] source connection"), "{stdout}");
     assert!(!stdout.contains("hunter2secret") && !stderr.contains("hunter2secret"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_modes_against_a_tls_only_server() {
+    let pg = PgServer::start_tls_only();
+    let ca = pg.ca_file();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = pg.url("postgres");
+    // The server rejects every non-TLS connection, so a load that works went over TLS.
+    let run = |name: &str, tls: &str, extra: &str| {
+        let body = task(&url, &out, "\"public.*\"", "")
+            .replace("tls = \"disable\"", &format!("tls = \"{tls}\"{extra}"));
+        let cfg = task_file(dir.path(), name, &body);
+        inlet(&["check", "-c", cfg.to_str().unwrap()])
+    };
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, tls, extra) in [
+        ("require", "require", String::new()),
+        ("prefer", "prefer", String::new()),
+        (
+            "verify",
+            "verify-full",
+            format!("\nca_file = \"{}\"", ca.display()),
+        ),
+    ] {
+        let (code, stdout, stderr) = run(name, tls, &extra);
+        assert!(
+            stdout.contains("[ok     ] connection"),
+            "tls = {tls}: {stdout}\n{stderr}"
+        );
+        assert_eq!(
+            code, 1,
+            "only the empty table selection is missing: {stdout}"
+        );
+    }
+    // The test CA is not trusted without ca_file.
+    let (code, stdout, _) = run("untrusted", "verify-full", "");
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("[MISSING] source connection") && stdout.contains("certificate"),
+        "{stdout}"
+    );
+    // Plain TCP is refused by the server, and the message says so.
+    let (code, stdout, _) = run("plain", "disable", "");
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("[MISSING] source connection") && stdout.contains("no encryption"),
+        "{stdout}"
+    );
+}

@@ -52,6 +52,20 @@ fn free_port() -> u16 {
 
 impl PgServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A server that accepts TLS connections only, with a certificate for 127.0.0.1 signed by a
+    /// throwaway CA (see [`PgServer::ca_file`]).
+    pub fn start_tls_only() -> Self {
+        Self::start_with(true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls_only: bool) -> Self {
         let bin = pg_bin();
         assert!(
             bin.join("postgres").exists(),
@@ -92,13 +106,101 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut tls_opts = String::new();
+        if tls_only {
+            let (crt, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            // A CA and a server certificate it signs, as a real deployment has (webpki refuses a
+            // self-signed CA certificate presented as the server's own).
+            let p = dir.path();
+            std::fs::write(
+                p.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("ext");
+            let openssl = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(p)
+                    .output()
+                    .expect("run openssl (apt-get install openssl)");
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=inlet-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "server.crt",
+            ]);
+            if is_root() {
+                let st = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&key)
+                    .arg(&crt)
+                    .status();
+                assert!(st.map(|s| s.success()).unwrap_or(false));
+            }
+            let st = Command::new("chmod").arg("600").arg(&key).status();
+            assert!(st.map(|s| s.success()).unwrap_or(false));
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            tls_opts = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                crt.display(),
+                key.display()
+            );
+        }
         let port = free_port();
         let opts = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=128MB",
             dir.path().display()
-        );
+        ) + &tls_opts;
         let log = dir.path().join("postgres.log");
         let out = pg_command(
             &bin.join("pg_ctl"),
