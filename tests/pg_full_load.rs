@@ -865,3 +865,77 @@ async fn tls_modes_against_a_tls_only_server() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_load_to_s3_with_settings_from_the_environment() {
+    let pg = PgServer::start();
+    pg.client("postgres")
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, payload text);
+             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
+        )
+        .await
+        .unwrap();
+    let mut moto = common::Moto::start();
+    moto.create_bucket("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let body = task(
+        &pg.url("postgres"),
+        Path::new("unused"),
+        "\"public.items\"",
+        "",
+    )
+    .replace("url = \"unused\"", "url = \"s3://lake/raw/pg\"");
+    let cfg = task_file(dir.path(), "s3", &body);
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "s3cr3t-never-logged"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let (code, stdout, stderr) =
+        common::inlet_with_env(&["check", "-c", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("[ok     ] target: s3://lake/raw/pg is writable"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) =
+        common::inlet_with_env(&["full-load", "-c", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"),
+        "secret leaked"
+    );
+
+    let py = std::process::Command::new(common::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/readers/s3_summary.py"
+        ))
+        .args([moto.endpoint.as_str(), "lake", "raw/pg/"])
+        .output()
+        .expect("run s3_summary.py");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        r#"{"keys": ["raw/pg/public/items/LOAD00000001.parquet"], "rows": 50000, "id_sum": 1250025000}"#
+    );
+
+    // A bucket that does not exist: exit 1 naming the target, without the secret.
+    let cfg = task_file(
+        dir.path(),
+        "nobucket",
+        &body.replace("s3://lake/", "s3://missing-bucket/"),
+    );
+    let (code, stdout, stderr) =
+        common::inlet_with_env(&["full-load", "-c", cfg.to_str().unwrap()], &env);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains("missing-bucket"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t"), "secret leaked: {stderr}");
+}

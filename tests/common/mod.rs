@@ -270,9 +270,15 @@ impl Drop for PgServer {
 
 /// Runs `inlet ARGS…` and returns (exit code, stdout, stderr).
 pub fn inlet(args: &[&str]) -> (i32, String, String) {
+    inlet_with_env(args, &[])
+}
+
+/// Runs `inlet ARGS…` with extra environment variables.
+pub fn inlet_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_inlet"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run inlet");
     (
@@ -328,4 +334,62 @@ pub fn python() -> PathBuf {
         venv.display()
     );
     venv
+}
+
+/// moto's S3 server on a free loopback port, from the venv; stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto (make setup installs moto[server])");
+        let mut moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited with {status}: is moto[server] in the venv? (make setup)");
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto did not listen on port {port} within 30 s");
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&mut self, bucket: &str) {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        let mut conn = std::net::TcpStream::connect(&addr).expect("connect to moto");
+        write!(conn, "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("create bucket");
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,32 @@
+"""Independent read of what inlet wrote to S3 (moto in tests): boto3 lists and fetches the
+objects, pyarrow reads them.
+
+usage: s3_summary.py ENDPOINT BUCKET PREFIX
+
+Prints JSON: {"keys": [sorted object keys], "rows": total rows, "id_sum": sum of column id}.
+"""
+import io
+import json
+import sys
+
+import boto3
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+endpoint, bucket, prefix = sys.argv[1:4]
+s3 = boto3.client(
+    "s3",
+    endpoint_url=endpoint,
+    aws_access_key_id="testing",
+    aws_secret_access_key="testing",
+    region_name="us-east-1",
+)
+keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+rows = 0
+id_sum = 0
+for key in keys:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    rows += table.num_rows
+    id_sum += pc.sum(table["id"]).as_py() or 0
+print(json.dumps({"keys": keys, "rows": rows, "id_sum": id_sum}))
