@@ -34,6 +34,8 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     let policy = config.values.on_unrepresentable;
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
+    // A wrong bucket or a missing permission should fail now, not after reading a large table.
+    target.check().await.map_err(JobError::failed)?;
     let snapshot = ExportedSnapshot::export(&connector)
         .await
         .map_err(JobError::failed)?;
