@@ -2,6 +2,7 @@
 //! let N workers (each its own connection inside the snapshot) stream chunks into the target.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use inlet_core::{TableSelection, Unrepresentable};
@@ -78,13 +79,15 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     let tables = Arc::new(tables);
     let sinks: Arc<Vec<FullLoadTable>> =
         Arc::new(tables.iter().map(|t| target.full_load(&t.schema)).collect());
-    let queue = Arc::new(Mutex::new(work_queue(&tables, &config.full_load)));
-    let remaining: Arc<Vec<std::sync::atomic::AtomicUsize>> = Arc::new(
-        count_chunks(&queue, tables.len())
-            .into_iter()
-            .map(std::sync::atomic::AtomicUsize::new)
-            .collect(),
-    );
+    let queue = work_queue(&tables, &config.full_load);
+    let mut chunks_per_table = vec![0usize; tables.len()];
+    for item in &queue {
+        chunks_per_table[item.table] += 1;
+    }
+    let remaining: Arc<Vec<AtomicUsize>> =
+        Arc::new(chunks_per_table.into_iter().map(AtomicUsize::new).collect());
+    let workers = config.full_load.worker_count().min(queue.len()).max(1);
+    let queue = Arc::new(Mutex::new(queue));
     let progress = Progress::new(
         tables
             .iter()
@@ -98,7 +101,6 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
         rows: fl.batch_rows,
         bytes: fl.batch_mb * 1024 * 1024,
     };
-    let workers = fl.worker_count().min(queue_len(&queue)).max(1);
     let mut set = JoinSet::new();
     for _ in 0..workers {
         let reader = SnapshotReader::open(&connector, snapshot.id())
@@ -173,26 +175,12 @@ fn work_queue(tables: &[SourceTable], config: &FullLoadConfig) -> VecDeque<WorkI
         .collect()
 }
 
-fn count_chunks(queue: &Mutex<VecDeque<WorkItem>>, tables: usize) -> Vec<usize> {
-    let mut counts = vec![0; tables];
-    if let Ok(q) = queue.lock() {
-        for item in q.iter() {
-            counts[item.table] += 1;
-        }
-    }
-    counts
-}
-
-fn queue_len(queue: &Mutex<VecDeque<WorkItem>>) -> usize {
-    queue.lock().map(|q| q.len()).unwrap_or(1)
-}
-
 struct Worker {
     reader: SnapshotReader,
     tables: Arc<Vec<SourceTable>>,
     sinks: Arc<Vec<FullLoadTable>>,
     queue: Arc<Mutex<VecDeque<WorkItem>>>,
-    remaining: Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    remaining: Arc<Vec<AtomicUsize>>,
     progress: Progress,
     limits: BatchLimits,
     policy: Unrepresentable,
@@ -227,7 +215,7 @@ impl Worker {
                 writer.write(&batch).await.map_err(JobError::failed)?;
                 self.progress.add_rows(item.table, rows);
             }
-            if self.remaining[item.table].fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            if self.remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
                 // Other workers may still be closing their files of this table; the bar only
                 // says every chunk has been read and handed over.
                 self.progress.table_done(item.table);
