@@ -206,7 +206,7 @@ mod tls {
     use crate::error::PgError;
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
     }
 
     pub fn verified(ca_file: Option<&Path>) -> Result<ClientConfig, PgError> {
