@@ -112,6 +112,17 @@ impl PgConnector {
         &self.server
     }
 
+    /// The parsed connection settings (host, port, user, password, database), for connections
+    /// tokio-postgres cannot open itself, such as the walsender's replication connection.
+    pub(crate) fn settings(&self) -> &Config {
+        &self.config
+    }
+
+    /// The TLS mode and, unless it is `disable`, the rustls configuration it uses.
+    pub(crate) fn tls(&self) -> (TlsMode, Option<Arc<rustls::ClientConfig>>) {
+        (self.tls, self.tls_config.clone())
+    }
+
     /// Opens a connection and drives it on a background task. Sessions use UTC, ISO dates and
     /// ISO 8601 intervals, so every value cast to text reads the same whatever the server's
     /// defaults.
