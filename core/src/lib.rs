@@ -6,11 +6,16 @@
 //! own type name, so a sink can record where a value came from (field metadata
 //! [`SOURCE_TYPE_KEY`]).
 
+mod change;
 mod check;
 mod policy;
 mod selection;
 mod table;
 
+pub use change::{
+    change_schema, Op, Position, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN, OP_COLUMN, POSITION_COLUMN,
+    TXID_COLUMN,
+};
 pub use check::{CheckStatus, Prerequisite};
 pub use policy::Unrepresentable;
 pub use selection::{PatternError, TableSelection, TableSelectionConfig};

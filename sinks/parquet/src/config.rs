@@ -35,6 +35,13 @@ pub struct ParquetTargetConfig {
     /// time the batch was written; it comes after `Op` and before the table's columns.
     #[serde(default)]
     pub timestamp_column: Option<String>,
+    /// DMS `CdcInsertsOnly`: change files keep inserts only (no `Op` column is needed to read
+    /// them, but it is still written).
+    #[serde(default)]
+    pub cdc_inserts_only: bool,
+    /// DMS `CdcInsertsAndUpdates`: change files keep inserts and updates, not deletes.
+    #[serde(default)]
+    pub cdc_inserts_and_updates: bool,
 }
 
 fn default_file_size_mb() -> u64 {
@@ -101,6 +108,11 @@ impl ParquetTargetConfig {
             return Err("row_group_rows must be at least 1".into());
         }
         self.codec()?;
+        if self.cdc_inserts_only && self.cdc_inserts_and_updates {
+            return Err(
+                "cdc_inserts_only and cdc_inserts_and_updates exclude each other; set one".into(),
+            );
+        }
         if let Some(name) = &self.timestamp_column {
             if name.is_empty() {
                 return Err(

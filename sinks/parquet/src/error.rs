@@ -79,6 +79,17 @@ pub enum SinkError {
     /// open file, or `finish` was called while writers were still open.
     #[error("table {table}: {message}")]
     Incomplete { table: String, message: String },
+
+    /// Reading or writing change-log files or the task checkpoint.
+    #[error("{subject}: cannot {action} {location}: {source}; {hint}")]
+    Store {
+        subject: String,
+        action: &'static str,
+        location: String,
+        #[source]
+        source: Box<object_store::Error>,
+        hint: String,
+    },
 }
 
 /// Which kind of store a target writes to; selects the advice given with an error.

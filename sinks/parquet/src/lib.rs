@@ -5,12 +5,14 @@
 //! in memory. Files are laid out as DMS does (`<prefix>/<schema>/<table>/LOAD00000001.parquet`),
 //! and a re-run replaces a table's files instead of adding to them.
 
+mod changes;
 mod config;
 mod error;
 mod load;
 mod object_file;
 mod target;
 
+pub use changes::{ChangeFile, ChangeLogTable, Checkpoint};
 pub use config::{ParquetCompression, ParquetTargetConfig};
 pub use error::SinkError;
 pub use load::{FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY};

@@ -17,13 +17,11 @@ use inlet_core::TableSchema;
 use object_store::path::Path;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use parquet::file::properties::WriterProperties;
 
 use crate::error::{store_hint, SinkError};
 use crate::object_file::ObjectFile;
-use crate::target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
+use crate::target::ParquetTarget;
 
 /// Name of the DMS operation column (`IncludeOpForFullLoad`).
 pub const OP_COLUMN: &str = "Op";
@@ -120,30 +118,7 @@ impl fmt::Debug for FullLoadTable {
 impl FullLoadTable {
     pub(crate) fn new(target: &ParquetTarget, table: &TableSchema) -> Self {
         let name = table.id.to_string();
-        let mut props = WriterProperties::builder();
-        // A dictionary pays only when a row group repeats values; for a column whose source
-        // statistics say most values in a row group would be distinct, interning every value
-        // costs CPU (a tenth of a full load's) and, under zstd, buys no smaller file.
-        for column in &table.columns {
-            let many = column
-                .distinct_values
-                .is_some_and(|d| d > target.row_group_rows as u64 / 2);
-            if many && !column.data_type().is_nested() {
-                props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(column.name.as_str()), false);
-            }
-        }
-        let props = props
-            .set_compression(target.compression)
-            // ParquetTarget::new rejects row_group_rows = 0, the one value that panics here.
-            .set_max_row_group_row_count(Some(target.row_group_rows))
-            .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
-            .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(TABLE_KEY.to_string(), name.clone()),
-                KeyValue::new(KIND_KEY.to_string(), "full-load".to_string()),
-            ]))
-            .build();
+        let props = target.writer_properties(table, "full-load");
         Self {
             shared: Arc::new(Shared {
                 dir: target.table_dir(table),

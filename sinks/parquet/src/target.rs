@@ -15,11 +15,14 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use url::Url;
 
 use crate::config::ParquetTargetConfig;
 use crate::error::{store_hint, SinkError, StoreKind};
-use crate::load::FullLoadTable;
+use crate::load::{FullLoadTable, KIND_KEY, TABLE_KEY};
 
 /// Upper bound on the encoded size of one in-progress row group. A row group is held in memory
 /// until it is complete, so `row_group_rows` alone would not bound memory for wide rows (large
@@ -41,6 +44,8 @@ pub struct ParquetTarget {
     pub(crate) file_size_bytes: u64,
     pub(crate) include_op: bool,
     pub(crate) timestamp_column: Option<String>,
+    /// Which operations change files keep (DMS `CdcInsertsOnly` / `CdcInsertsAndUpdates`).
+    pub(crate) cdc_keep: crate::changes::KeptOps,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -91,6 +96,13 @@ impl ParquetTarget {
             file_size_bytes: config.file_size_mb << 20,
             include_op: config.include_op_for_full_load,
             timestamp_column: config.timestamp_column.clone(),
+            cdc_keep: if config.cdc_inserts_only {
+                crate::changes::KeptOps::Inserts
+            } else if config.cdc_inserts_and_updates {
+                crate::changes::KeptOps::InsertsAndUpdates
+            } else {
+                crate::changes::KeptOps::All
+            },
         })
     }
 
@@ -145,12 +157,46 @@ impl ParquetTarget {
 
     /// Starts the full load of one table. Cheap and without I/O: files are opened by the
     /// writers, lazily.
+    /// The change log of one table: CDC files beside its full-load files.
+    pub fn change_log(&self, table: &TableSchema) -> crate::ChangeLogTable {
+        crate::ChangeLogTable::new(self, table)
+    }
+
     pub fn full_load(&self, table: &TableSchema) -> FullLoadTable {
         FullLoadTable::new(self, table)
     }
 
     /// The key of a table's folder: `<prefix>/<schema>/<table>`. Each name is one path segment;
     /// object_store percent-encodes characters that cannot appear in a key segment.
+    /// Encoding settings of every file of `table`; `kind` goes into the file metadata
+    /// (`full-load`, `cdc`).
+    pub(crate) fn writer_properties(&self, table: &TableSchema, kind: &str) -> WriterProperties {
+        let mut props = WriterProperties::builder();
+        // A dictionary pays only when a row group repeats values; for a column whose source
+        // statistics say most values in a row group would be distinct, interning every value
+        // costs CPU (a tenth of a full load's) and, under zstd, buys no smaller file.
+        for column in &table.columns {
+            let many = column
+                .distinct_values
+                .is_some_and(|d| d > self.row_group_rows as u64 / 2);
+            if many && !column.data_type().is_nested() {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(column.name.as_str()), false);
+            }
+        }
+        props
+            .set_compression(self.compression)
+            // ParquetTarget::new rejects row_group_rows = 0, the one value that panics here.
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(TABLE_KEY.to_string(), table.id.to_string()),
+                KeyValue::new(KIND_KEY.to_string(), kind.to_string()),
+            ]))
+            .build()
+    }
+
     pub(crate) fn table_dir(&self, table: &TableSchema) -> Path {
         self.prefix
             .clone()

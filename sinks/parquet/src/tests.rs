@@ -27,6 +27,8 @@ fn config(url: &str) -> ParquetTargetConfig {
         row_group_rows: 122_880,
         include_op_for_full_load: false,
         timestamp_column: None,
+        cdc_inserts_only: false,
+        cdc_inserts_and_updates: false,
     }
 }
 
@@ -977,4 +979,102 @@ async fn dictionary_follows_distinct_value_hints() {
         has_dictionary(2),
         "name has few distinct values: dictionary"
     );
+}
+
+fn change_batch(table: &TableSchema, rows: &[(&str, i64, i32)]) -> RecordBatch {
+    use arrow_array::TimestampMicrosecondArray as Ts;
+    let schema = inlet_core::change_schema(table);
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(Ts::from_iter_values(rows.iter().map(|r| r.1 * 1000)).with_timezone("UTC")),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|_| 7))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.2))),
+    ];
+    columns.truncate(schema.fields().len());
+    RecordBatch::try_new(schema, columns).expect("change batch")
+}
+
+/// Change files: DMS columns, names carrying positions, and the kept-operations filters.
+#[tokio::test]
+async fn change_files_and_checkpoints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let table = TableSchema {
+        id: TableId::new("public", "t"),
+        columns: vec![col("id", "integer", DataType::Int32, false)],
+        primary_key: vec!["id".into()],
+    };
+    let batch = change_batch(&table, &[("I", 100, 1), ("U", 100, 1), ("D", 120, 2)]);
+    let file = |first, last| ChangeFile {
+        first: inlet_core::Position(first),
+        last: inlet_core::Position(last),
+        commit_time_micros: 1_763_700_000_000_000 + last as i64,
+    };
+    for (name, mut cfg, expected) in [
+        ("all", config(""), vec!["I", "U", "D"]),
+        ("inserts", config(""), vec!["I"]),
+        ("upserts", config(""), vec!["I", "U"]),
+    ] {
+        cfg.url = dir.path().join(name).to_str().expect("utf-8").to_string();
+        cfg.cdc_inserts_only = name == "inserts";
+        cfg.cdc_inserts_and_updates = name == "upserts";
+        cfg.timestamp_column = Some("commit_ts".into());
+        let target = ParquetTarget::new(&cfg).expect("target");
+        let log = target.change_log(&table);
+        assert_eq!(log.committed_position().await.expect("list"), None);
+        assert_eq!(
+            log.write(&[batch.clone()], file(100, 120))
+                .await
+                .expect("write"),
+            expected.len() as u64
+        );
+        // A batch left empty by the filter writes no file.
+        let deletes = change_batch(&table, &[("D", 130, 3)]);
+        let written = log.write(&[deletes], file(130, 130)).await.expect("write");
+        assert_eq!(written, u64::from(name == "all"));
+        let highest = if name == "all" { 130 } else { 120 };
+        assert_eq!(
+            log.committed_position().await.expect("list"),
+            Some(inlet_core::Position(highest))
+        );
+
+        let tdir = table_dir(&dir.path().join(name), &table);
+        let first = std::fs::read_dir(&tdir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .min()
+            .expect("a file");
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(first).expect("open"))
+                .expect("footer")
+                .build()
+                .expect("reader");
+        let got: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+        let names: Vec<String> = got[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["Op", "commit_ts", "_inlet_lsn", "_inlet_txid", "id"]
+        );
+        let ops: Vec<&str> = got[0]
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .map(|o| o.expect("op"))
+            .collect();
+        assert_eq!(ops, expected);
+    }
+
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8"))).expect("target");
+    assert_eq!(target.read_checkpoint("t1").await.expect("read"), None);
+    let c = Checkpoint {
+        position: inlet_core::Position(99),
+        facts: vec![("slot".into(), "s".into())],
+    };
+    target.write_checkpoint("t1", &c).await.expect("write");
+    assert_eq!(target.read_checkpoint("t1").await.expect("read"), Some(c));
 }

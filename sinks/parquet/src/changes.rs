@@ -1,0 +1,382 @@
+//! Change-log files of one table (DMS's CDC files) and the task checkpoint.
+//!
+//! Each file holds whole committed source transactions and is named
+//! `<commit time>-<first position>-<last position>.parquet` beside the table's `LOAD` files, so
+//! names sort by time and a restart reads, from names alone, how far each table is written: a
+//! transaction whose commit position is at or below that is skipped, never written twice. The
+//! task checkpoint (`_inlet/<task>/checkpoint`) records how far *every* table is written, which
+//! lets the source be acknowledged even while some tables see no changes.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema, SchemaRef};
+use futures::StreamExt;
+use inlet_core::{
+    change_schema, Position, TableSchema, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN, OP_COLUMN,
+};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{store_hint, SinkError};
+use crate::object_file::ObjectFile;
+use crate::target::ParquetTarget;
+
+/// Which operations the change files keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeptOps {
+    All,
+    Inserts,
+    InsertsAndUpdates,
+}
+
+/// What one change file covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeFile {
+    /// Commit position of the first and last transaction in the file.
+    pub first: Position,
+    pub last: Position,
+    /// Commit time of the last transaction, µs since the Unix epoch: the file's name.
+    pub commit_time_micros: i64,
+}
+
+impl ChangeFile {
+    fn name(&self) -> String {
+        let secs = self.commit_time_micros.div_euclid(1_000_000);
+        let micros = self.commit_time_micros.rem_euclid(1_000_000);
+        let time = chrono::DateTime::from_timestamp(secs, 0)
+            .map(|t| t.format("%Y%m%d-%H%M%S").to_string())
+            .unwrap_or_else(|| "00000000-000000".into());
+        format!("{time}{micros:06}-{}-{}.parquet", self.first, self.last)
+    }
+
+    /// The positions in a change-file name; None for any other file (LOAD files, staging files).
+    fn parse_positions(name: &str) -> Option<(Position, Position)> {
+        let stem = name.strip_suffix(".parquet")?;
+        let mut parts = stem.rsplitn(3, '-');
+        let last = Position::parse(parts.next()?)?;
+        let first = Position::parse(parts.next()?)?;
+        let time = parts.next()?;
+        (time.len() == 21 && time.as_bytes()[8] == b'-').then_some((first, last))
+    }
+}
+
+/// The change log of one table. Cheap to clone.
+#[derive(Clone)]
+pub struct ChangeLogTable {
+    target: ParquetTarget,
+    table: String,
+    dir: Path,
+    file_schema: SchemaRef,
+    props: WriterProperties,
+}
+
+impl ChangeLogTable {
+    pub(crate) fn new(target: &ParquetTarget, table: &TableSchema) -> Self {
+        Self {
+            target: target.clone(),
+            table: table.id.to_string(),
+            dir: target.table_dir(table),
+            file_schema: file_schema(target, table),
+            props: target.writer_properties(table, "cdc"),
+        }
+    }
+
+    /// The highest commit position any change file of this table covers, or None if it has none.
+    pub async fn committed_position(&self) -> Result<Option<Position>, SinkError> {
+        let mut list = self.target.store.list(Some(&self.dir));
+        let mut highest = None;
+        while let Some(meta) = list.next().await {
+            let meta = meta.map_err(|e| self.store_error("list", &self.dir, e))?;
+            if let Some((_, last)) = meta
+                .location
+                .filename()
+                .and_then(ChangeFile::parse_positions)
+            {
+                highest = highest.max(Some(last));
+            }
+        }
+        Ok(highest)
+    }
+
+    /// Writes `batches` (in [`inlet_core::change_schema`] layout) as one file, whole or not at
+    /// all. Returns the rows written: 0, and no file, when the kept operations leave nothing.
+    pub async fn write(&self, batches: &[RecordBatch], file: ChangeFile) -> Result<u64, SinkError> {
+        let path = self.dir.clone().join(file.name());
+        let location = self.target.location(&path);
+        let mut rows = 0;
+        let mut writer: Option<AsyncArrowWriter<ObjectFile>> = None;
+        for batch in batches {
+            let out = self.file_batch(batch)?;
+            if out.num_rows() == 0 {
+                continue;
+            }
+            rows += out.num_rows() as u64;
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => {
+                    let sink = ObjectFile::new(
+                        Arc::clone(&self.target.store),
+                        path.clone(),
+                        self.target.kind,
+                    );
+                    let options = ArrowWriterOptions::new().with_properties(self.props.clone());
+                    let w = AsyncArrowWriter::try_new_with_options(
+                        sink,
+                        self.file_schema.clone(),
+                        options,
+                    )
+                    .map_err(|e| self.write_error(&location, e, None))?;
+                    writer.insert(w)
+                }
+            };
+            if let Err(e) = w.write(&out).await {
+                return Err(self.abort(writer, &location, e).await);
+            }
+        }
+        let Some(mut w) = writer else { return Ok(0) };
+        if let Err(e) = w.finish().await {
+            return Err(self.abort(Some(w), &location, e).await);
+        }
+        tracing::debug!(table = %self.table, file = %location, rows, "change file written");
+        Ok(rows)
+    }
+
+    /// Renames the change columns to DMS's and drops the operations the task does not keep.
+    fn file_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, SinkError> {
+        let schema_error = |m: String| {
+            SinkError::Schema {
+            table: self.table.clone(),
+            message: format!("a change batch does not match the table ({m}); this is a bug in the source connector"),
+        }
+        };
+        if batch.num_columns() != self.file_schema.fields().len() {
+            return Err(schema_error(format!(
+                "{} columns, expected {}",
+                batch.num_columns(),
+                self.file_schema.fields().len()
+            )));
+        }
+        let out = RecordBatch::try_new(self.file_schema.clone(), batch.columns().to_vec())
+            .map_err(|e| schema_error(e.to_string()))?;
+        let keep = |op: &str| match self.target.cdc_keep {
+            KeptOps::All => true,
+            KeptOps::Inserts => op == "I",
+            KeptOps::InsertsAndUpdates => op != "D",
+        };
+        if self.target.cdc_keep == KeptOps::All {
+            return Ok(out);
+        }
+        let ops = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| schema_error("the first column is not the Utf8 operation".into()))?;
+        let mask: BooleanArray = ops.iter().map(|op| Some(op.is_some_and(keep))).collect();
+        arrow_select::filter::filter_record_batch(&out, &mask)
+            .map_err(|e| schema_error(e.to_string()))
+    }
+
+    async fn abort(
+        &self,
+        writer: Option<AsyncArrowWriter<ObjectFile>>,
+        location: &str,
+        source: parquet::errors::ParquetError,
+    ) -> SinkError {
+        let mut hint = None;
+        if let Some(w) = writer {
+            let mut sink = w.into_inner();
+            hint = sink.take_hint();
+            if let Err(e) = sink.abort().await {
+                tracing::warn!(table = %self.table, error = %e, "aborting the upload failed");
+            }
+        }
+        self.write_error(location, source, hint)
+    }
+
+    fn write_error(
+        &self,
+        location: &str,
+        source: parquet::errors::ParquetError,
+        hint: Option<String>,
+    ) -> SinkError {
+        SinkError::Write {
+            table: self.table.clone(),
+            location: location.to_string(),
+            source: Box::new(source),
+            hint: hint.unwrap_or_else(|| store_hint(self.target.kind, None)),
+        }
+    }
+
+    fn store_error(&self, action: &'static str, path: &Path, e: object_store::Error) -> SinkError {
+        SinkError::Store {
+            subject: format!("table {}", self.table),
+            action,
+            location: self.target.location(path),
+            hint: store_hint(self.target.kind, Some(&e)),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// DMS's change-file columns: `Op`, the commit timestamp (named by `timestamp_column`, else
+/// `_inlet_commit_ts`), `_inlet_lsn`, `_inlet_txid`, then the table's columns.
+fn file_schema(target: &ParquetTarget, table: &TableSchema) -> SchemaRef {
+    let changes = change_schema(table);
+    let fields: Vec<Field> = changes
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f.name().as_str() {
+            OP_COLUMN if i == 0 => f.as_ref().clone().with_name(crate::OP_COLUMN),
+            COMMIT_TS_COLUMN if i == 1 => match &target.timestamp_column {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
+            },
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    debug_assert!(fields.len() >= CHANGE_META_COLUMNS);
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        changes.metadata().clone(),
+    ))
+}
+
+/// How far a task has written every table: the source may be acknowledged up to `position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: Position,
+    /// Free-form facts the source needs on restart (e.g. `slot=inlet_orders`), one per line.
+    pub facts: Vec<(String, String)>,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> String {
+        let mut s = format!("position={}\n", self.position);
+        for (k, v) in &self.facts {
+            s.push_str(&format!("{k}={v}\n"));
+        }
+        s
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut position = None;
+        let mut facts = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let (k, v) = line.split_once('=')?;
+            if k == "position" {
+                position = Position::parse(v);
+            } else {
+                facts.push((k.to_string(), v.to_string()));
+            }
+        }
+        Some(Self {
+            position: position?,
+            facts,
+        })
+    }
+}
+
+impl ParquetTarget {
+    fn checkpoint_path(&self, task: &str) -> Path {
+        self.prefix
+            .clone()
+            .join("_inlet")
+            .join(task)
+            .join("checkpoint")
+    }
+
+    /// The task's checkpoint, or None before its first one.
+    pub async fn read_checkpoint(&self, task: &str) -> Result<Option<Checkpoint>, SinkError> {
+        let path = self.checkpoint_path(task);
+        let error = |action, e: object_store::Error| SinkError::Store {
+            subject: format!("task {task}"),
+            action,
+            location: self.location(&path),
+            hint: store_hint(self.kind, Some(&e)),
+            source: Box::new(e),
+        };
+        let bytes = match self.store.get(&path).await {
+            Ok(got) => got.bytes().await.map_err(|e| error("read", e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(error("read", e)),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        Checkpoint::decode(&text)
+            .map(Some)
+            .ok_or_else(|| SinkError::Incomplete {
+                table: format!("task {task}"),
+                message: format!(
+                    "the checkpoint {} is unreadable; delete it to start the task over",
+                    self.location(&path)
+                ),
+            })
+    }
+
+    /// Replaces the task's checkpoint (one PUT: atomic on S3 and, via rename, on a folder).
+    pub async fn write_checkpoint(
+        &self,
+        task: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SinkError> {
+        let path = self.checkpoint_path(task);
+        self.store
+            .put(&path, PutPayload::from(checkpoint.encode()))
+            .await
+            .map(|_| ())
+            .map_err(|e| SinkError::Store {
+                subject: format!("task {task}"),
+                action: "write",
+                location: self.location(&path),
+                hint: store_hint(self.kind, Some(&e)),
+                source: Box::new(e),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort_by_time() {
+        let f = ChangeFile {
+            first: Position(0x10),
+            last: Position(0x2A0),
+            commit_time_micros: 1_763_700_000_123_456,
+        };
+        let name = f.name();
+        assert_eq!(
+            name,
+            "20251121-044000123456-0000000000000010-00000000000002A0.parquet"
+        );
+        assert_eq!(
+            ChangeFile::parse_positions(&name),
+            Some((Position(0x10), Position(0x2A0)))
+        );
+        assert_eq!(ChangeFile::parse_positions("LOAD00000001.parquet"), None);
+        assert_eq!(
+            ChangeFile::parse_positions("x-0000000000000010-00000000000002A0.parquet"),
+            None
+        );
+        let later = ChangeFile {
+            commit_time_micros: f.commit_time_micros + 1,
+            ..f
+        };
+        assert!(later.name() > name);
+    }
+
+    #[test]
+    fn checkpoints_round_trip() {
+        let c = Checkpoint {
+            position: Position(42),
+            facts: vec![("slot".into(), "inlet_t".into())],
+        };
+        assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
+        assert_eq!(Checkpoint::decode("nonsense"), None);
+    }
+}
