@@ -15,6 +15,7 @@ pub struct TaskConfig {
     pub target: TargetConfig,
     pub tables: TableSelectionConfig,
     pub full_load: FullLoadConfig,
+    pub cdc: CdcConfig,
     pub values: ValuesConfig,
 }
 
@@ -28,6 +29,8 @@ struct CommonSections {
     #[serde(default)]
     full_load: FullLoadConfig,
     #[serde(default)]
+    cdc: CdcConfig,
+    #[serde(default)]
     values: ValuesConfig,
 }
 
@@ -40,12 +43,17 @@ pub struct TaskSection {
     pub mode: Mode,
 }
 
-/// DMS's migration types. Only the full load exists in this version.
+/// DMS's migration types.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// Copy every selected table once.
     #[default]
     FullLoad,
+    /// Follow changes from the moment the task's replication slot is created.
+    Cdc,
+    /// A full load consistent with the slot, then every change after it.
+    FullLoadAndCdc,
 }
 
 /// `[source]`, chosen by its `kind` key.
@@ -92,6 +100,30 @@ impl FullLoadConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             n => n,
+        }
+    }
+}
+
+/// `[cdc]`: when change files are written. A flush writes every table's buffered changes,
+/// then the task checkpoint, then acknowledges the source up to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdcConfig {
+    /// Flush at least this often (DMS's default is 60 s).
+    pub flush_interval_ms: u64,
+    /// Flush once this many changes are buffered.
+    pub flush_rows: usize,
+    /// A transaction larger than twice this many rows for one table is written in parts of
+    /// this size as it arrives, so memory is bounded whatever the transaction's size.
+    pub part_rows: usize,
+}
+
+impl Default for CdcConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 10_000,
+            flush_rows: 200_000,
+            part_rows: 100_000,
         }
     }
 }
@@ -157,6 +189,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         target,
         tables: common.tables,
         full_load: common.full_load,
+        cdc: common.cdc,
         values: common.values,
     };
     validate(&config)?;
@@ -220,6 +253,10 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     }
     if fl.batch_mb == 0 {
         return Err("full_load.batch_mb: must be at least 1".into());
+    }
+    let cdc = &config.cdc;
+    if cdc.flush_interval_ms == 0 || cdc.flush_rows == 0 || cdc.part_rows == 0 {
+        return Err("cdc: flush_interval_ms, flush_rows and part_rows must be at least 1".into());
     }
     Ok(())
 }
@@ -337,8 +374,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("source") && e.contains("maybe"), "{e}");
-        let e = parse(&MINIMAL.replace("[task]", "[task]\nmode = \"cdc\""), &env).unwrap_err();
-        assert!(e.starts_with("task.mode") && e.contains("cdc"), "{e}");
+        let e = parse(&MINIMAL.replace("[task]", "[task]\nmode = \"sync\""), &env).unwrap_err();
+        assert!(e.starts_with("task.mode") && e.contains("sync"), "{e}");
         let e = parse(&MINIMAL.replace("${PGPASS}", "${NOPE}"), &env).unwrap_err();
         assert!(
             e.starts_with("source.url: environment variable NOPE is not set"),

@@ -26,7 +26,13 @@ pub struct TableResult {
     pub summary: LoadSummary,
 }
 
-pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
+/// Loads every selected table. With `snapshot`, inside that exported snapshot (a replication
+/// slot's), so the change stream continues exactly where the load ends; without, inside a
+/// snapshot exported for the load.
+pub async fn run(
+    config: &TaskConfig,
+    snapshot: Option<&str>,
+) -> Result<Vec<TableResult>, JobError> {
     let SourceConfig::Postgres(source) = &config.source;
     let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
@@ -37,9 +43,11 @@ pub async fn run(config: &TaskConfig) -> Result<Vec<TableResult>, JobError> {
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
     // A wrong bucket or a missing permission should fail now, not after reading a large table.
     target.check().await.map_err(JobError::failed)?;
-    let snapshot = ExportedSnapshot::export(&connector)
-        .await
-        .map_err(JobError::failed)?;
+    let snapshot = match snapshot {
+        Some(id) => ExportedSnapshot::import(&connector, id).await,
+        None => ExportedSnapshot::export(&connector).await,
+    }
+    .map_err(JobError::failed)?;
     let tables = discover(snapshot.client(), &connector, &selection, policy)
         .await
         .map_err(JobError::failed)?;

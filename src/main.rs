@@ -4,6 +4,7 @@
 //! speak `inlet-core`. This crate holds the CLI, task-file loading (`config`), the full-load
 //! runner (`full_load`), `inlet check` (`check`) and progress reporting (`progress`).
 
+mod cdc;
 mod check;
 mod config;
 mod full_load;
@@ -36,6 +37,14 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the task as its mode says: `full-load` copies the tables once; `cdc` and
+    /// `full-load-and-cdc` keep following changes until SIGTERM or Ctrl-C, then flush, commit,
+    /// acknowledge and exit 0.
+    Run {
+        /// The task file (TOML).
+        #[arg(short, long, value_name = "TASK.toml")]
+        config: PathBuf,
+    },
     /// Copy every selected table once, as of one consistent snapshot, into the target.
     FullLoad {
         /// The task file (TOML).
@@ -84,6 +93,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run { config } => run(&config).await,
             Command::FullLoad { config } => full_load(&config).await,
             Command::Check { config } => check::run(&config).await,
         }
@@ -101,10 +111,44 @@ fn main() -> ExitCode {
     }
 }
 
+async fn run(path: &std::path::Path) -> Result<(), JobError> {
+    let task = config::load(path).map_err(JobError::config)?;
+    if task.task.mode == config::Mode::FullLoad {
+        return full_load_task(&task).await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: flushing and stopping");
+        let _ = stop.send(true);
+    });
+    cdc::run(&task, stopped).await
+}
+
+/// SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 async fn full_load(path: &std::path::Path) -> Result<(), JobError> {
     let config = config::load(path).map_err(JobError::config)?;
+    full_load_task(&config).await
+}
+
+async fn full_load_task(config: &config::TaskConfig) -> Result<(), JobError> {
     let started = std::time::Instant::now();
-    let results = full_load::run(&config).await?;
+    let results = full_load::run(config, None).await?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     for r in &results {

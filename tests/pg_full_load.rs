@@ -755,8 +755,8 @@ fn bad_config_exits_2_naming_the_key() {
             "target.kind: unknown target \"csv\"",
         ),
         (
-            good.replace("mode = \"full-load\"", "mode = \"cdc\""),
-            "task.mode: unknown variant `cdc`",
+            good.replace("mode = \"full-load\"", "mode = \"sync\""),
+            "task.mode: unknown variant `sync`",
         ),
         (
             good.replace("u@127.0.0.1:1/db", "u@127.0.0.1:1/${INLET_TEST_UNSET_VAR}"),
@@ -919,7 +919,8 @@ async fn full_load_to_s3_with_settings_from_the_environment() {
         .expect("run s3_summary.py");
     assert!(
         py.status.success(),
-        "{}",
+        "s3_summary.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&py.stdout),
         String::from_utf8_lossy(&py.stderr)
     );
     assert_eq!(

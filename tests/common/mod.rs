@@ -344,7 +344,14 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let port = free_port();
+        // A port nobody listens on yet: otherwise the readiness probe below could reach another
+        // test's server before this one has bound the port.
+        let port = loop {
+            let p = free_port();
+            if std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                break p;
+            }
+        };
         let child = Command::new(python())
             .args([
                 "-m",
@@ -367,6 +374,11 @@ impl Moto {
                 panic!("moto exited with {status}: is moto[server] in the venv? (make setup)");
             }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Still ours? A moto that lost the port to another process exits at once.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if let Ok(Some(status)) = moto.child.try_wait() {
+                    panic!("moto exited with {status} right after start (port {port} taken?)");
+                }
                 return moto;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

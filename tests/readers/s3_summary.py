@@ -10,6 +10,7 @@ import json
 import sys
 
 import boto3
+from botocore.config import Config
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -20,6 +21,8 @@ s3 = boto3.client(
     aws_access_key_id="testing",
     aws_secret_access_key="testing",
     region_name="us-east-1",
+    # A loaded CI machine can make moto slow to answer; retry rather than fail the test.
+    config=Config(retries={"max_attempts": 10, "mode": "standard"}),
 )
 keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
 rows = 0

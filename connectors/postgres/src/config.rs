@@ -24,6 +24,40 @@ pub struct PostgresSourceConfig {
     /// PEM file of the CA that signed the server's certificate, for `tls = "verify-full"`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Logical replication slot of the task; default `inlet_<task name>`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Publication the slot streams; default `inlet_<task name>`.
+    #[serde(default)]
+    pub publication: Option<String>,
+}
+
+impl PostgresSourceConfig {
+    /// The slot name: as configured, or derived from the task name (`-` becomes `_`, since slot
+    /// names allow lower-case letters, digits and underscores only).
+    pub fn slot_name(&self, task: &str) -> String {
+        self.slot.clone().unwrap_or_else(|| derived_name(task))
+    }
+
+    pub fn publication_name(&self, task: &str) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| derived_name(task))
+    }
+}
+
+fn derived_name(task: &str) -> String {
+    let name: String = task
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("inlet_{name}")
 }
 
 /// libpq's sslmode values that inlet supports.

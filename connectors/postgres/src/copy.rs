@@ -255,6 +255,28 @@ impl ColumnBuilder {
             }
         }
     }
+
+    /// Appends one value given in PostgreSQL's text output format (as pgoutput sends it), making
+    /// the same Arrow value [`append`](Self::append) makes of its binary form. Same policy
+    /// handling as `append` (Unrepresentable → NULL under [`Unrepresentable::Null`], error
+    /// otherwise). The parsers live in `text`.
+    pub fn append_text(
+        &mut self,
+        value: Option<&[u8]>,
+        policy: Unrepresentable,
+    ) -> Result<(), ValueError> {
+        let Some(v) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        match crate::text::append_value(self, v, policy) {
+            Err(ValueError::Unrepresentable(_)) if policy == Unrepresentable::Null => {
+                self.append_null();
+                Ok(())
+            }
+            other => other,
+        }
+    }
 }
 
 fn decimal_builder(capacity: usize, precision: u8, scale: i8) -> Decimal128Builder {

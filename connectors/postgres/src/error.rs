@@ -18,6 +18,18 @@ pub enum PgError {
         reason: String,
     },
 
+    /// A failure on the walsender (replication) connection. `code` is the server's SQLSTATE when
+    /// the server reported the error (e.g. `42704` when the replication slot does not exist,
+    /// `57P01` when the walsender was terminated); `None` for a lost connection or a protocol
+    /// error.
+    #[error("PostgreSQL at {server}: {what} failed: {message}")]
+    Replication {
+        server: String,
+        what: String,
+        code: Option<String>,
+        message: String,
+    },
+
     #[error("{table} column {column}: {message}")]
     Value {
         table: TableId,

@@ -6,18 +6,33 @@
 //! the binary tuples are decoded straight into typed Arrow builders (`copy`), following the
 //! type plan made at discovery (`types`, [`discover`]).
 
+mod capture;
 mod catalog;
 mod check;
 mod config;
 mod copy;
 mod error;
+mod pgoutput;
+mod replication;
+mod slot;
 mod snapshot;
+mod text;
 mod types;
 
+pub use capture::{CaptureEvent, ChangeCapture, TableChanges};
 pub use catalog::{discover, SourceTable};
 pub use check::prerequisites;
 pub use config::{PgConnector, PostgresSourceConfig, TlsMode};
 pub use error::PgError;
+pub use pgoutput::{
+    decode_message, fuzz_text_value, MessageKind, PgoutputDecoder, PgoutputError, PgoutputMessage,
+    RelationColumn, RelationMessage, TupleColumns, TupleData, TupleValue,
+};
+pub use replication::{
+    CreatedSlot, Lsn, QueryRow, ReplicationConnection, ReplicationMessage, ReplicationStream,
+    SystemInfo,
+};
+pub use slot::{drop_slot, ensure_publication, slot_state, SlotState};
 pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, SnapshotChunk, SnapshotReader,
 };

@@ -38,6 +38,24 @@ impl ExportedSnapshot {
         })
     }
 
+    /// Joins a snapshot exported elsewhere (a replication slot's, so that the full load and the
+    /// change stream meet at the slot's consistent point with no gap and no overlap).
+    pub async fn import(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
+        let client = connector.connect().await?;
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot_id.replace('\'', "''")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| connector.query_error("importing the replication slot's snapshot", &e))?;
+        Ok(Self {
+            client,
+            id: snapshot_id.to_string(),
+        })
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

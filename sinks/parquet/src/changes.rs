@@ -41,6 +41,11 @@ pub struct ChangeFile {
     pub last: Position,
     /// Commit time of the last transaction, µs since the Unix epoch: the file's name.
     pub commit_time_micros: i64,
+    /// A part (1, 2, …) of one large transaction whose final piece is still to come. Parts are
+    /// named `…-p00001.parquet` and sort before the final file; only the final file counts as
+    /// the transaction written, so a crash between parts makes the source re-send the whole
+    /// transaction, whose parts are then written again under the same names.
+    pub part: Option<u32>,
 }
 
 impl ChangeFile {
@@ -50,7 +55,13 @@ impl ChangeFile {
         let time = chrono::DateTime::from_timestamp(secs, 0)
             .map(|t| t.format("%Y%m%d-%H%M%S").to_string())
             .unwrap_or_else(|| "00000000-000000".into());
-        format!("{time}{micros:06}-{}-{}.parquet", self.first, self.last)
+        match self.part {
+            None => format!("{time}{micros:06}-{}-{}.parquet", self.first, self.last),
+            Some(p) => format!(
+                "{time}{micros:06}-{}-{}-p{p:05}.parquet",
+                self.first, self.last
+            ),
+        }
     }
 
     /// The positions in a change-file name; None for any other file (LOAD files, staging files).
@@ -348,6 +359,7 @@ mod tests {
             first: Position(0x10),
             last: Position(0x2A0),
             commit_time_micros: 1_763_700_000_123_456,
+            part: None,
         };
         let name = f.name();
         assert_eq!(

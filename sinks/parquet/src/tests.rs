@@ -820,10 +820,17 @@ fn start_moto() -> Moto {
         "no Python with moto at {} (run `make setup`, or set INLET_PYTHON)",
         python.display()
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // A port nobody listens on yet: otherwise the readiness probe below could reach another
+    // test's server before this one has bound the port.
+    let port = loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        if TcpStream::connect(("127.0.0.1", p)).is_err() {
+            break p;
+        }
+    };
     let child = std::process::Command::new(&python)
         .args([
             "-m",
@@ -1009,6 +1016,7 @@ async fn change_files_and_checkpoints() {
         first: inlet_core::Position(first),
         last: inlet_core::Position(last),
         commit_time_micros: 1_763_700_000_000_000 + last as i64,
+        part: None,
     };
     for (name, mut cfg, expected) in [
         ("all", config(""), vec!["I", "U", "D"]),

@@ -1,0 +1,567 @@
+//! Change capture: a pgoutput replication stream turned into per-table change batches
+//! ([`inlet_core::change_schema`] layout) holding whole committed transactions.
+//!
+//! Values arrive in PostgreSQL's text output format and are appended straight to the same typed
+//! builders the snapshot uses (`ColumnBuilder::append_text`), so a row reads the same from the
+//! full load and from the stream. A transaction whose commit position a table already holds
+//! (its change files say so) is skipped for that table: after a crash the server re-sends
+//! everything since the last acknowledged position, and nothing is written twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use inlet_core::{change_schema, Op, Position, TableId, TableSchema, Unrepresentable};
+
+use crate::catalog::SourceTable;
+use crate::copy::{ColumnBuilder, ValueError};
+use crate::error::PgError;
+use crate::pgoutput::{PgoutputDecoder, PgoutputMessage, TupleData, TupleValue};
+use crate::replication::{Lsn, ReplicationMessage, ReplicationStream};
+use crate::types::Decoder;
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// What [`ChangeCapture::next`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureEvent {
+    /// A transaction committed. Once the buffered changes up to it are durable, `end` may be
+    /// acknowledged.
+    Committed { end: Position },
+    /// No transaction is open and the server has sent everything up to `wal_end`: once the
+    /// buffers are durable, `wal_end` may be acknowledged (an idle task still advances).
+    Idle { wal_end: Position },
+    /// The open transaction has buffered two parts' worth of rows for a table: write its
+    /// committed rows ([`ChangeCapture::take`]) and then a part ([`ChangeCapture::take_part`]),
+    /// so memory stays bounded whatever the transaction's size.
+    Large { table: usize },
+}
+
+/// Changes of one table ready to be written.
+#[derive(Debug)]
+pub struct TableChanges {
+    pub table: usize,
+    pub schema: TableSchema,
+    pub batch: RecordBatch,
+    /// Commit positions of the first and last transaction in the batch.
+    pub first: Position,
+    pub last: Position,
+    /// Commit time of the last transaction, µs since the Unix epoch.
+    pub commit_time_micros: i64,
+    /// For a part of a transaction still open: its number (1, 2, …). Parts are cut at fixed
+    /// row counts, so a transaction re-sent after a crash yields the same parts again.
+    pub part: Option<u32>,
+}
+
+/// Per-table change builders.
+struct TableBuffer {
+    schema: TableSchema,
+    decoders: Vec<Decoder>,
+    /// The highest commit position the target holds for this table; older transactions are
+    /// skipped.
+    committed: Option<Position>,
+    op: StringBuilder,
+    commit_ts: TimestampMicrosecondBuilder,
+    position: Int64Builder,
+    txid: Int64Builder,
+    data: Vec<ColumnBuilder>,
+    /// Rows of committed transactions, then rows of the open one.
+    rows: usize,
+    rows_in_open_txn: usize,
+    first: Option<Position>,
+    last: Option<Position>,
+    last_commit_time: i64,
+    /// Parts of the open transaction already taken.
+    parts_taken: u32,
+    /// Rows already finished into a batch but not yet written: the open transaction's rows
+    /// left over when committed rows or a part were cut off. They precede the builders' rows.
+    carry: Option<RecordBatch>,
+}
+
+impl TableBuffer {
+    fn new(table: &SourceTable) -> Self {
+        let decoders: Vec<Decoder> = table.columns.iter().map(|c| c.decoder.clone()).collect();
+        Self {
+            schema: table.schema.clone(),
+            data: decoders
+                .iter()
+                .map(|d| ColumnBuilder::new(d, 1024))
+                .collect(),
+            decoders,
+            committed: None,
+            op: StringBuilder::new(),
+            commit_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            position: Int64Builder::new(),
+            txid: Int64Builder::new(),
+            rows: 0,
+            rows_in_open_txn: 0,
+            first: None,
+            last: None,
+            last_commit_time: 0,
+            parts_taken: 0,
+            carry: None,
+        }
+    }
+
+    /// Every buffered row (carry first) as one batch; the buffer is left empty.
+    fn drain(&mut self) -> Result<RecordBatch, PgError> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.op.finish()),
+            Arc::new(self.commit_ts.finish()),
+            Arc::new(self.position.finish()),
+            Arc::new(self.txid.finish()),
+        ];
+        columns.extend(self.data.iter_mut().map(ColumnBuilder::finish));
+        self.rows = 0;
+        let error = |e: arrow_schema::ArrowError| PgError::Protocol {
+            table: self.schema.id.clone(),
+            message: format!("building a change batch: {e}"),
+        };
+        let batch = RecordBatch::try_new(change_schema(&self.schema), columns).map_err(error)?;
+        match self.carry.take() {
+            None => Ok(batch),
+            Some(carry) => arrow_select::concat::concat_batches(&batch.schema(), [&carry, &batch])
+                .map_err(error),
+        }
+    }
+
+    /// Cuts the first `n` rows off the buffer; the rest stays as carry.
+    fn split_off_front(&mut self, n: usize) -> Result<RecordBatch, PgError> {
+        let all = self.drain()?;
+        let rest = all.num_rows() - n.min(all.num_rows());
+        if rest > 0 {
+            self.carry = Some(all.slice(n, rest));
+        }
+        self.rows = rest;
+        Ok(all.slice(0, n.min(all.num_rows())))
+    }
+}
+
+/// How a relation of the stream maps onto a captured table.
+struct RelationMap {
+    table: usize,
+    /// For each column of the Relation message, the table column it fills (None: excluded).
+    columns: Vec<Option<usize>>,
+    replica_identity_full: bool,
+    /// Relation columns that are part of the replica identity key.
+    key_columns: Vec<usize>,
+}
+
+struct OpenTxn {
+    xid: u32,
+    commit: Position,
+    commit_time: i64,
+}
+
+/// Reads a replication stream into per-table buffers.
+pub struct ChangeCapture {
+    stream: ReplicationStream,
+    decoder: PgoutputDecoder,
+    policy: Unrepresentable,
+    tables: Vec<TableBuffer>,
+    by_name: HashMap<TableId, usize>,
+    relations: HashMap<u32, RelationMap>,
+    txn: Option<OpenTxn>,
+    /// A transaction's rows for one table are written as a part once they reach this many.
+    part_rows: usize,
+    server: String,
+}
+
+impl ChangeCapture {
+    /// `committed[i]` is the highest commit position the target holds for `tables[i]`.
+    pub fn new(
+        stream: ReplicationStream,
+        server: &str,
+        tables: &[SourceTable],
+        committed: &[Option<Position>],
+        policy: Unrepresentable,
+        part_rows: usize,
+    ) -> Self {
+        let mut buffers: Vec<TableBuffer> = tables.iter().map(TableBuffer::new).collect();
+        for (b, c) in buffers.iter_mut().zip(committed) {
+            b.committed = *c;
+        }
+        Self {
+            stream,
+            decoder: PgoutputDecoder::new(),
+            policy,
+            by_name: tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.schema.id.clone(), i))
+                .collect(),
+            tables: buffers,
+            relations: HashMap::new(),
+            txn: None,
+            part_rows: part_rows.max(1),
+            server: server.to_string(),
+        }
+    }
+
+    /// Reads until a transaction commits, the server reports idleness, or a table's share of
+    /// the open transaction must be written as a part. None when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
+        loop {
+            let Some(msg) = self.stream.next().await? else {
+                return Ok(None);
+            };
+            match msg {
+                ReplicationMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                    ..
+                } => {
+                    if self.txn.is_none() {
+                        return Ok(Some(CaptureEvent::Idle {
+                            wal_end: Position(wal_end.0),
+                        }));
+                    }
+                    if reply_requested {
+                        // Mid-transaction nothing new is durable; report what was, so the
+                        // server knows the client is alive.
+                        self.stream
+                            .send_status(Lsn(0), Lsn(0), Lsn(0), false)
+                            .await?;
+                    }
+                }
+                ReplicationMessage::XLogData { data, .. } => {
+                    if let Some(event) = self.apply(&data)? {
+                        return Ok(Some(event));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acknowledges `position` to the server: everything up to it is durable in the target.
+    pub async fn acknowledge(&mut self, position: Position) -> Result<(), PgError> {
+        let lsn = Lsn(position.0);
+        self.stream.send_status(lsn, lsn, lsn, false).await
+    }
+
+    /// Ends the stream cleanly.
+    pub async fn finish(self) -> Result<(), PgError> {
+        self.stream.finish().await
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Rows buffered for committed transactions of every table.
+    pub fn buffered_rows(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| t.rows - t.rows_in_open_txn)
+            .sum()
+    }
+
+    /// The changes of committed transactions buffered for `table`, or None.
+    pub fn take(&mut self, table: usize) -> Result<Option<TableChanges>, PgError> {
+        let Some(t) = self.tables.get_mut(table) else {
+            return Ok(None);
+        };
+        let committed_rows = t.rows - t.rows_in_open_txn;
+        if committed_rows == 0 {
+            return Ok(None);
+        }
+        let (Some(first), Some(last)) = (t.first.take(), t.last.take()) else {
+            return Ok(None);
+        };
+        let batch = t.split_off_front(committed_rows)?;
+        t.committed = t.committed.max(Some(last));
+        Ok(Some(TableChanges {
+            table,
+            schema: t.schema.clone(),
+            batch,
+            first,
+            last,
+            commit_time_micros: t.last_commit_time,
+            part: None,
+        }))
+    }
+
+    /// The oldest `part_rows` rows of the open transaction for `table`, as its next part. Call
+    /// after [`CaptureEvent::Large`], once [`ChangeCapture::take`] has taken committed rows.
+    pub fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, PgError> {
+        let Some(txn) = &self.txn else {
+            return Ok(None);
+        };
+        let (commit, commit_time) = (txn.commit, txn.commit_time);
+        let part_rows = self.part_rows;
+        let Some(t) = self.tables.get_mut(table) else {
+            return Ok(None);
+        };
+        // Committed rows go first, with take(); a part holds the open transaction's rows only,
+        // and leaves at least part_rows of them so the transaction's final file is never empty.
+        if t.rows != t.rows_in_open_txn || t.rows_in_open_txn < 2 * part_rows {
+            return Ok(None);
+        }
+        let batch = t.split_off_front(part_rows)?;
+        t.rows_in_open_txn -= part_rows;
+        t.parts_taken += 1;
+        Ok(Some(TableChanges {
+            table,
+            schema: t.schema.clone(),
+            batch,
+            first: commit,
+            last: commit,
+            commit_time_micros: commit_time,
+            part: Some(t.parts_taken),
+        }))
+    }
+
+    fn apply(&mut self, data: &[u8]) -> Result<Option<CaptureEvent>, PgError> {
+        let msg = self
+            .decoder
+            .decode(data)
+            .map_err(|e| PgError::Replication {
+                server: self.server.clone(),
+                what: "decoding the change stream".into(),
+                message: format!("undecodable pgoutput message: {e}"),
+                code: None,
+            })?;
+        match msg {
+            PgoutputMessage::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            } => {
+                self.txn = Some(OpenTxn {
+                    xid,
+                    commit: Position(final_lsn),
+                    commit_time: commit_time.saturating_add(PG_EPOCH_MICROS),
+                });
+            }
+            PgoutputMessage::Commit { end_lsn, .. } => {
+                let Some(txn) = self.txn.take() else {
+                    return Err(self.protocol("Commit without Begin"));
+                };
+                for t in &mut self.tables {
+                    if t.rows_in_open_txn > 0 || t.parts_taken > 0 {
+                        t.first = t.first.or(Some(txn.commit));
+                        t.last = Some(txn.commit);
+                        t.last_commit_time = txn.commit_time;
+                    }
+                    t.rows_in_open_txn = 0;
+                    t.parts_taken = 0;
+                }
+                return Ok(Some(CaptureEvent::Committed {
+                    end: Position(end_lsn),
+                }));
+            }
+            PgoutputMessage::Relation(rel) => {
+                let id = TableId::new(rel.namespace.clone(), rel.name.clone());
+                let Some(&table) = self.by_name.get(&id) else {
+                    return Ok(None); // a table the task does not capture
+                };
+                let schema = &self.tables[table].schema;
+                let columns: Vec<Option<usize>> = rel
+                    .columns
+                    .iter()
+                    .map(|c| schema.columns.iter().position(|s| s.name == c.name))
+                    .collect();
+                let known: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
+                if let Some(missing) = schema
+                    .columns
+                    .iter()
+                    .find(|c| !known.contains(&c.name.as_str()))
+                {
+                    return Err(PgError::Value {
+                        table: id,
+                        column: missing.name.clone(),
+                        message: "the column is no longer in the source table (schema change); \
+                                  schema changes during change capture are not supported yet: \
+                                  stop the task, and start it again with a new full load"
+                            .into(),
+                    });
+                }
+                let key_columns = rel
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.is_key())
+                    .map(|(i, _)| i)
+                    .collect();
+                self.relations.insert(
+                    rel.oid,
+                    RelationMap {
+                        table,
+                        columns,
+                        replica_identity_full: rel.replica_identity == b'f',
+                        key_columns,
+                    },
+                );
+            }
+            PgoutputMessage::Insert { relation, new, .. } => {
+                return self.row(relation, Op::Insert, &new, None);
+            }
+            PgoutputMessage::Update {
+                relation,
+                key,
+                old,
+                new,
+                ..
+            } => {
+                // A changed key arrives as the old key ('K'), or as an old row ('O') whose key
+                // columns differ: in a change log keyed by the primary key that is a delete of
+                // the old row and an insert of the new one.
+                let old_key = match (&key, &old) {
+                    (Some(k), _) => Some(k),
+                    (None, Some(o)) if self.key_changed(relation, o, &new) => Some(o),
+                    _ => None,
+                };
+                if let Some(before) = old_key {
+                    let deleted = self.row(relation, Op::Delete, before, None)?;
+                    let inserted = self.row(relation, Op::Insert, &new, old.as_ref())?;
+                    return Ok(inserted.or(deleted));
+                }
+                return self.row(relation, Op::Update, &new, old.as_ref());
+            }
+            PgoutputMessage::Delete {
+                relation, key, old, ..
+            } => {
+                let Some(before) = old.or(key) else {
+                    return Err(self.protocol("Delete without key or old tuple"));
+                };
+                return self.row(relation, Op::Delete, &before, None);
+            }
+            PgoutputMessage::Truncate { relations, .. } => {
+                for oid in relations {
+                    if let Some(map) = self.relations.get(&oid) {
+                        let id = self.tables[map.table].schema.id.clone();
+                        return Err(PgError::Value {
+                            table: id,
+                            column: String::new(),
+                            message: "TRUNCATE in the change stream is not supported yet; the \
+                                      change log cannot express it. Run a new full load"
+                                .into(),
+                        });
+                    }
+                }
+            }
+            PgoutputMessage::StreamStart { .. }
+            | PgoutputMessage::StreamStop
+            | PgoutputMessage::StreamCommit { .. }
+            | PgoutputMessage::StreamAbort { .. } => {
+                return Err(self.protocol(
+                    "in-progress transaction streaming was not requested but the server sent it",
+                ));
+            }
+            PgoutputMessage::Origin { .. }
+            | PgoutputMessage::Type { .. }
+            | PgoutputMessage::Message { .. } => {}
+        }
+        Ok(None)
+    }
+
+    /// Appends one row change of the open transaction.
+    fn row(
+        &mut self,
+        relation: u32,
+        op: Op,
+        tuple: &TupleData<'_>,
+        old: Option<&TupleData<'_>>,
+    ) -> Result<Option<CaptureEvent>, PgError> {
+        let Some(map) = self.relations.get(&relation) else {
+            return Ok(None); // not captured (Relation messages always precede a table's rows)
+        };
+        let Some(txn) = &self.txn else {
+            return Err(self.protocol("row change outside a transaction"));
+        };
+        let t = &mut self.tables[map.table];
+        if t.committed.is_some_and(|c| txn.commit <= c) {
+            return Ok(None); // the target holds this transaction already
+        }
+        let old_values: Vec<TupleValue<'_>> =
+            old.map(|o| o.columns().collect()).unwrap_or_default();
+        let mut filled = vec![false; t.data.len()];
+        for (i, value) in tuple.columns().enumerate() {
+            let Some(Some(col)) = map.columns.get(i).copied() else {
+                continue;
+            };
+            let value = match value {
+                TupleValue::UnchangedToast => match old_values.get(i) {
+                    Some(&v) if matches!(v, TupleValue::Text(_) | TupleValue::Null) => v,
+                    _ => {
+                        return Err(PgError::Value {
+                            table: t.schema.id.clone(),
+                            column: t.schema.columns[col].name.clone(),
+                            message: format!(
+                                "an update left this TOASTed value unchanged and the server did \
+                                 not send it; run ALTER TABLE {} REPLICA IDENTITY FULL so every \
+                                 update carries the whole old row (`inlet check` lists such tables){}",
+                                t.schema.id,
+                                if map.replica_identity_full { " (it is FULL, but the old value was missing)" } else { "" }
+                            ),
+                        })
+                    }
+                },
+                v => v,
+            };
+            let bytes = match value {
+                TupleValue::Null => None,
+                TupleValue::Text(b) | TupleValue::Binary(b) => Some(b),
+                TupleValue::UnchangedToast => None,
+            };
+            let policy = self.policy;
+            t.data[col]
+                .append_text(bytes, policy)
+                .map_err(|e| value_error(&t.schema, col, &t.decoders[col], e))?;
+            filled[col] = true;
+        }
+        // A delete by key carries only the key columns; the others are NULL in the change row.
+        for (col, done) in filled.iter().enumerate() {
+            if !done {
+                t.data[col].append_null();
+            }
+        }
+        t.op.append_value(op.as_str());
+        t.commit_ts.append_value(txn.commit_time);
+        t.position.append_value(txn.commit.0 as i64);
+        t.txid.append_value(i64::from(txn.xid));
+        t.rows += 1;
+        t.rows_in_open_txn += 1;
+        if t.rows_in_open_txn >= 2 * self.part_rows {
+            return Ok(Some(CaptureEvent::Large { table: map.table }));
+        }
+        Ok(None)
+    }
+
+    fn key_changed(&self, relation: u32, old: &TupleData<'_>, new: &TupleData<'_>) -> bool {
+        let Some(map) = self.relations.get(&relation) else {
+            return false;
+        };
+        let old: Vec<TupleValue<'_>> = old.columns().collect();
+        let new: Vec<TupleValue<'_>> = new.columns().collect();
+        map.key_columns.iter().any(|&i| old.get(i) != new.get(i))
+    }
+
+    fn protocol(&self, message: &str) -> PgError {
+        PgError::Replication {
+            server: self.server.clone(),
+            what: "reading the change stream".into(),
+            message: message.to_string(),
+            code: None,
+        }
+    }
+}
+
+fn value_error(schema: &TableSchema, col: usize, decoder: &Decoder, e: ValueError) -> PgError {
+    let column = &schema.columns[col];
+    let message = match e {
+        ValueError::Malformed(m) => format!("cannot decode a {} value from the change stream: {m}", column.source_type),
+        ValueError::Unrepresentable(what) => format!(
+            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in the \
+             task's [values] section to load it",
+            decoder.data_type()
+        ),
+    };
+    PgError::Value {
+        table: schema.id.clone(),
+        column: column.name.clone(),
+        message,
+    }
+}

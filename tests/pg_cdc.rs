@@ -1,0 +1,444 @@
+//! Change data capture end to end against a real PostgreSQL 15: `inlet run` in
+//! full-load-and-cdc mode, a workload of inserts, updates, deletes and multi-table
+//! transactions, SIGKILLs at random moments, and at the end the full load plus the change log,
+//! replayed, must equal the source row for row, with no change applied twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+use common::{load_files, task_file, PgServer};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn task(url: &str, out: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "cdc-test"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["public.*"]
+[cdc]
+flush_interval_ms = 200
+{extra}
+"#,
+        out.display()
+    )
+}
+
+fn spawn_inlet(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start inlet run")
+}
+
+fn stderr_of(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait for inlet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sigterm(child: &Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits until the slot has confirmed everything up to the server's current WAL position,
+/// which inlet does only after the change files and the checkpoint are written.
+async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child) {
+    // The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a commit can
+    // still sit in WAL buffers, before the write position.
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("inlet exited early with {status}");
+        }
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = 'inlet_cdc_test'",
+                &[&target],
+            )
+            .await
+            .unwrap();
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with {target} in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A row as comparable text, keyed by id.
+type Rows = BTreeMap<i64, Vec<Option<String>>>;
+
+fn cell(a: &dyn Array, i: usize) -> Option<String> {
+    if a.is_null(i) {
+        return None;
+    }
+    use arrow_schema::DataType::*;
+    Some(match a.data_type() {
+        Int32 => a.as_primitive::<Int32Type>().value(i).to_string(),
+        Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
+        Utf8 => a.as_string::<i32>().value(i).to_string(),
+        Decimal128(_, s) => {
+            let v = a
+                .as_primitive::<arrow_array::types::Decimal128Type>()
+                .value(i);
+            <arrow_array::types::Decimal128Type as arrow_array::types::DecimalType>::format_decimal(
+                v, 38, *s,
+            )
+        }
+        Boolean => a.as_boolean().value(i).to_string(),
+        other => panic!("test tables use no {other}"),
+    })
+}
+
+fn read_file(path: &Path) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+/// The full load, then every change file in name order (commit time, then position), replayed.
+/// Panics on an insert of a row that exists, an update or delete of one that does not, or an
+/// update whose `version` is not the previous one plus one: each would mean a change applied
+/// twice or lost.
+fn replay(table_dir: &Path, columns: &[&str]) -> Rows {
+    let mut rows = Rows::new();
+    for f in load_files(table_dir)
+        .into_iter()
+        .filter(|p| file_name(p).starts_with("LOAD"))
+    {
+        for b in read_file(&f) {
+            for r in 0..b.num_rows() {
+                let vals: Vec<Option<String>> = columns
+                    .iter()
+                    .map(|c| cell(b.column_by_name(c).unwrap().as_ref(), r))
+                    .collect();
+                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
+                assert!(
+                    rows.insert(id, vals).is_none(),
+                    "id {id} twice in the full load"
+                );
+            }
+        }
+    }
+    let mut changes: Vec<PathBuf> = load_files(table_dir)
+        .into_iter()
+        .filter(|p| !file_name(p).starts_with("LOAD"))
+        .collect();
+    changes.sort();
+    for f in changes {
+        for b in read_file(&f) {
+            let ops = b
+                .column_by_name("Op")
+                .expect("Op column")
+                .as_string::<i32>()
+                .clone();
+            for r in 0..b.num_rows() {
+                let vals: Vec<Option<String>> = columns
+                    .iter()
+                    .map(|c| cell(b.column_by_name(c).unwrap().as_ref(), r))
+                    .collect();
+                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
+                let file = file_name(&f);
+                match ops.value(r) {
+                    "I" => assert!(
+                        rows.insert(id, vals).is_none(),
+                        "insert of existing id {id} ({file})"
+                    ),
+                    "U" => {
+                        let before = rows
+                            .get(&id)
+                            .unwrap_or_else(|| panic!("update of missing id {id} ({file})"));
+                        let v = |row: &Vec<Option<String>>| -> i64 {
+                            row[1].as_ref().unwrap().parse().unwrap()
+                        };
+                        assert_eq!(
+                            v(&vals),
+                            v(before) + 1,
+                            "id {id}: update applied twice or lost ({file})"
+                        );
+                        rows.insert(id, vals);
+                    }
+                    "D" => assert!(
+                        rows.remove(&id).is_some(),
+                        "delete of missing id {id} ({file})"
+                    ),
+                    op => panic!("unknown op {op}"),
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+async fn source_rows(client: &tokio_postgres::Client, table: &str, columns: &[&str]) -> Rows {
+    let select: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
+    let sql = format!("SELECT {} FROM {table}", select.join(", "));
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let vals: Vec<Option<String>> = (0..columns.len()).map(|i| r.get(i)).collect();
+            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
+        })
+        .collect()
+}
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));
+CREATE TABLE events (id bigint PRIMARY KEY, version int NOT NULL, account bigint, note text);
+INSERT INTO accounts SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 2000) g;
+INSERT INTO events SELECT g, 0, g % 2000 + 1, repeat('e', g % 50) FROM generate_series(1, 1000) g;
+";
+const ACCOUNT_COLUMNS: &[&str] = &["id", "version", "owner", "balance"];
+const EVENT_COLUMNS: &[&str] = &["id", "version", "account", "note"];
+
+/// One round of the workload: single-row and multi-table transactions of every kind.
+async fn workload(client: &tokio_postgres::Client, round: i64) {
+    let base = 100_000 + round * 1000;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO accounts SELECT g, 0, 'new ' || g, g FROM generate_series({base}, {base} + 199) g;
+             UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r};
+             DELETE FROM accounts WHERE id % 97 = {r} AND id < 2000;
+             BEGIN;
+               INSERT INTO events SELECT g, 0, g % 2000 + 1, 'ev ' || g FROM generate_series({base}, {base} + 49) g;
+               UPDATE accounts SET version = version + 1, owner = owner || '+' WHERE id = {base};
+               DELETE FROM events WHERE id = {base} + 1;
+               UPDATE events SET version = version + 1, note = 'changed' WHERE id % 11 = {r};
+             COMMIT;
+             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;",
+            r = round % 7
+        ))
+        .await
+        .unwrap();
+}
+
+async fn assert_replay_equals_source(client: &tokio_postgres::Client, out: &Path) {
+    for (table, columns) in [("accounts", ACCOUNT_COLUMNS), ("events", EVENT_COLUMNS)] {
+        let want = source_rows(client, table, columns).await;
+        let got = replay(&out.join("public").join(table), columns);
+        assert_eq!(got.len(), want.len(), "{table}: row count");
+        assert!(got == want, "{table}: replayed rows differ from the source");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_load_then_changes_replay_to_the_source() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child).await;
+    for round in 0..3 {
+        workload(&client, round).await;
+    }
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "inlet run should exit 0 on SIGTERM:\n{stderr}");
+    assert_replay_equals_source(&client, &out).await;
+
+    // An idle task still moves the slot: WAL written by other tables is acknowledged.
+    let mut child = spawn_inlet(&cfg);
+    client
+        .batch_execute(
+            "CREATE TABLE other (x int); INSERT INTO other SELECT generate_series(1, 1000);",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+    assert_replay_equals_source(&client, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "cdc",
+        &task(&pg.url("postgres"), &out, "part_rows = 50"),
+    );
+    // Deterministic "random" moments, different each kill.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut round = 0;
+    for kill in 0..6 {
+        let mut child = spawn_inlet(&cfg);
+        // Work while inlet runs, then kill it at a moment that falls anywhere: during the full
+        // load, mid-stream, between a change file and its checkpoint.
+        let rounds = 1 + next() % 3;
+        for _ in 0..rounds {
+            workload(&client, round).await;
+            round += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 700)).await;
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "inlet exited before kill {kill}: {status}: {}",
+                stderr_of(child).1
+            );
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    // A last run catches up and stops cleanly.
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_replay_equals_source(&client, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_slot_stops_the_task_with_the_documented_error() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+    client
+        .batch_execute("SELECT pg_drop_replication_slot('inlet_cdc_test')")
+        .await
+        .unwrap();
+    let (code, stderr) = stderr_of(spawn_inlet(&cfg));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("replication slot \"inlet_cdc_test\" no longer exists"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("never recreates a slot silently"),
+        "{stderr}"
+    );
+    assert!(
+        client
+            .query_opt("SELECT 1 FROM pg_replication_slots", &[])
+            .await
+            .unwrap()
+            .is_none(),
+        "the slot must not be recreated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_five_million_row_transaction_is_written_in_parts() {
+    const ROWS: i64 = 5_000_000;
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute("CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "cdc",
+        &task(&pg.url("postgres"), &out, "part_rows = 500000"),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child).await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO accounts SELECT g, 0, 'o' || g, g / 100.0 FROM generate_series(1, {ROWS}) g"
+        ))
+        .await
+        .unwrap();
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    let table_dir = out.join("public/accounts");
+    let names: Vec<String> = load_files(&table_dir)
+        .iter()
+        .map(|p| file_name(p))
+        .collect();
+    let parts = names.iter().filter(|n| n.contains("-p0")).count();
+    // 5M rows in parts of 500k, each cut while at least 500k more are buffered: 9 parts and a
+    // final file of 500k rows; memory never held more than two parts.
+    assert_eq!(parts, 9, "{names:?}");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| !n.starts_with("LOAD") && !n.contains("-p0"))
+            .count(),
+        1,
+        "{names:?}"
+    );
+    let got = replay(&table_dir, ACCOUNT_COLUMNS);
+    assert_eq!(got.len() as i64, ROWS);
+    assert_eq!(got.keys().sum::<i64>(), ROWS * (ROWS + 1) / 2);
+    assert_eq!(
+        got[&ROWS],
+        vec![
+            Some(ROWS.to_string()),
+            Some("0".into()),
+            Some(format!("o{ROWS}")),
+            Some("50000.00".into())
+        ]
+    );
+}
