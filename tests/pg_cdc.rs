@@ -174,8 +174,16 @@ fn replay(table_dir: &Path, columns: &[&str]) -> Rows {
                     .iter()
                     .map(|c| cell(b.column_by_name(c).unwrap().as_ref(), r))
                     .collect();
-                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
                 let file = file_name(&f);
+                if ops.value(r) == "T" {
+                    assert!(
+                        vals.iter().all(Option::is_none),
+                        "a truncate row carries no values ({file})"
+                    );
+                    rows.clear();
+                    continue;
+                }
+                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
                 match ops.value(r) {
                     "I" => assert!(
                         rows.insert(id, vals).is_none(),
@@ -249,8 +257,18 @@ async fn workload(client: &tokio_postgres::Client, round: i64) {
                DELETE FROM events WHERE id = {base} + 1;
                UPDATE events SET version = version + 1, note = 'changed' WHERE id % 11 = {r};
              COMMIT;
-             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;",
-            r = round % 7
+             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;
+             {truncate}",
+            r = round % 7,
+            // Now and then the events table is emptied and refilled in one transaction.
+            truncate = if round % 3 == 2 {
+                format!(
+                    "BEGIN; TRUNCATE events; INSERT INTO events SELECT g, 0, 1, 'after truncate' \
+                     FROM generate_series({base} + 500, {base} + 519) g; COMMIT;"
+                )
+            } else {
+                String::new()
+            }
         ))
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::TableSchema;
 
-/// `"I"`, `"U"` or `"D"` ([`Op`]).
+/// `"I"`, `"U"`, `"D"` or `"T"` ([`Op`]).
 pub const OP_COLUMN: &str = "_inlet_op";
 /// When the source transaction committed: Timestamp(µs, UTC).
 pub const COMMIT_TS_COLUMN: &str = "_inlet_commit_ts";
@@ -29,6 +29,8 @@ pub enum Op {
     Insert,
     Update,
     Delete,
+    /// Every row of the table was removed (TRUNCATE); the row's table columns are all NULL.
+    Truncate,
 }
 
 impl Op {
@@ -37,6 +39,7 @@ impl Op {
             Op::Insert => "I",
             Op::Update => "U",
             Op::Delete => "D",
+            Op::Truncate => "T",
         }
     }
 }

@@ -58,7 +58,11 @@ fn walk(msg: &PgoutputMessage<'_>) {
             }
             n += 1;
         }
-        assert_eq!(n, tuple.len(), "a validated tuple must yield all its columns");
+        assert_eq!(
+            n,
+            tuple.len(),
+            "a validated tuple must yield all its columns"
+        );
     }
 }
 
@@ -221,7 +225,11 @@ fn tuple(out: &mut Vec<u8>, t: &TupleData<'_>) {
             TupleValue::Null => out.push(b'n'),
             TupleValue::UnchangedToast => out.push(b'u'),
             TupleValue::Text(b) | TupleValue::Binary(b) => {
-                out.push(if matches!(v, TupleValue::Text(_)) { b't' } else { b'b' });
+                out.push(if matches!(v, TupleValue::Text(_)) {
+                    b't'
+                } else {
+                    b'b'
+                });
                 out.extend((b.len() as i32).to_be_bytes());
                 out.extend(b);
             }

@@ -105,6 +105,16 @@ impl TableBuffer {
         }
     }
 
+    /// Appends the change columns of one row whose table columns were just appended.
+    fn push_meta(&mut self, op: Op, txn: &OpenTxn) {
+        self.op.append_value(op.as_str());
+        self.commit_ts.append_value(txn.commit_time);
+        self.position.append_value(txn.commit.0 as i64);
+        self.txid.append_value(i64::from(txn.xid));
+        self.rows += 1;
+        self.rows_in_open_txn += 1;
+    }
+
     /// Every buffered row (carry first) as one batch; the buffer is left empty.
     fn drain(&mut self) -> Result<RecordBatch, PgError> {
         let mut columns: Vec<ArrayRef> = vec![
@@ -429,18 +439,15 @@ impl ChangeCapture {
                 return self.row(relation, Op::Delete, &before, None);
             }
             PgoutputMessage::Truncate { relations, .. } => {
+                // One row with op "T" per captured table: readers replaying the log empty the
+                // table at that point.
+                let mut event = None;
                 for oid in relations {
-                    if let Some(map) = self.relations.get(&oid) {
-                        let id = self.tables[map.table].schema.id.clone();
-                        return Err(PgError::Value {
-                            table: id,
-                            column: String::new(),
-                            message: "TRUNCATE in the change stream is not supported yet; the \
-                                      change log cannot express it. Run a new full load"
-                                .into(),
-                        });
+                    if let Some(table) = self.relations.get(&oid).map(|m| m.table) {
+                        event = self.truncate_row(table)?.or(event);
                     }
                 }
+                return Ok(event);
             }
             PgoutputMessage::StreamStart { .. }
             | PgoutputMessage::StreamStop
@@ -518,16 +525,29 @@ impl ChangeCapture {
                 t.data[col].append_null();
             }
         }
-        t.op.append_value(op.as_str());
-        t.commit_ts.append_value(txn.commit_time);
-        t.position.append_value(txn.commit.0 as i64);
-        t.txid.append_value(i64::from(txn.xid));
-        t.rows += 1;
-        t.rows_in_open_txn += 1;
-        if t.rows_in_open_txn >= 2 * self.part_rows {
-            return Ok(Some(CaptureEvent::Large { table: map.table }));
+        t.push_meta(op, txn);
+        let table = map.table;
+        Ok(self.after_row(table))
+    }
+
+    fn after_row(&self, table: usize) -> Option<CaptureEvent> {
+        (self.tables[table].rows_in_open_txn >= 2 * self.part_rows)
+            .then_some(CaptureEvent::Large { table })
+    }
+
+    fn truncate_row(&mut self, table: usize) -> Result<Option<CaptureEvent>, PgError> {
+        let Some(txn) = &self.txn else {
+            return Err(self.protocol("TRUNCATE outside a transaction"));
+        };
+        let t = &mut self.tables[table];
+        if t.committed.is_some_and(|c| txn.commit <= c) {
+            return Ok(None);
         }
-        Ok(None)
+        for col in &mut t.data {
+            col.append_null();
+        }
+        t.push_meta(Op::Truncate, txn);
+        Ok(self.after_row(table))
     }
 
     fn key_changed(&self, relation: u32, old: &TupleData<'_>, new: &TupleData<'_>) -> bool {

@@ -176,7 +176,8 @@ impl ChangeLogTable {
         let keep = |op: &str| match self.target.cdc_keep {
             KeptOps::All => true,
             KeptOps::Inserts => op == "I",
-            KeptOps::InsertsAndUpdates => op != "D",
+            // A truncate ("T") is a mass delete: dropped too.
+            KeptOps::InsertsAndUpdates => op == "I" || op == "U",
         };
         if self.target.cdc_keep == KeptOps::All {
             return Ok(out);
