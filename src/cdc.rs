@@ -10,7 +10,7 @@ use inlet_postgres::{
     discover, drop_slot, ensure_publication, slot_state, CaptureEvent, ChangeCapture, Lsn,
     PgConnector, ReplicationConnection, SourceTable, TableChanges,
 };
-use inlet_sink_parquet::{ChangeFile, ChangeLogTable, Checkpoint, ParquetTarget};
+use inlet_sink_parquet::{ChangeFile, Checkpoint, ParquetTarget};
 use tokio::sync::watch;
 
 use crate::config::{Mode, SourceConfig, TargetConfig, TaskConfig};
@@ -83,13 +83,14 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     };
     drop(control);
 
-    let logs: Vec<ChangeLogTable> = tables
-        .iter()
-        .map(|t| target.change_log(&t.schema))
-        .collect();
-    let mut committed = Vec::with_capacity(logs.len());
-    for log in &logs {
-        committed.push(log.committed_position().await.map_err(JobError::failed)?);
+    let mut committed = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let position = target
+            .change_log(&t.schema)
+            .committed_position()
+            .await
+            .map_err(JobError::failed)?;
+        committed.push(position);
     }
     let mut repl = repl;
     // Whole transactions at commit: ChangeCapture bounds memory by writing a large
@@ -105,12 +106,13 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
         connector.server(),
         &tables,
         &committed,
+        selection,
         policy,
+        config.cdc.schema_changes,
         config.cdc.part_rows,
     );
     let mut run = Stream {
         capture,
-        logs,
         tables,
         target: &target,
         task,
@@ -147,7 +149,7 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
                     }
                 }
                 Some(CaptureEvent::Large { table }) => {
-                    if let Some(changes) = run.capture.take(table).map_err(JobError::failed)? {
+                    for changes in run.capture.take(table).map_err(JobError::failed)? {
                         run.write(changes).await?;
                     }
                     if let Some(part) = run.capture.take_part(table).map_err(JobError::failed)? {
@@ -202,7 +204,6 @@ async fn bootstrap(
 /// The streaming state: what is buffered, what is durable.
 struct Stream<'a> {
     capture: ChangeCapture,
-    logs: Vec<ChangeLogTable>,
     tables: Vec<SourceTable>,
     target: &'a ParquetTarget,
     task: &'a str,
@@ -216,7 +217,7 @@ impl Stream<'_> {
     /// Writes every table's buffered changes, then the checkpoint, then acknowledges the source.
     async fn flush(&mut self) -> Result<(), JobError> {
         for table in 0..self.capture.table_count() {
-            if let Some(changes) = self.capture.take(table).map_err(JobError::failed)? {
+            for changes in self.capture.take(table).map_err(JobError::failed)? {
                 self.write(changes).await?;
             }
         }
@@ -245,7 +246,9 @@ impl Stream<'_> {
             commit_time_micros: changes.commit_time_micros,
             part: changes.part,
         };
-        let rows = self.logs[changes.table]
+        // Each batch is written in its own shape: across a schema change the files differ.
+        let log = self.target.change_log(&changes.schema);
+        let rows = log
             .write(&[changes.batch], file)
             .await
             .map_err(JobError::failed)?;

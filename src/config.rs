@@ -116,6 +116,8 @@ pub struct CdcConfig {
     /// A transaction larger than twice this many rows for one table is written in parts of
     /// this size as it arrives, so memory is bounded whatever the transaction's size.
     pub part_rows: usize,
+    /// A source table's columns change: "evolve" (default), "fail" or "ignore".
+    pub schema_changes: inlet_core::SchemaChanges,
 }
 
 impl Default for CdcConfig {
@@ -124,6 +126,7 @@ impl Default for CdcConfig {
             flush_interval_ms: 10_000,
             flush_rows: 200_000,
             part_rows: 100_000,
+            schema_changes: inlet_core::SchemaChanges::Evolve,
         }
     }
 }

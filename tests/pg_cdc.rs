@@ -78,7 +78,11 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("inlet exited early with {status}");
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("inlet exited early with {status}:\n{err}");
         }
         let row = client
             .query_opt(
@@ -133,6 +137,9 @@ fn read_file(path: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// The full load, then every change file in name order. A column a file lacks (added or
+/// dropped by a schema change) reads as NULL.
+///
 /// The full load, then every change file in name order (commit time, then position), replayed.
 /// Panics on an insert of a row that exists, an update or delete of one that does not, or an
 /// update whose `version` is not the previous one plus one: each would mean a change applied
@@ -147,7 +154,7 @@ fn replay(table_dir: &Path, columns: &[&str]) -> Rows {
             for r in 0..b.num_rows() {
                 let vals: Vec<Option<String>> = columns
                     .iter()
-                    .map(|c| cell(b.column_by_name(c).unwrap().as_ref(), r))
+                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
                     .collect();
                 let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
                 assert!(
@@ -172,7 +179,7 @@ fn replay(table_dir: &Path, columns: &[&str]) -> Rows {
             for r in 0..b.num_rows() {
                 let vals: Vec<Option<String>> = columns
                     .iter()
-                    .map(|c| cell(b.column_by_name(c).unwrap().as_ref(), r))
+                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
                     .collect();
                 let file = file_name(&f);
                 if ops.value(r) == "T" {
@@ -459,4 +466,55 @@ async fn a_five_million_row_transaction_is_written_in_parts() {
             Some("50000.00".into())
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_evolve_the_change_files() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child).await;
+    client
+        .batch_execute(
+            "ALTER TABLE accounts ADD COLUMN tier int;
+             UPDATE accounts SET version = version + 1, tier = 3 WHERE id <= 10;
+             ALTER TABLE accounts DROP COLUMN owner;
+             UPDATE accounts SET version = version + 1 WHERE id BETWEEN 5 AND 15;
+             ALTER TABLE accounts ALTER COLUMN balance TYPE numeric(14,2);
+             INSERT INTO accounts (id, version, balance, tier) VALUES (999999, 0, 1.5, 1);
+             UPDATE accounts SET version = version + 1, balance = balance * 2 WHERE id = 7;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, &mut child).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("schema evolved"), "{stderr}");
+
+    let columns = &["id", "version", "balance", "tier"];
+    let want = source_rows(&client, "accounts", columns).await;
+    let table_dir = out.join("public/accounts");
+    assert!(
+        replay(&table_dir, columns) == want,
+        "replay across schema changes differs from the source"
+    );
+    // Each change file has the shape of its time: owner until dropped, tier once added.
+    let shapes: Vec<(bool, bool)> = load_files(&table_dir)
+        .iter()
+        .filter(|p| !file_name(p).starts_with("LOAD"))
+        .map(|p| {
+            let schema = read_file(p)[0].schema();
+            (
+                schema.field_with_name("owner").is_ok(),
+                schema.field_with_name("tier").is_ok(),
+            )
+        })
+        .collect();
+    assert!(shapes.contains(&(true, true)), "{shapes:?}");
+    assert!(shapes.contains(&(false, true)), "{shapes:?}");
 }

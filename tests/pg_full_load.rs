@@ -275,6 +275,9 @@ INSERT INTO zoo VALUES
   '{0}', '{""}', '{0.00}', '{1970-01-01}', '{}', '{192.168.1.1/32}', '{t}', '{}',
   '::1', '::1/128', '01:02:03:04:05:06', '<e/>', '0', '0', '010', 'x', '(-0,0)', '(,)', 7, NULL);
 INSERT INTO zoo (id) VALUES (2);
+ALTER TABLE zoo ADD COLUMN bxa box[];
+UPDATE zoo SET bxa = '{(1,1),(0,0);(2,2),(1,1)}' WHERE id = 1;
+UPDATE zoo SET bxa = '{}' WHERE id = 3;
 "#;
 
 /// Column → expected (Arrow type, source type in field metadata).
@@ -354,6 +357,7 @@ fn zoo_types() -> Vec<(&'static str, DataType, &'static str)> {
         ("rng", Utf8, "int4range"),
         ("o", Utf8, "oid"),
         ("Mixed Case", Utf8, "text"),
+        ("bxa", Utf8, "box[]"),
     ]
 }
 

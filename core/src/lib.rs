@@ -17,6 +17,6 @@ pub use change::{
     TXID_COLUMN,
 };
 pub use check::{CheckStatus, Prerequisite};
-pub use policy::Unrepresentable;
+pub use policy::{SchemaChanges, Unrepresentable};
 pub use selection::{PatternError, TableSelection, TableSelectionConfig};
 pub use table::{Column, TableId, TableSchema, JSON_EXTENSION, SOURCE_TYPE_KEY};

@@ -17,3 +17,19 @@ pub enum Unrepresentable {
     /// source's exact text, so every value survives.
     Text,
 }
+
+/// Per-task policy for a source table whose columns change while changes are captured (a
+/// column added, dropped, or its type changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaChanges {
+    /// Follow the source: later changes are written with the new columns; what was buffered
+    /// in the old shape is written in that shape first.
+    #[default]
+    Evolve,
+    /// Stop the task with an error naming the table and the change.
+    Fail,
+    /// Keep the columns the task started with: added columns are not written, dropped ones are
+    /// written as NULL.
+    Ignore,
+}

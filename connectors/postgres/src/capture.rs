@@ -12,14 +12,17 @@ use std::sync::Arc;
 
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
-use inlet_core::{change_schema, Op, Position, TableId, TableSchema, Unrepresentable};
+use inlet_core::{
+    change_schema, Column, Op, Position, SchemaChanges, TableId, TableSchema, TableSelection,
+    Unrepresentable,
+};
 
 use crate::catalog::SourceTable;
 use crate::copy::{ColumnBuilder, ValueError};
 use crate::error::PgError;
-use crate::pgoutput::{PgoutputDecoder, PgoutputMessage, TupleData, TupleValue};
+use crate::pgoutput::{PgoutputDecoder, PgoutputMessage, RelationColumn, TupleData, TupleValue};
 use crate::replication::{Lsn, ReplicationMessage, ReplicationStream};
-use crate::types::Decoder;
+use crate::types::{plan_column, type_name, Decoder, TypeCatalog};
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -59,6 +62,11 @@ pub struct TableChanges {
 struct TableBuffer {
     schema: TableSchema,
     decoders: Vec<Decoder>,
+    /// Type oid and modifier of each column, to recognise a Relation message describing it.
+    column_types: Vec<(u32, i32)>,
+    types: Arc<TypeCatalog>,
+    /// Changes in an older shape of the table, cut off by a schema change, waiting to be taken.
+    segments: Vec<TableChanges>,
     /// The highest commit position the target holds for this table; older transactions are
     /// skipped.
     committed: Option<Position>,
@@ -90,6 +98,13 @@ impl TableBuffer {
                 .map(|d| ColumnBuilder::new(d, 1024))
                 .collect(),
             decoders,
+            column_types: table
+                .columns
+                .iter()
+                .map(|c| (c.type_oid, c.typmod))
+                .collect(),
+            types: table.types.clone(),
+            segments: Vec::new(),
             committed: None,
             op: StringBuilder::new(),
             commit_ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
@@ -103,6 +118,28 @@ impl TableBuffer {
             parts_taken: 0,
             carry: None,
         }
+    }
+
+    /// The rows of committed transactions, in the current shape.
+    fn take_committed(&mut self, table: usize) -> Result<Option<TableChanges>, PgError> {
+        let committed_rows = self.rows - self.rows_in_open_txn;
+        if committed_rows == 0 {
+            return Ok(None);
+        }
+        let (Some(first), Some(last)) = (self.first.take(), self.last.take()) else {
+            return Ok(None);
+        };
+        let batch = self.split_off_front(committed_rows)?;
+        self.committed = self.committed.max(Some(last));
+        Ok(Some(TableChanges {
+            table,
+            schema: self.schema.clone(),
+            batch,
+            first,
+            last,
+            commit_time_micros: self.last_commit_time,
+            part: None,
+        }))
     }
 
     /// Appends the change columns of one row whose table columns were just appended.
@@ -176,17 +213,22 @@ pub struct ChangeCapture {
     txn: Option<OpenTxn>,
     /// A transaction's rows for one table are written as a part once they reach this many.
     part_rows: usize,
+    selection: TableSelection,
+    schema_changes: SchemaChanges,
     server: String,
 }
 
 impl ChangeCapture {
     /// `committed[i]` is the highest commit position the target holds for `tables[i]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: ReplicationStream,
         server: &str,
         tables: &[SourceTable],
         committed: &[Option<Position>],
+        selection: TableSelection,
         policy: Unrepresentable,
+        schema_changes: SchemaChanges,
         part_rows: usize,
     ) -> Self {
         let mut buffers: Vec<TableBuffer> = tables.iter().map(TableBuffer::new).collect();
@@ -206,6 +248,8 @@ impl ChangeCapture {
             relations: HashMap::new(),
             txn: None,
             part_rows: part_rows.max(1),
+            selection,
+            schema_changes,
             server: server.to_string(),
         }
     }
@@ -268,29 +312,17 @@ impl ChangeCapture {
             .sum()
     }
 
-    /// The changes of committed transactions buffered for `table`, or None.
-    pub fn take(&mut self, table: usize) -> Result<Option<TableChanges>, PgError> {
+    /// The changes of committed transactions buffered for `table`: a batch per shape the table
+    /// had (more than one only across a schema change), oldest first.
+    pub fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, PgError> {
         let Some(t) = self.tables.get_mut(table) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let committed_rows = t.rows - t.rows_in_open_txn;
-        if committed_rows == 0 {
-            return Ok(None);
+        let mut out = std::mem::take(&mut t.segments);
+        if let Some(changes) = t.take_committed(table)? {
+            out.push(changes);
         }
-        let (Some(first), Some(last)) = (t.first.take(), t.last.take()) else {
-            return Ok(None);
-        };
-        let batch = t.split_off_front(committed_rows)?;
-        t.committed = t.committed.max(Some(last));
-        Ok(Some(TableChanges {
-            table,
-            schema: t.schema.clone(),
-            batch,
-            first,
-            last,
-            commit_time_micros: t.last_commit_time,
-            part: None,
-        }))
+        Ok(out)
     }
 
     /// The oldest `part_rows` rows of the open transaction for `table`, as its next part. Call
@@ -367,27 +399,38 @@ impl ChangeCapture {
                 let Some(&table) = self.by_name.get(&id) else {
                     return Ok(None); // a table the task does not capture
                 };
+                let wanted: Vec<&RelationColumn> = rel
+                    .columns
+                    .iter()
+                    .filter(|c| !self.selection.excludes_column(&id, &c.name))
+                    .collect();
+                if let Some(change) = describe_change(&self.tables[table], &wanted) {
+                    match self.schema_changes {
+                        SchemaChanges::Fail => {
+                            return Err(PgError::Value {
+                                table: id,
+                                column: String::new(),
+                                message: format!(
+                                    "the source table changed ({change}) and [cdc] schema_changes = \"fail\"; \
+                                     set it to \"evolve\" or \"ignore\", or run a new full load"
+                                ),
+                            })
+                        }
+                        SchemaChanges::Ignore => {
+                            tracing::warn!(table = %id, %change, "schema change ignored (schema_changes = \"ignore\")")
+                        }
+                        SchemaChanges::Evolve => {
+                            self.evolve(table, &wanted)?;
+                            tracing::info!(table = %id, %change, "schema evolved");
+                        }
+                    }
+                }
                 let schema = &self.tables[table].schema;
                 let columns: Vec<Option<usize>> = rel
                     .columns
                     .iter()
                     .map(|c| schema.columns.iter().position(|s| s.name == c.name))
                     .collect();
-                let known: Vec<&str> = rel.columns.iter().map(|c| c.name.as_str()).collect();
-                if let Some(missing) = schema
-                    .columns
-                    .iter()
-                    .find(|c| !known.contains(&c.name.as_str()))
-                {
-                    return Err(PgError::Value {
-                        table: id,
-                        column: missing.name.clone(),
-                        message: "the column is no longer in the source table (schema change); \
-                                  schema changes during change capture are not supported yet: \
-                                  stop the task, and start it again with a new full load"
-                            .into(),
-                    });
-                }
                 let key_columns = rel
                     .columns
                     .iter()
@@ -535,6 +578,87 @@ impl ChangeCapture {
             .then_some(CaptureEvent::Large { table })
     }
 
+    /// Switches `table` to the columns of a Relation message. Rows buffered in the old shape
+    /// become a segment of their own; columns that kept their name and type keep their plan.
+    fn evolve(&mut self, table: usize, wanted: &[&RelationColumn]) -> Result<(), PgError> {
+        let policy = self.policy;
+        let t = &mut self.tables[table];
+        if let Some(changes) = t.take_committed(table)? {
+            t.segments.push(changes);
+        }
+        // Rows the open transaction wrote in the old shape become one of its parts. The
+        // Relation message that brought the change precedes a change of this table, so the
+        // transaction's final file will not be empty.
+        if t.rows_in_open_txn > 0 {
+            let Some(txn) = &self.txn else {
+                return Err(PgError::Value {
+                    table: t.schema.id.clone(),
+                    column: String::new(),
+                    message: "rows of an open transaction outside any transaction".into(),
+                });
+            };
+            let batch = t.split_off_front(t.rows_in_open_txn)?;
+            t.rows_in_open_txn = 0;
+            t.parts_taken += 1;
+            t.segments.push(TableChanges {
+                table,
+                schema: t.schema.clone(),
+                batch,
+                first: txn.commit,
+                last: txn.commit,
+                commit_time_micros: txn.commit_time,
+                part: Some(t.parts_taken),
+            });
+        }
+        let mut columns = Vec::with_capacity(wanted.len());
+        let mut decoders = Vec::with_capacity(wanted.len());
+        let mut column_types = Vec::with_capacity(wanted.len());
+        for c in wanted {
+            let ty = (c.type_oid, c.type_modifier);
+            let kept = t
+                .schema
+                .columns
+                .iter()
+                .zip(&t.column_types)
+                .position(|(col, old)| col.name == c.name && *old == ty);
+            match kept {
+                Some(i) => {
+                    columns.push(t.schema.columns[i].clone());
+                    decoders.push(t.decoders[i].clone());
+                }
+                None => {
+                    let plan = plan_column(
+                        &t.types,
+                        &c.name,
+                        c.type_oid,
+                        c.type_modifier,
+                        false,
+                        policy,
+                    );
+                    columns.push(Column {
+                        name: c.name.clone(),
+                        source_type: type_name(&t.types, c.type_oid, c.type_modifier),
+                        field: plan.field,
+                        distinct_values: None,
+                    });
+                    decoders.push(plan.decoder);
+                }
+            }
+            column_types.push(ty);
+        }
+        t.schema
+            .primary_key
+            .retain(|k| columns.iter().any(|c: &Column| &c.name == k));
+        t.schema.columns = columns;
+        t.data = decoders
+            .iter()
+            .map(|d| ColumnBuilder::new(d, 1024))
+            .collect();
+        t.decoders = decoders;
+        t.column_types = column_types;
+        Ok(())
+    }
+
     fn truncate_row(&mut self, table: usize) -> Result<Option<CaptureEvent>, PgError> {
         let Some(txn) = &self.txn else {
             return Err(self.protocol("TRUNCATE outside a transaction"));
@@ -567,6 +691,35 @@ impl ChangeCapture {
             code: None,
         }
     }
+}
+
+/// What differs between a table's columns and a Relation message's, or None if nothing does.
+fn describe_change(t: &TableBuffer, wanted: &[&RelationColumn]) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in wanted {
+        match t.schema.columns.iter().position(|col| col.name == c.name) {
+            None => parts.push(format!("added {}", c.name)),
+            Some(i) if t.column_types[i] != (c.type_oid, c.type_modifier) => {
+                parts.push(format!("changed the type of {}", c.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for col in &t.schema.columns {
+        if !wanted.iter().any(|c| c.name == col.name) {
+            parts.push(format!("dropped {}", col.name));
+        }
+    }
+    let reordered = parts.is_empty()
+        && wanted.iter().map(|c| c.name.as_str()).ne(t
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str()));
+    if reordered {
+        parts.push("reordered its columns".into());
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn value_error(schema: &TableSchema, col: usize, decoder: &Decoder, e: ValueError) -> PgError {

@@ -21,6 +21,8 @@ pub struct SourceTable {
     pub estimated_rows: Option<u64>,
     pub can_select: bool,
     pub(crate) columns: Vec<ColumnPlan>,
+    /// pg_type as read at discovery, to plan columns a schema change adds later.
+    pub(crate) types: std::sync::Arc<TypeCatalog>,
 }
 
 /// One pg_attribute row: name, type oid, typmod, NOT NULL, format_type().
@@ -37,7 +39,7 @@ pub async fn discover(
         let what = what.to_string();
         move |e: tokio_postgres::Error| connector.query_error(&what, &e)
     };
-    let types: TypeCatalog = client
+    let types: std::sync::Arc<TypeCatalog> = client
         .query(
             "SELECT t.oid, t.typname::text, n.nspname::text, t.typtype, t.typbasetype, t.typtypmod, \
                     t.typelem, t.typcategory \
@@ -63,7 +65,8 @@ pub async fn discover(
                 },
             )
         })
-        .collect();
+        .collect::<TypeCatalog>()
+        .into();
 
     let rows = client
         .query(
@@ -199,6 +202,7 @@ pub async fn discover(
             estimated_rows: (reltuples >= 0.0).then_some(reltuples as u64),
             can_select,
             columns: plans,
+            types: types.clone(),
         });
     }
     Ok(out)

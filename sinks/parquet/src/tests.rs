@@ -1031,7 +1031,7 @@ async fn change_files_and_checkpoints() {
         let log = target.change_log(&table);
         assert_eq!(log.committed_position().await.expect("list"), None);
         assert_eq!(
-            log.write(&[batch.clone()], file(100, 120))
+            log.write(std::slice::from_ref(&batch), file(100, 120))
                 .await
                 .expect("write"),
             expected.len() as u64
