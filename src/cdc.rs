@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use inlet_core::{Position, TableSelection};
+use inlet_core::{CheckStatus, Position, TableSelection};
 use inlet_postgres::{
-    discover, drop_slot, ensure_publication, slot_state, CaptureEvent, ChangeCapture, Lsn,
-    PgConnector, ReplicationConnection, SourceTable, TableChanges,
+    discover, drop_slot, ensure_publication, prerequisites, slot_state, CaptureEvent,
+    ChangeCapture, Lsn, PgConnector, ReplicationConnection, SourceTable, TableChanges,
 };
 use inlet_sink_parquet::{ChangeFile, Checkpoint, ParquetTarget};
 use tokio::sync::watch;
@@ -37,6 +37,25 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
         ));
+    }
+    for p in prerequisites(&control, &connector, &tables, true)
+        .await
+        .map_err(JobError::failed)?
+    {
+        match p.status {
+            CheckStatus::Missing => {
+                return Err(JobError::Failed(format!(
+                    "{}: {}; fix: {}",
+                    p.name,
+                    p.detail,
+                    p.fix.unwrap_or_default()
+                )))
+            }
+            CheckStatus::Warning => {
+                tracing::warn!(check = %p.name, detail = %p.detail, fix = ?p.fix, "prerequisite")
+            }
+            CheckStatus::Ok => {}
+        }
     }
     ensure_publication(&control, &connector, &publication, &tables)
         .await
@@ -128,7 +147,12 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
             _ = shutdown.changed() => {
                 run.flush().await?;
                 tracing::info!(position = %Lsn(run.durable.0), "stopping: changes flushed and acknowledged");
-                run.capture.finish().await.map_err(JobError::failed)?;
+                // Ending the copy politely can wait on a large transaction the server is
+                // sending; everything durable is acknowledged already, so give it a few
+                // seconds and then just close.
+                if tokio::time::timeout(Duration::from_secs(5), run.capture.finish()).await.is_err() {
+                    tracing::info!("the server did not end the stream within 5 s; closing");
+                }
                 return Ok(());
             }
             _ = tick.tick() => run.flush().await?,

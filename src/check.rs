@@ -58,7 +58,7 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
                     "fix the table name, or remove the entry",
                 ));
             }
-            report.extend(prerequisites(&client, &connector, &tables).await.map_err(JobError::failed)?);
+            report.extend(prerequisites(&client, &connector, &tables, config.task.mode != config::Mode::FullLoad).await.map_err(JobError::failed)?);
         }
     }
     report.push(match target.check().await {

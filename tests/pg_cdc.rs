@@ -380,6 +380,17 @@ async fn a_dropped_slot_stops_the_task_with_the_documented_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
+    // `inlet check` for a CDC task names the tables an unchanged TOASTed value would stop.
+    let (code, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("[warning] REPLICA IDENTITY: public.accounts, public.events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ALTER TABLE public.accounts REPLICA IDENTITY FULL;"),
+        "{stdout}"
+    );
     let mut child = spawn_inlet(&cfg);
     wait_caught_up(&client, &mut child).await;
     sigterm(&child);

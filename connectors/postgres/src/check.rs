@@ -8,10 +8,12 @@ use crate::config::PgConnector;
 use crate::error::PgError;
 
 /// Checks what a full load from `tables` needs, and reports what change capture will need.
+/// Checks what a task needs: a full load only, or change data capture too (`capture`).
 pub async fn prerequisites(
     client: &Client,
     connector: &PgConnector,
     tables: &[SourceTable],
+    capture: bool,
 ) -> Result<Vec<Prerequisite>, PgError> {
     let row = client
         .query_one(
@@ -75,13 +77,24 @@ pub async fn prerequisites(
             format!("GRANT SELECT ON {} TO <inlet user>", denied.join(", ")),
         )
     });
-    // Change capture needs these; a full load does not, so they are warnings here.
+    // Change capture needs these; a full load does not, so for it they are warnings.
+    let needed = |name: &str, detail: String, fix: &str| {
+        if capture {
+            Prerequisite::missing(name, detail, fix)
+        } else {
+            Prerequisite::warning(
+                name,
+                format!("{detail} (needed for change data capture only)"),
+                fix,
+            )
+        }
+    };
     out.push(if wal_level == "logical" {
         Prerequisite::ok("wal_level", "logical (ready for change data capture)")
     } else {
-        Prerequisite::warning(
+        needed(
             "wal_level",
-            format!("{wal_level}: a full load works, change data capture will not"),
+            format!("{wal_level}, not logical"),
             "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
         )
     });
@@ -91,11 +104,59 @@ pub async fn prerequisites(
             "the user may open replication connections",
         )
     } else {
-        Prerequisite::warning(
+        needed(
             "REPLICATION attribute",
-            "the user lacks REPLICATION: a full load works, change data capture will not",
+            "the user lacks REPLICATION".into(),
             "ALTER ROLE <inlet user> WITH REPLICATION",
         )
     });
+    if capture {
+        out.push(replica_identity(client, connector, tables).await?);
+    }
     Ok(out)
+}
+
+/// Tables with columns PostgreSQL may TOAST (values stored out of line) whose replica identity
+/// is not FULL: an update that leaves such a value unchanged does not carry it in the change
+/// stream, and the task stops rather than write a wrong value.
+async fn replica_identity(
+    client: &Client,
+    connector: &PgConnector,
+    tables: &[SourceTable],
+) -> Result<Prerequisite, PgError> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY($1) AND c.relreplident <> 'f' \
+               AND EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                             AND t.typstorage <> 'p') \
+             ORDER BY 1",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| connector.query_error("reading replica identities", &e))?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(if names.is_empty() {
+        Prerequisite::ok(
+            "REPLICA IDENTITY",
+            "every table with TOAST-able columns has REPLICA IDENTITY FULL",
+        )
+    } else {
+        let statements: Vec<String> = names
+            .iter()
+            .map(|n| format!("ALTER TABLE {n} REPLICA IDENTITY FULL;"))
+            .collect();
+        Prerequisite::warning(
+            "REPLICA IDENTITY",
+            format!(
+                "{} has columns PostgreSQL may TOAST and no REPLICA IDENTITY FULL: an update that \
+                 leaves such a value unchanged would stop the task",
+                names.join(", ")
+            ),
+            statements.join(" "),
+        )
+    })
 }
