@@ -2,8 +2,9 @@
 # `make bench`: PostgreSQL -> Parquet full load of TPC-H lineitem, inlet against its peer
 # (DuckDB 1.5.5 + its postgres extension), in the same run on the same server.
 #
-# Prints human lines, then exactly one machine line:
+# Prints human lines, then one machine line per case:
 #   bench: pg-fullload-parquet inlet_rows_per_s=N peer_rows_per_s=N ratio=R inlet_peak_rss_mb=N
+#   bench: pg-cdc-parquet changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N
 #
 # Environment:
 #   INLET_BENCH_PGPORT  port of the sandbox PostgreSQL in .bench/ (default 54339)
@@ -107,3 +108,10 @@ fi
 
 "$py" scripts/bench-tpch.py report --rows "$rows" --bytes "$bytes" --peer "$dir/peer.json" \
     ${inlet_json:+--inlet "$inlet_json"}
+
+# Change data capture: apply rate from a backlog, and lag under pgbench-style clients.
+if [ "$peer_only" != 1 ]; then
+    echo "bench: CDC (PostgreSQL -> Parquet change files)"
+    PATH="$(dirname "$psql_bin"):$PATH" "$py" scripts/bench-cdc.py --port "$port" --inlet "$inlet" \
+        || fail "the CDC benchmark failed"
+fi

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""CDC benchmark: PostgreSQL -> Parquet change files with `inlet run` (mode cdc).
+
+    scripts/bench-cdc.py --port 54339 --inlet target/release/inlet
+
+Two measurements on the sandbox PostgreSQL (scripts/pg-sandbox.sh must have started it):
+
+1. Apply rate. With inlet stopped, a backlog of changes (updates, inserts, deletes in
+   transactions of 1000 rows) accumulates in the task's slot; inlet is started and timed until
+   the slot confirms the last of them. changes_per_s = backlog / catch-up time. Peak RSS is
+   inlet's VmHWM at the end.
+2. Lag. pgbench-style clients (pgbench, 4 connections) run a mixed update/insert/delete
+   transaction for a while with inlet running; for every change row written, lag is the change
+   file's write time minus the transaction's commit time (from `_inlet_commit_ts`). p50 and p99
+   over all rows.
+
+Ends with one machine line:
+    bench: pg-cdc-parquet changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+DB = "cdcbench"
+TASK = "bench-cdc"
+SLOT = "inlet_bench_cdc"
+ROWS = 200_000
+
+
+def log(msg):
+    print(f"bench-cdc: {msg}", file=sys.stderr, flush=True)
+
+
+def psql(port, sql, db=DB):
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-c", sql],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        sys.exit(f"bench-cdc: psql failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def wait_caught_up(port, proc, timeout=600):
+    target = psql(port, "SELECT pg_current_wal_insert_lsn()")
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            sys.exit(f"bench-cdc: inlet exited with {proc.returncode}")
+        ok = psql(port, f"SELECT confirmed_flush_lsn >= '{target}'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
+        if ok == "t":
+            return time.monotonic() - start
+        time.sleep(0.02)
+    sys.exit("bench-cdc: inlet did not catch up")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def start_inlet(inlet, task_file):
+    return subprocess.Popen([inlet, "run", "-c", task_file], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "RUST_LOG": "warn"})
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    if proc.wait(timeout=60) != 0:
+        sys.exit(f"bench-cdc: inlet exited with {proc.returncode} on SIGTERM")
+
+
+def count_rows(paths):
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=54339)
+    ap.add_argument("--inlet", default="target/release/inlet")
+    ap.add_argument("--dir", default=".bench/cdc")
+    ap.add_argument("--backlog-txns", type=int, default=1000)
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--flush-ms", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=4)
+    a = ap.parse_args()
+
+    port = a.port
+    # A fresh database, slot and output for every run.
+    psql(port, f"SELECT pg_drop_replication_slot('{SLOT}') FROM pg_replication_slots WHERE slot_name = '{SLOT}'", db="postgres")
+    psql(port, f"DROP DATABASE IF EXISTS {DB}", db="postgres")
+    psql(port, f"CREATE DATABASE {DB}", db="postgres")
+    psql(port, f"""
+        CREATE TABLE accounts (aid bigint PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL, filler char(84));
+        CREATE TABLE history (hid bigserial PRIMARY KEY, aid bigint NOT NULL, delta int NOT NULL, mtime timestamptz NOT NULL);
+        INSERT INTO accounts SELECT g, g % 10, 0, '' FROM generate_series(1, {ROWS}) g;""")
+    psql(port, "VACUUM ANALYZE accounts")
+    shutil.rmtree(a.dir, ignore_errors=True)
+    os.makedirs(a.dir)
+    out = os.path.abspath(os.path.join(a.dir, "out"))
+    task_file = os.path.join(a.dir, "task.toml")
+    with open(task_file, "w") as f:
+        f.write(f"""[task]
+name = "{TASK}"
+mode = "cdc"
+[source]
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:{port}/{DB}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{out}"
+[tables]
+include = ["public.*"]
+[cdc]
+flush_interval_ms = {a.flush_ms}
+flush_rows = 500000
+""")
+    inlet = a.inlet
+
+    # The slot starts at the first run.
+    proc = start_inlet(inlet, task_file)
+    wait_caught_up(port, proc)
+    stop(proc)
+
+    # 1. Backlog while inlet is stopped: each transaction updates 500 rows, inserts 250, deletes 250.
+    log(f"building a backlog of {a.backlog_txns} transactions")
+    script = os.path.join(a.dir, "backlog.sql")
+    with open(script, "w") as f:
+        for i in range(a.backlog_txns):
+            lo = (i * 500) % ROWS + 1
+            f.write(
+                f"BEGIN; UPDATE accounts SET abalance = abalance + 1 WHERE aid BETWEEN {lo} AND {lo + 499};"
+                f" INSERT INTO history (aid, delta, mtime) SELECT g, 1, now() FROM generate_series({lo}, {lo + 249}) g;"
+                f" DELETE FROM history WHERE hid <= {(i + 1) * 250} AND hid > {(i + 1) * 250 - 250}; COMMIT;\n"
+            )
+    subprocess.run(["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", DB, "-f", script],
+                   check=True, stdout=subprocess.DEVNULL)
+    before = set(glob.glob(f"{out}/public/*/*.parquet"))
+    proc = start_inlet(inlet, task_file)
+    took = wait_caught_up(port, proc)
+    rss = peak_rss_mb(proc.pid)
+    stop(proc)
+    backlog_files = set(glob.glob(f"{out}/public/*/*.parquet")) - before
+    changes = count_rows(backlog_files)
+    rate = changes / took
+    log(f"apply: {changes} changes in {took:.2f} s = {rate:,.0f} changes/s, peak RSS {rss} MB")
+
+    # 2. Lag under steady load from pgbench clients.
+    pgb = os.path.join(a.dir, "mix.sql")
+    with open(pgb, "w") as f:
+        f.write(f"""\\set aid random(1, {ROWS})
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;
+INSERT INTO history (aid, delta, mtime) VALUES (:aid, :delta, CURRENT_TIMESTAMP);
+DELETE FROM history WHERE hid = :aid;
+END;
+""")
+    before = set(glob.glob(f"{out}/public/*/*.parquet"))
+    proc = start_inlet(inlet, task_file)
+    wait_caught_up(port, proc)
+    pgbench = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
+    log(f"pgbench: {a.clients} clients for {a.seconds} s")
+    subprocess.run([pgbench, "-n", "-c", str(a.clients), "-j", str(min(a.clients, 2)), "-T", str(a.seconds), "-f", pgb, "-h", "127.0.0.1", "-p", str(port),
+                    "-U", "postgres", DB], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_caught_up(port, proc)
+    rss = max(rss, peak_rss_mb(proc.pid))
+    stop(proc)
+    lags = []
+    steady = 0
+    for path in set(glob.glob(f"{out}/public/*/*.parquet")) - before:
+        written_us = int(os.stat(path).st_mtime_ns // 1000)
+        t = pq.read_table(path, columns=["_inlet_commit_ts"])
+        commits = t.column(0).cast("int64").to_pylist()
+        steady += len(commits)
+        lags.extend((written_us - c) / 1000 for c in commits)
+    lags.sort()
+    if not lags:
+        sys.exit("bench-cdc: no changes captured under load")
+    p50 = lags[len(lags) // 2]
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    log(f"lag under load: {steady} changes, p50 {p50:.0f} ms, p99 {p99:.0f} ms (flush interval {a.flush_ms} ms)")
+    print(f"bench: pg-cdc-parquet changes_per_s={rate:.0f} lag_p50_ms={p50:.0f} lag_p99_ms={p99:.0f} peak_rss_mb={rss}")
+
+
+if __name__ == "__main__":
+    main()
