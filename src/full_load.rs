@@ -74,10 +74,6 @@ pub async fn run(
             denied.join(", ")
         )));
     }
-    snapshot
-        .lock(&connector, &tables)
-        .await
-        .map_err(JobError::failed)?;
     tracing::info!(
         tables = tables.len(),
         snapshot = snapshot.id(),
@@ -126,8 +122,8 @@ pub async fn run(
         };
         set.spawn(worker.run());
     }
-    // Every worker has imported the snapshot; the exporting transaction still holds the locks
-    // until the load ends.
+    // The exporting session stays open until the load ends: workers import its snapshot for
+    // every chunk.
     let mut failure = None;
     while let Some(joined) = set.join_next().await {
         let result =
@@ -223,6 +219,7 @@ impl Worker {
                 writer.write(&batch).await.map_err(JobError::failed)?;
                 self.progress.add_rows(item.table, rows);
             }
+            self.reader.finish_chunk().await.map_err(JobError::failed)?;
             if self.remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
                 // Other workers may still be closing their files of this table; the bar only
                 // says every chunk has been read and handed over.

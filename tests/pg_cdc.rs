@@ -67,7 +67,10 @@ fn sigterm(child: &Child) {
 
 /// Waits until the slot has confirmed everything up to the server's current WAL position,
 /// which inlet does only after the change files and the checkpoint are written.
-async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child) {
+async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
+    // The checkpoint is written once the initial full load is done; before that the slot sits
+    // at its consistent point, which may already be past `target`.
+    let checkpoint = out.join("_inlet/cdc-test/checkpoint");
     // The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a commit can
     // still sit in WAL buffers, before the write position.
     let target: String = client
@@ -92,7 +95,7 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child) {
             )
             .await
             .unwrap();
-        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) {
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) && checkpoint.exists() {
             return;
         }
         assert!(
@@ -299,11 +302,11 @@ async fn full_load_then_changes_replay_to_the_source() {
     let out = dir.path().join("out");
     let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
     let mut child = spawn_inlet(&cfg);
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     for round in 0..3 {
         workload(&client, round).await;
     }
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "inlet run should exit 0 on SIGTERM:\n{stderr}");
@@ -317,7 +320,7 @@ async fn full_load_then_changes_replay_to_the_source() {
         )
         .await
         .unwrap();
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     assert_eq!(stderr_of(child).0, 0);
     assert_replay_equals_source(&client, &out).await;
@@ -365,7 +368,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
     // A last run catches up and stops cleanly.
     let mut child = spawn_inlet(&cfg);
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "{stderr}");
@@ -392,7 +395,7 @@ async fn a_dropped_slot_stops_the_task_with_the_documented_error() {
         "{stdout}"
     );
     let mut child = spawn_inlet(&cfg);
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     assert_eq!(stderr_of(child).0, 0);
     client
@@ -436,14 +439,14 @@ async fn a_five_million_row_transaction_is_written_in_parts() {
         &task(&pg.url("postgres"), &out, "part_rows = 500000"),
     );
     let mut child = spawn_inlet(&cfg);
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     client
         .batch_execute(&format!(
             "INSERT INTO accounts SELECT g, 0, 'o' || g, g / 100.0 FROM generate_series(1, {ROWS}) g"
         ))
         .await
         .unwrap();
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "{stderr}");
@@ -488,7 +491,7 @@ async fn schema_changes_evolve_the_change_files() {
     let out = dir.path().join("out");
     let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
     let mut child = spawn_inlet(&cfg);
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     client
         .batch_execute(
             "ALTER TABLE accounts ADD COLUMN tier int;
@@ -501,7 +504,7 @@ async fn schema_changes_evolve_the_change_files() {
         )
         .await
         .unwrap();
-    wait_caught_up(&client, &mut child).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "{stderr}");

@@ -64,35 +64,6 @@ impl ExportedSnapshot {
     pub fn client(&self) -> &Client {
         &self.client
     }
-
-    /// Takes ACCESS SHARE locks, as pg_dump does, so no table is dropped or altered while it is
-    /// being read. Writes to the tables go on.
-    pub async fn lock(
-        &self,
-        connector: &PgConnector,
-        tables: &[SourceTable],
-    ) -> Result<(), PgError> {
-        if tables.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = tables
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}.{}",
-                    quote_ident(&t.schema.id.schema),
-                    quote_ident(&t.schema.id.name)
-                )
-            })
-            .collect();
-        self.client
-            .batch_execute(&format!(
-                "LOCK TABLE {} IN ACCESS SHARE MODE",
-                names.join(", ")
-            ))
-            .await
-            .map_err(|e| connector.query_error("locking the selected tables", &e))
-    }
 }
 
 /// A range of heap pages of one table: `[start_page, end_page)`, open-ended when `end_page` is
@@ -133,23 +104,25 @@ pub struct BatchLimits {
 pub struct SnapshotReader {
     client: Client,
     connector: PgConnector,
+    snapshot: String,
 }
 
 impl SnapshotReader {
     pub async fn open(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
         let client = connector.connect().await?;
-        // The id comes from pg_export_snapshot() (hex and dashes); quoting keeps it a literal.
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            snapshot_id.replace('\'', "''")
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| connector.query_error("importing the exported snapshot", &e))?;
         Ok(Self {
             client,
             connector: connector.clone(),
+            snapshot: snapshot_id.to_string(),
+        })
+    }
+
+    /// Ends the chunk's transaction, releasing its lock on the table. Call after the chunk's
+    /// stream is done.
+    pub async fn finish_chunk(&self) -> Result<(), PgError> {
+        self.client.batch_execute("COMMIT").await.map_err(|e| {
+            self.connector
+                .query_error("ending a chunk's transaction", &e)
         })
     }
 
@@ -161,6 +134,19 @@ impl SnapshotReader {
         limits: BatchLimits,
         policy: Unrepresentable,
     ) -> Result<ChunkStream<'t>, PgError> {
+        // Each chunk in a transaction of its own that imports the snapshot: the lock a COPY
+        // takes is held for that chunk only. Locks held for the whole load would make any
+        // TRUNCATE or ALTER TABLE of the source queue behind them, and every query of the
+        // application behind that, for hours. The id comes from pg_export_snapshot() or
+        // CREATE_REPLICATION_SLOT (hex and dashes); quoting keeps it a literal.
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            self.snapshot.replace('\'', "''")
+        );
+        self.client.batch_execute(&begin).await.map_err(|e| {
+            self.connector
+                .query_error("importing the exported snapshot", &e)
+        })?;
         let sql = copy_query(table, chunk);
         let stream = self.client.copy_out(sql.as_str()).await.map_err(|e| {
             self.connector
