@@ -63,13 +63,14 @@ test: setup
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)
-	@if [ "$$($(DEMO_PSQL) -At -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = 'shop'")" = 0 ]; then \
-		$(DEMO_PSQL) -d postgres -c 'CREATE DATABASE shop'; \
-	fi
+	@# A fresh start every time: the task's slot, the database and its output go first.
+	@$(DEMO_PSQL) -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'inlet_demo'" >/dev/null
+	@$(DEMO_PSQL) -d postgres -c 'DROP DATABASE IF EXISTS shop' -c 'CREATE DATABASE shop'
+	@rm -rf warehouse
 	@echo "demo: loading config/demo-data.sql into database shop"
 	@$(DEMO_PSQL) -d shop -f config/demo-data.sql
 	$(CARGO) build --release
-	$(INLET) full-load -c config/demo.toml
+	@scripts/demo-run.sh $(INLET) $(DEMO_PSQL)
 	@echo
 	@$(PYTHON) scripts/demo-query.py warehouse
 	@echo "demo: PostgreSQL is still running on 127.0.0.1:$(INLET_DEMO_PGPORT) (database shop):"

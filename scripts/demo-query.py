@@ -17,16 +17,54 @@ def main():
     warehouse = sys.argv[1] if len(sys.argv) > 1 else "warehouse"
     con = duckdb.connect()
 
-    for table in ("orders", "order_items", "products", "customers"):
+    keys = {"orders": "id", "order_items": "order_id, line_no", "products": "id", "customers": "id"}
+    changes = 0
+    for table, key in keys.items():
         folder = os.path.join(warehouse, "public", table)
         files = sorted(f for f in os.listdir(folder) if f.endswith(".parquet")) if os.path.isdir(folder) else []
-        if not files:
-            print(f"demo-query: no Parquet files in {folder}/", file=sys.stderr)
+        loads = [f for f in files if f.startswith("LOAD")]
+        if not loads:
+            print(f"demo-query: no LOAD files in {folder}/", file=sys.stderr)
             return 1
-        glob = os.path.join(folder, "*.parquet").replace("'", "''")
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}')")
+        load_glob = os.path.join(folder, "LOAD*.parquet").replace("'", "''")
+        change_files = [f for f in files if not f.startswith("LOAD")]
+        # The table as it is now: the full load, then every change replayed; per key the last
+        # change wins (by commit position, then file, then row), and a delete removes the row.
+        if change_files:
+            change_glob = os.path.join(folder, "2*.parquet").replace("'", "''")
+            con.execute(f"""
+                CREATE VIEW {table} AS
+                SELECT * EXCLUDE (Op, _inlet_commit_ts, _inlet_lsn, _inlet_txid, filename, file_row_number, rn)
+                FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY {key} ORDER BY _inlet_lsn DESC, filename DESC, file_row_number DESC) AS rn
+                    FROM (
+                        SELECT 'I' AS Op, NULL::TIMESTAMPTZ AS _inlet_commit_ts, 0::BIGINT AS _inlet_lsn,
+                               0::BIGINT AS _inlet_txid, *
+                        FROM read_parquet('{load_glob}', filename = true, file_row_number = true)
+                        UNION ALL BY NAME
+                        SELECT * FROM read_parquet('{change_glob}', union_by_name = true, filename = true,
+                                                   file_row_number = true)
+                    )
+                )
+                WHERE rn = 1 AND Op <> 'D'
+            """)
+            n_changes = con.execute(f"SELECT count(*) FROM read_parquet('{change_glob}')").fetchone()[0]
+            changes += n_changes
+        else:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{load_glob}')")
+            n_changes = 0
         n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        print(f"{table:<12} {n:>7} rows in {len(files)} file(s): {', '.join(files)}")
+        print(f"{table:<12} {n:>7} rows now: {len(loads)} LOAD file(s), {len(change_files)} change file(s) with {n_changes} changes")
+
+    if changes:
+        print("\nChanges captured (change files, DMS layout):")
+        glob = os.path.join(warehouse, "public", "*", "2*.parquet").replace("'", "''")
+        con.sql(f"""
+            SELECT regexp_extract(filename, 'public/([^/]+)/', 1) AS "table", Op, count(*) AS changes
+            FROM read_parquet('{glob}', union_by_name = true, filename = true)
+            GROUP BY ALL ORDER BY 1, 2
+        """).show()
 
     print("\nOrder totals per status (from warehouse/public/orders + order_items):")
     con.sql(
