@@ -135,11 +135,21 @@ impl ColumnBuilder {
         value: Option<&[u8]>,
         policy: Unrepresentable,
     ) -> Result<(), ValueError> {
+        self.append_with(value, policy, Self::append_value)
+    }
+
+    /// The NULL and policy handling every value format shares; `decode` appends a non-NULL value.
+    fn append_with(
+        &mut self,
+        value: Option<&[u8]>,
+        policy: Unrepresentable,
+        decode: impl FnOnce(&mut Self, &[u8], Unrepresentable) -> Result<(), ValueError>,
+    ) -> Result<(), ValueError> {
         let Some(v) = value else {
             self.append_null();
             return Ok(());
         };
-        match self.append_value(v, policy) {
+        match decode(self, v, policy) {
             Err(ValueError::Unrepresentable(_)) if policy == Unrepresentable::Null => {
                 self.append_null();
                 Ok(())
@@ -211,12 +221,7 @@ impl ColumnBuilder {
                 ..
             } => {
                 let n = append_array(values, v, policy)?;
-                let last = offsets.last().copied().unwrap_or(0);
-                let next = last.checked_add(n).ok_or_else(|| {
-                    ValueError::Malformed("more than 2^31 array elements in one batch".into())
-                })?;
-                offsets.push(next);
-                nulls.append_non_null();
+                end_list_value(offsets, nulls, n)?;
             }
         }
         Ok(())
@@ -265,18 +270,23 @@ impl ColumnBuilder {
         value: Option<&[u8]>,
         policy: Unrepresentable,
     ) -> Result<(), ValueError> {
-        let Some(v) = value else {
-            self.append_null();
-            return Ok(());
-        };
-        match crate::text::append_value(self, v, policy) {
-            Err(ValueError::Unrepresentable(_)) if policy == Unrepresentable::Null => {
-                self.append_null();
-                Ok(())
-            }
-            other => other,
-        }
+        self.append_with(value, policy, crate::text::append_value)
     }
+}
+
+/// Closes a list value of `n` elements just appended to the values builder.
+pub(crate) fn end_list_value(
+    offsets: &mut Vec<i32>,
+    nulls: &mut NullBufferBuilder,
+    n: i32,
+) -> Result<(), ValueError> {
+    let last = offsets.last().copied().unwrap_or(0);
+    let next = last.checked_add(n).ok_or_else(|| {
+        ValueError::Malformed("more than 2^31 array elements in one batch".into())
+    })?;
+    offsets.push(next);
+    nulls.append_non_null();
+    Ok(())
 }
 
 fn decimal_builder(capacity: usize, precision: u8, scale: i8) -> Decimal128Builder {
@@ -296,7 +306,7 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], ValueError> {
 }
 
 #[inline]
-fn utf8(v: &[u8]) -> Result<&str, ValueError> {
+pub(crate) fn utf8(v: &[u8]) -> Result<&str, ValueError> {
     // SIMD validation: std's from_utf8 was 3 % of a full load's CPU. On failure, std's error says
     // where the bad byte is.
     simdutf8::basic::from_utf8(v).map_err(|_| match std::str::from_utf8(v) {

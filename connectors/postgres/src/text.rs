@@ -15,7 +15,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef};
 use inlet_core::Unrepresentable;
 
-use crate::copy::{ColumnBuilder, ValueError};
+use crate::copy::{utf8, ColumnBuilder, ValueError};
 use crate::types::Decoder;
 
 const MICROS_PER_DAY: i128 = 86_400_000_000;
@@ -77,23 +77,10 @@ pub(crate) fn append_value(
             ..
         } => {
             let n = append_array(values, v, policy)?;
-            let last = offsets.last().copied().unwrap_or(0);
-            let next = last.checked_add(n).ok_or_else(|| {
-                ValueError::Malformed("more than 2^31 array elements in one batch".into())
-            })?;
-            offsets.push(next);
-            nulls.append_non_null();
+            crate::copy::end_list_value(offsets, nulls, n)?;
         }
     }
     Ok(())
-}
-
-#[inline]
-fn utf8(v: &[u8]) -> Result<&str, ValueError> {
-    simdutf8::basic::from_utf8(v).map_err(|_| match std::str::from_utf8(v) {
-        Err(e) => ValueError::Malformed(format!("invalid UTF-8: {e}")),
-        Ok(_) => ValueError::Malformed("invalid UTF-8".into()),
-    })
 }
 
 fn parse_bool(v: &[u8]) -> Result<bool, ValueError> {
