@@ -316,7 +316,7 @@ pub(crate) fn utf8(v: &[u8]) -> Result<&str, ValueError> {
 }
 
 /// 10^0 ..= 10^38: every power of ten an i128 holds.
-const POW10: [i128; 39] = {
+pub(crate) const POW10: [i128; 39] = {
     let mut t = [1i128; 39];
     let mut i = 1;
     while i < 39 {

@@ -42,14 +42,7 @@ impl ExportedSnapshot {
     /// change stream meet at the slot's consistent point with no gap and no overlap).
     pub async fn import(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
         let client = connector.connect().await?;
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            snapshot_id.replace('\'', "''")
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| connector.query_error("importing the replication slot's snapshot", &e))?;
+        begin_in_snapshot(&client, connector, snapshot_id).await?;
         Ok(Self {
             client,
             id: snapshot_id.to_string(),
@@ -64,6 +57,24 @@ impl ExportedSnapshot {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// Starts a read-only REPEATABLE READ transaction that sees exactly `snapshot_id`'s snapshot.
+async fn begin_in_snapshot(
+    client: &Client,
+    connector: &PgConnector,
+    snapshot_id: &str,
+) -> Result<(), PgError> {
+    // Ids are hex and dashes (pg_export_snapshot, CREATE_REPLICATION_SLOT); quoting keeps any
+    // other text a literal.
+    let sql = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+        snapshot_id.replace('\'', "''")
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| connector.query_error("importing the exported snapshot", &e))
 }
 
 /// A range of heap pages of one table: `[start_page, end_page)`, open-ended when `end_page` is
@@ -138,15 +149,8 @@ impl SnapshotReader {
         // takes is held for that chunk only. Locks held for the whole load would make any
         // TRUNCATE or ALTER TABLE of the source queue behind them, and every query of the
         // application behind that, for hours. The id comes from pg_export_snapshot() or
-        // CREATE_REPLICATION_SLOT (hex and dashes); quoting keeps it a literal.
-        let begin = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            self.snapshot.replace('\'', "''")
-        );
-        self.client.batch_execute(&begin).await.map_err(|e| {
-            self.connector
-                .query_error("importing the exported snapshot", &e)
-        })?;
+        // CREATE_REPLICATION_SLOT.
+        begin_in_snapshot(&self.client, &self.connector, &self.snapshot).await?;
         let sql = copy_query(table, chunk);
         let stream = self.client.copy_out(sql.as_str()).await.map_err(|e| {
             self.connector

@@ -15,7 +15,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef};
 use inlet_core::Unrepresentable;
 
-use crate::copy::{utf8, ColumnBuilder, ValueError};
+use crate::copy::{utf8, ColumnBuilder, ValueError, POW10};
 use crate::types::Decoder;
 
 const MICROS_PER_DAY: i128 = 86_400_000_000;
@@ -199,17 +199,6 @@ fn parse_numeric(v: &[u8], precision: u8, scale: i8) -> Result<i128, ValueError>
     }
     Ok(if negative { -n } else { n })
 }
-
-/// 10^0 ..= 10^38: every power of ten an i128 holds.
-const POW10: [i128; 39] = {
-    let mut t = [1i128; 39];
-    let mut i = 1;
-    while i < 39 {
-        t[i] = t[i - 1] * 10;
-        i += 1;
-    }
-    t
-};
 
 fn hex_digit(c: u8) -> Option<u8> {
     match c {

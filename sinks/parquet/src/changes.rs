@@ -22,7 +22,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{store_hint, SinkError};
-use crate::object_file::ObjectFile;
+use crate::object_file::{abandon, ObjectFile};
 use crate::target::ParquetTarget;
 
 /// Which operations the change files keep.
@@ -198,14 +198,10 @@ impl ChangeLogTable {
         location: &str,
         source: parquet::errors::ParquetError,
     ) -> SinkError {
-        let mut hint = None;
-        if let Some(w) = writer {
-            let mut sink = w.into_inner();
-            hint = sink.take_hint();
-            if let Err(e) = sink.abort().await {
-                tracing::warn!(table = %self.table, error = %e, "aborting the upload failed");
-            }
-        }
+        let hint = match writer {
+            Some(w) => abandon(w, &self.table).await,
+            None => None,
+        };
         self.write_error(location, source, hint)
     }
 

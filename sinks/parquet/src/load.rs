@@ -20,7 +20,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{store_hint, SinkError};
-use crate::object_file::ObjectFile;
+use crate::object_file::{abandon, ObjectFile};
 use crate::target::ParquetTarget;
 
 /// Name of the DMS operation column (`IncludeOpForFullLoad`).
@@ -453,13 +453,7 @@ impl LoadFileWriter {
             return Ok(());
         };
         if let Err(source) = file.writer.finish().await {
-            let mut sink = file.writer.into_inner();
-            let hint = sink.take_hint();
-            // complete() may not have been reached (the footer failed to encode); abort is a
-            // no-op if it was.
-            if let Err(e) = sink.abort().await {
-                tracing::warn!(table = %self.shared.table, error = %e, "aborting the upload failed");
-            }
+            let hint = abandon(file.writer, &self.shared.table).await;
             let err = self.write_error(&file.path, source, hint);
             self.mark_failed(&err);
             return Err(err);
@@ -487,11 +481,7 @@ impl LoadFileWriter {
             self.mark_failed(&err);
             return err;
         };
-        let mut sink = file.writer.into_inner();
-        let hint = sink.take_hint();
-        if let Err(e) = sink.abort().await {
-            tracing::warn!(table = %self.shared.table, error = %e, "aborting the upload failed");
-        }
+        let hint = abandon(file.writer, &self.shared.table).await;
         let err = self.write_error(&file.path, source, hint);
         self.mark_failed(&err);
         err

@@ -130,3 +130,19 @@ impl AsyncFileWriter for ObjectFile {
         .boxed()
     }
 }
+
+/// Gives up a file being written: aborts its upload, so no partial object appears, and returns
+/// the store's hint about why writing failed, if it had one.
+pub(crate) async fn abandon(
+    writer: parquet::arrow::AsyncArrowWriter<ObjectFile>,
+    table: &str,
+) -> Option<String> {
+    let mut sink = writer.into_inner();
+    let hint = sink.take_hint();
+    // complete() may not have been reached (the footer failed to encode); abort is a no-op if
+    // it was.
+    if let Err(e) = sink.abort().await {
+        tracing::warn!(table, error = %e, "aborting the upload failed");
+    }
+    hint
+}

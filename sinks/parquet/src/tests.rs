@@ -791,86 +791,6 @@ async fn a_failed_upload_leaves_no_file_and_fails_the_load() {
     assert!(matches!(err, SinkError::Incomplete { .. }), "{err}");
 }
 
-/// moto's S3 server on a free local port, stopped when dropped.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts moto from `$INLET_PYTHON` (set by the Makefile) or the workspace's `.venv`. Fails when
-/// neither has moto: a skipped S3 test must never pass as a green one.
-fn start_moto() -> Moto {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-
-    let python = std::env::var_os("INLET_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "no Python with moto at {} (run `make setup`, or set INLET_PYTHON)",
-        python.display()
-    );
-    // A port nobody listens on yet: otherwise the readiness probe below could reach another
-    // test's server before this one has bound the port.
-    let port = loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        if TcpStream::connect(("127.0.0.1", p)).is_err() {
-            break p;
-        }
-    };
-    let child = std::process::Command::new(&python)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let mut moto = match child {
-        Ok(child) => Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        },
-        Err(e) => panic!("cannot start {}: {e}", python.display()),
-    };
-    for _ in 0..300 {
-        if let Ok(Some(status)) = moto.child.try_wait() {
-            panic!("moto exited with {status}; is moto[server] installed? (`make setup`)");
-        }
-        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
-            // Create the bucket (moto accepts unsigned requests).
-            let request = format!(
-                "PUT /inlet-test HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
-                 Connection: close\r\n\r\n"
-            );
-            conn.write_all(request.as_bytes()).expect("create bucket");
-            let mut response = String::new();
-            let _ = conn.read_to_string(&mut response);
-            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-            return moto;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("moto did not listen on port {port} within 30 s");
-}
-
 fn moto_builder(endpoint: &str) -> object_store::aws::AmazonS3Builder {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     // An http:// endpoint without allow_http: the target must allow it by itself.
@@ -887,7 +807,8 @@ async fn s3_load_check_and_rerun() {
     use object_store::path::Path;
     use object_store::ObjectStoreExt;
 
-    let moto = start_moto();
+    let mut moto = inlet_testkit::Moto::start();
+    moto.create_bucket("inlet-test");
     let mut cfg = config("s3://inlet-test/raw/dms");
     cfg.compression = ParquetCompression::None;
     let endpoint = moto.endpoint.clone();
