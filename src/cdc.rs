@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use inlet_core::{CheckStatus, Position, TableSelection};
+use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableSelection};
 use inlet_postgres::{
-    discover, drop_slot, ensure_publication, prerequisites, slot_state, CaptureEvent,
-    ChangeCapture, Lsn, PgConnector, ReplicationConnection, SourceTable, TableChanges,
+    discover, drop_slot, ensure_publication, prerequisites, slot_state, ChangeCapture, Lsn,
+    PgConnector, ReplicationConnection, SourceTable,
 };
 use inlet_sink_parquet::{ChangeFile, Checkpoint, ParquetTarget};
 use tokio::sync::watch;

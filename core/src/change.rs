@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use arrow_array::RecordBatch;
+
 use crate::TableSchema;
 
 /// `"I"`, `"U"`, `"D"` or `"T"` ([`Op`]).
@@ -85,6 +87,37 @@ impl Position {
         }
         u64::from_str_radix(s, 16).ok().map(Position)
     }
+}
+
+/// What a connector's change capture saw when asked for the next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureEvent {
+    /// A transaction committed. Once the buffered changes up to it are durable, `end` may be
+    /// acknowledged.
+    Committed { end: Position },
+    /// No transaction is open and the server has sent everything up to `wal_end`: once the
+    /// buffers are durable, `wal_end` may be acknowledged (an idle task still advances).
+    Idle { wal_end: Position },
+    /// The open transaction has buffered two parts' worth of rows for a table: write its
+    /// committed rows (`take`) and then a part (`take_part`),
+    /// so memory stays bounded whatever the transaction's size.
+    Large { table: usize },
+}
+
+/// Changes of one table ready to be written.
+#[derive(Debug)]
+pub struct TableChanges {
+    pub table: usize,
+    pub schema: TableSchema,
+    pub batch: RecordBatch,
+    /// Commit positions of the first and last transaction in the batch.
+    pub first: Position,
+    pub last: Position,
+    /// Commit time of the last transaction, µs since the Unix epoch.
+    pub commit_time_micros: i64,
+    /// For a part of a transaction still open: its number (1, 2, …). Parts are cut at fixed
+    /// row counts, so a transaction re-sent after a crash yields the same parts again.
+    pub part: Option<u32>,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ mod selection;
 mod table;
 
 pub use change::{
-    change_schema, Op, Position, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN, OP_COLUMN, POSITION_COLUMN,
-    TXID_COLUMN,
+    change_schema, CaptureEvent, Op, Position, TableChanges, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN,
+    OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,
 };
 pub use check::{CheckStatus, Prerequisite};
 pub use policy::{SchemaChanges, Unrepresentable};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use inlet_core::{
-    change_schema, Column, Op, Position, SchemaChanges, TableId, TableSchema, TableSelection,
-    Unrepresentable,
+    change_schema, CaptureEvent, Column, Op, Position, SchemaChanges, TableChanges, TableId,
+    TableSchema, TableSelection, Unrepresentable,
 };
 
 use crate::catalog::SourceTable;
@@ -26,37 +26,6 @@ use crate::types::{plan_column, type_name, Decoder, TypeCatalog};
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-/// What [`ChangeCapture::next`] saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureEvent {
-    /// A transaction committed. Once the buffered changes up to it are durable, `end` may be
-    /// acknowledged.
-    Committed { end: Position },
-    /// No transaction is open and the server has sent everything up to `wal_end`: once the
-    /// buffers are durable, `wal_end` may be acknowledged (an idle task still advances).
-    Idle { wal_end: Position },
-    /// The open transaction has buffered two parts' worth of rows for a table: write its
-    /// committed rows ([`ChangeCapture::take`]) and then a part ([`ChangeCapture::take_part`]),
-    /// so memory stays bounded whatever the transaction's size.
-    Large { table: usize },
-}
-
-/// Changes of one table ready to be written.
-#[derive(Debug)]
-pub struct TableChanges {
-    pub table: usize,
-    pub schema: TableSchema,
-    pub batch: RecordBatch,
-    /// Commit positions of the first and last transaction in the batch.
-    pub first: Position,
-    pub last: Position,
-    /// Commit time of the last transaction, µs since the Unix epoch.
-    pub commit_time_micros: i64,
-    /// For a part of a transaction still open: its number (1, 2, …). Parts are cut at fixed
-    /// row counts, so a transaction re-sent after a crash yields the same parts again.
-    pub part: Option<u32>,
-}
 
 /// Per-table change builders.
 struct TableBuffer {

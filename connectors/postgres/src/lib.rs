@@ -19,7 +19,7 @@ mod snapshot;
 mod text;
 mod types;
 
-pub use capture::{CaptureEvent, ChangeCapture, TableChanges};
+pub use capture::ChangeCapture;
 pub use catalog::{discover, SourceTable};
 pub use check::prerequisites;
 pub use config::{PgConnector, PostgresSourceConfig, TlsMode};

@@ -1,0 +1,1 @@
+//! inlet's MySQL/MariaDB connector (work in progress).

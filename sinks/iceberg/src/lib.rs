@@ -1,0 +1,1 @@
+//! inlet's Iceberg sink (work in progress).
