@@ -3,9 +3,9 @@
 //! change stream, flushing change files, the checkpoint and the source acknowledgement in that
 //! order, so the slot never moves past what the target durably holds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableSelection};
+use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
 use inlet_postgres::{
     discover, drop_slot, ensure_publication, prerequisites, slot_state, ChangeCapture, Lsn,
     PgConnector, ReplicationConnection, SourceTable,
@@ -13,11 +13,23 @@ use inlet_postgres::{
 use inlet_sink_parquet::{ChangeFile, Checkpoint, ParquetTarget};
 use tokio::sync::watch;
 
-use crate::config::{Mode, SourceConfig, TargetConfig, TaskConfig};
+use crate::config::{Mode, SlotLost, SourceConfig, TargetConfig, TaskConfig};
+use crate::state::{Phase, TaskState};
 use crate::{full_load, JobError};
 
-/// Runs until `shutdown` turns true (then flushes, acknowledges and returns Ok) or a fatal error.
-pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), JobError> {
+/// Checkpoint fact naming the slot the checkpoint's position belongs to.
+const SLOT_FACT: &str = "slot";
+/// Checkpoint fact, one per table whose initial load is part of the target (JSON string).
+const TABLE_FACT: &str = "table";
+/// How often the slot's retained WAL is read for the metrics.
+const SLOT_POLL: Duration = Duration::from_secs(10);
+
+/// Runs until `shutdown` turns true (then flushes, acknowledges and returns Ok) or an error.
+pub async fn run(
+    config: &TaskConfig,
+    state: &TaskState,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), JobError> {
     let SourceConfig::Postgres(source) = &config.source;
     let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
@@ -27,12 +39,12 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let slot = source.slot_name(task);
     let publication = source.publication_name(task);
     let policy = config.values.on_unrepresentable;
-    target.check().await.map_err(JobError::failed)?;
+    target.check().await.map_err(JobError::target)?;
 
-    let control = connector.connect().await.map_err(JobError::failed)?;
+    let control = connector.connect().await.map_err(JobError::source)?;
     let tables = discover(&control, &connector, &selection, policy)
         .await
-        .map_err(JobError::failed)?;
+        .map_err(JobError::source)?;
     if tables.is_empty() {
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
@@ -40,7 +52,7 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     }
     for p in prerequisites(&control, &connector, &tables, true)
         .await
-        .map_err(JobError::failed)?
+        .map_err(JobError::source)?
     {
         match p.status {
             CheckStatus::Missing => {
@@ -59,58 +71,111 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     }
     ensure_publication(&control, &connector, &publication, &tables)
         .await
-        .map_err(JobError::failed)?;
+        .map_err(JobError::source)?;
 
     let checkpoint = target
         .read_checkpoint(task)
         .await
-        .map_err(JobError::failed)?;
-    let state = slot_state(&control, &connector, &slot)
+        .map_err(JobError::target)?;
+    let slot_now = slot_state(&control, &connector, &slot)
         .await
-        .map_err(JobError::failed)?;
-    let (repl, start) = match (state, checkpoint) {
-        (Some(s), _) if s.is_lost() => {
+        .map_err(JobError::source)?;
+    let resnapshot = config.cdc.on_slot_lost == SlotLost::Resnapshot;
+    let lost_reason = match (&slot_now, &checkpoint) {
+        (Some(s), _) if s.is_lost() => Some(format!(
+            "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL the task \
+             had not read, so changes are missing"
+        )),
+        (None, Some(cp)) => Some(format!(
+            "replication slot {slot:?} no longer exists, but the task checkpoint says changes up to {} \
+             were captured through it: changes since then are lost",
+            Lsn(cp.position.0)
+        )),
+        _ => None,
+    };
+    let all_ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
+    let (repl, start, facts) = match (lost_reason, slot_now, checkpoint) {
+        (Some(reason), _, _) if !resnapshot => {
+            state.set_slot(None, true);
             return Err(JobError::Failed(format!(
-                "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL the task \
-                 had not read, so changes are missing. Drop the slot (SELECT pg_drop_replication_slot('{slot}')) \
-                 and the task checkpoint ({}), then run the task again for a new full load",
+                "{reason}. inlet never recreates a slot silently: drop the slot if it is still there \
+                 (SELECT pg_drop_replication_slot('{slot}')) and the task checkpoint ({}), then run the \
+                 task again for a new full load; or set cdc.on_slot_lost = \"resnapshot\" to do this \
+                 automatically",
                 checkpoint_hint(&target, task)
-            )))
+            )));
         }
-        (None, Some(cp)) => {
-            return Err(JobError::Failed(format!(
-                "replication slot {slot:?} no longer exists, but the task checkpoint says changes up to {} \
-                 were captured through it: changes since then are lost. inlet never recreates a slot \
-                 silently; delete the task checkpoint ({}) and run the task again for a new full load",
-                Lsn(cp.position.0),
-                checkpoint_hint(&target, task)
-            )))
+        (Some(reason), existing, _) => {
+            state.set_slot(None, true);
+            tracing::warn!(%slot, "{reason}; cdc.on_slot_lost = \"resnapshot\": new slot and a new full load of every table");
+            if existing.is_some() {
+                drop_slot(&control, &connector, &slot)
+                    .await
+                    .map_err(JobError::source)?;
+            }
+            // Changes captured through the lost slot must not be replayed over the new load.
+            for t in &tables {
+                target
+                    .change_log(&t.schema)
+                    .remove_all()
+                    .await
+                    .map_err(JobError::target)?;
+            }
+            bootstrap(config, state, &connector, &target, &slot, true, &all_ids).await?
         }
-        (Some(_), Some(cp)) => {
+        (None, Some(_), Some(cp)) => {
             tracing::info!(%slot, position = %Lsn(cp.position.0), "resuming from the task checkpoint");
-            let repl = ReplicationConnection::connect(&connector).await.map_err(JobError::failed)?;
-            (repl, cp.position)
+            let repl = ReplicationConnection::connect(&connector)
+                .await
+                .map_err(JobError::source)?;
+            (repl, cp.position, cp.facts)
         }
-        (Some(_), None) => {
+        (None, Some(_), None) => {
             // The slot exists but no checkpoint was ever written: the initial load of an earlier
             // run did not finish, and its exported snapshot is gone with it.
             tracing::warn!(%slot, "the slot exists but the initial load never finished; recreating the slot");
-            drop_slot(&control, &connector, &slot).await.map_err(JobError::failed)?;
-            bootstrap(config, &connector, &target, &slot).await?
+            drop_slot(&control, &connector, &slot)
+                .await
+                .map_err(JobError::source)?;
+            let load = config.task.mode == Mode::FullLoadAndCdc;
+            bootstrap(config, state, &connector, &target, &slot, load, &all_ids).await?
         }
-        (None, None) => bootstrap(config, &connector, &target, &slot).await?,
+        (None, None, _) => {
+            let load = config.task.mode == Mode::FullLoadAndCdc;
+            bootstrap(config, state, &connector, &target, &slot, load, &all_ids).await?
+        }
     };
-    drop(control);
+    state.set_slot(None, false);
 
+    let mut facts = facts;
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
         let position = target
             .change_log(&t.schema)
             .committed_position()
             .await
-            .map_err(JobError::failed)?;
+            .map_err(JobError::target)?;
         committed.push(position);
     }
+    join_new_tables(
+        config,
+        state,
+        &connector,
+        &target,
+        &tables,
+        &mut committed,
+        &mut facts,
+    )
+    .await?;
+
+    let poller = spawn_slot_poller(
+        control,
+        slot.clone(),
+        state.clone(),
+        config.cdc.heartbeat_interval_ms,
+    );
+    let _poller = AbortOnDrop(poller);
+
     let mut repl = repl;
     // Whole transactions at commit: ChangeCapture bounds memory by writing a large
     // transaction in parts, so the server need not stream it while in progress.
@@ -118,8 +183,17 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let stream = repl
         .start_replication(&slot, &publication, Lsn(start.0))
         .await
-        .map_err(|e| slot_error(e, &slot, &target, task))?;
+        .map_err(|e| slot_error(e, &slot, &target, task, resnapshot))?;
     tracing::info!(%slot, %publication, from = %Lsn(start.0), tables = tables.len(), "streaming changes");
+    state.set_tables(
+        tables
+            .iter()
+            .map(|t| (t.schema.id.to_string(), None))
+            .collect(),
+    );
+    state.set_phase(Phase::Streaming);
+    state.set_connected(true);
+    state.durable(Lsn(start.0).to_string());
     let capture = ChangeCapture::new(
         stream,
         connector.server(),
@@ -135,16 +209,20 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
         tables,
         target: &target,
         task,
+        state,
+        facts,
         durable: start,
         seen: start,
     };
+    let flush_bytes = config.cdc.flush_mb.saturating_mul(1 << 20);
     let mut tick = tokio::time::interval(Duration::from_millis(config.cdc.flush_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Checked first, so a shutdown is never starved by a busy stream.
             biased;
-            _ = shutdown.changed() => {
+            // (The guard wait_for returns must not live across the awaits below.)
+            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
                 run.flush().await?;
                 tracing::info!(position = %Lsn(run.durable.0), "stopping: changes flushed and acknowledged");
                 // Ending the copy politely can wait on a large transaction the server is
@@ -156,11 +234,19 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
                 return Ok(());
             }
             _ = tick.tick() => run.flush().await?,
-            event = run.capture.next() => match event.map_err(|e| slot_error(e, &slot, &target, task))? {
-                None => return Err(JobError::Failed("the server ended the replication stream".into())),
-                Some(CaptureEvent::Committed { end }) => {
+            event = run.capture.next() => match event.map_err(|e| slot_error(e, &slot, &target, task, resnapshot))? {
+                None => {
+                    return Err(JobError::Transient {
+                        kind: "source",
+                        message: "the server ended the replication stream".into(),
+                    })
+                }
+                Some(CaptureEvent::Committed { end, commit_time_micros }) => {
                     run.seen = run.seen.max(end);
-                    if run.capture.buffered_rows() >= config.cdc.flush_rows {
+                    run.state.received(commit_time_micros);
+                    if run.capture.buffered_rows() >= config.cdc.flush_rows
+                        || run.capture.buffered_bytes() >= flush_bytes
+                    {
                         run.flush().await?;
                     }
                 }
@@ -173,10 +259,10 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
                     }
                 }
                 Some(CaptureEvent::Large { table }) => {
-                    for changes in run.capture.take(table).map_err(JobError::failed)? {
+                    for changes in run.capture.take(table).map_err(JobError::source)? {
                         run.write(changes).await?;
                     }
-                    if let Some(part) = run.capture.take_part(table).map_err(JobError::failed)? {
+                    if let Some(part) = run.capture.take_part(table).map_err(JobError::source)? {
                         run.write(part).await?;
                     }
                 }
@@ -185,44 +271,172 @@ pub async fn run(config: &TaskConfig, mut shutdown: watch::Receiver<bool>) -> Re
     }
 }
 
-/// Creates the slot; for `full-load-and-cdc`, loads every table inside the snapshot the slot
-/// exports. Writes the first checkpoint at the slot's consistent point.
+/// Creates the slot; with `load`, loads every table inside the snapshot the slot exports.
+/// Writes the first checkpoint at the slot's consistent point, naming the loaded tables.
 async fn bootstrap(
     config: &TaskConfig,
+    state: &TaskState,
     connector: &PgConnector,
     target: &ParquetTarget,
     slot: &str,
-) -> Result<(ReplicationConnection, Position), JobError> {
+    load: bool,
+    tables: &[TableId],
+) -> Result<(ReplicationConnection, Position, Vec<(String, String)>), JobError> {
     let mut repl = ReplicationConnection::connect(connector)
         .await
-        .map_err(JobError::failed)?;
-    let consistent_point = if config.task.mode == Mode::FullLoadAndCdc {
+        .map_err(JobError::source)?;
+    let consistent_point = if load {
         let created = repl
             .create_slot_exporting_snapshot(slot)
             .await
-            .map_err(JobError::failed)?;
+            .map_err(JobError::source)?;
         let snapshot = created.snapshot_name.unwrap_or_default();
         tracing::info!(%slot, consistent_point = %created.consistent_point, "slot created; full load inside its snapshot");
         // The walsender connection stays idle meanwhile: its next command would end the snapshot.
-        let results = full_load::run(config, Some(&snapshot)).await?;
+        let results = full_load::run(config, Some(&snapshot), state, None).await?;
         let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
         tracing::info!(tables = results.len(), rows, "full load done");
         created.consistent_point
     } else {
-        let created = repl.create_slot(slot).await.map_err(JobError::failed)?;
+        let created = repl.create_slot(slot).await.map_err(JobError::source)?;
         tracing::info!(%slot, consistent_point = %created.consistent_point, "slot created");
         created.consistent_point
     };
     let position = Position(consistent_point.0);
+    let mut facts = vec![(SLOT_FACT.to_string(), slot.to_string())];
+    facts.extend(tables.iter().map(table_fact));
     let checkpoint = Checkpoint {
         position,
-        facts: vec![("slot".into(), slot.to_string())],
+        facts: facts.clone(),
     };
     target
         .write_checkpoint(&config.task.name, &checkpoint)
         .await
-        .map_err(JobError::failed)?;
-    Ok((repl, position))
+        .map_err(JobError::target)?;
+    Ok((repl, position, facts))
+}
+
+fn table_fact(id: &TableId) -> (String, String) {
+    // JSON quoting keeps a table name with odd characters on one line of the checkpoint.
+    let name = serde_json::to_string(&id.to_string()).unwrap_or_default();
+    (TABLE_FACT.to_string(), name)
+}
+
+/// Tables selected now but absent from the checkpoint (the selection grew, or the tables were
+/// created since) join the task. With `full-load-and-cdc` each is loaded inside the snapshot of
+/// a temporary slot created now: the snapshot holds every transaction committed before that
+/// slot's consistent point C, and the stream applies to these tables only transactions
+/// committed at or after C, so there is no gap and no overlap. Checkpoints written by earlier
+/// versions name no tables; then every table counts as known.
+async fn join_new_tables(
+    config: &TaskConfig,
+    state: &TaskState,
+    connector: &PgConnector,
+    target: &ParquetTarget,
+    tables: &[SourceTable],
+    committed: &mut [Option<Position>],
+    facts: &mut Vec<(String, String)>,
+) -> Result<(), JobError> {
+    if !facts.iter().any(|(k, _)| k == TABLE_FACT) {
+        facts.extend(tables.iter().map(|t| table_fact(&t.schema.id)));
+        return Ok(());
+    }
+    let new: Vec<usize> = (0..tables.len())
+        .filter(|&i| !facts.contains(&table_fact(&tables[i].schema.id)))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<TableId> = new.iter().map(|&i| tables[i].schema.id.clone()).collect();
+    let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    if config.task.mode != Mode::FullLoadAndCdc {
+        tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from now on");
+    } else {
+        tracing::info!(tables = ?names, "new tables join the task: loading them first");
+        let mut join = ReplicationConnection::connect(connector)
+            .await
+            .map_err(JobError::source)?;
+        let slot = format!("inlet_join_{}", std::process::id());
+        let created = join
+            .create_temporary_slot_exporting_snapshot(&slot)
+            .await
+            .map_err(JobError::source)?;
+        let snapshot = created.snapshot_name.unwrap_or_default();
+        for &i in &new {
+            // A join interrupted earlier may have left change files: the new load replaces them.
+            target
+                .change_log(&tables[i].schema)
+                .remove_all()
+                .await
+                .map_err(JobError::target)?;
+        }
+        full_load::run(config, Some(&snapshot), state, Some(&ids)).await?;
+        // The temporary slot goes with its connection.
+        drop(join);
+        let before = Position(created.consistent_point.0.saturating_sub(1));
+        for &i in &new {
+            committed[i] = Some(before);
+        }
+    }
+    facts.extend(ids.iter().map(table_fact));
+    Ok(())
+}
+
+/// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], and writes heartbeats
+/// into the source's WAL when configured.
+fn spawn_slot_poller(
+    client: tokio_postgres::Client,
+    slot: String,
+    state: TaskState,
+    heartbeat_ms: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let heartbeat = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
+        let every = heartbeat.map_or(SLOT_POLL, |h| h.min(SLOT_POLL));
+        let mut last_poll: Option<Instant> = None;
+        loop {
+            if heartbeat.is_some() {
+                // Non-transactional, so it reaches the WAL (and moves the slot) at once.
+                if let Err(e) = client
+                    .execute(
+                        "SELECT pg_logical_emit_message(false, 'inlet.heartbeat', '')",
+                        &[],
+                    )
+                    .await
+                {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                }
+            }
+            if last_poll.is_none_or(|t| t.elapsed() >= SLOT_POLL) {
+                last_poll = Some(Instant::now());
+                let row = client
+                    .query_opt(
+                        "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, wal_status \
+                         FROM pg_replication_slots WHERE slot_name = $1",
+                        &[&slot],
+                    )
+                    .await;
+                match row {
+                    Ok(Some(r)) => {
+                        let retained: Option<i64> = r.get(0);
+                        let status: Option<String> = r.get(1);
+                        state.set_slot(retained, status.as_deref() == Some("lost"));
+                    }
+                    Ok(None) => state.set_slot(None, true),
+                    Err(e) => tracing::debug!(error = %e, "reading the slot's retained WAL failed"),
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The streaming state: what is buffered, what is durable.
@@ -231,6 +445,9 @@ struct Stream<'a> {
     tables: Vec<SourceTable>,
     target: &'a ParquetTarget,
     task: &'a str,
+    state: &'a TaskState,
+    /// Carried into every checkpoint.
+    facts: Vec<(String, String)>,
     /// Acknowledged to the source and recorded in the checkpoint.
     durable: Position,
     /// Everything up to here is buffered or written (a commit end, or an idle server's WAL end).
@@ -240,26 +457,32 @@ struct Stream<'a> {
 impl Stream<'_> {
     /// Writes every table's buffered changes, then the checkpoint, then acknowledges the source.
     async fn flush(&mut self) -> Result<(), JobError> {
+        let started = Instant::now();
         for table in 0..self.capture.table_count() {
-            for changes in self.capture.take(table).map_err(JobError::failed)? {
+            for changes in self.capture.take(table).map_err(JobError::source)? {
                 self.write(changes).await?;
             }
         }
+        self.capture.reset_buffered_bytes();
         if self.seen > self.durable {
+            let written = Instant::now();
+            self.state.observe_flush(written - started);
             let checkpoint = Checkpoint {
                 position: self.seen,
-                facts: Vec::new(),
+                facts: self.facts.clone(),
             };
             self.target
                 .write_checkpoint(self.task, &checkpoint)
                 .await
-                .map_err(JobError::failed)?;
+                .map_err(JobError::target)?;
             self.capture
                 .acknowledge(self.seen)
                 .await
-                .map_err(JobError::failed)?;
+                .map_err(JobError::source)?;
             self.durable = self.seen;
+            self.state.observe_commit(written.elapsed());
         }
+        self.state.durable(Lsn(self.durable.0).to_string());
         Ok(())
     }
 
@@ -275,8 +498,10 @@ impl Stream<'_> {
         let rows = log
             .write(&[changes.batch], file)
             .await
-            .map_err(JobError::failed)?;
-        tracing::debug!(table = %self.tables[changes.table].schema.id, rows, part = ?changes.part, "change file written");
+            .map_err(JobError::target)?;
+        let table = self.tables[changes.table].schema.id.to_string();
+        self.state.add_changes(&table, rows);
+        tracing::debug!(%table, rows, part = ?changes.part, "change file written");
         Ok(())
     }
 }
@@ -285,25 +510,37 @@ fn checkpoint_hint(target: &ParquetTarget, task: &str) -> String {
     format!("{}/_inlet/{task}/checkpoint", target.describe())
 }
 
-/// A missing slot while streaming gets the same clear message as at start-up.
+/// A slot dropped while streaming gets the same clear message as at start-up (or, with
+/// `on_slot_lost = "resnapshot"`, a restart that resnapshots); other errors are classified by
+/// the connector.
 fn slot_error(
     e: inlet_postgres::PgError,
     slot: &str,
     target: &ParquetTarget,
     task: &str,
+    resnapshot: bool,
 ) -> JobError {
     if let inlet_postgres::PgError::Replication {
         code: Some(code), ..
     } = &e
     {
         if code == "42704" {
-            return JobError::Failed(format!(
+            let message = format!(
                 "replication slot {slot:?} was dropped while the task used it: changes since the last \
                  checkpoint may be lost. inlet never recreates a slot silently; delete the task \
-                 checkpoint ({}) and run the task again for a new full load",
+                 checkpoint ({}) and run the task again for a new full load, or set \
+                 cdc.on_slot_lost = \"resnapshot\"",
                 checkpoint_hint(target, task)
-            ));
+            );
+            return if resnapshot {
+                JobError::Transient {
+                    kind: "slot_lost",
+                    message,
+                }
+            } else {
+                JobError::Failed(message)
+            };
         }
     }
-    JobError::Failed(e.to_string())
+    JobError::source(e)
 }

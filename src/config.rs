@@ -17,6 +17,9 @@ pub struct TaskConfig {
     pub full_load: FullLoadConfig,
     pub cdc: CdcConfig,
     pub values: ValuesConfig,
+    /// None when the file has no `[service]` section.
+    pub service: Option<ServiceConfig>,
+    pub retry: RetryConfig,
 }
 
 /// The sections other than `[source]` and `[target]`, whose shape depends on their `kind`.
@@ -32,6 +35,9 @@ struct CommonSections {
     cdc: CdcConfig,
     #[serde(default)]
     values: ValuesConfig,
+    service: Option<ServiceConfig>,
+    #[serde(default)]
+    retry: RetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +124,24 @@ pub struct CdcConfig {
     pub part_rows: usize,
     /// A source table's columns change: "evolve" (default), "fail" or "ignore".
     pub schema_changes: inlet_core::SchemaChanges,
+    /// Flush once the buffered changes hold about this many megabytes of source data.
+    pub flush_mb: usize,
+    /// Every this many milliseconds, write a tiny logical-decoding message into the source
+    /// database's WAL (`pg_logical_emit_message`), so the slot advances even when the server's
+    /// only WAL traffic is in other databases. 0 turns it off.
+    pub heartbeat_interval_ms: u64,
+    /// The replication slot is missing or lost: "fail" (default) stops the task with the reason;
+    /// "resnapshot" drops what is left of the slot, deletes the task checkpoint and does a new
+    /// full load followed by streaming.
+    pub on_slot_lost: SlotLost,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotLost {
+    #[default]
+    Fail,
+    Resnapshot,
 }
 
 impl Default for CdcConfig {
@@ -127,6 +151,9 @@ impl Default for CdcConfig {
             flush_rows: 200_000,
             part_rows: 100_000,
             schema_changes: inlet_core::SchemaChanges::Evolve,
+            flush_mb: 64,
+            heartbeat_interval_ms: 0,
+            on_slot_lost: SlotLost::Fail,
         }
     }
 }
@@ -139,12 +166,92 @@ pub struct ValuesConfig {
     pub on_unrepresentable: Unrepresentable,
 }
 
+/// `[service]`: the daemon's HTTP endpoint. With several task files, those that set it must
+/// agree.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Address of `/healthz`, `/readyz`, `/metrics` and `/status`.
+    pub listen: String,
+    /// `/readyz` answers 503 while a task lags more than this many seconds behind its source.
+    pub ready_max_lag_s: f64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9440".into(),
+            ready_max_lag_s: 300.0,
+        }
+    }
+}
+
+/// `[retry]`: how `inlet run` restarts a task after a transient error (source connection lost,
+/// source restart, S3 5xx or timeout): exponential backoff with jitter between these bounds,
+/// for as long as the fault lasts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            min_delay_ms: 1_000,
+            max_delay_ms: 60_000,
+        }
+    }
+}
+
 /// A config problem: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
 pub struct ConfigError {
     pub file: PathBuf,
     pub message: String,
+}
+
+/// The task files `inlet run` is given: one file, or every `*.toml` in a folder (sorted by
+/// name). Task names must be unique.
+pub fn load_all(path: &Path) -> Result<Vec<(PathBuf, TaskConfig)>, ConfigError> {
+    let err = |file: &Path, message: String| ConfigError {
+        file: file.to_path_buf(),
+        message,
+    };
+    let files = if path.is_dir() {
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| err(path, format!("cannot list the task folder: {e}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(err(path, "the folder holds no task file (*.toml)".into()));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut tasks: Vec<(PathBuf, TaskConfig)> = Vec::with_capacity(files.len());
+    for file in files {
+        let task = load(&file)?;
+        if let Some((other, _)) = tasks.iter().find(|(_, t)| t.task.name == task.task.name) {
+            return Err(err(
+                &file,
+                format!(
+                    "task.name {:?} is also the name of {}; every task needs its own name (it names \
+                     the slot, the checkpoint and the metrics)",
+                    task.task.name,
+                    other.display()
+                ),
+            ));
+        }
+        tasks.push((file, task));
+    }
+    Ok(tasks)
 }
 
 pub fn load(path: &Path) -> Result<TaskConfig, ConfigError> {
@@ -194,6 +301,8 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         full_load: common.full_load,
         cdc: common.cdc,
         values: common.values,
+        service: common.service,
+        retry: common.retry,
     };
     validate(&config)?;
     Ok(config)
@@ -260,6 +369,22 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     let cdc = &config.cdc;
     if cdc.flush_interval_ms == 0 || cdc.flush_rows == 0 || cdc.part_rows == 0 {
         return Err("cdc: flush_interval_ms, flush_rows and part_rows must be at least 1".into());
+    }
+    if cdc.flush_mb == 0 {
+        return Err("cdc.flush_mb: must be at least 1".into());
+    }
+    let retry = &config.retry;
+    if retry.min_delay_ms == 0 || retry.max_delay_ms < retry.min_delay_ms {
+        return Err(
+            "retry: min_delay_ms must be at least 1 and max_delay_ms at least min_delay_ms".into(),
+        );
+    }
+    if config
+        .service
+        .as_ref()
+        .is_some_and(|s| !s.ready_max_lag_s.is_finite() || s.ready_max_lag_s <= 0.0)
+    {
+        return Err("service.ready_max_lag_s: must be a positive number of seconds".into());
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use inlet_core::{TableSelection, Unrepresentable};
+use inlet_core::{TableId, TableSelection, Unrepresentable};
 use inlet_postgres::{
     discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk,
     SnapshotReader, SourceTable,
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{FullLoadConfig, SourceConfig, TargetConfig, TaskConfig};
 use crate::progress::Progress;
+use crate::state::{Phase, TaskState};
 use crate::JobError;
 
 /// Page size the chunk size is computed with; tables on servers built with another block size
@@ -32,6 +33,8 @@ pub struct TableResult {
 pub async fn run(
     config: &TaskConfig,
     snapshot: Option<&str>,
+    state: &TaskState,
+    only: Option<&[TableId]>,
 ) -> Result<Vec<TableResult>, JobError> {
     let SourceConfig::Postgres(source) = &config.source;
     let TargetConfig::Parquet(target_config) = &config.target;
@@ -42,15 +45,18 @@ pub async fn run(
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
     // A wrong bucket or a missing permission should fail now, not after reading a large table.
-    target.check().await.map_err(JobError::failed)?;
+    target.check().await.map_err(JobError::target)?;
     let snapshot = match snapshot {
         Some(id) => ExportedSnapshot::import(&connector, id).await,
         None => ExportedSnapshot::export(&connector).await,
     }
-    .map_err(JobError::failed)?;
-    let tables = discover(snapshot.client(), &connector, &selection, policy)
+    .map_err(JobError::source)?;
+    let mut tables = discover(snapshot.client(), &connector, &selection, policy)
         .await
-        .map_err(JobError::failed)?;
+        .map_err(JobError::source)?;
+    if let Some(only) = only {
+        tables.retain(|t| only.contains(&t.schema.id));
+    }
     if tables.is_empty() {
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
@@ -92,12 +98,14 @@ pub async fn run(
         Arc::new(chunks_per_table.into_iter().map(AtomicUsize::new).collect());
     let workers = config.full_load.worker_count().min(queue.len()).max(1);
     let queue = Arc::new(Mutex::new(queue));
-    let progress = Progress::new(
-        tables
-            .iter()
-            .map(|t| (t.schema.id.to_string(), t.estimated_rows))
-            .collect(),
-    );
+    let estimates: Vec<(String, Option<u64>)> = tables
+        .iter()
+        .map(|t| (t.schema.id.to_string(), t.estimated_rows))
+        .collect();
+    state.set_tables(estimates.clone());
+    state.set_phase(Phase::Snapshotting);
+    state.set_connected(true);
+    let progress = Progress::new(estimates, state.clone());
     let logger = progress.spawn_logger();
 
     let fl = &config.full_load;
@@ -109,7 +117,7 @@ pub async fn run(
     for _ in 0..workers {
         let reader = SnapshotReader::open(&connector, snapshot.id())
             .await
-            .map_err(JobError::failed)?;
+            .map_err(JobError::source)?;
         let worker = Worker {
             reader,
             tables: tables.clone(),
@@ -145,7 +153,8 @@ pub async fn run(
 
     let mut results = Vec::with_capacity(tables.len());
     for (t, sink) in tables.iter().zip(sinks.iter()) {
-        let summary = sink.finish().await.map_err(JobError::failed)?;
+        let summary = sink.finish().await.map_err(JobError::target)?;
+        state.add_bytes(&t.schema.id.to_string(), summary.bytes);
         results.push(TableResult {
             table: t.schema.id.to_string(),
             summary,
@@ -203,7 +212,7 @@ impl Worker {
             let Some(item) = next else { break };
             if open.as_ref().is_some_and(|(t, _)| *t != item.table) {
                 if let Some((_, w)) = open.take() {
-                    w.close().await.map_err(JobError::failed)?;
+                    w.close().await.map_err(JobError::target)?;
                 }
             }
             let (_, writer) =
@@ -213,13 +222,13 @@ impl Worker {
                 .reader
                 .read(table, item.chunk, self.limits, self.policy)
                 .await
-                .map_err(JobError::failed)?;
-            while let Some(batch) = stream.next_batch().await.map_err(JobError::failed)? {
+                .map_err(JobError::source)?;
+            while let Some(batch) = stream.next_batch().await.map_err(JobError::source)? {
                 let rows = batch.num_rows() as u64;
-                writer.write(&batch).await.map_err(JobError::failed)?;
+                writer.write(&batch).await.map_err(JobError::target)?;
                 self.progress.add_rows(item.table, rows);
             }
-            self.reader.finish_chunk().await.map_err(JobError::failed)?;
+            self.reader.finish_chunk().await.map_err(JobError::source)?;
             if self.remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
                 // Other workers may still be closing their files of this table; the bar only
                 // says every chunk has been read and handed over.
@@ -227,7 +236,7 @@ impl Worker {
             }
         }
         if let Some((_, w)) = open.take() {
-            w.close().await.map_err(JobError::failed)?;
+            w.close().await.map_err(JobError::target)?;
         }
         Ok(())
     }

@@ -8,7 +8,11 @@ mod cdc;
 mod check;
 mod config;
 mod full_load;
+mod http;
 mod progress;
+mod runner;
+mod state;
+mod systemd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,9 +45,12 @@ enum Command {
     /// `full-load-and-cdc` keep following changes until SIGTERM or Ctrl-C, then flush, commit,
     /// acknowledge and exit 0.
     Run {
-        /// The task file (TOML).
-        #[arg(short, long, value_name = "TASK.toml")]
+        /// The task file (TOML), or a folder: every `*.toml` in it is a task.
+        #[arg(short, long, value_name = "TASK.toml|DIR")]
         config: PathBuf,
+        /// Address of the HTTP endpoints; overrides `[service] listen` (default 127.0.0.1:9440).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
     },
     /// Copy every selected table once, as of one consistent snapshot, into the target.
     FullLoad {
@@ -58,6 +65,16 @@ enum Command {
         #[arg(short, long, value_name = "TASK.toml")]
         config: PathBuf,
     },
+    /// Show what a running `inlet run` is doing: each task's phase, lag and position, and each
+    /// table's progress, read from its /status endpoint.
+    Status {
+        /// The daemon's `[service] listen` address.
+        #[arg(long, default_value = "127.0.0.1:9440", value_name = "HOST:PORT")]
+        address: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Why a command did not succeed, and so its exit code.
@@ -67,6 +84,10 @@ pub enum JobError {
     Config(String),
     /// The job ran and failed: exit 1.
     Failed(String),
+    /// The job failed in a way that may pass (the source or the store was unreachable): `inlet
+    /// run` restarts the task after a backoff; one-shot commands exit 1. `kind` is `source` or
+    /// `target`, for the metrics.
+    Transient { kind: &'static str, message: String },
 }
 
 impl JobError {
@@ -75,6 +96,33 @@ impl JobError {
     }
     pub fn failed(e: impl std::fmt::Display) -> Self {
         Self::Failed(e.to_string())
+    }
+    /// A source error, transient or not as the connector classifies it.
+    pub fn source(e: inlet_postgres::PgError) -> Self {
+        if e.is_transient() {
+            Self::Transient {
+                kind: "source",
+                message: e.to_string(),
+            }
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+    /// A target error, transient or not as the sink classifies it.
+    pub fn target(e: inlet_sink_parquet::SinkError) -> Self {
+        if e.is_transient() {
+            Self::Transient {
+                kind: "target",
+                message: e.to_string(),
+            }
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Config(m) | Self::Failed(m) | Self::Transient { message: m, .. } => m,
+        }
     }
 }
 
@@ -93,9 +141,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => run(&config).await,
+            Command::Run { config, listen } => runner::run(&config, listen).await,
             Command::FullLoad { config } => full_load(&config).await,
             Command::Check { config } => check::run(&config).await,
+            Command::Status { address, json } => status(&address, json).await,
         }
     });
     match result {
@@ -104,29 +153,30 @@ fn main() -> ExitCode {
             eprintln!("error: {m}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Err(JobError::Failed(m)) => {
+        Err(JobError::Failed(m) | JobError::Transient { message: m, .. }) => {
             eprintln!("error: {m}");
             ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
-async fn run(path: &std::path::Path) -> Result<(), JobError> {
-    let task = config::load(path).map_err(JobError::config)?;
-    if task.task.mode == config::Mode::FullLoad {
-        return full_load_task(&task).await;
+async fn status(address: &str, json: bool) -> Result<(), JobError> {
+    let body = http::get_from_daemon(address, "/status")
+        .await
+        .map_err(JobError::Failed)?;
+    if json {
+        println!("{body}");
+    } else {
+        print!(
+            "{}",
+            http::render_status_table(&body).map_err(JobError::Failed)?
+        );
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: flushing and stopping");
-        let _ = stop.send(true);
-    });
-    cdc::run(&task, stopped).await
+    Ok(())
 }
 
 /// SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -148,7 +198,8 @@ async fn full_load(path: &std::path::Path) -> Result<(), JobError> {
 
 async fn full_load_task(config: &config::TaskConfig) -> Result<(), JobError> {
     let started = std::time::Instant::now();
-    let results = full_load::run(config, None).await?;
+    let state = state::TaskState::detached(&config.task.name);
+    let results = full_load::run(config, None, &state, None).await?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     for r in &results {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::state::TaskState;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -22,11 +23,13 @@ struct TableProgress {
 #[derive(Clone)]
 pub struct Progress {
     tables: Arc<Vec<TableProgress>>,
+    /// Where `/status` and the metrics read the same counts.
+    state: TaskState,
 }
 
 impl Progress {
     /// `tables`: name and row estimate of each table, in the runner's table order.
-    pub fn new(tables: Vec<(String, Option<u64>)>) -> Self {
+    pub fn new(tables: Vec<(String, Option<u64>)>, state: TaskState) -> Self {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
@@ -54,6 +57,7 @@ impl Progress {
             .collect();
         Self {
             tables: Arc::new(tables),
+            state,
         }
     }
 
@@ -62,6 +66,7 @@ impl Progress {
             return;
         };
         let total = t.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        self.state.add_snapshot_rows(&t.name, rows);
         if let Some(bar) = &t.bar {
             // Estimates come from statistics and may be low; never show more than 100 %.
             if bar.length().is_some_and(|len| total > len) {
@@ -76,6 +81,7 @@ impl Progress {
             return;
         };
         t.done.store(true, Ordering::Relaxed);
+        self.state.snapshot_done(&t.name);
         let rows = t.rows.load(Ordering::Relaxed);
         match &t.bar {
             Some(bar) => {

@@ -94,7 +94,11 @@ impl Position {
 pub enum CaptureEvent {
     /// A transaction committed. Once the buffered changes up to it are durable, `end` may be
     /// acknowledged.
-    Committed { end: Position },
+    Committed {
+        end: Position,
+        /// When the transaction committed at the source, µs since the Unix epoch.
+        commit_time_micros: i64,
+    },
     /// No transaction is open and the server has sent everything up to `wal_end`: once the
     /// buffers are durable, `wal_end` may be acknowledged (an idle task still advances).
     Idle { wal_end: Position },

@@ -185,6 +185,9 @@ pub struct ChangeCapture {
     selection: TableSelection,
     schema_changes: SchemaChanges,
     server: String,
+    /// Bytes of change messages received since the last [`ChangeCapture::reset_buffered_bytes`]:
+    /// a cheap measure of the source data buffered, for flushing by size.
+    bytes_received: usize,
 }
 
 impl ChangeCapture {
@@ -220,6 +223,7 @@ impl ChangeCapture {
             selection,
             schema_changes,
             server: server.to_string(),
+            bytes_received: 0,
         }
     }
 
@@ -250,6 +254,7 @@ impl ChangeCapture {
                     }
                 }
                 ReplicationMessage::XLogData { data, .. } => {
+                    self.bytes_received += data.len();
                     if let Some(event) = self.apply(&data)? {
                         return Ok(Some(event));
                     }
@@ -271,6 +276,16 @@ impl ChangeCapture {
 
     pub fn table_count(&self) -> usize {
         self.tables.len()
+    }
+
+    /// Source bytes received since the last flush ([`ChangeCapture::reset_buffered_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.bytes_received
+    }
+
+    /// Called after a flush has taken every table's committed changes.
+    pub fn reset_buffered_bytes(&mut self) {
+        self.bytes_received = 0;
     }
 
     /// Rows buffered for committed transactions of every table.
@@ -333,6 +348,7 @@ impl ChangeCapture {
                 what: "decoding the change stream".into(),
                 message: format!("undecodable pgoutput message: {e}"),
                 code: None,
+                transient: false,
             })?;
         match msg {
             PgoutputMessage::Begin {
@@ -361,6 +377,7 @@ impl ChangeCapture {
                 }
                 return Ok(Some(CaptureEvent::Committed {
                     end: Position(end_lsn),
+                    commit_time_micros: txn.commit_time,
                 }));
             }
             PgoutputMessage::Relation(rel) => {
@@ -658,6 +675,7 @@ impl ChangeCapture {
             what: "reading the change stream".into(),
             message: message.to_string(),
             code: None,
+            transient: false,
         }
     }
 }

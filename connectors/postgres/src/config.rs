@@ -205,6 +205,7 @@ impl PgConnector {
             server: self.server.clone(),
             what: what.to_string(),
             reason: describe(e),
+            transient: crate::error::is_transient(e),
         }
     }
 }

@@ -16,6 +16,9 @@ pub enum PgError {
         server: String,
         what: String,
         reason: String,
+        /// The connection broke or the server is shutting down or overloaded: trying again
+        /// later may succeed.
+        transient: bool,
     },
 
     /// A failure on the walsender (replication) connection. `code` is the server's SQLSTATE when
@@ -28,6 +31,9 @@ pub enum PgError {
         what: String,
         code: Option<String>,
         message: String,
+        /// The connection broke or the server is shutting down or overloaded: trying again
+        /// later may succeed.
+        transient: bool,
     },
 
     #[error("{table} column {column}: {message}")]
@@ -39,6 +45,37 @@ pub enum PgError {
 
     #[error("{table}: malformed COPY data from the server: {message}")]
     Protocol { table: TableId, message: String },
+}
+
+impl PgError {
+    /// Whether the same work may succeed if tried again later, on a new connection: the server
+    /// was unreachable, restarted or closed the connection. A wrong setting, a missing
+    /// privilege, a lost slot or a value that cannot be written is not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::Connect { .. } => true,
+            PgError::Query { transient, .. } | PgError::Replication { transient, .. } => *transient,
+            PgError::Config { .. } | PgError::Value { .. } | PgError::Protocol { .. } => false,
+        }
+    }
+}
+
+/// SQLSTATEs after which a new connection may succeed: connection exceptions (08), operator
+/// intervention such as a shutdown or restart (57P01-57P03), insufficient resources (53).
+pub(crate) fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+}
+
+/// Whether a tokio-postgres error leaves hope for a new connection.
+pub(crate) fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) => transient_sqlstate(db.code().code()),
+        // No server error: the socket failed (reset, timeout) or the connection was closed.
+        None => e.code().is_none(),
+    }
 }
 
 /// Renders a tokio-postgres error with the server's own message, detail and hint, which its

@@ -164,7 +164,24 @@ impl ReplicationConnection {
         &mut self,
         slot: &str,
     ) -> Result<CreatedSlot, PgError> {
-        let created = self.create(slot, true).await?;
+        self.create_exporting(slot, false).await
+    }
+
+    /// A temporary slot (dropped when this connection closes) exporting its snapshot: the
+    /// consistent point and snapshot for loading a table that joins a running task.
+    pub async fn create_temporary_slot_exporting_snapshot(
+        &mut self,
+        slot: &str,
+    ) -> Result<CreatedSlot, PgError> {
+        self.create_exporting(slot, true).await
+    }
+
+    async fn create_exporting(
+        &mut self,
+        slot: &str,
+        temporary: bool,
+    ) -> Result<CreatedSlot, PgError> {
+        let created = self.create(slot, true, temporary).await?;
         if created.snapshot_name.is_none() {
             return Err(self.protocol(
                 &format!("creating replication slot {slot:?}"),
@@ -176,29 +193,35 @@ impl ReplicationConnection {
 
     /// Creates a logical slot for pgoutput without exporting a snapshot.
     pub async fn create_slot(&mut self, slot: &str) -> Result<CreatedSlot, PgError> {
-        self.create(slot, false).await
+        self.create(slot, false, false).await
     }
 
-    async fn create(&mut self, slot: &str, export: bool) -> Result<CreatedSlot, PgError> {
+    async fn create(
+        &mut self,
+        slot: &str,
+        export: bool,
+        temporary: bool,
+    ) -> Result<CreatedSlot, PgError> {
         let what = format!("creating replication slot {slot:?}");
         self.check_slot_name(&what, slot)?;
         // PostgreSQL 15 introduced the parenthesized options and deprecated the keywords,
         // which 10 to 14 understand only.
+        let temp = if temporary { " TEMPORARY" } else { "" };
         let sql = match (self.server_version_num >= 150_000, export) {
             (true, true) => format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'export')",
                 quote_ident(slot)
             ),
             (true, false) => format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'nothing')",
                 quote_ident(slot)
             ),
             (false, true) => format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput EXPORT_SNAPSHOT",
                 quote_ident(slot)
             ),
             (false, false) => format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
                 quote_ident(slot)
             ),
         };
@@ -341,6 +364,7 @@ impl ReplicationConnection {
                 server: self.server.clone(),
                 what: what.to_string(),
                 code: None,
+                transient: false,
                 message: format!(
                     "{slot:?} is not a valid replication slot name: use 1 to 63 lower-case \
                      letters, digits and underscores"
@@ -658,6 +682,7 @@ impl ReplicationStream {
             server: self.server.clone(),
             what: what.to_string(),
             code: None,
+            transient: false,
             message: "the stream has already ended or failed; open a new replication connection"
                 .to_string(),
         }
@@ -780,11 +805,16 @@ fn server_error(server: &str, what: &str, e: ServerError) -> PgError {
         Some(fix) => format!("{e}; {fix}"),
         None => e.to_string(),
     };
+    let transient = e
+        .code
+        .as_deref()
+        .is_some_and(crate::error::transient_sqlstate);
     PgError::Replication {
         server: server.to_string(),
         what: what.to_string(),
         code: e.code,
         message,
+        transient,
     }
 }
 
@@ -797,6 +827,7 @@ fn lost(server: &str, what: &str, e: &std::io::Error) -> PgError {
             "the connection broke ({e}); check that the server is up and reachable, then \
              reconnect"
         ),
+        transient: true,
     }
 }
 
@@ -808,6 +839,7 @@ fn closed(server: &str, what: &str) -> PgError {
         message: "the server closed the connection (terminated, restarted, or \
                   wal_sender_timeout passed without a status update); reconnect"
             .to_string(),
+        transient: true,
     }
 }
 
@@ -816,6 +848,7 @@ fn protocol(server: &str, what: &str, message: &str) -> PgError {
         server: server.to_string(),
         what: what.to_string(),
         code: None,
+        transient: false,
         message: format!(
             "{message}; the server does not speak the replication protocol as expected (a \
              connection pooler cannot carry replication connections)"

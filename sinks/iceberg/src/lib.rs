@@ -1,1 +1,79 @@
-//! inlet's Iceberg sink (work in progress).
+//! inlet's Iceberg sink: Apache Iceberg v2 tables, written by a full load and then kept
+//! current by CDC upserts, each commit exactly once.
+//!
+//! # Design
+//!
+//! - **Layout.** One table per source table at `<warehouse>/<namespace>/<table>`, namespace =
+//!   the source schema unless configured. The schema has field ids, identifier fields = the
+//!   primary key, and each column's source type as its doc. Data files are Parquet (zstd)
+//!   carrying `PARQUET:field_id`, written through object_store (local folder or S3).
+//! - **Catalog.** The folder catalog writes `metadata/vN.metadata.json` create-if-absent
+//!   (`PutMode::Create`) and then `version-hint.text`: of two writers of version N only one
+//!   wins, and a crash between the two writes is healed by probing for newer versions.
+//! - **Snapshots.** The iceberg crate (0.10) (de)serializes metadata, manifests and manifest
+//!   lists; it can only fast-append, so [`snapshot`] assembles row-delta and overwrite snapshots
+//!   itself: new manifests for added data and position-delete files, the current snapshot's
+//!   other manifests carried over (or dropped, for an overwrite / TRUNCATE), one new sequence
+//!   number. Every snapshot's summary carries `inlet.position` and `inlet.task`.
+//! - **Exactly once.** Files are written under fresh names before the metadata commit, so a
+//!   crash before it leaves only unreferenced files, and the table still says the old position.
+//!   On restart the table is reopened ([`IcebergTarget::upsert_table`]), its position read
+//!   back ([`UpsertTable::committed_position`]) and the caller re-sends changes after it;
+//!   `apply` also skips rows at or below it.
+//! - **Upserts.** [`index::PkIndex`] maps key → (data file, row) or a row of the open batch.
+//!   An update/delete of a committed row becomes a position delete; of an open-batch row, it
+//!   is dropped in memory. Equality deletes are never written (pyiceberg refuses them). The
+//!   index is rebuilt at open from the table: key columns only, by projection, minus existing
+//!   position deletes. A single integer key is indexed by value (exact); other keys by a
+//!   64-bit hash, with an insert that meets a present hash checked against the stored row's
+//!   real key (read back from its file if needed) and true collisions kept exactly in a side
+//!   table. Updates and deletes trust a single entry for their hash: they name a row that the
+//!   source, and so the table, holds. At most 17 bytes per hash-table bucket: < 40 bytes/row.
+//! - **No key.** A table without a primary key and without configured `key_columns` is an
+//!   append-only change log: its rows plus `_inlet_op`, `_inlet_lsn`, `_inlet_commit_ts`
+//!   (null for full-load rows).
+//! - **Schema changes** become Iceberg schema updates committed with the next snapshot: new
+//!   columns get new ids (optional), dropped columns leave the current schema, int→long,
+//!   float→double and wider decimals keep their ids. Other type changes are errors (a full
+//!   load replaces the column with a new id instead).
+//!
+//! # API
+//!
+//! ```ignore
+//! let target = IcebergTarget::new(&config, "task-name")?;
+//! target.check().await?;
+//! // full load
+//! let load = target.full_load(&table_schema).await?;
+//! let mut w = load.writer();            // one per worker; LoadTable is Clone
+//! w.write(&batch).await?;               // batch schema = table_schema.arrow_schema()
+//! w.close().await?;
+//! let summary = load.finish(Some(position)).await?;   // ONE snapshot, replaces contents
+//! // CDC
+//! let mut t = target.upsert_table(&table_schema).await?;
+//! let resume_after = t.committed_position();
+//! t.apply(&table_schema, &change_batch).await?;       // inlet_core::change_schema layout
+//! t.commit(position).await?;                          // ONE snapshot
+//! ```
+
+mod catalog;
+mod config;
+mod error;
+mod files;
+pub mod index;
+mod load;
+mod partition;
+mod schema;
+pub mod snapshot;
+mod store;
+mod target;
+mod upsert;
+
+pub use catalog::TableIdent;
+pub use config::{CatalogConfig, IcebergTargetConfig, MaintenanceConfig};
+pub use error::IcebergError;
+pub use load::{LoadSummary, LoadTable, LoadWriter};
+pub use partition::PartitionField;
+pub use schema::{LOG_COMMIT_TS_COLUMN, LOG_OP_COLUMN, LOG_POSITION_COLUMN};
+pub use snapshot::{POSITION_KEY, TASK_KEY};
+pub use target::IcebergTarget;
+pub use upsert::{CommitSummary, UpsertTable};

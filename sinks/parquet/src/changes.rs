@@ -113,6 +113,33 @@ impl ChangeLogTable {
         Ok(highest)
     }
 
+    /// Deletes every change file of this table (not its full-load files) and returns how many
+    /// there were: before a new full load replaces the table, changes captured before it must
+    /// not be replayed on top of it.
+    pub async fn remove_all(&self) -> Result<u64, SinkError> {
+        let mut list = self.target.store.list(Some(&self.dir));
+        let mut doomed = Vec::new();
+        while let Some(meta) = list.next().await {
+            let meta = meta.map_err(|e| self.store_error("list", &self.dir, e))?;
+            if meta
+                .location
+                .filename()
+                .and_then(ChangeFile::parse_positions)
+                .is_some()
+            {
+                doomed.push(meta.location);
+            }
+        }
+        for path in &doomed {
+            self.target
+                .store
+                .delete(path)
+                .await
+                .map_err(|e| self.store_error("delete", path, e))?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
     /// Writes `batches` (in [`inlet_core::change_schema`] layout) as one file, whole or not at
     /// all. Returns the rows written: 0, and no file, when the kept operations leave nothing.
     pub async fn write(&self, batches: &[RecordBatch], file: ChangeFile) -> Result<u64, SinkError> {

@@ -92,6 +92,46 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// Whether the same write may succeed if tried again later: the store was unreachable,
+    /// answered 5xx or timed out, or the local disk was full. Missing credentials or
+    /// permissions, a missing bucket and a bad schema are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Check { source, .. }
+            | SinkError::Cleanup { source, .. }
+            | SinkError::Store { source, .. } => store_error_is_transient(source),
+            SinkError::Write { source, .. } => {
+                // The writer wraps the store's error; a pure encoding error has no store
+                // error beneath and would fail again.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(e) = cause {
+                    if let Some(store) = e.downcast_ref::<object_store::Error>() {
+                        return store_error_is_transient(store);
+                    }
+                    if e.downcast_ref::<std::io::Error>().is_some() {
+                        return true;
+                    }
+                    cause = e.source();
+                }
+                false
+            }
+            SinkError::Config { .. }
+            | SinkError::CreateFolder { .. }
+            | SinkError::OpenStore { .. }
+            | SinkError::Schema { .. }
+            | SinkError::Incomplete { .. } => false,
+        }
+    }
+}
+
+fn store_error_is_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    // `Generic` carries HTTP 5xx, timeouts, refused connections and local I/O errors such as
+    // a full disk, after the store's own retries gave up.
+    matches!(e, E::Generic { .. })
+}
+
 /// Which kind of store a target writes to; selects the advice given with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreKind {

@@ -324,7 +324,15 @@ fn open_s3(url: &Url, shown: &str, builder: AmazonS3Builder) -> Result<Opened, S
         ))
     })?;
 
-    let mut builder = builder.with_bucket_name(&bucket);
+    // The store's own retries ride out a blip; a longer outage surfaces within ~30 s as an
+    // error, which the daemon retries with its own backoff and reports in its metrics, instead
+    // of a flush hanging silently for minutes.
+    let retry = object_store::RetryConfig {
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut builder = builder.with_bucket_name(&bucket).with_retry(retry);
     // An S3-compatible endpoint on plain HTTP (MinIO, moto, a local gateway) must be allowed
     // explicitly; object_store refuses http:// otherwise.
     let http_endpoint = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]

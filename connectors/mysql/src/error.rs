@@ -1,0 +1,64 @@
+//! Errors of the MySQL/MariaDB source, written for the person who has to fix them: each names
+//! the server, table, column or config key involved and, where there is one, the fix. No error
+//! ever carries the password (the driver's messages are rendered without the connection URL).
+
+use inlet_core::TableId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("source.{key}: {message}")]
+    Config { key: &'static str, message: String },
+
+    #[error("cannot connect to MySQL at {server}: {reason}")]
+    Connect { server: String, reason: String },
+
+    #[error("MySQL at {server}: {what} failed: {reason}")]
+    Query {
+        server: String,
+        what: String,
+        reason: String,
+    },
+
+    /// A failure reading the binary log: a lost connection, a server error on the dump
+    /// connection, a checksum mismatch or an event inlet cannot decode.
+    #[error("MySQL at {server}: binlog: {message}")]
+    Binlog { server: String, message: String },
+
+    #[error("{table} column {column}: {message}")]
+    Value {
+        table: TableId,
+        column: String,
+        message: String,
+    },
+
+    /// The table's shape or the server's settings do not allow what was asked (a schema change
+    /// under `schema_changes = "fail"`, a partial row image, …).
+    #[error("{table}: {message}")]
+    Table { table: TableId, message: String },
+}
+
+/// Renders a mysql_async error with the server's own code and message. URL errors are
+/// described without the URL, which may hold the password.
+pub(crate) fn describe(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("ERROR {} ({}): {}", s.code, s.state, s.message),
+        mysql_async::Error::Url(_) => "the connection URL is not valid".to_string(),
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// The server's error code, when the server reported the error.
+pub(crate) fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,381 @@
+//! Parquet files of a table: data files written in rolls of a target size, position-delete
+//! files, and the readers the PK index uses (key columns by projection, delete positions).
+//! Each written file becomes an Iceberg `DataFile` entry for the next snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
+use futures::TryStreamExt;
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum};
+use object_store::path::Path;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::schema::FIELD_ID_KEY;
+use crate::store::{ObjectFile, ObjectReader, Warehouse};
+use crate::IcebergError;
+
+/// Reserved Iceberg field ids of a position-delete file's columns.
+pub(crate) const DELETE_FILE_PATH_ID: i32 = 2147483546;
+pub(crate) const DELETE_POS_ID: i32 = 2147483545;
+
+/// Rows per row group; also bounded by bytes through the file roll.
+const ROW_GROUP_ROWS: usize = 122_880;
+
+/// Encoding of every Parquet file inlet writes into a table.
+pub(crate) fn writer_properties(zstd_level: i32) -> WriterProperties {
+    // IcebergTargetConfig::validate bounds the level to 1..=22, so try_new cannot fail; the
+    // default level is the fallback all the same.
+    let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build()
+}
+
+/// Where a table's files go: `<table location>/data/<name>.parquet`.
+#[derive(Clone)]
+pub(crate) struct FileLocations {
+    pub(crate) warehouse: Warehouse,
+    /// Key of the table's folder.
+    pub(crate) table_dir: Path,
+    /// Included in messages.
+    pub(crate) table: String,
+}
+
+impl FileLocations {
+    pub(crate) fn new_data_path(&self, kind: &str) -> Path {
+        let name = format!(
+            "{}-{kind}-{}.parquet",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.table_dir.clone().join("data").join(name)
+    }
+}
+
+/// A data file being written.
+struct OpenFile {
+    writer: AsyncArrowWriter<ObjectFile>,
+    path: Path,
+    rows: u64,
+}
+
+/// Writes batches into data files of about `target_bytes` each; each finished file is a
+/// `DataFile` (with its row count, so a caller can map written rows to file positions).
+pub(crate) struct DataFileWriter {
+    locations: FileLocations,
+    schema: SchemaRef,
+    props: WriterProperties,
+    target_bytes: u64,
+    kind: &'static str,
+    open: Option<OpenFile>,
+    pub(crate) done: Vec<DataFile>,
+}
+
+impl DataFileWriter {
+    pub(crate) fn new(
+        locations: FileLocations,
+        schema: SchemaRef,
+        props: WriterProperties,
+        target_bytes: u64,
+        kind: &'static str,
+    ) -> Self {
+        Self {
+            locations,
+            schema,
+            props,
+            target_bytes,
+            kind,
+            open: None,
+            done: Vec::new(),
+        }
+    }
+
+    fn parquet_error(
+        &self,
+        action: &'static str,
+        path: &Path,
+        e: parquet::errors::ParquetError,
+    ) -> IcebergError {
+        IcebergError::Parquet {
+            table: self.locations.table.clone(),
+            action,
+            location: self.locations.warehouse.uri(path),
+            hint: self.locations.warehouse.hint(None),
+            source: Box::new(e),
+        }
+    }
+
+    /// Appends a batch (already in the file schema). A file is rolled over once it reaches
+    /// the target size; rows are never split across a roll mid-batch, so a file may exceed
+    /// the target by one batch.
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), IcebergError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.open.is_none() {
+            let path = self.locations.new_data_path(self.kind);
+            let sink = ObjectFile::new(self.locations.warehouse.store.clone(), path.clone());
+            let writer =
+                AsyncArrowWriter::try_new(sink, self.schema.clone(), Some(self.props.clone()))
+                    .map_err(|e| self.parquet_error("opening", &path, e))?;
+            self.open = Some(OpenFile {
+                writer,
+                path,
+                rows: 0,
+            });
+        }
+        // Checked just above.
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = open.writer.write(batch).await {
+            let path = open.path.clone();
+            self.abort().await;
+            return Err(self.parquet_error("writing", &path, e));
+        }
+        open.rows += batch.num_rows() as u64;
+        let size = (open.writer.bytes_written() + open.writer.in_progress_size()) as u64;
+        if size >= self.target_bytes {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the open file, if any, adding it to `done`.
+    pub(crate) async fn roll(&mut self) -> Result<(), IcebergError> {
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
+        if let Err(e) = open.writer.finish().await {
+            let path = open.path.clone();
+            open.writer.into_inner().abort().await;
+            return Err(self.parquet_error("finishing", &path, e));
+        }
+        let size = open.writer.bytes_written() as u64;
+        let uri = self.locations.warehouse.uri(&open.path);
+        let file = DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(uri)
+            .file_format(DataFileFormat::Parquet)
+            .record_count(open.rows)
+            .file_size_in_bytes(size)
+            .partition_spec_id(0)
+            .build()
+            .map_err(|e| {
+                IcebergError::metadata(&self.locations.table, "cannot describe a data file", e)
+            })?;
+        self.done.push(file);
+        Ok(())
+    }
+
+    /// Rows in the open file so far.
+    pub(crate) fn open_rows(&self) -> u64 {
+        self.open.as_ref().map(|o| o.rows).unwrap_or(0)
+    }
+
+    /// Drops the open file without making it visible.
+    pub(crate) async fn abort(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.writer.into_inner().abort().await;
+        }
+    }
+}
+
+/// The Arrow schema of a position-delete file.
+fn delete_file_schema() -> SchemaRef {
+    let id = |id: i32| HashMap::from([(FIELD_ID_KEY.to_string(), id.to_string())]);
+    Arc::new(ArrowSchema::new(vec![
+        Field::new("file_path", DataType::Utf8, false).with_metadata(id(DELETE_FILE_PATH_ID)),
+        Field::new("pos", DataType::Int64, false).with_metadata(id(DELETE_POS_ID)),
+    ]))
+}
+
+/// Writes one position-delete file: `(data file URI, row position)` pairs, sorted by path and
+/// position as the spec requires. Its `file_path` bounds let readers skip it for data files
+/// it cannot touch.
+pub(crate) struct PositionDeleteWriter;
+
+impl PositionDeleteWriter {
+    /// `deletes` maps data-file URIs to row positions (any order). Returns `None` when empty.
+    pub(crate) async fn write(
+        locations: &FileLocations,
+        props: WriterProperties,
+        mut deletes: Vec<(Arc<str>, Vec<u32>)>,
+    ) -> Result<Option<DataFile>, IcebergError> {
+        deletes.retain(|(_, p)| !p.is_empty());
+        if deletes.is_empty() {
+            return Ok(None);
+        }
+        deletes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut paths = Vec::new();
+        let mut positions = Vec::new();
+        for (path, mut rows) in deletes {
+            rows.sort_unstable();
+            rows.dedup();
+            for r in rows {
+                paths.push(path.clone());
+                positions.push(i64::from(r));
+            }
+        }
+        let count = positions.len() as u64;
+        let lower = paths.first().map(|p| p.to_string()).unwrap_or_default();
+        let upper = paths.last().map(|p| p.to_string()).unwrap_or_default();
+        let schema = delete_file_schema();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(paths.iter().map(|p| &**p))),
+                Arc::new(Int64Array::from(positions)),
+            ],
+        )
+        .map_err(|e| IcebergError::schema(&locations.table, format!("delete batch: {e}")))?;
+        let path = locations.new_data_path("deletes");
+        let uri = locations.warehouse.uri(&path);
+        let parquet_error = |action, e| IcebergError::Parquet {
+            table: locations.table.clone(),
+            action,
+            location: uri.clone(),
+            hint: locations.warehouse.hint(None),
+            source: Box::new(e),
+        };
+        let sink = ObjectFile::new(locations.warehouse.store.clone(), path.clone());
+        let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(props))
+            .map_err(|e| parquet_error("opening", e))?;
+        if let Err(e) = writer.write(&batch).await {
+            writer.into_inner().abort().await;
+            return Err(parquet_error("writing", e));
+        }
+        if let Err(e) = writer.finish().await {
+            writer.into_inner().abort().await;
+            return Err(parquet_error("finishing", e));
+        }
+        let size = writer.bytes_written() as u64;
+        let mut builder = DataFileBuilder::default();
+        builder
+            .content(DataContentType::PositionDeletes)
+            .file_path(uri)
+            .file_format(DataFileFormat::Parquet)
+            .record_count(count)
+            .file_size_in_bytes(size)
+            .partition_spec_id(0)
+            .lower_bounds(HashMap::from([(
+                DELETE_FILE_PATH_ID,
+                Datum::string(&lower),
+            )]))
+            .upper_bounds(HashMap::from([(
+                DELETE_FILE_PATH_ID,
+                Datum::string(&upper),
+            )]));
+        if lower == upper {
+            builder.referenced_data_file(Some(lower));
+        }
+        let file = builder.build().map_err(|e| {
+            IcebergError::metadata(&locations.table, "cannot describe a delete file", e)
+        })?;
+        Ok(Some(file))
+    }
+}
+
+/// Reads the columns with the given top-level field ids of a Parquet file, in file order.
+pub(crate) async fn read_columns(
+    warehouse: &Warehouse,
+    table: &str,
+    uri: &str,
+    size: u64,
+    field_ids: &[i32],
+) -> Result<Vec<RecordBatch>, IcebergError> {
+    let path = warehouse
+        .path_of(uri)
+        .map_err(|m| IcebergError::state(table, m))?;
+    let parquet_error = |e| IcebergError::Parquet {
+        table: table.to_string(),
+        action: "reading",
+        location: uri.to_string(),
+        hint: warehouse.hint(None),
+        source: Box::new(e),
+    };
+    let reader = ObjectReader::new(warehouse.store.clone(), path, size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(parquet_error)?;
+    let descr = builder.metadata().file_metadata().schema_descr_ptr();
+    let roots = descr.root_schema().get_fields();
+    let mut indices = Vec::new();
+    for id in field_ids {
+        let index = roots
+            .iter()
+            .position(|f| f.get_basic_info().has_id() && f.get_basic_info().id() == *id)
+            .ok_or_else(|| {
+                IcebergError::state(
+                    table,
+                    format!(
+                        "{uri} has no column with field id {id}; the file was not written \
+                         for this table's schema"
+                    ),
+                )
+            })?;
+        indices.push(index);
+    }
+    let mask = ProjectionMask::roots(&descr, indices);
+    let stream = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(parquet_error)?;
+    stream.try_collect().await.map_err(parquet_error)
+}
+
+/// Reads a position-delete file into (data-file URI → deleted positions).
+pub(crate) async fn read_position_deletes(
+    warehouse: &Warehouse,
+    table: &str,
+    file: &DataFile,
+    into: &mut HashMap<String, Vec<u32>>,
+) -> Result<(), IcebergError> {
+    let batches = read_columns(
+        warehouse,
+        table,
+        file.file_path(),
+        file.file_size_in_bytes(),
+        &[DELETE_FILE_PATH_ID, DELETE_POS_ID],
+    )
+    .await?;
+    for batch in batches {
+        let paths = arrow_cast::cast(batch.column(0), &DataType::Utf8)
+            .map_err(|e| IcebergError::state(table, format!("{}: {e}", file.file_path())))?;
+        let positions = arrow_cast::cast(batch.column(1), &DataType::Int64)
+            .map_err(|e| IcebergError::state(table, format!("{}: {e}", file.file_path())))?;
+        let (Some(paths), Some(positions)) = (
+            paths.as_any().downcast_ref::<StringArray>(),
+            positions.as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            continue;
+        };
+        for i in 0..batch.num_rows() {
+            if paths.is_null(i) || positions.is_null(i) {
+                continue;
+            }
+            let pos = u32::try_from(positions.value(i)).map_err(|_| {
+                IcebergError::state(
+                    table,
+                    format!(
+                        "{}: position {} out of range",
+                        file.file_path(),
+                        positions.value(i)
+                    ),
+                )
+            })?;
+            into.entry(paths.value(i).to_string())
+                .or_default()
+                .push(pos);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,430 @@
+//! Building and committing one snapshot: manifests for the files a commit adds, a manifest list
+//! carrying the table's other manifests over, and the next metadata version with the snapshot
+//! as `main`. The iceberg crate can only fast-append, so the row-delta (data plus
+//! position-delete files) and the overwrite are assembled here from its public pieces; the
+//! crate still (de)serializes every manifest, manifest list and metadata file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iceberg::io::{MemoryStorage, OutputFile, Storage};
+use iceberg::spec::{
+    DataFile, FormatVersion, Manifest, ManifestContentType, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestStatus, ManifestWriterBuilder, Operation, Schema, Snapshot,
+    SnapshotReference, SnapshotRetention, Summary, TableMetadata,
+};
+use inlet_core::Position;
+
+use crate::catalog::{CommittedMetadata, FolderCatalog, TableIdent};
+use crate::IcebergError;
+
+/// Snapshot-summary key of the source position up to which the table is complete.
+pub const POSITION_KEY: &str = "inlet.position";
+/// Snapshot-summary key of the task that wrote the snapshot.
+pub const TASK_KEY: &str = "inlet.task";
+
+/// A table as loaded: its committed metadata and the manifests of its current snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct TableState {
+    pub(crate) committed: CommittedMetadata,
+    pub(crate) manifests: Vec<ManifestFile>,
+}
+
+impl TableState {
+    pub(crate) fn metadata(&self) -> &TableMetadata {
+        &self.committed.metadata
+    }
+
+    /// `inlet.position` of the current snapshot.
+    pub(crate) fn position(&self) -> Option<Position> {
+        self.metadata()
+            .current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get(POSITION_KEY).cloned())
+            .and_then(|p| Position::parse(&p))
+    }
+}
+
+/// What one commit changes.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotChange {
+    pub(crate) data_files: Vec<DataFile>,
+    pub(crate) delete_files: Vec<DataFile>,
+    /// Drop every file the table had (full-load overwrite, TRUNCATE) before adding these.
+    pub(crate) replace_all: bool,
+    /// A new current schema to commit with the snapshot.
+    pub(crate) schema: Option<Schema>,
+    pub(crate) position: Option<Position>,
+    pub(crate) task: String,
+}
+
+/// The table's catalog plus what is needed to write its metadata files.
+#[derive(Debug, Clone)]
+pub(crate) struct TableCatalog {
+    pub(crate) catalog: FolderCatalog,
+    pub(crate) ident: TableIdent,
+}
+
+impl TableCatalog {
+    fn table(&self) -> String {
+        self.ident.to_string()
+    }
+
+    fn metadata_dir(&self) -> object_store::path::Path {
+        self.catalog.table_dir(&self.ident).join("metadata")
+    }
+
+    /// Loads the table and the manifest list of its current snapshot.
+    pub(crate) async fn load(&self) -> Result<Option<TableState>, IcebergError> {
+        let Some(committed) = self.catalog.load(&self.ident).await? else {
+            return Ok(None);
+        };
+        let manifests = match committed.metadata.current_snapshot() {
+            Some(s) => self.read_manifest_list(s.manifest_list()).await?,
+            None => Vec::new(),
+        };
+        Ok(Some(TableState {
+            committed,
+            manifests,
+        }))
+    }
+
+    /// Creates the table with `schema` (format v2, unpartitioned); fails with a conflict if
+    /// another writer created it first.
+    pub(crate) async fn create(
+        &self,
+        schema: Schema,
+        location: String,
+        task: &str,
+    ) -> Result<TableState, IcebergError> {
+        let properties = HashMap::from([
+            (
+                "write.parquet.compression-codec".to_string(),
+                "zstd".to_string(),
+            ),
+            ("inlet.task".to_string(), task.to_string()),
+        ]);
+        let metadata = iceberg::spec::TableMetadataBuilder::new(
+            schema,
+            iceberg::spec::PartitionSpec::unpartition_spec(),
+            iceberg::spec::SortOrder::unsorted_order(),
+            location,
+            FormatVersion::V2,
+            properties,
+        )
+        .and_then(|b| b.build())
+        .map_err(|e| IcebergError::metadata(self.table(), "cannot create table metadata", e))?
+        .metadata;
+        let committed = self.catalog.commit(&self.ident, metadata, 1).await?;
+        Ok(TableState {
+            committed,
+            manifests: Vec::new(),
+        })
+    }
+
+    pub(crate) async fn read_manifest_list(
+        &self,
+        uri: &str,
+    ) -> Result<Vec<ManifestFile>, IcebergError> {
+        let bytes = self.read(uri).await?;
+        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2).map_err(|e| {
+            IcebergError::metadata(
+                self.table(),
+                format!("{uri} is not a valid manifest list"),
+                e,
+            )
+        })?;
+        Ok(list.consume_entries().into_iter().collect())
+    }
+
+    /// Live entries (added or existing) of a manifest, with their data sequence numbers.
+    pub(crate) async fn read_manifest(
+        &self,
+        manifest: &ManifestFile,
+    ) -> Result<Vec<(DataFile, i64)>, IcebergError> {
+        let bytes = self.read(&manifest.manifest_path).await?;
+        let parsed = Manifest::parse_avro(&bytes).map_err(|e| {
+            IcebergError::metadata(
+                self.table(),
+                format!("{} is not a valid manifest", manifest.manifest_path),
+                e,
+            )
+        })?;
+        let (entries, _) = parsed.into_parts();
+        Ok(entries
+            .iter()
+            .filter(|e| e.status() != ManifestStatus::Deleted)
+            .map(|e| {
+                (
+                    e.data_file().clone(),
+                    e.sequence_number().unwrap_or(manifest.sequence_number),
+                )
+            })
+            .collect())
+    }
+
+    async fn read(&self, uri: &str) -> Result<Bytes, IcebergError> {
+        let wh = &self.catalog.warehouse;
+        let path = wh
+            .path_of(uri)
+            .map_err(|m| IcebergError::state(self.table(), m))?;
+        wh.get(&format!("table {}", self.ident), &path)
+            .await?
+            .ok_or_else(|| {
+                IcebergError::state(
+                    self.table(),
+                    format!("{uri} is referenced by the table's metadata but does not exist"),
+                )
+            })
+    }
+
+    /// Commits one snapshot; on success `state` is the new version.
+    pub(crate) async fn commit(
+        &self,
+        state: &mut TableState,
+        change: SnapshotChange,
+    ) -> Result<(), IcebergError> {
+        let table = self.table();
+        let meta_err = |m: &str, e: iceberg::Error| IcebergError::metadata(&table, m, e);
+        let metadata = state.metadata().clone();
+        let mut builder = metadata
+            .clone()
+            .into_builder(Some(state.committed.uri.clone()));
+        // The builder numbers an added schema itself (reusing an identical earlier one); the
+        // snapshot must name the same id, so it is worked out here the same way.
+        let new_schema = match change.schema.clone() {
+            Some(schema) => {
+                let id = metadata
+                    .schemas_iter()
+                    .find(|s| crate::schema::same_columns(s, &schema))
+                    .map(|s| s.schema_id())
+                    .unwrap_or_else(|| {
+                        metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1
+                    });
+                Some(
+                    schema
+                        .into_builder()
+                        .with_schema_id(id)
+                        .build()
+                        .map_err(|e| meta_err("cannot renumber the new schema", e))?,
+                )
+            }
+            None => None,
+        };
+        if let Some(schema) = new_schema.clone() {
+            builder = builder
+                .add_current_schema(schema)
+                .map_err(|e| meta_err("cannot add the new schema", e))?;
+        }
+        let schema = new_schema
+            .map(Arc::new)
+            .unwrap_or_else(|| metadata.current_schema().clone());
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let snapshot_id = new_snapshot_id(&metadata);
+        let parent = metadata.current_snapshot_id();
+        let sequence_number = metadata.next_sequence_number();
+
+        // Manifests are produced in memory by the iceberg crate, then stored through
+        // object_store like every other byte inlet writes.
+        let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let dir = self.metadata_dir();
+        let wh = &self.catalog.warehouse;
+        let stem = uuid::Uuid::new_v4().simple().to_string();
+        let mut new_manifests = Vec::new();
+        for (content, files) in [
+            (ManifestContentType::Data, &change.data_files),
+            (ManifestContentType::Deletes, &change.delete_files),
+        ] {
+            if files.is_empty() {
+                continue;
+            }
+            let n = new_manifests.len();
+            let path = dir.clone().join(format!("{stem}-m{n}.avro"));
+            let uri = wh.uri(&path);
+            let output = OutputFile::new(memory.clone(), uri.clone());
+            let builder =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone());
+            let mut writer = match content {
+                ManifestContentType::Data => builder.build_v2_data(),
+                ManifestContentType::Deletes => builder.build_v2_deletes(),
+            };
+            for f in files {
+                // -1: the entry inherits the snapshot's sequence number from the list.
+                writer
+                    .add_file(f.clone(), -1)
+                    .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
+            }
+            let manifest = writer
+                .write_manifest_file()
+                .await
+                .map_err(|e| meta_err("cannot write a manifest", e))?;
+            let bytes = memory
+                .read(&uri)
+                .await
+                .map_err(|e| meta_err("cannot take the manifest from memory", e))?;
+            wh.put(&format!("table {table}"), &path, bytes).await?;
+            new_manifests.push(manifest);
+        }
+        let carried: Vec<ManifestFile> = if change.replace_all {
+            Vec::new()
+        } else {
+            state.manifests.clone()
+        };
+        let list_path = dir.join(format!("snap-{snapshot_id}-1-{stem}.avro"));
+        let list_uri = wh.uri(&list_path);
+        let list_writer = memory
+            .writer(&list_uri)
+            .await
+            .map_err(|e| meta_err("cannot open the manifest list", e))?;
+        let mut list = ManifestListWriter::v2(list_writer, snapshot_id, parent, sequence_number);
+        // New manifests first: readers plan them first, and they hold the newest rows.
+        list.add_manifests(new_manifests.into_iter().chain(carried))
+            .map_err(|e| meta_err("cannot write the manifest list", e))?;
+        list.close()
+            .await
+            .map_err(|e| meta_err("cannot write the manifest list", e))?;
+        let bytes = memory
+            .read(&list_uri)
+            .await
+            .map_err(|e| meta_err("cannot take the manifest list from memory", e))?;
+        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+            .map_err(|e| meta_err("cannot re-read the manifest list", e))?
+            .consume_entries()
+            .into_iter()
+            .collect::<Vec<_>>();
+        wh.put(&format!("table {table}"), &list_path, bytes).await?;
+
+        let summary = summarize(&change, &state.manifests, &manifests, parent.is_some());
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(sequence_number)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(list_uri)
+            .with_summary(summary)
+            .with_schema_id(schema.schema_id())
+            .build();
+        let metadata = builder
+            .add_snapshot(snapshot)
+            .and_then(|b| {
+                b.set_ref(
+                    "main",
+                    SnapshotReference::new(
+                        snapshot_id,
+                        SnapshotRetention::branch(None, None, None),
+                    ),
+                )
+            })
+            .and_then(|b| b.build())
+            .map_err(|e| meta_err("cannot build the next metadata version", e))?
+            .metadata;
+        let committed = self
+            .catalog
+            .commit(&self.ident, metadata, state.committed.version + 1)
+            .await?;
+        *state = TableState {
+            committed,
+            manifests,
+        };
+        Ok(())
+    }
+}
+
+/// A snapshot id not used by the table yet (random, positive, as other writers make them).
+fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
+    loop {
+        let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
+        let id = (high & (i64::MAX as u64)) as i64;
+        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// The snapshot summary: operation, the standard counters, and inlet's position and task.
+fn summarize(
+    change: &SnapshotChange,
+    before: &[ManifestFile],
+    after: &[ManifestFile],
+    has_parent: bool,
+) -> Summary {
+    let adds = !change.data_files.is_empty();
+    let deletes = !change.delete_files.is_empty();
+    let removed_any = change.replace_all
+        && before
+            .iter()
+            .any(|m| m.has_added_files() || m.has_existing_files());
+    // Spec: append = only data files added; delete = only deletes (files removed, or delete
+    // files added); overwrite = both, as a row-level update or full replacement.
+    let operation = match (adds, deletes || removed_any) {
+        (true, false) | (false, false) => Operation::Append,
+        (false, true) => Operation::Delete,
+        (true, true) => Operation::Overwrite,
+    };
+    let mut p = HashMap::new();
+    let sum = |files: &[DataFile]| files.iter().map(|f| f.record_count()).sum::<u64>();
+    let size = |files: &[DataFile]| files.iter().map(|f| f.file_size_in_bytes()).sum::<u64>();
+    if adds {
+        p.insert(
+            "added-data-files".into(),
+            change.data_files.len().to_string(),
+        );
+        p.insert("added-records".into(), sum(&change.data_files).to_string());
+    }
+    if deletes {
+        p.insert(
+            "added-delete-files".into(),
+            change.delete_files.len().to_string(),
+        );
+        p.insert(
+            "added-position-delete-files".into(),
+            change.delete_files.len().to_string(),
+        );
+        p.insert(
+            "added-position-deletes".into(),
+            sum(&change.delete_files).to_string(),
+        );
+    }
+    let added_size = size(&change.data_files) + size(&change.delete_files);
+    if added_size > 0 {
+        p.insert("added-files-size".into(), added_size.to_string());
+    }
+    let totals = |list: &[ManifestFile], content: ManifestContentType| {
+        list.iter()
+            .filter(|m| m.content == content)
+            .fold((0u64, 0u64), |(files, rows), m| {
+                (
+                    files
+                        + u64::from(m.added_files_count.unwrap_or(0))
+                        + u64::from(m.existing_files_count.unwrap_or(0)),
+                    rows + m.added_rows_count.unwrap_or(0) + m.existing_rows_count.unwrap_or(0),
+                )
+            })
+    };
+    if removed_any {
+        let (files, rows) = totals(before, ManifestContentType::Data);
+        p.insert("deleted-data-files".into(), files.to_string());
+        p.insert("deleted-records".into(), rows.to_string());
+    }
+    let (data_files, records) = totals(after, ManifestContentType::Data);
+    let (delete_files, position_deletes) = totals(after, ManifestContentType::Deletes);
+    p.insert("total-data-files".into(), data_files.to_string());
+    p.insert("total-records".into(), records.to_string());
+    p.insert("total-delete-files".into(), delete_files.to_string());
+    p.insert(
+        "total-position-deletes".into(),
+        position_deletes.to_string(),
+    );
+    p.insert("total-equality-deletes".into(), "0".into());
+    if change.replace_all && has_parent {
+        p.insert("replace-partitions".into(), "true".into());
+    }
+    if let Some(position) = change.position {
+        p.insert(POSITION_KEY.into(), position.to_string());
+    }
+    p.insert(TASK_KEY.into(), change.task.clone());
+    Summary {
+        operation,
+        additional_properties: p,
+    }
+}

@@ -1,0 +1,276 @@
+//! The target: the warehouse, its catalog and the encoding settings, plus opening a table for
+//! a full load or for upserts (creating it, or evolving its schema, as needed).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use iceberg::spec::Schema;
+use inlet_core::{Position, TableId, TableSchema};
+use object_store::aws::AmazonS3Builder;
+use parquet::file::properties::WriterProperties;
+
+use crate::catalog::{FolderCatalog, TableIdent};
+use crate::config::{CatalogConfig, IcebergTargetConfig};
+use crate::files::{writer_properties, FileLocations};
+use crate::schema::{same_columns, TableLayout};
+use crate::snapshot::{TableCatalog, TableState};
+use crate::store::Warehouse;
+use crate::{IcebergError, LoadTable, UpsertTable};
+
+/// An Iceberg target. Cheap to clone; shared by every table of a task.
+#[derive(Clone)]
+pub struct IcebergTarget {
+    pub(crate) inner: Arc<TargetInner>,
+}
+
+pub(crate) struct TargetInner {
+    pub(crate) config: IcebergTargetConfig,
+    pub(crate) warehouse: Warehouse,
+    pub(crate) catalog: FolderCatalog,
+    pub(crate) task: String,
+    pub(crate) props: WriterProperties,
+}
+
+impl std::fmt::Debug for IcebergTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcebergTarget")
+            .field("warehouse", &self.describe())
+            .field("task", &self.inner.task)
+            .finish()
+    }
+}
+
+/// A table opened for writing: where it is, its layout and committed state, and the schema
+/// change (if any) its next commit carries.
+pub(crate) struct OpenedTable {
+    pub(crate) catalog: TableCatalog,
+    pub(crate) state: TableState,
+    pub(crate) layout: TableLayout,
+    /// The schema files are written with (the table's, or the evolved one).
+    pub(crate) schema: Schema,
+    pub(crate) schema_changed: bool,
+    pub(crate) locations: FileLocations,
+}
+
+impl IcebergTarget {
+    /// Validates the settings and opens the warehouse. The only I/O is creating a local
+    /// warehouse folder; S3 is first contacted by [`Self::check`] or the first table.
+    pub fn new(config: &IcebergTargetConfig, task: &str) -> Result<Self, IcebergError> {
+        Self::with_s3_builder(config, task, AmazonS3Builder::from_env)
+    }
+
+    /// [`Self::new`] with S3 settings from `s3` instead of the environment (tests).
+    pub fn with_s3_builder(
+        config: &IcebergTargetConfig,
+        task: &str,
+        s3: impl FnOnce() -> AmazonS3Builder,
+    ) -> Result<Self, IcebergError> {
+        config.validate()?;
+        match &config.catalog {
+            CatalogConfig::Folder => {}
+            CatalogConfig::Glue { .. } | CatalogConfig::Rest { .. } => {
+                return Err(IcebergError::Config {
+                    key: "catalog.kind".into(),
+                    message: "the glue and rest catalogs are not available in this build yet; \
+                              use kind = \"folder\" (the default)"
+                        .into(),
+                })
+            }
+        }
+        if !config.partition.is_empty() {
+            return Err(IcebergError::Config {
+                key: "partition".into(),
+                message: "partitioned tables are not available in this build yet; remove \
+                          `partition`"
+                    .into(),
+            });
+        }
+        let warehouse = Warehouse::open(&config.warehouse, s3)?;
+        Ok(Self {
+            inner: Arc::new(TargetInner {
+                config: config.clone(),
+                catalog: FolderCatalog {
+                    warehouse: warehouse.clone(),
+                },
+                warehouse,
+                task: task.to_string(),
+                props: writer_properties(config.compression_level),
+            }),
+        })
+    }
+
+    /// Where this target writes, e.g. `s3://bucket/warehouse (folder catalog)`; never
+    /// credentials.
+    pub fn describe(&self) -> String {
+        format!(
+            "iceberg {} (folder catalog)",
+            self.inner.warehouse.describe()
+        )
+    }
+
+    /// Writes, reads back, lists and deletes a probe object in the warehouse, and checks that
+    /// create-if-absent writes (the folder catalog's commit) are refused on an existing object.
+    pub async fn check(&self) -> Result<(), IcebergError> {
+        let wh = &self.inner.warehouse;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let probe = wh
+            .prefix
+            .clone()
+            .join(format!("inlet-check-{}-{nanos}.tmp", std::process::id()));
+        let subject = format!("iceberg warehouse {}", wh.describe());
+        let payload = Bytes::from_static(b"inlet check: safe to delete\n");
+        wh.put_if_absent(&subject, &probe, payload.clone()).await?;
+        let refused = !wh.put_if_absent(&subject, &probe, payload).await?;
+        wh.list(&subject, &wh.prefix).await?;
+        wh.delete(&subject, vec![probe.clone()]).await?;
+        if !refused {
+            return Err(IcebergError::OpenStore {
+                warehouse: wh.describe(),
+                message: "the store accepted a create-if-absent write over an existing object"
+                    .into(),
+                hint: "the folder catalog needs conditional writes (If-None-Match) to commit \
+                       safely; use AWS S3 or MinIO 2024+"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The Iceberg name of a source table.
+    pub fn ident(&self, table: &TableId) -> TableIdent {
+        TableIdent {
+            namespace: self
+                .inner
+                .config
+                .namespace
+                .clone()
+                .unwrap_or_else(|| table.schema.clone()),
+            name: table.name.clone(),
+        }
+    }
+
+    /// The location (URI) of a table's folder, as readers open it.
+    pub fn table_location(&self, table: &TableId) -> String {
+        let dir = self.inner.catalog.table_dir(&self.ident(table));
+        self.inner.warehouse.uri(&dir)
+    }
+
+    /// The committed position of a table (`inlet.position` of its current snapshot), or
+    /// `None` if the table does not exist or has none. The daemon resumes the source from the
+    /// smallest of these.
+    pub async fn committed_position(
+        &self,
+        table: &TableId,
+    ) -> Result<Option<Position>, IcebergError> {
+        let catalog = self.table_catalog(table);
+        Ok(catalog.catalog.load(&catalog.ident).await?.and_then(|c| {
+            TableState {
+                committed: c,
+                manifests: Vec::new(),
+            }
+            .position()
+        }))
+    }
+
+    /// Starts the full load of a table: creates it if absent, or prepares to replace its
+    /// contents. Parallel writers share the returned [`LoadTable`].
+    pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, IcebergError> {
+        let opened = self.open(table, true).await?;
+        Ok(LoadTable::new(self.clone(), opened))
+    }
+
+    /// Opens a table for CDC upserts: loads it (creating it if absent) and rebuilds the
+    /// primary-key index from its files.
+    pub async fn upsert_table(&self, table: &TableSchema) -> Result<UpsertTable, IcebergError> {
+        let opened = self.open(table, false).await?;
+        UpsertTable::open(self.clone(), opened).await
+    }
+
+    fn table_catalog(&self, table: &TableId) -> TableCatalog {
+        TableCatalog {
+            catalog: self.inner.catalog.clone(),
+            ident: self.ident(table),
+        }
+    }
+
+    /// The upsert key of a table: its primary key, else the configured key columns.
+    pub(crate) fn layout(&self, table: &TableSchema) -> Result<TableLayout, IcebergError> {
+        let configured = self.inner.config.key_columns.get(&table.id.to_string());
+        let key = if !table.primary_key.is_empty() {
+            table.primary_key.clone()
+        } else {
+            configured.cloned().unwrap_or_default()
+        };
+        for k in &key {
+            if table.column(k).is_none() {
+                return Err(IcebergError::Config {
+                    key: format!("key_columns.\"{}\"", table.id),
+                    message: format!(
+                        "column {k} is not a column of {} (or is excluded); name existing columns",
+                        table.id
+                    ),
+                });
+            }
+        }
+        Ok(TableLayout {
+            source: table.clone(),
+            key,
+        })
+    }
+
+    /// Loads or creates the table and works out the schema to write with.
+    pub(crate) async fn open(
+        &self,
+        table: &TableSchema,
+        replace: bool,
+    ) -> Result<OpenedTable, IcebergError> {
+        let layout = self.layout(table)?;
+        let catalog = self.table_catalog(&table.id);
+        let table_dir = self.inner.catalog.table_dir(&catalog.ident);
+        let locations = FileLocations {
+            warehouse: self.inner.warehouse.clone(),
+            table_dir: table_dir.clone(),
+            table: catalog.ident.to_string(),
+        };
+        let state = match catalog.load().await? {
+            Some(state) => state,
+            None => {
+                let schema = layout.iceberg_schema(None, replace)?;
+                let location = self.inner.warehouse.uri(&table_dir);
+                match catalog.create(schema, location, &self.inner.task).await {
+                    Ok(state) => state,
+                    // Created by someone else meanwhile: use theirs.
+                    Err(IcebergError::CommitConflict { .. }) => {
+                        catalog.load().await?.ok_or_else(|| {
+                            IcebergError::state(
+                                catalog.ident.to_string(),
+                                "the table was created and vanished again; retry",
+                            )
+                        })?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let current = state.metadata().current_schema().clone();
+        let wanted =
+            layout.iceberg_schema(Some((&current, state.metadata().last_column_id())), replace)?;
+        let (schema, schema_changed) = if same_columns(&wanted, &current) {
+            (current.as_ref().clone(), false)
+        } else {
+            (wanted, true)
+        };
+        Ok(OpenedTable {
+            catalog,
+            state,
+            layout,
+            schema,
+            schema_changed,
+            locations,
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! Shared test fixtures: a typed table, a row model with canonical values, change batches in
+//! `inlet_core::change_schema` layout, and reading a table back with pyiceberg and DuckDB.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Date32Builder, Decimal128Builder, Int16Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, TimeUnit};
+use inlet_core::{change_schema, Column, TableId, TableSchema};
+use inlet_sink_iceberg::{IcebergTarget, IcebergTargetConfig};
+
+pub fn col(name: &str, source: &str, dt: DataType, nullable: bool) -> Column {
+    Column {
+        name: name.into(),
+        source_type: source.into(),
+        field: Field::new(name, dt, nullable),
+        distinct_values: None,
+    }
+}
+
+/// `public.<name>`: id bigint PK, name text, qty smallint, price numeric(12,2),
+/// ts timestamptz, flag boolean, day date.
+pub fn table(name: &str, with_pk: bool) -> TableSchema {
+    TableSchema {
+        id: TableId::new("public", name),
+        columns: vec![
+            col("id", "bigint", DataType::Int64, false),
+            col("name", "text", DataType::Utf8, true),
+            col("qty", "smallint", DataType::Int16, true),
+            col("price", "numeric(12,2)", DataType::Decimal128(12, 2), true),
+            col(
+                "ts",
+                "timestamp with time zone",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            col("flag", "boolean", DataType::Boolean, true),
+            col("day", "date", DataType::Date32, true),
+        ],
+        primary_key: if with_pk { vec!["id".into()] } else { vec![] },
+    }
+}
+
+/// One row's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub name: Option<String>,
+    pub qty: Option<i16>,
+    pub price: Option<i128>,
+    pub ts: Option<i64>,
+    pub flag: Option<bool>,
+    pub day: Option<i32>,
+}
+
+impl Row {
+    /// A deterministic row for `id` in `version`, with some nulls and awkward values.
+    pub fn make(id: i64, version: u64) -> Self {
+        let v = version as i64;
+        let k = id.wrapping_mul(31).wrapping_add(v * 7);
+        Row {
+            id,
+            name: (k % 5 != 0).then(|| format!("name-{id}-{version}-é\u{1F600}")),
+            qty: (k % 7 != 0).then(|| ((k % 60_000) - 30_000) as i16),
+            price: (k % 3 != 0).then(|| i128::from(k) * 1_234 - 5_000_000),
+            ts: (k % 11 != 0).then(|| 1_700_000_000_000_000 + k * 1_000_003),
+            flag: (k % 4 != 0).then_some(k % 2 == 0),
+            day: (k % 13 != 0).then(|| 19_000 + (k % 1000) as i32),
+        }
+    }
+
+    /// The reader script's canonical text of each column.
+    pub fn canonical(&self) -> Vec<Option<String>> {
+        vec![
+            Some(self.id.to_string()),
+            self.name.clone(),
+            self.qty.map(|q| q.to_string()),
+            self.price.map(decimal_text),
+            self.ts.map(|t| t.to_string()),
+            self.flag.map(|f| f.to_string()),
+            self.day.map(|d| {
+                (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+                    + chrono::Duration::days(i64::from(d)))
+                .to_string()
+            }),
+        ]
+    }
+}
+
+/// numeric(12,2) text as Python's Decimal prints it.
+pub fn decimal_text(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+fn columns(rows: &[&Row]) -> Vec<ArrayRef> {
+    let mut id = Int64Builder::new();
+    let mut name = StringBuilder::new();
+    let mut qty = Int16Builder::new();
+    let mut price = Decimal128Builder::new().with_precision_and_scale(12, 2).unwrap();
+    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut flag = BooleanBuilder::new();
+    let mut day = Date32Builder::new();
+    for r in rows {
+        id.append_value(r.id);
+        name.append_option(r.name.as_deref());
+        qty.append_option(r.qty);
+        price.append_option(r.price);
+        ts.append_option(r.ts);
+        flag.append_option(r.flag);
+        day.append_option(r.day);
+    }
+    vec![
+        Arc::new(id.finish()),
+        Arc::new(name.finish()),
+        Arc::new(qty.finish()),
+        Arc::new(price.finish()),
+        Arc::new(ts.finish()),
+        Arc::new(flag.finish()),
+        Arc::new(day.finish()),
+    ]
+}
+
+/// A full-load batch (`TableSchema::arrow_schema()`).
+pub fn load_batch(table: &TableSchema, rows: &[Row]) -> RecordBatch {
+    let refs: Vec<&Row> = rows.iter().collect();
+    RecordBatch::try_new(table.arrow_schema(), columns(&refs)).unwrap()
+}
+
+/// One change: op, commit position, row (a delete carries the row as it was).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub op: &'static str,
+    pub lsn: u64,
+    pub row: Row,
+}
+
+/// A change batch in `change_schema` layout.
+pub fn change_batch(table: &TableSchema, changes: &[Change]) -> RecordBatch {
+    use arrow_array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    let rows: Vec<&Row> = changes.iter().map(|c| &c.row).collect();
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(changes.iter().map(|c| c.op))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                changes.iter().map(|c| 1_700_000_000_000_000 + c.lsn as i64),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.lsn as i64))),
+        Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.lsn as i64 / 10))),
+    ];
+    cols.extend(columns(&rows));
+    RecordBatch::try_new(change_schema(table), cols).unwrap()
+}
+
+/// A folder-catalog target in `dir`.
+pub fn target(dir: &Path) -> IcebergTarget {
+    target_with(dir, "")
+}
+
+/// A target with extra TOML settings.
+pub fn target_with(dir: &Path, extra: &str) -> IcebergTarget {
+    let text = format!("warehouse = \"file://{}\"\n{extra}", dir.display());
+    let config: IcebergTargetConfig = toml::from_str(&text).unwrap();
+    IcebergTarget::new(&config, "test-task").unwrap()
+}
+
+/// The current metadata file of a folder-catalog table.
+pub fn metadata_file(dir: &Path, namespace: &str, table: &str) -> String {
+    let meta = dir.join(namespace).join(table).join("metadata");
+    let hint = std::fs::read_to_string(meta.join("version-hint.text")).unwrap();
+    meta.join(format!("v{}.metadata.json", hint.trim()))
+        .display()
+        .to_string()
+}
+
+/// Both readers' view of a table.
+pub fn read_back(metadata: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/read_table.py");
+    let out = std::process::Command::new(inlet_testkit::python())
+        .arg(script)
+        .arg(metadata)
+        .output()
+        .expect("run the reader script");
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("reader output: {e}: {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+fn reader_rows(v: &serde_json::Value) -> Vec<Vec<Option<String>>> {
+    let mut rows: Vec<Vec<Option<String>>> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Asserts both readers see exactly `expected` (canonical rows, any order), with the given
+/// column names and per-reader column types. Returns the readers' output.
+pub fn assert_rows(
+    metadata: &str,
+    columns: &[&str],
+    expected: Vec<Vec<Option<String>>>,
+    pyiceberg_types: &[&str],
+    duckdb_types: &[&str],
+) -> serde_json::Value {
+    let got = read_back(metadata);
+    let mut expected = expected;
+    expected.sort();
+    for (reader, types) in [("pyiceberg", pyiceberg_types), ("duckdb", duckdb_types)] {
+        let r = &got[reader];
+        assert!(r.get("error").is_none(), "{reader}: {}", r["error"]);
+        let cols: Vec<&str> = r["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(cols, columns, "{reader} columns");
+        let t: Vec<&str> = r["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(t, types, "{reader} types");
+        let rows = reader_rows(r);
+        if rows != expected {
+            let missing: Vec<_> = expected.iter().filter(|r| !rows.contains(r)).take(5).collect();
+            let extra: Vec<_> = rows.iter().filter(|r| !expected.contains(r)).take(5).collect();
+            panic!(
+                "{reader}: {} rows, expected {}; missing (first 5) {missing:?}; unexpected \
+                 (first 5) {extra:?}",
+                rows.len(),
+                expected.len()
+            );
+        }
+    }
+    got
+}
+
+pub const COLUMNS: [&str; 7] = ["id", "name", "qty", "price", "ts", "flag", "day"];
+pub const PYICEBERG_TYPES: [&str; 7] = [
+    "int64",
+    "large_string",
+    "int32",
+    "decimal128(12, 2)",
+    "timestamp[us, tz=UTC]",
+    "bool",
+    "date32[day]",
+];
+pub const DUCKDB_TYPES: [&str; 7] = [
+    "BIGINT",
+    "VARCHAR",
+    "INTEGER",
+    "DECIMAL(12,2)",
+    "TIMESTAMP WITH TIME ZONE",
+    "BOOLEAN",
+    "DATE",
+];
+
+/// Canonical rows of a model.
+pub fn expected(model: &BTreeMap<i64, Row>) -> Vec<Vec<Option<String>>> {
+    model.values().map(Row::canonical).collect()
+}
+
+/// xorshift64*: a deterministic generator, so a failing workload can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,0 +1,116 @@
+"""Reads an Iceberg table with pyiceberg and with DuckDB's iceberg extension and prints, as one
+JSON object per reader, the column names, each reader's column types, and every row with its
+values in a canonical text form (so a Rust test can compare them with its model exactly):
+
+    python read_table.py <path to vN.metadata.json>
+
+Canonical values: null; integers and decimals as their exact text; floats by repr; booleans as
+"true"/"false"; dates ISO; timestamps as microseconds since the Unix epoch (UTC); bytes as hex;
+lists as JSON lists of canonical values.
+"""
+
+import datetime
+import decimal
+import json
+import sys
+import uuid
+
+EPOCH = datetime.datetime(1970, 1, 1)
+EPOCH_TZ = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def canon(v):
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, datetime.datetime):
+        base = EPOCH_TZ if v.tzinfo is not None else EPOCH
+        return str((v - base) // datetime.timedelta(microseconds=1))
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, datetime.time):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, uuid.UUID):
+        return v.bytes.hex()
+    if isinstance(v, (list, tuple)):
+        return json.dumps([canon(x) for x in v])
+    if isinstance(v, str):
+        return v
+    return str(v)
+
+
+def sort_rows(rows):
+    return sorted(rows, key=lambda r: json.dumps(r))
+
+
+def read_pyiceberg(metadata):
+    from pyiceberg.table import StaticTable
+
+    table = StaticTable.from_metadata(metadata)
+    arrow = table.scan().to_arrow()
+    schema = table.schema()
+    fields = [
+        {
+            "id": f.field_id,
+            "name": f.name,
+            "type": str(f.field_type),
+            "required": f.required,
+            "doc": f.doc,
+        }
+        for f in schema.fields
+    ]
+    snapshot = table.current_snapshot()
+    summary = dict(snapshot.summary.additional_properties) if snapshot else {}
+    if snapshot:
+        summary["operation"] = str(snapshot.summary.operation.value)
+    rows = [[canon(v) for v in row.values()] for row in arrow.to_pylist()]
+    return {
+        "columns": arrow.column_names,
+        "types": [str(t) for t in arrow.schema.types],
+        "rows": sort_rows(rows),
+        "fields": fields,
+        "identifier_field_ids": sorted(schema.identifier_field_ids),
+        "summary": summary,
+        "format_version": table.metadata.format_version,
+    }
+
+
+def read_duckdb(metadata):
+    import duckdb
+    import duckdb_extensions
+
+    con = duckdb.connect()
+    # avro before iceberg, or iceberg tries to download avro.
+    duckdb_extensions.import_extension("avro", con=con)
+    duckdb_extensions.import_extension("iceberg", con=con)
+    con.sql("LOAD avro")
+    con.sql("LOAD iceberg")
+    rel = con.sql(f"SELECT * FROM iceberg_scan('{metadata}')")
+    columns = rel.columns
+    types = [str(t) for t in rel.types]
+    rows = [[canon(v) for v in row] for row in rel.fetchall()]
+    return {"columns": columns, "types": types, "rows": sort_rows(rows)}
+
+
+def main():
+    metadata = sys.argv[1]
+    out = {}
+    for name, reader in (("pyiceberg", read_pyiceberg), ("duckdb", read_duckdb)):
+        try:
+            out[name] = reader(metadata)
+        except Exception as e:  # reported to the test, which fails with the message
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+//! `inlet run`: every task of a file or folder runs on its own, restarting after transient
+//! errors with jittered exponential backoff, while the HTTP endpoints and systemd report on all
+//! of them. One task failing never stops the others; its state stays visible until the end.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use inlet_postgres::PgConnector;
+use inlet_sink_parquet::ParquetTarget;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{self, Mode, ServiceConfig, SourceConfig, TargetConfig, TaskConfig};
+use crate::http::{self, Endpoints};
+use crate::state::{Metrics, Phase, TaskState};
+use crate::{cdc, full_load, systemd, JobError};
+
+/// A task that ran this long before failing transiently starts its backoff from the beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(120);
+
+pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
+    let tasks = config::load_all(path).map_err(JobError::config)?;
+    let service = service_config(&tasks)?;
+    let listen = listen.unwrap_or(service.listen.clone());
+    let metrics = Arc::new(Metrics::new());
+    let mut states = Vec::with_capacity(tasks.len());
+    for (file, task) in &tasks {
+        let (source, target) =
+            describe(task).map_err(|e| JobError::Config(format!("{}: {}", file.display(), e)))?;
+        states.push(TaskState::new(
+            metrics.clone(),
+            &task.task.name,
+            mode_name(task.task.mode),
+            source,
+            target,
+        ));
+    }
+    let endpoints = Arc::new(Endpoints {
+        tasks: states.clone(),
+        metrics,
+        ready_max_lag_s: service.ready_max_lag_s,
+    });
+    let (bound, server) = http::serve(&listen, endpoints)
+        .await
+        .map_err(JobError::Failed)?;
+    tracing::info!(address = %bound, tasks = tasks.len(), "serving /healthz /readyz /metrics /status");
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::wait_for_signal().await;
+        tracing::info!("signal received: flushing and stopping");
+        let _ = stop.send(true);
+    });
+    let notifier = systemd::spawn(states.clone(), stopped.clone());
+
+    let mut set = JoinSet::new();
+    for ((_, task), state) in tasks.into_iter().zip(states.iter().cloned()) {
+        let stopped = stopped.clone();
+        set.spawn(async move { supervise(task, state, stopped).await });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err((task, e))) => failures.push(format!("task {task}: {}", e.message())),
+            Err(e) => failures.push(format!("a task stopped unexpectedly: {e}")),
+        }
+    }
+    notifier.abort();
+    server.abort();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(JobError::Failed(failures.join("\n")))
+    }
+}
+
+/// Runs one task until it ends, fails for good, or `stopped` turns true.
+async fn supervise(
+    task: TaskConfig,
+    state: TaskState,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), (String, JobError)> {
+    let name = task.task.name.clone();
+    let retry = &task.retry;
+    let new_backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(retry.min_delay_ms))
+            .with_max_delay(Duration::from_millis(retry.max_delay_ms))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = new_backoff();
+    loop {
+        state.set_phase(Phase::Starting);
+        let started = Instant::now();
+        let result = match task.task.mode {
+            Mode::FullLoad => full_load::run(&task, None, &state, None).await.map(|_| ()),
+            Mode::Cdc | Mode::FullLoadAndCdc => cdc::run(&task, &state, stopped.clone()).await,
+        };
+        let e = match result {
+            Ok(()) => {
+                state.set_phase(if task.task.mode == Mode::FullLoad {
+                    Phase::Done
+                } else {
+                    Phase::Stopped
+                });
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let JobError::Transient { kind, message } = &e else {
+            state.error("fatal");
+            tracing::error!(task = %name, error = %e.message(), "task failed; it will not be retried");
+            state.set_phase(Phase::Failed {
+                reason: e.message().to_string(),
+            });
+            return Err((name, e));
+        };
+        if *stopped.borrow() {
+            state.set_phase(Phase::Stopped);
+            return Ok(());
+        }
+        state.error(kind);
+        state.retry(kind);
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = new_backoff();
+        }
+        let delay = backoff
+            .next()
+            .unwrap_or(Duration::from_millis(retry.max_delay_ms));
+        tracing::warn!(task = %name, kind, error = %message, retry_in_s = delay.as_secs_f32(), "transient error; restarting the task from its checkpoint");
+        state.set_phase(Phase::Retrying {
+            reason: format!("{message} (retrying in {:.1} s)", delay.as_secs_f32()),
+        });
+        let mut stopped = stopped.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped.wait_for(|s| *s) => {
+                state.set_phase(Phase::Stopped);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The `[service]` settings: those of the task files that have the section, which must agree.
+fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceConfig, JobError> {
+    let mut chosen: Option<(&Path, &ServiceConfig)> = None;
+    for (file, task) in tasks {
+        let Some(s) = &task.service else { continue };
+        match chosen {
+            Some((first, c)) if c != s => {
+                return Err(JobError::Config(format!(
+                    "{}: [service] differs from the one in {}; the daemon has one HTTP endpoint, \
+                     so set [service] in one task file only (or the same in all)",
+                    file.display(),
+                    first.display()
+                )))
+            }
+            Some(_) => {}
+            None => chosen = Some((file, s)),
+        }
+    }
+    Ok(chosen.map(|(_, s)| s.clone()).unwrap_or_default())
+}
+
+/// Source and target as shown in `/status`: servers and URLs, never credentials.
+fn describe(task: &TaskConfig) -> Result<(String, String), String> {
+    let SourceConfig::Postgres(source) = &task.source;
+    let TargetConfig::Parquet(target) = &task.target;
+    let connector = PgConnector::new(source).map_err(|e| e.to_string())?;
+    let target = ParquetTarget::new(target).map_err(|e| e.to_string())?;
+    Ok((
+        format!("postgres://{}", connector.server()),
+        target.describe(),
+    ))
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::FullLoad => "full-load",
+        Mode::Cdc => "cdc",
+        Mode::FullLoadAndCdc => "full-load-and-cdc",
+    }
+}
