@@ -8,10 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+mod mariadb;
+pub use mariadb::MariaDbServer;
+
 pub struct PgServer {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// The server options, to start it again after [`PgServer::stop`].
+    opts: String,
 }
 
 fn pg_bin() -> PathBuf {
@@ -230,7 +235,38 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Self { dir, port, bin }
+        Self {
+            dir,
+            port,
+            bin,
+            opts,
+        }
+    }
+
+    /// Starts the server again after [`PgServer::stop`], on the same port with the same data.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("postgres.log");
+        let out = pg_command(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-o",
+                &self.opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start (again) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A TCP URL for user postgres, without password.

@@ -2,6 +2,8 @@
 //! wrote. The servers (PostgreSQL, moto) come from the shared `inlet-testkit` crate.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod replay;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;

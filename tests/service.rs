@@ -1,0 +1,541 @@
+//! `inlet run` as a service, end to end against a real PostgreSQL 15 (and moto for S3): the
+//! HTTP endpoints, `inlet status`, a source restart, one failing task among several, and an S3
+//! outage in the middle of streaming. Each fault must cost nothing: the replayed target equals
+//! the source.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::replay::{replay, source_rows};
+use common::{python, task_file, Moto, PgServer};
+
+const COLUMNS: &[&str] = &["id", "version", "owner", "balance"];
+const SECRET: &str = "pw-never-shown-7731";
+
+fn free_port() -> u16 {
+    inlet_testkit::free_port()
+}
+
+/// GET http://ADDRESS/PATH → (status code, body); None if nothing answers.
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut conn = TcpStream::connect(address).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).ok()?;
+    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Polls `path` until its status code is `code`; returns the body.
+fn wait_for_code(address: &str, path: &str, code: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((c, body)) = http_get(address, path) {
+            if c == code {
+                return body;
+            }
+            last = Some((c, body));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{path} did not answer {code} within {within:?}; last answer: {last:?}");
+}
+
+fn spawn(cfg: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start inlet run")
+}
+
+fn sigterm_and_wait(child: &mut Child) -> i32 {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
+fn task(name: &str, url: &str, target: &str, listen: &str, extra: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "{name}"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{target}"
+[tables]
+include = ["public.accounts"]
+[cdc]
+flush_interval_ms = 200
+[retry]
+min_delay_ms = 200
+max_delay_ms = 1000
+[service]
+listen = "{listen}"
+ready_max_lag_s = 5
+{extra}
+"#
+    )
+}
+
+/// A URL with a password the server does not need (trust auth), to prove it never shows.
+fn url_with_secret(pg: &PgServer, db: &str) -> String {
+    format!("postgres://postgres:{SECRET}@127.0.0.1:{}/{db}", pg.port)
+}
+
+async fn create_accounts(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, \
+             balance numeric(12,2));
+             INSERT INTO accounts SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+}
+
+/// Inserts 20 rows, updates 10 and deletes 5, in separate transactions: 35 changes.
+async fn changes(client: &tokio_postgres::Client, round: i64) {
+    let base = 10_000 + round * 100;
+    for i in 0..20 {
+        client
+            .execute(
+                "INSERT INTO accounts VALUES ($1, 0, 'new', 1.5)",
+                &[&(base + i)],
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..10i64 {
+        client
+            .execute(
+                "UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id = $1",
+                &[&(round * 10 + i + 1)],
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..5i64 {
+        client
+            .execute("DELETE FROM accounts WHERE id = $1", &[&(base + i)])
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until `/status` says task `name` has everything up to the source's current WAL
+/// insert position durable in the target.
+async fn wait_durable(client: &tokio_postgres::Client, address: &str, name: &str) {
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((200, body)) = http_get(address, "/status") {
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let task = doc["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["task"] == name)
+                .cloned()
+                .unwrap();
+            if let Some(pos) = task["position"].as_str() {
+                let done: bool = client
+                    .query_one(
+                        "SELECT $1::text::pg_lsn >= $2::text::pg_lsn",
+                        &[&pos, &target],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if done && task["phase"] == "streaming" {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {name} did not make {target} durable within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Prometheus sample `name{labels}` as a number.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_report_the_task_and_a_source_restart_loses_nothing() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    create_accounts(&client).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let address = format!("127.0.0.1:{}", free_port());
+    let cfg = task_file(
+        dir.path(),
+        "svc",
+        &task(
+            "svc",
+            &url_with_secret(&pg, "shop"),
+            out.to_str().unwrap(),
+            &address,
+            "",
+        ),
+    );
+    let log = dir.path().join("inlet.log");
+    let mut child = spawn(&cfg, &log, &[]);
+
+    assert_eq!(
+        wait_for_code(&address, "/healthz", 200, Duration::from_secs(60)),
+        "ok\n"
+    );
+    wait_for_code(&address, "/readyz", 200, Duration::from_secs(90));
+    changes(&client, 1).await;
+    wait_durable(&client, &address, "svc").await;
+
+    let (code, metrics) = http_get(&address, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let table = r#"task="svc",table="public.accounts""#;
+    assert_eq!(
+        sample(&metrics, &format!("inlet_rows_loaded_total{{{table}}}")),
+        Some(500.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &format!("inlet_changes_written_total{{{table}}}")),
+        Some(35.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("inlet_snapshot_progress_ratio{{{table}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"inlet_source_connected{task="svc"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"inlet_slot_lost{task="svc"}"#),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"inlet_flush_duration_seconds_count{task="svc"}"#
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("inlet_source_lag_seconds{task=\"svc\"}"));
+
+    let (code, status) = http_get(&address, "/status").unwrap();
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let t = &doc["tasks"][0];
+    assert_eq!(t["task"], "svc");
+    assert_eq!(t["mode"], "full-load-and-cdc");
+    assert_eq!(t["phase"], "streaming");
+    assert_eq!(t["connected"], true);
+    assert_eq!(t["tables"][0]["table"], "public.accounts");
+    assert_eq!(t["tables"][0]["changes_written"], 35);
+    assert_eq!(t["tables"][0]["snapshot_done"], true);
+
+    let printed = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["status", "--address", &address])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.contains("svc")
+            && printed.contains("streaming")
+            && printed.contains("public.accounts"),
+        "{printed}"
+    );
+
+    // The source goes away: not ready, with the reason; the task retries.
+    pg.stop();
+    let body = wait_for_code(&address, "/readyz", 503, Duration::from_secs(60));
+    assert!(body.contains("task svc"), "{body}");
+    let (_, status_down) = http_get(&address, "/status").unwrap();
+    assert!(status_down.contains("\"connected\":false"), "{status_down}");
+
+    // ... and comes back: ready again, and streaming picks up where it was.
+    pg.start_again();
+    wait_for_code(&address, "/readyz", 200, Duration::from_secs(90));
+    let client = pg.client("shop").await;
+    changes(&client, 2).await;
+    wait_durable(&client, &address, "svc").await;
+    let (_, metrics) = http_get(&address, "/metrics").unwrap();
+    assert!(
+        sample(&metrics, r#"inlet_retries_total{task="svc",kind="source"}"#).unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    for text in [&logs, &metrics, &status, &status_down, &printed] {
+        assert!(!text.contains(SECRET), "the password leaked: {text}");
+    }
+    assert_eq!(
+        replay(&out.join("public/accounts"), COLUMNS),
+        source_rows(&client, "accounts", COLUMNS).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_failing_task_does_not_stop_the_others() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    create_accounts(&client).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let out = dir.path().join("out");
+    let address = format!("127.0.0.1:{}", free_port());
+    let url = pg.url("shop");
+    task_file(
+        &tasks,
+        "good",
+        &task("good", &url, out.to_str().unwrap(), &address, ""),
+    );
+    // Selects a table that does not exist: a fatal error, not retried.
+    task_file(
+        &tasks,
+        "bad",
+        &task("bad", &url, out.to_str().unwrap(), &address, "")
+            .replace("public.accounts", "public.missing"),
+    );
+    let log = dir.path().join("inlet.log");
+    let mut child = spawn(&tasks, &log, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let doc = loop {
+        if let Some((200, body)) = http_get(&address, "/status") {
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let phases: Vec<String> = doc["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}={}",
+                        t["task"].as_str().unwrap(),
+                        t["phase"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            if phases == ["bad=failed", "good=streaming"] {
+                break doc;
+            }
+        }
+        assert!(Instant::now() < deadline, "tasks did not settle");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reason = doc["tasks"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no table matches"), "{reason}");
+    let (code, body) = http_get(&address, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("task bad: failed: no table matches"),
+        "{body}"
+    );
+
+    changes(&client, 1).await;
+    wait_durable(&client, &address, "good").await;
+    let (_, metrics) = http_get(&address, "/metrics").unwrap();
+    assert_eq!(
+        sample(&metrics, r#"inlet_task_failed{task="bad"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, r#"inlet_task_failed{task="good"}"#),
+        Some(0.0)
+    );
+    // A failed task makes the daemon's exit status 1 when it stops.
+    assert_eq!(sigterm_and_wait(&mut child), 1);
+    assert_eq!(
+        replay(&out.join("public/accounts"), COLUMNS),
+        source_rows(&client, "accounts", COLUMNS).await
+    );
+}
+
+/// A TCP relay to moto that can be switched off: while off it refuses new connections and cuts
+/// the open ones, as an S3 endpoint that went away would.
+struct Relay {
+    up: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(100))).ok();
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            if !flag.load(Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { up, port }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_mid_stream_loses_nothing() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    create_accounts(&client).await;
+    let mut moto = Moto::start();
+    moto.create_bucket("lake");
+    let moto_port: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = Relay::start(moto_port);
+    let endpoint = format!("http://127.0.0.1:{}", relay.port);
+
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let cfg = task_file(
+        dir.path(),
+        "s3",
+        &task("s3", &pg.url("shop"), "s3://lake/cdc", &address, ""),
+    );
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let log = dir.path().join("inlet.log");
+    let mut child = spawn(&cfg, &log, &env);
+    wait_for_code(&address, "/readyz", 200, Duration::from_secs(90));
+    changes(&client, 1).await;
+    wait_durable(&client, &address, "s3").await;
+
+    // The endpoint goes away while changes keep coming.
+    relay.set_up(false);
+    changes(&client, 2).await;
+    let body = wait_for_code(&address, "/readyz", 503, Duration::from_secs(60));
+    assert!(body.contains("task s3"), "{body}");
+    changes(&client, 3).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.set_up(true);
+    wait_for_code(&address, "/readyz", 200, Duration::from_secs(120));
+    changes(&client, 4).await;
+    wait_durable(&client, &address, "s3").await;
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+
+    let local = dir.path().join("downloaded");
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/readers/s3_download.py"
+        ))
+        .args([&moto.endpoint, "lake", "cdc/", local.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        replay(&local.join("public/accounts"), COLUMNS),
+        source_rows(&client, "accounts", COLUMNS).await
+    );
+}
