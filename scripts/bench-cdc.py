@@ -73,7 +73,7 @@ def peak_rss_mb(pid):
 
 
 def start_inlet(inlet, task_file):
-    return subprocess.Popen([inlet, "run", "-c", task_file], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([inlet, "run", "-c", task_file, "--listen", "127.0.0.1:0"], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             env={**os.environ, "RUST_LOG": "warn"})
 
 

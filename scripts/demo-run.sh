@@ -10,7 +10,7 @@ shift
 psql=("$@")
 checkpoint=warehouse/_inlet/demo/checkpoint
 
-"$inlet" run -c config/demo.toml &
+"$inlet" run -c config/demo.toml --listen "${INLET_DEMO_LISTEN:-127.0.0.1:9440}" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 
@@ -31,6 +31,8 @@ caught_up() {
     [ "$("${psql[@]}" -At -d shop -c "SELECT confirmed_flush_lsn >= '$target' FROM pg_replication_slots WHERE slot_name = 'inlet_demo'")" = t ]
 }
 wait_for 120 "the changes to be captured" caught_up
+echo "demo: what the running daemon reports (inlet status, from its /status endpoint):"
+"$inlet" status --address "${INLET_DEMO_LISTEN:-127.0.0.1:9440}" || true
 kill -TERM $pid
 trap - EXIT
 wait $pid

@@ -522,6 +522,41 @@ mod tests {
     }
 
     #[test]
+    fn shipped_task_files_parse() {
+        let env = |name: &str| match name {
+            "PGPASSWORD" => Some("x".to_string()),
+            _ => None,
+        };
+        for file in [
+            "config/example.toml",
+            "config/demo.toml",
+            "config/compose/shop-postgres.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let c = parse(&text, &env).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(!c.task.name.is_empty(), "{file}");
+        }
+        let example = parse(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml"),
+            )
+            .unwrap(),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            example.service,
+            Some(ServiceConfig {
+                listen: "127.0.0.1:9440".into(),
+                ready_max_lag_s: 300.0
+            })
+        );
+        assert_eq!(example.cdc.on_slot_lost, SlotLost::Fail);
+        assert_eq!(example.retry.max_delay_ms, 60_000);
+    }
+
+    #[test]
     fn dollar_escapes() {
         assert_eq!(expand("a$${b}$c", &env).unwrap(), "a${b}$c");
         assert!(expand("${", &env).is_err());

@@ -26,7 +26,7 @@ pub async fn serve(
     endpoints: Arc<Endpoints>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-        format!("service.listen {address:?}: cannot listen there: {e}; choose a free address:port")
+        format!("service.listen {address:?}: cannot listen there: {e}; choose a free address:port ([service] listen in a task file, or --listen)")
     })?;
     let bound = listener
         .local_addr()

@@ -37,7 +37,14 @@ flush_interval_ms = 200
 
 fn spawn_inlet(cfg: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args(["run", "-c", cfg.to_str().unwrap()])
+        // Tests run side by side: each daemon's HTTP endpoint on a port of its own.
+        .args([
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -389,4 +396,64 @@ async fn schema_changes_evolve_the_change_files() {
         .collect();
     assert!(shapes.contains(&(true, true)), "{shapes:?}");
     assert!(shapes.contains(&(false, true)), "{shapes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_joins_a_running_task_and_a_lost_slot_resnapshots() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let all = task(
+        &pg.url("postgres"),
+        &out,
+        "on_slot_lost = \"resnapshot\"\nheartbeat_interval_ms = 500",
+    );
+    let accounts_only = all.replace(r#"["public.*"]"#, r#"["public.accounts"]"#);
+    assert_ne!(all, accounts_only);
+
+    // First only accounts is captured; events changes meanwhile are not.
+    let cfg = task_file(dir.path(), "cdc", &accounts_only);
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload(&client, 0).await;
+    workload(&client, 1).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+    assert!(!out.join("public/events").exists());
+
+    // events joins: loaded in a snapshot of its own while changes to both tables go on.
+    let cfg = task_file(dir.path(), "cdc", &all);
+    let mut child = spawn_inlet(&cfg);
+    workload(&client, 2).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    workload(&client, 3).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("new tables join the task"), "{stderr}");
+    assert_replay_equals_source(&client, &out).await;
+
+    // The slot is lost while the task is down: changes in between are gone from the stream,
+    // so the task reloads every table and streams again from a new slot.
+    client
+        .batch_execute("SELECT pg_drop_replication_slot('inlet_cdc_test')")
+        .await
+        .unwrap();
+    workload(&client, 4).await;
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload(&client, 5).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("cdc.on_slot_lost = \"resnapshot\": new slot and a new full load"),
+        "{stderr}"
+    );
+    assert_replay_equals_source(&client, &out).await;
 }
