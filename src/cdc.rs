@@ -495,12 +495,14 @@ impl Stream<'_> {
         };
         // Each batch is written in its own shape: across a schema change the files differ.
         let log = self.target.change_log(&changes.schema);
-        let rows = log
+        let written = log
             .write(&[changes.batch], file)
             .await
             .map_err(JobError::target)?;
+        let rows = written.rows;
         let table = self.tables[changes.table].schema.id.to_string();
         self.state.add_changes(&table, rows);
+        self.state.add_bytes(&table, written.bytes);
         tracing::debug!(%table, rows, part = ?changes.part, "change file written");
         Ok(())
     }

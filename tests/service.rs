@@ -221,8 +221,21 @@ async fn endpoints_report_the_task_and_a_source_restart_loses_nothing() {
             "",
         ),
     );
+    // systemd's side of Type=notify: a datagram socket the daemon reports to.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let log = dir.path().join("inlet.log");
-    let mut child = spawn(&cfg, &log, &[]);
+    let mut child = spawn(
+        &cfg,
+        &log,
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
 
     assert_eq!(
         wait_for_code(&address, "/healthz", 200, Duration::from_secs(60)),
@@ -294,6 +307,29 @@ async fn endpoints_report_the_task_and_a_source_restart_loses_nothing() {
             && printed.contains("streaming")
             && printed.contains("public.accounts"),
         "{printed}"
+    );
+
+    // What systemd heard: READY once the task connected, a STATUS line naming it, and
+    // watchdog pings at half of WATCHDOG_USEC.
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        if heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2 {
+            break;
+        }
+    }
+    assert!(heard.iter().any(|m| m.contains("READY=1")), "{heard:?}");
+    assert!(
+        heard.iter().any(|m| m.contains("STATUS=svc streaming")),
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "{heard:?}"
     );
 
     // The source goes away: not ready, with the reason; the task retries.

@@ -75,6 +75,13 @@ impl ChangeFile {
     }
 }
 
+/// What one [`ChangeLogTable::write`] put in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeFileWritten {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
 /// The change log of one table. Cheap to clone.
 #[derive(Clone)]
 pub struct ChangeLogTable {
@@ -141,8 +148,13 @@ impl ChangeLogTable {
     }
 
     /// Writes `batches` (in [`inlet_core::change_schema`] layout) as one file, whole or not at
-    /// all. Returns the rows written: 0, and no file, when the kept operations leave nothing.
-    pub async fn write(&self, batches: &[RecordBatch], file: ChangeFile) -> Result<u64, SinkError> {
+    /// all. Returns the rows and bytes written: 0 rows, and no file, when the kept operations
+    /// leave nothing.
+    pub async fn write(
+        &self,
+        batches: &[RecordBatch],
+        file: ChangeFile,
+    ) -> Result<ChangeFileWritten, SinkError> {
         let path = self.dir.clone().join(file.name());
         let location = self.target.location(&path);
         let mut rows = 0;
@@ -175,12 +187,15 @@ impl ChangeLogTable {
                 return Err(self.abort(writer, &location, e).await);
             }
         }
-        let Some(mut w) = writer else { return Ok(0) };
+        let Some(mut w) = writer else {
+            return Ok(ChangeFileWritten::default());
+        };
         if let Err(e) = w.finish().await {
             return Err(self.abort(Some(w), &location, e).await);
         }
-        tracing::debug!(table = %self.table, file = %location, rows, "change file written");
-        Ok(rows)
+        let bytes = w.bytes_written() as u64;
+        tracing::debug!(table = %self.table, file = %location, rows, bytes, "change file written");
+        Ok(ChangeFileWritten { rows, bytes })
     }
 
     /// Renames the change columns to DMS's and drops the operations the task does not keep.

@@ -12,7 +12,7 @@ mod load;
 mod object_file;
 mod target;
 
-pub use changes::{ChangeFile, ChangeLogTable, Checkpoint};
+pub use changes::{ChangeFile, ChangeFileWritten, ChangeLogTable, Checkpoint};
 pub use config::{ParquetCompression, ParquetTargetConfig};
 pub use error::SinkError;
 pub use load::{FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY};
