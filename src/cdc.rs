@@ -10,10 +10,11 @@ use inlet_postgres::{
     discover, drop_slot, ensure_publication, prerequisites, slot_state, ChangeCapture, Lsn,
     PgConnector, ReplicationConnection, SourceTable,
 };
-use inlet_sink_parquet::{ChangeFile, Checkpoint, ParquetTarget};
+use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 
-use crate::config::{Mode, SlotLost, SourceConfig, TargetConfig, TaskConfig};
+use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
+use crate::sink::{ChangeTable, Target};
 use crate::state::{Phase, TaskState};
 use crate::{full_load, JobError};
 
@@ -31,15 +32,14 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
     let SourceConfig::Postgres(source) = &config.source;
-    let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
-    let target = ParquetTarget::new(target_config).map_err(JobError::config)?;
     let task = config.task.name.as_str();
+    let target = Target::new(&config.target, task)?;
     let slot = source.slot_name(task);
     let publication = source.publication_name(task);
     let policy = config.values.on_unrepresentable;
-    target.check().await.map_err(JobError::target)?;
+    target.check().await?;
 
     let control = connector.connect().await.map_err(JobError::source)?;
     let tables = discover(&control, &connector, &selection, policy)
@@ -73,10 +73,7 @@ pub async fn run(
         .await
         .map_err(JobError::source)?;
 
-    let checkpoint = target
-        .read_checkpoint(task)
-        .await
-        .map_err(JobError::target)?;
+    let checkpoint = target.read_checkpoint(task).await?;
     let slot_now = slot_state(&control, &connector, &slot)
         .await
         .map_err(JobError::source)?;
@@ -102,7 +99,7 @@ pub async fn run(
                  (SELECT pg_drop_replication_slot('{slot}')) and the task checkpoint ({}), then run the \
                  task again for a new full load; or set cdc.on_slot_lost = \"resnapshot\" to do this \
                  automatically",
-                checkpoint_hint(&target, task)
+                target.checkpoint_location(task)
             )));
         }
         (Some(reason), existing, _) => {
@@ -115,11 +112,7 @@ pub async fn run(
             }
             // Changes captured through the lost slot must not be replayed over the new load.
             for t in &tables {
-                target
-                    .change_log(&t.schema)
-                    .remove_all()
-                    .await
-                    .map_err(JobError::target)?;
+                target.forget_changes(&t.schema).await?;
             }
             bootstrap(config, state, &connector, &target, &slot, true, &all_ids).await?
         }
@@ -148,25 +141,18 @@ pub async fn run(
     state.set_slot(None, false);
 
     let mut facts = facts;
+    let joined = join_new_tables(config, state, &connector, &target, &tables, &mut facts).await?;
+    // Opened after any join's load, so an upserting target indexes the loaded rows.
+    let mut outputs = Vec::with_capacity(tables.len());
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
-        let position = target
-            .change_log(&t.schema)
-            .committed_position()
-            .await
-            .map_err(JobError::target)?;
-        committed.push(position);
+        let output = target.change_table(&t.schema).await?;
+        committed.push(output.committed_position(&t.schema).await?);
+        outputs.push(output);
     }
-    join_new_tables(
-        config,
-        state,
-        &connector,
-        &target,
-        &tables,
-        &mut committed,
-        &mut facts,
-    )
-    .await?;
+    for (i, before) in joined {
+        committed[i] = Some(before);
+    }
 
     let poller = spawn_slot_poller(
         control,
@@ -207,6 +193,7 @@ pub async fn run(
     let mut run = Stream {
         capture,
         tables,
+        outputs,
         target: &target,
         task,
         state,
@@ -244,6 +231,9 @@ pub async fn run(
                 Some(CaptureEvent::Committed { end, commit_time_micros }) => {
                     run.seen = run.seen.max(end);
                     run.state.received(commit_time_micros);
+                    for output in &mut run.outputs {
+                        output.transaction_committed();
+                    }
                     if run.capture.buffered_rows() >= config.cdc.flush_rows
                         || run.capture.buffered_bytes() >= flush_bytes
                     {
@@ -277,7 +267,7 @@ async fn bootstrap(
     config: &TaskConfig,
     state: &TaskState,
     connector: &PgConnector,
-    target: &ParquetTarget,
+    target: &Target,
     slot: &str,
     load: bool,
     tables: &[TableId],
@@ -293,7 +283,10 @@ async fn bootstrap(
         let snapshot = created.snapshot_name.unwrap_or_default();
         tracing::info!(%slot, consistent_point = %created.consistent_point, "slot created; full load inside its snapshot");
         // The walsender connection stays idle meanwhile: its next command would end the snapshot.
-        let results = full_load::run(config, Some(&snapshot), state, None).await?;
+        // The load holds every transaction committed before the consistent point.
+        let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
+        let results =
+            full_load::run(config, Some(&snapshot), state, None, Some(loaded_up_to)).await?;
         let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
         tracing::info!(tables = results.len(), rows, "full load done");
         created.consistent_point
@@ -311,8 +304,7 @@ async fn bootstrap(
     };
     target
         .write_checkpoint(&config.task.name, &checkpoint)
-        .await
-        .map_err(JobError::target)?;
+        .await?;
     Ok((repl, position, facts))
 }
 
@@ -332,20 +324,20 @@ async fn join_new_tables(
     config: &TaskConfig,
     state: &TaskState,
     connector: &PgConnector,
-    target: &ParquetTarget,
+    target: &Target,
     tables: &[SourceTable],
-    committed: &mut [Option<Position>],
     facts: &mut Vec<(String, String)>,
-) -> Result<(), JobError> {
+) -> Result<Vec<(usize, Position)>, JobError> {
+    let mut joined = Vec::new();
     if !facts.iter().any(|(k, _)| k == TABLE_FACT) {
         facts.extend(tables.iter().map(|t| table_fact(&t.schema.id)));
-        return Ok(());
+        return Ok(joined);
     }
     let new: Vec<usize> = (0..tables.len())
         .filter(|&i| !facts.contains(&table_fact(&tables[i].schema.id)))
         .collect();
     if new.is_empty() {
-        return Ok(());
+        return Ok(joined);
     }
     let ids: Vec<TableId> = new.iter().map(|&i| tables[i].schema.id.clone()).collect();
     let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
@@ -364,22 +356,16 @@ async fn join_new_tables(
         let snapshot = created.snapshot_name.unwrap_or_default();
         for &i in &new {
             // A join interrupted earlier may have left change files: the new load replaces them.
-            target
-                .change_log(&tables[i].schema)
-                .remove_all()
-                .await
-                .map_err(JobError::target)?;
+            target.forget_changes(&tables[i].schema).await?;
         }
-        full_load::run(config, Some(&snapshot), state, Some(&ids)).await?;
+        let before = Position(created.consistent_point.0.saturating_sub(1));
+        full_load::run(config, Some(&snapshot), state, Some(&ids), Some(before)).await?;
         // The temporary slot goes with its connection.
         drop(join);
-        let before = Position(created.consistent_point.0.saturating_sub(1));
-        for &i in &new {
-            committed[i] = Some(before);
-        }
+        joined.extend(new.iter().map(|&i| (i, before)));
     }
     facts.extend(ids.iter().map(table_fact));
-    Ok(())
+    Ok(joined)
 }
 
 /// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], and writes heartbeats
@@ -443,7 +429,9 @@ impl Drop for AbortOnDrop {
 struct Stream<'a> {
     capture: ChangeCapture,
     tables: Vec<SourceTable>,
-    target: &'a ParquetTarget,
+    /// Where each table's changes go, by table index.
+    outputs: Vec<ChangeTable>,
+    target: &'a Target,
     task: &'a str,
     state: &'a TaskState,
     /// Carried into every checkpoint.
@@ -464,17 +452,25 @@ impl Stream<'_> {
             }
         }
         self.capture.reset_buffered_bytes();
-        if self.seen > self.durable {
+        let mut held = false;
+        for (i, output) in self.outputs.iter_mut().enumerate() {
+            let w = output.commit(self.seen).await?;
+            held |= output.holds_open_transaction();
+            if w.rows > 0 {
+                let table = self.tables[i].schema.id.to_string();
+                self.state.add_changes(&table, w.rows);
+            }
+        }
+        // A table still holding parts of an open transaction has not made everything up to
+        // `seen` durable: the checkpoint and the slot wait for it.
+        if self.seen > self.durable && !held {
             let written = Instant::now();
             self.state.observe_flush(written - started);
             let checkpoint = Checkpoint {
                 position: self.seen,
                 facts: self.facts.clone(),
             };
-            self.target
-                .write_checkpoint(self.task, &checkpoint)
-                .await
-                .map_err(JobError::target)?;
+            self.target.write_checkpoint(self.task, &checkpoint).await?;
             self.capture
                 .acknowledge(self.seen)
                 .await
@@ -487,29 +483,22 @@ impl Stream<'_> {
     }
 
     async fn write(&mut self, changes: TableChanges) -> Result<(), JobError> {
-        let file = ChangeFile {
-            first: changes.first,
-            last: changes.last,
-            commit_time_micros: changes.commit_time_micros,
-            part: changes.part,
+        let index = changes.table;
+        let part = changes.part;
+        let Some(output) = self.outputs.get_mut(index) else {
+            return Err(JobError::Failed(format!(
+                "changes for table #{index}, which the task does not have (a bug in the change capture)"
+            )));
         };
-        // Each batch is written in its own shape: across a schema change the files differ.
-        let log = self.target.change_log(&changes.schema);
-        let written = log
-            .write(&[changes.batch], file)
-            .await
-            .map_err(JobError::target)?;
-        let rows = written.rows;
-        let table = self.tables[changes.table].schema.id.to_string();
-        self.state.add_changes(&table, rows);
-        self.state.add_bytes(&table, written.bytes);
-        tracing::debug!(%table, rows, part = ?changes.part, "change file written");
+        let written = output.write(changes).await?;
+        let table = self.tables[index].schema.id.to_string();
+        if written.rows > 0 {
+            self.state.add_changes(&table, written.rows);
+            self.state.add_bytes(&table, written.bytes);
+        }
+        tracing::debug!(%table, rows = written.rows, ?part, "changes written");
         Ok(())
     }
-}
-
-fn checkpoint_hint(target: &ParquetTarget, task: &str) -> String {
-    format!("{}/_inlet/{task}/checkpoint", target.describe())
 }
 
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with
@@ -518,7 +507,7 @@ fn checkpoint_hint(target: &ParquetTarget, task: &str) -> String {
 fn slot_error(
     e: inlet_postgres::PgError,
     slot: &str,
-    target: &ParquetTarget,
+    target: &Target,
     task: &str,
     resnapshot: bool,
 ) -> JobError {
@@ -532,7 +521,7 @@ fn slot_error(
                  checkpoint may be lost. inlet never recreates a slot silently; delete the task \
                  checkpoint ({}) and run the task again for a new full load, or set \
                  cdc.on_slot_lost = \"resnapshot\"",
-                checkpoint_hint(target, task)
+                target.checkpoint_location(task)
             );
             return if resnapshot {
                 JobError::Transient {

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use inlet_core::{CheckStatus, Prerequisite, TableSelection};
 use inlet_postgres::{discover, prerequisites, PgConnector};
-use inlet_sink_parquet::ParquetTarget;
 
-use crate::config::{self, SourceConfig, TargetConfig};
+use crate::config::{self, SourceConfig};
+use crate::sink::Target;
 use crate::JobError;
 
 pub async fn run(path: &Path) -> Result<(), JobError> {
@@ -19,10 +19,9 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
         config.task.mode
     );
     let SourceConfig::Postgres(source) = &config.source;
-    let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
-    let target = ParquetTarget::new(target_config).map_err(JobError::config)?;
+    let target = Target::new(&config.target, &config.task.name)?;
 
     let mut report: Vec<Prerequisite> = Vec::new();
     match connector.connect().await {
@@ -63,7 +62,7 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
     }
     report.push(match target.check().await {
         Ok(()) => Prerequisite::ok("target", format!("{} is writable", target.describe())),
-        Err(e) => Prerequisite::missing("target", e.to_string(), "see the message above"),
+        Err(e) => Prerequisite::missing("target", e.message().to_string(), "see the message above"),
     });
 
     println!();

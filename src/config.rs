@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use inlet_core::{TableSelectionConfig, Unrepresentable};
 use inlet_postgres::PostgresSourceConfig;
+use inlet_sink_iceberg::IcebergTargetConfig;
 use inlet_sink_parquet::ParquetTargetConfig;
 use serde::Deserialize;
 
@@ -72,6 +73,7 @@ pub enum SourceConfig {
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
     Parquet(ParquetTargetConfig),
+    Iceberg(IcebergTargetConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,9 +288,10 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
     let (kind, target) = section(&mut root, "target")?;
     let target = match kind.as_str() {
         "parquet" => TargetConfig::Parquet(deserialize("target", target)?),
+        "iceberg" => TargetConfig::Iceberg(deserialize("target", target)?),
         other => {
             return Err(format!(
-                "target.kind: unknown target {other:?}; expected \"parquet\""
+                "target.kind: unknown target {other:?}; expected \"parquet\" or \"iceberg\""
             ))
         }
     };

@@ -5,15 +5,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use inlet_core::{TableId, TableSelection, Unrepresentable};
+use crate::sink::{LoadSummary, LoadTable, LoadWriter, Target};
+use inlet_core::{Position, TableId, TableSelection, Unrepresentable};
 use inlet_postgres::{
     discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk,
     SnapshotReader, SourceTable,
 };
-use inlet_sink_parquet::{FullLoadTable, LoadFileWriter, LoadSummary, ParquetTarget};
 use tokio::task::JoinSet;
 
-use crate::config::{FullLoadConfig, SourceConfig, TargetConfig, TaskConfig};
+use crate::config::{FullLoadConfig, SourceConfig, TaskConfig};
 use crate::progress::Progress;
 use crate::state::{Phase, TaskState};
 use crate::JobError;
@@ -35,17 +35,17 @@ pub async fn run(
     snapshot: Option<&str>,
     state: &TaskState,
     only: Option<&[TableId]>,
+    position: Option<Position>,
 ) -> Result<Vec<TableResult>, JobError> {
     let SourceConfig::Postgres(source) = &config.source;
-    let TargetConfig::Parquet(target_config) = &config.target;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
-    let target = ParquetTarget::new(target_config).map_err(JobError::config)?;
+    let target = Target::new(&config.target, &config.task.name)?;
     let policy = config.values.on_unrepresentable;
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
     // A wrong bucket or a missing permission should fail now, not after reading a large table.
-    target.check().await.map_err(JobError::target)?;
+    target.check().await?;
     let snapshot = match snapshot {
         Some(id) => ExportedSnapshot::import(&connector, id).await,
         None => ExportedSnapshot::export(&connector).await,
@@ -87,8 +87,11 @@ pub async fn run(
     );
 
     let tables = Arc::new(tables);
-    let sinks: Arc<Vec<FullLoadTable>> =
-        Arc::new(tables.iter().map(|t| target.full_load(&t.schema)).collect());
+    let mut sinks = Vec::with_capacity(tables.len());
+    for t in tables.iter() {
+        sinks.push(target.full_load(&t.schema).await?);
+    }
+    let sinks: Arc<Vec<LoadTable>> = Arc::new(sinks);
     let queue = work_queue(&tables, &config.full_load);
     let mut chunks_per_table = vec![0usize; tables.len()];
     for item in &queue {
@@ -153,7 +156,7 @@ pub async fn run(
 
     let mut results = Vec::with_capacity(tables.len());
     for (t, sink) in tables.iter().zip(sinks.iter()) {
-        let summary = sink.finish().await.map_err(JobError::target)?;
+        let summary = sink.finish(position).await?;
         state.add_bytes(&t.schema.id.to_string(), summary.bytes);
         results.push(TableResult {
             table: t.schema.id.to_string(),
@@ -191,7 +194,7 @@ fn work_queue(tables: &[SourceTable], config: &FullLoadConfig) -> VecDeque<WorkI
 struct Worker {
     reader: SnapshotReader,
     tables: Arc<Vec<SourceTable>>,
-    sinks: Arc<Vec<FullLoadTable>>,
+    sinks: Arc<Vec<LoadTable>>,
     queue: Arc<Mutex<VecDeque<WorkItem>>>,
     remaining: Arc<Vec<AtomicUsize>>,
     progress: Progress,
@@ -201,7 +204,7 @@ struct Worker {
 
 impl Worker {
     async fn run(self) -> Result<(), JobError> {
-        let mut open: Option<(usize, LoadFileWriter)> = None;
+        let mut open: Option<(usize, LoadWriter)> = None;
         loop {
             // A poisoned lock means another worker panicked; the join loop reports that.
             let next = self
@@ -212,7 +215,7 @@ impl Worker {
             let Some(item) = next else { break };
             if open.as_ref().is_some_and(|(t, _)| *t != item.table) {
                 if let Some((_, w)) = open.take() {
-                    w.close().await.map_err(JobError::target)?;
+                    w.close().await?;
                 }
             }
             let (_, writer) =
@@ -225,7 +228,7 @@ impl Worker {
                 .map_err(JobError::source)?;
             while let Some(batch) = stream.next_batch().await.map_err(JobError::source)? {
                 let rows = batch.num_rows() as u64;
-                writer.write(&batch).await.map_err(JobError::target)?;
+                writer.write(&batch).await?;
                 self.progress.add_rows(item.table, rows);
             }
             self.reader.finish_chunk().await.map_err(JobError::source)?;
@@ -236,7 +239,7 @@ impl Worker {
             }
         }
         if let Some((_, w)) = open.take() {
-            w.close().await.map_err(JobError::target)?;
+            w.close().await?;
         }
         Ok(())
     }

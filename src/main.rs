@@ -11,6 +11,7 @@ mod full_load;
 mod http;
 mod progress;
 mod runner;
+mod sink;
 mod state;
 mod systemd;
 
@@ -199,7 +200,7 @@ async fn full_load(path: &std::path::Path) -> Result<(), JobError> {
 async fn full_load_task(config: &config::TaskConfig) -> Result<(), JobError> {
     let started = std::time::Instant::now();
     let state = state::TaskState::detached(&config.task.name);
-    let results = full_load::run(config, None, &state, None).await?;
+    let results = full_load::run(config, None, &state, None, None).await?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     for r in &results {

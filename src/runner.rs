@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use inlet_postgres::PgConnector;
-use inlet_sink_parquet::ParquetTarget;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{self, Mode, ServiceConfig, SourceConfig, TargetConfig, TaskConfig};
+use crate::config::{self, Mode, ServiceConfig, SourceConfig, TaskConfig};
 use crate::http::{self, Endpoints};
+use crate::sink::Target;
 use crate::state::{Metrics, Phase, TaskState};
 use crate::{cdc, full_load, systemd, JobError};
 
@@ -98,7 +98,9 @@ async fn supervise(
         state.set_phase(Phase::Starting);
         let started = Instant::now();
         let result = match task.task.mode {
-            Mode::FullLoad => full_load::run(&task, None, &state, None).await.map(|_| ()),
+            Mode::FullLoad => full_load::run(&task, None, &state, None, None)
+                .await
+                .map(|_| ()),
             Mode::Cdc | Mode::FullLoadAndCdc => cdc::run(&task, &state, stopped.clone()).await,
         };
         let e = match result {
@@ -171,9 +173,8 @@ fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceC
 /// Source and target as shown in `/status`: servers and URLs, never credentials.
 fn describe(task: &TaskConfig) -> Result<(String, String), String> {
     let SourceConfig::Postgres(source) = &task.source;
-    let TargetConfig::Parquet(target) = &task.target;
     let connector = PgConnector::new(source).map_err(|e| e.to_string())?;
-    let target = ParquetTarget::new(target).map_err(|e| e.to_string())?;
+    let target = Target::new(&task.target, &task.task.name).map_err(|e| e.message().to_string())?;
     Ok((
         format!("postgres://{}", connector.server()),
         target.describe(),

@@ -175,11 +175,6 @@ impl DataFileWriter {
         Ok(())
     }
 
-    /// Rows in the open file so far.
-    pub(crate) fn open_rows(&self) -> u64 {
-        self.open.as_ref().map(|o| o.rows).unwrap_or(0)
-    }
-
     /// Drops the open file without making it visible.
     pub(crate) async fn abort(&mut self) {
         if let Some(open) = self.open.take() {
@@ -323,13 +318,29 @@ pub(crate) async fn read_columns(
             })?;
         indices.push(index);
     }
+    // The projection yields columns in file order; callers want them in the order asked for
+    // (a key's column order defines its encoding).
+    let mut sorted = indices.clone();
+    sorted.sort_unstable();
+    let order: Vec<usize> = indices
+        .iter()
+        .filter_map(|i| sorted.iter().position(|s| s == i))
+        .collect();
     let mask = ProjectionMask::roots(&descr, indices);
     let stream = builder
         .with_projection(mask)
         .with_batch_size(65_536)
         .build()
         .map_err(parquet_error)?;
-    stream.try_collect().await.map_err(parquet_error)
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(parquet_error)?;
+    batches
+        .iter()
+        .map(|b| {
+            b.project(&order).map_err(|e| {
+                IcebergError::state(table, format!("{uri}: cannot order its columns: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// Reads a position-delete file into (data-file URI → deleted positions).

@@ -98,7 +98,10 @@ impl KeyCodec {
     /// Index keys of every row of `columns` (the key columns, in key order, file types).
     pub(crate) fn hashes(&self, columns: &[ArrayRef]) -> Result<Vec<u64>, String> {
         if self.exact_int {
-            let values = arrow_cast::cast(&columns[0], &DataType::Int64)
+            let Some(column) = columns.first() else {
+                return Err("no key column given".into());
+            };
+            let values = arrow_cast::cast(column, &DataType::Int64)
                 .map_err(|e| format!("key column: {e}"))?;
             let values = values
                 .as_any()
@@ -148,6 +151,8 @@ pub(crate) struct PkIndex {
     map: Map,
     /// Keys whose hash is shared with another live key, by full encoding.
     exact: HashMap<Arc<[u8]>, u64>,
+    /// Entries of `map` that are [`COLLIDED`].
+    collided: usize,
 }
 
 /// What the index holds for a hash.
@@ -192,7 +197,9 @@ impl PkIndex {
 
     /// Two distinct keys share `hash`: both go to the side table.
     pub(crate) fn collide(&mut self, hash: u64, existing: (Arc<[u8]>, u64), new: (Arc<[u8]>, u64)) {
-        self.map.insert(hash, COLLIDED);
+        if self.map.insert(hash, COLLIDED) != Some(COLLIDED) {
+            self.collided += 1;
+        }
         self.exact.insert(existing.0, existing.1);
         self.exact.insert(new.0, new.1);
     }
@@ -200,16 +207,27 @@ impl PkIndex {
     pub(crate) fn clear(&mut self) {
         self.map = Map::default();
         self.exact.clear();
+        self.collided = 0;
     }
 
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.map.reserve(additional);
     }
 
+    /// Gives memory back after many deletes (the table never shrinks by itself), keeping the
+    /// bytes per row within bound.
+    pub(crate) fn shrink_if_sparse(&mut self) {
+        // shrink_to_fit leaves the table at least 7/16 full, i.e. under 39 bytes per row; a
+        // table only drops below that bound through deletes.
+        let len = self.len();
+        if self.map.capacity() > 64 && self.heap_bytes() > 40 * len.max(1) {
+            self.map.shrink_to_fit();
+        }
+    }
+
     /// Live keys in the index (collided hashes count once per key).
     pub(crate) fn len(&self) -> usize {
-        let collided = self.map.values().filter(|v| **v == COLLIDED).count();
-        self.map.len() - collided + self.exact.len()
+        self.map.len() - self.collided + self.exact.len()
     }
 
     /// Heap bytes of the index: the hash table's buckets (16-byte entry plus one control
@@ -241,6 +259,13 @@ mod tests {
             let per_row = index.heap_bytes() as f64 / index.len() as f64;
             assert!(per_row <= 40.0, "{n} rows: {per_row} bytes/row");
         }
+        // After deleting most rows the table gives memory back.
+        for i in 0..900_000u64 {
+            index.remove(i);
+        }
+        index.shrink_if_sparse();
+        let per_row = index.heap_bytes() as f64 / index.len() as f64;
+        assert!(per_row <= 40.0, "after deletes: {per_row} bytes/row");
     }
 
     #[test]

@@ -279,6 +279,17 @@ pub(crate) fn file_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// `schema` with every top-level field nullable (change batches before op filtering).
+pub(crate) fn relaxed(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(ArrowSchema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// Casts `batch` (columns found by name) to `target`: types converted (int16→int32, list item
 /// names), columns the batch lacks filled with nulls, columns `target` lacks dropped.
 pub(crate) fn conform(

@@ -199,7 +199,12 @@ impl TableCatalog {
                     .find(|s| crate::schema::same_columns(s, &schema))
                     .map(|s| s.schema_id())
                     .unwrap_or_else(|| {
-                        metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1
+                        metadata
+                            .schemas_iter()
+                            .map(|s| s.schema_id())
+                            .max()
+                            .unwrap_or(0)
+                            + 1
                     });
                 Some(
                     schema

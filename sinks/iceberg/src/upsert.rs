@@ -21,7 +21,7 @@ use inlet_core::{Position, TableSchema, OP_COLUMN, POSITION_COLUMN};
 
 use crate::files::{read_columns, read_position_deletes, DataFileWriter, PositionDeleteWriter};
 use crate::index::{loc, unpack, Entry, KeyCodec, PkIndex, PENDING_FILE};
-use crate::schema::{conform, file_schema, same_columns};
+use crate::schema::{conform, file_schema, relaxed, same_columns};
 use crate::snapshot::SnapshotChange;
 use crate::target::OpenedTable;
 use crate::{IcebergError, IcebergTarget};
@@ -30,6 +30,7 @@ use crate::{IcebergError, IcebergTarget};
 #[derive(Debug, Clone)]
 struct LiveFile {
     uri: Arc<str>,
+    size: u64,
     rows: u64,
     deleted: u64,
 }
@@ -52,7 +53,7 @@ pub struct UpsertTable {
     file_schema: SchemaRef,
     /// Indices of the key columns in `file_schema`; empty for a change log.
     key_columns: Vec<usize>,
-    codec: Option<KeyCodec>,
+    codec: Option<Arc<KeyCodec>>,
     index: PkIndex,
     files: Vec<LiveFile>,
     /// The open batch: rows (in the file schema) waiting for the next commit.
@@ -94,7 +95,7 @@ fn make_codec(
     table: &str,
     key_columns: &[usize],
     schema: &SchemaRef,
-) -> Result<Option<KeyCodec>, IcebergError> {
+) -> Result<Option<Arc<KeyCodec>>, IcebergError> {
     if key_columns.is_empty() {
         return Ok(None);
     }
@@ -104,7 +105,7 @@ fn make_codec(
         .collect();
     let nullable = key_columns.iter().any(|i| schema.field(*i).is_nullable());
     KeyCodec::new(types, nullable)
-        .map(Some)
+        .map(|c| Some(Arc::new(c)))
         .map_err(|m| IcebergError::schema(table, m))
 }
 
@@ -170,11 +171,12 @@ impl UpsertTable {
                 }
             }
         }
-        let Some(codec) = &self.codec else {
+        let Some(codec) = self.codec.clone() else {
             self.files = data
                 .iter()
                 .map(|f| LiveFile {
                     uri: f.file_path().into(),
+                    size: f.file_size_in_bytes(),
                     rows: f.record_count(),
                     deleted: 0,
                 })
@@ -192,7 +194,8 @@ impl UpsertTable {
             })
             .collect();
         let total: u64 = data.iter().map(|f| f.record_count()).sum();
-        self.index.reserve(total as usize);
+        let gone: usize = deleted.values().map(Vec::len).sum();
+        self.index.reserve((total as usize).saturating_sub(gone));
         for file in &data {
             let id = u32::try_from(self.files.len()).map_err(|_| {
                 IcebergError::state(
@@ -205,6 +208,7 @@ impl UpsertTable {
             gone.dedup();
             self.files.push(LiveFile {
                 uri: file.file_path().into(),
+                size: file.file_size_in_bytes(),
                 rows: file.record_count(),
                 deleted: gone.len() as u64,
             });
@@ -232,6 +236,7 @@ impl UpsertTable {
                 }
             }
         }
+        self.index.shrink_if_sparse();
         tracing::info!(
             table = %self.table,
             rows = self.index.len(),
@@ -369,16 +374,7 @@ impl UpsertTable {
                 })
                 .collect();
             let wh = self.target.inner.warehouse.clone();
-            let size = wh
-                .store
-                .head(
-                    &wh.path_of(&live.uri)
-                        .map_err(|m| IcebergError::state(&self.table, m))?,
-                )
-                .await
-                .map(|m| m.size)
-                .unwrap_or(0);
-            let batches = read_columns(&wh, &self.table, &live.uri, size, &key_ids).await?;
+            let batches = read_columns(&wh, &self.table, &live.uri, live.size, &key_ids).await?;
             let types = self
                 .codec
                 .as_ref()
@@ -505,7 +501,9 @@ impl UpsertTable {
         let committed = self.committed;
         // Defensive exactly-once: changes the table already holds are not applied twice.
         let fresh = |i: usize| committed.is_none_or(|c| (lsns.value(i) as u64) > c.0);
-        let data = conform(&self.table, batch, &self.file_schema)?;
+        // Relaxed: a delete may carry only its key, with NULL in NOT NULL columns; the rows
+        // kept for writing are checked against the real schema at commit.
+        let data = conform(&self.table, batch, &relaxed(&self.file_schema))?;
 
         let Some(codec) = &self.codec else {
             let keep = BooleanArray::from_iter((0..batch.num_rows()).map(|i| Some(fresh(i))));
@@ -566,10 +564,11 @@ impl UpsertTable {
                             let same = exact || op == "U" || {
                                 let theirs = self.key_at(l, Some((&key_cols, &taken))).await?;
                                 let mine = self.key_bytes(&key_cols, i)?;
-                                if theirs != mine {
+                                let same = theirs == mine;
+                                if !same {
                                     self.index.collide(h, (theirs, l), (mine, here));
                                 }
-                                theirs == mine
+                                same
                             };
                             if same {
                                 self.kill(l);
@@ -669,7 +668,7 @@ impl UpsertTable {
         }
         let mut pending = Vec::with_capacity(self.pending.len());
         for batch in &self.pending {
-            pending.push(conform(&self.table, batch, &new_file_schema)?);
+            pending.push(conform(&self.table, batch, &relaxed(&new_file_schema))?);
         }
         tracing::info!(table = %self.table, "schema changed; committed with the next snapshot");
         self.pending = pending;
@@ -726,6 +725,13 @@ impl UpsertTable {
             } else {
                 batch.clone()
             };
+            let batch = match conform(&self.table, &batch, &self.file_schema) {
+                Ok(b) => b,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err(e);
+                }
+            };
             if let Err(e) = writer.write(&batch).await {
                 writer.abort().await;
                 return Err(e);
@@ -769,6 +775,7 @@ impl UpsertTable {
         for f in &new_files {
             self.files.push(LiveFile {
                 uri: f.file_path().into(),
+                size: f.file_size_in_bytes(),
                 rows: f.record_count(),
                 deleted: 0,
             });
@@ -792,6 +799,7 @@ impl UpsertTable {
                 }
             }
         }
+        self.index.shrink_if_sparse();
         let summary = CommitSummary {
             committed: true,
             data_files: new_files.len(),

@@ -72,6 +72,21 @@ pub enum ParquetCompression {
 }
 
 impl ParquetTargetConfig {
+    /// A target at `url` with every other setting at its default.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            file_size_mb: default_file_size_mb(),
+            compression: ParquetCompression::default(),
+            compression_level: default_compression_level(),
+            row_group_rows: default_row_group_rows(),
+            include_op_for_full_load: false,
+            timestamp_column: None,
+            cdc_inserts_only: false,
+            cdc_inserts_and_updates: false,
+        }
+    }
+
     /// The parquet codec for these settings, or a message saying which value is wrong.
     pub(crate) fn codec(&self) -> Result<Compression, String> {
         Ok(match self.compression {

@@ -105,7 +105,9 @@ fn columns(rows: &[&Row]) -> Vec<ArrayRef> {
     let mut id = Int64Builder::new();
     let mut name = StringBuilder::new();
     let mut qty = Int16Builder::new();
-    let mut price = Decimal128Builder::new().with_precision_and_scale(12, 2).unwrap();
+    let mut price = Decimal128Builder::new()
+        .with_precision_and_scale(12, 2)
+        .unwrap();
     let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut flag = BooleanBuilder::new();
     let mut day = Date32Builder::new();
@@ -155,8 +157,12 @@ pub fn change_batch(table: &TableSchema, changes: &[Change]) -> RecordBatch {
             )
             .with_timezone("UTC"),
         ),
-        Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.lsn as i64))),
-        Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.lsn as i64 / 10))),
+        Arc::new(Int64Array::from_iter_values(
+            changes.iter().map(|c| c.lsn as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            changes.iter().map(|c| c.lsn as i64 / 10),
+        )),
     ];
     cols.extend(columns(&rows));
     RecordBatch::try_new(change_schema(table), cols).unwrap()
@@ -197,7 +203,10 @@ pub fn read_back(metadata: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("reader output: {e}: {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "reader output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -249,8 +258,16 @@ pub fn assert_rows(
         assert_eq!(t, types, "{reader} types");
         let rows = reader_rows(r);
         if rows != expected {
-            let missing: Vec<_> = expected.iter().filter(|r| !rows.contains(r)).take(5).collect();
-            let extra: Vec<_> = rows.iter().filter(|r| !expected.contains(r)).take(5).collect();
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|r| !rows.contains(r))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = rows
+                .iter()
+                .filter(|r| !expected.contains(r))
+                .take(5)
+                .collect();
             panic!(
                 "{reader}: {} rows, expected {}; missing (first 5) {missing:?}; unexpected \
                  (first 5) {extra:?}",
@@ -265,7 +282,7 @@ pub fn assert_rows(
 pub const COLUMNS: [&str; 7] = ["id", "name", "qty", "price", "ts", "flag", "day"];
 pub const PYICEBERG_TYPES: [&str; 7] = [
     "int64",
-    "large_string",
+    "string",
     "int32",
     "decimal128(12, 2)",
     "timestamp[us, tz=UTC]",

@@ -2,7 +2,10 @@
 JSON object per reader, the column names, each reader's column types, and every row with its
 values in a canonical text form (so a Rust test can compare them with its model exactly):
 
-    python read_table.py <path to vN.metadata.json>
+    python read_table.py <path or s3:// URI of vN.metadata.json>
+
+For s3:// tables the endpoint and credentials come from INLET_S3_ENDPOINT (http://host:port),
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION.
 
 Canonical values: null; integers and decimals as their exact text; floats by repr; booleans as
 "true"/"false"; dates ISO; timestamps as microseconds since the Unix epoch (UTC); bytes as hex;
@@ -52,10 +55,33 @@ def sort_rows(rows):
     return sorted(rows, key=lambda r: json.dumps(r))
 
 
+def s3_settings():
+    import os
+
+    endpoint = os.environ.get("INLET_S3_ENDPOINT")
+    if not endpoint:
+        return None
+    return {
+        "endpoint": endpoint,
+        "key": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+        "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+        "region": os.environ.get("AWS_REGION", "us-east-1"),
+    }
+
+
 def read_pyiceberg(metadata):
     from pyiceberg.table import StaticTable
 
-    table = StaticTable.from_metadata(metadata)
+    s3 = s3_settings()
+    props = {}
+    if s3:
+        props = {
+            "s3.endpoint": s3["endpoint"],
+            "s3.access-key-id": s3["key"],
+            "s3.secret-access-key": s3["secret"],
+            "s3.region": s3["region"],
+        }
+    table = StaticTable.from_metadata(metadata, properties=props)
     arrow = table.scan().to_arrow()
     schema = table.schema()
     fields = [
@@ -94,10 +120,20 @@ def read_duckdb(metadata):
     duckdb_extensions.import_extension("iceberg", con=con)
     con.sql("LOAD avro")
     con.sql("LOAD iceberg")
+    s3 = s3_settings()
+    if s3:
+        duckdb_extensions.import_extension("httpfs", con=con)
+        con.sql("LOAD httpfs")
+        host = s3["endpoint"].split("://", 1)[1]
+        con.sql(
+            f"CREATE SECRET s3 (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}', "
+            f"REGION '{s3['region']}', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
+        )
     rel = con.sql(f"SELECT * FROM iceberg_scan('{metadata}')")
     columns = rel.columns
     types = [str(t) for t in rel.types]
-    rows = [[canon(v) for v in row] for row in rel.fetchall()]
+    # Through Arrow: fetchall() would need pytz for TIMESTAMP WITH TIME ZONE.
+    rows = [[canon(v) for v in row.values()] for row in rel.arrow().read_all().to_pylist()]
     return {"columns": columns, "types": types, "rows": sort_rows(rows)}
 
 

@@ -1,0 +1,324 @@
+//! The target side of a task, whichever kind its file names: full-load tables and their
+//! writers, the change stream's per-table writers, and the task checkpoint, over the Parquet
+//! sink (DMS-style files) or the Iceberg sink (upserted tables).
+//!
+//! The two differ in when changes become durable. Parquet writes a change file per batch at
+//! once; Iceberg applies batches to an open table and makes them durable only at
+//! [`ChangeTable::commit`], one snapshot per table per flush.
+
+use inlet_core::{Position, TableChanges, TableSchema};
+use inlet_sink_iceberg::{IcebergError, IcebergTarget, UpsertTable};
+use inlet_sink_parquet::{
+    ChangeFile, Checkpoint, FullLoadTable, LoadFileWriter, ParquetTarget, ParquetTargetConfig,
+    SinkError,
+};
+
+use crate::config::TargetConfig;
+use crate::JobError;
+
+pub enum Target {
+    Parquet(ParquetTarget),
+    Iceberg {
+        tables: IcebergTarget,
+        /// The task checkpoint lives in the warehouse too (`_inlet/<task>/checkpoint`), written
+        /// the way the Parquet target writes it.
+        checkpoints: ParquetTarget,
+    },
+}
+
+/// Whether an Iceberg error may pass on a retry: the store was unreachable or answered 5xx.
+fn iceberg_error(e: IcebergError) -> JobError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(store) = c.downcast_ref::<object_store::Error>() {
+            if matches!(store, object_store::Error::Generic { .. }) {
+                return JobError::Transient {
+                    kind: "target",
+                    message: e.to_string(),
+                };
+            }
+        }
+        cause = c.source();
+    }
+    JobError::Failed(e.to_string())
+}
+
+fn sink_error(e: SinkError) -> JobError {
+    JobError::target(e)
+}
+
+impl Target {
+    /// Parses the target settings; no I/O beyond creating a local folder.
+    pub fn new(config: &TargetConfig, task: &str) -> Result<Self, JobError> {
+        match config {
+            TargetConfig::Parquet(c) => Ok(Self::Parquet(
+                ParquetTarget::new(c).map_err(JobError::config)?,
+            )),
+            TargetConfig::Iceberg(c) => Ok(Self::Iceberg {
+                tables: IcebergTarget::new(c, task).map_err(JobError::config)?,
+                checkpoints: ParquetTarget::new(&ParquetTargetConfig::with_url(&c.warehouse))
+                    .map_err(JobError::config)?,
+            }),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Parquet(t) => t.describe(),
+            Self::Iceberg { tables, .. } => format!("iceberg {}", tables.describe()),
+        }
+    }
+
+    pub async fn check(&self) -> Result<(), JobError> {
+        match self {
+            Self::Parquet(t) => t.check().await.map_err(sink_error),
+            Self::Iceberg { tables, .. } => tables.check().await.map_err(iceberg_error),
+        }
+    }
+
+    fn checkpoints(&self) -> &ParquetTarget {
+        match self {
+            Self::Parquet(t) | Self::Iceberg { checkpoints: t, .. } => t,
+        }
+    }
+
+    pub async fn read_checkpoint(&self, task: &str) -> Result<Option<Checkpoint>, JobError> {
+        self.checkpoints()
+            .read_checkpoint(task)
+            .await
+            .map_err(sink_error)
+    }
+
+    pub async fn write_checkpoint(&self, task: &str, cp: &Checkpoint) -> Result<(), JobError> {
+        self.checkpoints()
+            .write_checkpoint(task, cp)
+            .await
+            .map_err(sink_error)
+    }
+
+    /// Where the task checkpoint is, for messages.
+    pub fn checkpoint_location(&self, task: &str) -> String {
+        format!("{}/_inlet/{task}/checkpoint", self.checkpoints().describe())
+    }
+
+    /// Starts the full load of a table.
+    pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, JobError> {
+        match self {
+            Self::Parquet(t) => Ok(LoadTable::Parquet(t.full_load(table))),
+            Self::Iceberg { tables, .. } => Ok(LoadTable::Iceberg(
+                tables.full_load(table).await.map_err(iceberg_error)?,
+            )),
+        }
+    }
+
+    /// Opens a table for the change stream.
+    pub async fn change_table(&self, table: &TableSchema) -> Result<ChangeTable, JobError> {
+        match self {
+            Self::Parquet(t) => Ok(ChangeTable::Parquet(t.clone())),
+            Self::Iceberg { tables, .. } => Ok(ChangeTable::Iceberg {
+                table: Box::new(tables.upsert_table(table).await.map_err(iceberg_error)?),
+                pending: 0,
+                open_part: false,
+            }),
+        }
+    }
+
+    /// Before a new full load of `table` replaces it: drops the changes captured before (Parquet
+    /// change files; an Iceberg load replaces the table's contents by itself).
+    pub async fn forget_changes(&self, table: &TableSchema) -> Result<(), JobError> {
+        match self {
+            Self::Parquet(t) => t
+                .change_log(table)
+                .remove_all()
+                .await
+                .map(drop)
+                .map_err(sink_error),
+            Self::Iceberg { .. } => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadSummary {
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// One table's full load, shared by the workers loading it.
+#[derive(Clone)]
+pub enum LoadTable {
+    Parquet(FullLoadTable),
+    Iceberg(inlet_sink_iceberg::LoadTable),
+}
+
+impl LoadTable {
+    pub fn writer(&self) -> LoadWriter {
+        match self {
+            Self::Parquet(t) => LoadWriter::Parquet(t.writer()),
+            Self::Iceberg(t) => LoadWriter::Iceberg(t.writer()),
+        }
+    }
+
+    /// Completes the load once every writer is closed. `position`: the source position the
+    /// load is consistent with, recorded by targets that keep one per table (Iceberg).
+    pub async fn finish(&self, position: Option<Position>) -> Result<LoadSummary, JobError> {
+        match self {
+            Self::Parquet(t) => {
+                let s = t.finish().await.map_err(sink_error)?;
+                Ok(LoadSummary {
+                    files: s.files,
+                    rows: s.rows,
+                    bytes: s.bytes,
+                })
+            }
+            Self::Iceberg(t) => {
+                let s = t.finish(position).await.map_err(iceberg_error)?;
+                Ok(LoadSummary {
+                    files: s.files as u64,
+                    rows: s.rows,
+                    bytes: s.bytes,
+                })
+            }
+        }
+    }
+}
+
+pub enum LoadWriter {
+    Parquet(LoadFileWriter),
+    Iceberg(inlet_sink_iceberg::LoadWriter),
+}
+
+impl LoadWriter {
+    pub async fn write(&mut self, batch: &arrow_array::RecordBatch) -> Result<(), JobError> {
+        match self {
+            Self::Parquet(w) => w.write(batch).await.map_err(sink_error),
+            Self::Iceberg(w) => w.write(batch).await.map_err(iceberg_error),
+        }
+    }
+
+    pub async fn close(self) -> Result<(), JobError> {
+        match self {
+            Self::Parquet(w) => w.close().await.map_err(sink_error),
+            Self::Iceberg(w) => w.close().await.map_err(iceberg_error),
+        }
+    }
+}
+
+/// Rows and bytes a write made durable (Iceberg: at commit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// One table of the change stream.
+pub enum ChangeTable {
+    /// Each batch becomes a change file at once.
+    Parquet(ParquetTarget),
+    /// Batches are applied to the open table and committed by [`ChangeTable::commit`].
+    Iceberg {
+        table: Box<UpsertTable>,
+        /// Change rows applied since the last commit.
+        pending: u64,
+        /// Part of a transaction still open was applied: the table must not commit until the
+        /// transaction's commit has been seen, or a restart would apply its first parts twice.
+        open_part: bool,
+    },
+}
+
+impl ChangeTable {
+    /// The highest source position the table holds: the stream skips transactions at or below.
+    pub async fn committed_position(
+        &self,
+        schema: &TableSchema,
+    ) -> Result<Option<Position>, JobError> {
+        match self {
+            Self::Parquet(t) => t
+                .change_log(schema)
+                .committed_position()
+                .await
+                .map_err(sink_error),
+            Self::Iceberg { table, .. } => Ok(table.committed_position()),
+        }
+    }
+
+    pub async fn write(&mut self, changes: TableChanges) -> Result<Written, JobError> {
+        match self {
+            Self::Parquet(t) => {
+                let file = ChangeFile {
+                    first: changes.first,
+                    last: changes.last,
+                    commit_time_micros: changes.commit_time_micros,
+                    part: changes.part,
+                };
+                // Each batch is written in its own shape: across a schema change files differ.
+                let w = t
+                    .change_log(&changes.schema)
+                    .write(&[changes.batch], file)
+                    .await
+                    .map_err(sink_error)?;
+                Ok(Written {
+                    rows: w.rows,
+                    bytes: w.bytes,
+                })
+            }
+            Self::Iceberg {
+                table,
+                pending,
+                open_part,
+            } => {
+                table
+                    .apply(&changes.schema, &changes.batch)
+                    .await
+                    .map_err(iceberg_error)?;
+                *pending += changes.batch.num_rows() as u64;
+                if changes.part.is_some() {
+                    *open_part = true;
+                }
+                // Durable only at commit; counted then.
+                Ok(Written::default())
+            }
+        }
+    }
+
+    /// The transaction whose parts were applied has committed at the source.
+    pub fn transaction_committed(&mut self) {
+        if let Self::Iceberg { open_part, .. } = self {
+            *open_part = false;
+        }
+    }
+
+    /// Whether this table holds applied changes it may not commit yet.
+    pub fn holds_open_transaction(&self) -> bool {
+        matches!(
+            self,
+            Self::Iceberg {
+                open_part: true,
+                ..
+            }
+        )
+    }
+
+    /// Makes the applied changes durable, recording that the table holds everything up to
+    /// `position`. A no-op for Parquet (already durable) and for a table with nothing new.
+    pub async fn commit(&mut self, position: Position) -> Result<Written, JobError> {
+        match self {
+            Self::Parquet(_) => Ok(Written::default()),
+            Self::Iceberg {
+                table,
+                pending,
+                open_part,
+            } => {
+                if *pending == 0 || *open_part {
+                    return Ok(Written::default());
+                }
+                table.commit(position).await.map_err(iceberg_error)?;
+                Ok(Written {
+                    rows: std::mem::take(pending),
+                    bytes: 0,
+                })
+            }
+        }
+    }
+}

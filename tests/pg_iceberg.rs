@@ -1,0 +1,279 @@
+//! PostgreSQL → Iceberg end to end: `inlet run` in full-load-and-cdc mode with
+//! `target.kind = "iceberg"`, a workload of inserts, updates (key changes included), deletes,
+//! truncates and multi-table transactions, SIGKILLs at random moments, and at the end each
+//! table, read by pyiceberg and by DuckDB, must equal the source row for row.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{python, task_file, PgServer};
+
+const SCHEMA: &str = "
+CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));
+CREATE TABLE events (id bigint PRIMARY KEY, version int NOT NULL, account bigint, note text);
+INSERT INTO accounts SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 2000) g;
+INSERT INTO events SELECT g, 0, g % 2000 + 1, repeat('e', g % 50) FROM generate_series(1, 1000) g;
+";
+
+fn task(url: &str, warehouse: &Path) -> String {
+    format!(
+        r#"
+[task]
+name = "ice"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "iceberg"
+warehouse = "{}"
+[tables]
+include = ["public.*"]
+[cdc]
+flush_interval_ms = 200
+part_rows = 300
+"#,
+        warehouse.display()
+    )
+}
+
+fn spawn_inlet(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args([
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start inlet run")
+}
+
+fn finish(mut child: Child) -> (i32, String) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (child.wait().unwrap().code().unwrap_or(-1), err)
+}
+
+async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, warehouse: &Path) {
+    let checkpoint = warehouse.join("_inlet/ice/checkpoint");
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("inlet exited early with {status}:\n{err}");
+        }
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = 'inlet_ice'",
+                &[&target],
+            )
+            .await
+            .unwrap();
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) && checkpoint.exists() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn workload(client: &tokio_postgres::Client, round: i64) {
+    let base = 100_000 + round * 1000;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO accounts SELECT g, 0, 'new ' || g, g FROM generate_series({base}, {base} + 199) g;
+             UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r};
+             DELETE FROM accounts WHERE id % 97 = {r} AND id < 2000;
+             BEGIN;
+               INSERT INTO events SELECT g, 0, g % 2000 + 1, 'ev ' || g FROM generate_series({base}, {base} + 49) g;
+               UPDATE accounts SET version = version + 1, owner = owner || '+' WHERE id = {base};
+               DELETE FROM events WHERE id = {base} + 1;
+               UPDATE events SET version = version + 1, note = 'changed' WHERE id % 11 = {r};
+             COMMIT;
+             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;
+             {truncate}",
+            r = round % 7,
+            truncate = if round % 3 == 2 {
+                format!(
+                    "BEGIN; TRUNCATE events; INSERT INTO events SELECT g, 0, 1, 'after truncate' \
+                     FROM generate_series({base} + 500, {base} + 519) g; COMMIT;"
+                )
+            } else {
+                String::new()
+            }
+        ))
+        .await
+        .unwrap();
+}
+
+/// The newest `vN.metadata.json` of a table.
+fn current_metadata(table_dir: &Path) -> PathBuf {
+    std::fs::read_dir(table_dir.join("metadata"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            let n: u64 = name
+                .strip_prefix('v')?
+                .strip_suffix(".metadata.json")?
+                .parse()
+                .ok()?;
+            Some((n, p))
+        })
+        .max()
+        .map(|(_, p)| p)
+        .expect("a metadata file")
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+/// Both readers' rows (sorted), or a panic naming the reader that failed.
+fn read_iceberg(table_dir: &Path) -> (Rows, Rows) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sinks/iceberg/tests/readers/read_table.py"
+    );
+    let metadata = current_metadata(table_dir);
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&metadata)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = |reader: &str| -> Rows {
+        let r = &doc[reader];
+        assert!(r.get("error").is_none(), "{reader}: {}", r["error"]);
+        let mut rows: Rows = r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    (rows("pyiceberg"), rows("duckdb"))
+}
+
+async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) -> Rows {
+    let select: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
+    let mut rows: Rows = client
+        .query(&format!("SELECT {} FROM {table}", select.join(", ")), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
+        .collect();
+    rows.sort();
+    rows
+}
+
+async fn assert_tables_equal_source(client: &tokio_postgres::Client, warehouse: &Path) {
+    for (table, columns) in [
+        ("accounts", &["id", "version", "owner", "balance"][..]),
+        ("events", &["id", "version", "account", "note"][..]),
+    ] {
+        let want = source(client, table, columns).await;
+        let (pyiceberg, duckdb) = read_iceberg(&warehouse.join("public").join(table));
+        assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
+        assert!(
+            pyiceberg == want,
+            "{table}: pyiceberg rows differ from the source"
+        );
+        assert!(
+            duckdb == want,
+            "{table}: DuckDB rows differ from the source"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn iceberg_tables_equal_the_source_across_sigkills() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let cfg = task_file(dir.path(), "ice", &task(&pg.url("postgres"), &warehouse));
+
+    // A clean run first: the full load, two rounds, then the readers agree with the source.
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &warehouse).await;
+    workload(&client, 0).await;
+    workload(&client, 1).await;
+    wait_caught_up(&client, &mut child, &warehouse).await;
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_tables_equal_source(&client, &warehouse).await;
+
+    // Then kill -9 at pseudo-random moments while the workload goes on.
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut round = 2;
+    for _ in 0..4 {
+        let mut child = spawn_inlet(&cfg);
+        for _ in 0..1 + next() % 2 {
+            workload(&client, round).await;
+            round += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 800)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    // A large transaction, written in parts, then a last run that catches up.
+    client
+        .batch_execute(
+            "UPDATE accounts SET version = version + 1, balance = balance * 2 WHERE id <= 1500",
+        )
+        .await
+        .unwrap();
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &warehouse).await;
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_tables_equal_source(&client, &warehouse).await;
+}
