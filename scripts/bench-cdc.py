@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""CDC benchmark: PostgreSQL -> Parquet change files with `inlet run` (mode cdc).
+"""CDC benchmark: PostgreSQL -> Parquet change files, or -> Iceberg tables, with `inlet run`
+(mode cdc).
 
-    scripts/bench-cdc.py --port 54339 --inlet target/release/inlet
+    scripts/bench-cdc.py --port 54339 --inlet target/release/inlet [--target iceberg]
 
 Two measurements on the sandbox PostgreSQL (scripts/pg-sandbox.sh must have started it):
 
@@ -12,15 +13,22 @@ Two measurements on the sandbox PostgreSQL (scripts/pg-sandbox.sh must have star
 2. Lag. pgbench-style clients (pgbench, 4 connections) run a mixed update/insert/delete
    transaction for a while with inlet running; for every change row written, lag is the change
    file's write time minus the transaction's commit time (from `_inlet_commit_ts`). p50 and p99
-   over all rows.
+   over all rows. For Iceberg, the source's WAL insert position is sampled with its clock every
+   100 ms during the load; a sample's lag is the time until the first table snapshot whose
+   `inlet.position` covers it (snapshot `timestamp-ms`), i.e. source commit to visible snapshot.
 
 Ends with one machine line:
     bench: pg-cdc-parquet changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N
+    bench: pg-cdc-iceberg changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N index_bytes_per_row=N
 """
 
 import argparse
 import glob
+import json
 import os
+import socket
+import threading
+import urllib.request
 import shutil
 import signal
 import subprocess
@@ -72,9 +80,72 @@ def peak_rss_mb(pid):
     return 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+LISTEN = f"127.0.0.1:{free_port()}"
+
+
 def start_inlet(inlet, task_file):
-    return subprocess.Popen([inlet, "run", "-c", task_file, "--listen", "127.0.0.1:0"], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([inlet, "run", "-c", task_file, "--listen", LISTEN], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             env={**os.environ, "RUST_LOG": "warn"})
+
+
+def metric(name):
+    """A sample from the running daemon's /metrics, or None."""
+    with urllib.request.urlopen(f"http://{LISTEN}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def lsn_int(text):
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+class WalSampler(threading.Thread):
+    """(WAL insert position, server clock) every 100 ms, over one psql session."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.samples = []
+        self.stop = threading.Event()
+        self.psql = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", DB],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self):
+        while not self.stop.is_set():
+            self.psql.stdin.write("SELECT pg_current_wal_insert_lsn() || ' ' || extract(epoch FROM clock_timestamp());\n")
+            self.psql.stdin.flush()
+            lsn, t = self.psql.stdout.readline().split()
+            self.samples.append((lsn_int(lsn), float(t)))
+            time.sleep(0.1)
+
+    def finish(self):
+        self.stop.set()
+        self.join()
+        self.psql.stdin.close()
+        self.psql.wait()
+
+
+def iceberg_snapshots(table_dir):
+    """(inlet.position, commit time in s) of every snapshot of an Iceberg table."""
+    metas = glob.glob(f"{table_dir}/metadata/v*.metadata.json")
+    latest = max(metas, key=lambda p: int(os.path.basename(p)[1:].split(".")[0]))
+    with open(latest) as f:
+        meta = json.load(f)
+    out = []
+    for snap in meta.get("snapshots", []):
+        pos = snap.get("summary", {}).get("inlet.position")
+        if pos:
+            out.append((int(pos, 16), snap["timestamp-ms"] / 1000))
+    return sorted(out, key=lambda x: x[1])
 
 
 def stop(proc):
@@ -96,7 +167,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--flush-ms", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--target", choices=["parquet", "iceberg"], default="parquet")
     a = ap.parse_args()
+    iceberg = a.target == "iceberg"
 
     port = a.port
     # A fresh database, slot and output for every run.
@@ -111,6 +184,7 @@ def main():
     shutil.rmtree(a.dir, ignore_errors=True)
     os.makedirs(a.dir)
     out = os.path.abspath(os.path.join(a.dir, "out"))
+    target = f'kind = "iceberg"\nwarehouse = "{out}"' if iceberg else f'kind = "parquet"\nurl = "{out}"'
     task_file = os.path.join(a.dir, "task.toml")
     with open(task_file, "w") as f:
         f.write(f"""[task]
@@ -121,8 +195,7 @@ kind = "postgres"
 url = "postgres://postgres@127.0.0.1:{port}/{DB}"
 tls = "disable"
 [target]
-kind = "parquet"
-url = "{out}"
+{target}
 [tables]
 include = ["public.*"]
 [cdc]
@@ -155,7 +228,9 @@ flush_rows = 500000
     rss = peak_rss_mb(proc.pid)
     stop(proc)
     backlog_files = set(glob.glob(f"{out}/public/*/*.parquet")) - before
-    changes = count_rows(backlog_files)
+    # Iceberg tables hold current state, not a change log: count what the backlog generated
+    # (500 updates, 250 inserts, 250 deletes per transaction).
+    changes = a.backlog_txns * 1000 if iceberg else count_rows(backlog_files)
     rate = changes / took
     log(f"apply: {changes} changes in {took:.2f} s = {rate:,.0f} changes/s, peak RSS {rss} MB")
 
@@ -173,16 +248,29 @@ END;
     before = set(glob.glob(f"{out}/public/*/*.parquet"))
     proc = start_inlet(inlet, task_file)
     wait_caught_up(port, proc)
+    sampler = WalSampler(port)
+    sampler.start()
     pgbench = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
     log(f"pgbench: {a.clients} clients for {a.seconds} s")
     subprocess.run([pgbench, "-n", "-c", str(a.clients), "-j", str(min(a.clients, 2)), "-T", str(a.seconds), "-f", pgb, "-h", "127.0.0.1", "-p", str(port),
                     "-U", "postgres", DB], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sampler.finish()
     wait_caught_up(port, proc)
     rss = max(rss, peak_rss_mb(proc.pid))
+    index = metric('inlet_pk_index_bytes_per_row{task="bench-cdc",table="public.accounts"}') if iceberg else None
     stop(proc)
     lags = []
     steady = 0
-    for path in set(glob.glob(f"{out}/public/*/*.parquet")) - before:
+    if iceberg:
+        snaps = iceberg_snapshots(f"{out}/public/accounts")
+        for lsn, t in sampler.samples:
+            visible = [ts for pos, ts in snaps if pos >= lsn]
+            if visible:
+                lags.append((min(visible) - t) * 1000)
+                steady += 1
+        src = int(psql(port, "SELECT count(*) FROM accounts"))
+        log(f"iceberg: {len(snaps)} snapshots of public.accounts; source has {src} rows")
+    for path in ([] if iceberg else set(glob.glob(f"{out}/public/*/*.parquet")) - before):
         written_us = int(os.stat(path).st_mtime_ns // 1000)
         t = pq.read_table(path, columns=["_inlet_commit_ts"])
         commits = t.column(0).cast("int64").to_pylist()
@@ -193,8 +281,13 @@ END;
         sys.exit("bench-cdc: no changes captured under load")
     p50 = lags[len(lags) // 2]
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    log(f"lag under load: {steady} changes, p50 {p50:.0f} ms, p99 {p99:.0f} ms (flush interval {a.flush_ms} ms)")
-    print(f"bench: pg-cdc-parquet changes_per_s={rate:.0f} lag_p50_ms={p50:.0f} lag_p99_ms={p99:.0f} peak_rss_mb={rss}")
+    what = "position samples" if iceberg else "changes"
+    log(f"lag under load: {steady} {what}, p50 {p50:.0f} ms, p99 {p99:.0f} ms (flush interval {a.flush_ms} ms)")
+    if iceberg:
+        print(f"bench: pg-cdc-iceberg changes_per_s={rate:.0f} lag_p50_ms={p50:.0f} lag_p99_ms={p99:.0f} "
+              f"peak_rss_mb={rss} index_bytes_per_row={index if index is not None else 'n/a'}")
+    else:
+        print(f"bench: pg-cdc-parquet changes_per_s={rate:.0f} lag_p50_ms={p50:.0f} lag_p99_ms={p99:.0f} peak_rss_mb={rss}")
 
 
 if __name__ == "__main__":

@@ -164,6 +164,18 @@ def cmd_count(args):
     return 0
 
 
+def cmd_count_iceberg(args):
+    """Rows of an Iceberg table, counted by DuckDB's iceberg extension (not by inlet)."""
+    con = duckdb.connect()
+    duckdb_extensions.import_extension("avro", con=con)
+    duckdb_extensions.import_extension("iceberg", con=con)
+    con.execute("LOAD avro")
+    con.execute("LOAD iceberg")
+    n = con.execute(f"SELECT count(*) FROM iceberg_scan({sql_str(args.metadata)})").fetchone()[0]
+    print(n)
+    return 0
+
+
 def cmd_report(args):
     rows, size = args.rows, args.bytes
 
@@ -189,7 +201,7 @@ def cmd_report(args):
     ratio = inlet_rps / peer_rps
     print(f"bench: inlet/duckdb throughput ratio {ratio:.2f}")
     print(
-        "bench: pg-fullload-parquet "
+        f"bench: {args.case} "
         f"inlet_rows_per_s={inlet_rps:.0f} peer_rows_per_s={peer_rps:.0f} "
         f"ratio={ratio:.2f} inlet_peak_rss_mb={inlet_rss:.0f}"
     )
@@ -212,8 +224,12 @@ def main():
     s.add_argument("--bytes", type=int, required=True)
     s.add_argument("--peer", required=True)
     s.add_argument("--inlet")
+    s.add_argument("--case", default="pg-fullload-parquet")
+    s = sub.add_parser("count-iceberg")
+    s.add_argument("metadata")
     args = p.parse_args()
-    return {"load": cmd_load, "peer": cmd_peer, "count": cmd_count, "report": cmd_report}[args.cmd](args)
+    return {"load": cmd_load, "peer": cmd_peer, "count": cmd_count, "report": cmd_report,
+            "count-iceberg": cmd_count_iceberg}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 #
 # Prints human lines, then one machine line per case:
 #   bench: pg-fullload-parquet inlet_rows_per_s=N peer_rows_per_s=N ratio=R inlet_peak_rss_mb=N
+#   bench: pg-fullload-iceberg inlet_rows_per_s=N peer_rows_per_s=N ratio=R inlet_peak_rss_mb=N
 #   bench: pg-cdc-parquet changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N
+#   bench: pg-cdc-iceberg changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N index_bytes_per_row=N
 #
 # Environment:
 #   INLET_BENCH_PGPORT  port of the sandbox PostgreSQL in .bench/ (default 54339)
@@ -109,9 +111,29 @@ fi
 "$py" scripts/bench-tpch.py report --rows "$rows" --bytes "$bytes" --peer "$dir/peer.json" \
     ${inlet_json:+--inlet "$inlet_json"}
 
+# The same load into an Iceberg table; the peer is the same DuckDB -> Parquet run.
+if [ "$peer_only" != 1 ]; then
+    out_ice=$dir/out-iceberg
+    sed -e 's/^kind = "parquet"$/kind = "iceberg"/' -e "s|^url = \"$out_inlet\"|warehouse = \"$root/$out_ice\"|" \
+        "$task" >"$dir/pg-iceberg.toml"
+    grep -q '^kind = "iceberg"' "$dir/pg-iceberg.toml" || fail "could not derive the Iceberg task"
+    rm -rf "$out_ice"
+    echo "bench: running inlet: $inlet full-load -c $dir/pg-iceberg.toml"
+    "$py" scripts/measure.py --json "$dir/inlet-iceberg.json" -- "$inlet" full-load -c "$dir/pg-iceberg.toml" \
+        || fail "inlet full-load (iceberg) exited non-zero"
+    meta=$(ls "$out_ice"/public/lineitem/metadata/v*.metadata.json | sort -V | tail -1)
+    ice_rows=$("$py" scripts/bench-tpch.py count-iceberg "$meta")
+    [ "$ice_rows" = "$rows" ] || fail "the Iceberg table has $ice_rows rows, the source $rows"
+    echo "bench: iceberg output: $ice_rows rows (DuckDB iceberg_scan), $(du -sm "$out_ice" | cut -f1) MB on disk"
+    "$py" scripts/bench-tpch.py report --rows "$rows" --bytes "$bytes" --peer "$dir/peer.json" \
+        --inlet "$dir/inlet-iceberg.json" --case pg-fullload-iceberg
+fi
+
 # Change data capture: apply rate from a backlog, and lag under pgbench-style clients.
 if [ "$peer_only" != 1 ]; then
-    echo "bench: CDC (PostgreSQL -> Parquet change files)"
-    PATH="$(dirname "$psql_bin"):$PATH" "$py" scripts/bench-cdc.py --port "$port" --inlet "$inlet" \
-        || fail "the CDC benchmark failed"
+    for target in parquet iceberg; do
+        echo "bench: CDC (PostgreSQL -> $target)"
+        PATH="$(dirname "$psql_bin"):$PATH" "$py" scripts/bench-cdc.py --port "$port" --inlet "$inlet" \
+            --target "$target" || fail "the CDC benchmark ($target) failed"
+    done
 fi

@@ -11,6 +11,7 @@ NEEDS=(
     "/usr/lib/postgresql/15/bin/postgres:postgresql-15"
     "/usr/bin/psql:postgresql-client-15"
     "/usr/bin/openssl:openssl"
+    "/usr/sbin/mariadbd:mariadb-server"
 )
 
 missing=()

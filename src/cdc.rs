@@ -459,6 +459,9 @@ impl Stream<'_> {
             if w.rows > 0 {
                 let table = self.tables[i].schema.id.to_string();
                 self.state.add_changes(&table, w.rows);
+                if let Some(b) = output.index_bytes_per_row() {
+                    self.state.set_index_bytes_per_row(&table, b);
+                }
             }
         }
         // A table still holding parts of an open transaction has not made everything up to

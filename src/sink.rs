@@ -282,6 +282,16 @@ impl ChangeTable {
         }
     }
 
+    /// Memory of the table's primary-key index per indexed row (upserting targets).
+    pub fn index_bytes_per_row(&self) -> Option<f64> {
+        match self {
+            Self::Iceberg { table, .. } if table.indexed_rows() > 0 => {
+                Some(table.index_bytes_per_row())
+            }
+            _ => None,
+        }
+    }
+
     /// The transaction whose parts were applied has committed at the source.
     pub fn transaction_committed(&mut self) {
         if let Self::Iceberg { open_part, .. } = self {

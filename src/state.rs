@@ -47,6 +47,7 @@ pub struct Metrics {
     commit_seconds: Family<TaskLabels, Histogram>,
     errors: Family<ErrorLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
+    index_bytes_per_row: Family<TableLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn duration_buckets() -> Histogram {
@@ -72,6 +73,7 @@ impl Metrics {
             commit_seconds: Family::new_with_constructor(duration_buckets),
             errors: Family::default(),
             retries: Family::default(),
+            index_bytes_per_row: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +136,11 @@ impl Metrics {
             "retries",
             "Task restarts after a transient error, by kind",
             m.retries.clone(),
+        );
+        registry.register(
+            "pk_index_bytes_per_row",
+            "Memory of an upserting target's primary-key index per indexed row",
+            m.index_bytes_per_row.clone(),
         );
         Self { registry, ..m }
     }
@@ -400,6 +407,13 @@ impl TaskState {
         let mut inner = self.lock();
         inner.oldest_pending_micros = None;
         inner.status.position = Some(position);
+    }
+
+    pub fn set_index_bytes_per_row(&self, table: &str, bytes: f64) {
+        self.metrics
+            .index_bytes_per_row
+            .get_or_create(&self.table_labels(table))
+            .set(bytes);
     }
 
     pub fn observe_flush(&self, took: Duration) {
