@@ -14,7 +14,8 @@ use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
-use crate::sink::{ChangeTable, Target};
+use crate::sink::Target;
+use crate::stream::{self, ChangeSource, Outputs};
 use crate::state::{Phase, TaskState};
 use crate::{full_load, JobError};
 
@@ -29,7 +30,7 @@ const SLOT_POLL: Duration = Duration::from_secs(10);
 pub async fn run(
     config: &TaskConfig,
     state: &TaskState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
     let SourceConfig::Postgres(source) = &config.source;
     let connector = PgConnector::new(source).map_err(JobError::config)?;
@@ -169,7 +170,7 @@ pub async fn run(
     let stream = repl
         .start_replication(&slot, &publication, Lsn(start.0))
         .await
-        .map_err(|e| slot_error(e, &slot, &target, task, resnapshot))?;
+        .map_err(|e| slot_error(e, &slot, &target.checkpoint_location(task), resnapshot))?;
     tracing::info!(%slot, %publication, from = %Lsn(start.0), tables = tables.len(), "streaming changes");
     state.set_tables(
         tables
@@ -190,74 +191,71 @@ pub async fn run(
         config.cdc.schema_changes,
         config.cdc.part_rows,
     );
-    let mut run = Stream {
+    let source = PgSource {
         capture,
-        tables,
+        slot: slot.clone(),
+        checkpoint: target.checkpoint_location(task),
+        resnapshot,
+    };
+    let out = Outputs {
+        tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
         outputs,
         target: &target,
         task,
         state,
         facts,
-        durable: start,
-        seen: start,
     };
-    let flush_bytes = config.cdc.flush_mb.saturating_mul(1 << 20);
-    let mut tick = tokio::time::interval(Duration::from_millis(config.cdc.flush_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            // Checked first, so a shutdown is never starved by a busy stream.
-            biased;
-            // (The guard wait_for returns must not live across the awaits below.)
-            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
-                run.flush().await?;
-                tracing::info!(position = %Lsn(run.durable.0), "stopping: changes flushed and acknowledged");
-                // Ending the copy politely can wait on a large transaction the server is
-                // sending; everything durable is acknowledged already, so give it a few
-                // seconds and then just close.
-                if tokio::time::timeout(Duration::from_secs(5), run.capture.finish()).await.is_err() {
-                    tracing::info!("the server did not end the stream within 5 s; closing");
-                }
-                return Ok(());
-            }
-            _ = tick.tick() => run.flush().await?,
-            event = run.capture.next() => match event.map_err(|e| slot_error(e, &slot, &target, task, resnapshot))? {
-                None => {
-                    return Err(JobError::Transient {
-                        kind: "source",
-                        message: "the server ended the replication stream".into(),
-                    })
-                }
-                Some(CaptureEvent::Committed { end, commit_time_micros }) => {
-                    run.seen = run.seen.max(end);
-                    run.state.received(commit_time_micros);
-                    for output in &mut run.outputs {
-                        output.transaction_committed();
-                    }
-                    if run.capture.buffered_rows() >= config.cdc.flush_rows
-                        || run.capture.buffered_bytes() >= flush_bytes
-                    {
-                        run.flush().await?;
-                    }
-                }
-                Some(CaptureEvent::Idle { wal_end }) => {
-                    if run.capture.buffered_rows() == 0 && wal_end > run.seen {
-                        // Nothing buffered: the position can move on even with no change for
-                        // these tables, so WAL never piles up behind an idle task.
-                        run.seen = wal_end;
-                        run.flush().await?;
-                    }
-                }
-                Some(CaptureEvent::Large { table }) => {
-                    for changes in run.capture.take(table).map_err(JobError::source)? {
-                        run.write(changes).await?;
-                    }
-                    if let Some(part) = run.capture.take_part(table).map_err(JobError::source)? {
-                        run.write(part).await?;
-                    }
-                }
-            },
-        }
+    stream::follow(source, out, start, &config.cdc, shutdown).await
+}
+
+/// The PostgreSQL change capture as the stream loop drives it.
+struct PgSource {
+    capture: ChangeCapture,
+    slot: String,
+    /// Where the task checkpoint is, for the lost-slot message.
+    checkpoint: String,
+    resnapshot: bool,
+}
+
+impl ChangeSource for PgSource {
+    async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
+        self.capture
+            .next()
+            .await
+            .map_err(|e| slot_error(e, &self.slot, &self.checkpoint, self.resnapshot))
+    }
+    fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError> {
+        self.capture.take(table).map_err(JobError::source)
+    }
+    fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, JobError> {
+        self.capture.take_part(table).map_err(JobError::source)
+    }
+    async fn acknowledge(&mut self, position: Position) -> Result<(), JobError> {
+        self.capture
+            .acknowledge(position)
+            .await
+            .map_err(JobError::source)
+    }
+    async fn finish(self) -> Result<(), JobError> {
+        self.capture.finish().await.map_err(JobError::source)
+    }
+    fn table_count(&self) -> usize {
+        self.capture.table_count()
+    }
+    fn buffered_rows(&self) -> usize {
+        self.capture.buffered_rows()
+    }
+    fn buffered_bytes(&self) -> usize {
+        self.capture.buffered_bytes()
+    }
+    fn reset_buffered_bytes(&mut self) {
+        self.capture.reset_buffered_bytes()
+    }
+    fn checkpoint_facts(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn show(&self, position: Position) -> String {
+        Lsn(position.0).to_string()
     }
 }
 
@@ -425,93 +423,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The streaming state: what is buffered, what is durable.
-struct Stream<'a> {
-    capture: ChangeCapture,
-    tables: Vec<SourceTable>,
-    /// Where each table's changes go, by table index.
-    outputs: Vec<ChangeTable>,
-    target: &'a Target,
-    task: &'a str,
-    state: &'a TaskState,
-    /// Carried into every checkpoint.
-    facts: Vec<(String, String)>,
-    /// Acknowledged to the source and recorded in the checkpoint.
-    durable: Position,
-    /// Everything up to here is buffered or written (a commit end, or an idle server's WAL end).
-    seen: Position,
-}
-
-impl Stream<'_> {
-    /// Writes every table's buffered changes, then the checkpoint, then acknowledges the source.
-    async fn flush(&mut self) -> Result<(), JobError> {
-        let started = Instant::now();
-        for table in 0..self.capture.table_count() {
-            for changes in self.capture.take(table).map_err(JobError::source)? {
-                self.write(changes).await?;
-            }
-        }
-        self.capture.reset_buffered_bytes();
-        let mut held = false;
-        for (i, output) in self.outputs.iter_mut().enumerate() {
-            let w = output.commit(self.seen).await?;
-            held |= output.holds_open_transaction();
-            if w.rows > 0 {
-                let table = self.tables[i].schema.id.to_string();
-                self.state.add_changes(&table, w.rows);
-                if let Some(b) = output.index_bytes_per_row() {
-                    self.state.set_index_bytes_per_row(&table, b);
-                }
-            }
-        }
-        // A table still holding parts of an open transaction has not made everything up to
-        // `seen` durable: the checkpoint and the slot wait for it.
-        if self.seen > self.durable && !held {
-            let written = Instant::now();
-            self.state.observe_flush(written - started);
-            let checkpoint = Checkpoint {
-                position: self.seen,
-                facts: self.facts.clone(),
-            };
-            self.target.write_checkpoint(self.task, &checkpoint).await?;
-            self.capture
-                .acknowledge(self.seen)
-                .await
-                .map_err(JobError::source)?;
-            self.durable = self.seen;
-            self.state.observe_commit(written.elapsed());
-        }
-        self.state.durable(Lsn(self.durable.0).to_string());
-        Ok(())
-    }
-
-    async fn write(&mut self, changes: TableChanges) -> Result<(), JobError> {
-        let index = changes.table;
-        let part = changes.part;
-        let Some(output) = self.outputs.get_mut(index) else {
-            return Err(JobError::Failed(format!(
-                "changes for table #{index}, which the task does not have (a bug in the change capture)"
-            )));
-        };
-        let written = output.write(changes).await?;
-        let table = self.tables[index].schema.id.to_string();
-        if written.rows > 0 {
-            self.state.add_changes(&table, written.rows);
-            self.state.add_bytes(&table, written.bytes);
-        }
-        tracing::debug!(%table, rows = written.rows, ?part, "changes written");
-        Ok(())
-    }
-}
-
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with
 /// `on_slot_lost = "resnapshot"`, a restart that resnapshots); other errors are classified by
 /// the connector.
 fn slot_error(
     e: inlet_postgres::PgError,
     slot: &str,
-    target: &Target,
-    task: &str,
+    checkpoint: &str,
     resnapshot: bool,
 ) -> JobError {
     if let inlet_postgres::PgError::Replication {
@@ -524,7 +442,7 @@ fn slot_error(
                  checkpoint may be lost. inlet never recreates a slot silently; delete the task \
                  checkpoint ({}) and run the task again for a new full load, or set \
                  cdc.on_slot_lost = \"resnapshot\"",
-                target.checkpoint_location(task)
+                checkpoint
             );
             return if resnapshot {
                 JobError::Transient {

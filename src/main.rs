@@ -13,6 +13,7 @@ mod progress;
 mod runner;
 mod sink;
 mod state;
+mod stream;
 mod systemd;
 
 use std::path::PathBuf;

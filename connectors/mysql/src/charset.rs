@@ -16,7 +16,7 @@ pub(crate) fn decode_text<'a>(bytes: &'a [u8], charset: &str) -> Result<Cow<'a, 
             .map(Cow::Borrowed)
             .map_err(|_| invalid(bytes, charset)),
         "utf32" => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return Err(invalid(bytes, charset));
             }
             bytes
@@ -80,8 +80,9 @@ fn encoding_for(charset: &str) -> Option<&'static Encoding> {
 /// The charset of a collation id from a binlog TABLE_MAP (columns added after discovery).
 pub(crate) fn charset_of_collation(id: u16) -> Option<&'static str> {
     use mysql_common::collations::{Collation, CollationId};
-    let c = Collation::resolve(CollationId::from(id));
-    (c.charset() != "unknown").then(|| c.charset())
+    let c: Collation<'static> = Collation::resolve(CollationId::from(id));
+    let name: &'static str = c.charset;
+    (name != "unknown").then_some(name)
 }
 
 #[cfg(test)]

@@ -54,11 +54,3 @@ pub(crate) fn describe(e: &mysql_async::Error) -> String {
         }
     }
 }
-
-/// The server's error code, when the server reported the error.
-pub(crate) fn server_code(e: &mysql_async::Error) -> Option<u16> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s.code),
-        _ => None,
-    }
-}

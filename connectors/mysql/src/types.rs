@@ -32,13 +32,20 @@ pub(crate) enum MysqlType {
     Text {
         fsp: u8,
         date_only: bool,
+        /// A TIMESTAMP: the binlog sends it as seconds since the epoch, rendered in UTC.
+        epoch: bool,
     },
     /// char, varchar, text in `charset` (the server's name); decoded to UTF-8.
     String {
         charset: Arc<str>,
     },
-    /// binary, varbinary, blob.
+    /// varbinary, blob.
     Binary,
+    /// binary(n): the server pads with 0x00 and the binlog strips the padding, so values from
+    /// the binlog are padded back to `len`.
+    FixedBinary {
+        len: u32,
+    },
     Date,
     Year,
     Time,
@@ -79,7 +86,9 @@ impl MysqlType {
             | MysqlType::Json
             | MysqlType::Enum { .. }
             | MysqlType::Bits { .. } => DataType::Utf8,
-            MysqlType::Binary | MysqlType::Geometry => DataType::Binary,
+            MysqlType::Binary | MysqlType::FixedBinary { .. } | MysqlType::Geometry => {
+                DataType::Binary
+            }
             MysqlType::Date => DataType::Date32,
             MysqlType::Year => DataType::Int16,
             MysqlType::Time => DataType::Time64(TimeUnit::Microsecond),
@@ -120,7 +129,9 @@ pub(crate) fn plan_column(
     policy: Unrepresentable,
 ) -> ColumnPlan {
     let lower = column_type.trim().to_ascii_lowercase();
-    let (base, args, rest) = split_type(&lower);
+    let (base, _, rest) = split_type(&lower);
+    // Labels keep their case.
+    let (_, args, _) = split_type(column_type.trim());
     let unsigned = rest.split_whitespace().any(|w| w == "unsigned");
     let arg = |i: usize| -> Option<u32> { args.get(i).and_then(|a| a.trim().parse().ok()) };
     let text_policy = policy == Unrepresentable::Text;
@@ -147,9 +158,16 @@ pub(crate) fn plan_column(
                 MysqlType::Text {
                     fsp: 0,
                     date_only: false,
+                    epoch: false,
                 }
             }
         }
+        "char" | "nchar" if charset == Some("binary") => MysqlType::FixedBinary {
+            len: arg(0).unwrap_or(1),
+        },
+        "binary" => MysqlType::FixedBinary {
+            len: arg(0).unwrap_or(1),
+        },
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "nchar"
         | "nvarchar" => match charset {
             Some("binary") => MysqlType::Binary,
@@ -157,28 +175,30 @@ pub(crate) fn plan_column(
                 charset: cs.unwrap_or("utf8mb4").into(),
             },
         },
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
-            MysqlType::Binary
-        }
+        "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => MysqlType::Binary,
         "date" if text_policy => MysqlType::Text {
             fsp: 0,
             date_only: true,
+            epoch: false,
         },
         "date" => MysqlType::Date,
         "year" => MysqlType::Year,
         "time" if text_policy => MysqlType::Text {
             fsp,
             date_only: false,
+            epoch: false,
         },
         "time" => MysqlType::Time,
         "datetime" if text_policy => MysqlType::Text {
             fsp,
             date_only: false,
+            epoch: false,
         },
         "datetime" => MysqlType::DateTime,
         "timestamp" if text_policy => MysqlType::Text {
             fsp,
             date_only: false,
+            epoch: true,
         },
         "timestamp" => MysqlType::Timestamp,
         "json" => MysqlType::Json,
@@ -210,7 +230,7 @@ pub(crate) fn plan_column(
     }
     ColumnPlan {
         name: name.to_string(),
-        source_type: source_type_name(&lower),
+        source_type: source_type_name(column_type.trim()),
         decoder,
         field,
     }
@@ -219,8 +239,10 @@ pub(crate) fn plan_column(
 /// `COLUMN_TYPE` without integer display widths and `zerofill`, which MySQL 8 dropped and
 /// which say nothing about the values: `int(10) unsigned` → `int unsigned`. `tinyint(1)` keeps
 /// its width, since it marks a boolean.
-fn source_type_name(lower: &str) -> String {
-    let (base, args, rest) = split_type(lower);
+fn source_type_name(original: &str) -> String {
+    let lower = original.to_ascii_lowercase();
+    let (base, _, rest) = split_type(&lower);
+    let (_, args, _) = split_type(original);
     let is_int = matches!(
         base.as_str(),
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint"
@@ -228,10 +250,10 @@ fn source_type_name(lower: &str) -> String {
     let keep_args = !(is_int && !(base == "tinyint" && args.len() == 1 && args[0] == "1"));
     let mut s = base.clone();
     if keep_args && !args.is_empty() {
-        let inner = lower
+        let inner = original
             .find('(')
-            .zip(lower.rfind(')'))
-            .map(|(a, b)| &lower[a + 1..b])
+            .zip(original.rfind(')'))
+            .map(|(a, b)| &original[a + 1..b])
             .unwrap_or("");
         s.push('(');
         s.push_str(inner);
@@ -307,6 +329,11 @@ fn parse_labels(args: &[String]) -> Vec<String> {
             inner.replace("''", "'").replace("\\\\", "\\")
         })
         .collect()
+}
+
+/// An enum/set label quoted as in `COLUMN_TYPE`.
+pub(crate) fn quote_label(label: &str) -> String {
+    format!("'{}'", label.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -385,7 +412,7 @@ mod tests {
             Some(&JSON_EXTENSION.to_string())
         );
         let char_binary = plan_column("c", "char(4)", Some("binary"), true, Unrepresentable::Fail);
-        assert_eq!(char_binary.decoder, MysqlType::Binary);
+        assert_eq!(char_binary.decoder, MysqlType::FixedBinary { len: 4 });
     }
 
     #[test]
@@ -397,6 +424,8 @@ mod tests {
                 labels: vec!["a".into(), "it's".into(), "x,y".into(), "p(q)".into()].into()
             }
         );
+        let p = plan("ENUM('Ab','cD')");
+        assert_eq!(p.source_type, "enum('Ab','cD')");
         let p = plan("set('r','w','x')");
         assert_eq!(
             p.field.data_type(),
@@ -411,7 +440,8 @@ mod tests {
             p.decoder,
             MysqlType::Text {
                 fsp: 0,
-                date_only: true
+                date_only: true,
+                epoch: false
             }
         );
         let p = plan_column("d", "datetime(3)", None, false, Unrepresentable::Null);

@@ -116,10 +116,6 @@ impl ColumnBuilder {
         }
     }
 
-    pub fn kind(&self) -> &MysqlType {
-        &self.kind
-    }
-
     pub fn append_null(&mut self) {
         match &mut self.builder {
             Builder::Bool(b) => b.append_null(),
@@ -268,6 +264,15 @@ impl ColumnBuilder {
                 Value::Bytes(v) if v.len() >= 4 => b.append_value(&v[4..]),
                 other => return Err(unexpected(other, "geometry")),
             },
+            (Builder::Binary(b), MysqlType::FixedBinary { len }) => match value {
+                Value::Bytes(v) if origin == Origin::Binlog && v.len() < *len as usize => {
+                    let mut padded = v.clone();
+                    padded.resize(*len as usize, 0);
+                    b.append_value(&padded)
+                }
+                Value::Bytes(v) => b.append_value(v),
+                other => return Err(unexpected(other, "binary")),
+            },
             (Builder::Binary(b), _) => match value {
                 Value::Bytes(v) => b.append_value(v),
                 other => return Err(unexpected(other, "binary")),
@@ -331,12 +336,19 @@ impl ColumnBuilder {
                 }
                 other => return Err(unexpected(other, "bit")),
             },
-            (Builder::Utf8(b), MysqlType::Text { fsp, date_only }) => {
+            (
+                Builder::Utf8(b),
+                MysqlType::Text {
+                    fsp,
+                    date_only,
+                    epoch,
+                },
+            ) => {
                 self.scratch.clear();
                 match value {
                     // A TIMESTAMP from the binlog: epoch seconds, rendered in UTC like the
                     // snapshot session renders it.
-                    Value::Bytes(t) if origin == Origin::Binlog && is_epoch_text(t) => {
+                    Value::Bytes(t) if origin == Origin::Binlog && *epoch && is_epoch_text(t) => {
                         render_epoch(t, *fsp, &mut self.scratch)?
                     }
                     Value::Bytes(t) => self.scratch.push_str(&decode_text(t, "utf8mb4")?),
@@ -455,6 +467,10 @@ fn int_value(value: &Value, bytes: u8, unsigned: bool) -> Result<i64, ValueError
         Value::Bytes(t) => parse_text::<i64>(t, "integer")?,
         other => return Err(unexpected(other, "integer")),
     };
+    // mysql_common reads a signed MEDIUMINT from the binlog without extending its sign bit.
+    if !unsigned && bytes == 3 && (1 << 23..1 << 24).contains(&n) {
+        return Ok(n - (1 << 24));
+    }
     if unsigned && n < 0 && bytes < 8 {
         let mask = (1i64 << (8 * u32::from(bytes))) - 1;
         return Ok(n & mask);
@@ -748,6 +764,8 @@ mod tests {
         assert_eq!(int_value(&Value::Int(-1), 1, true), Ok(255));
         assert_eq!(int_value(&Value::Int(-1), 3, true), Ok(16_777_215));
         assert_eq!(int_value(&Value::Int(-1), 1, false), Ok(-1));
+        assert_eq!(int_value(&Value::Int(8_388_608), 3, false), Ok(-8_388_608));
+        assert_eq!(int_value(&Value::Int(8_388_607), 3, false), Ok(8_388_607));
         let mut b = ColumnBuilder::new(
             &MysqlType::Int {
                 bytes: 8,
@@ -784,6 +802,7 @@ mod tests {
             &MysqlType::Text {
                 fsp: 3,
                 date_only: false,
+                epoch: true,
             },
             2,
         );

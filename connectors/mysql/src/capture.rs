@@ -1,0 +1,1256 @@
+//! Change capture: the binlog turned into per-table change batches
+//! ([`inlet_core::change_schema`] layout) holding whole committed transactions.
+//!
+//! Positions: a transaction's rows carry its commit position, where its last event ends
+//! (`(file sequence << 32) | offset`). That is known only at the XID, so the change columns of
+//! the open transaction's rows are filled in at commit. A transaction too large for memory is
+//! written in parts before it commits; parts carry the position where the transaction starts,
+//! which is also where the previous one ended, so a table holding only parts of a transaction
+//! still receives it whole again after a restart and rewrites the same parts. A transaction is
+//! skipped for a table whose target already holds a position beyond the transaction's start:
+//! after a restart the server re-sends everything since the checkpoint, and nothing is written
+//! twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use inlet_core::{
+    change_schema, CaptureEvent, Column, Op, Position, SchemaChanges, TableChanges, TableId,
+    TableSchema, TableSelection, Unrepresentable,
+};
+use mysql_common::binlog::events::{
+    Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
+};
+use mysql_common::binlog::value::BinlogValue;
+
+use crate::binlog::{
+    open_stream, parse_maria_gtid, parse_maria_gtid_list, verify_checksum, EventFeed, Flavor,
+    MARIADB_ANNOTATE_ROWS, MARIADB_BINLOG_CHECKPOINT, MARIADB_GTID, MARIADB_GTID_LIST,
+    MARIADB_QUERY_COMPRESSED, MARIADB_ROWS_COMPRESSED, MARIADB_START_ENCRYPTION,
+};
+use crate::catalog::{column_of, MysqlTable};
+use crate::config::MysqlConnector;
+use crate::error::MysqlError;
+use crate::position::{MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT};
+use crate::rows::{compatible, describe_table_map, read_image, BinlogColumn, Image, TableMapping};
+use crate::types::MysqlType;
+use crate::values::{ColumnBuilder, Origin, ValueError};
+
+/// The settings a capture runs with (the task's `[cdc]` and `[values]` sections).
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub selection: TableSelection,
+    pub policy: Unrepresentable,
+    pub schema_changes: SchemaChanges,
+    /// A transaction's rows for one table are written as a part once they reach this many.
+    pub part_rows: usize,
+}
+
+/// Per-table change builders.
+struct TableBuffer {
+    schema: TableSchema,
+    kinds: Vec<MysqlType>,
+    /// Changes in an older shape of the table, cut off by a schema change, waiting to be taken.
+    segments: Vec<TableChanges>,
+    committed: Option<Position>,
+    data: Vec<ColumnBuilder>,
+    /// Rows finished into arrays but not yet taken (data columns only); they precede the
+    /// builders' rows.
+    carry: Option<RecordBatch>,
+    /// Op of every buffered row (carry, then builders).
+    ops: Vec<Op>,
+    /// Change columns of the committed rows (the open transaction's are filled in at commit).
+    positions: Vec<i64>,
+    commit_times: Vec<i64>,
+    txids: Vec<i64>,
+    rows: usize,
+    rows_open: usize,
+    first: Option<Position>,
+    last: Option<Position>,
+    last_commit_time: i64,
+    parts_taken: u32,
+}
+
+impl TableBuffer {
+    fn new(table: &MysqlTable, committed: Option<Position>) -> Self {
+        let kinds: Vec<MysqlType> = table.columns.iter().map(|c| c.decoder.clone()).collect();
+        Self {
+            schema: table.schema.clone(),
+            data: kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect(),
+            kinds,
+            segments: Vec::new(),
+            committed,
+            carry: None,
+            ops: Vec::new(),
+            positions: Vec::new(),
+            commit_times: Vec::new(),
+            txids: Vec::new(),
+            rows: 0,
+            rows_open: 0,
+            first: None,
+            last: None,
+            last_commit_time: 0,
+            parts_taken: 0,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> MysqlError {
+        MysqlError::Table {
+            table: self.schema.id.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Every buffered row's table columns (carry first); the buffer's data is left empty.
+    fn drain_data(&mut self) -> Result<RecordBatch, MysqlError> {
+        let arrays: Vec<ArrayRef> = self.data.iter_mut().map(ColumnBuilder::finish).collect();
+        // The change batch's data fields: nullable, since a delete or TRUNCATE row has NULLs.
+        let full = change_schema(&self.schema);
+        let schema = Arc::new(arrow_schema::Schema::new(
+            full.fields()[inlet_core::CHANGE_META_COLUMNS..].to_vec(),
+        ));
+        let n = arrays.first().map_or(0, |a| a.len());
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
+            .map_err(|e| self.error(format!("building a change batch: {e}")))?;
+        match self.carry.take() {
+            None => Ok(batch),
+            Some(carry) => arrow_select::concat::concat_batches(&schema, [&carry, &batch])
+                .map_err(|e| self.error(format!("building a change batch: {e}"))),
+        }
+    }
+
+    /// The first `n` buffered rows as a change batch with these change columns; the rest stays.
+    fn split_front(
+        &mut self,
+        n: usize,
+        positions: Vec<i64>,
+        commit_times: Vec<i64>,
+        txids: Vec<i64>,
+    ) -> Result<RecordBatch, MysqlError> {
+        let all = self.drain_data()?;
+        let n = n.min(all.num_rows());
+        if all.num_rows() > n {
+            self.carry = Some(all.slice(n, all.num_rows() - n));
+        }
+        let data = all.slice(0, n);
+        let ops: Vec<Op> = self.ops.drain(..n).collect();
+        self.rows -= n;
+        let mut op = StringBuilder::with_capacity(n, n);
+        for o in &ops {
+            op.append_value(o.as_str());
+        }
+        let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        ts.append_slice(&commit_times);
+        let mut pos = Int64Builder::with_capacity(n);
+        pos.append_slice(&positions);
+        let mut txid = Int64Builder::with_capacity(n);
+        txid.append_slice(&txids);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(op.finish()),
+            Arc::new(ts.finish()),
+            Arc::new(pos.finish()),
+            Arc::new(txid.finish()),
+        ];
+        columns.extend(data.columns().iter().cloned());
+        RecordBatch::try_new(change_schema(&self.schema), columns)
+            .map_err(|e| self.error(format!("building a change batch: {e}")))
+    }
+
+    fn take_committed(&mut self, table: usize) -> Result<Option<TableChanges>, MysqlError> {
+        let n = self.rows - self.rows_open;
+        if n == 0 {
+            return Ok(None);
+        }
+        let (Some(first), Some(last)) = (self.first.take(), self.last.take()) else {
+            return Ok(None);
+        };
+        let positions = std::mem::take(&mut self.positions);
+        let times = std::mem::take(&mut self.commit_times);
+        let txids = std::mem::take(&mut self.txids);
+        let batch = self.split_front(n, positions, times, txids)?;
+        self.committed = self.committed.max(Some(last));
+        Ok(Some(TableChanges {
+            table,
+            schema: self.schema.clone(),
+            batch,
+            first,
+            last,
+            commit_time_micros: self.last_commit_time,
+            part: None,
+        }))
+    }
+
+    /// Cuts the oldest `n` rows of the open transaction off as its next part.
+    fn take_open_part(
+        &mut self,
+        table: usize,
+        n: usize,
+        txn: &OpenTxn,
+    ) -> Result<TableChanges, MysqlError> {
+        let batch = self.split_front(
+            n,
+            vec![txn.start.0 as i64; n],
+            vec![txn.begin_time_micros; n],
+            vec![txn.txid; n],
+        )?;
+        self.rows_open -= n;
+        self.parts_taken += 1;
+        Ok(TableChanges {
+            table,
+            schema: self.schema.clone(),
+            batch,
+            first: txn.start,
+            last: txn.start,
+            commit_time_micros: txn.begin_time_micros,
+            part: Some(self.parts_taken),
+        })
+    }
+
+    /// Appends the table columns of one row from a decoded image; columns the image lacks
+    /// are NULL (a delete under a minimal before image).
+    fn append_image(&mut self, image: &Image, policy: Unrepresentable) -> Result<(), MysqlError> {
+        for (col, value) in image.iter().enumerate() {
+            let result = match value {
+                None | Some(BinlogValue::Value(mysql_common::Value::NULL)) => {
+                    self.data[col].append_null();
+                    Ok(())
+                }
+                Some(BinlogValue::Value(v)) => self.data[col].append(v, Origin::Binlog, policy),
+                Some(BinlogValue::Jsonb(j)) => self.data[col].append_jsonb(j),
+                Some(BinlogValue::JsonDiff(_)) => Err(ValueError::Malformed(
+                    "a partial JSON update (binlog_row_value_options=PARTIAL_JSON); run \
+                     SET GLOBAL binlog_row_value_options = '' so updates carry whole values"
+                        .into(),
+                )),
+            };
+            if let Err(e) = result {
+                return Err(value_error(&self.schema, col, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_op(&mut self, op: Op) {
+        self.ops.push(op);
+        self.rows += 1;
+        self.rows_open += 1;
+    }
+}
+
+fn value_error(schema: &TableSchema, col: usize, e: ValueError) -> MysqlError {
+    let column = &schema.columns[col];
+    let message = match e {
+        ValueError::Malformed(m) => {
+            format!(
+                "cannot decode a {} value from the binlog: {m}",
+                column.source_type
+            )
+        }
+        ValueError::Unrepresentable(what) => format!(
+            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
+             the task's [values] section to load it",
+            column.data_type()
+        ),
+    };
+    MysqlError::Value {
+        table: schema.id.clone(),
+        column: column.name.clone(),
+        message,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum TxnGtid {
+    Maria { domain: u32, server: u32, seq: u64 },
+    Mysql { source: String, gno: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct OpenTxn {
+    /// Where the transaction's first event starts.
+    start: Position,
+    txid: i64,
+    begin_time_micros: i64,
+    /// A group of one statement (DDL): it commits with that statement's event.
+    standalone: bool,
+    /// A `BEGIN` query event opened it (or the GTID event of a multi-statement group).
+    begun: bool,
+    gtid: Option<TxnGtid>,
+    /// MySQL 8's immediate commit timestamp from the GTID event, µs.
+    commit_time_micros: Option<i64>,
+}
+
+enum GtidTracker {
+    Maria(MariaGtidState),
+    Mysql(MysqlGtidSet),
+}
+
+/// Reads the binlog into per-table buffers. Same method set as `inlet_postgres::ChangeCapture`.
+pub struct BinlogCapture {
+    feed: EventFeed,
+    flavor: Flavor,
+    server: String,
+    options: CaptureOptions,
+    part_rows: usize,
+    tables: Vec<TableBuffer>,
+    by_name: HashMap<TableId, usize>,
+    /// TABLE_MAP table id → its mapping (None: a table the task does not capture).
+    maps: HashMap<u64, Option<TableMapping>>,
+    file: String,
+    file_seq: u64,
+    txn: Option<OpenTxn>,
+    /// End of the compressed-transaction event whose contents are being read.
+    payload_end: Option<u64>,
+    gtid: GtidTracker,
+    /// The GTID set and file as of the last commit returned.
+    committed_gtid: String,
+    committed_file: String,
+    bytes_received: usize,
+    before: Image,
+    after: Image,
+}
+
+impl BinlogCapture {
+    /// Opens a dump connection registered as replica `server_id` and streams from `start`.
+    /// `committed[i]` is the highest position the target holds for `tables[i]`.
+    pub async fn start(
+        connector: &MysqlConnector,
+        server_id: u32,
+        start: &StartFrom,
+        tables: &[MysqlTable],
+        committed: &[Option<Position>],
+        options: CaptureOptions,
+    ) -> Result<Self, MysqlError> {
+        let mut conn = connector.connect().await?;
+        let flavor = Flavor::detect(&mut conn, connector).await?;
+        // The GTID state at a file/offset start, so checkpoints can carry it from the first
+        // commit on.
+        let gtid_text = match (flavor, start) {
+            (_, StartFrom::MariaGtid(s) | StartFrom::MysqlGtid(s)) => Some(s.clone()),
+            (Flavor::MariaDb, StartFrom::Position(p)) => {
+                use mysql_async::prelude::Queryable;
+                conn.exec_first::<Option<String>, _, _>(
+                    "SELECT BINLOG_GTID_POS(?, ?)",
+                    (p.file.clone(), p.offset),
+                )
+                .await
+                .map_err(|e| connector.query_error("SELECT BINLOG_GTID_POS()", &e))?
+                .flatten()
+            }
+            (Flavor::Mysql, StartFrom::Position(_)) => None,
+        };
+        drop(conn);
+        let feed = open_stream(connector, flavor, server_id, start).await?;
+        let mut capture =
+            Self::with_feed(feed, flavor, connector.server(), tables, committed, options);
+        if let StartFrom::Position(p) = start {
+            capture.set_file(&p.file);
+        }
+        if let Some(text) = gtid_text {
+            capture.gtid = match flavor {
+                Flavor::MariaDb => {
+                    GtidTracker::Maria(MariaGtidState::parse(&text).unwrap_or_default())
+                }
+                Flavor::Mysql => GtidTracker::Mysql(MysqlGtidSet::parse(&text).unwrap_or_default()),
+            };
+            capture.committed_gtid = text;
+        }
+        Ok(capture)
+    }
+
+    /// A capture over events already read (binlog files, [`crate::read_binlog_file`]), for
+    /// tests and offline tools. `file` names the binlog file the events come from.
+    pub fn from_events(
+        events: Vec<Event>,
+        file: &str,
+        flavor: Flavor,
+        tables: &[MysqlTable],
+        committed: &[Option<Position>],
+        options: CaptureOptions,
+    ) -> Self {
+        let mut c = Self::with_feed(
+            EventFeed::from_events(events),
+            flavor,
+            file,
+            tables,
+            committed,
+            options,
+        );
+        c.set_file(file);
+        c
+    }
+
+    fn with_feed(
+        feed: EventFeed,
+        flavor: Flavor,
+        server: &str,
+        tables: &[MysqlTable],
+        committed: &[Option<Position>],
+        options: CaptureOptions,
+    ) -> Self {
+        let buffers = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TableBuffer::new(t, committed.get(i).copied().flatten()))
+            .collect();
+        Self {
+            feed,
+            flavor,
+            server: server.to_string(),
+            part_rows: options.part_rows.max(1),
+            options,
+            tables: buffers,
+            by_name: tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.schema.id.clone(), i))
+                .collect(),
+            maps: HashMap::new(),
+            file: String::new(),
+            file_seq: 0,
+            txn: None,
+            payload_end: None,
+            gtid: match flavor {
+                Flavor::MariaDb => GtidTracker::Maria(MariaGtidState::default()),
+                Flavor::Mysql => GtidTracker::Mysql(MysqlGtidSet::default()),
+            },
+            committed_gtid: String::new(),
+            committed_file: String::new(),
+            bytes_received: 0,
+            before: Vec::new(),
+            after: Vec::new(),
+        }
+    }
+
+    fn set_file(&mut self, file: &str) {
+        self.file = file.to_string();
+        self.file_seq = crate::position::file_sequence(file).map_or(0, u64::from);
+    }
+
+    fn position(&self, offset: u64) -> Position {
+        Position((self.file_seq << 32) | (offset & 0xffff_ffff))
+    }
+
+    fn error(&self, message: impl Into<String>) -> MysqlError {
+        MysqlError::Binlog {
+            server: self.server.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads until a transaction commits, the server reports idleness (a heartbeat with no
+    /// transaction open), or a table's share of the open transaction must be written as a
+    /// part. None when the feed ended.
+    pub async fn next(&mut self) -> Result<Option<CaptureEvent>, MysqlError> {
+        loop {
+            let event = match self.feed.next().await {
+                Ok(Some(e)) => e,
+                Ok(None) => return Ok(None),
+                Err(message) => return Err(self.error(message)),
+            };
+            self.bytes_received += event.header().event_size() as usize;
+            if let Some(ev) = self.apply(&event)? {
+                return Ok(Some(ev));
+            }
+        }
+    }
+
+    /// MySQL keeps no replica-side acknowledgement: what the target holds is the checkpoint.
+    pub async fn acknowledge(&mut self, _position: Position) -> Result<(), MysqlError> {
+        Ok(())
+    }
+
+    /// Closes the dump connection.
+    pub async fn finish(self) -> Result<(), MysqlError> {
+        let server = self.server.clone();
+        self.feed
+            .close()
+            .await
+            .map_err(|message| MysqlError::Binlog { server, message })
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Binlog bytes received since the last [`BinlogCapture::reset_buffered_bytes`].
+    pub fn buffered_bytes(&self) -> usize {
+        self.bytes_received
+    }
+
+    pub fn reset_buffered_bytes(&mut self) {
+        self.bytes_received = 0;
+    }
+
+    /// Rows buffered for committed transactions of every table.
+    pub fn buffered_rows(&self) -> usize {
+        self.tables.iter().map(|t| t.rows - t.rows_open).sum()
+    }
+
+    /// The schema `table` has now (after any schema change the stream brought).
+    pub fn schema(&self, table: usize) -> Option<&TableSchema> {
+        self.tables.get(table).map(|t| &t.schema)
+    }
+
+    /// Facts to store with a checkpoint: the binlog file of the last commit, the GTID set
+    /// after it (when the server has GTIDs), and the server flavor.
+    pub fn checkpoint_facts(&self) -> Vec<(String, String)> {
+        let mut facts = vec![(FLAVOR_FACT.to_string(), self.flavor.as_str().to_string())];
+        let file = if self.committed_file.is_empty() {
+            &self.file
+        } else {
+            &self.committed_file
+        };
+        if !file.is_empty() {
+            facts.push((FILE_FACT.to_string(), file.clone()));
+        }
+        if !self.committed_gtid.is_empty() {
+            facts.push((GTID_FACT.to_string(), self.committed_gtid.clone()));
+        }
+        facts
+    }
+
+    /// The changes of committed transactions buffered for `table`: a batch per shape the table
+    /// had (more than one only across a schema change), oldest first.
+    pub fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, MysqlError> {
+        let Some(t) = self.tables.get_mut(table) else {
+            return Ok(Vec::new());
+        };
+        let mut out = std::mem::take(&mut t.segments);
+        if let Some(changes) = t.take_committed(table)? {
+            out.push(changes);
+        }
+        Ok(out)
+    }
+
+    /// The oldest `part_rows` rows of the open transaction for `table`, as its next part. Call
+    /// after [`CaptureEvent::Large`], once [`BinlogCapture::take`] has taken committed rows.
+    pub fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, MysqlError> {
+        let Some(txn) = self.txn.clone() else {
+            return Ok(None);
+        };
+        let part_rows = self.part_rows;
+        let Some(t) = self.tables.get_mut(table) else {
+            return Ok(None);
+        };
+        if t.rows != t.rows_open || t.rows_open < 2 * part_rows {
+            return Ok(None);
+        }
+        t.take_open_part(table, part_rows, &txn).map(Some)
+    }
+
+    fn apply(&mut self, event: &Event) -> Result<Option<CaptureEvent>, MysqlError> {
+        verify_checksum(event).map_err(|m| self.error(m))?;
+        let header = event.header();
+        let kind = header.event_type_raw();
+        let log_pos = u64::from(header.log_pos());
+        let end_offset = self.payload_end.unwrap_or(log_pos);
+        let start_offset = log_pos.saturating_sub(u64::from(header.event_size()));
+        if kind == MARIADB_GTID {
+            let gtid = parse_maria_gtid(event.data(), header.server_id())
+                .ok_or_else(|| self.error("malformed MariaDB GTID event"))?;
+            self.begin(OpenTxn {
+                start: self.position(start_offset),
+                txid: gtid.seq as i64,
+                begin_time_micros: i64::from(header.timestamp()) * 1_000_000,
+                standalone: gtid.standalone,
+                begun: !gtid.standalone,
+                gtid: Some(TxnGtid::Maria {
+                    domain: gtid.domain,
+                    server: gtid.server,
+                    seq: gtid.seq,
+                }),
+                commit_time_micros: None,
+            })?;
+            return Ok(None);
+        }
+        if kind == MARIADB_GTID_LIST {
+            if let (Some(list), GtidTracker::Maria(state)) =
+                (parse_maria_gtid_list(event.data()), &mut self.gtid)
+            {
+                for (d, s, n) in list {
+                    state.apply(d, s, n);
+                }
+                if self.txn.is_none() {
+                    self.committed_gtid = state.to_string();
+                }
+            }
+            return Ok(None);
+        }
+        if kind == MARIADB_QUERY_COMPRESSED || MARIADB_ROWS_COMPRESSED.contains(&kind) {
+            return Err(self.error(
+                "the server writes compressed binlog events (log_bin_compress=ON), which inlet \
+                 does not read; run SET GLOBAL log_bin_compress = OFF",
+            ));
+        }
+        if matches!(
+            kind,
+            MARIADB_ANNOTATE_ROWS | MARIADB_BINLOG_CHECKPOINT | MARIADB_START_ENCRYPTION
+        ) {
+            return Ok(None);
+        }
+        let data = match event.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None), // an event type this version does not know: no rows
+            Err(e) => {
+                return Err(self.error(format!(
+                    "cannot decode a type {kind} event ending at {}:{log_pos}: {e}",
+                    self.file
+                )))
+            }
+        };
+        match data {
+            EventData::RotateEvent(r) => self.rotate(&r),
+            // A heartbeat with no transaction open: everything up to here is sent.
+            EventData::HeartbeatEvent if self.txn.is_none() && log_pos > 0 => {
+                return Ok(Some(CaptureEvent::Idle {
+                    wal_end: self.position(log_pos),
+                }));
+            }
+            EventData::GtidEvent(g) => self.mysql_gtid(&g, start_offset, &header)?,
+            EventData::AnonymousGtidEvent(_) => {
+                self.begin(OpenTxn {
+                    start: self.position(start_offset),
+                    txid: start_offset as i64,
+                    begin_time_micros: i64::from(header.timestamp()) * 1_000_000,
+                    standalone: false,
+                    begun: false,
+                    gtid: None,
+                    commit_time_micros: None,
+                })?;
+            }
+            EventData::QueryEvent(q) => return self.query(&q, start_offset, end_offset, &header),
+            EventData::XidEvent(_) => {
+                let time = i64::from(header.timestamp()) * 1_000_000;
+                return self.commit(end_offset, time).map(Some);
+            }
+            EventData::TableMapEvent(tme) => self.table_map(&tme)?,
+            EventData::RowsEvent(rows) => return self.rows(&rows),
+            EventData::TransactionPayloadEvent(_) => self.payload_end = Some(log_pos),
+            EventData::IncidentEvent(i) => {
+                return Err(self.error(format!(
+                    "the server logged an incident ({:?}): changes may be missing from the \
+                     binlog here; run a new full load",
+                    i.message()
+                )))
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn rotate(&mut self, r: &RotateEvent<'_>) {
+        let name = rotate_file_name(r.name_raw());
+        if !name.is_empty() {
+            self.set_file(&name);
+        }
+    }
+
+    fn begin(&mut self, txn: OpenTxn) -> Result<(), MysqlError> {
+        if let Some(open) = &self.txn {
+            if open.begun || open.standalone {
+                return Err(self.error(format!(
+                    "a transaction began at {} while the one at {} was still open",
+                    txn.start, open.start
+                )));
+            }
+        }
+        self.txn = Some(txn);
+        Ok(())
+    }
+
+    fn mysql_gtid(
+        &mut self,
+        g: &GtidEvent,
+        start_offset: u64,
+        header: &mysql_common::binlog::events::BinlogEventHeader,
+    ) -> Result<(), MysqlError> {
+        let sid = g.sid();
+        let uuid = format!(
+            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            sid[0], sid[1], sid[2], sid[3], sid[4], sid[5], sid[6], sid[7], sid[8], sid[9],
+            sid[10], sid[11], sid[12], sid[13], sid[14], sid[15]
+        );
+        let ts = g.immediate_commit_timestamp();
+        self.begin(OpenTxn {
+            start: self.position(start_offset),
+            txid: g.gno() as i64,
+            begin_time_micros: i64::from(header.timestamp()) * 1_000_000,
+            standalone: false,
+            begun: false,
+            gtid: Some(TxnGtid::Mysql {
+                source: uuid,
+                gno: g.gno(),
+            }),
+            commit_time_micros: (ts > 0).then_some(ts as i64),
+        })
+    }
+
+    fn query(
+        &mut self,
+        q: &QueryEvent<'_>,
+        start_offset: u64,
+        end_offset: u64,
+        header: &mysql_common::binlog::events::BinlogEventHeader,
+    ) -> Result<Option<CaptureEvent>, MysqlError> {
+        let sql = q.query();
+        let trimmed = sql.trim();
+        let time = i64::from(header.timestamp()) * 1_000_000;
+        if trimmed.eq_ignore_ascii_case("BEGIN") {
+            match &mut self.txn {
+                Some(t) => t.begun = true,
+                None => {
+                    self.txn = Some(OpenTxn {
+                        start: self.position(start_offset),
+                        txid: start_offset as i64,
+                        begin_time_micros: time,
+                        standalone: false,
+                        begun: true,
+                        gtid: None,
+                        commit_time_micros: None,
+                    })
+                }
+            }
+            return Ok(None);
+        }
+        if trimmed.eq_ignore_ascii_case("COMMIT") {
+            return self.commit(end_offset, time).map(Some);
+        }
+        // Any other statement: DDL (its own transaction), or a statement inside a
+        // multi-statement group (SAVEPOINT, …).
+        let own_transaction = match &self.txn {
+            None => true,
+            Some(t) => t.standalone || !t.begun,
+        };
+        if self.txn.is_none() {
+            self.txn = Some(OpenTxn {
+                start: self.position(start_offset),
+                txid: start_offset as i64,
+                begin_time_micros: time,
+                standalone: true,
+                begun: false,
+                gtid: None,
+                commit_time_micros: None,
+            });
+        }
+        let schema = q.schema().into_owned();
+        self.ddl(&schema, trimmed)?;
+        if own_transaction {
+            return self.commit(end_offset, time).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// A DDL statement: TRUNCATE becomes a `T` row; the shape changes of ALTER and RENAME are
+    /// taken from the next TABLE_MAP of the table, which describes it as it now is.
+    fn ddl(&mut self, schema: &str, sql: &str) -> Result<(), MysqlError> {
+        let words = sql_words(sql);
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        let first = lower.first().map(String::as_str);
+        match first {
+            Some("truncate") => {
+                let name_at = if lower.get(1).map(String::as_str) == Some("table") {
+                    2
+                } else {
+                    1
+                };
+                if let Some(name) = words.get(name_at) {
+                    let id = table_id(name, schema);
+                    if let Some(&table) = self.by_name.get(&id) {
+                        self.truncate_row(table)?;
+                    }
+                }
+            }
+            Some("drop") | Some("rename") | Some("alter") => {
+                // The table maps of the old shape must not decode a later row.
+                self.maps.clear();
+                if first == Some("drop") && lower.get(1).map(String::as_str) == Some("table") {
+                    for name in words.iter().skip(2) {
+                        let id = table_id(name.trim_end_matches(','), schema);
+                        if self.by_name.contains_key(&id) {
+                            tracing::warn!(table = %id, "the source table was dropped");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn truncate_row(&mut self, table: usize) -> Result<(), MysqlError> {
+        let Some(txn) = &self.txn else {
+            return Err(self.error("TRUNCATE outside a transaction"));
+        };
+        let t = &mut self.tables[table];
+        if t.committed.is_some_and(|c| txn.start < c) {
+            return Ok(());
+        }
+        for col in &mut t.data {
+            col.append_null();
+        }
+        t.push_op(Op::Truncate);
+        Ok(())
+    }
+
+    fn commit(&mut self, end_offset: u64, event_time: i64) -> Result<CaptureEvent, MysqlError> {
+        let end = self.position(end_offset);
+        self.payload_end = None;
+        let txn = self.txn.take();
+        let (txid, commit_time) = match &txn {
+            Some(t) => (t.txid, t.commit_time_micros.unwrap_or(event_time)),
+            None => (end_offset as i64, event_time),
+        };
+        for t in &mut self.tables {
+            if t.rows_open > 0 || t.parts_taken > 0 {
+                let n = t.rows_open;
+                t.positions.extend(std::iter::repeat_n(end.0 as i64, n));
+                t.commit_times.extend(std::iter::repeat_n(commit_time, n));
+                t.txids.extend(std::iter::repeat_n(txid, n));
+                t.first = t.first.or(Some(end));
+                t.last = Some(end);
+                t.last_commit_time = commit_time;
+            }
+            t.rows_open = 0;
+            t.parts_taken = 0;
+        }
+        if let Some(g) = txn.and_then(|t| t.gtid) {
+            match (&mut self.gtid, g) {
+                (
+                    GtidTracker::Maria(state),
+                    TxnGtid::Maria {
+                        domain,
+                        server,
+                        seq,
+                    },
+                ) => {
+                    state.apply(domain, server, seq);
+                    self.committed_gtid = state.to_string();
+                }
+                (GtidTracker::Mysql(set), TxnGtid::Mysql { source, gno }) => {
+                    set.add(&source, gno);
+                    self.committed_gtid = set.to_string();
+                }
+                _ => {}
+            }
+        }
+        self.committed_file = self.file.clone();
+        Ok(CaptureEvent::Committed {
+            end,
+            commit_time_micros: commit_time,
+        })
+    }
+
+    fn table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), MysqlError> {
+        let id = TableId::new(
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        let Some(&table) = self.by_name.get(&id) else {
+            self.maps.insert(tme.table_id(), None);
+            return Ok(());
+        };
+        let columns =
+            describe_table_map(tme).map_err(|m| self.error(format!("TABLE_MAP of {id}: {m}")))?;
+        if let Some(Some(m)) = self.maps.get(&tme.table_id()) {
+            if m.columns == columns && m.table == table {
+                return Ok(());
+            }
+        }
+        let mapping = self.map_columns(table, columns)?;
+        self.maps.insert(tme.table_id(), Some(mapping));
+        Ok(())
+    }
+
+    /// Matches a TABLE_MAP's columns to the table's, applying the schema-change policy when
+    /// they differ.
+    fn map_columns(
+        &mut self,
+        table: usize,
+        columns: Vec<BinlogColumn>,
+    ) -> Result<TableMapping, MysqlError> {
+        let policy = self.options.policy;
+        let id = self.tables[table].schema.id.clone();
+        let named = columns.iter().all(|c| c.name.is_some());
+        if !named {
+            // Without binlog_row_metadata=FULL, columns can only be matched by position.
+            let t = &self.tables[table];
+            let same = columns.len() == t.kinds.len()
+                && columns
+                    .iter()
+                    .zip(&t.kinds)
+                    .all(|(c, k)| compatible(k, c, policy));
+            if !same || t.schema.columns.len() != columns.len() {
+                return Err(MysqlError::Table {
+                    table: id,
+                    message: "the binlog does not name the columns (binlog_row_metadata is \
+                              MINIMAL) and they no longer match the table; run SET GLOBAL \
+                              binlog_row_metadata = FULL and start a new full load"
+                        .into(),
+                });
+            }
+            return Ok(TableMapping {
+                table,
+                targets: (0..columns.len()).map(Some).collect(),
+                columns,
+            });
+        }
+        let wanted: Vec<usize> = (0..columns.len())
+            .filter(|&i| {
+                let name = columns[i].name.as_deref().unwrap_or("");
+                !self.options.selection.excludes_column(&id, name)
+            })
+            .collect();
+        let change = {
+            let t = &self.tables[table];
+            let mut parts = Vec::new();
+            for &i in &wanted {
+                let c = &columns[i];
+                let name = c.name.as_deref().unwrap_or("");
+                match t.schema.columns.iter().position(|s| s.name == name) {
+                    None => parts.push(format!("added {name}")),
+                    Some(j) if !compatible(&t.kinds[j], c, policy) => {
+                        parts.push(format!("changed the type of {name} to {}", c.column_type()))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for col in &t.schema.columns {
+                if !wanted
+                    .iter()
+                    .any(|&i| columns[i].name.as_deref() == Some(&col.name))
+                {
+                    parts.push(format!("dropped {}", col.name));
+                }
+            }
+            (!parts.is_empty()).then(|| parts.join(", "))
+        };
+        if let Some(change) = change {
+            match self.options.schema_changes {
+                SchemaChanges::Fail => {
+                    return Err(MysqlError::Table {
+                        table: id,
+                        message: format!(
+                            "the source table changed ({change}) and [cdc] schema_changes = \
+                             \"fail\"; set it to \"evolve\" or \"ignore\", or run a new full load"
+                        ),
+                    })
+                }
+                SchemaChanges::Ignore => {
+                    tracing::warn!(table = %id, %change, "schema change ignored (schema_changes = \"ignore\")");
+                }
+                SchemaChanges::Evolve => {
+                    self.evolve(table, &columns, &wanted)?;
+                    tracing::info!(table = %id, %change, "schema evolved");
+                }
+            }
+        }
+        let t = &self.tables[table];
+        let targets = (0..columns.len())
+            .map(|i| {
+                if !wanted.contains(&i) {
+                    return None;
+                }
+                let c = &columns[i];
+                let j = t
+                    .schema
+                    .columns
+                    .iter()
+                    .position(|s| Some(s.name.as_str()) == c.name.as_deref())?;
+                compatible(&t.kinds[j], c, policy).then_some(j)
+            })
+            .collect();
+        Ok(TableMapping {
+            table,
+            columns,
+            targets,
+        })
+    }
+
+    /// Switches `table` to the columns of a TABLE_MAP. Rows buffered in the old shape become a
+    /// segment of their own; columns that kept their name and type keep their plan.
+    fn evolve(
+        &mut self,
+        table: usize,
+        columns: &[BinlogColumn],
+        wanted: &[usize],
+    ) -> Result<(), MysqlError> {
+        let policy = self.options.policy;
+        let txn = self.txn.clone();
+        let t = &mut self.tables[table];
+        if let Some(changes) = t.take_committed(table)? {
+            t.segments.push(changes);
+        }
+        if t.rows_open > 0 {
+            let Some(txn) = &txn else {
+                return Err(t.error("rows of an open transaction outside any transaction"));
+            };
+            let n = t.rows_open;
+            let part = t.take_open_part(table, n, txn)?;
+            t.segments.push(part);
+        }
+        let mut new_columns = Vec::with_capacity(wanted.len());
+        let mut kinds = Vec::with_capacity(wanted.len());
+        for &i in wanted {
+            let c = &columns[i];
+            let name = c.name.clone().unwrap_or_default();
+            let kept = t
+                .schema
+                .columns
+                .iter()
+                .position(|s| s.name == name)
+                .filter(|&j| compatible(&t.kinds[j], c, policy));
+            match kept {
+                Some(j) => {
+                    new_columns.push(t.schema.columns[j].clone());
+                    kinds.push(t.kinds[j].clone());
+                }
+                None => {
+                    let plan = c.plan(&name, policy);
+                    new_columns.push(column_of(&plan));
+                    kinds.push(plan.decoder);
+                }
+            }
+        }
+        t.schema
+            .primary_key
+            .retain(|k| new_columns.iter().any(|c: &Column| &c.name == k));
+        t.schema.columns = new_columns;
+        t.data = kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect();
+        t.kinds = kinds;
+        t.carry = None;
+        Ok(())
+    }
+
+    fn rows(&mut self, rows: &RowsEventData<'_>) -> Result<Option<CaptureEvent>, MysqlError> {
+        let Some(Some(mapping)) = self.maps.get(&rows.table_id()) else {
+            return Ok(None);
+        };
+        let mapping = mapping.clone();
+        let table = mapping.table;
+        let Some(txn) = &self.txn else {
+            return Err(self.error("a row event outside a transaction"));
+        };
+        if self.tables[table].committed.is_some_and(|c| txn.start < c) {
+            return Ok(None); // the target holds this transaction already
+        }
+        let (op_kind, before_bits, after_bits) = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                (Op::Insert, None, rows.columns_after_image())
+            }
+            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => (
+                Op::Update,
+                rows.columns_before_image(),
+                rows.columns_after_image(),
+            ),
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                (Op::Delete, rows.columns_before_image(), None)
+            }
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(MysqlError::Table {
+                    table: self.tables[table].schema.id.clone(),
+                    message: "the binlog holds partial JSON updates; run SET GLOBAL \
+                              binlog_row_value_options = '' so updates carry whole values"
+                        .into(),
+                })
+            }
+        };
+        let n = mapping.columns.len();
+        let before_present: Option<Vec<bool>> =
+            before_bits.map(|b| (0..n).map(|i| b.get(i).is_some_and(|x| *x)).collect());
+        let after_present: Option<Vec<bool>> =
+            after_bits.map(|b| (0..n).map(|i| b.get(i).is_some_and(|x| *x)).collect());
+        let data = rows.rows_data();
+        let width = self.tables[table].schema.columns.len();
+        let policy = self.options.policy;
+        let mut at = 0usize;
+        let mut before = std::mem::take(&mut self.before);
+        let mut after = std::mem::take(&mut self.after);
+        let result = (|| -> Result<(), MysqlError> {
+            while at < data.len() {
+                let t = &mut self.tables[table];
+                let id = t.schema.id.clone();
+                let bad = |m: String| MysqlError::Table {
+                    table: id.clone(),
+                    message: format!("cannot decode a row event: {m}"),
+                };
+                if let Some(present) = &before_present {
+                    at += read_image(&data[at..], &mapping, present, width, &mut before)
+                        .map_err(bad)?;
+                }
+                if let Some(present) = &after_present {
+                    at += read_image(&data[at..], &mapping, present, width, &mut after)
+                        .map_err(bad)?;
+                    if after.iter().any(Option::is_none) {
+                        return Err(t.error(
+                            "a row image lacks columns (binlog_row_image is not FULL); run SET \
+                             GLOBAL binlog_row_image = FULL",
+                        ));
+                    }
+                }
+                let key: Vec<usize> = t
+                    .schema
+                    .primary_key
+                    .iter()
+                    .filter_map(|k| t.schema.columns.iter().position(|c| &c.name == k))
+                    .collect();
+                match op_kind {
+                    Op::Insert => {
+                        t.append_image(&after, policy)?;
+                        t.push_op(Op::Insert);
+                    }
+                    Op::Delete => {
+                        if before.iter().any(Option::is_none)
+                            && (key.is_empty() || key.iter().any(|&k| before[k].is_none()))
+                        {
+                            return Err(t.error(
+                                "a deleted row's image lacks its key (binlog_row_image is not \
+                                 FULL); run SET GLOBAL binlog_row_image = FULL",
+                            ));
+                        }
+                        t.append_image(&before, policy)?;
+                        t.push_op(Op::Delete);
+                    }
+                    _ => {
+                        // A changed key is a delete of the old row and an insert of the new.
+                        let key_changed =
+                            !key.is_empty() && key.iter().any(|&k| before.get(k) != after.get(k));
+                        if key_changed {
+                            t.append_image(&before, policy)?;
+                            t.push_op(Op::Delete);
+                            t.append_image(&after, policy)?;
+                            t.push_op(Op::Insert);
+                        } else {
+                            t.append_image(&after, policy)?;
+                            t.push_op(Op::Update);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        self.before = before;
+        self.after = after;
+        result?;
+        Ok((self.tables[table].rows_open >= 2 * self.part_rows)
+            .then_some(CaptureEvent::Large { table }))
+    }
+}
+
+/// The file name of a ROTATE event. The server's first (fake) ROTATE comes before the format
+/// description, so it is read as if it had no checksum and its last four bytes (the CRC) end
+/// up after the name: the name ends where the digits of its extension end.
+fn rotate_file_name(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    match text.rfind('.') {
+        Some(dot) => {
+            let digits = text[dot + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            text[..dot + 1 + digits].to_string()
+        }
+        None => text.into_owned(),
+    }
+}
+
+/// Splits a statement into words, keeping backquoted identifiers whole (quotes removed) and
+/// `db`.`t` together.
+fn sql_words(sql: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            if c == '`' {
+                if chars.peek() == Some(&'`') {
+                    cur.push('`');
+                    chars.next();
+                } else {
+                    quoted = false;
+                }
+            } else {
+                cur.push(c);
+            }
+        } else if c == '`' {
+            quoted = true;
+        } else if c == '.' {
+            cur.push(NAME_SEPARATOR);
+        } else if c.is_whitespace() || c == ';' {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Stands for a `.` between name parts outside backquotes, in [`sql_words`]' output.
+const NAME_SEPARATOR: char = '\u{1}';
+
+/// `db.t`, `t` (in the statement's default database) → a table id.
+fn table_id(word: &str, default_schema: &str) -> TableId {
+    let parts: Vec<String> = word.split(NAME_SEPARATOR).map(str::to_string).collect();
+    match parts.as_slice() {
+        [db, t] => TableId::new(db.clone(), t.clone()),
+        _ => TableId::new(default_schema, parts.concat()),
+    }
+}
+
+impl std::fmt::Debug for BinlogCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinlogCapture")
+            .field("server", &self.server)
+            .field("file", &self.file)
+            .field("tables", &self.tables.len())
+            .finish()
+    }
+}
+
+/// Reads every event of a binlog file held in memory into [`Event`]s (compressed
+/// transactions unpacked), for [`BinlogCapture::from_events`].
+pub fn events_of_file(bytes: &[u8]) -> Result<Vec<Event>, MysqlError> {
+    crate::binlog::read_binlog_file(bytes).map_err(|e| MysqlError::Binlog {
+        server: "file".into(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotate_names_lose_a_trailing_checksum() {
+        assert_eq!(
+            rotate_file_name(b"mariadb-bin.000001\x12\x34\x56\x78"),
+            "mariadb-bin.000001"
+        );
+        assert_eq!(rotate_file_name(b"binlog.000123"), "binlog.000123");
+    }
+
+    #[test]
+    fn statement_words_and_names() {
+        let w = sql_words("TRUNCATE TABLE `shop`.`order``s`;");
+        assert_eq!(w.len(), 3);
+        assert_eq!(table_id(&w[2], "x"), TableId::new("shop", "order`s"));
+        assert_eq!(table_id("t", "shop"), TableId::new("shop", "t"));
+        assert_eq!(
+            table_id(&sql_words("a.b")[0], "shop"),
+            TableId::new("a", "b")
+        );
+        assert_eq!(
+            table_id(&sql_words("`we.ird`")[0], "shop"),
+            TableId::new("shop", "we.ird")
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Row events → Arrow builders. A TABLE_MAP event describes the columns of the rows events that
+//! follow it (with `binlog_row_metadata=FULL`: names, signedness, charsets, enum/set labels);
+//! [`TableMapping`] matches those columns to the captured table's, so every row is decoded with
+//! the shape the server wrote it in, never with a stale one. Row images are parsed column by
+//! column and each value is appended to its column's builder as it is read.
+
+use inlet_core::Unrepresentable;
+use mysql_common::binlog::events::OptionalMetaExtractor;
+use mysql_common::binlog::events::OptionalMetadataField;
+use mysql_common::binlog::events::TableMapEvent;
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::io::ParseBuf;
+
+use crate::charset::charset_of_collation;
+use crate::types::{plan_column, quote_label, ColumnPlan, MysqlType};
+
+/// One column as a TABLE_MAP event describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BinlogColumn {
+    pub col_type: ColumnType,
+    pub meta: Vec<u8>,
+    /// None when the event carries no signedness metadata.
+    pub unsigned: Option<bool>,
+    pub name: Option<String>,
+    /// Collation id, for character, blob, enum and set columns.
+    pub collation: Option<u16>,
+    /// ENUM or SET labels.
+    pub labels: Option<Vec<String>>,
+}
+
+impl BinlogColumn {
+    /// The column as `information_schema.COLUMNS.COLUMN_TYPE` would show it, as far as the
+    /// event tells (display widths and `tinyint(1)` are not in the binlog).
+    pub fn column_type(&self) -> String {
+        use ColumnType::*;
+        let unsigned = if self.unsigned == Some(true) {
+            " unsigned"
+        } else {
+            ""
+        };
+        let m0 = self.meta.first().copied().unwrap_or(0);
+        let m1 = self.meta.get(1).copied().unwrap_or(0);
+        let binary = self.collation == Some(63);
+        let labels = || {
+            self.labels
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|l| quote_label(l))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self.col_type {
+            MYSQL_TYPE_TINY => format!("tinyint{unsigned}"),
+            MYSQL_TYPE_SHORT => format!("smallint{unsigned}"),
+            MYSQL_TYPE_INT24 => format!("mediumint{unsigned}"),
+            MYSQL_TYPE_LONG => format!("int{unsigned}"),
+            MYSQL_TYPE_LONGLONG => format!("bigint{unsigned}"),
+            MYSQL_TYPE_FLOAT => "float".into(),
+            MYSQL_TYPE_DOUBLE => "double".into(),
+            MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => format!("decimal({m0},{m1})"),
+            MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => "date".into(),
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => format!("time({m0})"),
+            MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => format!("datetime({m0})"),
+            MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => format!("timestamp({m0})"),
+            MYSQL_TYPE_YEAR => "year".into(),
+            MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING if binary => "varbinary".into(),
+            MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => "varchar".into(),
+            MYSQL_TYPE_STRING if binary => {
+                // CHAR's metadata: real type and length packed in two bytes (see MySQL's
+                // Field_string::do_save_field_metadata).
+                let len = u32::from(m1) | ((u32::from(m0) & 0x30) ^ 0x30) << 4;
+                format!("binary({len})")
+            }
+            MYSQL_TYPE_STRING => "char".into(),
+            MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB => {
+                let size = ["tiny", "", "medium", "long"][usize::from(m0.clamp(1, 4) - 1)];
+                if binary || self.collation.is_none() {
+                    format!("{size}blob")
+                } else {
+                    format!("{size}text")
+                }
+            }
+            MYSQL_TYPE_JSON => "json".into(),
+            MYSQL_TYPE_GEOMETRY => "geometry".into(),
+            MYSQL_TYPE_BIT => format!("bit({})", u32::from(m1) * 8 + u32::from(m0)),
+            MYSQL_TYPE_ENUM => format!("enum({})", labels()),
+            MYSQL_TYPE_SET => format!("set({})", labels()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn charset(&self) -> Option<&'static str> {
+        self.collation.and_then(charset_of_collation)
+    }
+
+    /// A plan for a column known only from the binlog (added after discovery).
+    pub fn plan(&self, name: &str, policy: Unrepresentable) -> ColumnPlan {
+        plan_column(name, &self.column_type(), self.charset(), true, policy)
+    }
+}
+
+/// Reads the column descriptions out of a TABLE_MAP event.
+pub(crate) fn describe_table_map(tme: &TableMapEvent<'_>) -> Result<Vec<BinlogColumn>, String> {
+    let n = tme.columns_count() as usize;
+    let mut cols = Vec::with_capacity(n);
+    for i in 0..n {
+        let col_type = tme
+            .get_column_type(i)
+            .map_err(|e| format!("column {i}: {e}"))?
+            .ok_or_else(|| format!("column {i} has no type"))?;
+        cols.push(BinlogColumn {
+            col_type,
+            meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+            unsigned: None,
+            name: None,
+            collation: None,
+            labels: None,
+        });
+    }
+    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())
+        .map_err(|e| format!("optional metadata: {e}"))?;
+    let has_signedness = tme
+        .iter_optional_meta()
+        .any(|f| matches!(f, Ok(OptionalMetadataField::Signedness(_))));
+    if has_signedness {
+        let mut signs = extractor.iter_signedness();
+        for c in cols.iter_mut().filter(|c| c.col_type.is_numeric_type()) {
+            c.unsigned = Some(signs.next().unwrap_or(false));
+        }
+    }
+    let mut names = extractor.iter_column_name();
+    for c in cols.iter_mut() {
+        match names.next() {
+            Some(name) => {
+                c.name = Some(
+                    name.map_err(|e| format!("column names: {e}"))?
+                        .name()
+                        .into_owned(),
+                )
+            }
+            None => break,
+        }
+    }
+    let mut charsets = extractor.iter_charset();
+    for c in cols.iter_mut().filter(|c| c.col_type.is_character_type()) {
+        match charsets.next() {
+            Some(cs) => c.collation = Some(cs.map_err(|e| format!("charsets: {e}"))?),
+            None => break,
+        }
+    }
+    let mut es_charsets = extractor.iter_enum_and_set_charset();
+    for c in cols.iter_mut().filter(|c| c.col_type.is_enum_or_set_type()) {
+        match es_charsets.next() {
+            Some(cs) => c.collation = Some(cs.map_err(|e| format!("charsets: {e}"))?),
+            None => break,
+        }
+    }
+    for field in tme.iter_optional_meta() {
+        match field.map_err(|e| format!("optional metadata: {e}"))? {
+            OptionalMetadataField::EnumStrValue(values) => {
+                let mut it = values.iter_values();
+                for c in cols
+                    .iter_mut()
+                    .filter(|c| c.col_type == ColumnType::MYSQL_TYPE_ENUM)
+                {
+                    if let Some(v) = it.next() {
+                        let v = v.map_err(|e| format!("enum labels: {e}"))?;
+                        c.labels =
+                            Some(v.values().iter().map(|l| l.value().into_owned()).collect());
+                    }
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                let mut it = values.iter_values();
+                for c in cols
+                    .iter_mut()
+                    .filter(|c| c.col_type == ColumnType::MYSQL_TYPE_SET)
+                {
+                    if let Some(v) = it.next() {
+                        let v = v.map_err(|e| format!("set labels: {e}"))?;
+                        c.labels =
+                            Some(v.values().iter().map(|l| l.value().into_owned()).collect());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(cols)
+}
+
+/// Do values of a binlog column decode correctly into a column planned as `ours`? The binlog
+/// cannot tell `tinyint(1)` from `tinyint`, nor (without full metadata) signedness, charsets or
+/// labels; what it can tell must agree.
+pub(crate) fn compatible(ours: &MysqlType, theirs: &BinlogColumn, policy: Unrepresentable) -> bool {
+    let plan = theirs.plan("c", policy);
+    let t = &plan.decoder;
+    match (ours, t) {
+        (MysqlType::Bool, MysqlType::Int { bytes: 1, .. }) => true,
+        (MysqlType::Bool, MysqlType::Bool) => true,
+        (
+            MysqlType::Int {
+                bytes: a,
+                unsigned: ua,
+            },
+            MysqlType::Int {
+                bytes: b,
+                unsigned: ub,
+            },
+        ) => a == b && (ua == ub || theirs.unsigned.is_none()),
+        (MysqlType::String { charset: a }, MysqlType::String { charset: b }) => {
+            theirs.collation.is_none() || a == b || same_utf8(a, b)
+        }
+        // JSON is LONGTEXT on MariaDB.
+        (MysqlType::Json, MysqlType::String { .. }) => true,
+        (MysqlType::Binary, MysqlType::Binary) => true,
+        (MysqlType::Binary, MysqlType::String { .. }) => theirs.collation.is_none(),
+        (MysqlType::FixedBinary { .. }, MysqlType::FixedBinary { .. }) => true,
+        (MysqlType::FixedBinary { .. }, MysqlType::String { .. }) => theirs.collation.is_none(),
+        (MysqlType::Enum { labels: a }, MysqlType::Enum { labels: b })
+        | (MysqlType::Set { labels: a }, MysqlType::Set { labels: b }) => {
+            theirs.labels.is_none() || a == b
+        }
+        (MysqlType::Text { .. }, MysqlType::Text { .. }) => true,
+        (MysqlType::Text { .. }, MysqlType::Decimal { .. } | MysqlType::String { .. }) => true,
+        (a, b) => a == b,
+    }
+}
+
+fn same_utf8(a: &str, b: &str) -> bool {
+    let utf8 = |s: &str| matches!(s, "utf8" | "utf8mb3" | "utf8mb4");
+    utf8(a) && utf8(b)
+}
+
+/// How one TABLE_MAP's columns map onto a captured table.
+#[derive(Debug, Clone)]
+pub(crate) struct TableMapping {
+    pub table: usize,
+    pub columns: Vec<BinlogColumn>,
+    /// For each binlog column, the table column it fills (None: excluded or ignored).
+    pub targets: Vec<Option<usize>>,
+}
+
+/// A decoded row image: for each table column, the value if the image holds the column.
+pub(crate) type Image = Vec<Option<BinlogValue<'static>>>;
+
+/// Parses the row image at the start of `data` into `out` (indexed by table column); returns
+/// the bytes it took.
+pub(crate) fn read_image(
+    data: &[u8],
+    mapping: &TableMapping,
+    present: &[bool],
+    table_columns: usize,
+    out: &mut Image,
+) -> Result<usize, String> {
+    let mut buf = ParseBuf(data);
+    let buf = &mut buf;
+    out.clear();
+    out.resize(table_columns, None);
+    let n_present = present.iter().filter(|p| **p).count();
+    let null_bytes = n_present.div_ceil(8);
+    let nulls: &[u8] = buf
+        .checked_eat(null_bytes)
+        .ok_or("row image truncated in its null bitmap")?;
+    let mut k = 0usize;
+    for (i, col) in mapping.columns.iter().enumerate() {
+        if !present.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let is_null = nulls[k / 8] & (1 << (k % 8)) != 0;
+        k += 1;
+        let value = if is_null {
+            BinlogValue::Value(mysql_common::Value::NULL)
+        } else {
+            let ctx = (
+                col.col_type,
+                col.meta.as_slice(),
+                col.unsigned.unwrap_or(false),
+                false,
+            );
+            buf.parse::<BinlogValue<'_>>(ctx)
+                .map_err(|e| {
+                    format!(
+                        "column {}: {e}",
+                        col.name.clone().unwrap_or_else(|| format!("#{i}"))
+                    )
+                })?
+                .into_owned()
+        };
+        if let Some(Some(t)) = mapping.targets.get(i) {
+            out[*t] = Some(value);
+        }
+    }
+    Ok(data.len() - buf.0.len())
+}

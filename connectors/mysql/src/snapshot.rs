@@ -1,0 +1,459 @@
+//! The consistent full load. Every worker connection holds a `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT` taken at one binlog position, so all tables are read as of the same
+//! instant and the binlog stream starts exactly there (no gap, no overlap).
+//!
+//! MariaDB reports the binlog position of each snapshot itself (`binlog_snapshot_file` /
+//! `binlog_snapshot_position`): the workers open their snapshots without any lock and, when
+//! their positions agree, they saw the same committed transactions. If a commit slipped in
+//! between (positions differ) they try again, and after a few tries fall back to what MySQL
+//! always does: a brief `FLUSH TABLES WITH READ LOCK` while every worker opens its snapshot and
+//! the position is read with `SHOW MASTER STATUS`, then `UNLOCK TABLES`.
+//!
+//! Tables are read in primary-key ranges ([`plan_chunks`]) with the binary protocol, each value
+//! appended straight to its column's builder.
+
+use arrow_array::RecordBatch;
+use inlet_core::{TableId, Unrepresentable};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinaryProtocol, Conn, QueryResult};
+
+use crate::binlog::Flavor;
+use crate::catalog::MysqlTable;
+use crate::config::MysqlConnector;
+use crate::error::MysqlError;
+use crate::position::{BinlogPosition, StartFrom};
+use crate::types::quote_ident;
+use crate::values::{ColumnBuilder, Origin, ValueError};
+
+/// Where the snapshot sits in the binlog: stream changes from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    pub binlog: BinlogPosition,
+    /// `gtid_binlog_pos` (MariaDB) or `gtid_executed` (MySQL) at the snapshot, when GTIDs are on.
+    pub gtid: Option<String>,
+    pub flavor: Flavor,
+}
+
+impl SnapshotPoint {
+    /// Where a binlog stream continuing this snapshot starts.
+    pub fn start(&self) -> StartFrom {
+        StartFrom::Position(self.binlog.clone())
+    }
+}
+
+/// Worker connections inside one consistent snapshot.
+pub struct ConsistentSnapshot {
+    pub point: SnapshotPoint,
+    pub readers: Vec<SnapshotReader>,
+}
+
+const START_SNAPSHOT: &str = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ";
+const BEGIN_SNAPSHOT: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+impl ConsistentSnapshot {
+    /// Opens `workers` connections (at least one) sharing one snapshot.
+    pub async fn open(connector: &MysqlConnector, workers: usize) -> Result<Self, MysqlError> {
+        let workers = workers.max(1);
+        let mut first = connector.connect().await?;
+        let flavor = Flavor::detect(&mut first, connector).await?;
+        let mut conns = vec![first];
+        for _ in 1..workers {
+            conns.push(connector.connect().await?);
+        }
+        if flavor == Flavor::MariaDb {
+            for _attempt in 0..5 {
+                if let Some(point) = mariadb_snapshots(&mut conns, connector).await? {
+                    return Ok(Self::with(conns, point, connector));
+                }
+                for c in conns.iter_mut() {
+                    c.query_drop("ROLLBACK")
+                        .await
+                        .map_err(|e| connector.query_error("ROLLBACK", &e))?;
+                }
+            }
+        }
+        let point = locked_snapshots(&mut conns, connector, flavor).await?;
+        Ok(Self::with(conns, point, connector))
+    }
+
+    fn with(conns: Vec<Conn>, point: SnapshotPoint, connector: &MysqlConnector) -> Self {
+        Self {
+            point,
+            readers: conns
+                .into_iter()
+                .map(|conn| SnapshotReader {
+                    conn,
+                    connector: connector.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn mariadb_snapshots(
+    conns: &mut [Conn],
+    connector: &MysqlConnector,
+) -> Result<Option<SnapshotPoint>, MysqlError> {
+    let mut point: Option<BinlogPosition> = None;
+    for c in conns.iter_mut() {
+        c.query_drop(START_SNAPSHOT)
+            .await
+            .map_err(|e| connector.query_error("setting REPEATABLE READ", &e))?;
+        c.query_drop(BEGIN_SNAPSHOT)
+            .await
+            .map_err(|e| connector.query_error("START TRANSACTION WITH CONSISTENT SNAPSHOT", &e))?;
+        let rows: Vec<(String, String)> = c
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|e| connector.query_error("SHOW STATUS LIKE 'binlog_snapshot_%'", &e))?;
+        let get = |k: &str| {
+            rows.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        let (Some(file), Some(pos)) =
+            (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
+        else {
+            return Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: "reading binlog_snapshot_file/position".into(),
+                reason: "the server reports no binlog snapshot position: is log_bin on?".into(),
+            });
+        };
+        let here = BinlogPosition::new(file, pos.parse().unwrap_or(0));
+        match &point {
+            None => point = Some(here),
+            Some(p) if *p != here => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    let Some(binlog) = point else {
+        return Ok(None);
+    };
+    if binlog.file.is_empty() {
+        return Err(MysqlError::Query {
+            server: connector.server().to_string(),
+            what: "reading binlog_snapshot_file".into(),
+            reason: "empty: the binary log is off; set log_bin in my.cnf and restart".into(),
+        });
+    }
+    let gtid: Option<String> = conns[0]
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (binlog.file.clone(), binlog.offset),
+        )
+        .await
+        .map_err(|e| connector.query_error("SELECT BINLOG_GTID_POS()", &e))?
+        .flatten();
+    Ok(Some(SnapshotPoint {
+        binlog,
+        gtid: gtid.filter(|g| !g.is_empty()),
+        flavor: Flavor::MariaDb,
+    }))
+}
+
+async fn locked_snapshots(
+    conns: &mut [Conn],
+    connector: &MysqlConnector,
+    flavor: Flavor,
+) -> Result<SnapshotPoint, MysqlError> {
+    let Some((first, rest)) = conns.split_first_mut() else {
+        return Err(connector.binlog_error("no snapshot connection"));
+    };
+    first
+        .query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(|e| {
+            connector.query_error(
+                "FLUSH TABLES WITH READ LOCK (needs the RELOAD privilege)",
+                &e,
+            )
+        })?;
+    let result = async {
+        for c in std::iter::once(&mut *first).chain(rest.iter_mut()) {
+            c.query_drop(START_SNAPSHOT)
+                .await
+                .map_err(|e| connector.query_error("setting REPEATABLE READ", &e))?;
+            c.query_drop(BEGIN_SNAPSHOT).await.map_err(|e| {
+                connector.query_error("START TRANSACTION WITH CONSISTENT SNAPSHOT", &e)
+            })?;
+        }
+        let status: Option<mysql_async::Row> = first
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(|e| connector.query_error("SHOW MASTER STATUS", &e))?;
+        let Some(row) = status else {
+            return Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: "SHOW MASTER STATUS".into(),
+                reason: "no binary log: set log_bin in my.cnf and restart the server".into(),
+            });
+        };
+        let file: String = row.get(0).unwrap_or_default();
+        let pos: u64 = row.get(1).unwrap_or(0);
+        let gtid: Option<String> = match flavor {
+            Flavor::MariaDb => first
+                .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+                .await
+                .map_err(|e| connector.query_error("reading gtid_binlog_pos", &e))?,
+            Flavor::Mysql => first
+                .query_first("SELECT @@GLOBAL.gtid_executed")
+                .await
+                .ok()
+                .flatten(),
+        };
+        Ok(SnapshotPoint {
+            binlog: BinlogPosition::new(file, pos),
+            gtid: gtid.filter(|g| !g.trim().is_empty()),
+            flavor,
+        })
+    }
+    .await;
+    first
+        .query_drop("UNLOCK TABLES")
+        .await
+        .map_err(|e| connector.query_error("UNLOCK TABLES", &e))?;
+    result
+}
+
+/// A range of a table's first primary-key column, `[start, end)`; None is unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Option<i128>,
+    pub end: Option<i128>,
+}
+
+/// Cuts `[min, max]` into ranges of about `chunk_rows` rows, assuming `rows` rows spread evenly;
+/// the first and last ranges are open so nothing outside `[min, max]` is missed.
+pub fn chunk_ranges(min: i128, max: i128, rows: u64, chunk_rows: u64) -> Vec<KeyRange> {
+    let chunks = rows.div_ceil(chunk_rows.max(1)).max(1) as i128;
+    let span = max.saturating_sub(min).saturating_add(1).max(1);
+    let step = (span / chunks).max(1);
+    let mut out = Vec::new();
+    let mut start: Option<i128> = None;
+    let mut next = min.saturating_add(step);
+    while next <= max {
+        out.push(KeyRange {
+            start,
+            end: Some(next),
+        });
+        start = Some(next);
+        next = next.saturating_add(step);
+    }
+    out.push(KeyRange { start, end: None });
+    out
+}
+
+/// Limits on one record batch: whichever is reached first closes it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// A worker connection inside the consistent snapshot.
+pub struct SnapshotReader {
+    conn: Conn,
+    connector: MysqlConnector,
+}
+
+impl SnapshotReader {
+    /// The key ranges to read `table` in, planned from its first key column's bounds as the
+    /// snapshot sees them. A table without an integer key is one range.
+    pub async fn plan_chunks(
+        &mut self,
+        table: &MysqlTable,
+        chunk_rows: u64,
+    ) -> Result<Vec<KeyRange>, MysqlError> {
+        let whole = vec![KeyRange {
+            start: None,
+            end: None,
+        }];
+        let Some(key) = table.chunk_column() else {
+            return Ok(whole);
+        };
+        let col = quote_ident(&key.name);
+        let sql = format!(
+            "SELECT CAST(MIN({col}) AS CHAR), CAST(MAX({col}) AS CHAR), COUNT(*) FROM {}",
+            qualified(&table.schema.id)
+        );
+        let row: Option<(Option<String>, Option<String>, u64)> =
+            self.conn.query_first(sql).await.map_err(|e| {
+                self.connector
+                    .query_error(&format!("key bounds of {}", table.schema.id), &e)
+            })?;
+        let Some((Some(min), Some(max), rows)) = row else {
+            return Ok(whole);
+        };
+        let (Ok(min), Ok(max)) = (min.parse::<i128>(), max.parse::<i128>()) else {
+            return Ok(whole);
+        };
+        Ok(chunk_ranges(min, max, rows, chunk_rows))
+    }
+
+    /// Starts reading one range of `table`.
+    pub async fn read<'c>(
+        &'c mut self,
+        table: &'c MysqlTable,
+        range: KeyRange,
+        limits: BatchLimits,
+        policy: Unrepresentable,
+    ) -> Result<ChunkStream<'c>, MysqlError> {
+        let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            select.join(", "),
+            qualified(&table.schema.id)
+        );
+        if let Some(key) = table.chunk_column() {
+            let col = quote_ident(&key.name);
+            let mut conds = Vec::new();
+            if let Some(s) = range.start {
+                conds.push(format!("{col} >= {s}"));
+            }
+            if let Some(e) = range.end {
+                conds.push(format!("{col} < {e}"));
+            }
+            if !conds.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&conds.join(" AND "));
+            }
+        }
+        let connector = self.connector.clone();
+        let result = self
+            .conn
+            .exec_iter(sql, ())
+            .await
+            .map_err(|e| connector.query_error(&format!("reading {}", table.schema.id), &e))?;
+        let capacity = limits.rows.min(8192);
+        Ok(ChunkStream {
+            table,
+            result,
+            builders: table
+                .columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.decoder, capacity))
+                .collect(),
+            limits,
+            policy,
+            rows: 0,
+            bytes: 0,
+            ended: false,
+            connector,
+        })
+    }
+}
+
+fn qualified(id: &TableId) -> String {
+    format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.name))
+}
+
+/// The record batches of one range, decoded as the server sends the rows.
+pub struct ChunkStream<'c> {
+    table: &'c MysqlTable,
+    result: QueryResult<'c, 'static, BinaryProtocol>,
+    builders: Vec<ColumnBuilder>,
+    limits: BatchLimits,
+    policy: Unrepresentable,
+    rows: usize,
+    bytes: usize,
+    ended: bool,
+    connector: MysqlConnector,
+}
+
+impl ChunkStream<'_> {
+    /// The next batch, or None when the range is done.
+    pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>, MysqlError> {
+        while !self.ended && self.rows < self.limits.rows && self.bytes < self.limits.bytes {
+            let row = self.result.next().await.map_err(|e| {
+                self.connector
+                    .query_error(&format!("reading {}", self.table.schema.id), &e)
+            })?;
+            let Some(row) = row else {
+                self.ended = true;
+                break;
+            };
+            let values = row.unwrap_raw();
+            for (i, (value, builder)) in values.iter().zip(self.builders.iter_mut()).enumerate() {
+                let value = value.as_ref().unwrap_or(&mysql_async::Value::NULL);
+                self.bytes += match value {
+                    mysql_async::Value::Bytes(b) => b.len() + 4,
+                    _ => 8,
+                };
+                builder
+                    .append(value, Origin::Snapshot, self.policy)
+                    .map_err(|e| snapshot_value_error(self.table, i, e))?;
+            }
+            self.rows += 1;
+        }
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let arrays = self
+            .builders
+            .iter_mut()
+            .map(ColumnBuilder::finish)
+            .collect();
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(self.rows));
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new_with_options(self.table.schema.arrow_schema(), arrays, &options)
+            .map(Some)
+            .map_err(|e| MysqlError::Table {
+                table: self.table.schema.id.clone(),
+                message: format!("building a record batch: {e}"),
+            })
+    }
+}
+
+fn snapshot_value_error(table: &MysqlTable, col: usize, e: ValueError) -> MysqlError {
+    let column = &table.schema.columns[col];
+    let message = match e {
+        ValueError::Malformed(m) => format!("cannot decode a {} value: {m}", column.source_type),
+        ValueError::Unrepresentable(what) => format!(
+            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
+             the task's [values] section to load it",
+            column.data_type()
+        ),
+    };
+    MysqlError::Value {
+        table: table.schema.id.clone(),
+        column: column.name.clone(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_everything() {
+        assert_eq!(
+            chunk_ranges(1, 10, 10, 100),
+            vec![KeyRange {
+                start: None,
+                end: None
+            }]
+        );
+        let r = chunk_ranges(1, 100, 100, 25);
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            r[0],
+            KeyRange {
+                start: None,
+                end: Some(26)
+            }
+        );
+        assert_eq!(
+            r[3],
+            KeyRange {
+                start: Some(76),
+                end: None
+            }
+        );
+        for w in r.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+    }
+}

@@ -1,0 +1,762 @@
+//! Live against MariaDB 10.11 (the harness starts it in a temp folder with the binlog on):
+//! type zoo, multi-chunk full load, binlog workload replay, restart without duplicates.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use inlet_core::{
+    CaptureEvent, Position, SchemaChanges, TableSelection, TableSelectionConfig, Unrepresentable,
+};
+use inlet_mysql::{
+    discover, BatchLimits, BinlogCapture, BinlogPosition, CaptureOptions, ConsistentSnapshot,
+    MysqlConnector, MysqlSourceConfig, MysqlTable, StartFrom, TlsMode,
+};
+use inlet_testkit::MariaDbServer;
+use mysql_async::prelude::Queryable;
+
+fn connector(server: &MariaDbServer, db: &str) -> MysqlConnector {
+    MysqlConnector::new(&MysqlSourceConfig {
+        url: server.url(db),
+        password_file: None,
+        tls: TlsMode::Prefer,
+        ca_file: None,
+        server_id: None,
+        heartbeat_seconds: Some(1),
+    })
+    .unwrap()
+}
+
+fn selection(include: &str) -> TableSelection {
+    TableSelection::new(&TableSelectionConfig {
+        include: vec![include.into()],
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn options(include: &str, policy: Unrepresentable, part_rows: usize) -> CaptureOptions {
+    CaptureOptions {
+        selection: selection(include),
+        policy,
+        schema_changes: SchemaChanges::Evolve,
+        part_rows,
+    }
+}
+
+async fn tables(c: &MysqlConnector, include: &str, policy: Unrepresentable) -> Vec<MysqlTable> {
+    let mut conn = c.connect().await.unwrap();
+    discover(&mut conn, c, &selection(include), policy)
+        .await
+        .unwrap()
+}
+
+fn master_position(server: &MariaDbServer) -> BinlogPosition {
+    let out = server.admin("SHOW MASTER STATUS");
+    let mut f = out.split('\t');
+    let file = f.next().unwrap().to_string();
+    let pos = f.next().unwrap().trim().parse().unwrap();
+    BinlogPosition::new(file, pos)
+}
+
+/// Every row of every table in one consistent snapshot, as display strings.
+async fn snapshot_rows(c: &MysqlConnector, tables: &[MysqlTable]) -> Vec<Vec<Vec<String>>> {
+    let mut snap = ConsistentSnapshot::open(c, 1).await.unwrap();
+    let reader = &mut snap.readers[0];
+    let mut out = Vec::new();
+    for t in tables {
+        let mut rows = Vec::new();
+        for range in reader.plan_chunks(t, 1_000_000).await.unwrap() {
+            let limits = BatchLimits {
+                rows: 1000,
+                bytes: 1 << 20,
+            };
+            let mut s = reader
+                .read(t, range, limits, Unrepresentable::Fail)
+                .await
+                .unwrap();
+            while let Some(b) = s.next_batch().await.unwrap() {
+                assert_eq!(b.schema(), t.schema.arrow_schema());
+                rows.extend(common::rows(&b));
+            }
+        }
+        rows.sort();
+        out.push(rows);
+    }
+    out
+}
+
+/// Reads events until `commits` transactions committed; returns the commit positions.
+async fn read_commits(c: &mut BinlogCapture, commits: usize) -> Vec<Position> {
+    let mut ends = Vec::new();
+    while ends.len() < commits {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), c.next())
+            .await
+            .expect("binlog event within 30 s")
+            .unwrap()
+            .expect("stream open");
+        match e {
+            CaptureEvent::Committed { end, .. } => ends.push(end),
+            CaptureEvent::Idle { .. } => {}
+            CaptureEvent::Large { table } => {
+                let _ = table;
+            }
+        }
+    }
+    ends
+}
+
+const ZOO: &str = "CREATE TABLE zoo.z (
+    id INT PRIMARY KEY, b TINYINT(1), ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT,
+    siu SMALLINT UNSIGNED, mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,
+    bi BIGINT, biu BIGINT UNSIGNED, f FLOAT, d DOUBLE, dec12 DECIMAL(12,2), dec50 DECIMAL(50,10),
+    c CHAR(5), vc VARCHAR(20), lat VARCHAR(20) CHARACTER SET latin1, bin4 BINARY(4),
+    vb VARBINARY(8), bl BLOB, dt DATE, yr YEAR, tm TIME(3), dtm DATETIME(6),
+    ts TIMESTAMP(6) NULL DEFAULT NULL, js JSON, en ENUM('a','b c'), st SET('x','y','z'),
+    b1 BIT(1), b5 BIT(5))";
+
+const ZOO_ROWS: &str = "INSERT INTO zoo.z VALUES
+    (1, 1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+     -9223372036854775808, 18446744073709551615, 1.5, -2.25, -1234567890.12,
+     '1234567890123456789012345678901234567890.0123456789', 'ab', 'héllo wörld', 'café €',
+     x'0102', x'00ff', x'deadbeef', '2024-02-29', 2155, '23:59:58.999', '9999-12-31 23:59:59.999999',
+     '2038-01-19 03:14:07.123456', '{\"a\": [1, 2.5, \"x\"], \"b\": null}', 'b c', 'x,z', b'1', b'10101'),
+    (2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '', '', '', '', '', '', '1000-01-01', 1901,
+     '00:00:00.000', '1000-01-01 00:00:00', '1970-01-01 00:00:01', '[]', 'a', '', b'0', b'0'),
+    (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_zoo_full_load_and_binlog_agree_value_by_value() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE zoo");
+    server.admin(ZOO);
+    let c = connector(&server, "zoo");
+    let tables = tables(&c, "zoo.*", Unrepresentable::Fail).await;
+    assert_eq!(tables.len(), 1);
+    let types: Vec<String> = tables[0]
+        .schema
+        .columns
+        .iter()
+        .map(|c| format!("{} {} {}", c.name, c.source_type, c.data_type()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "id int Int32",
+            "b tinyint(1) Boolean",
+            "ti tinyint Int16",
+            "tiu tinyint unsigned Int16",
+            "si smallint Int16",
+            "siu smallint unsigned Int32",
+            "mi mediumint Int32",
+            "miu mediumint unsigned Int32",
+            "i int Int32",
+            "iu int unsigned Int64",
+            "bi bigint Int64",
+            "biu bigint unsigned Decimal128(20, 0)",
+            "f float Float32",
+            "d double Float64",
+            "dec12 decimal(12,2) Decimal128(12, 2)",
+            "dec50 decimal(50,10) Utf8",
+            "c char(5) Utf8",
+            "vc varchar(20) Utf8",
+            "lat varchar(20) Utf8",
+            "bin4 binary(4) Binary",
+            "vb varbinary(8) Binary",
+            "bl blob Binary",
+            "dt date Date32",
+            "yr year(4) Int16",
+            "tm time(3) Time64(µs)",
+            "dtm datetime(6) Timestamp(µs)",
+            "ts timestamp(6) Timestamp(µs, \"UTC\")",
+            "js json Utf8",
+            "en enum('a','b c') Utf8",
+            "st set('x','y','z') List(non-null Utf8)",
+            "b1 bit(1) Boolean",
+            "b5 bit(5) Utf8",
+        ]
+    );
+    assert_eq!(tables[0].schema.primary_key, ["id"]);
+
+    let start = master_position(&server);
+    server.admin(ZOO_ROWS);
+    let expected: Vec<Vec<&str>> = vec![
+        vec![
+            "1",
+            "true",
+            "-128",
+            "255",
+            "-32768",
+            "65535",
+            "-8388608",
+            "16777215",
+            "-2147483648",
+            "4294967295",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "1.5",
+            "-2.25",
+            "-1234567890.12",
+            "1234567890123456789012345678901234567890.0123456789",
+            "ab",
+            "héllo wörld",
+            "café €",
+            "01020000",
+            "00ff",
+            "deadbeef",
+            "2024-02-29",
+            "2155",
+            "23:59:58.999",
+            "9999-12-31T23:59:59.999999",
+            "2038-01-19T03:14:07.123456",
+            "{\"a\": [1, 2.5, \"x\"], \"b\": null}",
+            "b c",
+            "[x, z]",
+            "true",
+            "10101",
+        ],
+        vec![
+            "2",
+            "false",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0.0",
+            "0.0",
+            "0.00",
+            "0.0000000000",
+            "",
+            "",
+            "",
+            "00000000",
+            "",
+            "",
+            "1000-01-01",
+            "1901",
+            "00:00:00",
+            "1000-01-01T00:00:00",
+            "1970-01-01T00:00:01",
+            "[]",
+            "a",
+            "[]",
+            "false",
+            "00000",
+        ],
+        vec!["3"; 1]
+            .into_iter()
+            .chain(std::iter::repeat_n("∅", 31))
+            .collect(),
+    ];
+    let expected: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect();
+    let loaded = snapshot_rows(&c, &tables).await;
+    assert_eq!(loaded[0], expected);
+
+    // The binlog carries the same values: the insert, then the update of row 1.
+    let mut capture = BinlogCapture::start(
+        &c,
+        4242,
+        &StartFrom::Position(start),
+        &tables,
+        &[None],
+        options("zoo.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    read_commits(&mut capture, 1).await;
+    let changes = capture.take(0).unwrap();
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .flat_map(|c| common::ops_and_values(&c.batch))
+        .collect();
+    let want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| {
+            std::iter::once("I".to_string())
+                .chain(r.iter().cloned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows, want);
+    capture.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrepresentable_values_follow_the_policy() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE zd");
+    server.admin("CREATE TABLE zd.t (id INT PRIMARY KEY, d DATE, dt DATETIME(2), tm TIME)");
+    server.admin(
+        "SET SESSION sql_mode = ''; INSERT INTO zd.t VALUES (1, '0000-00-00', '0000-00-00 00:00:00', '-01:00:00')",
+    );
+    let c = connector(&server, "zd");
+    for (policy, want) in [
+        (Unrepresentable::Null, vec!["1", "∅", "∅", "∅"]),
+        (
+            Unrepresentable::Text,
+            vec!["1", "0000-00-00", "0000-00-00 00:00:00.00", "-01:00:00"],
+        ),
+    ] {
+        let tables = tables(&c, "zd.*", policy).await;
+        let mut snap = ConsistentSnapshot::open(&c, 1).await.unwrap();
+        let limits = BatchLimits {
+            rows: 10,
+            bytes: 1 << 20,
+        };
+        let t = &tables[0];
+        let mut s = snap.readers[0]
+            .read(
+                t,
+                inlet_mysql::KeyRange {
+                    start: None,
+                    end: None,
+                },
+                limits,
+                policy,
+            )
+            .await
+            .unwrap();
+        let b = s.next_batch().await.unwrap().unwrap();
+        assert_eq!(
+            common::rows(&b),
+            vec![want.iter().map(|s| s.to_string()).collect::<Vec<_>>()]
+        );
+    }
+    let tables = tables(&c, "zd.*", Unrepresentable::Fail).await;
+    let mut snap = ConsistentSnapshot::open(&c, 1).await.unwrap();
+    let limits = BatchLimits {
+        rows: 10,
+        bytes: 1 << 20,
+    };
+    let mut s = snap.readers[0]
+        .read(
+            &tables[0],
+            inlet_mysql::KeyRange {
+                start: None,
+                end: None,
+            },
+            limits,
+            Unrepresentable::Fail,
+        )
+        .await
+        .unwrap();
+    let err = s.next_batch().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("zd.t column d: the zero date 0000-00-00 has no exact Date32"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_load_in_key_ranges_by_parallel_snapshot_workers() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE big");
+    server.admin("CREATE TABLE big.t (id BIGINT PRIMARY KEY, v VARCHAR(20))");
+    server.admin("INSERT INTO big.t SELECT seq * 3, CONCAT('v', seq) FROM big.seq_1_to_20000");
+    let c = connector(&server, "big");
+    let tables = tables(&c, "big.*", Unrepresentable::Fail).await;
+    let mut snap = ConsistentSnapshot::open(&c, 3).await.unwrap();
+    assert_eq!(snap.readers.len(), 3);
+    // A write after the snapshot opened is not seen by any worker.
+    server.admin("INSERT INTO big.t VALUES (1, 'late')");
+    let ranges = snap.readers[0].plan_chunks(&tables[0], 3000).await.unwrap();
+    // 20000 rows in chunks of ~3000: 7 key steps, plus the open range above the maximum.
+    assert_eq!(ranges.len(), 8, "{ranges:?}");
+    let mut seen = BTreeMap::new();
+    let mut batches = 0;
+    for (i, range) in ranges.iter().enumerate() {
+        let reader = &mut snap.readers[i % 3];
+        let limits = BatchLimits {
+            rows: 1000,
+            bytes: 1 << 20,
+        };
+        let mut s = reader
+            .read(&tables[0], *range, limits, Unrepresentable::Fail)
+            .await
+            .unwrap();
+        while let Some(b) = s.next_batch().await.unwrap() {
+            assert!(b.num_rows() <= 1000);
+            batches += 1;
+            for r in common::rows(&b) {
+                assert!(
+                    seen.insert(r[0].parse::<i64>().unwrap(), r[1].clone())
+                        .is_none(),
+                    "{r:?} twice"
+                );
+            }
+        }
+    }
+    assert_eq!(seen.len(), 20000);
+    assert!(batches >= 20);
+    for (id, v) in &seen {
+        assert_eq!(*v, format!("v{}", id / 3));
+    }
+    assert!(!seen.contains_key(&1));
+}
+
+/// Applies change rows (by column name) to a table state keyed by `id`.
+fn replay(
+    state: &mut BTreeMap<String, BTreeMap<String, String>>,
+    changes: &[inlet_core::TableChanges],
+) {
+    for ch in changes {
+        let names: Vec<String> = ch
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        for r in common::rows(&ch.batch) {
+            let row: BTreeMap<String, String> = names[4..]
+                .iter()
+                .cloned()
+                .zip(r[4..].iter().cloned())
+                .collect();
+            let id = row.get("id").cloned().unwrap_or_default();
+            match r[0].as_str() {
+                "I" | "U" => {
+                    state.insert(id, row);
+                }
+                "D" => {
+                    assert!(state.remove(&id).is_some(), "delete of a missing row {id}");
+                }
+                "T" => state.clear(),
+                other => panic!("op {other}"),
+            }
+        }
+    }
+}
+
+fn source_state(
+    rows: &[Vec<String>],
+    names: &[String],
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    rows.iter()
+        .map(|r| {
+            let row: BTreeMap<String, String> =
+                names.iter().cloned().zip(r.iter().cloned()).collect();
+            (row["id"].clone(), row)
+        })
+        .collect()
+}
+
+const WORKLOAD: &[&str] = &[
+    "INSERT INTO w.a VALUES (1, 'one', 10), (2, 'two', 20), (3, 'three', 30)",
+    "INSERT INTO w.b VALUES (1, 'x')",
+    "UPDATE w.a SET v = 'uno' WHERE id = 1",
+    "UPDATE w.a SET id = 30 WHERE id = 3",
+    "START TRANSACTION; INSERT INTO w.a VALUES (4, 'four', 40); UPDATE w.b SET v = 'y' WHERE id = 1; DELETE FROM w.a WHERE id = 2; COMMIT",
+    "TRUNCATE TABLE w.b",
+    "INSERT INTO w.b VALUES (2, 'after truncate')",
+    "ALTER TABLE w.a ADD COLUMN extra VARCHAR(10) CHARACTER SET latin1",
+    "INSERT INTO w.a VALUES (5, 'five', 50, 'ümlaut')",
+    "UPDATE w.a SET extra = 'e1' WHERE id = 1",
+    "ALTER TABLE w.a DROP COLUMN n",
+    "INSERT INTO w.a VALUES (6, 'six', 'x6')",
+    "DELETE FROM w.a WHERE id = 4",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_workload_replays_to_the_source_and_restarts_without_duplicates() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE w");
+    server.admin("CREATE TABLE w.a (id INT PRIMARY KEY, v VARCHAR(20), n INT)");
+    server.admin("CREATE TABLE w.b (id INT PRIMARY KEY, v VARCHAR(20))");
+    let c = connector(&server, "w");
+    let tables = tables(&c, "w.*", Unrepresentable::Fail).await;
+    let start = master_position(&server);
+    for sql in WORKLOAD {
+        server.admin(sql);
+    }
+    // Every statement is one transaction (DDL included).
+    let mut capture = BinlogCapture::start(
+        &c,
+        4343,
+        &StartFrom::Position(start.clone()),
+        &tables,
+        &[None, None],
+        options("w.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    let ends = read_commits(&mut capture, WORKLOAD.len()).await;
+    assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+    let a_changes = capture.take(0).unwrap();
+    let b_changes = capture.take(1).unwrap();
+    // The two DDL statements cut table a's changes into three shapes.
+    assert_eq!(a_changes.len(), 3);
+    assert_eq!(
+        capture
+            .schema(0)
+            .unwrap()
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["id", "v", "extra"]
+    );
+    let facts = capture.checkpoint_facts();
+    assert!(
+        facts
+            .iter()
+            .any(|(k, v)| k == "mysql.gtid_set" && v.starts_with("0-1-")),
+        "{facts:?}"
+    );
+    capture.finish().await.unwrap();
+
+    let mut a = BTreeMap::new();
+    replay(&mut a, &a_changes);
+    let mut b = BTreeMap::new();
+    replay(&mut b, &b_changes);
+    let now = tables_now(&c).await;
+    let names_a: Vec<String> = now[0]
+        .schema
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let names_b: Vec<String> = now[1]
+        .schema
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let source = snapshot_rows(&c, &now).await;
+    // Rows written before a column was added lack it; dropped columns are not in the table.
+    let project = |state: BTreeMap<String, BTreeMap<String, String>>, names: &[String]| {
+        state
+            .into_iter()
+            .map(|(k, row)| {
+                let row = names
+                    .iter()
+                    .map(|n| (n.clone(), row.get(n).cloned().unwrap_or_else(|| "∅".into())))
+                    .collect::<BTreeMap<_, _>>();
+                (k, row)
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let a = project(a, &names_a);
+    let b = project(b, &names_b);
+    assert_eq!(a, source_state(&source[0], &names_a));
+    assert_eq!(b, source_state(&source[1], &names_b));
+    assert_eq!(a.len(), 4);
+    // The key change is a delete of 3 and an insert of 30.
+    let a_ops: Vec<String> = a_changes
+        .iter()
+        .flat_map(|c| common::rows(&c.batch))
+        .map(|r| format!("{}{}", r[0], r[4]))
+        .collect();
+    assert_eq!(a_ops[..7], ["I1", "I2", "I3", "U1", "D3", "I30", "I4"]);
+    let b_ops: Vec<String> = b_changes
+        .iter()
+        .flat_map(|c| common::rows(&c.batch))
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(b_ops, ["I", "U", "T", "I"]);
+
+    // Restart: table a holds everything up to the 5th commit, table b up to the 6th. The
+    // stream is re-read from the start; nothing they hold comes again.
+    let held = [Some(ends[4]), Some(ends[5])];
+    let mut again = BinlogCapture::start(
+        &c,
+        4343,
+        &StartFrom::Position(start),
+        &tables,
+        &held,
+        options("w.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    let ends2 = read_commits(&mut again, WORKLOAD.len()).await;
+    assert_eq!(ends2, ends);
+    let a2: Vec<String> = again
+        .take(0)
+        .unwrap()
+        .iter()
+        .flat_map(|c| common::rows(&c.batch))
+        .map(|r| format!("{}{}", r[0], r[4]))
+        .collect();
+    let b2: Vec<String> = again
+        .take(1)
+        .unwrap()
+        .iter()
+        .flat_map(|c| common::rows(&c.batch))
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(a2, a_ops[8..]);
+    assert_eq!(b2, ["I"]);
+
+    // Resuming by position from the 5th commit, and by MariaDB GTID, gives the same rest.
+    let from_pos = BinlogPosition::from_position(ends[4], "mariadb-bin.000001");
+    let mut resumed = BinlogCapture::start(
+        &c,
+        4343,
+        &StartFrom::Position(from_pos),
+        &tables,
+        &[None, None],
+        options("w.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_commits(&mut resumed, WORKLOAD.len() - 5).await,
+        ends[5..]
+    );
+}
+
+async fn tables_now(c: &MysqlConnector) -> Vec<MysqlTable> {
+    tables(c, "w.*", Unrepresentable::Fail).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transaction_in_parts_and_idle_heartbeats() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE l");
+    server.admin("CREATE TABLE l.t (id INT PRIMARY KEY, v INT)");
+    let c = connector(&server, "l");
+    let tables = tables(&c, "l.*", Unrepresentable::Fail).await;
+    let start = master_position(&server);
+    server.admin("INSERT INTO l.t SELECT seq, seq FROM l.seq_1_to_5000");
+    let mut capture = BinlogCapture::start(
+        &c,
+        4444,
+        &StartFrom::Position(start.clone()),
+        &tables,
+        &[None],
+        options("l.*", Unrepresentable::Fail, 1000),
+    )
+    .await
+    .unwrap();
+    let mut parts = Vec::new();
+    let end = loop {
+        match capture.next().await.unwrap().unwrap() {
+            CaptureEvent::Large { table } => {
+                assert!(capture.take(table).unwrap().is_empty());
+                parts.push(capture.take_part(table).unwrap().unwrap());
+            }
+            CaptureEvent::Committed { end, .. } => break end,
+            CaptureEvent::Idle { .. } => {}
+        }
+    };
+    let rest = capture.take(0).unwrap();
+    // A part of 1000 rows each time 2000 are open (checked after each rows event); at least
+    // 1000 rows are left for the commit.
+    let rest_rows: usize = capture_rows(&rest);
+    assert!(
+        parts.len() >= 2 && (1000..4000).contains(&rest_rows),
+        "{} {rest_rows}",
+        parts.len()
+    );
+    assert_eq!(parts.len() * 1000 + rest_rows, 5000);
+    let start_position = start.to_position().unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(p.part, Some(i as u32 + 1));
+        assert_eq!(p.batch.num_rows(), 1000);
+        assert_eq!((p.first, p.last), (start_position, start_position));
+    }
+    assert_eq!(rest.len(), 1);
+    assert_eq!((rest[0].first, rest[0].last), (end, end));
+    let ids: Vec<i64> = parts
+        .iter()
+        .chain(&rest)
+        .flat_map(|c| common::rows(&c.batch))
+        .map(|r| r[4].parse().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=5000).collect::<Vec<_>>());
+    // Nothing more happens: a heartbeat reports the server's position so an idle task advances.
+    let idle = tokio::time::timeout(std::time::Duration::from_secs(10), capture.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(idle, Some(CaptureEvent::Idle { wal_end: end }));
+    // Reconnected with the table holding the parts only (a crash before the commit): the
+    // transaction comes again whole, in the same parts.
+    let mut again = BinlogCapture::start(
+        &c,
+        4444,
+        &StartFrom::Position(start),
+        &tables,
+        &[Some(start_position)],
+        options("l.*", Unrepresentable::Fail, 1000),
+    )
+    .await
+    .unwrap();
+    let mut n = 0;
+    loop {
+        match again.next().await.unwrap().unwrap() {
+            CaptureEvent::Large { table } => {
+                let p = again.take_part(table).unwrap().unwrap();
+                assert_eq!(common::rows(&p.batch), common::rows(&parts[n].batch));
+                n += 1;
+            }
+            CaptureEvent::Committed { .. } => break,
+            CaptureEvent::Idle { .. } => {}
+        }
+    }
+    assert_eq!(n, parts.len());
+}
+
+fn capture_rows(changes: &[inlet_core::TableChanges]) -> usize {
+    changes.iter().map(|c| c.batch.num_rows()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_settings_and_privileges() {
+    let server = MariaDbServer::start_with(&["--binlog-row-image=MINIMAL"]);
+    server.admin("CREATE DATABASE k; CREATE TABLE k.t (id INT PRIMARY KEY)");
+    server.admin("CREATE USER 'weak'@'127.0.0.1'; GRANT SELECT ON k.* TO 'weak'@'127.0.0.1'");
+    let c = MysqlConnector::new(&MysqlSourceConfig {
+        url: format!("mysql://weak@127.0.0.1:{}/k", server.port),
+        password_file: None,
+        tls: TlsMode::Disable,
+        ca_file: None,
+        server_id: None,
+        heartbeat_seconds: None,
+    })
+    .unwrap();
+    let mut conn = c.connect().await.unwrap();
+    let tables = discover(&mut conn, &c, &selection("k.*"), Unrepresentable::Fail)
+        .await
+        .unwrap();
+    let checks = inlet_mysql::prerequisites(&mut conn, &c, &tables, true, 1)
+        .await
+        .unwrap();
+    let text: Vec<String> = checks.iter().map(|p| p.to_string()).collect();
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name}: {text:#?}"))
+    };
+    assert_eq!(find("binlog_format").status, inlet_core::CheckStatus::Ok);
+    let image = find("binlog_row_image");
+    assert_eq!(image.status, inlet_core::CheckStatus::Missing);
+    assert!(image
+        .fix
+        .as_deref()
+        .unwrap()
+        .starts_with("SET GLOBAL binlog_row_image = 'FULL'"));
+    assert_eq!(
+        find("REPLICATION SLAVE").status,
+        inlet_core::CheckStatus::Missing
+    );
+    assert_eq!(
+        find("REPLICATION SLAVE").fix.as_deref(),
+        Some("GRANT REPLICATION SLAVE ON *.* TO <inlet user>;")
+    );
+    assert_eq!(find("SELECT privilege").status, inlet_core::CheckStatus::Ok);
+    // server_id 1 is the server's own.
+    assert_eq!(find("server_id").status, inlet_core::CheckStatus::Missing);
+    let _ = conn.query_drop("SELECT 1").await;
+}

@@ -1,0 +1,200 @@
+//! Following a change stream, whatever the source: read committed transactions from a
+//! [`ChangeSource`], hand each table's changes to its [`ChangeTable`], and flush in the order
+//! that makes restarts exact: table outputs, then the task checkpoint, then the source's
+//! acknowledgement, so the source never forgets what the target does not durably hold.
+
+use std::time::{Duration, Instant};
+
+use inlet_core::{CaptureEvent, Position, TableChanges};
+use inlet_sink_parquet::Checkpoint;
+use tokio::sync::watch;
+
+use crate::config::CdcConfig;
+use crate::sink::{ChangeTable, Target};
+use crate::state::TaskState;
+use crate::JobError;
+
+/// A connector's change capture, as the stream loop drives it. Errors come classified
+/// (transient or fatal) by the implementation, which knows its source.
+pub trait ChangeSource {
+    /// The next event; None when the source ended the stream.
+    async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError>;
+    /// Changes of committed transactions buffered for `table`, oldest first.
+    fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError>;
+    /// The next part of the open transaction for `table` (after [`CaptureEvent::Large`]).
+    fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, JobError>;
+    /// Everything up to `position` is durable in the target.
+    async fn acknowledge(&mut self, position: Position) -> Result<(), JobError>;
+    /// Ends the stream politely.
+    async fn finish(self) -> Result<(), JobError>;
+    fn table_count(&self) -> usize;
+    fn buffered_rows(&self) -> usize;
+    fn buffered_bytes(&self) -> usize;
+    fn reset_buffered_bytes(&mut self);
+    /// Facts the checkpoint must carry for a restart at `position` (e.g. a GTID set).
+    fn checkpoint_facts(&self) -> Vec<(String, String)>;
+    /// A position as the source spells it, for logs and `/status`.
+    fn show(&self, position: Position) -> String;
+}
+
+/// Everything the loop needs besides the source.
+pub struct Outputs<'a> {
+    /// Table names, by table index.
+    pub tables: Vec<String>,
+    /// Where each table's changes go, by table index.
+    pub outputs: Vec<ChangeTable>,
+    pub target: &'a Target,
+    pub task: &'a str,
+    pub state: &'a TaskState,
+    /// Carried into every checkpoint, besides the source's own.
+    pub facts: Vec<(String, String)>,
+}
+
+/// Runs until `shutdown` turns true (then flushes, acknowledges and returns Ok) or an error.
+pub async fn follow<S: ChangeSource>(
+    source: S,
+    out: Outputs<'_>,
+    start: Position,
+    cdc: &CdcConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let mut run = Stream {
+        source,
+        out,
+        durable: start,
+        seen: start,
+    };
+    let flush_bytes = cdc.flush_mb.saturating_mul(1 << 20);
+    let mut tick = tokio::time::interval(Duration::from_millis(cdc.flush_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            // Checked first, so a shutdown is never starved by a busy stream.
+            biased;
+            // (The guard wait_for returns must not live across the awaits below.)
+            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                run.flush().await?;
+                tracing::info!(position = %run.source.show(run.durable), "stopping: changes flushed and acknowledged");
+                // Ending the stream politely can wait on a large transaction the server is
+                // sending; everything durable is acknowledged already, so give it a few
+                // seconds and then just close.
+                if tokio::time::timeout(Duration::from_secs(5), run.source.finish()).await.is_err() {
+                    tracing::info!("the server did not end the stream within 5 s; closing");
+                }
+                return Ok(());
+            }
+            _ = tick.tick() => run.flush().await?,
+            event = run.source.next() => match event? {
+                None => {
+                    return Err(JobError::Transient {
+                        kind: "source",
+                        message: "the server ended the change stream".into(),
+                    })
+                }
+                Some(CaptureEvent::Committed { end, commit_time_micros }) => {
+                    run.seen = run.seen.max(end);
+                    run.out.state.received(commit_time_micros);
+                    for output in &mut run.out.outputs {
+                        output.transaction_committed();
+                    }
+                    if run.source.buffered_rows() >= cdc.flush_rows
+                        || run.source.buffered_bytes() >= flush_bytes
+                    {
+                        run.flush().await?;
+                    }
+                }
+                Some(CaptureEvent::Idle { wal_end }) => {
+                    if run.source.buffered_rows() == 0 && wal_end > run.seen {
+                        // Nothing buffered: the position can move on even with no change for
+                        // these tables, so the source never keeps its log for an idle task.
+                        run.seen = wal_end;
+                        run.flush().await?;
+                    }
+                }
+                Some(CaptureEvent::Large { table }) => {
+                    for changes in run.source.take(table)? {
+                        run.write(changes).await?;
+                    }
+                    if let Some(part) = run.source.take_part(table)? {
+                        run.write(part).await?;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The streaming state: what is buffered, what is durable.
+struct Stream<'a, S> {
+    source: S,
+    out: Outputs<'a>,
+    /// Acknowledged to the source and recorded in the checkpoint.
+    durable: Position,
+    /// Everything up to here is buffered or written (a commit end, or an idle server's end).
+    seen: Position,
+}
+
+impl<S: ChangeSource> Stream<'_, S> {
+    /// Writes every table's buffered changes, commits the outputs, then the checkpoint, then
+    /// acknowledges the source.
+    async fn flush(&mut self) -> Result<(), JobError> {
+        let started = Instant::now();
+        for table in 0..self.source.table_count() {
+            for changes in self.source.take(table)? {
+                self.write(changes).await?;
+            }
+        }
+        self.source.reset_buffered_bytes();
+        let mut held = false;
+        for (i, output) in self.out.outputs.iter_mut().enumerate() {
+            let w = output.commit(self.seen).await?;
+            held |= output.holds_open_transaction();
+            if w.rows > 0 {
+                let table = &self.out.tables[i];
+                self.out.state.add_changes(table, w.rows);
+                if let Some(b) = output.index_bytes_per_row() {
+                    self.out.state.set_index_bytes_per_row(table, b);
+                }
+            }
+        }
+        // A table still holding parts of an open transaction has not made everything up to
+        // `seen` durable: the checkpoint and the source wait for it.
+        if self.seen > self.durable && !held {
+            let written = Instant::now();
+            self.out.state.observe_flush(written - started);
+            let mut facts = self.out.facts.clone();
+            facts.extend(self.source.checkpoint_facts());
+            let checkpoint = Checkpoint {
+                position: self.seen,
+                facts,
+            };
+            self.out
+                .target
+                .write_checkpoint(self.out.task, &checkpoint)
+                .await?;
+            self.source.acknowledge(self.seen).await?;
+            self.durable = self.seen;
+            self.out.state.observe_commit(written.elapsed());
+        }
+        self.out.state.durable(self.source.show(self.durable));
+        Ok(())
+    }
+
+    async fn write(&mut self, changes: TableChanges) -> Result<(), JobError> {
+        let index = changes.table;
+        let part = changes.part;
+        let Some(output) = self.out.outputs.get_mut(index) else {
+            return Err(JobError::Failed(format!(
+                "changes for table #{index}, which the task does not have (a bug in the change capture)"
+            )));
+        };
+        let written = output.write(changes).await?;
+        let table = &self.out.tables[index];
+        if written.rows > 0 {
+            self.out.state.add_changes(table, written.rows);
+            self.out.state.add_bytes(table, written.bytes);
+        }
+        tracing::debug!(%table, rows = written.rows, ?part, "changes written");
+        Ok(())
+    }
+}
