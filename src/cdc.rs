@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
 use crate::sink::Target;
-use crate::stream::{self, ChangeSource, Outputs};
 use crate::state::{Phase, TaskState};
+use crate::stream::{self, ChangeSource, Outputs};
 use crate::{full_load, JobError};
 
 /// Checkpoint fact naming the slot the checkpoint's position belongs to.
@@ -32,7 +32,11 @@ pub async fn run(
     state: &TaskState,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
-    let SourceConfig::Postgres(source) = &config.source;
+    let SourceConfig::Postgres(source) = &config.source else {
+        return Err(JobError::Failed(
+            "the PostgreSQL runner was given another source (a bug)".into(),
+        ));
+    };
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let task = config.task.name.as_str();

@@ -18,11 +18,41 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
         config.task.name,
         config.task.mode
     );
-    let SourceConfig::Postgres(source) = &config.source;
-    let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let target = Target::new(&config.target, &config.task.name)?;
+    let mut report = match &config.source {
+        SourceConfig::Postgres(source) => postgres(&config, source, &selection).await?,
+        SourceConfig::Mysql(source) => mysql(&config, source, &selection).await?,
+    };
+    report.push(match target.check().await {
+        Ok(()) => Prerequisite::ok("target", format!("{} is writable", target.describe())),
+        Err(e) => Prerequisite::missing("target", e.message().to_string(), "see the message above"),
+    });
 
+    println!();
+    for p in &report {
+        println!("{p}");
+    }
+    let missing = report
+        .iter()
+        .filter(|p| p.status == CheckStatus::Missing)
+        .count();
+    if missing > 0 {
+        return Err(JobError::Failed(format!(
+            "{missing} prerequisite(s) missing"
+        )));
+    }
+    println!("\nready: `inlet full-load -c {}` will run", path.display());
+    Ok(())
+}
+
+/// Source side of the report for PostgreSQL: the selected tables and the prerequisites.
+async fn postgres(
+    config: &config::TaskConfig,
+    source: &inlet_postgres::PostgresSourceConfig,
+    selection: &TableSelection,
+) -> Result<Vec<Prerequisite>, JobError> {
+    let connector = PgConnector::new(source).map_err(JobError::config)?;
     let mut report: Vec<Prerequisite> = Vec::new();
     match connector.connect().await {
         Err(e) => report.push(Prerequisite::missing(
@@ -31,7 +61,7 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
             "check that the server is running and reachable, and source.url (host, port, user, database)",
         )),
         Ok(client) => {
-            let tables = discover(&client, &connector, &selection, config.values.on_unrepresentable)
+            let tables = discover(&client, &connector, selection, config.values.on_unrepresentable)
                 .await
                 .map_err(JobError::failed)?;
             println!("\nselected tables ({}):", tables.len());
@@ -60,24 +90,64 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
             report.extend(prerequisites(&client, &connector, &tables, config.task.mode != config::Mode::FullLoad).await.map_err(JobError::failed)?);
         }
     }
-    report.push(match target.check().await {
-        Ok(()) => Prerequisite::ok("target", format!("{} is writable", target.describe())),
-        Err(e) => Prerequisite::missing("target", e.message().to_string(), "see the message above"),
-    });
+    Ok(report)
+}
 
-    println!();
-    for p in &report {
-        println!("{p}");
+/// Source side of the report for MySQL/MariaDB.
+async fn mysql(
+    config: &config::TaskConfig,
+    source: &inlet_mysql::MysqlSourceConfig,
+    selection: &TableSelection,
+) -> Result<Vec<Prerequisite>, JobError> {
+    let connector = inlet_mysql::MysqlConnector::new(source).map_err(JobError::config)?;
+    let mut report: Vec<Prerequisite> = Vec::new();
+    let mut conn = match connector.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            report.push(Prerequisite::missing(
+                "source connection",
+                e.to_string(),
+                "check that the server is running and reachable, and source.url (host, port, user, database)",
+            ));
+            return Ok(report);
+        }
+    };
+    let tables = inlet_mysql::discover(
+        &mut conn,
+        &connector,
+        selection,
+        config.values.on_unrepresentable,
+    )
+    .await
+    .map_err(JobError::failed)?;
+    println!("\nselected tables ({}):", tables.len());
+    for t in &tables {
+        let rows = t
+            .estimated_rows
+            .map_or("unknown".to_string(), |r| r.to_string());
+        let key = if t.schema.primary_key.is_empty() {
+            "no primary key".to_string()
+        } else {
+            format!("key ({})", t.schema.primary_key.join(", "))
+        };
+        println!(
+            "  {:<40} ~{rows:>12} rows  {:>6.1} MB  {:>3} columns  {key}",
+            t.schema.id.to_string(),
+            t.data_bytes as f64 / 1e6,
+            t.schema.columns.len()
+        );
     }
-    let missing = report
-        .iter()
-        .filter(|p| p.status == CheckStatus::Missing)
-        .count();
-    if missing > 0 {
-        return Err(JobError::Failed(format!(
-            "{missing} prerequisite(s) missing"
-        )));
-    }
-    println!("\nready: `inlet full-load -c {}` will run", path.display());
-    Ok(())
+    let capture = config.task.mode != config::Mode::FullLoad;
+    report.extend(
+        inlet_mysql::prerequisites(
+            &mut conn,
+            &connector,
+            &tables,
+            capture,
+            source.server_id(&config.task.name),
+        )
+        .await
+        .map_err(JobError::failed)?,
+    );
+    Ok(report)
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use inlet_core::{TableSelectionConfig, Unrepresentable};
+use inlet_mysql::MysqlSourceConfig;
 use inlet_postgres::PostgresSourceConfig;
 use inlet_sink_iceberg::IcebergTargetConfig;
 use inlet_sink_parquet::ParquetTargetConfig;
@@ -67,6 +68,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Postgres(PostgresSourceConfig),
+    /// MySQL 5.7/8.x or MariaDB 10.6+.
+    Mysql(MysqlSourceConfig),
 }
 
 /// `[target]`, chosen by its `kind` key.
@@ -279,9 +282,10 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
     let (kind, source) = section(&mut root, "source")?;
     let source = match kind.as_str() {
         "postgres" => SourceConfig::Postgres(deserialize("source", source)?),
+        "mysql" | "mariadb" => SourceConfig::Mysql(deserialize("source", source)?),
         other => {
             return Err(format!(
-                "source.kind: unknown source {other:?}; expected \"postgres\""
+                "source.kind: unknown source {other:?}; expected \"postgres\" or \"mysql\""
             ))
         }
     };
@@ -485,7 +489,9 @@ mod tests {
     #[test]
     fn minimal_with_defaults_and_env() {
         let c = parse(MINIMAL, &env).unwrap();
-        let SourceConfig::Postgres(pg) = &c.source;
+        let SourceConfig::Postgres(pg) = &c.source else {
+            panic!("a postgres source")
+        };
         assert_eq!(pg.url, "postgres://u:s3cr3t@h:5432/db");
         assert_eq!(c.full_load.chunk_mb, 64);
         assert_eq!(c.values.on_unrepresentable, Unrepresentable::Fail);

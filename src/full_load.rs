@@ -37,7 +37,11 @@ pub async fn run(
     only: Option<&[TableId]>,
     position: Option<Position>,
 ) -> Result<Vec<TableResult>, JobError> {
-    let SourceConfig::Postgres(source) = &config.source;
+    let SourceConfig::Postgres(source) = &config.source else {
+        return Err(JobError::Failed(
+            "the PostgreSQL runner was given another source (a bug)".into(),
+        ));
+    };
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let target = Target::new(&config.target, &config.task.name)?;

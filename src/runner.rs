@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use inlet_mysql::MysqlConnector;
 use inlet_postgres::PgConnector;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -15,7 +16,7 @@ use crate::config::{self, Mode, ServiceConfig, SourceConfig, TaskConfig};
 use crate::http::{self, Endpoints};
 use crate::sink::Target;
 use crate::state::{Metrics, Phase, TaskState};
-use crate::{cdc, full_load, systemd, JobError};
+use crate::{cdc, full_load, mysql_task, systemd, JobError};
 
 /// A task that ran this long before failing transiently starts its backoff from the beginning.
 const HEALTHY_RUN: Duration = Duration::from_secs(120);
@@ -97,11 +98,18 @@ async fn supervise(
     loop {
         state.set_phase(Phase::Starting);
         let started = Instant::now();
-        let result = match task.task.mode {
-            Mode::FullLoad => full_load::run(&task, None, &state, None, None)
-                .await
-                .map(|_| ()),
-            Mode::Cdc | Mode::FullLoadAndCdc => cdc::run(&task, &state, stopped.clone()).await,
+        let result = match (&task.source, task.task.mode) {
+            (SourceConfig::Mysql(source), _) => {
+                mysql_task::run(&task, source, &state, stopped.clone()).await
+            }
+            (SourceConfig::Postgres(_), Mode::FullLoad) => {
+                full_load::run(&task, None, &state, None, None)
+                    .await
+                    .map(|_| ())
+            }
+            (SourceConfig::Postgres(_), Mode::Cdc | Mode::FullLoadAndCdc) => {
+                cdc::run(&task, &state, stopped.clone()).await
+            }
         };
         let e = match result {
             Ok(()) => {
@@ -172,13 +180,22 @@ fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceC
 
 /// Source and target as shown in `/status`: servers and URLs, never credentials.
 fn describe(task: &TaskConfig) -> Result<(String, String), String> {
-    let SourceConfig::Postgres(source) = &task.source;
-    let connector = PgConnector::new(source).map_err(|e| e.to_string())?;
+    let source = match &task.source {
+        SourceConfig::Postgres(source) => format!(
+            "postgres://{}",
+            PgConnector::new(source)
+                .map_err(|e| e.to_string())?
+                .server()
+        ),
+        SourceConfig::Mysql(source) => format!(
+            "mysql://{}",
+            MysqlConnector::new(source)
+                .map_err(|e| e.to_string())?
+                .server()
+        ),
+    };
     let target = Target::new(&task.target, &task.task.name).map_err(|e| e.message().to_string())?;
-    Ok((
-        format!("postgres://{}", connector.server()),
-        target.describe(),
-    ))
+    Ok((source, target.describe()))
 }
 
 fn mode_name(mode: Mode) -> &'static str {

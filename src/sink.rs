@@ -7,7 +7,9 @@
 //! [`ChangeTable::commit`], one snapshot per table per flush.
 
 use inlet_core::{Position, TableChanges, TableSchema};
-use inlet_sink_iceberg::{IcebergError, IcebergTarget, UpsertTable};
+use std::time::{Duration, Instant};
+
+use inlet_sink_iceberg::{IcebergError, IcebergTarget, MaintenanceConfig, UpsertTable};
 use inlet_sink_parquet::{
     ChangeFile, Checkpoint, FullLoadTable, LoadFileWriter, ParquetTarget, ParquetTargetConfig,
     SinkError,
@@ -20,27 +22,24 @@ pub enum Target {
     Parquet(ParquetTarget),
     Iceberg {
         tables: IcebergTarget,
+        maintenance: MaintenanceConfig,
         /// The task checkpoint lives in the warehouse too (`_inlet/<task>/checkpoint`), written
         /// the way the Parquet target writes it.
         checkpoints: ParquetTarget,
     },
 }
 
-/// Whether an Iceberg error may pass on a retry: the store was unreachable or answered 5xx.
+/// An Iceberg error, transient (store or catalog unreachable, 5xx, throttled; a commit
+/// conflict) or not as the sink classifies it.
 fn iceberg_error(e: IcebergError) -> JobError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(c) = cause {
-        if let Some(store) = c.downcast_ref::<object_store::Error>() {
-            if matches!(store, object_store::Error::Generic { .. }) {
-                return JobError::Transient {
-                    kind: "target",
-                    message: e.to_string(),
-                };
-            }
+    if e.is_transient() {
+        JobError::Transient {
+            kind: "target",
+            message: e.to_string(),
         }
-        cause = c.source();
+    } else {
+        JobError::Failed(e.to_string())
     }
-    JobError::Failed(e.to_string())
 }
 
 fn sink_error(e: SinkError) -> JobError {
@@ -56,6 +55,7 @@ impl Target {
             )),
             TargetConfig::Iceberg(c) => Ok(Self::Iceberg {
                 tables: IcebergTarget::new(c, task).map_err(JobError::config)?,
+                maintenance: c.maintenance.clone(),
                 checkpoints: ParquetTarget::new(&ParquetTargetConfig::with_url(&c.warehouse))
                     .map_err(JobError::config)?,
             }),
@@ -115,10 +115,16 @@ impl Target {
     pub async fn change_table(&self, table: &TableSchema) -> Result<ChangeTable, JobError> {
         match self {
             Self::Parquet(t) => Ok(ChangeTable::Parquet(t.clone())),
-            Self::Iceberg { tables, .. } => Ok(ChangeTable::Iceberg {
+            Self::Iceberg {
+                tables,
+                maintenance,
+                ..
+            } => Ok(ChangeTable::Iceberg {
                 table: Box::new(tables.upsert_table(table).await.map_err(iceberg_error)?),
                 pending: 0,
                 open_part: false,
+                maintenance: maintenance.clone(),
+                maintained: Instant::now(),
             }),
         }
     }
@@ -224,6 +230,9 @@ pub enum ChangeTable {
         /// Part of a transaction still open was applied: the table must not commit until the
         /// transaction's commit has been seen, or a restart would apply its first parts twice.
         open_part: bool,
+        maintenance: MaintenanceConfig,
+        /// When maintenance last ran (or the table was opened).
+        maintained: Instant,
     },
 }
 
@@ -267,6 +276,7 @@ impl ChangeTable {
                 table,
                 pending,
                 open_part,
+                ..
             } => {
                 table
                     .apply(&changes.schema, &changes.batch)
@@ -319,15 +329,25 @@ impl ChangeTable {
                 table,
                 pending,
                 open_part,
+                maintenance,
+                maintained,
             } => {
                 if *pending == 0 || *open_part {
                     return Ok(Written::default());
                 }
                 table.commit(position).await.map_err(iceberg_error)?;
-                Ok(Written {
-                    rows: std::mem::take(pending),
-                    bytes: 0,
-                })
+                let rows = std::mem::take(pending);
+                // Right after a commit nothing is pending, which maintenance requires.
+                let every = Duration::from_secs(maintenance.interval_minutes.saturating_mul(60));
+                if maintenance.interval_minutes > 0 && maintained.elapsed() >= every {
+                    *maintained = Instant::now();
+                    let report = table
+                        .maintain(maintenance, chrono::Utc::now())
+                        .await
+                        .map_err(iceberg_error)?;
+                    tracing::info!(table = %table.location(), ?report, "table maintenance done");
+                }
+                Ok(Written { rows, bytes: 0 })
             }
         }
     }

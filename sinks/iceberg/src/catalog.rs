@@ -1,12 +1,15 @@
 //! Catalogs: where a table's current metadata file is recorded, and how a new one is committed
 //! atomically. The folder catalog keeps `metadata/vN.metadata.json` plus `version-hint.text` in
 //! the table's folder; `vN` is written create-if-absent, so of two writers of a version only
-//! one wins, and a crash between the two writes is healed by probing for newer versions.
+//! one wins, and a crash between the two writes is healed by probing for newer versions. The
+//! Glue catalog ([`crate::glue`]) writes `metadata/NNNNN-<uuid>.metadata.json` and swaps the
+//! Glue table's `metadata_location` conditionally.
 
 use bytes::Bytes;
 use iceberg::spec::TableMetadata;
 use object_store::path::Path;
 
+use crate::glue::{GlueClient, TableInput};
 use crate::store::Warehouse;
 use crate::IcebergError;
 
@@ -30,6 +33,137 @@ pub(crate) struct CommittedMetadata {
     pub(crate) version: u64,
     /// URI of the metadata file (the `metadata-log` of the next version points to it).
     pub(crate) uri: String,
+}
+
+/// Where tables are registered.
+#[derive(Debug, Clone)]
+pub(crate) enum Catalog {
+    Folder(FolderCatalog),
+    Glue {
+        folder: FolderCatalog,
+        glue: GlueClient,
+    },
+}
+
+impl Catalog {
+    pub(crate) fn warehouse(&self) -> &Warehouse {
+        match self {
+            Catalog::Folder(f) | Catalog::Glue { folder: f, .. } => &f.warehouse,
+        }
+    }
+
+    /// Key of a table's folder: `<warehouse>/<namespace>/<name>`.
+    pub(crate) fn table_dir(&self, ident: &TableIdent) -> Path {
+        match self {
+            Catalog::Folder(f) | Catalog::Glue { folder: f, .. } => f.table_dir(ident),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Catalog::Folder(_) => "folder catalog".into(),
+            Catalog::Glue { glue, .. } => format!("{} catalog", glue.describe()),
+        }
+    }
+
+    /// The table's current metadata, or `None` if the table does not exist.
+    pub(crate) async fn load(
+        &self,
+        ident: &TableIdent,
+    ) -> Result<Option<CommittedMetadata>, IcebergError> {
+        match self {
+            Catalog::Folder(f) => f.load(ident).await,
+            Catalog::Glue { folder, glue } => {
+                let Some(table) = glue.get_table(&ident.namespace, &ident.name).await? else {
+                    return Ok(None);
+                };
+                let Some(location) = table.metadata_location else {
+                    return Err(IcebergError::catalog(
+                        glue.describe(),
+                        format!(
+                            "Glue table {ident} has no metadata_location parameter; drop it                              or restore the parameter"
+                        ),
+                        false,
+                    ));
+                };
+                folder.read_metadata(ident, &location).await.map(Some)
+            }
+        }
+    }
+
+    /// Commits `metadata` as the version after `previous` (or as a new table): fails with
+    /// [`IcebergError::CommitConflict`] if another writer committed (or created the table)
+    /// first.
+    pub(crate) async fn commit(
+        &self,
+        ident: &TableIdent,
+        metadata: TableMetadata,
+        previous: Option<&CommittedMetadata>,
+    ) -> Result<CommittedMetadata, IcebergError> {
+        let version = previous.map_or(1, |p| p.version + 1);
+        let (folder, glue) = match self {
+            Catalog::Folder(f) => return f.commit(ident, metadata, version).await,
+            Catalog::Glue { folder, glue } => (folder, glue),
+        };
+        let wh = &folder.warehouse;
+        let subject = format!("table {ident}");
+        let conflict = || IcebergError::CommitConflict {
+            table: ident.to_string(),
+            version,
+        };
+        let json = serde_json::to_vec(&metadata).map_err(|e| {
+            IcebergError::metadata(ident.to_string(), "cannot serialize table metadata", e)
+        })?;
+        let path = folder.table_dir(ident).join("metadata").join(format!(
+            "{version:05}-{}.metadata.json",
+            uuid::Uuid::new_v4()
+        ));
+        let uri = wh.uri(&path);
+        wh.put_if_absent(&subject, &path, Bytes::from(json)).await?;
+        let input = TableInput {
+            location: metadata.location(),
+            metadata_location: &uri,
+            previous_metadata_location: previous.map(|p| p.uri.as_str()),
+            schema: metadata.current_schema(),
+        };
+        let won = match previous {
+            None => {
+                glue.ensure_database(&ident.namespace).await?;
+                glue.create_table(&ident.namespace, &ident.name, input)
+                    .await?
+            }
+            Some(previous) => {
+                // The VersionId read with the expected location makes the update conditional
+                // (Glue refuses it if the table changed since); the location check also catches
+                // a writer that won before this read.
+                let current = glue.get_table(&ident.namespace, &ident.name).await?;
+                match current {
+                    Some(t) if t.metadata_location.as_deref() == Some(previous.uri.as_str()) => {
+                        glue.update_table(
+                            &ident.namespace,
+                            &ident.name,
+                            t.version_id.as_deref(),
+                            input,
+                        )
+                        .await?
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if !won {
+            // Nobody references the file; remove it (best effort: maintenance removes it too).
+            if let Err(e) = wh.delete(&subject, vec![path]).await {
+                tracing::warn!(table = %ident, error = %e, "could not remove an unused metadata file");
+            }
+            return Err(conflict());
+        }
+        Ok(CommittedMetadata {
+            metadata,
+            version,
+            uri,
+        })
+    }
 }
 
 /// The embedded catalog: metadata files in the table folder.
@@ -102,31 +236,54 @@ impl FolderCatalog {
             version += 1;
         }
         let path = self.metadata_path(ident, version);
+        let mut committed = self
+            .read_metadata(ident, &self.warehouse.uri(&path))
+            .await?;
+        committed.version = version;
+        Ok(Some(committed))
+    }
+
+    /// Reads a metadata file; its version is the number its name starts with
+    /// (`vN.metadata.json`, `NNNNN-<uuid>.metadata.json`), else 0.
+    pub(crate) async fn read_metadata(
+        &self,
+        ident: &TableIdent,
+        uri: &str,
+    ) -> Result<CommittedMetadata, IcebergError> {
+        let subject = format!("table {ident}");
+        let path = self
+            .warehouse
+            .path_of(uri)
+            .map_err(|m| IcebergError::state(ident.to_string(), m))?;
         let Some(bytes) = self.warehouse.get(&subject, &path).await? else {
             return Err(IcebergError::state(
                 ident.to_string(),
                 format!(
-                    "version-hint.text names version {version} but {} does not exist; restore \
-                     it or fix version-hint.text",
-                    self.warehouse.uri(&path)
+                    "the catalog names {uri} as the current metadata but it does not exist; \
+                     restore it, or point the catalog at the newest metadata file"
                 ),
             ));
         };
         let metadata: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| {
             IcebergError::metadata(
                 ident.to_string(),
-                format!(
-                    "{} is not valid Iceberg table metadata",
-                    self.warehouse.uri(&path)
-                ),
+                format!("{uri} is not valid Iceberg table metadata"),
                 e,
             )
         })?;
-        Ok(Some(CommittedMetadata {
+        let version = path
+            .filename()
+            .map(|n| n.trim_start_matches('v'))
+            .and_then(|n| {
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            })
+            .unwrap_or(0);
+        Ok(CommittedMetadata {
             metadata,
             version,
-            uri: self.warehouse.uri(&path),
-        }))
+            uri: uri.to_string(),
+        })
     }
 
     /// Commits `metadata` as version `version` (the previous one + 1, or 1 for a new table).

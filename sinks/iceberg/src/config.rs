@@ -119,6 +119,10 @@ pub struct MaintenanceConfig {
     /// Keep at least this many recent snapshots whatever their age.
     #[serde(default = "default_keep_snapshots")]
     pub keep_snapshots: usize,
+    /// Unreferenced objects in a table's folder are deleted once older than this many
+    /// minutes (younger ones may belong to a commit in flight).
+    #[serde(default = "default_orphan_grace_minutes")]
+    pub orphan_grace_minutes: u64,
 }
 
 impl Default for MaintenanceConfig {
@@ -129,6 +133,7 @@ impl Default for MaintenanceConfig {
             small_file_mb: default_small_file_mb(),
             expire_snapshots_hours: default_expire_snapshots_hours(),
             keep_snapshots: default_keep_snapshots(),
+            orphan_grace_minutes: default_orphan_grace_minutes(),
         }
     }
 }
@@ -147,6 +152,9 @@ fn default_expire_snapshots_hours() -> u64 {
 }
 fn default_keep_snapshots() -> usize {
     10
+}
+fn default_orphan_grace_minutes() -> u64 {
+    60
 }
 
 impl IcebergTargetConfig {

@@ -68,12 +68,46 @@ pub enum IcebergError {
     #[error("table {table}: {message}")]
     State { table: String, message: String },
 
-    /// The catalog (Glue, REST) refused or failed a request.
+    /// The catalog (Glue, REST) refused or failed a request. `transient` is true when a retry
+    /// may succeed (unreachable, timeout, HTTP 5xx, throttling).
     #[error("catalog {catalog}: {message}")]
-    Catalog { catalog: String, message: String },
+    Catalog {
+        catalog: String,
+        message: String,
+        transient: bool,
+    },
 }
 
 impl IcebergError {
+    /// Whether retrying (after reopening the table) may succeed: the object store was
+    /// unreachable, timed out or answered 5xx (an `object_store::Error::Generic` anywhere in the
+    /// chain), another writer committed first (the task restarts, reopens the table and
+    /// re-applies from its committed position), or the catalog was unreachable, answered 5xx or
+    /// throttled. False for configuration, permission, schema, metadata and state errors, which
+    /// a retry would only repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IcebergError::CommitConflict { .. } => true,
+            IcebergError::Catalog { transient, .. } => *transient,
+            IcebergError::Store { source, .. } => store_transient(source),
+            IcebergError::Parquet { .. } => {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+                while let Some(c) = cause {
+                    if let Some(store) = c.downcast_ref::<object_store::Error>() {
+                        return store_transient(store);
+                    }
+                    cause = c.source();
+                }
+                false
+            }
+            IcebergError::Config { .. }
+            | IcebergError::OpenStore { .. }
+            | IcebergError::Schema { .. }
+            | IcebergError::Metadata { .. }
+            | IcebergError::State { .. } => false,
+        }
+    }
+
     pub(crate) fn metadata(
         table: impl Into<String>,
         message: impl Into<String>,
@@ -93,10 +127,98 @@ impl IcebergError {
         }
     }
 
+    pub(crate) fn catalog(
+        catalog: impl Into<String>,
+        message: impl Into<String>,
+        transient: bool,
+    ) -> Self {
+        IcebergError::Catalog {
+            catalog: catalog.into(),
+            message: message.into(),
+            transient,
+        }
+    }
+
     pub(crate) fn state(table: impl Into<String>, message: impl Into<String>) -> Self {
         IcebergError::State {
             table: table.into(),
             message: message.into(),
         }
+    }
+}
+
+/// object_store maps 401/403/404/409/412 to their own variants; what is left as `Generic` is a
+/// transport failure, a timeout or a 5xx (after object_store's own retries).
+fn store_transient(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(source: object_store::Error) -> IcebergError {
+        IcebergError::Store {
+            subject: "table a.b".into(),
+            action: "write",
+            location: "s3://b/k".into(),
+            source: Box::new(source),
+            hint: String::new(),
+        }
+    }
+
+    #[test]
+    fn classifies_transient_errors() {
+        let generic = || object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        assert!(store(generic()).is_transient());
+        assert!(!store(object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "403".into()
+        })
+        .is_transient());
+        assert!(!store(object_store::Error::Unauthenticated {
+            path: "k".into(),
+            source: "401".into()
+        })
+        .is_transient());
+        assert!(!store(object_store::Error::NotImplemented {
+            operation: "put".into(),
+            implementer: "S3".into(),
+        })
+        .is_transient());
+        // A Parquet write that failed because the upload did.
+        let parquet = IcebergError::Parquet {
+            table: "a.b".into(),
+            action: "writing",
+            location: "s3://b/k".into(),
+            source: Box::new(parquet::errors::ParquetError::External(Box::new(generic()))),
+            hint: String::new(),
+        };
+        assert!(parquet.is_transient());
+        let parquet = IcebergError::Parquet {
+            table: "a.b".into(),
+            action: "writing",
+            location: "s3://b/k".into(),
+            source: Box::new(parquet::errors::ParquetError::General("bad".into())),
+            hint: String::new(),
+        };
+        assert!(!parquet.is_transient());
+        assert!(IcebergError::CommitConflict {
+            table: "a.b".into(),
+            version: 3
+        }
+        .is_transient());
+        assert!(IcebergError::catalog("glue", "HTTP 503", true).is_transient());
+        assert!(!IcebergError::catalog("glue", "AccessDeniedException", false).is_transient());
+        assert!(!IcebergError::Config {
+            key: "warehouse".into(),
+            message: "bad".into()
+        }
+        .is_transient());
+        assert!(!IcebergError::schema("a.b", "bad type").is_transient());
+        assert!(!IcebergError::state("a.b", "poisoned").is_transient());
     }
 }

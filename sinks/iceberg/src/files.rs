@@ -8,13 +8,14 @@ use std::sync::Arc;
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use futures::TryStreamExt;
-use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum};
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Datum, Struct};
 use object_store::path::Path;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::{AsyncArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use crate::partition::Partitioner;
 use crate::schema::FIELD_ID_KEY;
 use crate::store::{ObjectFile, ObjectReader, Warehouse};
 use crate::IcebergError;
@@ -76,6 +77,9 @@ pub(crate) struct DataFileWriter {
     kind: &'static str,
     open: Option<OpenFile>,
     pub(crate) done: Vec<DataFile>,
+    /// Partition value and spec id recorded with each file.
+    partition: Struct,
+    spec_id: i32,
 }
 
 impl DataFileWriter {
@@ -94,7 +98,21 @@ impl DataFileWriter {
             kind,
             open: None,
             done: Vec::new(),
+            partition: Struct::empty(),
+            spec_id: 0,
         }
+    }
+
+    /// Files of this writer belong to `partition` of spec `spec_id`.
+    pub(crate) fn with_partition(mut self, partition: Struct, spec_id: i32) -> Self {
+        self.partition = partition;
+        self.spec_id = spec_id;
+        self
+    }
+
+    /// Whether a file is open (being written).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.is_some()
     }
 
     fn parquet_error(
@@ -166,7 +184,8 @@ impl DataFileWriter {
             .file_format(DataFileFormat::Parquet)
             .record_count(open.rows)
             .file_size_in_bytes(size)
-            .partition_spec_id(0)
+            .partition(self.partition.clone())
+            .partition_spec_id(self.spec_id)
             .build()
             .map_err(|e| {
                 IcebergError::metadata(&self.locations.table, "cannot describe a data file", e)
@@ -179,6 +198,114 @@ impl DataFileWriter {
     pub(crate) async fn abort(&mut self) {
         if let Some(open) = self.open.take() {
             open.writer.into_inner().abort().await;
+        }
+    }
+}
+
+/// Open data files beyond which a partitioned writer finishes its open files (bounds memory
+/// when rows spread over many partitions).
+const MAX_OPEN_PARTITIONS: usize = 32;
+
+/// Data files of a possibly partitioned table: one [`DataFileWriter`] per partition (a slot),
+/// created as rows of the partition arrive. An unpartitioned table has one slot.
+pub(crate) struct PartitionedWriter {
+    template: (
+        FileLocations,
+        SchemaRef,
+        WriterProperties,
+        u64,
+        &'static str,
+    ),
+    partitioner: Option<Arc<Partitioner>>,
+    pub(crate) slots: Vec<DataFileWriter>,
+    index: HashMap<Struct, usize>,
+}
+
+impl PartitionedWriter {
+    pub(crate) fn new(
+        locations: FileLocations,
+        schema: SchemaRef,
+        props: WriterProperties,
+        target_bytes: u64,
+        kind: &'static str,
+        partitioner: Option<Arc<Partitioner>>,
+    ) -> Self {
+        Self {
+            template: (locations, schema, props, target_bytes, kind),
+            partitioner,
+            slots: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn slot(&mut self, partition: Struct, spec_id: i32) -> usize {
+        if let Some(slot) = self.index.get(&partition) {
+            return *slot;
+        }
+        let (l, s, p, t, k) = &self.template;
+        let writer = DataFileWriter::new(l.clone(), s.clone(), p.clone(), *t, k)
+            .with_partition(partition.clone(), spec_id);
+        self.slots.push(writer);
+        self.index.insert(partition, self.slots.len() - 1);
+        self.slots.len() - 1
+    }
+
+    /// Writes a batch (in the file schema); returns which slot each group of its rows went to
+    /// (row indices in batch order). Rows of a slot are appended to its files in order.
+    pub(crate) async fn write(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<Vec<(usize, Vec<u32>)>, IcebergError> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(partitioner) = self.partitioner.clone() else {
+            let slot = self.slot(Struct::empty(), 0);
+            self.slots[slot].write(batch).await?;
+            return Ok(vec![(slot, (0..batch.num_rows() as u32).collect())]);
+        };
+        let table = self.template.0.table.clone();
+        let groups = partitioner.split(&table, batch)?;
+        let mut out = Vec::with_capacity(groups.len());
+        let single = groups.len() == 1;
+        for (value, rows) in groups {
+            let slot = self.slot(value, partitioner.spec_id);
+            if !self.slots[slot].is_open()
+                && self.slots.iter().filter(|w| w.is_open()).count() >= MAX_OPEN_PARTITIONS
+            {
+                for w in &mut self.slots {
+                    w.roll().await?;
+                }
+            }
+            let part = if single {
+                batch.clone()
+            } else {
+                arrow_select::take::take_record_batch(
+                    batch,
+                    &arrow_array::UInt32Array::from(rows.clone()),
+                )
+                .map_err(|e| IcebergError::schema(&table, format!("splitting by partition: {e}")))?
+            };
+            self.slots[slot].write(&part).await?;
+            out.push((slot, rows));
+        }
+        Ok(out)
+    }
+
+    /// Finishes every open file; returns each slot's files, in slot order.
+    pub(crate) async fn finish(&mut self) -> Result<Vec<Vec<DataFile>>, IcebergError> {
+        let mut out = Vec::with_capacity(self.slots.len());
+        for w in &mut self.slots {
+            w.roll().await?;
+            out.push(std::mem::take(&mut w.done));
+        }
+        Ok(out)
+    }
+
+    /// Drops the open files without making them visible.
+    pub(crate) async fn abort(&mut self) {
+        for w in &mut self.slots {
+            w.abort().await;
         }
     }
 }
@@ -199,10 +326,13 @@ pub(crate) struct PositionDeleteWriter;
 
 impl PositionDeleteWriter {
     /// `deletes` maps data-file URIs to row positions (any order). Returns `None` when empty.
+    /// `partition`: the partition (and spec id) of every data file named, for a partitioned
+    /// table; the caller groups deletes by partition.
     pub(crate) async fn write(
         locations: &FileLocations,
         props: WriterProperties,
         mut deletes: Vec<(Arc<str>, Vec<u32>)>,
+        partition: (Struct, i32),
     ) -> Result<Option<DataFile>, IcebergError> {
         deletes.retain(|(_, p)| !p.is_empty());
         if deletes.is_empty() {
@@ -259,7 +389,8 @@ impl PositionDeleteWriter {
             .file_format(DataFileFormat::Parquet)
             .record_count(count)
             .file_size_in_bytes(size)
-            .partition_spec_id(0)
+            .partition(partition.0)
+            .partition_spec_id(partition.1)
             .lower_bounds(HashMap::from([(
                 DELETE_FILE_PATH_ID,
                 Datum::string(&lower),
@@ -389,4 +520,33 @@ pub(crate) async fn read_position_deletes(
         }
     }
     Ok(())
+}
+
+/// Reads every column of a Parquet file.
+pub(crate) async fn read_all(
+    warehouse: &Warehouse,
+    table: &str,
+    uri: &str,
+    size: u64,
+) -> Result<Vec<RecordBatch>, IcebergError> {
+    let path = warehouse
+        .path_of(uri)
+        .map_err(|m| IcebergError::state(table, m))?;
+    let parquet_error = |e| IcebergError::Parquet {
+        table: table.to_string(),
+        action: "reading",
+        location: uri.to_string(),
+        hint: warehouse.hint(None),
+        source: Box::new(e),
+    };
+    let reader = ObjectReader::new(warehouse.store.clone(), path, size);
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(parquet_error)?
+        .with_batch_size(65_536)
+        .build()
+        .map_err(parquet_error)?
+        .try_collect()
+        .await
+        .map_err(parquet_error)
 }

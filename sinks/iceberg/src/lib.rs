@@ -10,6 +10,20 @@
 //! - **Catalog.** The folder catalog writes `metadata/vN.metadata.json` create-if-absent
 //!   (`PutMode::Create`) and then `version-hint.text`: of two writers of version N only one
 //!   wins, and a crash between the two writes is healed by probing for newer versions.
+//! - **Glue catalog** (`catalog.kind = "glue"`, module `glue`): a Glue database per namespace and
+//!   a Glue table with `table_type=ICEBERG`, `metadata_location`, `previous_metadata_location`
+//!   (as Iceberg's GlueCatalog). A commit writes `metadata/NNNNN-<uuid>.metadata.json`, checks
+//!   that Glue still names the expected previous file, and updates the table conditionally on
+//!   the `VersionId` read with it. Requests are signed with object_store's SigV4 signer and
+//!   credential chain, sent by object_store's HTTP client: no AWS SDK.
+//! - **Partitioning** from `partition` (identity, year/month/day/hour, `bucket[N]`,
+//!   `truncate[W]`): the spec is set when the table is created; rows are split by the iceberg
+//!   crate's transforms into one file per partition, and position deletes into one delete
+//!   file per partition of the files they name.
+//! - **Maintenance** ([`UpsertTable::maintain`]): rewrite files with many deletes
+//!   or small ones as one `replace` snapshot with the same `inlet.position`, expire
+//!   snapshots, delete unreferenced files older than a grace period.
+//! - **Errors** say whether a retry may succeed: [`IcebergError::is_transient`].
 //! - **Snapshots.** The iceberg crate (0.10) (de)serializes metadata, manifests and manifest
 //!   lists; it can only fast-append, so [`snapshot`] assembles row-delta and overwrite snapshots
 //!   itself: new manifests for added data and position-delete files, the current snapshot's
@@ -53,14 +67,17 @@
 //! let resume_after = t.committed_position();
 //! t.apply(&table_schema, &change_batch).await?;       // inlet_core::change_schema layout
 //! t.commit(position).await?;                          // ONE snapshot
+//! t.maintain(&config.maintenance, chrono::Utc::now()).await?; // on a schedule, when idle
 //! ```
 
 mod catalog;
 mod config;
 mod error;
 mod files;
+mod glue;
 pub mod index;
 mod load;
+mod maintain;
 mod partition;
 mod schema;
 pub mod snapshot;
@@ -72,6 +89,7 @@ pub use catalog::TableIdent;
 pub use config::{CatalogConfig, IcebergTargetConfig, MaintenanceConfig};
 pub use error::IcebergError;
 pub use load::{LoadSummary, LoadTable, LoadWriter};
+pub use maintain::MaintenanceReport;
 pub use partition::PartitionField;
 pub use schema::{LOG_COMMIT_TS_COLUMN, LOG_OP_COLUMN, LOG_POSITION_COLUMN};
 pub use snapshot::{POSITION_KEY, TASK_KEY};

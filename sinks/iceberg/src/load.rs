@@ -10,7 +10,8 @@ use arrow_schema::SchemaRef;
 use iceberg::spec::DataFile;
 use inlet_core::Position;
 
-use crate::files::DataFileWriter;
+use crate::files::PartitionedWriter;
+use crate::partition::Partitioner;
 use crate::schema::{conform, file_schema};
 use crate::snapshot::SnapshotChange;
 use crate::target::OpenedTable;
@@ -36,6 +37,7 @@ struct LoadShared {
     table: String,
     file_schema: SchemaRef,
     locations: crate::files::FileLocations,
+    partitioner: Option<Arc<Partitioner>>,
     files: Mutex<Vec<DataFile>>,
     open_writers: AtomicUsize,
     failed: AtomicBool,
@@ -48,6 +50,7 @@ impl LoadTable {
                 table: opened.catalog.ident.to_string(),
                 file_schema: file_schema(&opened.schema),
                 locations: opened.locations.clone(),
+                partitioner: opened.partitioner.clone(),
                 opened: tokio::sync::Mutex::new(Some(opened)),
                 target,
                 files: Mutex::new(Vec::new()),
@@ -64,12 +67,13 @@ impl LoadTable {
         let s = &self.shared;
         LoadWriter {
             shared: self.shared.clone(),
-            writer: DataFileWriter::new(
+            writer: PartitionedWriter::new(
                 s.locations.clone(),
                 s.file_schema.clone(),
                 s.target.inner.props.clone(),
                 s.target.inner.config.file_size_mb << 20,
                 "load",
+                s.partitioner.clone(),
             ),
             closed: false,
         }
@@ -127,7 +131,7 @@ impl LoadTable {
 /// One worker's writer of a full load.
 pub struct LoadWriter {
     shared: Arc<LoadShared>,
-    writer: DataFileWriter,
+    writer: PartitionedWriter,
     closed: bool,
 }
 
@@ -138,7 +142,7 @@ impl LoadWriter {
         }
         let result = async {
             let batch = conform(&self.shared.table, batch, &self.shared.file_schema)?;
-            self.writer.write(&batch).await
+            self.writer.write(&batch).await.map(|_| ())
         }
         .await;
         if result.is_err() {
@@ -151,17 +155,22 @@ impl LoadWriter {
     /// Finishes this writer's last file; its files are committed by `LoadTable::finish`.
     pub async fn close(mut self) -> Result<(), IcebergError> {
         self.closed = true;
-        let result = self.writer.roll().await;
-        match &result {
-            Ok(()) => {
-                let done = std::mem::take(&mut self.writer.done);
+        let result = self.writer.finish().await;
+        let result = match result {
+            Ok(done) => {
+                let done: Vec<DataFile> = done.into_iter().flatten().collect();
                 match self.shared.files.lock() {
                     Ok(mut f) => f.extend(done),
                     Err(poisoned) => poisoned.into_inner().extend(done),
                 }
+                Ok(())
             }
-            Err(_) => self.shared.failed.store(true, Ordering::SeqCst),
-        }
+            Err(e) => {
+                self.writer.abort().await;
+                self.shared.failed.store(true, Ordering::SeqCst);
+                Err(e)
+            }
+        };
         self.shared.open_writers.fetch_sub(1, Ordering::SeqCst);
         result
     }

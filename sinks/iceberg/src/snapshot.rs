@@ -16,7 +16,7 @@ use iceberg::spec::{
 };
 use inlet_core::Position;
 
-use crate::catalog::{CommittedMetadata, FolderCatalog, TableIdent};
+use crate::catalog::{Catalog, CommittedMetadata, TableIdent};
 use crate::IcebergError;
 
 /// Snapshot-summary key of the source position up to which the table is complete.
@@ -61,7 +61,7 @@ pub(crate) struct SnapshotChange {
 /// The table's catalog plus what is needed to write its metadata files.
 #[derive(Debug, Clone)]
 pub(crate) struct TableCatalog {
-    pub(crate) catalog: FolderCatalog,
+    pub(crate) catalog: Catalog,
     pub(crate) ident: TableIdent,
 }
 
@@ -89,11 +89,12 @@ impl TableCatalog {
         }))
     }
 
-    /// Creates the table with `schema` (format v2, unpartitioned); fails with a conflict if
+    /// Creates the table with `schema` and `spec` (format v2); fails with a conflict if
     /// another writer created it first.
     pub(crate) async fn create(
         &self,
         schema: Schema,
+        spec: iceberg::spec::PartitionSpec,
         location: String,
         task: &str,
     ) -> Result<TableState, IcebergError> {
@@ -106,7 +107,7 @@ impl TableCatalog {
         ]);
         let metadata = iceberg::spec::TableMetadataBuilder::new(
             schema,
-            iceberg::spec::PartitionSpec::unpartition_spec(),
+            spec,
             iceberg::spec::SortOrder::unsorted_order(),
             location,
             FormatVersion::V2,
@@ -115,7 +116,7 @@ impl TableCatalog {
         .and_then(|b| b.build())
         .map_err(|e| IcebergError::metadata(self.table(), "cannot create table metadata", e))?
         .metadata;
-        let committed = self.catalog.commit(&self.ident, metadata, 1).await?;
+        let committed = self.catalog.commit(&self.ident, metadata, None).await?;
         Ok(TableState {
             committed,
             manifests: Vec::new(),
@@ -164,7 +165,7 @@ impl TableCatalog {
     }
 
     async fn read(&self, uri: &str) -> Result<Bytes, IcebergError> {
-        let wh = &self.catalog.warehouse;
+        let wh = self.catalog.warehouse();
         let path = wh
             .path_of(uri)
             .map_err(|m| IcebergError::state(self.table(), m))?;
@@ -233,7 +234,7 @@ impl TableCatalog {
         // object_store like every other byte inlet writes.
         let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let dir = self.metadata_dir();
-        let wh = &self.catalog.warehouse;
+        let wh = self.catalog.warehouse();
         let stem = uuid::Uuid::new_v4().simple().to_string();
         let mut new_manifests = Vec::new();
         for (content, files) in [
@@ -325,7 +326,7 @@ impl TableCatalog {
             .metadata;
         let committed = self
             .catalog
-            .commit(&self.ident, metadata, state.committed.version + 1)
+            .commit(&self.ident, metadata, Some(&state.committed))
             .await?;
         *state = TableState {
             committed,
@@ -431,5 +432,304 @@ fn summarize(
     Summary {
         operation,
         additional_properties: p,
+    }
+}
+
+/// A manifest entry as maintenance sees it, with inherited values filled in.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryInfo {
+    pub(crate) file: DataFile,
+    pub(crate) snapshot_id: i64,
+    pub(crate) sequence_number: i64,
+    pub(crate) file_sequence_number: i64,
+}
+
+/// What a maintenance commit changes: the files it adds (compacted), the live files it keeps
+/// and the ones it removes, and the snapshots it expires. Every manifest is rewritten, so the
+/// table's manifests are compacted too.
+#[derive(Debug, Default)]
+pub(crate) struct Rewrite {
+    pub(crate) added: Vec<DataFile>,
+    pub(crate) kept_data: Vec<EntryInfo>,
+    pub(crate) kept_deletes: Vec<EntryInfo>,
+    pub(crate) removed_data: Vec<EntryInfo>,
+    pub(crate) removed_deletes: Vec<EntryInfo>,
+    pub(crate) position: Option<Position>,
+    pub(crate) task: String,
+}
+
+impl TableCatalog {
+    /// Live entries of a manifest with their snapshot ids and sequence numbers (inherited
+    /// from the manifest where the entry leaves them out).
+    pub(crate) async fn read_entries(
+        &self,
+        manifest: &ManifestFile,
+    ) -> Result<Vec<EntryInfo>, IcebergError> {
+        let bytes = self.read(&manifest.manifest_path).await?;
+        let parsed = Manifest::parse_avro(&bytes).map_err(|e| {
+            IcebergError::metadata(
+                self.table(),
+                format!("{} is not a valid manifest", manifest.manifest_path),
+                e,
+            )
+        })?;
+        let (entries, _) = parsed.into_parts();
+        Ok(entries
+            .iter()
+            .filter(|e| e.status() != ManifestStatus::Deleted)
+            .map(|e| {
+                let seq = e.sequence_number().unwrap_or(manifest.sequence_number);
+                EntryInfo {
+                    file: e.data_file().clone(),
+                    snapshot_id: e.snapshot_id().unwrap_or(manifest.added_snapshot_id),
+                    sequence_number: seq,
+                    file_sequence_number: e.file_sequence_number.unwrap_or(seq),
+                }
+            })
+            .collect())
+    }
+
+    /// Commits a `replace` snapshot (same rows, other files) carrying `position`.
+    pub(crate) async fn commit_rewrite(
+        &self,
+        state: &mut TableState,
+        rewrite: Rewrite,
+    ) -> Result<(), IcebergError> {
+        let table = self.table();
+        let meta_err = |m: &str, e: iceberg::Error| IcebergError::metadata(&table, m, e);
+        let metadata = state.metadata().clone();
+        let builder = metadata
+            .clone()
+            .into_builder(Some(state.committed.uri.clone()));
+        let schema = metadata.current_schema().clone();
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let snapshot_id = new_snapshot_id(&metadata);
+        let parent = metadata.current_snapshot_id();
+        let sequence_number = metadata.next_sequence_number();
+        let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let dir = self.metadata_dir();
+        let wh = self.catalog.warehouse();
+        let stem = uuid::Uuid::new_v4().simple().to_string();
+        let mut manifests = Vec::new();
+        for (content, added, kept, removed) in [
+            (
+                ManifestContentType::Data,
+                &rewrite.added,
+                &rewrite.kept_data,
+                &rewrite.removed_data,
+            ),
+            (
+                ManifestContentType::Deletes,
+                &Vec::new(),
+                &rewrite.kept_deletes,
+                &rewrite.removed_deletes,
+            ),
+        ] {
+            if added.is_empty() && kept.is_empty() && removed.is_empty() {
+                continue;
+            }
+            let path = dir
+                .clone()
+                .join(format!("{stem}-r{}.avro", manifests.len()));
+            let uri = wh.uri(&path);
+            let output = OutputFile::new(memory.clone(), uri.clone());
+            let builder =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone());
+            let mut writer = match content {
+                ManifestContentType::Data => builder.build_v2_data(),
+                ManifestContentType::Deletes => builder.build_v2_deletes(),
+            };
+            for f in added {
+                writer
+                    .add_file(f.clone(), -1)
+                    .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
+            }
+            for e in kept {
+                writer
+                    .add_existing_file(
+                        e.file.clone(),
+                        e.snapshot_id,
+                        e.sequence_number,
+                        Some(e.file_sequence_number),
+                    )
+                    .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
+            }
+            for e in removed {
+                writer
+                    .add_delete_file(
+                        e.file.clone(),
+                        e.sequence_number,
+                        Some(e.file_sequence_number),
+                    )
+                    .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
+            }
+            let manifest = writer
+                .write_manifest_file()
+                .await
+                .map_err(|e| meta_err("cannot write a manifest", e))?;
+            let bytes = memory
+                .read(&uri)
+                .await
+                .map_err(|e| meta_err("cannot take the manifest from memory", e))?;
+            wh.put(&format!("table {table}"), &path, bytes).await?;
+            manifests.push(manifest);
+        }
+        let list_path = dir.join(format!("snap-{snapshot_id}-1-{stem}.avro"));
+        let list_uri = wh.uri(&list_path);
+        let list_writer = memory
+            .writer(&list_uri)
+            .await
+            .map_err(|e| meta_err("cannot open the manifest list", e))?;
+        let mut list = ManifestListWriter::v2(list_writer, snapshot_id, parent, sequence_number);
+        list.add_manifests(manifests.into_iter())
+            .map_err(|e| meta_err("cannot write the manifest list", e))?;
+        list.close()
+            .await
+            .map_err(|e| meta_err("cannot write the manifest list", e))?;
+        let bytes = memory
+            .read(&list_uri)
+            .await
+            .map_err(|e| meta_err("cannot take the manifest list from memory", e))?;
+        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+            .map_err(|e| meta_err("cannot re-read the manifest list", e))?
+            .consume_entries()
+            .into_iter()
+            .collect::<Vec<_>>();
+        wh.put(&format!("table {table}"), &list_path, bytes).await?;
+
+        let mut p = HashMap::new();
+        let count = |v: usize| v.to_string();
+        let records = |files: &mut dyn Iterator<Item = &DataFile>| {
+            files.map(|f| f.record_count()).sum::<u64>().to_string()
+        };
+        p.insert("added-data-files".into(), count(rewrite.added.len()));
+        p.insert("added-records".into(), records(&mut rewrite.added.iter()));
+        p.insert(
+            "deleted-data-files".into(),
+            count(rewrite.removed_data.len()),
+        );
+        p.insert(
+            "deleted-records".into(),
+            records(&mut rewrite.removed_data.iter().map(|e| &e.file)),
+        );
+        p.insert(
+            "removed-delete-files".into(),
+            count(rewrite.removed_deletes.len()),
+        );
+        p.insert(
+            "removed-position-delete-files".into(),
+            count(rewrite.removed_deletes.len()),
+        );
+        let data_files = rewrite.added.len() + rewrite.kept_data.len();
+        p.insert("total-data-files".into(), count(data_files));
+        p.insert(
+            "total-records".into(),
+            records(
+                &mut rewrite
+                    .added
+                    .iter()
+                    .chain(rewrite.kept_data.iter().map(|e| &e.file)),
+            ),
+        );
+        p.insert(
+            "total-delete-files".into(),
+            count(rewrite.kept_deletes.len()),
+        );
+        p.insert(
+            "total-position-deletes".into(),
+            records(&mut rewrite.kept_deletes.iter().map(|e| &e.file)),
+        );
+        p.insert("total-equality-deletes".into(), "0".into());
+        if let Some(position) = rewrite.position {
+            p.insert(POSITION_KEY.into(), position.to_string());
+        }
+        p.insert(TASK_KEY.into(), rewrite.task.clone());
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(sequence_number)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(list_uri)
+            .with_summary(Summary {
+                operation: Operation::Replace,
+                additional_properties: p,
+            })
+            .with_schema_id(schema.schema_id())
+            .build();
+        let metadata = builder
+            .add_snapshot(snapshot)
+            .and_then(|b| {
+                b.set_ref(
+                    "main",
+                    SnapshotReference::new(
+                        snapshot_id,
+                        SnapshotRetention::branch(None, None, None),
+                    ),
+                )
+            })
+            .and_then(|b| b.build())
+            .map_err(|e| meta_err("cannot build the next metadata version", e))?
+            .metadata;
+        let committed = self
+            .catalog
+            .commit(&self.ident, metadata, Some(&state.committed))
+            .await?;
+        *state = TableState {
+            committed,
+            manifests,
+        };
+        Ok(())
+    }
+
+    /// Commits a metadata version without the given snapshots (the current one is never
+    /// among them).
+    pub(crate) async fn expire(
+        &self,
+        state: &mut TableState,
+        snapshot_ids: &[i64],
+    ) -> Result<(), IcebergError> {
+        let table = self.table();
+        let metadata = state
+            .metadata()
+            .clone()
+            .into_builder(Some(state.committed.uri.clone()))
+            .remove_snapshots(snapshot_ids)
+            .build()
+            .map_err(|e| IcebergError::metadata(&table, "cannot expire snapshots", e))?
+            .metadata;
+        let committed = self
+            .catalog
+            .commit(&self.ident, metadata, Some(&state.committed))
+            .await?;
+        state.committed = committed;
+        Ok(())
+    }
+
+    /// Every object the table's metadata references: the current and logged metadata files,
+    /// and for each snapshot its manifest list, manifests and live files.
+    pub(crate) async fn referenced(
+        &self,
+        state: &TableState,
+    ) -> Result<std::collections::HashSet<String>, IcebergError> {
+        let metadata = state.metadata();
+        let mut refs = std::collections::HashSet::new();
+        refs.insert(state.committed.uri.clone());
+        for log in metadata.metadata_log() {
+            refs.insert(log.metadata_file.clone());
+        }
+        let mut seen_manifests = std::collections::HashSet::new();
+        for snapshot in metadata.snapshots() {
+            refs.insert(snapshot.manifest_list().to_string());
+            for manifest in self.read_manifest_list(snapshot.manifest_list()).await? {
+                if !seen_manifests.insert(manifest.manifest_path.clone()) {
+                    continue;
+                }
+                refs.insert(manifest.manifest_path.clone());
+                for e in self.read_entries(&manifest).await? {
+                    refs.insert(e.file.file_path().to_string());
+                }
+            }
+        }
+        Ok(refs)
     }
 }

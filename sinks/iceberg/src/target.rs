@@ -10,9 +10,11 @@ use inlet_core::{Position, TableId, TableSchema};
 use object_store::aws::AmazonS3Builder;
 use parquet::file::properties::WriterProperties;
 
-use crate::catalog::{FolderCatalog, TableIdent};
+use crate::catalog::{Catalog, FolderCatalog, TableIdent};
 use crate::config::{CatalogConfig, IcebergTargetConfig};
 use crate::files::{writer_properties, FileLocations};
+use crate::glue::GlueClient;
+use crate::partition::{build_spec, PartitionField, Partitioner};
 use crate::schema::{same_columns, TableLayout};
 use crate::snapshot::{TableCatalog, TableState};
 use crate::store::Warehouse;
@@ -27,7 +29,7 @@ pub struct IcebergTarget {
 pub(crate) struct TargetInner {
     pub(crate) config: IcebergTargetConfig,
     pub(crate) warehouse: Warehouse,
-    pub(crate) catalog: FolderCatalog,
+    pub(crate) catalog: Catalog,
     pub(crate) task: String,
     pub(crate) props: WriterProperties,
 }
@@ -51,6 +53,8 @@ pub(crate) struct OpenedTable {
     pub(crate) schema: Schema,
     pub(crate) schema_changed: bool,
     pub(crate) locations: FileLocations,
+    /// Splits rows by the table's partition spec; `None` when unpartitioned.
+    pub(crate) partitioner: Option<Arc<Partitioner>>,
 }
 
 impl IcebergTarget {
@@ -67,32 +71,33 @@ impl IcebergTarget {
         s3: impl FnOnce() -> AmazonS3Builder,
     ) -> Result<Self, IcebergError> {
         config.validate()?;
-        match &config.catalog {
-            CatalogConfig::Folder => {}
-            CatalogConfig::Glue { .. } | CatalogConfig::Rest { .. } => {
+        let s3 = s3();
+        let warehouse = Warehouse::open(&config.warehouse, || s3.clone())?;
+        let folder = FolderCatalog {
+            warehouse: warehouse.clone(),
+        };
+        let catalog = match &config.catalog {
+            CatalogConfig::Folder => Catalog::Folder(folder),
+            CatalogConfig::Glue {
+                catalog_id,
+                endpoint,
+            } => Catalog::Glue {
+                folder,
+                glue: GlueClient::new(&s3, endpoint.as_deref(), catalog_id.clone())?,
+            },
+            CatalogConfig::Rest { .. } => {
                 return Err(IcebergError::Config {
                     key: "catalog.kind".into(),
-                    message: "the glue and rest catalogs are not available in this build yet; \
-                              use kind = \"folder\" (the default)"
+                    message: "the rest catalog is not available in this build yet; use kind = \
+                              \"folder\" (the default) or \"glue\""
                         .into(),
                 })
             }
-        }
-        if !config.partition.is_empty() {
-            return Err(IcebergError::Config {
-                key: "partition".into(),
-                message: "partitioned tables are not available in this build yet; remove \
-                          `partition`"
-                    .into(),
-            });
-        }
-        let warehouse = Warehouse::open(&config.warehouse, s3)?;
+        };
         Ok(Self {
             inner: Arc::new(TargetInner {
                 config: config.clone(),
-                catalog: FolderCatalog {
-                    warehouse: warehouse.clone(),
-                },
+                catalog,
                 warehouse,
                 task: task.to_string(),
                 props: writer_properties(config.compression_level),
@@ -104,14 +109,19 @@ impl IcebergTarget {
     /// credentials.
     pub fn describe(&self) -> String {
         format!(
-            "iceberg {} (folder catalog)",
-            self.inner.warehouse.describe()
+            "iceberg {} ({})",
+            self.inner.warehouse.describe(),
+            self.inner.catalog.describe()
         )
     }
 
     /// Writes, reads back, lists and deletes a probe object in the warehouse, and checks that
     /// create-if-absent writes (the folder catalog's commit) are refused on an existing object.
+    /// With the Glue catalog, also lists Glue databases (endpoint and credentials).
     pub async fn check(&self) -> Result<(), IcebergError> {
+        if let Catalog::Glue { glue, .. } = &self.inner.catalog {
+            glue.check().await?;
+        }
         let wh = &self.inner.warehouse;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -174,6 +184,13 @@ impl IcebergTarget {
             }
             .position()
         }))
+    }
+
+    /// The URI of a table's current metadata file (what readers such as DuckDB's
+    /// `iceberg_scan` open), or `None` if the table does not exist.
+    pub async fn metadata_location(&self, table: &TableId) -> Result<Option<String>, IcebergError> {
+        let catalog = self.table_catalog(table);
+        Ok(catalog.catalog.load(&catalog.ident).await?.map(|c| c.uri))
     }
 
     /// Starts the full load of a table: creates it if absent, or prepares to replace its
@@ -240,8 +257,12 @@ impl IcebergTarget {
             Some(state) => state,
             None => {
                 let schema = layout.iceberg_schema(None, replace)?;
+                let spec = self.partition_spec(&table.id, &schema)?;
                 let location = self.inner.warehouse.uri(&table_dir);
-                match catalog.create(schema, location, &self.inner.task).await {
+                match catalog
+                    .create(schema, spec, location, &self.inner.task)
+                    .await
+                {
                     Ok(state) => state,
                     // Created by someone else meanwhile: use theirs.
                     Err(IcebergError::CommitConflict { .. }) => {
@@ -264,6 +285,16 @@ impl IcebergTarget {
         } else {
             (wanted, true)
         };
+        let spec = state.metadata().default_partition_spec().clone();
+        let configured = self.partition_spec(&table.id, &schema)?;
+        if configured.fields() != spec.fields() {
+            tracing::warn!(
+                table = %catalog.ident,
+                "the table's partition spec differs from `partition` in the config; the table \
+                 keeps its spec (drop the table and reload it to repartition)"
+            );
+        }
+        let partitioner = Partitioner::new(&catalog.ident.to_string(), &spec, &schema)?;
         Ok(OpenedTable {
             catalog,
             state,
@@ -271,6 +302,28 @@ impl IcebergTarget {
             schema,
             schema_changed,
             locations,
+            partitioner,
         })
+    }
+
+    /// The configured partition spec of a table (unpartitioned if none is configured).
+    fn partition_spec(
+        &self,
+        table: &TableId,
+        schema: &Schema,
+    ) -> Result<iceberg::spec::PartitionSpec, IcebergError> {
+        let name = table.to_string();
+        let fields = match self.inner.config.partition.get(&name) {
+            Some(f) => f
+                .iter()
+                .map(|t| PartitionField::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| IcebergError::Config {
+                    key: format!("partition.{name:?}"),
+                    message,
+                })?,
+            None => Vec::new(),
+        };
+        build_spec(&format!("partition.{name:?}"), &fields, schema)
     }
 }

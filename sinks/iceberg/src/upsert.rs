@@ -16,10 +16,10 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef;
-use iceberg::spec::{DataContentType, DataFile};
+use iceberg::spec::{DataContentType, DataFile, Struct};
 use inlet_core::{Position, TableSchema, OP_COLUMN, POSITION_COLUMN};
 
-use crate::files::{read_columns, read_position_deletes, DataFileWriter, PositionDeleteWriter};
+use crate::files::{read_columns, read_position_deletes, PartitionedWriter, PositionDeleteWriter};
 use crate::index::{loc, unpack, Entry, KeyCodec, PkIndex, PENDING_FILE};
 use crate::schema::{conform, file_schema, relaxed, same_columns};
 use crate::snapshot::SnapshotChange;
@@ -28,12 +28,31 @@ use crate::{IcebergError, IcebergTarget};
 
 /// A data file of the table as the index knows it.
 #[derive(Debug, Clone)]
-struct LiveFile {
-    uri: Arc<str>,
-    size: u64,
-    rows: u64,
-    deleted: u64,
+pub(crate) struct LiveFile {
+    pub(crate) uri: Arc<str>,
+    pub(crate) size: u64,
+    pub(crate) rows: u64,
+    pub(crate) deleted: u64,
+    /// Partition value and spec id (empty / 0 when unpartitioned).
+    pub(crate) partition: Struct,
+    pub(crate) spec_id: i32,
 }
+
+impl LiveFile {
+    pub(crate) fn of(f: &DataFile, spec_id: i32) -> Self {
+        Self {
+            uri: f.file_path().into(),
+            size: f.file_size_in_bytes(),
+            rows: f.record_count(),
+            deleted: 0,
+            partition: f.partition().clone(),
+            spec_id,
+        }
+    }
+}
+
+/// Position deletes per data file: (data file URI, rows).
+type DeletesOfFiles = Vec<(Arc<str>, Vec<u32>)>;
 
 /// What a commit wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,31 +66,31 @@ pub struct CommitSummary {
 
 /// One table open for CDC. Not shared: one task applies a table's changes in order.
 pub struct UpsertTable {
-    target: IcebergTarget,
-    opened: OpenedTable,
-    table: String,
-    file_schema: SchemaRef,
+    pub(crate) target: IcebergTarget,
+    pub(crate) opened: OpenedTable,
+    pub(crate) table: String,
+    pub(crate) file_schema: SchemaRef,
     /// Indices of the key columns in `file_schema`; empty for a change log.
-    key_columns: Vec<usize>,
-    codec: Option<Arc<KeyCodec>>,
-    index: PkIndex,
-    files: Vec<LiveFile>,
+    pub(crate) key_columns: Vec<usize>,
+    pub(crate) codec: Option<Arc<KeyCodec>>,
+    pub(crate) index: PkIndex,
+    pub(crate) files: Vec<LiveFile>,
     /// The open batch: rows (in the file schema) waiting for the next commit.
-    pending: Vec<RecordBatch>,
+    pub(crate) pending: Vec<RecordBatch>,
     /// Rows in `pending` (materialized).
-    pending_rows: usize,
+    pub(crate) pending_rows: usize,
     /// Per pending row (including rows of a batch being applied): index key, and whether a
     /// later change replaced or deleted it.
-    pending_hash: Vec<u64>,
-    pending_dead: Vec<bool>,
+    pub(crate) pending_hash: Vec<u64>,
+    pub(crate) pending_dead: Vec<bool>,
     /// Position deletes of the next commit: file id → rows.
-    deletes: HashMap<u32, Vec<u32>>,
-    truncated: bool,
-    committed: Option<Position>,
+    pub(crate) deletes: HashMap<u32, Vec<u32>>,
+    pub(crate) truncated: bool,
+    pub(crate) committed: Option<Position>,
     /// Set when a commit failed midway: the in-memory state no longer matches the table.
-    poisoned: Option<String>,
+    pub(crate) poisoned: Option<String>,
     /// Key columns of the committed file last read to check a hash collision.
-    verify_cache: Option<(u32, Vec<ArrayRef>)>,
+    pub(crate) verify_cache: Option<(u32, Vec<ArrayRef>)>,
 }
 
 impl std::fmt::Debug for UpsertTable {
@@ -144,15 +163,15 @@ impl UpsertTable {
 
     /// Rebuilds the file list and the index from the table: live data files, minus the rows
     /// its position-delete files remove; key columns only, read by projection.
-    async fn rebuild(&mut self) -> Result<(), IcebergError> {
+    pub(crate) async fn rebuild(&mut self) -> Result<(), IcebergError> {
         let catalog = self.opened.catalog.clone();
         let wh = self.target.inner.warehouse.clone();
-        let mut data: Vec<DataFile> = Vec::new();
+        let mut data: Vec<(DataFile, i32)> = Vec::new();
         let mut deleted: HashMap<String, Vec<u32>> = HashMap::new();
         for manifest in self.opened.state.manifests.clone() {
             for (file, _seq) in catalog.read_manifest(&manifest).await? {
                 match file.content_type() {
-                    DataContentType::Data => data.push(file),
+                    DataContentType::Data => data.push((file, manifest.partition_spec_id)),
                     DataContentType::PositionDeletes => {
                         read_position_deletes(&wh, &self.table, &file, &mut deleted).await?
                     }
@@ -174,12 +193,7 @@ impl UpsertTable {
         let Some(codec) = self.codec.clone() else {
             self.files = data
                 .iter()
-                .map(|f| LiveFile {
-                    uri: f.file_path().into(),
-                    size: f.file_size_in_bytes(),
-                    rows: f.record_count(),
-                    deleted: 0,
-                })
+                .map(|(f, spec)| LiveFile::of(f, *spec))
                 .collect();
             return Ok(());
         };
@@ -193,10 +207,10 @@ impl UpsertTable {
                     .map(|f| f.id)
             })
             .collect();
-        let total: u64 = data.iter().map(|f| f.record_count()).sum();
+        let total: u64 = data.iter().map(|(f, _)| f.record_count()).sum();
         let gone: usize = deleted.values().map(Vec::len).sum();
         self.index.reserve((total as usize).saturating_sub(gone));
-        for file in &data {
+        for (file, spec_id) in &data {
             let id = u32::try_from(self.files.len()).map_err(|_| {
                 IcebergError::state(
                     &self.table,
@@ -207,10 +221,8 @@ impl UpsertTable {
             gone.sort_unstable();
             gone.dedup();
             self.files.push(LiveFile {
-                uri: file.file_path().into(),
-                size: file.file_size_in_bytes(),
-                rows: file.record_count(),
                 deleted: gone.len() as u64,
+                ..LiveFile::of(file, *spec_id)
             });
             let batches = read_columns(
                 &wh,
@@ -450,7 +462,7 @@ impl UpsertTable {
         self.codec.is_none()
     }
 
-    fn check_usable(&self) -> Result<(), IcebergError> {
+    pub(crate) fn check_usable(&self) -> Result<(), IcebergError> {
         match &self.poisoned {
             Some(m) => Err(IcebergError::state(
                 &self.table,
@@ -675,6 +687,11 @@ impl UpsertTable {
         self.file_schema = new_file_schema;
         self.key_columns = key_columns;
         self.codec = codec;
+        self.opened.partitioner = crate::partition::Partitioner::new(
+            &self.table,
+            self.opened.state.metadata().default_partition_spec(),
+            &wanted,
+        )?;
         self.opened.schema = wanted;
         self.opened.schema_changed = true;
         Ok(())
@@ -705,19 +722,24 @@ impl UpsertTable {
 
     async fn commit_inner(&mut self, position: Position) -> Result<CommitSummary, IcebergError> {
         let inner = self.target.inner.clone();
-        let mut writer = DataFileWriter::new(
+        let mut writer = PartitionedWriter::new(
             self.opened.locations.clone(),
             self.file_schema.clone(),
             inner.props.clone(),
             inner.config.cdc_file_size_mb << 20,
             "cdc",
+            self.opened.partitioner.clone(),
         );
-        let mut live: Vec<u32> = Vec::new();
+        // Per writer slot (partition): the pending rows written to it, in order.
+        let mut slot_rows: Vec<Vec<u32>> = Vec::new();
         let mut start = 0usize;
         for batch in &self.pending {
             let n = batch.num_rows();
             let dead = &self.pending_dead[start..start + n];
-            live.extend((0..n).filter(|i| !dead[*i]).map(|i| (start + i) as u32));
+            let live: Vec<u32> = (0..n)
+                .filter(|i| !dead[*i])
+                .map(|i| (start + i) as u32)
+                .collect();
             let batch = if dead.iter().any(|d| *d) {
                 let keep = BooleanArray::from_iter(dead.iter().map(|d| Some(!d)));
                 arrow_select::filter::filter_record_batch(batch, &keep)
@@ -725,37 +747,64 @@ impl UpsertTable {
             } else {
                 batch.clone()
             };
-            let batch = match conform(&self.table, &batch, &self.file_schema) {
-                Ok(b) => b,
+            let written = match conform(&self.table, &batch, &self.file_schema) {
+                Ok(b) => writer.write(&b).await,
+                Err(e) => Err(e),
+            };
+            let groups = match written {
+                Ok(g) => g,
                 Err(e) => {
                     writer.abort().await;
                     return Err(e);
                 }
             };
-            if let Err(e) = writer.write(&batch).await {
-                writer.abort().await;
-                return Err(e);
+            for (slot, rows) in groups {
+                if slot_rows.len() <= slot {
+                    slot_rows.resize_with(slot + 1, Vec::new);
+                }
+                slot_rows[slot].extend(rows.iter().map(|r| live[*r as usize]));
             }
             start += n;
         }
-        writer.roll().await?;
-        let new_files = std::mem::take(&mut writer.done);
-        let deletes: Vec<(Arc<str>, Vec<u32>)> = self
-            .deletes
-            .iter()
-            .filter_map(|(f, rows)| {
-                self.files
-                    .get(*f as usize)
-                    .map(|lf| (lf.uri.clone(), rows.clone()))
-            })
-            .collect();
-        let rows_deleted = deletes.iter().map(|(_, r)| r.len() as u64).sum();
-        let delete_file =
-            PositionDeleteWriter::write(&self.opened.locations, inner.props.clone(), deletes)
-                .await?;
+        let slot_files = match writer.finish().await {
+            Ok(f) => f,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
+        let new_files: Vec<DataFile> = slot_files.iter().flatten().cloned().collect();
+        // Position deletes, one file per partition of the data files they name.
+        let mut by_partition: HashMap<(Struct, i32), DeletesOfFiles> = HashMap::new();
+        for (f, rows) in &self.deletes {
+            if let Some(lf) = self.files.get(*f as usize) {
+                by_partition
+                    .entry((lf.partition.clone(), lf.spec_id))
+                    .or_default()
+                    .push((lf.uri.clone(), rows.clone()));
+            }
+        }
+        let rows_deleted = by_partition
+            .values()
+            .flatten()
+            .map(|(_, r)| r.len() as u64)
+            .sum();
+        let mut delete_files = Vec::new();
+        for (partition, deletes) in by_partition {
+            if let Some(file) = PositionDeleteWriter::write(
+                &self.opened.locations,
+                inner.props.clone(),
+                deletes,
+                partition,
+            )
+            .await?
+            {
+                delete_files.push(file);
+            }
+        }
         let change = SnapshotChange {
             data_files: new_files.clone(),
-            delete_files: delete_file.into_iter().collect(),
+            delete_files,
             replace_all: self.truncated,
             schema: self
                 .opened
@@ -771,19 +820,17 @@ impl UpsertTable {
             .await?;
 
         // Committed: move the open batch's rows to their files in the index.
-        let first = self.files.len();
-        for f in &new_files {
-            self.files.push(LiveFile {
-                uri: f.file_path().into(),
-                size: f.file_size_in_bytes(),
-                rows: f.record_count(),
-                deleted: 0,
-            });
-        }
-        if self.codec.is_some() {
+        for (slot, files) in slot_files.iter().enumerate() {
+            let first = self.files.len();
+            let spec_id = self.opened.state.metadata().default_partition_spec_id();
+            self.files
+                .extend(files.iter().map(|f| LiveFile::of(f, spec_id)));
+            if self.codec.is_none() {
+                continue;
+            }
             let (mut k, mut pos) = (0usize, 0u64);
-            for p in live {
-                while new_files.get(k).is_some_and(|f| pos >= f.record_count()) {
+            for &p in slot_rows.get(slot).map(Vec::as_slice).unwrap_or_default() {
+                while files.get(k).is_some_and(|f| pos >= f.record_count()) {
                     k += 1;
                     pos = 0;
                 }

@@ -95,65 +95,6 @@ async fn a_load_with_a_dropped_writer_commits_nothing() {
     assert_eq!(target.committed_position(&t.id).await.unwrap(), None);
 }
 
-/// Applies changes to the model.
-fn apply_model(model: &mut BTreeMap<i64, Row>, changes: &[Change]) {
-    for c in changes {
-        match c.op {
-            "I" | "U" => {
-                model.insert(c.row.id, c.row.clone());
-            }
-            "D" => {
-                model.remove(&c.row.id);
-            }
-            "T" => model.clear(),
-            _ => unreachable!(),
-        }
-    }
-}
-
-/// A random transaction mix over the model's keys: inserts of new ids, updates and deletes
-/// of live ones, repeated updates of one key in the same batch.
-fn random_changes(
-    rng: &mut Rng,
-    model: &BTreeMap<i64, Row>,
-    next_id: &mut i64,
-    lsn: &mut u64,
-    n: usize,
-) -> Vec<Change> {
-    let mut shadow = model.clone();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        *lsn += 1 + rng.below(3);
-        let keys: Vec<i64> = shadow.keys().copied().collect();
-        let pick = rng.below(10);
-        let change = if pick < 4 || keys.is_empty() {
-            *next_id += 1;
-            Change {
-                op: "I",
-                lsn: *lsn,
-                row: Row::make(*next_id, *lsn),
-            }
-        } else if pick < 8 {
-            let id = keys[rng.below(keys.len() as u64) as usize];
-            Change {
-                op: "U",
-                lsn: *lsn,
-                row: Row::make(id, *lsn),
-            }
-        } else {
-            let id = keys[rng.below(keys.len() as u64) as usize];
-            Change {
-                op: "D",
-                lsn: *lsn,
-                row: shadow[&id].clone(),
-            }
-        };
-        apply_model(&mut shadow, std::slice::from_ref(&change));
-        out.push(change);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_workload_with_restarts_and_crashes_equals_the_model() {
     let dir = tempfile::tempdir().unwrap();

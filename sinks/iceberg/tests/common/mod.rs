@@ -180,6 +180,34 @@ pub fn target_with(dir: &Path, extra: &str) -> IcebergTarget {
     IcebergTarget::new(&config, "test-task").unwrap()
 }
 
+/// S3 settings of a moto server (test credentials).
+pub fn moto_builder(endpoint: &str) -> object_store::aws::AmazonS3Builder {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    AmazonS3Builder::new()
+        .with_config(AmazonS3ConfigKey::Endpoint, endpoint)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_region("us-east-1")
+}
+
+/// The reader script's environment for a moto server.
+pub fn moto_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("INLET_S3_ENDPOINT", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+/// A target on moto with extra TOML settings.
+pub fn s3_target(endpoint: &str, warehouse: &str, extra: &str) -> IcebergTarget {
+    let text = format!("warehouse = \"{warehouse}\"\n{extra}");
+    let config: IcebergTargetConfig = toml::from_str(&text).unwrap();
+    let endpoint = endpoint.to_string();
+    IcebergTarget::with_s3_builder(&config, "test-task", move || moto_builder(&endpoint)).unwrap()
+}
+
 /// The current metadata file of a folder-catalog table.
 pub fn metadata_file(dir: &Path, namespace: &str, table: &str) -> String {
     let meta = dir.join(namespace).join(table).join("metadata");
@@ -191,10 +219,16 @@ pub fn metadata_file(dir: &Path, namespace: &str, table: &str) -> String {
 
 /// Both readers' view of a table.
 pub fn read_back(metadata: &str) -> serde_json::Value {
+    read_back_env(metadata, &[])
+}
+
+/// Both readers' view of a table, with extra environment for the script (S3, Glue).
+pub fn read_back_env(metadata: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/read_table.py");
     let out = std::process::Command::new(inlet_testkit::python())
         .arg(script)
         .arg(metadata)
+        .envs(env.iter().copied())
         .output()
         .expect("run the reader script");
     assert!(
@@ -236,7 +270,26 @@ pub fn assert_rows(
     pyiceberg_types: &[&str],
     duckdb_types: &[&str],
 ) -> serde_json::Value {
-    let got = read_back(metadata);
+    assert_rows_env(
+        metadata,
+        &[],
+        columns,
+        expected,
+        pyiceberg_types,
+        duckdb_types,
+    )
+}
+
+/// [`assert_rows`] with extra environment for the reader script.
+pub fn assert_rows_env(
+    metadata: &str,
+    env: &[(&str, &str)],
+    columns: &[&str],
+    expected: Vec<Vec<Option<String>>>,
+    pyiceberg_types: &[&str],
+    duckdb_types: &[&str],
+) -> serde_json::Value {
+    let got = read_back_env(metadata, env);
     let mut expected = expected;
     expected.sort();
     for (reader, types) in [("pyiceberg", pyiceberg_types), ("duckdb", duckdb_types)] {
@@ -317,4 +370,63 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Applies changes to the model.
+pub fn apply_model(model: &mut BTreeMap<i64, Row>, changes: &[Change]) {
+    for c in changes {
+        match c.op {
+            "I" | "U" => {
+                model.insert(c.row.id, c.row.clone());
+            }
+            "D" => {
+                model.remove(&c.row.id);
+            }
+            "T" => model.clear(),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A random transaction mix over the model's keys: inserts of new ids, updates and deletes
+/// of live ones, repeated updates of one key in the same batch.
+pub fn random_changes(
+    rng: &mut Rng,
+    model: &BTreeMap<i64, Row>,
+    next_id: &mut i64,
+    lsn: &mut u64,
+    n: usize,
+) -> Vec<Change> {
+    let mut shadow = model.clone();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        *lsn += 1 + rng.below(3);
+        let keys: Vec<i64> = shadow.keys().copied().collect();
+        let pick = rng.below(10);
+        let change = if pick < 4 || keys.is_empty() {
+            *next_id += 1;
+            Change {
+                op: "I",
+                lsn: *lsn,
+                row: Row::make(*next_id, *lsn),
+            }
+        } else if pick < 8 {
+            let id = keys[rng.below(keys.len() as u64) as usize];
+            Change {
+                op: "U",
+                lsn: *lsn,
+                row: Row::make(id, *lsn),
+            }
+        } else {
+            let id = keys[rng.below(keys.len() as u64) as usize];
+            Change {
+                op: "D",
+                lsn: *lsn,
+                row: shadow[&id].clone(),
+            }
+        };
+        apply_model(&mut shadow, std::slice::from_ref(&change));
+        out.push(change);
+    }
+    out
 }

@@ -7,6 +7,14 @@ values in a canonical text form (so a Rust test can compare them with its model 
 For s3:// tables the endpoint and credentials come from INLET_S3_ENDPOINT (http://host:port),
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION.
 
+With INLET_GLUE_TABLE=namespace.table (and INLET_GLUE_ENDPOINT), pyiceberg loads the table
+through its Glue catalog instead of the metadata path (and reports the metadata location it
+found); DuckDB still reads the metadata path.
+
+With INLET_FILTER (a pyiceberg row filter) and INLET_FILTER_SQL (the same as a DuckDB WHERE
+clause), both readers scan with the filter: a data file whose partition value is wrong is then
+pruned and its rows go missing.
+
 Canonical values: null; integers and decimals as their exact text; floats by repr; booleans as
 "true"/"false"; dates ISO; timestamps as microseconds since the Unix epoch (UTC); bytes as hex;
 lists as JSON lists of canonical values.
@@ -70,6 +78,8 @@ def s3_settings():
 
 
 def read_pyiceberg(metadata):
+    import os
+
     from pyiceberg.table import StaticTable
 
     s3 = s3_settings()
@@ -81,8 +91,27 @@ def read_pyiceberg(metadata):
             "s3.secret-access-key": s3["secret"],
             "s3.region": s3["region"],
         }
-    table = StaticTable.from_metadata(metadata, properties=props)
-    arrow = table.scan().to_arrow()
+    glue_table = os.environ.get("INLET_GLUE_TABLE")
+    if glue_table:
+        from pyiceberg.catalog import load_catalog
+
+        catalog = load_catalog(
+            "glue",
+            **{
+                "type": "glue",
+                "glue.endpoint": os.environ["INLET_GLUE_ENDPOINT"],
+                "glue.region": os.environ.get("AWS_REGION", "us-east-1"),
+                "glue.access-key-id": os.environ.get("AWS_ACCESS_KEY_ID", "test"),
+                "glue.secret-access-key": os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
+                **props,
+            },
+        )
+        table = catalog.load_table(glue_table)
+    else:
+        table = StaticTable.from_metadata(metadata, properties=props)
+    row_filter = os.environ.get("INLET_FILTER")
+    scan = table.scan(row_filter=row_filter) if row_filter else table.scan()
+    arrow = scan.to_arrow()
     schema = table.schema()
     fields = [
         {
@@ -107,6 +136,18 @@ def read_pyiceberg(metadata):
         "identifier_field_ids": sorted(schema.identifier_field_ids),
         "summary": summary,
         "format_version": table.metadata.format_version,
+        "metadata_location": table.metadata_location,
+        "partition_spec": str(table.spec()),
+        "snapshots": len(table.metadata.snapshots),
+        "files": [
+            {
+                "content": f["content"],
+                "path": f["file_path"],
+                "partition": json.dumps(f["partition"], default=str, sort_keys=True),
+                "records": f["record_count"],
+            }
+            for f in table.inspect.files().to_pylist()
+        ],
     }
 
 
@@ -129,7 +170,13 @@ def read_duckdb(metadata):
             f"CREATE SECRET s3 (TYPE s3, KEY_ID '{s3['key']}', SECRET '{s3['secret']}', "
             f"REGION '{s3['region']}', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
         )
-    rel = con.sql(f"SELECT * FROM iceberg_scan('{metadata}')")
+    import os
+
+    where = os.environ.get("INLET_FILTER_SQL")
+    query = f"SELECT * FROM iceberg_scan('{metadata}')"
+    if where:
+        query += f" WHERE {where}"
+    rel = con.sql(query)
     columns = rel.columns
     types = [str(t) for t in rel.types]
     # Through Arrow: fetchall() would need pytz for TIMESTAMP WITH TIME ZONE.

@@ -1,0 +1,430 @@
+//! A task whose source is MySQL or MariaDB: the full load inside one consistent snapshot at a
+//! known binlog position, then the binlog from exactly that position, through the same stream
+//! loop and targets as PostgreSQL. The binlog position and GTID set live in the task checkpoint.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableSelection};
+use inlet_mysql::{
+    discover, prerequisites, BatchLimits, BinlogCapture, BinlogPosition, CaptureOptions,
+    ConsistentSnapshot, KeyRange, MysqlConnector, MysqlError, MysqlSourceConfig, MysqlTable,
+    SnapshotReader, StartFrom, FILE_FACT,
+};
+use inlet_sink_parquet::Checkpoint;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Mode, TaskConfig};
+use crate::progress::Progress;
+use crate::sink::{LoadTable, Target};
+use crate::state::{Phase, TaskState};
+use crate::stream::{self, ChangeSource, Outputs};
+use crate::JobError;
+
+/// Classifies a MySQL error: a connection that could not be made or broke may work on a retry;
+/// a purged binlog, a setting, a privilege or a value will not.
+pub fn mysql_error(e: MysqlError) -> JobError {
+    let transient = match &e {
+        MysqlError::Connect { .. } => true,
+        MysqlError::Query { reason, .. }
+        | MysqlError::Binlog {
+            message: reason, ..
+        } => {
+            let r = reason.to_ascii_lowercase();
+            !r.contains("1236")
+                && [
+                    "connection",
+                    "closed",
+                    "reset",
+                    "broken pipe",
+                    "timed out",
+                    "eof",
+                    "os error",
+                    "server shutdown",
+                    "gone away",
+                ]
+                .iter()
+                .any(|w| r.contains(w))
+        }
+        MysqlError::Config { .. } | MysqlError::Value { .. } | MysqlError::Table { .. } => false,
+    };
+    if transient {
+        JobError::Transient {
+            kind: "source",
+            message: e.to_string(),
+        }
+    } else {
+        JobError::Failed(e.to_string())
+    }
+}
+
+/// Full load (mode `full-load`), or full load and/or binlog capture until `shutdown`.
+pub async fn run(
+    config: &TaskConfig,
+    source: &MysqlSourceConfig,
+    state: &TaskState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let connector = MysqlConnector::new(source).map_err(JobError::config)?;
+    let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
+    let task = config.task.name.as_str();
+    let target = Target::new(&config.target, task)?;
+    let server_id = source.server_id(task);
+    let policy = config.values.on_unrepresentable;
+    target.check().await?;
+
+    let mut conn = connector.connect().await.map_err(mysql_error)?;
+    let tables = discover(&mut conn, &connector, &selection, policy)
+        .await
+        .map_err(mysql_error)?;
+    if tables.is_empty() {
+        return Err(JobError::Failed(
+            "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
+        ));
+    }
+    let capture = config.task.mode != Mode::FullLoad;
+    for p in prerequisites(&mut conn, &connector, &tables, capture, server_id)
+        .await
+        .map_err(mysql_error)?
+    {
+        match p.status {
+            // A replica with our id is usually this task's own earlier run (killed, its dump
+            // thread not yet reaped): the server disconnects the old one when we register. A
+            // genuinely shared id shows in the log, and `inlet check` reports it.
+            CheckStatus::Missing if p.name == "server_id" => {
+                tracing::warn!(detail = %p.detail, fix = ?p.fix, "server_id already registered (an earlier run of this task?)")
+            }
+            CheckStatus::Missing => {
+                return Err(JobError::Failed(format!(
+                    "{}: {}; fix: {}",
+                    p.name,
+                    p.detail,
+                    p.fix.unwrap_or_default()
+                )))
+            }
+            CheckStatus::Warning => {
+                tracing::warn!(check = %p.name, detail = %p.detail, fix = ?p.fix, "prerequisite")
+            }
+            CheckStatus::Ok => {}
+        }
+    }
+    drop(conn);
+
+    if !capture {
+        let snapshot = ConsistentSnapshot::open(&connector, config.full_load.worker_count())
+            .await
+            .map_err(mysql_error)?;
+        load(config, state, &target, &tables, snapshot, None).await?;
+        return Ok(());
+    }
+
+    let checkpoint = target.read_checkpoint(task).await?;
+    let (start, position) = match checkpoint {
+        Some(cp) => {
+            let Some(file) = fact(&cp.facts, FILE_FACT) else {
+                return Err(JobError::Failed(format!(
+                    "the task checkpoint ({}) has no binlog file name: it was not written by a \
+                     MySQL task. Delete it to start the task over",
+                    target.checkpoint_location(task)
+                )));
+            };
+            let at = BinlogPosition::from_position(cp.position, &file);
+            tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
+            (StartFrom::Position(at), cp.position)
+        }
+        None => {
+            let load_tables = config.task.mode == Mode::FullLoadAndCdc;
+            let workers = if load_tables {
+                config.full_load.worker_count()
+            } else {
+                1
+            };
+            let snapshot = ConsistentSnapshot::open(&connector, workers)
+                .await
+                .map_err(mysql_error)?;
+            let point = snapshot.point.clone();
+            let position = point.binlog.to_position().map_err(mysql_error)?;
+            tracing::info!(file = %point.binlog.file, offset = point.binlog.offset, "snapshot at this binlog position");
+            if load_tables {
+                // The load holds every transaction that ended at or before the position.
+                load(config, state, &target, &tables, snapshot, Some(position)).await?;
+            } else {
+                drop(snapshot);
+            }
+            let mut facts = vec![(FILE_FACT.to_string(), point.binlog.file.clone())];
+            if let Some(g) = &point.gtid {
+                facts.push((inlet_mysql::GTID_FACT.to_string(), g.clone()));
+            }
+            facts.push((
+                inlet_mysql::FLAVOR_FACT.to_string(),
+                point.flavor.as_str().to_string(),
+            ));
+            target
+                .write_checkpoint(task, &Checkpoint { position, facts })
+                .await?;
+            (point.start(), position)
+        }
+    };
+
+    let mut outputs = Vec::with_capacity(tables.len());
+    let mut committed = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let output = target.change_table(&t.schema).await?;
+        committed.push(output.committed_position(&t.schema).await?);
+        outputs.push(output);
+    }
+    let options = CaptureOptions {
+        selection,
+        policy,
+        schema_changes: config.cdc.schema_changes,
+        part_rows: config.cdc.part_rows,
+    };
+    let capture = BinlogCapture::start(&connector, server_id, &start, &tables, &committed, options)
+        .await
+        .map_err(|e| purged(e, &target, task))?;
+    tracing::info!(tables = tables.len(), server_id, "streaming the binlog");
+    state.set_tables(
+        tables
+            .iter()
+            .map(|t| (t.schema.id.to_string(), None))
+            .collect(),
+    );
+    state.set_phase(Phase::Streaming);
+    state.set_connected(true);
+    let source = MysqlSource {
+        capture,
+        checkpoint: target.checkpoint_location(task),
+    };
+    state.durable(source.show(position));
+    // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
+    // flush; none are carried besides.
+    let out = Outputs {
+        tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
+        outputs,
+        target: &target,
+        task,
+        state,
+        facts: Vec::new(),
+    };
+    stream::follow(source, out, position, &config.cdc, shutdown).await
+}
+
+fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
+    facts.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+/// A binlog the checkpoint needs that the server no longer has is the MySQL form of a lost
+/// replication slot: changes are missing, so the task stops and says how to start over.
+fn purged(e: MysqlError, target: &Target, task: &str) -> JobError {
+    let text = e.to_string();
+    if text.contains("1236") || text.to_ascii_lowercase().contains("purged") {
+        return JobError::Failed(format!(
+            "{text}. The binlog the task must resume from is gone (purged, or expired by \
+             binlog_expire_logs_seconds), so changes are missing: delete the task checkpoint ({}) \
+             and run the task again for a new full load, and keep binlogs longer than the task \
+             may be stopped",
+            target.checkpoint_location(task)
+        ));
+    }
+    mysql_error(e)
+}
+
+/// The binlog capture as the stream loop drives it.
+struct MysqlSource {
+    capture: BinlogCapture,
+    checkpoint: String,
+}
+
+impl ChangeSource for MysqlSource {
+    async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
+        let checkpoint = &self.checkpoint;
+        self.capture.next().await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("1236") {
+                JobError::Failed(format!(
+                    "{text}; the binlog was purged under the running task: delete the task \
+                     checkpoint ({checkpoint}) and run the task again for a new full load"
+                ))
+            } else {
+                mysql_error(e)
+            }
+        })
+    }
+    fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError> {
+        self.capture.take(table).map_err(mysql_error)
+    }
+    fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, JobError> {
+        self.capture.take_part(table).map_err(mysql_error)
+    }
+    async fn acknowledge(&mut self, position: Position) -> Result<(), JobError> {
+        self.capture
+            .acknowledge(position)
+            .await
+            .map_err(mysql_error)
+    }
+    async fn finish(self) -> Result<(), JobError> {
+        self.capture.finish().await.map_err(mysql_error)
+    }
+    fn table_count(&self) -> usize {
+        self.capture.table_count()
+    }
+    fn buffered_rows(&self) -> usize {
+        self.capture.buffered_rows()
+    }
+    fn buffered_bytes(&self) -> usize {
+        self.capture.buffered_bytes()
+    }
+    fn reset_buffered_bytes(&mut self) {
+        self.capture.reset_buffered_bytes()
+    }
+    fn checkpoint_facts(&self) -> Vec<(String, String)> {
+        self.capture.checkpoint_facts()
+    }
+    fn show(&self, position: Position) -> String {
+        let file = fact(&self.capture.checkpoint_facts(), FILE_FACT).unwrap_or_default();
+        let at = BinlogPosition::from_position(position, &file);
+        format!("{}:{}", at.file, at.offset)
+    }
+}
+
+/// Loads every table through the snapshot's readers, one worker per reader, in primary-key
+/// ranges. `position`: the binlog position the snapshot is consistent with.
+async fn load(
+    config: &TaskConfig,
+    state: &TaskState,
+    target: &Target,
+    tables: &[MysqlTable],
+    snapshot: ConsistentSnapshot,
+    position: Option<Position>,
+) -> Result<(), JobError> {
+    let mut readers = snapshot.readers;
+    let Some(first) = readers.first_mut() else {
+        return Err(JobError::Failed(
+            "the consistent snapshot opened no connection".into(),
+        ));
+    };
+    let fl = &config.full_load;
+    let mut queue = VecDeque::new();
+    for (i, t) in tables.iter().enumerate() {
+        // Chunks of about chunk_mb of table data, from the table's average row size.
+        let avg_row = match (t.estimated_rows, t.data_bytes) {
+            (Some(rows), bytes) if rows > 0 && bytes > 0 => (bytes / rows).max(1),
+            _ => 100,
+        };
+        let chunk_rows = if fl.chunk_mb == 0 {
+            u64::MAX
+        } else {
+            ((fl.chunk_mb << 20) / avg_row).max(10_000)
+        };
+        for range in first
+            .plan_chunks(t, chunk_rows)
+            .await
+            .map_err(mysql_error)?
+        {
+            queue.push_back((i, range));
+        }
+    }
+    let estimates: Vec<(String, Option<u64>)> = tables
+        .iter()
+        .map(|t| (t.schema.id.to_string(), t.estimated_rows))
+        .collect();
+    state.set_tables(estimates.clone());
+    state.set_phase(Phase::Snapshotting);
+    state.set_connected(true);
+    let progress = Progress::new(estimates, state.clone());
+    let logger = progress.spawn_logger();
+    let mut sinks = Vec::with_capacity(tables.len());
+    for t in tables {
+        sinks.push(target.full_load(&t.schema).await?);
+    }
+    let sinks = Arc::new(sinks);
+    let tables = Arc::new(tables.to_vec());
+    let queue = Arc::new(Mutex::new(queue));
+    let limits = BatchLimits {
+        rows: fl.batch_rows,
+        bytes: fl.batch_mb << 20,
+    };
+    let mut set = JoinSet::new();
+    for reader in readers {
+        set.spawn(load_worker(
+            reader,
+            tables.clone(),
+            sinks.clone(),
+            queue.clone(),
+            progress.clone(),
+            limits,
+            config.values.on_unrepresentable,
+        ));
+    }
+    let mut failure = None;
+    while let Some(joined) = set.join_next().await {
+        let result =
+            joined.unwrap_or_else(|e| Err(JobError::Failed(format!("a load worker stopped: {e}"))));
+        if let Err(e) = result {
+            if failure.is_none() {
+                failure = Some(e);
+                set.abort_all();
+            }
+        }
+    }
+    if let Some(logger) = logger {
+        logger.abort();
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut rows = 0;
+    for (t, sink) in tables.iter().zip(sinks.iter()) {
+        let summary = sink.finish(position).await?;
+        rows += summary.rows;
+        progress_done(&progress, tables.as_slice(), t);
+        state.add_bytes(&t.schema.id.to_string(), summary.bytes);
+    }
+    tracing::info!(tables = tables.len(), rows, "full load done");
+    Ok(())
+}
+
+fn progress_done(progress: &Progress, tables: &[MysqlTable], table: &MysqlTable) {
+    if let Some(i) = tables.iter().position(|t| t.schema.id == table.schema.id) {
+        progress.table_done(i);
+    }
+}
+
+async fn load_worker(
+    mut reader: SnapshotReader,
+    tables: Arc<Vec<MysqlTable>>,
+    sinks: Arc<Vec<LoadTable>>,
+    queue: Arc<Mutex<VecDeque<(usize, KeyRange)>>>,
+    progress: Progress,
+    limits: BatchLimits,
+    policy: inlet_core::Unrepresentable,
+) -> Result<(), JobError> {
+    let mut open: Option<(usize, crate::sink::LoadWriter)> = None;
+    loop {
+        let next = queue
+            .lock()
+            .map_err(|_| JobError::Failed("work queue poisoned".into()))?
+            .pop_front();
+        let Some((table, range)) = next else { break };
+        if open.as_ref().is_some_and(|(t, _)| *t != table) {
+            if let Some((_, w)) = open.take() {
+                w.close().await?;
+            }
+        }
+        let (_, writer) = open.get_or_insert_with(|| (table, sinks[table].writer()));
+        let mut stream = reader
+            .read(&tables[table], range, limits, policy)
+            .await
+            .map_err(mysql_error)?;
+        while let Some(batch) = stream.next_batch().await.map_err(mysql_error)? {
+            let rows = batch.num_rows() as u64;
+            writer.write(&batch).await?;
+            progress.add_rows(table, rows);
+        }
+    }
+    if let Some((_, w)) = open.take() {
+        w.close().await?;
+    }
+    Ok(())
+}
