@@ -533,13 +533,14 @@ mod tests {
     #[test]
     fn shipped_task_files_parse() {
         let env = |name: &str| match name {
-            "PGPASSWORD" => Some("x".to_string()),
+            "PGPASSWORD" | "MYSQL_PASSWORD" => Some("x".to_string()),
             _ => None,
         };
         for file in [
             "config/example.toml",
             "config/demo.toml",
             "config/compose/shop-postgres.toml",
+            "config/compose/shop-mysql.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             let text = std::fs::read_to_string(&path).unwrap();
