@@ -71,8 +71,8 @@ fn sigterm(child: &Child) {
 /// Waits until the slot has confirmed everything up to the server's current WAL position,
 /// which inlet does only after the change files and the checkpoint are written.
 async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
-    // The checkpoint is written once the initial full load is done; before that the slot sits
-    // at its consistent point, which may already be past `target`.
+    // The checkpoint is rewritten at the end of every full load (the first, or a resnapshot);
+    // before that the slot sits at its consistent point, which may already be past `target`.
     let checkpoint = out.join("_inlet/cdc-test/checkpoint");
     // The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a commit can
     // still sit in WAL buffers, before the write position.
@@ -81,6 +81,10 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out:
         .await
         .unwrap()
         .get(0);
+    let target_pos = {
+        let (hi, lo) = target.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -98,7 +102,14 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out:
             )
             .await
             .unwrap();
-        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) && checkpoint.exists() {
+        let checkpointed = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("position="))
+                .and_then(|p| u64::from_str_radix(p, 16).ok())
+        });
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true))
+            && checkpointed.is_some_and(|p| p >= target_pos)
+        {
             return;
         }
         assert!(
