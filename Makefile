@@ -4,7 +4,8 @@
 #   make test       setup, then the whole workspace's tests (cargo nextest, else cargo test)
 #   make demo       PostgreSQL sandbox in .demo/ with a sample shop, full load to ./warehouse,
 #                   then a DuckDB query over the Parquet files; `make demo-stop` stops it
-#   make bench      TPC-H lineitem full load, inlet against DuckDB (see scripts/bench.sh)
+#   make bench      TPC-H lineitem: PostgreSQL and MariaDB -> Parquet/Iceberg, inlet against DuckDB,
+#                   plus CDC apply rate and lag (see scripts/bench.sh)
 #   make fmt-check / make lint
 
 SHELL := /bin/bash
@@ -86,6 +87,7 @@ bench: setup
 
 bench-stop:
 	@scripts/pg-sandbox.sh stop .bench
+	@scripts/mariadb-sandbox.sh stop .bench/mariadb
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
