@@ -35,7 +35,7 @@ DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPOR
 	fmt-check lint
 
 help:
-	@sed -n '1,8s/^# \{0,1\}//p' Makefile
+	@sed -n '1,9s/^# \{0,1\}//p' Makefile
 
 setup: system-deps venv
 
