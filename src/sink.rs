@@ -6,7 +6,10 @@
 //! once; Iceberg applies batches to an open table and makes them durable only at
 //! [`ChangeTable::commit`], one snapshot per table per flush.
 
-use inlet_core::{Position, TableChanges, TableSchema};
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch};
+use inlet_core::{Position, TableChanges, TableSchema, POSITION_COLUMN};
 use std::time::{Duration, Instant};
 
 use inlet_sink_iceberg::{IcebergError, IcebergTarget, MaintenanceConfig, UpsertTable};
@@ -211,6 +214,40 @@ impl LoadWriter {
     }
 }
 
+/// The batch to apply to an upserting table. The table skips rows at or below its committed
+/// position, a guard against replays. A part of a transaction still open may carry a position
+/// that is not yet its commit's: MySQL stamps parts with the transaction's start, which equals
+/// the end of the previous transaction and so may equal the table's position. The capture has
+/// already decided that the transaction is new for this table, so such rows are lifted just
+/// above the committed position (the table's own position is set at commit, not from rows).
+fn lift_part_positions(
+    changes: &TableChanges,
+    committed: Option<Position>,
+) -> Result<RecordBatch, JobError> {
+    let (Some(_), Some(committed)) = (changes.part, committed) else {
+        return Ok(changes.batch.clone());
+    };
+    let floor = i64::try_from(committed.0.saturating_add(1)).unwrap_or(i64::MAX);
+    let Some(index) = changes.batch.schema().index_of(POSITION_COLUMN).ok() else {
+        return Ok(changes.batch.clone());
+    };
+    let Some(positions) = changes
+        .batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+    else {
+        return Err(JobError::Failed(format!(
+            "{POSITION_COLUMN} of a change batch is not Int64 (a bug in the change capture)"
+        )));
+    };
+    let lifted: Int64Array = positions.iter().map(|p| p.map(|v| v.max(floor))).collect();
+    let mut columns = changes.batch.columns().to_vec();
+    columns[index] = Arc::new(lifted);
+    RecordBatch::try_new(changes.batch.schema(), columns)
+        .map_err(|e| JobError::Failed(format!("rebuilding a change batch: {e}")))
+}
+
 /// Rows and bytes a write made durable (Iceberg: at commit).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Written {
@@ -278,8 +315,9 @@ impl ChangeTable {
                 open_part,
                 ..
             } => {
+                let batch = lift_part_positions(&changes, table.committed_position())?;
                 table
-                    .apply(&changes.schema, &changes.batch)
+                    .apply(&changes.schema, &batch)
                     .await
                     .map_err(iceberg_error)?;
                 *pending += changes.batch.num_rows() as u64;

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::iceberg::read_iceberg;
 use common::replay::{replay, Rows};
 use common::task_file;
 use inlet_testkit::MariaDbServer;
@@ -223,4 +224,53 @@ fn mysql_changes_replay_to_the_source_across_sigkills() {
     let (code, stderr) = stop(child);
     assert_eq!(code, 0, "{stderr}");
     assert_replay_equals_source(&db, &out);
+}
+
+/// MySQL into Iceberg tables: a full load, the workload, and a transaction large enough to be
+/// applied in parts (which MySQL stamps with the transaction's start), read back by pyiceberg
+/// and DuckDB.
+#[test]
+fn mysql_into_iceberg_with_a_large_transaction_equals_the_source() {
+    let db = MariaDbServer::start();
+    db.admin(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let warehouse = dir.path().join("warehouse");
+    let body = task(&db.url("shop"), &out).replace(
+        &format!("kind = \"parquet\"\nurl = \"{}\"", out.display()),
+        &format!(
+            "kind = \"iceberg\"\nwarehouse = \"{}\"",
+            warehouse.display()
+        ),
+    );
+    assert!(body.contains("kind = \"iceberg\""));
+    let cfg = task_file(dir.path(), "my-ice", &body);
+    let checkpoint_dir = warehouse.clone();
+
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&db, &mut child, &checkpoint_dir);
+    workload(&db, 0);
+    db.admin(
+        "UPDATE shop.accounts SET version = version + 1, balance = balance * 2 WHERE id <= 1500",
+    );
+    workload(&db, 1);
+    wait_caught_up(&db, &mut child, &checkpoint_dir);
+    let (code, stderr) = stop(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    for (table, columns) in [("accounts", ACCOUNT_COLUMNS), ("events", EVENT_COLUMNS)] {
+        let mut want: Vec<Vec<Option<String>>> =
+            source_rows(&db, table, columns).into_values().collect();
+        want.sort();
+        let (pyiceberg, duckdb) = read_iceberg(&warehouse.join("shop").join(table));
+        assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
+        assert!(
+            pyiceberg == want,
+            "{table}: pyiceberg rows differ from the source"
+        );
+        assert!(
+            duckdb == want,
+            "{table}: DuckDB rows differ from the source"
+        );
+    }
 }

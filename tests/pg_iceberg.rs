@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{python, task_file, PgServer};
+use common::iceberg::{read_iceberg, Rows};
+use common::{task_file, PgServer};
 
 const SCHEMA: &str = "
 CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));
@@ -132,66 +133,6 @@ async fn workload(client: &tokio_postgres::Client, round: i64) {
         ))
         .await
         .unwrap();
-}
-
-/// The newest `vN.metadata.json` of a table.
-fn current_metadata(table_dir: &Path) -> PathBuf {
-    std::fs::read_dir(table_dir.join("metadata"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let n: u64 = name
-                .strip_prefix('v')?
-                .strip_suffix(".metadata.json")?
-                .parse()
-                .ok()?;
-            Some((n, p))
-        })
-        .max()
-        .map(|(_, p)| p)
-        .expect("a metadata file")
-}
-
-type Rows = Vec<Vec<Option<String>>>;
-
-/// Both readers' rows (sorted), or a panic naming the reader that failed.
-fn read_iceberg(table_dir: &Path) -> (Rows, Rows) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sinks/iceberg/tests/readers/read_table.py"
-    );
-    let metadata = current_metadata(table_dir);
-    let out = Command::new(python())
-        .arg(script)
-        .arg(&metadata)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = |reader: &str| -> Rows {
-        let r = &doc[reader];
-        assert!(r.get("error").is_none(), "{reader}: {}", r["error"]);
-        let mut rows: Rows = r["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .collect();
-        rows.sort();
-        rows
-    };
-    (rows("pyiceberg"), rows("duckdb"))
 }
 
 async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) -> Rows {
