@@ -7,12 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::iceberg::read_iceberg;
 use common::replay::{replay, Rows};
-use common::task_file;
+use common::{spawn_run as spawn_inlet, stop_run, task_file};
 use inlet_testkit::MariaDbServer;
 
 const SCHEMA: &str = "
@@ -48,35 +48,6 @@ part_rows = 50
 "#,
         out.display()
     )
-}
-
-fn spawn_inlet(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start inlet run")
-}
-
-fn stop(mut child: Child) -> (i32, String) {
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    (child.wait().unwrap().code().unwrap_or(-1), err)
 }
 
 /// (binlog file number, offset) as SHOW MASTER STATUS reports the end of the binlog now.
@@ -190,7 +161,7 @@ fn mysql_changes_replay_to_the_source_across_sigkills() {
     workload(&db, 0);
     workload(&db, 1);
     wait_caught_up(&db, &mut child, &out);
-    let (code, stderr) = stop(child);
+    let (code, stderr) = stop_run(child);
     assert_eq!(code, 0, "{stderr}");
     assert_replay_equals_source(&db, &out);
 
@@ -213,7 +184,7 @@ fn mysql_changes_replay_to_the_source_across_sigkills() {
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
                 "inlet exited before kill {kill}: {status}: {}",
-                stop(child).1
+                stop_run(child).1
             );
         }
         child.kill().expect("SIGKILL");
@@ -221,7 +192,7 @@ fn mysql_changes_replay_to_the_source_across_sigkills() {
     }
     let mut child = spawn_inlet(&cfg);
     wait_caught_up(&db, &mut child, &out);
-    let (code, stderr) = stop(child);
+    let (code, stderr) = stop_run(child);
     assert_eq!(code, 0, "{stderr}");
     assert_replay_equals_source(&db, &out);
 }
@@ -255,7 +226,7 @@ fn mysql_into_iceberg_with_a_large_transaction_equals_the_source() {
     );
     workload(&db, 1);
     wait_caught_up(&db, &mut child, &checkpoint_dir);
-    let (code, stderr) = stop(child);
+    let (code, stderr) = stop_run(child);
     assert_eq!(code, 0, "{stderr}");
 
     for (table, columns) in [("accounts", ACCOUNT_COLUMNS), ("events", EVENT_COLUMNS)] {

@@ -6,11 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::replay::{file_name, read_file, replay, source_rows};
-use common::{load_files, task_file, PgServer};
+use common::{load_files, sigterm, spawn_run as spawn_inlet, stderr_of, task_file, PgServer};
 
 fn task(url: &str, out: &Path, extra: &str) -> String {
     format!(
@@ -33,39 +34,6 @@ flush_interval_ms = 200
 "#,
         out.display()
     )
-}
-
-fn spawn_inlet(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        // Tests run side by side: each daemon's HTTP endpoint on a port of its own.
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start inlet run")
-}
-
-fn stderr_of(child: Child) -> (i32, String) {
-    let out = child.wait_with_output().expect("wait for inlet");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn sigterm(child: &Child) {
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// Waits until the slot has confirmed everything up to the server's current WAL position,
@@ -118,46 +86,6 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out:
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-const SCHEMA: &str = "
-CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));
-CREATE TABLE events (id bigint PRIMARY KEY, version int NOT NULL, account bigint, note text);
-INSERT INTO accounts SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 2000) g;
-INSERT INTO events SELECT g, 0, g % 2000 + 1, repeat('e', g % 50) FROM generate_series(1, 1000) g;
-";
-const ACCOUNT_COLUMNS: &[&str] = &["id", "version", "owner", "balance"];
-const EVENT_COLUMNS: &[&str] = &["id", "version", "account", "note"];
-
-/// One round of the workload: single-row and multi-table transactions of every kind.
-async fn workload(client: &tokio_postgres::Client, round: i64) {
-    let base = 100_000 + round * 1000;
-    client
-        .batch_execute(&format!(
-            "INSERT INTO accounts SELECT g, 0, 'new ' || g, g FROM generate_series({base}, {base} + 199) g;
-             UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r};
-             DELETE FROM accounts WHERE id % 97 = {r} AND id < 2000;
-             BEGIN;
-               INSERT INTO events SELECT g, 0, g % 2000 + 1, 'ev ' || g FROM generate_series({base}, {base} + 49) g;
-               UPDATE accounts SET version = version + 1, owner = owner || '+' WHERE id = {base};
-               DELETE FROM events WHERE id = {base} + 1;
-               UPDATE events SET version = version + 1, note = 'changed' WHERE id % 11 = {r};
-             COMMIT;
-             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;
-             {truncate}",
-            r = round % 7,
-            // Now and then the events table is emptied and refilled in one transaction.
-            truncate = if round % 3 == 2 {
-                format!(
-                    "BEGIN; TRUNCATE events; INSERT INTO events SELECT g, 0, 1, 'after truncate' \
-                     FROM generate_series({base} + 500, {base} + 519) g; COMMIT;"
-                )
-            } else {
-                String::new()
-            }
-        ))
-        .await
-        .unwrap();
 }
 
 async fn assert_replay_equals_source(client: &tokio_postgres::Client, out: &Path) {

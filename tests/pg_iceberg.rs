@@ -6,18 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::iceberg::{read_iceberg, Rows};
-use common::{task_file, PgServer};
-
-const SCHEMA: &str = "
-CREATE TABLE accounts (id bigint PRIMARY KEY, version int NOT NULL, owner text, balance numeric(12,2));
-CREATE TABLE events (id bigint PRIMARY KEY, version int NOT NULL, account bigint, note text);
-INSERT INTO accounts SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 2000) g;
-INSERT INTO events SELECT g, 0, g % 2000 + 1, repeat('e', g % 50) FROM generate_series(1, 1000) g;
-";
+use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
+use common::{spawn_run as spawn_inlet, stop_run, task_file, PgServer};
 
 fn task(url: &str, warehouse: &Path) -> String {
     format!(
@@ -40,35 +34,6 @@ part_rows = 300
 "#,
         warehouse.display()
     )
-}
-
-fn spawn_inlet(cfg: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start inlet run")
-}
-
-fn finish(mut child: Child) -> (i32, String) {
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    (child.wait().unwrap().code().unwrap_or(-1), err)
 }
 
 async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, warehouse: &Path) {
@@ -106,35 +71,6 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, ware
     }
 }
 
-async fn workload(client: &tokio_postgres::Client, round: i64) {
-    let base = 100_000 + round * 1000;
-    client
-        .batch_execute(&format!(
-            "INSERT INTO accounts SELECT g, 0, 'new ' || g, g FROM generate_series({base}, {base} + 199) g;
-             UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r};
-             DELETE FROM accounts WHERE id % 97 = {r} AND id < 2000;
-             BEGIN;
-               INSERT INTO events SELECT g, 0, g % 2000 + 1, 'ev ' || g FROM generate_series({base}, {base} + 49) g;
-               UPDATE accounts SET version = version + 1, owner = owner || '+' WHERE id = {base};
-               DELETE FROM events WHERE id = {base} + 1;
-               UPDATE events SET version = version + 1, note = 'changed' WHERE id % 11 = {r};
-             COMMIT;
-             UPDATE accounts SET version = version + 1, id = id + 500000 WHERE id = {base} + 2;
-             {truncate}",
-            r = round % 7,
-            truncate = if round % 3 == 2 {
-                format!(
-                    "BEGIN; TRUNCATE events; INSERT INTO events SELECT g, 0, 1, 'after truncate' \
-                     FROM generate_series({base} + 500, {base} + 519) g; COMMIT;"
-                )
-            } else {
-                String::new()
-            }
-        ))
-        .await
-        .unwrap();
-}
-
 async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) -> Rows {
     let select: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
     let mut rows: Rows = client
@@ -149,10 +85,7 @@ async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) 
 }
 
 async fn assert_tables_equal_source(client: &tokio_postgres::Client, warehouse: &Path) {
-    for (table, columns) in [
-        ("accounts", &["id", "version", "owner", "balance"][..]),
-        ("events", &["id", "version", "account", "note"][..]),
-    ] {
+    for (table, columns) in [("accounts", ACCOUNT_COLUMNS), ("events", EVENT_COLUMNS)] {
         let want = source(client, table, columns).await;
         let (pyiceberg, duckdb) = read_iceberg(&warehouse.join("public").join(table));
         assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
@@ -182,7 +115,7 @@ async fn iceberg_tables_equal_the_source_across_sigkills() {
     workload(&client, 0).await;
     workload(&client, 1).await;
     wait_caught_up(&client, &mut child, &warehouse).await;
-    let (code, stderr) = finish(child);
+    let (code, stderr) = stop_run(child);
     assert_eq!(code, 0, "{stderr}");
     assert_tables_equal_source(&client, &warehouse).await;
 
@@ -214,7 +147,7 @@ async fn iceberg_tables_equal_the_source_across_sigkills() {
         .unwrap();
     let mut child = spawn_inlet(&cfg);
     wait_caught_up(&client, &mut child, &warehouse).await;
-    let (code, stderr) = finish(child);
+    let (code, stderr) = stop_run(child);
     assert_eq!(code, 0, "{stderr}");
     assert_tables_equal_source(&client, &warehouse).await;
 }

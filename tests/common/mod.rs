@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod iceberg;
+pub mod pg_workload;
 pub mod replay;
 
 use std::fs::File;
@@ -66,4 +67,46 @@ pub fn read_table(table_dir: &Path) -> Vec<RecordBatch> {
         }
     }
     out
+}
+
+/// Starts `inlet run -c CFG` with stderr piped. Tests run side by side, so each daemon's HTTP
+/// endpoint gets a port of its own.
+pub fn spawn_run(cfg: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args([
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start inlet run")
+}
+
+/// Sends SIGTERM, as systemd or a container runtime would.
+pub fn sigterm(child: &std::process::Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits for the process; its exit code and stderr.
+pub fn stderr_of(child: std::process::Child) -> (i32, String) {
+    let out = child.wait_with_output().expect("wait for inlet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// SIGTERM, then the exit code and stderr.
+pub fn stop_run(child: std::process::Child) -> (i32, String) {
+    sigterm(&child);
+    stderr_of(child)
 }

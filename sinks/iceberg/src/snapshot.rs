@@ -276,15 +276,52 @@ impl TableCatalog {
         } else {
             state.manifests.clone()
         };
-        let list_path = dir.join(format!("snap-{snapshot_id}-1-{stem}.avro"));
+        // New manifests first: readers plan them first, and they hold the newest rows.
+        let (list_uri, manifests) = self
+            .write_manifest_list(
+                &memory,
+                &stem,
+                (snapshot_id, parent, sequence_number),
+                new_manifests.into_iter().chain(carried).collect(),
+            )
+            .await?;
+
+        let summary = summarize(&change, &state.manifests, &manifests, parent.is_some());
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(sequence_number)
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(list_uri)
+            .with_summary(summary)
+            .with_schema_id(schema.schema_id())
+            .build();
+        self.commit_snapshot(state, builder, snapshot, manifests)
+            .await
+    }
+
+    /// Writes a manifest list for snapshot `(id, parent, sequence number)` and returns its URI
+    /// and its entries as written (sequence numbers assigned).
+    async fn write_manifest_list(
+        &self,
+        memory: &Arc<dyn Storage>,
+        stem: &str,
+        (snapshot_id, parent, sequence_number): (i64, Option<i64>, i64),
+        manifests: Vec<ManifestFile>,
+    ) -> Result<(String, Vec<ManifestFile>), IcebergError> {
+        let table = self.table();
+        let meta_err = |m: &str, e: iceberg::Error| IcebergError::metadata(&table, m, e);
+        let wh = self.catalog.warehouse();
+        let list_path = self
+            .metadata_dir()
+            .join(format!("snap-{snapshot_id}-1-{stem}.avro"));
         let list_uri = wh.uri(&list_path);
         let list_writer = memory
             .writer(&list_uri)
             .await
             .map_err(|e| meta_err("cannot open the manifest list", e))?;
         let mut list = ManifestListWriter::v2(list_writer, snapshot_id, parent, sequence_number);
-        // New manifests first: readers plan them first, and they hold the newest rows.
-        list.add_manifests(new_manifests.into_iter().chain(carried))
+        list.add_manifests(manifests.into_iter())
             .map_err(|e| meta_err("cannot write the manifest list", e))?;
         list.close()
             .await
@@ -299,17 +336,20 @@ impl TableCatalog {
             .into_iter()
             .collect::<Vec<_>>();
         wh.put(&format!("table {table}"), &list_path, bytes).await?;
+        Ok((list_uri, manifests))
+    }
 
-        let summary = summarize(&change, &state.manifests, &manifests, parent.is_some());
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent)
-            .with_sequence_number(sequence_number)
-            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-            .with_manifest_list(list_uri)
-            .with_summary(summary)
-            .with_schema_id(schema.schema_id())
-            .build();
+    /// Adds `snapshot` as the new head of `main` and commits the metadata version through the
+    /// catalog (refused if another writer committed since `state`).
+    async fn commit_snapshot(
+        &self,
+        state: &mut TableState,
+        builder: iceberg::spec::TableMetadataBuilder,
+        snapshot: Snapshot,
+        manifests: Vec<ManifestFile>,
+    ) -> Result<(), IcebergError> {
+        let table = self.table();
+        let snapshot_id = snapshot.snapshot_id();
         let metadata = builder
             .add_snapshot(snapshot)
             .and_then(|b| {
@@ -322,7 +362,9 @@ impl TableCatalog {
                 )
             })
             .and_then(|b| b.build())
-            .map_err(|e| meta_err("cannot build the next metadata version", e))?
+            .map_err(|e| {
+                IcebergError::metadata(&table, "cannot build the next metadata version", e)
+            })?
             .metadata;
         let committed = self
             .catalog
@@ -574,28 +616,14 @@ impl TableCatalog {
             wh.put(&format!("table {table}"), &path, bytes).await?;
             manifests.push(manifest);
         }
-        let list_path = dir.join(format!("snap-{snapshot_id}-1-{stem}.avro"));
-        let list_uri = wh.uri(&list_path);
-        let list_writer = memory
-            .writer(&list_uri)
-            .await
-            .map_err(|e| meta_err("cannot open the manifest list", e))?;
-        let mut list = ManifestListWriter::v2(list_writer, snapshot_id, parent, sequence_number);
-        list.add_manifests(manifests.into_iter())
-            .map_err(|e| meta_err("cannot write the manifest list", e))?;
-        list.close()
-            .await
-            .map_err(|e| meta_err("cannot write the manifest list", e))?;
-        let bytes = memory
-            .read(&list_uri)
-            .await
-            .map_err(|e| meta_err("cannot take the manifest list from memory", e))?;
-        let manifests = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
-            .map_err(|e| meta_err("cannot re-read the manifest list", e))?
-            .consume_entries()
-            .into_iter()
-            .collect::<Vec<_>>();
-        wh.put(&format!("table {table}"), &list_path, bytes).await?;
+        let (list_uri, manifests) = self
+            .write_manifest_list(
+                &memory,
+                &stem,
+                (snapshot_id, parent, sequence_number),
+                manifests,
+            )
+            .await?;
 
         let mut p = HashMap::new();
         let count = |v: usize| v.to_string();
@@ -656,29 +684,8 @@ impl TableCatalog {
             })
             .with_schema_id(schema.schema_id())
             .build();
-        let metadata = builder
-            .add_snapshot(snapshot)
-            .and_then(|b| {
-                b.set_ref(
-                    "main",
-                    SnapshotReference::new(
-                        snapshot_id,
-                        SnapshotRetention::branch(None, None, None),
-                    ),
-                )
-            })
-            .and_then(|b| b.build())
-            .map_err(|e| meta_err("cannot build the next metadata version", e))?
-            .metadata;
-        let committed = self
-            .catalog
-            .commit(&self.ident, metadata, Some(&state.committed))
-            .await?;
-        *state = TableState {
-            committed,
-            manifests,
-        };
-        Ok(())
+        self.commit_snapshot(state, builder, snapshot, manifests)
+            .await
     }
 
     /// Commits a metadata version without the given snapshots (the current one is never
