@@ -16,13 +16,12 @@ use tokio::sync::watch;
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, ChangeSource, Outputs};
+use crate::stream::{self, table_fact, ChangeSource, Outputs, TABLE_FACT};
 use crate::{full_load, JobError};
 
 /// Checkpoint fact naming the slot the checkpoint's position belongs to.
 const SLOT_FACT: &str = "slot";
 /// Checkpoint fact, one per table whose initial load is part of the target (JSON string).
-const TABLE_FACT: &str = "table";
 /// How often the slot's retained WAL is read for the metrics.
 const SLOT_POLL: Duration = Duration::from_secs(10);
 
@@ -209,7 +208,10 @@ pub async fn run(
         state,
         facts,
     };
-    stream::follow(source, out, start, &config.cdc, shutdown).await
+    // PostgreSQL's capture never reports TablesChanged (its stream carries no DDL).
+    stream::follow(source, out, start, &config.cdc, shutdown)
+        .await
+        .map(|_end| ())
 }
 
 /// The PostgreSQL change capture as the stream loop drives it.
@@ -308,12 +310,6 @@ async fn bootstrap(
         .write_checkpoint(&config.task.name, &checkpoint)
         .await?;
     Ok((repl, position, facts))
-}
-
-fn table_fact(id: &TableId) -> (String, String) {
-    // JSON quoting keeps a table name with odd characters on one line of the checkpoint.
-    let name = serde_json::to_string(&id.to_string()).unwrap_or_default();
-    (TABLE_FACT.to_string(), name)
 }
 
 /// Tables selected now but absent from the checkpoint (the selection grew, or the tables were

@@ -19,7 +19,7 @@ use crate::config::{Mode, TaskConfig};
 use crate::progress::Progress;
 use crate::sink::{LoadTable, Target};
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, ChangeSource, Outputs};
+use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
 use crate::JobError;
 
 /// Classifies a MySQL error: a connection that could not be made or broke may work on a retry;
@@ -66,6 +66,24 @@ pub async fn run(
     state: &TaskState,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
+    loop {
+        match run_once(config, source, state, shutdown.clone()).await? {
+            StreamEnd::Shutdown => return Ok(()),
+            // A DDL statement changed the tables: everything before it is durable; discover
+            // the tables again (joining ones are loaded) and go on from the checkpoint.
+            StreamEnd::TablesChanged => state.set_phase(Phase::Starting),
+        }
+    }
+}
+
+/// One discovery of the tables, then the full load and/or the binlog until shutdown or until
+/// a DDL statement changes which tables are captured.
+async fn run_once(
+    config: &TaskConfig,
+    source: &MysqlSourceConfig,
+    state: &TaskState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<StreamEnd, JobError> {
     let connector = MysqlConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let task = config.task.name.as_str();
@@ -116,11 +134,11 @@ pub async fn run(
             .await
             .map_err(mysql_error)?;
         load(config, state, &target, &tables, snapshot, None).await?;
-        return Ok(());
+        return Ok(StreamEnd::Shutdown);
     }
 
     let checkpoint = target.read_checkpoint(task).await?;
-    let (start, position) = match checkpoint {
+    let (start, position, known) = match checkpoint {
         Some(cp) => {
             let Some(file) = fact(&cp.facts, FILE_FACT) else {
                 return Err(JobError::Failed(format!(
@@ -131,7 +149,12 @@ pub async fn run(
             };
             let at = BinlogPosition::from_position(cp.position, &file);
             tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
-            (StartFrom::Position(at), cp.position)
+            let known: Vec<(String, String)> = cp
+                .facts
+                .into_iter()
+                .filter(|(k, _)| k == TABLE_FACT)
+                .collect();
+            (StartFrom::Position(at), cp.position, known)
         }
         None => {
             let load_tables = config.task.mode == Mode::FullLoadAndCdc;
@@ -152,6 +175,8 @@ pub async fn run(
             } else {
                 drop(snapshot);
             }
+            let known: Vec<(String, String)> =
+                tables.iter().map(|t| table_fact(&t.schema.id)).collect();
             let mut facts = vec![(FILE_FACT.to_string(), point.binlog.file.clone())];
             if let Some(g) = &point.gtid {
                 facts.push((inlet_mysql::GTID_FACT.to_string(), g.clone()));
@@ -160,19 +185,26 @@ pub async fn run(
                 inlet_mysql::FLAVOR_FACT.to_string(),
                 point.flavor.as_str().to_string(),
             ));
+            facts.extend(known.iter().cloned());
             target
                 .write_checkpoint(task, &Checkpoint { position, facts })
                 .await?;
-            (point.start(), position)
+            (point.start(), position, known)
         }
     };
+    let mut known = known;
+    let joined = join_new_tables(config, state, &connector, &target, &tables, &mut known).await?;
 
+    // Opened after any join's load, so an upserting target indexes the loaded rows.
     let mut outputs = Vec::with_capacity(tables.len());
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
         let output = target.change_table(&t.schema).await?;
         committed.push(output.committed_position(&t.schema).await?);
         outputs.push(output);
+    }
+    for (i, at) in joined {
+        committed[i] = Some(at);
     }
     let options = CaptureOptions {
         selection,
@@ -198,16 +230,74 @@ pub async fn run(
     };
     state.durable(source.show(position));
     // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
-    // flush; none are carried besides.
+    // flush; the loop carries the tables the task has.
     let out = Outputs {
         tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
         outputs,
         target: &target,
         task,
         state,
-        facts: Vec::new(),
+        facts: known,
     };
     stream::follow(source, out, position, &config.cdc, shutdown).await
+}
+
+/// Tables selected now but absent from the checkpoint (the selection grew, a table was created
+/// or renamed into it) join the task. With `full-load-and-cdc` they are loaded in a consistent
+/// snapshot taken now, at binlog position P, and the stream (which resumes at the older
+/// checkpoint) applies to them only transactions that start at or after P: no gap, no overlap.
+/// Tables in the checkpoint the source no longer has (dropped, renamed away, deselected) leave
+/// it; their targets keep the rows they had. Checkpoints of earlier versions name no tables;
+/// then every table counts as known.
+async fn join_new_tables(
+    config: &TaskConfig,
+    state: &TaskState,
+    connector: &MysqlConnector,
+    target: &Target,
+    tables: &[MysqlTable],
+    known: &mut Vec<(String, String)>,
+) -> Result<Vec<(usize, Position)>, JobError> {
+    let now: Vec<(String, String)> = tables.iter().map(|t| table_fact(&t.schema.id)).collect();
+    if known.is_empty() {
+        *known = now;
+        return Ok(Vec::new());
+    }
+    known.retain(|f| {
+        let stays = now.contains(f);
+        if !stays {
+            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
+        }
+        stays
+    });
+    let new: Vec<usize> = (0..tables.len())
+        .filter(|&i| !known.contains(&now[i]))
+        .collect();
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = new
+        .iter()
+        .map(|&i| tables[i].schema.id.to_string())
+        .collect();
+    let mut joined = Vec::new();
+    if config.task.mode != Mode::FullLoadAndCdc {
+        tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from the checkpoint on");
+    } else {
+        tracing::info!(tables = ?names, "new tables join the task: loading them first");
+        let snapshot = ConsistentSnapshot::open(connector, config.full_load.worker_count())
+            .await
+            .map_err(mysql_error)?;
+        let at = snapshot.point.binlog.to_position().map_err(mysql_error)?;
+        let subset: Vec<MysqlTable> = new.iter().map(|&i| tables[i].clone()).collect();
+        for t in &subset {
+            // A join interrupted earlier may have left change files: the new load replaces them.
+            target.forget_changes(&t.schema).await?;
+        }
+        load(config, state, target, &subset, snapshot, Some(at)).await?;
+        joined.extend(new.iter().map(|&i| (i, at)));
+    }
+    known.extend(new.iter().map(|&i| now[i].clone()));
+    Ok(joined)
 }
 
 fn fact(facts: &[(String, String)], key: &str) -> Option<String> {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, Position, TableChanges};
+use inlet_core::{CaptureEvent, Position, TableChanges, TableId};
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 
@@ -50,14 +50,36 @@ pub struct Outputs<'a> {
     pub facts: Vec<(String, String)>,
 }
 
-/// Runs until `shutdown` turns true (then flushes, acknowledges and returns Ok) or an error.
+/// Checkpoint fact naming a table the task has loaded (or captures from its start), so that a
+/// table selected later is recognised as new and loaded before it streams.
+pub const TABLE_FACT: &str = "table";
+
+/// The checkpoint fact of table `id`.
+pub fn table_fact(id: &TableId) -> (String, String) {
+    // JSON quoting keeps a table name with odd characters on one line of the checkpoint.
+    let name = serde_json::to_string(&id.to_string()).unwrap_or_default();
+    (TABLE_FACT.to_string(), name)
+}
+
+/// Why [`follow`] returned without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Shutdown was asked for; everything received is durable and acknowledged.
+    Shutdown,
+    /// The source's set of tables changed ([`CaptureEvent::TablesChanged`]); everything up to
+    /// that statement is durable. The caller re-discovers the tables and follows again.
+    TablesChanged,
+}
+
+/// Runs until `shutdown` turns true or the source's tables change (then flushes, acknowledges
+/// and says which), or an error.
 pub async fn follow<S: ChangeSource>(
     source: S,
     out: Outputs<'_>,
     start: Position,
     cdc: &CdcConfig,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), JobError> {
+) -> Result<StreamEnd, JobError> {
     let mut run = Stream {
         source,
         out,
@@ -75,13 +97,8 @@ pub async fn follow<S: ChangeSource>(
             _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
                 run.flush().await?;
                 tracing::info!(position = %run.source.show(run.durable), "stopping: changes flushed and acknowledged");
-                // Ending the stream politely can wait on a large transaction the server is
-                // sending; everything durable is acknowledged already, so give it a few
-                // seconds and then just close.
-                if tokio::time::timeout(Duration::from_secs(5), run.source.finish()).await.is_err() {
-                    tracing::info!("the server did not end the stream within 5 s; closing");
-                }
-                return Ok(());
+                run.finish().await;
+                return Ok(StreamEnd::Shutdown);
             }
             _ = tick.tick() => run.flush().await?,
             event = run.source.next() => match event? {
@@ -111,6 +128,19 @@ pub async fn follow<S: ChangeSource>(
                         run.flush().await?;
                     }
                 }
+                Some(CaptureEvent::TablesChanged) => {
+                    run.flush().await?;
+                    if run.durable < run.seen {
+                        return Err(JobError::Transient {
+                            kind: "source",
+                            message: "the source's tables changed while a transaction was open; \
+                                      restarting from the last checkpoint"
+                                .into(),
+                        });
+                    }
+                    run.finish().await;
+                    return Ok(StreamEnd::TablesChanged);
+                }
                 Some(CaptureEvent::Large { table }) => {
                     for changes in run.source.take(table)? {
                         run.write(changes).await?;
@@ -135,6 +165,17 @@ struct Stream<'a, S> {
 }
 
 impl<S: ChangeSource> Stream<'_, S> {
+    /// Ends the stream politely. That can wait on a large transaction the server is sending;
+    /// everything durable is acknowledged already, so give it a few seconds and then close.
+    async fn finish(self) {
+        if tokio::time::timeout(Duration::from_secs(5), self.source.finish())
+            .await
+            .is_err()
+        {
+            tracing::info!("the server did not end the stream within 5 s; closing");
+        }
+    }
+
     /// Writes every table's buffered changes, commits the outputs, then the checkpoint, then
     /// acknowledges the source.
     async fn flush(&mut self) -> Result<(), JobError> {

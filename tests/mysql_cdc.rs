@@ -73,7 +73,8 @@ fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
             if let Some(mut e) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            panic!("inlet exited early with {status}:\n{err}");
+            let cp = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+            panic!("inlet exited early with {status}:\n{err}\ncheckpoint:\n{cp}");
         }
         let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
             t.lines()
@@ -242,6 +243,125 @@ fn mysql_into_iceberg_with_a_large_transaction_equals_the_source() {
         assert!(
             duckdb == want,
             "{table}: DuckDB rows differ from the source"
+        );
+    }
+}
+
+const ITEM_COLUMNS: &[&str] = &["id", "version", "note"];
+
+fn item_task(url: &str, out: &Path, include: &[&str]) -> String {
+    task(url, out).replace(r#"include = ["shop.*"]"#, &format!("include = {include:?}"))
+}
+
+/// The set of tables follows the source while the task runs: a captured table renamed to a
+/// selected name continues under that name (loaded as of the rename, then streamed), a created
+/// table that the selection matches joins, a dropped table's target keeps its rows, and a table
+/// added to the selection between runs is loaded before it streams. Every target equals its
+/// source table (or, for the renamed-away and dropped ones, the table as it was).
+#[test]
+fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
+    let db = MariaDbServer::start();
+    db.admin(SCHEMA);
+    db.admin(
+        "USE shop;
+         CREATE TABLE shop.old (id bigint PRIMARY KEY, version int NOT NULL, note varchar(100));
+         CREATE TABLE shop.gone (id bigint PRIMARY KEY, version int NOT NULL, note varchar(100));
+         CREATE TABLE shop.later (id bigint PRIMARY KEY, version int NOT NULL, note varchar(100));
+         INSERT INTO shop.old SELECT seq, 0, CONCAT('old ', seq) FROM seq_1_to_100;
+         INSERT INTO shop.gone SELECT seq, 0, CONCAT('gone ', seq) FROM seq_1_to_50;
+         INSERT INTO shop.later SELECT seq, 0, CONCAT('later ', seq) FROM seq_1_to_300;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = db.url("shop");
+    let first = [
+        "shop.accounts",
+        "shop.old",
+        "shop.renamed",
+        "shop.fresh",
+        "shop.gone",
+    ];
+    let cfg = task_file(dir.path(), "my", &item_task(&url, &out, &first));
+
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&db, &mut child, &out);
+    workload(&db, 0);
+    db.admin(
+        "USE shop;
+         UPDATE shop.old SET version = 1, note = 'before rename' WHERE id <= 10;
+         INSERT INTO shop.old SELECT seq, 0, 'added' FROM seq_101_to_120;
+         INSERT INTO shop.gone SELECT seq, 0, 'added' FROM seq_51_to_60;
+         DELETE FROM shop.gone WHERE id <= 5;",
+    );
+    let old_at_rename = source_rows(&db, "old", ITEM_COLUMNS);
+    let gone_at_drop = source_rows(&db, "gone", ITEM_COLUMNS);
+    db.admin(
+        "USE shop;
+         RENAME TABLE shop.old TO shop.renamed;
+         UPDATE shop.renamed SET version = 2, note = 'after rename' WHERE id BETWEEN 5 AND 15;
+         DELETE FROM shop.renamed WHERE id > 115;
+         CREATE TABLE shop.fresh (id bigint PRIMARY KEY, version int NOT NULL, note varchar(100));
+         INSERT INTO shop.fresh SELECT seq, 0, 'fresh' FROM seq_1_to_40;
+         DROP TABLE shop.gone;
+         UPDATE shop.fresh SET version = 1 WHERE id % 3 = 0;",
+    );
+    workload(&db, 1);
+    db.admin(
+        "USE shop;
+         INSERT INTO shop.renamed VALUES (1000, 0, 'late'); DELETE FROM shop.fresh WHERE id = 2;",
+    );
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("new tables join the task"),
+        "the renamed and created tables were not joined:\n{stderr}"
+    );
+
+    let replayed = |table: &str, columns: &[&str]| replay(&out.join("shop").join(table), columns);
+    assert!(replayed("accounts", ACCOUNT_COLUMNS) == source_rows(&db, "accounts", ACCOUNT_COLUMNS));
+    for table in ["renamed", "fresh"] {
+        let want = source_rows(&db, table, ITEM_COLUMNS);
+        assert!(!want.is_empty());
+        assert!(
+            replayed(table, ITEM_COLUMNS) == want,
+            "{table} differs from the source"
+        );
+    }
+    assert!(
+        replayed("old", ITEM_COLUMNS) == old_at_rename,
+        "old: not the table as renamed"
+    );
+    assert!(
+        replayed("gone", ITEM_COLUMNS) == gone_at_drop,
+        "gone: not the table as dropped"
+    );
+
+    // While stopped: changes to a table not yet selected; then it joins the selection.
+    db.admin(
+        "USE shop;
+         UPDATE shop.later SET version = 1 WHERE id < 50; DELETE FROM shop.later WHERE id > 290;",
+    );
+    let mut second = first.to_vec();
+    second.push("shop.later");
+    let cfg = task_file(dir.path(), "my", &item_task(&url, &out, &second));
+    let mut child = spawn_inlet(&cfg);
+    db.admin("USE shop; UPDATE shop.later SET note = 'streamed' WHERE id % 10 = 0; INSERT INTO shop.later VALUES (5000, 0, 'new');");
+    workload(&db, 2);
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    let want = source_rows(&db, "later", ITEM_COLUMNS);
+    assert_eq!(want.len(), 291);
+    assert!(
+        replayed("later", ITEM_COLUMNS) == want,
+        "later differs from the source"
+    );
+    assert!(replayed("accounts", ACCOUNT_COLUMNS) == source_rows(&db, "accounts", ACCOUNT_COLUMNS));
+    for table in ["renamed", "fresh"] {
+        assert!(
+            replayed(table, ITEM_COLUMNS) == source_rows(&db, table, ITEM_COLUMNS),
+            "{table}"
         );
     }
 }

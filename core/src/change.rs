@@ -106,6 +106,11 @@ pub enum CaptureEvent {
     /// committed rows (`take`) and then a part (`take_part`),
     /// so memory stays bounded whatever the transaction's size.
     Large { table: usize },
+    /// The set of tables the task should capture changed at the source (a captured table was
+    /// renamed or dropped, or a table the selection matches was created or renamed into it).
+    /// Comes after the `Committed` of the statement: once everything up to it is durable, the
+    /// task re-discovers its tables (and loads those that joined) before it streams on.
+    TablesChanged,
 }
 
 /// Changes of one table ready to be written.

@@ -311,6 +311,12 @@ pub struct BinlogCapture {
     bytes_received: usize,
     before: Image,
     after: Image,
+    /// Whether the server sends its events with a CRC32 (`binlog_checksum`), as the stream
+    /// asks it to whenever the binlog has them.
+    checksums: bool,
+    /// Set by a statement that changes which tables the task captures; reported as
+    /// [`CaptureEvent::TablesChanged`] once its own commit has been.
+    tables_changed: bool,
 }
 
 impl BinlogCapture {
@@ -342,6 +348,12 @@ impl BinlogCapture {
             }
             (Flavor::Mysql, StartFrom::Position(_)) => None,
         };
+        let checksum: Option<String> = {
+            use mysql_async::prelude::Queryable;
+            conn.query_first("SELECT @@global.binlog_checksum")
+                .await
+                .map_err(|e| connector.query_error("SELECT @@global.binlog_checksum", &e))?
+        };
         drop(conn);
         let feed = open_stream(connector, flavor, server_id, start).await?;
         let mut capture =
@@ -349,6 +361,7 @@ impl BinlogCapture {
         if let StartFrom::Position(p) = start {
             capture.set_file(&p.file);
         }
+        capture.checksums = checksum.is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         if let Some(text) = gtid_text {
             capture.gtid = match flavor {
                 Flavor::MariaDb => {
@@ -422,6 +435,8 @@ impl BinlogCapture {
             bytes_received: 0,
             before: Vec::new(),
             after: Vec::new(),
+            checksums: false,
+            tables_changed: false,
         }
     }
 
@@ -446,6 +461,10 @@ impl BinlogCapture {
     /// part. None when the feed ended.
     pub async fn next(&mut self) -> Result<Option<CaptureEvent>, MysqlError> {
         loop {
+            if self.tables_changed && self.txn.is_none() {
+                self.tables_changed = false;
+                return Ok(Some(CaptureEvent::TablesChanged));
+            }
             let event = match self.feed.next().await {
                 Ok(Some(e)) => e,
                 Ok(None) => return Ok(None),
@@ -603,7 +622,7 @@ impl BinlogCapture {
             }
         };
         match data {
-            EventData::RotateEvent(r) => self.rotate(&r),
+            EventData::RotateEvent(r) => self.rotate(&r, event.header().timestamp() == 0),
             // A heartbeat with no transaction open: everything up to here is sent.
             EventData::HeartbeatEvent if self.txn.is_none() && log_pos > 0 => {
                 return Ok(Some(CaptureEvent::Idle {
@@ -642,8 +661,14 @@ impl BinlogCapture {
         Ok(None)
     }
 
-    fn rotate(&mut self, r: &RotateEvent<'_>) {
-        let name = rotate_file_name(r.name_raw());
+    /// `fake`: the server's announcement of the file a stream starts in (timestamp 0).
+    fn rotate(&mut self, r: &RotateEvent<'_>, fake: bool) {
+        let raw = r.name_raw();
+        let name = if fake {
+            fake_rotate_file_name(raw, self.checksums)
+        } else {
+            rotate_file_name(raw)
+        };
         if !name.is_empty() {
             self.set_file(&name);
         }
@@ -744,8 +769,10 @@ impl BinlogCapture {
         Ok(None)
     }
 
-    /// A DDL statement: TRUNCATE becomes a `T` row; the shape changes of ALTER and RENAME are
-    /// taken from the next TABLE_MAP of the table, which describes it as it now is.
+    /// A DDL statement: TRUNCATE becomes a `T` row; the shape changes of ALTER are taken from
+    /// the next TABLE_MAP of the table, which describes it as it now is. A statement that
+    /// changes which tables are captured (a captured table renamed or dropped, a selected table
+    /// created or renamed into the selection) sets `tables_changed`.
     fn ddl(&mut self, schema: &str, sql: &str) -> Result<(), MysqlError> {
         let words = sql_words(sql);
         let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
@@ -764,15 +791,26 @@ impl BinlogCapture {
                     }
                 }
             }
-            Some("drop") | Some("rename") | Some("alter") => {
-                // The table maps of the old shape must not decode a later row.
-                self.maps.clear();
-                if first == Some("drop") && lower.get(1).map(String::as_str) == Some("table") {
-                    for name in words.iter().skip(2) {
-                        let id = table_id(name.trim_end_matches(','), schema);
-                        if self.by_name.contains_key(&id) {
-                            tracing::warn!(table = %id, "the source table was dropped");
-                        }
+            Some("drop") | Some("rename") | Some("alter") | Some("create") => {
+                if first != Some("create") {
+                    // The table maps of the old shape must not decode a later row.
+                    self.maps.clear();
+                }
+                if let Some(change) = tables_change(&words, &lower, schema) {
+                    let captured = change.gone.iter().find(|id| {
+                        self.by_name.contains_key(id)
+                            || (id.name == "*"
+                                && self.by_name.keys().any(|k| k.schema == id.schema))
+                    });
+                    let joining = change.new.iter().find(|id| {
+                        !self.by_name.contains_key(id) && self.options.selection.includes(id)
+                    });
+                    if let Some(id) = captured {
+                        tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table was renamed or dropped: re-discovering the tables once the changes before it are written");
+                        self.tables_changed = true;
+                    } else if let Some(id) = joining {
+                        tracing::info!(table = %id, "a table the selection matches appeared: re-discovering the tables once the changes before it are written");
+                        self.tables_changed = true;
                     }
                 }
             }
@@ -1140,9 +1178,20 @@ impl BinlogCapture {
     }
 }
 
-/// The file name of a ROTATE event. The server's first (fake) ROTATE comes before the format
-/// description, so it is read as if it had no checksum and its last four bytes (the CRC) end
-/// up after the name: the name ends where the digits of its extension end.
+/// The file name of the server's first (fake) ROTATE. It comes before the format description,
+/// so it is read as if it had no checksum, and when the stream has checksums its last four
+/// bytes are the CRC. (Those bytes cannot be told from the name by their look: a CRC that
+/// starts with an ASCII digit once made `mariadb-bin.000001` read as `mariadb-bin.0000015`.)
+fn fake_rotate_file_name(raw: &[u8], checksums: bool) -> String {
+    let name = match checksums {
+        true => &raw[..raw.len().saturating_sub(4)],
+        false => raw,
+    };
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// The file name of a ROTATE event after the format description (its CRC already taken off
+/// by the decoder): the name ends where the digits of its extension end.
 fn rotate_file_name(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     match text.rfind('.') {
@@ -1155,6 +1204,101 @@ fn rotate_file_name(raw: &[u8]) -> String {
         }
         None => text.into_owned(),
     }
+}
+
+/// Tables a DDL statement takes away (`gone`) and brings (`new`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TablesChange {
+    gone: Vec<TableId>,
+    new: Vec<TableId>,
+}
+
+/// Reads `RENAME TABLE a TO b, …`, `ALTER TABLE a … RENAME [TO|AS] b`, `DROP TABLE [IF EXISTS]
+/// a, …`, `DROP DATABASE|SCHEMA d` (every table of `d` counts as gone; the database's name is
+/// returned as a table named `*`) and `CREATE TABLE [IF NOT EXISTS] a …`. Temporary tables
+/// never reach the row events, so their statements are ignored.
+fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<TablesChange> {
+    let word = |i: usize| lower.get(i).map(String::as_str);
+    let name = |w: &String| table_id(w.trim_end_matches(','), schema);
+    let mut change = TablesChange::default();
+    match (word(0)?, word(1)?) {
+        ("rename", "table" | "tables") => {
+            // a TO b [, c TO d]…
+            let tokens: Vec<&str> = words[2..]
+                .iter()
+                .flat_map(|w| w.split(','))
+                .filter(|t| !t.is_empty())
+                .collect();
+            for triple in tokens.chunks(3) {
+                if let [from, to_word, to] = triple {
+                    if to_word.eq_ignore_ascii_case("to") {
+                        change.gone.push(table_id(from, schema));
+                        change.new.push(table_id(to, schema));
+                    }
+                }
+            }
+        }
+        ("alter", "table") | ("alter", "online") | ("alter", "ignore") => {
+            let at = lower.iter().position(|w| w == "table")? + 1;
+            let table = words.get(at)?;
+            // RENAME COLUMN / INDEX / KEY change the table, not its name.
+            let rename = (at + 1..lower.len()).find(|&i| {
+                lower[i].trim_start_matches(',') == "rename"
+                    && !matches!(word(i + 1), Some("column" | "index" | "key"))
+            })?;
+            let mut to = rename + 1;
+            if matches!(word(to), Some("to" | "as")) {
+                to += 1;
+            }
+            change.gone.push(name(table));
+            change.new.push(name(words.get(to)?));
+        }
+        ("drop", "table") => {
+            let mut i = 2;
+            if word(i) == Some("if") && word(i + 1) == Some("exists") {
+                i += 2;
+            }
+            for w in &words[i.min(words.len())..] {
+                let lw = w.to_ascii_lowercase();
+                if lw == "restrict" || lw == "cascade" || lw.starts_with("/*") {
+                    break;
+                }
+                for part in w.split(',').filter(|p| !p.is_empty()) {
+                    change.gone.push(table_id(part, schema));
+                }
+            }
+        }
+        ("drop", "database" | "schema") => {
+            let mut i = 2;
+            if word(i) == Some("if") && word(i + 1) == Some("exists") {
+                i += 2;
+            }
+            let db = words.get(i)?.trim_end_matches(',').to_string();
+            change.gone.push(TableId::new(db, "*"));
+        }
+        ("create", "table") => {
+            let mut i = 2;
+            if word(i) == Some("if") && word(i + 1) == Some("not") && word(i + 2) == Some("exists")
+            {
+                i += 3;
+            }
+            let w = words.get(i)?;
+            // `CREATE TABLE t(id int …` puts the column list in the same word.
+            let bare = w.split('(').next().unwrap_or(w);
+            change.new.push(table_id(bare, schema));
+        }
+        ("create", "or") => {
+            // CREATE OR REPLACE TABLE (MariaDB) replaces a table: gone, then new.
+            if word(2) == Some("replace") && word(3) == Some("table") {
+                let w = words.get(4)?;
+                let id = table_id(w.split('(').next().unwrap_or(w), schema);
+                change.gone.push(id.clone());
+                change.new.push(id);
+            }
+        }
+        _ => return None,
+    }
+    Some(change)
 }
 
 /// Splits a statement into words, keeping backquoted identifiers whole (quotes removed) and
@@ -1236,6 +1380,63 @@ mod tests {
             "mariadb-bin.000001"
         );
         assert_eq!(rotate_file_name(b"binlog.000123"), "binlog.000123");
+        // A CRC whose first byte is a digit ('5') is still a CRC.
+        assert_eq!(
+            fake_rotate_file_name(b"mariadb-bin.0000015\x9a\x01\xfe", true),
+            "mariadb-bin.000001"
+        );
+        assert_eq!(
+            fake_rotate_file_name(b"mariadb-bin.000001", false),
+            "mariadb-bin.000001"
+        );
+    }
+
+    fn change_of(sql: &str) -> Option<TablesChange> {
+        let words = sql_words(sql);
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        tables_change(&words, &lower, "shop")
+    }
+
+    fn ids(names: &[(&str, &str)]) -> Vec<TableId> {
+        names.iter().map(|(s, t)| TableId::new(*s, *t)).collect()
+    }
+
+    #[test]
+    fn statements_that_change_the_tables() {
+        let c = change_of("RENAME TABLE a TO b, `x`.`c` TO c_old , d TO y.d").unwrap();
+        assert_eq!(c.gone, ids(&[("shop", "a"), ("x", "c"), ("shop", "d")]));
+        assert_eq!(c.new, ids(&[("shop", "b"), ("shop", "c_old"), ("y", "d")]));
+
+        let c = change_of("ALTER TABLE shop.orders ADD COLUMN n int, RENAME TO orders_v2").unwrap();
+        assert_eq!(c.gone, ids(&[("shop", "orders")]));
+        assert_eq!(c.new, ids(&[("shop", "orders_v2")]));
+        let c = change_of("alter table t rename as u").unwrap();
+        assert_eq!(
+            (c.gone, c.new),
+            (ids(&[("shop", "t")]), ids(&[("shop", "u")]))
+        );
+        assert_eq!(change_of("ALTER TABLE t RENAME COLUMN a TO b"), None);
+        assert_eq!(change_of("ALTER TABLE t RENAME INDEX a TO b"), None);
+        assert_eq!(change_of("ALTER TABLE t ADD COLUMN renamed int"), None);
+
+        let c = change_of("DROP TABLE IF EXISTS `a`, b,c /* generated by server */").unwrap();
+        assert_eq!(c.gone, ids(&[("shop", "a"), ("shop", "b"), ("shop", "c")]));
+        assert!(c.new.is_empty());
+        let c = change_of("DROP DATABASE IF EXISTS `old`").unwrap();
+        assert_eq!(c.gone, ids(&[("old", "*")]));
+
+        let c = change_of("CREATE TABLE IF NOT EXISTS shop.t2(id int primary key)").unwrap();
+        assert_eq!((c.gone, c.new), (vec![], ids(&[("shop", "t2")])));
+        let c = change_of("CREATE TABLE `t3` (id int)").unwrap();
+        assert_eq!(c.new, ids(&[("shop", "t3")]));
+        let c = change_of("CREATE OR REPLACE TABLE t4 (id int)").unwrap();
+        assert_eq!(
+            (c.gone, c.new),
+            (ids(&[("shop", "t4")]), ids(&[("shop", "t4")]))
+        );
+        assert!(change_of("CREATE TEMPORARY TABLE t5 (id int)").is_none());
+        assert!(change_of("CREATE INDEX i ON t (a)").is_none());
+        assert!(change_of("DROP TEMPORARY TABLE t5").is_none());
     }
 
     #[test]

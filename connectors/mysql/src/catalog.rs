@@ -125,8 +125,11 @@ pub async fn discover(
         ))
         .await
         .map_err(|e| connector.query_error("reading columns", &e))?;
+    // Tables that have columns at all: one listed above but absent here was dropped meanwhile.
+    let mut present: std::collections::HashSet<TableId> = std::collections::HashSet::new();
     for (schema, table, name, column_type, charset, nullable) in rows {
         let id = TableId::new(schema, table);
+        present.insert(id.clone());
         if selection.excludes_column(&id, &name) {
             continue;
         }
@@ -162,6 +165,10 @@ pub async fn discover(
 
     let mut out = Vec::with_capacity(selected.len());
     for (id, rows, bytes) in selected {
+        if !present.contains(&id) {
+            tracing::debug!(table = %id, "dropped while the tables were read; skipped");
+            continue;
+        }
         let plans = columns.remove(&id).unwrap_or_default();
         if plans.is_empty() {
             return Err(MysqlError::Config {
