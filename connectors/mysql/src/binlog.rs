@@ -120,6 +120,20 @@ pub(crate) fn verify_checksum(event: &Event) -> Result<(), String> {
     }
 }
 
+/// `uuid` bytes as text: `3e11fa47-71ca-11e1-9e33-c80aa9429562`.
+pub(crate) fn uuid_text(sid: &[u8; 16]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(36);
+    for (i, b) in sid.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// Where events come from.
 pub(crate) enum EventFeed {
     Server(Box<BinlogStream>),
@@ -130,14 +144,15 @@ pub(crate) enum EventFeed {
 impl EventFeed {
     /// The next event; None when the feed has ended.
     pub async fn next(&mut self) -> Result<Option<Event>, String> {
-        match self {
+        let event = match self {
             EventFeed::Server(stream) => match stream.next().await {
-                None => Ok(None),
-                Some(Ok(e)) => Ok(Some(e)),
-                Some(Err(e)) => Err(crate::error::describe(&e)),
+                None => None,
+                Some(Ok(e)) => Some(e),
+                Some(Err(e)) => return Err(crate::error::describe(&e)),
             },
-            EventFeed::Events(q) => Ok(q.pop_front()),
-        }
+            EventFeed::Events(q) => q.pop_front(),
+        };
+        Ok(event)
     }
 
     pub async fn close(self) -> Result<(), String> {

@@ -693,12 +693,12 @@ impl BinlogCapture {
         start_offset: u64,
         header: &mysql_common::binlog::events::BinlogEventHeader,
     ) -> Result<(), MysqlError> {
-        let sid = g.sid();
-        let uuid = format!(
-            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            sid[0], sid[1], sid[2], sid[3], sid[4], sid[5], sid[6], sid[7], sid[8], sid[9],
-            sid[10], sid[11], sid[12], sid[13], sid[14], sid[15]
-        );
+        // MySQL 8.4 tagged GTIDs count per `uuid:tag`, as the GTID set spells them.
+        let uuid = crate::binlog::uuid_text(&g.sid());
+        let source = match g.tag() {
+            Some(tag) => format!("{uuid}:{}", tag.as_str()),
+            None => uuid,
+        };
         let ts = g.immediate_commit_timestamp();
         self.begin(OpenTxn {
             start: self.position(start_offset),
@@ -707,7 +707,7 @@ impl BinlogCapture {
             standalone: false,
             begun: false,
             gtid: Some(TxnGtid::Mysql {
-                source: uuid,
+                source,
                 gno: g.gno(),
             }),
             commit_time_micros: (ts > 0).then_some(ts as i64),
@@ -942,6 +942,14 @@ impl BinlogCapture {
                 !self.options.selection.excludes_column(&id, name)
             })
             .collect();
+        for &i in &wanted {
+            let name = columns[i].name.as_deref().unwrap_or("");
+            if let Some(message) =
+                crate::types::unsupported(&id.to_string(), name, &columns[i].column_type())
+            {
+                return Err(MysqlError::Table { table: id, message });
+            }
+        }
         let change = {
             let t = &self.tables[table];
             let mut parts = Vec::new();

@@ -9,7 +9,7 @@ use mysql_async::Conn;
 
 use crate::config::MysqlConnector;
 use crate::error::MysqlError;
-use crate::types::{plan_column, ColumnPlan, MysqlType};
+use crate::types::{plan_column, unsupported, ColumnPlan};
 
 /// A selected source table (a table of a MySQL database; the database is the schema).
 #[derive(Debug, Clone)]
@@ -48,14 +48,11 @@ impl MysqlTable {
         }
     }
 
-    /// The primary-key column the full load cuts ranges on: the first key column, when it is an
-    /// integer. None: the table is read in one piece.
+    /// The primary-key column the full load cuts ranges on: the first key column. None (no
+    /// key, or the key column is excluded): the table is read in one piece.
     pub(crate) fn chunk_column(&self) -> Option<&ColumnPlan> {
         let first = self.schema.primary_key.first()?;
-        self.columns
-            .iter()
-            .find(|c| &c.name == first)
-            .filter(|c| matches!(c.decoder, MysqlType::Int { .. }))
+        self.columns.iter().find(|c| &c.name == first)
     }
 }
 
@@ -132,6 +129,11 @@ pub async fn discover(
         present.insert(id.clone());
         if selection.excludes_column(&id, &name) {
             continue;
+        }
+        if selection.includes(&id) {
+            if let Some(message) = unsupported(&id.to_string(), &name, &column_type) {
+                return Err(MysqlError::Table { table: id, message });
+            }
         }
         let column_type = if json_columns.contains(&(id.clone(), name.clone())) {
             "json".to_string()

@@ -42,6 +42,6 @@ pub use position::{
     GTID_FACT,
 };
 pub use snapshot::{
-    chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyRange, SnapshotPoint,
+    chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange, SnapshotPoint,
     SnapshotReader,
 };

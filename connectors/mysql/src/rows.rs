@@ -87,6 +87,7 @@ impl BinlogColumn {
             }
             MYSQL_TYPE_JSON => "json".into(),
             MYSQL_TYPE_GEOMETRY => "geometry".into(),
+            MYSQL_TYPE_VECTOR => "vector".into(),
             MYSQL_TYPE_BIT => format!("bit({})", u32::from(m1) * 8 + u32::from(m0)),
             MYSQL_TYPE_ENUM => format!("enum({})", labels()),
             MYSQL_TYPE_SET => format!("set({})", labels()),
@@ -147,7 +148,11 @@ pub(crate) fn describe_table_map(tme: &TableMapEvent<'_>) -> Result<Vec<BinlogCo
         }
     }
     let mut charsets = extractor.iter_charset();
-    for c in cols.iter_mut().filter(|c| c.col_type.is_character_type()) {
+    // MySQL 9 counts VECTOR columns among the character columns of this metadata; skipping
+    // them would shift every later column's charset.
+    for c in cols.iter_mut().filter(|c| {
+        c.col_type.is_character_type() || c.col_type == ColumnType::MYSQL_TYPE_VECTOR
+    }) {
         match charsets.next() {
             Some(cs) => c.collation = Some(cs.map_err(|e| format!("charsets: {e}"))?),
             None => break,

@@ -9,8 +9,12 @@
 //! always does: a brief `FLUSH TABLES WITH READ LOCK` while every worker opens its snapshot and
 //! the position is read with `SHOW MASTER STATUS`, then `UNLOCK TABLES`.
 //!
-//! Tables are read in primary-key ranges ([`plan_chunks`]) with the binary protocol, each value
-//! appended straight to its column's builder.
+//! Tables are read in ranges of their first primary-key column ([`SnapshotReader::plan_chunks`])
+//! with the binary protocol, each value appended straight to its column's builder. An integer
+//! key is cut arithmetically from its bounds; any other key by walking its order on the server
+//! (`ORDER BY key LIMIT 1 OFFSET n`), which reads the index but sends one value per chunk. A
+//! range is `key >= start AND key < end` with the server's own comparison on both sides of
+//! every bound, so each row falls in exactly one range whatever the type or collation.
 
 use arrow_array::RecordBatch;
 use inlet_core::{TableId, Unrepresentable};
@@ -22,7 +26,7 @@ use crate::catalog::MysqlTable;
 use crate::config::MysqlConnector;
 use crate::error::MysqlError;
 use crate::position::{BinlogPosition, StartFrom};
-use crate::types::quote_ident;
+use crate::types::{quote_ident, MysqlType};
 use crate::values::{ColumnBuilder, Origin, ValueError};
 
 /// Where the snapshot sits in the binlog: stream changes from here.
@@ -217,10 +221,30 @@ async fn locked_snapshots(
 }
 
 /// A range of a table's first primary-key column, `[start, end)`; None is unbounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One end of a key range.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyBound {
+    /// An integer key value, written into the statement.
+    Int(i128),
+    /// A key value as the server sent it, bound as a statement parameter.
+    Value(mysql_async::Value),
+}
+
+/// `start <= key < end`; an open end is None.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyRange {
-    pub start: Option<i128>,
-    pub end: Option<i128>,
+    pub start: Option<KeyBound>,
+    pub end: Option<KeyBound>,
+}
+
+impl KeyRange {
+    /// The whole table.
+    pub fn whole() -> Self {
+        Self {
+            start: None,
+            end: None,
+        }
+    }
 }
 
 /// Cuts `[min, max]` into ranges of about `chunk_rows` rows, assuming `rows` rows spread evenly;
@@ -234,15 +258,22 @@ pub fn chunk_ranges(min: i128, max: i128, rows: u64, chunk_rows: u64) -> Vec<Key
     let mut next = min.saturating_add(step);
     while next <= max {
         out.push(KeyRange {
-            start,
-            end: Some(next),
+            start: start.map(KeyBound::Int),
+            end: Some(KeyBound::Int(next)),
         });
         start = Some(next);
         next = next.saturating_add(step);
     }
-    out.push(KeyRange { start, end: None });
+    out.push(KeyRange {
+        start: start.map(KeyBound::Int),
+        end: None,
+    });
     out
 }
+
+/// Bounds one walk of a key's order may find (a table of 10^5 chunks is read in that many
+/// plus one; the last range is open, so nothing is missed if the walk stops early).
+const MAX_WALKED_CHUNKS: usize = 100_000;
 
 /// Limits on one record batch: whichever is reached first closes it.
 #[derive(Debug, Clone, Copy)]
@@ -258,37 +289,80 @@ pub struct SnapshotReader {
 }
 
 impl SnapshotReader {
-    /// The key ranges to read `table` in, planned from its first key column's bounds as the
-    /// snapshot sees them. A table without an integer key is one range.
+    /// The key ranges to read `table` in, of about `chunk_rows` rows each, planned from its
+    /// first key column as the snapshot sees it. A table without a key is one range.
     pub async fn plan_chunks(
         &mut self,
         table: &MysqlTable,
         chunk_rows: u64,
     ) -> Result<Vec<KeyRange>, MysqlError> {
-        let whole = vec![KeyRange {
-            start: None,
-            end: None,
-        }];
         let Some(key) = table.chunk_column() else {
-            return Ok(whole);
+            return Ok(vec![KeyRange::whole()]);
         };
+        // information_schema's estimate: exact counts would read the whole table first.
+        let estimate = table.estimated_rows.filter(|&r| r > 0);
         let col = quote_ident(&key.name);
-        let sql = format!(
-            "SELECT CAST(MIN({col}) AS CHAR), CAST(MAX({col}) AS CHAR), COUNT(*) FROM {}",
-            qualified(&table.schema.id)
-        );
-        let row: Option<(Option<String>, Option<String>, u64)> =
-            self.conn.query_first(sql).await.map_err(|e| {
-                self.connector
-                    .query_error(&format!("key bounds of {}", table.schema.id), &e)
-            })?;
-        let Some((Some(min), Some(max), rows)) = row else {
-            return Ok(whole);
-        };
-        let (Ok(min), Ok(max)) = (min.parse::<i128>(), max.parse::<i128>()) else {
-            return Ok(whole);
-        };
-        Ok(chunk_ranges(min, max, rows, chunk_rows))
+        let from = qualified(&table.schema.id);
+        let what = || format!("key bounds of {}", table.schema.id);
+        if matches!(key.decoder, MysqlType::Int { .. }) {
+            let sql =
+                format!("SELECT CAST(MIN({col}) AS CHAR), CAST(MAX({col}) AS CHAR) FROM {from}");
+            let row: Option<(Option<String>, Option<String>)> = self
+                .conn
+                .query_first(sql)
+                .await
+                .map_err(|e| self.connector.query_error(&what(), &e))?;
+            let Some((Some(min), Some(max))) = row else {
+                return Ok(vec![KeyRange::whole()]);
+            };
+            let (Ok(min), Ok(max)) = (min.parse::<i128>(), max.parse::<i128>()) else {
+                return Ok(vec![KeyRange::whole()]);
+            };
+            // Without an estimate, take the keys as dense.
+            let rows = estimate.unwrap_or_else(|| {
+                u64::try_from(max.saturating_sub(min).saturating_add(1)).unwrap_or(u64::MAX)
+            });
+            return Ok(chunk_ranges(min, max, rows, chunk_rows));
+        }
+        if estimate.is_some_and(|r| r <= chunk_rows) || chunk_rows == u64::MAX {
+            return Ok(vec![KeyRange::whole()]);
+        }
+        // Each bound is the key `chunk_rows` rows past the previous one (strictly greater, so
+        // a run of equal first-column values cannot stall the walk).
+        let mut bounds: Vec<mysql_async::Value> = Vec::new();
+        while bounds.len() < MAX_WALKED_CHUNKS {
+            let next: Option<mysql_async::Row> = match bounds.last() {
+                None => {
+                    let sql = format!(
+                        "SELECT {col} FROM {from} ORDER BY {col} LIMIT 1 OFFSET {chunk_rows}"
+                    );
+                    self.conn.exec_first(sql, ()).await
+                }
+                Some(last) => {
+                    let sql = format!(
+                        "SELECT {col} FROM {from} WHERE {col} > ? ORDER BY {col} LIMIT 1 OFFSET {}",
+                        chunk_rows.saturating_sub(1)
+                    );
+                    self.conn.exec_first(sql, (last.clone(),)).await
+                }
+            }
+            .map_err(|e| self.connector.query_error(&what(), &e))?;
+            match next.and_then(|mut row| row.take::<mysql_async::Value, _>(0)) {
+                Some(mysql_async::Value::NULL) | None => break,
+                Some(v) => bounds.push(v),
+            }
+        }
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut start = None;
+        for b in bounds {
+            ranges.push(KeyRange {
+                start: start.take(),
+                end: Some(KeyBound::Value(b.clone())),
+            });
+            start = Some(KeyBound::Value(b));
+        }
+        ranges.push(KeyRange { start, end: None });
+        Ok(ranges)
     }
 
     /// Starts reading one range of `table`.
@@ -305,14 +379,19 @@ impl SnapshotReader {
             select.join(", "),
             qualified(&table.schema.id)
         );
+        let mut params = Vec::new();
         if let Some(key) = table.chunk_column() {
             let col = quote_ident(&key.name);
             let mut conds = Vec::new();
-            if let Some(s) = range.start {
-                conds.push(format!("{col} >= {s}"));
-            }
-            if let Some(e) = range.end {
-                conds.push(format!("{col} < {e}"));
+            for (bound, op) in [(range.start, ">="), (range.end, "<")] {
+                match bound {
+                    Some(KeyBound::Int(v)) => conds.push(format!("{col} {op} {v}")),
+                    Some(KeyBound::Value(v)) => {
+                        conds.push(format!("{col} {op} ?"));
+                        params.push(v);
+                    }
+                    None => {}
+                }
             }
             if !conds.is_empty() {
                 sql.push_str(" WHERE ");
@@ -320,9 +399,13 @@ impl SnapshotReader {
             }
         }
         let connector = self.connector.clone();
+        let params = match params.is_empty() {
+            true => mysql_async::Params::Empty,
+            false => mysql_async::Params::Positional(params),
+        };
         let result = self
             .conn
-            .exec_iter(sql, ())
+            .exec_iter(sql, params)
             .await
             .map_err(|e| connector.query_error(&format!("reading {}", table.schema.id), &e))?;
         let capacity = limits.rows.min(8192);
@@ -429,26 +512,20 @@ mod tests {
 
     #[test]
     fn ranges_cover_everything() {
-        assert_eq!(
-            chunk_ranges(1, 10, 10, 100),
-            vec![KeyRange {
-                start: None,
-                end: None
-            }]
-        );
+        assert_eq!(chunk_ranges(1, 10, 10, 100), vec![KeyRange::whole()]);
         let r = chunk_ranges(1, 100, 100, 25);
         assert_eq!(r.len(), 4);
         assert_eq!(
             r[0],
             KeyRange {
                 start: None,
-                end: Some(26)
+                end: Some(KeyBound::Int(26))
             }
         );
         assert_eq!(
             r[3],
             KeyRange {
-                start: Some(76),
+                start: Some(KeyBound::Int(76)),
                 end: None
             }
         );

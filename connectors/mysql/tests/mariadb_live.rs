@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use inlet_core::{
     CaptureEvent, Position, SchemaChanges, TableSelection, TableSelectionConfig, Unrepresentable,
@@ -357,51 +357,89 @@ async fn unrepresentable_values_follow_the_policy() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_load_in_key_ranges_by_parallel_snapshot_workers() {
-    let server = MariaDbServer::start();
-    server.admin("CREATE DATABASE big");
-    server.admin("CREATE TABLE big.t (id BIGINT PRIMARY KEY, v VARCHAR(20))");
-    server.admin("INSERT INTO big.t SELECT seq * 3, CONCAT('v', seq) FROM big.seq_1_to_20000");
-    let c = connector(&server, "big");
-    let tables = tables(&c, "big.*", Unrepresentable::Fail).await;
-    let mut snap = ConsistentSnapshot::open(&c, 3).await.unwrap();
-    assert_eq!(snap.readers.len(), 3);
-    // A write after the snapshot opened is not seen by any worker.
-    server.admin("INSERT INTO big.t VALUES (1, 'late')");
-    let ranges = snap.readers[0].plan_chunks(&tables[0], 3000).await.unwrap();
-    // 20000 rows in chunks of ~3000: 7 key steps, plus the open range above the maximum.
-    assert_eq!(ranges.len(), 8, "{ranges:?}");
-    let mut seen = BTreeMap::new();
-    let mut batches = 0;
+/// Reads every range of `table` round-robin over the snapshot's workers; returns each row as
+/// text, failing on a row read twice.
+async fn read_ranges(
+    snap: &mut ConsistentSnapshot,
+    table: &MysqlTable,
+    ranges: &[inlet_mysql::KeyRange],
+) -> BTreeSet<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let workers = snap.readers.len();
     for (i, range) in ranges.iter().enumerate() {
-        let reader = &mut snap.readers[i % 3];
         let limits = BatchLimits {
             rows: 1000,
             bytes: 1 << 20,
         };
-        let mut s = reader
-            .read(&tables[0], *range, limits, Unrepresentable::Fail)
+        let mut s = snap.readers[i % workers]
+            .read(table, range.clone(), limits, Unrepresentable::Fail)
             .await
             .unwrap();
         while let Some(b) = s.next_batch().await.unwrap() {
             assert!(b.num_rows() <= 1000);
-            batches += 1;
             for r in common::rows(&b) {
                 assert!(
-                    seen.insert(r[0].parse::<i64>().unwrap(), r[1].clone())
-                        .is_none(),
-                    "{r:?} twice"
+                    seen.insert(r.clone()),
+                    "{}: {r:?} read twice",
+                    table.schema.id
                 );
             }
         }
     }
-    assert_eq!(seen.len(), 20000);
-    assert!(batches >= 20);
-    for (id, v) in &seen {
-        assert_eq!(*v, format!("v{}", id / 3));
+    seen
+}
+
+fn source_set(server: &MariaDbServer, sql: &str) -> BTreeSet<Vec<String>> {
+    server
+        .admin(sql)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// Integer keys are cut by arithmetic, other keys (a case- and accent-insensitive string, and
+/// a composite key whose first column repeats) by walking the key's order; every range is read
+/// by one of three snapshot workers, and together they hold each row of the snapshot once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_load_in_key_ranges_by_parallel_snapshot_workers() {
+    let server = MariaDbServer::start();
+    server.admin(
+        "CREATE DATABASE big; USE big;
+         CREATE TABLE big.t (id BIGINT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO big.t SELECT seq * 3, CONCAT('v', seq) FROM seq_1_to_20000;
+         CREATE TABLE big.s (k VARCHAR(40) COLLATE utf8mb4_general_ci PRIMARY KEY, v INT);
+         INSERT INTO big.s SELECT CONCAT(ELT(1 + seq % 6, 'a', 'B', 'é', 'E', 'z', 'Z'), ' ', seq), seq FROM seq_1_to_9000;
+         CREATE TABLE big.c (region VARCHAR(10), id INT, v INT, PRIMARY KEY (region, id));
+         INSERT INTO big.c SELECT ELT(1 + seq % 5, 'north', 'south', 'east', 'west', 'mid'), seq, seq FROM seq_1_to_10000;
+         ANALYZE TABLE big.t, big.s, big.c;",
+    );
+    let c = connector(&server, "big");
+    let tables = tables(&c, "big.*", Unrepresentable::Fail).await;
+    let names: Vec<String> = tables.iter().map(|t| t.schema.id.to_string()).collect();
+    assert_eq!(names, ["big.c", "big.s", "big.t"]);
+    let want = [
+        source_set(&server, "SELECT region, id, v FROM big.c"),
+        source_set(&server, "SELECT k, v FROM big.s"),
+        source_set(&server, "SELECT id, v FROM big.t"),
+    ];
+    let mut snap = ConsistentSnapshot::open(&c, 3).await.unwrap();
+    assert_eq!(snap.readers.len(), 3);
+    // Writes after the snapshot opened are seen by no worker.
+    server.admin("INSERT INTO big.t VALUES (1, 'late'); INSERT INTO big.s VALUES ('aa', 0); DELETE FROM big.c WHERE id < 100;");
+    for (table, want) in tables.iter().zip(&want) {
+        let ranges = snap.readers[0].plan_chunks(table, 1500).await.unwrap();
+        assert!(ranges.len() >= 5, "{}: {ranges:?}", table.schema.id);
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        let got = read_ranges(&mut snap, table, &ranges).await;
+        assert_eq!(got.len(), want.len(), "{}", table.schema.id);
+        assert!(
+            &got == want,
+            "{}: rows differ from the source",
+            table.schema.id
+        );
     }
-    assert!(!seen.contains_key(&1));
 }
 
 /// Applies change rows (by column name) to a table state keyed by `id`.
