@@ -150,9 +150,10 @@ pub(crate) fn describe_table_map(tme: &TableMapEvent<'_>) -> Result<Vec<BinlogCo
     let mut charsets = extractor.iter_charset();
     // MySQL 9 counts VECTOR columns among the character columns of this metadata; skipping
     // them would shift every later column's charset.
-    for c in cols.iter_mut().filter(|c| {
-        c.col_type.is_character_type() || c.col_type == ColumnType::MYSQL_TYPE_VECTOR
-    }) {
+    for c in cols
+        .iter_mut()
+        .filter(|c| c.col_type.is_character_type() || c.col_type == ColumnType::MYSQL_TYPE_VECTOR)
+    {
         match charsets.next() {
             Some(cs) => c.collation = Some(cs.map_err(|e| format!("charsets: {e}"))?),
             None => break,
