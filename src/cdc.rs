@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, table_fact, ChangeSource, Outputs, TABLE_FACT};
+use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
 use crate::{full_load, JobError};
 
 /// Checkpoint fact naming the slot the checkpoint's position belongs to.
@@ -31,6 +31,22 @@ pub async fn run(
     state: &TaskState,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
+    loop {
+        match run_once(config, state, shutdown.clone()).await? {
+            StreamEnd::Shutdown => return Ok(()),
+            // A captured table was renamed: everything before it is durable; discover the
+            // tables again (a joining one is loaded) and go on from the checkpoint.
+            StreamEnd::TablesChanged => state.set_phase(Phase::Starting),
+        }
+    }
+}
+
+/// One discovery of the tables, then streaming until shutdown or a renamed table.
+async fn run_once(
+    config: &TaskConfig,
+    state: &TaskState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<StreamEnd, JobError> {
     let SourceConfig::Postgres(source) = &config.source else {
         return Err(JobError::Failed(
             "the PostgreSQL runner was given another source (a bug)".into(),
@@ -120,8 +136,11 @@ pub async fn run(
             }
             bootstrap(config, state, &connector, &target, &slot, true, &all_ids).await?
         }
-        (None, Some(_), Some(cp)) => {
+        (None, Some(existing), Some(cp)) => {
             tracing::info!(%slot, position = %Lsn(cp.position.0), "resuming from the task checkpoint");
+            if existing.active_pid.is_some() {
+                wait_slot_released(&control, &connector, &slot).await?;
+            }
             let repl = ReplicationConnection::connect(&connector)
                 .await
                 .map_err(JobError::source)?;
@@ -208,10 +227,7 @@ pub async fn run(
         state,
         facts,
     };
-    // PostgreSQL's capture never reports TablesChanged (its stream carries no DDL).
-    stream::follow(source, out, start, &config.cdc, shutdown)
-        .await
-        .map(|_end| ())
+    stream::follow(source, out, start, &config.cdc, shutdown).await
 }
 
 /// The PostgreSQL change capture as the stream loop drives it.
@@ -331,6 +347,14 @@ async fn join_new_tables(
         facts.extend(tables.iter().map(|t| table_fact(&t.schema.id)));
         return Ok(joined);
     }
+    let now: Vec<(String, String)> = tables.iter().map(|t| table_fact(&t.schema.id)).collect();
+    facts.retain(|f| {
+        let stays = f.0 != TABLE_FACT || now.contains(f);
+        if !stays {
+            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
+        }
+        stays
+    });
     let new: Vec<usize> = (0..tables.len())
         .filter(|&i| !facts.contains(&table_fact(&tables[i].schema.id)))
         .collect();
@@ -364,6 +388,34 @@ async fn join_new_tables(
     }
     facts.extend(ids.iter().map(table_fact));
     Ok(joined)
+}
+
+/// Waits (up to 30 s) for the walsender of an earlier stream, ours, to release the slot: a stream
+/// ended a moment ago, or a process killed before its connection was noticed gone.
+async fn wait_slot_released(
+    control: &tokio_postgres::Client,
+    connector: &PgConnector,
+    slot: &str,
+) -> Result<(), JobError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = slot_state(control, connector, slot)
+            .await
+            .map_err(JobError::source)?;
+        let Some(pid) = state.and_then(|s| s.active_pid) else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(JobError::Transient {
+                kind: "source",
+                message: format!(
+                    "replication slot {slot:?} is still in use by server process {pid}; another \
+                     inlet with this task's slot may be running"
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], and writes heartbeats

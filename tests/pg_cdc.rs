@@ -396,3 +396,69 @@ async fn a_table_joins_a_running_task_and_a_lost_slot_resnapshots() {
     );
     assert_replay_equals_source(&client, &out).await;
 }
+
+/// A captured table renamed while the task streams: its rows up to the rename stay in the old
+/// target, and under its new name (which the selection matches) it is loaded as of a snapshot
+/// after the rename and streamed from there; the other tables stream on unharmed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_table_continues_under_its_new_name() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, version int NOT NULL, note text);
+             INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(1, 300) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "cdc", &task(&pg.url("postgres"), &out, ""));
+    let columns = &["id", "version", "note"];
+
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload(&client, 0).await;
+    client
+        .batch_execute(
+            "UPDATE items SET version = 1, note = 'before' WHERE id <= 20;
+             DELETE FROM items WHERE id > 290;",
+        )
+        .await
+        .unwrap();
+    let at_rename = source_rows(&client, "items", columns).await;
+    client
+        .batch_execute(
+            "ALTER TABLE items RENAME TO items_v2;
+             UPDATE items_v2 SET version = 2, note = 'after' WHERE id BETWEEN 10 AND 30;
+             INSERT INTO items_v2 VALUES (1000, 0, 'new');",
+        )
+        .await
+        .unwrap();
+    workload(&client, 1).await;
+    client
+        .batch_execute(
+            "DELETE FROM items_v2 WHERE id = 1; UPDATE items_v2 SET version = 3 WHERE id = 1000;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("a captured table was renamed"), "{stderr}");
+    assert!(stderr.contains("new tables join the task"), "{stderr}");
+
+    assert_replay_equals_source(&client, &out).await;
+    let renamed = source_rows(&client, "items_v2", columns).await;
+    assert_eq!(renamed.len(), 290);
+    assert!(
+        replay(&out.join("public/items_v2"), columns) == renamed,
+        "items_v2"
+    );
+    assert!(
+        replay(&out.join("public/items"), columns) == at_rename,
+        "items as renamed"
+    );
+}

@@ -188,6 +188,9 @@ pub struct ChangeCapture {
     /// Bytes of change messages received since the last [`ChangeCapture::reset_buffered_bytes`]:
     /// a cheap measure of the source data buffered, for flushing by size.
     bytes_received: usize,
+    /// A captured table now has another name (renamed, or moved to another schema); reported
+    /// as [`CaptureEvent::TablesChanged`] once no transaction is open.
+    tables_changed: bool,
 }
 
 impl ChangeCapture {
@@ -224,6 +227,7 @@ impl ChangeCapture {
             schema_changes,
             server: server.to_string(),
             bytes_received: 0,
+            tables_changed: false,
         }
     }
 
@@ -231,6 +235,10 @@ impl ChangeCapture {
     /// the open transaction must be written as a part. None when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
         loop {
+            if self.tables_changed && self.txn.is_none() {
+                self.tables_changed = false;
+                return Ok(Some(CaptureEvent::TablesChanged));
+            }
             let Some(msg) = self.stream.next().await? else {
                 return Ok(None);
             };
@@ -382,7 +390,20 @@ impl ChangeCapture {
             }
             PgoutputMessage::Relation(rel) => {
                 let id = TableId::new(rel.namespace.clone(), rel.name.clone());
-                let Some(&table) = self.by_name.get(&id) else {
+                let known = self.relations.get(&rel.oid).map(|m| m.table);
+                let Some(&table) = self
+                    .by_name
+                    .get(&id)
+                    .filter(|&&t| known.is_none_or(|k| k == t))
+                else {
+                    if let Some(was) = known {
+                        // A captured table under a new name: its rows from here on belong to
+                        // the new name (loaded afresh if the selection has it), not to the old
+                        // target, which keeps the table as it was.
+                        tracing::info!(table = %self.tables[was].schema.id, now = %id, "a captured table was renamed: re-discovering the tables once the changes before it are written");
+                        self.relations.remove(&rel.oid);
+                        self.tables_changed = true;
+                    }
                     return Ok(None); // a table the task does not capture
                 };
                 let wanted: Vec<&RelationColumn> = rel
