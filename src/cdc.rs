@@ -3,6 +3,8 @@
 //! change stream, flushing change files, the checkpoint and the source acknowledgement in that
 //! order, so the slot never moves past what the target durably holds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
@@ -177,11 +179,20 @@ async fn run_once(
         committed[i] = Some(before);
     }
 
+    let new_tables = Arc::new(AtomicBool::new(false));
+    let watch = NewTableWatch {
+        connector: connector.clone(),
+        selection: selection.clone(),
+        policy,
+        known: tables.iter().map(|t| t.schema.id.clone()).collect(),
+        found: new_tables.clone(),
+    };
     let poller = spawn_slot_poller(
         control,
         slot.clone(),
         state.clone(),
         config.cdc.heartbeat_interval_ms,
+        watch,
     );
     let _poller = AbortOnDrop(poller);
 
@@ -215,6 +226,7 @@ async fn run_once(
     );
     let source = PgSource {
         capture,
+        new_tables,
         slot: slot.clone(),
         checkpoint: target.checkpoint_location(task),
         resnapshot,
@@ -233,6 +245,8 @@ async fn run_once(
 /// The PostgreSQL change capture as the stream loop drives it.
 struct PgSource {
     capture: ChangeCapture,
+    /// Set by the poller when a table the selection matches appeared.
+    new_tables: Arc<AtomicBool>,
     slot: String,
     /// Where the task checkpoint is, for the lost-slot message.
     checkpoint: String,
@@ -241,6 +255,10 @@ struct PgSource {
 
 impl ChangeSource for PgSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
+        if !self.capture.in_transaction() && self.new_tables.swap(false, Ordering::Relaxed) {
+            tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
+            return Ok(Some(CaptureEvent::TablesChanged));
+        }
         self.capture
             .next()
             .await
@@ -420,11 +438,35 @@ async fn wait_slot_released(
 
 /// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], and writes heartbeats
 /// into the source's WAL when configured.
+/// What the poller needs to notice a table that should join the running task.
+struct NewTableWatch {
+    connector: PgConnector,
+    selection: TableSelection,
+    policy: inlet_core::Unrepresentable,
+    known: std::collections::HashSet<TableId>,
+    found: Arc<AtomicBool>,
+}
+
+impl NewTableWatch {
+    async fn check(&self, client: &tokio_postgres::Client) {
+        match discover(client, &self.connector, &self.selection, self.policy).await {
+            Ok(tables) => {
+                if let Some(t) = tables.iter().find(|t| !self.known.contains(&t.schema.id)) {
+                    tracing::debug!(table = %t.schema.id, "a new table matches the selection");
+                    self.found.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "looking for new tables failed"),
+        }
+    }
+}
+
 fn spawn_slot_poller(
     client: tokio_postgres::Client,
     slot: String,
     state: TaskState,
     heartbeat_ms: u64,
+    watch: NewTableWatch,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let heartbeat = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
@@ -445,6 +487,7 @@ fn spawn_slot_poller(
             }
             if last_poll.is_none_or(|t| t.elapsed() >= SLOT_POLL) {
                 last_poll = Some(Instant::now());
+                watch.check(&client).await;
                 let row = client
                     .query_opt(
                         "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, wal_status \

@@ -399,7 +399,8 @@ async fn a_table_joins_a_running_task_and_a_lost_slot_resnapshots() {
 
 /// A captured table renamed while the task streams: its rows up to the rename stay in the old
 /// target, and under its new name (which the selection matches) it is loaded as of a snapshot
-/// after the rename and streamed from there; the other tables stream on unharmed.
+/// after the rename and streamed from there; a table created while the task runs joins the
+/// same way; the other tables stream on unharmed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renamed_table_continues_under_its_new_name() {
     let pg = PgServer::start();
@@ -444,10 +445,46 @@ async fn a_renamed_table_continues_under_its_new_name() {
         .await
         .unwrap();
     wait_caught_up(&client, &mut child, &out).await;
+
+    // A table created while the task runs joins it within a poll (10 s), without a restart.
+    client
+        .batch_execute(
+            "CREATE TABLE fresh (id bigint PRIMARY KEY, version int NOT NULL, note text);
+             INSERT INTO fresh SELECT g, 0, 'fresh ' || g FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let checkpoint = out.join("_inlet/cdc-test/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&checkpoint)
+        .unwrap_or_default()
+        .contains("table=\"public.fresh\"")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "public.fresh did not join the running task"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client
+        .batch_execute(
+            "UPDATE fresh SET version = 1 WHERE id <= 5; DELETE FROM fresh WHERE id > 45;",
+        )
+        .await
+        .unwrap();
+    workload(&client, 2).await;
+    wait_caught_up(&client, &mut child, &out).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("a captured table was renamed"), "{stderr}");
+    assert!(
+        stderr.contains("a table the selection matches appeared"),
+        "{stderr}"
+    );
+    let fresh = source_rows(&client, "fresh", columns).await;
+    assert_eq!(fresh.len(), 45);
+    assert!(replay(&out.join("public/fresh"), columns) == fresh, "fresh");
     assert!(stderr.contains("new tables join the task"), "{stderr}");
 
     assert_replay_equals_source(&client, &out).await;

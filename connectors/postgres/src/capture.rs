@@ -231,6 +231,11 @@ impl ChangeCapture {
         }
     }
 
+    /// Whether a transaction is open (begun, not yet committed).
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
     /// Reads until a transaction commits, the server reports idleness, or a table's share of
     /// the open transaction must be written as a part. None when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
