@@ -164,7 +164,12 @@ impl Partitioner {
     ) -> Result<Vec<(Struct, Vec<u32>)>, IcebergError> {
         let err =
             |e: iceberg::Error| IcebergError::metadata(table, "cannot compute partition values", e);
-        let values = self.calculator.calculate(batch).map_err(err)?;
+        let values = self
+            .calculator
+            .calculate(&utc_offset_timestamps(batch).map_err(|e| {
+                IcebergError::state(table, format!("cannot relabel a timestamp column: {e}"))
+            })?)
+            .map_err(err)?;
         let literals = arrow_struct_to_literal(&values, &self.partition_type).map_err(err)?;
         let mut groups: Vec<(Struct, Vec<u32>)> = Vec::new();
         let mut slots: HashMap<Struct, usize> = HashMap::new();
@@ -190,6 +195,46 @@ impl Partitioner {
         }
         Ok(groups)
     }
+}
+
+/// `batch` with every zoned timestamp column labelled `+00:00` instead of a zone name such as
+/// `UTC`. The values are instants either way and Iceberg's `timestamptz` transforms are defined
+/// in UTC; but arrow's `date_part` (behind `year` and `month`) must parse the zone, and without
+/// the chrono-tz feature (a time-zone database the rest of inlet has no use for) it only
+/// understands offsets. A relabel shares the buffers; nothing is copied.
+fn utc_offset_timestamps(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    use arrow_schema::DataType;
+    let zoned =
+        |t: &DataType| matches!(t, DataType::Timestamp(_, Some(tz)) if tz.as_ref() != "+00:00");
+    if !batch.schema().fields().iter().any(|f| zoned(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Timestamp(unit, Some(_)) if zoned(field.data_type()) => {
+                let relabelled = DataType::Timestamp(*unit, Some("+00:00".into()));
+                let data = column
+                    .to_data()
+                    .into_builder()
+                    .data_type(relabelled.clone())
+                    .build()?;
+                columns.push(arrow_array::make_array(data));
+                fields.push(field.as_ref().clone().with_data_type(relabelled));
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    let schema = arrow_schema::Schema::new_with_metadata(fields, batch.schema().metadata().clone());
+    RecordBatch::try_new_with_options(
+        Arc::new(schema),
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
 }
 
 #[cfg(test)]

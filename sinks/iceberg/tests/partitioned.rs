@@ -213,6 +213,44 @@ async fn identity_truncate_month_day_partitions() {
     );
 }
 
+/// `year()` of a date and of a zoned timestamp, and `month()` of the timestamp (arrow computes
+/// both through `date_part`, which must not choke on the `UTC` zone name), read back by both
+/// engines after upserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn year_and_month_partitions_of_zoned_timestamps() {
+    for (name, fields, parts) in [
+        (
+            "yearly",
+            "[\"year(day)\", \"year(ts)\"]",
+            &["day_year", "ts_year"][..],
+        ),
+        ("monthly", "[\"month(ts)\"]", &["ts_month"][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target_with(
+            dir.path(),
+            &format!("partition = {{ \"public.{name}\" = {fields} }}"),
+        );
+        let t = table(name, true);
+        let (model, _) = load_and_upsert(&target, &t, 400, 3).await;
+        let meta = metadata_file(dir.path(), "public", name);
+        let got = assert_rows(
+            &meta,
+            &COLUMNS,
+            expected(&model),
+            &PYICEBERG_TYPES,
+            &DUCKDB_TYPES,
+        );
+        let spec = got["pyiceberg"]["partition_spec"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for part in parts {
+            assert!(spec.contains(part), "{part} missing from {spec}");
+        }
+    }
+}
+
 #[test]
 fn a_bad_partition_column_or_transform_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();
