@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
+use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
 use crate::{full_load, JobError};
 
 /// Checkpoint fact naming the slot the checkpoint's position belongs to.
@@ -361,21 +361,8 @@ async fn join_new_tables(
     facts: &mut Vec<(String, String)>,
 ) -> Result<Vec<(usize, Position)>, JobError> {
     let mut joined = Vec::new();
-    if !facts.iter().any(|(k, _)| k == TABLE_FACT) {
-        facts.extend(tables.iter().map(|t| table_fact(&t.schema.id)));
-        return Ok(joined);
-    }
-    let now: Vec<(String, String)> = tables.iter().map(|t| table_fact(&t.schema.id)).collect();
-    facts.retain(|f| {
-        let stays = f.0 != TABLE_FACT || now.contains(f);
-        if !stays {
-            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
-        }
-        stays
-    });
-    let new: Vec<usize> = (0..tables.len())
-        .filter(|&i| !facts.contains(&table_fact(&tables[i].schema.id)))
-        .collect();
+    let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
+    let new = stream::joining_tables(facts, &now);
     if new.is_empty() {
         return Ok(joined);
     }

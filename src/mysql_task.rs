@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableSelection};
+use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
 use inlet_mysql::{
     discover, prerequisites, BatchLimits, BinlogCapture, BinlogPosition, CaptureOptions,
     ConsistentSnapshot, KeyRange, MysqlConnector, MysqlError, MysqlSourceConfig, MysqlTable,
@@ -257,21 +257,8 @@ async fn join_new_tables(
     tables: &[MysqlTable],
     known: &mut Vec<(String, String)>,
 ) -> Result<Vec<(usize, Position)>, JobError> {
-    let now: Vec<(String, String)> = tables.iter().map(|t| table_fact(&t.schema.id)).collect();
-    if known.is_empty() {
-        *known = now;
-        return Ok(Vec::new());
-    }
-    known.retain(|f| {
-        let stays = now.contains(f);
-        if !stays {
-            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
-        }
-        stays
-    });
-    let new: Vec<usize> = (0..tables.len())
-        .filter(|&i| !known.contains(&now[i]))
-        .collect();
+    let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
+    let new = stream::joining_tables(known, &ids);
     if new.is_empty() {
         return Ok(Vec::new());
     }
@@ -296,7 +283,7 @@ async fn join_new_tables(
         load(config, state, target, &subset, snapshot, Some(at)).await?;
         joined.extend(new.iter().map(|&i| (i, at)));
     }
-    known.extend(new.iter().map(|&i| now[i].clone()));
+    known.extend(new.iter().map(|&i| table_fact(&ids[i])));
     Ok(joined)
 }
 

@@ -61,6 +61,28 @@ pub fn table_fact(id: &TableId) -> (String, String) {
     (TABLE_FACT.to_string(), name)
 }
 
+/// Reconciles the tables a checkpoint names (`facts`) with the tables the task has `now`:
+/// returns the indices in `now` of tables that join (not named). Tables named but gone from the
+/// source or the selection leave `facts`; their targets keep what they had. A checkpoint naming
+/// no tables (written by an earlier version) counts every table as known and gets them all.
+pub fn joining_tables(facts: &mut Vec<(String, String)>, now: &[TableId]) -> Vec<usize> {
+    let now: Vec<(String, String)> = now.iter().map(table_fact).collect();
+    if !facts.iter().any(|(k, _)| k == TABLE_FACT) {
+        facts.extend(now);
+        return Vec::new();
+    }
+    facts.retain(|f| {
+        let stays = f.0 != TABLE_FACT || now.contains(f);
+        if !stays {
+            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
+        }
+        stays
+    });
+    (0..now.len())
+        .filter(|&i| !facts.contains(&now[i]))
+        .collect()
+}
+
 /// Why [`follow`] returned without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
