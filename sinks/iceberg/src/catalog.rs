@@ -3,13 +3,16 @@
 //! the table's folder; `vN` is written create-if-absent, so of two writers of a version only
 //! one wins, and a crash between the two writes is healed by probing for newer versions. The
 //! Glue catalog ([`crate::glue`]) writes `metadata/NNNNN-<uuid>.metadata.json` and swaps the
-//! Glue table's `metadata_location` conditionally.
+//! Glue table's `metadata_location` conditionally. The REST catalog ([`crate::rest`]) is sent
+//! the metadata builder's changes and writes the metadata file itself.
 
 use bytes::Bytes;
 use iceberg::spec::TableMetadata;
+use iceberg::TableUpdate;
 use object_store::path::Path;
 
 use crate::glue::{GlueClient, TableInput};
+use crate::rest::RestClient;
 use crate::store::Warehouse;
 use crate::IcebergError;
 
@@ -43,19 +46,53 @@ pub(crate) enum Catalog {
         folder: FolderCatalog,
         glue: GlueClient,
     },
+    Rest {
+        folder: FolderCatalog,
+        rest: RestClient,
+    },
 }
 
 impl Catalog {
-    pub(crate) fn warehouse(&self) -> &Warehouse {
+    fn folder(&self) -> &FolderCatalog {
         match self {
-            Catalog::Folder(f) | Catalog::Glue { folder: f, .. } => &f.warehouse,
+            Catalog::Folder(f)
+            | Catalog::Glue { folder: f, .. }
+            | Catalog::Rest { folder: f, .. } => f,
         }
     }
 
-    /// Key of a table's folder: `<warehouse>/<namespace>/<name>`.
+    pub(crate) fn warehouse(&self) -> &Warehouse {
+        &self.folder().warehouse
+    }
+
+    /// Key of a table's folder: `<warehouse>/<namespace>/<name>` (where a new table is
+    /// created).
     pub(crate) fn table_dir(&self, ident: &TableIdent) -> Path {
+        self.folder().table_dir(ident)
+    }
+
+    /// Key of the folder an existing table's files are written to. A REST catalog may have
+    /// placed the table elsewhere in the warehouse: there, its own location; otherwise
+    /// [`Self::table_dir`].
+    pub(crate) fn files_dir(
+        &self,
+        ident: &TableIdent,
+        metadata: &TableMetadata,
+    ) -> Result<Path, IcebergError> {
         match self {
-            Catalog::Folder(f) | Catalog::Glue { folder: f, .. } => f.table_dir(ident),
+            Catalog::Rest { folder, .. } => {
+                let location = metadata.location().trim_end_matches('/');
+                folder.warehouse.path_of(location).map_err(|m| {
+                    IcebergError::state(
+                        ident.to_string(),
+                        format!(
+                            "the table's location is not in the warehouse inlet writes to \
+                             ({m}); set `warehouse` to the catalog's warehouse location"
+                        ),
+                    )
+                })
+            }
+            Catalog::Folder(_) | Catalog::Glue { .. } => Ok(self.table_dir(ident)),
         }
     }
 
@@ -63,6 +100,7 @@ impl Catalog {
         match self {
             Catalog::Folder(_) => "folder catalog".into(),
             Catalog::Glue { glue, .. } => format!("{} catalog", glue.describe()),
+            Catalog::Rest { rest, .. } => rest.describe(),
         }
     }
 
@@ -88,22 +126,35 @@ impl Catalog {
                 };
                 folder.read_metadata(ident, &location).await.map(Some)
             }
+            Catalog::Rest { rest, .. } => {
+                Ok(rest.load_table(ident).await?.map(|t| CommittedMetadata {
+                    version: version_of(&t.metadata_location).unwrap_or(0),
+                    metadata: t.metadata,
+                    uri: t.metadata_location,
+                }))
+            }
         }
     }
 
     /// Commits `metadata` as the version after `previous` (or as a new table): fails with
     /// [`IcebergError::CommitConflict`] if another writer committed (or created the table)
-    /// first.
+    /// first. `changes` are the metadata builder's record of how `metadata` differs from
+    /// `previous`; the REST catalog is sent those (and, for a new table, `metadata`'s schema,
+    /// spec and location), and answers with the metadata it committed.
     pub(crate) async fn commit(
         &self,
         ident: &TableIdent,
         metadata: TableMetadata,
+        changes: Vec<TableUpdate>,
         previous: Option<&CommittedMetadata>,
     ) -> Result<CommittedMetadata, IcebergError> {
         let version = previous.map_or(1, |p| p.version + 1);
         let (folder, glue) = match self {
             Catalog::Folder(f) => return f.commit(ident, metadata, version).await,
             Catalog::Glue { folder, glue } => (folder, glue),
+            Catalog::Rest { folder, rest } => {
+                return rest_commit(folder, rest, ident, metadata, changes, previous).await
+            }
         };
         let wh = &folder.warehouse;
         let subject = format!("table {ident}");
@@ -164,6 +215,68 @@ impl Catalog {
             uri,
         })
     }
+}
+
+/// A commit through the REST catalog: create the table, or send the changes.
+async fn rest_commit(
+    folder: &FolderCatalog,
+    rest: &RestClient,
+    ident: &TableIdent,
+    metadata: TableMetadata,
+    changes: Vec<TableUpdate>,
+    previous: Option<&CommittedMetadata>,
+) -> Result<CommittedMetadata, IcebergError> {
+    let version = previous.map_or(1, |p| p.version + 1);
+    let conflict = || IcebergError::CommitConflict {
+        table: ident.to_string(),
+        version,
+    };
+    let committed = match previous {
+        None => {
+            rest.ensure_namespace(&ident.namespace).await?;
+            let created = rest
+                .create_table(ident, &metadata)
+                .await?
+                .ok_or_else(conflict)?;
+            let requested = metadata.location().trim_end_matches('/');
+            let placed = created.metadata.location().trim_end_matches('/');
+            if placed != requested {
+                // inlet writes the table's files under its location: fine anywhere the
+                // warehouse's store reaches.
+                if let Err(m) = folder.warehouse.path_of(placed) {
+                    return Err(IcebergError::catalog(
+                        rest.name(),
+                        format!(
+                            "creating table {ident}: inlet asked for location {requested} but the \
+                             catalog placed the table at {placed}, which inlet cannot write \
+                             ({m}); set `warehouse` to the catalog's warehouse location (then \
+                             drop the table in the catalog and restart)"
+                        ),
+                        false,
+                    ));
+                }
+                tracing::info!(table = %ident, location = placed, "the catalog chose the table's location");
+            }
+            created
+        }
+        Some(previous) => rest
+            .commit_table(ident, &previous.metadata, changes)
+            .await?
+            .ok_or_else(conflict)?,
+    };
+    Ok(CommittedMetadata {
+        version: version_of(&committed.metadata_location).unwrap_or(version),
+        metadata: committed.metadata,
+        uri: committed.metadata_location,
+    })
+}
+
+/// The version a metadata file's name starts with (`vN.metadata.json`,
+/// `NNNNN-<uuid>.metadata.json`).
+fn version_of(uri: &str) -> Option<u64> {
+    let name = uri.rsplit('/').next()?.trim_start_matches('v');
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<u64>().ok()
 }
 
 /// The embedded catalog: metadata files in the table folder.
@@ -271,14 +384,7 @@ impl FolderCatalog {
                 e,
             )
         })?;
-        let version = path
-            .filename()
-            .map(|n| n.trim_start_matches('v'))
-            .and_then(|n| {
-                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse::<u64>().ok()
-            })
-            .unwrap_or(0);
+        let version = path.filename().and_then(version_of).unwrap_or(0);
         Ok(CommittedMetadata {
             metadata,
             version,

@@ -20,6 +20,11 @@ use crate::IcebergError;
 /// partition = { "public.orders" = ["day(created_at)", "bucket[16](customer_id)"] }
 /// [target.catalog]
 /// kind = "folder"                       # default; or "glue", "rest"
+/// # kind = "rest"
+/// # uri = "https://catalog.example.com/api/catalog"
+/// # warehouse = "analytics"            # the catalog's warehouse, if it wants one
+/// # token_env = "ICEBERG_TOKEN"        # or credential_env = "ICEBERG_CREDENTIAL" (id:secret)
+/// # sigv4 = true                       # or AWS SigV4 (signing_name = "glue" / "s3tables")
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,20 +88,37 @@ pub enum CatalogConfig {
         #[serde(default)]
         endpoint: Option<String>,
     },
-    /// An Iceberg REST catalog.
+    /// An Iceberg REST catalog (Polaris, Gravitino, Nessie, Unity, Lakekeeper, Glue's and S3
+    /// Tables' REST endpoints, ...). Secrets are never written here: `token_env` and
+    /// `credential_env` name environment variables that hold them.
     Rest {
+        /// Base URI of the catalog; requests go to `{uri}/v1/...`.
         uri: String,
+        /// The catalog's warehouse (name or location, as the catalog expects), sent to
+        /// `GET /v1/config?warehouse=...`.
         #[serde(default)]
         warehouse: Option<String>,
         /// Name of the environment variable holding a bearer token (never the token itself).
         #[serde(default)]
         token_env: Option<String>,
-        /// Name of the environment variable holding OAuth2 `client_id:client_secret`.
+        /// Name of the environment variable holding OAuth2 `client_id:client_secret`; inlet
+        /// fetches (and refreshes) tokens with the client-credentials grant.
         #[serde(default)]
         credential_env: Option<String>,
-        /// Sign requests with AWS SigV4 (S3 Tables, Glue's REST endpoint).
+        /// OAuth2 token endpoint; default `{uri}/v1/oauth/tokens`.
+        #[serde(default)]
+        oauth2_server_uri: Option<String>,
+        /// OAuth2 scope requested with `credential_env`; default `catalog`.
+        #[serde(default)]
+        scope: Option<String>,
+        /// Sign requests with AWS SigV4 (S3 Tables, Glue's REST endpoint), with the region
+        /// and credentials of the S3 settings (the AWS_* environment).
         #[serde(default)]
         sigv4: bool,
+        /// SigV4 service name: `glue` (default) for Glue's Iceberg endpoint, `s3tables` for
+        /// S3 Tables.
+        #[serde(default)]
+        signing_name: Option<String>,
     },
 }
 

@@ -16,6 +16,13 @@
 //!   that Glue still names the expected previous file, and updates the table conditionally on
 //!   the `VersionId` read with it. Requests are signed with object_store's SigV4 signer and
 //!   credential chain, sent by object_store's HTTP client: no AWS SDK.
+//! - **REST catalog** (`catalog.kind = "rest"`, module `rest`): the Iceberg REST spec over
+//!   object_store's HTTP client, with a bearer token, OAuth2 client credentials or SigV4
+//!   (secrets only from environment variables the config names). inlet still writes data
+//!   files, manifests and manifest lists; a commit sends the metadata builder's changes plus
+//!   requirements (table uuid, `main`'s snapshot id, schema/spec ids the changes assume), and
+//!   the server writes the metadata file and swaps it: HTTP 409 is a commit conflict. The
+//!   server's answer is the base of the next commit. Files go under the table's location.
 //! - **Partitioning** from `partition` (identity, year/month/day/hour, `bucket[N]`,
 //!   `truncate[W]`): the spec is set when the table is created; rows are split by the iceberg
 //!   crate's transforms into one file per partition, and position deletes into one delete
@@ -79,6 +86,7 @@ pub mod index;
 mod load;
 mod maintain;
 mod partition;
+mod rest;
 mod schema;
 pub mod snapshot;
 mod store;

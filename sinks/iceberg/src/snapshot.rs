@@ -70,8 +70,16 @@ impl TableCatalog {
         self.ident.to_string()
     }
 
-    fn metadata_dir(&self) -> object_store::path::Path {
-        self.catalog.table_dir(&self.ident).join("metadata")
+    /// Where a commit's manifests and manifest list go: the `metadata` folder of the table's
+    /// files (see [`Catalog::files_dir`]).
+    fn metadata_dir(
+        &self,
+        metadata: &TableMetadata,
+    ) -> Result<object_store::path::Path, IcebergError> {
+        Ok(self
+            .catalog
+            .files_dir(&self.ident, metadata)?
+            .join("metadata"))
     }
 
     /// Loads the table and the manifest list of its current snapshot.
@@ -105,7 +113,7 @@ impl TableCatalog {
             ),
             ("inlet.task".to_string(), task.to_string()),
         ]);
-        let metadata = iceberg::spec::TableMetadataBuilder::new(
+        let built = iceberg::spec::TableMetadataBuilder::new(
             schema,
             spec,
             iceberg::spec::SortOrder::unsorted_order(),
@@ -114,9 +122,11 @@ impl TableCatalog {
             properties,
         )
         .and_then(|b| b.build())
-        .map_err(|e| IcebergError::metadata(self.table(), "cannot create table metadata", e))?
-        .metadata;
-        let committed = self.catalog.commit(&self.ident, metadata, None).await?;
+        .map_err(|e| IcebergError::metadata(self.table(), "cannot create table metadata", e))?;
+        let committed = self
+            .catalog
+            .commit(&self.ident, built.metadata, built.changes, None)
+            .await?;
         Ok(TableState {
             committed,
             manifests: Vec::new(),
@@ -233,7 +243,7 @@ impl TableCatalog {
         // Manifests are produced in memory by the iceberg crate, then stored through
         // object_store like every other byte inlet writes.
         let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let dir = self.metadata_dir();
+        let dir = self.metadata_dir(&metadata)?;
         let wh = self.catalog.warehouse();
         let stem = uuid::Uuid::new_v4().simple().to_string();
         let mut new_manifests = Vec::new();
@@ -280,6 +290,7 @@ impl TableCatalog {
         let (list_uri, manifests) = self
             .write_manifest_list(
                 &memory,
+                &dir,
                 &stem,
                 (snapshot_id, parent, sequence_number),
                 new_manifests.into_iter().chain(carried).collect(),
@@ -305,6 +316,7 @@ impl TableCatalog {
     async fn write_manifest_list(
         &self,
         memory: &Arc<dyn Storage>,
+        dir: &object_store::path::Path,
         stem: &str,
         (snapshot_id, parent, sequence_number): (i64, Option<i64>, i64),
         manifests: Vec<ManifestFile>,
@@ -312,8 +324,8 @@ impl TableCatalog {
         let table = self.table();
         let meta_err = |m: &str, e: iceberg::Error| IcebergError::metadata(&table, m, e);
         let wh = self.catalog.warehouse();
-        let list_path = self
-            .metadata_dir()
+        let list_path = dir
+            .clone()
             .join(format!("snap-{snapshot_id}-1-{stem}.avro"));
         let list_uri = wh.uri(&list_path);
         let list_writer = memory
@@ -350,7 +362,7 @@ impl TableCatalog {
     ) -> Result<(), IcebergError> {
         let table = self.table();
         let snapshot_id = snapshot.snapshot_id();
-        let metadata = builder
+        let built = builder
             .add_snapshot(snapshot)
             .and_then(|b| {
                 b.set_ref(
@@ -364,11 +376,15 @@ impl TableCatalog {
             .and_then(|b| b.build())
             .map_err(|e| {
                 IcebergError::metadata(&table, "cannot build the next metadata version", e)
-            })?
-            .metadata;
+            })?;
         let committed = self
             .catalog
-            .commit(&self.ident, metadata, Some(&state.committed))
+            .commit(
+                &self.ident,
+                built.metadata,
+                built.changes,
+                Some(&state.committed),
+            )
             .await?;
         *state = TableState {
             committed,
@@ -549,7 +565,7 @@ impl TableCatalog {
         let parent = metadata.current_snapshot_id();
         let sequence_number = metadata.next_sequence_number();
         let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-        let dir = self.metadata_dir();
+        let dir = self.metadata_dir(&metadata)?;
         let wh = self.catalog.warehouse();
         let stem = uuid::Uuid::new_v4().simple().to_string();
         let mut manifests = Vec::new();
@@ -619,6 +635,7 @@ impl TableCatalog {
         let (list_uri, manifests) = self
             .write_manifest_list(
                 &memory,
+                &dir,
                 &stem,
                 (snapshot_id, parent, sequence_number),
                 manifests,
@@ -696,17 +713,21 @@ impl TableCatalog {
         snapshot_ids: &[i64],
     ) -> Result<(), IcebergError> {
         let table = self.table();
-        let metadata = state
+        let built = state
             .metadata()
             .clone()
             .into_builder(Some(state.committed.uri.clone()))
             .remove_snapshots(snapshot_ids)
             .build()
-            .map_err(|e| IcebergError::metadata(&table, "cannot expire snapshots", e))?
-            .metadata;
+            .map_err(|e| IcebergError::metadata(&table, "cannot expire snapshots", e))?;
         let committed = self
             .catalog
-            .commit(&self.ident, metadata, Some(&state.committed))
+            .commit(
+                &self.ident,
+                built.metadata,
+                built.changes,
+                Some(&state.committed),
+            )
             .await?;
         state.committed = committed;
         Ok(())

@@ -15,6 +15,7 @@ use crate::config::{CatalogConfig, IcebergTargetConfig};
 use crate::files::{writer_properties, FileLocations};
 use crate::glue::GlueClient;
 use crate::partition::{build_spec, PartitionField, Partitioner};
+use crate::rest::RestClient;
 use crate::schema::{same_columns, TableLayout};
 use crate::snapshot::{TableCatalog, TableState};
 use crate::store::Warehouse;
@@ -85,14 +86,10 @@ impl IcebergTarget {
                 folder,
                 glue: GlueClient::new(&s3, endpoint.as_deref(), catalog_id.clone())?,
             },
-            CatalogConfig::Rest { .. } => {
-                return Err(IcebergError::Config {
-                    key: "catalog.kind".into(),
-                    message: "the rest catalog is not available in this build yet; use kind = \
-                              \"folder\" (the default) or \"glue\""
-                        .into(),
-                })
-            }
+            rest @ CatalogConfig::Rest { .. } => Catalog::Rest {
+                folder,
+                rest: RestClient::new(rest, &s3)?,
+            },
         };
         Ok(Self {
             inner: Arc::new(TargetInner {
@@ -117,10 +114,13 @@ impl IcebergTarget {
 
     /// Writes, reads back, lists and deletes a probe object in the warehouse, and checks that
     /// create-if-absent writes (the folder catalog's commit) are refused on an existing object.
-    /// With the Glue catalog, also lists Glue databases (endpoint and credentials).
+    /// With the Glue catalog, also lists Glue databases (endpoint and credentials); with the
+    /// REST catalog, reads its config (URI and credentials).
     pub async fn check(&self) -> Result<(), IcebergError> {
-        if let Catalog::Glue { glue, .. } = &self.inner.catalog {
-            glue.check().await?;
+        match &self.inner.catalog {
+            Catalog::Glue { glue, .. } => glue.check().await?,
+            Catalog::Rest { rest, .. } => rest.check().await?,
+            Catalog::Folder(_) => {}
         }
         let wh = &self.inner.warehouse;
         let nanos = SystemTime::now()
@@ -248,11 +248,6 @@ impl IcebergTarget {
         let layout = self.layout(table)?;
         let catalog = self.table_catalog(&table.id);
         let table_dir = self.inner.catalog.table_dir(&catalog.ident);
-        let locations = FileLocations {
-            warehouse: self.inner.warehouse.clone(),
-            table_dir: table_dir.clone(),
-            table: catalog.ident.to_string(),
-        };
         let state = match catalog.load().await? {
             Some(state) => state,
             None => {
@@ -276,6 +271,14 @@ impl IcebergTarget {
                     Err(e) => return Err(e),
                 }
             }
+        };
+        let locations = FileLocations {
+            warehouse: self.inner.warehouse.clone(),
+            table_dir: self
+                .inner
+                .catalog
+                .files_dir(&catalog.ident, state.metadata())?,
+            table: catalog.ident.to_string(),
         };
         let current = state.metadata().current_schema().clone();
         let wanted =

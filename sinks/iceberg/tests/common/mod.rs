@@ -430,3 +430,115 @@ pub fn random_changes(
     }
     out
 }
+
+/// The test REST catalog (tests/readers/rest_catalog_server.py: pyiceberg's SqlCatalog behind
+/// the REST API) on a free loopback port; stopped when dropped.
+pub struct RestCatalogServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub uri: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl RestCatalogServer {
+    /// Starts the server over `warehouse` (a local folder) with its sqlite catalog in `db_dir`.
+    /// `args` are extra flags (`--auth token`, ...); `env` holds the secrets it checks.
+    pub fn start(warehouse: &Path, db_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            "--warehouse".to_string(),
+            format!("file://{}", warehouse.display()),
+            "--db".to_string(),
+            db_dir.join("catalog.db").display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = Self {
+            child: None,
+            port: 0,
+            uri: String::new(),
+            args: all,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        server.spawn(0);
+        server
+    }
+
+    fn spawn(&mut self, port: u16) {
+        use std::io::BufRead;
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/rest_catalog_server.py");
+        let mut child = std::process::Command::new(inlet_testkit::python())
+            .arg(script)
+            .args(&self.args)
+            .args(["--port", &port.to_string()])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the REST catalog server (make setup installs pyiceberg, sqlalchemy)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's port");
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+            let status = child.wait();
+            panic!("the REST catalog server did not start ({status:?}); it printed {line:?}")
+        });
+        self.port = port;
+        self.uri = format!("http://127.0.0.1:{port}");
+        self.child = Some(child);
+    }
+
+    /// Stops the server (SIGKILL: nothing is flushed or answered any more).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, over the same catalog database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.spawn(port);
+    }
+
+    /// GET/POST a test hook (`/test/stats`, `/test/revoke-tokens`) and return its JSON.
+    pub fn hook(&self, method: &str, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut conn = std::net::TcpStream::connect(&addr).expect("connect to the REST server");
+        write!(
+            conn,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = conn.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap()
+    }
+}
+
+impl Drop for RestCatalogServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Closing stdin asks it to exit; kill if it has not.
+            drop(child.stdin.take());
+            for _ in 0..50 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

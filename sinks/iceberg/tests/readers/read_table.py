@@ -11,6 +11,13 @@ With INLET_GLUE_TABLE=namespace.table (and INLET_GLUE_ENDPOINT), pyiceberg loads
 through its Glue catalog instead of the metadata path (and reports the metadata location it
 found); DuckDB still reads the metadata path.
 
+With INLET_REST_URI and INLET_REST_TABLE=namespace.table, pyiceberg loads the table through its
+REST catalog client (RestCatalog) and reports the metadata location the catalog names; DuckDB
+still reads the metadata path given. Catalog settings: INLET_REST_WAREHOUSE, and for
+authentication INLET_REST_TOKEN (bearer token), or INLET_REST_CREDENTIAL (client_id:secret, with
+INLET_REST_OAUTH_URI and optionally INLET_REST_SCOPE), or INLET_REST_SIGV4_NAME (SigV4 signing name; region and keys from
+AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+
 With INLET_FILTER (a pyiceberg row filter) and INLET_FILTER_SQL (the same as a DuckDB WHERE
 clause), both readers scan with the filter: a data file whose partition value is wrong is then
 pruned and its rows go missing.
@@ -77,6 +84,28 @@ def s3_settings():
     }
 
 
+def rest_catalog(props):
+    import os
+
+    from pyiceberg.catalog.rest import RestCatalog
+
+    conf = {"uri": os.environ["INLET_REST_URI"], **props}
+    if os.environ.get("INLET_REST_WAREHOUSE"):
+        conf["warehouse"] = os.environ["INLET_REST_WAREHOUSE"]
+    if os.environ.get("INLET_REST_TOKEN"):
+        conf["token"] = os.environ["INLET_REST_TOKEN"]
+    if os.environ.get("INLET_REST_CREDENTIAL"):
+        conf["credential"] = os.environ["INLET_REST_CREDENTIAL"]
+        conf["oauth2-server-uri"] = os.environ["INLET_REST_OAUTH_URI"]
+        if os.environ.get("INLET_REST_SCOPE"):
+            conf["scope"] = os.environ["INLET_REST_SCOPE"]
+    if os.environ.get("INLET_REST_SIGV4_NAME"):
+        conf["rest.sigv4-enabled"] = "true"
+        conf["rest.signing-name"] = os.environ["INLET_REST_SIGV4_NAME"]
+        conf["rest.signing-region"] = os.environ.get("AWS_REGION", "us-east-1")
+    return RestCatalog("rest", **conf)
+
+
 def read_pyiceberg(metadata):
     import os
 
@@ -92,7 +121,10 @@ def read_pyiceberg(metadata):
             "s3.region": s3["region"],
         }
     glue_table = os.environ.get("INLET_GLUE_TABLE")
-    if glue_table:
+    rest_table = os.environ.get("INLET_REST_TABLE")
+    if rest_table:
+        table = rest_catalog(props).load_table(rest_table)
+    elif glue_table:
         from pyiceberg.catalog import load_catalog
 
         catalog = load_catalog(
