@@ -49,45 +49,6 @@ fn no_s3() -> AmazonS3Builder {
     AmazonS3Builder::new().with_region("us-east-1")
 }
 
-/// Full load of 800 rows at position 100, then `rounds` commits of random changes, reopening
-/// the table halfway; `between` runs after each commit. Returns the model and the last
-/// position.
-async fn load_and_upsert(
-    target: &IcebergTarget,
-    t: &TableSchema,
-    rounds: usize,
-    mut between: impl FnMut(usize),
-) -> (BTreeMap<i64, Row>, u64) {
-    let mut model: BTreeMap<i64, Row> = (0..800).map(|i| (i, Row::make(i, 0))).collect();
-    let load = target.full_load(t).await.unwrap();
-    let mut w = load.writer();
-    let rows: Vec<Row> = model.values().cloned().collect();
-    for chunk in rows.chunks(300) {
-        w.write(&load_batch(t, chunk)).await.unwrap();
-    }
-    w.close().await.unwrap();
-    load.finish(Some(Position(100))).await.unwrap();
-
-    let mut rng = Rng(0x5E57);
-    let (mut next_id, mut lsn) = (10_000i64, 100u64);
-    let mut sink = target.upsert_table(t).await.unwrap();
-    assert_eq!(sink.committed_position(), Some(Position(100)));
-    for round in 0..rounds {
-        let changes = random_changes(&mut rng, &model, &mut next_id, &mut lsn, 200);
-        apply_model(&mut model, &changes);
-        sink.apply(t, &change_batch(t, &changes)).await.unwrap();
-        sink.commit(Position(lsn)).await.unwrap();
-        between(round);
-        if round == rounds / 2 {
-            drop(sink);
-            sink = target.upsert_table(t).await.unwrap();
-            assert_eq!(sink.committed_position(), Some(Position(lsn)));
-            assert_eq!(sink.indexed_rows(), model.len());
-        }
-    }
-    (model, lsn)
-}
-
 /// Reads the table through pyiceberg's REST client (with `reader_env` for its auth) and with
 /// DuckDB on the metadata location the catalog reports; both must equal the model.
 async fn assert_read_back(
@@ -124,39 +85,6 @@ async fn assert_read_back(
         got["pyiceberg"]["identifier_field_ids"],
         serde_json::json!([1])
     );
-}
-
-/// Two writers of one table: the second commit on the same version is refused, and the table
-/// keeps the first one's change. Returns the model after it.
-async fn assert_second_writer_loses(
-    target: &IcebergTarget,
-    t: &TableSchema,
-    model: &mut BTreeMap<i64, Row>,
-    lsn: u64,
-) {
-    let mut a = target.upsert_table(t).await.unwrap();
-    let mut b = target.upsert_table(t).await.unwrap();
-    let id_a = *model.keys().next().unwrap();
-    let id_b = *model.keys().nth(1).unwrap();
-    let change = |id: i64, lsn: u64| Change {
-        op: "U",
-        lsn,
-        row: Row::make(id, lsn),
-    };
-    a.apply(t, &change_batch(t, &[change(id_a, lsn + 1)]))
-        .await
-        .unwrap();
-    b.apply(t, &change_batch(t, &[change(id_b, lsn + 1)]))
-        .await
-        .unwrap();
-    a.commit(Position(lsn + 1)).await.unwrap();
-    let err = b.commit(Position(lsn + 1)).await.unwrap_err();
-    assert!(
-        matches!(err, IcebergError::CommitConflict { .. }),
-        "expected a conflict, got {err}"
-    );
-    assert!(err.is_transient());
-    model.insert(id_a, Row::make(id_a, lsn + 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,71 +4,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use inlet_core::{Position, TableSchema};
-use inlet_sink_iceberg::{IcebergError, IcebergTarget};
-
-/// Full load of 800 rows at position 100, then `rounds` commits of random changes, reopening
-/// the table halfway. Returns the model and the last position.
-async fn load_and_upsert(
-    target: &IcebergTarget,
-    t: &TableSchema,
-    rounds: usize,
-) -> (BTreeMap<i64, Row>, u64) {
-    let mut model: BTreeMap<i64, Row> = (0..800).map(|i| (i, Row::make(i, 0))).collect();
-    let load = target.full_load(t).await.unwrap();
-    let mut w = load.writer();
-    let rows: Vec<Row> = model.values().cloned().collect();
-    for chunk in rows.chunks(300) {
-        w.write(&load_batch(t, chunk)).await.unwrap();
-    }
-    w.close().await.unwrap();
-    load.finish(Some(Position(100))).await.unwrap();
-
-    let mut rng = Rng(0xA11CE);
-    let (mut next_id, mut lsn) = (10_000i64, 100u64);
-    let mut sink = target.upsert_table(t).await.unwrap();
-    assert_eq!(sink.committed_position(), Some(Position(100)));
-    for round in 0..rounds {
-        let changes = random_changes(&mut rng, &model, &mut next_id, &mut lsn, 200);
-        apply_model(&mut model, &changes);
-        sink.apply(t, &change_batch(t, &changes)).await.unwrap();
-        sink.commit(Position(lsn)).await.unwrap();
-        if round == rounds / 2 {
-            drop(sink);
-            sink = target.upsert_table(t).await.unwrap();
-            assert_eq!(sink.committed_position(), Some(Position(lsn)));
-            assert_eq!(sink.indexed_rows(), model.len());
-        }
-    }
-    (model, lsn)
-}
-
-/// Two writers of one table: the second commit on the same version must be refused.
-async fn assert_second_writer_loses(target: &IcebergTarget, t: &TableSchema, lsn: u64) {
-    let mut a = target.upsert_table(t).await.unwrap();
-    let mut b = target.upsert_table(t).await.unwrap();
-    let change = |id: i64, lsn: u64| Change {
-        op: "U",
-        lsn,
-        row: Row::make(id, lsn),
-    };
-    a.apply(t, &change_batch(t, &[change(1, lsn + 1)]))
-        .await
-        .unwrap();
-    b.apply(t, &change_batch(t, &[change(2, lsn + 1)]))
-        .await
-        .unwrap();
-    a.commit(Position(lsn + 1)).await.unwrap();
-    let err = b.commit(Position(lsn + 1)).await.unwrap_err();
-    assert!(
-        matches!(err, IcebergError::CommitConflict { .. }),
-        "expected a conflict, got {err}"
-    );
-    assert!(err.is_transient());
-}
+use inlet_core::Position;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_folder_catalog_full_load_and_upserts_read_back() {
@@ -81,7 +18,7 @@ async fn s3_folder_catalog_full_load_and_upserts_read_back() {
     assert_eq!(target.describe(), "iceberg s3://lake/wh (folder catalog)");
 
     let t = table("orders", true);
-    let (mut model, lsn) = load_and_upsert(&target, &t, 6).await;
+    let (mut model, lsn) = load_and_upsert(&target, &t, 6, |_| {}).await;
     let meta = target.metadata_location(&t.id).await.unwrap().unwrap();
     assert!(
         meta.starts_with("s3://lake/wh/public/orders/metadata/v"),
@@ -102,8 +39,7 @@ async fn s3_folder_catalog_full_load_and_upserts_read_back() {
         format!("{lsn:016X}")
     );
 
-    assert_second_writer_loses(&target, &t, lsn).await;
-    model.insert(1, Row::make(1, lsn + 1));
+    assert_second_writer_loses(&target, &t, &mut model, lsn).await;
     let meta = target.metadata_location(&t.id).await.unwrap().unwrap();
     assert_rows_env(
         &meta,
@@ -128,7 +64,7 @@ async fn glue_catalog_registers_commits_and_pyiceberg_reads_through_glue() {
     assert!(target.describe().contains("glue"), "{}", target.describe());
 
     let t = table("customers", true);
-    let (mut model, lsn) = load_and_upsert(&target, &t, 4).await;
+    let (mut model, lsn) = load_and_upsert(&target, &t, 4, |_| {}).await;
     let meta = target.metadata_location(&t.id).await.unwrap().unwrap();
     assert!(
         meta.starts_with("s3://lake/glue/replica/customers/metadata/000"),
@@ -153,8 +89,7 @@ async fn glue_catalog_registers_commits_and_pyiceberg_reads_through_glue() {
         format!("{lsn:016X}")
     );
 
-    assert_second_writer_loses(&target, &t, lsn).await;
-    model.insert(1, Row::make(1, lsn + 1));
+    assert_second_writer_loses(&target, &t, &mut model, lsn).await;
     let meta = target.metadata_location(&t.id).await.unwrap().unwrap();
     let got = assert_rows_env(
         &meta,
