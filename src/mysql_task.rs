@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
 use inlet_mysql::{
     discover, prerequisites, BatchLimits, BinlogCapture, BinlogPosition, CaptureOptions,
-    ConsistentSnapshot, KeyRange, MysqlConnector, MysqlError, MysqlSourceConfig, MysqlTable,
-    SnapshotReader, StartFrom, FILE_FACT,
+    ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlSourceConfig,
+    MysqlTable, SnapshotReader, StartFrom, FILE_FACT,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -127,6 +127,12 @@ async fn run_once(
             CheckStatus::Ok => {}
         }
     }
+    // Binlog positions belong to one server: the checkpoint names it, so that a resume against
+    // another one (a failover, a restored replica) is refused clearly rather than misread.
+    let source_id = Flavor::server_id(&mut conn, &connector)
+        .await
+        .map_err(mysql_error)?;
+    let server_fact = (SERVER_FACT.to_string(), source_id.to_string());
     drop(conn);
 
     if !capture {
@@ -147,6 +153,19 @@ async fn run_once(
                     target.checkpoint_location(task)
                 )));
             };
+            if let Some(was) = fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
+                return Err(JobError::Failed(format!(
+                    "the task checkpoint ({}) holds a binlog position of the server with \
+                     server_id {was}, but source.url now reaches server_id {}: binlog positions \
+                     do not carry over to another server (a failover or a restored replica), \
+                     and resuming by GTID across servers is not supported yet. Delete the \
+                     checkpoint to run a new full load from this server (or, if this is the same \
+                     server with a new server_id, remove the {SERVER_FACT} line from the \
+                     checkpoint)",
+                    target.checkpoint_location(task),
+                    server_fact.1
+                )));
+            }
             let at = BinlogPosition::from_position(cp.position, &file);
             tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
             let known: Vec<(String, String)> = cp
@@ -186,6 +205,7 @@ async fn run_once(
                 point.flavor.as_str().to_string(),
             ));
             facts.extend(known.iter().cloned());
+            facts.push(server_fact.clone());
             target
                 .write_checkpoint(task, &Checkpoint { position, facts })
                 .await?;
@@ -237,7 +257,7 @@ async fn run_once(
         target: &target,
         task,
         state,
-        facts: known,
+        facts: known.into_iter().chain([server_fact]).collect(),
     };
     stream::follow(source, out, position, &config.cdc, shutdown).await
 }
@@ -286,6 +306,9 @@ async fn join_new_tables(
     known.extend(new.iter().map(|&i| table_fact(&ids[i])));
     Ok(joined)
 }
+
+/// Checkpoint fact: the `@@server_id` of the server whose binlog positions the checkpoint holds.
+const SERVER_FACT: &str = "mysql.server_id";
 
 fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
     facts.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())

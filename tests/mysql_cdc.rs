@@ -364,4 +364,25 @@ fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
             "{table}"
         );
     }
+
+    // The checkpoint's binlog position belongs to this server: against another one (here the
+    // same server under a new server_id, as a failover would look) the task refuses to resume.
+    let before = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
+    let was = db.admin("SELECT @@server_id").trim().to_string();
+    db.admin("SET GLOBAL server_id = 4242");
+    let cfg_text = cfg.to_str().unwrap();
+    let (code, _, stderr) = common::inlet(&["run", "-c", cfg_text, "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "holds a binlog position of the server with server_id {was}, but source.url now \
+             reaches server_id 4242"
+        )),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
+    assert_eq!(
+        before, after,
+        "a refused resume must not touch the checkpoint"
+    );
 }

@@ -47,6 +47,15 @@ impl Flavor {
         })
     }
 
+    /// The server's `@@server_id`: whose binlog positions these are.
+    pub async fn server_id(conn: &mut Conn, connector: &MysqlConnector) -> Result<u64, MysqlError> {
+        let id: Option<u64> = conn
+            .query_first("SELECT @@server_id")
+            .await
+            .map_err(|e| connector.query_error("SELECT @@server_id", &e))?;
+        Ok(id.unwrap_or(0))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Flavor::Mysql => "mysql",
