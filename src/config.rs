@@ -76,7 +76,8 @@ pub enum SourceConfig {
 #[derive(Debug, Clone)]
 pub enum TargetConfig {
     Parquet(ParquetTargetConfig),
-    Iceberg(IcebergTargetConfig),
+    // Boxed: the REST catalog settings make it several times the size of the Parquet one.
+    Iceberg(Box<IcebergTargetConfig>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,7 +293,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
     let (kind, target) = section(&mut root, "target")?;
     let target = match kind.as_str() {
         "parquet" => TargetConfig::Parquet(deserialize("target", target)?),
-        "iceberg" => TargetConfig::Iceberg(deserialize("target", target)?),
+        "iceberg" => TargetConfig::Iceberg(Box::new(deserialize("target", target)?)),
         other => {
             return Err(format!(
                 "target.kind: unknown target {other:?}; expected \"parquet\" or \"iceberg\""
