@@ -186,6 +186,7 @@ async fn run_once(
         policy,
         known: tables.iter().map(|t| t.schema.id.clone()).collect(),
         found: new_tables.clone(),
+        unreadable: Default::default(),
     };
     let poller = spawn_slot_poller(
         control,
@@ -432,15 +433,23 @@ struct NewTableWatch {
     policy: inlet_core::Unrepresentable,
     known: std::collections::HashSet<TableId>,
     found: Arc<AtomicBool>,
+    /// New tables already reported as not readable (once each).
+    unreadable: std::collections::HashSet<TableId>,
 }
 
 impl NewTableWatch {
-    async fn check(&self, client: &tokio_postgres::Client) {
+    async fn check(&mut self, client: &tokio_postgres::Client) {
         match discover(client, &self.connector, &self.selection, self.policy).await {
             Ok(tables) => {
-                if let Some(t) = tables.iter().find(|t| !self.known.contains(&t.schema.id)) {
-                    tracing::debug!(table = %t.schema.id, "a new table matches the selection");
-                    self.found.store(true, Ordering::Relaxed);
+                for t in tables.iter().filter(|t| !self.known.contains(&t.schema.id)) {
+                    if t.can_select {
+                        tracing::debug!(table = %t.schema.id, "a new table matches the selection");
+                        self.found.store(true, Ordering::Relaxed);
+                    } else if self.unreadable.insert(t.schema.id.clone()) {
+                        // Joining it now would stop the task on the missing privilege; the
+                        // others stream on, and the next start says what to grant.
+                        tracing::warn!(table = %t.schema.id, "a new table matches the selection but inlet may not SELECT it; GRANT SELECT for it to join");
+                    }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "looking for new tables failed"),
@@ -453,7 +462,7 @@ fn spawn_slot_poller(
     slot: String,
     state: TaskState,
     heartbeat_ms: u64,
-    watch: NewTableWatch,
+    mut watch: NewTableWatch,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let heartbeat = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
