@@ -9,17 +9,14 @@
 //! with object_store's SigV4 signer and credentials from the same provider chain as S3 (the
 //! environment, web identity, ECS/EC2 roles). No AWS SDK.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential};
-use object_store::client::{ClientOptions, HttpClient, HttpConnector, ReqwestConnector};
-use object_store::CredentialProvider;
+use object_store::aws::{AmazonS3Builder, AwsAuthorizer};
+use object_store::client::HttpClient;
 use serde_json::{json, Value};
 
 use crate::IcebergError;
 
-type Credentials = Arc<dyn CredentialProvider<Credential = AwsCredential>>;
+use crate::aws::Credentials;
 
 /// A signed JSON client of one Glue endpoint.
 #[derive(Clone)]
@@ -59,10 +56,7 @@ impl GlueClient {
             key: key.into(),
             message,
         };
-        let region = s3
-            .get_config_value(&AmazonS3ConfigKey::Region)
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "us-east-1".into());
+        let region = crate::aws::region(s3);
         let endpoint = endpoint
             .map(str::to_string)
             .or_else(|| std::env::var("AWS_ENDPOINT_URL_GLUE").ok())
@@ -80,29 +74,15 @@ impl GlueClient {
                 "credentials in the URL are not supported; use the AWS_* environment".into(),
             ));
         }
-        // Credentials come from object_store's AWS provider chain, the same as the S3
-        // warehouse's; the bucket name only satisfies the builder.
-        let store = s3
-            .clone()
-            .with_bucket_name("inlet-glue-credentials")
-            .build()
-            .map_err(|e| IcebergError::OpenStore {
-                warehouse: "glue catalog".into(),
-                message: e.to_string(),
-                hint: "check AWS_REGION and the other AWS_* environment variables".into(),
-            })?;
-        let options = ClientOptions::new().with_allow_http(parsed.scheme() == "http");
-        let http =
-            ReqwestConnector::default()
-                .connect(&options)
-                .map_err(|e| IcebergError::OpenStore {
-                    warehouse: "glue catalog".into(),
-                    message: e.to_string(),
-                    hint: "cannot set up an HTTP client".into(),
-                })?;
+        let credentials = crate::aws::credentials(
+            s3,
+            "glue catalog",
+            "check AWS_REGION and the other AWS_* environment variables",
+        )?;
+        let http = crate::aws::http_client(parsed.scheme() == "http", "glue catalog")?;
         Ok(Self {
             http,
-            credentials: store.credentials().clone(),
+            credentials,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region,
             catalog_id,

@@ -77,6 +77,7 @@
 //! t.maintain(&config.maintenance, chrono::Utc::now()).await?; // on a schedule, when idle
 //! ```
 
+mod aws;
 mod catalog;
 mod config;
 mod error;

@@ -11,11 +11,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use iceberg::spec::{FormatVersion, TableMetadata};
 use iceberg::{TableRequirement, TableUpdate};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer, AwsCredential};
-use object_store::client::{
-    ClientOptions, HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector,
-};
-use object_store::CredentialProvider;
+use object_store::aws::{AmazonS3Builder, AwsAuthorizer};
+use object_store::client::{HttpClient, HttpRequestBody};
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -23,7 +20,7 @@ use crate::catalog::TableIdent;
 use crate::config::CatalogConfig;
 use crate::IcebergError;
 
-type Credentials = Arc<dyn CredentialProvider<Credential = AwsCredential>>;
+use crate::aws::Credentials;
 
 /// A client of one REST catalog. Cheap to clone.
 #[derive(Clone)]
@@ -195,23 +192,13 @@ impl RestClient {
                 cached: Mutex::new(None),
             })
         } else if *sigv4 {
-            let region = s3
-                .get_config_value(&AmazonS3ConfigKey::Region)
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "us-east-1".into());
-            // Credentials come from object_store's AWS provider chain, the same as the S3
-            // warehouse's (and the Glue catalog's); the bucket name only satisfies the builder.
-            let store = s3
-                .clone()
-                .with_bucket_name("inlet-rest-credentials")
-                .build()
-                .map_err(|e| IcebergError::OpenStore {
-                    warehouse: format!("REST catalog {base}"),
-                    message: e.to_string(),
-                    hint: "check AWS_REGION and the other AWS_* environment variables (SigV4 \
-                           signing, catalog.sigv4)"
-                        .into(),
-                })?;
+            let region = crate::aws::region(s3);
+            let credentials = crate::aws::credentials(
+                s3,
+                &format!("REST catalog {base}"),
+                "check AWS_REGION and the other AWS_* environment variables (SigV4 signing, \
+                 catalog.sigv4)",
+            )?;
             let service = signing_name.clone().unwrap_or_else(|| "glue".into());
             if service.is_empty()
                 || !service
@@ -224,22 +211,14 @@ impl RestClient {
                 ));
             }
             Auth::SigV4 {
-                credentials: store.credentials().clone(),
+                credentials,
                 region,
                 service,
             }
         } else {
             Auth::Anonymous
         };
-        let options = ClientOptions::new().with_allow_http(allow_http);
-        let http =
-            ReqwestConnector::default()
-                .connect(&options)
-                .map_err(|e| IcebergError::OpenStore {
-                    warehouse: format!("REST catalog {base}"),
-                    message: e.to_string(),
-                    hint: "cannot set up an HTTP client".into(),
-                })?;
+        let http = crate::aws::http_client(allow_http, &format!("REST catalog {base}"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
