@@ -26,7 +26,6 @@ import argparse
 import glob
 import json
 import os
-import socket
 import threading
 import urllib.request
 import shutil
@@ -35,8 +34,9 @@ import subprocess
 import sys
 import time
 
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from benchlib import free_port, peak_rss_mb
 
 DB = "cdcbench"
 TASK = "bench-cdc"
@@ -70,20 +70,6 @@ def wait_caught_up(port, proc, timeout=600):
             return time.monotonic() - start
         time.sleep(0.02)
     sys.exit("bench-cdc: inlet did not catch up")
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 LISTEN = f"127.0.0.1:{free_port()}"

@@ -38,14 +38,14 @@ Row counts of Parquet output: scripts/bench-tpch.py count PATH_OR_GLOB.
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+
+from benchlib import free_port, peak_rss_mb, report_full_load
 
 TABLE = "lineitem"
 
@@ -177,35 +177,9 @@ def cmd_peer(args):
 
 
 def cmd_report(args):
-    rows, size = args.rows, args.bytes
-
-    def figures(name, path):
-        with open(path) as f:
-            m = json.load(f)
-        wall = m["wall_s"]
-        rps = rows / wall
-        mbps = size / wall / 1e6
-        print(
-            f"bench: {name:<6} {rows} rows in {wall:8.2f}s  {rps:12,.0f} rows/s  "
-            f"{mbps:8.1f} MB/s  peak RSS {m['peak_rss_mb']:8.0f} MB"
-        )
-        return rps, m["peak_rss_mb"]
-
-    print(f"bench: source {args.table}: {rows} rows, {size / 1e6:.1f} MB (InnoDB data_length)")
-    if args.inlet is None:
-        figures("duckdb", args.peer)
-        print("bench: inlet not run; no comparison line")
-        return 0
-    inlet_rps, inlet_rss = figures("inlet", args.inlet)
-    peer_rps, _ = figures("duckdb", args.peer)
-    ratio = inlet_rps / peer_rps
-    print(f"bench: inlet/duckdb throughput ratio {ratio:.2f}")
-    print(
-        f"bench: {args.case} "
-        f"inlet_rows_per_s={inlet_rps:.0f} peer_rows_per_s={peer_rps:.0f} "
-        f"ratio={ratio:.2f} inlet_peak_rss_mb={inlet_rss:.0f}"
+    return report_full_load(
+        args.case, args.rows, args.bytes, args.table, "InnoDB data_length", args.inlet, args.peer
     )
-    return 0
 
 
 # --- change data capture --------------------------------------------------------------------
@@ -237,20 +211,6 @@ def checkpoint_position(path):
     except FileNotFoundError:
         pass
     return None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) // 1024
-    return 0
 
 
 class Inlet:

@@ -14,12 +14,13 @@ DSN is a libpq key/value string, e.g. "host=127.0.0.1 port=54339 user=postgres d
 """
 
 import argparse
-import json
 import sys
 import time
 
 import duckdb
 import duckdb_extensions
+
+from benchlib import report_full_load
 
 TABLE = "public.lineitem"
 
@@ -177,35 +178,9 @@ def cmd_count_iceberg(args):
 
 
 def cmd_report(args):
-    rows, size = args.rows, args.bytes
-
-    def figures(name, path):
-        with open(path) as f:
-            m = json.load(f)
-        wall = m["wall_s"]
-        rps = rows / wall
-        mbps = size / wall / 1e6
-        print(
-            f"bench: {name:<6} {rows} rows in {wall:8.2f}s  {rps:12,.0f} rows/s  "
-            f"{mbps:8.1f} MB/s  peak RSS {m['peak_rss_mb']:8.0f} MB"
-        )
-        return rps, m["peak_rss_mb"]
-
-    print(f"bench: source public.lineitem: {rows} rows, {size / 1e6:.1f} MB (pg_table_size)")
-    if args.inlet is None:
-        figures("duckdb", args.peer)
-        print("bench: inlet not run; no comparison line")
-        return 0
-    inlet_rps, inlet_rss = figures("inlet", args.inlet)
-    peer_rps, _ = figures("duckdb", args.peer)
-    ratio = inlet_rps / peer_rps
-    print(f"bench: inlet/duckdb throughput ratio {ratio:.2f}")
-    print(
-        f"bench: {args.case} "
-        f"inlet_rows_per_s={inlet_rps:.0f} peer_rows_per_s={peer_rps:.0f} "
-        f"ratio={ratio:.2f} inlet_peak_rss_mb={inlet_rss:.0f}"
+    return report_full_load(
+        args.case, args.rows, args.bytes, TABLE, "pg_table_size", args.inlet, args.peer
     )
-    return 0
 
 
 def main():
