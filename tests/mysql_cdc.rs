@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::iceberg::read_iceberg;
+use common::iceberg::assert_iceberg_equals;
 use common::replay::{replay, Rows};
 use common::{spawn_run as spawn_inlet, stop_run, task_file};
 use inlet_testkit::MariaDbServer;
@@ -234,16 +234,7 @@ fn mysql_into_iceberg_with_a_large_transaction_equals_the_source() {
         let mut want: Vec<Vec<Option<String>>> =
             source_rows(&db, table, columns).into_values().collect();
         want.sort();
-        let (pyiceberg, duckdb) = read_iceberg(&warehouse.join("shop").join(table));
-        assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
-        assert!(
-            pyiceberg == want,
-            "{table}: pyiceberg rows differ from the source"
-        );
-        assert!(
-            duckdb == want,
-            "{table}: DuckDB rows differ from the source"
-        );
+        assert_iceberg_equals(&warehouse.join("shop").join(table), table, &want);
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::iceberg::{read_iceberg, Rows};
+use common::iceberg::{assert_iceberg_equals, Rows};
 use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::{spawn_run as spawn_inlet, stop_run, task_file, PgServer};
 
@@ -87,16 +87,7 @@ async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) 
 async fn assert_tables_equal_source(client: &tokio_postgres::Client, warehouse: &Path) {
     for (table, columns) in [("accounts", ACCOUNT_COLUMNS), ("events", EVENT_COLUMNS)] {
         let want = source(client, table, columns).await;
-        let (pyiceberg, duckdb) = read_iceberg(&warehouse.join("public").join(table));
-        assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
-        assert!(
-            pyiceberg == want,
-            "{table}: pyiceberg rows differ from the source"
-        );
-        assert!(
-            duckdb == want,
-            "{table}: DuckDB rows differ from the source"
-        );
+        assert_iceberg_equals(&warehouse.join("public").join(table), table, &want);
     }
 }
 

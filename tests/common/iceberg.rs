@@ -65,3 +65,17 @@ pub fn read_iceberg(table_dir: &Path) -> (Rows, Rows) {
     };
     (rows("pyiceberg"), rows("duckdb"))
 }
+
+/// Both readers' rows of the table in `table_dir` equal `want` (sorted), exactly.
+pub fn assert_iceberg_equals(table_dir: &Path, table: &str, want: &Rows) {
+    let (pyiceberg, duckdb) = read_iceberg(table_dir);
+    assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
+    assert!(
+        &pyiceberg == want,
+        "{table}: pyiceberg rows differ from the source"
+    );
+    assert!(
+        &duckdb == want,
+        "{table}: DuckDB rows differ from the source"
+    );
+}
