@@ -197,10 +197,6 @@ async fn run_once(
     );
     let _poller = AbortOnDrop(poller);
 
-    let mut repl = repl;
-    // Whole transactions at commit: ChangeCapture bounds memory by writing a large
-    // transaction in parts, so the server need not stream it while in progress.
-    repl.set_stream_in_progress(false);
     let stream = repl
         .start_replication(&slot, &publication, Lsn(start.0))
         .await
@@ -225,6 +221,10 @@ async fn run_once(
         config.cdc.schema_changes,
         config.cdc.part_rows,
     );
+    let capture = match &config.cdc.spool_dir {
+        Some(dir) => capture.spool_in(dir.clone()),
+        None => capture,
+    };
     let source = PgSource {
         capture,
         new_tables,

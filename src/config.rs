@@ -140,6 +140,10 @@ pub struct CdcConfig {
     /// "resnapshot" drops what is left of the slot, deletes the task checkpoint and does a new
     /// full load followed by streaming.
     pub on_slot_lost: SlotLost,
+    /// Where a large transaction the server streams before its commit (PostgreSQL 14+) is
+    /// staged until it commits or aborts; the system's temporary folder by default. Needs room
+    /// for the largest transaction's changes.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -160,6 +164,7 @@ impl Default for CdcConfig {
             flush_mb: 64,
             heartbeat_interval_ms: 0,
             on_slot_lost: SlotLost::Fail,
+            spool_dir: None,
         }
     }
 }
@@ -380,6 +385,14 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     }
     if cdc.flush_mb == 0 {
         return Err("cdc.flush_mb: must be at least 1".into());
+    }
+    if let Some(dir) = &cdc.spool_dir {
+        if !dir.is_dir() {
+            return Err(format!(
+                "cdc.spool_dir: {} is not a folder; create it or point spool_dir at one",
+                dir.display()
+            ));
+        }
     }
     let retry = &config.retry;
     if retry.min_delay_ms == 0 || retry.max_delay_ms < retry.min_delay_ms {

@@ -499,3 +499,160 @@ async fn a_renamed_table_continues_under_its_new_name() {
         "items as renamed"
     );
 }
+
+/// Transactions larger than `logical_decoding_work_mem` (64 kB in the test server) arrive
+/// streamed while in progress. They are applied at their commit without the savepoints that
+/// rolled back (nested ones included), an aborted one leaves nothing, a schema change inside
+/// one evolves the files, and a kill -9 while one is being staged loses and doubles nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_transactions_apply_at_commit_without_what_rolled_back() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    let big = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let cfg = task_file(
+        dir.path(),
+        "cdc",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            &format!("part_rows = 1000\nspool_dir = \"{}\"", spool.display()),
+        ),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+
+    // Small transactions of the workload commit while the large one is open: they are written
+    // before it, in commit order.
+    big.batch_execute(
+        "BEGIN;
+         INSERT INTO accounts SELECT g, 0, 'big ' || g, g FROM generate_series(1000000, 1019999) g;",
+    )
+    .await
+    .unwrap();
+    workload(&client, 0).await;
+    big.batch_execute(
+        "SAVEPOINT s1;
+         UPDATE accounts SET version = version + 1, owner = 'rolled back' WHERE id BETWEEN 1000000 AND 1004999;
+         INSERT INTO accounts SELECT g, 0, 'rolled back', g FROM generate_series(1100000, 1104999) g;
+         ROLLBACK TO s1;",
+    )
+    .await
+    .unwrap();
+    workload(&client, 1).await;
+    big.batch_execute(
+        "SAVEPOINT s2;
+         SAVEPOINT s3;
+         UPDATE accounts SET version = version + 1 WHERE id BETWEEN 1000000 AND 1009999 AND id % 2 = 0;
+         RELEASE s3;
+         DELETE FROM accounts WHERE id BETWEEN 1010000 AND 1012999;
+         RELEASE s2;
+         SAVEPOINT s4;
+         SAVEPOINT s5;
+         INSERT INTO accounts SELECT g, 0, 'rolled back', g FROM generate_series(1200000, 1204999) g;
+         RELEASE s5;
+         UPDATE accounts SET version = version + 1 WHERE id BETWEEN 1013000 AND 1014999;
+         ROLLBACK TO s4;
+         UPDATE accounts SET version = version + 1, id = id + 5000000 WHERE id BETWEEN 1015000 AND 1015099;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    workload(&client, 2).await;
+    // Aborted whole after being streamed.
+    big.batch_execute(
+        "BEGIN;
+         INSERT INTO accounts SELECT g, 0, 'aborted', g FROM generate_series(1300000, 1319999) g;
+         UPDATE accounts SET version = version + 1 WHERE id BETWEEN 1000000 AND 1009999;
+         ROLLBACK;",
+    )
+    .await
+    .unwrap();
+    // A column added inside a streamed transaction, and one added in a savepoint that rolled
+    // back.
+    big.batch_execute(
+        "BEGIN;
+         ALTER TABLE events ADD COLUMN tag text;
+         INSERT INTO events SELECT g, 0, 1, 'tagged', 'tag ' || g FROM generate_series(2000000, 2009999) g;
+         COMMIT;
+         BEGIN;
+         INSERT INTO events SELECT g, 0, 2, 'kept', NULL FROM generate_series(3000000, 3004999) g;
+         SAVEPOINT a;
+         ALTER TABLE events ADD COLUMN doomed int;
+         INSERT INTO events SELECT g, 0, 3, 'doomed', 'x', 1 FROM generate_series(3100000, 3104999) g;
+         ROLLBACK TO a;
+         INSERT INTO events SELECT g, 0, 4, 'kept too', 'y' FROM generate_series(3200000, 3204999) g;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    wait_caught_up(&client, &mut child, &out).await;
+
+    // Killed while a large transaction is being staged; it commits while inlet is down, with
+    // another one streamed and committed meanwhile.
+    big.batch_execute(
+        "BEGIN;
+         INSERT INTO accounts SELECT g, 0, 'across a kill', g FROM generate_series(1400000, 1429999) g;",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    workload(&client, 3).await;
+    big.batch_execute(
+        "UPDATE accounts SET version = version + 1 WHERE id BETWEEN 1400000 AND 1404999;
+         COMMIT;
+         BEGIN;
+         UPDATE accounts SET version = version + 1 WHERE id BETWEEN 1000000 AND 1019999;
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    // The server did stream them (rather than spill and send at commit).
+    let streamed: i64 = client
+        .query_one(
+            "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'inlet_cdc_test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(streamed >= 5, "only {streamed} transactions were streamed");
+    // Staged transactions leave no file behind.
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+
+    let want = source_rows(&client, "accounts", ACCOUNT_COLUMNS).await;
+    let got = replay(&out.join("public/accounts"), ACCOUNT_COLUMNS);
+    assert_eq!(got.len(), want.len(), "accounts: row count");
+    assert!(
+        got == want,
+        "accounts: replayed rows differ from the source"
+    );
+    for rolled_back in [1_100_000, 1_200_000, 1_300_000] {
+        assert!(!got.contains_key(&rolled_back), "{rolled_back} rolled back");
+    }
+    let columns = &["id", "version", "account", "note", "tag"];
+    let want = source_rows(&client, "events", columns).await;
+    let got = replay(&out.join("public/events"), columns);
+    assert_eq!(got.len(), want.len(), "events: row count");
+    assert!(got == want, "events: replayed rows differ from the source");
+    // The column added in a savepoint that rolled back never reached a file.
+    for f in load_files(&out.join("public/events")) {
+        assert!(
+            read_file(&f)[0].schema().field_with_name("doomed").is_err(),
+            "{}",
+            file_name(&f)
+        );
+    }
+}

@@ -206,11 +206,13 @@ impl PgServer {
             );
         }
         let port = free_port();
+        // logical_decoding_work_mem at its 64 kB minimum: the CDC tests' larger transactions
+        // then arrive streamed while in progress, the path production takes past 64 MB.
         let opts = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c shared_buffers=128MB {extra}",
+             -c shared_buffers=128MB -c logical_decoding_work_mem=64kB {extra}",
             dir.path().display()
         ) + &tls_opts;
         let log = dir.path().join("postgres.log");

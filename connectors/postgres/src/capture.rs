@@ -6,9 +6,17 @@
 //! full load and from the stream. A transaction whose commit position a table already holds
 //! (its change files say so) is skipped for that table: after a crash the server re-sends
 //! everything since the last acknowledged position, and nothing is written twice.
+//!
+//! Large transactions arrive streamed while still in progress (protocol 2). Their messages are
+//! staged on local disk ([`crate::spool`]) and applied at their Stream Commit exactly as a
+//! transaction sent whole would be, with aborted subtransactions left out; a Stream Abort
+//! drops the staged transaction. So the server never spills a large transaction to its own disk,
+//! and what reaches a target is the same either way.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -20,8 +28,11 @@ use inlet_core::{
 use crate::catalog::SourceTable;
 use crate::copy::{ColumnBuilder, ValueError};
 use crate::error::PgError;
-use crate::pgoutput::{PgoutputDecoder, PgoutputMessage, RelationColumn, TupleData, TupleValue};
+use crate::pgoutput::{
+    decode_message, PgoutputDecoder, PgoutputMessage, RelationColumn, TupleData, TupleValue,
+};
 use crate::replication::{Lsn, ReplicationMessage, ReplicationStream};
+use crate::spool::{SpoolReplay, TransactionSpool};
 use crate::types::{plan_column, type_name, Decoder, TypeCatalog};
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -191,7 +202,21 @@ pub struct ChangeCapture {
     /// A captured table now has another name (renamed, or moved to another schema); reported
     /// as [`CaptureEvent::TablesChanged`] once no transaction is open.
     tables_changed: bool,
+    /// Streamed transactions not yet committed or aborted, by top-level xid.
+    streamed: HashMap<u32, TransactionSpool>,
+    /// The top-level xid of the open streamed block (between Stream Start and Stream Stop).
+    stream_block: Option<u32>,
+    /// A committed streamed transaction being applied from its spool, and its end position.
+    replay: Option<(SpoolReplay, Position)>,
+    spool_dir: PathBuf,
+    /// When the server last heard from us; a long replay does not read the socket, so it
+    /// reports liveness itself before the server's `wal_sender_timeout`.
+    last_status: Instant,
 }
+
+/// Liveness reports while applying a staged transaction: well under the default 60 s
+/// `wal_sender_timeout`.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 impl ChangeCapture {
     /// `committed[i]` is the highest commit position the target holds for `tables[i]`.
@@ -228,7 +253,19 @@ impl ChangeCapture {
             server: server.to_string(),
             bytes_received: 0,
             tables_changed: false,
+            streamed: HashMap::new(),
+            stream_block: None,
+            replay: None,
+            spool_dir: std::env::temp_dir(),
+            last_status: Instant::now(),
         }
+    }
+
+    /// Where streamed transactions are staged until they commit (the system's temporary folder
+    /// by default).
+    pub fn spool_in(mut self, dir: PathBuf) -> Self {
+        self.spool_dir = dir;
+        self
     }
 
     /// Whether a transaction is open (begun, not yet committed).
@@ -243,6 +280,12 @@ impl ChangeCapture {
             if self.tables_changed && self.txn.is_none() {
                 self.tables_changed = false;
                 return Ok(Some(CaptureEvent::TablesChanged));
+            }
+            if self.replay.is_some() {
+                if let Some(event) = self.replay_next().await? {
+                    return Ok(Some(event));
+                }
+                continue;
             }
             let Some(msg) = self.stream.next().await? else {
                 return Ok(None);
@@ -264,6 +307,7 @@ impl ChangeCapture {
                         self.stream
                             .send_status(Lsn(0), Lsn(0), Lsn(0), false)
                             .await?;
+                        self.last_status = Instant::now();
                     }
                 }
                 ReplicationMessage::XLogData { data, .. } => {
@@ -279,6 +323,7 @@ impl ChangeCapture {
     /// Acknowledges `position` to the server: everything up to it is durable in the target.
     pub async fn acknowledge(&mut self, position: Position) -> Result<(), PgError> {
         let lsn = Lsn(position.0);
+        self.last_status = Instant::now();
         self.stream.send_status(lsn, lsn, lsn, false).await
     }
 
@@ -352,17 +397,69 @@ impl ChangeCapture {
         }))
     }
 
+    /// Applies one message from the server; a change inside a streamed block is staged.
     fn apply(&mut self, data: &[u8]) -> Result<Option<CaptureEvent>, PgError> {
-        let msg = self
-            .decoder
-            .decode(data)
-            .map_err(|e| PgError::Replication {
-                server: self.server.clone(),
-                what: "decoding the change stream".into(),
-                message: format!("undecodable pgoutput message: {e}"),
-                code: None,
-                transient: false,
-            })?;
+        let msg = self.decoder.decode(data).map_err(|e| self.undecodable(e))?;
+        if let (Some(top), Some(subxid)) = (self.stream_block, msg.stream_xid()) {
+            let Some(spool) = self.streamed.get_mut(&top) else {
+                return Err(self.protocol("a streamed change outside a known streamed transaction"));
+            };
+            spool
+                .push(subxid, data)
+                .map_err(|e| spool_error(&self.spool_dir, &e))?;
+            return Ok(None);
+        }
+        self.apply_message(msg)
+    }
+
+    /// Applies the next staged message of the committed streamed transaction being replayed;
+    /// after the last, commits it.
+    async fn replay_next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
+        let Some((mut replay, end)) = self.replay.take() else {
+            return Ok(None);
+        };
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.stream
+                .send_status(Lsn(0), Lsn(0), Lsn(0), false)
+                .await?;
+            self.last_status = Instant::now();
+        }
+        let event = match replay
+            .next_message()
+            .map_err(|e| spool_error(&self.spool_dir, &e))?
+        {
+            None => return self.commit(end.0).map(Some),
+            Some(data) => {
+                self.bytes_received += data.len();
+                let msg = decode_message(data, true).map_err(|e| self.undecodable(e))?;
+                self.apply_message(msg)?
+            }
+        };
+        self.replay = Some((replay, end));
+        Ok(event)
+    }
+
+    /// Ends the open transaction.
+    fn commit(&mut self, end_lsn: u64) -> Result<CaptureEvent, PgError> {
+        let Some(txn) = self.txn.take() else {
+            return Err(self.protocol("Commit without Begin"));
+        };
+        for t in &mut self.tables {
+            if t.rows_in_open_txn > 0 || t.parts_taken > 0 {
+                t.first = t.first.or(Some(txn.commit));
+                t.last = Some(txn.commit);
+                t.last_commit_time = txn.commit_time;
+            }
+            t.rows_in_open_txn = 0;
+            t.parts_taken = 0;
+        }
+        Ok(CaptureEvent::Committed {
+            end: Position(end_lsn),
+            commit_time_micros: txn.commit_time,
+        })
+    }
+
+    fn apply_message(&mut self, msg: PgoutputMessage<'_>) -> Result<Option<CaptureEvent>, PgError> {
         match msg {
             PgoutputMessage::Begin {
                 final_lsn,
@@ -376,22 +473,7 @@ impl ChangeCapture {
                 });
             }
             PgoutputMessage::Commit { end_lsn, .. } => {
-                let Some(txn) = self.txn.take() else {
-                    return Err(self.protocol("Commit without Begin"));
-                };
-                for t in &mut self.tables {
-                    if t.rows_in_open_txn > 0 || t.parts_taken > 0 {
-                        t.first = t.first.or(Some(txn.commit));
-                        t.last = Some(txn.commit);
-                        t.last_commit_time = txn.commit_time;
-                    }
-                    t.rows_in_open_txn = 0;
-                    t.parts_taken = 0;
-                }
-                return Ok(Some(CaptureEvent::Committed {
-                    end: Position(end_lsn),
-                    commit_time_micros: txn.commit_time,
-                }));
+                return self.commit(end_lsn).map(Some);
             }
             PgoutputMessage::Relation(rel) => {
                 let id = TableId::new(rel.namespace.clone(), rel.name.clone());
@@ -504,13 +586,53 @@ impl ChangeCapture {
                 }
                 return Ok(event);
             }
-            PgoutputMessage::StreamStart { .. }
-            | PgoutputMessage::StreamStop
-            | PgoutputMessage::StreamCommit { .. }
-            | PgoutputMessage::StreamAbort { .. } => {
-                return Err(self.protocol(
-                    "in-progress transaction streaming was not requested but the server sent it",
-                ));
+            PgoutputMessage::StreamStart { xid, .. } => {
+                if self.txn.is_some() {
+                    return Err(self.protocol("Stream Start inside a transaction"));
+                }
+                if !self.streamed.contains_key(&xid) {
+                    let spool = TransactionSpool::create(&self.spool_dir)
+                        .map_err(|e| spool_error(&self.spool_dir, &e))?;
+                    self.streamed.insert(xid, spool);
+                }
+                self.stream_block = Some(xid);
+            }
+            PgoutputMessage::StreamStop => self.stream_block = None,
+            PgoutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time,
+                ..
+            } => {
+                if self.txn.is_some() {
+                    return Err(self.protocol("Stream Commit inside a transaction"));
+                }
+                self.txn = Some(OpenTxn {
+                    xid,
+                    commit: Position(commit_lsn),
+                    commit_time: commit_time.saturating_add(PG_EPOCH_MICROS),
+                });
+                let Some(spool) = self.streamed.remove(&xid) else {
+                    // Streamed without a change this client was sent.
+                    return self.commit(end_lsn).map(Some);
+                };
+                tracing::debug!(
+                    xid,
+                    staged_bytes = spool.bytes(),
+                    "applying a streamed transaction"
+                );
+                let replay = spool
+                    .into_replay()
+                    .map_err(|e| spool_error(&self.spool_dir, &e))?;
+                self.replay = Some((replay, Position(end_lsn)));
+            }
+            PgoutputMessage::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    self.streamed.remove(&xid);
+                } else if let Some(spool) = self.streamed.get_mut(&xid) {
+                    spool.abort_subtransaction(subxid);
+                }
             }
             PgoutputMessage::Origin { .. }
             | PgoutputMessage::Type { .. }
@@ -695,6 +817,16 @@ impl ChangeCapture {
         map.key_columns.iter().any(|&i| old.get(i) != new.get(i))
     }
 
+    fn undecodable(&self, e: crate::pgoutput::PgoutputError) -> PgError {
+        PgError::Replication {
+            server: self.server.clone(),
+            what: "decoding the change stream".into(),
+            message: format!("undecodable pgoutput message: {e}"),
+            code: None,
+            transient: false,
+        }
+    }
+
     fn protocol(&self, message: &str) -> PgError {
         PgError::Replication {
             server: self.server.clone(),
@@ -703,6 +835,15 @@ impl ChangeCapture {
             code: None,
             transient: false,
         }
+    }
+}
+
+/// Staging a streamed transaction failed (most likely a full disk). Nothing of it was written or
+/// acknowledged, so a new attempt starts over cleanly once there is room.
+fn spool_error(dir: &std::path::Path, e: &std::io::Error) -> PgError {
+    PgError::Spool {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
     }
 }
 

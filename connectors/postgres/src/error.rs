@@ -45,6 +45,16 @@ pub enum PgError {
 
     #[error("{table}: malformed COPY data from the server: {message}")]
     Protocol { table: TableId, message: String },
+
+    #[error(
+        "staging a large in-progress transaction in {} failed: {message}; free space there or \
+         point [cdc] spool_dir at a disk with room (nothing of it was written or acknowledged)",
+        dir.display()
+    )]
+    Spool {
+        dir: std::path::PathBuf,
+        message: String,
+    },
 }
 
 impl PgError {
@@ -55,6 +65,8 @@ impl PgError {
         match self {
             PgError::Connect { .. } => true,
             PgError::Query { transient, .. } | PgError::Replication { transient, .. } => *transient,
+            // Disk space may come back; the transaction is streamed again from its start.
+            PgError::Spool { .. } => true,
             PgError::Config { .. } | PgError::Value { .. } | PgError::Protocol { .. } => false,
         }
     }

@@ -16,6 +16,7 @@ mod pgoutput;
 mod replication;
 mod slot;
 mod snapshot;
+mod spool;
 mod text;
 mod types;
 

@@ -241,6 +241,20 @@ pub enum PgoutputMessage<'a> {
 }
 
 impl PgoutputMessage<'_> {
+    /// The (sub)transaction a message inside a streamed block belongs to.
+    pub fn stream_xid(&self) -> Option<u32> {
+        match self {
+            Self::Relation(r) => r.xid,
+            Self::Type { xid, .. }
+            | Self::Insert { xid, .. }
+            | Self::Update { xid, .. }
+            | Self::Delete { xid, .. }
+            | Self::Truncate { xid, .. }
+            | Self::Message { xid, .. } => *xid,
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> MessageKind {
         match self {
             Self::Begin { .. } => MessageKind::Begin,
