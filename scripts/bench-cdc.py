@@ -17,8 +17,15 @@ Two measurements on the sandbox PostgreSQL (scripts/pg-sandbox.sh must have star
    100 ms during the load; a sample's lag is the time until the first table snapshot whose
    `inlet.position` covers it (snapshot `timestamp-ms`), i.e. source commit to visible snapshot.
 
-Ends with one machine line:
+3. Memory whatever the transaction size (Parquet only). A fresh inlet follows one transaction
+   of --small-txn-rows inserts, then another fresh one a transaction of --large-txn-rows; each
+   reports its peak RSS. Bounded memory means rss_ratio (large / small) stays near 1 although
+   the transaction is 10 times larger. The server streams the large one while in progress
+   (past its logical_decoding_work_mem); server_spill_mb is what it spilled to its own disk.
+
+Ends with machine lines:
     bench: pg-cdc-parquet changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N
+    bench: pg-cdc-large-txn rows=N apply_rows_per_s=N peak_rss_mb=N small_rows=N small_peak_rss_mb=N rss_ratio=R server_spill_mb=N streamed_txns=N
     bench: pg-cdc-iceberg changes_per_s=N lag_p50_ms=N lag_p99_ms=N peak_rss_mb=N index_bytes_per_row=N
 """
 
@@ -154,6 +161,8 @@ def main():
     ap.add_argument("--flush-ms", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--target", choices=["parquet", "iceberg"], default="parquet")
+    ap.add_argument("--small-txn-rows", type=int, default=200_000)
+    ap.add_argument("--large-txn-rows", type=int, default=2_000_000)
     ap.add_argument("--rate", type=int, default=1000, help="pgbench transactions/s in the lag phase; 0 = unlimited")
     a = ap.parse_args()
     iceberg = a.target == "iceberg"
@@ -279,6 +288,38 @@ END;
               f"peak_rss_mb={rss} index_bytes_per_row={index if index is not None else 'n/a'}")
     else:
         print(f"bench: pg-cdc-parquet changes_per_s={rate:.0f} lag_p50_ms={p50:.0f} lag_p99_ms={p99:.0f} peak_rss_mb={rss}")
+        large_transactions(a, port, inlet, task_file)
+
+
+def slot_stats(port):
+    row = psql(port, f"SELECT spill_bytes, stream_txns FROM pg_stat_replication_slots WHERE slot_name = '{SLOT}'")
+    spill, streamed = (int(v) for v in row.split("|")) if row else (0, 0)
+    return spill, streamed
+
+
+def large_transactions(a, port, inlet, task_file):
+    """Peak RSS of a fresh inlet following one transaction of each size."""
+    results = []
+    first_id = 10_000_000
+    for rows in (a.small_txn_rows, a.large_txn_rows):
+        proc = start_inlet(inlet, task_file)
+        wait_caught_up(port, proc)
+        spill0, streamed0 = slot_stats(port)
+        log(f"one transaction of {rows} inserts")
+        psql(port, f"INSERT INTO history (hid, aid, delta, mtime) SELECT g, g % {ROWS} + 1, 1, now() "
+                   f"FROM generate_series({first_id}, {first_id + rows - 1}) g")
+        first_id += rows
+        took = wait_caught_up(port, proc)
+        rss = peak_rss_mb(proc.pid)
+        stop(proc)
+        spill, streamed = slot_stats(port)
+        results.append((rows, rows / took, rss, (spill - spill0) / 2**20, streamed - streamed0))
+        log(f"  applied in {took:.2f} s after its commit, peak RSS {rss} MB, server spilled "
+            f"{(spill - spill0) / 2**20:.0f} MB, streamed transactions {streamed - streamed0}")
+    (small, _, small_rss, _, _), (large, large_rate, large_rss, spill_mb, streamed) = results
+    print(f"bench: pg-cdc-large-txn rows={large} apply_rows_per_s={large_rate:.0f} peak_rss_mb={large_rss} "
+          f"small_rows={small} small_peak_rss_mb={small_rss} rss_ratio={large_rss / small_rss:.2f} "
+          f"server_spill_mb={spill_mb:.0f} streamed_txns={streamed}")
 
 
 if __name__ == "__main__":
