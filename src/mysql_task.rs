@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
 use inlet_mysql::{
-    discover, prerequisites, BatchLimits, BinlogCapture, BinlogPosition, CaptureOptions,
-    ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlSourceConfig,
-    MysqlTable, SnapshotReader, StartFrom, FILE_FACT,
+    discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
+    CaptureOptions, ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlGtidSet,
+    MysqlSourceConfig, MysqlTable, SnapshotReader, StartFrom, FILE_FACT, GTID_FACT,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -127,9 +127,12 @@ async fn run_once(
             CheckStatus::Ok => {}
         }
     }
-    // Binlog positions belong to one server: the checkpoint names it, so that a resume against
-    // another one (a failover, a restored replica) is refused clearly rather than misread.
+    // Binlog positions belong to one server: the checkpoint names it, so that a resume on
+    // another one (a failover) goes by GTID rather than misread the other server's positions.
     let source_id = Flavor::server_id(&mut conn, &connector)
+        .await
+        .map_err(mysql_error)?;
+    let flavor = Flavor::detect(&mut conn, &connector)
         .await
         .map_err(mysql_error)?;
     let server_fact = (SERVER_FACT.to_string(), source_id.to_string());
@@ -144,7 +147,9 @@ async fn run_once(
     }
 
     let checkpoint = target.read_checkpoint(task).await?;
-    let (start, position, known) = match checkpoint {
+    // Set when the checkpoint is another server's: (its server_id, the GTID set resumed from).
+    let mut failover: Option<(String, String)> = None;
+    let (start, position, known, epoch, gtid_at_start) = match checkpoint {
         Some(cp) => {
             let Some(file) = fact(&cp.facts, FILE_FACT) else {
                 return Err(JobError::Failed(format!(
@@ -153,27 +158,38 @@ async fn run_once(
                     target.checkpoint_location(task)
                 )));
             };
-            if let Some(was) = fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
-                return Err(JobError::Failed(format!(
-                    "the task checkpoint ({}) holds a binlog position of the server with \
-                     server_id {was}, but source.url now reaches server_id {}: binlog positions \
-                     do not carry over to another server (a failover or a restored replica), \
-                     and resuming by GTID across servers is not supported yet. Delete the \
-                     checkpoint to run a new full load from this server (or, if this is the same \
-                     server with a new server_id, remove the {SERVER_FACT} line from the \
-                     checkpoint)",
-                    target.checkpoint_location(task),
-                    server_fact.1
-                )));
-            }
-            let at = BinlogPosition::from_position(cp.position, &file);
-            tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
+            let gtid = fact(&cp.facts, GTID_FACT).filter(|g| !g.trim().is_empty());
+            let epoch = position_epoch(cp.position);
             let known: Vec<(String, String)> = cp
                 .facts
-                .into_iter()
+                .iter()
                 .filter(|(k, _)| k == TABLE_FACT)
+                .cloned()
                 .collect();
-            (StartFrom::Position(at), cp.position, known)
+            match fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
+                None => {
+                    let at = BinlogPosition::from_position(cp.position, &file);
+                    tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
+                    (StartFrom::Position(at), cp.position, known, epoch, gtid)
+                }
+                Some(was) => {
+                    let start = failover_start(
+                        &cp.facts,
+                        gtid,
+                        flavor,
+                        epoch,
+                        (&was, &server_fact.1),
+                        &target.checkpoint_location(task),
+                    )?;
+                    let set = match &start {
+                        StartFrom::MariaGtid(s) | StartFrom::MysqlGtid(s) => s.clone(),
+                        StartFrom::Position(_) => String::new(),
+                    };
+                    tracing::warn!(was, now = %server_fact.1, gtid = %set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
+                    failover = Some((was, set));
+                    (start, cp.position, known, epoch + 1, None)
+                }
+            }
         }
         None => {
             let load_tables = config.task.mode == Mode::FullLoadAndCdc;
@@ -186,7 +202,7 @@ async fn run_once(
                 .await
                 .map_err(mysql_error)?;
             let point = snapshot.point.clone();
-            let position = point.binlog.to_position().map_err(mysql_error)?;
+            let position = point.binlog.to_position(0).map_err(mysql_error)?;
             tracing::info!(file = %point.binlog.file, offset = point.binlog.offset, "snapshot at this binlog position");
             if load_tables {
                 // The load holds every transaction that ended at or before the position.
@@ -198,7 +214,7 @@ async fn run_once(
                 tables.iter().map(|t| table_fact(&t.schema.id)).collect();
             let mut facts = vec![(FILE_FACT.to_string(), point.binlog.file.clone())];
             if let Some(g) = &point.gtid {
-                facts.push((inlet_mysql::GTID_FACT.to_string(), g.clone()));
+                facts.push((GTID_FACT.to_string(), g.clone()));
             }
             facts.push((
                 inlet_mysql::FLAVOR_FACT.to_string(),
@@ -209,11 +225,14 @@ async fn run_once(
             target
                 .write_checkpoint(task, &Checkpoint { position, facts })
                 .await?;
-            (point.start(), position, known)
+            (point.start(), position, known, 0, point.gtid.clone())
         }
     };
     let mut known = known;
-    let joined = join_new_tables(config, state, &connector, &target, &tables, &mut known).await?;
+    let joined = join_new_tables(
+        config, state, &connector, &target, &tables, &mut known, epoch,
+    )
+    .await?;
 
     // Opened after any join's load, so an upserting target indexes the loaded rows.
     let mut outputs = Vec::with_capacity(tables.len());
@@ -223,6 +242,23 @@ async fn run_once(
         committed.push(output.committed_position(&t.schema).await?);
         outputs.push(output);
     }
+    if let Some((was, _)) = &failover {
+        // A table written past the checkpoint holds transactions that only the old server's
+        // positions identify; by GTID they would be applied to it again.
+        for (t, c) in tables.iter().zip(&committed) {
+            if c.is_some_and(|c| c > position) {
+                return Err(JobError::Failed(format!(
+                    "{}: its target holds changes past the task checkpoint ({}), written by a run \
+                     that stopped before checkpointing them; on another server they cannot be \
+                     told apart by GTID. Point source.url at the server with server_id {was} \
+                     for one run so the checkpoint catches up, then switch; or delete the \
+                     checkpoint to run a new full load",
+                    t.schema.id,
+                    target.checkpoint_location(task)
+                )));
+            }
+        }
+    }
     for (i, at) in joined {
         committed[i] = Some(at);
     }
@@ -231,10 +267,13 @@ async fn run_once(
         policy,
         schema_changes: config.cdc.schema_changes,
         part_rows: config.cdc.part_rows,
+        position_epoch: epoch,
+        gtid_at_start,
     };
+    let by_gtid = failover.map(|(_, set)| set);
     let capture = BinlogCapture::start(&connector, server_id, &start, &tables, &committed, options)
         .await
-        .map_err(|e| purged(e, &target, task))?;
+        .map_err(|e| missing_binlog(e, &target.checkpoint_location(task), by_gtid.as_deref()))?;
     tracing::info!(tables = tables.len(), server_id, "streaming the binlog");
     state.set_tables(
         tables
@@ -247,6 +286,7 @@ async fn run_once(
     let source = MysqlSource {
         capture,
         checkpoint: target.checkpoint_location(task),
+        by_gtid,
     };
     state.durable(source.show(position));
     // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
@@ -276,6 +316,7 @@ async fn join_new_tables(
     target: &Target,
     tables: &[MysqlTable],
     known: &mut Vec<(String, String)>,
+    epoch: u8,
 ) -> Result<Vec<(usize, Position)>, JobError> {
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     let new = stream::joining_tables(known, &ids);
@@ -294,7 +335,11 @@ async fn join_new_tables(
         let snapshot = ConsistentSnapshot::open(connector, config.full_load.worker_count())
             .await
             .map_err(mysql_error)?;
-        let at = snapshot.point.binlog.to_position().map_err(mysql_error)?;
+        let at = snapshot
+            .point
+            .binlog
+            .to_position(epoch)
+            .map_err(mysql_error)?;
         let subset: Vec<MysqlTable> = new.iter().map(|&i| tables[i].clone()).collect();
         for t in &subset {
             // A join interrupted earlier may have left change files: the new load replaces them.
@@ -316,40 +361,102 @@ fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
 
 /// A binlog the checkpoint needs that the server no longer has is the MySQL form of a lost
 /// replication slot: changes are missing, so the task stops and says how to start over.
-fn purged(e: MysqlError, target: &Target, task: &str) -> JobError {
+/// The server cannot send the binlog from where the task resumes (error 1236): purged, or,
+/// resuming by GTID (`by_gtid`) on another server, that server lacks transactions the task
+/// already wrote.
+fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> JobError {
     let text = e.to_string();
-    if text.contains("1236") || text.to_ascii_lowercase().contains("purged") {
-        return JobError::Failed(format!(
+    if !(text.contains("1236") || text.to_ascii_lowercase().contains("purged")) {
+        return mysql_error(e);
+    }
+    match by_gtid {
+        Some(set) => JobError::Failed(format!(
+            "{text}. This server cannot continue from the task's GTID set {set}: it lacks \
+             transactions the task already wrote (they were lost in the failover, or it is not \
+             a replica of the server the task followed), or it purged binlogs the task needs. \
+             Point source.url back at the server the checkpoint names, or delete the task \
+             checkpoint ({checkpoint}) to run a new full load from this server"
+        )),
+        None => JobError::Failed(format!(
             "{text}. The binlog the task must resume from is gone (purged, or expired by \
-             binlog_expire_logs_seconds), so changes are missing: delete the task checkpoint ({}) \
-             and run the task again for a new full load, and keep binlogs longer than the task \
-             may be stopped",
-            target.checkpoint_location(task)
+             binlog_expire_logs_seconds), so changes are missing: delete the task checkpoint \
+             ({checkpoint}) and run the task again for a new full load, and keep binlogs longer \
+             than the task may be stopped"
+        )),
+    }
+}
+
+/// Where a task resumes on a server other than its checkpoint's (`servers`: the checkpoint's
+/// server_id, then this one's): at the checkpoint's GTID set, which both servers share if one
+/// replicated the other.
+fn failover_start(
+    facts: &[(String, String)],
+    gtid: Option<String>,
+    flavor: Flavor,
+    epoch: u8,
+    servers: (&str, &str),
+    checkpoint: &str,
+) -> Result<StartFrom, JobError> {
+    let (was, now) = servers;
+    let refuse = |why: String| {
+        JobError::Failed(format!(
+            "the task checkpoint ({checkpoint}) holds a binlog position of the server with \
+             server_id {was}, but source.url now reaches server_id {now}, and {why}. Point \
+             source.url back at that server, or delete the checkpoint to run a new full load \
+             from this one (if this is the same server with a new server_id, remove the \
+             {SERVER_FACT} line from the checkpoint instead)"
+        ))
+    };
+    let Some(set) = gtid else {
+        return Err(refuse(
+            "the checkpoint has no GTID set to resume from on another server (turn GTIDs on: \
+             gtid_mode=ON on MySQL)"
+                .into(),
+        ));
+    };
+    let was_flavor = fact(facts, inlet_mysql::FLAVOR_FACT).unwrap_or_default();
+    if !was_flavor.is_empty() && was_flavor != flavor.as_str() {
+        return Err(refuse(format!(
+            "that server was {was_flavor} while this one is {}: their GTIDs do not match",
+            flavor.as_str()
+        )));
+    }
+    if epoch == u8::MAX {
+        return Err(refuse(
+            "the task has switched servers 255 times already, the most its positions count".into(),
         ));
     }
-    mysql_error(e)
+    Ok(match flavor {
+        Flavor::MariaDb => StartFrom::MariaGtid(set),
+        Flavor::Mysql => {
+            // Checkpoints of earlier versions that resumed by file/position on MySQL hold only
+            // the GTIDs seen since; starting from such a set would re-read everything before.
+            if !MysqlGtidSet::parse(&set).is_some_and(|s| s.numbered_from_one()) {
+                return Err(refuse(format!(
+                    "the checkpoint's GTID set ({set}) is not a whole executed set (each source \
+                     numbered from 1), so it cannot place the task on another server"
+                )));
+            }
+            StartFrom::MysqlGtid(set)
+        }
+    })
 }
 
 /// The binlog capture as the stream loop drives it.
 struct MysqlSource {
     capture: BinlogCapture,
     checkpoint: String,
+    /// The GTID set the stream started from, when it resumed on another server.
+    by_gtid: Option<String>,
 }
 
 impl ChangeSource for MysqlSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
-        let checkpoint = &self.checkpoint;
-        self.capture.next().await.map_err(|e| {
-            let text = e.to_string();
-            if text.contains("1236") {
-                JobError::Failed(format!(
-                    "{text}; the binlog was purged under the running task: delete the task \
-                     checkpoint ({checkpoint}) and run the task again for a new full load"
-                ))
-            } else {
-                mysql_error(e)
-            }
-        })
+        let (checkpoint, by_gtid) = (&self.checkpoint, self.by_gtid.as_deref());
+        self.capture
+            .next()
+            .await
+            .map_err(|e| missing_binlog(e, checkpoint, by_gtid))
     }
     fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError> {
         self.capture.take(table).map_err(mysql_error)

@@ -63,8 +63,13 @@ fn binlog_end(db: &MariaDbServer) -> (u64, u64) {
 /// Waits until the task checkpoint covers the binlog's current end: everything committed is
 /// durable in the target (idle heartbeats carry the checkpoint over events of other tables).
 fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
+    wait_caught_up_on(db, 0, child, out)
+}
+
+/// [`wait_caught_up`] on the task's `epoch`th server (positions count the servers followed).
+fn wait_caught_up_on(db: &MariaDbServer, epoch: u64, child: &mut Child, out: &Path) {
     let (seq, offset) = binlog_end(db);
-    let want = (seq << 32) | offset;
+    let want = (epoch << 56) | (seq << 32) | offset;
     let checkpoint = out.join("_inlet/my-cdc/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -356,9 +361,17 @@ fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
         );
     }
 
-    // The checkpoint's binlog position belongs to this server: against another one (here the
-    // same server under a new server_id, as a failover would look) the task refuses to resume.
-    let before = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
+    // Binlog positions belong to one server: on another one (here the same server under a new
+    // server_id, as a failover would look) the task resumes by GTID, so a checkpoint without a
+    // GTID set is refused and left as it was.
+    let checkpoint = out.join("_inlet/my-cdc/checkpoint");
+    let without_gtid: String = std::fs::read_to_string(&checkpoint)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("mysql.gtid_set="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&checkpoint, &without_gtid).unwrap();
     let was = db.admin("SELECT @@server_id").trim().to_string();
     db.admin("SET GLOBAL server_id = 4242");
     let cfg_text = cfg.to_str().unwrap();
@@ -367,13 +380,95 @@ fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
     assert!(
         stderr.contains(&format!(
             "holds a binlog position of the server with server_id {was}, but source.url now \
-             reaches server_id 4242"
+             reaches server_id 4242, and the checkpoint has no GTID set"
         )),
         "{stderr}"
     );
-    let after = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
     assert_eq!(
-        before, after,
+        std::fs::read_to_string(&checkpoint).unwrap(),
+        without_gtid,
         "a refused resume must not touch the checkpoint"
     );
+}
+
+/// A failover: the task follows a primary; its URL then points at the promoted replica
+/// (server_id 2, which logs what it replicates), where it resumes at the checkpoint's GTID set.
+/// The changes made on both servers, including those the task had not read before the switch,
+/// replay to the replica's tables. Going back to the old primary, which lacks the replica's new
+/// transactions, is refused with what to do.
+#[test]
+fn mysql_failover_to_a_replica_resumes_by_gtid() {
+    let primary = MariaDbServer::start();
+    let replica = MariaDbServer::start_with(&["--server-id=2", "--log-slave-updates=ON"]);
+    primary.admin(SCHEMA);
+    replica.admin(&format!(
+        "CHANGE MASTER TO master_host = '127.0.0.1', master_port = {}, master_user = 'root', \
+         master_use_gtid = slave_pos; START SLAVE;",
+        primary.port
+    ));
+    let sync = || {
+        let pos = primary.admin("SELECT @@gtid_binlog_pos");
+        let waited = replica.admin(&format!("SELECT MASTER_GTID_WAIT('{}', 60)", pos.trim()));
+        assert_eq!(waited.trim(), "0", "the replica did not reach {pos}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let on = |db: &MariaDbServer| task_file(dir.path(), "my", &task(&db.url("shop"), &out));
+
+    let cfg = on(&primary);
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&primary, &mut child, &out);
+    workload(&primary, 0);
+    workload(&primary, 1);
+    wait_caught_up(&primary, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    // Written while the task is stopped: the replica must send these after the switch.
+    workload(&primary, 2);
+    sync();
+    replica.admin("STOP SLAVE");
+
+    let cfg = on(&replica);
+    let mut child = spawn_inlet(&cfg);
+    workload(&replica, 3);
+    wait_caught_up_on(&replica, 1, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming at the checkpoint's GTID set"),
+        "{stderr}"
+    );
+    assert_replay_equals_source(&replica, &out);
+    let checkpoint = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
+    assert!(checkpoint.contains("\nmysql.server_id=2\n"), "{checkpoint}");
+    let position = checkpoint
+        .lines()
+        .find_map(|l| l.strip_prefix("position="))
+        .and_then(|p| u64::from_str_radix(p, 16).ok())
+        .unwrap();
+    assert_eq!(position >> 56, 1, "{checkpoint}");
+
+    // The old primary never saw round 3.
+    let cfg = on(&primary);
+    let (code, stderr) = stop_run_when_exited(spawn_inlet(&cfg));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot continue from the task's GTID set"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap(),
+        checkpoint,
+        "a refused resume leaves the checkpoint as it was"
+    );
+}
+
+/// Waits (up to 60 s) for a run that must stop on its own; its exit code and stderr.
+fn stop_run_when_exited(mut child: Child) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "inlet kept running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    common::stderr_of(child)
 }

@@ -2,8 +2,9 @@
 //! ([`inlet_core::change_schema`] layout) holding whole committed transactions.
 //!
 //! Positions: a transaction's rows carry its commit position, where its last event ends
-//! (`(file sequence << 32) | offset`). That is known only at the XID, so the change columns of
-//! the open transaction's rows are filled in at commit. A transaction too large for memory is
+//! (`(epoch << 56) | (file sequence << 32) | offset`, see [`crate::position`]). That is known
+//! only at the XID, so the change columns of the open transaction's rows are filled in at
+//! commit. A transaction too large for memory is
 //! written in parts before it commits; parts carry the position where the transaction starts,
 //! which is also where the previous one ended, so a table holding only parts of a transaction
 //! still receives it whole again after a restart and rewrites the same parts. A transaction is
@@ -46,6 +47,11 @@ pub struct CaptureOptions {
     pub schema_changes: SchemaChanges,
     /// A transaction's rows for one table are written as a part once they reach this many.
     pub part_rows: usize,
+    /// Positions are on the task's `position_epoch`th server ([`crate::position_epoch`]).
+    pub position_epoch: u8,
+    /// The GTID set as of a file/offset start (the checkpoint's, or the snapshot's), so the
+    /// set a checkpoint records stays whole: MySQL cannot compute it from a position.
+    pub gtid_at_start: Option<String>,
 }
 
 /// Per-table change builders.
@@ -336,6 +342,9 @@ impl BinlogCapture {
         // commit on.
         let gtid_text = match (flavor, start) {
             (_, StartFrom::MariaGtid(s) | StartFrom::MysqlGtid(s)) => Some(s.clone()),
+            (_, StartFrom::Position(_)) if options.gtid_at_start.is_some() => {
+                options.gtid_at_start.clone()
+            }
             (Flavor::MariaDb, StartFrom::Position(p)) => {
                 use mysql_async::prelude::Queryable;
                 conn.exec_first::<Option<String>, _, _>(
@@ -446,7 +455,7 @@ impl BinlogCapture {
     }
 
     fn position(&self, offset: u64) -> Position {
-        Position((self.file_seq << 32) | (offset & 0xffff_ffff))
+        crate::position::binlog_position(self.options.position_epoch, self.file_seq, offset)
     }
 
     fn error(&self, message: impl Into<String>) -> MysqlError {

@@ -11,7 +11,7 @@
 //!   starts at the snapshot's position (or a checkpoint's file/offset or GTID set), and turns
 //!   row events into change batches in [`inlet_core::change_schema`] layout, whole
 //!   transactions at a time, with the same method set as the PostgreSQL connector's
-//!   `ChangeCapture`. Positions are `(binlog file number << 32) | offset`.
+//!   `ChangeCapture`. Positions are `(server epoch << 56) | (binlog file number << 32) | offset`.
 //! - `inlet check` ([`prerequisites`]) verifies the server settings and privileges and says how
 //!   to fix each.
 
@@ -38,8 +38,8 @@ pub use error::MysqlError;
 /// mysql_common's binlog event type, as [`read_binlog_file`] returns it.
 pub use mysql_common::binlog::events::Event as BinlogEvent;
 pub use position::{
-    file_sequence, BinlogPosition, MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT,
-    GTID_FACT,
+    binlog_position, file_sequence, position_epoch, BinlogPosition, MariaGtidState, MysqlGtidSet,
+    StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT,
 };
 pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange, SnapshotPoint,

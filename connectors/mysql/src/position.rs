@@ -1,9 +1,13 @@
 //! Binlog coordinates and how they map onto inlet's one totally ordered [`Position`]:
-//! `(file sequence number << 32) | offset`. The offset of a committed transaction is where its
-//! last event ends (where the next event starts), so resuming "from a position" is a plain
-//! COM_BINLOG_DUMP at that file and offset. GTID sets (MySQL's `uuid:1-5`, MariaDB's
-//! `domain-server-seq` list) travel beside it as checkpoint facts, for resuming on another
-//! server after a failover.
+//! `(epoch << 56) | (file sequence number << 32) | offset`. The offset of a committed
+//! transaction is where its last event ends (where the next event starts), so resuming "from a
+//! position" is a plain COM_BINLOG_DUMP at that file and offset. GTID sets (MySQL's `uuid:1-5`,
+//! MariaDB's `domain-server-seq` list) travel beside it as checkpoint facts.
+//!
+//! Binlog coordinates belong to one server. The epoch counts the servers a task has followed:
+//! resuming by GTID on another server (a failover) bumps it, so every position there orders
+//! after every position on the servers before, and the per-table replay guard and the change
+//! files' order hold across the switch.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +20,25 @@ use crate::error::MysqlError;
 pub const FILE_FACT: &str = "mysql.binlog_file";
 pub const GTID_FACT: &str = "mysql.gtid_set";
 pub const FLAVOR_FACT: &str = "mysql.flavor";
+
+const EPOCH_SHIFT: u32 = 56;
+/// Binlog file numbers up to 16,777,215 (a server writing a file a minute takes 31 years).
+const SEQUENCE_MASK: u64 = 0xff_ffff;
+
+/// The position of `offset` in binlog file number `sequence` of the task's `epoch`th server.
+pub fn binlog_position(epoch: u8, sequence: u64, offset: u64) -> Position {
+    Position(
+        (u64::from(epoch) << EPOCH_SHIFT)
+            | ((sequence & SEQUENCE_MASK) << 32)
+            | (offset & 0xffff_ffff),
+    )
+}
+
+/// How many servers before this position's the task followed (0 until a failover).
+pub fn position_epoch(position: Position) -> u8 {
+    // The shift leaves 8 bits.
+    (position.0 >> EPOCH_SHIFT) as u8
+}
 
 /// A place in the binary log: a file and a byte offset in it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,10 +55,10 @@ impl BinlogPosition {
         }
     }
 
-    /// `(sequence << 32) | offset`. Fails for a file name without a numeric extension (the
-    /// server always writes `basename.NNNNNN`) or an offset beyond 4 GiB (max_binlog_size is
-    /// at most 1 GiB).
-    pub fn to_position(&self) -> Result<Position, MysqlError> {
+    /// This place as a [`Position`] on the task's `epoch`th server. Fails for a file name
+    /// without a numeric extension (the server always writes `basename.NNNNNN`) or an offset
+    /// beyond 4 GiB (max_binlog_size is at most 1 GiB).
+    pub fn to_position(&self, epoch: u8) -> Result<Position, MysqlError> {
         let seq = file_sequence(&self.file).ok_or_else(|| MysqlError::Binlog {
             server: String::new(),
             message: format!("binlog file name {:?} has no numeric extension", self.file),
@@ -46,13 +69,22 @@ impl BinlogPosition {
                 message: format!("binlog offset {} is beyond 4 GiB", self.offset),
             });
         }
-        Ok(Position((u64::from(seq) << 32) | self.offset))
+        if u64::from(seq) > SEQUENCE_MASK {
+            return Err(MysqlError::Binlog {
+                server: String::new(),
+                message: format!(
+                    "binlog file number {seq} is above 16,777,215; RESET MASTER on a server \
+                     whose binlog numbering ran this far, then run a new full load"
+                ),
+            });
+        }
+        Ok(binlog_position(epoch, u64::from(seq), self.offset))
     }
 
     /// The coordinates of `position` in the binlog whose files are named like `template`
     /// (`mariadb-bin.000007`): same base name, same number of digits.
     pub fn from_position(position: Position, template: &str) -> Self {
-        let seq = position.0 >> 32;
+        let seq = (position.0 >> 32) & SEQUENCE_MASK;
         let offset = position.0 & 0xffff_ffff;
         let (base, digits) = match template.rsplit_once('.') {
             Some((base, ext)) if ext.bytes().all(|b| b.is_ascii_digit()) => (base, ext.len()),
@@ -175,6 +207,14 @@ impl MysqlGtidSet {
         *v = merged;
     }
 
+    /// Whether every source's transactions are numbered from 1, as in a server's whole
+    /// `gtid_executed`; a set collected from the middle of a binlog is not.
+    pub fn numbered_from_one(&self) -> bool {
+        self.sources
+            .values()
+            .all(|intervals| intervals.first().is_some_and(|&(a, _)| a == 1))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
     }
@@ -217,10 +257,10 @@ mod tests {
     #[test]
     fn positions_order_across_files() {
         let a = BinlogPosition::new("mariadb-bin.000009", 4_000_000)
-            .to_position()
+            .to_position(0)
             .unwrap();
         let b = BinlogPosition::new("mariadb-bin.000010", 4)
-            .to_position()
+            .to_position(0)
             .unwrap();
         assert!(a < b);
         assert_eq!(b, Position((10 << 32) | 4));
@@ -228,7 +268,40 @@ mod tests {
             BinlogPosition::from_position(b, "mariadb-bin.000001"),
             BinlogPosition::new("mariadb-bin.000010", 4)
         );
-        assert!(BinlogPosition::new("weird", 4).to_position().is_err());
+        assert!(BinlogPosition::new("weird", 4).to_position(0).is_err());
+        assert!(BinlogPosition::new("big.16777216", 4)
+            .to_position(0)
+            .is_err());
+    }
+
+    #[test]
+    fn a_later_epoch_orders_after_every_position_before_it() {
+        let last_on_old = BinlogPosition::new("mariadb-bin.16777215", 0xffff_ffff)
+            .to_position(3)
+            .unwrap();
+        let first_on_new = BinlogPosition::new("mariadb-bin.000001", 4)
+            .to_position(4)
+            .unwrap();
+        assert!(last_on_old < first_on_new);
+        assert_eq!(position_epoch(last_on_old), 3);
+        assert_eq!(position_epoch(first_on_new), 4);
+        assert_eq!(first_on_new, binlog_position(4, 1, 4));
+        // The coordinates come back without the epoch.
+        assert_eq!(
+            BinlogPosition::from_position(first_on_new, "mariadb-bin.000042"),
+            BinlogPosition::new("mariadb-bin.000001", 4)
+        );
+    }
+
+    #[test]
+    fn whole_mysql_gtid_sets_start_at_one() {
+        let whole = MysqlGtidSet::parse("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77:80").unwrap();
+        assert!(whole.numbered_from_one());
+        let tail = MysqlGtidSet::parse(
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,4e11fa47-71ca-11e1-9e33-c80aa9429562:9-12",
+        )
+        .unwrap();
+        assert!(!tail.numbered_from_one());
     }
 
     #[test]

@@ -41,6 +41,9 @@ fn options(include: &str, policy: Unrepresentable, part_rows: usize) -> CaptureO
         policy,
         schema_changes: SchemaChanges::Evolve,
         part_rows,
+
+        position_epoch: 0,
+        gtid_at_start: None,
     }
 }
 
@@ -697,7 +700,7 @@ async fn large_transaction_in_parts_and_idle_heartbeats() {
         parts.len()
     );
     assert_eq!(parts.len() * 1000 + rest_rows, 5000);
-    let start_position = start.to_position().unwrap();
+    let start_position = start.to_position(0).unwrap();
     for (i, p) in parts.iter().enumerate() {
         assert_eq!(p.part, Some(i as u32 + 1));
         assert_eq!(p.batch.num_rows(), 1000);

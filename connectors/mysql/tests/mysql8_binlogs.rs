@@ -16,6 +16,9 @@ fn options(policy: Unrepresentable) -> CaptureOptions {
         policy,
         schema_changes: SchemaChanges::Fail,
         part_rows: 10_000,
+
+        position_epoch: 0,
+        gtid_at_start: None,
     }
 }
 
