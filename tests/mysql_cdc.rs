@@ -160,6 +160,10 @@ fn mysql_changes_replay_to_the_source_across_sigkills() {
     let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("shop.accounts"), "{stdout}");
+    assert!(
+        stdout.contains("[ok     ] GTIDs: on: after a failover the task resumes on the promoted replica by GTID"),
+        "{stdout}"
+    );
 
     // A clean run: full load, two rounds, SIGTERM.
     let mut child = spawn_inlet(&cfg);

@@ -38,6 +38,11 @@ pub async fn prerequisites(
     let expire_seconds = get("binlog_expire_logs_seconds").await;
     let expire_days = get("expire_logs_days").await;
     let value_options = get("binlog_row_value_options").await;
+    // MariaDB always has GTIDs; MySQL only with gtid_mode=ON (absent before 5.6).
+    let gtid_mode = match flavor {
+        Flavor::MariaDb => None,
+        Flavor::Mysql => Some(get("gtid_mode").await.unwrap_or_default()),
+    };
 
     let mut out = vec![Prerequisite::ok(
         "connection",
@@ -132,6 +137,23 @@ pub async fn prerequisites(
             "SET GLOBAL binlog_row_value_options = '';".into(),
         ));
     }
+    // GTIDs are what a task resumes from on another server after a failover.
+    out.push(match gtid_mode.as_deref() {
+        Some(mode) if !mode.eq_ignore_ascii_case("ON") => Prerequisite::warning(
+            "GTIDs",
+            format!(
+                "gtid_mode is {}: the task follows this server only and cannot resume on a \
+                 replica promoted after a failover",
+                if mode.is_empty() { "absent" } else { mode }
+            ),
+            "SET GLOBAL enforce_gtid_consistency = ON; then step gtid_mode through \
+             OFF_PERMISSIVE and ON_PERMISSIVE to ON (MySQL's online GTID procedure)",
+        ),
+        _ => Prerequisite::ok(
+            "GTIDs",
+            "on: after a failover the task resumes on the promoted replica by GTID",
+        ),
+    });
     // Retention: the binlog must outlive any downtime of the task.
     let seconds: Option<u64> = match (
         expire_seconds.and_then(|s| s.parse().ok()),
