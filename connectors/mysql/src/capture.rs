@@ -823,6 +823,24 @@ impl BinlogCapture {
                     }
                 }
             }
+            Some("insert" | "replace" | "update" | "delete" | "load") => {
+                // With ROW format a change reaches the binlog as row events; a statement here
+                // comes from a session (or an upstream primary) writing STATEMENT or MIXED, and
+                // its rows are not in the binlog at all.
+                if let Some(name) = dml_target(&words, &lower) {
+                    let id = table_id(&name, schema);
+                    if self.by_name.contains_key(&id) {
+                        return Err(self.error(format!(
+                            "{id}: a change was logged as a statement, not as rows (a session \
+                             or an upstream primary with binlog_format = STATEMENT or MIXED), \
+                             so its rows cannot be read from the binlog: {:?}. Make every writer \
+                             use ROW (SET GLOBAL binlog_format = 'ROW', and no SET SESSION \
+                             binlog_format), then run a new full load of the table",
+                            sql.chars().take(120).collect::<String>()
+                        )));
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -1359,6 +1377,39 @@ fn sql_words(sql: &str) -> Vec<String> {
 const NAME_SEPARATOR: char = '\u{1}';
 
 /// `db.t`, `t` (in the statement's default database) → a table id.
+/// The table a single-table INSERT, REPLACE, UPDATE, DELETE or LOAD DATA statement writes (as
+/// a [`sql_words`] word), or None when it cannot tell (a multi-table form names its first).
+fn dml_target(words: &[String], lower: &[String]) -> Option<String> {
+    const MODIFIERS: &[&str] = &[
+        "low_priority",
+        "delayed",
+        "high_priority",
+        "ignore",
+        "quick",
+        "concurrent",
+        "local",
+    ];
+    let mut i = 1;
+    if lower.first().map(String::as_str) == Some("load") {
+        // LOAD DATA|XML … INTO TABLE name
+        i = lower.iter().position(|w| w == "table")? + 1;
+    } else {
+        while lower
+            .get(i)
+            .is_some_and(|w| MODIFIERS.contains(&w.as_str()))
+        {
+            i += 1;
+        }
+        if matches!(lower.get(i).map(String::as_str), Some("into" | "from")) {
+            i += 1;
+        }
+    }
+    let word = words.get(i)?;
+    // `t(a, b)` and `t,` end the name.
+    let name = word.split(['(', ',']).next().unwrap_or_default();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 fn table_id(word: &str, default_schema: &str) -> TableId {
     let parts: Vec<String> = word.split(NAME_SEPARATOR).map(str::to_string).collect();
     match parts.as_slice() {
@@ -1406,6 +1457,33 @@ mod tests {
             fake_rotate_file_name(b"mariadb-bin.000001", false),
             "mariadb-bin.000001"
         );
+    }
+
+    fn target_of(sql: &str) -> Option<TableId> {
+        let words = sql_words(sql);
+        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+        dml_target(&words, &lower).map(|w| table_id(&w, "shop"))
+    }
+
+    #[test]
+    fn tables_statement_format_changes_write() {
+        let t = |s: &str, t: &str| Some(TableId::new(s, t));
+        assert_eq!(
+            target_of("INSERT INTO accounts VALUES (1)"),
+            t("shop", "accounts")
+        );
+        assert_eq!(
+            target_of("insert low_priority ignore into `x`.`a b`(id, v) select 1, 2"),
+            t("x", "a b")
+        );
+        assert_eq!(target_of("REPLACE shop.t SET id = 1"), t("shop", "t"));
+        assert_eq!(target_of("UPDATE IGNORE t SET v = 1"), t("shop", "t"));
+        assert_eq!(target_of("DELETE QUICK FROM y.t WHERE id = 1"), t("y", "t"));
+        assert_eq!(
+            target_of("LOAD DATA LOCAL INFILE '/f' INTO TABLE t2 FIELDS TERMINATED BY ','"),
+            t("shop", "t2")
+        );
+        assert_eq!(target_of("LOAD DATA INFILE '/f'"), None);
     }
 
     fn change_of(sql: &str) -> Option<TablesChange> {

@@ -801,3 +801,48 @@ async fn check_reports_settings_and_privileges() {
     assert_eq!(find("server_id").status, inlet_core::CheckStatus::Missing);
     let _ = conn.query_drop("SELECT 1").await;
 }
+
+/// A session that overrides binlog_format to STATEMENT writes its change to a captured table as
+/// a statement, with no rows to read: the capture stops, naming the table, rather than skip it.
+/// The same statement on a table the task does not capture passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_format_change_to_a_captured_table_stops_the_capture() {
+    let server = MariaDbServer::start();
+    server.admin(
+        "CREATE DATABASE sf; CREATE TABLE sf.kept (id INT PRIMARY KEY, v INT);
+         CREATE TABLE sf.other (id INT PRIMARY KEY, v INT);",
+    );
+    let c = connector(&server, "sf");
+    let tables = tables(&c, "sf.kept", Unrepresentable::Fail).await;
+    let start = master_position(&server);
+    let mut capture = BinlogCapture::start(
+        &c,
+        4201,
+        &StartFrom::Position(start),
+        &tables,
+        &[None],
+        options("sf.kept", Unrepresentable::Fail, 1000),
+    )
+    .await
+    .unwrap();
+    server.admin(
+        "SET SESSION binlog_format = 'STATEMENT';
+         INSERT INTO sf.other VALUES (1, 1);
+         INSERT INTO sf.kept VALUES (1, 1);",
+    );
+    let err = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), capture.next())
+            .await
+            .expect("binlog event within 30 s")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        err.contains("sf.kept: a change was logged as a statement, not as rows"),
+        "{err}"
+    );
+    assert!(err.contains("INSERT INTO sf.kept VALUES (1, 1)"), "{err}");
+}
