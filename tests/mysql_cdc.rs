@@ -454,7 +454,7 @@ fn mysql_failover_to_a_replica_resumes_by_gtid() {
 
     // The old primary never saw round 3.
     let cfg = on(&primary);
-    let (code, stderr) = stop_run_when_exited(spawn_inlet(&cfg));
+    let (code, stderr) = common::stderr_of(spawn_inlet(&cfg));
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("cannot continue from the task's GTID set"),
@@ -465,14 +465,4 @@ fn mysql_failover_to_a_replica_resumes_by_gtid() {
         checkpoint,
         "a refused resume leaves the checkpoint as it was"
     );
-}
-
-/// Waits (up to 60 s) for a run that must stop on its own; its exit code and stderr.
-fn stop_run_when_exited(mut child: Child) -> (i32, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "inlet kept running");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    common::stderr_of(child)
 }
