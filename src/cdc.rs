@@ -1,7 +1,8 @@
 //! `inlet run` with change data capture: set up the publication and slot, do the full load
 //! inside the slot's exported snapshot (or resume from the task checkpoint), then follow the
 //! change stream, flushing change files, the checkpoint and the source acknowledgement in that
-//! order, so the slot never moves past what the target durably holds.
+//! order, so the slot never moves past what the target durably holds. A table that joins is
+//! loaded beside the stream, which then starts again from where the load began.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use crate::{full_load, JobError};
 
 /// Checkpoint fact naming the slot the checkpoint's position belongs to.
 const SLOT_FACT: &str = "slot";
-/// Checkpoint fact, one per table whose initial load is part of the target (JSON string).
 /// How often the slot's retained WAL is read for the metrics.
 const SLOT_POLL: Duration = Duration::from_secs(10);
 
@@ -166,25 +166,37 @@ async fn run_once(
     state.set_slot(None, false);
 
     let mut facts = facts;
-    let joined = join_new_tables(config, state, &connector, &target, &tables, &mut facts).await?;
-    // Opened after any join's load, so an upserting target indexes the loaded rows.
+    let join = join_new_tables(config, state, &connector, &target, &tables, &mut facts).await?;
+    let watched: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
+    // A table loading beside the stream joins it at the stream's next start, once loaded.
+    let tables: Vec<SourceTable> = tables
+        .into_iter()
+        .filter(|t| {
+            !join
+                .as_ref()
+                .is_some_and(|j| j.tables.contains(&t.schema.id))
+        })
+        .collect();
     let mut outputs = Vec::with_capacity(tables.len());
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
         let output = target.change_table(&t.schema).await?;
-        committed.push(output.committed_position(&t.schema).await?);
+        // A table loaded beside an earlier stream holds every transaction up to its load.
+        let loaded = loaded_at(&facts, &t.schema.id);
+        committed.push(output.committed_position(&t.schema).await?.max(loaded));
         outputs.push(output);
     }
-    for (i, before) in joined {
-        committed[i] = Some(before);
-    }
+    // Once the checkpoint is past a table's load, its load position says nothing more.
+    facts.retain(|(k, v)| {
+        k != LOADED_AT_FACT || parse_loaded_at(v).is_some_and(|(at, _)| at > start)
+    });
 
     let new_tables = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
         connector: connector.clone(),
         selection: selection.clone(),
         policy,
-        known: tables.iter().map(|t| t.schema.id.clone()).collect(),
+        known: watched.into_iter().collect(),
         found: new_tables.clone(),
         unreadable: Default::default(),
     };
@@ -225,12 +237,18 @@ async fn run_once(
         Some(dir) => capture.spool_in(dir.clone()),
         None => capture,
     };
+    // While a table loads beside the stream the checkpoint stays at `start`: once loaded, the
+    // stream starts again from there and the table receives every change since its snapshot
+    // (the other tables skip what they hold).
+    let hold = join.as_ref().map(|_| start);
     let source = PgSource {
         capture,
         new_tables,
         slot: slot.clone(),
         checkpoint: target.checkpoint_location(task),
         resnapshot,
+        join,
+        joined: Vec::new(),
     };
     let out = Outputs {
         tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
@@ -239,6 +257,7 @@ async fn run_once(
         task,
         state,
         facts,
+        hold,
     };
     stream::follow(source, out, start, &config.cdc, shutdown).await
 }
@@ -252,6 +271,10 @@ struct PgSource {
     /// Where the task checkpoint is, for the lost-slot message.
     checkpoint: String,
     resnapshot: bool,
+    /// Tables loading beside the stream, and the facts that record them once loaded.
+    join: Option<JoinLoad>,
+    /// Facts of tables whose load beside the stream finished.
+    joined: Vec<(String, String)>,
 }
 
 impl ChangeSource for PgSource {
@@ -259,6 +282,34 @@ impl ChangeSource for PgSource {
         if !self.capture.in_transaction() && self.new_tables.swap(false, Ordering::Relaxed) {
             tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
             return Ok(Some(CaptureEvent::TablesChanged));
+        }
+        if let Some(join) = self
+            .join
+            .as_mut()
+            .filter(|_| !self.capture.in_transaction())
+        {
+            // Both branches are cancel-safe: the stream loop drops this future on its timers.
+            tokio::select! {
+                done = &mut join.load.0 => {
+                    let (tables, facts) = self.join.take().map(|j| (j.tables, j.facts)).unwrap_or_default();
+                    match done {
+                        Ok(Ok(())) => {
+                            tracing::info!(tables = ?tables.iter().map(ToString::to_string).collect::<Vec<_>>(), "tables loaded beside the stream: they join it from their snapshot on");
+                            self.joined = facts;
+                            return Ok(Some(CaptureEvent::TablesChanged));
+                        }
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => {
+                            return Err(JobError::Failed(format!(
+                                "the load of a joining table stopped: {e}"
+                            )))
+                        }
+                    }
+                }
+                event = self.capture.next() => {
+                    return event.map_err(|e| slot_error(e, &self.slot, &self.checkpoint, self.resnapshot));
+                }
+            }
         }
         self.capture
             .next()
@@ -293,7 +344,10 @@ impl ChangeSource for PgSource {
         self.capture.reset_buffered_bytes()
     }
     fn checkpoint_facts(&self) -> Vec<(String, String)> {
-        Vec::new()
+        self.joined.clone()
+    }
+    fn facts_changed(&self) -> bool {
+        !self.joined.is_empty()
     }
     fn show(&self, position: Position) -> String {
         Lsn(position.0).to_string()
@@ -360,40 +414,89 @@ async fn join_new_tables(
     target: &Target,
     tables: &[SourceTable],
     facts: &mut Vec<(String, String)>,
-) -> Result<Vec<(usize, Position)>, JobError> {
-    let mut joined = Vec::new();
+) -> Result<Option<JoinLoad>, JobError> {
     let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     let new = stream::joining_tables(facts, &now);
     if new.is_empty() {
-        return Ok(joined);
+        return Ok(None);
     }
     let ids: Vec<TableId> = new.iter().map(|&i| tables[i].schema.id.clone()).collect();
     let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
     if config.task.mode != Mode::FullLoadAndCdc {
         tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from now on");
-    } else {
-        tracing::info!(tables = ?names, "new tables join the task: loading them first");
-        let mut join = ReplicationConnection::connect(connector)
-            .await
-            .map_err(JobError::source)?;
-        let slot = format!("inlet_join_{}", std::process::id());
-        let created = join
-            .create_temporary_slot_exporting_snapshot(&slot)
-            .await
-            .map_err(JobError::source)?;
-        let snapshot = created.snapshot_name.unwrap_or_default();
-        for &i in &new {
-            // A join interrupted earlier may have left change files: the new load replaces them.
-            target.forget_changes(&tables[i].schema).await?;
-        }
-        let before = Position(created.consistent_point.0.saturating_sub(1));
-        full_load::run(config, Some(&snapshot), state, Some(&ids), Some(before)).await?;
-        // The temporary slot goes with its connection.
-        drop(join);
-        joined.extend(new.iter().map(|&i| (i, before)));
+        facts.extend(ids.iter().map(table_fact));
+        return Ok(None);
     }
-    facts.extend(ids.iter().map(table_fact));
-    Ok(joined)
+    tracing::info!(tables = ?names, "new tables join the task: loading them beside the stream");
+    let mut join = ReplicationConnection::connect(connector)
+        .await
+        .map_err(JobError::source)?;
+    let slot = format!("inlet_join_{}", std::process::id());
+    let created = join
+        .create_temporary_slot_exporting_snapshot(&slot)
+        .await
+        .map_err(JobError::source)?;
+    let snapshot = created.snapshot_name.unwrap_or_default();
+    for &i in &new {
+        // A join interrupted earlier may have left change files: the new load replaces them.
+        target.forget_changes(&tables[i].schema).await?;
+    }
+    let before = Position(created.consistent_point.0.saturating_sub(1));
+    let mut loaded_facts: Vec<(String, String)> = ids.iter().map(table_fact).collect();
+    loaded_facts.extend(ids.iter().map(|id| loaded_at_fact(id, before)));
+    let (config, state, only) = (config.clone(), state.beside(), ids.clone());
+    let load = tokio::spawn(async move {
+        full_load::run(&config, Some(&snapshot), &state, Some(&only), Some(before)).await?;
+        // The temporary slot, which exported the snapshot, goes with its connection.
+        drop(join);
+        Ok(())
+    });
+    Ok(Some(JoinLoad {
+        tables: ids,
+        load: AbortOnDrop(load),
+        facts: loaded_facts,
+    }))
+}
+
+/// Tables loading beside the stream, in a temporary slot's snapshot.
+struct JoinLoad {
+    tables: Vec<TableId>,
+    /// Aborted if the stream ends first (shutdown, an error): the next start loads again.
+    load: AbortOnDrop<Result<(), JobError>>,
+    /// What the checkpoint records once the load is done: the tables, and the position each
+    /// holds every transaction up to.
+    facts: Vec<(String, String)>,
+}
+
+/// Checkpoint fact: `<position, hex> <table, JSON string>`, the position up to which a table
+/// loaded beside the stream holds every transaction, kept while the checkpoint is below it.
+const LOADED_AT_FACT: &str = "table_loaded_at";
+
+fn loaded_at_fact(id: &TableId, at: Position) -> (String, String) {
+    (
+        LOADED_AT_FACT.to_string(),
+        format!("{:016X} {}", at.0, table_fact(id).1),
+    )
+}
+
+fn parse_loaded_at(value: &str) -> Option<(Position, String)> {
+    let (at, name) = value.split_once(' ')?;
+    Some((
+        Position(u64::from_str_radix(at, 16).ok()?),
+        name.to_string(),
+    ))
+}
+
+/// The load position a checkpoint records for `id`, if it joined beside an earlier stream.
+fn loaded_at(facts: &[(String, String)], id: &TableId) -> Option<Position> {
+    let name = table_fact(id).1;
+    facts
+        .iter()
+        .filter(|(k, _)| k == LOADED_AT_FACT)
+        .filter_map(|(_, v)| parse_loaded_at(v))
+        .filter(|(_, n)| *n == name)
+        .map(|(at, _)| at)
+        .max()
 }
 
 /// Waits (up to 30 s) for the walsender of an earlier stream, ours, to release the slot: a stream
@@ -506,9 +609,9 @@ fn spawn_slot_poller(
     })
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

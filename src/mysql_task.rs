@@ -298,6 +298,7 @@ async fn run_once(
         task,
         state,
         facts: known.into_iter().chain([server_fact]).collect(),
+        hold: None,
     };
     stream::follow(source, out, position, &config.cdc, shutdown).await
 }

@@ -279,6 +279,22 @@ impl TaskState {
         )
     }
 
+    /// A state for work running beside this task's stream (a joining table's load): it counts
+    /// into the task's metrics (rows loaded, load progress) but leaves the task's phase and
+    /// table list in `/status` to the stream.
+    pub fn beside(&self) -> Self {
+        let status = self.lock().status.clone();
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                status,
+                oldest_pending_micros: None,
+                disconnected_since: None,
+            })),
+            metrics: self.metrics.clone(),
+            task: self.task.clone(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The state is plain data: a panic elsewhere cannot leave it half-updated in a way
         // that matters more than losing the report.

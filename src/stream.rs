@@ -33,6 +33,11 @@ pub trait ChangeSource {
     fn reset_buffered_bytes(&mut self);
     /// Facts the checkpoint must carry for a restart at `position` (e.g. a GTID set).
     fn checkpoint_facts(&self) -> Vec<(String, String)>;
+    /// Whether [`ChangeSource::checkpoint_facts`] changed in a way the next flush must write
+    /// even if the position did not move (a table finished loading beside the stream).
+    fn facts_changed(&self) -> bool {
+        false
+    }
     /// A position as the source spells it, for logs and `/status`.
     fn show(&self, position: Position) -> String;
 }
@@ -48,6 +53,9 @@ pub struct Outputs<'a> {
     pub state: &'a TaskState,
     /// Carried into every checkpoint, besides the source's own.
     pub facts: Vec<(String, String)>,
+    /// The checkpoint and the source's acknowledgement stay at or below this position (while a
+    /// table loads beside the stream, so that the stream can start again from here for it).
+    pub hold: Option<Position>,
 }
 
 /// Checkpoint fact naming a table the task has loaded (or captures from its start), so that a
@@ -152,7 +160,7 @@ pub async fn follow<S: ChangeSource>(
                 }
                 Some(CaptureEvent::TablesChanged) => {
                     run.flush().await?;
-                    if run.durable < run.seen {
+                    if run.durable < run.checkpoint_target() {
                         return Err(JobError::Transient {
                             kind: "source",
                             message: "the source's tables changed while a transaction was open; \
@@ -187,6 +195,14 @@ struct Stream<'a, S> {
 }
 
 impl<S: ChangeSource> Stream<'_, S> {
+    /// Where the next checkpoint goes: everything seen, unless held lower.
+    fn checkpoint_target(&self) -> Position {
+        match self.out.hold {
+            Some(hold) => self.seen.min(hold).max(self.durable),
+            None => self.seen,
+        }
+    }
+
     /// Ends the stream politely. That can wait on a large transaction the server is sending;
     /// everything durable is acknowledged already, so give it a few seconds and then close.
     async fn finish(self) {
@@ -222,21 +238,22 @@ impl<S: ChangeSource> Stream<'_, S> {
         }
         // A table still holding parts of an open transaction has not made everything up to
         // `seen` durable: the checkpoint and the source wait for it.
-        if self.seen > self.durable && !held {
+        let upto = self.checkpoint_target();
+        if (upto > self.durable || self.source.facts_changed()) && !held {
             let written = Instant::now();
             self.out.state.observe_flush(written - started);
             let mut facts = self.out.facts.clone();
             facts.extend(self.source.checkpoint_facts());
             let checkpoint = Checkpoint {
-                position: self.seen,
+                position: upto,
                 facts,
             };
             self.out
                 .target
                 .write_checkpoint(self.out.task, &checkpoint)
                 .await?;
-            self.source.acknowledge(self.seen).await?;
-            self.durable = self.seen;
+            self.source.acknowledge(upto).await?;
+            self.durable = upto;
             self.out.state.observe_commit(written.elapsed());
         }
         self.out.state.durable(self.source.show(self.durable));

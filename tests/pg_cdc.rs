@@ -656,3 +656,107 @@ async fn streamed_transactions_apply_at_commit_without_what_rolled_back() {
         );
     }
 }
+
+/// A table added to the selection is loaded beside the stream: changes to the other tables
+/// keep reaching their files while the load runs (its temporary slot still exists), and once
+/// loaded the table follows every change made since its snapshot, those made during the load
+/// included.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joining_table_loads_while_the_others_stream() {
+    const ROWS: i64 = 1_000_000;
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, note text);
+             INSERT INTO big SELECT g, 0, repeat('b', 150) || g FROM generate_series(1, {ROWS}) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = pg.url("postgres");
+    let with = |include: &str| {
+        task(&url, &out, "").replace(r#"include = ["public.*"]"#, &format!("include = {include}"))
+    };
+    let cfg = task_file(
+        dir.path(),
+        "cdc",
+        &with(r#"["public.accounts", "public.events"]"#),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+
+    let cfg = task_file(dir.path(), "cdc", &with(r#"["public.*"]"#));
+    let mut child = spawn_inlet(&cfg);
+    let joining = "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'inlet_join_%'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .query_one(joining, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the join did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accounts = out.join("public/accounts");
+    let files_before = load_files(&accounts).len();
+    client
+        .batch_execute(
+            "UPDATE accounts SET version = version + 1 WHERE id = 1;
+             UPDATE big SET version = version + 1, note = 'during the load' WHERE id % 1000 = 0;",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while load_files(&accounts).len() == files_before {
+        assert!(
+            Instant::now() < deadline,
+            "accounts' change was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        client
+            .query_one(joining, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1,
+        "the change to accounts was written only after the join's load"
+    );
+
+    let checkpoint = out.join("_inlet/cdc-test/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&checkpoint)
+        .unwrap_or_default()
+        .contains("table=\"public.big\"")
+    {
+        assert!(Instant::now() < deadline, "public.big did not join");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .batch_execute("UPDATE big SET version = version + 1 WHERE id <= 10; DELETE FROM big WHERE id > 999990;")
+        .await
+        .unwrap();
+    workload(&client, 0).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("loading them beside the stream"),
+        "{stderr}"
+    );
+
+    assert_replay_equals_source(&client, &out).await;
+    let columns = &["id", "version", "note"];
+    let want = source_rows(&client, "big", columns).await;
+    assert_eq!(want.len() as i64, ROWS - 10);
+    assert!(replay(&out.join("public/big"), columns) == want, "big");
+}

@@ -296,18 +296,20 @@ impl ChangeCapture {
                     reply_requested,
                     ..
                 } => {
-                    if self.txn.is_none() {
-                        return Ok(Some(CaptureEvent::Idle {
-                            wal_end: Position(wal_end.0),
-                        }));
-                    }
                     if reply_requested {
-                        // Mid-transaction nothing new is durable; report what was, so the
-                        // server knows the client is alive.
+                        // The server drops a client that stays silent for its
+                        // wal_sender_timeout. The stream loop acknowledges only what became
+                        // durable, which may be nothing new (mid-transaction, an idle server,
+                        // a checkpoint held for a joining table): say so, with no position.
                         self.stream
                             .send_status(Lsn(0), Lsn(0), Lsn(0), false)
                             .await?;
                         self.last_status = Instant::now();
+                    }
+                    if self.txn.is_none() {
+                        return Ok(Some(CaptureEvent::Idle {
+                            wal_end: Position(wal_end.0),
+                        }));
                     }
                 }
                 ReplicationMessage::XLogData { data, .. } => {
@@ -415,15 +417,17 @@ impl ChangeCapture {
     /// Applies the next staged message of the committed streamed transaction being replayed;
     /// after the last, commits it.
     async fn replay_next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
-        let Some((mut replay, end)) = self.replay.take() else {
-            return Ok(None);
-        };
         if self.last_status.elapsed() >= STATUS_EVERY {
             self.stream
                 .send_status(Lsn(0), Lsn(0), Lsn(0), false)
                 .await?;
             self.last_status = Instant::now();
         }
+        // No await from here on: the stream loop drops a pending `next` when its flush timer
+        // fires, and the replay must then still be in `self`.
+        let Some((mut replay, end)) = self.replay.take() else {
+            return Ok(None);
+        };
         let event = match replay
             .next_message()
             .map_err(|e| spool_error(&self.spool_dir, &e))?
