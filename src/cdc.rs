@@ -17,6 +17,7 @@ use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
+use crate::join::{self, AbortOnDrop, JoinLoad};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
 use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
@@ -171,25 +172,18 @@ async fn run_once(
     // A table loading beside the stream joins it at the stream's next start, once loaded.
     let tables: Vec<SourceTable> = tables
         .into_iter()
-        .filter(|t| {
-            !join
-                .as_ref()
-                .is_some_and(|j| j.tables.contains(&t.schema.id))
-        })
+        .filter(|t| !join.as_ref().is_some_and(|j| j.includes(&t.schema.id)))
         .collect();
     let mut outputs = Vec::with_capacity(tables.len());
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
         let output = target.change_table(&t.schema).await?;
         // A table loaded beside an earlier stream holds every transaction up to its load.
-        let loaded = loaded_at(&facts, &t.schema.id);
+        let loaded = join::loaded_at(&facts, &t.schema.id);
         committed.push(output.committed_position(&t.schema).await?.max(loaded));
         outputs.push(output);
     }
-    // Once the checkpoint is past a table's load, its load position says nothing more.
-    facts.retain(|(k, v)| {
-        k != LOADED_AT_FACT || parse_loaded_at(v).is_some_and(|(at, _)| at > start)
-    });
+    join::forget_loads_before(&mut facts, start);
 
     let new_tables = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
@@ -283,38 +277,23 @@ impl ChangeSource for PgSource {
             tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
             return Ok(Some(CaptureEvent::TablesChanged));
         }
-        if let Some(join) = self
-            .join
-            .as_mut()
-            .filter(|_| !self.capture.in_transaction())
-        {
-            // Both branches are cancel-safe: the stream loop drops this future on its timers.
-            tokio::select! {
-                done = &mut join.load.0 => {
-                    let (tables, facts) = self.join.take().map(|j| (j.tables, j.facts)).unwrap_or_default();
-                    match done {
-                        Ok(Ok(())) => {
-                            tracing::info!(tables = ?tables.iter().map(ToString::to_string).collect::<Vec<_>>(), "tables loaded beside the stream: they join it from their snapshot on");
-                            self.joined = facts;
-                            return Ok(Some(CaptureEvent::TablesChanged));
-                        }
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => {
-                            return Err(JobError::Failed(format!(
-                                "the load of a joining table stopped: {e}"
-                            )))
-                        }
-                    }
-                }
-                event = self.capture.next() => {
-                    return event.map_err(|e| slot_error(e, &self.slot, &self.checkpoint, self.resnapshot));
-                }
-            }
-        }
-        self.capture
-            .next()
-            .await
-            .map_err(|e| slot_error(e, &self.slot, &self.checkpoint, self.resnapshot))
+        let in_transaction = self.capture.in_transaction();
+        let Self {
+            capture,
+            slot,
+            checkpoint,
+            resnapshot,
+            join,
+            joined,
+            ..
+        } = self;
+        let next = async {
+            capture
+                .next()
+                .await
+                .map_err(|e| slot_error(e, slot, checkpoint, *resnapshot))
+        };
+        join::next_or_joined(join, joined, in_transaction, next).await
     }
     fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError> {
         self.capture.take(table).map_err(JobError::source)
@@ -442,61 +421,13 @@ async fn join_new_tables(
         target.forget_changes(&tables[i].schema).await?;
     }
     let before = Position(created.consistent_point.0.saturating_sub(1));
-    let mut loaded_facts: Vec<(String, String)> = ids.iter().map(table_fact).collect();
-    loaded_facts.extend(ids.iter().map(|id| loaded_at_fact(id, before)));
     let (config, state, only) = (config.clone(), state.beside(), ids.clone());
-    let load = tokio::spawn(async move {
+    Ok(Some(JoinLoad::spawn(ids, before, async move {
         full_load::run(&config, Some(&snapshot), &state, Some(&only), Some(before)).await?;
         // The temporary slot, which exported the snapshot, goes with its connection.
         drop(join);
         Ok(())
-    });
-    Ok(Some(JoinLoad {
-        tables: ids,
-        load: AbortOnDrop(load),
-        facts: loaded_facts,
-    }))
-}
-
-/// Tables loading beside the stream, in a temporary slot's snapshot.
-struct JoinLoad {
-    tables: Vec<TableId>,
-    /// Aborted if the stream ends first (shutdown, an error): the next start loads again.
-    load: AbortOnDrop<Result<(), JobError>>,
-    /// What the checkpoint records once the load is done: the tables, and the position each
-    /// holds every transaction up to.
-    facts: Vec<(String, String)>,
-}
-
-/// Checkpoint fact: `<position, hex> <table, JSON string>`, the position up to which a table
-/// loaded beside the stream holds every transaction, kept while the checkpoint is below it.
-const LOADED_AT_FACT: &str = "table_loaded_at";
-
-fn loaded_at_fact(id: &TableId, at: Position) -> (String, String) {
-    (
-        LOADED_AT_FACT.to_string(),
-        format!("{:016X} {}", at.0, table_fact(id).1),
-    )
-}
-
-fn parse_loaded_at(value: &str) -> Option<(Position, String)> {
-    let (at, name) = value.split_once(' ')?;
-    Some((
-        Position(u64::from_str_radix(at, 16).ok()?),
-        name.to_string(),
-    ))
-}
-
-/// The load position a checkpoint records for `id`, if it joined beside an earlier stream.
-fn loaded_at(facts: &[(String, String)], id: &TableId) -> Option<Position> {
-    let name = table_fact(id).1;
-    facts
-        .iter()
-        .filter(|(k, _)| k == LOADED_AT_FACT)
-        .filter_map(|(_, v)| parse_loaded_at(v))
-        .filter(|(_, n)| *n == name)
-        .map(|(at, _)| at)
-        .max()
+    })))
 }
 
 /// Waits (up to 30 s) for the walsender of an earlier stream, ours, to release the slot: a stream
@@ -607,14 +538,6 @@ fn spawn_slot_poller(
             tokio::time::sleep(every).await;
         }
     })
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with

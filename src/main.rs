@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod full_load;
 mod http;
+mod join;
 mod mysql_task;
 mod progress;
 mod runner;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Mode, TaskConfig};
+use crate::join::{self, JoinLoad};
 use crate::progress::Progress;
 use crate::sink::{LoadTable, Target};
 use crate::state::{Phase, TaskState};
@@ -149,8 +150,18 @@ async fn run_once(
     let checkpoint = target.read_checkpoint(task).await?;
     // Set when the checkpoint is another server's: (its server_id, the GTID set resumed from).
     let mut failover: Option<(String, String)> = None;
+    // The checkpoint's own binlog facts, which stay with its position while it is held.
+    let mut checkpoint_source_facts = Vec::new();
     let (start, position, known, epoch, gtid_at_start) = match checkpoint {
         Some(cp) => {
+            checkpoint_source_facts = cp
+                .facts
+                .iter()
+                .filter(|(k, _)| {
+                    [FILE_FACT, GTID_FACT, inlet_mysql::FLAVOR_FACT].contains(&k.as_str())
+                })
+                .cloned()
+                .collect();
             let Some(file) = fact(&cp.facts, FILE_FACT) else {
                 return Err(JobError::Failed(format!(
                     "the task checkpoint ({}) has no binlog file name: it was not written by a \
@@ -163,7 +174,7 @@ async fn run_once(
             let known: Vec<(String, String)> = cp
                 .facts
                 .iter()
-                .filter(|(k, _)| k == TABLE_FACT)
+                .filter(|(k, _)| k == TABLE_FACT || k == join::LOADED_AT_FACT)
                 .cloned()
                 .collect();
             match fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
@@ -229,19 +240,26 @@ async fn run_once(
         }
     };
     let mut known = known;
-    let joined = join_new_tables(
+    let join = join_new_tables(
         config, state, &connector, &target, &tables, &mut known, epoch,
     )
     .await?;
+    // A table loading beside the stream joins it at the stream's next start, once loaded.
+    let tables: Vec<MysqlTable> = tables
+        .into_iter()
+        .filter(|t| !join.as_ref().is_some_and(|j| j.includes(&t.schema.id)))
+        .collect();
 
-    // Opened after any join's load, so an upserting target indexes the loaded rows.
     let mut outputs = Vec::with_capacity(tables.len());
     let mut committed = Vec::with_capacity(tables.len());
     for t in &tables {
         let output = target.change_table(&t.schema).await?;
-        committed.push(output.committed_position(&t.schema).await?);
+        // A table loaded beside an earlier stream holds every transaction up to its load.
+        let loaded = join::loaded_at(&known, &t.schema.id);
+        committed.push(output.committed_position(&t.schema).await?.max(loaded));
         outputs.push(output);
     }
+    join::forget_loads_before(&mut known, position);
     if let Some((was, _)) = &failover {
         // A table written past the checkpoint holds transactions that only the old server's
         // positions identify; by GTID they would be applied to it again.
@@ -258,9 +276,6 @@ async fn run_once(
                 )));
             }
         }
-    }
-    for (i, at) in joined {
-        committed[i] = Some(at);
     }
     let options = CaptureOptions {
         selection,
@@ -283,10 +298,16 @@ async fn run_once(
     );
     state.set_phase(Phase::Streaming);
     state.set_connected(true);
+    // While a table loads beside the stream the checkpoint stays at `position`: once loaded,
+    // the stream starts again from there for it (the other tables skip what they hold).
+    let hold = join.as_ref().map(|_| position);
     let source = MysqlSource {
         capture,
         checkpoint: target.checkpoint_location(task),
         by_gtid,
+        held_facts: join.as_ref().map(|_| checkpoint_source_facts),
+        join,
+        joined: Vec::new(),
     };
     state.durable(source.show(position));
     // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
@@ -298,7 +319,7 @@ async fn run_once(
         task,
         state,
         facts: known.into_iter().chain([server_fact]).collect(),
-        hold: None,
+        hold,
     };
     stream::follow(source, out, position, &config.cdc, shutdown).await
 }
@@ -318,39 +339,41 @@ async fn join_new_tables(
     tables: &[MysqlTable],
     known: &mut Vec<(String, String)>,
     epoch: u8,
-) -> Result<Vec<(usize, Position)>, JobError> {
+) -> Result<Option<JoinLoad>, JobError> {
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     let new = stream::joining_tables(known, &ids);
     if new.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let names: Vec<String> = new
         .iter()
         .map(|&i| tables[i].schema.id.to_string())
         .collect();
-    let mut joined = Vec::new();
     if config.task.mode != Mode::FullLoadAndCdc {
         tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from the checkpoint on");
-    } else {
-        tracing::info!(tables = ?names, "new tables join the task: loading them first");
-        let snapshot = ConsistentSnapshot::open(connector, config.full_load.worker_count())
-            .await
-            .map_err(mysql_error)?;
-        let at = snapshot
-            .point
-            .binlog
-            .to_position(epoch)
-            .map_err(mysql_error)?;
-        let subset: Vec<MysqlTable> = new.iter().map(|&i| tables[i].clone()).collect();
-        for t in &subset {
-            // A join interrupted earlier may have left change files: the new load replaces them.
-            target.forget_changes(&t.schema).await?;
-        }
-        load(config, state, target, &subset, snapshot, Some(at)).await?;
-        joined.extend(new.iter().map(|&i| (i, at)));
+        known.extend(new.iter().map(|&i| table_fact(&ids[i])));
+        return Ok(None);
     }
-    known.extend(new.iter().map(|&i| table_fact(&ids[i])));
-    Ok(joined)
+    tracing::info!(tables = ?names, "new tables join the task: loading them beside the stream");
+    let snapshot = ConsistentSnapshot::open(connector, config.full_load.worker_count())
+        .await
+        .map_err(mysql_error)?;
+    let at = snapshot
+        .point
+        .binlog
+        .to_position(epoch)
+        .map_err(mysql_error)?;
+    let subset: Vec<MysqlTable> = new.iter().map(|&i| tables[i].clone()).collect();
+    for t in &subset {
+        // A join interrupted earlier may have left change files: the new load replaces them.
+        target.forget_changes(&t.schema).await?;
+    }
+    let joining: Vec<TableId> = subset.iter().map(|t| t.schema.id.clone()).collect();
+    let (config, state) = (config.clone(), state.beside());
+    Ok(Some(JoinLoad::spawn(joining, at, async move {
+        let target = Target::new(&config.target, &config.task.name)?;
+        load(&config, &state, &target, &subset, snapshot, Some(at)).await
+    })))
 }
 
 /// Checkpoint fact: the `@@server_id` of the server whose binlog positions the checkpoint holds.
@@ -449,15 +472,32 @@ struct MysqlSource {
     checkpoint: String,
     /// The GTID set the stream started from, when it resumed on another server.
     by_gtid: Option<String>,
+    /// Tables loading beside the stream.
+    join: Option<JoinLoad>,
+    /// Checkpoint facts of tables whose load beside the stream finished.
+    joined: Vec<(String, String)>,
+    /// While a join holds the checkpoint at its position, the binlog facts that go with it.
+    held_facts: Option<Vec<(String, String)>>,
 }
 
 impl ChangeSource for MysqlSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
-        let (checkpoint, by_gtid) = (&self.checkpoint, self.by_gtid.as_deref());
-        self.capture
-            .next()
-            .await
-            .map_err(|e| missing_binlog(e, checkpoint, by_gtid))
+        let in_transaction = self.capture.in_transaction();
+        let Self {
+            capture,
+            checkpoint,
+            by_gtid,
+            join,
+            joined,
+            ..
+        } = self;
+        let next = async {
+            capture
+                .next()
+                .await
+                .map_err(|e| missing_binlog(e, checkpoint, by_gtid.as_deref()))
+        };
+        join::next_or_joined(join, joined, in_transaction, next).await
     }
     fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError> {
         self.capture.take(table).map_err(mysql_error)
@@ -487,7 +527,15 @@ impl ChangeSource for MysqlSource {
         self.capture.reset_buffered_bytes()
     }
     fn checkpoint_facts(&self) -> Vec<(String, String)> {
-        self.capture.checkpoint_facts()
+        let mut facts = match &self.held_facts {
+            Some(held) => held.clone(),
+            None => self.capture.checkpoint_facts(),
+        };
+        facts.extend(self.joined.iter().cloned());
+        facts
+    }
+    fn facts_changed(&self) -> bool {
+        !self.joined.is_empty()
     }
     fn show(&self, position: Position) -> String {
         let file = fact(&self.capture.checkpoint_facts(), FILE_FACT).unwrap_or_default();

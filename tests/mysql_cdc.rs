@@ -466,3 +466,107 @@ fn mysql_failover_to_a_replica_resumes_by_gtid() {
         "a refused resume leaves the checkpoint as it was"
     );
 }
+
+/// A table added to the selection is loaded beside the binlog stream: a change to another table
+/// reaches its change file while the load runs (the checkpoint does not name the new table
+/// yet), and once loaded the table follows every change since its snapshot, those made during
+/// the load included.
+#[test]
+fn mysql_a_joining_table_loads_while_the_others_stream() {
+    const ROWS: i64 = 1_000_000;
+    let db = MariaDbServer::start();
+    db.admin(SCHEMA);
+    db.admin(&format!(
+        "USE shop; CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL, note varchar(200));
+         INSERT INTO shop.big SELECT seq, 0, CONCAT(REPEAT('b', 150), seq) FROM seq_1_to_{ROWS};"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let url = db.url("shop");
+    let cfg = task_file(
+        dir.path(),
+        "my",
+        &item_task(&url, &out, &["shop.accounts", "shop.events"]),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    let cfg = task_file(dir.path(), "my", &item_task(&url, &out, &["shop.*"]));
+    let mut child = spawn_inlet(&cfg);
+    // The load reads shop.big in key ranges.
+    let loading = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                   WHERE INFO LIKE '%big%' AND INFO NOT LIKE '%PROCESSLIST%'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.admin(loading).trim() == "0" {
+        assert!(Instant::now() < deadline, "the join's load did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let accounts = out.join("shop/accounts");
+    let files_before = common::load_files(&accounts);
+    db.admin(
+        "UPDATE shop.accounts SET version = version + 1 WHERE id = 1;
+         UPDATE shop.big SET version = version + 1, note = 'during the load' WHERE id % 1000 = 0;",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let during_load = loop {
+        let new: Vec<_> = common::load_files(&accounts)
+            .into_iter()
+            .filter(|f| !files_before.contains(f))
+            .collect();
+        if let Some(f) = new.first() {
+            break f.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accounts' change was not written"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let checkpoint = out.join("_inlet/my-cdc/checkpoint");
+    assert!(
+        !std::fs::read_to_string(&checkpoint)
+            .unwrap()
+            .contains("table=\"shop.big\""),
+        "the change to accounts was written only after the join's load"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&checkpoint)
+        .unwrap_or_default()
+        .contains("table=\"shop.big\"")
+    {
+        assert!(Instant::now() < deadline, "shop.big did not join");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    db.admin(
+        "UPDATE shop.big SET version = version + 1 WHERE id <= 10;
+         DELETE FROM shop.big WHERE id > 999990;",
+    );
+    workload(&db, 0);
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("loading them beside the stream"),
+        "{stderr}"
+    );
+
+    // The load was still writing after that change file was.
+    let modified = |f: &Path| std::fs::metadata(f).unwrap().modified().unwrap();
+    let load_end = common::load_files(&out.join("shop/big"))
+        .iter()
+        .filter(|f| common::replay::file_name(f).starts_with("LOAD"))
+        .map(|f| modified(f))
+        .max()
+        .unwrap();
+    assert!(
+        modified(&during_load) < load_end,
+        "accounts waited for the load"
+    );
+
+    assert_replay_equals_source(&db, &out);
+    let want = source_rows(&db, "big", ITEM_COLUMNS);
+    assert_eq!(want.len() as i64, ROWS - 10);
+    assert!(replay(&out.join("shop/big"), ITEM_COLUMNS) == want, "big");
+}

@@ -449,6 +449,11 @@ impl BinlogCapture {
         }
     }
 
+    /// Whether a transaction is open (begun, not yet committed).
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
     fn set_file(&mut self, file: &str) {
         self.file = file.to_string();
         self.file_seq = crate::position::file_sequence(file).map_or(0, u64::from);

@@ -1,0 +1,146 @@
+//! Tables that join a running task, loaded beside its stream. The load runs in the background
+//! while the other tables go on streaming, and the checkpoint stays where the load began
+//! ([`crate::stream::Outputs::hold`]). Once the load is done, the stream starts again from there:
+//! the new tables receive every change since their snapshot, and the others skip what they hold.
+
+use std::future::Future;
+
+use inlet_core::{CaptureEvent, Position, TableId};
+
+use crate::stream::table_fact;
+use crate::JobError;
+
+/// A background task, aborted when this is dropped (the stream ended before it did).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Tables loading beside the stream.
+pub struct JoinLoad {
+    tables: Vec<TableId>,
+    load: AbortOnDrop<Result<(), JobError>>,
+    /// What the checkpoint records once the load is done.
+    facts: Vec<(String, String)>,
+}
+
+impl JoinLoad {
+    /// Runs `load`, which loads `tables` in a snapshot holding every transaction up to `at`.
+    pub fn spawn(
+        tables: Vec<TableId>,
+        at: Position,
+        load: impl Future<Output = Result<(), JobError>> + Send + 'static,
+    ) -> Self {
+        let mut facts: Vec<(String, String)> = tables.iter().map(table_fact).collect();
+        facts.extend(tables.iter().map(|id| loaded_at_fact(id, at)));
+        Self {
+            tables,
+            load: AbortOnDrop(tokio::spawn(load)),
+            facts,
+        }
+    }
+
+    pub fn includes(&self, id: &TableId) -> bool {
+        self.tables.contains(id)
+    }
+
+    /// Waits for the load to end; then the checkpoint facts that record its tables. Cancel-safe:
+    /// the stream loop drops a pending wait on its timers.
+    pub async fn finished(&mut self) -> Result<Vec<(String, String)>, JobError> {
+        match (&mut self.load.0).await {
+            Ok(Ok(())) => {
+                let names: Vec<String> = self.tables.iter().map(ToString::to_string).collect();
+                tracing::info!(tables = ?names, "tables loaded beside the stream: they join it from their snapshot on");
+                Ok(self.facts.clone())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(JobError::Failed(format!(
+                "the load of a joining table stopped: {e}"
+            ))),
+        }
+    }
+}
+
+/// The source's next event (`next`), unless `join`'s load ends first while no transaction is
+/// open (`in_transaction`): then the load's checkpoint facts go to `joined` and the stream is
+/// told its tables changed. Cancel-safe when `next` is.
+pub async fn next_or_joined(
+    join: &mut Option<JoinLoad>,
+    joined: &mut Vec<(String, String)>,
+    in_transaction: bool,
+    next: impl Future<Output = Result<Option<CaptureEvent>, JobError>>,
+) -> Result<Option<CaptureEvent>, JobError> {
+    let Some(load) = join.as_mut().filter(|_| !in_transaction) else {
+        return next.await;
+    };
+    tokio::select! {
+        facts = load.finished() => {
+            *join = None;
+            *joined = facts?;
+            Ok(Some(CaptureEvent::TablesChanged))
+        }
+        event = next => event,
+    }
+}
+
+/// Checkpoint fact: `<position, hex> <table, JSON string>`, the position up to which a table
+/// loaded beside the stream holds every transaction. Kept while the checkpoint is below it.
+pub const LOADED_AT_FACT: &str = "table_loaded_at";
+
+fn loaded_at_fact(id: &TableId, at: Position) -> (String, String) {
+    (
+        LOADED_AT_FACT.to_string(),
+        format!("{:016X} {}", at.0, table_fact(id).1),
+    )
+}
+
+fn parse_loaded_at(value: &str) -> Option<(Position, &str)> {
+    let (at, name) = value.split_once(' ')?;
+    Some((Position(u64::from_str_radix(at, 16).ok()?), name))
+}
+
+/// The position a checkpoint records for `id`'s load, if it joined beside an earlier stream.
+pub fn loaded_at(facts: &[(String, String)], id: &TableId) -> Option<Position> {
+    let name = table_fact(id).1;
+    facts
+        .iter()
+        .filter(|(k, _)| k == LOADED_AT_FACT)
+        .filter_map(|(_, v)| parse_loaded_at(v))
+        .filter(|(_, n)| *n == name)
+        .map(|(at, _)| at)
+        .max()
+}
+
+/// Drops the load positions a checkpoint at `position` has passed: they say nothing more.
+pub fn forget_loads_before(facts: &mut Vec<(String, String)>, position: Position) {
+    facts.retain(|(k, v)| {
+        k != LOADED_AT_FACT || parse_loaded_at(v).is_some_and(|(at, _)| at > position)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_positions_round_trip_and_expire() {
+        let a = TableId::new("public", "a b");
+        let b = TableId::new("public", "b");
+        let mut facts = vec![
+            ("table".to_string(), "\"public.x\"".to_string()),
+            loaded_at_fact(&a, Position(0x10)),
+            loaded_at_fact(&a, Position(0x30)),
+            loaded_at_fact(&b, Position(0x20)),
+        ];
+        assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
+        assert_eq!(loaded_at(&facts, &b), Some(Position(0x20)));
+        assert_eq!(loaded_at(&facts, &TableId::new("public", "x")), None);
+        forget_loads_before(&mut facts, Position(0x20));
+        assert_eq!(loaded_at(&facts, &b), None);
+        assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
+        assert_eq!(facts.len(), 2, "{facts:?}");
+    }
+}
