@@ -273,11 +273,11 @@ struct PgSource {
 
 impl ChangeSource for PgSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
-        if !self.capture.in_transaction() && self.new_tables.swap(false, Ordering::Relaxed) {
+        let in_transaction = self.capture.in_transaction();
+        if !in_transaction && self.new_tables.swap(false, Ordering::Relaxed) {
             tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
             return Ok(Some(CaptureEvent::TablesChanged));
         }
-        let in_transaction = self.capture.in_transaction();
         let Self {
             capture,
             slot,
@@ -458,8 +458,6 @@ async fn wait_slot_released(
     }
 }
 
-/// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], and writes heartbeats
-/// into the source's WAL when configured.
 /// What the poller needs to notice a table that should join the running task.
 struct NewTableWatch {
     connector: PgConnector,
@@ -491,6 +489,8 @@ impl NewTableWatch {
     }
 }
 
+/// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], looks for tables that
+/// should join, and writes heartbeats into the source's WAL when configured.
 fn spawn_slot_poller(
     client: tokio_postgres::Client,
     slot: String,

@@ -184,7 +184,7 @@ async fn run_once(
                     (StartFrom::Position(at), cp.position, known, epoch, gtid)
                 }
                 Some(was) => {
-                    let start = failover_start(
+                    let set = failover_gtid_set(
                         &cp.facts,
                         gtid,
                         flavor,
@@ -192,9 +192,9 @@ async fn run_once(
                         (&was, &server_fact.1),
                         &target.checkpoint_location(task),
                     )?;
-                    let set = match &start {
-                        StartFrom::MariaGtid(s) | StartFrom::MysqlGtid(s) => s.clone(),
-                        StartFrom::Position(_) => String::new(),
+                    let start = match flavor {
+                        Flavor::MariaDb => StartFrom::MariaGtid(set.clone()),
+                        Flavor::Mysql => StartFrom::MysqlGtid(set.clone()),
                     };
                     tracing::warn!(was, now = %server_fact.1, gtid = %set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
                     failover = Some((was, set));
@@ -383,11 +383,10 @@ fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
     facts.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
-/// A binlog the checkpoint needs that the server no longer has is the MySQL form of a lost
-/// replication slot: changes are missing, so the task stops and says how to start over.
-/// The server cannot send the binlog from where the task resumes (error 1236): purged, or,
-/// resuming by GTID (`by_gtid`) on another server, that server lacks transactions the task
-/// already wrote.
+/// The server cannot send the binlog from where the task resumes (error 1236), the MySQL form
+/// of a lost replication slot: it purged the binlog, or, resuming by GTID (`by_gtid`) on
+/// another server, that server lacks transactions the task already wrote. Changes are missing,
+/// so the task stops and says how to start over.
 fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> JobError {
     let text = e.to_string();
     if !(text.contains("1236") || text.to_ascii_lowercase().contains("purged")) {
@@ -410,17 +409,17 @@ fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> Job
     }
 }
 
-/// Where a task resumes on a server other than its checkpoint's (`servers`: the checkpoint's
-/// server_id, then this one's): at the checkpoint's GTID set, which both servers share if one
+/// The GTID set a task resumes from on a server other than its checkpoint's (`servers`: the
+/// checkpoint's server_id, then this one's): the checkpoint's, which both servers share if one
 /// replicated the other.
-fn failover_start(
+fn failover_gtid_set(
     facts: &[(String, String)],
     gtid: Option<String>,
     flavor: Flavor,
     epoch: u8,
     servers: (&str, &str),
     checkpoint: &str,
-) -> Result<StartFrom, JobError> {
+) -> Result<String, JobError> {
     let (was, now) = servers;
     let refuse = |why: String| {
         JobError::Failed(format!(
@@ -450,20 +449,16 @@ fn failover_start(
             "the task has switched servers 255 times already, the most its positions count".into(),
         ));
     }
-    Ok(match flavor {
-        Flavor::MariaDb => StartFrom::MariaGtid(set),
-        Flavor::Mysql => {
-            // Checkpoints of earlier versions that resumed by file/position on MySQL hold only
-            // the GTIDs seen since; starting from such a set would re-read everything before.
-            if !MysqlGtidSet::parse(&set).is_some_and(|s| s.numbered_from_one()) {
-                return Err(refuse(format!(
-                    "the checkpoint's GTID set ({set}) is not a whole executed set (each source \
-                     numbered from 1), so it cannot place the task on another server"
-                )));
-            }
-            StartFrom::MysqlGtid(set)
-        }
-    })
+    // Checkpoints of earlier versions that resumed by file/position on MySQL hold only the
+    // GTIDs seen since; starting from such a set would re-read everything before.
+    if flavor == Flavor::Mysql && !MysqlGtidSet::parse(&set).is_some_and(|s| s.numbered_from_one())
+    {
+        return Err(refuse(format!(
+            "the checkpoint's GTID set ({set}) is not a whole executed set (each source \
+             numbered from 1), so it cannot place the task on another server"
+        )));
+    }
+    Ok(set)
 }
 
 /// The binlog capture as the stream loop drives it.

@@ -4,8 +4,7 @@
 //! Positions: a transaction's rows carry its commit position, where its last event ends
 //! (`(epoch << 56) | (file sequence << 32) | offset`, see [`crate::position`]). That is known
 //! only at the XID, so the change columns of the open transaction's rows are filled in at
-//! commit. A transaction too large for memory is
-//! written in parts before it commits; parts carry the position where the transaction starts,
+//! commit. A transaction too large for memory is written in parts before it commits; parts carry the position where the transaction starts,
 //! which is also where the previous one ended, so a table holding only parts of a transaction
 //! still receives it whole again after a restart and rewrites the same parts. A transaction is
 //! skipped for a table whose target already holds a position beyond the transaction's start:
@@ -1381,7 +1380,6 @@ fn sql_words(sql: &str) -> Vec<String> {
 /// Stands for a `.` between name parts outside backquotes, in [`sql_words`]' output.
 const NAME_SEPARATOR: char = '\u{1}';
 
-/// `db.t`, `t` (in the statement's default database) → a table id.
 /// The table a single-table INSERT, REPLACE, UPDATE, DELETE or LOAD DATA statement writes (as
 /// a [`sql_words`] word), or None when it cannot tell (a multi-table form names its first).
 fn dml_target(words: &[String], lower: &[String]) -> Option<String> {
@@ -1415,6 +1413,7 @@ fn dml_target(words: &[String], lower: &[String]) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// `db.t`, `t` (in the statement's default database) → a table id.
 fn table_id(word: &str, default_schema: &str) -> TableId {
     let parts: Vec<String> = word.split(NAME_SEPARATOR).map(str::to_string).collect();
     match parts.as_slice() {

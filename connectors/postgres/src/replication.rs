@@ -96,8 +96,6 @@ pub struct ReplicationConnection {
     /// A command was sent and its ReadyForQuery not read yet: the caller dropped the future of
     /// a command half-way. The next command first reads the rest.
     in_flight: bool,
-    /// Ask the server to stream large transactions while in progress (protocol 2).
-    stream_in_progress: bool,
 }
 
 impl std::fmt::Debug for ReplicationConnection {
@@ -123,15 +121,7 @@ impl ReplicationConnection {
             server_version_num: established.server_version_num,
             backend_pid: established.backend_pid,
             in_flight: false,
-            stream_in_progress: true,
         })
-    }
-
-    /// Whether START_REPLICATION asks for large transactions while still in progress (protocol
-    /// 2, PostgreSQL 14+; the default). Off, the server decodes each transaction whole, spilling
-    /// to its own disk past `logical_decoding_work_mem`, and sends it at commit.
-    pub fn set_stream_in_progress(&mut self, on: bool) {
-        self.stream_in_progress = on;
     }
 
     /// The server's version as `server_version_num` writes it (150004 for 15.4).
@@ -276,15 +266,12 @@ impl ReplicationConnection {
         } else {
             1
         };
-        let streaming = if self.stream_in_progress {
-            "true"
-        } else {
-            "false"
-        };
+        // Protocol 2 streams large transactions while in progress (ChangeCapture stages them)
+        // rather than the server spilling them to its own disk.
         let options = if proto_version == 2 {
             format!(
                 "proto_version '2', publication_names '{publications}', messages 'true', \
-                 streaming '{streaming}'"
+                 streaming 'true'"
             )
         } else {
             format!("proto_version '1', publication_names '{publications}'")
