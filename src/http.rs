@@ -51,6 +51,13 @@ fn not_ready(status: &TaskStatus, max_lag: f64) -> Option<String> {
         Phase::Done => None,
         Phase::Failed { reason } => Some(format!("failed: {reason}")),
         Phase::Retrying { reason } => Some(format!("retrying: {reason}")),
+        // Say what it waits for: a source that accepts connections and never answers keeps a
+        // task here until source.connect_timeout_s passes.
+        Phase::Starting if !status.connected => Some(format!(
+            "starting: not connected to the source {} yet (an attempt gives up after \
+             source.connect_timeout_s)",
+            status.source
+        )),
         Phase::Starting => Some("starting".into()),
         Phase::Stopped => Some("stopped".into()),
         Phase::Snapshotting | Phase::Streaming if !status.connected => {

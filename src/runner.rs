@@ -98,18 +98,24 @@ async fn supervise(
     loop {
         state.set_phase(Phase::Starting);
         let started = Instant::now();
-        let result = match (&task.source, task.task.mode) {
-            (SourceConfig::Mysql(source), _) => {
-                mysql_task::run(&task, source, &state, stopped.clone()).await
+        let work = async {
+            match (&task.source, task.task.mode) {
+                (SourceConfig::Mysql(source), _) => {
+                    mysql_task::run(&task, source, &state, stopped.clone()).await
+                }
+                (SourceConfig::Postgres(_), Mode::FullLoad) => {
+                    full_load::run(&task, None, &state, None, None)
+                        .await
+                        .map(|_| ())
+                }
+                (SourceConfig::Postgres(_), Mode::Cdc | Mode::FullLoadAndCdc) => {
+                    cdc::run(&task, &state, stopped.clone()).await
+                }
             }
-            (SourceConfig::Postgres(_), Mode::FullLoad) => {
-                full_load::run(&task, None, &state, None, None)
-                    .await
-                    .map(|_| ())
-            }
-            (SourceConfig::Postgres(_), Mode::Cdc | Mode::FullLoadAndCdc) => {
-                cdc::run(&task, &state, stopped.clone()).await
-            }
+        };
+        let Some(result) = until_stopped(work, &state, stopped.clone(), &name).await else {
+            state.set_phase(Phase::Stopped);
+            return Ok(());
         };
         let e = match result {
             Ok(()) => {
@@ -156,6 +162,50 @@ async fn supervise(
         }
     }
 }
+
+/// Runs `work` until it ends. On SIGTERM/SIGINT a streaming task gets [`STOP_GRACE`] to flush,
+/// commit and acknowledge (it watches `stopped` itself); a task still connecting, loading or
+/// waiting has nothing to flush and is dropped at once, so the process never outlives a signal
+/// by more than seconds, whatever the source does. `None` when the task was dropped.
+async fn until_stopped<F: std::future::Future<Output = Result<(), JobError>>>(
+    work: F,
+    state: &TaskState,
+    stopped: watch::Receiver<bool>,
+    name: &str,
+) -> Option<Result<(), JobError>> {
+    tokio::pin!(work);
+    let mut signal = stopped;
+    tokio::select! {
+        result = &mut work => return Some(result),
+        _ = signal.wait_for(|s| *s) => {}
+    }
+    let phase = state.snapshot().phase;
+    let grace = match phase {
+        Phase::Streaming => STOP_GRACE,
+        _ => Duration::ZERO,
+    };
+    match tokio::time::timeout(grace, &mut work).await {
+        Ok(result) => Some(result),
+        Err(_) => {
+            let during = match phase {
+                Phase::Starting => "while connecting to the source",
+                Phase::Snapshotting => "during its full load",
+                Phase::Streaming => "after it did not finish flushing in time",
+                _ => "",
+            };
+            tracing::warn!(
+                task = %name,
+                "stopped {during}; nothing after its last checkpoint was acknowledged, so the \
+                 next start takes it up from there"
+            );
+            None
+        }
+    }
+}
+
+/// How long a streaming task may take to flush and commit after SIGTERM before it is dropped
+/// (systemd's default TimeoutStopSec is 90 s).
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// The `[service]` settings: those of the task files that have the section, which must agree.
 fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceConfig, JobError> {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_postgres::config::SslMode;
@@ -30,6 +31,15 @@ pub struct PostgresSourceConfig {
     /// Publication the slot streams; default `inlet_<task name>`.
     #[serde(default)]
     pub publication: Option<String>,
+    /// Seconds a connection may take from the TCP connect to the end of authentication and
+    /// session setup. A host that accepts the connection and never answers would otherwise
+    /// hold `check`, `full-load` and `run` forever.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+}
+
+fn default_connect_timeout_s() -> u64 {
+    30
 }
 
 impl PostgresSourceConfig {
@@ -82,6 +92,7 @@ pub struct PgConnector {
     tls: TlsMode,
     tls_config: Option<Arc<rustls::ClientConfig>>,
     server: String,
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -121,6 +132,16 @@ impl PgConnector {
                 message: "names no database; write postgres://user@host/DATABASE".to_string(),
             });
         }
+        if source.connect_timeout_s == 0 {
+            return Err(PgError::Config {
+                key: "connect_timeout_s",
+                message: "must be at least 1 (seconds); the default is 30".to_string(),
+            });
+        }
+        let connect_timeout = Duration::from_secs(source.connect_timeout_s);
+        // tokio-postgres bounds the TCP connect with it; `connect` bounds the whole handshake,
+        // and the walsender's startup (replication/startup.rs) reads it from here too.
+        config.connect_timeout(connect_timeout);
         config.application_name("inlet");
         config.ssl_mode(match source.tls {
             TlsMode::Disable => SslMode::Disable,
@@ -138,7 +159,20 @@ impl PgConnector {
             tls: source.tls,
             tls_config,
             server,
+            connect_timeout,
         })
+    }
+
+    /// Why a connection attempt was given up after `source.connect_timeout_s`: names the server
+    /// and the key, and says what to check.
+    pub(crate) fn timeout_reason(&self) -> String {
+        let secs = self.connect_timeout.as_secs();
+        format!(
+            "no answer within {secs} s (source.connect_timeout_s = {secs}); check that the host \
+             and port are those of a PostgreSQL server that is up and reachable (not a firewall \
+             or proxy that accepts connections and forwards nothing), or raise \
+             source.connect_timeout_s"
+        )
     }
 
     /// `user@host:port/database`, safe for logs.
@@ -160,7 +194,19 @@ impl PgConnector {
     /// Opens a connection and drives it on a background task. Sessions use UTC, ISO dates and
     /// ISO 8601 intervals, so every value cast to text reads the same whatever the server's
     /// defaults.
+    /// The whole handshake (TCP, TLS, authentication, session setup) is bounded by
+    /// `source.connect_timeout_s`.
     pub async fn connect(&self) -> Result<Client, PgError> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(PgError::Connect {
+                server: self.server.clone(),
+                reason: self.timeout_reason(),
+            }),
+        }
+    }
+
+    async fn connect_unbounded(&self) -> Result<Client, PgError> {
         let server = self.server.clone();
         let client = match &self.tls_config {
             None => {

@@ -21,6 +21,7 @@ fn connector_with(url: &str, tls: TlsMode, ca_file: Option<std::path::PathBuf>) 
         ca_file,
         slot: None,
         publication: None,
+        connect_timeout_s: 30,
     })
     .expect("valid source config")
 }
@@ -339,6 +340,7 @@ async fn connects_identifies_and_authenticates() {
             ca_file: None,
             slot: None,
             publication: None,
+            connect_timeout_s: 30,
         })
         .expect("config");
         ReplicationConnection::connect(&from_file)

@@ -52,12 +52,7 @@ pub(super) async fn connect(connector: &PgConnector) -> Result<Established, PgEr
         let result = match settings.get_connect_timeout() {
             Some(limit) => tokio::time::timeout(*limit, attempt)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "no answer within {} s (connect_timeout)",
-                        limit.as_secs_f32()
-                    ))
-                }),
+                .unwrap_or_else(|_| Err(connector.timeout_reason())),
             None => attempt.await,
         };
         match result {
