@@ -271,6 +271,40 @@ impl PgServer {
         );
     }
 
+    /// `pg_ctl restart -m MODE` (`fast`, `smart` or `immediate`) on the same port with the same
+    /// data; returns how long the restart took. `pg_ctl` gives the shutdown `timeout_secs`;
+    /// past that the restart failed, and this panics saying so.
+    pub fn restart(&self, mode: &str, timeout_secs: u32) -> Duration {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("postgres.log");
+        let started = std::time::Instant::now();
+        let out = pg_command(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-l",
+                log.to_str().expect("utf-8"),
+                "-o",
+                &self.opts,
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                &timeout_secs.to_string(),
+                "restart",
+            ],
+        );
+        let took = started.elapsed();
+        assert!(
+            out.status.success(),
+            "pg_ctl restart -m {mode} did not finish within {timeout_secs} s ({took:?}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        took
+    }
+
     /// A TCP URL for user postgres, without password.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

@@ -172,7 +172,8 @@ struct RelationMap {
     /// For each column of the Relation message, the table column it fills (None: excluded).
     columns: Vec<Option<usize>>,
     replica_identity_full: bool,
-    /// Relation columns that are part of the replica identity key.
+    /// Relation columns that make up the key of the change log (see [`change_key_columns`]):
+    /// an update that changes one of them is a delete and an insert.
     key_columns: Vec<usize>,
 }
 
@@ -212,6 +213,12 @@ pub struct ChangeCapture {
     /// When the server last heard from us; a long replay does not read the socket, so it
     /// reports liveness itself before the server's `wal_sender_timeout`.
     last_status: Instant,
+    /// The end of the last message received (XLogData or keepalive): the "written" position
+    /// every status update reports.
+    received: Lsn,
+    /// What the target holds durably: the stream's start, then each acknowledged position.
+    /// The "flushed" and "applied" positions every status update reports, never more.
+    durable: Lsn,
 }
 
 /// Liveness reports while applying a staged transaction: well under the default 60 s
@@ -235,6 +242,7 @@ impl ChangeCapture {
         for (b, c) in buffers.iter_mut().zip(committed) {
             b.committed = *c;
         }
+        let start = stream.start_position();
         Self {
             stream,
             decoder: PgoutputDecoder::new(),
@@ -258,6 +266,8 @@ impl ChangeCapture {
             replay: None,
             spool_dir: std::env::temp_dir(),
             last_status: Instant::now(),
+            received: start,
+            durable: start,
         }
     }
 
@@ -296,15 +306,15 @@ impl ChangeCapture {
                     reply_requested,
                     ..
                 } => {
+                    self.received = self.received.max(wal_end);
                     if reply_requested {
                         // The server drops a client that stays silent for its
-                        // wal_sender_timeout. The stream loop acknowledges only what became
-                        // durable, which may be nothing new (mid-transaction, an idle server,
-                        // a checkpoint held for a joining table): say so, with no position.
-                        self.stream
-                            .send_status(Lsn(0), Lsn(0), Lsn(0), false)
-                            .await?;
-                        self.last_status = Instant::now();
+                        // wal_sender_timeout, and a server shutting down (fast or smart) waits
+                        // until the client's flush position reaches the end of the WAL it sent:
+                        // report the real positions. Flushed is only what the target holds
+                        // durably (the stream loop moves it, on Idle too), never what is merely
+                        // received.
+                        self.send_positions().await?;
                     }
                     if self.txn.is_none() {
                         return Ok(Some(CaptureEvent::Idle {
@@ -312,7 +322,8 @@ impl ChangeCapture {
                         }));
                     }
                 }
-                ReplicationMessage::XLogData { data, .. } => {
+                ReplicationMessage::XLogData { data, wal_end, .. } => {
+                    self.received = self.received.max(wal_end);
                     self.bytes_received += data.len();
                     if let Some(event) = self.apply(&data)? {
                         return Ok(Some(event));
@@ -324,9 +335,18 @@ impl ChangeCapture {
 
     /// Acknowledges `position` to the server: everything up to it is durable in the target.
     pub async fn acknowledge(&mut self, position: Position) -> Result<(), PgError> {
-        let lsn = Lsn(position.0);
+        self.durable = self.durable.max(Lsn(position.0));
+        self.send_positions().await
+    }
+
+    /// A status update with the real positions: written = everything received, flushed =
+    /// applied = what the target holds durably.
+    async fn send_positions(&mut self) -> Result<(), PgError> {
+        let written = self.received.max(self.durable);
         self.last_status = Instant::now();
-        self.stream.send_status(lsn, lsn, lsn, false).await
+        self.stream
+            .send_status(written, self.durable, self.durable, false)
+            .await
     }
 
     /// Ends the stream cleanly.
@@ -418,10 +438,7 @@ impl ChangeCapture {
     /// after the last, commits it.
     async fn replay_next(&mut self) -> Result<Option<CaptureEvent>, PgError> {
         if self.last_status.elapsed() >= STATUS_EVERY {
-            self.stream
-                .send_status(Lsn(0), Lsn(0), Lsn(0), false)
-                .await?;
-            self.last_status = Instant::now();
+            self.send_positions().await?;
         }
         // No await from here on: the stream loop drops a pending `next` when its flush timer
         // fires, and the replay must then still be in `self`.
@@ -529,13 +546,7 @@ impl ChangeCapture {
                     .iter()
                     .map(|c| schema.columns.iter().position(|s| s.name == c.name))
                     .collect();
-                let key_columns = rel
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.is_key())
-                    .map(|(i, _)| i)
-                    .collect();
+                let key_columns = change_key_columns(&rel, &schema.primary_key);
                 self.relations.insert(
                     rel.oid,
                     RelationMap {
@@ -556,12 +567,14 @@ impl ChangeCapture {
                 new,
                 ..
             } => {
-                // A changed key arrives as the old key ('K'), or as an old row ('O') whose key
-                // columns differ: in a change log keyed by the primary key that is a delete of
-                // the old row and an insert of the new one.
-                let old_key = match (&key, &old) {
-                    (Some(k), _) => Some(k),
-                    (None, Some(o)) if self.key_changed(relation, o, &new) => Some(o),
+                // In a change log keyed by the primary key, an update that changes the key is
+                // a delete of the old row and an insert of the new one; any other update is an
+                // update. The old values arrive as the old replica identity key ('K', sent
+                // when an identity column changed or is stored out of line) or, under
+                // REPLICA IDENTITY FULL, as the whole old row ('O', sent with every update).
+                // Neither says by itself that the primary key changed: compare its columns.
+                let old_key = match key.as_ref().or(old.as_ref()) {
+                    Some(before) if self.key_changed(relation, before, &new) => Some(before),
                     _ => None,
                 };
                 if let Some(before) = old_key {
@@ -818,7 +831,15 @@ impl ChangeCapture {
         };
         let old: Vec<TupleValue<'_>> = old.columns().collect();
         let new: Vec<TupleValue<'_>> = new.columns().collect();
-        map.key_columns.iter().any(|&i| old.get(i) != new.get(i))
+        map.key_columns
+            .iter()
+            .any(|&i| match (old.get(i), new.get(i)) {
+                // A key column the old tuple does not carry (NULL in a 'K' tuple of an identity
+                // index without it), or the new tuple left unchanged out of line: not changed.
+                (Some(TupleValue::Null) | None, _) | (_, Some(TupleValue::UnchangedToast)) => false,
+                (Some(a), Some(b)) => a != b,
+                (Some(_), None) => false,
+            })
     }
 
     fn undecodable(&self, e: crate::pgoutput::PgoutputError) -> PgError {
@@ -840,6 +861,34 @@ impl ChangeCapture {
             transient: false,
         }
     }
+}
+
+/// The Relation message's columns that key the change log: the table's primary key when it has
+/// one (whatever the replica identity: under FULL every column is flagged as identity, and an
+/// identity index may differ from the primary key); without one, the replica identity index's
+/// columns; none under FULL without a primary key, where every update is an update.
+fn change_key_columns(
+    rel: &crate::pgoutput::RelationMessage,
+    primary_key: &[String],
+) -> Vec<usize> {
+    if !primary_key.is_empty() {
+        let positions: Vec<Option<usize>> = primary_key
+            .iter()
+            .map(|k| rel.columns.iter().position(|c| &c.name == k))
+            .collect();
+        if positions.iter().all(Option::is_some) {
+            return positions.into_iter().flatten().collect();
+        }
+    }
+    if rel.replica_identity == b'f' {
+        return Vec::new();
+    }
+    rel.columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key())
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Staging a streamed transaction failed (most likely a full disk). Nothing of it was written or

@@ -290,6 +290,7 @@ impl ReplicationConnection {
                         server: self.server,
                         slot: slot.to_string(),
                         proto_version,
+                        start,
                         state: StreamState::Streaming,
                     })
                 }
@@ -515,6 +516,8 @@ pub struct ReplicationStream {
     server: String,
     slot: String,
     proto_version: u32,
+    /// The position asked for in START_REPLICATION: what the target held durably then.
+    start: Lsn,
     state: StreamState,
 }
 
@@ -533,6 +536,12 @@ impl ReplicationStream {
     /// The pgoutput protocol version in use: 2 (stream messages possible) or 1.
     pub fn protocol_version(&self) -> u32 {
         self.proto_version
+    }
+
+    /// The position the stream was started from (the `start` of
+    /// [`ReplicationConnection::start_replication`]), which the caller held durably then.
+    pub fn start_position(&self) -> Lsn {
+        self.start
     }
 
     /// The next message, read from the socket only now, so the caller's pace bounds memory.
