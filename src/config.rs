@@ -372,6 +372,10 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
             "task.name: {name:?} must be non-empty and use only letters, digits, '-' and '_'"
         ));
     }
+    match &config.source {
+        SourceConfig::Postgres(source) => unambiguous_authority(&source.url)?,
+        SourceConfig::Mysql(source) => unambiguous_authority(&source.url)?,
+    }
     let fl = &config.full_load;
     if fl.batch_rows == 0 {
         return Err("full_load.batch_rows: must be at least 1".into());
@@ -406,6 +410,27 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
         .is_some_and(|s| !s.ready_max_lag_s.is_finite() || s.ready_max_lag_s <= 0.0)
     {
         return Err("service.ready_max_lag_s: must be a positive number of seconds".into());
+    }
+    Ok(())
+}
+
+/// Refuses a source URL whose authority (`user:password@host:port`) holds more than one `@`.
+/// URL parsers split such a URL at different `@`s, so part of the password would become the
+/// user or the host name, and be shown in logs and `/status`. The message never quotes the URL.
+fn unambiguous_authority(url: &str) -> Result<(), String> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.matches('@').count() > 1 {
+        return Err(
+            "source.url: the user and password part holds more than one '@', so where the \
+             password ends is ambiguous; percent-encode every '@' inside the user name or \
+             password as %40 (postgres://USER:pa%40ss@host/db), or put the password in \
+             source.password_file, which needs no encoding"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -578,6 +603,33 @@ mod tests {
         );
         assert_eq!(example.cdc.on_slot_lost, SlotLost::Fail);
         assert_eq!(example.retry.max_delay_ms, 60_000);
+    }
+
+    #[test]
+    fn a_url_with_an_unencoded_at_in_the_password_is_refused() {
+        for (kind, url) in [
+            ("postgres", "postgres://inlet:Pw@Sekret_42@h/db"),
+            ("mysql", "mysql://inlet:Pw@Sekret_42@h:3306/db"),
+            ("postgres", "postgres://in@let:Pw@h/db?sslmode=disable"),
+        ] {
+            let text = MINIMAL
+                .replace("kind = \"postgres\"", &format!("kind = \"{kind}\""))
+                .replace("postgres://u:${PGPASS}@h:${PORT:-5432}/db", url);
+            let e = parse(&text, &env).unwrap_err();
+            assert!(
+                e.starts_with("source.url:") && e.contains("%40"),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("Sekret") && !e.contains("Pw"), "{e}");
+        }
+        for url in [
+            "postgres://inlet:Pw%40Sekret_42@h/db",
+            "postgres://inlet@h/db?options=a@b",
+            "postgres://h/db#x@y@z",
+        ] {
+            let text = MINIMAL.replace("postgres://u:${PGPASS}@h:${PORT:-5432}/db", url);
+            parse(&text, &env).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 
     #[test]

@@ -259,3 +259,74 @@ fn run_stuck_connecting_reports_it_and_stops_on_sigterm() {
         }
     }
 }
+
+/// One bad task file: which commands refuse it with exit 2, what the message must say, and
+/// which strings (secrets) must appear nowhere.
+struct BadConfig {
+    what: &'static str,
+    file: String,
+    commands: &'static [&'static str],
+    message: &'static [&'static str],
+    secrets: &'static [&'static str],
+}
+
+fn bad_configs(out: &Path) -> Vec<BadConfig> {
+    let all: &[&str] = &["check", "full-load", "run"];
+    vec![
+        // 13.9: an unencoded '@' in the password made part of it the user or host name.
+        BadConfig {
+            what: "postgres password with an unencoded @",
+            file: pg_task(
+                "at1",
+                "cdc",
+                "postgres://inlet:Pw9x@Sekret_42@127.0.0.1:1/db",
+                out,
+                "",
+            ),
+            commands: all,
+            message: &["source.url", "%40", "password_file"],
+            secrets: &["Pw9x", "Sekret_42"],
+        },
+        BadConfig {
+            what: "mysql password with an unencoded @",
+            file: pg_task(
+                "at2",
+                "cdc",
+                "mysql://inlet:Pw9x@Sekret_42@127.0.0.1:1/db",
+                out,
+                "",
+            )
+            .replace("kind = \"postgres\"", "kind = \"mysql\""),
+            commands: all,
+            message: &["source.url", "%40"],
+            secrets: &["Pw9x", "Sekret_42"],
+        },
+    ]
+}
+
+/// Bad task files are refused before anything connects: exit 2, the key named, what to do
+/// said, no secret shown.
+#[test]
+fn bad_task_files_are_refused_naming_the_key() {
+    let (dir, out) = tempdir();
+    for case in bad_configs(&out) {
+        let cfg = task_file(dir.path(), "bad", &case.file);
+        for command in case.commands {
+            let mut args = vec![*command, "-c", cfg.to_str().unwrap()];
+            if *command == "run" {
+                args.extend(["--listen", "127.0.0.1:0"]);
+            }
+            let o = inlet_within(dir.path(), &args, Duration::from_secs(20));
+            let text = o.all_output();
+            assert_eq!(o.code, Some(2), "{} / {command}: {text}", case.what);
+            for want in case.message {
+                assert!(
+                    o.stderr.contains(want),
+                    "{} / {command}: no {want:?} in:\n{text}",
+                    case.what
+                );
+            }
+            o.assert_no_secret(case.secrets);
+        }
+    }
+}
