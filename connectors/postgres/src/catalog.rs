@@ -99,11 +99,15 @@ pub async fn discover(
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
 
+    // Generated columns are left out: pgoutput does not publish them (before PostgreSQL 18,
+    // and from 18 on unless the publication says so), and the load must have the columns the
+    // stream has. attgenerated is read through to_jsonb because PostgreSQL 10 and 11 lack it.
     let mut columns: HashMap<u32, Vec<Attribute>> = HashMap::new();
     for r in client
         .query(
             "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \
-             FROM pg_attribute WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
+             FROM pg_attribute a WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
+               AND coalesce(to_jsonb(a) ->> 'attgenerated', '') = '' \
              ORDER BY attrelid, attnum",
             &[&oids],
         )
