@@ -117,7 +117,10 @@ impl Target {
     /// Opens a table for the change stream.
     pub async fn change_table(&self, table: &TableSchema) -> Result<ChangeTable, JobError> {
         match self {
-            Self::Parquet(t) => Ok(ChangeTable::Parquet(t.clone())),
+            Self::Parquet(t) => {
+                t.check_change_columns(table).map_err(sink_error)?;
+                Ok(ChangeTable::Parquet(t.clone()))
+            }
             Self::Iceberg {
                 tables,
                 maintenance,

@@ -707,6 +707,80 @@ async fn rerun_replaces_files_and_selection_applies() {
     assert!(batches[0].schema().field_with_name("name").is_ok());
 }
 
+/// A typo in `exclude_columns` (a column or a table that does not exist) would export the very
+/// column it meant to hide: `full-load`, `run` and `check` refuse it, naming the entry, and
+/// nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exclude_columns_typo_is_refused_and_nothing_is_written() {
+    let pg = PgServer::start();
+    pg.client("postgres")
+        .await
+        .batch_execute(
+            "CREATE TABLE public.customers (id bigint PRIMARY KEY, name text, password_hash text);
+             INSERT INTO public.customers VALUES (1, 'a', 'secret-hash');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cases = [
+        (
+            "column",
+            "\"public.customers\" = [\"passwordhash\"]",
+            "public.customers has no column \"passwordhash\"",
+        ),
+        (
+            "case",
+            "\"public.customers\" = [\"Password_Hash\"]",
+            "did you mean \"password_hash\"?",
+        ),
+        (
+            "table",
+            "\"public.customer\" = [\"password_hash\"]",
+            "\"public.customer\" is not a selected table",
+        ),
+    ];
+    for (name, entry, expected) in cases {
+        let body = task(
+            &pg.url("postgres"),
+            &out,
+            "\"public.*\"",
+            &format!("[tables.exclude_columns]\n{entry}"),
+        );
+        let cfg = task_file(dir.path(), name, &body);
+        let (code, _, stderr) = inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stderr.contains("tables.exclude_columns"), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!out.join("public").exists(), "{name}: something was written");
+
+        let (code, stdout, stderr) = inlet(&["check", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("tables.exclude_columns"))
+            .unwrap_or_else(|| panic!("{name}: no exclude_columns line in {stdout}"));
+        assert!(line.contains("MISSING") && line.contains(expected), "{name}: {stdout}");
+
+        let cdc = body.replace("mode = \"full-load\"", "mode = \"full-load-and-cdc\"");
+        let cfg = task_file(dir.path(), &format!("{name}-cdc"), &cdc);
+        let (code, _, stderr) = inlet(&["run", "-c", cfg.to_str().unwrap()]);
+        assert_ne!(code, 0, "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(
+            !out.join("public/customers").exists(),
+            "{name}: the table was written"
+        );
+    }
+    let slots = pg
+        .client("postgres")
+        .await
+        .query("SELECT slot_name FROM pg_replication_slots", &[])
+        .await
+        .unwrap();
+    assert!(slots.is_empty(), "a refused task left a slot behind");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_tables_and_prerequisites() {
     let pg = PgServer::start();

@@ -18,5 +18,8 @@ pub use change::{
 };
 pub use check::{CheckStatus, Prerequisite};
 pub use policy::{SchemaChanges, Unrepresentable};
-pub use selection::{PatternError, TableSelection, TableSelectionConfig};
+pub use selection::{
+    check_reserved_columns, ExclusionError, PatternError, ReservedColumnError, TableSelection,
+    TableSelectionConfig,
+};
 pub use table::{Column, TableId, TableSchema, JSON_EXTENSION, SOURCE_TYPE_KEY};

@@ -73,14 +73,98 @@ impl TableSelection {
             .is_some_and(|cols| cols.iter().any(|c| c == column))
     }
 
-    /// `exclude_columns` entries naming a table that was not selected: almost always a typo the
-    /// user wants to hear about.
-    pub fn unmatched_column_exclusions<'a>(&'a self, selected: &[TableId]) -> Vec<&'a str> {
-        self.exclude_columns
-            .keys()
-            .filter(|k| !selected.iter().any(|t| t.to_string() == **k))
-            .map(String::as_str)
-            .collect()
+    /// Checks every `exclude_columns` entry against the selected tables and all of their
+    /// columns (before exclusion). An entry that names no selected table, or a column its table
+    /// does not have, is a typo that would export the very column it meant to hide, so it is an
+    /// error, never a warning.
+    pub fn check_column_exclusions<'a>(
+        &self,
+        tables: impl IntoIterator<Item = (&'a TableId, Vec<&'a str>)>,
+    ) -> Result<(), ExclusionError> {
+        let tables: BTreeMap<String, Vec<&str>> = tables
+            .into_iter()
+            .map(|(id, cols)| (id.to_string(), cols))
+            .collect();
+        let mut problems = Vec::new();
+        for (table, excluded) in &self.exclude_columns {
+            let Some(columns) = tables.get(table) else {
+                let near = tables
+                    .keys()
+                    .find(|t| t.eq_ignore_ascii_case(table))
+                    .map(|t| format!(" (did you mean \"{t}\"?)"))
+                    .unwrap_or_default();
+                problems.push(format!("\"{table}\" is not a selected table{near}"));
+                continue;
+            };
+            for column in excluded {
+                if columns.iter().any(|c| c == column) {
+                    continue;
+                }
+                let near = columns
+                    .iter()
+                    .find(|c| c.eq_ignore_ascii_case(column))
+                    .map(|c| format!("did you mean \"{c}\"? "))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "{table} has no column \"{column}\" ({near}its columns: {})",
+                    columns.join(", ")
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ExclusionError { problems })
+        }
+    }
+}
+
+/// `exclude_columns` entries that match nothing: the column they meant to hide would be
+/// exported, so the task does not start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tables.exclude_columns: {}; fix the names (exact, case-sensitive) so the columns are \
+     excluded, or remove the entries. Nothing was read or written",
+    problems.join("; ")
+)]
+pub struct ExclusionError {
+    pub problems: Vec<String>,
+}
+
+/// A source column named like one of the change columns inlet adds to every change batch
+/// (`_inlet_op`, `_inlet_commit_ts`, `_inlet_lsn`, `_inlet_txid`, compared case-insensitively
+/// since Athena and Glue fold names): a reader would get inlet's value instead of the table's.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "table {table} has a column {column:?}, a name inlet reserves for its own change columns; \
+     rename it in the source, or leave it out with [tables.exclude_columns] \"{table}\" = \
+     [\"{column}\"]. Nothing was read or written"
+)]
+pub struct ReservedColumnError {
+    pub table: TableId,
+    pub column: String,
+}
+
+/// Refuses a table that has a column named like one of inlet's change columns.
+pub fn check_reserved_columns<'a>(
+    table: &TableId,
+    columns: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ReservedColumnError> {
+    let reserved = [
+        crate::change::OP_COLUMN,
+        crate::change::COMMIT_TS_COLUMN,
+        crate::change::POSITION_COLUMN,
+        crate::change::TXID_COLUMN,
+    ];
+    match columns
+        .into_iter()
+        .find(|c| reserved.iter().any(|r| r.eq_ignore_ascii_case(c)))
+    {
+        Some(column) => Err(ReservedColumnError {
+            table: table.clone(),
+            column: column.to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -125,9 +209,57 @@ mod tests {
         assert!(!s.includes(&TableId::new("other", "users")));
         assert!(s.excludes_column(&TableId::new("public", "users"), "pw"));
         assert!(!s.excludes_column(&TableId::new("public", "users"), "name"));
+    }
+
+    #[test]
+    fn an_exclusion_naming_nothing_is_an_error() {
+        let users = TableId::new("public", "users");
+        let s = TableSelection::new(&TableSelectionConfig {
+            exclude_columns: BTreeMap::from([
+                (
+                    "public.users".to_string(),
+                    vec!["pw".to_string(), "PassWord".to_string()],
+                ),
+                ("public.Orders".to_string(), vec!["x".to_string()]),
+            ]),
+            ..Default::default()
+        })
+        .unwrap();
+        let orders = TableId::new("public", "orders");
+        let err = s
+            .check_column_exclusions([
+                (&users, vec!["id", "pw", "password"]),
+                (&orders, vec!["id", "x"]),
+            ])
+            .unwrap_err();
         assert_eq!(
-            s.unmatched_column_exclusions(&[TableId::new("public", "x")]),
-            vec!["public.users"]
+            err.problems,
+            vec![
+                "\"public.Orders\" is not a selected table (did you mean \"public.orders\"?)",
+                "public.users has no column \"PassWord\" (did you mean \"password\"? its \
+                 columns: id, pw, password)",
+            ]
+        );
+        assert!(
+            err.to_string().starts_with("tables.exclude_columns: "),
+            "{err}"
+        );
+        let s = sel(&["*.*"], &[]);
+        assert!(s
+            .check_column_exclusions([(&users, vec!["id", "pw"])])
+            .is_ok());
+    }
+
+    #[test]
+    fn a_column_named_like_a_change_column_is_refused() {
+        let t = TableId::new("public", "t");
+        assert!(check_reserved_columns(&t, ["id", "op", "inlet_lsn"]).is_ok());
+        let err = check_reserved_columns(&t, ["id", "_INLET_LSN"]).unwrap_err();
+        assert_eq!(err.column, "_INLET_LSN");
+        assert!(
+            err.to_string()
+                .contains("[tables.exclude_columns] \"public.t\" = [\"_INLET_LSN\"]"),
+            "{err}"
         );
     }
 

@@ -281,7 +281,7 @@ fn file_schema(target: &ParquetTarget, table: &TableSchema) -> SchemaRef {
         .iter()
         .enumerate()
         .map(|(i, f)| match f.name().as_str() {
-            OP_COLUMN if i == 0 => f.as_ref().clone().with_name(crate::OP_COLUMN),
+            OP_COLUMN if i == 0 => f.as_ref().clone().with_name(&*target.op_column),
             COMMIT_TS_COLUMN if i == 1 => match &target.timestamp_column {
                 Some(name) => f.as_ref().clone().with_name(name),
                 None => f.as_ref().clone(),
@@ -332,6 +332,45 @@ impl Checkpoint {
 }
 
 impl ParquetTarget {
+    /// Refuses a table one of whose columns has the name of a column that change files add
+    /// before the table's own (compared case-insensitively, as Athena and Glue fold names):
+    /// the file would hold two columns of one name, and a reader would get the wrong one.
+    pub fn check_change_columns(&self, table: &TableSchema) -> Result<(), SinkError> {
+        let schema = file_schema(self, table);
+        let added = &schema.fields()[..CHANGE_META_COLUMNS];
+        for (i, f) in added.iter().enumerate() {
+            if let Some(c) = table
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(f.name()))
+            {
+                let fix = match i {
+                    0 => {
+                        "set `op_column` in [target] to another name (e.g. \"dms_op\")".to_string()
+                    }
+                    1 if self.timestamp_column.is_some() => {
+                        "set `timestamp_column` in [target] to another name".to_string()
+                    }
+                    _ => format!(
+                        "rename the column in the source, or leave it out with \
+                         [tables.exclude_columns] \"{}\" = [\"{}\"]",
+                        table.id, c.name
+                    ),
+                };
+                return Err(SinkError::Schema {
+                    table: table.id.to_string(),
+                    message: format!(
+                        "the table has a column {:?}, which collides with the {:?} column \
+                         that change files add; {fix}",
+                        c.name,
+                        f.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn checkpoint_path(&self, task: &str) -> Path {
         self.prefix
             .clone()

@@ -35,6 +35,11 @@ pub struct ParquetTargetConfig {
     /// time the batch was written; it comes after `Op` and before the table's columns.
     #[serde(default)]
     pub timestamp_column: Option<String>,
+    /// The name of the operation column (`I`/`U`/`D`/`T`) that change files (and, with
+    /// `include_op_for_full_load`, LOAD files) start with. DMS always writes `Op`; set another
+    /// name when a table has a column named `Op` (compared case-insensitively).
+    #[serde(default = "default_op_column")]
+    pub op_column: String,
     /// DMS `CdcInsertsOnly`: change files keep inserts only (no `Op` column is needed to read
     /// them, but it is still written).
     #[serde(default)]
@@ -46,6 +51,10 @@ pub struct ParquetTargetConfig {
 
 fn default_file_size_mb() -> u64 {
     128
+}
+
+fn default_op_column() -> String {
+    crate::OP_COLUMN.to_string()
 }
 
 fn default_compression_level() -> i32 {
@@ -82,6 +91,7 @@ impl ParquetTargetConfig {
             row_group_rows: default_row_group_rows(),
             include_op_for_full_load: false,
             timestamp_column: None,
+            op_column: default_op_column(),
             cdc_inserts_only: false,
             cdc_inserts_and_updates: false,
         }
@@ -128,6 +138,9 @@ impl ParquetTargetConfig {
                 "cdc_inserts_only and cdc_inserts_and_updates exclude each other; set one".into(),
             );
         }
+        if self.op_column.is_empty() {
+            return Err("op_column must not be empty; leave it out to write `Op`".into());
+        }
         if let Some(name) = &self.timestamp_column {
             if name.is_empty() {
                 return Err(
@@ -136,10 +149,11 @@ impl ParquetTargetConfig {
                         .into(),
                 );
             }
-            if self.include_op_for_full_load && name.eq_ignore_ascii_case(crate::OP_COLUMN) {
+            if name.eq_ignore_ascii_case(&self.op_column) {
                 return Err(format!(
-                    "timestamp_column = {name:?} collides with the `Op` column written by \
-                     include_op_for_full_load; choose another name"
+                    "timestamp_column = {name:?} collides with the operation column {:?} \
+                     (op_column); choose another name",
+                    self.op_column
                 ));
             }
         }

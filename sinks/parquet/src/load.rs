@@ -250,7 +250,7 @@ fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef,
     let source = table.arrow_schema();
     let mut extra: Vec<Field> = Vec::new();
     if target.include_op {
-        extra.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+        extra.push(Field::new(&*target.op_column, DataType::Utf8, false));
     }
     if let Some(name) = &target.timestamp_column {
         extra.push(Field::new(
@@ -269,8 +269,8 @@ fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef,
             .iter()
             .find(|c| c.name().eq_ignore_ascii_case(f.name()))
         {
-            let key = if f.name() == OP_COLUMN && target.include_op {
-                "include_op_for_full_load"
+            let key = if *f.name() == *target.op_column && target.include_op {
+                "op_column"
             } else {
                 "timestamp_column"
             };

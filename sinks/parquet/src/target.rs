@@ -43,6 +43,8 @@ pub struct ParquetTarget {
     pub(crate) row_group_rows: usize,
     pub(crate) file_size_bytes: u64,
     pub(crate) include_op: bool,
+    /// The operation column's name (`op_column`, `Op` by default).
+    pub(crate) op_column: Arc<str>,
     pub(crate) timestamp_column: Option<String>,
     /// Which operations change files keep (DMS `CdcInsertsOnly` / `CdcInsertsAndUpdates`).
     pub(crate) cdc_keep: crate::changes::KeptOps,
@@ -95,6 +97,7 @@ impl ParquetTarget {
             // validate() bounds file_size_mb to 2^24, so this cannot overflow.
             file_size_bytes: config.file_size_mb << 20,
             include_op: config.include_op_for_full_load,
+            op_column: config.op_column.as_str().into(),
             timestamp_column: config.timestamp_column.clone(),
             cdc_keep: if config.cdc_inserts_only {
                 crate::changes::KeptOps::Inserts
