@@ -24,6 +24,8 @@ pub struct MariaDbServer {
     pub port: u16,
     child: Option<Child>,
     server_id: u32,
+    /// The `--name=value` options it was started with, kept for restarts.
+    extra: Vec<String>,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -89,8 +91,9 @@ impl MariaDbServer {
             port,
             child: None,
             server_id: 1,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        server.spawn(extra);
+        server.spawn();
         server.admin(
             "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; \
              GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;",
@@ -98,7 +101,7 @@ impl MariaDbServer {
         server
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
+    fn spawn(&mut self) {
         let d = self.dir.path();
         let mut cmd = Command::new(bin("mariadbd"));
         cmd.arg("--no-defaults")
@@ -126,7 +129,7 @@ impl MariaDbServer {
                 "--max-connections=200",
                 "--skip-log-warnings",
             ])
-            .args(extra)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if is_root() {
@@ -209,11 +212,37 @@ impl MariaDbServer {
         }
     }
 
-    /// Starts the server again on the same data folder and port (after [`MariaDbServer::kill`]).
+    /// Starts the server again on the same data folder, port and options (after
+    /// [`MariaDbServer::kill`]: a crash restart).
     pub fn restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(self.socket());
-        self.spawn(&[]);
+        self.spawn();
+    }
+
+    /// Shuts the server down as an administrator would (SIGTERM: it finishes its binlog file
+    /// and stops), then starts it again with the same data, port and options. The binlog
+    /// continues in a new file.
+    pub fn stop_and_start(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if std::time::Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.socket());
+        self.spawn();
     }
 }
 

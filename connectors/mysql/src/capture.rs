@@ -316,6 +316,8 @@ pub struct BinlogCapture {
     bytes_received: usize,
     before: Image,
     after: Image,
+    /// Where the last transaction returned ended.
+    last_end: Option<Position>,
     /// Whether the server sends its events with a CRC32 (`binlog_checksum`), as the stream
     /// asks it to whenever the binlog has them.
     checksums: bool,
@@ -444,6 +446,7 @@ impl BinlogCapture {
             before: Vec::new(),
             after: Vec::new(),
             checksums: false,
+            last_end: None,
             tables_changed: false,
         }
     }
@@ -635,7 +638,21 @@ impl BinlogCapture {
             }
         };
         match data {
-            EventData::RotateEvent(r) => self.rotate(&r, event.header().timestamp() == 0),
+            EventData::RotateEvent(r) => {
+                // The decoder takes a CRC off an event only once it has read a format
+                // description that announces them: the server's first (fake) ROTATE comes
+                // before that one, so its name still ends in the CRC. Every later ROTATE (the
+                // real one ending a file, whose timestamp is 0 on MariaDB too, and the fake one
+                // announcing the next file) arrives without it.
+                let crc_left = self.checksums
+                    && !matches!(
+                        event.footer().get_checksum_alg(),
+                        Ok(Some(
+                            mysql_common::binlog::consts::BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32
+                        ))
+                    );
+                self.rotate(&r, crc_left)?
+            }
             // A heartbeat with no transaction open: everything up to here is sent.
             EventData::HeartbeatEvent if self.txn.is_none() && log_pos > 0 => {
                 return Ok(Some(CaptureEvent::Idle {
@@ -674,17 +691,28 @@ impl BinlogCapture {
         Ok(None)
     }
 
-    /// `fake`: the server's announcement of the file a stream starts in (timestamp 0).
-    fn rotate(&mut self, r: &RotateEvent<'_>, fake: bool) {
+    /// A ROTATE: the events after it are in the file it names. `crc_left`: the decoder left the
+    /// event's CRC on the end of the name (see [`fake_rotate_file_name`]).
+    fn rotate(&mut self, r: &RotateEvent<'_>, crc_left: bool) -> Result<(), MysqlError> {
         let raw = r.name_raw();
-        let name = if fake {
-            fake_rotate_file_name(raw, self.checksums)
+        let name = if crc_left {
+            fake_rotate_file_name(raw, true)
         } else {
             rotate_file_name(raw)
         };
-        if !name.is_empty() {
-            self.set_file(&name);
+        // A name misread here would give every later position file number 0, behind what
+        // the tables hold, and their replay guard would skip every change from then on.
+        if crate::position::file_sequence(&name).is_none() {
+            return Err(self.error(format!(
+                "the server rotated to binlog file {name:?}, which has no numeric extension; \
+                 inlet cannot place later changes. Report this with the server version"
+            )));
         }
+        if self.file != name {
+            tracing::info!(file = %name, "binlog file");
+        }
+        self.set_file(&name);
+        Ok(())
     }
 
     fn begin(&mut self, txn: OpenTxn) -> Result<(), MysqlError> {
@@ -867,6 +895,16 @@ impl BinlogCapture {
 
     fn commit(&mut self, end_offset: u64, event_time: i64) -> Result<CaptureEvent, MysqlError> {
         let end = self.position(end_offset);
+        // The binlog only moves forward: a commit behind the one before means its coordinates
+        // were misread, and the tables' replay guards would silently drop what follows.
+        if let Some(last) = self.last_end.filter(|&last| end < last) {
+            return Err(self.error(format!(
+                "a transaction ended at {}:{end_offset} ({end}), behind the previous one ({last}); \
+                 inlet stops rather than skip changes. Report this with the server version",
+                self.file
+            )));
+        }
+        self.last_end = Some(end);
         self.payload_end = None;
         let txn = self.txn.take();
         let (txid, commit_time) = match &txn {
@@ -922,8 +960,8 @@ impl BinlogCapture {
             self.maps.insert(tme.table_id(), None);
             return Ok(());
         };
-        let columns =
-            describe_table_map(tme).map_err(|m| self.error(format!("TABLE_MAP of {id}: {m}")))?;
+        let columns = describe_table_map(tme, self.flavor)
+            .map_err(|m| self.error(format!("TABLE_MAP of {id}: {m}")))?;
         if let Some(Some(m)) = self.maps.get(&tme.table_id()) {
             if m.columns == columns && m.table == table {
                 return Ok(());

@@ -12,6 +12,7 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 
+use crate::binlog::Flavor;
 use crate::charset::charset_of_collation;
 use crate::types::{plan_column, quote_label, ColumnPlan, MysqlType};
 
@@ -105,8 +106,26 @@ impl BinlogColumn {
     }
 }
 
-/// Reads the column descriptions out of a TABLE_MAP event.
-pub(crate) fn describe_table_map(tme: &TableMapEvent<'_>) -> Result<Vec<BinlogColumn>, String> {
+/// Whether a column of this binlog type has an entry in the TABLE_MAP's character-column
+/// charset list (DEFAULT_CHARSET / COLUMN_CHARSET; ENUM and SET have a list of their own).
+/// The servers differ: MySQL's `is_character_type` (log_event.cc) counts CHAR, VARCHAR, the
+/// BLOB/TEXT family and (MySQL 9) VECTOR; MariaDB's counts every column with a charset but
+/// ENUM and SET, and GEOMETRY has one (binary: its base class is BLOB). Skipping a column the
+/// server counts, or counting one it skips, gives every later character column its
+/// neighbour's charset.
+fn in_charset_list(col_type: ColumnType, flavor: Flavor) -> bool {
+    col_type.is_character_type()
+        || match flavor {
+            Flavor::Mysql => col_type == ColumnType::MYSQL_TYPE_VECTOR,
+            Flavor::MariaDb => col_type == ColumnType::MYSQL_TYPE_GEOMETRY,
+        }
+}
+
+/// Reads the column descriptions out of a TABLE_MAP event written by a `flavor` server.
+pub(crate) fn describe_table_map(
+    tme: &TableMapEvent<'_>,
+    flavor: Flavor,
+) -> Result<Vec<BinlogColumn>, String> {
     let n = tme.columns_count() as usize;
     let mut cols = Vec::with_capacity(n);
     for i in 0..n {
@@ -148,11 +167,9 @@ pub(crate) fn describe_table_map(tme: &TableMapEvent<'_>) -> Result<Vec<BinlogCo
         }
     }
     let mut charsets = extractor.iter_charset();
-    // MySQL 9 counts VECTOR columns among the character columns of this metadata; skipping
-    // them would shift every later column's charset.
     for c in cols
         .iter_mut()
-        .filter(|c| c.col_type.is_character_type() || c.col_type == ColumnType::MYSQL_TYPE_VECTOR)
+        .filter(|c| in_charset_list(c.col_type, flavor))
     {
         match charsets.next() {
             Some(cs) => c.collation = Some(cs.map_err(|e| format!("charsets: {e}"))?),

@@ -846,3 +846,177 @@ async fn a_statement_format_change_to_a_captured_table_stops_the_capture() {
     );
     assert!(err.contains("INSERT INTO sf.kept VALUES (1, 1)"), "{err}");
 }
+
+/// Reads until `commits` transactions committed, keeping the rows of `table` taken after each
+/// commit (as op + values) and the commit positions.
+async fn read_rows(
+    c: &mut BinlogCapture,
+    table: usize,
+    commits: usize,
+) -> (Vec<Position>, Vec<Vec<String>>) {
+    let mut ends = Vec::new();
+    let mut rows = Vec::new();
+    while ends.len() < commits {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), c.next())
+            .await
+            .expect("binlog event within 30 s")
+            .unwrap()
+            .expect("stream open");
+        if let CaptureEvent::Committed { end, .. } = e {
+            ends.push(end);
+            for ch in c.take(table).unwrap() {
+                rows.extend(common::ops_and_values(&ch.batch));
+            }
+        }
+    }
+    (ends, rows)
+}
+
+/// Binlog rotation (FLUSH BINARY LOGS, and files cut at max_binlog_size) while the capture
+/// streams: every commit after a rotation carries the new file's number, positions keep
+/// growing, the checkpoint names the real file, and a resume from a position in a later file
+/// (the replay guard of a table holding everything before it) gets exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_rotations_keep_file_numbers_and_positions() {
+    let server = MariaDbServer::start_with(&["--max-binlog-size=4096"]);
+    server.admin("CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, v VARCHAR(200))");
+    let c = connector(&server, "r");
+    let tables = tables(&c, "r.*", Unrepresentable::Fail).await;
+    let start = master_position(&server);
+    let mut capture = BinlogCapture::start(
+        &c,
+        4501,
+        &StartFrom::Position(start.clone()),
+        &tables,
+        &[None],
+        options("r.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    // 60 transactions of ~300 bytes each: a 4 KiB file holds a dozen; some FLUSHes as well.
+    for i in 1..=60 {
+        let mut sql = format!("INSERT INTO r.t VALUES ({i}, REPEAT('x', 200))");
+        if i % 20 == 0 && i < 60 {
+            sql.push_str("; FLUSH BINARY LOGS");
+        }
+        server.admin(&sql);
+    }
+    let (ends, rows) = read_rows(&mut capture, 0, 60).await;
+    let ids: Vec<String> = rows.iter().map(|r| r[1].clone()).collect();
+    assert_eq!(ids, (1..=60).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+    let last_file = master_position(&server).file;
+    let last_seq = u64::from(inlet_mysql::file_sequence(&last_file).unwrap());
+    let first_seq = u64::from(inlet_mysql::file_sequence(&start.file).unwrap());
+    assert!(last_seq >= first_seq + 5, "{last_file}: too few rotations");
+    // The last commit is in the last file, or the one before when the server rotated after it;
+    // the checkpoint names the file of that commit.
+    let commit_seq = ends[59].0 >> 32;
+    assert!(
+        commit_seq == last_seq || commit_seq + 1 == last_seq,
+        "{:x} (binlog now in {last_file})",
+        ends[59].0
+    );
+    let facts = capture.checkpoint_facts();
+    let commit_file = BinlogPosition::from_position(ends[59], &last_file).file;
+    assert!(
+        facts
+            .iter()
+            .any(|(k, v)| k == "mysql.binlog_file" && *v == commit_file),
+        "{facts:?} (last commit in {commit_file})"
+    );
+    capture.finish().await.unwrap();
+
+    // Resumed from the checkpoint's file and the 30th commit's position; the table holds the
+    // first 30 commits: the other 30 come, once each.
+    let at = BinlogPosition::from_position(ends[29], &last_file);
+    let mut again = BinlogCapture::start(
+        &c,
+        4501,
+        &StartFrom::Position(at),
+        &tables,
+        &[Some(ends[29])],
+        options("r.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    let (ends2, rows2) = read_rows(&mut again, 0, 30).await;
+    assert_eq!(ends2, ends[30..]);
+    let ids: Vec<String> = rows2.iter().map(|r| r[1].clone()).collect();
+    assert_eq!(ids, (31..=60).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+/// Character columns after a GEOMETRY column: the binlog's charset list covers the character
+/// columns only, so each keeps its own charset (utf8mb4 text, latin1 text, a binary string),
+/// and the TABLE_MAP matches the discovered table (no schema change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn character_columns_after_a_geometry_column_keep_their_charsets() {
+    let server = MariaDbServer::start();
+    server.admin(
+        "CREATE DATABASE g; CREATE TABLE g.t (id INT PRIMARY KEY, g GEOMETRY,
+         s VARCHAR(20) CHARACTER SET utf8mb4, l VARCHAR(20) CHARACTER SET latin1, b VARBINARY(8),
+         tx TEXT CHARACTER SET latin1, e ENUM('é', 'ü') CHARACTER SET utf8mb4)",
+    );
+    let c = connector(&server, "g");
+    let tables = tables(&c, "g.*", Unrepresentable::Fail).await;
+    let start = master_position(&server);
+    let mut capture = BinlogCapture::start(
+        &c,
+        4502,
+        &StartFrom::Position(start),
+        &tables,
+        &[None],
+        options("g.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    server.admin(
+        "SET NAMES utf8mb4;
+         INSERT INTO g.t VALUES (1, ST_GeomFromText('POINT(1 2)'), 'é😀', 'café', x'00ff', 'Grüße', 'ü');
+         UPDATE g.t SET s = 'ñ漢字', l = 'über' WHERE id = 1;",
+    );
+    let (_, rows) = read_rows(&mut capture, 0, 2).await;
+    // The full load reads the same values (the geometry as the server stores it).
+    let loaded = snapshot_rows(&c, &tables).await;
+    let point = loaded[0][0][1].clone();
+    assert_eq!(
+        loaded[0],
+        [["1", point.as_str(), "ñ漢字", "über", "00ff", "Grüße", "ü"]]
+    );
+    assert_eq!(
+        rows,
+        [
+            [
+                "I",
+                "1",
+                point.as_str(),
+                "é😀",
+                "café",
+                "00ff",
+                "Grüße",
+                "ü"
+            ],
+            [
+                "U",
+                "1",
+                point.as_str(),
+                "ñ漢字",
+                "über",
+                "00ff",
+                "Grüße",
+                "ü"
+            ],
+        ]
+    );
+    let types: Vec<String> = capture
+        .schema(0)
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.data_type()))
+        .collect();
+    assert_eq!(
+        types,
+        ["id Int32", "g Binary", "s Utf8", "l Utf8", "b Binary", "tx Utf8", "e Utf8"]
+    );
+}
