@@ -186,6 +186,13 @@ pub struct ServiceConfig {
     pub listen: String,
     /// `/readyz` answers 503 while a task lags more than this many seconds behind its source.
     pub ready_max_lag_s: f64,
+    /// A connection that sends no complete request head within this many seconds (a new one,
+    /// or a kept-alive one between requests) is closed.
+    pub header_read_timeout_s: u64,
+    /// Open connections at most; beyond it the oldest is closed to make room, so a flood of
+    /// idle connections can neither lock out a health probe nor use up the file descriptors
+    /// the tasks need.
+    pub max_connections: usize,
 }
 
 impl Default for ServiceConfig {
@@ -193,6 +200,8 @@ impl Default for ServiceConfig {
         Self {
             listen: "127.0.0.1:9440".into(),
             ready_max_lag_s: 300.0,
+            header_read_timeout_s: 10,
+            max_connections: 256,
         }
     }
 }
@@ -411,6 +420,14 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     {
         return Err("service.ready_max_lag_s: must be a positive number of seconds".into());
     }
+    if let Some(service) = &config.service {
+        if service.header_read_timeout_s == 0 {
+            return Err("service.header_read_timeout_s: must be at least 1 (seconds)".into());
+        }
+        if service.max_connections == 0 {
+            return Err("service.max_connections: must be at least 1".into());
+        }
+    }
     Ok(())
 }
 
@@ -598,7 +615,8 @@ mod tests {
             example.service,
             Some(ServiceConfig {
                 listen: "127.0.0.1:9440".into(),
-                ready_max_lag_s: 300.0
+                ready_max_lag_s: 300.0,
+                ..ServiceConfig::default()
             })
         );
         assert_eq!(example.cdc.on_slot_lost, SlotLost::Fail);

@@ -1,14 +1,17 @@
 //! The daemon's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`) and the client
 //! `inlet status` uses to read `/status` from a running daemon.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use tokio::sync::oneshot;
 
 use crate::state::{Metrics, Phase, TaskState, TaskStatus};
 
@@ -19,11 +22,29 @@ pub struct Endpoints {
     pub ready_max_lag_s: f64,
 }
 
+/// Bounds on the HTTP server's connections (`[service] header_read_timeout_s`,
+/// `max_connections`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// The open connections, oldest first, each with the sender that closes it.
+type OpenConnections = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
+
 /// Binds `address` and serves until the process ends. Binding errors are returned at once so
 /// a port clash is reported at start-up.
+///
+/// The endpoints must never share the fate of a client: a connection that sends no request
+/// head within the timeout is closed, and at most `max_connections` are open at once (the
+/// oldest is closed for a new one, so a probe always gets in and the tasks always have file
+/// descriptors). An accept error (out of file descriptors) pauses accepting briefly instead of
+/// ending the server.
 pub async fn serve(
     address: &str,
     endpoints: Arc<Endpoints>,
+    limits: ConnectionLimits,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
         format!("service.listen {address:?}: cannot listen there: {e}; choose a free address:port ([service] listen in a task file, or --listen)")
@@ -37,12 +58,60 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(endpoints);
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
-    });
+    let handle = tokio::spawn(accept_loop(listener, app, limits));
     Ok((bound, handle))
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: ConnectionLimits) {
+    let open: OpenConnections = Arc::default();
+    let mut next_id: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "the HTTP endpoint cannot accept a connection; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        next_id += 1;
+        let id = next_id;
+        let (close, closed) = oneshot::channel();
+        {
+            // A poisoned lock only means a connection task panicked; the list is still whole.
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            while open.len() >= limits.max_connections {
+                match open.pop_front() {
+                    Some((_, oldest)) => {
+                        let _ = oldest.send(());
+                    }
+                    None => break,
+                }
+            }
+            open.push_back((id, close));
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let open = open.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = closed => tracing::debug!("HTTP connection closed to make room for a new one"),
+            }
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = open.iter().position(|(other, _)| *other == id) {
+                open.remove(i);
+            }
+        });
+    }
 }
 
 /// Why a task is not ready, or None when it is.

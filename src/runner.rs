@@ -43,7 +43,11 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         metrics,
         ready_max_lag_s: service.ready_max_lag_s,
     });
-    let (bound, server) = http::serve(&listen, endpoints)
+    let limits = http::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(service.header_read_timeout_s),
+        max_connections: service.max_connections,
+    };
+    let (bound, server) = http::serve(&listen, endpoints, limits)
         .await
         .map_err(JobError::Failed)?;
     tracing::info!(address = %bound, tasks = tasks.len(), "serving /healthz /readyz /metrics /status");

@@ -575,3 +575,95 @@ async fn an_s3_outage_mid_stream_loses_nothing() {
         source_rows(&client, "accounts", COLUMNS).await
     );
 }
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// 13.7: 2,000 idle connections to the HTTP endpoint neither lock out /healthz nor take the
+/// file descriptors the task needs: at most service.max_connections stay open (the oldest are
+/// closed for newer ones), the rest are closed after service.header_read_timeout_s, and the
+/// task keeps streaming every change.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connection_flood_leaves_health_and_streaming_alone() {
+    const MAX: usize = 100;
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    create_accounts(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let address = format!("127.0.0.1:{}", free_port());
+    let cfg = task_file(
+        dir.path(),
+        "flood",
+        &task(
+            "flood",
+            &url_with_secret(&pg, "shop"),
+            out.to_str().unwrap(),
+            &address,
+            "",
+        )
+        .replace(
+            "ready_max_lag_s = 5",
+            &format!("ready_max_lag_s = 5\nheader_read_timeout_s = 2\nmax_connections = {MAX}"),
+        ),
+    );
+    let log = dir.path().join("inlet.log");
+    let mut child = spawn(&cfg, &log, &[]);
+    wait_for_code(&address, "/readyz", 200, Duration::from_secs(90));
+    let before = open_fds(child.id());
+
+    // 2,000 connections that never send a byte (loopback only).
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|i| TcpStream::connect(&address).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let during = open_fds(child.id());
+    assert!(
+        during <= before + MAX + 5,
+        "inlet holds {during} file descriptors with 2,000 idle connections (before: {before}, \
+         service.max_connections = {MAX})"
+    );
+    let started = Instant::now();
+    assert_eq!(
+        http_get(&address, "/healthz"),
+        Some((200, "ok\n".to_string()))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The task streams on.
+    changes(&client, 1).await;
+    wait_durable(&client, &address, "flood").await;
+
+    // After header_read_timeout_s, every idle connection has been closed by the server.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut still_open = 0;
+    for mut conn in idle {
+        conn.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        if let Err(e) = conn.read(&mut buf) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                still_open += 1;
+            }
+        }
+    }
+    assert_eq!(still_open, 0, "idle connections the server kept open");
+
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(!logs.contains(SECRET), "the password leaked: {logs}");
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    assert_eq!(
+        replay(&out.join("public/accounts"), COLUMNS),
+        source_rows(&client, "accounts", COLUMNS).await
+    );
+}
