@@ -8,10 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
+use inlet_core::{
+    CaptureEvent, CheckStatus, Position, Prerequisite, TableChanges, TableId, TableSelection,
+};
 use inlet_postgres::{
-    discover, drop_slot, ensure_publication, prerequisites, slot_state, ChangeCapture, Lsn,
-    PgConnector, ReplicationConnection, SourceTable,
+    current_wal_position, discover, drop_slot, ensure_publication, prerequisites,
+    publication_exists, publication_plan, slot_capacity, slot_state, ChangeCapture, Lsn,
+    PgConnector, PostgresSourceConfig, PublicationPlan, ReplicationConnection, SlotState,
+    SourceTable,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -34,21 +38,477 @@ pub async fn run(
     state: &TaskState,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), JobError> {
+    let resnapshot = config.cdc.on_slot_lost == SlotLost::Resnapshot;
+    let mut first = true;
+    let mut lost: Option<String> = None;
     loop {
-        match run_once(config, state, shutdown.clone()).await? {
-            StreamEnd::Shutdown => return Ok(()),
+        match run_once(config, state, shutdown.clone(), first, lost.take()).await {
+            Ok(StreamEnd::Shutdown) => return Ok(()),
             // A captured table was renamed: everything before it is durable; discover the
             // tables again (a joining one is loaded) and go on from the checkpoint.
-            StreamEnd::TablesChanged => state.set_phase(Phase::Starting),
+            Ok(StreamEnd::TablesChanged) => state.set_phase(Phase::Starting),
+            // The publication was dropped under the stream: the slot cannot go on (see
+            // `slot_error`), and resuming it would fail the same way forever.
+            Err(JobError::Transient { kind, message })
+                if kind == PUBLICATION_LOST && resnapshot =>
+            {
+                state.set_phase(Phase::Starting);
+                lost = Some(message);
+            }
+            Err(e) => return Err(e),
         }
+        first = false;
     }
 }
 
+/// Error kind of a stream that failed because its publication was dropped.
+const PUBLICATION_LOST: &str = "publication_lost";
+
+/// Where the slot record of a task lives: a checkpoint-shaped record under `_inlet/<task>.slot/`
+/// beside the task's own `_inlet/<task>/` (task names cannot contain a dot, so no task has it).
+fn record_key(task: &str) -> String {
+    format!("{task}.slot")
+}
+
+/// Facts of the slot record.
+const RECORD_TASK: &str = "task";
+const RECORD_ID: &str = "id";
+const RECORD_DATABASE: &str = "database";
+
+/// The record inlet writes into the target when it creates a task's slot, before the load
+/// starts: "slot X was created by task T in database D at position L, id U". PostgreSQL keeps no
+/// owner or comment for a slot, so this is how a later start proves that a slot found without
+/// a checkpoint is this task's own (one whose first load was interrupted) and not another
+/// tool's or another task's, which inlet must never drop or stream from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlotRecord {
+    slot: String,
+    task: String,
+    database: String,
+    id: String,
+    created_at: Lsn,
+}
+
+impl SlotRecord {
+    fn new(slot: &str, task: &str, database: &str, created_at: Lsn) -> Self {
+        // Unique enough to tell two creations apart: the clock and the process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Self {
+            slot: slot.to_string(),
+            task: task.to_string(),
+            database: database.to_string(),
+            id: format!("{nanos:x}-{:x}", std::process::id()),
+            created_at,
+        }
+    }
+
+    fn to_checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: Position(self.created_at.0),
+            facts: vec![
+                (SLOT_FACT.to_string(), self.slot.clone()),
+                (RECORD_TASK.to_string(), self.task.clone()),
+                (RECORD_DATABASE.to_string(), self.database.clone()),
+                (RECORD_ID.to_string(), self.id.clone()),
+            ],
+        }
+    }
+
+    fn from_checkpoint(cp: &Checkpoint) -> Option<Self> {
+        let fact = |k: &str| {
+            cp.facts
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        Some(Self {
+            slot: fact(SLOT_FACT)?,
+            task: fact(RECORD_TASK)?,
+            database: fact(RECORD_DATABASE)?,
+            id: fact(RECORD_ID)?,
+            created_at: Lsn(cp.position.0),
+        })
+    }
+}
+
+/// What the start of a CDC task does with the slot, decided before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SlotPlan {
+    /// No slot and no checkpoint: create the slot (and load).
+    Create,
+    /// This task's slot, whose first load never finished: drop it and create it again.
+    Recreate,
+    /// This task's slot and checkpoint: stream from the checkpoint.
+    Resume,
+    /// Changes since the checkpoint cannot be read any more (slot lost or gone, publication
+    /// dropped). `drop_slot`: the slot, this task's, still exists.
+    Lost { reason: String, drop_slot: bool },
+}
+
+/// What is known at the start, read before anything is written.
+struct StartFacts<'a> {
+    slot: &'a str,
+    task: &'a str,
+    database: &'a str,
+    publication: &'a str,
+    checkpoint: Option<&'a Checkpoint>,
+    checkpoint_at: &'a str,
+    record: Option<&'a SlotRecord>,
+    record_at: &'a str,
+    slot_now: Option<&'a SlotState>,
+    server_at: Lsn,
+    publication_exists: bool,
+}
+
+/// Decides what to do with the slot, or why not to go on (the refusal says what to do). A slot
+/// is dropped or streamed from only when it is provably this task's: the task checkpoint names
+/// it and it has confirmed nothing past the checkpoint, or (no checkpoint) the slot record in
+/// the target names it and it still sits where it was created.
+fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
+    let slot = f.slot;
+    let drop_sql = format!(
+        "SELECT pg_drop_replication_slot('{}');",
+        slot.replace('\'', "''")
+    );
+    if let Some(cp) = f.checkpoint {
+        if cp.position.0 > f.server_at.0 {
+            return Err(format!(
+                "the task checkpoint ({}) is at position {}, ahead of the server's WAL, which is at \
+                 {}: the database was restored from a backup or rebuilt, and resuming would skip \
+                 every change until the server reached that position. Nothing was written. To load \
+                 every table again from this database, delete the checkpoint ({}){} and run the task \
+                 again",
+                f.checkpoint_at,
+                Lsn(cp.position.0),
+                f.server_at,
+                f.checkpoint_at,
+                if f.slot_now.is_some() {
+                    format!(" and the replication slot ({drop_sql})")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let named = cp
+            .facts
+            .iter()
+            .find(|(k, _)| k == SLOT_FACT)
+            .map(|(_, v)| v.as_str());
+        if let Some(named) = named.filter(|n| *n != slot) {
+            return Err(format!(
+                "the task checkpoint ({}) holds a position of replication slot {named:?}, but \
+                 source.slot now names {slot:?}: a position of one slot means nothing in another. \
+                 Set source.slot = {named:?} again, or delete the checkpoint to load every table \
+                 again through {slot:?}",
+                f.checkpoint_at
+            ));
+        }
+    }
+    let Some(existing) = f.slot_now else {
+        return Ok(match f.checkpoint {
+            Some(cp) => SlotPlan::Lost {
+                reason: format!(
+                    "replication slot {slot:?} no longer exists, but the task checkpoint says changes \
+                     up to {} were captured through it: changes since then are lost",
+                    Lsn(cp.position.0)
+                ),
+                drop_slot: false,
+            },
+            None => SlotPlan::Create,
+        });
+    };
+    let not_ours = |why: String| {
+        format!(
+            "replication slot {slot:?} exists but {why}. It may belong to another tool or to another \
+             inlet task whose name gives the same slot name (\"a-b\" and \"a_b\" both give \
+             inlet_a_b), and inlet never drops or streams from a slot it cannot prove is this \
+             task's: set source.slot to another name for this task, or, if the slot is truly \
+             abandoned, drop it yourself: {drop_sql}"
+        )
+    };
+    if existing.plugin.as_deref() != Some("pgoutput") {
+        return Err(not_ours(format!(
+            "uses output plugin {:?}, not pgoutput, so inlet did not create it",
+            existing
+                .plugin
+                .as_deref()
+                .unwrap_or("none: a physical slot")
+        )));
+    }
+    if existing.database.as_deref() != Some(f.database) {
+        return Err(not_ours(format!(
+            "belongs to database {:?}, not {:?}, so this task did not create it",
+            existing.database.as_deref().unwrap_or(""),
+            f.database
+        )));
+    }
+    let confirmed = existing.confirmed_flush;
+    if let Some(cp) = f.checkpoint {
+        if let Some(c) = confirmed.filter(|c| c.0 > cp.position.0) {
+            return Err(not_ours(format!(
+                "has confirmed changes up to {c}, past the task checkpoint ({}) at {}: something \
+                 else streamed from it, and the changes in between are not in this task's target \
+                 (inlet confirms nothing it has not checkpointed)",
+                f.checkpoint_at,
+                Lsn(cp.position.0)
+            )));
+        }
+        if existing.is_lost() {
+            return Ok(SlotPlan::Lost {
+                reason: format!(
+                    "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL \
+                     the task had not read, so changes are missing"
+                ),
+                drop_slot: true,
+            });
+        }
+        if !f.publication_exists {
+            return Ok(SlotPlan::Lost {
+                reason: publication_lost_reason(f.publication, slot),
+                drop_slot: true,
+            });
+        }
+        return Ok(SlotPlan::Resume);
+    }
+    match f.record {
+        Some(r) if r.slot == slot && r.task == f.task && r.database == f.database => {
+            if confirmed == Some(r.created_at) {
+                Ok(SlotPlan::Recreate)
+            } else {
+                Err(format!(
+                    "replication slot {slot:?} was created by this task at {} (slot record {}, id \
+                     {}), but it has confirmed changes up to {} while the task has no checkpoint \
+                     ({}): if the checkpoint was deleted to load the tables again, drop the slot \
+                     as well ({drop_sql}) and run the task again; inlet does not drop a slot that \
+                     has streamed changes the target may not hold",
+                    r.created_at,
+                    f.record_at,
+                    r.id,
+                    confirmed.map_or("an unknown position".to_string(), |c| c.to_string()),
+                    f.checkpoint_at
+                ))
+            }
+        }
+        _ => Err(not_ours(format!(
+            "this task did not create it: the target holds no checkpoint of the task ({}) and no \
+             record that the task created the slot ({})",
+            f.checkpoint_at, f.record_at
+        ))),
+    }
+}
+
+/// Why a task whose publication is gone cannot go on through its slot.
+fn publication_lost_reason(publication: &str, slot: &str) -> String {
+    format!(
+        "publication {publication:?} was dropped: PostgreSQL decodes each change with the catalog \
+         as of that change, so slot {slot:?} cannot stream anything written since the drop, even \
+         once the publication is created again, and those changes are lost to the task"
+    )
+}
+
+/// Everything the start of a CDC task reads before it writes anything, and what it will do.
+/// `inlet check` reports the same ([`StartCheck::report`]), so it says ready only when `run`
+/// will start.
+struct StartCheck {
+    checkpoint: Option<Checkpoint>,
+    plan: Result<SlotPlan, String>,
+    publication: PublicationPlan,
+    /// Replication slots that exist, and `max_replication_slots`.
+    slots: (i64, i64),
+    resnapshot: bool,
+}
+
+impl StartCheck {
+    async fn read(
+        config: &TaskConfig,
+        source: &PostgresSourceConfig,
+        control: &tokio_postgres::Client,
+        connector: &PgConnector,
+        target: &Target,
+        tables: &[SourceTable],
+        lost: Option<String>,
+    ) -> Result<Self, JobError> {
+        let task = config.task.name.as_str();
+        let slot = source.slot_name(task);
+        let publication = source.publication_name(task);
+        let checkpoint = target.read_checkpoint(task).await?;
+        let record = target
+            .read_checkpoint(&record_key(task))
+            .await?
+            .as_ref()
+            .and_then(SlotRecord::from_checkpoint);
+        let slot_now = slot_state(control, connector, &slot)
+            .await
+            .map_err(JobError::source)?;
+        let server_at = current_wal_position(control, connector)
+            .await
+            .map_err(JobError::source)?;
+        let exists = publication_exists(control, connector, &publication)
+            .await
+            .map_err(JobError::source)?;
+        let database: String = control
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
+            .get(0);
+        let checkpoint_at = target.checkpoint_location(task);
+        let record_at = target.checkpoint_location(&record_key(task));
+        let facts = StartFacts {
+            slot: &slot,
+            task,
+            database: &database,
+            publication: &publication,
+            checkpoint: checkpoint.as_ref(),
+            checkpoint_at: &checkpoint_at,
+            record: record.as_ref(),
+            record_at: &record_at,
+            slot_now: slot_now.as_ref(),
+            server_at,
+            publication_exists: exists,
+        };
+        let mut plan = plan_slot(&facts);
+        // The stream failed on the dropped publication (which someone may have created again
+        // since): the slot is as good as lost.
+        if let (Some(reason), Ok(SlotPlan::Resume)) = (lost, &plan) {
+            plan = Ok(SlotPlan::Lost {
+                reason,
+                drop_slot: true,
+            });
+        }
+        let publication = publication_plan(control, connector, &publication, tables)
+            .await
+            .map_err(JobError::source)?;
+        let slots = slot_capacity(control, connector)
+            .await
+            .map_err(JobError::source)?;
+        Ok(Self {
+            checkpoint,
+            plan,
+            publication,
+            slots,
+            resnapshot: config.cdc.on_slot_lost == SlotLost::Resnapshot,
+        })
+    }
+
+    /// The findings as `inlet check` lines; a MISSING one stops `inlet run` before it writes.
+    fn report(&self, slot: &str, publication: &str, checkpoint_at: &str) -> Vec<Prerequisite> {
+        let mut out = Vec::new();
+        out.push(match &self.plan {
+            Err(refusal) => Prerequisite::missing("replication slot", refusal.clone(), "see above"),
+            Ok(SlotPlan::Create) => {
+                Prerequisite::ok("replication slot", format!("{slot:?} will be created"))
+            }
+            Ok(SlotPlan::Recreate) => Prerequisite::ok(
+                "replication slot",
+                format!(
+                    "{slot:?} was created by this task, whose first load did not finish: it will be \
+                     created again"
+                ),
+            ),
+            Ok(SlotPlan::Resume) => Prerequisite::ok(
+                "replication slot",
+                format!(
+                    "{slot:?} belongs to this task; it resumes from {}",
+                    self.checkpoint
+                        .as_ref()
+                        .map_or(String::new(), |c| Lsn(c.position.0).to_string())
+                ),
+            ),
+            Ok(SlotPlan::Lost { reason, .. }) if self.resnapshot => Prerequisite::warning(
+                "replication slot",
+                format!("{reason}; cdc.on_slot_lost = \"resnapshot\": a new slot and a new full load"),
+                "nothing to do; set cdc.on_slot_lost = \"fail\" to decide yourself",
+            ),
+            Ok(SlotPlan::Lost { reason, .. }) => Prerequisite::missing(
+                "replication slot",
+                format!("{reason}. inlet never recreates a slot silently"),
+                format!(
+                    "drop the slot if it is still there (SELECT pg_drop_replication_slot('{slot}')) \
+                     and the task checkpoint ({checkpoint_at}), then run the task again for a new \
+                     full load; or set cdc.on_slot_lost = \"resnapshot\" to do this automatically"
+                ),
+            ),
+        });
+        let (count, max) = self.slots;
+        let needs_slot = matches!(self.plan, Ok(SlotPlan::Create))
+            || matches!(
+                self.plan,
+                Ok(SlotPlan::Lost {
+                    drop_slot: false,
+                    ..
+                })
+            );
+        if needs_slot && count >= max {
+            out.push(Prerequisite::missing(
+                "free replication slot",
+                format!(
+                    "the server has {count} replication slots and max_replication_slots = {max}: \
+                     creating {slot:?} would fail"
+                ),
+                "drop a slot nothing uses (SELECT slot_name, active FROM pg_replication_slots; \
+                 SELECT pg_drop_replication_slot('<name>')), or raise max_replication_slots and \
+                 restart PostgreSQL",
+            ));
+        }
+        if let Some(refusal) = self.publication.identity_refusal(publication) {
+            out.push(Prerequisite::missing(
+                "replica identity",
+                refusal,
+                self.publication
+                    .no_identity
+                    .iter()
+                    .map(|t| t.fix())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ));
+        }
+        if let Some((detail, fix)) = &self.publication.denied {
+            out.push(Prerequisite::missing(
+                "publication",
+                detail.clone(),
+                fix.clone(),
+            ));
+        } else if !self.publication.exists {
+            out.push(Prerequisite::ok(
+                "publication",
+                format!("{publication:?} will be created"),
+            ));
+        }
+        out
+    }
+}
+
+/// The `inlet check` lines of a CDC task's start: the slot (whose it is, lost, free slots), the
+/// checkpoint's position against the server, the publication (privileges, replica identity).
+pub async fn check(
+    config: &TaskConfig,
+    source: &PostgresSourceConfig,
+    control: &tokio_postgres::Client,
+    connector: &PgConnector,
+    tables: &[SourceTable],
+) -> Result<Vec<Prerequisite>, JobError> {
+    let task = config.task.name.as_str();
+    let target = Target::new(&config.target, task)?;
+    let start = StartCheck::read(config, source, control, connector, &target, tables, None).await?;
+    Ok(start.report(
+        &source.slot_name(task),
+        &source.publication_name(task),
+        &target.checkpoint_location(task),
+    ))
+}
+
 /// One discovery of the tables, then streaming until shutdown or a renamed table.
+/// `first`: the first start of this process (later ones follow a re-discovery of the tables).
+/// `lost`: why the slot cannot go on, when the last stream found out.
 async fn run_once(
     config: &TaskConfig,
     state: &TaskState,
     shutdown: watch::Receiver<bool>,
+    first: bool,
+    lost: Option<String>,
 ) -> Result<StreamEnd, JobError> {
     let SourceConfig::Postgres(source) = &config.source else {
         return Err(JobError::Failed(
@@ -92,43 +552,61 @@ async fn run_once(
             CheckStatus::Ok => {}
         }
     }
+    // A table without replica identity that appeared while the task ran is left out (it was
+    // reported when it appeared); at the first start it stops the task below, before anything
+    // is written.
+    let tables = if first {
+        tables
+    } else {
+        let plan = publication_plan(&control, &connector, &publication, &tables)
+            .await
+            .map_err(JobError::source)?;
+        tables
+            .into_iter()
+            .filter(|t| !plan.no_identity.iter().any(|n| n.table == t.schema.id))
+            .collect()
+    };
+    let start_check =
+        StartCheck::read(config, source, &control, &connector, &target, &tables, lost).await?;
+    let checkpoint_at = target.checkpoint_location(task);
+    let refusals: Vec<String> = start_check
+        .report(&slot, &publication, &checkpoint_at)
+        .into_iter()
+        .filter(|p| p.status == CheckStatus::Missing)
+        .map(|p| match p.fix {
+            Some(fix) if fix != "see above" => format!("{}: {}; fix: {fix}", p.name, p.detail),
+            _ => format!("{}: {}", p.name, p.detail),
+        })
+        .collect();
+    if !refusals.is_empty() {
+        if matches!(start_check.plan, Ok(SlotPlan::Lost { .. })) {
+            state.set_slot(None, true);
+        }
+        return Err(JobError::Failed(refusals.join("\n")));
+    }
+    let StartCheck {
+        checkpoint, plan, ..
+    } = start_check;
+    let plan = plan.map_err(JobError::Failed)?;
     ensure_publication(&control, &connector, &publication, &tables)
         .await
         .map_err(JobError::source)?;
 
-    let checkpoint = target.read_checkpoint(task).await?;
-    let slot_now = slot_state(&control, &connector, &slot)
-        .await
-        .map_err(JobError::source)?;
     let resnapshot = config.cdc.on_slot_lost == SlotLost::Resnapshot;
-    let lost_reason = match (&slot_now, &checkpoint) {
-        (Some(s), _) if s.is_lost() => Some(format!(
-            "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL the task \
-             had not read, so changes are missing"
-        )),
-        (None, Some(cp)) => Some(format!(
-            "replication slot {slot:?} no longer exists, but the task checkpoint says changes up to {} \
-             were captured through it: changes since then are lost",
-            Lsn(cp.position.0)
-        )),
-        _ => None,
-    };
     let all_ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let (repl, start, facts) = match (lost_reason, slot_now, checkpoint) {
-        (Some(reason), _, _) if !resnapshot => {
-            state.set_slot(None, true);
-            return Err(JobError::Failed(format!(
-                "{reason}. inlet never recreates a slot silently: drop the slot if it is still there \
-                 (SELECT pg_drop_replication_slot('{slot}')) and the task checkpoint ({}), then run the \
-                 task again for a new full load; or set cdc.on_slot_lost = \"resnapshot\" to do this \
-                 automatically",
-                target.checkpoint_location(task)
-            )));
-        }
-        (Some(reason), existing, _) => {
+    let load = config.task.mode == Mode::FullLoadAndCdc;
+    let (repl, start, facts) = match (plan, checkpoint) {
+        (
+            SlotPlan::Lost {
+                reason,
+                drop_slot: existing,
+            },
+            _,
+        ) => {
             state.set_slot(None, true);
             tracing::warn!(%slot, "{reason}; cdc.on_slot_lost = \"resnapshot\": new slot and a new full load of every table");
-            if existing.is_some() {
+            if existing {
+                wait_slot_released(&control, &connector, &slot).await?;
                 drop_slot(&control, &connector, &slot)
                     .await
                     .map_err(JobError::source)?;
@@ -137,31 +615,38 @@ async fn run_once(
             for t in &tables {
                 target.forget_changes(&t.schema).await?;
             }
-            bootstrap(config, state, &connector, &target, &slot, true, &all_ids).await?
+            bootstrap(
+                config, state, &connector, &control, &target, &slot, true, &all_ids,
+            )
+            .await?
         }
-        (None, Some(existing), Some(cp)) => {
+        (SlotPlan::Resume, Some(cp)) => {
             tracing::info!(%slot, position = %Lsn(cp.position.0), "resuming from the task checkpoint");
-            if existing.active_pid.is_some() {
-                wait_slot_released(&control, &connector, &slot).await?;
-            }
+            wait_slot_released(&control, &connector, &slot).await?;
             let repl = ReplicationConnection::connect(&connector)
                 .await
                 .map_err(JobError::source)?;
             (repl, cp.position, cp.facts)
         }
-        (None, Some(_), None) => {
-            // The slot exists but no checkpoint was ever written: the initial load of an earlier
-            // run did not finish, and its exported snapshot is gone with it.
-            tracing::warn!(%slot, "the slot exists but the initial load never finished; recreating the slot");
+        (SlotPlan::Recreate, _) => {
+            // This task created the slot (its record says so, and the slot never moved), but no
+            // checkpoint was ever written: the first load did not finish, and its exported
+            // snapshot is gone with it.
+            tracing::warn!(%slot, "this task's slot exists but its first load never finished; recreating the slot");
+            wait_slot_released(&control, &connector, &slot).await?;
             drop_slot(&control, &connector, &slot)
                 .await
                 .map_err(JobError::source)?;
-            let load = config.task.mode == Mode::FullLoadAndCdc;
-            bootstrap(config, state, &connector, &target, &slot, load, &all_ids).await?
+            bootstrap(
+                config, state, &connector, &control, &target, &slot, load, &all_ids,
+            )
+            .await?
         }
-        (None, None, _) => {
-            let load = config.task.mode == Mode::FullLoadAndCdc;
-            bootstrap(config, state, &connector, &target, &slot, load, &all_ids).await?
+        (SlotPlan::Create | SlotPlan::Resume, _) => {
+            bootstrap(
+                config, state, &connector, &control, &target, &slot, load, &all_ids,
+            )
+            .await?
         }
     };
     state.set_slot(None, false);
@@ -188,6 +673,7 @@ async fn run_once(
     let new_tables = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
         connector: connector.clone(),
+        publication: publication.clone(),
         selection: selection.clone(),
         policy,
         known: watched.into_iter().collect(),
@@ -206,7 +692,15 @@ async fn run_once(
     let stream = repl
         .start_replication(&slot, &publication, Lsn(start.0))
         .await
-        .map_err(|e| slot_error(e, &slot, &target.checkpoint_location(task), resnapshot))?;
+        .map_err(|e| {
+            slot_error(
+                e,
+                &slot,
+                &publication,
+                &target.checkpoint_location(task),
+                resnapshot,
+            )
+        })?;
     tracing::info!(%slot, %publication, from = %Lsn(start.0), tables = tables.len(), "streaming changes");
     state.set_tables(
         tables
@@ -239,6 +733,7 @@ async fn run_once(
         capture,
         new_tables,
         slot: slot.clone(),
+        publication: publication.clone(),
         checkpoint: target.checkpoint_location(task),
         resnapshot,
         join,
@@ -262,6 +757,7 @@ struct PgSource {
     /// Set by the poller when a table the selection matches appeared.
     new_tables: Arc<AtomicBool>,
     slot: String,
+    publication: String,
     /// Where the task checkpoint is, for the lost-slot message.
     checkpoint: String,
     resnapshot: bool,
@@ -281,6 +777,7 @@ impl ChangeSource for PgSource {
         let Self {
             capture,
             slot,
+            publication,
             checkpoint,
             resnapshot,
             join,
@@ -291,7 +788,7 @@ impl ChangeSource for PgSource {
             capture
                 .next()
                 .await
-                .map_err(|e| slot_error(e, slot, checkpoint, *resnapshot))
+                .map_err(|e| slot_error(e, slot, publication, checkpoint, *resnapshot))
         };
         join::next_or_joined(join, joined, in_transaction, next).await
     }
@@ -333,12 +830,17 @@ impl ChangeSource for PgSource {
     }
 }
 
-/// Creates the slot; with `load`, loads every table inside the snapshot the slot exports.
-/// Writes the first checkpoint at the slot's consistent point, naming the loaded tables.
+/// Creates the slot and records in the target that this task created it; with `load`, loads
+/// every table inside the snapshot the slot exports. Writes the first checkpoint at the slot's
+/// consistent point, naming the loaded tables. If anything fails after the slot was created,
+/// the slot is dropped again (when the source still answers), so a first start that fails does
+/// not leave a slot behind that pins WAL on the server.
+#[allow(clippy::too_many_arguments)]
 async fn bootstrap(
     config: &TaskConfig,
     state: &TaskState,
     connector: &PgConnector,
+    control: &tokio_postgres::Client,
     target: &Target,
     slot: &str,
     load: bool,
@@ -347,37 +849,67 @@ async fn bootstrap(
     let mut repl = ReplicationConnection::connect(connector)
         .await
         .map_err(JobError::source)?;
-    let consistent_point = if load {
-        let created = repl
-            .create_slot_exporting_snapshot(slot)
-            .await
-            .map_err(JobError::source)?;
-        let snapshot = created.snapshot_name.unwrap_or_default();
-        tracing::info!(%slot, consistent_point = %created.consistent_point, "slot created; full load inside its snapshot");
-        // The walsender connection stays idle meanwhile: its next command would end the snapshot.
-        // The load holds every transaction committed before the consistent point.
-        let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
-        let results =
-            full_load::run(config, Some(&snapshot), state, None, Some(loaded_up_to)).await?;
-        let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
-        tracing::info!(tables = results.len(), rows, "full load done");
-        created.consistent_point
+    let created = if load {
+        repl.create_slot_exporting_snapshot(slot).await
     } else {
-        let created = repl.create_slot(slot).await.map_err(JobError::source)?;
-        tracing::info!(%slot, consistent_point = %created.consistent_point, "slot created");
-        created.consistent_point
-    };
-    let position = Position(consistent_point.0);
-    let mut facts = vec![(SLOT_FACT.to_string(), slot.to_string())];
-    facts.extend(tables.iter().map(table_fact));
-    let checkpoint = Checkpoint {
-        position,
-        facts: facts.clone(),
-    };
-    target
-        .write_checkpoint(&config.task.name, &checkpoint)
-        .await?;
-    Ok((repl, position, facts))
+        repl.create_slot(slot).await
+    }
+    .map_err(JobError::source)?;
+    let task = config.task.name.as_str();
+    let filled = async {
+        let database: String = control
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
+            .get(0);
+        // Before the load: a start that finds the slot but no checkpoint knows by this record
+        // that the slot is this task's.
+        let record = SlotRecord::new(slot, task, &database, created.consistent_point);
+        target
+            .write_checkpoint(&record_key(task), &record.to_checkpoint())
+            .await?;
+        tracing::info!(%slot, consistent_point = %created.consistent_point, id = %record.id, "slot created");
+        if let Some(snapshot) = &created.snapshot_name {
+            // The walsender connection stays idle meanwhile: its next command would end the
+            // snapshot. The load holds every transaction committed before the consistent point.
+            let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
+            let results =
+                full_load::run(config, Some(snapshot), state, None, Some(loaded_up_to)).await?;
+            let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
+            tracing::info!(tables = results.len(), rows, "full load done");
+        }
+        let position = Position(created.consistent_point.0);
+        let mut facts = vec![(SLOT_FACT.to_string(), slot.to_string())];
+        facts.extend(tables.iter().map(table_fact));
+        let checkpoint = Checkpoint {
+            position,
+            facts: facts.clone(),
+        };
+        target.write_checkpoint(task, &checkpoint).await?;
+        Ok::<_, JobError>((position, facts))
+    }
+    .await;
+    match filled {
+        Ok((position, facts)) => Ok((repl, position, facts)),
+        Err(e) => {
+            drop(repl);
+            let dropped = async {
+                wait_slot_released(control, connector, slot).await?;
+                drop_slot(control, connector, slot)
+                    .await
+                    .map_err(JobError::source)
+            };
+            match dropped.await {
+                Ok(()) => {
+                    tracing::warn!(%slot, "the first start failed: the slot it created is dropped again")
+                }
+                Err(d) => {
+                    tracing::warn!(%slot, error = %d.message(), "the first start failed and the slot it created could not be dropped; the next start recreates it")
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Tables selected now but absent from the checkpoint (the selection grew, or the tables were
@@ -461,11 +993,12 @@ async fn wait_slot_released(
 /// What the poller needs to notice a table that should join the running task.
 struct NewTableWatch {
     connector: PgConnector,
+    publication: String,
     selection: TableSelection,
     policy: inlet_core::Unrepresentable,
     known: std::collections::HashSet<TableId>,
     found: Arc<AtomicBool>,
-    /// New tables already reported as not readable (once each).
+    /// New tables already reported as not readable or not capturable (once each).
     unreadable: std::collections::HashSet<TableId>,
 }
 
@@ -473,8 +1006,32 @@ impl NewTableWatch {
     async fn check(&mut self, client: &tokio_postgres::Client) {
         match discover(client, &self.connector, &self.selection, self.policy).await {
             Ok(tables) => {
-                for t in tables.iter().filter(|t| !self.known.contains(&t.schema.id)) {
-                    if t.can_select {
+                let new: Vec<SourceTable> = tables
+                    .into_iter()
+                    .filter(|t| !self.known.contains(&t.schema.id))
+                    .collect();
+                // Adding a table without replica identity to the publication would make the
+                // application's UPDATEs and DELETEs of it fail: it does not join.
+                let no_identity = match publication_plan(
+                    client,
+                    &self.connector,
+                    &self.publication,
+                    &new,
+                )
+                .await
+                {
+                    Ok(plan) => plan.no_identity,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the new tables' replica identity failed");
+                        return;
+                    }
+                };
+                for t in &new {
+                    if let Some(n) = no_identity.iter().find(|n| n.table == t.schema.id) {
+                        if self.unreadable.insert(t.schema.id.clone()) {
+                            tracing::warn!(table = %t.schema.id, fix = %n.fix(), "a new table matches the selection but has no primary key or other replica identity: adding it to the publication would make every UPDATE and DELETE of it fail, so it is not captured; make it capturable, or exclude it (the next start of the task refuses it until then)");
+                        }
+                    } else if t.can_select {
                         tracing::debug!(table = %t.schema.id, "a new table matches the selection");
                         self.found.store(true, Ordering::Relaxed);
                     } else if self.unreadable.insert(t.schema.id.clone()) {
@@ -541,18 +1098,39 @@ fn spawn_slot_poller(
 }
 
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with
-/// `on_slot_lost = "resnapshot"`, a restart that resnapshots); other errors are classified by
-/// the connector.
+/// `on_slot_lost = "resnapshot"`, a restart that resnapshots); so does a dropped publication,
+/// which the server reports with the same SQLSTATE (42704, undefined object) but which is told
+/// apart by its message. Other errors are classified by the connector.
 fn slot_error(
     e: inlet_postgres::PgError,
     slot: &str,
+    publication: &str,
     checkpoint: &str,
     resnapshot: bool,
 ) -> JobError {
     if let inlet_postgres::PgError::Replication {
-        code: Some(code), ..
+        code: Some(code),
+        message,
+        ..
     } = &e
     {
+        if code == "42704" && message.contains("publication") {
+            let reason = publication_lost_reason(publication, slot);
+            return if resnapshot {
+                // `run` takes this kind as "resnapshot now", whatever the start then finds.
+                JobError::Transient {
+                    kind: PUBLICATION_LOST,
+                    message: reason,
+                }
+            } else {
+                JobError::Failed(format!(
+                    "{reason}. To load every table again: drop the slot \
+                     (SELECT pg_drop_replication_slot('{slot}')) and delete the task checkpoint \
+                     ({checkpoint}), then run the task again (inlet creates the publication anew); \
+                     or set cdc.on_slot_lost = \"resnapshot\" to do this automatically"
+                ))
+            };
+        }
         if code == "42704" {
             let message = format!(
                 "replication slot {slot:?} was dropped while the task used it: changes since the last \

@@ -87,7 +87,13 @@ async fn postgres(
                     "fix the table name, or remove the entry",
                 ));
             }
-            report.extend(prerequisites(&client, &connector, &tables, config.task.mode != config::Mode::FullLoad).await.map_err(JobError::failed)?);
+            let capture = config.task.mode != config::Mode::FullLoad;
+            report.extend(prerequisites(&client, &connector, &tables, capture).await.map_err(JobError::failed)?);
+            if capture && !tables.is_empty() {
+                // What `inlet run` checks before it writes anything: the slot, the checkpoint,
+                // the publication.
+                report.extend(crate::cdc::check(config, source, &client, &connector, &tables).await?);
+            }
         }
     }
     Ok(report)

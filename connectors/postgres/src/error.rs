@@ -46,6 +46,11 @@ pub enum PgError {
     #[error("{table}: malformed COPY data from the server: {message}")]
     Protocol { table: TableId, message: String },
 
+    /// inlet will not go on because doing so could harm the source or lose changes (a slot it
+    /// did not create, a table whose writes publishing would break); the message says what to do.
+    #[error("{message}")]
+    Refused { message: String },
+
     #[error(
         "staging a large in-progress transaction in {} failed: {message}; free space there or \
          point [cdc] spool_dir at a disk with room (nothing of it was written or acknowledged)",
@@ -67,7 +72,10 @@ impl PgError {
             PgError::Query { transient, .. } | PgError::Replication { transient, .. } => *transient,
             // Disk space may come back; the transaction is streamed again from its start.
             PgError::Spool { .. } => true,
-            PgError::Config { .. } | PgError::Value { .. } | PgError::Protocol { .. } => false,
+            PgError::Config { .. }
+            | PgError::Value { .. }
+            | PgError::Protocol { .. }
+            | PgError::Refused { .. } => false,
         }
     }
 }

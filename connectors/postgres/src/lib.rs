@@ -33,7 +33,11 @@ pub use replication::{
     CreatedSlot, Lsn, QueryRow, ReplicationConnection, ReplicationMessage, ReplicationStream,
     SystemInfo,
 };
-pub use slot::{drop_slot, ensure_publication, slot_state, SlotState};
+pub use slot::{
+    current_wal_position, drop_slot, ensure_publication, publication_exists, publication_plan,
+    slot_capacity, slot_state, tables_without_replica_identity, NoReplicaIdentity,
+    PublicationPlan, SlotState,
+};
 pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, SnapshotChunk, SnapshotReader,
 };

@@ -1,7 +1,12 @@
 //! The publication and the logical replication slot a task streams from: the publication is
 //! created (or extended) to cover the selected tables; the slot's health is read so a lost
 //! slot stops the task with a clear error instead of being recreated behind the user's back.
+//!
+//! Nothing here may make the source's own writes fail: a table PostgreSQL could not replicate
+//! updates of (no replica identity) is never added to a publication that publishes updates,
+//! since from then on every UPDATE and DELETE of the application on it would be refused.
 
+use inlet_core::TableId;
 use tokio_postgres::Client;
 
 use crate::catalog::SourceTable;
@@ -63,13 +68,329 @@ pub async fn drop_slot(
         .map_err(|e| connector.query_error(&format!("dropping replication slot {slot:?}"), &e))
 }
 
-/// Creates the publication for `tables`, or adds the selected tables it lacks.
+/// The server's current WAL write position: no position a slot or a checkpoint of this server
+/// holds can be past it.
+pub async fn current_wal_position(
+    client: &Client,
+    connector: &PgConnector,
+) -> Result<Lsn, PgError> {
+    let row = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .map_err(|e| connector.query_error("reading pg_current_wal_lsn()", &e))?;
+    let text: String = row.get(0);
+    Lsn::parse(&text).ok_or_else(|| PgError::Query {
+        server: connector.server().to_string(),
+        what: "reading pg_current_wal_lsn()".into(),
+        reason: format!("the server answered {text:?}, not a WAL position"),
+        transient: false,
+    })
+}
+
+/// How many replication slots the server has, and may have (`max_replication_slots`).
+pub async fn slot_capacity(
+    client: &Client,
+    connector: &PgConnector,
+) -> Result<(i64, i64), PgError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_replication_slots)::int8, \
+                    current_setting('max_replication_slots')::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| connector.query_error("counting replication slots", &e))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A selected table whose UPDATEs and DELETEs PostgreSQL refuses once it is in a publication
+/// that publishes them: its replica identity is NOTHING, or DEFAULT without a primary key, or
+/// an index that no longer exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoReplicaIdentity {
+    pub table: TableId,
+    /// `schema.table` quoted where SQL needs it (by the server's `quote_ident`).
+    pub sql_name: String,
+    /// A unique index on NOT NULL columns that could serve as the identity, if there is one,
+    /// quoted where SQL needs it.
+    pub usable_index: Option<String>,
+}
+
+impl NoReplicaIdentity {
+    /// The statement that makes the table's updates publishable.
+    pub fn fix(&self) -> String {
+        let table = &self.sql_name;
+        match &self.usable_index {
+            Some(index) => format!(
+                "ALTER TABLE {table} REPLICA IDENTITY USING INDEX {index}; (or REPLICA IDENTITY FULL)"
+            ),
+            None => format!("ALTER TABLE {table} REPLICA IDENTITY FULL;"),
+        }
+    }
+}
+
+/// The selected tables that have no usable replica identity (see [`NoReplicaIdentity`]).
+pub async fn tables_without_replica_identity(
+    client: &Client,
+    connector: &PgConnector,
+    tables: &[SourceTable],
+) -> Result<Vec<NoReplicaIdentity>, PgError> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, format('%I.%I', n.nspname, c.relname), \
+                    (SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+                     WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
+                       AND i.indpred IS NULL AND i.indexprs IS NULL \
+                       AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey::int2[]) k(attnum) \
+                                       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+                                       WHERE NOT a.attnotnull) \
+                     ORDER BY ic.relname LIMIT 1) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY($1) AND ( \
+                   c.relreplident = 'n' \
+                OR (c.relreplident = 'd' AND NOT EXISTS \
+                      (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) \
+                OR (c.relreplident = 'i' AND NOT EXISTS \
+                      (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) \
+             ORDER BY 1, 2",
+            &[&oids],
+        )
+        .await
+        .map_err(|e| connector.query_error("reading replica identities", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| NoReplicaIdentity {
+            table: TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            sql_name: r.get(2),
+            usable_index: r.get(3),
+        })
+        .collect())
+}
+
+/// Whether the publication exists.
+pub async fn publication_exists(
+    client: &Client,
+    connector: &PgConnector,
+    publication: &str,
+) -> Result<bool, PgError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| connector.query_error("reading pg_publication", &e))?
+        .is_some())
+}
+
+/// What [`ensure_publication`] would do, and whether the user may do it: read before anything
+/// is written, so `inlet check` and the start of `inlet run` refuse the same things.
+#[derive(Debug, Clone, Default)]
+pub struct PublicationPlan {
+    pub exists: bool,
+    /// The publication publishes UPDATE or DELETE (PostgreSQL's default; always so when inlet
+    /// creates it).
+    pub publishes_updates: bool,
+    /// Selected tables the publication lacks (every one when it does not exist).
+    pub to_add: Vec<TableId>,
+    /// Selected tables whose updates could not be published ([`NoReplicaIdentity`]), when the
+    /// publication would publish them: adding them would break the application's writes.
+    pub no_identity: Vec<NoReplicaIdentity>,
+    /// Why the user may not create or extend the publication, with the fix.
+    pub denied: Option<(String, String)>,
+}
+
+impl PublicationPlan {
+    /// The refusal, if adding the tables would make the application's writes fail.
+    pub fn identity_refusal(&self, publication: &str) -> Option<String> {
+        if self.no_identity.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = self
+            .no_identity
+            .iter()
+            .map(|t| t.table.to_string())
+            .collect();
+        let fixes: Vec<String> = self
+            .no_identity
+            .iter()
+            .map(NoReplicaIdentity::fix)
+            .collect();
+        Some(format!(
+            "{} {} no primary key or other replica identity: in publication {publication:?}, which \
+             publishes updates and deletes, every UPDATE and DELETE of {} by your application would \
+             fail (\"cannot update table … because it does not have a replica identity\"), so inlet \
+             does not add {}. Make {} capturable: {} or exclude {} in [tables]",
+            names.join(", "),
+            if names.len() == 1 { "has" } else { "have" },
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 { "it" } else { "them" },
+            fixes.join(" "),
+            if names.len() == 1 { "it" } else { "them" },
+        ))
+    }
+}
+
+/// Reads what creating or extending `publication` for `tables` takes (see [`PublicationPlan`]).
+pub async fn publication_plan(
+    client: &Client,
+    connector: &PgConnector,
+    publication: &str,
+    tables: &[SourceTable],
+) -> Result<PublicationPlan, PgError> {
+    let err = |what: &str, e: tokio_postgres::Error| connector.query_error(what, &e);
+    let row = client
+        .query_opt(
+            "SELECT pubupdate OR pubdelete, pg_has_role(pubowner, 'USAGE'), puballtables \
+             FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| err("reading pg_publication", e))?;
+    let superuser: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| err("reading pg_roles", e))?
+        .get(0);
+    let (exists, publishes_updates, owns_publication, all_tables) = match &row {
+        Some(r) => (
+            true,
+            r.get::<_, bool>(0),
+            r.get::<_, bool>(1),
+            r.get::<_, bool>(2),
+        ),
+        None => (false, true, true, false),
+    };
+    let published: Vec<(String, String)> = if exists {
+        client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&publication],
+            )
+            .await
+            .map_err(|e| err("reading pg_publication_tables", e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let adding: Vec<&SourceTable> = tables
+        .iter()
+        .filter(|t| {
+            !all_tables
+                && !published
+                    .iter()
+                    .any(|(s, n)| *s == t.schema.id.schema && *n == t.schema.id.name)
+        })
+        .collect();
+    let to_add: Vec<TableId> = adding.iter().map(|t| t.schema.id.clone()).collect();
+    // Only a table inlet would add is its doing; one already published is the user's choice.
+    let no_identity = if publishes_updates && !adding.is_empty() {
+        let adding: Vec<SourceTable> = adding.iter().map(|t| (*t).clone()).collect();
+        tables_without_replica_identity(client, connector, &adding).await?
+    } else {
+        Vec::new()
+    };
+    let mut denied = None;
+    if !superuser && !to_add.is_empty() {
+        let oids: Vec<u32> = adding.iter().map(|t| t.oid).collect();
+        let not_owned: Vec<String> = client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = ANY($1) AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
+                &[&oids],
+            )
+            .await
+            .map_err(|e| err("reading table owners", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let may_create: bool = client
+            .query_one(
+                "SELECT has_database_privilege(current_database(), 'CREATE')",
+                &[],
+            )
+            .await
+            .map_err(|e| err("reading database privileges", e))?
+            .get(0);
+        // Quoted by the server, only where SQL needs it, so the statement reads as one would
+        // type it.
+        let names = client
+            .query_one(
+                "SELECT quote_ident($1), \
+                        (SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' \
+                                           ORDER BY n.nspname, c.relname) \
+                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.oid = ANY($2))",
+                &[&publication, &oids],
+            )
+            .await
+            .map_err(|e| err("quoting names", e))?;
+        let pub_sql: String = names.get(0);
+        let list: String = names.get::<_, Option<String>>(1).unwrap_or_default();
+        let statement = if exists {
+            format!("ALTER PUBLICATION {pub_sql} ADD TABLE {list};")
+        } else {
+            format!("CREATE PUBLICATION {pub_sql} FOR TABLE {list};")
+        };
+        if !exists && !may_create {
+            denied = Some((
+                format!(
+                    "publication {publication:?} does not exist and the user may not create it \
+                     (no CREATE privilege on the database)"
+                ),
+                format!(
+                    "as the tables' owner or a superuser run: {statement} or GRANT CREATE ON DATABASE \
+                     <database> TO <inlet user>"
+                ),
+            ));
+        } else if exists && !owns_publication {
+            denied = Some((
+                format!(
+                    "publication {publication:?} lacks {} and the user does not own the publication",
+                    to_add.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                format!("as its owner run: {statement}"),
+            ));
+        } else if !not_owned.is_empty() {
+            denied = Some((
+                format!(
+                    "only a table's owner may add it to a publication; the user does not own {}",
+                    not_owned.join(", ")
+                ),
+                format!("as the tables' owner or a superuser run: {statement}"),
+            ));
+        }
+    }
+    Ok(PublicationPlan {
+        exists,
+        publishes_updates,
+        to_add,
+        no_identity,
+        denied,
+    })
+}
+
+/// Creates the publication for `tables`, or adds the selected tables it lacks. Refuses, before
+/// changing anything, when a table it would add has no replica identity (see
+/// [`NoReplicaIdentity`]).
 pub async fn ensure_publication(
     client: &Client,
     connector: &PgConnector,
     publication: &str,
     tables: &[SourceTable],
 ) -> Result<(), PgError> {
+    let plan = publication_plan(client, connector, publication, tables).await?;
+    if let Some(message) = plan.identity_refusal(publication) {
+        return Err(PgError::Refused { message });
+    }
     let err = |what: &str, e: tokio_postgres::Error| {
         let mut e = connector.query_error(what, &e);
         if let PgError::Query { reason, .. } = &mut e {
