@@ -667,3 +667,104 @@ async fn idle_connection_flood_leaves_health_and_streaming_alone() {
         source_rows(&client, "accounts", COLUMNS).await
     );
 }
+
+/// 13.13: a wrong password or a missing database is not a network fault: `inlet run` fails
+/// that task at once with what to fix (instead of retrying forever), and the other task
+/// streams on. The password never shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_login_fails_its_task_and_is_not_retried() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    admin
+        .batch_execute("CREATE ROLE inlet LOGIN REPLICATION SUPERUSER PASSWORD 'right-one'")
+        .await
+        .unwrap();
+    let client = pg.client("shop").await;
+    create_accounts(&client).await;
+    pg.set_hba(
+        "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n\
+         host replication all 127.0.0.1/32 scram-sha-256",
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let out = dir.path().join("out");
+    let address = format!("127.0.0.1:{}", free_port());
+    task_file(
+        &tasks,
+        "good",
+        &task("good", &pg.url("shop"), out.to_str().unwrap(), &address, ""),
+    );
+    let wrong = format!("postgres://inlet:{SECRET}@127.0.0.1:{}/shop", pg.port);
+    task_file(
+        &tasks,
+        "wrongpw",
+        &task("wrongpw", &wrong, out.to_str().unwrap(), &address, ""),
+    );
+    let no_db = format!("postgres://inlet:right-one@127.0.0.1:{}/nodb", pg.port);
+    task_file(
+        &tasks,
+        "nodb",
+        &task("nodb", &no_db, out.to_str().unwrap(), &address, ""),
+    );
+    let log = dir.path().join("inlet.log");
+    let mut child = spawn(&tasks, &log, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let doc = loop {
+        if let Some((200, body)) = http_get(&address, "/status") {
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let phases: Vec<String> = doc["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}={}",
+                        t["task"].as_str().unwrap(),
+                        t["phase"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            if phases == ["good=streaming", "nodb=failed", "wrongpw=failed"] {
+                break doc;
+            }
+        }
+        assert!(Instant::now() < deadline, "tasks did not settle");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (i, want) in [
+        (1, "\"nodb\" does not exist"),
+        (2, "password authentication failed"),
+    ] {
+        let t = &doc["tasks"][i];
+        let reason = t["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(want)
+                && reason.contains("source.url")
+                && reason.contains("retrying cannot fix"),
+            "{reason}"
+        );
+        assert_eq!(t["retries"], 0, "{t}");
+    }
+    changes(&client, 1).await;
+    wait_durable(&client, &address, "good").await;
+    let (_, status) = http_get(&address, "/status").unwrap();
+    let (_, ready) = http_get(&address, "/readyz").unwrap();
+    assert_eq!(sigterm_and_wait(&mut child), 1);
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logs.contains("transient error"),
+        "a refused login was retried: {logs}"
+    );
+    for text in [&logs, &status, &ready] {
+        assert!(!text.contains(SECRET), "the password leaked: {text}");
+    }
+    assert_eq!(
+        replay(&out.join("public/accounts"), COLUMNS),
+        source_rows(&client, "accounts", COLUMNS).await
+    );
+}

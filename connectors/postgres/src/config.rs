@@ -240,6 +240,24 @@ impl PgConnector {
     }
 
     fn connect_error(&self, e: &tokio_postgres::Error) -> PgError {
+        // The server answered and refused the login (wrong password, unknown user, no pg_hba
+        // line, missing database, no CONNECT privilege): trying again cannot help, so this is
+        // not the transient `Connect`, and `inlet run` fails the task instead of retrying.
+        let refused_login = e.as_db_error().is_some_and(|db| {
+            let code = db.code().code();
+            code.starts_with("28") || code == "3D000" || code == "42501"
+        });
+        if refused_login {
+            return PgError::Refused {
+                message: format!(
+                    "cannot connect to PostgreSQL at {}: {}; the server refused the login, which \
+                     retrying cannot fix: check the user, password and database in source.url \
+                     (or source.password_file), and the server's pg_hba.conf and grants",
+                    self.server,
+                    describe(e)
+                ),
+            };
+        }
         PgError::Connect {
             server: self.server.clone(),
             reason: describe(e),
