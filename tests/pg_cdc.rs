@@ -120,7 +120,7 @@ async fn full_load_then_changes_replay_to_the_source() {
     let mut child = spawn_inlet(&cfg);
     client
         .batch_execute(
-            "CREATE TABLE other (x int); INSERT INTO other SELECT generate_series(1, 1000);",
+            "CREATE TABLE other (x int PRIMARY KEY); INSERT INTO other SELECT generate_series(1, 1000);",
         )
         .await
         .unwrap();
