@@ -382,7 +382,10 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
         ));
     }
     match &config.source {
-        SourceConfig::Postgres(source) => unambiguous_authority(&source.url)?,
+        SourceConfig::Postgres(source) => {
+            unambiguous_authority(&source.url)?;
+            postgres_names_fit(source, name)?;
+        }
         SourceConfig::Mysql(source) => unambiguous_authority(&source.url)?,
     }
     let fl = &config.full_load;
@@ -421,11 +424,69 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
         return Err("service.ready_max_lag_s: must be a positive number of seconds".into());
     }
     if let Some(service) = &config.service {
+        let port = service
+            .listen
+            .rsplit_once(':')
+            .map(|(_, p)| p.parse::<u16>());
+        if !matches!(port, Some(Ok(_))) {
+            return Err(format!(
+                "service.listen: {:?} is not HOST:PORT; write e.g. \"127.0.0.1:9440\" (or \
+                 \"0.0.0.0:9440\" to listen on every interface)",
+                service.listen
+            ));
+        }
         if service.header_read_timeout_s == 0 {
             return Err("service.header_read_timeout_s: must be at least 1 (seconds)".into());
         }
         if service.max_connections == 0 {
             return Err("service.max_connections: must be at least 1".into());
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1) and refuses longer slot
+/// names, so a long task name would fail at the server, after the load started; slot names also
+/// allow only lower-case letters, digits and `_`.
+fn postgres_names_fit(source: &PostgresSourceConfig, task: &str) -> Result<(), String> {
+    const MAX: usize = 63;
+    for (key, configured, name) in [
+        ("source.slot", &source.slot, source.slot_name(task)),
+        (
+            "source.publication",
+            &source.publication,
+            source.publication_name(task),
+        ),
+    ] {
+        if name.len() <= MAX {
+            continue;
+        }
+        return Err(match configured {
+            Some(_) => format!(
+                "{key}: {} bytes long; PostgreSQL names hold at most {MAX} bytes, so choose a \
+                 shorter one",
+                name.len()
+            ),
+            None => format!(
+                "task.name: {} characters long, which makes the default {key} name \
+                 (inlet_<task name>) {} bytes; PostgreSQL names hold at most {MAX} bytes, so \
+                 shorten task.name to at most {} characters, or set {key} to a shorter name",
+                task.len(),
+                name.len(),
+                MAX - "inlet_".len()
+            ),
+        });
+    }
+    if let Some(slot) = &source.slot {
+        if slot.is_empty()
+            || !slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(format!(
+                "source.slot: {slot:?} is not a valid replication slot name; use only lower-case \
+                 letters, digits and '_'"
+            ));
         }
     }
     Ok(())

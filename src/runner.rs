@@ -47,9 +47,11 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         header_read_timeout: Duration::from_secs(service.header_read_timeout_s),
         max_connections: service.max_connections,
     };
+    // The address is configuration (`[service] listen` or --listen): a bad or busy one is
+    // exit 2, like any other setting to fix.
     let (bound, server) = http::serve(&listen, endpoints, limits)
         .await
-        .map_err(JobError::Failed)?;
+        .map_err(JobError::Config)?;
     tracing::info!(address = %bound, tasks = tasks.len(), "serving /healthz /readyz /metrics /status");
 
     let (stop, stopped) = watch::channel(false);

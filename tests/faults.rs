@@ -301,6 +301,51 @@ fn bad_configs(out: &Path) -> Vec<BadConfig> {
             message: &["source.url", "%40"],
             secrets: &["Pw9x", "Sekret_42"],
         },
+        // 13.13: a bad listen address was exit 1 from `run` and passed `check`.
+        BadConfig {
+            what: "service.listen without a port",
+            file: format!(
+                "{}\n[service]\nlisten = \"localhost\"\n",
+                pg_task(
+                    "lsn",
+                    "cdc",
+                    &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+                    out,
+                    ""
+                )
+            ),
+            commands: all,
+            message: &["service.listen", "HOST:PORT"],
+            secrets: &[SECRET],
+        },
+        // 13.13: slot and publication names hold 63 bytes; a longer task name failed at the
+        // server with "identifier too long".
+        BadConfig {
+            what: "70-character task name",
+            file: pg_task(
+                &"t".repeat(70),
+                "cdc",
+                &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+                out,
+                "",
+            ),
+            commands: all,
+            message: &["task.name", "63 bytes", "at most 57 characters"],
+            secrets: &[SECRET],
+        },
+        BadConfig {
+            what: "configured slot name too long",
+            file: pg_task(
+                "slotlen",
+                "cdc",
+                &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+                out,
+                &format!("slot = \"{}\"", "s".repeat(64)),
+            ),
+            commands: all,
+            message: &["source.slot", "63 bytes"],
+            secrets: &[SECRET],
+        },
     ]
 }
 
@@ -328,5 +373,35 @@ fn bad_task_files_are_refused_naming_the_key() {
             }
             o.assert_no_secret(case.secrets);
         }
+    }
+}
+
+/// 13.13: `run --listen` with an address that cannot be bound (busy) is a setting to fix:
+/// exit 2, naming service.listen.
+#[test]
+fn run_with_a_busy_listen_address_exits_2() {
+    let (dir, out) = tempdir();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let cfg = task_file(
+        dir.path(),
+        "busy",
+        &pg_task(
+            "busy",
+            "cdc",
+            &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+            &out,
+            "",
+        ),
+    );
+    for listen in [address.as_str(), "no-port-here"] {
+        let o = inlet_within(
+            dir.path(),
+            &["run", "-c", cfg.to_str().unwrap(), "--listen", listen],
+            Duration::from_secs(20),
+        );
+        assert_eq!(o.code, Some(2), "{listen}: {}", o.all_output());
+        assert!(o.stderr.contains("service.listen"), "{}", o.stderr);
+        o.assert_no_secret(&[SECRET]);
     }
 }
