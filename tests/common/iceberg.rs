@@ -79,3 +79,54 @@ pub fn assert_iceberg_equals(table_dir: &Path, table: &str, want: &Rows) {
         "{table}: DuckDB rows differ from the source"
     );
 }
+
+/// Commits to the folder-catalog table in `table_dir` as another engine: pyiceberg plans the
+/// change and publishes it as the next `vN.metadata.json`
+/// (sinks/iceberg/tests/readers/foreign_commit.py). `op`: `rewrite` (overwrite with the same
+/// rows, as a compaction), `delete FILTER` (pyiceberg row filter) or `expire` (every snapshot
+/// but the current one). Returns the script's report (`version`, `touched`, `committed`).
+pub fn foreign_commit(table_dir: &Path, op: &[&str]) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sinks/iceberg/tests/readers/foreign_commit.py"
+    );
+    let out = Command::new(python())
+        .arg(script)
+        .arg(table_dir)
+        .args(op)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyiceberg {op:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "pyiceberg {op:?} printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Every snapshot of the table's current metadata, oldest first: (operation, `inlet.task`,
+/// `inlet.position`).
+pub fn snapshot_log(table_dir: &Path) -> Vec<(String, Option<String>, Option<String>)> {
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(current_metadata(table_dir)).unwrap()).unwrap();
+    let mut snapshots: Vec<&serde_json::Value> =
+        metadata["snapshots"].as_array().unwrap().iter().collect();
+    snapshots.sort_by_key(|s| s["sequence-number"].as_i64());
+    snapshots
+        .iter()
+        .map(|s| {
+            let summary = &s["summary"];
+            let text = |k: &str| summary[k].as_str().map(str::to_string);
+            (
+                text("operation").unwrap_or_default(),
+                text("inlet.task"),
+                text("inlet.position"),
+            )
+        })
+        .collect()
+}

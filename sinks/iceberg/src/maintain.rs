@@ -65,14 +65,26 @@ impl UpsertTable {
             ));
         }
         let mut report = MaintenanceReport::default();
-        match self.rewrite(config, &mut report).await {
-            Ok(()) => {}
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                return Err(e);
+        let result = match self.rewrite(config, &mut report).await {
+            Ok(()) => self.expire_and_clean(config, now, &mut report).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // Another engine committed meanwhile: take the table as it is now and leave the
+            // maintenance to the next run (its plan was made on the older table).
+            if matches!(e, IcebergError::CommitConflict { .. }) {
+                match self.follow_foreign_commits().await {
+                    Ok(true) => {
+                        tracing::info!(table = %self.table, "another engine committed during maintenance; it runs again next time");
+                        return Ok(report);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.poisoned = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
             }
-        }
-        if let Err(e) = self.expire_and_clean(config, now, &mut report).await {
             self.poisoned = Some(e.to_string());
             return Err(e);
         }

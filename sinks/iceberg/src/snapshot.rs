@@ -36,13 +36,62 @@ impl TableState {
         &self.committed.metadata
     }
 
-    /// `inlet.position` of the current snapshot.
-    pub(crate) fn position(&self) -> Option<Position> {
-        self.metadata()
-            .current_snapshot()
-            .and_then(|s| s.summary().additional_properties.get(POSITION_KEY).cloned())
-            .and_then(|p| Position::parse(&p))
+    /// The position the table holds for `task`: `inlet.position` of the newest snapshot `task`
+    /// wrote, found by walking back from the current snapshot through the parents. Snapshots
+    /// of other engines after it (a compaction, a delete, ...) carry no position and do not
+    /// change it. When the walk finds none of the task's snapshots (another engine expired
+    /// them), the table property `inlet.position.<task>`, committed with every snapshot the
+    /// task writes, still says it.
+    pub(crate) fn position(&self, task: &str) -> Option<Position> {
+        let metadata = self.metadata();
+        let own = self.history().find(|s| {
+            s.summary()
+                .additional_properties
+                .get(TASK_KEY)
+                .map(String::as_str)
+                == Some(task)
+        });
+        let text = match own {
+            Some(s) => s.summary().additional_properties.get(POSITION_KEY),
+            None => metadata.properties().get(&position_property(task)),
+        };
+        text.and_then(|p| Position::parse(p))
     }
+
+    /// The current snapshot and its ancestors, newest first, as far as the metadata still
+    /// holds them.
+    pub(crate) fn history(&self) -> impl Iterator<Item = &iceberg::spec::SnapshotRef> {
+        let metadata = self.metadata();
+        let mut next = metadata.current_snapshot_id();
+        // A parent chain is finite and acyclic by the spec; the bound guards against a
+        // damaged metadata file looping forever.
+        let mut left = metadata.snapshots().count();
+        std::iter::from_fn(move || {
+            let snapshot = metadata.snapshot_by_id(next?)?;
+            left = left.checked_sub(1)?;
+            next = snapshot.parent_snapshot_id();
+            Some(snapshot)
+        })
+    }
+
+    /// Whether a snapshot of `task` was committed after `since` (the current snapshot this
+    /// process last knew): another instance of the same task writes the table.
+    pub(crate) fn written_by_since(&self, task: &str, since: Option<i64>) -> bool {
+        self.history()
+            .take_while(|s| Some(s.snapshot_id()) != since)
+            .any(|s| {
+                s.summary()
+                    .additional_properties
+                    .get(TASK_KEY)
+                    .map(String::as_str)
+                    == Some(task)
+            })
+    }
+}
+
+/// Table property holding the position of `task` (see [`TableState::position`]).
+pub(crate) fn position_property(task: &str) -> String {
+    format!("{POSITION_KEY}.{task}")
 }
 
 /// What one commit changes.
@@ -235,6 +284,10 @@ impl TableCatalog {
         let schema = new_schema
             .map(Arc::new)
             .unwrap_or_else(|| metadata.current_schema().clone());
+        if let Some(position) = change.position {
+            builder = with_position_property(builder, &change.task, position)
+                .map_err(|e| meta_err("cannot record the position as a table property", e))?;
+        }
         let spec = metadata.default_partition_spec().as_ref().clone();
         let snapshot_id = new_snapshot_id(&metadata);
         let parent = metadata.current_snapshot_id();
@@ -392,6 +445,19 @@ impl TableCatalog {
         };
         Ok(())
     }
+}
+
+/// Records `position` in the table property of `task`, so the
+/// position outlives the task's snapshots when another engine expires them.
+fn with_position_property(
+    builder: iceberg::spec::TableMetadataBuilder,
+    task: &str,
+    position: Position,
+) -> Result<iceberg::spec::TableMetadataBuilder, iceberg::Error> {
+    builder.set_properties(HashMap::from([(
+        position_property(task),
+        position.to_string(),
+    )]))
 }
 
 /// A snapshot id not used by the table yet (random, positive, as other writers make them).
@@ -556,9 +622,13 @@ impl TableCatalog {
         let table = self.table();
         let meta_err = |m: &str, e: iceberg::Error| IcebergError::metadata(&table, m, e);
         let metadata = state.metadata().clone();
-        let builder = metadata
+        let mut builder = metadata
             .clone()
             .into_builder(Some(state.committed.uri.clone()));
+        if let Some(position) = rewrite.position {
+            builder = with_position_property(builder, &rewrite.task, position)
+                .map_err(|e| meta_err("cannot record the position as a table property", e))?;
+        }
         let schema = metadata.current_schema().clone();
         let spec = metadata.default_partition_spec().as_ref().clone();
         let snapshot_id = new_snapshot_id(&metadata);

@@ -169,8 +169,9 @@ impl IcebergTarget {
         self.inner.warehouse.uri(&dir)
     }
 
-    /// The committed position of a table (`inlet.position` of its current snapshot), or
-    /// `None` if the table does not exist or has none. The daemon resumes the source from the
+    /// The committed position of a table (`inlet.position` of the newest snapshot this task
+    /// wrote, behind any of other engines; see `TableState::position`), or `None` if the table
+    /// does not exist or has none. The daemon resumes the source from the
     /// smallest of these.
     pub async fn committed_position(
         &self,
@@ -182,7 +183,7 @@ impl IcebergTarget {
                 committed: c,
                 manifests: Vec::new(),
             }
-            .position()
+            .position(&self.inner.task)
         }))
     }
 

@@ -91,7 +91,17 @@ pub struct UpsertTable {
     pub(crate) poisoned: Option<String>,
     /// Key columns of the committed file last read to check a hash collision.
     pub(crate) verify_cache: Option<(u32, Vec<ArrayRef>)>,
+    /// The change batches applied since the last commit, with the source shape each came in:
+    /// when another engine committed meanwhile, they are applied again to the table as it is
+    /// now (see [`UpsertTable::follow_foreign_commits`]).
+    pub(crate) applied: Vec<(TableSchema, RecordBatch)>,
+    /// The source shape at the last commit (or open): where re-applying `applied` starts.
+    pub(crate) base_source: TableSchema,
 }
+
+/// How often a commit refused because another engine committed first is planned again on the
+/// newer table before the conflict goes to the caller (who restarts from its checkpoint).
+const COMMIT_ATTEMPTS: usize = 10;
 
 impl std::fmt::Debug for UpsertTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,7 +147,8 @@ impl UpsertTable {
         let file_schema = file_schema(&opened.schema);
         let key_columns = key_indices(&opened.layout.key, &file_schema);
         let codec = make_codec(&table, &key_columns, &file_schema)?;
-        let committed = opened.state.position();
+        let committed = opened.state.position(&target.inner.task);
+        let base_source = opened.layout.source.clone();
         let mut this = Self {
             target,
             opened,
@@ -156,6 +167,8 @@ impl UpsertTable {
             committed,
             poisoned: None,
             verify_cache: None,
+            applied: Vec::new(),
+            base_source,
         };
         this.rebuild().await?;
         Ok(this)
@@ -485,6 +498,7 @@ impl UpsertTable {
         batch: &RecordBatch,
     ) -> Result<(), IcebergError> {
         self.check_usable()?;
+        self.applied.push((table.clone(), batch.clone()));
         if table != &self.opened.layout.source {
             self.evolve(table)?;
         }
@@ -709,15 +723,83 @@ impl UpsertTable {
             && !self.truncated
             && !self.opened.schema_changed;
         if nothing && self.committed == Some(position) {
+            // Whatever was applied changed nothing (a replay of committed changes).
+            self.applied.clear();
             return Ok(CommitSummary::default());
         }
-        match self.commit_inner(position).await {
-            Ok(summary) => Ok(summary),
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                Err(e)
+        let mut attempt = 1;
+        loop {
+            let refused = match self.commit_inner(position).await {
+                Ok(summary) => {
+                    self.applied.clear();
+                    self.base_source = self.opened.layout.source.clone();
+                    return Ok(summary);
+                }
+                Err(e) => e,
+            };
+            // Optimistic concurrency: the table changed between load and commit (metadata
+            // version taken, Glue location or version moved, REST 409). If only other engines
+            // committed, plan the commit again on the table as it is now.
+            let again = match &refused {
+                IcebergError::CommitConflict { .. } if attempt < COMMIT_ATTEMPTS => {
+                    self.follow_foreign_commits().await
+                }
+                _ => Ok(false),
+            };
+            match again {
+                Ok(true) => attempt += 1,
+                Ok(false) => {
+                    self.poisoned = Some(refused.to_string());
+                    return Err(refused);
+                }
+                Err(e) => {
+                    self.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
             }
         }
+    }
+
+    /// After a commit was refused: reloads the table and, when the snapshots committed since
+    /// the one this table last knew are all another engine's (a compaction, a delete, an
+    /// expiry), takes the table as it is now: rebuilds the file list and the key index from
+    /// its current snapshot's live data and delete files (so position deletes name files and
+    /// rows that are live), and applies the changes since the last commit again. Returns false
+    /// when a snapshot of this same task was committed meanwhile: a second instance of the
+    /// task writes the table, and this one must not write over it.
+    pub(crate) async fn follow_foreign_commits(&mut self) -> Result<bool, IcebergError> {
+        let task = self.target.inner.task.clone();
+        let known = self.opened.state.metadata().current_snapshot_id();
+        let opened = self.target.open(&self.base_source, false).await?;
+        if opened.state.written_by_since(&task, known) {
+            return Ok(false);
+        }
+        let (now, before) = (opened.state.metadata(), self.opened.state.metadata());
+        if now.current_snapshot_id() == known
+            && now.current_schema_id() == before.current_schema_id()
+            && now.default_partition_spec_id() == before.default_partition_spec_id()
+        {
+            // Only the metadata changed (snapshots expired, properties set): same files, same
+            // rows; the next attempt builds on the new version.
+            tracing::info!(table = %self.table, "the table's metadata changed meanwhile; committing on top");
+            self.opened.state = opened.state;
+            return Ok(true);
+        }
+        tracing::info!(
+            table = %self.table,
+            "another engine committed to the table; rebuilding the key index from its current \
+             snapshot and applying the changes since the last commit again"
+        );
+        let applied = std::mem::take(&mut self.applied);
+        let committed = self.committed;
+        let mut now = UpsertTable::open(self.target.clone(), opened).await?;
+        // The position is what this task committed last, whatever the other engine wrote.
+        now.committed = committed;
+        *self = now;
+        for (schema, batch) in &applied {
+            self.apply(schema, batch).await?;
+        }
+        Ok(true)
     }
 
     async fn commit_inner(&mut self, position: Position) -> Result<CommitSummary, IcebergError> {

@@ -1,0 +1,105 @@
+"""Commits to a folder-catalog Iceberg table inlet writes as ANOTHER engine would: pyiceberg
+plans and writes the change (data files, manifests, a metadata file), and the commit is the
+folder catalog's own protocol, the one Iceberg's HadoopCatalog uses: the new metadata file is
+published as `metadata/v<N+1>.metadata.json` create-if-absent (a hard link, so of two writers
+of N+1 only one wins), then `version-hint.text` is updated. When inlet takes N+1 first, the
+change is planned again on the newer table and retried.
+
+    python foreign_commit.py <table folder> rewrite          # overwrite with the same rows
+    python foreign_commit.py <table folder> delete <filter>  # pyiceberg row filter, e.g. "id < 10"
+    python foreign_commit.py <table folder> expire           # expire every snapshot but main's
+
+Prints one JSON object: the operation, the version committed and the rows it touched.
+"""
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+
+
+def current_version(metadata_dir):
+    version = None
+    try:
+        with open(os.path.join(metadata_dir, "version-hint.text")) as f:
+            version = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    if version is None:
+        versions = [
+            int(n[1:-len(".metadata.json")])
+            for n in os.listdir(metadata_dir)
+            if n.startswith("v") and n.endswith(".metadata.json")
+        ]
+        version = max(versions)
+    # The hint may lag behind the newest version.
+    while os.path.exists(os.path.join(metadata_dir, f"v{version + 1}.metadata.json")):
+        version += 1
+    return version
+
+
+def attempt(table_dir, op, args, scratch):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    metadata_dir = os.path.join(table_dir, "metadata")
+    version = current_version(metadata_dir)
+    base = os.path.join(metadata_dir, f"v{version}.metadata.json")
+    catalog = SqlCatalog(
+        "foreign",
+        uri=f"sqlite:///{scratch}/catalog-{version}-{os.getpid()}.db",
+        warehouse=f"file://{scratch}",
+    )
+    catalog.create_namespace_if_not_exists("ns")
+    name = ("ns", f"t{version}")
+    table = catalog.register_table(name, base)
+    touched = 0
+    if op == "rewrite":
+        rows = table.scan().to_arrow()
+        table.overwrite(rows)
+        touched = rows.num_rows
+    elif op == "delete":
+        before = table.scan().to_arrow().num_rows
+        table.delete(args[0])
+        touched = before - catalog.load_table(name).scan().to_arrow().num_rows
+    elif op == "expire":
+        expiring = [
+            s.snapshot_id
+            for s in table.metadata.snapshots
+            if s.snapshot_id != table.metadata.current_snapshot_id
+        ]
+        if expiring:
+            table.maintenance.expire_snapshots().by_ids(expiring).commit()
+        touched = len(expiring)
+    else:
+        raise SystemExit(f"unknown operation {op}")
+    new = catalog.load_table(name).metadata_location
+    if new == base:
+        return {"op": op, "version": version, "touched": touched, "committed": False}
+    new_path = new.removeprefix("file://")
+    try:
+        os.link(new_path, os.path.join(metadata_dir, f"v{version + 1}.metadata.json"))
+    except FileExistsError:
+        return None  # another writer (inlet) took version + 1 first: plan again
+    with open(os.path.join(metadata_dir, "version-hint.text"), "w") as f:
+        f.write(str(version + 1))
+    return {"op": op, "version": version + 1, "touched": touched, "committed": True}
+
+
+def main():
+    table_dir, op, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    with tempfile.TemporaryDirectory() as scratch:
+        for _ in range(50):
+            done = attempt(table_dir, op, args, scratch)
+            if done is not None:
+                done["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+                print(json.dumps(done))
+                return
+    raise SystemExit("lost the race for the next version 50 times")
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    # As read_table.py: native extension destructors can abort at interpreter shutdown.
+    os._exit(0)
