@@ -570,3 +570,171 @@ fn mysql_a_joining_table_loads_while_the_others_stream() {
     assert_eq!(want.len() as i64, ROWS - 10);
     assert!(replay(&out.join("shop/big"), ITEM_COLUMNS) == want, "big");
 }
+
+const ROTATION_SCHEMA: &str = "
+CREATE DATABASE shop;
+CREATE DATABASE audit;
+USE shop;
+CREATE TABLE shop.items (id bigint PRIMARY KEY, version int NOT NULL, note varchar(300));
+INSERT INTO shop.items SELECT seq, 0, REPEAT('i', 100) FROM seq_1_to_100;
+CREATE TABLE audit.log (seq bigint AUTO_INCREMENT PRIMARY KEY, op char(1) NOT NULL,
+    id bigint NOT NULL, version int NOT NULL);
+CREATE TRIGGER shop.items_i AFTER INSERT ON shop.items FOR EACH ROW
+    INSERT INTO audit.log (op, id, version) VALUES ('I', NEW.id, NEW.version);
+CREATE TRIGGER shop.items_u AFTER UPDATE ON shop.items FOR EACH ROW
+    INSERT INTO audit.log (op, id, version) VALUES ('U', NEW.id, NEW.version);
+CREATE TRIGGER shop.items_d AFTER DELETE ON shop.items FOR EACH ROW
+    INSERT INTO audit.log (op, id, version) VALUES ('D', OLD.id, OLD.version);
+";
+const ITEMS: &[&str] = &["id", "version", "note"];
+
+/// One round of changes to shop.items (about 8 KiB of binlog: two files at max_binlog_size =
+/// 4096), keys never changed so the oracle's updates map one to one.
+fn items_round(db: &MariaDbServer, round: i64, flush: bool) {
+    let base = 1000 + round * 100;
+    let r = round % 5;
+    let mut sql = format!(
+        "USE shop;
+         INSERT INTO shop.items SELECT seq, 0, REPEAT('n', 100) FROM seq_{base}_to_{end};
+         UPDATE shop.items SET version = version + 1 WHERE id % 5 = {r} AND id < 200;
+         BEGIN;
+           INSERT INTO shop.items VALUES ({base} + 50, 0, 'in a transaction');
+           UPDATE shop.items SET version = version + 1, note = 'txn' WHERE id = {base};
+           DELETE FROM shop.items WHERE id = {base} + 1;
+         COMMIT;
+         DELETE FROM shop.items WHERE id % 13 = {r} AND id < 100;",
+        end = base + 19,
+    );
+    if flush {
+        sql.push_str("FLUSH BINARY LOGS;");
+        sql.push_str(&format!(
+            "UPDATE shop.items SET version = version + 1 WHERE id = {base} + 2;"
+        ));
+    }
+    db.admin(&sql);
+}
+
+/// Every change row of the table's change files (full load excluded), in file and row order,
+/// as (op, id, version) per id.
+fn change_rows_by_id(table_dir: &Path) -> std::collections::BTreeMap<i64, Vec<(String, i64)>> {
+    use arrow_array::cast::AsArray;
+    let mut out: std::collections::BTreeMap<i64, Vec<(String, i64)>> = Default::default();
+    let mut files: Vec<_> = common::load_files(table_dir)
+        .into_iter()
+        .filter(|p| !common::replay::file_name(p).starts_with("LOAD"))
+        .collect();
+    files.sort();
+    for f in files {
+        for b in common::replay::read_file(&f) {
+            let ops = b.column_by_name("Op").unwrap().as_string::<i32>().clone();
+            for r in 0..b.num_rows() {
+                let cell = |c: &str| common::replay::cell(b.column_by_name(c).unwrap().as_ref(), r);
+                let id: i64 = cell("id").unwrap().parse().unwrap();
+                let version: i64 = cell("version").unwrap().parse().unwrap();
+                out.entry(id)
+                    .or_default()
+                    .push((ops.value(r).to_string(), version));
+            }
+        }
+    }
+    out
+}
+
+/// What the triggers logged: every row change to shop.items, per id, in order.
+fn audit_by_id(db: &MariaDbServer) -> std::collections::BTreeMap<i64, Vec<(String, i64)>> {
+    let mut out: std::collections::BTreeMap<i64, Vec<(String, i64)>> = Default::default();
+    for line in db
+        .admin("SELECT op, id, version FROM audit.log ORDER BY seq")
+        .lines()
+    {
+        let v: Vec<&str> = line.split('\t').collect();
+        out.entry(v[1].parse().unwrap())
+            .or_default()
+            .push((v[0].to_string(), v[2].parse().unwrap()));
+    }
+    out
+}
+
+/// Binlog rotation of every cause under a streaming task: FLUSH BINARY LOGS, files cut at
+/// max_binlog_size = 4096 (a rotation every few transactions), a clean server restart and a
+/// crash restart (each starts a new file), and inlet SIGKILLed and started again across
+/// rotations. The output replays to the source, and every change the triggers logged (an
+/// oracle outside the selection) appears in the change files exactly once, in order.
+#[test]
+fn mysql_binlog_rotations_and_server_restarts_lose_and_repeat_nothing() {
+    let mut db = MariaDbServer::start_with(&["--max-binlog-size=4096"]);
+    db.admin(ROTATION_SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "my",
+        &item_task(&db.url("shop"), &out, &["shop.items"]),
+    );
+    let first_file = binlog_end(&db).0;
+
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&db, &mut child, &out);
+    let mut round = 0;
+    for _ in 0..3 {
+        items_round(&db, round, true);
+        round += 1;
+    }
+    wait_caught_up(&db, &mut child, &out);
+
+    // A clean restart of the server, then a crash, while inlet streams: it reconnects.
+    db.stop_and_start();
+    items_round(&db, round, false);
+    round += 1;
+    wait_caught_up(&db, &mut child, &out);
+    // InnoDB writes its log once a second here (innodb_flush_log_at_trx_commit = 0): let it,
+    // so the crash loses no committed transaction the binlog already holds.
+    std::thread::sleep(Duration::from_secs(2));
+    db.restart();
+    items_round(&db, round, true);
+    round += 1;
+    wait_caught_up(&db, &mut child, &out);
+
+    // inlet killed across rotations: the binlog moves on several files while it is down.
+    for _ in 0..2 {
+        items_round(&db, round, true);
+        round += 1;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        items_round(&db, round, true);
+        round += 1;
+        child = spawn_inlet(&cfg);
+        items_round(&db, round, false);
+        round += 1;
+        wait_caught_up(&db, &mut child, &out);
+    }
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        binlog_end(&db).0 >= first_file + 15,
+        "too few rotations: {} files",
+        binlog_end(&db).0 - first_file
+    );
+
+    let table = out.join("shop/items");
+    let want = source_rows(&db, "items", ITEMS);
+    assert!(
+        replay(&table, ITEMS) == want,
+        "items differs from the source"
+    );
+    let audit = audit_by_id(&db);
+    assert!(audit.values().map(Vec::len).sum::<usize>() > 300);
+    let changes = change_rows_by_id(&table);
+    for (id, logged) in &audit {
+        assert_eq!(
+            changes.get(id),
+            Some(logged),
+            "id {id}: change files differ from the audit log"
+        );
+    }
+    assert_eq!(
+        changes.len(),
+        audit.len(),
+        "changes of ids the audit never logged"
+    );
+}
