@@ -159,8 +159,9 @@ pub async fn run(
     drop(snapshot);
 
     let mut results = Vec::with_capacity(tables.len());
-    for (t, sink) in tables.iter().zip(sinks.iter()) {
+    for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
         let summary = sink.finish(position).await?;
+        progress.table_done(i);
         state.add_bytes(&t.schema.id.to_string(), summary.bytes);
         results.push(TableResult {
             table: t.schema.id.to_string(),
@@ -237,9 +238,9 @@ impl Worker {
             }
             self.reader.finish_chunk().await.map_err(JobError::source)?;
             if self.remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
-                // Other workers may still be closing their files of this table; the bar only
-                // says every chunk has been read and handed over.
-                self.progress.table_done(item.table);
+                // Other workers may still be closing their files of this table (which can
+                // fail): "loaded" is said only once the sink finished the table.
+                self.progress.table_read(item.table);
             }
         }
         if let Some((_, w)) = open.take() {

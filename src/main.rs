@@ -23,9 +23,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit codes: 0 ok, 1 the job failed, 2 bad usage or config (clap also exits 2 on bad usage).
+/// Exit codes: 0 ok, 1 the job failed, 2 bad usage or config (clap also exits 2 on bad usage),
+/// 3 `full-load` was interrupted by SIGTERM/SIGINT before every table was loaded.
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "inlet", version, about = "Replicate PostgreSQL tables into Parquet on a local folder or S3", long_about = None)]
@@ -145,12 +147,26 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config, listen } => runner::run(&config, listen).await,
-            Command::FullLoad { config } => full_load(&config).await,
-            Command::Check { config } => check::run(&config).await,
-            Command::Status { address, json } => status(&address, json).await,
+            Command::Run { config, listen } => Ok(runner::run(&config, listen).await),
+            Command::FullLoad { config } => match full_load(&config).await {
+                Err(FullLoadEnd::Interrupted) => Err(ExitCode::from(EXIT_INTERRUPTED)),
+                Err(FullLoadEnd::Failed(e)) => Ok(Err(e)),
+                Ok(()) => Ok(Ok(())),
+            },
+            Command::Check { config } => Ok(check::run(&config).await),
+            Command::Status { address, json } => Ok(status(&address, json).await),
         }
     });
+    let result = match result {
+        Ok(result) => result,
+        Err(code) => {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            return code;
+        }
+    };
+    // Blocking work still running (a DNS lookup, a file write) must not hold the exit: a
+    // signal ends the process within seconds whatever the source or the store is doing.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(JobError::Config(m)) => {
@@ -195,19 +211,61 @@ pub async fn wait_for_signal() {
     }
 }
 
-async fn full_load(path: &std::path::Path) -> Result<(), JobError> {
-    let config = config::load(path).map_err(JobError::config)?;
-    full_load_task(&config).await
+/// Why `inlet full-load` did not finish.
+enum FullLoadEnd {
+    Failed(JobError),
+    /// SIGTERM or SIGINT: the tables not yet loaded were reported; exit 3.
+    Interrupted,
 }
 
-async fn full_load_task(config: &config::TaskConfig) -> Result<(), JobError> {
+/// `inlet full-load`. A signal stops it at once (there is no checkpoint to keep): the tables it
+/// had not finished are named, with what their folders hold, and the exit code is 3.
+async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
+    let config = config::load(path)
+        .map_err(JobError::config)
+        .map_err(FullLoadEnd::Failed)?;
+    let state = state::TaskState::detached(&config.task.name);
+    tokio::select! {
+        result = full_load_task(&config, &state) => result.map_err(FullLoadEnd::Failed),
+        _ = wait_for_signal() => {
+            let status = state.snapshot();
+            let unfinished: Vec<&str> = status
+                .tables
+                .iter()
+                .filter(|t| !t.snapshot_done)
+                .map(|t| t.table.as_str())
+                .collect();
+            let unfinished = if unfinished.is_empty() {
+                "every selected table (none was loaded yet)".to_string()
+            } else {
+                unfinished.join(", ")
+            };
+            tracing::error!(
+                task = %config.task.name,
+                "full load interrupted by a signal before it finished; not loaded: {unfinished}. \
+                 Their folders in the target may hold some of this run's LOAD files beside an \
+                 earlier run's: do not read them as complete; run `inlet full-load` again, which \
+                 replaces them"
+            );
+            eprintln!(
+                "error: full load interrupted (exit {EXIT_INTERRUPTED}); not loaded: {unfinished}; \
+                 run `inlet full-load` again before reading those tables"
+            );
+            Err(FullLoadEnd::Interrupted)
+        }
+    }
+}
+
+async fn full_load_task(
+    config: &config::TaskConfig,
+    state: &state::TaskState,
+) -> Result<(), JobError> {
     let started = std::time::Instant::now();
     if let config::SourceConfig::Mysql(source) = &config.source {
         let mut once = config.clone();
         once.task.mode = config::Mode::FullLoad;
-        let state = state::TaskState::detached(&config.task.name);
         let (_never, stopped) = tokio::sync::watch::channel(false);
-        mysql_task::run(&once, source, &state, stopped).await?;
+        mysql_task::run(&once, source, state, stopped).await?;
         let status = state.snapshot();
         let rows: u64 = status.tables.iter().map(|t| t.snapshot_rows).sum();
         for t in &status.tables {
@@ -221,8 +279,7 @@ async fn full_load_task(config: &config::TaskConfig) -> Result<(), JobError> {
         );
         return Ok(());
     }
-    let state = state::TaskState::detached(&config.task.name);
-    let results = full_load::run(config, None, &state, None, None).await?;
+    let results = full_load::run(config, None, state, None, None).await?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     for r in &results {

@@ -76,6 +76,19 @@ impl Progress {
         }
     }
 
+    /// Every chunk of `table` was read and handed to the writers; its files may still be
+    /// closing (and fail: disk full), so this neither logs "table loaded" nor tells /status.
+    pub fn table_read(&self, table: usize) {
+        let Some(t) = self.tables.get(table) else {
+            return;
+        };
+        t.done.store(true, Ordering::Relaxed);
+        if let Some(bar) = &t.bar {
+            bar.set_message("read; closing files");
+        }
+    }
+
+    /// `table` is loaded: its files are complete in the target.
     pub fn table_done(&self, table: usize) {
         let Some(t) = self.tables.get(table) else {
             return;

@@ -405,3 +405,60 @@ fn run_with_a_busy_listen_address_exits_2() {
         o.assert_no_secret(&[SECRET]);
     }
 }
+
+/// 13.13: SIGTERM or SIGINT during `inlet full-load` (here while it waits for a silent source)
+/// ends it within seconds with exit 3, saying it was interrupted and what was not loaded.
+#[test]
+fn full_load_interrupted_by_a_signal_says_so_and_exits_3() {
+    let silent = silent_server();
+    let (dir, out) = tempdir();
+    let url = format!("postgres://inlet:{SECRET}@127.0.0.1:{}/shop", silent.port);
+    let cfg = task_file(
+        dir.path(),
+        "intr",
+        &pg_task("intr", "full-load", &url, &out, "connect_timeout_s = 600"),
+    );
+    for signal in ["-TERM", "-INT"] {
+        let err_path = dir.path().join("fl.err");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(["full-load", "-c", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let sent = Instant::now();
+        assert!(Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            if sent.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("inlet full-load did not end within 15 s of {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&err_path).unwrap();
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "{signal}: {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(code, Some(3), "{signal}: {stderr}");
+        assert!(
+            stderr.contains("full load interrupted")
+                && stderr.contains("run `inlet full-load` again"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(SECRET), "{stderr}");
+        let written: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert!(written.is_empty(), "files left: {written:?}");
+    }
+}
