@@ -1039,3 +1039,156 @@ async fn stored_generated_columns_are_left_out_of_load_and_stream_alike() {
         "the replay differs from the source"
     );
 }
+
+/// Waits up to a minute for inlet to exit on its own; its exit code and stderr.
+fn exit_of(mut child: Child) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("inlet did not stop within 60 s: {}", stderr_of(child).1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stderr_of(child)
+}
+
+/// (file kind, Op, id, t) of every row of the `clock` table's files, LOAD files first, with t
+/// in microseconds since midnight.
+fn clock_rows(table_dir: &Path) -> Vec<(String, i64, Option<i64>)> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, Time64MicrosecondType};
+    let mut rows = Vec::new();
+    let mut files = load_files(table_dir);
+    files.sort_by_key(|f| !file_name(f).starts_with("LOAD"));
+    for f in files {
+        let load = file_name(&f).starts_with("LOAD");
+        for b in read_file(&f) {
+            let t = b.column_by_name("t").unwrap();
+            assert_eq!(
+                t.data_type(),
+                &arrow_schema::DataType::Time64(arrow_schema::TimeUnit::Microsecond)
+            );
+            let t = t.as_primitive::<Time64MicrosecondType>();
+            let id = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                let op = if load {
+                    "LOAD".to_string()
+                } else {
+                    let ops = b.column_by_name("Op").unwrap().as_string::<i32>();
+                    ops.value(r).to_string()
+                };
+                let value = (!arrow_array::Array::is_null(t, r)).then(|| t.value(r));
+                if let Some(v) = value {
+                    assert!((0..86_400_000_000).contains(&v), "invalid Time64 {v}");
+                }
+                rows.push((op, id.value(r), value));
+            }
+        }
+    }
+    rows
+}
+
+/// `time '24:00:00'` (PostgreSQL's end of day) has no Arrow Time64 equivalent: in the full load
+/// (COPY binary) and in the change stream (pgoutput text) it follows values.on_unrepresentable,
+/// stopping the task with the table, column and row under "fail" and becoming NULL under
+/// "null", never an invalid 86,400,000,000 µs.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_24_00_follows_the_value_policy_in_load_and_stream() {
+    const TABLE: &str = "CREATE TABLE clock (id bigint PRIMARY KEY, version int NOT NULL, t time);";
+    let dir = tempfile::tempdir().unwrap();
+
+    // fail, in the full load.
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "{TABLE} INSERT INTO clock VALUES (1, 0, '12:00'), (2, 0, '24:00:00');"
+        ))
+        .await
+        .unwrap();
+    let out = dir.path().join("fail-load");
+    let cfg = task_file(
+        dir.path(),
+        "fail-load",
+        &task(&pg.url("postgres"), &out, ""),
+    );
+    let (code, stderr) = exit_of(spawn_inlet(&cfg));
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr
+            .contains("public.clock column t: time '24:00:00' (the row with id = 2) has no exact"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("on_unrepresentable"), "{stderr}");
+    drop(pg);
+
+    // fail, in the change stream.
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "{TABLE} INSERT INTO clock VALUES (1, 0, '12:00');"
+        ))
+        .await
+        .unwrap();
+    let out = dir.path().join("fail-cdc");
+    let cfg = task_file(dir.path(), "fail-cdc", &task(&pg.url("postgres"), &out, ""));
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    client
+        .batch_execute("INSERT INTO clock VALUES (3, 0, '24:00:00');")
+        .await
+        .unwrap();
+    let (code, stderr) = exit_of(child);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr
+            .contains("public.clock column t: time '24:00:00' (the row with id = 3) has no exact"),
+        "{stderr}"
+    );
+    drop(pg);
+
+    // null, in both.
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "{TABLE} INSERT INTO clock VALUES (1, 0, '12:00'), (2, 0, '24:00:00');"
+        ))
+        .await
+        .unwrap();
+    let out = dir.path().join("null");
+    let cfg = task_file(
+        dir.path(),
+        "null",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            "[values]\non_unrepresentable = \"null\"",
+        ),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    client
+        .batch_execute(
+            "INSERT INTO clock VALUES (3, 0, '24:00:00');
+             UPDATE clock SET version = 1, t = '24:00:00' WHERE id = 1;
+             INSERT INTO clock VALUES (4, 0, '23:59:59.999999');",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    let noon = 12 * 3_600_000_000;
+    let want: Vec<(String, i64, Option<i64>)> = vec![
+        ("LOAD".into(), 1, Some(noon)),
+        ("LOAD".into(), 2, None),
+        ("I".into(), 3, None),
+        ("U".into(), 1, None),
+        ("I".into(), 4, Some(86_399_999_999)),
+    ];
+    assert_eq!(clock_rows(&out.join("public/clock")), want);
+}

@@ -708,9 +708,10 @@ impl ChangeCapture {
                 TupleValue::UnchangedToast => None,
             };
             let policy = self.policy;
-            t.data[col]
-                .append_text(bytes, policy)
-                .map_err(|e| value_error(&t.schema, col, &t.decoders[col], e))?;
+            t.data[col].append_text(bytes, policy).map_err(|e| {
+                let key = key_text(map, &t.schema, tuple);
+                value_error(&t.schema, col, &t.decoders[col], e, key)
+            })?;
             filled[col] = true;
         }
         // A delete by key carries only the key columns; the others are NULL in the change row.
@@ -929,13 +930,61 @@ fn describe_change(t: &TableBuffer, wanted: &[&RelationColumn]) -> Option<String
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-fn value_error(schema: &TableSchema, col: usize, decoder: &Decoder, e: ValueError) -> PgError {
+/// The row's key as `name = value` text (the values as the change stream carries them), to
+/// name the row in an error.
+fn key_text(map: &RelationMap, schema: &TableSchema, tuple: &TupleData<'_>) -> Option<String> {
+    if map.key_columns.is_empty() {
+        return None;
+    }
+    let values: Vec<TupleValue<'_>> = tuple.columns().collect();
+    let parts: Vec<String> = map
+        .key_columns
+        .iter()
+        .map(|&i| {
+            let name = map
+                .columns
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|c| schema.columns.get(c))
+                .map_or("?", |c| c.name.as_str());
+            let value = match values.get(i) {
+                Some(TupleValue::Text(b)) => {
+                    let shown = String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned();
+                    if shown.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
+                        shown
+                    } else {
+                        format!("{shown:?}")
+                    }
+                }
+                Some(TupleValue::Null) => "NULL".to_string(),
+                _ => "?".to_string(),
+            };
+            format!("{name} = {value}")
+        })
+        .collect();
+    Some(parts.join(", "))
+}
+
+fn value_error(
+    schema: &TableSchema,
+    col: usize,
+    decoder: &Decoder,
+    e: ValueError,
+    key: Option<String>,
+) -> PgError {
     let column = &schema.columns[col];
+    let row = key
+        .map(|k| format!(" (the row with {k})"))
+        .unwrap_or_default();
     let message = match e {
-        ValueError::Malformed(m) => format!("cannot decode a {} value from the change stream: {m}", column.source_type),
+        ValueError::Malformed(m) => format!(
+            "cannot decode a {} value from the change stream{row}: {m}",
+            column.source_type
+        ),
         ValueError::Unrepresentable(what) => format!(
-            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in the \
-             task's [values] section to load it",
+            "{what}{row} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
+             the task's [values] section to load it",
             decoder.data_type()
         ),
     };

@@ -193,7 +193,7 @@ impl ColumnBuilder {
                     d => b.append_value(d.saturating_add(EPOCH_DAYS)),
                 }
             }
-            Self::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Self::Time(b) => b.append_value(time_of_day(i64::from_be_bytes(fixed(v)?))?),
             Self::Timestamp(b) | Self::TimestampTz(b) => {
                 let micros = i64::from_be_bytes(fixed(v)?);
                 match micros {
@@ -287,6 +287,53 @@ pub(crate) fn end_list_value(
     offsets.push(next);
     nulls.append_non_null();
     Ok(())
+}
+
+/// A key value in binary form as text, for an error message: integers, text and uuids as
+/// PostgreSQL prints them, anything else by its size.
+fn binary_text(decoder: &Decoder, v: &[u8]) -> String {
+    let shown = match decoder {
+        Decoder::Int2 => fixed::<2>(v)
+            .map(|b| i16::from_be_bytes(b).to_string())
+            .ok(),
+        Decoder::Int4 => fixed::<4>(v)
+            .map(|b| i32::from_be_bytes(b).to_string())
+            .ok(),
+        Decoder::Int8 => fixed::<8>(v)
+            .map(|b| i64::from_be_bytes(b).to_string())
+            .ok(),
+        Decoder::Text => Some(format!(
+            "{:?}",
+            String::from_utf8_lossy(&v[..v.len().min(64)])
+        )),
+        Decoder::Uuid => fixed::<16>(v).ok().map(|b| {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            )
+        }),
+        _ => None,
+    };
+    shown.unwrap_or_else(|| format!("({} bytes)", v.len()))
+}
+
+/// Microseconds since midnight as a Time64 value. PostgreSQL's time also has 24:00:00, the end
+/// of the day, which Arrow's (and Parquet's and Iceberg's) time of day, below 24 hours, cannot
+/// hold: it follows the task's policy rather than becoming an invalid value.
+pub(crate) fn time_of_day(micros: i64) -> Result<i64, ValueError> {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    match micros {
+        0..MICROS_PER_DAY => Ok(micros),
+        MICROS_PER_DAY => Err(ValueError::Unrepresentable("time '24:00:00'".into())),
+        _ => Err(ValueError::Malformed(format!(
+            "time of {micros} µs since midnight, outside a day"
+        ))),
+    }
 }
 
 fn decimal_builder(capacity: usize, precision: u8, scale: i8) -> Decimal128Builder {
@@ -457,6 +504,9 @@ impl<'a> Reader<'a> {
 pub(crate) struct CopyError {
     pub column: Option<usize>,
     pub error: ValueError,
+    /// The failing row's key as `name = value` text (see [`CopyDecoder::with_key`]), so that
+    /// an error can say which row holds the value.
+    pub key: Option<String>,
 }
 
 impl CopyError {
@@ -464,6 +514,7 @@ impl CopyError {
         Self {
             column: None,
             error: ValueError::Malformed(message.into()),
+            key: None,
         }
     }
 }
@@ -478,6 +529,9 @@ pub(crate) struct CopyDecoder {
     finished: bool,
     /// Bytes of an incomplete tuple carried over to the next chunk.
     carry: Vec<u8>,
+    decoders: Vec<Decoder>,
+    /// The key columns (index and name) that name a row in an error.
+    key: Vec<(usize, String)>,
 }
 
 impl CopyDecoder {
@@ -499,7 +553,40 @@ impl CopyDecoder {
             header_done: false,
             finished: false,
             carry: Vec::new(),
+            decoders,
+            key: Vec::new(),
         }
+    }
+
+    /// Names a failing row in errors by these columns (index and name): the primary key.
+    pub fn with_key(mut self, key: Vec<(usize, String)>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The key of the tuple `fields` (a tuple's bytes after its field count) as text.
+    fn key_text(&self, fields: &[u8]) -> Option<String> {
+        if self.key.is_empty() {
+            return None;
+        }
+        let mut values = Vec::with_capacity(self.decoders.len());
+        let mut r = Reader(fields);
+        for _ in 0..self.decoders.len() {
+            values.push(r.field().ok()?);
+        }
+        let parts: Vec<String> = self
+            .key
+            .iter()
+            .map(|(i, name)| {
+                let shown = match (values.get(*i), self.decoders.get(*i)) {
+                    (Some(Some(v)), Some(d)) => binary_text(d, v),
+                    (Some(None), _) => "NULL".to_string(),
+                    _ => "?".to_string(),
+                };
+                format!("{name} = {shown}")
+            })
+            .collect();
+        Some(parts.join(", "))
     }
 
     pub fn rows(&self) -> usize {
@@ -586,15 +673,19 @@ impl CopyDecoder {
                 break;
             }
             let mut r = Reader(&data[pos + 2..end]);
+            let mut failed = None;
             for (i, col) in self.columns.iter_mut().enumerate() {
-                let field = r.field().map_err(|error| CopyError {
+                if let Err(error) = r.field().and_then(|field| col.append(field, self.policy)) {
+                    failed = Some((i, error));
+                    break;
+                }
+            }
+            if let Some((i, error)) = failed {
+                return Err(CopyError {
                     column: Some(i),
                     error,
-                })?;
-                col.append(field, self.policy).map_err(|error| CopyError {
-                    column: Some(i),
-                    error,
-                })?;
+                    key: self.key_text(&data[pos + 2..end]),
+                });
             }
             self.rows += 1;
             pos = end;

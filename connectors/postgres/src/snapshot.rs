@@ -158,10 +158,20 @@ impl SnapshotReader {
         })?;
         let decoders = table.columns.iter().map(|c| c.decoder.clone()).collect();
         let capacity = limits.rows.min(8192);
+        let key = table
+            .schema
+            .primary_key
+            .iter()
+            .filter_map(|k| {
+                let i = table.schema.columns.iter().position(|c| &c.name == k)?;
+                Some((i, k.clone()))
+            })
+            .collect();
         Ok(ChunkStream {
             table,
             stream: Box::pin(stream),
-            decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policy, capacity),
+            decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policy, capacity)
+                .with_key(key),
             limits,
             pending_bytes: 0,
             ended: false,
@@ -213,7 +223,7 @@ impl ChunkStream<'_> {
                     self.pending_bytes += chunk.len();
                     self.decoder
                         .feed(&chunk)
-                        .map_err(|e| self.value_error(e.column, e.error))?;
+                        .map_err(|e| self.value_error(e.column, e.error, e.key))?;
                 }
                 Some(Err(e)) => {
                     return Err(self
@@ -245,18 +255,28 @@ impl ChunkStream<'_> {
         })
     }
 
-    fn value_error(&self, column: Option<usize>, error: ValueError) -> PgError {
+    fn value_error(
+        &self,
+        column: Option<usize>,
+        error: ValueError,
+        key: Option<String>,
+    ) -> PgError {
         let table = self.table.schema.id.clone();
         let Some(i) = column else {
             let (ValueError::Malformed(message) | ValueError::Unrepresentable(message)) = error;
             return PgError::Protocol { table, message };
         };
         let col = &self.table.schema.columns[i];
+        let row = key
+            .map(|k| format!(" (the row with {k})"))
+            .unwrap_or_default();
         let message = match error {
-            ValueError::Malformed(m) => format!("cannot decode a {} value: {m}", col.source_type),
+            ValueError::Malformed(m) => {
+                format!("cannot decode a {} value{row}: {m}", col.source_type)
+            }
             ValueError::Unrepresentable(what) => format!(
-                "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" \
-                 in the task's [values] section to load it",
+                "{what}{row} has no exact {} equivalent; set on_unrepresentable = \"null\" or \
+                 \"text\" in the task's [values] section to load it",
                 col.data_type()
             ),
         };

@@ -83,6 +83,7 @@ impl Decoder {
             self,
             Decoder::Numeric { .. }
                 | Decoder::Date
+                | Decoder::Time
                 | Decoder::Timestamp
                 | Decoder::TimestampTz
                 | Decoder::Array(_)
@@ -275,7 +276,8 @@ fn scalar_decoder(
         "bytea" => Some(Decoder::Bytea),
         "uuid" => Some(Decoder::Uuid),
         "date" => as_text_if(text_policy, Decoder::Date),
-        "time" => Some(Decoder::Time),
+        // 24:00:00, PostgreSQL's end of day, has no Time64 equivalent.
+        "time" => as_text_if(text_policy, Decoder::Time),
         "timestamp" => as_text_if(text_policy, Decoder::Timestamp),
         "timestamptz" => as_text_if(text_policy, Decoder::TimestampTz),
         _ => None,

@@ -91,6 +91,7 @@ fn stream_on(socket: DuplexStream) -> ReplicationStream {
         server: SERVER.to_string(),
         slot: "s".to_string(),
         proto_version: 2,
+        start: Lsn(0),
         state: StreamState::Streaming,
     }
 }
