@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use inlet_mysql::MysqlConnector;
 use inlet_postgres::PgConnector;
 use tokio::sync::watch;
@@ -93,12 +92,10 @@ async fn supervise(
     let name = task.task.name.clone();
     let retry = &task.retry;
     let new_backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(retry.min_delay_ms))
-            .with_max_delay(Duration::from_millis(retry.max_delay_ms))
-            .with_jitter()
-            .without_max_times()
-            .build()
+        RetryDelays::new(
+            Duration::from_millis(retry.min_delay_ms),
+            Duration::from_millis(retry.max_delay_ms),
+        )
     };
     let mut backoff = new_backoff();
     loop {
@@ -151,9 +148,7 @@ async fn supervise(
         if started.elapsed() >= HEALTHY_RUN {
             backoff = new_backoff();
         }
-        let delay = backoff
-            .next()
-            .unwrap_or(Duration::from_millis(retry.max_delay_ms));
+        let delay = backoff.next_delay();
         tracing::warn!(task = %name, kind, error = %message, retry_in_s = delay.as_secs_f32(), "transient error; restarting the task from its checkpoint");
         state.set_phase(Phase::Retrying {
             reason: format!("{message} (retrying in {:.1} s)", delay.as_secs_f32()),
@@ -213,6 +208,51 @@ async fn until_stopped<F: std::future::Future<Output = Result<(), JobError>>>(
 /// (systemd's default TimeoutStopSec is 90 s).
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// `[retry]`'s delays: exponential from `min` (doubling per attempt) up to `max`, with jitter
+/// inside that bound, so that tasks failing together do not retry together and no delay ever
+/// exceeds `retry.max_delay_ms` (jitter added after the cap once made it up to twice that).
+struct RetryDelays {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl RetryDelays {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay: the capped exponential step `base`, minus up to half of it at random
+    /// (never below `min`).
+    fn next_delay(&mut self) -> Duration {
+        let base = self
+            .min
+            .saturating_mul(1u32 << self.attempt.min(30))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = base / 2;
+        let jitter = half.mul_f64(random_unit());
+        base.saturating_sub(jitter).max(self.min)
+    }
+}
+
+/// A number in [0, 1) from the standard library's randomly seeded hasher: jitter needs no
+/// cryptographic quality and no extra crate.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The `[service]` settings: those of the task files that have the section, which must agree.
 fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceConfig, JobError> {
     let mut chosen: Option<(&Path, &ServiceConfig)> = None;
@@ -259,5 +299,40 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::FullLoad => "full-load",
         Mode::Cdc => "cdc",
         Mode::FullLoadAndCdc => "full-load-and-cdc",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 12.12: no delay exceeds retry.max_delay_ms or falls below min_delay_ms; the delays grow
+    /// to the cap and keep jitter there.
+    #[test]
+    fn retry_delays_stay_within_the_configured_bounds() {
+        for (min_ms, max_ms) in [(1_000, 60_000), (200, 1_000), (500, 500), (1, 3)] {
+            let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+            let mut seen_max = Duration::ZERO;
+            let mut at_cap = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                let mut delays = RetryDelays::new(min, max);
+                for attempt in 0..60 {
+                    let d = delays.next_delay();
+                    assert!(d <= max, "{min_ms}..{max_ms} ms, attempt {attempt}: {d:?}");
+                    assert!(d >= min, "{min_ms}..{max_ms} ms, attempt {attempt}: {d:?}");
+                    seen_max = seen_max.max(d);
+                    if attempt > 40 {
+                        at_cap.insert(d);
+                    }
+                }
+            }
+            assert!(
+                seen_max * 2 > max,
+                "{min_ms}..{max_ms} ms never came near the cap"
+            );
+            if max_ms >= 1_000 {
+                assert!(at_cap.len() > 1, "no jitter at the cap: {at_cap:?}");
+            }
+        }
     }
 }
