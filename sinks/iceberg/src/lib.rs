@@ -41,6 +41,18 @@
 //!   On restart the table is reopened ([`IcebergTarget::upsert_table`]), its position read
 //!   back ([`UpsertTable::committed_position`]) and the caller re-sends changes after it;
 //!   `apply` also skips rows at or below it.
+//! - **Other engines** may commit to the table (Spark `rewrite_data_files`, Trino `OPTIMIZE`,
+//!   deletes, snapshot expiry). The position is `inlet.position` of the newest snapshot of
+//!   this task (`inlet.task`), found by walking back from the current snapshot through the
+//!   parents, so foreign snapshots after it do not change it; the table property
+//!   `inlet.position.<task>`, committed with each snapshot, still says it after the task's
+//!   snapshots were expired. Commits are optimistic: a commit refused because the table
+//!   changed (a metadata version taken, the Glue location or version moved, REST 409) reloads
+//!   the table; if only other engines committed since, the key index is rebuilt from the
+//!   current snapshot's live data and delete files, the changes applied since the last commit
+//!   are applied again, and the commit is retried, so position deletes always name live files
+//!   and rows. A snapshot of the same task meanwhile means a second instance writes the table:
+//!   that commit is refused ([`IcebergError::CommitConflict`]).
 //! - **Upserts.** [`index::PkIndex`] maps key → (data file, row) or a row of the open batch.
 //!   An update/delete of a committed row becomes a position delete; of an open-batch row, it
 //!   is dropped in memory. Equality deletes are never written (pyiceberg refuses them). The
