@@ -462,3 +462,53 @@ fn full_load_interrupted_by_a_signal_says_so_and_exits_3() {
         assert!(written.is_empty(), "files left: {written:?}");
     }
 }
+
+/// 12.13: a refused connection says its cause once (it read "Input/output error: Input/output
+/// error: Connection refused (os error 111): … (os error 111)"), names the server and keeps the
+/// password out.
+#[test]
+fn a_refused_connection_names_its_cause_once() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (dir, out) = tempdir();
+    for (kind, scheme) in [("postgres", "postgres"), ("mysql", "mysql")] {
+        let url = format!("{scheme}://inlet:{SECRET}@127.0.0.1:{closed}/shop");
+        let cfg = task_file(
+            dir.path(),
+            "refused",
+            &pg_task("refused", "full-load", &url, &out, "")
+                .replace("kind = \"postgres\"", &format!("kind = \"{kind}\"")),
+        );
+        for command in ["full-load", "check"] {
+            let o = inlet_within(
+                dir.path(),
+                &[command, "-c", cfg.to_str().unwrap()],
+                Duration::from_secs(60),
+            );
+            let case = format!("{kind} {command}");
+            assert_eq!(o.code, Some(1), "{case}: {}", o.all_output());
+            let line = o
+                .all_output()
+                .lines()
+                .find(|l| l.contains("Connection refused"))
+                .unwrap_or_else(|| panic!("{case}: no refusal in {}", o.all_output()))
+                .to_string();
+            assert_eq!(
+                line.matches("Connection refused").count(),
+                1,
+                "{case}: {line}"
+            );
+            assert!(
+                line.matches("Input/output error").count() <= 1,
+                "{case}: {line}"
+            );
+            assert!(
+                line.contains(&format!("127.0.0.1:{closed}")),
+                "{case}: {line}"
+            );
+            o.assert_no_secret(&[SECRET]);
+        }
+    }
+}

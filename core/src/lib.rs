@@ -6,12 +6,14 @@
 //! own type name, so a sink can record where a value came from (field metadata
 //! [`SOURCE_TYPE_KEY`]).
 
+mod causes;
 mod change;
 mod check;
 mod policy;
 mod selection;
 mod table;
 
+pub use causes::{join_causes, with_causes};
 pub use change::{
     change_schema, CaptureEvent, Op, Position, TableChanges, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN,
     OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,

@@ -43,14 +43,7 @@ pub(crate) fn describe(e: &mysql_async::Error) -> String {
     match e {
         mysql_async::Error::Server(s) => format!("ERROR {} ({}): {}", s.code, s.state, s.message),
         mysql_async::Error::Url(_) => "the connection URL is not valid".to_string(),
-        other => {
-            let mut s = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(inner) = src {
-                s.push_str(&format!(": {inner}"));
-                src = inner.source();
-            }
-            s
-        }
+        // mysql_async's I/O errors repeat their cause at every level: say each once.
+        other => inlet_core::with_causes(other),
     }
 }
