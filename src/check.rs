@@ -42,7 +42,13 @@ pub async fn run(path: &Path) -> Result<(), JobError> {
             "{missing} prerequisite(s) missing"
         )));
     }
-    println!("\nready: `inlet full-load -c {}` will run", path.display());
+    // The command that does what the task's mode says: a CDC task started with `full-load`
+    // would copy the tables once and never stream.
+    let command = match config.task.mode {
+        config::Mode::FullLoad => "full-load",
+        config::Mode::Cdc | config::Mode::FullLoadAndCdc => "run",
+    };
+    println!("\nready: `inlet {command} -c {}` will run", path.display());
     Ok(())
 }
 

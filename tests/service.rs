@@ -768,3 +768,43 @@ async fn a_refused_login_fails_its_task_and_is_not_retried() {
         source_rows(&client, "accounts", COLUMNS).await
     );
 }
+
+/// 13.13: `inlet check` names the command that does what the task's mode says (it suggested
+/// `inlet full-load` for CDC tasks, which would copy once and never stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_suggests_the_command_of_the_mode() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    create_accounts(&pg.client("shop").await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for (mode, want, not) in [
+        ("cdc", "`inlet run -c", "inlet full-load"),
+        ("full-load-and-cdc", "`inlet run -c", "inlet full-load"),
+        ("full-load", "`inlet full-load -c", "inlet run"),
+    ] {
+        let cfg = task_file(
+            dir.path(),
+            "chk",
+            &task(
+                "chk",
+                &url_with_secret(&pg, "shop"),
+                out.to_str().unwrap(),
+                "127.0.0.1:0",
+                "",
+            )
+            .replace(
+                "mode = \"full-load-and-cdc\"",
+                &format!("mode = \"{mode}\""),
+            ),
+        );
+        let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{mode}: {stdout}{stderr}");
+        assert!(
+            stdout.contains(want) && !stdout.contains(not),
+            "{mode}: {stdout}"
+        );
+        assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    }
+}
