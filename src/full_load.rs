@@ -66,13 +66,6 @@ pub async fn run(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
         ));
     }
-    let ids: Vec<_> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    for key in selection.unmatched_column_exclusions(&ids) {
-        tracing::warn!(
-            table = key,
-            "tables.exclude_columns names a table that is not selected"
-        );
-    }
     let denied: Vec<String> = tables
         .iter()
         .filter(|t| !t.can_select)

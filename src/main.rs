@@ -110,6 +110,11 @@ impl JobError {
                 kind: "source",
                 message: e.to_string(),
             }
+        } else if matches!(
+            e,
+            inlet_postgres::PgError::Config { .. } | inlet_postgres::PgError::Selection(_)
+        ) {
+            Self::Config(e.to_string())
         } else {
             Self::Failed(e.to_string())
         }

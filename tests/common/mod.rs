@@ -2,6 +2,7 @@
 //! wrote. The servers (PostgreSQL, moto) come from the shared `inlet-testkit` crate.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod audit;
 pub mod iceberg;
 pub mod pg_workload;
 pub mod replay;

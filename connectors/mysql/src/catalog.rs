@@ -113,6 +113,8 @@ pub async fn discover(
         .collect();
 
     let mut columns: HashMap<TableId, Vec<ColumnPlan>> = HashMap::new();
+    // Every column of each table, excluded or not, to check `exclude_columns` against.
+    let mut all_columns: HashMap<TableId, Vec<String>> = HashMap::new();
     let rows: Vec<(String, String, String, String, Option<String>, String)> = conn
         .query(format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, \
@@ -127,6 +129,10 @@ pub async fn discover(
     for (schema, table, name, column_type, charset, nullable) in rows {
         let id = TableId::new(schema, table);
         present.insert(id.clone());
+        all_columns
+            .entry(id.clone())
+            .or_default()
+            .push(name.clone());
         if selection.excludes_column(&id, &name) {
             continue;
         }
@@ -165,6 +171,17 @@ pub async fn discover(
             .push(column);
     }
 
+    selection
+        .check_column_exclusions(selected.iter().filter(|(id, ..)| present.contains(id)).map(
+            |(id, ..)| {
+                let names = all_columns
+                    .get(id)
+                    .map_or_else(Vec::new, |c| c.iter().map(String::as_str).collect());
+                (id, names)
+            },
+        ))
+        .map_err(MysqlError::Selection)?;
+
     let mut out = Vec::with_capacity(selected.len());
     for (id, rows, bytes) in selected {
         if !present.contains(&id) {
@@ -179,6 +196,7 @@ pub async fn discover(
             });
         }
         let cols: Vec<Column> = plans.iter().map(column_of).collect();
+        inlet_core::check_reserved_columns(&id, cols.iter().map(|c| c.name.as_str()))?;
         // A key column the task excludes cannot serve as the key.
         let primary_key = keys.remove(&id).unwrap_or_default();
         let primary_key = if primary_key

@@ -9,6 +9,14 @@ pub enum MysqlError {
     #[error("source.{key}: {message}")]
     Config { key: &'static str, message: String },
 
+    /// An `exclude_columns` entry names no selected table or no column of its table.
+    #[error(transparent)]
+    Selection(#[from] inlet_core::ExclusionError),
+
+    /// A column is named like one of inlet's change columns.
+    #[error(transparent)]
+    Reserved(#[from] inlet_core::ReservedColumnError),
+
     #[error("cannot connect to MySQL at {server}: {reason}")]
     Connect { server: String, reason: String },
 

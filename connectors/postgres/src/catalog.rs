@@ -120,15 +120,23 @@ pub async fn discover(
     let mut keys: HashMap<u32, Vec<String>> = HashMap::new();
     for r in client
         .query(
+            // The key is the replica identity index under REPLICA IDENTITY USING INDEX: a
+            // delete or an update of the key carries only that index's columns, so they are
+            // what names a row in the change stream (the primary key may be absent from it).
             "SELECT i.indrelid, a.attname::text \
              FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indisprimary AND i.indrelid = ANY($1) ORDER BY i.indrelid, k.ord",
+             WHERE i.indrelid = ANY($1) \
+               AND CASE WHEN c.relreplident = 'i' AND EXISTS \
+                          (SELECT 1 FROM pg_index r WHERE r.indrelid = i.indrelid AND r.indisreplident) \
+                        THEN i.indisreplident ELSE i.indisprimary END \
+             ORDER BY i.indrelid, k.ord",
             &[&oids],
         )
         .await
-        .map_err(err("reading primary keys"))?
+        .map_err(err("reading primary keys and replica identity indexes"))?
     {
         keys.entry(r.get(0)).or_default().push(r.get(1));
     }
@@ -149,6 +157,15 @@ pub async fn discover(
     {
         distinct.insert((r.get(0), r.get(1)), r.get(2));
     }
+
+    selection
+        .check_column_exclusions(tables.iter().map(|(oid, id, ..)| {
+            let names = columns.get(oid).map_or_else(Vec::new, |cols| {
+                cols.iter().map(|c| c.0.as_str()).collect()
+            });
+            (id, names)
+        }))
+        .map_err(PgError::Selection)?;
 
     let mut out = Vec::with_capacity(tables.len());
     for (oid, id, reltuples, pages, can_select) in tables {
@@ -179,6 +196,7 @@ pub async fn discover(
             });
             plans.push(plan);
         }
+        inlet_core::check_reserved_columns(&id, cols.iter().map(|c| c.name.as_str()))?;
         if cols.is_empty() {
             return Err(PgError::Config {
                 key: "tables",

@@ -8,6 +8,14 @@ pub enum PgError {
     #[error("source.{key}: {message}")]
     Config { key: &'static str, message: String },
 
+    /// An `exclude_columns` entry names no selected table or no column of its table.
+    #[error(transparent)]
+    Selection(#[from] inlet_core::ExclusionError),
+
+    /// A column is named like one of inlet's change columns.
+    #[error(transparent)]
+    Reserved(#[from] inlet_core::ReservedColumnError),
+
     #[error("cannot connect to PostgreSQL at {server}: {reason}")]
     Connect { server: String, reason: String },
 
@@ -73,6 +81,8 @@ impl PgError {
             // Disk space may come back; the transaction is streamed again from its start.
             PgError::Spool { .. } => true,
             PgError::Config { .. }
+            | PgError::Selection(_)
+            | PgError::Reserved(_)
             | PgError::Value { .. }
             | PgError::Protocol { .. }
             | PgError::Refused { .. } => false,
