@@ -67,9 +67,13 @@ async fn postgres(
             "check that the server is running and reachable, and source.url (host, port, user, database)",
         )),
         Ok(client) => {
-            let tables = discover(&client, &connector, selection, config.values.on_unrepresentable)
-                .await
-                .map_err(JobError::failed)?;
+            let tables = match discover(&client, &connector, selection, config.values.on_unrepresentable).await {
+                Err(inlet_postgres::PgError::Selection(e)) => {
+                    report.extend(exclusion_problems(&e));
+                    return Ok(report);
+                }
+                other => other.map_err(JobError::failed)?,
+            };
             println!("\nselected tables ({}):", tables.len());
             for t in &tables {
                 let rows = t.estimated_rows.map_or("unknown".to_string(), |r| r.to_string());
@@ -84,14 +88,6 @@ async fn postgres(
                     (t.pages * 8192) as f64 / 1e6,
                     t.schema.columns.len()
                 );
-            }
-            let ids: Vec<_> = tables.iter().map(|t| t.schema.id.clone()).collect();
-            for key in selection.unmatched_column_exclusions(&ids) {
-                report.push(Prerequisite::warning(
-                    "tables.exclude_columns",
-                    format!("{key} is not a selected table"),
-                    "fix the table name, or remove the entry",
-                ));
             }
             let capture = config.task.mode != config::Mode::FullLoad;
             report.extend(prerequisites(&client, &connector, &tables, capture).await.map_err(JobError::failed)?);
@@ -124,14 +120,20 @@ async fn mysql(
             return Ok(report);
         }
     };
-    let tables = inlet_mysql::discover(
+    let tables = match inlet_mysql::discover(
         &mut conn,
         &connector,
         selection,
         config.values.on_unrepresentable,
     )
     .await
-    .map_err(JobError::failed)?;
+    {
+        Err(inlet_mysql::MysqlError::Selection(e)) => {
+            report.extend(exclusion_problems(&e));
+            return Ok(report);
+        }
+        other => other.map_err(JobError::failed)?,
+    };
     println!("\nselected tables ({}):", tables.len());
     for t in &tables {
         let rows = t
@@ -162,4 +164,18 @@ async fn mysql(
         .map_err(JobError::failed)?,
     );
     Ok(report)
+}
+
+/// One MISSING line per `exclude_columns` entry that matches nothing.
+fn exclusion_problems(e: &inlet_core::ExclusionError) -> Vec<Prerequisite> {
+    e.problems
+        .iter()
+        .map(|p| {
+            Prerequisite::missing(
+                "tables.exclude_columns",
+                p.clone(),
+                "fix the name (exact, case-sensitive) so the column is excluded, or remove the entry",
+            )
+        })
+        .collect()
 }
