@@ -512,3 +512,42 @@ fn a_refused_connection_names_its_cause_once() {
         }
     }
 }
+
+/// 13.13: `tls = "require"` or `"verify-full"` against a server without TLS says the server
+/// does not offer TLS and what to set, instead of blaming the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_required_against_a_plain_server_says_the_server_offers_none() {
+    let pg = common::PgServer::start();
+    let (dir, out) = tempdir();
+    let url = format!(
+        "postgres://postgres:{SECRET}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    for (tls, command) in [
+        ("require", "check"),
+        ("verify-full", "full-load"),
+        ("require", "full-load"),
+    ] {
+        let cfg = task_file(
+            dir.path(),
+            "tls",
+            &pg_task("tls", "full-load", &url, &out, &format!("tls = \"{tls}\"")),
+        );
+        let o = inlet_within(
+            dir.path(),
+            &[command, "-c", cfg.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        let case = format!("{command} tls={tls}");
+        assert_eq!(o.code, Some(1), "{case}: {}", o.all_output());
+        let text = o.all_output();
+        for want in [
+            "does not offer TLS",
+            "source.tls",
+            &format!("127.0.0.1:{}", pg.port),
+        ] {
+            assert!(text.contains(want), "{case}: no {want:?} in:\n{text}");
+        }
+        o.assert_no_secret(&[SECRET]);
+    }
+}

@@ -247,6 +247,25 @@ impl PgConnector {
             let code = db.code().code();
             code.starts_with("28") || code == "3D000" || code == "42501"
         });
+        // tokio-postgres says only "server does not support TLS"; with it, the reason is
+        // the server's settings against source.tls, not the host being unreachable.
+        if matches!(self.tls, TlsMode::Require | TlsMode::VerifyFull)
+            && describe(e).contains("server does not support TLS")
+        {
+            let mode = match self.tls {
+                TlsMode::VerifyFull => "verify-full",
+                _ => "require",
+            };
+            return PgError::Refused {
+                message: format!(
+                    "cannot connect to PostgreSQL at {}: the server does not offer TLS, and \
+                     source.tls = \"{mode}\" requires it; turn TLS on at the server (ssl = on, \
+                     with ssl_cert_file and ssl_key_file), or set source.tls = \"prefer\" (or \
+                     \"disable\") if unencrypted traffic to this server is acceptable",
+                    self.server
+                ),
+            };
+        }
         if refused_login {
             return PgError::Refused {
                 message: format!(
