@@ -9,7 +9,7 @@ use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, Tab
 use inlet_mysql::{
     discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
     CaptureOptions, ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlGtidSet,
-    MysqlSourceConfig, MysqlTable, SnapshotReader, StartFrom, FILE_FACT, GTID_FACT,
+    MysqlSourceConfig, MysqlTable, SnapshotReader, StartFrom, FILE_FACT, GTID_FACT, XA_FACT,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -48,13 +48,19 @@ pub fn mysql_error(e: MysqlError) -> JobError {
                 .iter()
                 .any(|w| r.contains(w))
         }
-        MysqlError::Config { .. } | MysqlError::Value { .. } | MysqlError::Table { .. } => false,
+        MysqlError::Config { .. }
+        | MysqlError::Selection(_)
+        | MysqlError::Reserved(_)
+        | MysqlError::Value { .. }
+        | MysqlError::Table { .. } => false,
     };
     if transient {
         JobError::Transient {
             kind: "source",
             message: e.to_string(),
         }
+    } else if matches!(e, MysqlError::Config { .. } | MysqlError::Selection(_)) {
+        JobError::Config(e.to_string())
     } else {
         JobError::Failed(e.to_string())
     }
@@ -158,7 +164,7 @@ async fn run_once(
                 .facts
                 .iter()
                 .filter(|(k, _)| {
-                    [FILE_FACT, GTID_FACT, inlet_mysql::FLAVOR_FACT].contains(&k.as_str())
+                    [FILE_FACT, GTID_FACT, inlet_mysql::FLAVOR_FACT, XA_FACT].contains(&k.as_str())
                 })
                 .cloned()
                 .collect();
@@ -179,7 +185,15 @@ async fn run_once(
                 .collect();
             match fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
                 None => {
-                    let at = BinlogPosition::from_position(cp.position, &file);
+                    // An XA transaction prepared before the checkpoint and not yet committed:
+                    // its rows are in its prepare, so the binlog is read again from there (the
+                    // tables skip the transactions they hold).
+                    let from = fact(&cp.facts, XA_FACT)
+                        .and_then(|p| p.parse::<u64>().ok())
+                        .map(Position)
+                        .filter(|p| *p < cp.position && position_epoch(*p) == epoch)
+                        .unwrap_or(cp.position);
+                    let at = BinlogPosition::from_position(from, &file);
                     tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
                     (StartFrom::Position(at), cp.position, known, epoch, gtid)
                 }

@@ -19,6 +19,9 @@ use crate::position::StartFrom;
 
 /// MariaDB's event types that mysql_common leaves undecoded.
 pub(crate) const MARIADB_ANNOTATE_ROWS: u8 = 160;
+/// XA_PREPARE_LOG_EVENT (MySQL and MariaDB): the end of an XA transaction's prepare (or of a
+/// one-phase XA COMMIT).
+pub(crate) const XA_PREPARE: u8 = 0x26;
 pub(crate) const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
 pub(crate) const MARIADB_GTID: u8 = 162;
 pub(crate) const MARIADB_GTID_LIST: u8 = 163;
@@ -72,6 +75,8 @@ pub(crate) struct MariaGtid {
     pub server: u32,
     /// FL_STANDALONE: a group of one statement (DDL) with no XID or COMMIT after it.
     pub standalone: bool,
+    /// FL_PREPARED_XA: the group is an XA transaction that ends with its XA PREPARE.
+    pub prepared_xa: bool,
 }
 
 pub(crate) fn parse_maria_gtid(data: &[u8], server: u32) -> Option<MariaGtid> {
@@ -83,6 +88,7 @@ pub(crate) fn parse_maria_gtid(data: &[u8], server: u32) -> Option<MariaGtid> {
         domain,
         server,
         standalone: flags & 1 != 0,
+        prepared_xa: flags & 0x40 != 0,
     })
 }
 
@@ -100,6 +106,44 @@ pub(crate) fn parse_maria_gtid_list(data: &[u8]) -> Option<Vec<(u32, u32, u64)>>
         ));
     }
     Some(out)
+}
+
+/// An XA_PREPARE_LOG_EVENT's body: whether it is a one-phase commit, and the transaction's
+/// xid in the form the server's `XA COMMIT` / `XA ROLLBACK` statements spell it ([`xa_key`]).
+pub(crate) fn parse_xa_prepare(data: &[u8]) -> Option<(bool, String)> {
+    use std::fmt::Write;
+    let one_phase = *data.first()? != 0;
+    let format_id = i32::from_le_bytes(data.get(1..5)?.try_into().ok()?);
+    let gtrid_len = u32::from_le_bytes(data.get(5..9)?.try_into().ok()?) as usize;
+    let bqual_len = u32::from_le_bytes(data.get(9..13)?.try_into().ok()?) as usize;
+    let gtrid = data.get(13..13 + gtrid_len)?;
+    let bqual = data.get(13 + gtrid_len..13 + gtrid_len + bqual_len)?;
+    let hex = |b: &[u8]| {
+        let mut s = String::with_capacity(b.len() * 2);
+        for x in b {
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{x:02x}");
+        }
+        s
+    };
+    Some((
+        one_phase,
+        format!("x'{}',x'{}',{format_id}", hex(gtrid), hex(bqual)),
+    ))
+}
+
+/// The xid of an `XA …` statement as the server logs it (`X'6131',X'62',7`), normalized so the
+/// statement's and the XA_PREPARE event's spellings compare equal.
+pub(crate) fn xa_key(xid: &str) -> String {
+    let mut key: String = xid
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if let Some(k) = key.strip_suffix("onephase") {
+        key = k.to_string();
+    }
+    key.trim_end_matches(';').to_string()
 }
 
 /// Checks an event's CRC32 when the server writes checksums. Events unpacked from a compressed

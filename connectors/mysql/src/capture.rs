@@ -26,14 +26,17 @@ use mysql_common::binlog::events::{
 use mysql_common::binlog::value::BinlogValue;
 
 use crate::binlog::{
-    open_stream, parse_maria_gtid, parse_maria_gtid_list, verify_checksum, EventFeed, Flavor,
-    MARIADB_ANNOTATE_ROWS, MARIADB_BINLOG_CHECKPOINT, MARIADB_GTID, MARIADB_GTID_LIST,
-    MARIADB_QUERY_COMPRESSED, MARIADB_ROWS_COMPRESSED, MARIADB_START_ENCRYPTION,
+    open_stream, parse_maria_gtid, parse_maria_gtid_list, parse_xa_prepare, verify_checksum,
+    xa_key, EventFeed, Flavor, MARIADB_ANNOTATE_ROWS, MARIADB_BINLOG_CHECKPOINT, MARIADB_GTID,
+    MARIADB_GTID_LIST, MARIADB_QUERY_COMPRESSED, MARIADB_ROWS_COMPRESSED, MARIADB_START_ENCRYPTION,
+    XA_PREPARE,
 };
 use crate::catalog::{column_of, MysqlTable};
 use crate::config::MysqlConnector;
 use crate::error::MysqlError;
-use crate::position::{MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT};
+use crate::position::{
+    MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
+};
 use crate::rows::{compatible, describe_table_map, read_image, BinlogColumn, Image, TableMapping};
 use crate::types::MysqlType;
 use crate::values::{ColumnBuilder, Origin, ValueError};
@@ -238,6 +241,41 @@ impl TableBuffer {
         Ok(())
     }
 
+    /// Takes the open transaction's rows out of the buffer (data columns and ops).
+    fn cut_open(&mut self) -> Result<Option<(RecordBatch, Vec<Op>)>, MysqlError> {
+        if self.rows_open == 0 {
+            return Ok(None);
+        }
+        let all = self.drain_data()?;
+        let keep = self.rows - self.rows_open;
+        let open = all.slice(keep, all.num_rows() - keep);
+        if keep > 0 {
+            self.carry = Some(all.slice(0, keep));
+        }
+        let ops = self.ops.split_off(keep);
+        self.rows = keep;
+        self.rows_open = 0;
+        Ok(Some((open, ops)))
+    }
+
+    /// Appends rows cut off earlier ([`TableBuffer::cut_open`]) as rows of the open transaction.
+    fn push_open(&mut self, rows: RecordBatch, ops: Vec<Op>) -> Result<(), MysqlError> {
+        let before = self.drain_data()?;
+        if before.schema() != rows.schema() {
+            return Err(self.error(
+                "the table changed shape between an XA transaction's PREPARE and its COMMIT; \
+                 run a new full load of the table",
+            ));
+        }
+        let all = arrow_select::concat::concat_batches(&before.schema(), [&before, &rows])
+            .map_err(|e| self.error(format!("building a change batch: {e}")))?;
+        self.carry = Some(all);
+        self.rows += ops.len();
+        self.rows_open += ops.len();
+        self.ops.extend(ops);
+        Ok(())
+    }
+
     fn push_op(&mut self, op: Op) {
         self.ops.push(op);
         self.rows += 1;
@@ -286,6 +324,17 @@ struct OpenTxn {
     gtid: Option<TxnGtid>,
     /// MySQL 8's immediate commit timestamp from the GTID event, µs.
     commit_time_micros: Option<i64>,
+    /// An XA transaction: its rows wait for its XA COMMIT, in a group of their own.
+    xa: bool,
+}
+
+/// The rows of an XA transaction that is prepared but not yet committed or rolled back.
+#[derive(Debug)]
+struct PreparedXa {
+    /// Where its prepare group starts: a restart must read the binlog from here again.
+    start: Position,
+    /// Per table: its rows (data columns) and their ops.
+    tables: Vec<(usize, RecordBatch, Vec<Op>)>,
 }
 
 enum GtidTracker {
@@ -318,6 +367,8 @@ pub struct BinlogCapture {
     after: Image,
     /// Where the last transaction returned ended.
     last_end: Option<Position>,
+    /// XA transactions prepared and not yet committed or rolled back, by xid ([`xa_key`]).
+    prepared_xa: HashMap<String, PreparedXa>,
     /// Whether the server sends its events with a CRC32 (`binlog_checksum`), as the stream
     /// asks it to whenever the binlog has them.
     checksums: bool,
@@ -447,6 +498,7 @@ impl BinlogCapture {
             after: Vec::new(),
             checksums: false,
             last_end: None,
+            prepared_xa: HashMap::new(),
             tables_changed: false,
         }
     }
@@ -545,6 +597,9 @@ impl BinlogCapture {
         if !self.committed_gtid.is_empty() {
             facts.push((GTID_FACT.to_string(), self.committed_gtid.clone()));
         }
+        if let Some(oldest) = self.prepared_xa.values().map(|p| p.start).min() {
+            facts.push((XA_FACT.to_string(), oldest.0.to_string()));
+        }
         facts
     }
 
@@ -599,8 +654,15 @@ impl BinlogCapture {
                     seq: gtid.seq,
                 }),
                 commit_time_micros: None,
+                xa: gtid.prepared_xa,
             })?;
             return Ok(None);
+        }
+        if kind == XA_PREPARE {
+            let (one_phase, xid) = parse_xa_prepare(event.data())
+                .ok_or_else(|| self.error("malformed XA_PREPARE event"))?;
+            let time = i64::from(header.timestamp()) * 1_000_000;
+            return self.xa_prepared(one_phase, xid, end_offset, time).map(Some);
         }
         if kind == MARIADB_GTID_LIST {
             if let (Some(list), GtidTracker::Maria(state)) =
@@ -669,6 +731,7 @@ impl BinlogCapture {
                     begun: false,
                     gtid: None,
                     commit_time_micros: None,
+                    xa: false,
                 })?;
             }
             EventData::QueryEvent(q) => return self.query(&q, start_offset, end_offset, &header),
@@ -752,6 +815,7 @@ impl BinlogCapture {
                 gno: g.gno(),
             }),
             commit_time_micros: (ts > 0).then_some(ts as i64),
+            xa: false,
         })
     }
 
@@ -777,6 +841,7 @@ impl BinlogCapture {
                         begun: true,
                         gtid: None,
                         commit_time_micros: None,
+                        xa: false,
                     })
                 }
             }
@@ -784,6 +849,9 @@ impl BinlogCapture {
         }
         if trimmed.eq_ignore_ascii_case("COMMIT") {
             return self.commit(end_offset, time).map(Some);
+        }
+        if let Some(event) = self.xa_statement(trimmed, start_offset, end_offset, time)? {
+            return Ok(event);
         }
         // Any other statement: DDL (its own transaction), or a statement inside a
         // multi-statement group (SAVEPOINT, …).
@@ -800,6 +868,7 @@ impl BinlogCapture {
                 begun: false,
                 gtid: None,
                 commit_time_micros: None,
+                xa: false,
             });
         }
         let schema = q.schema().into_owned();
@@ -876,6 +945,132 @@ impl BinlogCapture {
             _ => {}
         }
         Ok(())
+    }
+
+    /// `XA START|BEGIN`, `XA END`, `XA COMMIT`, `XA ROLLBACK` statements (MySQL logs the start
+    /// as a statement; MariaDB flags the GTID event). Returns the event to report when the
+    /// statement ends a group; None when `sql` is not an XA statement.
+    fn xa_statement(
+        &mut self,
+        sql: &str,
+        start_offset: u64,
+        end_offset: u64,
+        time: i64,
+    ) -> Result<Option<Option<CaptureEvent>>, MysqlError> {
+        let mut words = sql.splitn(3, char::is_whitespace);
+        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("XA")) {
+            return Ok(None);
+        }
+        let verb = words.next().unwrap_or_default().to_ascii_uppercase();
+        let xid = xa_key(words.next().unwrap_or_default());
+        match verb.as_str() {
+            "START" | "BEGIN" => {
+                match &mut self.txn {
+                    Some(t) => {
+                        t.begun = true;
+                        t.xa = true;
+                    }
+                    None => {
+                        self.txn = Some(OpenTxn {
+                            start: self.position(start_offset),
+                            txid: start_offset as i64,
+                            begin_time_micros: time,
+                            standalone: false,
+                            begun: true,
+                            gtid: None,
+                            commit_time_micros: None,
+                            xa: true,
+                        })
+                    }
+                }
+                Ok(Some(None))
+            }
+            "END" => Ok(Some(None)),
+            "COMMIT" | "ROLLBACK" => {
+                if self.txn.as_ref().is_some_and(|t| t.xa) {
+                    // One phase (`XA COMMIT … ONE PHASE`): the group holds the rows itself.
+                    self.keep_xa_rows_unless_held()?;
+                    return self.commit(end_offset, time).map(|e| Some(Some(e)));
+                }
+                if self.txn.is_none() {
+                    self.txn = Some(OpenTxn {
+                        start: self.position(start_offset),
+                        txid: start_offset as i64,
+                        begin_time_micros: time,
+                        standalone: true,
+                        begun: false,
+                        gtid: None,
+                        commit_time_micros: None,
+                        xa: false,
+                    });
+                }
+                match self.prepared_xa.remove(&xid) {
+                    Some(prepared) if verb == "COMMIT" => {
+                        let start = self.txn.as_ref().map_or(prepared.start, |t| t.start);
+                        for (table, rows, ops) in prepared.tables {
+                            let t = &mut self.tables[table];
+                            // The target holds this commit already (a restart re-read it).
+                            if t.committed.is_some_and(|c| start < c) {
+                                continue;
+                            }
+                            t.push_open(rows, ops)?;
+                        }
+                    }
+                    Some(_) => {}
+                    None => tracing::warn!(
+                        xid = %xid,
+                        statement = %verb,
+                        "XA {verb} of a transaction whose prepare this stream did not read (it \
+                         was prepared before the task's snapshot or first start); its changes, \
+                         if it made any to captured tables, are not in the target"
+                    ),
+                }
+                self.commit(end_offset, time).map(|e| Some(Some(e)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// At the commit of an XA transaction's own group: its rows stay unless the tables hold
+    /// the transaction already.
+    fn keep_xa_rows_unless_held(&mut self) -> Result<(), MysqlError> {
+        let Some(start) = self.txn.as_ref().map(|t| t.start) else {
+            return Ok(());
+        };
+        for t in &mut self.tables {
+            if t.committed.is_some_and(|c| start < c) {
+                t.cut_open()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The XA_PREPARE event that ends an XA transaction's group. A one-phase commit commits
+    /// its rows now; a prepare puts them aside until the XA COMMIT (or drops them at XA
+    /// ROLLBACK), and the group itself commits empty.
+    fn xa_prepared(
+        &mut self,
+        one_phase: bool,
+        xid: String,
+        end_offset: u64,
+        time: i64,
+    ) -> Result<CaptureEvent, MysqlError> {
+        if one_phase {
+            self.keep_xa_rows_unless_held()?;
+            return self.commit(end_offset, time);
+        }
+        let start = self
+            .txn
+            .as_ref()
+            .map_or_else(|| self.position(end_offset), |t| t.start);
+        let mut tables = Vec::new();
+        for (i, t) in self.tables.iter_mut().enumerate() {
+            if let Some((rows, ops)) = t.cut_open()? {
+                tables.push((i, rows, ops));
+            }
+        }
+        self.prepared_xa.insert(xid, PreparedXa { start, tables });
+        self.commit(end_offset, time)
     }
 
     fn truncate_row(&mut self, table: usize) -> Result<(), MysqlError> {
@@ -1149,7 +1344,10 @@ impl BinlogCapture {
         let Some(txn) = &self.txn else {
             return Err(self.error("a row event outside a transaction"));
         };
-        if self.tables[table].committed.is_some_and(|c| txn.start < c) {
+        // An XA transaction's rows are kept whatever the table holds: its XA COMMIT, later, is
+        // the transaction the target may hold or not.
+        let xa = txn.xa;
+        if !xa && self.tables[table].committed.is_some_and(|c| txn.start < c) {
             return Ok(None); // the target holds this transaction already
         }
         let (op_kind, before_bits, after_bits) = match rows {
@@ -1250,7 +1448,8 @@ impl BinlogCapture {
         self.before = before;
         self.after = after;
         result?;
-        Ok((self.tables[table].rows_open >= 2 * self.part_rows)
+        // An XA transaction may yet be rolled back: none of it is written before its commit.
+        Ok((!xa && self.tables[table].rows_open >= 2 * self.part_rows)
             .then_some(CaptureEvent::Large { table }))
     }
 }

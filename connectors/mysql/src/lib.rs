@@ -39,7 +39,7 @@ pub use error::MysqlError;
 pub use mysql_common::binlog::events::Event as BinlogEvent;
 pub use position::{
     binlog_position, file_sequence, position_epoch, BinlogPosition, MariaGtidState, MysqlGtidSet,
-    StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT,
+    StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
 };
 pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange, SnapshotPoint,

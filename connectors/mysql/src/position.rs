@@ -20,6 +20,10 @@ use crate::error::MysqlError;
 pub const FILE_FACT: &str = "mysql.binlog_file";
 pub const GTID_FACT: &str = "mysql.gtid_set";
 pub const FLAVOR_FACT: &str = "mysql.flavor";
+/// Where the oldest XA transaction prepared but not yet committed or rolled back begins (a
+/// [`Position`] in decimal): a restart reads the binlog from there so the rows of its prepare
+/// are at hand when its XA COMMIT comes.
+pub const XA_FACT: &str = "mysql.xa_prepared_from";
 
 const EPOCH_SHIFT: u32 = 56;
 /// Binlog file numbers up to 16,777,215 (a server writing a file a minute takes 31 years).
