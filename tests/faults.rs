@@ -334,6 +334,35 @@ fn bad_configs(out: &Path) -> Vec<BadConfig> {
             secrets: &[SECRET],
         },
         BadConfig {
+            what: "connect_timeout_s = 0",
+            file: pg_task(
+                "cto",
+                "cdc",
+                &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+                out,
+                "connect_timeout_s = 0",
+            ),
+            commands: all,
+            message: &["source.connect_timeout_s", "at least 1"],
+            secrets: &[SECRET],
+        },
+        BadConfig {
+            what: "service.header_read_timeout_s = 0",
+            file: format!(
+                "{}\n[service]\nheader_read_timeout_s = 0\n",
+                pg_task(
+                    "hrt",
+                    "cdc",
+                    &format!("postgres://inlet:{SECRET}@127.0.0.1:1/db"),
+                    out,
+                    ""
+                )
+            ),
+            commands: all,
+            message: &["service.header_read_timeout_s", "at least 1"],
+            secrets: &[SECRET],
+        },
+        BadConfig {
             what: "configured slot name too long",
             file: pg_task(
                 "slotlen",
