@@ -1151,3 +1151,108 @@ fn slot_error(
     }
     JobError::source(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(plugin: &str, database: &str, confirmed: u64) -> SlotState {
+        SlotState {
+            plugin: Some(plugin.into()),
+            database: Some(database.into()),
+            wal_status: Some("reserved".into()),
+            confirmed_flush: Some(Lsn(confirmed)),
+            active_pid: None,
+        }
+    }
+
+    fn checkpoint(position: u64, slot: &str) -> Checkpoint {
+        Checkpoint {
+            position: Position(position),
+            facts: vec![(SLOT_FACT.into(), slot.into())],
+        }
+    }
+
+    fn plan(
+        checkpoint: Option<&Checkpoint>,
+        record: Option<&SlotRecord>,
+        slot_now: Option<&SlotState>,
+    ) -> Result<SlotPlan, String> {
+        plan_slot(&StartFacts {
+            slot: "inlet_t",
+            task: "t",
+            database: "app",
+            publication: "inlet_t",
+            checkpoint,
+            checkpoint_at: "out/_inlet/t/checkpoint",
+            record,
+            record_at: "out/_inlet/t.slot/checkpoint",
+            slot_now,
+            server_at: Lsn(0x5000),
+            publication_exists: true,
+        })
+    }
+
+    #[test]
+    fn only_a_slot_proven_to_be_the_tasks_is_used_or_dropped() {
+        let ours = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000));
+        // Nothing yet: create.
+        assert_eq!(plan(None, None, None), Ok(SlotPlan::Create));
+        // Interrupted first load: the record names the slot, which never moved.
+        let fresh = slot("pgoutput", "app", 0x1000);
+        assert_eq!(
+            plan(None, Some(&ours), Some(&fresh)),
+            Ok(SlotPlan::Recreate)
+        );
+        // The same slot name without a record: another tool's or another task's.
+        let e = plan(None, None, Some(&fresh)).unwrap_err();
+        assert!(e.contains("this task did not create it"), "{e}");
+        // A record of another task (a task whose name gives the same slot name).
+        let theirs = SlotRecord::new("inlet_t", "T", "app", Lsn(0x1000));
+        assert!(plan(None, Some(&theirs), Some(&fresh)).is_err());
+        // Ours once, but it streamed since and the checkpoint is gone: not dropped.
+        let moved = slot("pgoutput", "app", 0x2000);
+        let e = plan(None, Some(&ours), Some(&moved)).unwrap_err();
+        assert!(e.contains("drop the slot as well"), "{e}");
+        // Another plugin or database: never ours.
+        let other = slot("wal2json", "app", 0x1000);
+        assert!(plan(None, Some(&ours), Some(&other))
+            .unwrap_err()
+            .contains("wal2json"));
+        let elsewhere = slot("pgoutput", "billing", 0x1000);
+        assert!(plan(None, Some(&ours), Some(&elsewhere))
+            .unwrap_err()
+            .contains("billing"));
+        // Resume: the checkpoint names the slot, which confirmed nothing past it.
+        let cp = checkpoint(0x3000, "inlet_t");
+        assert_eq!(plan(Some(&cp), None, Some(&moved)), Ok(SlotPlan::Resume));
+        // Something else streamed from it past the checkpoint.
+        let ahead = slot("pgoutput", "app", 0x4000);
+        let e = plan(Some(&cp), None, Some(&ahead)).unwrap_err();
+        assert!(e.contains("something else streamed from it"), "{e}");
+        // A checkpoint of another slot.
+        let e = plan(Some(&checkpoint(0x3000, "debezium")), None, Some(&moved)).unwrap_err();
+        assert!(e.contains("source.slot now names \"inlet_t\""), "{e}");
+        // A checkpoint ahead of the server.
+        let e = plan(Some(&checkpoint(0x6000, "inlet_t")), None, Some(&moved)).unwrap_err();
+        assert!(
+            e.contains("ahead of the server's WAL, which is at 0/5000"),
+            "{e}"
+        );
+        // A checkpoint whose slot is gone: lost, nothing to drop.
+        assert!(matches!(
+            plan(Some(&cp), None, None),
+            Ok(SlotPlan::Lost {
+                drop_slot: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_slot_record_round_trips() {
+        let r = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1234));
+        assert_eq!(SlotRecord::from_checkpoint(&r.to_checkpoint()), Some(r));
+        assert_eq!(SlotRecord::from_checkpoint(&checkpoint(1, "inlet_t")), None);
+    }
+}
