@@ -864,10 +864,11 @@ impl ChangeCapture {
     }
 }
 
-/// The Relation message's columns that key the change log: the table's primary key when it has
-/// one (whatever the replica identity: under FULL every column is flagged as identity, and an
-/// identity index may differ from the primary key); without one, the replica identity index's
-/// columns; none under FULL without a primary key, where every update is an update.
+/// The Relation message's columns that key the change log: the table's key when it has one (the
+/// primary key, or the identity index under REPLICA IDENTITY USING INDEX; under FULL the Relation
+/// message flags every column as identity, which must not make every update a key change);
+/// without one, the replica identity's columns; none under FULL without a key, where every
+/// update is an update.
 fn change_key_columns(
     rel: &crate::pgoutput::RelationMessage,
     primary_key: &[String],

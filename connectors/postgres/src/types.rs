@@ -144,6 +144,11 @@ pub(crate) fn plan_column(
         {
             (Decoder::Text, format!("{quoted}::text"))
         }
+        // Under the text policy an array column is PostgreSQL's array text, as pgoutput sends
+        // it: a multi-dimensional value (which no Arrow list holds) survives whole.
+        Some(t) if t.category == b'A' && t.element != 0 && policy == Unrepresentable::Text => {
+            (Decoder::Text, format!("{quoted}::text"))
+        }
         Some(t) if t.category == b'A' && t.element != 0 => {
             // Arrays keep the column's typmod for their elements (numeric(10,2)[]).
             let (elem, elem_typmod) = resolve_domain(types, t.element, typmod);
@@ -399,6 +404,12 @@ mod tests {
         assert_eq!(p.decoder, Decoder::Int4);
         let p = plan_column(&c, "t", 1114, -1, false, Unrepresentable::Text);
         assert_eq!(p.select, "\"t\"::text");
+        // Arrays under the text policy: the array text, multi-dimensional values included.
+        let p = plan_column(&c, "ts", 1115, -1, false, Unrepresentable::Text);
+        assert_eq!(
+            (p.decoder, p.select.as_str()),
+            (Decoder::Text, "\"ts\"::text")
+        );
         let p = plan_column(&c, "we\"ird", 23, -1, false, Unrepresentable::Fail);
         assert_eq!(p.select, "\"we\"\"ird\"");
     }
