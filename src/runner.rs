@@ -188,16 +188,22 @@ async fn until_stopped<F: std::future::Future<Output = Result<(), JobError>>>(
     match tokio::time::timeout(grace, &mut work).await {
         Ok(result) => Some(result),
         Err(_) => {
-            let during = match phase {
-                Phase::Starting => "while connecting to the source",
-                Phase::Snapshotting => "during its full load",
-                Phase::Streaming => "after it did not finish flushing in time",
-                _ => "",
+            let what = match phase {
+                Phase::Starting => "stopped while connecting to the source; nothing was written",
+                Phase::Snapshotting => {
+                    "stopped during its full load, which is not complete: do not read the \
+                     tables it was loading until a full load finishes"
+                }
+                Phase::Streaming => &format!(
+                    "stopped after it did not finish flushing within {} s",
+                    STOP_GRACE.as_secs()
+                ),
+                _ => "stopped",
             };
             tracing::warn!(
                 task = %name,
-                "stopped {during}; nothing after its last checkpoint was acknowledged, so the \
-                 next start takes it up from there"
+                "{what}; nothing after its last checkpoint was acknowledged, so the next start \
+                 takes it up from there"
             );
             None
         }
