@@ -6,6 +6,9 @@
 #                   then a DuckDB query over the Parquet files; `make demo-stop` stops it
 #   make bench      TPC-H lineitem: PostgreSQL and MariaDB -> Parquet/Iceberg, inlet against DuckDB,
 #                   plus CDC apply rate and lag (see scripts/bench.sh)
+#   make soak       random server restarts, inlet SIGKILLs and DDL under a workload, checked against
+#                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
+#                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run
 #   make fmt-check / make lint
 
 SHELL := /bin/bash
@@ -31,11 +34,11 @@ export INLET_BENCH_PGPORT
 DEMO_DIR := .demo
 DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPORT) -U postgres
 
-.PHONY: help setup system-deps venv build release test demo demo-stop bench bench-stop \
+.PHONY: help setup system-deps venv build release test soak demo demo-stop bench bench-stop \
 	fmt-check lint
 
 help:
-	@sed -n '1,9s/^# \{0,1\}//p' Makefile
+	@sed -n '1,12s/^# \{0,1\}//p' Makefile
 
 setup: system-deps venv
 
@@ -61,6 +64,10 @@ test: setup
 		echo "+ cargo test --workspace --no-fail-fast (cargo-nextest not installed)"; \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# Not under nextest: its 10-minute stop for a hung test would end a soak.
+soak: setup
+	$(CARGO) test --test pg_source_events -- --ignored soak_random_events --nocapture
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)
