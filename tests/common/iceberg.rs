@@ -1,5 +1,5 @@
-//! Reading an Iceberg table inlet wrote with two readers nobody here wrote: pyiceberg and
-//! DuckDB's iceberg extension (sinks/iceberg/tests/readers/read_table.py).
+//! Reading an Iceberg table inlet wrote with readers nobody here wrote: pyiceberg, DuckDB's
+//! iceberg extension and polars' native reader (sinks/iceberg/tests/readers/read_table.py).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,14 +29,30 @@ pub type Rows = Vec<Vec<Option<String>>>;
 
 /// Both readers' rows (sorted), or a panic naming the reader that failed.
 pub fn read_iceberg(table_dir: &Path) -> (Rows, Rows) {
+    let mut rows = read_with(table_dir, &["pyiceberg", "duckdb"]).into_iter();
+    match (rows.next(), rows.next()) {
+        (Some(pyiceberg), Some(duckdb)) => (pyiceberg, duckdb),
+        _ => unreachable!("read_with returns one set of rows per reader asked for"),
+    }
+}
+
+/// The rows (sorted) each reader (`pyiceberg`, `duckdb`, `polars`: its native reader) reads,
+/// in the order asked, or a panic naming the reader that failed.
+pub fn read_with(table_dir: &Path, readers: &[&str]) -> Vec<Rows> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/sinks/iceberg/tests/readers/read_table.py"
     );
     let metadata = current_metadata(table_dir);
+    let polars = if readers.contains(&"polars") {
+        "1"
+    } else {
+        "0"
+    };
     let out = Command::new(python())
         .arg(script)
         .arg(&metadata)
+        .env("INLET_POLARS", polars)
         .output()
         .unwrap();
     assert!(
@@ -63,21 +79,20 @@ pub fn read_iceberg(table_dir: &Path) -> (Rows, Rows) {
         rows.sort();
         rows
     };
-    (rows("pyiceberg"), rows("duckdb"))
+    readers.iter().map(|r| rows(r)).collect()
 }
 
-/// Both readers' rows of the table in `table_dir` equal `want` (sorted), exactly.
+/// The rows pyiceberg, DuckDB and polars' native reader read from the table in `table_dir`
+/// equal `want` (sorted), exactly.
 pub fn assert_iceberg_equals(table_dir: &Path, table: &str, want: &Rows) {
-    let (pyiceberg, duckdb) = read_iceberg(table_dir);
-    assert_eq!(pyiceberg.len(), want.len(), "{table}: pyiceberg row count");
-    assert!(
-        &pyiceberg == want,
-        "{table}: pyiceberg rows differ from the source"
-    );
-    assert!(
-        &duckdb == want,
-        "{table}: DuckDB rows differ from the source"
-    );
+    let readers = ["pyiceberg", "duckdb", "polars"];
+    for (reader, rows) in readers.iter().zip(read_with(table_dir, &readers)) {
+        assert_eq!(rows.len(), want.len(), "{table}: {reader} row count");
+        assert!(
+            &rows == want,
+            "{table}: {reader} rows differ from the source"
+        );
+    }
 }
 
 /// Commits to the folder-catalog table in `table_dir` as another engine: pyiceberg plans the

@@ -25,8 +25,8 @@
 //!   server's answer is the base of the next commit. Files go under the table's location.
 //! - **Partitioning** from `partition` (identity, year/month/day/hour, `bucket[N]`,
 //!   `truncate[W]`): the spec is set when the table is created; rows are split by the iceberg
-//!   crate's transforms into one file per partition, and position deletes into one delete
-//!   file per partition of the files they name.
+//!   crate's transforms into one file per partition; a position-delete file carries the
+//!   partition of its data file.
 //! - **Maintenance** ([`UpsertTable::maintain`]): rewrite files with many deletes
 //!   or small ones as one `replace` snapshot with the same `inlet.position`, expire
 //!   snapshots, delete unreferenced files older than a grace period.
@@ -55,7 +55,9 @@
 //!   that commit is refused ([`IcebergError::CommitConflict`]).
 //! - **Upserts.** [`index::PkIndex`] maps key → (data file, row) or a row of the open batch.
 //!   An update/delete of a committed row becomes a position delete; of an open-batch row, it
-//!   is dropped in memory. Equality deletes are never written (pyiceberg refuses them). The
+//!   is dropped in memory. Position deletes are file-scoped: one delete file per data file,
+//!   with `referenced_data_file` set (Iceberg Java's default since 1.7; polars' native reader
+//!   reads no other kind). Equality deletes are never written (pyiceberg refuses them). The
 //!   index is rebuilt at open from the table: key columns only, by projection, minus existing
 //!   position deletes. A single integer key is indexed by value (exact); other keys by a
 //!   64-bit hash, with an insert that meets a present hash checked against the stored row's

@@ -51,9 +51,6 @@ impl LiveFile {
     }
 }
 
-/// Position deletes per data file: (data file URI, rows).
-type DeletesOfFiles = Vec<(Arc<str>, Vec<u32>)>;
-
 /// What a commit wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CommitSummary {
@@ -856,28 +853,27 @@ impl UpsertTable {
             }
         };
         let new_files: Vec<DataFile> = slot_files.iter().flatten().cloned().collect();
-        // Position deletes, one file per partition of the data files they name.
-        let mut by_partition: HashMap<(Struct, i32), DeletesOfFiles> = HashMap::new();
-        for (f, rows) in &self.deletes {
-            if let Some(lf) = self.files.get(*f as usize) {
-                by_partition
-                    .entry((lf.partition.clone(), lf.spec_id))
-                    .or_default()
-                    .push((lf.uri.clone(), rows.clone()));
-            }
-        }
-        let rows_deleted = by_partition
-            .values()
-            .flatten()
-            .map(|(_, r)| r.len() as u64)
-            .sum();
+        // Position deletes, file-scoped: one delete file per data file, naming it as its
+        // `referenced_data_file` (Iceberg Java's default since 1.7). Readers then apply each
+        // delete file to its one data file; polars' native reader reads nothing else.
+        let mut named: Vec<(&u32, &Vec<u32>)> = self.deletes.iter().collect();
+        named.sort_unstable_by_key(|(f, _)| **f);
+        let mut rows_deleted = 0;
         let mut delete_files = Vec::new();
-        for (partition, deletes) in by_partition {
+        for (f, rows) in named {
+            let Some(lf) = self.files.get(*f as usize) else {
+                return Err(IcebergError::state(
+                    &self.table,
+                    "a position delete names a data file the index does not know (a bug); \
+                     restart the task, which rebuilds the index from the table",
+                ));
+            };
+            rows_deleted += rows.len() as u64;
             if let Some(file) = PositionDeleteWriter::write(
                 &self.opened.locations,
                 inner.props.clone(),
-                deletes,
-                partition,
+                vec![(lf.uri.clone(), rows.clone())],
+                (lf.partition.clone(), lf.spec_id),
             )
             .await?
             {

@@ -649,3 +649,82 @@ async fn a_delete_carrying_only_its_key_is_accepted_on_a_table_with_not_null_col
     );
     assert_eq!(got["pyiceberg"]["fields"][6]["required"], true);
 }
+
+/// Position deletes are file-scoped (one delete file per data file, `referenced_data_file`
+/// set, as Iceberg Java writes them since 1.7): polars' native reader, which applies only
+/// such deletes, reads the table equal to the model, as pyiceberg and DuckDB do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polars_native_scan_reads_deletes_across_data_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = table("polars", true);
+    let target = target(dir.path());
+    let mut model: BTreeMap<i64, Row> = BTreeMap::new();
+    let mut sink = target.upsert_table(&t).await.unwrap();
+    // Two data files of 100 rows.
+    for (k, lsn) in [(0i64, 10u64), (1, 20)] {
+        let changes: Vec<Change> = (k * 100..k * 100 + 100)
+            .map(|id| Change {
+                op: "I",
+                lsn,
+                row: Row::make(id, 0),
+            })
+            .collect();
+        apply_model(&mut model, &changes);
+        sink.apply(&t, &change_batch(&t, &changes)).await.unwrap();
+        sink.commit(Position(lsn)).await.unwrap();
+    }
+    // One commit updating and deleting rows of both files.
+    let changes = vec![
+        Change {
+            op: "U",
+            lsn: 30,
+            row: Row::make(5, 30),
+        },
+        Change {
+            op: "D",
+            lsn: 30,
+            row: Row::make(7, 0),
+        },
+        Change {
+            op: "U",
+            lsn: 30,
+            row: Row::make(150, 30),
+        },
+        Change {
+            op: "D",
+            lsn: 30,
+            row: Row::make(160, 0),
+        },
+    ];
+    apply_model(&mut model, &changes);
+    sink.apply(&t, &change_batch(&t, &changes)).await.unwrap();
+    let summary = sink.commit(Position(30)).await.unwrap();
+    assert_eq!(summary.rows_deleted, 4);
+    let meta = metadata_file(dir.path(), "public", "polars");
+    let env = [("INLET_POLARS", "1")];
+    let got = assert_rows_env(
+        &meta,
+        &env,
+        &COLUMNS,
+        expected(&model),
+        &PYICEBERG_TYPES,
+        &DUCKDB_TYPES,
+    );
+    let polars = &got["polars"];
+    assert!(polars.get("error").is_none(), "polars: {}", polars["error"]);
+    let mut rows: Vec<Vec<Option<String>>> =
+        serde_json::from_value(polars["rows"].clone()).unwrap();
+    rows.sort();
+    let mut want = expected(&model);
+    want.sort();
+    assert_eq!(rows.len(), want.len(), "polars row count");
+    assert!(rows == want, "polars rows differ from the model");
+    // One delete file per data file it names.
+    let delete_files = got["pyiceberg"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["content"] == 1)
+        .count();
+    assert_eq!(delete_files, 2);
+}

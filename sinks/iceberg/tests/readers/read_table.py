@@ -22,6 +22,9 @@ With INLET_FILTER (a pyiceberg row filter) and INLET_FILTER_SQL (the same as a D
 clause), both readers scan with the filter: a data file whose partition value is wrong is then
 pruned and its rows go missing.
 
+With INLET_POLARS=1, polars reads the table too, with its native Iceberg reader
+(`scan_iceberg(..., reader_override="native")`), reported as "polars".
+
 Canonical values: null; integers and decimals as their exact text; floats by repr; booleans as
 "true"/"false"; dates ISO; timestamps as microseconds since the Unix epoch (UTC); bytes as hex;
 lists as JSON lists of canonical values.
@@ -216,10 +219,23 @@ def read_duckdb(metadata):
     return {"columns": columns, "types": types, "rows": sort_rows(rows)}
 
 
+def read_polars(metadata):
+    import polars as pl
+
+    frame = pl.scan_iceberg(metadata, reader_override="native").collect()
+    rows = [[canon(v) for v in row.values()] for row in frame.to_arrow().to_pylist()]
+    return {"columns": frame.columns, "rows": sort_rows(rows)}
+
+
 def main():
+    import os
+
     metadata = sys.argv[1]
     out = {}
-    for name, reader in (("pyiceberg", read_pyiceberg), ("duckdb", read_duckdb)):
+    readers = [("pyiceberg", read_pyiceberg), ("duckdb", read_duckdb)]
+    if os.environ.get("INLET_POLARS") == "1":
+        readers.append(("polars", read_polars))
+    for name, reader in readers:
         try:
             out[name] = reader(metadata)
         except Exception as e:  # reported to the test, which fails with the message
