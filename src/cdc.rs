@@ -267,7 +267,12 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
         }
         if !f.publication_exists {
             return Ok(SlotPlan::Lost {
-                reason: publication_lost_reason(f.publication, slot),
+                reason: format!(
+                    "publication {:?} does not exist (it was dropped, or source.publication now \
+                     names a new one): {}",
+                    f.publication,
+                    publication_unusable(slot)
+                ),
                 drop_slot: true,
             });
         }
@@ -303,9 +308,16 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
 /// Why a task whose publication is gone cannot go on through its slot.
 fn publication_lost_reason(publication: &str, slot: &str) -> String {
     format!(
-        "publication {publication:?} was dropped: PostgreSQL decodes each change with the catalog \
-         as of that change, so slot {slot:?} cannot stream anything written since the drop, even \
-         once the publication is created again, and those changes are lost to the task"
+        "publication {publication:?} was dropped: {}",
+        publication_unusable(slot)
+    )
+}
+
+fn publication_unusable(slot: &str) -> String {
+    format!(
+        "PostgreSQL decodes each change with the catalog as of that change, so slot {slot:?} \
+         cannot stream anything written since the drop, even once the publication is created \
+         again, and those changes are lost to the task"
     )
 }
 
