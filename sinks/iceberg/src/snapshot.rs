@@ -447,8 +447,8 @@ impl TableCatalog {
     }
 }
 
-/// Records `position` in the table property of `task`, so the
-/// position outlives the task's snapshots when another engine expires them.
+/// Records `position` in the table property of `task`, so the position outlives the task's
+/// snapshots when another engine expires them.
 fn with_position_property(
     builder: iceberg::spec::TableMetadataBuilder,
     task: &str,

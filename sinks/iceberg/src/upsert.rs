@@ -16,6 +16,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow_schema::SchemaRef;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{DataContentType, DataFile, Struct};
 use inlet_core::{Position, TableSchema, OP_COLUMN, POSITION_COLUMN};
 
@@ -99,6 +100,9 @@ pub struct UpsertTable {
 /// How often a commit refused because another engine committed first is planned again on the
 /// newer table before the conflict goes to the caller (who restarts from its checkpoint).
 const COMMIT_ATTEMPTS: usize = 10;
+
+/// Position-delete files a commit writes at once.
+const DELETE_FILE_WRITES: usize = 8;
 
 impl std::fmt::Debug for UpsertTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -859,7 +863,7 @@ impl UpsertTable {
         let mut named: Vec<(&u32, &Vec<u32>)> = self.deletes.iter().collect();
         named.sort_unstable_by_key(|(f, _)| **f);
         let mut rows_deleted = 0;
-        let mut delete_files = Vec::new();
+        let mut writes = Vec::with_capacity(named.len());
         for (f, rows) in named {
             let Some(lf) = self.files.get(*f as usize) else {
                 return Err(IcebergError::state(
@@ -869,17 +873,22 @@ impl UpsertTable {
                 ));
             };
             rows_deleted += rows.len() as u64;
-            if let Some(file) = PositionDeleteWriter::write(
+            writes.push(PositionDeleteWriter::write(
                 &self.opened.locations,
                 inner.props.clone(),
                 vec![(lf.uri.clone(), rows.clone())],
                 (lf.partition.clone(), lf.spec_id),
-            )
-            .await?
-            {
-                delete_files.push(file);
-            }
+            ));
         }
+        // An update touching many data files writes as many small files: a few at a time, so
+        // the commit does not wait for each PUT in turn.
+        let delete_files: Vec<DataFile> = futures::stream::iter(writes)
+            .buffered(DELETE_FILE_WRITES)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         let change = SnapshotChange {
             data_files: new_files.clone(),
             delete_files,
