@@ -1,6 +1,7 @@
 //! Routine events of a production PostgreSQL server under a concurrent workload, checked by an
 //! oracle that is not inlet (tests/common/audit.rs: triggers log every row change with its
-//! transaction id). One task streams while the server goes through a fast restart, an
+//! transaction id). Two-phase commits (PREPARE TRANSACTION, then COMMIT or ROLLBACK PREPARED)
+//! are part of the workload. One task streams while the server goes through a fast restart, an
 //! immediate (crash) restart, a REPLICA IDENTITY change, a column added, and inlet itself is
 //! SIGKILLed; at the end every audited change is in the change files exactly once, in order,
 //! with its transaction, and the load plus the changes replay to the source's rows.
@@ -141,6 +142,21 @@ fn spawn_workload(
                 continue;
             };
             tokio::spawn(conn);
+            // A crash between PREPARE and COMMIT PREPARED leaves the transaction prepared,
+            // holding its rows' locks: finish it as the workload meant to.
+            if let Ok(rows) = client.query("SELECT gid FROM pg_prepared_xacts", &[]).await {
+                for r in rows {
+                    let gid: String = r.get(0);
+                    let verb = if gid.starts_with("commit") {
+                        "COMMIT"
+                    } else {
+                        "ROLLBACK"
+                    };
+                    let _ = client
+                        .batch_execute(&format!("{verb} PREPARED '{gid}'"))
+                        .await;
+                }
+            }
             while !stop.load(Ordering::SeqCst) {
                 round += 1;
                 let (a, b) = (next_id, next_id + 1);
@@ -165,9 +181,41 @@ fn spawn_workload(
                        INSERT INTO ev_default VALUES ({a} + 500000000, 0, 'rolled back');
                        UPDATE ev_full SET v = -1 WHERE id = {a};
                      ROLLBACK;
-                     DELETE FROM ev_default WHERE id = {a};"
+                     DELETE FROM ev_default WHERE id = {a};
+                     BEGIN;
+                       UPDATE ev_default SET v = v + 1 WHERE id = {r} + 300;
+                       INSERT INTO ev_index VALUES ({b}, 'c{b}', 0);
+                     PREPARE TRANSACTION 'commit{a}';"
                 );
-                if client.batch_execute(&sql).await.is_err() {
+                // COMMIT/ROLLBACK PREPARED may not run inside the implicit transaction of a
+                // multi-statement query: each goes alone.
+                let steps = [
+                    sql,
+                    format!("COMMIT PREPARED 'commit{a}'"),
+                    format!(
+                        "BEGIN; UPDATE ev_default SET v = -1 WHERE id = {r} + 300; \
+                         PREPARE TRANSACTION 'abort{a}';"
+                    ),
+                    format!("ROLLBACK PREPARED 'abort{a}'"),
+                ];
+                let mut failed = false;
+                for step in &steps {
+                    if let Err(e) = client.batch_execute(step).await {
+                        // The server shutting down (57P01…) or gone: not the workload's fault.
+                        let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                        if client.is_closed()
+                            || code.is_empty()
+                            || code.starts_with("57")
+                            || code.starts_with("08")
+                        {
+                            failed = true;
+                            break;
+                        }
+                        let message = e.as_db_error().map(|d| d.message().to_string());
+                        panic!("the workload's statement failed: {code} {message:?}: {step}");
+                    }
+                }
+                if failed {
                     break; // the server went away: reconnect
                 }
                 done.fetch_add(1, Ordering::SeqCst);
@@ -242,7 +290,8 @@ async fn scenario(
     events: &mut dyn Iterator<Item = Event>,
     pause: Duration,
 ) -> Report {
-    let pg = PgServer::start_with_options("-c wal_sender_timeout=600s");
+    let pg =
+        PgServer::start_with_options("-c wal_sender_timeout=600s -c max_prepared_transactions=10");
     let client = pg.client("postgres").await;
     client
         .batch_execute(
@@ -311,9 +360,7 @@ async fn scenario(
                 added += 1;
                 pg.client("postgres")
                     .await
-                    .batch_execute(&format!(
-                        "ALTER TABLE ev_full ADD COLUMN extra_{added} int"
-                    ))
+                    .batch_execute(&format!("ALTER TABLE ev_full ADD COLUMN extra_{added} int"))
                     .await
                     .unwrap();
             }
