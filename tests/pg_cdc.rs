@@ -337,6 +337,38 @@ async fn schema_changes_evolve_the_change_files() {
     assert!(shapes.contains(&(false, true)), "{shapes:?}");
 }
 
+/// Under `schema_changes = "fail"` a column change stops the task with a message that names
+/// the table and the change (it used to read "accounts column : …", an empty column name).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_under_fail_names_the_table_and_the_change() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "cdc",
+        &task(&pg.url("postgres"), &out, "schema_changes = \"fail\""),
+    );
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    client
+        .batch_execute(
+            "ALTER TABLE accounts ADD COLUMN tier int;
+             UPDATE accounts SET version = version + 1, tier = 3 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("public.accounts: the source table changed (added tier)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("column :"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_joins_a_running_task_and_a_lost_slot_resnapshots() {
     let pg = PgServer::start();

@@ -522,9 +522,8 @@ impl ChangeCapture {
                 if let Some(change) = describe_change(&self.tables[table], &wanted) {
                     match self.schema_changes {
                         SchemaChanges::Fail => {
-                            return Err(PgError::Value {
+                            return Err(PgError::Table {
                                 table: id,
-                                column: String::new(),
                                 message: format!(
                                     "the source table changed ({change}) and [cdc] schema_changes = \"fail\"; \
                                      set it to \"evolve\" or \"ignore\", or run a new full load"
@@ -743,9 +742,8 @@ impl ChangeCapture {
         // transaction's final file will not be empty.
         if t.rows_in_open_txn > 0 {
             let Some(txn) = &self.txn else {
-                return Err(PgError::Value {
+                return Err(PgError::Table {
                     table: t.schema.id.clone(),
-                    column: String::new(),
                     message: "rows of an open transaction outside any transaction".into(),
                 });
             };

@@ -44,6 +44,11 @@ pub enum PgError {
         transient: bool,
     },
 
+    /// Something about a whole table (not one of its columns) stops the task, e.g. a schema
+    /// change under `schema_changes = "fail"`.
+    #[error("{table}: {message}")]
+    Table { table: TableId, message: String },
+
     #[error("{table} column {column}: {message}")]
     Value {
         table: TableId,
@@ -83,6 +88,7 @@ impl PgError {
             PgError::Config { .. }
             | PgError::Selection(_)
             | PgError::Reserved(_)
+            | PgError::Table { .. }
             | PgError::Value { .. }
             | PgError::Protocol { .. }
             | PgError::Refused { .. } => false,
