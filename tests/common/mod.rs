@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod iceberg;
+pub mod mysql_audit;
 pub mod pg_workload;
 pub mod replay;
 
