@@ -691,6 +691,7 @@ async fn run_once(
         known: watched.into_iter().collect(),
         found: new_tables.clone(),
         unreadable: Default::default(),
+        discovery_failed: None,
     };
     let poller = spawn_slot_poller(
         control,
@@ -1012,12 +1013,30 @@ struct NewTableWatch {
     found: Arc<AtomicBool>,
     /// New tables already reported as not readable or not capturable (once each).
     unreadable: std::collections::HashSet<TableId>,
+    /// The last discovery error reported, so a lasting one is logged once, not every poll.
+    discovery_failed: Option<String>,
 }
 
 impl NewTableWatch {
     async fn check(&mut self, client: &tokio_postgres::Client) {
         match discover(client, &self.connector, &self.selection, self.policy).await {
             Ok(tables) => {
+                self.discovery_failed = None;
+                // A captured table that is gone: dropped, or renamed out of the selection (a
+                // rename within it shows at the table's next change). Its target keeps it as
+                // it was at its last change.
+                let present: std::collections::HashSet<&TableId> =
+                    tables.iter().map(|t| &t.schema.id).collect();
+                let gone: Vec<TableId> = self
+                    .known
+                    .iter()
+                    .filter(|id| !present.contains(id))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    tracing::warn!(table = %id, "a captured table is no longer in the source (dropped, or renamed out of [tables]); its target keeps the table as it was at its last change");
+                    self.known.remove(&id);
+                }
                 let new: Vec<SourceTable> = tables
                     .into_iter()
                     .filter(|t| !self.known.contains(&t.schema.id))
@@ -1053,7 +1072,15 @@ impl NewTableWatch {
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "looking for new tables failed"),
+            Err(e) => {
+                // A lasting error (e.g. an exclude_columns entry whose table was dropped) would
+                // otherwise keep new tables from joining without a word.
+                let message = e.to_string();
+                if self.discovery_failed.as_ref() != Some(&message) {
+                    tracing::warn!(error = %message, "looking for new tables failed; tables created or selected from now on join once it succeeds");
+                    self.discovery_failed = Some(message);
+                }
+            }
         }
     }
 }
