@@ -1,9 +1,17 @@
 //! The full load: export one snapshot, discover the selected tables, cut them into chunks, and
 //! let N workers (each its own connection inside the snapshot) stream chunks into the target.
+//!
+//! A load that ends early (a signal, an error in any table) still settles every table before it
+//! returns: a table whose chunks were all read and whose files were all completed is finished
+//! like on success; any other is abandoned, which removes its incomplete files (see
+//! [`LoadTable::abandon`]), so no partial table is left readable. The state of each table is
+//! logged and put in the error.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::sink::{LoadSummary, LoadTable, LoadWriter, Target};
 use inlet_core::{Position, TableId, TableSelection, Unrepresentable};
@@ -22,6 +30,20 @@ use crate::JobError;
 /// get proportionally larger or smaller chunks, which is harmless.
 const BLOCK_SIZE: u64 = 8192;
 
+/// How long a load that ends early may spend settling its tables (finishing the complete ones,
+/// deleting the incomplete ones' files) and waiting for its workers to stop: a signal must end
+/// the process within seconds.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a full load did not finish.
+pub enum LoadEnd {
+    Failed(JobError),
+    /// The `stop` future completed (a signal). `tables`: each table's state, for the message.
+    Interrupted {
+        tables: String,
+    },
+}
+
 pub struct TableResult {
     pub table: String,
     pub summary: LoadSummary,
@@ -37,6 +59,228 @@ pub async fn run(
     only: Option<&[TableId]>,
     position: Option<Position>,
 ) -> Result<Vec<TableResult>, JobError> {
+    match run_until(
+        config,
+        snapshot,
+        state,
+        only,
+        position,
+        std::future::pending(),
+    )
+    .await
+    {
+        Ok(results) => Ok(results),
+        Err(LoadEnd::Failed(e)) => Err(e),
+        // `pending` never completes.
+        Err(LoadEnd::Interrupted { tables }) => {
+            Err(JobError::Failed(format!("full load interrupted; {tables}")))
+        }
+    }
+}
+
+/// [`run`], stopped early when `stop` completes (a signal): the workers are cancelled, every
+/// table is settled within [`SETTLE_LIMIT`], and the result says what each holds.
+pub async fn run_until(
+    config: &TaskConfig,
+    snapshot: Option<&str>,
+    state: &TaskState,
+    only: Option<&[TableId]>,
+    position: Option<Position>,
+    stop: impl Future<Output = ()>,
+) -> Result<Vec<TableResult>, LoadEnd> {
+    let mut stop = std::pin::pin!(stop);
+    // Until the sinks exist nothing is written to the target, so a stop can simply drop this.
+    let prepared = tokio::select! {
+        prepared = prepare(config, snapshot, state, only) => prepared.map_err(LoadEnd::Failed)?,
+        () = &mut stop => {
+            let tables = "no table was written (the load was still preparing)".to_string();
+            tracing::error!("full load interrupted by a signal; {tables}");
+            return Err(LoadEnd::Interrupted { tables });
+        }
+    };
+    let Prepared {
+        tables,
+        sinks,
+        remaining,
+        progress,
+        logger,
+        mut set,
+        snapshot,
+    } = prepared;
+
+    // The exporting session stays open until the load ends: workers import its snapshot for
+    // every chunk.
+    let mut failure = None;
+    let mut interrupted = false;
+    loop {
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            () = &mut stop, if !interrupted => {
+                interrupted = true;
+                set.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        let result = joined.unwrap_or_else(|e| {
+            if e.is_cancelled() {
+                Ok(())
+            } else {
+                Err(JobError::Failed(format!("a load worker stopped: {e}")))
+            }
+        });
+        if let Err(e) = result {
+            if failure.is_none() && !interrupted {
+                failure = Some(e);
+                set.abort_all();
+            }
+        }
+    }
+    if let Some(logger) = logger {
+        logger.abort();
+    }
+    drop(snapshot);
+
+    // On success every table is complete; otherwise only those whose chunks were all read (their
+    // writers may still have lost rows, which `finish` detects).
+    let ended_early = interrupted || failure.is_some();
+    let complete: Vec<bool> = remaining
+        .iter()
+        .map(|r| !ended_early || r.load(Ordering::Acquire) == 0)
+        .collect();
+    let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
+    let settled = settle(
+        &tables, &sinks, &complete, position, &progress, state, deadline,
+    )
+    .await;
+    if !ended_early && settled.finish_error.is_none() {
+        return Ok(settled.results);
+    }
+    let described = settled.describe();
+    if interrupted {
+        tracing::error!(
+            "full load interrupted by a signal before it finished; tables: {described}"
+        );
+        return Err(LoadEnd::Interrupted { tables: described });
+    }
+    let error = failure
+        .or(settled.finish_error)
+        .unwrap_or_else(|| JobError::Failed("the full load failed".into()));
+    tracing::error!("full load failed; tables: {described}");
+    Err(LoadEnd::Failed(with_tables(error, &described)))
+}
+
+/// The error with each table's state appended, keeping its kind (exit code, retry).
+fn with_tables(error: JobError, tables: &str) -> JobError {
+    let add = |m: String| format!("{m}; tables: {tables}");
+    match error {
+        JobError::Config(m) => JobError::Config(add(m)),
+        JobError::Failed(m) => JobError::Failed(add(m)),
+        JobError::Transient { kind, message } => JobError::Transient {
+            kind,
+            message: add(message),
+        },
+    }
+}
+
+/// What settling the tables gave: the loaded ones, each table's state, and the first error of a
+/// `finish`.
+struct Settled {
+    results: Vec<TableResult>,
+    states: Vec<(String, String)>,
+    finish_error: Option<JobError>,
+}
+
+impl Settled {
+    fn describe(&self) -> String {
+        self.states
+            .iter()
+            .map(|(t, s)| format!("{t}: {s}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Finishes each complete table and abandons the others (and any whose finish fails). With a
+/// `deadline` (a load ending early), finishing gives up then too.
+async fn settle(
+    tables: &[SourceTable],
+    sinks: &[LoadTable],
+    complete: &[bool],
+    position: Option<Position>,
+    progress: &Progress,
+    state: &TaskState,
+    deadline: Option<Instant>,
+) -> Settled {
+    let mut settled = Settled {
+        results: Vec::with_capacity(tables.len()),
+        states: Vec::with_capacity(tables.len()),
+        finish_error: None,
+    };
+    for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
+        let name = t.schema.id.to_string();
+        if complete[i] {
+            let finished = match deadline {
+                None => sink.finish(position).await,
+                Some(d) => tokio::time::timeout_at(d.into(), sink.finish(position))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(JobError::Failed(format!(
+                            "completing the full load of {name} did not finish within {} s",
+                            SETTLE_LIMIT.as_secs()
+                        )))
+                    }),
+            };
+            match finished {
+                Ok(summary) => {
+                    progress.table_done(i);
+                    state.add_bytes(&name, summary.bytes);
+                    settled.states.push((
+                        name.clone(),
+                        format!(
+                            "loaded ({} rows in {} LOAD files, complete)",
+                            summary.rows, summary.files
+                        ),
+                    ));
+                    settled.results.push(TableResult {
+                        table: name,
+                        summary,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(table = %name, "the full load of the table failed: {}", e.message());
+                    if settled.finish_error.is_none() {
+                        settled.finish_error = Some(e);
+                    }
+                }
+            }
+        }
+        let abandon_by = deadline.unwrap_or_else(|| Instant::now() + SETTLE_LIMIT);
+        let what = sink.abandon(abandon_by).await;
+        tracing::warn!(table = %name, "{what}");
+        settled.states.push((name, what));
+    }
+    settled
+}
+
+/// A load ready to run: tables discovered, sinks opened, workers started.
+struct Prepared {
+    tables: Arc<Vec<SourceTable>>,
+    sinks: Arc<Vec<LoadTable>>,
+    remaining: Arc<Vec<AtomicUsize>>,
+    progress: Progress,
+    logger: Option<tokio::task::JoinHandle<()>>,
+    set: JoinSet<Result<(), JobError>>,
+    snapshot: ExportedSnapshot,
+}
+
+async fn prepare(
+    config: &TaskConfig,
+    snapshot: Option<&str>,
+    state: &TaskState,
+    only: Option<&[TableId]>,
+) -> Result<Prepared, JobError> {
     let SourceConfig::Postgres(source) = &config.source else {
         return Err(JobError::Failed(
             "the PostgreSQL runner was given another source (a bug)".into(),
@@ -130,38 +374,15 @@ pub async fn run(
         };
         set.spawn(worker.run());
     }
-    // The exporting session stays open until the load ends: workers import its snapshot for
-    // every chunk.
-    let mut failure = None;
-    while let Some(joined) = set.join_next().await {
-        let result =
-            joined.unwrap_or_else(|e| Err(JobError::Failed(format!("a load worker stopped: {e}"))));
-        if let Err(e) = result {
-            if failure.is_none() {
-                failure = Some(e);
-                set.abort_all();
-            }
-        }
-    }
-    if let Some(logger) = logger {
-        logger.abort();
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    drop(snapshot);
-
-    let mut results = Vec::with_capacity(tables.len());
-    for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
-        let summary = sink.finish(position).await?;
-        progress.table_done(i);
-        state.add_bytes(&t.schema.id.to_string(), summary.bytes);
-        results.push(TableResult {
-            table: t.schema.id.to_string(),
-            summary,
-        });
-    }
-    Ok(results)
+    Ok(Prepared {
+        tables,
+        sinks,
+        remaining,
+        progress,
+        logger,
+        set,
+        snapshot,
+    })
 }
 
 struct WorkItem {

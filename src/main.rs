@@ -230,6 +230,27 @@ async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
         .map_err(JobError::config)
         .map_err(FullLoadEnd::Failed)?;
     let state = state::TaskState::detached(&config.task.name);
+    if !matches!(config.source, config::SourceConfig::Mysql(_)) {
+        // The PostgreSQL load handles the signal itself: it settles every table (removes the
+        // incomplete ones' files) and says what each holds.
+        let started = std::time::Instant::now();
+        return match full_load::run_until(&config, None, &state, None, None, wait_for_signal())
+            .await
+        {
+            Ok(results) => {
+                print_load_results(&results, started);
+                Ok(())
+            }
+            Err(full_load::LoadEnd::Failed(e)) => Err(FullLoadEnd::Failed(e)),
+            Err(full_load::LoadEnd::Interrupted { tables }) => {
+                eprintln!(
+                    "error: full load interrupted (exit {EXIT_INTERRUPTED}); tables: {tables}; run \
+                     `inlet full-load` again to load those not loaded"
+                );
+                Err(FullLoadEnd::Interrupted)
+            }
+        };
+    }
     tokio::select! {
         result = full_load_task(&config, &state) => result.map_err(FullLoadEnd::Failed),
         _ = wait_for_signal() => {
@@ -285,9 +306,14 @@ async fn full_load_task(
         return Ok(());
     }
     let results = full_load::run(config, None, state, None, None).await?;
+    print_load_results(&results, started);
+    Ok(())
+}
+
+fn print_load_results(results: &[full_load::TableResult], started: std::time::Instant) {
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
-    for r in &results {
+    for r in results {
         println!(
             "{:<40} {:>12} rows {:>4} files {:>10.1} MB",
             r.table,
@@ -301,7 +327,6 @@ async fn full_load_task(
         results.len(),
         rows as f64 / secs
     );
-    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

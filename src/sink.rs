@@ -196,6 +196,22 @@ impl LoadTable {
     }
 }
 
+impl LoadTable {
+    /// Ends a load that will not finish, after its writers were closed or dropped, and says
+    /// what the table holds now (for the log and the exit message).
+    pub async fn abandon(&self, deadline: Instant) -> String {
+        match self {
+            Self::Parquet(t) => t.abandon(deadline).await.to_string(),
+            // Data files become part of the table only at finish's commit.
+            Self::Iceberg(_) => {
+                "not loaded; nothing of this run was committed, the table holds what it held \
+                 before"
+                    .to_string()
+            }
+        }
+    }
+}
+
 pub enum LoadWriter {
     Parquet(LoadFileWriter),
     Iceberg(inlet_sink_iceberg::LoadWriter),

@@ -580,3 +580,290 @@ async fn tls_required_against_a_plain_server_says_the_server_offers_none() {
         o.assert_no_secret(&[SECRET]);
     }
 }
+
+/// Three tables for the early-ending full loads: `bloat` has the most pages but 21 live rows, so
+/// it is read first and finishes at once; `big` (200,000 rows, about 20 files of 1 MB) comes
+/// next and is the one mid-load; `tiny` comes last, so an early end never reaches it.
+async fn three_table_source(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE bloat (id int PRIMARY KEY, v text);
+             INSERT INTO bloat SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 250000) g;
+             DELETE FROM bloat WHERE id > 20 AND id < 250000;
+             CREATE TABLE big (id int PRIMARY KEY, v text, t time NOT NULL DEFAULT '12:00');
+             INSERT INTO big (id, v)
+               SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, 200000) g;
+             CREATE TABLE tiny (id int PRIMARY KEY, v text);
+             INSERT INTO tiny SELECT g, md5(g::text) FROM generate_series(1, 50) g;",
+        )
+        .await
+        .unwrap();
+    let size = |t: &'static str| async move {
+        let row = client
+            .query_one(&format!("SELECT pg_relation_size('{t}')"), &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    // The order the load reads the tables in (most pages first) is what the tests rely on.
+    assert!(size("bloat").await > size("big").await);
+    assert!(size("big").await > size("tiny").await);
+}
+
+fn three_table_task(url: &str, out: &Path, policy: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "early"
+mode = "full-load"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+file_size_mb = 1
+[tables]
+include = ["public.bloat", "public.big", "public.tiny"]
+[full_load]
+workers = 2
+chunk_mb = 1
+[values]
+on_unrepresentable = "{policy}"
+"#,
+        out.display()
+    )
+}
+
+/// Names and modification times of the `LOAD…` files of a table folder (none if it is absent).
+fn load_file_times(table_dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(table_dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("LOAD"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// (id, v) of every row in a table folder's LOAD files, sorted.
+fn loaded_id_v(table_dir: &Path) -> Vec<(i32, String)> {
+    use arrow_array::cast::AsArray;
+    let mut rows = Vec::new();
+    for b in common::read_table(table_dir) {
+        let id = b
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<arrow_array::types::Int32Type>();
+        let v = b.column_by_name("v").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            rows.push((id.value(i), v.value(i).to_string()));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+async fn source_id_v(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, String)> {
+    client
+        .query(&format!("SELECT id, v FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// 13.13: SIGTERM while one table is mid-load (a re-run, so its folder held a complete earlier
+/// set that the run had begun to overwrite) leaves no partial table behind: the interrupted
+/// table's LOAD files are all deleted, the table that finished is complete and equal to the
+/// source, the table the run never reached keeps its earlier complete set untouched, and the log
+/// and exit message say which is which; exit 3 within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
+    let pg = common::PgServer::start();
+    let client = pg.client("postgres").await;
+    three_table_source(&client).await;
+    let (dir, out) = tempdir();
+    let cfg = task_file(
+        dir.path(),
+        "early",
+        &three_table_task(&pg.url("postgres"), &out, "fail"),
+    );
+    let table_dir = |t: &str| out.join("public").join(t);
+
+    // Run 1 completes: the earlier set a re-run replaces.
+    let first = inlet_within(
+        dir.path(),
+        &["full-load", "-c", cfg.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert_eq!(first.code, Some(0), "{}", first.all_output());
+    let big_before = load_file_times(&table_dir("big"));
+    assert!(big_before.len() >= 4, "{big_before:?}");
+    let tiny_before = load_file_times(&table_dir("tiny"));
+    assert_eq!(tiny_before.len(), 1);
+
+    // Run 2: once it has replaced big's first file, lock big so the workers wait before their
+    // next chunk (each chunk is a transaction of its own), then SIGTERM.
+    let err_path = dir.path().join("early.err");
+    let started = std::time::SystemTime::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["full-load", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let waiting = Instant::now();
+    loop {
+        let now = load_file_times(&table_dir("big"));
+        if now.iter().any(|(_, t)| *t > started) {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "big got no new file: {}",
+            std::fs::read_to_string(&err_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let locker = pg.client("postgres").await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // The chunks in flight when the lock was granted are written by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let big_mixed = load_file_times(&table_dir("big"));
+    assert!(
+        big_mixed.iter().any(|(_, t)| *t > started) && big_mixed.iter().any(|(_, t)| *t < started),
+        "big should hold new and old files before the signal: {big_mixed:?}"
+    );
+    let sent = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if sent.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("inlet full-load did not end within 15 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = sent.elapsed();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+
+    // The interrupted table: no LOAD file at all, neither this run's nor the earlier run's.
+    assert_eq!(load_file_times(&table_dir("big")), vec![], "{stderr}");
+    // The finished table: complete and equal to the source.
+    assert_eq!(
+        loaded_id_v(&table_dir("bloat")),
+        source_id_v(&client, "bloat").await
+    );
+    // The table the run never reached: the earlier complete set, untouched.
+    assert_eq!(load_file_times(&table_dir("tiny")), tiny_before);
+    assert_eq!(
+        loaded_id_v(&table_dir("tiny")),
+        source_id_v(&client, "tiny").await
+    );
+
+    let exit_line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: full load interrupted (exit 3)"))
+        .unwrap_or_else(|| panic!("no exit message in {stderr}"));
+    for said in [
+        "public.bloat: loaded (21 rows",
+        "public.big: not loaded; its ",
+        "incomplete LOAD file(s) were deleted, its folder holds none",
+        "public.tiny: not loaded; this run wrote no file of it",
+    ] {
+        assert!(exit_line.contains(said), "{said:?} not in {exit_line}");
+    }
+    assert!(stderr.contains("run `inlet full-load` again"), "{stderr}");
+}
+
+/// 13.13: a full load that fails in one table's late rows (a value error under
+/// on_unrepresentable = "fail") leaves no partial table: the failed table's LOAD files (the
+/// earlier run's it had overwritten and this run's) are deleted, every other table is complete
+/// and equal to the source, and the error says each table's state; exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_load_failing_in_one_table_leaves_no_partial_table() {
+    let pg = common::PgServer::start();
+    let client = pg.client("postgres").await;
+    three_table_source(&client).await;
+    // The last row of big, so its earlier chunks are written before the error.
+    client
+        .batch_execute("UPDATE big SET t = '24:00:00' WHERE id = 200000")
+        .await
+        .unwrap();
+    let (dir, out) = tempdir();
+    let table_dir = |t: &str| out.join("public").join(t);
+
+    // Run 1 (values that Arrow cannot hold become null) completes: the earlier set.
+    let lenient = task_file(
+        dir.path(),
+        "lenient",
+        &three_table_task(&pg.url("postgres"), &out, "null"),
+    );
+    let first = inlet_within(
+        dir.path(),
+        &["full-load", "-c", lenient.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert_eq!(first.code, Some(0), "{}", first.all_output());
+    assert!(load_file_times(&table_dir("big")).len() >= 4);
+
+    let strict = task_file(
+        dir.path(),
+        "strict",
+        &three_table_task(&pg.url("postgres"), &out, "fail"),
+    );
+    let second = inlet_within(
+        dir.path(),
+        &["full-load", "-c", strict.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    let all = second.all_output();
+    assert_eq!(second.code, Some(1), "{all}");
+    assert!(all.contains("24:00:00"), "{all}");
+    assert_eq!(load_file_times(&table_dir("big")), vec![], "{all}");
+    for t in ["bloat", "tiny"] {
+        assert_eq!(
+            loaded_id_v(&table_dir(t)),
+            source_id_v(&client, t).await,
+            "{t}"
+        );
+    }
+    let error_line = second
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in {all}"));
+    for said in [
+        "public.bloat: loaded (21 rows",
+        "public.big: not loaded; its ",
+        "incomplete LOAD file(s) were deleted, its folder holds none",
+        "public.tiny: ",
+    ] {
+        assert!(error_line.contains(said), "{said:?} not in {error_line}");
+    }
+}

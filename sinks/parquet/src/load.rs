@@ -5,10 +5,17 @@
 //! files never collide and their numbers are dense. After all writers are closed,
 //! [`FullLoadTable::finish`] deletes files with higher numbers left by an earlier, larger run:
 //! a re-run replaces a table's files instead of adding to them, as DMS does.
+//!
+//! A load that does not finish (a failed writer, an error elsewhere, a signal) calls
+//! [`FullLoadTable::abandon`] instead: once this run completed a file it has overwritten part of
+//! an earlier run's set, so neither set is whole and every `LOAD` file of the table is deleted;
+//! a reader then sees no table rather than a partial one. A run that completed no file of the
+//! table leaves the folder as it was.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -40,6 +47,43 @@ pub struct LoadSummary {
     pub rows: u64,
     /// Size of those files in bytes.
     pub bytes: u64,
+}
+
+/// What [`FullLoadTable::abandon`] left in the table's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abandoned {
+    /// This run completed no file of the table, so it changed nothing there: the folder holds
+    /// what an earlier run left, if anything.
+    Untouched,
+    /// The table's `LOAD` files (this run's and any an earlier run left) were deleted: the
+    /// folder holds none.
+    Removed { files: usize },
+    /// Deleting the table's `LOAD` files did not finish in time or failed: `remaining` of them
+    /// (possibly all) are still there and must not be read.
+    NotRemoved { remaining: usize, why: String },
+}
+
+impl fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Untouched => f.write_str(
+                "not loaded; this run wrote no file of it, its folder holds what an earlier \
+                 run left (if anything)",
+            ),
+            Self::Removed { files: 0 } => f.write_str("not loaded; its folder holds no LOAD file"),
+            Self::Removed { files } => write!(
+                f,
+                "not loaded; its {files} incomplete LOAD file(s) were deleted, its folder holds \
+                 none"
+            ),
+            Self::NotRemoved { remaining, why } => write!(
+                f,
+                "NOT loaded and NOT cleaned: {remaining} LOAD file(s) of an incomplete load are \
+                 still in its folder ({why}); do not read it, delete them or run the full load \
+                 again"
+            ),
+        }
+    }
 }
 
 /// The full load of one table, shared by all writers loading it. Cloning is cheap.
@@ -241,6 +285,93 @@ impl FullLoadTable {
             rows: s.rows.load(Ordering::SeqCst),
             bytes: s.bytes.load(Ordering::SeqCst),
         })
+    }
+}
+
+impl FullLoadTable {
+    /// Ends a load that will not finish, after every writer was closed or dropped, so that no
+    /// partial table stays readable. If this run completed no file, the folder is left as it
+    /// was (an earlier run's set, untouched, since uploads in progress become visible only on
+    /// completion). Otherwise it already overwrote part of the earlier set, so every `LOAD`
+    /// file of the table is deleted. Gives up at `deadline` (a signal must end the process
+    /// within seconds) and says what is left.
+    pub async fn abandon(&self, deadline: Instant) -> Abandoned {
+        let s = &self.shared;
+        s.fail("the load was abandoned".into());
+        if s.highest_completed.load(Ordering::SeqCst) == 0 {
+            return Abandoned::Untouched;
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let listing =
+            tokio::time::timeout_at(deadline, s.target.store.list_with_delimiter(Some(&s.dir)))
+                .await;
+        let listing = match listing {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                return Abandoned::NotRemoved {
+                    // Files this run completed are there at least.
+                    remaining: s.files.load(Ordering::SeqCst) as usize,
+                    why: format!(
+                        "listing {} failed: {e}; {}",
+                        s.target.location(&s.dir),
+                        store_hint(s.target.kind, Some(&e))
+                    ),
+                };
+            }
+            Err(_) => {
+                return Abandoned::NotRemoved {
+                    remaining: s.files.load(Ordering::SeqCst) as usize,
+                    why: format!(
+                        "listing {} did not finish in the time a stop allows",
+                        s.target.location(&s.dir)
+                    ),
+                }
+            }
+        };
+        let files: Vec<Path> = listing
+            .objects
+            .into_iter()
+            .map(|o| o.location)
+            .filter(|p| p.filename().and_then(parse_load_file_name).is_some())
+            .collect();
+        let total = files.len();
+        tracing::info!(
+            table = %s.table,
+            count = total,
+            "deleting the LOAD files of an incomplete full load"
+        );
+        let mut deleted = 0usize;
+        let mut why = None;
+        let locations = futures::stream::iter(files.into_iter().map(Ok)).boxed();
+        let mut stream = s.target.store.delete_stream(locations);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(None) => break,
+                // Already gone: the goal is reached.
+                Ok(Some(Ok(_))) | Ok(Some(Err(object_store::Error::NotFound { .. }))) => {
+                    deleted += 1
+                }
+                Ok(Some(Err(e))) => {
+                    why.get_or_insert_with(|| {
+                        format!(
+                            "a delete failed: {e}; {}",
+                            store_hint(s.target.kind, Some(&e))
+                        )
+                    });
+                }
+                Err(_) => {
+                    why = Some("deleting did not finish in the time a stop allows".into());
+                    break;
+                }
+            }
+        }
+        match why {
+            None => Abandoned::Removed { files: deleted },
+            Some(why) => Abandoned::NotRemoved {
+                remaining: total - deleted,
+                why,
+            },
+        }
     }
 }
 
