@@ -575,3 +575,64 @@ async fn a_table_placed_by_the_catalog_is_written_there_or_refused_clearly() {
     );
     assert!(msg.contains("set `warehouse`"), "{msg}");
 }
+
+/// Another engine (pyiceberg) rewrites every data file through the same catalog between
+/// inlet's commits: inlet's next commit meets HTTP 409, reloads the table, rebuilds its key
+/// index from the files that are live now, and commits on top; the position stays inlet's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_catalog_commit_after_a_foreign_commit_is_planned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wh, db) = (dir.path().join("wh"), dir.path().join("db"));
+    std::fs::create_dir_all(&db).unwrap();
+    let server =
+        RestCatalogServer::start(&wh, &db, &["--catalog-warehouse", CATALOG_WAREHOUSE], &[]);
+    let target = rest_target(&wh, &server.uri, "", no_s3()).unwrap();
+    let t = table("compacted", true);
+    let (mut model, lsn) = load_and_upsert(&target, &t, 2, |_| {}).await;
+    let mut sink = target.upsert_table(&t).await.unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers/foreign_commit.py");
+    let out = std::process::Command::new(inlet_testkit::python())
+        .arg(script)
+        .arg("--sql-catalog")
+        .arg(db.join("catalog.db"))
+        .args(["inlet.replica.compacted", "rewrite"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["committed"], true, "{report}");
+    assert_eq!(report["touched"], model.len(), "{report}");
+    assert_eq!(
+        target.committed_position(&t.id).await.unwrap(),
+        Some(Position(lsn))
+    );
+
+    let ids: Vec<i64> = model.keys().take(3).copied().collect();
+    let changes = vec![
+        Change {
+            op: "U",
+            lsn: lsn + 1,
+            row: Row::make(ids[0], lsn + 1),
+        },
+        Change {
+            op: "D",
+            lsn: lsn + 1,
+            row: Row::make(ids[1], 0),
+        },
+        Change {
+            op: "U",
+            lsn: lsn + 1,
+            row: Row::make(ids[2], lsn + 1),
+        },
+    ];
+    apply_model(&mut model, &changes);
+    sink.apply(&t, &change_batch(&t, &changes)).await.unwrap();
+    let summary = sink.commit(Position(lsn + 1)).await.unwrap();
+    assert_eq!(summary.rows_deleted, 3);
+    assert_read_back(&target, &t, &server, &[], &model, lsn + 1).await;
+}

@@ -9,6 +9,11 @@ change is planned again on the newer table and retried.
     python foreign_commit.py <table folder> delete <filter>  # pyiceberg row filter, e.g. "id < 10"
     python foreign_commit.py <table folder> expire           # expire every snapshot but main's
 
+With `--sql-catalog DB` the first argument is a table identifier (`namespace.table`) of the
+sqlite SqlCatalog "inlet_test" in DB (the catalog behind the tests' REST catalog server), and
+the change is committed through that catalog instead: inlet's next commit through the REST
+catalog then meets HTTP 409.
+
 Prints one JSON object: the operation, the version committed and the rows it touched.
 """
 
@@ -39,20 +44,9 @@ def current_version(metadata_dir):
     return version
 
 
-def attempt(table_dir, op, args, scratch):
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    metadata_dir = os.path.join(table_dir, "metadata")
-    version = current_version(metadata_dir)
-    base = os.path.join(metadata_dir, f"v{version}.metadata.json")
-    catalog = SqlCatalog(
-        "foreign",
-        uri=f"sqlite:///{scratch}/catalog-{version}-{os.getpid()}.db",
-        warehouse=f"file://{scratch}",
-    )
-    catalog.create_namespace_if_not_exists("ns")
-    name = ("ns", f"t{version}")
-    table = catalog.register_table(name, base)
+def change(catalog, name, op, args):
+    """Runs `op` on the table `name` of `catalog`; the rows (or snapshots) it touched."""
+    table = catalog.load_table(name)
     touched = 0
     if op == "rewrite":
         rows = table.scan().to_arrow()
@@ -73,6 +67,24 @@ def attempt(table_dir, op, args, scratch):
         touched = len(expiring)
     else:
         raise SystemExit(f"unknown operation {op}")
+    return touched
+
+
+def attempt(table_dir, op, args, scratch):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    metadata_dir = os.path.join(table_dir, "metadata")
+    version = current_version(metadata_dir)
+    base = os.path.join(metadata_dir, f"v{version}.metadata.json")
+    catalog = SqlCatalog(
+        "foreign",
+        uri=f"sqlite:///{scratch}/catalog-{version}-{os.getpid()}.db",
+        warehouse=f"file://{scratch}",
+    )
+    catalog.create_namespace_if_not_exists("ns")
+    name = ("ns", f"t{version}")
+    catalog.register_table(name, base)
+    touched = change(catalog, name, op, args)
     new = catalog.load_table(name).metadata_location
     if new == base:
         return {"op": op, "version": version, "touched": touched, "committed": False}
@@ -86,8 +98,23 @@ def attempt(table_dir, op, args, scratch):
     return {"op": op, "version": version + 1, "touched": touched, "committed": True}
 
 
+def through_sql_catalog(db, name, op, args):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("inlet_test", uri=f"sqlite:///{db}")
+    before = catalog.load_table(name).metadata_location
+    touched = change(catalog, name, op, args)
+    after = catalog.load_table(name).metadata_location
+    return {"op": op, "touched": touched, "committed": after != before, "metadata": after}
+
+
 def main():
-    table_dir, op, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    argv = sys.argv[1:]
+    if argv[0] == "--sql-catalog":
+        db, name, op, args = argv[1], argv[2], argv[3], argv[4:]
+        print(json.dumps(through_sql_catalog(db, name, op, args)))
+        return
+    table_dir, op, args = argv[0], argv[1], argv[2:]
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(50):
             done = attempt(table_dir, op, args, scratch)
