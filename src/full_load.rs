@@ -142,11 +142,13 @@ pub async fn run_until(
     drop(snapshot);
 
     // On success every table is complete; otherwise only those whose chunks were all read (their
-    // writers may still have lost rows, which `finish` detects).
+    // writers may still have lost rows, which `finish` detects). A load that is part of change
+    // capture (`position`) is all or nothing: its caller starts it again as a whole, and a table
+    // committed with the position of an attempt that failed must not look loaded to it.
     let ended_early = interrupted || failure.is_some();
     let complete: Vec<bool> = remaining
         .iter()
-        .map(|r| !ended_early || r.load(Ordering::Acquire) == 0)
+        .map(|r| !ended_early || (position.is_none() && r.load(Ordering::Acquire) == 0))
         .collect();
     let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
     let settled = settle(
