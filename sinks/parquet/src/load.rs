@@ -109,6 +109,9 @@ struct Shared {
     last_number: AtomicU64,
     /// The highest number of a file that was completed.
     highest_completed: AtomicU64,
+    /// Set before the first file's completion starts: from then on the folder may hold files
+    /// of this run, which replace an earlier run's of the same numbers.
+    touched: AtomicBool,
     files: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
@@ -173,6 +176,7 @@ impl FullLoadTable {
                 table: name,
                 last_number: AtomicU64::new(0),
                 highest_completed: AtomicU64::new(0),
+                touched: AtomicBool::new(false),
                 files: AtomicU64::new(0),
                 rows: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
@@ -290,42 +294,70 @@ impl FullLoadTable {
 
 impl FullLoadTable {
     /// Ends a load that will not finish, after every writer was closed or dropped, so that no
-    /// partial table stays readable. If this run completed no file, the folder is left as it
-    /// was (an earlier run's set, untouched, since uploads in progress become visible only on
-    /// completion). Otherwise it already overwrote part of the earlier set, so every `LOAD`
-    /// file of the table is deleted. Gives up at `deadline` (a signal must end the process
+    /// partial table stays readable. If this run never began completing a file, the folder is
+    /// left as it was (an earlier run's set, untouched, since uploads in progress become visible
+    /// only on completion). Otherwise it may have overwritten part of the earlier set, so every
+    /// `LOAD` file of the table is deleted. Gives up at `deadline` (a signal must end the process
     /// within seconds) and says what is left.
     pub async fn abandon(&self, deadline: Instant) -> Abandoned {
         let s = &self.shared;
         s.fail("the load was abandoned".into());
-        if s.highest_completed.load(Ordering::SeqCst) == 0 {
+        if !s.touched.load(Ordering::SeqCst) {
             return Abandoned::Untouched;
         }
         let deadline = tokio::time::Instant::from_std(deadline);
+        let mut deleted = 0;
+        // Two passes: a file whose completion was under way when its writer was cancelled may
+        // land just after the first listing (a local upload is completed by a rename on a
+        // blocking thread, which cancelling the task does not stop).
+        for pass in 0..2 {
+            if pass > 0 {
+                tokio::time::sleep_until(
+                    (tokio::time::Instant::now() + std::time::Duration::from_millis(200))
+                        .min(deadline),
+                )
+                .await;
+            }
+            match self.delete_load_files(deadline).await {
+                Ok(0) => break,
+                Ok(n) => deleted += n,
+                Err((remaining, why)) => return Abandoned::NotRemoved { remaining, why },
+            }
+        }
+        Abandoned::Removed { files: deleted }
+    }
+
+    /// Deletes every `LOAD` file of the table by `deadline`: how many, or how many are left
+    /// (at least 1 when unknown) and why.
+    async fn delete_load_files(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<usize, (usize, String)> {
+        let s = &self.shared;
+        let at_least = (s.files.load(Ordering::SeqCst) as usize).max(1);
         let listing =
             tokio::time::timeout_at(deadline, s.target.store.list_with_delimiter(Some(&s.dir)))
                 .await;
         let listing = match listing {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => {
-                return Abandoned::NotRemoved {
-                    // Files this run completed are there at least.
-                    remaining: s.files.load(Ordering::SeqCst) as usize,
-                    why: format!(
+                return Err((
+                    at_least,
+                    format!(
                         "listing {} failed: {e}; {}",
                         s.target.location(&s.dir),
                         store_hint(s.target.kind, Some(&e))
                     ),
-                };
+                ))
             }
             Err(_) => {
-                return Abandoned::NotRemoved {
-                    remaining: s.files.load(Ordering::SeqCst) as usize,
-                    why: format!(
+                return Err((
+                    at_least,
+                    format!(
                         "listing {} did not finish in the time a stop allows",
                         s.target.location(&s.dir)
                     ),
-                }
+                ))
             }
         };
         let files: Vec<Path> = listing
@@ -335,6 +367,9 @@ impl FullLoadTable {
             .filter(|p| p.filename().and_then(parse_load_file_name).is_some())
             .collect();
         let total = files.len();
+        if total == 0 {
+            return Ok(0);
+        }
         tracing::info!(
             table = %s.table,
             count = total,
@@ -366,11 +401,8 @@ impl FullLoadTable {
             }
         }
         match why {
-            None => Abandoned::Removed { files: deleted },
-            Some(why) => Abandoned::NotRemoved {
-                remaining: total - deleted,
-                why,
-            },
+            None => Ok(deleted),
+            Some(why) => Err((total - deleted, why)),
         }
     }
 }
@@ -583,6 +615,7 @@ impl LoadFileWriter {
         let Some(mut file) = self.open.take() else {
             return Ok(());
         };
+        self.shared.touched.store(true, Ordering::SeqCst);
         if let Err(source) = file.writer.finish().await {
             let hint = abandon(file.writer, &self.shared.table).await;
             let err = self.write_error(&file.path, source, hint);
