@@ -1,0 +1,556 @@
+//! What a CDC task checks before it writes anything, and what `inlet check` reports of it:
+//! whose the replication slot is (proved by the slot record inlet writes into the target when it
+//! creates one), whether it is lost, the checkpoint's position against the server's, and what
+//! adding the tables to the publication would do.
+
+use inlet_core::{Position, Prerequisite};
+use inlet_postgres::{
+    current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state, Lsn,
+    PgConnector, PostgresSourceConfig, PublicationPlan, SlotState, SourceTable,
+};
+use inlet_sink_parquet::Checkpoint;
+
+use crate::config::{SlotLost, TaskConfig};
+use crate::sink::Target;
+use crate::JobError;
+
+use super::SLOT_FACT;
+
+/// Where the slot record of a task lives: a checkpoint-shaped record under `_inlet/<task>.slot/`
+/// beside the task's own `_inlet/<task>/` (task names cannot contain a dot, so no task has it).
+pub(super) fn record_key(task: &str) -> String {
+    format!("{task}.slot")
+}
+
+/// Facts of the slot record.
+const RECORD_TASK: &str = "task";
+const RECORD_ID: &str = "id";
+const RECORD_DATABASE: &str = "database";
+
+/// The record inlet writes into the target when it creates a task's slot, before the load
+/// starts: "slot X was created by task T in database D at position L, id U". PostgreSQL keeps no
+/// owner or comment for a slot, so this is how a later start proves that a slot found without
+/// a checkpoint is this task's own (one whose first load was interrupted) and not another
+/// tool's or another task's, which inlet must never drop or stream from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SlotRecord {
+    pub(super) slot: String,
+    pub(super) task: String,
+    pub(super) database: String,
+    pub(super) id: String,
+    pub(super) created_at: Lsn,
+}
+
+impl SlotRecord {
+    pub(super) fn new(slot: &str, task: &str, database: &str, created_at: Lsn) -> Self {
+        // Unique enough to tell two creations apart: the clock and the process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Self {
+            slot: slot.to_string(),
+            task: task.to_string(),
+            database: database.to_string(),
+            id: format!("{nanos:x}-{:x}", std::process::id()),
+            created_at,
+        }
+    }
+
+    pub(super) fn to_checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: Position(self.created_at.0),
+            facts: vec![
+                (SLOT_FACT.to_string(), self.slot.clone()),
+                (RECORD_TASK.to_string(), self.task.clone()),
+                (RECORD_DATABASE.to_string(), self.database.clone()),
+                (RECORD_ID.to_string(), self.id.clone()),
+            ],
+        }
+    }
+
+    pub(super) fn from_checkpoint(cp: &Checkpoint) -> Option<Self> {
+        let fact = |k: &str| {
+            cp.facts
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        Some(Self {
+            slot: fact(SLOT_FACT)?,
+            task: fact(RECORD_TASK)?,
+            database: fact(RECORD_DATABASE)?,
+            id: fact(RECORD_ID)?,
+            created_at: Lsn(cp.position.0),
+        })
+    }
+}
+
+/// What the start of a CDC task does with the slot, decided before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SlotPlan {
+    /// No slot and no checkpoint: create the slot (and load).
+    Create,
+    /// This task's slot, whose first load never finished: drop it and create it again.
+    Recreate,
+    /// This task's slot and checkpoint: stream from the checkpoint.
+    Resume,
+    /// Changes since the checkpoint cannot be read any more (slot lost or gone, publication
+    /// dropped). `drop_slot`: the slot, this task's, still exists.
+    Lost { reason: String, drop_slot: bool },
+}
+
+/// What is known at the start, read before anything is written.
+struct StartFacts<'a> {
+    pub(super) slot: &'a str,
+    pub(super) task: &'a str,
+    pub(super) database: &'a str,
+    pub(super) publication: &'a str,
+    pub(super) checkpoint: Option<&'a Checkpoint>,
+    pub(super) checkpoint_at: &'a str,
+    pub(super) record: Option<&'a SlotRecord>,
+    pub(super) record_at: &'a str,
+    pub(super) slot_now: Option<&'a SlotState>,
+    pub(super) server_at: Lsn,
+    pub(super) publication_exists: bool,
+}
+
+/// Decides what to do with the slot, or why not to go on (the refusal says what to do). A slot
+/// is dropped or streamed from only when it is provably this task's: the task checkpoint names
+/// it and it has confirmed nothing past the checkpoint, or (no checkpoint) the slot record in
+/// the target names it and it still sits where it was created.
+fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
+    let slot = f.slot;
+    let drop_sql = format!(
+        "SELECT pg_drop_replication_slot('{}');",
+        slot.replace('\'', "''")
+    );
+    if let Some(cp) = f.checkpoint {
+        if cp.position.0 > f.server_at.0 {
+            return Err(format!(
+                "the task checkpoint ({}) is at position {}, ahead of the server's WAL, which is at \
+                 {}: the database was restored from a backup or rebuilt, and resuming would skip \
+                 every change until the server reached that position. Nothing was written. To load \
+                 every table again from this database, delete the checkpoint ({}){} and run the task \
+                 again",
+                f.checkpoint_at,
+                Lsn(cp.position.0),
+                f.server_at,
+                f.checkpoint_at,
+                if f.slot_now.is_some() {
+                    format!(" and the replication slot ({drop_sql})")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let named = cp
+            .facts
+            .iter()
+            .find(|(k, _)| k == SLOT_FACT)
+            .map(|(_, v)| v.as_str());
+        if let Some(named) = named.filter(|n| *n != slot) {
+            return Err(format!(
+                "the task checkpoint ({}) holds a position of replication slot {named:?}, but \
+                 source.slot now names {slot:?}: a position of one slot means nothing in another. \
+                 Set source.slot = {named:?} again, or delete the checkpoint to load every table \
+                 again through {slot:?}",
+                f.checkpoint_at
+            ));
+        }
+    }
+    let Some(existing) = f.slot_now else {
+        return Ok(match f.checkpoint {
+            Some(cp) => SlotPlan::Lost {
+                reason: format!(
+                    "replication slot {slot:?} no longer exists, but the task checkpoint says changes \
+                     up to {} were captured through it: changes since then are lost",
+                    Lsn(cp.position.0)
+                ),
+                drop_slot: false,
+            },
+            None => SlotPlan::Create,
+        });
+    };
+    let not_ours = |why: String| {
+        format!(
+            "replication slot {slot:?} exists but {why}. It may belong to another tool or to another \
+             inlet task whose name gives the same slot name (\"a-b\" and \"a_b\" both give \
+             inlet_a_b), and inlet never drops or streams from a slot it cannot prove is this \
+             task's: set source.slot to another name for this task, or, if the slot is truly \
+             abandoned, drop it yourself: {drop_sql}"
+        )
+    };
+    if existing.plugin.as_deref() != Some("pgoutput") {
+        return Err(not_ours(format!(
+            "uses output plugin {:?}, not pgoutput, so inlet did not create it",
+            existing
+                .plugin
+                .as_deref()
+                .unwrap_or("none: a physical slot")
+        )));
+    }
+    if existing.database.as_deref() != Some(f.database) {
+        return Err(not_ours(format!(
+            "belongs to database {:?}, not {:?}, so this task did not create it",
+            existing.database.as_deref().unwrap_or(""),
+            f.database
+        )));
+    }
+    let confirmed = existing.confirmed_flush;
+    if let Some(cp) = f.checkpoint {
+        if let Some(c) = confirmed.filter(|c| c.0 > cp.position.0) {
+            return Err(not_ours(format!(
+                "has confirmed changes up to {c}, past the task checkpoint ({}) at {}: something \
+                 else streamed from it, and the changes in between are not in this task's target \
+                 (inlet confirms nothing it has not checkpointed)",
+                f.checkpoint_at,
+                Lsn(cp.position.0)
+            )));
+        }
+        if existing.is_lost() {
+            return Ok(SlotPlan::Lost {
+                reason: format!(
+                    "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL \
+                     the task had not read, so changes are missing"
+                ),
+                drop_slot: true,
+            });
+        }
+        if !f.publication_exists {
+            return Ok(SlotPlan::Lost {
+                reason: format!(
+                    "publication {:?} does not exist (it was dropped, or source.publication now \
+                     names a new one): {}",
+                    f.publication,
+                    publication_unusable(slot)
+                ),
+                drop_slot: true,
+            });
+        }
+        return Ok(SlotPlan::Resume);
+    }
+    match f.record {
+        Some(r) if r.slot == slot && r.task == f.task && r.database == f.database => {
+            if confirmed == Some(r.created_at) {
+                Ok(SlotPlan::Recreate)
+            } else {
+                Err(format!(
+                    "replication slot {slot:?} was created by this task at {} (slot record {}, id \
+                     {}), but it has confirmed changes up to {} while the task has no checkpoint \
+                     ({}): if the checkpoint was deleted to load the tables again, drop the slot \
+                     as well ({drop_sql}) and run the task again; inlet does not drop a slot that \
+                     has streamed changes the target may not hold",
+                    r.created_at,
+                    f.record_at,
+                    r.id,
+                    confirmed.map_or("an unknown position".to_string(), |c| c.to_string()),
+                    f.checkpoint_at
+                ))
+            }
+        }
+        _ => Err(not_ours(format!(
+            "this task did not create it: the target holds no checkpoint of the task ({}) and no \
+             record that the task created the slot ({})",
+            f.checkpoint_at, f.record_at
+        ))),
+    }
+}
+
+/// Why a task whose publication is gone cannot go on through its slot.
+pub(super) fn publication_lost_reason(publication: &str, slot: &str) -> String {
+    format!(
+        "publication {publication:?} was dropped: {}",
+        publication_unusable(slot)
+    )
+}
+
+fn publication_unusable(slot: &str) -> String {
+    format!(
+        "PostgreSQL decodes each change with the catalog as of that change, so slot {slot:?} \
+         cannot stream anything written since the drop, even once the publication is created \
+         again, and those changes are lost to the task"
+    )
+}
+
+/// Everything the start of a CDC task reads before it writes anything, and what it will do.
+/// `inlet check` reports the same ([`StartCheck::report`]), so it says ready only when `run`
+/// will start.
+pub(super) struct StartCheck {
+    pub(super) checkpoint: Option<Checkpoint>,
+    pub(super) plan: Result<SlotPlan, String>,
+    pub(super) publication: PublicationPlan,
+    /// Replication slots that exist, and `max_replication_slots`.
+    pub(super) slots: (i64, i64),
+    pub(super) resnapshot: bool,
+}
+
+impl StartCheck {
+    pub(super) async fn read(
+        config: &TaskConfig,
+        source: &PostgresSourceConfig,
+        control: &tokio_postgres::Client,
+        connector: &PgConnector,
+        target: &Target,
+        tables: &[SourceTable],
+        lost: Option<String>,
+    ) -> Result<Self, JobError> {
+        let task = config.task.name.as_str();
+        let slot = source.slot_name(task);
+        let publication = source.publication_name(task);
+        let checkpoint = target.read_checkpoint(task).await?;
+        let record = target
+            .read_checkpoint(&record_key(task))
+            .await?
+            .as_ref()
+            .and_then(SlotRecord::from_checkpoint);
+        let slot_now = slot_state(control, connector, &slot)
+            .await
+            .map_err(JobError::source)?;
+        let server_at = current_wal_position(control, connector)
+            .await
+            .map_err(JobError::source)?;
+        let exists = publication_exists(control, connector, &publication)
+            .await
+            .map_err(JobError::source)?;
+        let database: String = control
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
+            .get(0);
+        let checkpoint_at = target.checkpoint_location(task);
+        let record_at = target.checkpoint_location(&record_key(task));
+        let facts = StartFacts {
+            slot: &slot,
+            task,
+            database: &database,
+            publication: &publication,
+            checkpoint: checkpoint.as_ref(),
+            checkpoint_at: &checkpoint_at,
+            record: record.as_ref(),
+            record_at: &record_at,
+            slot_now: slot_now.as_ref(),
+            server_at,
+            publication_exists: exists,
+        };
+        let mut plan = plan_slot(&facts);
+        // The stream failed on the dropped publication (which someone may have created again
+        // since): the slot is as good as lost.
+        if let (Some(reason), Ok(SlotPlan::Resume)) = (lost, &plan) {
+            plan = Ok(SlotPlan::Lost {
+                reason,
+                drop_slot: true,
+            });
+        }
+        let publication = publication_plan(control, connector, &publication, tables)
+            .await
+            .map_err(JobError::source)?;
+        let slots = slot_capacity(control, connector)
+            .await
+            .map_err(JobError::source)?;
+        Ok(Self {
+            checkpoint,
+            plan,
+            publication,
+            slots,
+            resnapshot: config.cdc.on_slot_lost == SlotLost::Resnapshot,
+        })
+    }
+
+    /// The findings as `inlet check` lines; a MISSING one stops `inlet run` before it writes.
+    pub(super) fn report(
+        &self,
+        slot: &str,
+        publication: &str,
+        checkpoint_at: &str,
+    ) -> Vec<Prerequisite> {
+        let mut out = Vec::new();
+        out.push(match &self.plan {
+            Err(refusal) => Prerequisite::missing("replication slot", refusal.clone(), "see above"),
+            Ok(SlotPlan::Create) => {
+                Prerequisite::ok("replication slot", format!("{slot:?} will be created"))
+            }
+            Ok(SlotPlan::Recreate) => Prerequisite::ok(
+                "replication slot",
+                format!(
+                    "{slot:?} was created by this task, whose first load did not finish: it will be \
+                     created again"
+                ),
+            ),
+            Ok(SlotPlan::Resume) => Prerequisite::ok(
+                "replication slot",
+                format!(
+                    "{slot:?} belongs to this task; it resumes from {}",
+                    self.checkpoint
+                        .as_ref()
+                        .map_or(String::new(), |c| Lsn(c.position.0).to_string())
+                ),
+            ),
+            Ok(SlotPlan::Lost { reason, .. }) if self.resnapshot => Prerequisite::warning(
+                "replication slot",
+                format!("{reason}; cdc.on_slot_lost = \"resnapshot\": a new slot and a new full load"),
+                "nothing to do; set cdc.on_slot_lost = \"fail\" to decide yourself",
+            ),
+            Ok(SlotPlan::Lost { reason, .. }) => Prerequisite::missing(
+                "replication slot",
+                format!("{reason}. inlet never recreates a slot silently"),
+                format!(
+                    "drop the slot if it is still there (SELECT pg_drop_replication_slot('{slot}')) \
+                     and the task checkpoint ({checkpoint_at}), then run the task again for a new \
+                     full load; or set cdc.on_slot_lost = \"resnapshot\" to do this automatically"
+                ),
+            ),
+        });
+        let (count, max) = self.slots;
+        let needs_slot = matches!(self.plan, Ok(SlotPlan::Create))
+            || matches!(
+                self.plan,
+                Ok(SlotPlan::Lost {
+                    drop_slot: false,
+                    ..
+                })
+            );
+        if needs_slot && count >= max {
+            out.push(Prerequisite::missing(
+                "free replication slot",
+                format!(
+                    "the server has {count} replication slots and max_replication_slots = {max}: \
+                     creating {slot:?} would fail"
+                ),
+                "drop a slot nothing uses (SELECT slot_name, active FROM pg_replication_slots; \
+                 SELECT pg_drop_replication_slot('<name>')), or raise max_replication_slots and \
+                 restart PostgreSQL",
+            ));
+        }
+        if let Some(refusal) = self.publication.identity_refusal(publication) {
+            out.push(Prerequisite::missing(
+                "replica identity",
+                refusal,
+                self.publication
+                    .no_identity
+                    .iter()
+                    .map(|t| t.fix())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ));
+        }
+        if let Some((detail, fix)) = &self.publication.denied {
+            out.push(Prerequisite::missing(
+                "publication",
+                detail.clone(),
+                fix.clone(),
+            ));
+        } else if !self.publication.exists {
+            out.push(Prerequisite::ok(
+                "publication",
+                format!("{publication:?} will be created"),
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(plugin: &str, database: &str, confirmed: u64) -> SlotState {
+        SlotState {
+            plugin: Some(plugin.into()),
+            database: Some(database.into()),
+            wal_status: Some("reserved".into()),
+            confirmed_flush: Some(Lsn(confirmed)),
+            active_pid: None,
+        }
+    }
+
+    fn checkpoint(position: u64, slot: &str) -> Checkpoint {
+        Checkpoint {
+            position: Position(position),
+            facts: vec![(SLOT_FACT.into(), slot.into())],
+        }
+    }
+
+    fn plan(
+        checkpoint: Option<&Checkpoint>,
+        record: Option<&SlotRecord>,
+        slot_now: Option<&SlotState>,
+    ) -> Result<SlotPlan, String> {
+        plan_slot(&StartFacts {
+            slot: "inlet_t",
+            task: "t",
+            database: "app",
+            publication: "inlet_t",
+            checkpoint,
+            checkpoint_at: "out/_inlet/t/checkpoint",
+            record,
+            record_at: "out/_inlet/t.slot/checkpoint",
+            slot_now,
+            server_at: Lsn(0x5000),
+            publication_exists: true,
+        })
+    }
+
+    #[test]
+    fn only_a_slot_proven_to_be_the_tasks_is_used_or_dropped() {
+        let ours = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000));
+        // Nothing yet: create.
+        assert_eq!(plan(None, None, None), Ok(SlotPlan::Create));
+        // Interrupted first load: the record names the slot, which never moved.
+        let fresh = slot("pgoutput", "app", 0x1000);
+        assert_eq!(
+            plan(None, Some(&ours), Some(&fresh)),
+            Ok(SlotPlan::Recreate)
+        );
+        // The same slot name without a record: another tool's or another task's.
+        let e = plan(None, None, Some(&fresh)).unwrap_err();
+        assert!(e.contains("this task did not create it"), "{e}");
+        // A record of another task (a task whose name gives the same slot name).
+        let theirs = SlotRecord::new("inlet_t", "T", "app", Lsn(0x1000));
+        assert!(plan(None, Some(&theirs), Some(&fresh)).is_err());
+        // Ours once, but it streamed since and the checkpoint is gone: not dropped.
+        let moved = slot("pgoutput", "app", 0x2000);
+        let e = plan(None, Some(&ours), Some(&moved)).unwrap_err();
+        assert!(e.contains("drop the slot as well"), "{e}");
+        // Another plugin or database: never ours.
+        let other = slot("wal2json", "app", 0x1000);
+        assert!(plan(None, Some(&ours), Some(&other))
+            .unwrap_err()
+            .contains("wal2json"));
+        let elsewhere = slot("pgoutput", "billing", 0x1000);
+        assert!(plan(None, Some(&ours), Some(&elsewhere))
+            .unwrap_err()
+            .contains("billing"));
+        // Resume: the checkpoint names the slot, which confirmed nothing past it.
+        let cp = checkpoint(0x3000, "inlet_t");
+        assert_eq!(plan(Some(&cp), None, Some(&moved)), Ok(SlotPlan::Resume));
+        // Something else streamed from it past the checkpoint.
+        let ahead = slot("pgoutput", "app", 0x4000);
+        let e = plan(Some(&cp), None, Some(&ahead)).unwrap_err();
+        assert!(e.contains("something else streamed from it"), "{e}");
+        // A checkpoint of another slot.
+        let e = plan(Some(&checkpoint(0x3000, "debezium")), None, Some(&moved)).unwrap_err();
+        assert!(e.contains("source.slot now names \"inlet_t\""), "{e}");
+        // A checkpoint ahead of the server.
+        let e = plan(Some(&checkpoint(0x6000, "inlet_t")), None, Some(&moved)).unwrap_err();
+        assert!(
+            e.contains("ahead of the server's WAL, which is at 0/5000"),
+            "{e}"
+        );
+        // A checkpoint whose slot is gone: lost, nothing to drop.
+        assert!(matches!(
+            plan(Some(&cp), None, None),
+            Ok(SlotPlan::Lost {
+                drop_slot: false,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_slot_record_round_trips() {
+        let r = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1234));
+        assert_eq!(SlotRecord::from_checkpoint(&r.to_checkpoint()), Some(r));
+        assert_eq!(SlotRecord::from_checkpoint(&checkpoint(1, "inlet_t")), None);
+    }
+}
