@@ -867,3 +867,81 @@ async fn full_load_failing_in_one_table_leaves_no_partial_table() {
         assert!(error_line.contains(said), "{said:?} not in {error_line}");
     }
 }
+
+/// What s3_summary.py reads under a prefix: (keys, rows, sum of id).
+fn s3_summary(endpoint: &str, prefix: &str) -> (Vec<String>, u64, i64) {
+    let py = Command::new(common::python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/readers/s3_summary.py"
+        ))
+        .args([endpoint, "lake", prefix])
+        .output()
+        .expect("run s3_summary.py");
+    assert!(
+        py.status.success(),
+        "s3_summary.py: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let keys = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    (
+        keys,
+        v["rows"].as_u64().unwrap(),
+        v["id_sum"].as_i64().unwrap(),
+    )
+}
+
+/// 13.13: the same failure on S3 (moto): the failed table's objects are deleted, the others
+/// hold exactly the source's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_load_failing_in_one_table_on_s3_leaves_no_partial_table() {
+    let pg = common::PgServer::start();
+    let client = pg.client("postgres").await;
+    three_table_source(&client).await;
+    client
+        .batch_execute("UPDATE big SET t = '24:00:00' WHERE id = 200000")
+        .await
+        .unwrap();
+    let mut moto = common::Moto::start();
+    moto.create_bucket("lake");
+    let (dir, _) = tempdir();
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let s3_task = |policy: &str| {
+        three_table_task(&pg.url("postgres"), Path::new("unused"), policy)
+            .replace("url = \"unused\"", "url = \"s3://lake/raw\"")
+    };
+    let lenient = task_file(dir.path(), "lenient", &s3_task("null"));
+    let (code, stdout, stderr) =
+        common::inlet_with_env(&["full-load", "-c", lenient.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (keys, rows, _) = s3_summary(&moto.endpoint, "raw/public/big/");
+    assert!(keys.len() >= 4 && rows == 200_000, "{keys:?} {rows}");
+
+    let strict = task_file(dir.path(), "strict", &s3_task("fail"));
+    let (code, stdout, stderr) =
+        common::inlet_with_env(&["full-load", "-c", strict.to_str().unwrap()], &env);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(!stderr.contains(SECRET), "{stderr}");
+    assert_eq!(
+        s3_summary(&moto.endpoint, "raw/public/big/"),
+        (vec![], 0, 0),
+        "{stderr}"
+    );
+    assert!(stderr.contains("public.big: not loaded; its "), "{stderr}");
+    // Each worker that read rows of a table writes its own file: one or two here.
+    let (keys, rows, id_sum) = s3_summary(&moto.endpoint, "raw/public/bloat/");
+    assert_eq!((rows, id_sum), (21, 210 + 250_000), "{keys:?}");
+    let (keys, rows, id_sum) = s3_summary(&moto.endpoint, "raw/public/tiny/");
+    assert_eq!((keys.len(), rows, id_sum), (1, 50, 1275));
+}
