@@ -835,3 +835,65 @@ fn mysql_xa_transactions_reach_the_target_once_when_committed() {
     let changes = change_rows_by_id(&table);
     assert_eq!(changes, audit, "change files differ from the audit log");
 }
+
+/// `server_id = 0` is refused when the task file is loaded (exit 2, naming the key and what to
+/// do): with it the server ends the binlog stream at once and the task would loop forever.
+#[test]
+fn mysql_server_id_zero_is_refused_at_config_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let body = task("mysql://root@127.0.0.1:1/shop", &out).replace(
+        "heartbeat_seconds = 1",
+        "heartbeat_seconds = 1\nserver_id = 0",
+    );
+    assert!(body.contains("server_id = 0"));
+    let cfg = task_file(dir.path(), "my", &body);
+    let cfg = cfg.to_str().unwrap();
+    for args in [
+        vec!["run", "-c", cfg, "--listen", "127.0.0.1:0"],
+        vec!["check", "-c", cfg],
+    ] {
+        let (code, stdout, stderr) = common::inlet(&args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("source.server_id: 0 is not a valid replica id")
+                && stderr.contains("remove the key"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        !out.join("_inlet/my-cdc/checkpoint").exists(),
+        "no checkpoint is written"
+    );
+}
+
+/// A host that accepts TCP connections and never answers: `inlet check` gives up within the
+/// connect timeout (30 s) with a message naming the host and the timeout.
+#[test]
+fn mysql_check_against_a_silent_host_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming() {
+            held.push(s); // accepted, never answered
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "my",
+        &task(&format!("mysql://root@127.0.0.1:{port}/shop"), &out),
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(took < Duration::from_secs(45), "took {took:?}");
+    let text = format!("{stdout}{stderr}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")) && text.contains("no answer within 30 s"),
+        "{text}"
+    );
+}

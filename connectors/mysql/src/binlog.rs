@@ -189,7 +189,10 @@ pub(crate) fn uuid_text(sid: &[u8; 16]) -> String {
 
 /// Where events come from.
 pub(crate) enum EventFeed {
-    Server(Box<BinlogStream>),
+    /// A dump connection, and how long it may stay silent: the server sends a heartbeat every
+    /// `heartbeat_seconds` when it has nothing else, so silence beyond a few of them means the
+    /// connection is dead.
+    Server(Box<BinlogStream>, std::time::Duration),
     /// Events already read (binlog files read offline, for tests and tools).
     Events(VecDeque<Event>),
 }
@@ -198,11 +201,21 @@ impl EventFeed {
     /// The next event; None when the feed has ended.
     pub async fn next(&mut self) -> Result<Option<Event>, String> {
         let event = match self {
-            EventFeed::Server(stream) => match stream.next().await {
-                None => None,
-                Some(Ok(e)) => Some(e),
-                Some(Err(e)) => return Err(crate::error::describe(&e)),
-            },
+            EventFeed::Server(stream, silence) => {
+                match tokio::time::timeout(*silence, stream.next()).await {
+                    Err(_) => {
+                        return Err(format!(
+                            "timed out: no event and no heartbeat from the server in {} s (3 \
+                             heartbeat periods and 10 s); the connection is dead or the server \
+                             hangs",
+                            silence.as_secs()
+                        ))
+                    }
+                    Ok(None) => None,
+                    Ok(Some(Ok(e))) => Some(e),
+                    Ok(Some(Err(e))) => return Err(crate::error::describe(&e)),
+                }
+            }
             EventFeed::Events(q) => q.pop_front(),
         };
         Ok(event)
@@ -210,7 +223,7 @@ impl EventFeed {
 
     pub async fn close(self) -> Result<(), String> {
         match self {
-            EventFeed::Server(stream) => {
+            EventFeed::Server(stream, _) => {
                 stream.close().await.map_err(|e| crate::error::describe(&e))
             }
             EventFeed::Events(_) => Ok(()),
@@ -280,7 +293,8 @@ pub(crate) async fn open_stream(
         .get_binlog_stream(request)
         .await
         .map_err(|e| connector.query_error("starting the binlog dump", &e))?;
-    Ok(EventFeed::Server(Box::new(stream)))
+    let silence = std::time::Duration::from_secs(3 * u64::from(connector.heartbeat_seconds()) + 10);
+    Ok(EventFeed::Server(Box::new(stream), silence))
 }
 
 /// Reads a binlog file's events, unpacking compressed transactions the way the dump connection

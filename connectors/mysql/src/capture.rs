@@ -931,13 +931,16 @@ impl BinlogCapture {
                 if let Some(name) = dml_target(&words, &lower) {
                     let id = table_id(&name, schema);
                     if self.by_name.contains_key(&id) {
+                        // The statement's text holds row values: it stays out of the
+                        // message, which reaches logs and /status.
+                        let kind = lower.first().map(String::as_str).unwrap_or_default();
                         return Err(self.error(format!(
                             "{id}: a change was logged as a statement, not as rows (a session \
                              or an upstream primary with binlog_format = STATEMENT or MIXED), \
-                             so its rows cannot be read from the binlog: {:?}. Make every writer \
-                             use ROW (SET GLOBAL binlog_format = 'ROW', and no SET SESSION \
-                             binlog_format), then run a new full load of the table",
-                            sql.chars().take(120).collect::<String>()
+                             so its rows cannot be read from the binlog: an {} statement. Make \
+                             every writer use ROW (SET GLOBAL binlog_format = 'ROW', and no SET \
+                             SESSION binlog_format), then run a new full load of the table",
+                            kind.to_ascii_uppercase()
                         )));
                     }
                 }

@@ -88,6 +88,9 @@ impl std::fmt::Debug for MysqlConnector {
     }
 }
 
+/// How long opening a connection may take, from TCP connect to the end of the session setup.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Statements every inlet session runs first: UTC for TIMESTAMP values, utf8mb4 so the server
 /// converts text of any column charset to UTF-8, and no statement time limit for long chunk
 /// reads.
@@ -99,6 +102,18 @@ impl MysqlConnector {
             return Err(MysqlError::Config {
                 key: "url",
                 message: "expected mysql://user@host:port/database".to_string(),
+            });
+        }
+        if source.server_id == Some(0) {
+            // A replica registering with id 0 is refused by MySQL and, on MariaDB, has its dump
+            // ended at once: the task would loop on "the server ended the change stream".
+            return Err(MysqlError::Config {
+                key: "server_id",
+                message: "0 is not a valid replica id (the server ends the binlog stream of a \
+                          replica with id 0); set a number from 1 to 4294967295 that no server \
+                          and no other replica uses, or remove the key to use one derived from \
+                          the task name"
+                    .to_string(),
             });
         }
         // mysql_async only knows the mysql scheme.
@@ -176,17 +191,41 @@ impl MysqlConnector {
 
     /// Opens a connection with inlet's session settings. Under `tls = "prefer"` a server that
     /// offers no TLS is connected to in plain TCP.
+    /// A host that accepts the TCP connection and never answers (a half-dead server, a
+    /// firewall that swallows packets) fails after [`CONNECT_TIMEOUT`].
     pub async fn connect(&self) -> Result<Conn, MysqlError> {
-        match Conn::new(self.opts.clone()).await {
+        match self.connect_with(self.opts.clone()).await? {
             Ok(conn) => Ok(conn),
             Err(mysql_async::Error::Driver(
                 mysql_async::DriverError::NoClientSslFlagFromServer,
             )) if self.tls == TlsMode::Prefer => {
                 let plain = OptsBuilder::from_opts(self.opts.clone()).ssl_opts(None::<SslOpts>);
-                Conn::new(plain).await.map_err(|e| self.connect_error(&e))
+                self.connect_with(plain.into())
+                    .await?
+                    .map_err(|e| self.connect_error(&e))
             }
             Err(e) => Err(self.connect_error(&e)),
         }
+    }
+
+    /// One connection attempt (TCP, TLS, handshake, session settings) within
+    /// [`CONNECT_TIMEOUT`]; the outer error is the timeout.
+    async fn connect_with(
+        &self,
+        opts: Opts,
+    ) -> Result<Result<Conn, mysql_async::Error>, MysqlError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
+            .await
+            .map_err(|_| MysqlError::Connect {
+                server: self.server.clone(),
+                reason: format!(
+                    "timed out: no answer within {} s (connect, handshake and session setup); \
+                     check that {}:{} is a MySQL or MariaDB server reachable from here",
+                    CONNECT_TIMEOUT.as_secs(),
+                    self.opts.ip_or_hostname(),
+                    self.opts.tcp_port()
+                ),
+            })
     }
 
     fn connect_error(&self, e: &mysql_async::Error) -> MysqlError {

@@ -844,7 +844,9 @@ async fn a_statement_format_change_to_a_captured_table_stops_the_capture() {
         err.contains("sf.kept: a change was logged as a statement, not as rows"),
         "{err}"
     );
-    assert!(err.contains("INSERT INTO sf.kept VALUES (1, 1)"), "{err}");
+    // The statement kind, never its text: values stay out of logs and /status.
+    assert!(err.contains("an INSERT statement"), "{err}");
+    assert!(!err.contains("VALUES") && !err.contains("(1, 1)"), "{err}");
 }
 
 /// Reads until `commits` transactions committed, keeping the rows of `table` taken after each
