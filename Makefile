@@ -68,6 +68,7 @@ test: setup
 # Not under nextest: its 10-minute stop for a hung test would end a soak.
 soak: setup
 	$(CARGO) test --test pg_source_events -- --ignored soak_random_events --nocapture
+	$(CARGO) test --test mysql_source_events -- --ignored mysql_soak_random_events --nocapture
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)

@@ -106,8 +106,9 @@ fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path, log: &Path)
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
-                "inlet exited early with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
+                "inlet exited early with {status}:\n{}\nbinlogs now:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default(),
+                db.admin("SHOW BINARY LOGS")
             );
         }
         let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
@@ -136,7 +137,8 @@ fn client_bin() -> PathBuf {
         .expect("the mariadb client (make setup)")
 }
 
-/// Transactions of every kind on the three tables until `stop`, each named by `@inlet_tx` for
+/// Transactions of every kind on the three tables until `stop` (inserts name their columns:
+/// ev_full gains columns), each named by `@inlet_tx` for
 /// the audit log, through the server's restarts: a round the server interrupts is given up and
 /// the next one starts on a new connection. Whether a commit in flight during a crash took
 /// effect is for the audit log to say, not the workload.
@@ -159,9 +161,9 @@ fn spawn_workload(
                 "USE {SCHEMA};
                  SET @inlet_tx = {tx} + 1;
                  BEGIN;
-                   INSERT INTO ev_default VALUES ({a}, 0, 'new'), ({b}, 0, 'new');
-                   INSERT INTO ev_full VALUES ({a}, 0, REPEAT('x', 1000));
-                   INSERT INTO ev_code VALUES ({a}, 'c{a}', 0);
+                   INSERT INTO ev_default (id, v, note) VALUES ({a}, 0, 'new'), ({b}, 0, 'new');
+                   INSERT INTO ev_full (id, v, big) VALUES ({a}, 0, REPEAT('x', 1000));
+                   INSERT INTO ev_code (id, code, v) VALUES ({a}, 'c{a}', 0);
                  COMMIT;
                  SET @inlet_tx = {tx} + 2;
                  UPDATE ev_default SET v = v + 1 WHERE id % 5 = {r} AND id < 200;
@@ -178,7 +180,7 @@ fn spawn_workload(
                  COMMIT;
                  SET @inlet_tx = {tx} + 6;
                  BEGIN;
-                   INSERT INTO ev_default VALUES ({a} + 500000000, 0, 'rolled back');
+                   INSERT INTO ev_default (id, v, note) VALUES ({a} + 500000000, 0, 'rolled back');
                    UPDATE ev_full SET v = -1 WHERE id = {a};
                  ROLLBACK;
                  SET @inlet_tx = {tx} + 7;
@@ -186,7 +188,7 @@ fn spawn_workload(
                  SET @inlet_tx = {tx} + 8;
                  BEGIN;
                    UPDATE ev_default SET v = v + 1 WHERE id = {r} + 300;
-                   INSERT INTO ev_code VALUES ({b}, 'c{b}', 0);
+                   INSERT INTO ev_code (id, code, v) VALUES ({b}, 'c{b}', 0);
                    UPDATE ev_code SET id = id + 20000000, v = v + 1 WHERE id = {r} + 600;
                  COMMIT;"
             );
@@ -255,6 +257,25 @@ fn source_rows(db: &MariaDbServer, table: &str, columns: &[String]) -> Vec<Vec<O
     .collect()
 }
 
+/// Copies the server's data folder (its binlogs) to `to` when the test fails, before the
+/// server and its folder go.
+struct CopyOnPanic {
+    from: PathBuf,
+    to: Option<PathBuf>,
+}
+
+impl Drop for CopyOnPanic {
+    fn drop(&mut self) {
+        if let (true, Some(to)) = (std::thread::panicking(), &self.to) {
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(&self.from)
+                .arg(to)
+                .status();
+        }
+    }
+}
+
 /// An event the server, the operator or a crash puts a streaming task through.
 #[derive(Debug, Clone, Copy)]
 enum Event {
@@ -305,12 +326,43 @@ fn scenario(target: Target, events: &mut dyn Iterator<Item = Event>, pause: Dura
          INSERT INTO ev_code SELECT seq, CONCAT('c', seq), 0 FROM seq_1_to_1000;"
     ));
     mysql_audit::install(&db, SCHEMA, &TABLES);
-    let first_file = binlog_end(&db).0;
+    // A commit after the DDL above, before the task starts. Until a transaction commits after
+    // a rotation that a DDL caused (these triggers cross max_binlog_size), MariaDB 10.11 can
+    // report Binlog_snapshot_file/position as the new file with the old file's end offset
+    // (e.g. mariadb-bin.000005:4354, 4354 being where 000004's Rotate event starts); inlet takes
+    // that for its start and stops (see this test's report). The row is in the audit database,
+    // which the task does not capture, and goes with the clear below.
+    db.admin("INSERT INTO inlet_audit.log (tx, tbl, op) VALUES (0, '-', '-')");
 
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let log = dir.path().join("inlet.log");
-    let cfg = task_file(dir.path(), "events", &task(&db.url(SCHEMA), &out, target));
+    if std::env::var_os("INLET_KEEP").is_some() {
+        // For a post-mortem: the output, the inlet log and the server's binlogs stay.
+        let kept = dir.path().to_path_buf();
+        std::mem::forget(dir);
+        eprintln!(
+            "kept: {} (the server's folder as server/ on a failure)",
+            kept.display()
+        );
+        return scenario_in(target, events, pause, db, &kept);
+    }
+    scenario_in(target, events, pause, db, dir.path())
+}
+
+fn scenario_in(
+    target: Target,
+    events: &mut dyn Iterator<Item = Event>,
+    pause: Duration,
+    mut db: MariaDbServer,
+    dir: &Path,
+) -> Report {
+    let _binlogs = CopyOnPanic {
+        from: db.data_dir(),
+        to: std::env::var_os("INLET_KEEP").map(|_| dir.join("server")),
+    };
+    let first_file = binlog_end(&db).0;
+    let out = dir.join("out");
+    let log = dir.join("inlet.log");
+    let cfg = task_file(dir, "events", &task(&db.url(SCHEMA), &out, target));
     let mut child = spawn(&cfg, &log);
     wait_caught_up(&db, &mut child, &out, &log);
     // The load is done: from here on every audited change must be in a change file.
@@ -343,6 +395,18 @@ fn scenario(target: Target, events: &mut dyn Iterator<Item = Event>, pause: Dura
             }
         }
         std::thread::sleep(pause);
+    }
+    // A few rounds after the last event: the workload still works on the tables as they now
+    // are (an insert that no longer fits ev_full would stop it, and the checks would pass on
+    // a stream that saw no change since).
+    let after = done.load(Ordering::SeqCst) + 3;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < after {
+        assert!(
+            Instant::now() < deadline,
+            "the workload made no progress for 60 s after the last event"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::SeqCst);
     workload.join().unwrap();
