@@ -249,6 +249,14 @@ pub(crate) fn compatible(ours: &MysqlType, theirs: &BinlogColumn, policy: Unrepr
         | (MysqlType::Set { labels: a }, MysqlType::Set { labels: b }) => {
             theirs.labels.is_none() || a == b
         }
+        // MariaDB's uuid/inet6/inet4 reach the binlog as fixed binary strings.
+        (
+            MysqlType::Uuid | MysqlType::Inet6 | MysqlType::Inet4,
+            MysqlType::FixedBinary { .. } | MysqlType::Binary,
+        ) => true,
+        (MysqlType::Uuid | MysqlType::Inet6 | MysqlType::Inet4, MysqlType::String { .. }) => {
+            theirs.collation.is_none() || theirs.collation == Some(63)
+        }
         (MysqlType::Text { .. }, MysqlType::Text { .. }) => true,
         (MysqlType::Text { .. }, MysqlType::Decimal { .. } | MysqlType::String { .. }) => true,
         (a, b) => a == b,

@@ -66,6 +66,12 @@ pub(crate) enum MysqlType {
     },
     /// geometry types: WKB, without MySQL's leading 4-byte SRID.
     Geometry,
+    /// MariaDB's fixed-size binary types with a text form: `uuid` (16 bytes), `inet6` (16),
+    /// `inet4` (4). The full load reads the server's text; the binlog carries the stored
+    /// bytes, which are rendered to the same text.
+    Uuid,
+    Inet6,
+    Inet4,
 }
 
 impl MysqlType {
@@ -85,7 +91,10 @@ impl MysqlType {
             | MysqlType::String { .. }
             | MysqlType::Json
             | MysqlType::Enum { .. }
-            | MysqlType::Bits { .. } => DataType::Utf8,
+            | MysqlType::Bits { .. }
+            | MysqlType::Uuid
+            | MysqlType::Inet6
+            | MysqlType::Inet4 => DataType::Utf8,
             MysqlType::Binary | MysqlType::FixedBinary { .. } | MysqlType::Geometry => {
                 DataType::Binary
             }
@@ -227,7 +236,10 @@ pub(crate) fn plan_column(
         },
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
         | "multipolygon" | "geometrycollection" | "geomcollection" => MysqlType::Geometry,
-        // MariaDB's uuid, inet4/inet6 and anything newer: the server's text form.
+        "uuid" => MysqlType::Uuid,
+        "inet6" => MysqlType::Inet6,
+        "inet4" => MysqlType::Inet4,
+        // Anything newer: the server's text form.
         _ => MysqlType::String {
             charset: "utf8mb4".into(),
         },

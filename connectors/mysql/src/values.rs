@@ -21,6 +21,54 @@ use mysql_common::Value;
 use crate::charset::decode_text;
 use crate::types::MysqlType;
 
+/// The text MariaDB shows for the stored bytes of a `uuid`, `inet6` or `inet4` value (as the
+/// binlog carries them; trailing zero bytes may be cut, as for any fixed binary string).
+fn render_fixed_binary(
+    kind: &MysqlType,
+    stored: &[u8],
+    out: &mut String,
+) -> Result<(), ValueError> {
+    use std::fmt::Write;
+    let len = if *kind == MysqlType::Inet4 { 4 } else { 16 };
+    if stored.len() > len {
+        return Err(ValueError::Malformed(format!(
+            "{} bytes for a {len}-byte value",
+            stored.len()
+        )));
+    }
+    let mut b = [0u8; 16];
+    b[..stored.len()].copy_from_slice(stored);
+    // Writing to a String cannot fail.
+    let _ = match kind {
+        MysqlType::Inet4 => write!(out, "{}", std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+        MysqlType::Inet6 => write!(out, "{}", std::net::Ipv6Addr::from(b)),
+        _ => {
+            // MariaDB stores an RFC 4122 time-based UUID (variant bit set in byte 8 of the
+            // text order) with its groups reversed, for index locality: node(6), clock_seq(2),
+            // time_hi(2), time_mid(2), time_low(4). Stored byte 6 then holds the variant bit.
+            let text_order: [u8; 16] = if b[6] & 0x80 != 0 {
+                let mut t = [0u8; 16];
+                t[0..4].copy_from_slice(&b[12..16]);
+                t[4..6].copy_from_slice(&b[10..12]);
+                t[6..8].copy_from_slice(&b[8..10]);
+                t[8..10].copy_from_slice(&b[6..8]);
+                t[10..16].copy_from_slice(&b[0..6]);
+                t
+            } else {
+                b
+            };
+            for (i, x) in text_order.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    out.push('-');
+                }
+                let _ = write!(out, "{x:02x}");
+            }
+            Ok(())
+        }
+    };
+    Ok(())
+}
+
 /// Days between 0001-01-01 (chrono's day 1 of the common era) and 1970-01-01.
 const UNIX_EPOCH_CE_DAYS: i32 = 719_163;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -317,6 +365,19 @@ impl ColumnBuilder {
                 }
                 other => return Err(unexpected(other, "enum")),
             },
+            (Builder::Utf8(b), MysqlType::Uuid | MysqlType::Inet6 | MysqlType::Inet4) => {
+                match value {
+                    Value::Bytes(v) if origin == Origin::Snapshot => {
+                        b.append_value(decode_text(v, "utf8mb4")?.as_ref())
+                    }
+                    Value::Bytes(v) => {
+                        self.scratch.clear();
+                        render_fixed_binary(kind, v, &mut self.scratch)?;
+                        b.append_value(&self.scratch)
+                    }
+                    other => return Err(unexpected(other, "uuid/inet")),
+                }
+            }
             (Builder::Utf8(b), MysqlType::Bits { width }) => match value {
                 Value::Bytes(v) => {
                     self.scratch.clear();

@@ -1022,3 +1022,57 @@ async fn character_columns_after_a_geometry_column_keep_their_charsets() {
         ["id Int32", "g Binary", "s Utf8", "l Utf8", "b Binary", "tx Utf8", "e Utf8"]
     );
 }
+
+/// MariaDB's uuid, inet6 and inet4 columns: the binlog carries their stored bytes, the full
+/// load their text; the change rows hold the same text as the load, and the TABLE_MAP matches
+/// the discovered table (no schema change from string to binary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuid_and_inet_columns_read_the_same_in_the_load_and_the_binlog() {
+    let server = MariaDbServer::start();
+    server.admin(
+        "CREATE DATABASE u; CREATE TABLE u.t (id INT PRIMARY KEY, u UUID, i6 INET6, i4 INET4, s VARCHAR(10))",
+    );
+    let rows =
+        "(1, '6ccd780c-baba-1026-9564-5b8c656024db', '2001:db8::ff00:42:8329', '192.0.2.1', 'a'),
+        (2, '0192b1a0-0000-7000-8000-000000000001', '::ffff:192.0.2.128', '0.0.0.0', 'b'),
+        (3, '00000000-0000-0000-0000-000000000000', '::1', '255.255.255.255', 'c'),
+        (4, 'ffffffff-ffff-ffff-ffff-ffffffffffff', 'fe80::1:0:0:0', '10.0.0.1', 'd'),
+        (5, '123e4567-e89b-42d3-a456-426614174000', '::', '127.0.0.1', 'e'),
+        (6, NULL, NULL, NULL, 'f')";
+    let c = connector(&server, "u");
+    let tables = tables(&c, "u.*", Unrepresentable::Fail).await;
+    let types: Vec<String> = tables[0]
+        .schema
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.data_type()))
+        .collect();
+    assert_eq!(
+        types,
+        ["id Int32", "u Utf8", "i6 Utf8", "i4 Utf8", "s Utf8"]
+    );
+    let start = master_position(&server);
+    let mut capture = BinlogCapture::start(
+        &c,
+        4503,
+        &StartFrom::Position(start),
+        &tables,
+        &[None],
+        options("u.*", Unrepresentable::Fail, 10_000),
+    )
+    .await
+    .unwrap();
+    server.admin(&format!("INSERT INTO u.t VALUES {rows}"));
+    let (_, changes) = read_rows(&mut capture, 0, 1).await;
+    let loaded = snapshot_rows(&c, &tables).await;
+    assert_eq!(loaded[0][0][1], "6ccd780c-baba-1026-9564-5b8c656024db");
+    let from_binlog: Vec<Vec<String>> = changes
+        .iter()
+        .map(|r| {
+            assert_eq!(r[0], "I");
+            r[1..].to_vec()
+        })
+        .collect();
+    assert_eq!(from_binlog, loaded[0]);
+    assert_eq!(capture.schema(0).unwrap(), &tables[0].schema);
+}
