@@ -38,7 +38,7 @@ use crate::position::{
     MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
 };
 use crate::rows::{compatible, describe_table_map, read_image, BinlogColumn, Image, TableMapping};
-use crate::types::MysqlType;
+use crate::types::{plan_column, MysqlType};
 use crate::values::{ColumnBuilder, Origin, ValueError};
 
 /// The settings a capture runs with (the task's `[cdc]` and `[values]` sections).
@@ -369,6 +369,15 @@ pub struct BinlogCapture {
     last_end: Option<Position>,
     /// XA transactions prepared and not yet committed or rolled back, by xid ([`xa_key`]).
     prepared_xa: HashMap<String, PreparedXa>,
+    /// For reading a table's columns from the catalog after an ALTER (None offline).
+    connector: Option<MysqlConnector>,
+    /// Captured tables an ALTER changed, whose catalog columns are read before the next event.
+    altered: Vec<TableId>,
+    /// Per table, its columns as the catalog showed them after its last ALTER: name →
+    /// (COLUMN_TYPE, CHARACTER_SET_NAME). A column a TABLE_MAP adds is planned from these, as
+    /// discovery plans it (the binlog cannot tell `tinyint(1)` from `tinyint`, nor `uuid` from
+    /// `binary(16)`).
+    catalog_columns: HashMap<TableId, HashMap<String, (String, Option<String>)>>,
     /// Whether the server sends its events with a CRC32 (`binlog_checksum`), as the stream
     /// asks it to whenever the binlog has them.
     checksums: bool,
@@ -419,6 +428,7 @@ impl BinlogCapture {
         let feed = open_stream(connector, flavor, server_id, start).await?;
         let mut capture =
             Self::with_feed(feed, flavor, connector.server(), tables, committed, options);
+        capture.connector = Some(connector.clone());
         if let StartFrom::Position(p) = start {
             capture.set_file(&p.file);
         }
@@ -499,6 +509,9 @@ impl BinlogCapture {
             checksums: false,
             last_end: None,
             prepared_xa: HashMap::new(),
+            connector: None,
+            altered: Vec::new(),
+            catalog_columns: HashMap::new(),
             tables_changed: false,
         }
     }
@@ -539,7 +552,11 @@ impl BinlogCapture {
                 Err(message) => return Err(self.error(message)),
             };
             self.bytes_received += event.header().event_size() as usize;
-            if let Some(ev) = self.apply(&event)? {
+            let out = self.apply(&event)?;
+            if !self.altered.is_empty() {
+                self.read_catalog_columns().await;
+            }
+            if let Some(ev) = out {
                 return Ok(Some(ev));
             }
         }
@@ -902,6 +919,16 @@ impl BinlogCapture {
                 }
             }
             Some("drop") | Some("rename") | Some("alter") | Some("create") => {
+                if first == Some("alter") {
+                    if let Some(at) = lower.iter().position(|w| w == "table") {
+                        if let Some(name) = words.get(at + 1) {
+                            let id = table_id(name.trim_end_matches(','), schema);
+                            if self.by_name.contains_key(&id) {
+                                self.altered.push(id);
+                            }
+                        }
+                    }
+                }
                 if first != Some("create") {
                     // The table maps of the old shape must not decode a later row.
                     self.maps.clear();
@@ -948,6 +975,46 @@ impl BinlogCapture {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Reads the columns of the tables an ALTER changed from the catalog. A failure only
+    /// costs the finer plan: the columns are then planned from the binlog alone.
+    async fn read_catalog_columns(&mut self) {
+        use mysql_async::prelude::Queryable;
+        let ids = std::mem::take(&mut self.altered);
+        let Some(connector) = self.connector.clone() else {
+            return;
+        };
+        let mut conn = match connector.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the altered tables' columns; planning them from the binlog");
+                return;
+            }
+        };
+        for id in ids {
+            let rows: Result<Vec<(String, String, Option<String>)>, _> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM \
+                     information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (id.schema.clone(), id.name.clone()),
+                )
+                .await;
+            match rows {
+                Ok(rows) => {
+                    self.catalog_columns.insert(
+                        id,
+                        rows.into_iter()
+                            .map(|(name, ty, cs)| (name, (ty, cs)))
+                            .collect(),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(table = %id, error = %e, "cannot read the table's columns; planning new ones from the binlog")
+                }
+            }
+        }
+        let _ = conn.disconnect().await;
     }
 
     /// `XA START|BEGIN`, `XA END`, `XA COMMIT`, `XA ROLLBACK` statements (MySQL logs the start
@@ -1293,6 +1360,11 @@ impl BinlogCapture {
     ) -> Result<(), MysqlError> {
         let policy = self.options.policy;
         let txn = self.txn.clone();
+        let catalog = self
+            .catalog_columns
+            .get(&self.tables[table].schema.id)
+            .cloned()
+            .unwrap_or_default();
         let t = &mut self.tables[table];
         if let Some(changes) = t.take_committed(table)? {
             t.segments.push(changes);
@@ -1322,7 +1394,12 @@ impl BinlogCapture {
                     kinds.push(t.kinds[j].clone());
                 }
                 None => {
-                    let plan = c.plan(&name, policy);
+                    // As discovery would plan it, when the catalog's type fits the binlog's.
+                    let plan = catalog
+                        .get(&name)
+                        .map(|(ty, cs)| plan_column(&name, ty, cs.as_deref(), true, policy))
+                        .filter(|p| compatible(&p.decoder, c, policy))
+                        .unwrap_or_else(|| c.plan(&name, policy));
                     new_columns.push(column_of(&plan));
                     kinds.push(plan.decoder);
                 }

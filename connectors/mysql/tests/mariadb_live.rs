@@ -64,6 +64,15 @@ fn master_position(server: &MariaDbServer) -> BinlogPosition {
 
 /// Every row of every table in one consistent snapshot, as display strings.
 async fn snapshot_rows(c: &MysqlConnector, tables: &[MysqlTable]) -> Vec<Vec<Vec<String>>> {
+    snapshot_rows_with(c, tables, Unrepresentable::Fail).await
+}
+
+/// [`snapshot_rows`] under a value policy.
+async fn snapshot_rows_with(
+    c: &MysqlConnector,
+    tables: &[MysqlTable],
+    policy: Unrepresentable,
+) -> Vec<Vec<Vec<String>>> {
     let mut snap = ConsistentSnapshot::open(c, 1).await.unwrap();
     let reader = &mut snap.readers[0];
     let mut out = Vec::new();
@@ -75,7 +84,7 @@ async fn snapshot_rows(c: &MysqlConnector, tables: &[MysqlTable]) -> Vec<Vec<Vec
                 bytes: 1 << 20,
             };
             let mut s = reader
-                .read(t, range, limits, Unrepresentable::Fail)
+                .read(t, range, limits, policy)
                 .await
                 .unwrap();
             while let Some(b) = s.next_batch().await.unwrap() {
@@ -1075,4 +1084,69 @@ async fn uuid_and_inet_columns_read_the_same_in_the_load_and_the_binlog() {
         .collect();
     assert_eq!(from_binlog, loaded[0]);
     assert_eq!(capture.schema(0).unwrap(), &tables[0].schema);
+}
+
+/// A `tinyint(1)` column added while the capture runs is Boolean, as discovery (after a
+/// restart) and the full load plan it; a value other than 0 or 1 in it follows the value
+/// policy (NULL under "null") like in the load, instead of stopping the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tinyint1_column_added_during_capture_is_boolean_on_every_path() {
+    let server = MariaDbServer::start();
+    server.admin("CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY, v INT)");
+    let c = connector(&server, "b");
+    let at_start = tables(&c, "b.*", Unrepresentable::Null).await;
+    let start = master_position(&server);
+    let mut capture = BinlogCapture::start(
+        &c,
+        4504,
+        &StartFrom::Position(start),
+        &at_start,
+        &[None],
+        options("b.*", Unrepresentable::Null, 10_000),
+    )
+    .await
+    .unwrap();
+    server.admin(
+        "INSERT INTO b.t VALUES (1, 1);
+         ALTER TABLE b.t ADD COLUMN f TINYINT(1);
+         INSERT INTO b.t VALUES (2, 2, 0), (3, 3, 1), (4, 4, 7);
+         UPDATE b.t SET f = 1 WHERE id = 1;",
+    );
+    let (_, rows) = read_rows(&mut capture, 0, 4).await;
+    let after: Vec<Vec<String>> = rows.iter().skip(1).map(|r| r.to_vec()).collect();
+    assert_eq!(
+        after,
+        [
+            ["I", "2", "2", "false"],
+            ["I", "3", "3", "true"],
+            ["I", "4", "4", "∅"],
+            ["U", "1", "1", "true"],
+        ]
+    );
+    let described = |s: &inlet_core::TableSchema| -> Vec<String> {
+        s.columns
+            .iter()
+            .map(|c| format!("{} {} {}", c.name, c.source_type, c.data_type()))
+            .collect()
+    };
+    let now = tables(&c, "b.*", Unrepresentable::Null).await;
+    assert_eq!(
+        described(&now[0].schema),
+        ["id int Int32", "v int Int32", "f tinyint(1) Boolean"]
+    );
+    assert_eq!(
+        described(capture.schema(0).unwrap()),
+        described(&now[0].schema)
+    );
+    // The load reads the same values.
+    let loaded = snapshot_rows_with(&c, &now, Unrepresentable::Null).await;
+    assert_eq!(
+        loaded[0],
+        [
+            ["1", "1", "true"],
+            ["2", "2", "false"],
+            ["3", "3", "true"],
+            ["4", "4", "∅"]
+        ]
+    );
 }
