@@ -64,8 +64,21 @@ max_delay_ms = 1000
     )
 }
 
+/// A running `inlet run`, SIGKILLed when dropped still running (a failed test must not leave
+/// it retrying against a server that is gone).
+struct Inlet(Child);
+
+impl Drop for Inlet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `inlet run` with its log in a file (a pipe nobody reads would fill and stall it).
-fn spawn(cfg: &Path, log: &Path) -> Child {
+fn spawn(cfg: &Path, log: &Path) -> Inlet {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -83,6 +96,7 @@ fn spawn(cfg: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Inlet)
         .expect("start inlet run")
 }
 
@@ -98,13 +112,13 @@ fn binlog_end(db: &MariaDbServer) -> (u64, u64) {
 
 /// Waits until the task checkpoint covers the binlog's current end (the task follows one
 /// server: epoch 0 of the position).
-fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path, log: &Path) {
+fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
     let (seq, offset) = binlog_end(db);
     let want = (seq << 32) | offset;
     let checkpoint = out.join("_inlet/events/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = inlet.0.try_wait() {
             panic!(
                 "inlet exited early with {status}:\n{}\nbinlogs now:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default(),
@@ -176,7 +190,7 @@ fn spawn_workload(
                    UPDATE ev_default SET id = id + 10000000 WHERE id = {b};
                    UPDATE ev_full SET big = CONCAT(big, 'y'), v = v + 1 WHERE id = {a};
                    DELETE FROM ev_code WHERE id = {a};
-                   UPDATE ev_code SET code = CONCAT(code, 'k'), v = v + 1 WHERE id = {r} + 900;
+                   UPDATE ev_code SET code = CONCAT('c', id, 'k{round}'), v = v + 1 WHERE id = {r} + 900;
                  COMMIT;
                  SET @inlet_tx = {tx} + 6;
                  BEGIN;
@@ -383,8 +397,8 @@ fn scenario_in(
             Event::CleanRestart => db.stop_and_start(),
             Event::CrashRestart => db.restart(),
             Event::KillInlet => {
-                child.kill().unwrap();
-                child.wait().unwrap();
+                child.0.kill().unwrap();
+                child.0.wait().unwrap();
                 child = spawn(&cfg, &log);
             }
             Event::AddColumn => {
@@ -418,8 +432,8 @@ fn scenario_in(
     );
 
     wait_caught_up(&db, &mut child, &out, &log);
-    common::sigterm(&child);
-    let status = child.wait().unwrap();
+    common::sigterm(&child.0);
+    let status = child.0.wait().unwrap();
     assert!(
         status.success(),
         "{}",
