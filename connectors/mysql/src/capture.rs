@@ -37,7 +37,10 @@ use crate::error::MysqlError;
 use crate::position::{
     MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
 };
-use crate::rows::{compatible, describe_table_map, read_image, BinlogColumn, Image, TableMapping};
+use crate::rows::{
+    catalog_lost_characters, compatible, describe_table_map, read_image, BinlogColumn, Image,
+    TableMapping,
+};
 use crate::types::{plan_column, MysqlType};
 use crate::values::{ColumnBuilder, Origin, ValueError};
 
@@ -1327,6 +1330,33 @@ impl BinlogCapture {
                     tracing::info!(table = %id, %change, "schema evolved");
                 }
             }
+        }
+        // Labels the catalog showed with '?' for characters it cannot hold: the binlog's are
+        // whole, and they decode the rows' indexes from here on.
+        for c in &columns {
+            let (Some(name), Some(labels)) = (c.name.as_deref(), c.labels.as_ref()) else {
+                continue;
+            };
+            let t = &mut self.tables[table];
+            let Some(j) = t.schema.columns.iter().position(|s| s.name == name) else {
+                continue;
+            };
+            let whole: Arc<[String]> = labels.clone().into();
+            let kind = match &t.kinds[j] {
+                MysqlType::Enum { labels: ours }
+                    if **ours != **labels && catalog_lost_characters(ours, labels) =>
+                {
+                    MysqlType::Enum { labels: whole }
+                }
+                MysqlType::Set { labels: ours }
+                    if **ours != **labels && catalog_lost_characters(ours, labels) =>
+                {
+                    MysqlType::Set { labels: whole }
+                }
+                _ => continue,
+            };
+            t.data[j].set_labels(&kind);
+            t.kinds[j] = kind;
         }
         let t = &self.tables[table];
         let targets = (0..columns.len())

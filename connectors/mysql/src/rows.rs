@@ -247,7 +247,7 @@ pub(crate) fn compatible(ours: &MysqlType, theirs: &BinlogColumn, policy: Unrepr
         (MysqlType::FixedBinary { .. }, MysqlType::String { .. }) => theirs.collation.is_none(),
         (MysqlType::Enum { labels: a }, MysqlType::Enum { labels: b })
         | (MysqlType::Set { labels: a }, MysqlType::Set { labels: b }) => {
-            theirs.labels.is_none() || a == b
+            theirs.labels.is_none() || a == b || catalog_lost_characters(a, b)
         }
         // MariaDB's uuid/inet6/inet4 reach the binlog as fixed binary strings.
         (
@@ -261,6 +261,23 @@ pub(crate) fn compatible(ours: &MysqlType, theirs: &BinlogColumn, policy: Unrepr
         (MysqlType::Text { .. }, MysqlType::Decimal { .. } | MysqlType::String { .. }) => true,
         (a, b) => a == b,
     }
+}
+
+/// Whether enum/set labels read from the catalog (`ours`) are the binlog's (`theirs`) with the
+/// characters the catalog cannot hold shown as '?': MariaDB keeps column definitions in
+/// utf8mb3, so `information_schema` (and SHOW CREATE TABLE) shows an emoji label as `?`, while
+/// the TABLE_MAP carries it whole.
+pub(crate) fn catalog_lost_characters(ours: &[String], theirs: &[String]) -> bool {
+    ours.len() == theirs.len()
+        && ours.iter().zip(theirs).all(|(a, b)| {
+            a == b || {
+                let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(&b)
+                        .all(|(x, y)| x == y || (*x == '?' && u32::from(*y) > 0xffff))
+            }
+        })
 }
 
 fn same_utf8(a: &str, b: &str) -> bool {

@@ -164,6 +164,14 @@ impl ColumnBuilder {
         }
     }
 
+    /// Replaces the column's enum/set labels (same Arrow type, so the rows already appended
+    /// stay as they are).
+    pub fn set_labels(&mut self, kind: &MysqlType) {
+        if kind.data_type() == self.kind.data_type() {
+            self.kind = kind.clone();
+        }
+    }
+
     pub fn append_null(&mut self) {
         match &mut self.builder {
             Builder::Bool(b) => b.append_null(),
