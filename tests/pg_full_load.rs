@@ -750,9 +750,15 @@ async fn an_exclude_columns_typo_is_refused_and_nothing_is_written() {
         let cfg = task_file(dir.path(), name, &body);
         let (code, _, stderr) = inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
         assert_eq!(code, 2, "{name}: {stderr}");
-        assert!(stderr.contains("tables.exclude_columns"), "{name}: {stderr}");
+        assert!(
+            stderr.contains("tables.exclude_columns"),
+            "{name}: {stderr}"
+        );
         assert!(stderr.contains(expected), "{name}: {stderr}");
-        assert!(!out.join("public").exists(), "{name}: something was written");
+        assert!(
+            !out.join("public").exists(),
+            "{name}: something was written"
+        );
 
         let (code, stdout, stderr) = inlet(&["check", "-c", cfg.to_str().unwrap()]);
         assert_eq!(code, 1, "{name}: {stdout}{stderr}");
@@ -760,7 +766,10 @@ async fn an_exclude_columns_typo_is_refused_and_nothing_is_written() {
             .lines()
             .find(|l| l.contains("tables.exclude_columns"))
             .unwrap_or_else(|| panic!("{name}: no exclude_columns line in {stdout}"));
-        assert!(line.contains("MISSING") && line.contains(expected), "{name}: {stdout}");
+        assert!(
+            line.contains("MISSING") && line.contains(expected),
+            "{name}: {stdout}"
+        );
 
         let cdc = body.replace("mode = \"full-load\"", "mode = \"full-load-and-cdc\"");
         let cfg = task_file(dir.path(), &format!("{name}-cdc"), &cdc);

@@ -160,9 +160,9 @@ pub async fn discover(
 
     selection
         .check_column_exclusions(tables.iter().map(|(oid, id, ..)| {
-            let names = columns.get(oid).map_or_else(Vec::new, |cols| {
-                cols.iter().map(|c| c.0.as_str()).collect()
-            });
+            let names = columns
+                .get(oid)
+                .map_or_else(Vec::new, |cols| cols.iter().map(|c| c.0.as_str()).collect());
             (id, names)
         }))
         .map_err(PgError::Selection)?;

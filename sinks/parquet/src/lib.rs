@@ -15,7 +15,9 @@ mod target;
 pub use changes::{ChangeFile, ChangeFileWritten, ChangeLogTable, Checkpoint};
 pub use config::{ParquetCompression, ParquetTargetConfig};
 pub use error::SinkError;
-pub use load::{Abandoned, FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY};
+pub use load::{
+    Abandoned, FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY,
+};
 pub use target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
 
 #[cfg(test)]
