@@ -200,7 +200,8 @@ impl FullLoadTable {
 
     /// Completes the load once every writer was closed: deletes the table's `LOAD*.parquet`
     /// files numbered above the highest this run wrote (all of them if it wrote none), and
-    /// returns the totals. Fails, deleting nothing, if a writer failed or is still open.
+    /// returns the totals. Fails, deleting nothing, if a writer failed or is still open (the
+    /// caller then abandons the load).
     pub async fn finish(&self) -> Result<LoadSummary, SinkError> {
         let s = &self.shared;
         let open = s.open_writers.load(Ordering::SeqCst);
@@ -223,8 +224,8 @@ impl FullLoadTable {
             return Err(SinkError::Incomplete {
                 table: s.table.clone(),
                 message: format!(
-                    "the full load is incomplete ({why}); older files in {} were left in \
-                     place; run the full load of this table again",
+                    "the full load of {} is incomplete ({why}); run the full load of this \
+                     table again",
                     s.target.location(&s.dir)
                 ),
             });

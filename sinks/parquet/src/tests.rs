@@ -26,6 +26,7 @@ fn config(url: &str) -> ParquetTargetConfig {
         compression_level: 1,
         row_group_rows: 122_880,
         include_op_for_full_load: false,
+        op_column: "Op".into(),
         timestamp_column: None,
         cdc_inserts_only: false,
         cdc_inserts_and_updates: false,
@@ -582,6 +583,54 @@ async fn finish_refuses_incomplete_loads() {
     assert_eq!(files(&tdir), ["LOAD00000001.parquet"]);
     // The earlier run's file is intact.
     assert_eq!(all_ids(dir.path(), &table), (0..10).collect::<Vec<_>>());
+}
+
+/// 13.13: abandoning a load leaves no partial table: a run that completed no file leaves the
+/// earlier complete set as it is; one that replaced part of it deletes every LOAD file of the
+/// table (its own and the earlier run's), and nothing else.
+#[tokio::test]
+async fn abandon_keeps_an_untouched_set_and_deletes_a_mixed_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8")))
+        .expect("target")
+        .with_file_size_bytes(1);
+    let table = small_table("abandoned");
+    let tdir = table_dir(dir.path(), &table);
+    let soon = || std::time::Instant::now() + std::time::Duration::from_secs(5);
+
+    // An earlier run's complete set of 4 files, and a file that is not a LOAD file.
+    load_small(&target, &table, 1, 4, 10).await;
+    std::fs::write(tdir.join("notes.txt"), "keep").expect("write notes");
+
+    // A run whose writer never completed a file (128 MB files): the earlier set stays.
+    let roomy = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8"))).expect("target");
+    let load = roomy.full_load(&table);
+    let mut w = load.writer();
+    w.write(&small_batch(&table, 100..103))
+        .await
+        .expect("write");
+    drop(w);
+    assert_eq!(load.abandon(soon()).await, Abandoned::Untouched);
+    assert_eq!(all_ids(dir.path(), &table), (0..40).collect::<Vec<_>>());
+
+    // A run that replaced files 1 and 2 and then stopped: files 3 and 4 are the earlier run's,
+    // so no consistent set is left; all LOAD files go, notes.txt stays.
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    w.write(&small_batch(&table, 100..103))
+        .await
+        .expect("write");
+    w.write(&small_batch(&table, 103..106))
+        .await
+        .expect("write");
+    drop(w);
+    assert_eq!(load.abandon(soon()).await, Abandoned::Removed { files: 4 });
+    assert_eq!(files(&tdir), ["notes.txt"]);
+    // finish after abandon refuses: the load is not complete.
+    assert!(matches!(
+        load.finish().await,
+        Err(SinkError::Incomplete { .. })
+    ));
 }
 
 #[test]
