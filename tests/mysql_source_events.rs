@@ -324,7 +324,7 @@ fn scenario(target: Target, events: &mut dyn Iterator<Item = Event>, pause: Dura
     // innodb_flush_log_at_trx_commit = 1: a crash must not lose from InnoDB a transaction the
     // binlog holds (at the testkit's 0 recovery could, and the source would not be what its
     // binlog says: a test artefact, not inlet's).
-    let mut db = MariaDbServer::start_with(&[
+    let db = MariaDbServer::start_with(&[
         "--max-binlog-size=4096",
         "--innodb-flush-log-at-trx-commit=1",
     ]);
