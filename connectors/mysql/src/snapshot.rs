@@ -94,6 +94,23 @@ impl ConsistentSnapshot {
     }
 }
 
+/// The size of `file` per `SHOW BINARY LOGS`: None when the list cannot be read, Some(None)
+/// when `file` is not in it.
+async fn binlog_file_size(conn: &mut Conn, file: &str) -> Option<Option<u64>> {
+    let rows: Vec<mysql_async::Row> = match conn.query("SHOW BINARY LOGS").await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!(error = %crate::error::describe(&e), "SHOW BINARY LOGS failed");
+            return None;
+        }
+    };
+    Some(rows.into_iter().find_map(|r| {
+        let name: String = r.get(0)?;
+        let size: u64 = r.get(1)?;
+        (name == file).then_some(size)
+    }))
+}
+
 async fn mariadb_snapshots(
     conns: &mut [Conn],
     connector: &MysqlConnector,
@@ -140,6 +157,24 @@ async fn mariadb_snapshots(
             what: "reading binlog_snapshot_file".into(),
             reason: "empty: the binary log is off; set log_bin in my.cnf and restart".into(),
         });
+    }
+    // After a rotation that a DDL statement caused, with no commit since, MariaDB 10.11 was
+    // seen to report the new file's name with the old file's end offset: a position past the
+    // end of the new file (the stream then fails as an impossible position, or reads from
+    // the middle of an event once the file has grown). Such a point is not used; the locked
+    // snapshot, which reads the position under FLUSH TABLES WITH READ LOCK, is.
+    match binlog_file_size(&mut conns[0], &binlog.file).await {
+        // Not readable (no privilege for it): the point is used as before.
+        None => {}
+        Some(Some(size)) if binlog.offset <= size => {}
+        Some(Some(size)) => {
+            tracing::warn!(file = %binlog.file, offset = binlog.offset, size, "the server's binlog snapshot position is past the end of its file; taking the snapshot under a brief read lock instead");
+            return Ok(None);
+        }
+        Some(None) => {
+            tracing::warn!(file = %binlog.file, "the server's binlog snapshot file is not in SHOW BINARY LOGS; taking the snapshot under a brief read lock instead");
+            return Ok(None);
+        }
     }
     let gtid: Option<String> = conns[0]
         .exec_first(
