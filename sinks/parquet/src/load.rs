@@ -195,6 +195,7 @@ impl FullLoadTable {
             open: None,
             rows_written: 0,
             failed: false,
+            completing: None,
         }
     }
 
@@ -468,6 +469,8 @@ pub struct LoadFileWriter {
     /// Set after an error: the rows of the failed file are lost, so the writer refuses to go on
     /// rather than leave a hole in the load.
     failed: bool,
+    /// The file whose completion is under way, if any.
+    completing: Option<Path>,
 }
 
 struct OpenFile {
@@ -617,6 +620,8 @@ impl LoadFileWriter {
             return Ok(());
         };
         self.shared.touched.store(true, Ordering::SeqCst);
+        // Until the file is counted: a writer dropped in between (its task cancelled) lost it.
+        self.completing = Some(file.path.clone());
         if let Err(source) = file.writer.finish().await {
             let hint = abandon(file.writer, &self.shared.table).await;
             let err = self.write_error(&file.path, source, hint);
@@ -629,6 +634,7 @@ impl LoadFileWriter {
         s.files.fetch_add(1, Ordering::SeqCst);
         s.rows.fetch_add(file.rows, Ordering::SeqCst);
         s.bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.completing = None;
         tracing::debug!(
             table = %s.table,
             file = %s.target.location(&file.path),
@@ -685,6 +691,14 @@ impl LoadFileWriter {
 impl Drop for LoadFileWriter {
     fn drop(&mut self) {
         self.shared.open_writers.fetch_sub(1, Ordering::SeqCst);
+        if let Some(path) = self.completing.take() {
+            // Cancelled while completing a file: whether it was stored is unknown, and its rows
+            // were not counted, so the load cannot finish.
+            self.shared.fail(format!(
+                "a writer was dropped while completing {}",
+                self.shared.target.location(&path)
+            ));
+        }
         let Some(file) = self.open.take() else {
             return;
         };
