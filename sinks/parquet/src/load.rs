@@ -434,14 +434,15 @@ fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef,
             .iter()
             .find(|c| c.name().eq_ignore_ascii_case(f.name()))
         {
-            let key = if *f.name() == *target.op_column && target.include_op {
-                "op_column"
+            let fix = if *f.name() == *target.op_column && target.include_op {
+                "`include_op_for_full_load` adds; set `op_column` to another name (e.g. \
+                 \"dms_op\")"
             } else {
-                "timestamp_column"
+                "`timestamp_column` adds; change `timestamp_column`"
             };
             return Err(format!(
-                "the table has a column {:?}, which collides with the {:?} column that `{key}` \
-                 adds; change `{key}` or exclude/rename the column",
+                "the table has a column {:?}, which collides with the {:?} column that {fix}, \
+                 or exclude/rename the column",
                 c.name(),
                 f.name()
             ));

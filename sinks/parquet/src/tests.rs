@@ -537,7 +537,8 @@ async fn column_collisions_and_bad_batches_are_errors() {
     assert!(matches!(err, SinkError::Schema { .. }), "{err}");
     assert!(err.to_string().contains("app.clash"), "{err}");
     assert!(
-        err.to_string().contains("include_op_for_full_load"),
+        err.to_string().contains("include_op_for_full_load")
+            && err.to_string().contains("set `op_column` to another name"),
         "{err}"
     );
     drop(w);
