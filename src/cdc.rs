@@ -12,8 +12,9 @@ use inlet_core::{
     CaptureEvent, CheckStatus, Position, Prerequisite, TableChanges, TableId, TableSelection,
 };
 use inlet_postgres::{
-    discover, drop_slot, ensure_publication, prerequisites, publication_plan, slot_state,
-    ChangeCapture, Lsn, PgConnector, PostgresSourceConfig, ReplicationConnection, SourceTable,
+    columns_with_unwritten_defaults, discover, drop_slot, ensure_publication, prerequisites,
+    publication_plan, slot_state, ChangeCapture, Lsn, PgConnector, PostgresSourceConfig,
+    ReplicationConnection, SourceTable,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -264,6 +265,7 @@ async fn run_once(
         found: new_tables.clone(),
         unreadable: Default::default(),
         discovery_failed: None,
+        unwritten_defaults: None,
     };
     let poller = spawn_slot_poller(
         control,
@@ -587,10 +589,15 @@ struct NewTableWatch {
     unreadable: std::collections::HashSet<TableId>,
     /// The last discovery error reported, so a lasting one is logged once, not every poll.
     discovery_failed: Option<String>,
+    /// Columns whose older rows read a default the server never wrote (see
+    /// [`columns_with_unwritten_defaults`]), as of the first poll: one that appears later was
+    /// added while the task streamed.
+    unwritten_defaults: Option<std::collections::HashSet<(TableId, String)>>,
 }
 
 impl NewTableWatch {
     async fn check(&mut self, client: &tokio_postgres::Client) {
+        self.check_unwritten_defaults(client).await;
         match discover(client, &self.connector, &self.selection, self.policy).await {
             Ok(tables) => {
                 self.discovery_failed = None;
@@ -652,6 +659,30 @@ impl NewTableWatch {
                     tracing::warn!(error = %message, "looking for new tables failed; tables created or selected from now on join once it succeeds");
                     self.discovery_failed = Some(message);
                 }
+            }
+        }
+    }
+}
+
+impl NewTableWatch {
+    /// Warns once per column when `ALTER TABLE … ADD COLUMN … DEFAULT x` ran on a captured
+    /// table while the task streamed: the target holds NULL for the rows from before it, where
+    /// the source reads x (PostgreSQL filled them without writing a change).
+    async fn check_unwritten_defaults(&mut self, client: &tokio_postgres::Client) {
+        let Ok(columns) = columns_with_unwritten_defaults(client).await else {
+            return;
+        };
+        let now: std::collections::HashSet<(TableId, String)> = columns
+            .into_iter()
+            .filter(|(t, _)| self.known.contains(t))
+            .collect();
+        let Some(seen) = &mut self.unwritten_defaults else {
+            self.unwritten_defaults = Some(now);
+            return;
+        };
+        for (table, column) in now {
+            if seen.insert((table.clone(), column.clone())) {
+                tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: the rows that existed before read the default in the source but NULL in the target, since PostgreSQL filled them without writing a change; reload the table (a new full load) to carry them");
             }
         }
     }

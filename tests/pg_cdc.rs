@@ -309,8 +309,12 @@ async fn schema_changes_evolve_the_change_files() {
         .await
         .unwrap();
     wait_caught_up(&client, &mut child, &out).await;
-    // A captured table dropped while streaming is said in the log (the task looks every 10 s).
-    client.batch_execute("DROP TABLE events").await.unwrap();
+    // A captured table dropped while streaming is said in the log (the task looks every 10 s),
+    // and so is a column added with a DEFAULT the older rows read but no change carries.
+    client
+        .batch_execute("DROP TABLE events; ALTER TABLE accounts ADD COLUMN region int DEFAULT 7")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(12)).await;
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
@@ -320,6 +324,12 @@ async fn schema_changes_evolve_the_change_files() {
         stderr
             .lines()
             .any(|l| l.contains("public.events") && l.contains("no longer in the source")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains("public.accounts")
+            && l.contains("region")
+            && l.contains("added with a DEFAULT")),
         "{stderr}"
     );
 

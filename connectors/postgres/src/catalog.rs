@@ -229,3 +229,29 @@ pub async fn discover(
     }
     Ok(out)
 }
+
+/// Columns whose rows from before the column existed read a default PostgreSQL never wrote
+/// into them (`ADD COLUMN … DEFAULT x` on a table with rows, PostgreSQL 11+: `atthasmissing`).
+/// No change event carries those values, so a task that streamed through the `ALTER` holds
+/// NULL for them.
+pub async fn columns_with_unwritten_defaults(
+    client: &Client,
+) -> Result<Vec<(TableId, String)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.atthasmissing AND NOT a.attisdropped AND a.attnum > 0 AND c.relkind = 'r'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                TableId::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                r.get(2),
+            )
+        })
+        .collect())
+}

@@ -21,7 +21,7 @@ mod text;
 mod types;
 
 pub use capture::ChangeCapture;
-pub use catalog::{discover, SourceTable};
+pub use catalog::{columns_with_unwritten_defaults, discover, SourceTable};
 pub use check::prerequisites;
 pub use config::{PgConnector, PostgresSourceConfig, TlsMode};
 pub use error::PgError;
