@@ -62,8 +62,33 @@ max_delay_ms = 1000
     )
 }
 
+/// A running `inlet run`, killed when dropped: a failing test leaves no daemon behind.
+struct Inlet(Child);
+
+impl Drop for Inlet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Inlet {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Inlet {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// `inlet run` with its log in a file (a pipe nobody reads would fill and stall it).
-fn spawn(cfg: &Path, log: &Path) -> Child {
+fn spawn(cfg: &Path, log: &Path) -> Inlet {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -81,6 +106,7 @@ fn spawn(cfg: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(Inlet)
         .expect("start inlet run")
 }
 
