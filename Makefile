@@ -8,7 +8,8 @@
 #                   plus CDC apply rate and lag (see scripts/bench.sh)
 #   make soak       random server restarts, inlet SIGKILLs and DDL under a workload, checked against
 #                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
-#                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run
+#                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run (make test
+#                   runs the same soaks for 15 s per target with a fixed seed)
 #   make fmt-check / make lint
 
 SHELL := /bin/bash
@@ -38,7 +39,7 @@ DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPOR
 	fmt-check lint
 
 help:
-	@sed -n '1,12s/^# \{0,1\}//p' Makefile
+	@sed -n '1,13s/^# \{0,1\}//p' Makefile
 
 setup: system-deps venv
 
@@ -67,8 +68,9 @@ test: setup
 
 # Not under nextest: its 10-minute stop for a hung test would end a soak.
 soak: setup
-	$(CARGO) test --test pg_source_events -- --ignored soak_random_events --nocapture
-	$(CARGO) test --test mysql_source_events -- --ignored mysql_soak_random_events --nocapture
+	export INLET_SOAK_SECONDS=$${INLET_SOAK_SECONDS:-600} INLET_SOAK_SEED=$${INLET_SOAK_SEED:-$$(date +%s)}; \
+	$(CARGO) test --test pg_source_events -- soak_random_events --nocapture; \
+	$(CARGO) test --test mysql_source_events -- mysql_soak_random_events --nocapture
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)

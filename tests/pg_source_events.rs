@@ -521,55 +521,27 @@ async fn iceberg_tables_equal_the_source_through_restarts_identity_changes_and_k
     eprintln!("{report:?}");
 }
 
-/// `make soak`: random events for `INLET_SOAK_SECONDS` (default 600) per target, each after a
-/// random pause of 0.5–4 s; the seed is printed so a failure can be run again
-/// (`INLET_SOAK_SEED`).
+/// Random events for `INLET_SOAK_SECONDS` per target (see tests/common/soak.rs: briefly in
+/// `make test`, 10 minutes in `make soak`); the seed is printed so a failure can be run again.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a soak: run by `make soak`"]
 async fn soak_random_events() {
-    let seconds: u64 = std::env::var("INLET_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    let seed: u64 = std::env::var("INLET_SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
+    let soak = common::soak::Soak::from_env();
+    for (name, target) in [("parquet", Target::Parquet), ("iceberg", Target::Iceberg)] {
+        if !soak.wants(name) {
+            continue;
+        }
+        eprintln!(
+            "soak: PostgreSQL -> {target:?}, {} s, INLET_SOAK_SEED={}",
+            soak.seconds, soak.seed
+        );
+        let mut events = soak.draws().map(|n| match n {
+            0..=5 => Event::KillInlet,
+            6..=10 => Event::FastRestart,
+            11..=15 => Event::ImmediateRestart,
+            16..=18 => Event::ToggleIdentity,
+            _ => Event::AddColumn,
         });
-    let targets: Vec<Target> = match std::env::var("INLET_SOAK_TARGET").as_deref() {
-        Ok("parquet") => vec![Target::Parquet],
-        Ok("iceberg") => vec![Target::Iceberg],
-        _ => vec![Target::Parquet, Target::Iceberg],
-    };
-    for target in targets {
-        eprintln!("soak: PostgreSQL -> {target:?}, {seconds} s, INLET_SOAK_SEED={seed}");
-        let mut state = seed | 1;
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let mut events = std::iter::from_fn(move || {
-            if Instant::now() >= deadline {
-                return None;
-            }
-            // xorshift64: reproducible from the seed without a dependency.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            Some(match state % 20 {
-                0..=5 => Event::KillInlet,
-                6..=10 => Event::FastRestart,
-                11..=15 => Event::ImmediateRestart,
-                16..=18 => Event::ToggleIdentity,
-                _ => Event::AddColumn,
-            })
-        });
-        let report = scenario(
-            target,
-            &mut events,
-            Duration::from_millis(500 + seed % 3500),
-        )
-        .await;
+        let report = scenario(target, &mut events, soak.pause()).await;
         eprintln!("soak: PostgreSQL -> {target:?}: {report:?}");
     }
 }

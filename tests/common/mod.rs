@@ -7,6 +7,7 @@ pub mod iceberg;
 pub mod mysql_audit;
 pub mod pg_workload;
 pub mod replay;
+pub mod soak;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
