@@ -728,8 +728,11 @@ async fn a_joining_table_loads_while_the_others_stream() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let url = pg.url("postgres");
+    // Small chunks, each its own transaction: the lock taken below pauses the load between
+    // two of them, so it cannot end before the stream has written the change to accounts.
     let with = |include: &str| {
-        task(&url, &out, "").replace(r#"include = ["public.*"]"#, &format!("include = {include}"))
+        task(&url, &out, "[full_load]\nchunk_mb = 1")
+            .replace(r#"include = ["public.*"]"#, &format!("include = {include}"))
     };
     let cfg = task_file(
         dir.path(),
@@ -755,13 +758,20 @@ async fn a_joining_table_loads_while_the_others_stream() {
         assert!(Instant::now() < deadline, "the join did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Holding big's lock pauses the load at its next chunk (the one running finishes first),
+    // however fast this machine loads: the join is still under way while accounts changes.
+    let blocker = pg.client("postgres").await;
+    blocker
+        .batch_execute(
+            "BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE;
+             UPDATE big SET version = version + 1, note = 'during the load' WHERE id % 1000 = 0;",
+        )
+        .await
+        .unwrap();
     let accounts = out.join("public/accounts");
     let files_before = load_files(&accounts).len();
     client
-        .batch_execute(
-            "UPDATE accounts SET version = version + 1 WHERE id = 1;
-             UPDATE big SET version = version + 1, note = 'during the load' WHERE id % 1000 = 0;",
-        )
+        .batch_execute("UPDATE accounts SET version = version + 1 WHERE id = 1;")
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -781,6 +791,7 @@ async fn a_joining_table_loads_while_the_others_stream() {
         1,
         "the change to accounts was written only after the join's load"
     );
+    blocker.batch_execute("COMMIT").await.unwrap();
 
     let checkpoint = out.join("_inlet/cdc-test/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120);
