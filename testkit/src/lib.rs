@@ -1,5 +1,6 @@
-//! Test harness shared by inlet's test suites: a throwaway PostgreSQL 15 (wal_level=logical)
-//! in a temp folder on a free port, and moto's S3 server, each stopped when dropped.
+//! Test harness shared by inlet's test suites: a throwaway PostgreSQL (wal_level=logical; 15 from
+//! Debian, or the version whose binaries `PG_BIN` names, see scripts/setup-pg-versions.sh) in a
+//! temp folder on a free port, and moto's S3 server, each stopped when dropped.
 //!
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user.
 
@@ -79,7 +80,7 @@ impl PgServer {
         let bin = pg_bin();
         assert!(
             bin.join("postgres").exists(),
-            "PostgreSQL 15 server binaries not found in {} (run `make setup`, or set PG_BIN)",
+            "PostgreSQL server binaries not found in {} (run `make setup`, or set PG_BIN)",
             bin.display()
         );
         let dir = tempfile::Builder::new()
