@@ -106,11 +106,11 @@ async fn run_once(
     let target = Target::new(&config.target, task)?;
     let slot = source.slot_name(task);
     let publication = source.publication_name(task);
-    let policy = config.values.on_unrepresentable;
+    let policy = config.values.policy();
     target.check().await?;
 
     let control = connector.connect().await.map_err(JobError::source)?;
-    let tables = discover(&control, &connector, &selection, policy)
+    let tables = discover(&control, &connector, &selection, &policy)
         .await
         .map_err(JobError::source)?;
     if tables.is_empty() {
@@ -260,7 +260,7 @@ async fn run_once(
         connector: connector.clone(),
         publication: publication.clone(),
         selection: selection.clone(),
-        policy,
+        policy: policy.clone(),
         known: watched.into_iter().collect(),
         found: new_tables.clone(),
         unreadable: Default::default(),
@@ -582,7 +582,7 @@ struct NewTableWatch {
     connector: PgConnector,
     publication: String,
     selection: TableSelection,
-    policy: inlet_core::Unrepresentable,
+    policy: inlet_core::ValuePolicy,
     known: std::collections::HashSet<TableId>,
     found: Arc<AtomicBool>,
     /// New tables already reported as not readable or not capturable (once each).
@@ -598,7 +598,7 @@ struct NewTableWatch {
 impl NewTableWatch {
     async fn check(&mut self, client: &tokio_postgres::Client) {
         self.check_unwritten_defaults(client).await;
-        match discover(client, &self.connector, &self.selection, self.policy).await {
+        match discover(client, &self.connector, &self.selection, &self.policy).await {
             Ok(tables) => {
                 self.discovery_failed = None;
                 // A captured table that is gone: dropped, or renamed out of the selection (a

@@ -67,7 +67,7 @@ async fn postgres(
             "check that the server is running and reachable, and source.url (host, port, user, database)",
         )),
         Ok(client) => {
-            let tables = match discover(&client, &connector, selection, config.values.on_unrepresentable).await {
+            let tables = match discover(&client, &connector, selection, &config.values.policy()).await {
                 Err(inlet_postgres::PgError::Selection(e)) => {
                     report.extend(exclusion_problems(&e));
                     return Ok(report);
@@ -171,11 +171,7 @@ fn exclusion_problems(e: &inlet_core::ExclusionError) -> Vec<Prerequisite> {
     e.problems
         .iter()
         .map(|p| {
-            Prerequisite::missing(
-                "tables.exclude_columns",
-                p.clone(),
-                "fix the name (exact, case-sensitive) so the column is excluded, or remove the entry",
-            )
+            Prerequisite::missing(e.setting, p.clone(), e.fix)
         })
         .collect()
 }

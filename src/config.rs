@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use inlet_core::{TableSelectionConfig, Unrepresentable};
+use inlet_core::{TableSelectionConfig, Unrepresentable, ValuePolicy};
 use inlet_mysql::MysqlSourceConfig;
 use inlet_postgres::PostgresSourceConfig;
 use inlet_sink_iceberg::IcebergTargetConfig;
@@ -175,6 +175,17 @@ pub struct ValuesConfig {
     /// What to do with values Arrow cannot hold exactly: "fail" (default), "null" or "text".
     #[serde(default)]
     pub on_unrepresentable: Unrepresentable,
+    /// `[values.columns]`: `"schema.table.column" = "fail" | "null" | "text"` for single
+    /// columns; every other column follows `on_unrepresentable`.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, Unrepresentable>,
+}
+
+impl ValuesConfig {
+    /// The policy the connectors plan and decode every column with.
+    pub fn policy(&self) -> ValuePolicy {
+        ValuePolicy::new(self.on_unrepresentable, self.columns.clone())
+    }
 }
 
 /// `[service]`: the daemon's HTTP endpoint. With several task files, those that set it must
@@ -613,6 +624,25 @@ mod tests {
         assert_eq!(c.full_load.chunk_mb, 64);
         assert_eq!(c.values.on_unrepresentable, Unrepresentable::Fail);
         assert_eq!(c.tables.include, vec!["*.*"]);
+    }
+
+    #[test]
+    fn values_columns_set_single_columns() {
+        let text = format!(
+            "{MINIMAL}\n[values]\non_unrepresentable = \"null\"\n[values.columns]\n\
+             \"public.pol.n\" = \"text\"\n\"public.events.at\" = \"fail\"\n"
+        );
+        let c = parse(&text, &env).unwrap();
+        let policy = c.values.policy();
+        let pol = inlet_core::TableId::new("public", "pol");
+        assert_eq!(policy.for_column(&pol, "n"), Unrepresentable::Text);
+        assert_eq!(policy.for_column(&pol, "m"), Unrepresentable::Null);
+        let events = inlet_core::TableId::new("public", "events");
+        assert_eq!(policy.for_column(&events, "at"), Unrepresentable::Fail);
+
+        let bad = format!("{MINIMAL}\n[values.columns]\n\"public.pol.n\" = \"texts\"\n");
+        let e = parse(&bad, &env).unwrap_err().to_string();
+        assert!(e.contains("values.columns") && e.contains("texts"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sink::{LoadSummary, LoadTable, LoadWriter, Target};
-use inlet_core::{Position, TableId, TableSelection, Unrepresentable};
+use inlet_core::{Position, TableId, TableSelection};
 use inlet_postgres::{
     discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk,
     SnapshotReader, SourceTable,
@@ -291,7 +291,7 @@ async fn prepare(
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let target = Target::new(&config.target, &config.task.name)?;
-    let policy = config.values.on_unrepresentable;
+    let policy = config.values.policy();
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");
     // A wrong bucket or a missing permission should fail now, not after reading a large table.
@@ -301,7 +301,7 @@ async fn prepare(
         None => ExportedSnapshot::export(&connector).await,
     }
     .map_err(JobError::source)?;
-    let mut tables = discover(snapshot.client(), &connector, &selection, policy)
+    let mut tables = discover(snapshot.client(), &connector, &selection, &policy)
         .await
         .map_err(JobError::source)?;
     if let Some(only) = only {
@@ -372,7 +372,6 @@ async fn prepare(
             remaining: remaining.clone(),
             progress: progress.clone(),
             limits,
-            policy,
         };
         set.spawn(worker.run());
     }
@@ -420,7 +419,6 @@ struct Worker {
     remaining: Arc<Vec<AtomicUsize>>,
     progress: Progress,
     limits: BatchLimits,
-    policy: Unrepresentable,
 }
 
 impl Worker {
@@ -444,7 +442,7 @@ impl Worker {
             let table = &self.tables[item.table];
             let mut stream = self
                 .reader
-                .read(table, item.chunk, self.limits, self.policy)
+                .read(table, item.chunk, self.limits)
                 .await
                 .map_err(JobError::source)?;
             while let Some(batch) = stream.next_batch().await.map_err(JobError::source)? {

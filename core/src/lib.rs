@@ -19,7 +19,7 @@ pub use change::{
     OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,
 };
 pub use check::{CheckStatus, Prerequisite};
-pub use policy::{SchemaChanges, Unrepresentable};
+pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use selection::{
     check_reserved_columns, ExclusionError, PatternError, ReservedColumnError, TableSelection,
     TableSelectionConfig,

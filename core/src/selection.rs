@@ -114,21 +114,30 @@ impl TableSelection {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(ExclusionError { problems })
+            Err(ExclusionError {
+                setting: "tables.exclude_columns",
+                problems,
+                fix: "fix the name (exact, case-sensitive) so the column is excluded, or remove \
+                      the entry",
+            })
         }
     }
 }
 
-/// `exclude_columns` entries that match nothing: the column they meant to hide would be
-/// exported, so the task does not start.
+/// Entries of a per-column setting that match no selected column: `tables.exclude_columns`
+/// (the column it meant to hide would be exported) or `values.columns` (the column would keep
+/// the task-wide value policy). Either way the task does not start.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "tables.exclude_columns: {}; fix the names (exact, case-sensitive) so the columns are \
-     excluded, or remove the entries. Nothing was read or written",
+    "{setting}: {}; {fix}. Nothing was read or written",
     problems.join("; ")
 )]
 pub struct ExclusionError {
+    /// The task-file key the entries are under.
+    pub setting: &'static str,
     pub problems: Vec<String>,
+    /// What to do about one entry.
+    pub fix: &'static str,
 }
 
 /// A source column named like one of the change columns inlet adds to every change batch

@@ -22,7 +22,7 @@ use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuil
 use arrow_array::{ArrayRef, RecordBatch};
 use inlet_core::{
     change_schema, CaptureEvent, Column, Op, Position, SchemaChanges, TableChanges, TableId,
-    TableSchema, TableSelection, Unrepresentable,
+    TableSchema, TableSelection, Unrepresentable, ValuePolicy,
 };
 
 use crate::catalog::SourceTable;
@@ -42,6 +42,8 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 struct TableBuffer {
     schema: TableSchema,
     decoders: Vec<Decoder>,
+    /// Each column's value policy (`[values.columns]`, else the task's default).
+    policies: Vec<Unrepresentable>,
     /// Type oid and modifier of each column, to recognise a Relation message describing it.
     column_types: Vec<(u32, i32)>,
     types: Arc<TypeCatalog>,
@@ -78,6 +80,7 @@ impl TableBuffer {
                 .map(|d| ColumnBuilder::new(d, 1024))
                 .collect(),
             decoders,
+            policies: table.columns.iter().map(|c| c.policy).collect(),
             column_types: table
                 .columns
                 .iter()
@@ -187,7 +190,7 @@ struct OpenTxn {
 pub struct ChangeCapture {
     stream: ReplicationStream,
     decoder: PgoutputDecoder,
-    policy: Unrepresentable,
+    policy: ValuePolicy,
     tables: Vec<TableBuffer>,
     by_name: HashMap<TableId, usize>,
     relations: HashMap<u32, RelationMap>,
@@ -234,7 +237,7 @@ impl ChangeCapture {
         tables: &[SourceTable],
         committed: &[Option<Position>],
         selection: TableSelection,
-        policy: Unrepresentable,
+        policy: ValuePolicy,
         schema_changes: SchemaChanges,
         part_rows: usize,
     ) -> Self {
@@ -706,7 +709,7 @@ impl ChangeCapture {
                 TupleValue::Text(b) | TupleValue::Binary(b) => Some(b),
                 TupleValue::UnchangedToast => None,
             };
-            let policy = self.policy;
+            let policy = t.policies.get(col).copied().unwrap_or_default();
             t.data[col].append_text(bytes, policy).map_err(|e| {
                 let key = key_text(map, &t.schema, tuple);
                 value_error(&t.schema, col, &t.decoders[col], e, key)
@@ -732,7 +735,7 @@ impl ChangeCapture {
     /// Switches `table` to the columns of a Relation message. Rows buffered in the old shape
     /// become a segment of their own; columns that kept their name and type keep their plan.
     fn evolve(&mut self, table: usize, wanted: &[&RelationColumn]) -> Result<(), PgError> {
-        let policy = self.policy;
+        let values = &self.policy;
         let t = &mut self.tables[table];
         if let Some(changes) = t.take_committed(table)? {
             t.segments.push(changes);
@@ -762,6 +765,7 @@ impl ChangeCapture {
         }
         let mut columns = Vec::with_capacity(wanted.len());
         let mut decoders = Vec::with_capacity(wanted.len());
+        let mut policies = Vec::with_capacity(wanted.len());
         let mut column_types = Vec::with_capacity(wanted.len());
         for c in wanted {
             let ty = (c.type_oid, c.type_modifier);
@@ -775,8 +779,10 @@ impl ChangeCapture {
                 Some(i) => {
                     columns.push(t.schema.columns[i].clone());
                     decoders.push(t.decoders[i].clone());
+                    policies.push(t.policies[i]);
                 }
                 None => {
+                    let policy = values.for_column(&t.schema.id, &c.name);
                     let plan = plan_column(
                         &t.types,
                         &c.name,
@@ -792,6 +798,7 @@ impl ChangeCapture {
                         distinct_values: None,
                     });
                     decoders.push(plan.decoder);
+                    policies.push(policy);
                 }
             }
             column_types.push(ty);
@@ -805,6 +812,7 @@ impl ChangeCapture {
             .map(|d| ColumnBuilder::new(d, 1024))
             .collect();
         t.decoders = decoders;
+        t.policies = policies;
         t.column_types = column_types;
         Ok(())
     }
@@ -982,9 +990,10 @@ fn value_error(
             column.source_type
         ),
         ValueError::Unrepresentable(what) => format!(
-            "{what}{row} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
-             the task's [values] section to load it",
-            decoder.data_type()
+            "{what}{row} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" or \
+             \"text\" in the task file to load it",
+            decoder.data_type(),
+            inlet_core::column_key(&schema.id, &column.name)
         ),
     };
     PgError::Value {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use inlet_core::{Column, TableId, TableSchema, TableSelection, Unrepresentable};
+use inlet_core::{Column, TableId, TableSchema, TableSelection, ValuePolicy};
 use tokio_postgres::Client;
 
 use crate::config::PgConnector;
@@ -28,12 +28,14 @@ pub struct SourceTable {
 /// One pg_attribute row: name, type oid, typmod, NOT NULL, format_type().
 type Attribute = (String, u32, i32, bool, String);
 
-/// Reads the catalog and returns the selected tables, ordered by name.
+/// Reads the catalog and returns the selected tables, ordered by name. Each column is planned
+/// under its own value policy from `values`; a `[values.columns]` key that names no selected
+/// column is an error.
 pub async fn discover(
     client: &Client,
     connector: &PgConnector,
     selection: &TableSelection,
-    policy: Unrepresentable,
+    values: &ValuePolicy,
 ) -> Result<Vec<SourceTable>, PgError> {
     let err = |what: &str| {
         let what = what.to_string();
@@ -158,13 +160,19 @@ pub async fn discover(
         distinct.insert((r.get(0), r.get(1)), r.get(2));
     }
 
-    selection
-        .check_column_exclusions(tables.iter().map(|(oid, id, ..)| {
+    let all_columns = || {
+        tables.iter().map(|(oid, id, ..)| {
             let names = columns
                 .get(oid)
                 .map_or_else(Vec::new, |cols| cols.iter().map(|c| c.0.as_str()).collect());
             (id, names)
-        }))
+        })
+    };
+    selection
+        .check_column_exclusions(all_columns())
+        .map_err(PgError::Selection)?;
+    values
+        .check_columns(selection, all_columns())
         .map_err(PgError::Selection)?;
 
     let mut out = Vec::with_capacity(tables.len());
@@ -177,6 +185,7 @@ pub async fn discover(
             if selection.excludes_column(&id, &name) {
                 continue;
             }
+            let policy = values.for_column(&id, &name);
             let plan = plan_column(&types, &name, type_oid, typmod, not_null, policy);
             // n_distinct is a count when positive and minus a fraction of the rows when negative.
             let distinct_values = distinct.get(&(oid, name.clone())).and_then(|&n| {

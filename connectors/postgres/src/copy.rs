@@ -523,7 +523,8 @@ impl CopyError {
 pub(crate) struct CopyDecoder {
     schema: SchemaRef,
     columns: Vec<ColumnBuilder>,
-    policy: Unrepresentable,
+    /// Each column's value policy (`[values.columns]`, else the task's default).
+    policies: Vec<Unrepresentable>,
     rows: usize,
     header_done: bool,
     finished: bool,
@@ -538,7 +539,7 @@ impl CopyDecoder {
     pub fn new(
         schema: SchemaRef,
         decoders: Vec<Decoder>,
-        policy: Unrepresentable,
+        policies: Vec<Unrepresentable>,
         capacity: usize,
     ) -> Self {
         let columns = decoders
@@ -548,7 +549,7 @@ impl CopyDecoder {
         Self {
             schema,
             columns,
-            policy,
+            policies,
             rows: 0,
             header_done: false,
             finished: false,
@@ -675,7 +676,8 @@ impl CopyDecoder {
             let mut r = Reader(&data[pos + 2..end]);
             let mut failed = None;
             for (i, col) in self.columns.iter_mut().enumerate() {
-                if let Err(error) = r.field().and_then(|field| col.append(field, self.policy)) {
+                let policy = self.policies.get(i).copied().unwrap_or_default();
+                if let Err(error) = r.field().and_then(|field| col.append(field, policy)) {
                     failed = Some((i, error));
                     break;
                 }
@@ -810,7 +812,7 @@ mod tests {
                         scale: 2,
                     },
                 ],
-                Unrepresentable::Fail,
+                vec![Unrepresentable::Fail; 3],
                 4,
             );
             d.feed(&stream[..split]).unwrap();

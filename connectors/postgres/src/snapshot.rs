@@ -5,7 +5,6 @@ use std::pin::Pin;
 
 use arrow_array::RecordBatch;
 use futures::StreamExt;
-use inlet_core::Unrepresentable;
 use tokio_postgres::{Client, CopyOutStream};
 
 use crate::catalog::SourceTable;
@@ -143,7 +142,6 @@ impl SnapshotReader {
         table: &'t SourceTable,
         chunk: SnapshotChunk,
         limits: BatchLimits,
-        policy: Unrepresentable,
     ) -> Result<ChunkStream<'t>, PgError> {
         // Each chunk in a transaction of its own that imports the snapshot: the lock a COPY
         // takes is held for that chunk only. Locks held for the whole load would make any
@@ -157,6 +155,7 @@ impl SnapshotReader {
                 .query_error(&format!("COPY of {}", table.schema.id), &e)
         })?;
         let decoders = table.columns.iter().map(|c| c.decoder.clone()).collect();
+        let policies = table.columns.iter().map(|c| c.policy).collect();
         let capacity = limits.rows.min(8192);
         let key = table
             .schema
@@ -170,7 +169,7 @@ impl SnapshotReader {
         Ok(ChunkStream {
             table,
             stream: Box::pin(stream),
-            decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policy, capacity)
+            decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policies, capacity)
                 .with_key(key),
             limits,
             pending_bytes: 0,
@@ -275,9 +274,10 @@ impl ChunkStream<'_> {
                 format!("cannot decode a {} value{row}: {m}", col.source_type)
             }
             ValueError::Unrepresentable(what) => format!(
-                "{what}{row} has no exact {} equivalent; set on_unrepresentable = \"null\" or \
-                 \"text\" in the task's [values] section to load it",
-                col.data_type()
+                "{what}{row} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" \
+                 or \"text\" in the task file to load it",
+                col.data_type(),
+                inlet_core::column_key(&table, &col.name)
             ),
         };
         PgError::Value {

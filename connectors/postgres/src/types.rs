@@ -115,9 +115,13 @@ pub(crate) struct ColumnPlan {
     /// message of the change stream describes the same column.
     pub type_oid: u32,
     pub typmod: i32,
+    /// The column's own value policy (`[values.columns]`, else the task's default): what an
+    /// unrepresentable value becomes when it is decoded.
+    pub policy: Unrepresentable,
 }
 
-/// Plans a column of type `type_oid` with modifier `typmod` (from pg_attribute).
+/// Plans a column of type `type_oid` with modifier `typmod` (from pg_attribute) under the
+/// column's own value policy.
 pub(crate) fn plan_column(
     types: &TypeCatalog,
     name: &str,
@@ -192,6 +196,7 @@ pub(crate) fn plan_column(
         select,
         decoder,
         field,
+        policy,
     }
 }
 
