@@ -124,7 +124,7 @@ async fn mysql(
         &mut conn,
         &connector,
         selection,
-        config.values.on_unrepresentable,
+        &config.values.policy(),
     )
     .await
     {
@@ -170,8 +170,6 @@ async fn mysql(
 fn exclusion_problems(e: &inlet_core::ExclusionError) -> Vec<Prerequisite> {
     e.problems
         .iter()
-        .map(|p| {
-            Prerequisite::missing(e.setting, p.clone(), e.fix)
-        })
+        .map(|p| Prerequisite::missing(e.setting, p.clone(), e.fix))
         .collect()
 }

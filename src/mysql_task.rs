@@ -96,11 +96,11 @@ async fn run_once(
     let task = config.task.name.as_str();
     let target = Target::new(&config.target, task)?;
     let server_id = source.server_id(task);
-    let policy = config.values.on_unrepresentable;
+    let policy = config.values.policy();
     target.check().await?;
 
     let mut conn = connector.connect().await.map_err(mysql_error)?;
-    let tables = discover(&mut conn, &connector, &selection, policy)
+    let tables = discover(&mut conn, &connector, &selection, &policy)
         .await
         .map_err(mysql_error)?;
     if tables.is_empty() {
@@ -619,7 +619,6 @@ async fn load(
             queue.clone(),
             progress.clone(),
             limits,
-            config.values.on_unrepresentable,
         ));
     }
     let mut failure = None;
@@ -663,7 +662,6 @@ async fn load_worker(
     queue: Arc<Mutex<VecDeque<(usize, KeyRange)>>>,
     progress: Progress,
     limits: BatchLimits,
-    policy: inlet_core::Unrepresentable,
 ) -> Result<(), JobError> {
     let mut open: Option<(usize, crate::sink::LoadWriter)> = None;
     loop {
@@ -679,7 +677,7 @@ async fn load_worker(
         }
         let (_, writer) = open.get_or_insert_with(|| (table, sinks[table].writer()));
         let mut stream = reader
-            .read(&tables[table], range, limits, policy)
+            .read(&tables[table], range, limits)
             .await
             .map_err(mysql_error)?;
         while let Some(batch) = stream.next_batch().await.map_err(mysql_error)? {

@@ -18,7 +18,7 @@ use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuil
 use arrow_array::{ArrayRef, RecordBatch};
 use inlet_core::{
     change_schema, CaptureEvent, Column, Op, Position, SchemaChanges, TableChanges, TableId,
-    TableSchema, TableSelection, Unrepresentable,
+    TableSchema, TableSelection, Unrepresentable, ValuePolicy,
 };
 use mysql_common::binlog::events::{
     Event, EventData, GtidEvent, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
@@ -48,7 +48,8 @@ use crate::values::{ColumnBuilder, Origin, ValueError};
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
     pub selection: TableSelection,
-    pub policy: Unrepresentable,
+    /// The value policy: the task's default and `[values.columns]`.
+    pub policy: ValuePolicy,
     pub schema_changes: SchemaChanges,
     /// A transaction's rows for one table are written as a part once they reach this many.
     pub part_rows: usize,
@@ -63,6 +64,8 @@ pub struct CaptureOptions {
 struct TableBuffer {
     schema: TableSchema,
     kinds: Vec<MysqlType>,
+    /// Each column's value policy (`[values.columns]`, else the task's default).
+    policies: Vec<Unrepresentable>,
     /// Changes in an older shape of the table, cut off by a schema change, waiting to be taken.
     segments: Vec<TableChanges>,
     committed: Option<Position>,
@@ -91,6 +94,7 @@ impl TableBuffer {
             schema: table.schema.clone(),
             data: kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect(),
             kinds,
+            policies: table.columns.iter().map(|c| c.policy).collect(),
             segments: Vec::new(),
             committed,
             carry: None,
@@ -222,8 +226,9 @@ impl TableBuffer {
 
     /// Appends the table columns of one row from a decoded image; columns the image lacks
     /// are NULL (a delete under a minimal before image).
-    fn append_image(&mut self, image: &Image, policy: Unrepresentable) -> Result<(), MysqlError> {
+    fn append_image(&mut self, image: &Image) -> Result<(), MysqlError> {
         for (col, value) in image.iter().enumerate() {
+            let policy = self.policies.get(col).copied().unwrap_or_default();
             let result = match value {
                 None | Some(BinlogValue::Value(mysql_common::Value::NULL)) => {
                     self.data[col].append_null();
@@ -296,9 +301,11 @@ fn value_error(schema: &TableSchema, col: usize, e: ValueError) -> MysqlError {
             )
         }
         ValueError::Unrepresentable(what) => format!(
-            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
-             the task's [values] section to load it",
-            column.data_type()
+            "{what} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" or \
+             \"text\" in the task file \
+             (values.on_unrepresentable sets every column) to load it",
+            column.data_type(),
+            inlet_core::column_key(&schema.id, &column.name)
         ),
     };
     MysqlError::Value {
@@ -1247,7 +1254,6 @@ impl BinlogCapture {
         table: usize,
         columns: Vec<BinlogColumn>,
     ) -> Result<TableMapping, MysqlError> {
-        let policy = self.options.policy;
         let id = self.tables[table].schema.id.clone();
         let named = columns.iter().all(|c| c.name.is_some());
         if !named {
@@ -1256,8 +1262,8 @@ impl BinlogCapture {
             let same = columns.len() == t.kinds.len()
                 && columns
                     .iter()
-                    .zip(&t.kinds)
-                    .all(|(c, k)| compatible(k, c, policy));
+                    .zip(t.kinds.iter().zip(&t.policies))
+                    .all(|(c, (k, policy))| compatible(k, c, *policy));
             if !same || t.schema.columns.len() != columns.len() {
                 return Err(MysqlError::Table {
                     table: id,
@@ -1295,7 +1301,7 @@ impl BinlogCapture {
                 let name = c.name.as_deref().unwrap_or("");
                 match t.schema.columns.iter().position(|s| s.name == name) {
                     None => parts.push(format!("added {name}")),
-                    Some(j) if !compatible(&t.kinds[j], c, policy) => {
+                    Some(j) if !compatible(&t.kinds[j], c, t.policies[j]) => {
                         parts.push(format!("changed the type of {name} to {}", c.column_type()))
                     }
                     Some(_) => {}
@@ -1370,7 +1376,7 @@ impl BinlogCapture {
                     .columns
                     .iter()
                     .position(|s| Some(s.name.as_str()) == c.name.as_deref())?;
-                compatible(&t.kinds[j], c, policy).then_some(j)
+                compatible(&t.kinds[j], c, t.policies[j]).then_some(j)
             })
             .collect();
         Ok(TableMapping {
@@ -1388,7 +1394,7 @@ impl BinlogCapture {
         columns: &[BinlogColumn],
         wanted: &[usize],
     ) -> Result<(), MysqlError> {
-        let policy = self.options.policy;
+        let values = self.options.policy.clone();
         let txn = self.txn.clone();
         let catalog = self
             .catalog_columns
@@ -1409,6 +1415,7 @@ impl BinlogCapture {
         }
         let mut new_columns = Vec::with_capacity(wanted.len());
         let mut kinds = Vec::with_capacity(wanted.len());
+        let mut policies = Vec::with_capacity(wanted.len());
         for &i in wanted {
             let c = &columns[i];
             let name = c.name.clone().unwrap_or_default();
@@ -1417,14 +1424,16 @@ impl BinlogCapture {
                 .columns
                 .iter()
                 .position(|s| s.name == name)
-                .filter(|&j| compatible(&t.kinds[j], c, policy));
+                .filter(|&j| compatible(&t.kinds[j], c, t.policies[j]));
             match kept {
                 Some(j) => {
                     new_columns.push(t.schema.columns[j].clone());
                     kinds.push(t.kinds[j].clone());
+                    policies.push(t.policies[j]);
                 }
                 None => {
                     // As discovery would plan it, when the catalog's type fits the binlog's.
+                    let policy = values.for_column(&t.schema.id, &name);
                     let plan = catalog
                         .get(&name)
                         .map(|(ty, cs)| plan_column(&name, ty, cs.as_deref(), true, policy))
@@ -1432,6 +1441,7 @@ impl BinlogCapture {
                         .unwrap_or_else(|| c.plan(&name, policy));
                     new_columns.push(column_of(&plan));
                     kinds.push(plan.decoder);
+                    policies.push(policy);
                 }
             }
         }
@@ -1441,6 +1451,7 @@ impl BinlogCapture {
         t.schema.columns = new_columns;
         t.data = kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect();
         t.kinds = kinds;
+        t.policies = policies;
         t.carry = None;
         Ok(())
     }
@@ -1488,7 +1499,6 @@ impl BinlogCapture {
             after_bits.map(|b| (0..n).map(|i| b.get(i).is_some_and(|x| *x)).collect());
         let data = rows.rows_data();
         let width = self.tables[table].schema.columns.len();
-        let policy = self.options.policy;
         let mut at = 0usize;
         let mut before = std::mem::take(&mut self.before);
         let mut after = std::mem::take(&mut self.after);
@@ -1522,7 +1532,7 @@ impl BinlogCapture {
                     .collect();
                 match op_kind {
                     Op::Insert => {
-                        t.append_image(&after, policy)?;
+                        t.append_image(&after)?;
                         t.push_op(Op::Insert);
                     }
                     Op::Delete => {
@@ -1534,7 +1544,7 @@ impl BinlogCapture {
                                  FULL); run SET GLOBAL binlog_row_image = FULL",
                             ));
                         }
-                        t.append_image(&before, policy)?;
+                        t.append_image(&before)?;
                         t.push_op(Op::Delete);
                     }
                     _ => {
@@ -1542,12 +1552,12 @@ impl BinlogCapture {
                         let key_changed =
                             !key.is_empty() && key.iter().any(|&k| before.get(k) != after.get(k));
                         if key_changed {
-                            t.append_image(&before, policy)?;
+                            t.append_image(&before)?;
                             t.push_op(Op::Delete);
-                            t.append_image(&after, policy)?;
+                            t.append_image(&after)?;
                             t.push_op(Op::Insert);
                         } else {
-                            t.append_image(&after, policy)?;
+                            t.append_image(&after)?;
                             t.push_op(Op::Update);
                         }
                     }

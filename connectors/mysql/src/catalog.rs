@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use inlet_core::{Column, TableId, TableSchema, TableSelection, Unrepresentable};
+use inlet_core::{Column, TableId, TableSchema, TableSelection, Unrepresentable, ValuePolicy};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -68,12 +68,14 @@ pub(crate) fn column_of(plan: &ColumnPlan) -> Column {
 /// Databases that hold the server's own tables, never replicated.
 const SYSTEM_SCHEMAS: &str = "'mysql','information_schema','performance_schema','sys'";
 
-/// Reads information_schema and returns the selected base tables, ordered by name.
+/// Reads information_schema and returns the selected base tables, ordered by name. Each column
+/// is planned under its own value policy from `values`; a `[values.columns]` key that names no
+/// selected column is an error.
 pub async fn discover(
     conn: &mut Conn,
     connector: &MysqlConnector,
     selection: &TableSelection,
-    policy: Unrepresentable,
+    values: &ValuePolicy,
 ) -> Result<Vec<MysqlTable>, MysqlError> {
     let tables: Vec<(String, String, Option<u64>, Option<u64>)> = conn
         .query(format!(
@@ -151,7 +153,7 @@ pub async fn discover(
             &column_type,
             charset.as_deref(),
             nullable == "YES",
-            policy,
+            values.for_column(&id, &name),
         );
         columns.entry(id).or_default().push(plan);
     }
@@ -171,15 +173,22 @@ pub async fn discover(
             .push(column);
     }
 
-    selection
-        .check_column_exclusions(selected.iter().filter(|(id, ..)| present.contains(id)).map(
-            |(id, ..)| {
+    let selected_columns = || {
+        selected
+            .iter()
+            .filter(|(id, ..)| present.contains(id))
+            .map(|(id, ..)| {
                 let names = all_columns
                     .get(id)
                     .map_or_else(Vec::new, |c| c.iter().map(String::as_str).collect());
                 (id, names)
-            },
-        ))
+            })
+    };
+    selection
+        .check_column_exclusions(selected_columns())
+        .map_err(MysqlError::Selection)?;
+    values
+        .check_columns(selection, selected_columns())
         .map_err(MysqlError::Selection)?;
 
     let mut out = Vec::with_capacity(selected.len());

@@ -17,7 +17,7 @@
 //! every bound, so each row falls in exactly one range whatever the type or collation.
 
 use arrow_array::RecordBatch;
-use inlet_core::{TableId, Unrepresentable};
+use inlet_core::TableId;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinaryProtocol, Conn, QueryResult};
 
@@ -406,7 +406,6 @@ impl SnapshotReader {
         table: &'c MysqlTable,
         range: KeyRange,
         limits: BatchLimits,
-        policy: Unrepresentable,
     ) -> Result<ChunkStream<'c>, MysqlError> {
         let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let mut sql = format!(
@@ -453,7 +452,6 @@ impl SnapshotReader {
                 .map(|c| ColumnBuilder::new(&c.decoder, capacity))
                 .collect(),
             limits,
-            policy,
             rows: 0,
             bytes: 0,
             ended: false,
@@ -472,7 +470,6 @@ pub struct ChunkStream<'c> {
     result: QueryResult<'c, 'static, BinaryProtocol>,
     builders: Vec<ColumnBuilder>,
     limits: BatchLimits,
-    policy: Unrepresentable,
     rows: usize,
     bytes: usize,
     ended: bool,
@@ -498,8 +495,14 @@ impl ChunkStream<'_> {
                     mysql_async::Value::Bytes(b) => b.len() + 4,
                     _ => 8,
                 };
+                let policy = self
+                    .table
+                    .columns
+                    .get(i)
+                    .map(|c| c.policy)
+                    .unwrap_or_default();
                 builder
-                    .append(value, Origin::Snapshot, self.policy)
+                    .append(value, Origin::Snapshot, policy)
                     .map_err(|e| snapshot_value_error(self.table, i, e))?;
             }
             self.rows += 1;
@@ -529,9 +532,11 @@ fn snapshot_value_error(table: &MysqlTable, col: usize, e: ValueError) -> MysqlE
     let message = match e {
         ValueError::Malformed(m) => format!("cannot decode a {} value: {m}", column.source_type),
         ValueError::Unrepresentable(what) => format!(
-            "{what} has no exact {} equivalent; set on_unrepresentable = \"null\" or \"text\" in \
-             the task's [values] section to load it",
-            column.data_type()
+            "{what} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" or \
+             \"text\" in the task file \
+             (values.on_unrepresentable sets every column) to load it",
+            column.data_type(),
+            inlet_core::column_key(&table.schema.id, &column.name)
         ),
     };
     MysqlError::Value {

@@ -139,6 +139,9 @@ pub(crate) struct ColumnPlan {
     pub source_type: String,
     pub decoder: MysqlType,
     pub field: Field,
+    /// The column's own value policy (`[values.columns]`, else the task's default): what an
+    /// unrepresentable value becomes when it is decoded.
+    pub policy: Unrepresentable,
 }
 
 /// Plans a column from `COLUMN_TYPE` (`decimal(12,2)`, `int(10) unsigned`, `enum('a','b')`)
@@ -258,6 +261,7 @@ pub(crate) fn plan_column(
         source_type: source_type_name(column_type.trim()),
         decoder,
         field,
+        policy,
     }
 }
 

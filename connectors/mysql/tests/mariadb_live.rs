@@ -38,7 +38,7 @@ fn selection(include: &str) -> TableSelection {
 fn options(include: &str, policy: Unrepresentable, part_rows: usize) -> CaptureOptions {
     CaptureOptions {
         selection: selection(include),
-        policy,
+        policy: policy.into(),
         schema_changes: SchemaChanges::Evolve,
         part_rows,
 
@@ -49,7 +49,7 @@ fn options(include: &str, policy: Unrepresentable, part_rows: usize) -> CaptureO
 
 async fn tables(c: &MysqlConnector, include: &str, policy: Unrepresentable) -> Vec<MysqlTable> {
     let mut conn = c.connect().await.unwrap();
-    discover(&mut conn, c, &selection(include), policy)
+    discover(&mut conn, c, &selection(include), &policy.into())
         .await
         .unwrap()
 }
@@ -62,17 +62,9 @@ fn master_position(server: &MariaDbServer) -> BinlogPosition {
     BinlogPosition::new(file, pos)
 }
 
-/// Every row of every table in one consistent snapshot, as display strings.
+/// Every row of every table in one consistent snapshot, as display strings (under the value
+/// policy the tables were discovered with).
 async fn snapshot_rows(c: &MysqlConnector, tables: &[MysqlTable]) -> Vec<Vec<Vec<String>>> {
-    snapshot_rows_with(c, tables, Unrepresentable::Fail).await
-}
-
-/// [`snapshot_rows`] under a value policy.
-async fn snapshot_rows_with(
-    c: &MysqlConnector,
-    tables: &[MysqlTable],
-    policy: Unrepresentable,
-) -> Vec<Vec<Vec<String>>> {
     let mut snap = ConsistentSnapshot::open(c, 1).await.unwrap();
     let reader = &mut snap.readers[0];
     let mut out = Vec::new();
@@ -83,7 +75,7 @@ async fn snapshot_rows_with(
                 rows: 1000,
                 bytes: 1 << 20,
             };
-            let mut s = reader.read(t, range, limits, policy).await.unwrap();
+            let mut s = reader.read(t, range, limits).await.unwrap();
             while let Some(b) = s.next_batch().await.unwrap() {
                 assert_eq!(b.schema(), t.schema.arrow_schema());
                 rows.extend(common::rows(&b));
@@ -331,7 +323,6 @@ async fn unrepresentable_values_follow_the_policy() {
                     end: None,
                 },
                 limits,
-                policy,
             )
             .await
             .unwrap();
@@ -355,7 +346,6 @@ async fn unrepresentable_values_follow_the_policy() {
                 end: None,
             },
             limits,
-            Unrepresentable::Fail,
         )
         .await
         .unwrap();
@@ -381,7 +371,7 @@ async fn read_ranges(
             bytes: 1 << 20,
         };
         let mut s = snap.readers[i % workers]
-            .read(table, range.clone(), limits, Unrepresentable::Fail)
+            .read(table, range.clone(), limits)
             .await
             .unwrap();
         while let Some(b) = s.next_batch().await.unwrap() {
@@ -773,7 +763,7 @@ async fn check_reports_settings_and_privileges() {
     })
     .unwrap();
     let mut conn = c.connect().await.unwrap();
-    let tables = discover(&mut conn, &c, &selection("k.*"), Unrepresentable::Fail)
+    let tables = discover(&mut conn, &c, &selection("k.*"), &Default::default())
         .await
         .unwrap();
     let checks = inlet_mysql::prerequisites(&mut conn, &c, &tables, true, 1)
@@ -1136,7 +1126,7 @@ async fn a_tinyint1_column_added_during_capture_is_boolean_on_every_path() {
         described(&now[0].schema)
     );
     // The load reads the same values.
-    let loaded = snapshot_rows_with(&c, &now, Unrepresentable::Null).await;
+    let loaded = snapshot_rows(&c, &now).await;
     assert_eq!(
         loaded[0],
         [

@@ -13,7 +13,7 @@ use inlet_mysql::{events_of_file, BinlogCapture, CaptureOptions, Flavor, MysqlTa
 fn options(policy: Unrepresentable) -> CaptureOptions {
     CaptureOptions {
         selection: TableSelection::new(&TableSelectionConfig::default()).unwrap(),
-        policy,
+        policy: policy.into(),
         schema_changes: SchemaChanges::Fail,
         part_rows: 10_000,
 

@@ -991,7 +991,8 @@ fn value_error(
         ),
         ValueError::Unrepresentable(what) => format!(
             "{what}{row} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" or \
-             \"text\" in the task file to load it",
+             \"text\" in the task file \
+             (values.on_unrepresentable sets every column) to load it",
             decoder.data_type(),
             inlet_core::column_key(&schema.id, &column.name)
         ),

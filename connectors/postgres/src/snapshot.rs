@@ -275,7 +275,8 @@ impl ChunkStream<'_> {
             }
             ValueError::Unrepresentable(what) => format!(
                 "{what}{row} has no exact {} equivalent; set [values.columns] \"{}\" = \"null\" \
-                 or \"text\" in the task file to load it",
+                 or \"text\" in the task file \
+                 (values.on_unrepresentable sets every column) to load it",
                 col.data_type(),
                 inlet_core::column_key(&table, &col.name)
             ),
