@@ -44,11 +44,16 @@ pub fn mysql_error(e: MysqlError) -> JobError {
                     "os error",
                     "server shutdown",
                     "gone away",
+                    // A connection that ended inside a packet (tokio-util's words for it).
+                    "bytes remaining on stream",
                 ]
                 .iter()
                 .any(|w| r.contains(w))
+                // An event the decoder could not read is no connection failure.
+                && !r.contains("cannot decode")
         }
         MysqlError::Config { .. }
+        | MysqlError::LostBinlog { .. }
         | MysqlError::Selection(_)
         | MysqlError::Reserved(_)
         | MysqlError::Value { .. }
@@ -403,8 +408,21 @@ fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
 /// so the task stops and says how to start over.
 fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> JobError {
     let text = e.to_string();
-    if !(text.contains("1236") || text.to_ascii_lowercase().contains("purged")) {
+    let lower = text.to_ascii_lowercase();
+    if !(text.contains("1236") || lower.contains("purged"))
+        || matches!(e, MysqlError::LostBinlog { .. })
+    {
         return mysql_error(e);
+    }
+    if lower.contains("impossible position") || lower.contains("truncated in the middle of event") {
+        // Not a purge: the server has the file, but not (whole) where the task must read.
+        return JobError::Failed(format!(
+            "{text}. The source lost committed binlog: the task already read and applied the \
+             binlog up to its checkpoint, but the server's file is now shorter or damaged there \
+             (a crash of its host with sync_binlog other than 1, a restored backup, a full \
+             disk), so changes are missing: a resync is needed. Delete the task checkpoint \
+             ({checkpoint}) and run the task again for a new full load"
+        ));
     }
     match by_gtid {
         Some(set) => JobError::Failed(format!(

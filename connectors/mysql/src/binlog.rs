@@ -213,7 +213,18 @@ impl EventFeed {
                     }
                     Ok(None) => None,
                     Ok(Some(Ok(e))) => Some(e),
-                    Ok(Some(Err(e))) => return Err(crate::error::describe(&e)),
+                    Ok(Some(Err(e))) => {
+                        let text = crate::error::describe(&e);
+                        // tokio-util's words for a connection that ended inside a packet: the
+                        // server was killed or the network cut it while it sent an event.
+                        if text.contains("bytes remaining on stream") {
+                            return Err(format!(
+                                "the connection ended in the middle of a packet (the server \
+                                 stopped or the network cut it): {text}"
+                            ));
+                        }
+                        return Err(text);
+                    }
                 }
             }
             EventFeed::Events(q) => q.pop_front(),
@@ -229,6 +240,27 @@ impl EventFeed {
             EventFeed::Events(_) => Ok(()),
         }
     }
+}
+
+/// The server's binlog files and their sizes, oldest first (`SHOW BINARY LOGS`).
+pub(crate) async fn binlog_files(
+    conn: &mut Conn,
+    connector: &MysqlConnector,
+) -> Result<Vec<(String, u64)>, MysqlError> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| connector.query_error("SHOW BINARY LOGS", &e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
+        .collect())
+}
+
+/// Whether a dump error is the server finding a binlog file that ends inside an event
+/// (MySQL and MariaDB word it the same): a file torn by a crash of the server while it wrote.
+pub(crate) fn is_torn_event(message: &str) -> bool {
+    message.contains("1236") && message.contains("truncated in the middle of event")
 }
 
 /// Opens a dump connection and starts streaming from `start`, registering as replica

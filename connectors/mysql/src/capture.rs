@@ -356,6 +356,8 @@ enum GtidTracker {
 pub struct BinlogCapture {
     feed: EventFeed,
     flavor: Flavor,
+    /// The replica id the dump connection registers with (to open it again past a torn file).
+    server_id: u32,
     server: String,
     options: CaptureOptions,
     part_rows: usize,
@@ -434,11 +436,17 @@ impl BinlogCapture {
                 .await
                 .map_err(|e| connector.query_error("SELECT @@global.binlog_checksum", &e))?
         };
+        if let StartFrom::Position(p) = start {
+            if let Ok(files) = crate::binlog::binlog_files(&mut conn, connector).await {
+                check_resume_point(connector, p, &files)?;
+            }
+        }
         drop(conn);
         let feed = open_stream(connector, flavor, server_id, start).await?;
         let mut capture =
             Self::with_feed(feed, flavor, connector.server(), tables, committed, options);
         capture.connector = Some(connector.clone());
+        capture.server_id = server_id;
         if let StartFrom::Position(p) = start {
             capture.set_file(&p.file);
         }
@@ -493,6 +501,7 @@ impl BinlogCapture {
         Self {
             feed,
             flavor,
+            server_id: 0,
             server: server.to_string(),
             part_rows: options.part_rows.max(1),
             options,
@@ -559,6 +568,10 @@ impl BinlogCapture {
             let event = match self.feed.next().await {
                 Ok(Some(e)) => e,
                 Ok(None) => return Ok(None),
+                Err(message) if crate::binlog::is_torn_event(&message) => {
+                    self.continue_after_torn_file(&message).await?;
+                    continue;
+                }
                 Err(message) => return Err(self.error(message)),
             };
             self.bytes_received += event.header().event_size() as usize;
@@ -570,6 +583,76 @@ impl BinlogCapture {
                 return Ok(Some(ev));
             }
         }
+    }
+
+    /// The server found the file being read cut off inside an event (`message`, its error
+    /// 1236). A server killed while it wrote a transaction leaves such a tail; after its restart
+    /// it goes on in a new file. The torn transaction never committed: crash recovery commits
+    /// only transactions whose commit event the binlog holds whole, and the server has sent
+    /// every whole event before the tear. So its rows are dropped and the stream goes on at
+    /// the start of the next file. A file with no later one is not a crash tail that recovery
+    /// left behind, and stops the task. (A checkpoint in the torn file meets the tear again
+    /// after a restart, and goes on past it the same way.)
+    async fn continue_after_torn_file(&mut self, message: &str) -> Result<(), MysqlError> {
+        let Some(connector) = self.connector.clone() else {
+            return Err(self.error(message));
+        };
+        let torn = self.file.clone();
+        if self.tables.iter().any(|t| t.parts_taken > 0) {
+            return Err(MysqlError::LostBinlog {
+                server: self.server.clone(),
+                message: format!(
+                    "binlog: {message}. Binlog file {torn} ends inside a transaction large \
+             enough that inlet had already written parts of it; the server crashed \
+             while writing it, so it never committed, but inlet cannot take those parts \
+             back. Delete the task checkpoint and run the task again for a new full load"
+                ),
+            });
+        }
+        let mut conn = connector.connect().await?;
+        let files = crate::binlog::binlog_files(&mut conn, &connector).await?;
+        drop(conn);
+        let seq = crate::position::file_sequence(&torn);
+        let next = files
+            .iter()
+            .filter(|(f, _)| crate::position::file_sequence(f) > seq)
+            .min_by_key(|(f, _)| crate::position::file_sequence(f));
+        let Some((next, _)) = next else {
+            return Err(MysqlError::LostBinlog {
+                server: self.server.clone(),
+                message: format!(
+                    "binlog: {message}. The server's last binlog file {torn} ends inside an \
+             event and no later file exists: the file is damaged (a full disk, or a \
+             file cut short by hand), so the changes in it cannot be read. Check the \
+             server's disk and error log; then delete the task checkpoint and run the \
+             task again for a new full load"
+                ),
+            });
+        };
+        let next = next.clone();
+        tracing::warn!(
+            file = %torn,
+            next = %next,
+            "the binlog file ends inside an event, torn by a crash of the server while it wrote \
+             a transaction that therefore never committed; going on with the next file"
+        );
+        // The torn transaction's rows, and its table maps, go.
+        for t in &mut self.tables {
+            t.cut_open()?;
+        }
+        self.txn = None;
+        self.payload_end = None;
+        self.maps.clear();
+        let start = StartFrom::Position(crate::position::BinlogPosition {
+            file: next.clone(),
+            offset: 4,
+        });
+        let feed = open_stream(&connector, self.flavor, self.server_id, &start).await?;
+        let old = std::mem::replace(&mut self.feed, feed);
+        // The old connection is dead already (the server ended the dump with its error).
+        drop(old);
+        self.set_file(&next);
+        Ok(())
     }
 
     /// MySQL keeps no replica-side acknowledgement: what the target holds is the checkpoint.
@@ -1571,6 +1654,48 @@ impl BinlogCapture {
         // An XA transaction may yet be rolled back: none of it is written before its commit.
         Ok((!xa && self.tables[table].rows_open >= 2 * self.part_rows)
             .then_some(CaptureEvent::Large { table }))
+    }
+}
+
+/// Refuses a resume point the server's binlog cannot hold (`files`: `SHOW BINARY LOGS`): past
+/// the end of its file, or in a file after the server's last. The task read and applied
+/// changes there, so the server lost committed binlog (a crash of its host with
+/// `sync_binlog` other than 1, a restored backup, binlogs deleted by hand): changes are missing
+/// from it and the stream would read from the middle of some other event. A file older than the
+/// server's first is a purged one, which the server itself reports.
+fn check_resume_point(
+    connector: &MysqlConnector,
+    at: &crate::position::BinlogPosition,
+    files: &[(String, u64)],
+) -> Result<(), MysqlError> {
+    let lost = |what: String| MysqlError::LostBinlog {
+        server: connector.server().to_string(),
+        message: format!(
+            "the source lost committed binlog: the task checkpoint is at {at}, which the task \
+             already read and applied, but {what}. The server lost binlog it had written (a \
+             crash of its host with sync_binlog other than 1, a restored backup, or binlog \
+             files deleted by hand), so changes are missing: a resync is needed. Delete the \
+             task checkpoint and run the task again for a new full load, and set \
+             sync_binlog = 1 on the server"
+        ),
+    };
+    let seq = crate::position::file_sequence(&at.file);
+    if let Some((_, size)) = files.iter().find(|(f, _)| *f == at.file) {
+        if at.offset > *size {
+            return Err(lost(format!("{} now holds only {size} bytes", at.file)));
+        }
+        return Ok(());
+    }
+    let last = files
+        .iter()
+        .filter_map(|(f, _)| crate::position::file_sequence(f).map(|n| (n, f)))
+        .max();
+    match (seq, last) {
+        (Some(seq), Some((n, last))) if seq > n => Err(lost(format!(
+            "the server's binlog ends with {last}, before {}",
+            at.file
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -32,6 +32,11 @@ pub enum MysqlError {
     #[error("MySQL at {server}: binlog: {message}")]
     Binlog { server: String, message: String },
 
+    /// The server no longer has binlog the task already read and applied, or its binlog is
+    /// damaged where the task must read: changes are missing and only a new full load mends it.
+    #[error("MySQL at {server}: {message}")]
+    LostBinlog { server: String, message: String },
+
     #[error("{table} column {column}: {message}")]
     Value {
         table: TableId,
