@@ -113,6 +113,8 @@ struct StartFacts<'a> {
     pub(super) slot_now: Option<&'a SlotState>,
     pub(super) server_at: Lsn,
     pub(super) publication_exists: bool,
+    /// The server is a standby (in recovery).
+    pub(super) in_recovery: bool,
 }
 
 /// Decides what to do with the slot, or why not to go on (the refusal says what to do). A slot
@@ -197,6 +199,14 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
             f.database
         )));
     }
+    if f.in_recovery && existing.synced == Some(true) {
+        return Err(format!(
+            "replication slot {slot:?} on this server is the copy a standby keeps of the \
+             primary's failover slot (synced = true): PostgreSQL lets nothing stream from it \
+             until the standby is promoted. Point source.url at the primary, or, after a \
+             failover, promote this standby first; the task then continues from this copy"
+        ));
+    }
     let confirmed = existing.confirmed_flush;
     if let Some(cp) = f.checkpoint {
         if let Some(c) = confirmed.filter(|c| c.0 > cp.position.0) {
@@ -210,10 +220,7 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
         }
         if existing.is_lost() {
             return Ok(SlotPlan::Lost {
-                reason: format!(
-                    "replication slot {slot:?} is lost (wal_status = lost): the server removed WAL \
-                     the task had not read, so changes are missing"
-                ),
+                reason: format!("replication slot {slot:?} is {}", existing.lost_reason()),
                 drop_slot: true,
             });
         }
@@ -283,6 +290,155 @@ pub(super) struct StartCheck {
     /// Replication slots that exist, and `max_replication_slots`.
     pub(super) slots: (i64, i64),
     pub(super) resnapshot: bool,
+    pub(super) failover: FailoverFacts,
+}
+
+/// What `source.failover_slot` needs and what the server offers for it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FailoverFacts {
+    /// `source.failover_slot = true`.
+    pub(super) wanted: bool,
+    /// `server_version_num`.
+    pub(super) server_version: i32,
+    /// The task's slot exists and is (`Some(true)`) or is not a failover slot.
+    pub(super) slot_failover: Option<bool>,
+    /// The server is a standby.
+    pub(super) in_recovery: bool,
+    /// Physical slots named in `synchronized_standby_slots`, each with whether a standby is
+    /// streaming from it now (`None`: no such slot).
+    pub(super) standby_slots: Vec<(String, Option<bool>)>,
+}
+
+impl FailoverFacts {
+    async fn read(
+        control: &tokio_postgres::Client,
+        wanted: bool,
+        slot_now: Option<&SlotState>,
+    ) -> Result<Self, JobError> {
+        let row = control
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), \
+                        coalesce(current_setting('synchronized_standby_slots', true), '')",
+                &[],
+            )
+            .await
+            .map_err(|e| JobError::failed(format!("reading the server's version: {e}")))?;
+        let setting: String = row.get(2);
+        let mut standby_slots = Vec::new();
+        // A list of slot names, as PostgreSQL parses it: comma-separated, optionally quoted.
+        for name in setting
+            .split(',')
+            .map(|n| n.trim().trim_matches('"'))
+            .filter(|n| !n.is_empty())
+        {
+            let active: Option<bool> = control
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1 \
+                     AND slot_type = 'physical'",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| JobError::failed(format!("reading pg_replication_slots: {e}")))?
+                .map(|r| r.get(0));
+            standby_slots.push((name.to_string(), active));
+        }
+        Ok(Self {
+            wanted,
+            server_version: row.get(0),
+            slot_failover: slot_now.and_then(|s| s.failover),
+            in_recovery: row.get(1),
+            standby_slots,
+        })
+    }
+
+    /// The `inlet check` lines about failover slots: only when `source.failover_slot` is set,
+    /// or the task's slot is one.
+    fn report(&self, slot: &str) -> Option<Prerequisite> {
+        const NAME: &str = "failover slot";
+        if self.wanted && self.server_version < 170_000 {
+            return Some(Prerequisite::missing(
+                NAME,
+                format!(
+                    "source.failover_slot = true needs PostgreSQL 17 or later (failover slots); \
+                     the server is version {}",
+                    self.server_version
+                ),
+                "remove source.failover_slot, or upgrade the server to PostgreSQL 17+",
+            ));
+        }
+        if !self.wanted && self.slot_failover != Some(true) {
+            return None;
+        }
+        if self.in_recovery {
+            return None;
+        }
+        if self.wanted && self.slot_failover == Some(false) {
+            return Some(Prerequisite::warning(
+                NAME,
+                format!(
+                    "source.failover_slot = true, but {slot:?} was created before it was set and is \
+                     not a failover slot: no standby keeps a copy of it, and a failover means a \
+                     new full load"
+                ),
+                format!(
+                    "on a replication connection (psql \"dbname=<database> replication=database\") \
+                     run: ALTER_REPLICATION_SLOT {slot} (FAILOVER true)"
+                ),
+            ));
+        }
+        let what = if self.slot_failover == Some(true) {
+            format!("{slot:?} is a failover slot")
+        } else {
+            format!("{slot:?} will be created as a failover slot")
+        };
+        let synchronizing: Vec<&str> = self
+            .standby_slots
+            .iter()
+            .filter(|(_, active)| *active == Some(true))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        Some(if self.standby_slots.is_empty() {
+            Prerequisite::warning(
+                NAME,
+                format!(
+                    "{what}, but synchronized_standby_slots names no standby: inlet may receive \
+                     changes a standby has not received yet, which a failover to that standby \
+                     then loses from the source but not from the target"
+                ),
+                "on the primary: ALTER SYSTEM SET synchronized_standby_slots = '<the standby's \
+                 physical slot>'; SELECT pg_reload_conf(); on the standby: \
+                 sync_replication_slots = on, hot_standby_feedback = on, primary_slot_name, and \
+                 dbname in primary_conninfo",
+            )
+        } else if synchronizing.is_empty() {
+            Prerequisite::warning(
+                NAME,
+                format!(
+                    "{what}; synchronized_standby_slots names {}, but no standby streams from \
+                     {}: PostgreSQL holds the changes back from inlet until one does",
+                    self.standby_slots
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if self.standby_slots.len() == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    }
+                ),
+                "start the standby, or remove its slot from synchronized_standby_slots",
+            )
+        } else {
+            Prerequisite::ok(
+                NAME,
+                format!(
+                    "{what}; standbys streaming from {} receive every change before inlet does",
+                    synchronizing.join(", ")
+                ),
+            )
+        })
+    }
 }
 
 impl StartCheck {
@@ -318,6 +474,8 @@ impl StartCheck {
             .await
             .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
             .get(0);
+        let failover =
+            FailoverFacts::read(control, source.failover_slot, slot_now.as_ref()).await?;
         let checkpoint_at = target.checkpoint_location(task);
         let record_at = target.checkpoint_location(&record_key(task));
         let facts = StartFacts {
@@ -332,6 +490,7 @@ impl StartCheck {
             slot_now: slot_now.as_ref(),
             server_at,
             publication_exists: exists,
+            in_recovery: failover.in_recovery,
         };
         let mut plan = plan_slot(&facts);
         // The stream failed on the dropped publication (which someone may have created again
@@ -354,6 +513,7 @@ impl StartCheck {
             publication,
             slots,
             resnapshot: config.cdc.on_slot_lost == SlotLost::Resnapshot,
+            failover,
         })
     }
 
@@ -401,6 +561,7 @@ impl StartCheck {
                 ),
             ),
         });
+        out.extend(self.failover.report(slot));
         let (count, max) = self.slots;
         let needs_slot = matches!(self.plan, Ok(SlotPlan::Create))
             || matches!(
@@ -461,6 +622,9 @@ mod tests {
             wal_status: Some("reserved".into()),
             confirmed_flush: Some(Lsn(confirmed)),
             active_pid: None,
+            failover: None,
+            synced: None,
+            invalidation_reason: None,
         }
     }
 
@@ -488,6 +652,7 @@ mod tests {
             slot_now,
             server_at: Lsn(0x5000),
             publication_exists: true,
+            in_recovery: false,
         })
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod mariadb;
 pub use mariadb::MariaDbServer;
+pub mod standby;
 
 pub struct PgServer {
     dir: tempfile::TempDir,
@@ -25,6 +26,14 @@ fn pg_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+/// The binaries of a major version: Debian's 15, or those scripts/setup-pg-versions.sh caches.
+pub fn major_bin(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from("/usr/lib/postgresql/15/bin");
+    }
+    PathBuf::from(format!("/var/cache/inlet/postgres/{major}/bin"))
 }
 
 fn is_root() -> bool {
@@ -45,6 +54,19 @@ fn pg_command(bin: &Path, args: &[&str]) -> Output {
         Command::new(bin).args(args).output()
     };
     out.unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+/// The options every test server runs with, on `port` with its socket in `dir`.
+fn base_options(port: u16, dir: &Path, extra: &str) -> String {
+    // logical_decoding_work_mem at its 64 kB minimum: the CDC tests' larger transactions
+    // then arrive streamed while in progress, the path production takes past 64 MB.
+    format!(
+        "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+         -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c shared_buffers=128MB -c logical_decoding_work_mem=64kB {extra}",
+        dir.display()
+    )
 }
 
 /// A port nothing listens on now.
@@ -76,8 +98,17 @@ impl PgServer {
         self.dir.path().join("ca.crt")
     }
 
+    /// A server of one major version (`PG_BIN` notwithstanding): 15 from Debian, the others
+    /// from scripts/setup-pg-versions.sh, with extra `-c name=value` options.
+    pub fn start_major(major: u32, options: &str) -> Self {
+        Self::start_in(major_bin(major), false, options)
+    }
+
     fn start_with(tls_only: bool, extra: &str) -> Self {
-        let bin = pg_bin();
+        Self::start_in(pg_bin(), tls_only, extra)
+    }
+
+    fn start_in(bin: PathBuf, tls_only: bool, extra: &str) -> Self {
         assert!(
             bin.join("postgres").exists(),
             "PostgreSQL server binaries not found in {} (run `make setup`, or set PG_BIN)",
@@ -207,15 +238,7 @@ impl PgServer {
             );
         }
         let port = free_port();
-        // logical_decoding_work_mem at its 64 kB minimum: the CDC tests' larger transactions
-        // then arrive streamed while in progress, the path production takes past 64 MB.
-        let opts = format!(
-            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c shared_buffers=128MB -c logical_decoding_work_mem=64kB {extra}",
-            dir.path().display()
-        ) + &tls_opts;
+        let opts = base_options(port, dir.path(), extra) + &tls_opts;
         let log = dir.path().join("postgres.log");
         let out = pg_command(
             &bin.join("pg_ctl"),

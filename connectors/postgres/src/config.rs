@@ -36,6 +36,11 @@ pub struct PostgresSourceConfig {
     /// hold `check`, `full-load` and `run` forever.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
+    /// Create the task's slot as a failover slot (PostgreSQL 17+), which a physical standby
+    /// with `sync_replication_slots = on` keeps a copy of, so the task continues from the
+    /// promoted standby after a failover instead of loading every table again.
+    #[serde(default)]
+    pub failover_slot: bool,
 }
 
 fn default_connect_timeout_s() -> u64 {
@@ -93,6 +98,8 @@ pub struct PgConnector {
     tls_config: Option<Arc<rustls::ClientConfig>>,
     server: String,
     connect_timeout: Duration,
+    /// `source.failover_slot`: slots this connector creates are failover slots.
+    failover_slot: bool,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -160,7 +167,13 @@ impl PgConnector {
             tls_config,
             server,
             connect_timeout,
+            failover_slot: source.failover_slot,
         })
+    }
+
+    /// Whether the task's slot is to be a failover slot (`source.failover_slot`).
+    pub fn failover_slot(&self) -> bool {
+        self.failover_slot
     }
 
     /// Why a connection attempt was given up after `source.connect_timeout_s`: names the server

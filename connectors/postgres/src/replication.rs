@@ -96,6 +96,8 @@ pub struct ReplicationConnection {
     /// A command was sent and its ReadyForQuery not read yet: the caller dropped the future of
     /// a command half-way. The next command first reads the rest.
     in_flight: bool,
+    /// `source.failover_slot`: the (permanent) slots this connection creates are failover slots.
+    failover_slot: bool,
 }
 
 impl std::fmt::Debug for ReplicationConnection {
@@ -121,6 +123,7 @@ impl ReplicationConnection {
             server_version_num: established.server_version_num,
             backend_pid: established.backend_pid,
             in_flight: false,
+            failover_slot: connector.failover_slot(),
         })
     }
 
@@ -197,13 +200,27 @@ impl ReplicationConnection {
         // PostgreSQL 15 introduced the parenthesized options and deprecated the keywords,
         // which 10 to 14 understand only.
         let temp = if temporary { " TEMPORARY" } else { "" };
+        // A temporary slot (a joining table's snapshot) dies with its connection: PostgreSQL
+        // refuses to make it a failover slot, and a standby would have nothing to keep.
+        let failover = !temporary && self.failover_slot;
+        if failover && self.server_version_num < 170_000 {
+            return Err(PgError::Config {
+                key: "failover_slot",
+                message: format!(
+                    "true needs PostgreSQL 17 or later (failover slots), and the server is \
+                     version {}: remove source.failover_slot or upgrade the server",
+                    self.server_version_num
+                ),
+            });
+        }
+        let failover = if failover { ", FAILOVER true" } else { "" };
         let sql = match (self.server_version_num >= 150_000, export) {
             (true, true) => format!(
-                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'export')",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'export'{failover})",
                 quote_ident(slot)
             ),
             (true, false) => format!(
-                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'nothing')",
+                "CREATE_REPLICATION_SLOT {}{temp} LOGICAL pgoutput (SNAPSHOT 'nothing'{failover})",
                 quote_ident(slot)
             ),
             (false, true) => format!(

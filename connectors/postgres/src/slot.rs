@@ -25,11 +25,47 @@ pub struct SlotState {
     pub confirmed_flush: Option<Lsn>,
     /// The walsender currently streaming from it, if any.
     pub active_pid: Option<i32>,
+    /// A failover slot (PostgreSQL 17+: `failover`), which standbys with
+    /// `sync_replication_slots = on` keep a copy of; `None` before 17.
+    pub failover: Option<bool>,
+    /// The copy a standby keeps of a primary's failover slot (PostgreSQL 17+: `synced`). On a
+    /// standby still in recovery it cannot be streamed from; after promotion it can.
+    pub synced: Option<bool>,
+    /// Why the server invalidated the slot (PostgreSQL 17+: `invalidation_reason`):
+    /// `wal_removed`, `rows_removed`, `wal_level_insufficient`, and from 18 `idle_timeout`.
+    pub invalidation_reason: Option<String>,
 }
 
 impl SlotState {
     pub fn is_lost(&self) -> bool {
-        self.wal_status.as_deref() == Some("lost")
+        self.wal_status.as_deref() == Some("lost") || self.invalidation_reason.is_some()
+    }
+
+    /// Why the slot is lost, for the person who has to fix it: the server's invalidation
+    /// reason in words, with the setting that caused it.
+    pub fn lost_reason(&self) -> String {
+        match self.invalidation_reason.as_deref() {
+            Some("idle_timeout") => "invalidated by the server because it stayed inactive longer \
+                 than idle_replication_slot_timeout (invalidation_reason = idle_timeout): the \
+                 task was stopped too long, the server removed WAL the task had not read, so \
+                 changes are missing. Raise idle_replication_slot_timeout (0 disables it) above \
+                 the longest time a task may be stopped"
+                .to_string(),
+            Some("rows_removed") => "invalidated by the server (invalidation_reason = \
+                 rows_removed): on a standby, the primary removed catalog rows the slot still \
+                 needed; set hot_standby_feedback = on and use a physical slot \
+                 (primary_slot_name) on the standby"
+                .to_string(),
+            Some("wal_level_insufficient") => "invalidated by the server (invalidation_reason \
+                 = wal_level_insufficient): the primary's wal_level is no longer logical"
+                .to_string(),
+            Some(other) if other != "wal_removed" => format!(
+                "invalidated by the server (invalidation_reason = {other}), so changes are missing"
+            ),
+            _ => "lost (wal_status = lost): the server removed WAL the task had not read, so \
+                 changes are missing"
+                .to_string(),
+        }
     }
 }
 
@@ -40,8 +76,11 @@ pub async fn slot_state(
 ) -> Result<Option<SlotState>, PgError> {
     let row = client
         .query_opt(
-            "SELECT plugin::text, database::text, wal_status, confirmed_flush_lsn::text, active_pid \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            // The columns of newer versions through to_jsonb, so one query reads every version.
+            "SELECT plugin::text, database::text, wal_status, confirmed_flush_lsn::text, active_pid, \
+                    (to_jsonb(s) ->> 'failover')::bool, (to_jsonb(s) ->> 'synced')::bool, \
+                    to_jsonb(s) ->> 'invalidation_reason' \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await
@@ -52,6 +91,9 @@ pub async fn slot_state(
         wal_status: r.get(2),
         confirmed_flush: r.get::<_, Option<String>>(3).and_then(|s| Lsn::parse(&s)),
         active_pid: r.get(4),
+        failover: r.get(5),
+        synced: r.get(6),
+        invalidation_reason: r.get(7),
     }))
 }
 
@@ -69,13 +111,19 @@ pub async fn drop_slot(
 }
 
 /// The server's current WAL write position: no position a slot or a checkpoint of this server
-/// holds can be past it.
+/// holds can be past it. On a standby (in recovery, where pg_current_wal_lsn() fails) the
+/// furthest WAL it has received or replayed.
 pub async fn current_wal_position(
     client: &Client,
     connector: &PgConnector,
 ) -> Result<Lsn, PgError> {
     let row = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() \
+                    THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
+                    ELSE pg_current_wal_lsn() END::text",
+            &[],
+        )
         .await
         .map_err(|e| connector.query_error("reading pg_current_wal_lsn()", &e))?;
     let text: String = row.get(0);

@@ -22,6 +22,7 @@ fn connector_with(url: &str, tls: TlsMode, ca_file: Option<std::path::PathBuf>) 
         slot: None,
         publication: None,
         connect_timeout_s: 30,
+        failover_slot: false,
     })
     .expect("valid source config")
 }
@@ -341,6 +342,7 @@ async fn connects_identifies_and_authenticates() {
             slot: None,
             publication: None,
             connect_timeout_s: 30,
+            failover_slot: false,
         })
         .expect("config");
         ReplicationConnection::connect(&from_file)

@@ -103,6 +103,7 @@ fn connection_on(socket: DuplexStream, version: u32) -> ReplicationConnection {
         server_version_num: version,
         backend_pid: Some(42),
         in_flight: false,
+        failover_slot: false,
     }
 }
 

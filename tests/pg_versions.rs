@@ -1,0 +1,374 @@
+//! What a PostgreSQL major version adds to change data capture, each against a real server of
+//! that version (scripts/setup-pg-versions.sh caches 14, 16, 17 and 18; 15 is Debian's):
+//! failover slots and a switchover to a standby that synchronized the task's slot (17), a slot
+//! invalidated by `idle_replication_slot_timeout` while the task was stopped (18), and
+//! `source.failover_slot` refused on a server that has no failover slots (16).
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::audit;
+use common::pg_workload::{ACCOUNT_COLUMNS, SCHEMA};
+use common::replay::{replay, source_rows};
+use common::{load_files, sigterm, spawn_run, stderr_of, task_file, PgServer};
+
+const TASK: &str = "versions";
+const SLOT: &str = "inlet_versions";
+
+fn task(url: &str, out: &Path, source_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "{TASK}"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+{source_extra}
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["public.accounts"]
+[cdc]
+flush_interval_ms = 200
+{extra}
+"#,
+        out.display()
+    )
+}
+
+/// A server of `major`, or None (the test says so and passes) when its binaries are not
+/// installed: scripts/setup-pg-versions.sh installs them, `make test` runs it.
+fn server(major: u32, options: &str) -> Option<PgServer> {
+    if !inlet_testkit::major_bin(major).join("postgres").exists() {
+        eprintln!(
+            "PostgreSQL {major} is not installed in {}: run scripts/setup-pg-versions.sh",
+            inlet_testkit::major_bin(major).display()
+        );
+        return None;
+    }
+    Some(PgServer::start_major(major, options))
+}
+
+/// The task checkpoint's position, if there is one.
+fn checkpointed(out: &Path) -> Option<u64> {
+    std::fs::read_to_string(out.join(format!("_inlet/{TASK}/checkpoint")))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("position="))
+        .and_then(|p| u64::from_str_radix(p, 16).ok())
+}
+
+fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').expect("an LSN");
+    (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
+}
+
+/// Waits until the slot on `client`'s server has confirmed, and the task checkpoint holds,
+/// everything written up to now (inlet confirms only what the change files and the checkpoint
+/// hold).
+async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("inlet exited early with {status}:\n{err}");
+        }
+        let confirmed: Option<bool> = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = $2",
+                &[&target, &SLOT],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        if confirmed == Some(true) && checkpointed(out).is_some_and(|p| p >= parse_lsn(&target)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with {target} in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Transactions of every kind on accounts (insert, update, delete, a key change) until `stop`,
+/// through the server's Unix socket; stops at the first error (the server went away). Returns
+/// how many committed.
+fn workload(pg: &PgServer, ids_from: i64, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64> {
+    let socket = pg.socket_dir().to_path_buf();
+    let port = pg.port;
+    tokio::spawn(async move {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&socket)
+            .port(port)
+            .user("postgres")
+            .dbname("postgres");
+        let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await else {
+            return 0;
+        };
+        tokio::spawn(conn);
+        let mut committed = 0;
+        let mut id = ids_from;
+        while !stop.load(Ordering::Relaxed) {
+            let sql = format!(
+                "BEGIN;
+                 INSERT INTO accounts VALUES ({id}, 0, 'w', {id});
+                 UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id = {id} - 1;
+                 DELETE FROM accounts WHERE id = {id} - 2 AND {id} % 3 = 0;
+                 UPDATE accounts SET version = version + 1, id = id + 5000000
+                   WHERE id = {id} - 3 AND {id} % 5 = 0;
+                 COMMIT;"
+            );
+            if client.batch_execute(&sql).await.is_err() {
+                break;
+            }
+            committed += 1;
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        committed
+    })
+}
+
+/// Runs the workload for `for_ms`, then returns how many transactions committed.
+async fn workload_for(pg: &PgServer, ids_from: i64, for_ms: u64) -> i64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(pg, ids_from, stop.clone());
+    tokio::time::sleep(Duration::from_millis(for_ms)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap()
+}
+
+/// The change files and the full load of accounts, replayed, equal the source; every audited
+/// change is in the change files exactly once, in order. Returns the changes compared.
+async fn assert_exact(client: &tokio_postgres::Client, out: &Path) -> usize {
+    let compared = audit::assert_exactly_once(client, out, "accounts", "id").await;
+    let want = source_rows(client, "accounts", ACCOUNT_COLUMNS).await;
+    let got = replay(&out.join("public/accounts"), ACCOUNT_COLUMNS);
+    assert_eq!(got.len(), want.len(), "accounts: row count");
+    assert!(
+        got == want,
+        "accounts: replayed rows differ from the source"
+    );
+    compared
+}
+
+/// The LOAD files of accounts: a new full load would write new ones.
+fn loads(out: &Path) -> Vec<String> {
+    load_files(&out.join("public/accounts"))
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("LOAD"))
+        .collect()
+}
+
+/// Waits until the standby holds a persistent synchronized copy of the task's slot that has
+/// confirmed at least `at`.
+async fn wait_slot_synchronized(standby: &tokio_postgres::Client, at: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let row = standby
+            .query_opt(
+                "SELECT synced AND NOT temporary AND confirmed_flush_lsn >= $1::text::pg_lsn \
+                 FROM pg_replication_slots WHERE slot_name = $2",
+                &[&at, &SLOT],
+            )
+            .await
+            .unwrap();
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not synchronize slot {SLOT} up to {at} within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// PostgreSQL 17: a task with `source.failover_slot = true` streams from the primary while a
+/// physical standby synchronizes its slot (sync_replication_slots, hot_standby_feedback, the
+/// standby's physical slot in synchronized_standby_slots). Under a workload the primary is
+/// stopped and the standby promoted; the task, restarted with source.url on the promoted
+/// standby, resumes from the synchronized slot without a new full load: every audited change
+/// once, in order, and the replay equal to the new primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_slot_continues_on_the_promoted_standby() {
+    let started = Instant::now();
+    let Some(primary) = server(17, "") else {
+        return;
+    };
+    let client = primary.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    audit::install(&client, &[("accounts", "id")]).await;
+    let standby = primary
+        .start_standby("standby1", "-c sync_replication_slots=on")
+        .await;
+    for sql in [
+        "ALTER SYSTEM SET synchronized_standby_slots = 'standby1'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.simple_query(sql).await.unwrap();
+    }
+    standby.wait_replayed(&primary).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let on_primary = task(
+        &primary.url("postgres"),
+        &out,
+        "failover_slot = true",
+        "[retry]\nmin_delay_ms = 100\nmax_delay_ms = 500",
+    );
+    let cfg = task_file(dir.path(), "t", &on_primary);
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "[ok     ] failover slot: \"{SLOT}\" will be created as a failover slot; standbys \
+             streaming from standby1 receive every change before inlet does"
+        )),
+        "{stdout}"
+    );
+
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    let failover: Option<bool> = client
+        .query_one(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failover, Some(true), "the task's slot is a failover slot");
+    let (_, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(
+        stdout.contains(&format!(
+            "[ok     ] failover slot: \"{SLOT}\" is a failover slot;"
+        )),
+        "{stdout}"
+    );
+    let loaded = loads(&out);
+    assert!(!loaded.is_empty(), "the first start loads accounts");
+
+    let before = workload_for(&primary, 1_000_000, 1500).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    let at: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let standby_client = standby.client("postgres").await;
+    wait_slot_synchronized(&standby_client, &at).await;
+
+    // Before promotion the copy cannot be streamed from: a task pointed at the standby says so.
+    let on_standby = on_primary.replace(&primary.url("postgres"), &standby.url("postgres"));
+    let standby_cfg = task_file(dir.path(), "standby", &on_standby);
+    let (code, stdout, _) = common::inlet(&["check", "-c", standby_cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("is the copy a standby keeps of the primary's failover slot"),
+        "{stdout}"
+    );
+
+    // The switchover, under the workload: stop the primary, promote the standby.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(&primary, 2_000_000, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    primary.stop_fast();
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await.unwrap();
+    assert!(during > 10, "the workload committed {during} transactions");
+    standby.promote();
+    // inlet retries the stopped primary until the operator points it at the new one.
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    drop(standby_client);
+    let client = standby.client("postgres").await;
+
+    let cfg = task_file(dir.path(), "t", &on_standby);
+    let mut child = spawn_run(&cfg);
+    let after = workload_for(&standby, 3_000_000, 1500).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming from the task checkpoint"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("full load"), "a new full load:\n{stderr}");
+    assert_eq!(
+        loads(&out),
+        loaded,
+        "no new LOAD files after the switchover"
+    );
+    let compared = assert_exact(&client, &out).await;
+    eprintln!(
+        "PostgreSQL 17 switchover: {before} + {during} + {after} transactions, {compared} changes \
+         compared, {:?}",
+        started.elapsed()
+    );
+}
+
+/// PostgreSQL 16 has no failover slots: `source.failover_slot = true` stops `inlet check` and
+/// `inlet run` before anything is created, naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_slot_before_17_is_refused_naming_the_key() {
+    let Some(pg) = server(16, "") else {
+        return;
+    };
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "t",
+        &task(&pg.url("postgres"), &out, "failover_slot = true", ""),
+    );
+    let (code, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains(
+            "[MISSING] failover slot: source.failover_slot = true needs PostgreSQL 17 or later"
+        ),
+        "{stdout}"
+    );
+    let (code, stderr) = stderr_of(spawn_run(&cfg));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("source.failover_slot = true needs PostgreSQL 17 or later"),
+        "{stderr}"
+    );
+    let slots: i64 = client
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "no slot was created");
+    assert!(!out.join("public").exists(), "nothing was loaded");
+}
