@@ -99,9 +99,9 @@ impl ValuePolicy {
                         .iter()
                         .map(|(id, _)| id.to_string())
                         .find(|t| {
-                            key.len() > t.len()
-                                && key.is_char_boundary(t.len())
-                                && key[..t.len()].eq_ignore_ascii_case(t)
+                            key.get(..t.len())
+                                .is_some_and(|k| k.eq_ignore_ascii_case(t))
+                                && key[t.len()..].starts_with('.')
                         })
                         .map(|t| format!("did you mean table \"{t}\"? "))
                         .unwrap_or_default();

@@ -1,0 +1,568 @@
+//! The value policy per column (`[values.columns]`) end to end against a real PostgreSQL 15
+//! and MariaDB 10.11: only the named columns change type or handling, in the full load and the
+//! change stream alike, every other column keeps its exact type and values; a key that names
+//! no selected column stops `full-load`, `run` and `check` before anything is written.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use arrow_schema::{DataType, TimeUnit};
+use common::replay::{file_name, read_file};
+use common::{inlet, load_files, spawn_run, stderr_of, task_file, PgServer};
+use inlet_testkit::MariaDbServer;
+
+fn pg_task(url: &str, out: &Path, mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "vp"
+mode = "{mode}"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["public.*"]
+[cdc]
+flush_interval_ms = 200
+{extra}
+"#,
+        out.display()
+    )
+}
+
+/// Waits until the slot has confirmed, and the checkpoint holds, the server's current WAL
+/// insert position: everything committed so far is in the change files.
+async fn pg_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
+    let checkpoint = out.join("_inlet/vp/checkpoint");
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let target_pos = {
+        let (hi, lo) = target.split_once('/').unwrap();
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("inlet exited early with {status}:\n{err}");
+        }
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = 'inlet_vp'",
+                &[&target],
+            )
+            .await
+            .unwrap();
+        let checkpointed = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("position="))
+                .and_then(|p| u64::from_str_radix(p, 16).ok())
+        });
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true))
+            && checkpointed.is_some_and(|p| p >= target_pos)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with {target} in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The process's exit code and stderr once it stops on its own (within 60 s).
+fn exit_of(mut child: Child) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("inlet did not stop within 60 s: {}", stderr_of(child).1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stderr_of(child)
+}
+
+/// One written row: the file kind (`LOAD`) or the change's Op, then `columns` as Arrow
+/// displays them (None for NULL).
+type Written = (String, Vec<Option<String>>);
+
+/// Every row of a table folder, the LOAD files first, then the change files in name order;
+/// checks that every file has exactly the `types` given.
+fn written_rows(table_dir: &Path, types: &[(&str, DataType)]) -> Vec<Written> {
+    let mut files = load_files(table_dir);
+    files.sort_by_key(|f| (!file_name(f).starts_with("LOAD"), file_name(f)));
+    let mut rows = Vec::new();
+    for f in files {
+        let name = file_name(&f);
+        for b in read_file(&f) {
+            for (column, want) in types {
+                let field = b.schema().field_with_name(column).cloned();
+                assert_eq!(
+                    field.map(|f| f.data_type().clone()).ok().as_ref(),
+                    Some(want),
+                    "{name}: column {column}"
+                );
+            }
+            for r in 0..b.num_rows() {
+                let kind = match b.column_by_name("Op") {
+                    Some(op) => arrow_cast::display::array_value_to_string(op, r).unwrap(),
+                    None => "LOAD".to_string(),
+                };
+                let values = types
+                    .iter()
+                    .map(|(c, _)| {
+                        let a = b.column_by_name(c).unwrap();
+                        (!arrow_array::Array::is_null(a, r))
+                            .then(|| arrow_cast::display::array_value_to_string(a, r).unwrap())
+                    })
+                    .collect();
+                rows.push((kind, values));
+            }
+        }
+    }
+    rows
+}
+
+fn row(kind: &str, values: &[Option<&str>]) -> Written {
+    (
+        kind.to_string(),
+        values.iter().map(|v| v.map(str::to_string)).collect(),
+    )
+}
+
+/// `n` is set to "text" and holds NaN: it is Utf8 with PostgreSQL's exact text, while `m`, a
+/// numeric of the same type under the default "fail", stays Decimal128(10, 2) with exact values.
+/// `d` (date) and `at` (timestamp) are set to "null" and hold ±infinity: NULL there, while `e`,
+/// a date under the default, stays Date32. The same in the full load and the change stream.
+/// Then a NaN in `m` stops the task with a message naming the key to set for `m`.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_columns_named_in_values_columns_change() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE pol (id bigint PRIMARY KEY, version int NOT NULL, n numeric(10,2),
+                 m numeric(10,2), d date, at timestamp, e date);
+             INSERT INTO pol VALUES
+                 (1, 0, 'NaN', 1.50, 'infinity', '-infinity', '2024-01-02'),
+                 (2, 0, 12.34, -0.01, '2024-02-29', '2024-02-29 12:34:56.789012', '1999-12-31');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "vp",
+        &pg_task(
+            &pg.url("postgres"),
+            &out,
+            "full-load-and-cdc",
+            "[values]
+on_unrepresentable = \"fail\"
+[values.columns]
+\"public.pol.n\" = \"text\"
+\"public.pol.d\" = \"null\"
+\"public.pol.at\" = \"null\"",
+        ),
+    );
+    let mut child = spawn_run(&cfg);
+    pg_caught_up(&client, &mut child, &out).await;
+    client
+        .batch_execute(
+            "INSERT INTO pol VALUES (3, 0, 'NaN', 99999999.99, '-infinity', 'infinity', '2000-01-01');
+             UPDATE pol SET version = 1, n = 'NaN', d = 'infinity' WHERE id = 2;
+             INSERT INTO pol VALUES (4, 0, 0.5, 0, '1970-01-01', '1970-01-01 00:00:00', '2030-06-15');",
+        )
+        .await
+        .unwrap();
+    pg_caught_up(&client, &mut child, &out).await;
+
+    // A NaN in a column under the default stops the task and names the key for that column.
+    client
+        .batch_execute("INSERT INTO pol VALUES (5, 0, 1, 'NaN', NULL, NULL, NULL);")
+        .await
+        .unwrap();
+    let (code, stderr) = exit_of(child);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "public.pol column m: numeric 'NaN' (the row with id = 5) has no exact \
+             Decimal128(10, 2) equivalent; set [values.columns] \"public.pol.m\" = \"null\" or \
+             \"text\" in the task file"
+        ),
+        "{stderr}"
+    );
+
+    let types = [
+        ("id", DataType::Int64),
+        ("version", DataType::Int32),
+        ("n", DataType::Utf8),
+        ("m", DataType::Decimal128(10, 2)),
+        ("d", DataType::Date32),
+        ("at", DataType::Timestamp(TimeUnit::Microsecond, None)),
+        ("e", DataType::Date32),
+    ];
+    let got = written_rows(&out.join("public/pol"), &types);
+    let want = vec![
+        row(
+            "LOAD",
+            &[
+                Some("1"),
+                Some("0"),
+                Some("NaN"),
+                Some("1.50"),
+                None,
+                None,
+                Some("2024-01-02"),
+            ],
+        ),
+        row(
+            "LOAD",
+            &[
+                Some("2"),
+                Some("0"),
+                Some("12.34"),
+                Some("-0.01"),
+                Some("2024-02-29"),
+                Some("2024-02-29T12:34:56.789012"),
+                Some("1999-12-31"),
+            ],
+        ),
+        row(
+            "I",
+            &[
+                Some("3"),
+                Some("0"),
+                Some("NaN"),
+                Some("99999999.99"),
+                None,
+                None,
+                Some("2000-01-01"),
+            ],
+        ),
+        row(
+            "U",
+            &[
+                Some("2"),
+                Some("1"),
+                Some("NaN"),
+                Some("-0.01"),
+                None,
+                Some("2024-02-29T12:34:56.789012"),
+                Some("1999-12-31"),
+            ],
+        ),
+        row(
+            "I",
+            &[
+                Some("4"),
+                Some("0"),
+                Some("0.50"),
+                Some("0.00"),
+                Some("1970-01-01"),
+                Some("1970-01-01T00:00:00"),
+                Some("2030-06-15"),
+            ],
+        ),
+    ];
+    assert_eq!(got, want);
+}
+
+/// A `[values.columns]` key that names a column that does not exist, a table that is not
+/// selected, or a column `exclude_columns` leaves out would leave the column it meant under
+/// the default policy: `full-load`, `run` and `check` refuse it, naming the key and what
+/// exists, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_values_columns_key_naming_no_selected_column_is_refused() {
+    let pg = PgServer::start();
+    pg.client("postgres")
+        .await
+        .batch_execute(
+            "CREATE TABLE pol (id bigint PRIMARY KEY, n numeric(10,2), secret text);
+             INSERT INTO pol VALUES (1, 'NaN', 'x');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cases = [
+        (
+            "column",
+            "[values.columns]\n\"public.pol.nn\" = \"text\"",
+            "\"public.pol.nn\": public.pol has no column \"nn\" (its columns: id, n, secret)",
+        ),
+        (
+            "case",
+            "[values.columns]\n\"public.pol.N\" = \"text\"",
+            "\"public.pol.N\": public.pol has no column \"N\" (did you mean \"n\"? its columns: \
+             id, n, secret)",
+        ),
+        (
+            "table",
+            "[values.columns]\n\"public.poll.n\" = \"text\"",
+            "\"public.poll.n\" names no column of a selected table (keys are \
+             \"schema.table.column\"; selected tables: public.pol)",
+        ),
+        (
+            "excluded",
+            "[tables.exclude_columns]\n\"public.pol\" = [\"secret\"]\n\
+             [values.columns]\n\"public.pol.secret\" = \"null\"",
+            "\"public.pol.secret\": column \"secret\" of public.pol is excluded by \
+             tables.exclude_columns",
+        ),
+    ];
+    for (name, extra, expected) in cases {
+        let body = pg_task(&pg.url("postgres"), &out, "full-load", extra);
+        let cfg = task_file(dir.path(), name, &body);
+        let (code, _, stderr) = inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("values.columns: {expected}")),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !out.join("public").exists(),
+            "{name}: something was written"
+        );
+
+        let (code, stdout, stderr) = inlet(&["check", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name}: {stdout}{stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.contains("values.columns"))
+            .unwrap_or_else(|| panic!("{name}: no values.columns line in {stdout}"));
+        assert!(
+            line.contains("MISSING") && line.contains(expected),
+            "{name}: {stdout}"
+        );
+
+        let cdc = body.replace("mode = \"full-load\"", "mode = \"full-load-and-cdc\"");
+        let cfg = task_file(dir.path(), &format!("{name}-cdc"), &cdc);
+        let (code, _, stderr) = inlet(&[
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        assert_ne!(code, 0, "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(
+            !out.join("public").exists(),
+            "{name}: something was written"
+        );
+    }
+    let slots = pg
+        .client("postgres")
+        .await
+        .query("SELECT slot_name FROM pg_replication_slots", &[])
+        .await
+        .unwrap();
+    assert!(slots.is_empty(), "a refused task left a slot behind");
+}
+
+fn my_task(url: &str, out: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "vp-my"
+mode = "full-load-and-cdc"
+[source]
+kind = "mysql"
+url = "{url}"
+tls = "disable"
+heartbeat_seconds = 1
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["zd.*"]
+[cdc]
+flush_interval_ms = 200
+{extra}
+"#,
+        out.display()
+    )
+}
+
+/// Waits until the task checkpoint covers the binlog's current end.
+fn my_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
+    let status = db.admin("SHOW MASTER STATUS");
+    let mut cols = status.split('\t');
+    let file = cols.next().unwrap();
+    let offset: u64 = cols.next().unwrap().trim().parse().unwrap();
+    let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
+    let want = (seq << 32) | offset;
+    let checkpoint = out.join("_inlet/vp-my/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("inlet exited early with {status}:\n{err}");
+        }
+        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("position="))
+                .and_then(|p| u64::from_str_radix(p, 16).ok())
+        });
+        if at.is_some_and(|p| p >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// MariaDB zero dates (`0000-00-00`) under per-column settings: `d` set to "text" is Utf8 with
+/// the server's exact text, `z` set to "null" is NULL, and `e`, a date under the default
+/// "fail", stays Date32 with exact values; in the full load and the binlog alike. Then a zero
+/// date in `e` stops the task naming the key for `e`, and a key naming no column of the
+/// selected table is refused before anything is written.
+#[test]
+fn mysql_zero_dates_follow_the_column_settings() {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE zd;
+         CREATE TABLE zd.t (id BIGINT PRIMARY KEY, version INT NOT NULL, d DATE, z DATE, e DATE);
+         SET SESSION sql_mode = '';
+         INSERT INTO zd.t VALUES (1, 0, '0000-00-00', '0000-00-00', '2024-01-02'),
+             (2, 0, '2024-02-29', '2024-02-29', '1999-12-31');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let columns = "[values.columns]\n\"zd.t.d\" = \"text\"\n\"zd.t.z\" = \"null\"";
+    let cfg = task_file(dir.path(), "my", &my_task(&db.url("zd"), &out, columns));
+    let mut child = spawn_run(&cfg);
+    my_caught_up(&db, &mut child, &out);
+    db.admin(
+        "SET SESSION sql_mode = '';
+         INSERT INTO zd.t VALUES (3, 0, '0000-00-00', '0000-00-00', '2000-01-01');
+         UPDATE zd.t SET version = 1, d = '0000-00-00', z = '0000-00-00' WHERE id = 2;
+         INSERT INTO zd.t VALUES (4, 0, '1970-01-01', '1970-01-01', '2030-06-15');",
+    );
+    my_caught_up(&db, &mut child, &out);
+    db.admin(
+        "SET SESSION sql_mode = ''; INSERT INTO zd.t VALUES (5, 0, NULL, NULL, '0000-00-00');",
+    );
+    let (code, stderr) = exit_of(child);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "zd.t column e: the zero date 0000-00-00 has no exact Date32 equivalent; set \
+             [values.columns] \"zd.t.e\" = \"null\" or \"text\" in the task file"
+        ),
+        "{stderr}"
+    );
+    let types = [
+        ("id", DataType::Int64),
+        ("version", DataType::Int32),
+        ("d", DataType::Utf8),
+        ("z", DataType::Date32),
+        ("e", DataType::Date32),
+    ];
+    let got = written_rows(&out.join("zd/t"), &types);
+    let want = vec![
+        row(
+            "LOAD",
+            &[
+                Some("1"),
+                Some("0"),
+                Some("0000-00-00"),
+                None,
+                Some("2024-01-02"),
+            ],
+        ),
+        row(
+            "LOAD",
+            &[
+                Some("2"),
+                Some("0"),
+                Some("2024-02-29"),
+                Some("2024-02-29"),
+                Some("1999-12-31"),
+            ],
+        ),
+        row(
+            "I",
+            &[
+                Some("3"),
+                Some("0"),
+                Some("0000-00-00"),
+                None,
+                Some("2000-01-01"),
+            ],
+        ),
+        row(
+            "U",
+            &[
+                Some("2"),
+                Some("1"),
+                Some("0000-00-00"),
+                None,
+                Some("1999-12-31"),
+            ],
+        ),
+        row(
+            "I",
+            &[
+                Some("4"),
+                Some("0"),
+                Some("1970-01-01"),
+                Some("1970-01-01"),
+                Some("2030-06-15"),
+            ],
+        ),
+    ];
+    assert_eq!(got, want);
+
+    // A typo in a key: refused, naming the key and the table's columns; nothing written.
+    let typo_out = dir.path().join("typo");
+    let typo = task_file(
+        dir.path(),
+        "typo",
+        &my_task(
+            &db.url("zd"),
+            &typo_out,
+            "[values.columns]\n\"zd.t.dd\" = \"text\"",
+        ),
+    );
+    let (code, _, stderr) = inlet(&[
+        "run",
+        "-c",
+        typo.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "values.columns: \"zd.t.dd\": zd.t has no column \"dd\" (its columns: id, version, \
+             d, z, e)"
+        ),
+        "{stderr}"
+    );
+    assert!(!typo_out.join("zd").exists(), "something was written");
+}
