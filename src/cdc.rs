@@ -54,6 +54,7 @@ pub async fn run(
             Err(JobError::Transient { kind, message })
                 if kind == PUBLICATION_LOST && resnapshot =>
             {
+                tracing::warn!("{message}; cdc.on_slot_lost = \"resnapshot\": starting again");
                 state.set_phase(Phase::Starting);
                 lost = Some(message);
             }
@@ -256,6 +257,7 @@ async fn run_once(
     join::forget_loads_before(&mut facts, start);
 
     let new_tables = Arc::new(AtomicBool::new(false));
+    let publication_gone = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
         connector: connector.clone(),
         publication: publication.clone(),
@@ -273,6 +275,7 @@ async fn run_once(
         state.clone(),
         config.cdc.heartbeat_interval_ms,
         watch,
+        publication_gone.clone(),
     );
     let _poller = AbortOnDrop(poller);
 
@@ -319,6 +322,7 @@ async fn run_once(
     let source = PgSource {
         capture,
         new_tables,
+        publication_gone,
         slot: slot.clone(),
         publication: publication.clone(),
         checkpoint: target.checkpoint_location(task),
@@ -343,6 +347,8 @@ struct PgSource {
     capture: ChangeCapture,
     /// Set by the poller when a table the selection matches appeared.
     new_tables: Arc<AtomicBool>,
+    /// Set by the poller when the publication no longer exists (see [`spawn_slot_poller`]).
+    publication_gone: Arc<AtomicBool>,
     slot: String,
     publication: String,
     /// Where the task checkpoint is, for the lost-slot message.
@@ -360,6 +366,14 @@ impl ChangeSource for PgSource {
         if !in_transaction && self.new_tables.swap(false, Ordering::Relaxed) {
             tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
             return Ok(Some(CaptureEvent::TablesChanged));
+        }
+        if self.publication_gone.load(Ordering::Relaxed) {
+            return Err(publication_lost(
+                &self.slot,
+                &self.publication,
+                &self.checkpoint,
+                self.resnapshot,
+            ));
         }
         let Self {
             capture,
@@ -436,6 +450,13 @@ async fn bootstrap(
     let mut repl = ReplicationConnection::connect(connector)
         .await
         .map_err(JobError::source)?;
+    // The cluster the slot is created in, for the slot record: a later start on another one
+    // is refused, a promoted standby of this one accepted.
+    let system = repl
+        .identify_system()
+        .await
+        .map_err(JobError::source)?
+        .systemid;
     let created = if load {
         repl.create_slot_exporting_snapshot(slot).await
     } else {
@@ -451,7 +472,8 @@ async fn bootstrap(
             .get(0);
         // Before the load: a start that finds the slot but no checkpoint knows by this record
         // that the slot is this task's.
-        let record = SlotRecord::new(slot, task, &database, created.consistent_point);
+        let record = SlotRecord::new(slot, task, &database, created.consistent_point)
+            .in_system(system.clone());
         target
             .write_checkpoint(&record_key(task), &record.to_checkpoint())
             .await?;
@@ -689,13 +711,15 @@ impl NewTableWatch {
 }
 
 /// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], looks for tables that
-/// should join, and writes heartbeats into the source's WAL when configured.
+/// should join, sets `publication_gone` once the publication no longer exists, and writes
+/// heartbeats into the source's WAL when configured.
 fn spawn_slot_poller(
     client: tokio_postgres::Client,
     slot: String,
     state: TaskState,
     heartbeat_ms: u64,
     mut watch: NewTableWatch,
+    publication_gone: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let heartbeat = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
@@ -717,6 +741,21 @@ fn spawn_slot_poller(
             if last_poll.is_none_or(|t| t.elapsed() >= SLOT_POLL) {
                 last_poll = Some(Instant::now());
                 watch.check(&client).await;
+                // Up to 17 a dropped publication fails the stream at the next change. From 18
+                // on the server streams on, skipping the publication it cannot find with only
+                // a WARNING: every change since the drop would be left out without a word (and
+                // confirmed), so the task is stopped here as the error would stop it.
+                match client
+                    .query_opt(
+                        "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                        &[&watch.publication],
+                    )
+                    .await
+                {
+                    Ok(None) => publication_gone.store(true, Ordering::Relaxed),
+                    Ok(Some(_)) => {}
+                    Err(e) => tracing::debug!(error = %e, "reading pg_publication failed"),
+                }
                 let row = client
                     .query_opt(
                         "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, wal_status \
@@ -739,6 +778,26 @@ fn spawn_slot_poller(
     })
 }
 
+/// The task's publication was dropped while it streamed: the slot cannot go on (see
+/// [`publication_lost_reason`]); with `resnapshot`, `run` loads again through a new slot.
+fn publication_lost(slot: &str, publication: &str, checkpoint: &str, resnapshot: bool) -> JobError {
+    let reason = publication_lost_reason(publication, slot);
+    if resnapshot {
+        // `run` takes this kind as "resnapshot now", whatever the start then finds.
+        JobError::Transient {
+            kind: PUBLICATION_LOST,
+            message: reason,
+        }
+    } else {
+        JobError::Failed(format!(
+            "{reason}. To load every table again: drop the slot \
+             (SELECT pg_drop_replication_slot('{slot}')) and delete the task checkpoint \
+             ({checkpoint}), then run the task again (inlet creates the publication anew); \
+             or set cdc.on_slot_lost = \"resnapshot\" to do this automatically"
+        ))
+    }
+}
+
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with
 /// `on_slot_lost = "resnapshot"`, a restart that resnapshots); so does a dropped publication,
 /// which the server reports with the same SQLSTATE (42704, undefined object) but which is told
@@ -757,21 +816,7 @@ fn slot_error(
     } = &e
     {
         if code == "42704" && message.contains("publication") {
-            let reason = publication_lost_reason(publication, slot);
-            return if resnapshot {
-                // `run` takes this kind as "resnapshot now", whatever the start then finds.
-                JobError::Transient {
-                    kind: PUBLICATION_LOST,
-                    message: reason,
-                }
-            } else {
-                JobError::Failed(format!(
-                    "{reason}. To load every table again: drop the slot \
-                     (SELECT pg_drop_replication_slot('{slot}')) and delete the task checkpoint \
-                     ({checkpoint}), then run the task again (inlet creates the publication anew); \
-                     or set cdc.on_slot_lost = \"resnapshot\" to do this automatically"
-                ))
-            };
+            return publication_lost(slot, publication, checkpoint, resnapshot);
         }
         if code == "42704" {
             let message = format!(
