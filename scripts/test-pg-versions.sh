@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run the PostgreSQL end-to-end suites against the other major versions (14, 16, 17, 18; the
+# default `cargo nextest run --workspace` of `make test` covers 15 from Debian), one version
+# after another, each against the server binaries scripts/setup-pg-versions.sh cached.
+#
+#   scripts/test-pg-versions.sh             14 16 17 18
+#   scripts/test-pg-versions.sh 17 18       just these
+#
+# Every version runs even when an earlier one failed, so the log shows every failure; the exit
+# code is 1 when any version failed. Each run starts and ends with a "=== PostgreSQL N" line and
+# the summary at the end names each version's result.
+#
+# The heaviest tests (the soaks, the 5M-row transaction, the millions-row loads, the long
+# kill/restart workloads, and two that exercise inlet rather than the server: another engine's
+# Iceberg commits, an idle-connection flood) run on 15 (the default run) and 18 (the newest)
+# only: on 14, 16 and 17 they would add ~2 minutes each to CI. The kill/restart tests of pg_cdc
+# and the service suite's restarts still run on every version.
+set -uo pipefail
+
+CARGO=${CARGO:-cargo}
+VERSIONS=("$@")
+[ ${#VERSIONS[@]} -eq 0 ] && VERSIONS=(14 16 17 18)
+
+# The suites that start a PostgreSQL server of PG_BIN (testkit's PgServer::start). pg_versions
+# is not one: it starts the majors it tests itself, in the default run.
+SUITES=(pg_full_load pg_cdc pg_iceberg pg_safety pg_source_events faults service column_names)
+# Versions that run the heavy tests too (15 is the default run of make test).
+FULL_VERSIONS=" 18 "
+HEAVY=(
+    soak_random_events
+    a_five_million_row_transaction_is_written_in_parts
+    parallel_load_of_millions_matches_source_checksum
+    a_joining_table_loads_while_the_others_stream
+    iceberg_tables_equal_the_source_across_sigkills
+    iceberg_tables_equal_the_source_through_restarts_identity_changes_and_kills
+    restarts_identity_changes_and_kills_keep_every_change_exactly_once
+    commits_of_another_engine_between_inlet_commits_are_kept
+    idle_connection_flood_leaves_health_and_streaming_alone
+)
+
+cache=$(dirname "$0")/setup-pg-versions.sh
+cache=$("$cache" --dir)
+
+suites_expr=""
+for s in "${SUITES[@]}"; do
+    suites_expr+="${suites_expr:+ | }binary(=$s)"
+done
+heavy_expr=""
+for t in "${HEAVY[@]}"; do
+    heavy_expr+="${heavy_expr:+ | }test(=$t)"
+done
+
+nt_flags=(--workspace --no-fail-fast)
+if $CARGO nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then nt_flags+=(--no-tests=warn); fi
+
+results=()
+failed=0
+for v in "${VERSIONS[@]}"; do
+    bin=$cache/$v/bin
+    if [[ "$FULL_VERSIONS" == *" $v "* ]]; then
+        expr="($suites_expr)"
+        scope="all PostgreSQL suites"
+    else
+        expr="($suites_expr) & not ($heavy_expr)"
+        scope="PostgreSQL suites without the heavy tests"
+    fi
+    echo
+    echo "=== PostgreSQL $v ($(cat "$cache/$v/VERSION" 2>/dev/null || echo 'not installed')): $scope, PG_BIN=$bin"
+    start=$(date +%s)
+    if [ ! -x "$bin/postgres" ]; then
+        echo "=== PostgreSQL $v: no server in $bin (run make setup)"
+        rc=1
+    else
+        PG_BIN=$bin $CARGO nextest run "${nt_flags[@]}" -E "$expr"
+        rc=$?
+    fi
+    secs=$(($(date +%s) - start))
+    if [ $rc -eq 0 ]; then
+        results+=("PostgreSQL $v: passed (${secs} s)")
+    else
+        results+=("PostgreSQL $v: FAILED, exit $rc (${secs} s)")
+        failed=1
+    fi
+    echo "=== PostgreSQL $v: ${results[-1]#*: }"
+done
+
+echo
+echo "=== PostgreSQL versions summary"
+printf '    %s\n' "${results[@]}"
+exit $failed
