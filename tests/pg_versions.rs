@@ -372,3 +372,88 @@ async fn failover_slot_before_17_is_refused_naming_the_key() {
     assert_eq!(slots, 0, "no slot was created");
     assert!(!out.join("public").exists(), "nothing was loaded");
 }
+
+/// source.url moved to another cluster that has a slot of the task's name, a publication of
+/// its name, and WAL past the task checkpoint: nothing in the slot tells it from the task's,
+/// but the slot record names the cluster the task's slot was created in, so the start is
+/// refused and the foreign slot neither streamed from nor dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_of_the_tasks_name_in_another_cluster_is_refused() {
+    let (Some(ours), Some(other)) = (server(16, ""), server(16, "")) else {
+        return;
+    };
+    let client = ours.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let foreign = other.client("postgres").await;
+    foreign.batch_execute(SCHEMA).await.unwrap();
+    // Two statements: a slot cannot be created in a transaction that has written.
+    for sql in [
+        format!("CREATE PUBLICATION {SLOT} FOR TABLE accounts"),
+        format!("SELECT pg_create_logical_replication_slot('{SLOT}', 'pgoutput')"),
+    ] {
+        foreign.simple_query(&sql).await.unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "t", &task(&ours.url("postgres"), &out, "", ""));
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload_for(&ours, 1_000_000, 500).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+    let at = checkpointed(&out).expect("a checkpoint");
+
+    // The other cluster's WAL past the checkpoint, its slot behind it: the checks of the
+    // slot's position pass.
+    loop {
+        // pg_switch_wal() moves on only past WAL written since the last switch.
+        foreign
+            .batch_execute("UPDATE accounts SET version = version + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        let lsn: String = foreign
+            .query_one("SELECT pg_switch_wal()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if parse_lsn(&lsn) > at {
+            break;
+        }
+    }
+    let confirmed: String = foreign
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(parse_lsn(&confirmed) <= at, "{confirmed} vs {at:x}");
+
+    let cfg = task_file(dir.path(), "t", &task(&other.url("postgres"), &out, "", ""));
+    let (code, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("in the database cluster with system identifier")
+            && stdout.contains("but source.url now reaches the cluster")
+            && stdout.contains("neither streams from it nor drops it"),
+        "{stdout}"
+    );
+    let (code, stderr) = stderr_of(spawn_run(&cfg));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("but source.url now reaches the cluster"),
+        "{stderr}"
+    );
+    let still: i64 = foreign
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, 1, "the other cluster's slot is left alone");
+}

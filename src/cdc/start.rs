@@ -6,7 +6,8 @@
 use inlet_core::{Position, Prerequisite};
 use inlet_postgres::{
     current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state, Lsn,
-    PgConnector, PostgresSourceConfig, PublicationPlan, SlotState, SourceTable,
+    PgConnector, PostgresSourceConfig, PublicationPlan, ReplicationConnection, SlotState,
+    SourceTable,
 };
 use inlet_sink_parquet::Checkpoint;
 
@@ -26,6 +27,7 @@ pub(super) fn record_key(task: &str) -> String {
 const RECORD_TASK: &str = "task";
 const RECORD_ID: &str = "id";
 const RECORD_DATABASE: &str = "database";
+const RECORD_SYSTEM: &str = "system";
 
 /// The record inlet writes into the target when it creates a task's slot, before the load
 /// starts: "slot X was created by task T in database D at position L, id U". PostgreSQL keeps no
@@ -39,6 +41,11 @@ pub(super) struct SlotRecord {
     pub(super) database: String,
     pub(super) id: String,
     pub(super) created_at: Lsn,
+    /// The system identifier of the database cluster the slot was created in (IDENTIFY_SYSTEM):
+    /// a physical standby shares it, so the slot a promoted standby synchronized counts as the
+    /// task's, and a slot of the same name in another cluster does not. `None` in records of
+    /// earlier versions.
+    pub(super) system: Option<String>,
 }
 
 impl SlotRecord {
@@ -54,18 +61,29 @@ impl SlotRecord {
             database: database.to_string(),
             id: format!("{nanos:x}-{:x}", std::process::id()),
             created_at,
+            system: None,
         }
     }
 
+    /// The record of a slot created in the cluster whose system identifier is `system`.
+    pub(super) fn in_system(mut self, system: String) -> Self {
+        self.system = Some(system);
+        self
+    }
+
     pub(super) fn to_checkpoint(&self) -> Checkpoint {
+        let mut facts = vec![
+            (SLOT_FACT.to_string(), self.slot.clone()),
+            (RECORD_TASK.to_string(), self.task.clone()),
+            (RECORD_DATABASE.to_string(), self.database.clone()),
+            (RECORD_ID.to_string(), self.id.clone()),
+        ];
+        if let Some(system) = &self.system {
+            facts.push((RECORD_SYSTEM.to_string(), system.clone()));
+        }
         Checkpoint {
             position: Position(self.created_at.0),
-            facts: vec![
-                (SLOT_FACT.to_string(), self.slot.clone()),
-                (RECORD_TASK.to_string(), self.task.clone()),
-                (RECORD_DATABASE.to_string(), self.database.clone()),
-                (RECORD_ID.to_string(), self.id.clone()),
-            ],
+            facts,
         }
     }
 
@@ -82,6 +100,7 @@ impl SlotRecord {
             database: fact(RECORD_DATABASE)?,
             id: fact(RECORD_ID)?,
             created_at: Lsn(cp.position.0),
+            system: fact(RECORD_SYSTEM),
         })
     }
 }
@@ -115,6 +134,8 @@ struct StartFacts<'a> {
     pub(super) publication_exists: bool,
     /// The server is a standby (in recovery).
     pub(super) in_recovery: bool,
+    /// The server's system identifier, when it could be read.
+    pub(super) system: Option<&'a str>,
 }
 
 /// Decides what to do with the slot, or why not to go on (the refusal says what to do). A slot
@@ -158,6 +179,31 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
                  Set source.slot = {named:?} again, or delete the checkpoint to load every table \
                  again through {slot:?}",
                 f.checkpoint_at
+            ));
+        }
+    }
+    // A record of the slot's creation in another cluster: the slot found here, if any, is
+    // another's, and the checkpoint's positions are another server's WAL. A promoted physical
+    // standby has the cluster's identifier, so a failover passes.
+    if let (Some(record), Some(here)) = (f.record, f.system) {
+        let created_in = record.system.as_deref().filter(|s| *s != here);
+        if let Some(created_in) = created_in.filter(|_| record.slot == slot) {
+            let slot_here = if f.slot_now.is_some() {
+                format!(
+                    "; the slot {slot:?} on this server is not the task's, so inlet neither streams \
+                     from it nor drops it ({drop_sql} if it is truly abandoned)"
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "this task created replication slot {slot:?} in the database cluster with system \
+                 identifier {created_in} (slot record {}), but source.url now reaches the cluster \
+                 {here}: another server, not the primary or a promoted physical standby of it, so \
+                 the task checkpoint's positions mean nothing here{slot_here}. Point source.url \
+                 back at the task's server, or, to load every table again from this one, delete \
+                 the task checkpoint ({}) and the slot record ({}) and run the task again",
+                f.record_at, f.checkpoint_at, f.record_at
             ));
         }
     }
@@ -262,6 +308,29 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
             f.checkpoint_at, f.record_at
         ))),
     }
+}
+
+/// The server's system identifier: from pg_control_system() when the user may call it (a
+/// superuser, or granted), else from IDENTIFY_SYSTEM on a replication connection, which a
+/// change data capture user may open. `None` when neither answers: the cluster check is then
+/// skipped, the other checks stay.
+pub(super) async fn system_identifier(
+    control: &tokio_postgres::Client,
+    connector: &PgConnector,
+) -> Option<String> {
+    if let Ok(row) = control
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+    {
+        return row.get(0);
+    }
+    let mut repl = ReplicationConnection::connect(connector).await.ok()?;
+    let system = repl.identify_system().await.ok().map(|s| s.systemid);
+    repl.close().await;
+    system
 }
 
 /// Why a task whose publication is gone cannot go on through its slot.
@@ -476,6 +545,11 @@ impl StartCheck {
             .get(0);
         let failover =
             FailoverFacts::read(control, source.failover_slot, slot_now.as_ref()).await?;
+        // Only a record that names a cluster needs the server's.
+        let system = match record.as_ref().and_then(|r| r.system.as_ref()) {
+            Some(_) => system_identifier(control, connector).await,
+            None => None,
+        };
         let checkpoint_at = target.checkpoint_location(task);
         let record_at = target.checkpoint_location(&record_key(task));
         let facts = StartFacts {
@@ -491,6 +565,7 @@ impl StartCheck {
             server_at,
             publication_exists: exists,
             in_recovery: failover.in_recovery,
+            system: system.as_deref(),
         };
         let mut plan = plan_slot(&facts);
         // The stream failed on the dropped publication (which someone may have created again
@@ -653,6 +728,7 @@ mod tests {
             server_at: Lsn(0x5000),
             publication_exists: true,
             in_recovery: false,
+            system: Some("7300000000000000001"),
         })
     }
 
@@ -710,6 +786,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_slot_record_of_another_cluster_is_refused() {
+        let cp = checkpoint(0x3000, "inlet_t");
+        let moved = slot("pgoutput", "app", 0x2000);
+        // The cluster the record names (a promoted physical standby has its identifier).
+        let here = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000))
+            .in_system("7300000000000000001".into());
+        assert_eq!(
+            plan(Some(&cp), Some(&here), Some(&moved)),
+            Ok(SlotPlan::Resume)
+        );
+        let elsewhere = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000))
+            .in_system("7399999999999999999".into());
+        let e = plan(Some(&cp), Some(&elsewhere), Some(&moved)).unwrap_err();
+        assert!(
+            e.contains("system identifier 7399999999999999999")
+                && e.contains("source.url now reaches the cluster 7300000000000000001")
+                && e.contains("neither streams from it nor drops it"),
+            "{e}"
+        );
+        // Without a checkpoint either: the slot is not dropped and recreated.
+        let fresh = slot("pgoutput", "app", 0x1000);
+        assert!(plan(None, Some(&elsewhere), Some(&fresh)).is_err());
+        // A record of an earlier version names no cluster: the other checks decide.
+        let unnamed = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000));
+        assert_eq!(
+            plan(Some(&cp), Some(&unnamed), Some(&moved)),
+            Ok(SlotPlan::Resume)
+        );
+        assert_eq!(
+            SlotRecord::from_checkpoint(&elsewhere.to_checkpoint()),
+            Some(elsewhere)
+        );
     }
 
     #[test]
