@@ -149,8 +149,10 @@ fn row(kind: &str, values: &[Option<&str>]) -> Written {
 /// `n` is set to "text" and holds NaN: it is Utf8 with PostgreSQL's exact text, while `m`, a
 /// numeric of the same type under the default "fail", stays Decimal128(10, 2) with exact values.
 /// `d` (date) and `at` (timestamp) are set to "null" and hold ±infinity: NULL there, while `e`,
-/// a date under the default, stays Date32. The same in the full load and the change stream.
-/// Then a NaN in `m` stops the task with a message naming the key to set for `m`.
+/// a date under the default, stays Date32. The array column `a` set to "text" carries
+/// multi-dimensional values as PostgreSQL's exact array text, while `b` stays a list of Int32.
+/// The same in the full load and the change stream. Then a NaN in `m` stops the task with a
+/// message naming the key to set for `m`.
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_columns_named_in_values_columns_change() {
     let pg = PgServer::start();
@@ -158,10 +160,11 @@ async fn only_the_columns_named_in_values_columns_change() {
     client
         .batch_execute(
             "CREATE TABLE pol (id bigint PRIMARY KEY, version int NOT NULL, n numeric(10,2),
-                 m numeric(10,2), d date, at timestamp, e date);
+                 m numeric(10,2), d date, at timestamp, e date, a int[], b int[]);
              INSERT INTO pol VALUES
-                 (1, 0, 'NaN', 1.50, 'infinity', '-infinity', '2024-01-02'),
-                 (2, 0, 12.34, -0.01, '2024-02-29', '2024-02-29 12:34:56.789012', '1999-12-31');",
+                 (1, 0, 'NaN', 1.50, 'infinity', '-infinity', '2024-01-02', '{{1,2},{3,4}}', '{5,6}'),
+                 (2, 0, 12.34, -0.01, '2024-02-29', '2024-02-29 12:34:56.789012', '1999-12-31',
+                  '{1,2}', NULL);",
         )
         .await
         .unwrap();
@@ -179,16 +182,19 @@ on_unrepresentable = \"fail\"
 [values.columns]
 \"public.pol.n\" = \"text\"
 \"public.pol.d\" = \"null\"
-\"public.pol.at\" = \"null\"",
+\"public.pol.at\" = \"null\"
+\"public.pol.a\" = \"text\"",
         ),
     );
     let mut child = spawn_run(&cfg);
     pg_caught_up(&client, &mut child, &out).await;
     client
         .batch_execute(
-            "INSERT INTO pol VALUES (3, 0, 'NaN', 99999999.99, '-infinity', 'infinity', '2000-01-01');
+            "INSERT INTO pol VALUES (3, 0, 'NaN', 99999999.99, '-infinity', 'infinity', '2000-01-01',
+                 '{{{7}},{{8}}}', '{}');
              UPDATE pol SET version = 1, n = 'NaN', d = 'infinity' WHERE id = 2;
-             INSERT INTO pol VALUES (4, 0, 0.5, 0, '1970-01-01', '1970-01-01 00:00:00', '2030-06-15');",
+             INSERT INTO pol VALUES (4, 0, 0.5, 0, '1970-01-01', '1970-01-01 00:00:00', '2030-06-15',
+                 NULL, '{7,8}');",
         )
         .await
         .unwrap();
@@ -196,7 +202,7 @@ on_unrepresentable = \"fail\"
 
     // A NaN in a column under the default stops the task and names the key for that column.
     client
-        .batch_execute("INSERT INTO pol VALUES (5, 0, 1, 'NaN', NULL, NULL, NULL);")
+        .batch_execute("INSERT INTO pol VALUES (5, 0, 1, 'NaN', NULL, NULL, NULL, NULL, NULL);")
         .await
         .unwrap();
     let (code, stderr) = exit_of(child);
@@ -218,69 +224,29 @@ on_unrepresentable = \"fail\"
         ("d", DataType::Date32),
         ("at", DataType::Timestamp(TimeUnit::Microsecond, None)),
         ("e", DataType::Date32),
+        ("a", DataType::Utf8),
+        (
+            "b",
+            DataType::List(std::sync::Arc::new(arrow_schema::Field::new(
+                "item",
+                DataType::Int32,
+                true,
+            ))),
+        ),
     ];
     let got = written_rows(&out.join("public/pol"), &types);
+    #[rustfmt::skip]
     let want = vec![
-        row(
-            "LOAD",
-            &[
-                Some("1"),
-                Some("0"),
-                Some("NaN"),
-                Some("1.50"),
-                None,
-                None,
-                Some("2024-01-02"),
-            ],
-        ),
-        row(
-            "LOAD",
-            &[
-                Some("2"),
-                Some("0"),
-                Some("12.34"),
-                Some("-0.01"),
-                Some("2024-02-29"),
-                Some("2024-02-29T12:34:56.789012"),
-                Some("1999-12-31"),
-            ],
-        ),
-        row(
-            "I",
-            &[
-                Some("3"),
-                Some("0"),
-                Some("NaN"),
-                Some("99999999.99"),
-                None,
-                None,
-                Some("2000-01-01"),
-            ],
-        ),
-        row(
-            "U",
-            &[
-                Some("2"),
-                Some("1"),
-                Some("NaN"),
-                Some("-0.01"),
-                None,
-                Some("2024-02-29T12:34:56.789012"),
-                Some("1999-12-31"),
-            ],
-        ),
-        row(
-            "I",
-            &[
-                Some("4"),
-                Some("0"),
-                Some("0.50"),
-                Some("0.00"),
-                Some("1970-01-01"),
-                Some("1970-01-01T00:00:00"),
-                Some("2030-06-15"),
-            ],
-        ),
+        row("LOAD", &[Some("1"), Some("0"), Some("NaN"), Some("1.50"), None, None,
+            Some("2024-01-02"), Some("{{1,2},{3,4}}"), Some("[5, 6]")]),
+        row("LOAD", &[Some("2"), Some("0"), Some("12.34"), Some("-0.01"), Some("2024-02-29"),
+            Some("2024-02-29T12:34:56.789012"), Some("1999-12-31"), Some("{1,2}"), None]),
+        row("I", &[Some("3"), Some("0"), Some("NaN"), Some("99999999.99"), None, None,
+            Some("2000-01-01"), Some("{{{7}},{{8}}}"), Some("[]")]),
+        row("U", &[Some("2"), Some("1"), Some("NaN"), Some("-0.01"), None,
+            Some("2024-02-29T12:34:56.789012"), Some("1999-12-31"), Some("{1,2}"), None]),
+        row("I", &[Some("4"), Some("0"), Some("0.50"), Some("0.00"), Some("1970-01-01"),
+            Some("1970-01-01T00:00:00"), Some("2030-06-15"), None, Some("[7, 8]")]),
     ];
     assert_eq!(got, want);
 }
