@@ -13,8 +13,8 @@ use inlet_core::{
 };
 use inlet_postgres::{
     columns_with_unwritten_defaults, discover, drop_slot, ensure_publication, prerequisites,
-    publication_plan, slot_state, ChangeCapture, Lsn, PgConnector, PostgresSourceConfig,
-    ReplicationConnection, SourceTable,
+    publication_plan, published_generated_columns, slot_state, ChangeCapture, Lsn, PgConnector,
+    PostgresSourceConfig, ReplicationConnection, SourceTable,
 };
 use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
@@ -79,11 +79,18 @@ pub async fn check(
     let task = config.task.name.as_str();
     let target = Target::new(&config.target, task)?;
     let start = StartCheck::read(config, source, control, connector, &target, tables, None).await?;
-    Ok(start.report(
+    let publication = source.publication_name(task);
+    let mut report = start.report(
         &source.slot_name(task),
-        &source.publication_name(task),
+        &publication,
         &target.checkpoint_location(task),
-    ))
+    );
+    report.extend(
+        published_generated_columns(control, connector, &publication, tables)
+            .await
+            .map_err(JobError::source)?,
+    );
+    Ok(report)
 }
 
 /// One discovery of the tables, then streaming until shutdown or a renamed table.
@@ -119,9 +126,14 @@ async fn run_once(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
         ));
     }
+    let generated = published_generated_columns(&control, &connector, &publication, &tables)
+        .await
+        .map_err(JobError::source)?;
     for p in prerequisites(&control, &connector, &tables, true)
         .await
         .map_err(JobError::source)?
+        .into_iter()
+        .chain(generated)
     {
         match p.status {
             CheckStatus::Missing => {

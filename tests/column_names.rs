@@ -62,7 +62,14 @@ async fn a_column_named_op_needs_op_column_and_then_keeps_its_values() {
         "refused",
         &task(&pg.url("postgres"), &out, "full-load-and-cdc", ""),
     );
-    let (code, _, stderr) = inlet(&["run", "-c", cfg.to_str().unwrap()]);
+    // A free port: the default 127.0.0.1:9440 may be taken by another test running inlet.
+    let (code, _, stderr) = inlet(&[
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_ne!(code, 0, "{stderr}");
     assert!(
         stderr.contains("public.ops") && stderr.contains("\"Op\"") && stderr.contains("op_column"),

@@ -773,7 +773,14 @@ async fn an_exclude_columns_typo_is_refused_and_nothing_is_written() {
 
         let cdc = body.replace("mode = \"full-load\"", "mode = \"full-load-and-cdc\"");
         let cfg = task_file(dir.path(), &format!("{name}-cdc"), &cdc);
-        let (code, _, stderr) = inlet(&["run", "-c", cfg.to_str().unwrap()]);
+        // A free port: the default 127.0.0.1:9440 may be taken by another test running inlet.
+        let (code, _, stderr) = inlet(&[
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         assert_ne!(code, 0, "{name}: {stderr}");
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(

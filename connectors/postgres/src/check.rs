@@ -160,3 +160,61 @@ async fn replica_identity(
         )
     })
 }
+
+/// PostgreSQL 18 publishes stored generated columns when the publication says so
+/// (`publish_generated_columns = stored`, or the column named in its column list). inlet loads
+/// the columns logical replication publishes by default, without them: a task whose publication
+/// publishes one would load the table without it and stream it as an added column, so that is
+/// refused, naming the publication, the columns and the statement that fixes it. `None` before
+/// 18 (nothing publishes generated columns there) and when the publication does not exist yet
+/// (inlet creates it without them).
+pub async fn published_generated_columns(
+    client: &Client,
+    connector: &PgConnector,
+    publication: &str,
+    tables: &[SourceTable],
+) -> Result<Option<Prerequisite>, PgError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| connector.query_error("reading server_version_num", &e))?
+        .get(0);
+    if version < 180000 {
+        return Ok(None);
+    }
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    // pg_publication_tables.attnames lists the columns the publication sends of each table.
+    let rows = client
+        .query(
+            "SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname), quote_ident($1) \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = ANY (pt.attnames) \
+             WHERE pt.pubname = $1 AND c.oid = ANY ($2) AND a.attgenerated <> '' \
+             ORDER BY 1",
+            &[&publication, &oids],
+        )
+        .await
+        .map_err(|e| connector.query_error("reading the publication's columns", &e))?;
+    let Some(first) = rows.first() else {
+        return Ok(Some(Prerequisite::ok(
+            "generated columns",
+            format!("publication {publication:?} publishes no generated column"),
+        )));
+    };
+    let quoted: String = first.get(1);
+    let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(Some(Prerequisite::missing(
+        "generated columns",
+        format!(
+            "publication {publication:?} publishes the generated column(s) {}, which inlet \
+             leaves out of the full load (the load and the change files would differ)",
+            columns.join(", ")
+        ),
+        format!(
+            "ALTER PUBLICATION {quoted} SET (publish_generated_columns = none), and leave \
+             generated columns out of its column lists (or exclude the table)"
+        ),
+    )))
+}

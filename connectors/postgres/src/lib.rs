@@ -22,7 +22,7 @@ mod types;
 
 pub use capture::ChangeCapture;
 pub use catalog::{columns_with_unwritten_defaults, discover, SourceTable};
-pub use check::prerequisites;
+pub use check::{prerequisites, published_generated_columns};
 pub use config::{PgConnector, PostgresSourceConfig, TlsMode};
 pub use error::PgError;
 pub use pgoutput::{
