@@ -897,3 +897,184 @@ fn mysql_check_against_a_silent_host_times_out() {
         "{text}"
     );
 }
+
+/// A TCP proxy to the server at `port` that, on a connection whose client sends a statement
+/// containing `trigger`, passes on `then_bytes` more bytes of the server's answers and then
+/// nothing, keeping the connection open: a server that hangs, or a network that drops packets
+/// silently, in the middle of a conversation.
+fn silencing_proxy(port: u16, trigger: &'static str, then_bytes: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let silent = Arc::new(AtomicBool::new(false));
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let set = silent.clone();
+            // Client to server, packet by packet: the flag is set before the statement leaves.
+            std::thread::spawn(move || loop {
+                let mut head = [0u8; 4];
+                if c_read.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+                let mut body = vec![0u8; len];
+                if c_read.read_exact(&mut body).is_err() {
+                    return;
+                }
+                if String::from_utf8_lossy(&body).contains(trigger) {
+                    set.store(true, Ordering::SeqCst);
+                }
+                if s_write.write_all(&head).is_err() || s_write.write_all(&body).is_err() {
+                    return;
+                }
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let mut allowance = then_bytes;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let pass = if silent.load(Ordering::SeqCst) {
+                        let pass = n.min(allowance);
+                        allowance -= pass;
+                        pass
+                    } else {
+                        n
+                    };
+                    if c_write.write_all(&buf[..pass]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    local
+}
+
+/// Runs `inlet ARGS…`, killing it after `limit`: (its exit code, or None when it had to be
+/// killed; its stdout and stderr).
+fn inlet_within(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        code.or(if output.status.success() {
+            Some(0)
+        } else {
+            None
+        }),
+        text,
+    )
+}
+
+/// A task of `task()`'s through `proxy`, with `source.read_timeout_s = 3`.
+fn silent_task(dir: &Path, proxy: u16, mode: &str) -> std::path::PathBuf {
+    let body = task(
+        &format!("mysql://root@127.0.0.1:{proxy}/shop"),
+        &dir.join("out"),
+    )
+    .replace(
+        "heartbeat_seconds = 1",
+        "heartbeat_seconds = 1\nread_timeout_s = 3",
+    )
+    .replace(
+        "mode = \"full-load-and-cdc\"",
+        &format!("mode = \"{mode}\""),
+    );
+    task_file(dir, "my", &body)
+}
+
+/// The server answers the handshake, then never the catalog query: `inlet check` gives up
+/// after `source.read_timeout_s`, naming it (it used to wait forever).
+#[test]
+fn mysql_check_against_a_server_that_stops_answering_times_out() {
+    let db = MariaDbServer::start();
+    db.admin(SCHEMA);
+    let proxy = silencing_proxy(db.port, "information_schema.TABLES", 0);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = silent_task(dir.path(), proxy, "full-load-and-cdc");
+    let started = Instant::now();
+    let (code, text) = inlet_within(
+        &["check", "-c", cfg.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit {code:?} after {took:?}: {text}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}: {text}");
+    assert!(
+        text.contains("reading the catalog")
+            && text.contains("sent nothing for 3 s (source.read_timeout_s)")
+            && text.contains(&format!("127.0.0.1:{proxy}")),
+        "{text}"
+    );
+}
+
+/// The server sends part of a snapshot read and then nothing: the full load gives up after
+/// `source.read_timeout_s` of silence, naming the table (it used to wait forever).
+#[test]
+fn mysql_snapshot_read_from_a_server_that_stops_answering_times_out() {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, note text);
+         INSERT INTO shop.big SELECT seq, REPEAT('x', 200) FROM seq_1_to_100000;",
+    );
+    // The chunk read's statement; 200 KB of its rows pass, then silence.
+    let proxy = silencing_proxy(db.port, "SELECT `id`, `note` FROM", 200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = silent_task(dir.path(), proxy, "full-load");
+    let started = Instant::now();
+    let (code, text) = inlet_within(
+        &["full-load", "-c", cfg.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "exit {code:?} after {took:?}: {text}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}: {text}");
+    assert!(
+        text.contains("reading shop.big failed: timed out")
+            && text.contains("source.read_timeout_s"),
+        "{text}"
+    );
+}

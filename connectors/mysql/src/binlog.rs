@@ -39,10 +39,13 @@ pub enum Flavor {
 
 impl Flavor {
     pub async fn detect(conn: &mut Conn, connector: &MysqlConnector) -> Result<Self, MysqlError> {
-        let version: Option<String> = conn
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(|e| connector.query_error("SELECT VERSION()", &e))?;
+        let version: Option<String> = connector
+            .within("SELECT VERSION()", async {
+                conn.query_first("SELECT VERSION()")
+                    .await
+                    .map_err(|e| connector.query_error("SELECT VERSION()", &e))
+            })
+            .await?;
         Ok(if version.unwrap_or_default().contains("MariaDB") {
             Flavor::MariaDb
         } else {
@@ -52,10 +55,13 @@ impl Flavor {
 
     /// The server's `@@server_id`: whose binlog positions these are.
     pub async fn server_id(conn: &mut Conn, connector: &MysqlConnector) -> Result<u64, MysqlError> {
-        let id: Option<u64> = conn
-            .query_first("SELECT @@server_id")
-            .await
-            .map_err(|e| connector.query_error("SELECT @@server_id", &e))?;
+        let id: Option<u64> = connector
+            .within("SELECT @@server_id", async {
+                conn.query_first("SELECT @@server_id")
+                    .await
+                    .map_err(|e| connector.query_error("SELECT @@server_id", &e))
+            })
+            .await?;
         Ok(id.unwrap_or(0))
     }
 
@@ -247,10 +253,13 @@ pub(crate) async fn binlog_files(
     conn: &mut Conn,
     connector: &MysqlConnector,
 ) -> Result<Vec<(String, u64)>, MysqlError> {
-    let rows: Vec<mysql_async::Row> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .map_err(|e| connector.query_error("SHOW BINARY LOGS", &e))?;
+    let rows: Vec<mysql_async::Row> = connector
+        .within("SHOW BINARY LOGS", async {
+            conn.query("SHOW BINARY LOGS")
+                .await
+                .map_err(|e| connector.query_error("SHOW BINARY LOGS", &e))
+        })
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1)?)))
@@ -266,6 +275,21 @@ pub(crate) fn is_torn_event(message: &str) -> bool {
 /// Opens a dump connection and starts streaming from `start`, registering as replica
 /// `server_id`. Heartbeats every `connector`'s heartbeat interval.
 pub(crate) async fn open_stream(
+    connector: &MysqlConnector,
+    flavor: Flavor,
+    server_id: u32,
+    start: &StartFrom,
+) -> Result<EventFeed, MysqlError> {
+    // Connecting has its own bound; the session setup and the dump request are bounded as one.
+    connector
+        .within(
+            "starting the binlog dump",
+            open_stream_unbounded(connector, flavor, server_id, start),
+        )
+        .await
+}
+
+async fn open_stream_unbounded(
     connector: &MysqlConnector,
     flavor: Flavor,
     server_id: u32,

@@ -420,21 +420,31 @@ impl BinlogCapture {
             }
             (Flavor::MariaDb, StartFrom::Position(p)) => {
                 use mysql_async::prelude::Queryable;
-                conn.exec_first::<Option<String>, _, _>(
-                    "SELECT BINLOG_GTID_POS(?, ?)",
-                    (p.file.clone(), p.offset),
-                )
-                .await
-                .map_err(|e| connector.query_error("SELECT BINLOG_GTID_POS()", &e))?
-                .flatten()
+                let what = "SELECT BINLOG_GTID_POS()";
+                connector
+                    .within(what, async {
+                        conn.exec_first::<Option<String>, _, _>(
+                            "SELECT BINLOG_GTID_POS(?, ?)",
+                            (p.file.clone(), p.offset),
+                        )
+                        .await
+                        .map_err(|e| connector.query_error(what, &e))
+                    })
+                    .await?
+                    .flatten()
             }
             (Flavor::Mysql, StartFrom::Position(_)) => None,
         };
         let checksum: Option<String> = {
             use mysql_async::prelude::Queryable;
-            conn.query_first("SELECT @@global.binlog_checksum")
-                .await
-                .map_err(|e| connector.query_error("SELECT @@global.binlog_checksum", &e))?
+            let what = "SELECT @@global.binlog_checksum";
+            connector
+                .within(what, async {
+                    conn.query_first(what)
+                        .await
+                        .map_err(|e| connector.query_error(what, &e))
+                })
+                .await?
         };
         if let StartFrom::Position(p) = start {
             if let Ok(files) = crate::binlog::binlog_files(&mut conn, connector).await {
@@ -1086,12 +1096,17 @@ impl BinlogCapture {
             }
         };
         for id in ids {
-            let rows: Result<Vec<(String, String, Option<String>)>, _> = conn
-                .exec(
-                    "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM \
-                     information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                    (id.schema.clone(), id.name.clone()),
-                )
+            let what = "reading an altered table's columns";
+            let rows: Result<Vec<(String, String, Option<String>)>, _> = connector
+                .within(what, async {
+                    conn.exec(
+                        "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM \
+                         information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                        (id.schema.clone(), id.name.clone()),
+                    )
+                    .await
+                    .map_err(|e| connector.query_error(what, &e))
+                })
                 .await;
             match rows {
                 Ok(rows) => {

@@ -77,6 +77,21 @@ pub async fn discover(
     selection: &TableSelection,
     values: &ValuePolicy,
 ) -> Result<Vec<MysqlTable>, MysqlError> {
+    // Three catalog queries: bounded as a whole by `source.read_timeout_s`.
+    connector
+        .within(
+            "reading the catalog",
+            discover_unbounded(conn, connector, selection, values),
+        )
+        .await
+}
+
+async fn discover_unbounded(
+    conn: &mut Conn,
+    connector: &MysqlConnector,
+    selection: &TableSelection,
+    values: &ValuePolicy,
+) -> Result<Vec<MysqlTable>, MysqlError> {
     let tables: Vec<(String, String, Option<u64>, Option<u64>)> = conn
         .query(format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES \

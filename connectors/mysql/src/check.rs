@@ -20,6 +20,22 @@ pub async fn prerequisites(
     capture: bool,
     server_id: u32,
 ) -> Result<Vec<Prerequisite>, MysqlError> {
+    // Its queries are short: bounded as a whole by `source.read_timeout_s`.
+    connector
+        .within(
+            "checking the server's settings and privileges",
+            prerequisites_unbounded(conn, connector, tables, capture, server_id),
+        )
+        .await
+}
+
+async fn prerequisites_unbounded(
+    conn: &mut Conn,
+    connector: &MysqlConnector,
+    tables: &[MysqlTable],
+    capture: bool,
+    server_id: u32,
+) -> Result<Vec<Prerequisite>, MysqlError> {
     let flavor = Flavor::detect(conn, connector).await?;
     let var = |name: &'static str| format!("SELECT @@GLOBAL.{name}");
     let mut get = async |name: &'static str| -> Option<String> {

@@ -33,6 +33,11 @@ pub struct MysqlSourceConfig {
     /// task still advances and a dead connection is noticed. Default 10.
     #[serde(default)]
     pub heartbeat_seconds: Option<u32>,
+    /// Seconds the server may stay silent while inlet waits for it: for the answer to a query
+    /// (discovery, checks, opening the snapshot) and, in a snapshot read, for its next row (a
+    /// long read is bounded per row, never as a whole). Default 120.
+    #[serde(default)]
+    pub read_timeout_s: Option<u64>,
 }
 
 impl MysqlSourceConfig {
@@ -76,6 +81,7 @@ pub struct MysqlConnector {
     tls: TlsMode,
     server: String,
     heartbeat_seconds: u32,
+    read_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for MysqlConnector {
@@ -90,6 +96,9 @@ impl std::fmt::Debug for MysqlConnector {
 
 /// How long opening a connection may take, from TCP connect to the end of the session setup.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The default of `source.read_timeout_s`.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Statements every inlet session runs first: UTC for TIMESTAMP values, utf8mb4 so the server
 /// converts text of any column charset to UTF-8, and no statement time limit for long chunk
@@ -113,6 +122,13 @@ impl MysqlConnector {
                           replica with id 0); set a number from 1 to 4294967295 that no server \
                           and no other replica uses, or remove the key to use one derived from \
                           the task name"
+                    .to_string(),
+            });
+        }
+        if source.read_timeout_s == Some(0) {
+            return Err(MysqlError::Config {
+                key: "read_timeout_s",
+                message: "must be at least 1 (seconds); remove the key for the default (120)"
                     .to_string(),
             });
         }
@@ -177,6 +193,9 @@ impl MysqlConnector {
             tls: source.tls,
             server,
             heartbeat_seconds: source.heartbeat_seconds.unwrap_or(10).max(1),
+            read_timeout: source
+                .read_timeout_s
+                .map_or(READ_TIMEOUT, std::time::Duration::from_secs),
         })
     }
 
@@ -187,6 +206,40 @@ impl MysqlConnector {
 
     pub(crate) fn heartbeat_seconds(&self) -> u32 {
         self.heartbeat_seconds
+    }
+
+    /// `source.read_timeout_s`: how long the server may stay silent.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        self.read_timeout
+    }
+
+    /// Runs `work` (one or more round trips to the server, `what` for the message) unless the
+    /// server stays silent past `source.read_timeout_s`. mysql_async has no read timeout of its
+    /// own: a server that accepted the connection and then hangs (or a network that drops
+    /// packets silently) would leave a query waiting forever. The timeout's message says
+    /// "timed out", which makes the task retry.
+    pub async fn within<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, MysqlError>>,
+    ) -> Result<T, MysqlError> {
+        tokio::time::timeout(self.read_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(self.silence_error(what)))
+    }
+
+    /// The error of a server silent for `source.read_timeout_s` while inlet waited on `what`.
+    pub(crate) fn silence_error(&self, what: &str) -> MysqlError {
+        MysqlError::Query {
+            server: self.server.clone(),
+            what: what.to_string(),
+            reason: format!(
+                "timed out: the server sent nothing for {} s (source.read_timeout_s); it hangs, \
+                 or the network drops the connection. Check the server, or raise \
+                 source.read_timeout_s if it is only slow",
+                self.read_timeout.as_secs()
+            ),
+        }
     }
 
     /// Opens a connection with inlet's session settings. Under `tls = "prefer"` a server that
@@ -263,6 +316,7 @@ mod tests {
             ca_file: None,
             server_id: None,
             heartbeat_seconds: None,
+            read_timeout_s: None,
         }
     }
 

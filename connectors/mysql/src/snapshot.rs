@@ -56,7 +56,21 @@ const BEGIN_SNAPSHOT: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ O
 
 impl ConsistentSnapshot {
     /// Opens `workers` connections (at least one) sharing one snapshot.
+    /// Bounded by `source.read_timeout_s` as a whole: its statements are short, but
+    /// `FLUSH TABLES WITH READ LOCK` waits for every running statement to end.
     pub async fn open(connector: &MysqlConnector, workers: usize) -> Result<Self, MysqlError> {
+        connector
+            .within(
+                "opening the consistent snapshot",
+                Self::open_unbounded(connector, workers),
+            )
+            .await
+    }
+
+    async fn open_unbounded(
+        connector: &MysqlConnector,
+        workers: usize,
+    ) -> Result<Self, MysqlError> {
         let workers = workers.max(1);
         let mut first = connector.connect().await?;
         let flavor = Flavor::detect(&mut first, connector).await?;
@@ -342,11 +356,8 @@ impl SnapshotReader {
         if matches!(key.decoder, MysqlType::Int { .. }) {
             let sql =
                 format!("SELECT CAST(MIN({col}) AS CHAR), CAST(MAX({col}) AS CHAR) FROM {from}");
-            let row: Option<(Option<String>, Option<String>)> = self
-                .conn
-                .query_first(sql)
-                .await
-                .map_err(|e| self.connector.query_error(&what(), &e))?;
+            let row: Option<(Option<String>, Option<String>)> =
+                bounded(&self.connector, &what(), self.conn.query_first(sql)).await?;
             let Some((Some(min), Some(max))) = row else {
                 return Ok(vec![KeyRange::whole()]);
             };
@@ -366,22 +377,21 @@ impl SnapshotReader {
         // a run of equal first-column values cannot stall the walk).
         let mut bounds: Vec<mysql_async::Value> = Vec::new();
         while bounds.len() < MAX_WALKED_CHUNKS {
-            let next: Option<mysql_async::Row> = match bounds.last() {
-                None => {
-                    let sql = format!(
-                        "SELECT {col} FROM {from} ORDER BY {col} LIMIT 1 OFFSET {chunk_rows}"
-                    );
-                    self.conn.exec_first(sql, ()).await
-                }
-                Some(last) => {
-                    let sql = format!(
+            let (sql, params) = match bounds.last() {
+                None => (
+                    format!("SELECT {col} FROM {from} ORDER BY {col} LIMIT 1 OFFSET {chunk_rows}"),
+                    mysql_async::Params::Empty,
+                ),
+                Some(last) => (
+                    format!(
                         "SELECT {col} FROM {from} WHERE {col} > ? ORDER BY {col} LIMIT 1 OFFSET {}",
                         chunk_rows.saturating_sub(1)
-                    );
-                    self.conn.exec_first(sql, (last.clone(),)).await
-                }
-            }
-            .map_err(|e| self.connector.query_error(&what(), &e))?;
+                    ),
+                    mysql_async::Params::Positional(vec![last.clone()]),
+                ),
+            };
+            let next: Option<mysql_async::Row> =
+                bounded(&self.connector, &what(), self.conn.exec_first(sql, params)).await?;
             match next.and_then(|mut row| row.take::<mysql_async::Value, _>(0)) {
                 Some(mysql_async::Value::NULL) | None => break,
                 Some(v) => bounds.push(v),
@@ -437,11 +447,12 @@ impl SnapshotReader {
             true => mysql_async::Params::Empty,
             false => mysql_async::Params::Positional(params),
         };
-        let result = self
-            .conn
-            .exec_iter(sql, params)
-            .await
-            .map_err(|e| connector.query_error(&format!("reading {}", table.schema.id), &e))?;
+        let result = bounded(
+            &connector,
+            &format!("reading {}", table.schema.id),
+            self.conn.exec_iter(sql, params),
+        )
+        .await?;
         let capacity = limits.rows.min(8192);
         Ok(ChunkStream {
             table,
@@ -458,6 +469,19 @@ impl SnapshotReader {
             connector,
         })
     }
+}
+
+/// One round trip to the server, unless it stays silent past `source.read_timeout_s`.
+async fn bounded<T>(
+    connector: &MysqlConnector,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, MysqlError> {
+    connector
+        .within(what, async {
+            work.await.map_err(|e| connector.query_error(what, &e))
+        })
+        .await
 }
 
 fn qualified(id: &TableId) -> String {
@@ -480,10 +504,13 @@ impl ChunkStream<'_> {
     /// The next batch, or None when the range is done.
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>, MysqlError> {
         while !self.ended && self.rows < self.limits.rows && self.bytes < self.limits.bytes {
-            let row = self.result.next().await.map_err(|e| {
-                self.connector
-                    .query_error(&format!("reading {}", self.table.schema.id), &e)
-            })?;
+            // Bounded per row: a long read goes on as long as rows keep coming.
+            let row = bounded(
+                &self.connector,
+                &format!("reading {}", self.table.schema.id),
+                self.result.next(),
+            )
+            .await?;
             let Some(row) = row else {
                 self.ended = true;
                 break;

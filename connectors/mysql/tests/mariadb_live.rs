@@ -23,6 +23,7 @@ fn connector(server: &MariaDbServer, db: &str) -> MysqlConnector {
         ca_file: None,
         server_id: None,
         heartbeat_seconds: Some(1),
+        read_timeout_s: None,
     })
     .unwrap()
 }
@@ -760,6 +761,7 @@ async fn check_reports_settings_and_privileges() {
         ca_file: None,
         server_id: None,
         heartbeat_seconds: None,
+        read_timeout_s: None,
     })
     .unwrap();
     let mut conn = c.connect().await.unwrap();
