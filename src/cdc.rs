@@ -250,7 +250,32 @@ async fn run_once(
     state.set_slot(None, false);
 
     let mut facts = facts;
-    let join = join_new_tables(config, state, &connector, &target, &tables, &mut facts).await?;
+    let identities: Vec<(TableId, String)> = tables
+        .iter()
+        .map(|t| (t.schema.id.clone(), t.oid.to_string()))
+        .collect();
+    let mut replaced = join::replaced_tables(&mut facts, &identities);
+    for id in &replaced {
+        if load {
+            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as online schema change tools do, or DROP and CREATE): it is loaded again beside the stream, and its target's rows are replaced");
+        } else {
+            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as online schema change tools do, or DROP and CREATE); task.mode = \"cdc\" loads no table, so its target keeps the old table's rows and gets the new table's changes from now on: run a full load of it to make it exact");
+        }
+    }
+    if !load {
+        // Nothing will load them: the new relations are what the target follows from now on.
+        facts.retain(|(k, _)| k != join::IDENTITY_FACT);
+        facts.extend(
+            identities
+                .iter()
+                .map(|(id, oid)| join::identity_fact(id, oid)),
+        );
+        replaced.clear();
+    }
+    let join = join_new_tables(
+        config, state, &connector, &target, &tables, &replaced, &mut facts,
+    )
+    .await?;
     let watched: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     // A table loading beside the stream joins it at the stream's next start, once loaded.
     let tables: Vec<SourceTable> = tables
@@ -276,6 +301,7 @@ async fn run_once(
         selection: selection.clone(),
         policy: policy.clone(),
         known: watched.into_iter().collect(),
+        identities: identities.into_iter().collect(),
         found: new_tables.clone(),
         unreadable: Default::default(),
         discovery_failed: None,
@@ -538,17 +564,24 @@ async fn bootstrap(
 /// a temporary slot created now: the snapshot holds every transaction committed before that
 /// slot's consistent point C, and the stream applies to these tables only transactions
 /// committed at or after C, so there is no gap and no overlap. Checkpoints written by earlier
-/// versions name no tables; then every table counts as known.
+/// versions name no tables; then every table counts as known. `replaced` tables (their name now
+/// holds another relation) are loaded again the same way.
 async fn join_new_tables(
     config: &TaskConfig,
     state: &TaskState,
     connector: &PgConnector,
     target: &Target,
     tables: &[SourceTable],
+    replaced: &[TableId],
     facts: &mut Vec<(String, String)>,
 ) -> Result<Option<JoinLoad>, JobError> {
     let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let new = stream::joining_tables(facts, &now);
+    let mut new = stream::joining_tables(facts, &now);
+    for (i, id) in now.iter().enumerate() {
+        if replaced.contains(id) && !new.contains(&i) {
+            new.push(i);
+        }
+    }
     if new.is_empty() {
         return Ok(None);
     }
@@ -574,13 +607,18 @@ async fn join_new_tables(
         target.forget_changes(&tables[i].schema).await?;
     }
     let before = Position(created.consistent_point.0.saturating_sub(1));
+    let loaded: Vec<(String, String)> = new
+        .iter()
+        .map(|&i| join::identity_fact(&tables[i].schema.id, &tables[i].oid.to_string()))
+        .collect();
     let (config, state, only) = (config.clone(), state.beside(), ids.clone());
-    Ok(Some(JoinLoad::spawn(ids, before, async move {
+    let load = JoinLoad::spawn(ids, before, async move {
         full_load::run(&config, Some(&snapshot), &state, Some(&only), Some(before)).await?;
         // The temporary slot, which exported the snapshot, goes with its connection.
         drop(join);
         Ok(())
-    })))
+    });
+    Ok(Some(load.with_facts(loaded)))
 }
 
 /// Waits (up to 30 s) for the walsender of an earlier stream, ours, to release the slot: a stream
@@ -618,6 +656,9 @@ struct NewTableWatch {
     selection: TableSelection,
     policy: inlet_core::ValuePolicy,
     known: std::collections::HashSet<TableId>,
+    /// The relation (oid) each known table was when the stream started: the same name on
+    /// another relation later is a swapped-in table, which must be loaded again.
+    identities: std::collections::HashMap<TableId, String>,
     found: Arc<AtomicBool>,
     /// New tables already reported as not readable or not capturable (once each).
     unreadable: std::collections::HashSet<TableId>,
@@ -649,6 +690,15 @@ impl NewTableWatch {
                 for id in gone {
                     tracing::warn!(table = %id, "a captured table is no longer in the source (dropped, or renamed out of [tables]); its target keeps the table as it was at its last change");
                     self.known.remove(&id);
+                }
+                for t in &tables {
+                    let id = &t.schema.id;
+                    let oid = t.oid.to_string();
+                    if self.identities.get(id).is_some_and(|was| *was != oid) {
+                        tracing::info!(table = %id, "a captured table's name now holds another table (a table swap, or DROP and CREATE): re-discovering the tables once the changes before now are written");
+                        self.identities.insert(id.clone(), oid);
+                        self.found.store(true, Ordering::Relaxed);
+                    }
                 }
                 let new: Vec<SourceTable> = tables
                     .into_iter()

@@ -43,6 +43,13 @@ impl JoinLoad {
         }
     }
 
+    /// Facts the checkpoint records too once the load is done (e.g. which relations were
+    /// loaded, [`identity_fact`]).
+    pub fn with_facts(mut self, facts: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.facts.extend(facts);
+        self
+    }
+
     pub fn includes(&self, id: &TableId) -> bool {
         self.tables.contains(id)
     }
@@ -121,6 +128,56 @@ pub fn forget_loads_before(facts: &mut Vec<(String, String)>, position: Position
     });
 }
 
+/// Checkpoint fact: `<identity> <table, JSON string>`, which relation of the source a table's
+/// target holds (PostgreSQL: its oid). A name can come to mean another relation: a table swap
+/// by an online schema change tool, or DROP and CREATE.
+pub const IDENTITY_FACT: &str = "table_identity";
+
+/// Tables of `now` (name, the source's identity of it now) whose checkpoint recorded only other
+/// identities: the name now holds another relation, whose rows the target never had, so they
+/// must be loaded again. The identity facts become `now`'s, except a replaced table's, which
+/// keep the old ones until its load records the new one (see [`JoinLoad::with_facts`]): a
+/// restart before then finds it replaced again. A table with no recorded identity (a checkpoint
+/// of an earlier version, or the table's first start) takes today's.
+pub fn replaced_tables(
+    facts: &mut Vec<(String, String)>,
+    now: &[(TableId, String)],
+) -> Vec<TableId> {
+    let mut recorded: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (_, v) in facts.iter().filter(|(k, _)| k == IDENTITY_FACT) {
+        if let Some((identity, name)) = v.split_once(' ') {
+            recorded
+                .entry(name.to_string())
+                .or_default()
+                .push(identity.to_string());
+        }
+    }
+    let mut replaced = Vec::new();
+    let mut kept = Vec::new();
+    for (id, identity) in now {
+        let name = table_fact(id).1;
+        match recorded.get(&name) {
+            Some(was) if !was.contains(identity) => {
+                replaced.push(id.clone());
+                kept.extend(was.iter().map(|w| identity_fact_of(w, &name)));
+            }
+            _ => kept.push(identity_fact_of(identity, &name)),
+        }
+    }
+    facts.retain(|(k, _)| k != IDENTITY_FACT);
+    facts.extend(kept);
+    replaced
+}
+
+/// The checkpoint fact recording that `id`'s target holds the relation `identity`.
+pub fn identity_fact(id: &TableId, identity: &str) -> (String, String) {
+    identity_fact_of(identity, &table_fact(id).1)
+}
+
+fn identity_fact_of(identity: &str, name: &str) -> (String, String) {
+    (IDENTITY_FACT.to_string(), format!("{identity} {name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +199,30 @@ mod tests {
         assert_eq!(loaded_at(&facts, &b), None);
         assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
         assert_eq!(facts.len(), 2, "{facts:?}");
+    }
+
+    #[test]
+    fn a_name_that_holds_another_relation_is_replaced_until_loaded() {
+        let (a, b) = (TableId::new("public", "a"), TableId::new("public", "b"));
+        let mut facts = vec![table_fact(&a), table_fact(&b)];
+        let count =
+            |facts: &[(String, String)]| facts.iter().filter(|(k, _)| k == IDENTITY_FACT).count();
+        // The first start records identities and replaces nothing.
+        let now = [(a.clone(), "10".to_string()), (b.clone(), "20".to_string())];
+        assert!(replaced_tables(&mut facts, &now).is_empty());
+        assert!(replaced_tables(&mut facts, &now).is_empty());
+        assert_eq!(count(&facts), 2);
+        // b swapped: replaced, and again at every start until its load records the new one.
+        let now = [(a.clone(), "10".to_string()), (b.clone(), "21".to_string())];
+        assert_eq!(replaced_tables(&mut facts, &now), vec![b.clone()]);
+        assert_eq!(replaced_tables(&mut facts, &now), vec![b.clone()]);
+        assert!(facts.contains(&table_fact(&a)) && facts.contains(&table_fact(&b)));
+        // The load's facts come after the others in the checkpoint; then only the new one stays.
+        facts.push(identity_fact(&b, "21"));
+        assert!(replaced_tables(&mut facts, &now).is_empty());
+        assert_eq!(count(&facts), 2);
+        assert!(
+            facts.contains(&identity_fact(&b, "21")) && !facts.contains(&identity_fact(&b, "20"))
+        );
     }
 }
