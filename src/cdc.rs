@@ -302,6 +302,7 @@ async fn run_once(
         policy: policy.clone(),
         known: watched.into_iter().collect(),
         identities: identities.into_iter().collect(),
+        swapped: Default::default(),
         found: new_tables.clone(),
         unreadable: Default::default(),
         discovery_failed: None,
@@ -659,6 +660,8 @@ struct NewTableWatch {
     /// The relation (oid) each known table was when the stream started: the same name on
     /// another relation later is a swapped-in table, which must be loaded again.
     identities: std::collections::HashMap<TableId, String>,
+    /// Tables whose name came to hold another relation while this stream ran.
+    swapped: std::collections::HashSet<TableId>,
     found: Arc<AtomicBool>,
     /// New tables already reported as not readable or not capturable (once each).
     unreadable: std::collections::HashSet<TableId>,
@@ -672,7 +675,12 @@ struct NewTableWatch {
 
 impl NewTableWatch {
     async fn check(&mut self, client: &tokio_postgres::Client) {
+        // Tables first: a swapped-in table's columns are not columns added to the old one.
+        self.check_tables(client).await;
         self.check_unwritten_defaults(client).await;
+    }
+
+    async fn check_tables(&mut self, client: &tokio_postgres::Client) {
         match discover(client, &self.connector, &self.selection, &self.policy).await {
             Ok(tables) => {
                 self.discovery_failed = None;
@@ -697,6 +705,7 @@ impl NewTableWatch {
                     if self.identities.get(id).is_some_and(|was| *was != oid) {
                         tracing::info!(table = %id, "a captured table's name now holds another table (a table swap, or DROP and CREATE): re-discovering the tables once the changes before now are written");
                         self.identities.insert(id.clone(), oid);
+                        self.swapped.insert(id.clone());
                         self.found.store(true, Ordering::Relaxed);
                     }
                 }
@@ -758,7 +767,7 @@ impl NewTableWatch {
         };
         let now: std::collections::HashSet<(TableId, String)> = columns
             .into_iter()
-            .filter(|(t, _)| self.known.contains(t))
+            .filter(|(t, _)| self.known.contains(t) && !self.swapped.contains(t))
             .collect();
         let Some(seen) = &mut self.unwritten_defaults else {
             self.unwritten_defaults = Some(now);

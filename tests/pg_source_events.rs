@@ -639,6 +639,15 @@ async fn a_table_swapped_by_an_online_schema_change_is_loaded_again() {
         want.len(),
         got.len()
     );
+    assert!(
+        log_text.contains("its target's rows are replaced table=public.ev_swap"),
+        "the swap is not reported:\n{log_text}"
+    );
+    // The swapped-in table's columns are its own, not columns added to the old one.
+    assert!(
+        !log_text.contains("a column was added with a DEFAULT"),
+        "{log_text}"
+    );
     // The new table's added columns are carried, with the value the copy gave every row (a `D`
     // change carries the key only).
     let mut extra_values = std::collections::BTreeSet::new();
