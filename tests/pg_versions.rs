@@ -172,12 +172,17 @@ async fn assert_exact(client: &tokio_postgres::Client, out: &Path) -> usize {
     compared
 }
 
-/// The LOAD files of accounts: a new full load would write new ones.
-fn loads(out: &Path) -> Vec<String> {
+/// The LOAD files of accounts with their modification times: a new full load writes them
+/// again (under the same names).
+fn loads(out: &Path) -> Vec<(String, std::time::SystemTime)> {
     load_files(&out.join("public/accounts"))
         .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .filter(|n| n.starts_with("LOAD"))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let modified = std::fs::metadata(p).ok()?.modified().ok()?;
+            Some((name, modified))
+        })
+        .filter(|(n, _)| n.starts_with("LOAD"))
         .collect()
 }
 
@@ -456,4 +461,114 @@ async fn a_slot_of_the_tasks_name_in_another_cluster_is_refused() {
         .unwrap()
         .get(0);
     assert_eq!(still, 1, "the other cluster's slot is left alone");
+}
+
+/// PostgreSQL 18: `idle_replication_slot_timeout` invalidates the slot of a task stopped longer
+/// than it (at the next checkpoint). The next start takes the lost-slot path, as for a dropped
+/// slot, saying the slot was invalidated for idleness and naming the setting: under
+/// `cdc.on_slot_lost = "fail"` it stops and changes nothing, under "resnapshot" it loads every
+/// table again through a new slot, and the replay equals the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_invalidated_for_idleness_takes_the_lost_slot_path() {
+    let started = Instant::now();
+    // The timeout's unit is minutes: 1 is the least.
+    let Some(pg) = server(18, "-c idle_replication_slot_timeout=1min") else {
+        return;
+    };
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fail = task(&pg.url("postgres"), &out, "", "");
+    let cfg = task_file(dir.path(), "t", &fail);
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload_for(&pg, 1_000_000, 500).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+
+    // Stopped past the timeout: the next checkpoint invalidates the slot.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    loop {
+        client.batch_execute("CHECKPOINT").await.unwrap();
+        let reason: Option<String> = client
+            .query_one(
+                "SELECT invalidation_reason FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if let Some(reason) = reason {
+            assert_eq!(reason, "idle_timeout");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot was not invalidated within 100 s"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // Changes while the slot is gone: no stream holds them, only a new load.
+    workload_for(&pg, 2_000_000, 300).await;
+
+    let (code, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "[MISSING] replication slot: replication slot \"{SLOT}\" is invalidated by the server \
+             because it stayed inactive longer than idle_replication_slot_timeout"
+        )),
+        "{stdout}"
+    );
+    let loaded = loads(&out);
+    let (code, stderr) = stderr_of(spawn_run(&cfg));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("idle_replication_slot_timeout")
+            && stderr.contains("never recreates a slot silently"),
+        "{stderr}"
+    );
+    assert_eq!(loads(&out), loaded, "nothing was loaded");
+
+    let cfg = task_file(
+        dir.path(),
+        "t",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            "",
+            "on_slot_lost = \"resnapshot\"",
+        ),
+    );
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    workload_for(&pg, 3_000_000, 500).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("idle_replication_slot_timeout")
+            && stderr.contains("cdc.on_slot_lost = \"resnapshot\": new slot and a new full load"),
+        "{stderr}"
+    );
+    assert_ne!(
+        loads(&out),
+        loaded,
+        "a new full load rewrites the LOAD files"
+    );
+    let want = source_rows(&client, "accounts", ACCOUNT_COLUMNS).await;
+    let got = replay(&out.join("public/accounts"), ACCOUNT_COLUMNS);
+    assert_eq!(got.len(), want.len(), "accounts: row count");
+    assert!(
+        got == want,
+        "accounts: replayed rows differ from the source"
+    );
+    eprintln!(
+        "PostgreSQL 18 idle slot timeout: {} rows, {:?}",
+        want.len(),
+        started.elapsed()
+    );
 }
