@@ -404,7 +404,9 @@ fn my_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
 
 /// MariaDB zero dates (`0000-00-00`) under per-column settings: `d` set to "text" is Utf8 with
 /// the server's exact text, `z` set to "null" is NULL, and `e`, a date under the default
-/// "fail", stays Date32 with exact values; in the full load and the binlog alike. Then a zero
+/// "fail", stays Date32 with exact values. A tinyint(1) holding 2 or -5: `b` set to "text" is
+/// the number (Int16), `c` (NOT NULL) set to "null" is NULL there and Boolean otherwise. In
+/// the full load and the binlog alike. Then a zero
 /// date in `e` stops the task naming the key for `e`, and a key naming no column of the
 /// selected table is refused before anything is written.
 #[test]
@@ -412,26 +414,28 @@ fn mysql_zero_dates_follow_the_column_settings() {
     let db = MariaDbServer::start();
     db.admin(
         "CREATE DATABASE zd;
-         CREATE TABLE zd.t (id BIGINT PRIMARY KEY, version INT NOT NULL, d DATE, z DATE, e DATE);
+         CREATE TABLE zd.t (id BIGINT PRIMARY KEY, version INT NOT NULL, d DATE, z DATE, e DATE,
+             b TINYINT(1), c TINYINT(1) NOT NULL);
          SET SESSION sql_mode = '';
-         INSERT INTO zd.t VALUES (1, 0, '0000-00-00', '0000-00-00', '2024-01-02'),
-             (2, 0, '2024-02-29', '2024-02-29', '1999-12-31');",
+         INSERT INTO zd.t VALUES (1, 0, '0000-00-00', '0000-00-00', '2024-01-02', 2, 2),
+             (2, 0, '2024-02-29', '2024-02-29', '1999-12-31', 1, 0);",
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let columns = "[values.columns]\n\"zd.t.d\" = \"text\"\n\"zd.t.z\" = \"null\"";
+    let columns = "[values.columns]\n\"zd.t.d\" = \"text\"\n\"zd.t.z\" = \"null\"\n\
+                   \"zd.t.b\" = \"text\"\n\"zd.t.c\" = \"null\"";
     let cfg = task_file(dir.path(), "my", &my_task(&db.url("zd"), &out, columns));
     let mut child = spawn_run(&cfg);
     my_caught_up(&db, &mut child, &out);
     db.admin(
         "SET SESSION sql_mode = '';
-         INSERT INTO zd.t VALUES (3, 0, '0000-00-00', '0000-00-00', '2000-01-01');
+         INSERT INTO zd.t VALUES (3, 0, '0000-00-00', '0000-00-00', '2000-01-01', -5, 1);
          UPDATE zd.t SET version = 1, d = '0000-00-00', z = '0000-00-00' WHERE id = 2;
-         INSERT INTO zd.t VALUES (4, 0, '1970-01-01', '1970-01-01', '2030-06-15');",
+         INSERT INTO zd.t VALUES (4, 0, '1970-01-01', '1970-01-01', '2030-06-15', 0, 3);",
     );
     my_caught_up(&db, &mut child, &out);
     db.admin(
-        "SET SESSION sql_mode = ''; INSERT INTO zd.t VALUES (5, 0, NULL, NULL, '0000-00-00');",
+        "SET SESSION sql_mode = ''; INSERT INTO zd.t VALUES (5, 0, NULL, NULL, '0000-00-00', NULL, 0);",
     );
     let (code, stderr) = exit_of(child);
     assert_ne!(code, 0, "{stderr}");
@@ -448,59 +452,22 @@ fn mysql_zero_dates_follow_the_column_settings() {
         ("d", DataType::Utf8),
         ("z", DataType::Date32),
         ("e", DataType::Date32),
+        ("b", DataType::Int16),
+        ("c", DataType::Boolean),
     ];
     let got = written_rows(&out.join("zd/t"), &types);
+    #[rustfmt::skip]
     let want = vec![
-        row(
-            "LOAD",
-            &[
-                Some("1"),
-                Some("0"),
-                Some("0000-00-00"),
-                None,
-                Some("2024-01-02"),
-            ],
-        ),
-        row(
-            "LOAD",
-            &[
-                Some("2"),
-                Some("0"),
-                Some("2024-02-29"),
-                Some("2024-02-29"),
-                Some("1999-12-31"),
-            ],
-        ),
-        row(
-            "I",
-            &[
-                Some("3"),
-                Some("0"),
-                Some("0000-00-00"),
-                None,
-                Some("2000-01-01"),
-            ],
-        ),
-        row(
-            "U",
-            &[
-                Some("2"),
-                Some("1"),
-                Some("0000-00-00"),
-                None,
-                Some("1999-12-31"),
-            ],
-        ),
-        row(
-            "I",
-            &[
-                Some("4"),
-                Some("0"),
-                Some("1970-01-01"),
-                Some("1970-01-01"),
-                Some("2030-06-15"),
-            ],
-        ),
+        row("LOAD", &[Some("1"), Some("0"), Some("0000-00-00"), None, Some("2024-01-02"),
+            Some("2"), None]),
+        row("LOAD", &[Some("2"), Some("0"), Some("2024-02-29"), Some("2024-02-29"),
+            Some("1999-12-31"), Some("1"), Some("false")]),
+        row("I", &[Some("3"), Some("0"), Some("0000-00-00"), None, Some("2000-01-01"),
+            Some("-5"), Some("true")]),
+        row("U", &[Some("2"), Some("1"), Some("0000-00-00"), None, Some("1999-12-31"),
+            Some("1"), Some("false")]),
+        row("I", &[Some("4"), Some("0"), Some("1970-01-01"), Some("1970-01-01"),
+            Some("2030-06-15"), Some("0"), None]),
     ];
     assert_eq!(got, want);
 
@@ -526,7 +493,7 @@ fn mysql_zero_dates_follow_the_column_settings() {
     assert!(
         stderr.contains(
             "values.columns: \"zd.t.dd\": zd.t has no column \"dd\" (its columns: id, version, \
-             d, z, e)"
+             d, z, e, b, c)"
         ),
         "{stderr}"
     );

@@ -113,7 +113,12 @@ impl MysqlType {
     pub fn may_be_unrepresentable(&self) -> bool {
         matches!(
             self,
-            MysqlType::Date | MysqlType::Time | MysqlType::DateTime | MysqlType::Timestamp
+            // A tinyint(1) is read as a boolean and may hold any other tinyint.
+            MysqlType::Bool
+                | MysqlType::Date
+                | MysqlType::Time
+                | MysqlType::DateTime
+                | MysqlType::Timestamp
         )
     }
 }
@@ -162,6 +167,12 @@ pub(crate) fn plan_column(
     let text_policy = policy == Unrepresentable::Text;
     let fsp = arg(0).unwrap_or(0).min(6) as u8;
     let decoder = match base.as_str() {
+        // Under "text" a tinyint(1) is the plain tinyint, so a value other than 0 or 1 is kept
+        // exactly (as the number, which needs no text to be exact).
+        "tinyint" if arg(0) == Some(1) && !unsigned && text_policy => MysqlType::Int {
+            bytes: 1,
+            unsigned: false,
+        },
         "tinyint" if arg(0) == Some(1) && !unsigned => MysqlType::Bool,
         "bool" | "boolean" => MysqlType::Bool,
         "tinyint" => MysqlType::Int { bytes: 1, unsigned },
@@ -477,5 +488,12 @@ mod tests {
         assert!(p.field.is_nullable());
         let p = plan_column("d", "datetime(3)", None, false, Unrepresentable::Fail);
         assert!(!p.field.is_nullable());
+        // A tinyint(1) may hold 2: NULL needs a nullable field, and "text" keeps the number.
+        let p = plan_column("b", "tinyint(1)", None, false, Unrepresentable::Null);
+        assert_eq!(p.decoder, MysqlType::Bool);
+        assert!(p.field.is_nullable());
+        let p = plan_column("b", "tinyint(1)", None, false, Unrepresentable::Text);
+        assert_eq!(p.field.data_type(), &DataType::Int16);
+        assert_eq!(p.source_type, "tinyint(1)");
     }
 }
