@@ -251,9 +251,29 @@ async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
             }
         };
     }
+    // A MySQL load that is loading settles its tables once `stop` turns true (finishes the
+    // complete ones, deletes the others' LOAD files) within seconds, and says what each holds.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let work = full_load_task(&config, &state, stopped);
+    tokio::pin!(work);
     tokio::select! {
-        result = full_load_task(&config, &state) => result.map_err(FullLoadEnd::Failed),
+        result = &mut work => result.map_err(FullLoadEnd::Failed),
         _ = wait_for_signal() => {
+            if matches!(state.snapshot().phase, state::Phase::Snapshotting) {
+                let _ = stop.send(true);
+                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut work).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => {
+                        eprintln!(
+                            "error: {} (exit {EXIT_INTERRUPTED}); run `inlet full-load` again to \
+                             load those not loaded",
+                            e.message()
+                        );
+                        return Err(FullLoadEnd::Interrupted);
+                    }
+                    Err(_) => {}
+                }
+            }
             let status = state.snapshot();
             let unfinished: Vec<&str> = status
                 .tables
@@ -285,12 +305,12 @@ async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
 async fn full_load_task(
     config: &config::TaskConfig,
     state: &state::TaskState,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), JobError> {
     let started = std::time::Instant::now();
     if let config::SourceConfig::Mysql(source) = &config.source {
         let mut once = config.clone();
         once.task.mode = config::Mode::FullLoad;
-        let (_never, stopped) = tokio::sync::watch::channel(false);
         mysql_task::run(&once, source, state, stopped).await?;
         let status = state.snapshot();
         let rows: u64 = status.tables.iter().map(|t| t.snapshot_rows).sum();

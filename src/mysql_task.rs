@@ -3,6 +3,7 @@
 //! loop and targets as PostgreSQL. The binlog position and GTID set live in the task checkpoint.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
@@ -154,7 +155,16 @@ async fn run_once(
         let snapshot = ConsistentSnapshot::open(&connector, config.full_load.worker_count())
             .await
             .map_err(mysql_error)?;
-        load(config, state, &target, &tables, snapshot, None).await?;
+        load(
+            config,
+            state,
+            &target,
+            &tables,
+            snapshot,
+            None,
+            Some(shutdown.clone()),
+        )
+        .await?;
         return Ok(StreamEnd::Shutdown);
     }
 
@@ -236,7 +246,16 @@ async fn run_once(
             tracing::info!(file = %point.binlog.file, offset = point.binlog.offset, "snapshot at this binlog position");
             if load_tables {
                 // The load holds every transaction that ended at or before the position.
-                load(config, state, &target, &tables, snapshot, Some(position)).await?;
+                load(
+                    config,
+                    state,
+                    &target,
+                    &tables,
+                    snapshot,
+                    Some(position),
+                    Some(shutdown.clone()),
+                )
+                .await?;
             } else {
                 drop(snapshot);
             }
@@ -391,7 +410,7 @@ async fn join_new_tables(
     let (config, state) = (config.clone(), state.beside());
     Ok(Some(JoinLoad::spawn(joining, at, async move {
         let target = Target::new(&config.target, &config.task.name)?;
-        load(&config, &state, &target, &subset, snapshot, Some(at)).await
+        load(&config, &state, &target, &subset, snapshot, Some(at), None).await
     })))
 }
 
@@ -571,8 +590,20 @@ impl ChangeSource for MysqlSource {
     }
 }
 
+/// How long a load that ends early may spend settling its tables (finishing the complete ones,
+/// deleting the others' files): a signal must end the process within seconds.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Loads every table through the snapshot's readers, one worker per reader, in primary-key
-/// ranges. `position`: the binlog position the snapshot is consistent with.
+/// ranges. `position`: the binlog position the snapshot is consistent with. `stop`: turns true
+/// on a signal.
+///
+/// A load that ends early (a failed worker, a signal) still settles every table before it
+/// returns, as the PostgreSQL load does: a table whose ranges were all read is finished when
+/// the load stands alone (`position` None), and every other one is abandoned, which deletes
+/// the LOAD files this run completed of it, so no partial table stays readable and a rerun
+/// starts from a clean folder. A load that is part of change capture is all or nothing: its
+/// caller starts it again as a whole.
 async fn load(
     config: &TaskConfig,
     state: &TaskState,
@@ -580,6 +611,7 @@ async fn load(
     tables: &[MysqlTable],
     snapshot: ConsistentSnapshot,
     position: Option<Position>,
+    mut stop: Option<watch::Receiver<bool>>,
 ) -> Result<(), JobError> {
     let mut readers = snapshot.readers;
     let Some(first) = readers.first_mut() else {
@@ -589,6 +621,7 @@ async fn load(
     };
     let fl = &config.full_load;
     let mut queue = VecDeque::new();
+    let mut chunks = vec![0usize; tables.len()];
     for (i, t) in tables.iter().enumerate() {
         // Chunks of about chunk_mb of table data, from the table's average row size.
         let avg_row = match (t.estimated_rows, t.data_bytes) {
@@ -606,6 +639,7 @@ async fn load(
             .map_err(mysql_error)?
         {
             queue.push_back((i, range));
+            chunks[i] += 1;
         }
     }
     let estimates: Vec<(String, Option<u64>)> = tables
@@ -624,6 +658,9 @@ async fn load(
     let sinks = Arc::new(sinks);
     let tables = Arc::new(tables.to_vec());
     let queue = Arc::new(Mutex::new(queue));
+    // Per table, its ranges not yet read to the end and written.
+    let remaining: Arc<Vec<AtomicUsize>> =
+        Arc::new(chunks.into_iter().map(AtomicUsize::new).collect());
     let limits = BatchLimits {
         rows: fl.batch_rows,
         bytes: fl.batch_mb << 20,
@@ -635,16 +672,32 @@ async fn load(
             tables.clone(),
             sinks.clone(),
             queue.clone(),
+            remaining.clone(),
             progress.clone(),
             limits,
         ));
     }
     let mut failure = None;
-    while let Some(joined) = set.join_next().await {
-        let result =
-            joined.unwrap_or_else(|e| Err(JobError::Failed(format!("a load worker stopped: {e}"))));
+    let mut interrupted = false;
+    loop {
+        let joined = tokio::select! {
+            joined = set.join_next() => joined,
+            () = stopped(&mut stop), if !interrupted => {
+                interrupted = true;
+                set.abort_all();
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
+        let result = joined.unwrap_or_else(|e| {
+            if e.is_cancelled() {
+                Ok(())
+            } else {
+                Err(JobError::Failed(format!("a load worker stopped: {e}")))
+            }
+        });
         if let Err(e) = result {
-            if failure.is_none() {
+            if failure.is_none() && !interrupted {
                 failure = Some(e);
                 set.abort_all();
             }
@@ -653,18 +706,87 @@ async fn load(
     if let Some(logger) = logger {
         logger.abort();
     }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let ended_early = interrupted || failure.is_some();
+    let deadline = ended_early.then(|| std::time::Instant::now() + SETTLE_LIMIT);
     let mut rows = 0;
-    for (t, sink) in tables.iter().zip(sinks.iter()) {
-        let summary = sink.finish(position).await?;
-        rows += summary.rows;
-        progress_done(&progress, tables.as_slice(), t);
-        state.add_bytes(&t.schema.id.to_string(), summary.bytes);
+    let mut states = Vec::with_capacity(tables.len());
+    let mut finish_error = None;
+    for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
+        let name = t.schema.id.to_string();
+        let complete =
+            !ended_early || (position.is_none() && remaining[i].load(Ordering::Acquire) == 0);
+        if complete {
+            let finished = match deadline {
+                None => sink.finish(position).await,
+                Some(d) => tokio::time::timeout_at(d.into(), sink.finish(position))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(JobError::Failed(format!(
+                            "completing the full load of {name} did not finish within {} s",
+                            SETTLE_LIMIT.as_secs()
+                        )))
+                    }),
+            };
+            match finished {
+                Ok(summary) => {
+                    rows += summary.rows;
+                    progress_done(&progress, tables.as_slice(), t);
+                    state.add_bytes(&name, summary.bytes);
+                    states.push(format!(
+                        "{name}: loaded ({} rows in {} LOAD files, complete)",
+                        summary.rows, summary.files
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(table = %name, "the full load of the table failed: {}", e.message());
+                    finish_error = Some(e);
+                }
+            }
+        }
+        let abandon_by = deadline.unwrap_or_else(|| std::time::Instant::now() + SETTLE_LIMIT);
+        let what = sink.abandon(abandon_by).await;
+        tracing::warn!(table = %name, "{what}");
+        states.push(format!("{name}: {what}"));
+    }
+    let described = states.join("; ");
+    if interrupted {
+        tracing::error!(
+            "full load interrupted by a signal before it finished; tables: {described}"
+        );
+        return Err(JobError::Failed(format!(
+            "full load interrupted; tables: {described}"
+        )));
+    }
+    if let Some(e) = failure.or(finish_error) {
+        tracing::error!("full load failed; tables: {described}");
+        return Err(with_tables(e, &described));
     }
     tracing::info!(tables = tables.len(), rows, "full load done");
     Ok(())
+}
+
+/// Completes when `stop` turns true; never without one (or once its sender is gone).
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = stop {
+        if rx.wait_for(|s| *s).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// The error with each table's state appended, keeping its kind (exit code, retry).
+fn with_tables(error: JobError, tables: &str) -> JobError {
+    let add = |m: String| format!("{m}; tables: {tables}");
+    match error {
+        JobError::Config(m) => JobError::Config(add(m)),
+        JobError::Failed(m) => JobError::Failed(add(m)),
+        JobError::Transient { kind, message } => JobError::Transient {
+            kind,
+            message: add(message),
+        },
+    }
 }
 
 fn progress_done(progress: &Progress, tables: &[MysqlTable], table: &MysqlTable) {
@@ -678,6 +800,7 @@ async fn load_worker(
     tables: Arc<Vec<MysqlTable>>,
     sinks: Arc<Vec<LoadTable>>,
     queue: Arc<Mutex<VecDeque<(usize, KeyRange)>>>,
+    remaining: Arc<Vec<AtomicUsize>>,
     progress: Progress,
     limits: BatchLimits,
 ) -> Result<(), JobError> {
@@ -703,6 +826,7 @@ async fn load_worker(
             writer.write(&batch).await?;
             progress.add_rows(table, rows);
         }
+        remaining[table].fetch_sub(1, Ordering::AcqRel);
     }
     if let Some((_, w)) = open.take() {
         w.close().await?;

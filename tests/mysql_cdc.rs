@@ -1078,3 +1078,181 @@ fn mysql_snapshot_read_from_a_server_that_stops_answering_times_out() {
         "{text}"
     );
 }
+
+/// The LOAD files in a table's folder.
+fn load_file_names(table_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(table_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("LOAD"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A full load of `shop.big` (200,000 rows) whose read stalls through a proxy after 8 MB,
+/// once it has completed LOAD files; the proxy's port.
+fn stalling_big_table(db: &MariaDbServer) -> u16 {
+    db.admin(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, note text);
+         INSERT INTO shop.big SELECT seq, CONCAT(MD5(seq), SHA2(seq, 256)) FROM seq_1_to_200000;",
+    );
+    silencing_proxy(db.port, "SELECT `id`, `note` FROM", 8 << 20)
+}
+
+fn full_load_task(dir: &Path, url: &str, read_timeout_s: u64) -> std::path::PathBuf {
+    let body = format!(
+        r#"
+[task]
+name = "my-load"
+mode = "full-load"
+[source]
+kind = "mysql"
+url = "{url}"
+tls = "disable"
+read_timeout_s = {read_timeout_s}
+[target]
+kind = "parquet"
+url = "{}"
+file_size_mb = 1
+[tables]
+include = ["shop.big"]
+[full_load]
+chunk_mb = 0
+batch_rows = 5000
+"#,
+        dir.join("out").display()
+    );
+    task_file(dir, "load", &body)
+}
+
+/// `inlet full-load` on `cfg`, running until its table folder holds a LOAD file; the child.
+fn load_until_a_file_is_written(cfg: &Path, table_dir: &Path) -> std::process::Child {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["full-load", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while load_file_names(table_dir).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the load ended ({status}) before writing a file: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "no LOAD file within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Waits up to `limit` for `child`; its exit code (None if it had to be killed) and output.
+fn wait_within(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, text)
+}
+
+/// After a load that ended early, a rerun straight to the server holds exactly the source's
+/// rows: each id once.
+fn assert_rerun_loads_exactly_the_source(db: &MariaDbServer, dir: &Path, table_dir: &Path) {
+    let cfg = full_load_task(dir, &db.url("shop"), 60);
+    let (code, stdout, stderr) = common::inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let mut ids = Vec::new();
+    for name in load_file_names(table_dir) {
+        for batch in common::replay::read_file(&table_dir.join(&name)) {
+            let col = batch.column_by_name("id").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap();
+            ids.extend(col.values().iter().copied());
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 200_000, "rows after the rerun");
+    assert!(
+        ids.iter().copied().eq(1..=200_000),
+        "the rerun's rows are not ids 1..=200000 once each"
+    );
+}
+
+/// SIGTERM during a MySQL full load that has completed LOAD files: the load settles its table
+/// as the PostgreSQL load does (exit 3, the incomplete table's LOAD files deleted, its state
+/// named), so no partial table stays readable; a rerun loads exactly the source.
+#[test]
+fn a_mysql_full_load_stopped_by_a_signal_leaves_no_partial_table() {
+    let db = MariaDbServer::start();
+    let proxy = stalling_big_table(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("out/shop/big");
+    let cfg = full_load_task(
+        dir.path(),
+        &format!("mysql://root@127.0.0.1:{proxy}/shop"),
+        600,
+    );
+    let child = load_until_a_file_is_written(&cfg, &table_dir);
+    common::sigterm(&child);
+    let (code, text) = wait_within(child, Duration::from_secs(20));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("shop.big: not loaded; its") && text.contains("were deleted"),
+        "{text}"
+    );
+    assert_eq!(load_file_names(&table_dir), Vec::<String>::new(), "{text}");
+    assert_rerun_loads_exactly_the_source(&db, dir.path(), &table_dir);
+}
+
+/// A MySQL full load that fails (here: the server stops answering mid-read) after completing
+/// LOAD files deletes them and names the table's state; a rerun loads exactly the source.
+#[test]
+fn a_failed_mysql_full_load_leaves_no_partial_table() {
+    let db = MariaDbServer::start();
+    let proxy = stalling_big_table(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("out/shop/big");
+    let cfg = full_load_task(
+        dir.path(),
+        &format!("mysql://root@127.0.0.1:{proxy}/shop"),
+        3,
+    );
+    let child = load_until_a_file_is_written(&cfg, &table_dir);
+    let (code, text) = wait_within(child, Duration::from_secs(60));
+    assert!(
+        code.is_some_and(|c| c != 0 && c != 3),
+        "exit {code:?}: {text}"
+    );
+    assert!(
+        text.contains("timed out")
+            && text.contains("shop.big: not loaded; its")
+            && text.contains("were deleted"),
+        "{text}"
+    );
+    assert_eq!(load_file_names(&table_dir), Vec::<String>::new(), "{text}");
+    assert_rerun_loads_exactly_the_source(&db, dir.path(), &table_dir);
+}
