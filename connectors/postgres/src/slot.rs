@@ -247,6 +247,8 @@ pub struct PublicationPlan {
     pub no_identity: Vec<NoReplicaIdentity>,
     /// Why the user may not create or extend the publication, with the fix.
     pub denied: Option<(String, String)>,
+    /// The server is a read-only standby: every fix is for the primary.
+    pub standby: bool,
 }
 
 impl PublicationPlan {
@@ -269,12 +271,17 @@ impl PublicationPlan {
             "{} {} no primary key or other replica identity: in publication {publication:?}, which \
              publishes updates and deletes, every UPDATE and DELETE of {} by your application would \
              fail (\"cannot update table … because it does not have a replica identity\"), so inlet \
-             does not add {}. Make {} capturable: {} or exclude {} in [tables]",
+             does not add {}. Make {} capturable{}: {} or exclude {} in [tables]",
             names.join(", "),
             if names.len() == 1 { "has" } else { "have" },
             if names.len() == 1 { "it" } else { "them" },
             if names.len() == 1 { "it" } else { "them" },
             if names.len() == 1 { "it" } else { "them" },
+            if self.standby {
+                " on the primary (this server is a read-only standby)"
+            } else {
+                ""
+            },
             fixes.join(" "),
             if names.len() == 1 { "it" } else { "them" },
         ))
@@ -297,14 +304,17 @@ pub async fn publication_plan(
         )
         .await
         .map_err(|e| err("reading pg_publication", e))?;
-    let superuser: bool = client
+    let role = client
         .query_one(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            "SELECT rolsuper, pg_is_in_recovery() FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
-        .map_err(|e| err("reading pg_roles", e))?
-        .get(0);
+        .map_err(|e| err("reading pg_roles", e))?;
+    let superuser: bool = role.get(0);
+    // A standby (PostgreSQL 16+ decodes there) is read-only: the publication comes from the
+    // primary, through replication.
+    let standby: bool = role.get(1);
     let (exists, publishes_updates, owns_publication, all_tables) = match &row {
         Some(r) => (
             true,
@@ -346,7 +356,7 @@ pub async fn publication_plan(
         Vec::new()
     };
     let mut denied = None;
-    if !superuser && !to_add.is_empty() {
+    if (!superuser || standby) && !to_add.is_empty() {
         let oids: Vec<u32> = adding.iter().map(|t| t.oid).collect();
         let not_owned: Vec<String> = client
             .query(
@@ -388,7 +398,26 @@ pub async fn publication_plan(
         } else {
             format!("CREATE PUBLICATION {pub_sql} FOR TABLE {list};")
         };
-        if !exists && !may_create {
+        if standby {
+            denied =
+                Some((
+                    format!(
+                    "the server is a standby (read-only, pg_is_in_recovery()), so inlet cannot {} \
+                     publication {publication:?} here",
+                    if exists {
+                        format!(
+                            "add {} to",
+                            to_add.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        )
+                    } else {
+                        "create".to_string()
+                    }
+                ),
+                    format!(
+                    "on the primary run: {statement} (the standby receives it through replication)"
+                ),
+                ));
+        } else if !exists && !may_create {
             denied = Some((
                 format!(
                     "publication {publication:?} does not exist and the user may not create it \
@@ -423,6 +452,7 @@ pub async fn publication_plan(
         to_add,
         no_identity,
         denied,
+        standby,
     })
 }
 
