@@ -616,6 +616,13 @@ async fn a_task_reads_a_standby() {
         )),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "[ok     ] standby: source.url reaches a standby (hot_standby_feedback = on, \
+             physical slot \"standby1\" on the primary)"
+        ),
+        "{stdout}"
+    );
     let (code, stderr) = stderr_of(spawn_run(&cfg));
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is a standby"), "{stderr}");

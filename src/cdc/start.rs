@@ -28,6 +28,7 @@ const RECORD_TASK: &str = "task";
 const RECORD_ID: &str = "id";
 const RECORD_DATABASE: &str = "database";
 const RECORD_SYSTEM: &str = "system";
+const RECORD_CREATING: &str = "creating";
 
 /// The record inlet writes into the target when it creates a task's slot, before the load
 /// starts: "slot X was created by task T in database D at position L, id U". PostgreSQL keeps no
@@ -46,6 +47,10 @@ pub(super) struct SlotRecord {
     /// task's, and a slot of the same name in another cluster does not. `None` in records of
     /// earlier versions.
     pub(super) system: Option<String>,
+    /// Written before `CREATE_REPLICATION_SLOT`, with `created_at` the server's WAL position
+    /// then: a process killed between the slot's creation and the record of it would otherwise
+    /// leave a slot no start could prove to be the task's, refused until dropped by hand.
+    pub(super) creating: bool,
 }
 
 impl SlotRecord {
@@ -62,7 +67,15 @@ impl SlotRecord {
             id: format!("{nanos:x}-{:x}", std::process::id()),
             created_at,
             system: None,
+            creating: false,
         }
+    }
+
+    /// The record written just before the slot is created: "task T is creating slot X, the
+    /// server's WAL is at L" (see [`SlotRecord::creating`]).
+    pub(super) fn before_creating(mut self) -> Self {
+        self.creating = true;
+        self
     }
 
     /// The record of a slot created in the cluster whose system identifier is `system`.
@@ -80,6 +93,9 @@ impl SlotRecord {
         ];
         if let Some(system) = &self.system {
             facts.push((RECORD_SYSTEM.to_string(), system.clone()));
+        }
+        if self.creating {
+            facts.push((RECORD_CREATING.to_string(), "true".to_string()));
         }
         Checkpoint {
             position: Position(self.created_at.0),
@@ -101,6 +117,7 @@ impl SlotRecord {
             id: fact(RECORD_ID)?,
             created_at: Lsn(cp.position.0),
             system: fact(RECORD_SYSTEM),
+            creating: fact(RECORD_CREATING).as_deref() == Some("true"),
         })
     }
 }
@@ -285,7 +302,14 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
     }
     match f.record {
         Some(r) if r.slot == slot && r.task == f.task && r.database == f.database => {
-            if confirmed == Some(r.created_at) {
+            // Killed between the record of intent and the record of the creation: the slot
+            // was created after the intent (it confirms no position before it), and nothing
+            // streams from it now. The task writes no checkpoint before the record of the
+            // creation, so nothing it streamed is lost by dropping it.
+            let created_since = r.creating
+                && confirmed.is_some_and(|c| c.0 >= r.created_at.0)
+                && existing.active_pid.is_none();
+            if confirmed == Some(r.created_at) || created_since {
                 Ok(SlotPlan::Recreate)
             } else {
                 Err(format!(
@@ -376,6 +400,8 @@ pub(super) struct FailoverFacts {
     /// Physical slots named in `synchronized_standby_slots`, each with whether a standby is
     /// streaming from it now (`None`: no such slot).
     pub(super) standby_slots: Vec<(String, Option<bool>)>,
+    /// On a standby: `hot_standby_feedback` is on, and `primary_slot_name` (empty: none).
+    pub(super) standby_settings: Option<(bool, String)>,
 }
 
 impl FailoverFacts {
@@ -411,13 +437,79 @@ impl FailoverFacts {
                 .map(|r| r.get(0));
             standby_slots.push((name.to_string(), active));
         }
+        let in_recovery: bool = row.get(1);
+        let standby_settings = if in_recovery {
+            let r = control
+                .query_one(
+                    "SELECT current_setting('hot_standby_feedback') = 'on', \
+                            coalesce(current_setting('primary_slot_name', true), '')",
+                    &[],
+                )
+                .await
+                .map_err(|e| JobError::failed(format!("reading the standby's settings: {e}")))?;
+            Some((r.get(0), r.get(1)))
+        } else {
+            None
+        };
         Ok(Self {
             wanted,
             server_version: row.get(0),
             slot_failover: slot_now.and_then(|s| s.failover),
-            in_recovery: row.get(1),
+            in_recovery,
             standby_slots,
+            standby_settings,
         })
+    }
+
+    /// The `inlet check` line of a task whose source.url is a standby.
+    fn standby_report(&self) -> Option<Prerequisite> {
+        const NAME: &str = "standby";
+        let (feedback, primary_slot) = self.standby_settings.as_ref()?;
+        if self.server_version < 160_000 {
+            return Some(Prerequisite::missing(
+                NAME,
+                format!(
+                    "source.url reaches a standby (in recovery), and PostgreSQL {} cannot decode \
+                     changes on a standby (16 and later can)",
+                    self.server_version
+                ),
+                "point source.url at the primary, or upgrade to PostgreSQL 16+",
+            ));
+        }
+        if self.wanted {
+            return Some(Prerequisite::missing(
+                NAME,
+                "source.failover_slot = true, but source.url reaches a standby: PostgreSQL \
+                 creates no failover slot on a standby (a standby synchronizes the primary's)",
+                "remove source.failover_slot, or point source.url at the primary",
+            ));
+        }
+        if !*feedback || primary_slot.is_empty() {
+            return Some(Prerequisite::warning(
+                NAME,
+                format!(
+                    "source.url reaches a standby with {}: the primary may remove catalog rows \
+                     the task's slot still needs, and the standby then invalidates the slot \
+                     (invalidation_reason = rows_removed), which means a new full load",
+                    if *feedback {
+                        "no primary_slot_name"
+                    } else {
+                        "hot_standby_feedback = off"
+                    }
+                ),
+                "on the standby set hot_standby_feedback = on and primary_slot_name = '<a \
+                 physical slot on the primary>', then reload it",
+            ));
+        }
+        Some(Prerequisite::ok(
+            NAME,
+            format!(
+                "source.url reaches a standby (hot_standby_feedback = on, physical slot \
+                 {primary_slot:?} on the primary); the publication comes from the primary, and \
+                 a new slot waits for the primary's next running-transactions record (SELECT \
+                 pg_log_standby_snapshot() on the primary hurries an idle one)"
+            ),
+        ))
     }
 
     /// The `inlet check` lines about failover slots: only when `source.failover_slot` is set,
@@ -636,6 +728,7 @@ impl StartCheck {
                 ),
             ),
         });
+        out.extend(self.failover.standby_report());
         out.extend(self.failover.report(slot));
         let (count, max) = self.slots;
         let needs_slot = matches!(self.plan, Ok(SlotPlan::Create))
@@ -786,6 +879,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_slot_created_after_the_record_of_intent_is_the_tasks() {
+        // The process was killed after CREATE_REPLICATION_SLOT, before the record of the
+        // creation: the record of intent (WAL at 0x1000 then) is all the target holds.
+        let intent = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000)).before_creating();
+        let back = SlotRecord::from_checkpoint(&intent.to_checkpoint()).unwrap();
+        assert_eq!(back, intent);
+        let created = slot("pgoutput", "app", 0x1400);
+        assert_eq!(
+            plan(None, Some(&intent), Some(&created)),
+            Ok(SlotPlan::Recreate)
+        );
+        // A slot that confirms a position from before the intent existed before it.
+        let older = slot("pgoutput", "app", 0x0800);
+        assert!(plan(None, Some(&intent), Some(&older)).is_err());
+        // One something streams from now is not taken.
+        let mut active = slot("pgoutput", "app", 0x1400);
+        active.active_pid = Some(42);
+        assert!(plan(None, Some(&intent), Some(&active)).is_err());
+        // The record of the creation itself still needs the slot where it was created.
+        let done = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000));
+        assert!(plan(None, Some(&done), Some(&created)).is_err());
+        // A record restored after a failed creation names no slot: vouches for none.
+        let none = SlotRecord::new("", "t", "app", Lsn(0));
+        let e = plan(None, Some(&none), Some(&created)).unwrap_err();
+        assert!(e.contains("this task did not create it"), "{e}");
     }
 
     #[test]
