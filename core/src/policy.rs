@@ -1,5 +1,6 @@
-//! What to do with a source value that has no exact Arrow equivalent: a NUMERIC NaN or infinity,
-//! a date or timestamp outside Arrow's range or at ±infinity, a MySQL zero date.
+//! What to do with a source value that has no exact Arrow equivalent (a NUMERIC NaN or infinity,
+//! a date or timestamp outside Arrow's range or at ±infinity, a MySQL zero date), per column:
+//! the task's default and the columns set apart in `[values.columns]`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use serde::Deserialize;
 
 use crate::{ExclusionError, TableId, TableSelection};
 
-/// Per-task policy for values that cannot be represented exactly. A value is never silently
-/// turned into a different valid value.
+/// What one column does with values that cannot be represented exactly. A value is never
+/// silently turned into a different valid value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unrepresentable {
@@ -18,8 +19,9 @@ pub enum Unrepresentable {
     Fail,
     /// Write NULL instead, and count it in the task's warnings.
     Null,
-    /// Write the columns of types that can hold such values (numeric, date, timestamp) as the
-    /// source's exact text, so every value survives.
+    /// Write a column of a type that can hold such values (numeric, date, time, timestamp,
+    /// PostgreSQL arrays) as the source's exact text, so every value survives (a MySQL
+    /// tinyint(1) as the plain integer).
     Text,
 }
 
