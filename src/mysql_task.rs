@@ -28,7 +28,8 @@ use crate::JobError;
 /// a purged binlog, a setting, a privilege or a value will not.
 pub fn mysql_error(e: MysqlError) -> JobError {
     let transient = match &e {
-        MysqlError::Connect { .. } => true,
+        // Prepared XA transactions end, usually soon: the load starts once they have.
+        MysqlError::Connect { .. } | MysqlError::PreparedXa { .. } => true,
         MysqlError::Query { reason, .. }
         | MysqlError::Binlog {
             message: reason, ..

@@ -37,6 +37,18 @@ pub enum MysqlError {
     #[error("MySQL at {server}: {message}")]
     LostBinlog { server: String, message: String },
 
+    /// XA transactions are prepared and not yet committed or rolled back while a full load
+    /// would start: their rows would be in neither the snapshot nor the stream after it.
+    #[error(
+        "MySQL at {server}: the full load cannot start while XA transactions are prepared and \
+         not yet committed or rolled back: {xids}. Their rows are not in a snapshot taken now, \
+         and their prepare is before its binlog position, so their XA COMMIT would bring no rows \
+         to the target. End them (XA COMMIT or XA ROLLBACK with the xid shown, or let their \
+         transaction manager finish them); `inlet run` tries again until they are gone, \
+         `inlet full-load` can be run again"
+    )]
+    PreparedXa { server: String, xids: String },
+
     #[error("{table} column {column}: {message}")]
     Value {
         table: TableId,
