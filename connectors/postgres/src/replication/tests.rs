@@ -555,3 +555,65 @@ async fn abandoned_command_is_drained_before_the_next() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get("x"), Some("second"));
 }
+
+#[tokio::test]
+async fn failover_slots_are_asked_for_from_17_and_never_temporary() {
+    let created = |slot: &str| {
+        let mut script = row_description(&[
+            "slot_name",
+            "consistent_point",
+            "snapshot_name",
+            "output_plugin",
+        ]);
+        script.extend(data_row(&[
+            Some(slot),
+            Some("0/5"),
+            Some("00000003-00000002-1"),
+            Some("pgoutput"),
+        ]));
+        script.extend(command_complete("CREATE_REPLICATION_SLOT"));
+        script.extend(ready());
+        script
+    };
+    let (client, mut peer) = tokio::io::duplex(4096);
+    let mut conn = connection_on(client, 170_000);
+    conn.failover_slot = true;
+    let server = tokio::spawn(async move {
+        for (want, slot) in [
+            (
+                "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)",
+                "s",
+            ),
+            (
+                "CREATE_REPLICATION_SLOT \"t\" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)",
+                "t",
+            ),
+            // A joining table's temporary slot: PostgreSQL refuses FAILOVER on it.
+            (
+                "CREATE_REPLICATION_SLOT \"j\" TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
+                "j",
+            ),
+        ] {
+            let (_, body) = read_frontend(&mut peer).await;
+            assert_eq!(body, format!("{want}\0").into_bytes());
+            peer.write_all(&created(slot)).await.expect("write");
+        }
+    });
+    conn.create_slot_exporting_snapshot("s").await.expect("s");
+    conn.create_slot("t").await.expect("t");
+    conn.create_temporary_slot_exporting_snapshot("j")
+        .await
+        .expect("j");
+    server.await.expect("server script");
+
+    // Before 17: refused naming the key, nothing sent.
+    let (client, _peer) = tokio::io::duplex(64);
+    let mut conn = connection_on(client, 160_004);
+    conn.failover_slot = true;
+    let e = conn.create_slot("s").await.expect_err("16");
+    assert_eq!(
+        e.to_string(),
+        "source.failover_slot: true needs PostgreSQL 17 or later (failover slots), and the \
+         server is version 160004: remove source.failover_slot or upgrade the server"
+    );
+}
