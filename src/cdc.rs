@@ -496,19 +496,51 @@ async fn bootstrap(
         .await
         .map_err(JobError::source)?
         .systemid;
+    let task = config.task.name.as_str();
+    let database: String = control
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
+        .get(0);
+    // Before the slot exists, a record that this task is creating it, at the server's WAL
+    // position now: a process killed between the creation and the record of it below leaves a
+    // slot the next start can still prove to be this task's (`SlotRecord::creating`), instead
+    // of one refused until dropped by hand.
+    let wal_now: i64 = control
+        .query_one(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                     ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| JobError::failed(format!("reading the server's WAL position: {e}")))?
+        .get(0);
+    let previous = target.read_checkpoint(&record_key(task)).await?;
+    let intent = SlotRecord::new(slot, task, &database, Lsn(wal_now.max(0) as u64))
+        .in_system(system.clone())
+        .before_creating();
+    target
+        .write_checkpoint(&record_key(task), &intent.to_checkpoint())
+        .await?;
     let created = if load {
         repl.create_slot_exporting_snapshot(slot).await
     } else {
         repl.create_slot(slot).await
-    }
-    .map_err(JobError::source)?;
-    let task = config.task.name.as_str();
+    };
+    let created = match created {
+        Ok(created) => created,
+        Err(e) => {
+            // No slot was created: the record goes back to what it was, so an intent that came
+            // to nothing never vouches for a slot of this name that something else creates.
+            let back = previous
+                .unwrap_or_else(|| SlotRecord::new("", task, &database, Lsn(0)).to_checkpoint());
+            if let Err(w) = target.write_checkpoint(&record_key(task), &back).await {
+                tracing::warn!(error = %w.message(), "restoring the slot record failed");
+            }
+            return Err(JobError::source(e));
+        }
+    };
     let filled = async {
-        let database: String = control
-            .query_one("SELECT current_database()::text", &[])
-            .await
-            .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
-            .get(0);
         // Before the load: a start that finds the slot but no checkpoint knows by this record
         // that the slot is this task's.
         let record = SlotRecord::new(slot, task, &database, created.consistent_point)

@@ -62,9 +62,13 @@ async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out:
             }
             panic!("inlet exited early with {status}:\n{err}");
         }
+        // `active`: this inlet streams from the slot. When an earlier run (SIGKILLed) had
+        // already confirmed and checkpointed everything, the position alone is reached before
+        // the new process has set up its signal handling, and a SIGTERM then kills it outright
+        // (exit by signal, no output; seen on PostgreSQL 17 as exit -1).
         let row = client
             .query_opt(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn AND active FROM pg_replication_slots \
                  WHERE slot_name = 'inlet_cdc_test'",
                 &[&target],
             )

@@ -90,7 +90,9 @@ async fn wait_caught_up(
         }
         let confirmed = client
             .query_opt(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                // `active`: this inlet streams, so it has set up its signal handling (a SIGTERM
+                // before that kills it without a flush; see pg_cdc's wait_caught_up).
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn AND active FROM pg_replication_slots \
                  WHERE slot_name = $2",
                 &[&target, &slot],
             )
