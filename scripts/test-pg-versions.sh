@@ -4,7 +4,7 @@
 # after another, each against the server binaries scripts/setup-pg-versions.sh cached.
 #
 #   scripts/test-pg-versions.sh             14 16 17 18
-#   scripts/test-pg-versions.sh 17 18       just these
+#   scripts/test-pg-versions.sh 17 18       just these (15 too: Debian's, all its PostgreSQL suites)
 #
 # Every version runs even when an earlier one failed, so the log shows every failure; the exit
 # code is 1 when any version failed. Each run starts and ends with a "=== PostgreSQL N" line and
@@ -25,7 +25,7 @@ VERSIONS=("$@")
 # is not one: it starts the majors it tests itself, in the default run.
 SUITES=(pg_full_load pg_cdc pg_iceberg pg_safety pg_source_events faults service column_names)
 # Versions that run the heavy tests too (15 is the default run of make test).
-FULL_VERSIONS=" 18 "
+FULL_VERSIONS=" 15 18 "
 HEAVY=(
     soak_random_events
     a_five_million_row_transaction_is_written_in_parts
@@ -57,6 +57,7 @@ results=()
 failed=0
 for v in "${VERSIONS[@]}"; do
     bin=$cache/$v/bin
+    [ "$v" = 15 ] && bin=${PG15_BIN:-/usr/lib/postgresql/15/bin}
     if [[ "$FULL_VERSIONS" == *" $v "* ]]; then
         expr="($suites_expr)"
         scope="all PostgreSQL suites"
@@ -65,7 +66,7 @@ for v in "${VERSIONS[@]}"; do
         scope="PostgreSQL suites without the heavy tests"
     fi
     echo
-    echo "=== PostgreSQL $v ($(cat "$cache/$v/VERSION" 2>/dev/null || echo 'not installed')): $scope, PG_BIN=$bin"
+    echo "=== PostgreSQL $v ($("$bin/postgres" --version 2>/dev/null || echo 'not installed')): $scope, PG_BIN=$bin"
     start=$(date +%s)
     if [ ! -x "$bin/postgres" ]; then
         echo "=== PostgreSQL $v: no server in $bin (run make setup)"
