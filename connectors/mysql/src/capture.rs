@@ -607,7 +607,14 @@ impl BinlogCapture {
         let Some(connector) = self.connector.clone() else {
             return Err(self.error(message));
         };
-        let torn = self.file.clone();
+        // The server names the file it found torn ("the last event read from 'F' at P"); the
+        // file being read is the same one, since it announces each file with a ROTATE.
+        let torn = message
+            .split("last event read from '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .filter(|f| crate::position::file_sequence(f).is_some())
+            .map_or_else(|| self.file.clone(), str::to_string);
         if self.tables.iter().any(|t| t.parts_taken > 0) {
             return Err(MysqlError::LostBinlog {
                 server: self.server.clone(),
