@@ -21,7 +21,7 @@ use inlet_postgres::{
 };
 use tokio::task::JoinSet;
 
-use crate::config::{FullLoadConfig, SourceConfig, TaskConfig};
+use crate::config::{SourceConfig, TaskConfig};
 use crate::progress::Progress;
 use crate::state::{Phase, TaskState};
 use crate::JobError;
@@ -335,7 +335,21 @@ async fn prepare(
         sinks.push(target.full_load(&t.schema).await?);
     }
     let sinks: Arc<Vec<LoadTable>> = Arc::new(sinks);
-    let queue = work_queue(&tables, &config.full_load);
+    let version: i32 = snapshot
+        .client()
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| JobError::failed(format!("reading server_version_num: {e}")))?
+        .get(0);
+    let pages = chunk_pages(config.full_load.chunk_mb, version);
+    if pages == u64::MAX && config.full_load.chunk_mb != 0 {
+        tracing::info!(
+            server_version_num = version,
+            "PostgreSQL before 14 has no TID range scans: each table is read in one chunk \
+             (full_load.chunk_mb applies from 14 on)"
+        );
+    }
+    let queue = work_queue(&tables, pages);
     let mut chunks_per_table = vec![0usize; tables.len()];
     for item in &queue {
         chunks_per_table[item.table] += 1;
@@ -391,14 +405,21 @@ struct WorkItem {
     chunk: SnapshotChunk,
 }
 
-/// Largest tables first, so the long ones start early and the small ones fill the gaps; a
-/// table's chunks stay together so each worker keeps one file open at a time.
-fn work_queue(tables: &[SourceTable], config: &FullLoadConfig) -> VecDeque<WorkItem> {
-    let chunk_pages = if config.chunk_mb == 0 {
+/// Heap pages per chunk: `chunk_mb` of them, or the whole table (`u64::MAX`) when `chunk_mb` is
+/// 0 or the server predates TID range scans (PostgreSQL 14): there each chunk's `ctid` range
+/// would be a scan of the whole table, so chunks would multiply the reading instead of sharing
+/// it out.
+fn chunk_pages(chunk_mb: u64, server_version_num: i32) -> u64 {
+    if chunk_mb == 0 || server_version_num < 140_000 {
         u64::MAX
     } else {
-        config.chunk_mb * 1024 * 1024 / BLOCK_SIZE
-    };
+        chunk_mb * 1024 * 1024 / BLOCK_SIZE
+    }
+}
+
+/// Largest tables first, so the long ones start early and the small ones fill the gaps; a
+/// table's chunks stay together so each worker keeps one file open at a time.
+fn work_queue(tables: &[SourceTable], chunk_pages: u64) -> VecDeque<WorkItem> {
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].pages));
     order
@@ -461,5 +482,19 @@ impl Worker {
             w.close().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_before_14_read_each_table_in_one_chunk() {
+        assert_eq!(chunk_pages(64, 140_000), 64 * 1024 * 1024 / BLOCK_SIZE);
+        assert_eq!(chunk_pages(64, 180_004), 64 * 1024 * 1024 / BLOCK_SIZE);
+        assert_eq!(chunk_pages(64, 130_022), u64::MAX);
+        assert_eq!(chunk_pages(64, 100_000), u64::MAX);
+        assert_eq!(chunk_pages(0, 170_000), u64::MAX);
     }
 }

@@ -40,9 +40,10 @@ pub async fn prerequisites(
         Prerequisite::warning(
             "server version",
             format!(
-                "PostgreSQL {version} has no TID range scans: each chunk scans the whole table"
+                "PostgreSQL {version} is not tested, and has no TID range scans: inlet reads each \
+                 table in one chunk (full_load.chunk_mb applies from 14 on)"
             ),
-            "set full_load.chunk_mb = 0 (one chunk per table) or upgrade to PostgreSQL 14+",
+            "upgrade to PostgreSQL 14 or later",
         )
     } else {
         Prerequisite::missing(
