@@ -661,3 +661,46 @@ async fn a_task_reads_a_standby() {
         started.elapsed()
     );
 }
+
+/// Creating a slot waits until every transaction running at that moment has ended; a long open
+/// transaction holds a task's first start silently, so after 10 s the log says what the
+/// creation waits for and how to find the transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_creation_held_by_an_open_transaction_is_told() {
+    let pg = server(16, "");
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let open = pg.client("postgres").await;
+    open.batch_execute("BEGIN; INSERT INTO events VALUES (9999999, 0, 1, 'open')")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "t", &task(&pg.url("postgres"), &out, "", ""));
+    let mut child = spawn_run(&cfg);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(child.try_wait().unwrap().is_none(), "inlet exited");
+    assert_eq!(
+        checkpointed(&out),
+        None,
+        "the slot waits for the open transaction"
+    );
+    open.batch_execute("COMMIT").await.unwrap();
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "creating replication slot \"{SLOT}\" has waited 10 s: PostgreSQL makes a new slot \
+             wait until every transaction running now has ended"
+        )),
+        "{stderr}"
+    );
+    let want = source_rows(&client, "accounts", ACCOUNT_COLUMNS).await;
+    let got = replay(&out.join("public/accounts"), ACCOUNT_COLUMNS);
+    assert!(
+        got == want,
+        "accounts: replayed rows differ from the source"
+    );
+}

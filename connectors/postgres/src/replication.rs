@@ -25,6 +25,9 @@ use crate::types::quote_ident;
 pub use lsn::Lsn;
 use wire::{Backend, ServerError, Wire};
 
+/// How long slot creation may wait before the log says what it waits for.
+const SLOT_WAIT_TOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The answer to IDENTIFY_SYSTEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemInfo {
@@ -232,7 +235,28 @@ impl ReplicationConnection {
                 quote_ident(slot)
             ),
         };
-        let row = self.one_row(&what, &sql).await?;
+        let row = {
+            let created = self.one_row(&what, &sql);
+            tokio::pin!(created);
+            tokio::select! {
+                row = &mut created => row,
+                () = tokio::time::sleep(SLOT_WAIT_TOLD_AFTER) => {
+                    // The server answers only once the slot is consistent; say what it waits
+                    // for, since nothing else shows.
+                    tracing::warn!(
+                        slot,
+                        "creating replication slot {slot:?} has waited {} s: PostgreSQL makes a \
+                         new slot wait until every transaction running now has ended (look for \
+                         a long open transaction: SELECT pid, xact_start, state, query FROM \
+                         pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start), \
+                         and on a standby until the primary's next running-transactions record \
+                         (SELECT pg_log_standby_snapshot() on the primary writes one)",
+                        SLOT_WAIT_TOLD_AFTER.as_secs()
+                    );
+                    created.await
+                }
+            }
+        }?;
         Ok(CreatedSlot {
             slot_name: self.column(&what, &row, "slot_name")?.to_string(),
             consistent_point: self.parsed(&what, &row, "consistent_point", Lsn::parse)?,
