@@ -92,6 +92,7 @@
 //! ```
 
 mod aws;
+pub mod avro_header;
 mod catalog;
 mod config;
 mod error;

@@ -323,7 +323,7 @@ impl TableCatalog {
                     .add_file(f.clone(), -1)
                     .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
             }
-            let manifest = writer
+            let mut manifest = writer
                 .write_manifest_file()
                 .await
                 .map_err(|e| meta_err("cannot write a manifest", e))?;
@@ -331,6 +331,12 @@ impl TableCatalog {
                 .read(&uri)
                 .await
                 .map_err(|e| meta_err("cannot take the manifest from memory", e))?;
+            // The schema in the header as Iceberg Java writes it (no `"default": 0`), which
+            // readers such as Tableau Hyper require; the list records the new length.
+            let bytes = crate::avro_header::without_value_defaults(&bytes).map_err(|e| {
+                IcebergError::metadata(&table, "cannot rewrite the manifest's Avro schema", e)
+            })?;
+            manifest.manifest_length = bytes.len() as i64;
             wh.put(&format!("table {table}"), &path, bytes).await?;
             new_manifests.push(manifest);
         }
@@ -691,7 +697,7 @@ impl TableCatalog {
                     )
                     .map_err(|e| meta_err("cannot add a file to a manifest", e))?;
             }
-            let manifest = writer
+            let mut manifest = writer
                 .write_manifest_file()
                 .await
                 .map_err(|e| meta_err("cannot write a manifest", e))?;
@@ -699,6 +705,12 @@ impl TableCatalog {
                 .read(&uri)
                 .await
                 .map_err(|e| meta_err("cannot take the manifest from memory", e))?;
+            // The schema in the header as Iceberg Java writes it (no `"default": 0`), which
+            // readers such as Tableau Hyper require; the list records the new length.
+            let bytes = crate::avro_header::without_value_defaults(&bytes).map_err(|e| {
+                IcebergError::metadata(&table, "cannot rewrite the manifest's Avro schema", e)
+            })?;
+            manifest.manifest_length = bytes.len() as i64;
             wh.put(&format!("table {table}"), &path, bytes).await?;
             manifests.push(manifest);
         }

@@ -728,3 +728,206 @@ async fn polars_native_scan_reads_deletes_across_data_files() {
         .count();
     assert_eq!(delete_files, 2);
 }
+
+/// Field id -> (name, required) of Iceberg Java's v2 manifest entry (`V2Metadata`, the spec's
+/// manifest table), key and value ids of the maps included.
+const JAVA_MANIFEST_FIELDS: &[(i64, &str, bool)] = &[
+    (0, "status", true),
+    (1, "snapshot_id", false),
+    (3, "sequence_number", false),
+    (4, "file_sequence_number", false),
+    (2, "data_file", true),
+    (134, "content", true),
+    (100, "file_path", true),
+    (101, "file_format", true),
+    (102, "partition", true),
+    (103, "record_count", true),
+    (104, "file_size_in_bytes", true),
+    (108, "column_sizes", false),
+    (117, "key", true),
+    (118, "value", true),
+    (109, "value_counts", false),
+    (119, "key", true),
+    (120, "value", true),
+    (110, "null_value_counts", false),
+    (121, "key", true),
+    (122, "value", true),
+    (137, "nan_value_counts", false),
+    (138, "key", true),
+    (139, "value", true),
+    (125, "lower_bounds", false),
+    (126, "key", true),
+    (127, "value", true),
+    (128, "upper_bounds", false),
+    (129, "key", true),
+    (130, "value", true),
+    (131, "key_metadata", false),
+    (132, "split_offsets", false),
+    (135, "equality_ids", false),
+    (140, "sort_order_id", false),
+    // A v3 field the iceberg crate writes in v2 manifests too; optional, read as absent.
+    (142, "first_row_id", false),
+    (143, "referenced_data_file", false),
+    (144, "content_offset", false),
+    (145, "content_size_in_bytes", false),
+];
+
+/// Field id -> (name, required) of Iceberg Java's v2 manifest list entry (`manifest_file`).
+const JAVA_MANIFEST_LIST_FIELDS: &[(i64, &str, bool)] = &[
+    (500, "manifest_path", true),
+    (501, "manifest_length", true),
+    (502, "partition_spec_id", true),
+    (517, "content", true),
+    (515, "sequence_number", true),
+    (516, "min_sequence_number", true),
+    (503, "added_snapshot_id", true),
+    (504, "added_files_count", true),
+    (505, "existing_files_count", true),
+    (506, "deleted_files_count", true),
+    (512, "added_rows_count", true),
+    (513, "existing_rows_count", true),
+    (514, "deleted_rows_count", true),
+    (507, "partitions", false),
+    (509, "contains_null", true),
+    (518, "contains_nan", false),
+    (510, "lower_bound", false),
+    (511, "upper_bound", false),
+    (519, "key_metadata", false),
+];
+
+/// Every record field of an Avro schema: (field-id, name, optional, default as written).
+fn avro_fields(
+    schema: &serde_json::Value,
+    out: &mut Vec<(i64, String, bool, Option<serde_json::Value>)>,
+) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(fields) = map.get("fields").and_then(|f| f.as_array()) {
+                for f in fields {
+                    let id = f["field-id"].as_i64().expect("every field has a field-id");
+                    let optional = f["type"]
+                        .as_array()
+                        .is_some_and(|u| u.iter().any(|b| b == "null"));
+                    out.push((
+                        id,
+                        f["name"].as_str().unwrap().to_string(),
+                        optional,
+                        f.get("default").cloned(),
+                    ));
+                    avro_fields(&f["type"], out);
+                }
+            }
+            for (k, v) in map {
+                if k != "fields" {
+                    avro_fields(v, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                avro_fields(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Issue 14 item 3: the manifests' and manifest lists' Avro schemas are Iceberg Java's (field
+/// ids, names, optionality; no default on a required field, `null` on an optional one), and
+/// Tableau Hyper, which refuses the `"default": 0` the iceberg crate writes on
+/// `data_file.content`, reads the table after updates and deletes with the model's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_have_iceberg_javas_avro_schema_and_hyper_reads_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = table("hyper", true);
+    let target = target(dir.path());
+    let (model, _) = load_and_upsert(&target, &t, 4, |_| {}).await;
+
+    let meta_dir = dir.path().join("public/hyper/metadata");
+    let (mut manifests, mut lists) = (0, 0);
+    for entry in std::fs::read_dir(&meta_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".avro") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let (header, _) = inlet_sink_iceberg::avro_header::read_header(&bytes).unwrap();
+        let schema: serde_json::Value = serde_json::from_slice(
+            &header
+                .iter()
+                .find(|(k, _)| k == "avro.schema")
+                .expect("an avro.schema entry")
+                .1,
+        )
+        .unwrap();
+        let java = if name.starts_with("snap-") {
+            lists += 1;
+            JAVA_MANIFEST_LIST_FIELDS
+        } else {
+            manifests += 1;
+            JAVA_MANIFEST_FIELDS
+        };
+        let mut fields = Vec::new();
+        avro_fields(&schema, &mut fields);
+        for (id, field, optional, default) in &fields {
+            if *id >= 1000 {
+                continue; // partition fields: the table's own
+            }
+            let (_, java_name, required) =
+                java.iter().find(|(i, _, _)| i == id).unwrap_or_else(|| {
+                    panic!("{name}: field {id} {field} is not in Iceberg Java's schema")
+                });
+            assert_eq!(field, java_name, "{name}: field {id}");
+            assert_eq!(
+                *optional, !required,
+                "{name}: field {id} {field} optionality"
+            );
+            if *optional {
+                assert_eq!(
+                    default.as_ref(),
+                    Some(&serde_json::Value::Null),
+                    "{name}: optional field {id} {field}: Java writes \"default\": null"
+                );
+            } else {
+                assert_eq!(
+                    default.as_ref(),
+                    None,
+                    "{name}: required field {id} {field}: Java writes no default"
+                );
+            }
+        }
+        for (id, java_name, required) in java {
+            if *required {
+                assert!(
+                    fields.iter().any(|(i, _, _, _)| i == id),
+                    "{name}: required field {id} {java_name} is missing"
+                );
+            }
+        }
+    }
+    assert!(
+        manifests >= 2 && lists >= 2,
+        "{manifests} manifests, {lists} lists"
+    );
+
+    let meta = metadata_file(dir.path(), "public", "hyper");
+    let got = assert_rows_env(
+        &meta,
+        &[("INLET_HYPER", "1")],
+        &COLUMNS,
+        expected(&model),
+        &PYICEBERG_TYPES,
+        &DUCKDB_TYPES,
+    );
+    let hyper = &got["hyper"];
+    assert!(hyper.get("error").is_none(), "hyper: {}", hyper["error"]);
+    let mut rows: Vec<Vec<Option<String>>> = serde_json::from_value(hyper["rows"].clone()).unwrap();
+    rows.sort();
+    let mut want = expected(&model);
+    want.sort();
+    assert_eq!(rows.len(), want.len(), "hyper row count");
+    for (g, w) in rows.iter().zip(&want) {
+        assert_eq!(g, w, "hyper row");
+    }
+}

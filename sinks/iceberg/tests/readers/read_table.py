@@ -25,6 +25,9 @@ pruned and its rows go missing.
 With INLET_POLARS=1, polars reads the table too, with its native Iceberg reader
 (`scan_iceberg(..., reader_override="native")`), reported as "polars".
 
+With INLET_HYPER=1, Tableau Hyper (pip tableauhyperapi) reads the table's folder too, reported as
+"hyper" (a local table only).
+
 Canonical values: null; integers and decimals as their exact text; floats by repr; booleans as
 "true"/"false"; dates ISO; timestamps as microseconds since the Unix epoch (UTC); bytes as hex;
 lists as JSON lists of canonical values.
@@ -227,6 +230,48 @@ def read_polars(metadata):
     return {"columns": frame.columns, "rows": sort_rows(rows)}
 
 
+def hyper_value(v, scale):
+    """Hyper's own date and timestamp classes as Python's, decimals at the column's scale."""
+    from tableauhyperapi import Date, Timestamp
+
+    if isinstance(v, decimal.Decimal) and scale is not None:
+        return v.quantize(decimal.Decimal(1).scaleb(-scale))
+    if isinstance(v, Timestamp):
+        return v.to_datetime()
+    if isinstance(v, Date):
+        return v.to_date()
+    return v
+
+
+def read_hyper(metadata):
+    """Tableau Hyper's Iceberg reader (`external(..., FORMAT => 'iceberg')` on the table's
+    folder): local tables only."""
+    import os
+    import tempfile
+
+    from tableauhyperapi import Connection, HyperProcess, Telemetry
+
+    table_dir = os.path.dirname(os.path.dirname(os.path.abspath(metadata)))
+    with tempfile.TemporaryDirectory() as logs:
+        params = {"log_dir": logs}
+        with HyperProcess(
+            telemetry=Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters=params
+        ) as hyper:
+            with Connection(hyper.endpoint) as con:
+                escaped = table_dir.replace("'", "''")
+                query = f"SELECT * FROM external('{escaped}', FORMAT => 'iceberg')"
+                with con.execute_query(query) as result:
+                    columns = [str(c.name).strip('"') for c in result.schema.columns]
+                    types = [str(c.type) for c in result.schema.columns]
+                    # Hyper's Decimal drops trailing zeros; the column's scale puts them back.
+                    scales = [getattr(c.type, "scale", None) for c in result.schema.columns]
+                    rows = [
+                        [canon(hyper_value(v, scale)) for v, scale in zip(row, scales)]
+                        for row in result
+                    ]
+    return {"columns": columns, "types": types, "rows": sort_rows(rows)}
+
+
 def main():
     import os
 
@@ -235,6 +280,8 @@ def main():
     readers = [("pyiceberg", read_pyiceberg), ("duckdb", read_duckdb)]
     if os.environ.get("INLET_POLARS") == "1":
         readers.append(("polars", read_polars))
+    if os.environ.get("INLET_HYPER") == "1":
+        readers.append(("hyper", read_hyper))
     for name, reader in readers:
         try:
             out[name] = reader(metadata)
