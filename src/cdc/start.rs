@@ -793,6 +793,7 @@ mod tests {
             failover: None,
             synced: None,
             invalidation_reason: None,
+            conflicting: None,
         }
     }
 

@@ -34,17 +34,28 @@ pub struct SlotState {
     /// Why the server invalidated the slot (PostgreSQL 17+: `invalidation_reason`):
     /// `wal_removed`, `rows_removed`, `wal_level_insufficient`, and from 18 `idle_timeout`.
     pub invalidation_reason: Option<String>,
+    /// PostgreSQL 16 only (17 names the reason instead): the slot, on a standby, was
+    /// invalidated by a recovery conflict (`conflicting`).
+    pub conflicting: Option<bool>,
 }
 
 impl SlotState {
     pub fn is_lost(&self) -> bool {
-        self.wal_status.as_deref() == Some("lost") || self.invalidation_reason.is_some()
+        self.wal_status.as_deref() == Some("lost")
+            || self.invalidation_reason.is_some()
+            || self.conflicting == Some(true)
     }
 
     /// Why the slot is lost, for the person who has to fix it: the server's invalidation
     /// reason in words, with the setting that caused it.
     pub fn lost_reason(&self) -> String {
-        match self.invalidation_reason.as_deref() {
+        // PostgreSQL 16 says only that a standby's slot conflicted: rows_removed, or the
+        // primary's wal_level lowered.
+        let reason = match (self.invalidation_reason.as_deref(), self.conflicting) {
+            (None, Some(true)) => Some("rows_removed"),
+            (reason, _) => reason,
+        };
+        match reason {
             Some("idle_timeout") => "invalidated by the server because it stayed inactive longer \
                  than idle_replication_slot_timeout (invalidation_reason = idle_timeout): the \
                  task was stopped too long, the server removed WAL the task had not read, so \
@@ -52,8 +63,9 @@ impl SlotState {
                  the longest time a task may be stopped"
                 .to_string(),
             Some("rows_removed") => "invalidated by the server (invalidation_reason = \
-                 rows_removed): on a standby, the primary removed catalog rows the slot still \
-                 needed; set hot_standby_feedback = on and use a physical slot \
+                 rows_removed, or conflicting = true on PostgreSQL 16): on a standby, the \
+                 primary removed catalog rows the slot still needed (or its wal_level is no \
+                 longer logical); set hot_standby_feedback = on and use a physical slot \
                  (primary_slot_name) on the standby"
                 .to_string(),
             Some("wal_level_insufficient") => "invalidated by the server (invalidation_reason \
@@ -79,7 +91,7 @@ pub async fn slot_state(
             // The columns of newer versions through to_jsonb, so one query reads every version.
             "SELECT plugin::text, database::text, wal_status, confirmed_flush_lsn::text, active_pid, \
                     (to_jsonb(s) ->> 'failover')::bool, (to_jsonb(s) ->> 'synced')::bool, \
-                    to_jsonb(s) ->> 'invalidation_reason' \
+                    to_jsonb(s) ->> 'invalidation_reason', (to_jsonb(s) ->> 'conflicting')::bool \
              FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
@@ -94,6 +106,7 @@ pub async fn slot_state(
         failover: r.get(5),
         synced: r.get(6),
         invalidation_reason: r.get(7),
+        conflicting: r.get(8),
     }))
 }
 
@@ -547,4 +560,50 @@ pub async fn ensure_publication(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalidated(reason: Option<&str>, conflicting: Option<bool>) -> SlotState {
+        SlotState {
+            plugin: Some("pgoutput".into()),
+            database: Some("app".into()),
+            wal_status: Some("lost".into()),
+            confirmed_flush: None,
+            active_pid: None,
+            failover: None,
+            synced: None,
+            invalidation_reason: reason.map(str::to_string),
+            conflicting,
+        }
+    }
+
+    #[test]
+    fn a_lost_slot_says_why_the_server_invalidated_it() {
+        let idle = invalidated(Some("idle_timeout"), Some(true));
+        assert!(idle.is_lost());
+        assert!(
+            idle.lost_reason()
+                .contains("inactive longer than idle_replication_slot_timeout"),
+            "{}",
+            idle.lost_reason()
+        );
+        // PostgreSQL 16 names no reason, only the conflict.
+        let conflict = invalidated(None, Some(true));
+        assert!(conflict.lost_reason().contains("hot_standby_feedback = on"));
+        let removed = invalidated(Some("wal_removed"), None);
+        assert!(removed
+            .lost_reason()
+            .starts_with("lost (wal_status = lost)"));
+        let before_17 = invalidated(None, None);
+        assert_eq!(before_17.lost_reason(), removed.lost_reason());
+        let usable = SlotState {
+            wal_status: Some("reserved".into()),
+            conflicting: Some(false),
+            ..invalidated(None, None)
+        };
+        assert!(!usable.is_lost());
+    }
 }
