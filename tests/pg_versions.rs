@@ -316,6 +316,19 @@ async fn a_failover_slot_continues_on_the_promoted_standby() {
     let client = standby.client("postgres").await;
 
     let cfg = task_file(dir.path(), "t", &on_standby);
+    // The promoted standby's copy is the task's slot (same cluster); no standby keeps a copy
+    // of it any more, which check says.
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "[ok     ] replication slot: \"{SLOT}\" belongs to this task; it resumes from"
+        )) && stdout.contains(&format!(
+            "[warning] failover slot: \"{SLOT}\" is a failover slot, but \
+             synchronized_standby_slots names no standby"
+        )),
+        "{stdout}"
+    );
     let mut child = spawn_run(&cfg);
     let after = workload_for(&standby, 3_000_000, 1500).await;
     wait_caught_up(&client, &mut child, &out).await;
