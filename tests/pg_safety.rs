@@ -717,3 +717,95 @@ async fn check_refuses_what_run_would_fail_on() {
         "{report}"
     );
 }
+
+/// A server whose walsenders are all taken (here the one `max_wal_senders` allows, by another
+/// replication client): check says so naming the setting and run refuses before it creates a
+/// publication or a slot, instead of failing later on a replication connection the server turns
+/// away. With one walsender left, check warns that a joining table would wait for a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_free_walsender_is_refused_naming_max_wal_senders() {
+    let pg = PgServer::start_with_options("-c max_wal_senders=2");
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "w",
+        &task("walsenders", &pg.url("postgres"), &out, "", ""),
+    );
+    let receivewal = |slot_dir: &str| {
+        let wal = dir.path().join(slot_dir);
+        std::fs::create_dir_all(&wal).unwrap();
+        std::process::Command::new(
+            std::path::Path::new(
+                &std::env::var("PG_CLIENT_BIN").unwrap_or("/usr/lib/postgresql/15/bin".into()),
+            )
+            .join("pg_receivewal"),
+        )
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+        ])
+        .arg(&wal)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run pg_receivewal")
+    };
+    let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
+    let wait_walsenders = |n: i64| {
+        let client = &client;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while client
+                .query_one(walsenders, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                != n
+            {
+                assert!(Instant::now() < deadline, "{n} walsenders did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut first = receivewal("wal1");
+    wait_walsenders(1).await;
+    let (code, report) = check(&cfg);
+    assert!(
+        report.contains("[warning] free walsender: max_wal_senders = 2 and 1 walsenders run"),
+        "{report}"
+    );
+    assert_eq!(code, 0, "{report}");
+
+    let mut second = receivewal("wal2");
+    wait_walsenders(2).await;
+    let (code, report) = check(&cfg);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(
+            "[MISSING] free walsender: max_wal_senders = 2 and 2 walsenders run: the change stream cannot connect"
+        ),
+        "{report}"
+    );
+    let (code, stderr) = wait_exit(spawn_run(&cfg), 60);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("raise max_wal_senders"), "{stderr}");
+    assert!(slot_names(&client).await.is_empty());
+    assert!(publications(&client).await.is_empty());
+
+    for c in [&mut first, &mut second] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    wait_walsenders(0).await;
+    let (code, report) = check(&cfg);
+    assert_eq!(code, 0, "{report}");
+    assert!(!report.contains("free walsender"), "{report}");
+}

@@ -5,9 +5,9 @@
 
 use inlet_core::{Position, Prerequisite};
 use inlet_postgres::{
-    current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state, Lsn,
-    PgConnector, PostgresSourceConfig, PublicationPlan, ReplicationConnection, SlotState,
-    SourceTable,
+    current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state,
+    walsender_capacity, Lsn, PgConnector, PostgresSourceConfig, PublicationPlan,
+    ReplicationConnection, SlotState, SourceTable,
 };
 use inlet_sink_parquet::Checkpoint;
 
@@ -382,6 +382,9 @@ pub(super) struct StartCheck {
     pub(super) publication: PublicationPlan,
     /// Replication slots that exist, and `max_replication_slots`.
     pub(super) slots: (i64, i64),
+    /// Walsenders running, and `max_wal_senders`; whether one of them serves the task's slot
+    /// (an earlier run's, which goes away).
+    pub(super) walsenders: (i64, i64, bool),
     pub(super) resnapshot: bool,
     pub(super) failover: FailoverFacts,
 }
@@ -674,11 +677,16 @@ impl StartCheck {
         let slots = slot_capacity(control, connector)
             .await
             .map_err(JobError::source)?;
+        let (running, max) = walsender_capacity(control, connector)
+            .await
+            .map_err(JobError::source)?;
+        let ours = slot_now.as_ref().is_some_and(|s| s.active_pid.is_some());
         Ok(Self {
             checkpoint,
             plan,
             publication,
             slots,
+            walsenders: (running, max, ours),
             resnapshot: config.cdc.on_slot_lost == SlotLost::Resnapshot,
             failover,
         })
@@ -751,6 +759,7 @@ impl StartCheck {
                  restart PostgreSQL",
             ));
         }
+        out.extend(walsender_report(self.walsenders));
         if let Some(refusal) = self.publication.identity_refusal(publication) {
             out.push(Prerequisite::missing(
                 "replica identity",
@@ -776,6 +785,38 @@ impl StartCheck {
             ));
         }
         out
+    }
+}
+
+/// Whether the stream will find a free walsender (`max_wal_senders`), and a joining table a
+/// second one. One serving the task's own slot belongs to an earlier run, which is going away:
+/// then only a warning, so that a restart right after a crash is not refused.
+fn walsender_report((running, max, ours): (i64, i64, bool)) -> Option<Prerequisite> {
+    const NAME: &str = "free walsender";
+    const FIX: &str = "raise max_wal_senders (and restart PostgreSQL), or stop a replication \
+                       client nothing needs (SELECT pid, application_name FROM pg_stat_replication)";
+    let free = max - running + i64::from(ours);
+    if free <= 0 {
+        let detail = format!(
+            "max_wal_senders = {max} and {running} walsenders run: the change stream cannot connect"
+        );
+        Some(if ours {
+            Prerequisite::warning(NAME, detail, FIX)
+        } else {
+            Prerequisite::missing(NAME, detail, FIX)
+        })
+    } else if free == 1 {
+        Some(Prerequisite::warning(
+            NAME,
+            format!(
+                "max_wal_senders = {max} and {running} walsenders run: the stream takes the last \
+                 one, and a table that joins the running task (it needs a second one while it \
+                 loads) waits for a free one"
+            ),
+            FIX,
+        ))
+    } else {
+        None
     }
 }
 

@@ -35,8 +35,8 @@ pub use replication::{
 };
 pub use slot::{
     current_wal_position, drop_slot, ensure_publication, publication_exists, publication_plan,
-    slot_capacity, slot_state, tables_without_replica_identity, NoReplicaIdentity, PublicationPlan,
-    SlotState,
+    slot_capacity, slot_state, tables_without_replica_identity, walsender_capacity,
+    NoReplicaIdentity, PublicationPlan, SlotState,
 };
 pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, SnapshotChunk, SnapshotReader,

@@ -148,6 +148,23 @@ pub async fn current_wal_position(
     })
 }
 
+/// How many walsenders run now, and may run (`max_wal_senders`): a stream needs one, a table
+/// joining a running task a second one for a moment.
+pub async fn walsender_capacity(
+    client: &Client,
+    connector: &PgConnector,
+) -> Result<(i64, i64), PgError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender')::int8, \
+                    current_setting('max_wal_senders')::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| connector.query_error("counting walsenders", &e))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// How many replication slots the server has, and may have (`max_replication_slots`).
 pub async fn slot_capacity(
     client: &Client,
