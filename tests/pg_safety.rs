@@ -734,29 +734,22 @@ async fn no_free_walsender_is_refused_naming_max_wal_senders() {
         "w",
         &task("walsenders", &pg.url("postgres"), &out, "", ""),
     );
-    let receivewal = |slot_dir: &str| {
-        let wal = dir.path().join(slot_dir);
-        std::fs::create_dir_all(&wal).unwrap();
-        std::process::Command::new(
-            std::path::Path::new(
-                &std::env::var("PG_CLIENT_BIN").unwrap_or("/usr/lib/postgresql/15/bin".into()),
-            )
-            .join("pg_receivewal"),
-        )
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-D",
-        ])
-        .arg(&wal)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run pg_receivewal")
+    // Another replication client: a replication connection is a walsender from its start.
+    let connector = inlet_postgres::PgConnector::new(&inlet_postgres::PostgresSourceConfig {
+        url: pg.url("postgres"),
+        password_file: None,
+        tls: inlet_postgres::TlsMode::Disable,
+        ca_file: None,
+        slot: None,
+        publication: None,
+        connect_timeout_s: 30,
+        failover_slot: false,
+    })
+    .expect("valid source config");
+    let replication_client = || async {
+        inlet_postgres::ReplicationConnection::connect(&connector)
+            .await
+            .expect("a replication connection")
     };
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
     let wait_walsenders = |n: i64| {
@@ -775,7 +768,7 @@ async fn no_free_walsender_is_refused_naming_max_wal_senders() {
             }
         }
     };
-    let mut first = receivewal("wal1");
+    let first = replication_client().await;
     wait_walsenders(1).await;
     let (code, report) = check(&cfg);
     assert!(
@@ -784,7 +777,7 @@ async fn no_free_walsender_is_refused_naming_max_wal_senders() {
     );
     assert_eq!(code, 0, "{report}");
 
-    let mut second = receivewal("wal2");
+    let second = replication_client().await;
     wait_walsenders(2).await;
     let (code, report) = check(&cfg);
     assert_eq!(code, 1, "{report}");
@@ -800,10 +793,7 @@ async fn no_free_walsender_is_refused_naming_max_wal_senders() {
     assert!(slot_names(&client).await.is_empty());
     assert!(publications(&client).await.is_empty());
 
-    for c in [&mut first, &mut second] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop((first, second));
     wait_walsenders(0).await;
     let (code, report) = check(&cfg);
     assert_eq!(code, 0, "{report}");
