@@ -26,6 +26,8 @@ tls = "disable"
 [target]
 kind = "parquet"
 url = "{}"
+# These tests check the exact Arrow types (uuid as FixedSizeBinary(16), time as Time64).
+types = "exact"
 [tables]
 include = [{tables}]
 {extra}

@@ -10,6 +10,7 @@ mod causes;
 mod change;
 mod check;
 mod policy;
+mod portable;
 mod selection;
 mod table;
 
@@ -20,6 +21,10 @@ pub use change::{
 };
 pub use check::{CheckStatus, Prerequisite};
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
+pub use portable::{
+    portable_array, portable_batch, portable_field, portable_schema, portable_table, portable_type,
+    TypeForms,
+};
 pub use selection::{
     check_reserved_columns, ExclusionError, PatternError, ReservedColumnError, TableSelection,
     TableSelectionConfig,

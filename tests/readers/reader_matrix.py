@@ -174,10 +174,33 @@ def pq_datafusion(f, columns):
     return ctx.read_parquet(f).select(*[f'"{c}"' for c in columns]).to_arrow_table()
 
 
-def pq_chdb(f, columns):
+def chdb_table(query, reference):
+    """chDB's answer as Arrow. ClickHouse has one String type for text and bytes and exports it
+    as Arrow strings, invalid UTF-8 included; asked for binary instead, the columns the Parquet
+    schema `reference` says are text are turned back into text."""
     import chdb
+    import pyarrow as pa
 
-    return chdb.query(f"SELECT {quoted(columns)} FROM file('{f}', Parquet)", "ArrowTable")
+    table = chdb.query(
+        query + " SETTINGS output_format_arrow_string_as_string = 0", "ArrowTable"
+    )
+    cols = []
+    for name, col in zip(table.column_names, table.columns):
+        want = reference.field(name).type
+        if pa.types.is_binary(col.type) and not pa.types.is_binary(want):
+            col = col.cast(pa.string())
+        elif pa.types.is_list(col.type) and pa.types.is_binary(col.type.value_type):
+            if not pa.types.is_binary(want.value_type):
+                col = col.cast(pa.list_(pa.string()))
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
+def pq_chdb(f, columns):
+    import pyarrow.parquet as pq
+
+    q = f"SELECT {quoted(columns)} FROM file('{f}', Parquet)"
+    return chdb_table(q, pq.read_schema(f))
 
 
 def hyper_rows(query):
@@ -283,12 +306,13 @@ def ice_daft(table_dir, columns):
 
 
 def ice_chdb(table_dir, columns):
-    import chdb
-
     # chDB reads local files only below its working directory.
     os.chdir(os.path.dirname(table_dir))
     q = f"SELECT {quoted(columns)} FROM icebergLocal('{os.path.basename(table_dir)}')"
-    return arrow_rows(chdb.query(q, "ArrowTable"), columns)
+    import pyarrow.parquet as pq
+
+    reference = pq.read_schema(parquet_files(os.path.join(table_dir, "data"))[0])
+    return arrow_rows(chdb_table(q, reference), columns)
 
 
 def ice_hyper(table_dir, columns):

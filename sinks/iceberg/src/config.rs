@@ -58,6 +58,11 @@ pub struct IcebergTargetConfig {
     pub partition: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// `portable` (default): uuid and time columns as Iceberg `string`, which every common
+    /// reader takes (Athena and Hyper have no uuid, Spark and Athena no time); `exact`: Iceberg
+    /// `uuid` and `time` (see `inlet_core::TypeForms`). Decided when a table is created.
+    #[serde(default)]
+    pub types: inlet_core::TypeForms,
 }
 
 fn default_file_size_mb() -> u64 {

@@ -141,7 +141,11 @@ impl LoadWriter {
             return Err(IcebergError::state(&self.shared.table, "write after close"));
         }
         let result = async {
-            let batch = conform(&self.shared.table, batch, &self.shared.file_schema)?;
+            let batch = self
+                .shared
+                .target
+                .written_batch(&self.shared.table, batch)?;
+            let batch = conform(&self.shared.table, &batch, &self.shared.file_schema)?;
             self.writer.write(&batch).await.map(|_| ())
         }
         .await;

@@ -1,6 +1,7 @@
 //! The target: the warehouse, its catalog and the encoding settings, plus opening a table for
 //! a full load or for upserts (creating it, or evolving its schema, as needed).
 
+use arrow_array::RecordBatch;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -197,15 +198,40 @@ impl IcebergTarget {
     /// Starts the full load of a table: creates it if absent, or prepares to replace its
     /// contents. Parallel writers share the returned [`LoadTable`].
     pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, IcebergError> {
-        let opened = self.open(table, true).await?;
+        let opened = self.open(&self.written_table(table), true).await?;
         Ok(LoadTable::new(self.clone(), opened))
     }
 
     /// Opens a table for CDC upserts: loads it (creating it if absent) and rebuilds the
     /// primary-key index from its files.
     pub async fn upsert_table(&self, table: &TableSchema) -> Result<UpsertTable, IcebergError> {
-        let opened = self.open(table, false).await?;
+        let opened = self.open(&self.written_table(table), false).await?;
         UpsertTable::open(self.clone(), opened).await
+    }
+
+    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`.
+    pub(crate) fn written_table(&self, table: &TableSchema) -> TableSchema {
+        match self.inner.config.types {
+            inlet_core::TypeForms::Portable => inlet_core::portable_table(table),
+            inlet_core::TypeForms::Exact => table.clone(),
+        }
+    }
+
+    /// A batch as its files hold it (see [`Self::written_table`]).
+    pub(crate) fn written_batch(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+    ) -> Result<RecordBatch, IcebergError> {
+        match self.inner.config.types {
+            inlet_core::TypeForms::Portable => inlet_core::portable_batch(batch).map_err(|e| {
+                IcebergError::schema(
+                    table,
+                    format!("cannot write a uuid or time column as text: {e}"),
+                )
+            }),
+            inlet_core::TypeForms::Exact => Ok(batch.clone()),
+        }
     }
 
     fn table_catalog(&self, table: &TableId) -> TableCatalog {

@@ -499,6 +499,8 @@ impl UpsertTable {
         batch: &RecordBatch,
     ) -> Result<(), IcebergError> {
         self.check_usable()?;
+        let table = &self.target.written_table(table);
+        let batch = &self.target.written_batch(&self.table, batch)?;
         self.applied.push((table.clone(), batch.clone()));
         if table != &self.opened.layout.source {
             self.evolve(table)?;

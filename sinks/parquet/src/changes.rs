@@ -213,7 +213,17 @@ impl ChangeLogTable {
                 self.file_schema.fields().len()
             )));
         }
-        let out = RecordBatch::try_new(self.file_schema.clone(), batch.columns().to_vec())
+        let columns = if self.target.types == inlet_core::TypeForms::Portable {
+            batch
+                .columns()
+                .iter()
+                .map(inlet_core::portable_array)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| schema_error(e.to_string()))?
+        } else {
+            batch.columns().to_vec()
+        };
+        let out = RecordBatch::try_new(self.file_schema.clone(), columns)
             .map_err(|e| schema_error(e.to_string()))?;
         let keep = |op: &str| match self.target.cdc_keep {
             KeptOps::All => true,
@@ -275,7 +285,7 @@ impl ChangeLogTable {
 /// DMS's change-file columns: `Op`, the commit timestamp (named by `timestamp_column`, else
 /// `_inlet_commit_ts`), `_inlet_lsn`, `_inlet_txid`, then the table's columns.
 fn file_schema(target: &ParquetTarget, table: &TableSchema) -> SchemaRef {
-    let changes = change_schema(table);
+    let changes = change_schema(&target.written_table(table));
     let fields: Vec<Field> = changes
         .fields()
         .iter()

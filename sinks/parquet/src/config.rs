@@ -47,6 +47,10 @@ pub struct ParquetTargetConfig {
     /// DMS `CdcInsertsAndUpdates`: change files keep inserts and updates, not deletes.
     #[serde(default)]
     pub cdc_inserts_and_updates: bool,
+    /// `portable` (default): uuid and time columns as text, which every common reader takes;
+    /// `exact`: Parquet UUID and TIME(MICROS) (see `inlet_core::TypeForms`).
+    #[serde(default)]
+    pub types: inlet_core::TypeForms,
 }
 
 fn default_file_size_mb() -> u64 {
@@ -94,6 +98,7 @@ impl ParquetTargetConfig {
             op_column: default_op_column(),
             cdc_inserts_only: false,
             cdc_inserts_and_updates: false,
+            types: inlet_core::TypeForms::default(),
         }
     }
 

@@ -412,7 +412,7 @@ impl FullLoadTable {
 /// The schema of the files: `Op`, then the timestamp column, then the table's columns (with
 /// their `inlet.source_type` metadata), or why that is impossible.
 fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef, String> {
-    let source = table.arrow_schema();
+    let source = target.written_table(table).arrow_schema();
     let mut extra: Vec<Field> = Vec::new();
     if target.include_op {
         extra.push(Field::new(&*target.op_column, DataType::Utf8, false));
@@ -577,7 +577,15 @@ impl LoadFileWriter {
                 TimestampMicrosecondArray::from_value(now, n).with_timezone("UTC"),
             ));
         }
-        columns.extend(batch.columns().iter().cloned());
+        if s.target.types == inlet_core::TypeForms::Portable {
+            for c in batch.columns() {
+                columns.push(inlet_core::portable_array(c).map_err(|e| {
+                    schema_error(format!("cannot write a column in its portable form: {e}"))
+                })?);
+            }
+        } else {
+            columns.extend(batch.columns().iter().cloned());
+        }
         RecordBatch::try_new(schema, columns).map_err(|e| {
             schema_error(format!(
                 "a batch does not match the table schema ({e}); this is a bug in the source \

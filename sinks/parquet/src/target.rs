@@ -48,6 +48,8 @@ pub struct ParquetTarget {
     pub(crate) timestamp_column: Option<String>,
     /// Which operations change files keep (DMS `CdcInsertsOnly` / `CdcInsertsAndUpdates`).
     pub(crate) cdc_keep: crate::changes::KeptOps,
+    /// Portable or exact forms of uuid and time columns.
+    pub(crate) types: inlet_core::TypeForms,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -61,6 +63,7 @@ impl fmt::Debug for ParquetTarget {
             .field("file_size_bytes", &self.file_size_bytes)
             .field("include_op", &self.include_op)
             .field("timestamp_column", &self.timestamp_column)
+            .field("types", &self.types)
             .finish()
     }
 }
@@ -106,7 +109,16 @@ impl ParquetTarget {
             } else {
                 crate::changes::KeptOps::All
             },
+            types: config.types,
         })
+    }
+
+    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`.
+    pub(crate) fn written_table(&self, table: &TableSchema) -> TableSchema {
+        match self.types {
+            inlet_core::TypeForms::Portable => inlet_core::portable_table(table),
+            inlet_core::TypeForms::Exact => table.clone(),
+        }
     }
 
     /// Where this target writes, e.g. `s3://bucket/prefix` or `file:///abs/warehouse`; never

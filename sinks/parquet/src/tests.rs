@@ -30,6 +30,7 @@ fn config(url: &str) -> ParquetTargetConfig {
         timestamp_column: None,
         cdc_inserts_only: false,
         cdc_inserts_and_updates: false,
+        types: inlet_core::TypeForms::Exact,
     }
 }
 
