@@ -178,6 +178,42 @@ fn identity_fact_of(identity: &str, name: &str) -> (String, String) {
     (IDENTITY_FACT.to_string(), format!("{identity} {name}"))
 }
 
+/// Checkpoint fact: `<position, hex> <table, JSON string>`, a name the source's log showed
+/// coming to hold another table (MySQL: a `RENAME TABLE` onto it, `CREATE TABLE` after a DROP)
+/// at that position. Until a load of the table that began after it ([`LOADED_AT_FACT`]), the
+/// target holds another table's rows under the name.
+pub const REPLACED_FACT: &str = "table_replaced_at";
+
+/// The checkpoint fact recording that `id` came to hold another table at `at`.
+pub fn replaced_fact(id: &TableId, at: Position) -> (String, String) {
+    (
+        REPLACED_FACT.to_string(),
+        format!("{:016X} {}", at.0, table_fact(id).1),
+    )
+}
+
+/// Whether `at`, where `id` came to hold another table, is after `id`'s latest load beside the
+/// stream (`facts`' [`LOADED_AT_FACT`]): a load holds the transactions that start before its
+/// position, as the stream's replay guard counts them.
+pub fn replaced_after_load(facts: &[(String, String)], id: &TableId, at: Position) -> bool {
+    loaded_at(facts, id).is_none_or(|loaded| at >= loaded)
+}
+
+/// Tables of `now` that `facts` record as replaced ([`REPLACED_FACT`]) after their latest load.
+pub fn replaced_since_load(facts: &[(String, String)], now: &[TableId]) -> Vec<TableId> {
+    now.iter()
+        .filter(|id| {
+            let name = table_fact(id).1;
+            facts
+                .iter()
+                .filter(|(k, _)| k == REPLACED_FACT)
+                .filter_map(|(_, v)| parse_loaded_at(v))
+                .any(|(at, n)| n == name && replaced_after_load(facts, id, at))
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +235,33 @@ mod tests {
         assert_eq!(loaded_at(&facts, &b), None);
         assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
         assert_eq!(facts.len(), 2, "{facts:?}");
+    }
+
+    #[test]
+    fn a_name_replaced_after_its_last_load_is_loaded_again() {
+        let (a, b, c) = (
+            TableId::new("app", "a"),
+            TableId::new("app", "b"),
+            TableId::new("app", "c"),
+        );
+        let mut facts = vec![
+            table_fact(&a),
+            table_fact(&b),
+            replaced_fact(&a, Position(0x40)),
+            replaced_fact(&b, Position(0x40)),
+            replaced_fact(&c, Position(0x40)),
+        ];
+        let now = [a.clone(), b.clone()];
+        assert_eq!(
+            replaced_since_load(&facts, &now),
+            vec![a.clone(), b.clone()]
+        );
+        // b's load began after the swap: it holds the new table; a's began before it.
+        facts.push(loaded_at_fact(&a, Position(0x30)));
+        facts.push(loaded_at_fact(&b, Position(0x41)));
+        assert_eq!(replaced_since_load(&facts, &now), vec![a.clone()]);
+        assert!(replaced_after_load(&facts, &b, Position(0x41)));
+        assert!(!replaced_after_load(&facts, &b, Position(0x40)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! loop and targets as PostgreSQL. The binlog position and GTID set live in the task checkpoint.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
@@ -164,6 +164,7 @@ async fn run_once(
             snapshot,
             None,
             Some(shutdown.clone()),
+            false,
         )
         .await?;
         return Ok(StreamEnd::Shutdown);
@@ -180,7 +181,14 @@ async fn run_once(
                 .facts
                 .iter()
                 .filter(|(k, _)| {
-                    [FILE_FACT, GTID_FACT, inlet_mysql::FLAVOR_FACT, XA_FACT].contains(&k.as_str())
+                    [
+                        FILE_FACT,
+                        GTID_FACT,
+                        inlet_mysql::FLAVOR_FACT,
+                        XA_FACT,
+                        join::REPLACED_FACT,
+                    ]
+                    .contains(&k.as_str())
                 })
                 .cloned()
                 .collect();
@@ -255,6 +263,7 @@ async fn run_once(
                     snapshot,
                     Some(position),
                     Some(shutdown.clone()),
+                    false,
                 )
                 .await?;
             } else {
@@ -279,8 +288,25 @@ async fn run_once(
         }
     };
     let mut known = known;
+    // Names the binlog showed coming to hold another table (a table swap) since their last
+    // load: the target holds the old table's rows, so they are loaded again like joining ones.
+    let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
+    let mut replaced = join::replaced_since_load(
+        &[checkpoint_source_facts.clone(), known.clone()].concat(),
+        &ids,
+    );
+    for id in &replaced {
+        if config.task.mode == Mode::FullLoadAndCdc {
+            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as gh-ost and pt-online-schema-change do, or DROP and CREATE): it is loaded again beside the stream, and its target's rows are replaced");
+        } else {
+            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as gh-ost and pt-online-schema-change do, or DROP and CREATE); task.mode = \"cdc\" loads no table, so its target keeps the old table's rows and gets the new table's changes from now on: run a full load of it to make it exact");
+        }
+    }
+    if config.task.mode != Mode::FullLoadAndCdc {
+        replaced.clear();
+    }
     let join = join_new_tables(
-        config, state, &connector, &target, &tables, &mut known, epoch,
+        config, state, &connector, &target, &tables, &replaced, &mut known, epoch,
     )
     .await?;
     // A table loading beside the stream joins it at the stream's next start, once loaded.
@@ -298,6 +324,12 @@ async fn run_once(
         committed.push(output.committed_position(&t.schema).await?.max(loaded));
         outputs.push(output);
     }
+    // Loads beside earlier streams, which hold the swaps the binlog shows before them.
+    let loaded: Vec<(String, String)> = known
+        .iter()
+        .filter(|(k, _)| k == join::LOADED_AT_FACT)
+        .cloned()
+        .collect();
     join::forget_loads_before(&mut known, position);
     if let Some((was, _)) = &failover {
         // A table written past the checkpoint holds transactions that only the old server's
@@ -345,6 +377,7 @@ async fn run_once(
         checkpoint: target.checkpoint_location(task),
         by_gtid,
         held_facts: join.as_ref().map(|_| checkpoint_source_facts),
+        loaded,
         join,
         joined: Vec::new(),
     };
@@ -369,18 +402,26 @@ async fn run_once(
 /// checkpoint) applies to them only transactions that start at or after P: no gap, no overlap.
 /// Tables in the checkpoint the source no longer has (dropped, renamed away, deselected) leave
 /// it; their targets keep the rows they had. Checkpoints of earlier versions name no tables;
-/// then every table counts as known.
+/// then every table counts as known. `replaced` tables (their name now holds another table) are
+/// loaded again the same way, their targets' rows replaced.
+#[allow(clippy::too_many_arguments)]
 async fn join_new_tables(
     config: &TaskConfig,
     state: &TaskState,
     connector: &MysqlConnector,
     target: &Target,
     tables: &[MysqlTable],
+    replaced: &[TableId],
     known: &mut Vec<(String, String)>,
     epoch: u8,
 ) -> Result<Option<JoinLoad>, JobError> {
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let new = stream::joining_tables(known, &ids);
+    let mut new = stream::joining_tables(known, &ids);
+    for (i, id) in ids.iter().enumerate() {
+        if replaced.contains(id) && !new.contains(&i) {
+            new.push(i);
+        }
+    }
     if new.is_empty() {
         return Ok(None);
     }
@@ -411,7 +452,19 @@ async fn join_new_tables(
     let (config, state) = (config.clone(), state.beside());
     Ok(Some(JoinLoad::spawn(joining, at, async move {
         let target = Target::new(&config.target, &config.task.name)?;
-        load(&config, &state, &target, &subset, snapshot, Some(at), None).await
+        // A joining table may be gone already (gh-ost drops the table it swapped out a moment
+        // after the swap): it is skipped, not a failure.
+        load(
+            &config,
+            &state,
+            &target,
+            &subset,
+            snapshot,
+            Some(at),
+            None,
+            true,
+        )
+        .await
     })))
 }
 
@@ -525,6 +578,8 @@ struct MysqlSource {
     joined: Vec<(String, String)>,
     /// While a join holds the checkpoint at its position, the binlog facts that go with it.
     held_facts: Option<Vec<(String, String)>>,
+    /// The checkpoint's loads beside earlier streams ([`join::LOADED_AT_FACT`]).
+    loaded: Vec<(String, String)>,
 }
 
 impl ChangeSource for MysqlSource {
@@ -576,7 +631,20 @@ impl ChangeSource for MysqlSource {
     fn checkpoint_facts(&self) -> Vec<(String, String)> {
         let mut facts = match &self.held_facts {
             Some(held) => held.clone(),
-            None => self.capture.checkpoint_facts(),
+            None => {
+                let mut facts = self.capture.checkpoint_facts();
+                // A swap stays in the checkpoint until the next start loads the table again,
+                // unless a load that began after it (read again from an older checkpoint)
+                // holds the new table already.
+                facts.extend(
+                    self.capture
+                        .replaced_tables()
+                        .iter()
+                        .filter(|(id, at)| join::replaced_after_load(&self.loaded, id, *at))
+                        .map(|(id, at)| join::replaced_fact(id, *at)),
+                );
+                facts
+            }
         };
         facts.extend(self.joined.iter().cloned());
         facts
@@ -605,6 +673,11 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// the LOAD files this run completed of it, so no partial table stays readable and a rerun
 /// starts from a clean folder. A load that is part of change capture is all or nothing: its
 /// caller starts it again as a whole.
+///
+/// `skip_gone`: a table the server says does not exist (dropped or renamed away since it was
+/// discovered) is skipped, its LOAD files of this run deleted, its target keeping what it had,
+/// instead of failing the load.
+#[allow(clippy::too_many_arguments)]
 async fn load(
     config: &TaskConfig,
     state: &TaskState,
@@ -613,6 +686,7 @@ async fn load(
     snapshot: ConsistentSnapshot,
     position: Option<Position>,
     mut stop: Option<watch::Receiver<bool>>,
+    skip_gone: bool,
 ) -> Result<(), JobError> {
     let mut readers = snapshot.readers;
     let Some(first) = readers.first_mut() else {
@@ -623,6 +697,9 @@ async fn load(
     let fl = &config.full_load;
     let mut queue = VecDeque::new();
     let mut chunks = vec![0usize; tables.len()];
+    // Per table, whether the server said it no longer exists (with `skip_gone`).
+    let gone: Arc<Vec<AtomicBool>> =
+        Arc::new(tables.iter().map(|_| AtomicBool::new(false)).collect());
     for (i, t) in tables.iter().enumerate() {
         // Chunks of about chunk_mb of table data, from the table's average row size.
         let avg_row = match (t.estimated_rows, t.data_bytes) {
@@ -634,11 +711,15 @@ async fn load(
         } else {
             ((fl.chunk_mb << 20) / avg_row).max(10_000)
         };
-        for range in first
-            .plan_chunks(t, chunk_rows)
-            .await
-            .map_err(mysql_error)?
-        {
+        let ranges = match first.plan_chunks(t, chunk_rows).await {
+            Ok(ranges) => ranges,
+            Err(e) if skip_gone && e.is_missing_table() => {
+                gone[i].store(true, Ordering::Release);
+                continue;
+            }
+            Err(e) => return Err(mysql_error(e)),
+        };
+        for range in ranges {
             queue.push_back((i, range));
             chunks[i] += 1;
         }
@@ -676,6 +757,7 @@ async fn load(
             remaining.clone(),
             progress.clone(),
             limits,
+            skip_gone.then(|| gone.clone()),
         ));
     }
     let mut failure = None;
@@ -714,6 +796,13 @@ async fn load(
     let mut finish_error = None;
     for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
         let name = t.schema.id.to_string();
+        if gone[i].load(Ordering::Acquire) {
+            let abandon_by = deadline.unwrap_or_else(|| std::time::Instant::now() + SETTLE_LIMIT);
+            let what = sink.abandon(abandon_by).await;
+            tracing::warn!(table = %name, "the table no longer exists in the source (dropped or renamed away after it was discovered, as online schema change tools do with the table they swapped out): its load is skipped; {what}");
+            states.push(format!("{name}: gone from the source, skipped; {what}"));
+            continue;
+        }
         let complete =
             !ended_early || (position.is_none() && remaining[i].load(Ordering::Acquire) == 0);
         if complete {
@@ -804,28 +893,55 @@ async fn load_worker(
     remaining: Arc<Vec<AtomicUsize>>,
     progress: Progress,
     limits: BatchLimits,
+    gone: Option<Arc<Vec<AtomicBool>>>,
 ) -> Result<(), JobError> {
     let mut open: Option<(usize, crate::sink::LoadWriter)> = None;
+    // Whether the server says `e` means `table` no longer exists and the load skips such tables.
+    let skipped = |e: &MysqlError, table: usize| match &gone {
+        Some(gone) if e.is_missing_table() => {
+            gone[table].store(true, Ordering::Release);
+            true
+        }
+        _ => false,
+    };
     loop {
         let next = queue
             .lock()
             .map_err(|_| JobError::Failed("work queue poisoned".into()))?
             .pop_front();
         let Some((table, range)) = next else { break };
+        if gone
+            .as_ref()
+            .is_some_and(|g| g[table].load(Ordering::Acquire))
+        {
+            remaining[table].fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
         if open.as_ref().is_some_and(|(t, _)| *t != table) {
             if let Some((_, w)) = open.take() {
                 w.close().await?;
             }
         }
         let (_, writer) = open.get_or_insert_with(|| (table, sinks[table].writer()));
-        let mut stream = reader
-            .read(&tables[table], range, limits)
-            .await
-            .map_err(mysql_error)?;
-        while let Some(batch) = stream.next_batch().await.map_err(mysql_error)? {
-            let rows = batch.num_rows() as u64;
-            writer.write(&batch).await?;
-            progress.add_rows(table, rows);
+        let mut stream = match reader.read(&tables[table], range, limits).await {
+            Ok(stream) => stream,
+            Err(e) if skipped(&e, table) => {
+                remaining[table].fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            Err(e) => return Err(mysql_error(e)),
+        };
+        loop {
+            match stream.next_batch().await {
+                Ok(Some(batch)) => {
+                    let rows = batch.num_rows() as u64;
+                    writer.write(&batch).await?;
+                    progress.add_rows(table, rows);
+                }
+                Ok(None) => break,
+                Err(e) if skipped(&e, table) => break,
+                Err(e) => return Err(mysql_error(e)),
+            }
         }
         remaining[table].fetch_sub(1, Ordering::AcqRel);
     }

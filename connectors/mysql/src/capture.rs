@@ -396,6 +396,9 @@ pub struct BinlogCapture {
     /// Set by a statement that changes which tables the task captures; reported as
     /// [`CaptureEvent::TablesChanged`] once its own commit has been.
     tables_changed: bool,
+    /// Captured names that came to hold another table (the destination of a rename from
+    /// another name, a created table), with the start of the statement's transaction.
+    replaced: Vec<(TableId, Position)>,
 }
 
 impl BinlogCapture {
@@ -542,6 +545,7 @@ impl BinlogCapture {
             altered: Vec::new(),
             catalog_columns: HashMap::new(),
             tables_changed: false,
+            replaced: Vec::new(),
         }
     }
 
@@ -728,6 +732,20 @@ impl BinlogCapture {
             facts.push((XA_FACT.to_string(), oldest.0.to_string()));
         }
         facts
+    }
+
+    /// Captured names the binlog showed coming to hold another table since the capture started,
+    /// each with the start of that statement's transaction: `RENAME TABLE a TO t` or `ALTER
+    /// TABLE a RENAME TO t` (an online schema change tool's cut-over, gh-ost and
+    /// pt-online-schema-change), `CREATE [OR REPLACE] TABLE t` (after a DROP). The rows the
+    /// target holds for such a name are another table's: it must be loaded again.
+    ///
+    /// The statement is the signal, not an identity read from the catalog: InnoDB's table id
+    /// and `CREATE_TIME` change on every rebuilding ALTER (ALGORITHM=COPY or an INPLACE
+    /// rebuild), which keeps the table and its rows, so an identity would reload tables that
+    /// were only altered, while the name only moves onto another table by these statements.
+    pub fn replaced_tables(&self) -> &[(TableId, Position)] {
+        &self.replaced
     }
 
     /// The changes of committed transactions buffered for `table`: a batch per shape the table
@@ -1052,6 +1070,20 @@ impl BinlogCapture {
                     let joining = change.new.iter().find(|id| {
                         !self.by_name.contains_key(id) && self.options.selection.includes(id)
                     });
+                    let at = self.txn.as_ref().map(|t| t.start);
+                    let replaced: Vec<TableId> = change
+                        .replaced
+                        .iter()
+                        // A name the stream does not capture joins as a new table anyway.
+                        .filter(|id| self.by_name.contains_key(id))
+                        .cloned()
+                        .collect();
+                    if let (Some(at), Some(first_replaced)) = (at, replaced.first()) {
+                        tracing::info!(table = %first_replaced, statement = %first.unwrap_or_default(), "a captured table's name now holds another table (a table swap, or DROP and CREATE): it is loaded again once the changes before it are written");
+                        self.replaced
+                            .extend(replaced.into_iter().map(|id| (id, at)));
+                        self.tables_changed = true;
+                    }
                     if let Some(id) = captured {
                         tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table was renamed or dropped: re-discovering the tables once the changes before it are written");
                         self.tables_changed = true;
@@ -1749,11 +1781,14 @@ fn rotate_file_name(raw: &[u8]) -> String {
     }
 }
 
-/// Tables a DDL statement takes away (`gone`) and brings (`new`).
+/// Tables a DDL statement takes away (`gone`) and brings (`new`); `replaced`: the names that
+/// hold another table after it (a rename's destination whose source is another name, a created
+/// table).
 #[derive(Debug, Default, PartialEq, Eq)]
 struct TablesChange {
     gone: Vec<TableId>,
     new: Vec<TableId>,
+    replaced: Vec<TableId>,
 }
 
 /// Reads `RENAME TABLE a TO b, …`, `ALTER TABLE a … RENAME [TO|AS] b`, `DROP TABLE [IF EXISTS]
@@ -1775,8 +1810,12 @@ fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<Tab
             for triple in tokens.chunks(3) {
                 if let [from, to_word, to] = triple {
                     if to_word.eq_ignore_ascii_case("to") {
-                        change.gone.push(table_id(from, schema));
-                        change.new.push(table_id(to, schema));
+                        let (from, to) = (table_id(from, schema), table_id(to, schema));
+                        if from != to {
+                            change.replaced.push(to.clone());
+                        }
+                        change.gone.push(from);
+                        change.new.push(to);
                     }
                 }
             }
@@ -1793,8 +1832,12 @@ fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<Tab
             if matches!(word(to), Some("to" | "as")) {
                 to += 1;
             }
-            change.gone.push(name(table));
-            change.new.push(name(words.get(to)?));
+            let (from, to) = (name(table), name(words.get(to)?));
+            if from != to {
+                change.replaced.push(to.clone());
+            }
+            change.gone.push(from);
+            change.new.push(to);
         }
         ("drop", "table") => {
             let mut i = 2;
@@ -1829,6 +1872,7 @@ fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<Tab
             // `CREATE TABLE t(id int …` puts the column list in the same word.
             let bare = w.split('(').next().unwrap_or(w);
             change.new.push(table_id(bare, schema));
+            change.replaced.push(table_id(bare, schema));
         }
         ("create", "or") => {
             // CREATE OR REPLACE TABLE (MariaDB) replaces a table: gone, then new.
@@ -1836,7 +1880,8 @@ fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<Tab
                 let w = words.get(4)?;
                 let id = table_id(w.split('(').next().unwrap_or(w), schema);
                 change.gone.push(id.clone());
-                change.new.push(id);
+                change.new.push(id.clone());
+                change.replaced.push(id);
             }
         }
         _ => return None,
@@ -2009,6 +2054,14 @@ mod tests {
         let c = change_of("RENAME TABLE a TO b, `x`.`c` TO c_old , d TO y.d").unwrap();
         assert_eq!(c.gone, ids(&[("shop", "a"), ("x", "c"), ("shop", "d")]));
         assert_eq!(c.new, ids(&[("shop", "b"), ("shop", "c_old"), ("y", "d")]));
+        assert_eq!(c.replaced, c.new);
+        // gh-ost's cut-over: both names hold another table after it.
+        let c =
+            change_of("RENAME TABLE `shop`.`t` TO `shop`.`_t_del`, `shop`.`_t_gho` TO `shop`.`t`")
+                .unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "_t_del"), ("shop", "t")]));
+        let c = change_of("ALTER TABLE t ENGINE=InnoDB, RENAME TO t").unwrap();
+        assert!(c.replaced.is_empty(), "{c:?}");
 
         let c = change_of("ALTER TABLE shop.orders ADD COLUMN n int, RENAME TO orders_v2").unwrap();
         assert_eq!(c.gone, ids(&[("shop", "orders")]));
@@ -2033,6 +2086,7 @@ mod tests {
         let c = change_of("CREATE TABLE `t3` (id int)").unwrap();
         assert_eq!(c.new, ids(&[("shop", "t3")]));
         let c = change_of("CREATE OR REPLACE TABLE t4 (id int)").unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "t4")]));
         assert_eq!(
             (c.gone, c.new),
             (ids(&[("shop", "t4")]), ids(&[("shop", "t4")]))

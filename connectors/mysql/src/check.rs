@@ -83,8 +83,12 @@ async fn prerequisites_unbounded(
             quote_ident(&t.schema.id.schema),
             quote_ident(&t.schema.id.name)
         );
-        if conn.query_drop(sql).await.is_err() {
-            denied.push(t.schema.id.to_string());
+        match conn.query_drop(sql).await {
+            Ok(()) => {}
+            // Dropped or renamed away since discovery (an online schema change tool drops the
+            // table it swapped out a moment later): nothing to read, not a missing privilege.
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => {}
+            Err(e) => denied.push((t.schema.id.to_string(), crate::error::describe(&e))),
         }
     }
     out.push(if denied.is_empty() {
@@ -92,10 +96,17 @@ async fn prerequisites_unbounded(
     } else {
         Prerequisite::missing(
             "SELECT privilege",
-            format!("missing on {}", denied.join(", ")),
+            format!(
+                "missing on {}",
+                denied
+                    .iter()
+                    .map(|(t, why)| format!("{t} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             denied
                 .iter()
-                .map(|t| format!("GRANT SELECT ON {t} TO <inlet user>;"))
+                .map(|(t, _)| format!("GRANT SELECT ON {t} TO <inlet user>;"))
                 .collect::<Vec<_>>()
                 .join(" "),
         )

@@ -62,6 +62,15 @@ pub enum MysqlError {
     Table { table: TableId, message: String },
 }
 
+impl MysqlError {
+    /// The server said the table does not exist (ERROR 1146, SQLSTATE 42S02): it was dropped
+    /// or renamed away since it was discovered.
+    pub fn is_missing_table(&self) -> bool {
+        matches!(self, Self::Query { reason, .. }
+            if reason.starts_with("ERROR 1146 ") || reason.contains("(42S02)"))
+    }
+}
+
 /// Renders a mysql_async error with the server's own code and message. URL errors are
 /// described without the URL, which may hold the password.
 pub(crate) fn describe(e: &mysql_async::Error) -> String {
@@ -70,5 +79,27 @@ pub(crate) fn describe(e: &mysql_async::Error) -> String {
         mysql_async::Error::Url(_) => "the connection URL is not valid".to_string(),
         // mysql_async's I/O errors repeat their cause at every level: say each once.
         other => inlet_core::with_causes(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_table_is_told_from_other_query_failures() {
+        let query = |reason: &str| MysqlError::Query {
+            server: "db:3306".into(),
+            what: "reading app._t_del".into(),
+            reason: reason.into(),
+        };
+        assert!(query("ERROR 1146 (42S02): Table 'app._t_del' doesn't exist").is_missing_table());
+        assert!(!query("ERROR 1142 (42000): SELECT command denied").is_missing_table());
+        assert!(!query("ERROR 1412 (HY000): Table definition has changed").is_missing_table());
+        let binlog = MysqlError::Binlog {
+            server: "db:3306".into(),
+            message: "ERROR 1146 (42S02)".into(),
+        };
+        assert!(!binlog.is_missing_table());
     }
 }
