@@ -537,7 +537,7 @@ async fn parallel_load_of_millions_matches_source_checksum() {
     for (i, f) in files.iter().enumerate() {
         assert_eq!(
             f.file_name().unwrap().to_str().unwrap(),
-            format!("LOAD{:08}.parquet", i + 1)
+            format!("LOAD{:08X}.parquet", i + 1)
         );
     }
 

@@ -138,19 +138,22 @@ impl Shared {
     }
 }
 
-/// `LOAD00000001.parquet`: DMS's full-load file name, numbered from 1 with 8 digits.
+/// `LOAD00000001.parquet`: DMS's full-load file name, numbered from 1 with 8 hexadecimal digits
+/// as DMS numbers them (`LOAD00000009`, `LOAD0000000A`, ..., `LOAD00000010` is the 16th).
 fn load_file_name(number: u64) -> String {
-    format!("LOAD{number:08}.parquet")
+    format!("LOAD{number:08X}.parquet")
 }
 
 /// The number in a full-load file name, or `None` for any other name (including the staging
 /// files a local upload leaves while in progress).
 fn parse_load_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("LOAD")?.strip_suffix(".parquet")?;
-    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // Hexadecimal; names inlet wrote before it numbered as DMS does are decimal, which parse as
+    // hexadecimal numbers at least as large, so a rerun still removes the ones past its own.
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    digits.parse().ok()
+    u64::from_str_radix(digits, 16).ok()
 }
 
 impl fmt::Debug for FullLoadTable {
@@ -735,9 +738,14 @@ mod name_tests {
     fn load_file_names_round_trip() {
         assert_eq!(load_file_name(1), "LOAD00000001.parquet");
         assert_eq!(parse_load_file_name("LOAD00000001.parquet"), Some(1));
+        // DMS numbers in hexadecimal.
+        assert_eq!(load_file_name(10), "LOAD0000000A.parquet");
+        assert_eq!(load_file_name(16), "LOAD00000010.parquet");
+        assert_eq!(parse_load_file_name("LOAD0000000A.parquet"), Some(10));
+        assert_eq!(parse_load_file_name("LOAD000000FF.parquet"), Some(255));
         assert_eq!(
             parse_load_file_name("LOAD123456789.parquet"),
-            Some(123_456_789)
+            Some(0x1_2345_6789)
         );
         assert_eq!(parse_load_file_name("LOAD0001.parquet"), None);
         assert_eq!(parse_load_file_name("LOAD00000001.parquet#1"), None);

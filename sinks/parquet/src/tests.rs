@@ -186,7 +186,7 @@ fn concat(parts: &[&dyn Array]) -> ArrayRef {
 }
 
 fn load_file(root: &FsPath, table: &TableSchema, n: u64) -> PathBuf {
-    table_dir(root, table).join(format!("LOAD{n:08}.parquet"))
+    table_dir(root, table).join(format!("LOAD{n:08X}.parquet"))
 }
 
 #[tokio::test]
@@ -400,7 +400,7 @@ async fn files_roll_at_the_size_limit() {
     // Every batch overflows a 1-byte limit, so each ends its file.
     assert_eq!(summary.files, 8);
     assert_eq!(summary.rows, 2 * 4 * 300);
-    let expected: Vec<String> = (1..=8).map(|n| format!("LOAD{n:08}.parquet")).collect();
+    let expected: Vec<String> = (1..=8).map(|n| format!("LOAD{n:08X}.parquet")).collect();
     assert_eq!(files(&table_dir(dir.path(), &table)), expected);
     assert_eq!(all_ids(dir.path(), &table), (0..2400).collect::<Vec<_>>());
     // Row groups respect row_group_rows.
