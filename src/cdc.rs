@@ -318,6 +318,9 @@ async fn run_once(
     );
     let _poller = AbortOnDrop(poller);
 
+    if let Some(pid) = repl.backend_pid() {
+        remember_walsender(&connector, &slot, pid);
+    }
     let stream = repl
         .start_replication(&slot, &publication, Lsn(start.0))
         .await
@@ -350,6 +353,7 @@ async fn run_once(
         config.cdc.schema_changes,
         config.cdc.part_rows,
     );
+    let capture = capture.silence_limit(Duration::from_secs(config.cdc.stream_silence_timeout_s));
     let capture = match &config.cdc.spool_dir {
         Some(dir) => capture.spool_in(dir.clone()),
         None => capture,
@@ -654,14 +658,35 @@ async fn join_new_tables(
     Ok(Some(load.with_facts(loaded)))
 }
 
+/// The walsender each slot of this process last streamed through, by (server, slot).
+fn our_walsenders() -> &'static std::sync::Mutex<std::collections::HashMap<(String, String), i32>> {
+    static WALSENDERS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(String, String), i32>>,
+    > = std::sync::OnceLock::new();
+    WALSENDERS.get_or_init(Default::default)
+}
+
+fn remember_walsender(connector: &PgConnector, slot: &str, pid: i32) {
+    if let Ok(mut map) = our_walsenders().lock() {
+        map.insert((connector.server().to_string(), slot.to_string()), pid);
+    }
+}
+
 /// Waits (up to 30 s) for the walsender of an earlier stream, ours, to release the slot: a stream
-/// ended a moment ago, or a process killed before its connection was noticed gone.
+/// ended a moment ago, or a process killed before its connection was noticed gone. A walsender
+/// this very process streamed through, on a connection it gave up as silent (a network cut the
+/// server has not noticed: it would hold the slot until its wal_sender_timeout), is ended.
 async fn wait_slot_released(
     control: &tokio_postgres::Client,
     connector: &PgConnector,
     slot: &str,
 ) -> Result<(), JobError> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let ours = our_walsenders().lock().ok().and_then(|map| {
+        map.get(&(connector.server().to_string(), slot.to_string()))
+            .copied()
+    });
+    let mut ended = false;
     loop {
         let state = slot_state(control, connector, slot)
             .await
@@ -669,6 +694,20 @@ async fn wait_slot_released(
         let Some(pid) = state.and_then(|s| s.active_pid) else {
             return Ok(());
         };
+        if Some(pid) == ours && !ended {
+            ended = true;
+            match control
+                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%slot, pid, "the slot is held by this process's earlier walsender, on a connection given up as lost: ended it")
+                }
+                Err(e) => {
+                    tracing::warn!(%slot, pid, error = %e, "the slot is held by this process's earlier walsender, on a connection given up as lost, and ending it failed; waiting for the server's wal_sender_timeout")
+                }
+            }
+        }
         if Instant::now() >= deadline {
             return Err(JobError::Transient {
                 kind: "source",

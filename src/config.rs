@@ -144,6 +144,10 @@ pub struct CdcConfig {
     /// staged until it commits or aborts; the system's temporary folder by default. Needs room
     /// for the largest transaction's changes.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// A change stream from which nothing arrives for this long, not even the keepalive inlet
+    /// asks for, counts as a cut connection: the task reconnects from its checkpoint (a network
+    /// cut without a reset would otherwise leave it waiting for ever). PostgreSQL.
+    pub stream_silence_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -165,6 +169,7 @@ impl Default for CdcConfig {
             heartbeat_interval_ms: 0,
             on_slot_lost: SlotLost::Fail,
             spool_dir: None,
+            stream_silence_timeout_s: 60,
         }
     }
 }

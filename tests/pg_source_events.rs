@@ -828,3 +828,172 @@ async fn partitions_attached_and_detached_and_truncate_cascade_keep_the_tables_e
     // The partitioned table itself holds no rows: it has no target of its own.
     assert!(!out.join("public/ev_m").exists());
 }
+
+/// A TCP path to the server that can go dead without a reset, as when a NAT or firewall
+/// forgets the connection or an address moves: the connections open then stay open and carry
+/// nothing, ever; connections opened after [`DeadPath::heal`] carry traffic again.
+struct DeadPath {
+    port: u16,
+    generation: Arc<AtomicU64>,
+    dead: Arc<AtomicBool>,
+}
+
+impl DeadPath {
+    fn to(server_port: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let generation = Arc::new(AtomicU64::new(0));
+        let dead = Arc::new(AtomicBool::new(false));
+        let (g, d) = (generation.clone(), dead.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let born = g.load(Ordering::SeqCst);
+                let (g, d) = (g.clone(), d.clone());
+                std::thread::spawn(move || {
+                    let alive =
+                        move || !d.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born;
+                    if !alive() {
+                        // Accepted, then nothing: hold it open for the test's length.
+                        std::thread::sleep(Duration::from_secs(600));
+                        drop(client);
+                        return;
+                    }
+                    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", server_port))
+                    else {
+                        return;
+                    };
+                    let pump = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                        let alive = alive.clone();
+                        std::thread::spawn(move || {
+                            use std::io::{Read, Write};
+                            from.set_read_timeout(Some(Duration::from_millis(100)))
+                                .unwrap();
+                            let mut buf = [0u8; 16384];
+                            loop {
+                                if !alive() {
+                                    // Dead: keep both sockets open, move nothing.
+                                    std::thread::sleep(Duration::from_secs(600));
+                                    return;
+                                }
+                                match from.read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(n) => {
+                                        if !alive() {
+                                            continue;
+                                        }
+                                        if to.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock
+                                                | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        });
+                    };
+                    pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                    pump(server, client);
+                });
+            }
+        });
+        Self {
+            port,
+            generation,
+            dead,
+        }
+    }
+
+    /// Every connection open now goes dead, and new ones too until [`DeadPath::heal`].
+    fn cut(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.dead.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The network between inlet and the server goes dead mid-stream without a reset (no FIN, no
+/// RST: a NAT or firewall forgot the connection). The server keeps running and committing; inlet
+/// must notice the silence (it asks for a keepalive, none comes), reconnect once the path works
+/// again, and lose and repeat nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_cut_without_a_reset_is_noticed_and_the_stream_resumes() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev_default (id bigint PRIMARY KEY, v int NOT NULL, note text);
+             INSERT INTO ev_default SELECT g, 0, 'seed' FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    audit::install(&client, &[("ev_default", "id")]).await;
+    let path = DeadPath::to(pg.port);
+    let url = pg
+        .url("postgres")
+        .replace(&format!(":{}/", pg.port), &format!(":{}/", path.port));
+    assert_ne!(url, pg.url("postgres"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let cfg = task_file(
+        dir.path(),
+        "events",
+        &task(&url, &out, Target::Parquet).replace(
+            "flush_interval_ms = 200",
+            "flush_interval_ms = 200\nstream_silence_timeout_s = 5",
+        ),
+    );
+    let mut child = spawn(&cfg, &log);
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+    client
+        .batch_execute("TRUNCATE inlet_audit.log")
+        .await
+        .unwrap();
+    for round in 0..30 {
+        client
+            .batch_execute(&format!(
+                "UPDATE ev_default SET v = v + 1 WHERE id % 10 = {};
+                 INSERT INTO ev_default VALUES ({}, 0, 'new');",
+                round % 10,
+                10_000 + round
+            ))
+            .await
+            .unwrap();
+        if round == 10 {
+            path.cut();
+        }
+        if round == 20 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            path.heal();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+    common::sigterm(&child);
+    let status = child.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{log_text}");
+    assert!(
+        log_text.contains("the connection is taken as lost"),
+        "the cut was not noticed as such:\n{log_text}"
+    );
+    let compared = audit::assert_exactly_once(&client, &out, "ev_default", "id").await;
+    assert!(compared > 30, "only {compared} changes compared");
+    let want: BTreeMap<String, Option<String>> = client
+        .query("SELECT id::text, v::text FROM ev_default", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(replay(&out.join("public/ev_default"), "id") == want);
+}

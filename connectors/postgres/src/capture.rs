@@ -222,6 +222,17 @@ pub struct ChangeCapture {
     /// What the target holds durably: the stream's start, then each acknowledged position.
     /// The "flushed" and "applied" positions every status update reports, never more.
     durable: Lsn,
+    /// When the last message arrived, and whether a keepalive was asked for since: a network
+    /// cut without a reset (a NAT or firewall forgetting the connection, a moved address) is
+    /// silence, which only a deadline ends.
+    last_heard: Instant,
+    asked_keepalive: bool,
+    /// When [`ChangeCapture::next_message`] was last left (returned or dropped), in ns since
+    /// `clock`: time spent elsewhere (writing the target, replaying a spool) is not silence.
+    left_at: std::sync::atomic::AtomicU64,
+    clock: Instant,
+    /// Silence after which the connection counts as lost ([`ChangeCapture::silence_limit`]).
+    silence_limit: Duration,
 }
 
 /// Liveness reports while applying a staged transaction: well under the default 60 s
@@ -271,6 +282,74 @@ impl ChangeCapture {
             last_status: Instant::now(),
             received: start,
             durable: start,
+            last_heard: Instant::now(),
+            asked_keepalive: false,
+            left_at: std::sync::atomic::AtomicU64::new(0),
+            clock: Instant::now(),
+            silence_limit: Duration::from_secs(60),
+        }
+    }
+
+    /// How long the stream may stay silent before the connection counts as lost (an error the
+    /// task retries from its checkpoint). An idle server sends nothing while its client reports
+    /// in, so after a third of it (at most 10 s) inlet asks for a keepalive, which a live server
+    /// answers at once.
+    pub fn silence_limit(mut self, limit: Duration) -> Self {
+        self.silence_limit = limit.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The next message, or an error once the stream has been silent for
+    /// [`ChangeCapture::silence_limit`]. Cancel-safe: the clock is in `self`.
+    async fn next_message(&mut self) -> Result<Option<ReplicationMessage>, PgError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        /// Records when the wait ends, however it ends.
+        struct Leave<'a>(&'a AtomicU64, Instant);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                let at = u64::try_from(self.1.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.0.store(at, Ordering::Relaxed);
+            }
+        }
+        let now = u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let away = now.saturating_sub(self.left_at.load(Ordering::Relaxed));
+        self.last_heard += Duration::from_nanos(away);
+        let _leave = Leave(&self.left_at, self.clock);
+        let ask_after = (self.silence_limit / 3).min(Duration::from_secs(10));
+        loop {
+            let silent = self.last_heard.elapsed();
+            if silent >= self.silence_limit {
+                return Err(PgError::Replication {
+                    server: self.server.clone(),
+                    what: "reading the replication stream".into(),
+                    code: None,
+                    message: format!(
+                        "nothing arrived for {} s, not even the keepalive asked for \
+                         (cdc.stream_silence_timeout_s): the connection is taken as lost",
+                        silent.as_secs()
+                    ),
+                    transient: true,
+                });
+            }
+            if silent >= ask_after && !self.asked_keepalive {
+                self.asked_keepalive = true;
+                let written = self.received.max(self.durable);
+                self.last_status = Instant::now();
+                self.stream
+                    .send_status(written, self.durable, self.durable, true)
+                    .await?;
+            }
+            let wait = if self.asked_keepalive {
+                self.silence_limit - silent
+            } else {
+                ask_after - silent
+            };
+            if let Ok(message) = tokio::time::timeout(wait, self.stream.next()).await {
+                let message = message?;
+                self.last_heard = Instant::now();
+                self.asked_keepalive = false;
+                return Ok(message);
+            }
         }
     }
 
@@ -300,7 +379,7 @@ impl ChangeCapture {
                 }
                 continue;
             }
-            let Some(msg) = self.stream.next().await? else {
+            let Some(msg) = self.next_message().await? else {
                 return Ok(None);
             };
             match msg {
