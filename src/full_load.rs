@@ -9,14 +9,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sink::{LoadSummary, LoadTable, LoadWriter, Target};
 use inlet_core::{Position, TableId, TableSelection};
 use inlet_postgres::{
-    discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, SnapshotChunk,
+    discover, plan_chunks, BatchLimits, ExportedSnapshot, PgConnector, PgError, SnapshotChunk,
     SnapshotReader, SourceTable,
 };
 use tokio::task::JoinSet;
@@ -102,6 +102,7 @@ pub async fn run_until(
         tables,
         sinks,
         remaining,
+        gone,
         progress,
         logger,
         mut set,
@@ -152,7 +153,7 @@ pub async fn run_until(
         .collect();
     let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
     let settled = settle(
-        &tables, &sinks, &complete, position, &progress, state, deadline,
+        &tables, &sinks, &complete, &gone, position, &progress, state, deadline,
     )
     .await;
     if !ended_early && settled.finish_error.is_none() {
@@ -203,12 +204,14 @@ impl Settled {
     }
 }
 
-/// Finishes each complete table and abandons the others (and any whose finish fails). With a
-/// `deadline` (a load ending early), finishing gives up then too.
+/// Finishes each complete table and abandons the others (and any whose finish fails, or that is
+/// `gone` from the source). With a `deadline` (a load ending early), finishing gives up then too.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     tables: &[SourceTable],
     sinks: &[LoadTable],
     complete: &[bool],
+    gone: &[AtomicBool],
     position: Option<Position>,
     progress: &Progress,
     state: &TaskState,
@@ -221,6 +224,15 @@ async fn settle(
     };
     for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
         let name = t.schema.id.to_string();
+        if gone[i].load(Ordering::Acquire) {
+            let abandon_by = deadline.unwrap_or_else(|| Instant::now() + SETTLE_LIMIT);
+            let what = sink.abandon(abandon_by).await;
+            tracing::warn!(table = %name, "the table no longer exists in the source (dropped or renamed away after it was discovered): its load is skipped; {what}");
+            settled
+                .states
+                .push((name, format!("gone from the source, skipped; {what}")));
+            continue;
+        }
         if complete[i] {
             let finished = match deadline {
                 None => sink.finish(position).await,
@@ -271,6 +283,8 @@ struct Prepared {
     tables: Arc<Vec<SourceTable>>,
     sinks: Arc<Vec<LoadTable>>,
     remaining: Arc<Vec<AtomicUsize>>,
+    /// Per table, whether it turned out to be gone from the source (joins only).
+    gone: Arc<Vec<AtomicBool>>,
     progress: Progress,
     logger: Option<tokio::task::JoinHandle<()>>,
     set: JoinSet<Result<(), JobError>>,
@@ -306,8 +320,15 @@ async fn prepare(
         .map_err(JobError::source)?;
     if let Some(only) = only {
         tables.retain(|t| only.contains(&t.schema.id));
+        for id in only {
+            if !tables.iter().any(|t| &t.schema.id == id) {
+                tracing::warn!(table = %id, "the table no longer exists in the source (dropped or renamed away after it was discovered): its load is skipped");
+            }
+        }
     }
-    if tables.is_empty() {
+    // Tables joining a running task (`only`) may all be gone by now: nothing to load is no
+    // failure then.
+    if tables.is_empty() && only.is_none() {
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
         ));
@@ -356,6 +377,8 @@ async fn prepare(
     }
     let remaining: Arc<Vec<AtomicUsize>> =
         Arc::new(chunks_per_table.into_iter().map(AtomicUsize::new).collect());
+    let gone: Arc<Vec<AtomicBool>> =
+        Arc::new(tables.iter().map(|_| AtomicBool::new(false)).collect());
     let workers = config.full_load.worker_count().min(queue.len()).max(1);
     let queue = Arc::new(Mutex::new(queue));
     let estimates: Vec<(String, Option<u64>)> = tables
@@ -384,6 +407,8 @@ async fn prepare(
             sinks: sinks.clone(),
             queue: queue.clone(),
             remaining: remaining.clone(),
+            // A table joining a running task may be dropped before its load reads it.
+            gone: only.is_some().then(|| gone.clone()),
             progress: progress.clone(),
             limits,
         };
@@ -393,6 +418,7 @@ async fn prepare(
         tables,
         sinks,
         remaining,
+        gone,
         progress,
         logger,
         set,
@@ -438,11 +464,33 @@ struct Worker {
     sinks: Arc<Vec<LoadTable>>,
     queue: Arc<Mutex<VecDeque<WorkItem>>>,
     remaining: Arc<Vec<AtomicUsize>>,
+    /// Set for a load that skips tables gone from the source.
+    gone: Option<Arc<Vec<AtomicBool>>>,
     progress: Progress,
     limits: BatchLimits,
 }
 
+/// Whether the server said the relation does not exist (SQLSTATE 42P01): it was dropped or
+/// renamed away since the snapshot's catalog showed it (a COPY resolves the name in the
+/// current catalog). `PgError::Query` keeps the server's message, not its SQLSTATE, so this
+/// reads the message ("relation \"…\" does not exist", the server's English text).
+fn is_missing_relation(e: &PgError) -> bool {
+    matches!(e, PgError::Query { reason, .. }
+        if reason.starts_with("ERROR: relation ") && reason.contains(" does not exist"))
+}
+
 impl Worker {
+    /// Whether `e` means `table` is gone and this load skips such tables (then it is marked).
+    fn skipped(&self, e: &PgError, table: usize) -> bool {
+        match &self.gone {
+            Some(gone) if is_missing_relation(e) => {
+                gone[table].store(true, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
     async fn run(self) -> Result<(), JobError> {
         let mut open: Option<(usize, LoadWriter)> = None;
         loop {
@@ -453,6 +501,14 @@ impl Worker {
                 .map_err(|_| JobError::Failed("work queue poisoned".into()))?
                 .pop_front();
             let Some(item) = next else { break };
+            if self
+                .gone
+                .as_ref()
+                .is_some_and(|g| g[item.table].load(Ordering::Acquire))
+            {
+                self.remaining[item.table].fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
             if open.as_ref().is_some_and(|(t, _)| *t != item.table) {
                 if let Some((_, w)) = open.take() {
                     w.close().await?;
@@ -461,16 +517,25 @@ impl Worker {
             let (_, writer) =
                 open.get_or_insert_with(|| (item.table, self.sinks[item.table].writer()));
             let table = &self.tables[item.table];
-            let mut stream = self
-                .reader
-                .read(table, item.chunk, self.limits)
-                .await
-                .map_err(JobError::source)?;
-            while let Some(batch) = stream.next_batch().await.map_err(JobError::source)? {
-                let rows = batch.num_rows() as u64;
-                writer.write(&batch).await?;
-                self.progress.add_rows(item.table, rows);
+            let mut stream = match self.reader.read(table, item.chunk, self.limits).await {
+                Ok(stream) => Some(stream),
+                Err(e) if self.skipped(&e, item.table) => None,
+                Err(e) => return Err(JobError::source(e)),
+            };
+            while let Some(s) = stream.as_mut() {
+                match s.next_batch().await {
+                    Ok(Some(batch)) => {
+                        let rows = batch.num_rows() as u64;
+                        writer.write(&batch).await?;
+                        self.progress.add_rows(item.table, rows);
+                    }
+                    Ok(None) => break,
+                    Err(e) if self.skipped(&e, item.table) => break,
+                    Err(e) => return Err(JobError::source(e)),
+                }
             }
+            drop(stream);
+            // Ends the chunk's transaction, also one the missing relation aborted.
             self.reader.finish_chunk().await.map_err(JobError::source)?;
             if self.remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
                 // Other workers may still be closing their files of this table (which can
@@ -488,6 +553,131 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table that joins a running task but is dropped after the join's snapshot was taken:
+    /// the snapshot's catalog still lists it, with no size (pg_relation_size is NULL). The join
+    /// loads the other tables and skips that one instead of failing (before: a panic reading
+    /// the NULL in discovery, which failed the task for good).
+    #[tokio::test]
+    async fn a_joining_table_dropped_before_its_copy_is_skipped() {
+        let pg = inlet_testkit::PgServer::start();
+        let client = pg.client("postgres").await;
+        client
+            .batch_execute(
+                "CREATE TABLE kept (id bigint PRIMARY KEY, v text);
+                 INSERT INTO kept VALUES (1, 'a'), (2, 'b'), (3, 'c');
+                 CREATE TABLE dropped (id bigint PRIMARY KEY);
+                 INSERT INTO dropped VALUES (1);",
+            )
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let text = format!(
+            "[task]\nname = \"join\"\nmode = \"full-load-and-cdc\"\n\
+             [source]\nkind = \"postgres\"\nurl = \"{}\"\ntls = \"disable\"\n\
+             [target]\nkind = \"parquet\"\nurl = \"{}\"\n\
+             [tables]\ninclude = [\"public.*\"]\n",
+            pg.url("postgres"),
+            out.display()
+        );
+        let config = crate::config::parse(&text, &|_| None).unwrap();
+        let SourceConfig::Postgres(source) = &config.source else {
+            unreachable!("the task file names a postgres source")
+        };
+        let connector = PgConnector::new(source).unwrap();
+        let snapshot = ExportedSnapshot::export(&connector).await.unwrap();
+        client.batch_execute("DROP TABLE dropped").await.unwrap();
+        let state = TaskState::new(
+            Arc::new(crate::state::Metrics::new()),
+            "join",
+            "full-load-and-cdc",
+            String::new(),
+            String::new(),
+        );
+        let only = [
+            TableId::new("public", "kept"),
+            TableId::new("public", "dropped"),
+        ];
+        let results = run(
+            &config,
+            Some(snapshot.id()),
+            &state,
+            Some(&only),
+            Some(Position(1)),
+        )
+        .await
+        .unwrap();
+        let loaded: Vec<(&str, u64)> = results
+            .iter()
+            .map(|r| (r.table.as_str(), r.summary.rows))
+            .collect();
+        assert_eq!(loaded, vec![("public.kept", 3)]);
+        let dropped = out.join("public").join("dropped");
+        let files: Vec<_> = std::fs::read_dir(&dropped)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(files.is_empty(), "public.dropped has files: {files:?}");
+    }
+
+    /// The error a COPY meets when its table was dropped after the snapshot whose catalog
+    /// listed it: the server's, classified as a missing relation; another failure is not.
+    #[tokio::test]
+    async fn a_copy_of_a_dropped_table_is_told_missing() {
+        let pg = inlet_testkit::PgServer::start();
+        let client = pg.client("postgres").await;
+        client
+            .batch_execute(
+                "CREATE TABLE gone (id bigint PRIMARY KEY); CREATE TABLE altered (id int, v int)",
+            )
+            .await
+            .unwrap();
+        let text = format!(
+            "[task]\nname = \"join\"\nmode = \"full-load-and-cdc\"\n\
+             [source]\nkind = \"postgres\"\nurl = \"{}\"\ntls = \"disable\"\n\
+             [target]\nkind = \"parquet\"\nurl = \"/nonexistent\"\n\
+             [tables]\ninclude = [\"public.*\"]\n",
+            pg.url("postgres"),
+        );
+        let config = crate::config::parse(&text, &|_| None).unwrap();
+        let SourceConfig::Postgres(source) = &config.source else {
+            unreachable!("the task file names a postgres source")
+        };
+        let connector = PgConnector::new(source).unwrap();
+        let snapshot = ExportedSnapshot::export(&connector).await.unwrap();
+        let selection = TableSelection::new(&config.tables).unwrap();
+        let tables = discover(
+            snapshot.client(),
+            &connector,
+            &selection,
+            &config.values.policy(),
+        )
+        .await
+        .unwrap();
+        let table = |name: &str| tables.iter().find(|t| t.schema.id.name == name).unwrap();
+        client
+            .batch_execute("DROP TABLE gone; ALTER TABLE altered DROP COLUMN v")
+            .await
+            .unwrap();
+        let limits = BatchLimits {
+            rows: 100,
+            bytes: 1 << 20,
+        };
+        let chunk = || plan_chunks(1, u64::MAX).remove(0);
+        let reader = SnapshotReader::open(&connector, snapshot.id())
+            .await
+            .unwrap();
+        let Err(e) = reader.read(table("gone"), chunk(), limits).await else {
+            panic!("the COPY of a dropped table succeeded");
+        };
+        assert!(is_missing_relation(&e), "{e}");
+        reader.finish_chunk().await.unwrap();
+        // A COPY that fails for another reason: a column dropped since the snapshot.
+        let Err(e) = reader.read(table("altered"), chunk(), limits).await else {
+            panic!("the COPY of a column that does not exist succeeded");
+        };
+        assert!(!is_missing_relation(&e), "{e}");
+    }
 
     #[test]
     fn servers_before_14_read_each_table_in_one_chunk() {

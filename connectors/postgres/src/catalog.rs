@@ -90,13 +90,20 @@ pub async fn discover(
             continue;
         }
         let reltuples: f64 = r.get(3);
-        let pages: i64 = r.get(4);
+        // NULL: the table was dropped after the snapshot this catalog is read in (a table
+        // joining a running task, dropped before its load); there is nothing left to read.
+        let (Some(pages), Some(can_select)) =
+            (r.get::<_, Option<i64>>(4), r.get::<_, Option<bool>>(5))
+        else {
+            tracing::info!(table = %id, "the table was dropped after the load's snapshot: skipped");
+            continue;
+        };
         tables.push((
             r.get::<_, u32>(0),
             id,
             reltuples,
             pages.max(0) as u64,
-            r.get::<_, bool>(5),
+            can_select,
         ));
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
