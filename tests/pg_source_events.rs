@@ -997,3 +997,98 @@ async fn a_network_cut_without_a_reset_is_noticed_and_the_stream_resumes() {
         .collect();
     assert!(replay(&out.join("public/ev_default"), "id") == want);
 }
+
+/// A fast restart of the database while a table loads beside the stream (the task's
+/// checkpoint is held where the load began) completes at once (the restart ends the load's
+/// session, and the load with it), and afterwards the task loads the table again and every
+/// table equals the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_restart_while_a_table_joins_does_not_wait_for_its_load() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev_default (id bigint PRIMARY KEY, v int NOT NULL, note text);
+             INSERT INTO ev_default SELECT g, 0, 'seed' FROM generate_series(1, 1000) g;
+             CREATE TABLE ev_big (id bigint PRIMARY KEY, v int NOT NULL, note text);
+             INSERT INTO ev_big SELECT g, 0, repeat('b', 200) FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let body = |include: &str| {
+        task(&pg.url("postgres"), &out, Target::Parquet).replace(
+            r#"include = ["public.ev_*"]"#,
+            &format!("include = {include}"),
+        ) + "[full_load]\nchunk_mb = 1\n"
+    };
+    let cfg = task_file(dir.path(), "events", &body(r#"["public.ev_default"]"#));
+    let mut child = spawn(&cfg, &log);
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+    common::sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    let cfg = task_file(dir.path(), "events", &body(r#"["public.ev_*"]"#));
+    let mut child = spawn(&cfg, &log);
+    let joining = "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'inlet_join_%'";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .query_one(joining, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the join did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The load waits on this lock between two chunks: the join lasts as long as the test says.
+    let blocker = pg.client("postgres").await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE ev_big IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    client
+        .batch_execute("UPDATE ev_default SET v = v + 1 WHERE id <= 10")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let took = pg.restart("fast", 20);
+    assert!(
+        took < Duration::from_secs(15),
+        "the fast restart took {took:?}"
+    );
+    drop(blocker);
+
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "UPDATE ev_default SET v = v + 1 WHERE id <= 20;
+             UPDATE ev_big SET v = v + 1 WHERE id % 1000 = 0;",
+        )
+        .await
+        .unwrap();
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+    common::sigterm(&child);
+    let status = child.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{log_text}");
+    for t in ["ev_default", "ev_big"] {
+        let want: BTreeMap<String, Option<String>> = client
+            .query(&format!("SELECT id::text, v::text FROM {t}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let got = replay(&out.join("public").join(t), "id");
+        assert!(
+            got == want,
+            "{t}: {} rows replayed, {} in the source",
+            got.len(),
+            want.len()
+        );
+    }
+}
