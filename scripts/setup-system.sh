@@ -12,6 +12,8 @@ NEEDS=(
     "/usr/bin/psql:postgresql-client-15"
     "/usr/bin/openssl:openssl"
     "/usr/sbin/mariadbd:mariadb-server"
+    # Spark's JVM for the reader matrix (tests/reader_matrix.rs; pyspark is in requirements-dev.txt)
+    "/usr/bin/java:openjdk-17-jre-headless"
 )
 
 missing=()

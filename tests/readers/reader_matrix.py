@@ -319,6 +319,41 @@ def ice_hyper(table_dir, columns):
     return hyper_rows(f"SELECT {quoted(columns)} FROM external('{table_dir}', FORMAT => 'iceberg')")
 
 
+SPARK = None
+
+
+def spark_session():
+    """One local Spark session for every file the script reads (it takes ~8 s to start). The
+    Iceberg runtime jar (PyPI snowpark-connect-deps-iceberg) is on its class path for a Spark
+    3.5 session; Spark 4.0 reads Parquet only here."""
+    global SPARK
+    if SPARK is None:
+        import snowpark_connect_deps_iceberg as deps
+        from pyspark.sql import SparkSession
+
+        jars = glob.glob(
+            os.path.join(os.path.dirname(deps.__file__), "jars", "iceberg-spark-runtime-3.5_2.13-*.jar")
+        )
+        SPARK = (
+            SparkSession.builder.master("local[1]")
+            .config("spark.jars", ",".join(jars))
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.extraJavaOptions", "-Dlog4j.rootLogger=ERROR")
+            .getOrCreate()
+        )
+        SPARK.sparkContext.setLogLevel("OFF")
+    return SPARK
+
+
+def pq_spark(table_dir, columns):
+    # All files in one read (LOAD and change files differ only in their extra columns).
+    files = parquet_files(table_dir)
+    reader = spark_session().read.option("mergeSchema", "true")
+    frame = reader.parquet(*files).select(*[f"`{c}`" for c in columns])
+    return arrow_rows(frame.toArrow(), columns)
+
+
 ENGINES = {
     "parquet": {
         "pyarrow": per_file(pq_pyarrow),
@@ -328,6 +363,7 @@ ENGINES = {
         "datafusion": per_file(pq_datafusion),
         "chdb": per_file(pq_chdb),
         "hyper": pq_hyper,
+        "spark-4.0": pq_spark,
     },
     "iceberg": {
         "pyiceberg": ice_pyiceberg,
@@ -337,6 +373,8 @@ ENGINES = {
         "daft": ice_daft,
         "chdb": ice_chdb,
         "hyper": ice_hyper,
+        # Not Spark: the PyPI jar is Iceberg's runtime for Spark 3.5, which Spark 4.0 cannot load
+        # (NoSuchMethodError SQLContext.conf), and pyspark 3.5 cannot share the venv with 4.0.
     },
 }
 
