@@ -110,12 +110,19 @@ async fn run_once(
     let tables = discover(&mut conn, &connector, &selection, &policy)
         .await
         .map_err(mysql_error)?;
-    if tables.is_empty() {
+    let capture = config.task.mode != Mode::FullLoad;
+    // A running task whose tables are all gone for now (DROP and CREATE of its only table, the
+    // stream started again between them) follows the binlog until one is created or renamed
+    // into [tables]; only a task that has not started has nothing to do.
+    let running = capture && tables.is_empty() && target.read_checkpoint(task).await?.is_some();
+    if tables.is_empty() && !running {
         return Err(JobError::Failed(
             "no table matches [tables] include/exclude; run `inlet check` to see what the source has".into(),
         ));
     }
-    let capture = config.task.mode != Mode::FullLoad;
+    if running {
+        tracing::warn!("no table of [tables] exists in the source now (dropped or renamed away): following the binlog until one is created or renamed into the selection");
+    }
     for p in prerequisites(&mut conn, &connector, &tables, capture, server_id)
         .await
         .map_err(mysql_error)?
@@ -127,6 +134,7 @@ async fn run_once(
             CheckStatus::Missing if p.name == "server_id" => {
                 tracing::warn!(detail = %p.detail, fix = ?p.fix, "server_id already registered (an earlier run of this task?)")
             }
+            CheckStatus::Missing if p.name == "table selection" && running => {}
             CheckStatus::Missing => {
                 return Err(JobError::Failed(format!(
                     "{}: {}; fix: {}",
@@ -885,6 +893,9 @@ fn progress_done(progress: &Progress, tables: &[MysqlTable], table: &MysqlTable)
     }
 }
 
+/// One load worker: reads queued key ranges through its snapshot connection into the tables'
+/// sinks. `gone`: with it, a table the server says does not exist is marked there and skipped.
+#[allow(clippy::too_many_arguments)]
 async fn load_worker(
     mut reader: SnapshotReader,
     tables: Arc<Vec<MysqlTable>>,

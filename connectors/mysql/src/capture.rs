@@ -396,7 +396,7 @@ pub struct BinlogCapture {
     /// Set by a statement that changes which tables the task captures; reported as
     /// [`CaptureEvent::TablesChanged`] once its own commit has been.
     tables_changed: bool,
-    /// Captured names that came to hold another table (the destination of a rename from
+    /// Selected names that came to hold another table (the destination of a rename from
     /// another name, a created table), with the start of the statement's transaction.
     replaced: Vec<(TableId, Position)>,
 }
@@ -734,7 +734,7 @@ impl BinlogCapture {
         facts
     }
 
-    /// Captured names the binlog showed coming to hold another table since the capture started,
+    /// Selected names the binlog showed coming to hold another table since the capture started,
     /// each with the start of that statement's transaction: `RENAME TABLE a TO t` or `ALTER
     /// TABLE a RENAME TO t` (an online schema change tool's cut-over, gh-ost and
     /// pt-online-schema-change), `CREATE [OR REPLACE] TABLE t` (after a DROP). The rows the
@@ -1074,12 +1074,16 @@ impl BinlogCapture {
                     let replaced: Vec<TableId> = change
                         .replaced
                         .iter()
-                        // A name the stream does not capture joins as a new table anyway.
-                        .filter(|id| self.by_name.contains_key(id))
+                        // Not only captured names: one the checkpoint still has may be
+                        // uncaptured now (dropped, and the stream started again before it was
+                        // created again); its target holds the old table's rows.
+                        .filter(|id| self.options.selection.includes(id))
                         .cloned()
                         .collect();
-                    if let (Some(at), Some(first_replaced)) = (at, replaced.first()) {
-                        tracing::info!(table = %first_replaced, statement = %first.unwrap_or_default(), "a captured table's name now holds another table (a table swap, or DROP and CREATE): it is loaded again once the changes before it are written");
+                    if let Some(at) = at.filter(|_| !replaced.is_empty()) {
+                        if let Some(id) = replaced.iter().find(|id| self.by_name.contains_key(id)) {
+                            tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table's name now holds another table (a table swap, or DROP and CREATE): it is loaded again once the changes before it are written");
+                        }
                         self.replaced
                             .extend(replaced.into_iter().map(|id| (id, at)));
                         self.tables_changed = true;
