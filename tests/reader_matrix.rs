@@ -2,8 +2,9 @@
 //! `inlet run` into Parquet (LOAD and change files) and Iceberg, then read by every engine
 //! installed from PyPI (tests/readers/reader_matrix.py: pyarrow, DuckDB, polars, daft,
 //! DataFusion, chDB, Tableau Hyper, Spark 4.0; for Iceberg pyiceberg, DuckDB, polars native and
-//! through pyiceberg, daft, chDB, Hyper; Spark's Iceberg reader is not run: the PyPI runtime jar
-//! is for Spark 3.5). ~40 s, most of it Spark's JVM. Each engine's values are compared with the source's, column by
+//! through pyiceberg, daft, chDB, Hyper, and Spark 3.5 with the Iceberg runtime jar from PyPI,
+//! run from its own venv, tests/readers/spark35_iceberg.py). ~80 s, most of it Spark's JVMs; the
+//! first run also installs .venv-spark35. Each engine's values are compared with the source's, column by
 //! column; the test asserts the whole matrix, so a reader that starts or stops reading a column
 //! right shows up as a failure naming it.
 
@@ -321,6 +322,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("far_dates iceberg polars-native", "ok"),
     ("far_dates iceberg polars-pyiceberg", "ok"),
     ("far_dates iceberg pyiceberg", "ok"),
+    ("far_dates iceberg spark-3.5", "ok"),
     ("far_dates parquet chdb", "error"),
     ("far_dates parquet daft", "ok"),
     ("far_dates parquet datafusion", "ok"),
@@ -336,6 +338,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("zoo iceberg polars-native", "ok"),
     ("zoo iceberg polars-pyiceberg", "ok"),
     ("zoo iceberg pyiceberg", "ok"),
+    ("zoo iceberg spark-3.5", "ok"),
     ("zoo parquet chdb", "differs: ia, ta"),
     ("zoo parquet daft", "ok"),
     ("zoo parquet datafusion", "ok"),

@@ -354,6 +354,31 @@ def pq_spark(table_dir, columns):
     return arrow_rows(frame.toArrow(), columns)
 
 
+def ice_spark35(table_dir, columns):
+    """Spark 3.5 in its own venv (.venv-spark35, made once by scripts/setup-venv.sh from
+    requirements-spark35.txt; a no-op when it is up to date)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    venv = os.path.join(root, ".venv-spark35")
+    setup = [os.path.join(root, "scripts/setup-venv.sh"), venv, "requirements-spark35.txt"]
+    subprocess.run(setup, check=True, cwd=root, stdout=subprocess.DEVNULL)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spark35_iceberg.py")
+    done = subprocess.run(
+        [os.path.join(venv, "bin/python"), script, metadata_file(table_dir), json.dumps(columns)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"spark35_iceberg.py printed nothing: {done.stderr[-300:]}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out["rows"]
+
+
 ENGINES = {
     "parquet": {
         "pyarrow": per_file(pq_pyarrow),
@@ -373,8 +398,9 @@ ENGINES = {
         "daft": ice_daft,
         "chdb": ice_chdb,
         "hyper": ice_hyper,
-        # Not Spark: the PyPI jar is Iceberg's runtime for Spark 3.5, which Spark 4.0 cannot load
+        # Spark 3.5: the PyPI jar is Iceberg's runtime for Spark 3.5, which Spark 4.0 cannot load
         # (NoSuchMethodError SQLContext.conf), and pyspark 3.5 cannot share the venv with 4.0.
+        "spark-3.5": ice_spark35,
     },
 }
 
