@@ -53,6 +53,10 @@ pub fn mysql_error(e: MysqlError) -> JobError {
                 .any(|w| r.contains(w))
                 // An event the decoder could not read is no connection failure.
                 && !r.contains("cannot decode")
+                // ER_TABLE_DEF_CHANGED: a table altered or renamed after the load's snapshot
+                // began (an online schema change tool's shadow table, altered right after its
+                // creation, joining the task): a new snapshot reads it.
+                || r.starts_with("error 1412 ")
         }
         MysqlError::Config { .. }
         | MysqlError::LostBinlog { .. }
@@ -960,4 +964,26 @@ async fn load_worker(
         w.close().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_changed_under_the_snapshot_is_retried() {
+        let query = |reason: &str| MysqlError::Query {
+            server: "db:3306".into(),
+            what: "reading app._t_gho".into(),
+            reason: reason.into(),
+        };
+        let changed =
+            query("ERROR 1412 (HY000): Table definition has changed, please retry transaction");
+        assert!(matches!(
+            mysql_error(changed),
+            JobError::Transient { kind: "source", .. }
+        ));
+        let denied = query("ERROR 1142 (42000): SELECT command denied to user");
+        assert!(matches!(mysql_error(denied), JobError::Failed(_)));
+    }
 }
