@@ -169,6 +169,25 @@ impl TableLayout {
                     ty = with_old_nested_ids(&old.field_type, ty);
                     (old.id, old.required && !nullable)
                 }
+                Some(old)
+                    if !replace
+                        && ty == Type::Primitive(PrimitiveType::String)
+                        && matches!(
+                            old.field_type.as_ref(),
+                            Type::Primitive(PrimitiveType::Uuid | PrimitiveType::Time)
+                        ) =>
+                {
+                    // A table written before text became the default form of uuid and time.
+                    return Err(IcebergError::schema(
+                        &table,
+                        format!(
+                            "column {name} is {} in the table, but this task writes it as text \
+                             (target.types = \"portable\", the default); set target.types = \
+                             \"exact\" to keep writing {}, or reload the table to change it",
+                            old.field_type, old.field_type
+                        ),
+                    ));
+                }
                 Some(old) if !replace => {
                     return Err(IcebergError::schema(
                         &table,

@@ -931,3 +931,52 @@ async fn manifests_have_iceberg_javas_avro_schema_and_hyper_reads_the_table() {
         assert_eq!(g, w, "hyper row");
     }
 }
+
+/// A table written with the exact forms (Iceberg uuid and time) and opened by a task with the
+/// default portable forms is refused with a message naming `target.types`, instead of the
+/// generic "Iceberg cannot change" one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_exact_forms_opened_with_portable_ones_names_the_types_setting() {
+    use arrow_schema::{DataType, TimeUnit};
+    use inlet_core::{TableId, TableSchema};
+    let dir = tempfile::tempdir().unwrap();
+    let t = TableSchema {
+        id: TableId::new("public", "forms"),
+        columns: vec![
+            col("id", "bigint", DataType::Int64, false),
+            col("u", "uuid", DataType::FixedSizeBinary(16), true),
+            col(
+                "tm",
+                "time without time zone",
+                DataType::Time64(TimeUnit::Microsecond),
+                true,
+            ),
+        ],
+        primary_key: vec!["id".into()],
+    };
+    let exact = target_with(dir.path(), "types = \"exact\"");
+    let load = exact.full_load(&t).await.unwrap();
+    load.writer().close().await.unwrap();
+    load.finish(Some(Position(1))).await.unwrap();
+    let meta = metadata_file(dir.path(), "public", "forms");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let fields: Vec<String> = metadata["schemas"].as_array().unwrap().last().unwrap()["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fields, ["long", "uuid", "time"]);
+
+    let err = match target(dir.path()).upsert_table(&t).await {
+        Ok(_) => panic!("a portable task opened an exact table"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("column u is uuid in the table") && err.contains("target.types = \"exact\""),
+        "{err}"
+    );
+    // The exact task still opens it.
+    exact.upsert_table(&t).await.unwrap();
+}
