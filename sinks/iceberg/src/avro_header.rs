@@ -86,9 +86,12 @@ fn drop_value_defaults(schema: &mut serde_json::Value) -> bool {
     changed
 }
 
+/// An Avro file header's metadata entries: (key, value bytes), in file order.
+pub type HeaderEntries = Vec<(String, Vec<u8>)>;
+
 /// The header's metadata entries (`avro.schema`, `avro.codec`, ...), and the bytes after them
 /// (sync marker, then blocks). Public for the tests that compare schemas with Iceberg Java's.
-pub fn read_header(file: &[u8]) -> Result<(Vec<(String, Vec<u8>)>, &[u8]), HeaderError> {
+pub fn read_header(file: &[u8]) -> Result<(HeaderEntries, &[u8]), HeaderError> {
     let mut rest = file
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| HeaderError("no Avro magic".into()))?;

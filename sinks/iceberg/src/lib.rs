@@ -91,8 +91,8 @@
 //! t.maintain(&config.maintenance, chrono::Utc::now()).await?; // on a schedule, when idle
 //! ```
 
-mod aws;
 pub mod avro_header;
+mod aws;
 mod catalog;
 mod config;
 mod error;
