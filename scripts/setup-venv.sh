@@ -24,7 +24,13 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' >/dev/nul
     fi
 fi
 
-want=$( { sha256sum "$req" | cut -d' ' -f1; "$venv/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
+# Packages installed without their dependencies, after the others (see the file's comment).
+nodeps=
+if [ "$req" = requirements-dev.txt ] && [ -f requirements-nodeps.txt ]; then
+    nodeps=requirements-nodeps.txt
+fi
+
+want=$( { sha256sum "$req" ${nodeps:+"$nodeps"} | cut -d' ' -f1; "$venv/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
     exit 0
 fi
@@ -32,4 +38,7 @@ fi
 echo "setup-venv: installing $req into $venv"
 rm -f "$stamp"
 "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$req"
+if [ -n "$nodeps" ]; then
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q --no-deps -r "$nodeps"
+fi
 echo "$want" >"$stamp"
