@@ -332,7 +332,12 @@ async fn an_interrupted_first_load_recreates_the_tasks_own_slot() {
     );
     let mut child = spawn_run(&cfg);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !record.exists() {
+    // The record is first written as an intent ("creating=true") before the slot exists; a
+    // kill then may leave no slot at all. Wait for the record of the slot created.
+    while !std::fs::read_to_string(&record)
+        .map(|r| r.contains("slot=inlet_reload\n") && !r.contains("creating="))
+        .unwrap_or(false)
+    {
         assert!(Instant::now() < deadline, "no slot record after 60 s");
         assert!(child.try_wait().unwrap().is_none(), "inlet exited");
         std::thread::sleep(Duration::from_millis(10));
