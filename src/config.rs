@@ -386,6 +386,9 @@ fn deserialize<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The shortest `cdc.stream_silence_timeout_s` accepted.
+const MIN_STREAM_SILENCE_S: u64 = 5;
+
 fn validate(config: &TaskConfig) -> Result<(), String> {
     let name = &config.task.name;
     if name.is_empty()
@@ -417,6 +420,16 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     }
     if cdc.flush_mb == 0 {
         return Err("cdc.flush_mb: must be at least 1".into());
+    }
+    // A live server answers a keepalive request within milliseconds, but a busy one (a long
+    // checkpoint, a slow disk) can take seconds: a shorter limit would turn such pauses into
+    // reconnect loops.
+    if cdc.stream_silence_timeout_s < MIN_STREAM_SILENCE_S {
+        return Err(format!(
+            "cdc.stream_silence_timeout_s: {} is too short; use at least {MIN_STREAM_SILENCE_S} \
+             (seconds; the default is 60)",
+            cdc.stream_silence_timeout_s
+        ));
     }
     if let Some(dir) = &cdc.spool_dir {
         if !dir.is_dir() {
@@ -680,6 +693,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("full_load.workers"), "{e}");
+        let e = parse(
+            &MINIMAL.replace("[target]", "[cdc]\nstream_silence_timeout_s = 1\n[target]"),
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("cdc.stream_silence_timeout_s") && e.contains("at least 5"),
+            "{e}"
+        );
     }
 
     #[test]
