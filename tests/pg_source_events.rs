@@ -311,6 +311,35 @@ struct Report {
     compared: usize,
 }
 
+/// Keeps a failed scenario's logs: the scenario's temporary folder (and the server's) is deleted
+/// when the test unwinds, and a soak that fails after ten minutes is worth nothing without
+/// inlet's log. On a panic, copies inlet's and the server's logs to `keep` (a folder under
+/// /tmp that outlives the test) and prints the tail of inlet's log.
+struct LogsOnFailure {
+    inlet_log: std::path::PathBuf,
+    server_log: std::path::PathBuf,
+    keep: std::path::PathBuf,
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let _ = std::fs::create_dir_all(&self.keep);
+        let _ = std::fs::copy(&self.inlet_log, self.keep.join("inlet.log"));
+        let _ = std::fs::copy(&self.server_log, self.keep.join("postgres.log"));
+        let log = std::fs::read_to_string(&self.inlet_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "inlet's log (last 80 of {} lines; whole logs of inlet and the server kept in {}):\n{}",
+            lines.len(),
+            self.keep.display(),
+            lines[lines.len().saturating_sub(80)..].join("\n")
+        );
+    }
+}
+
 /// Runs the three tables' workload through `events` (each followed by `pause`), then checks
 /// the output against the audit log (Parquet: every change exactly once, in order, and the
 /// replay equal to the source) or against the source's rows read by pyiceberg and DuckDB
@@ -319,6 +348,7 @@ async fn scenario(
     target: Target,
     events: &mut dyn Iterator<Item = Event>,
     pause: Duration,
+    keep_logs: &str,
 ) -> Report {
     let pg =
         PgServer::start_with_options("-c wal_sender_timeout=600s -c max_prepared_transactions=10");
@@ -342,6 +372,12 @@ async fn scenario(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let log = dir.path().join("inlet.log");
+    // Declared after `dir` and `pg`, so dropped (and copying) before they are deleted.
+    let _keep = LogsOnFailure {
+        inlet_log: log.clone(),
+        server_log: pg.socket_dir().join("postgres.log"),
+        keep: std::env::temp_dir().join(keep_logs),
+    };
     let cfg = task_file(
         dir.path(),
         "events",
@@ -363,6 +399,18 @@ async fn scenario(
     tokio::time::sleep(pause).await;
     for event in events {
         *report.events.entry(format!("{event:?}")).or_default() += 1;
+        // Marks the event in inlet's log, so a kept log shows what inlet went through when.
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&log) {
+            use std::io::Write;
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let _ = writeln!(
+                f,
+                "=== test event at unix {:.3}: {event:?}",
+                at.as_secs_f64()
+            );
+        }
         match event {
             Event::FastRestart => {
                 pg.restart("fast", 60);
@@ -502,6 +550,7 @@ async fn restarts_identity_changes_and_kills_keep_every_change_exactly_once() {
         Target::Parquet,
         &mut events.into_iter(),
         Duration::from_millis(1500),
+        "inlet-events-parquet",
     )
     .await;
     eprintln!("{report:?}");
@@ -520,6 +569,7 @@ async fn iceberg_tables_equal_the_source_through_restarts_identity_changes_and_k
         Target::Iceberg,
         &mut events.into_iter(),
         Duration::from_millis(1500),
+        "inlet-events-iceberg",
     )
     .await;
     eprintln!("{report:?}");
@@ -545,7 +595,8 @@ async fn soak_random_events() {
             16..=18 => Event::ToggleIdentity,
             _ => Event::AddColumn,
         });
-        let report = scenario(target, &mut events, soak.pause()).await;
+        let keep = format!("inlet-soak-{}-{name}", soak.seed);
+        let report = scenario(target, &mut events, soak.pause(), &keep).await;
         eprintln!("soak: PostgreSQL -> {target:?}: {report:?}");
     }
 }
