@@ -33,6 +33,7 @@ use crate::binlog::{
 };
 use crate::catalog::{column_of, MysqlTable};
 use crate::config::MysqlConnector;
+use crate::ddl::{altered_table_at, dml_target, sql_words, table_id, tables_change};
 use crate::error::MysqlError;
 use crate::position::{
     MariaGtidState, MysqlGtidSet, StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
@@ -397,7 +398,8 @@ pub struct BinlogCapture {
     /// [`CaptureEvent::TablesChanged`] once its own commit has been.
     tables_changed: bool,
     /// Selected names that came to hold another table (the destination of a rename from
-    /// another name, a created table), with the start of the statement's transaction.
+    /// another name, a created table), or whose rows a statement changed without row events (a
+    /// partition operation), with the start of the statement's transaction.
     replaced: Vec<(TableId, Position)>,
 }
 
@@ -738,7 +740,9 @@ impl BinlogCapture {
     /// each with the start of that statement's transaction: `RENAME TABLE a TO t` or `ALTER
     /// TABLE a RENAME TO t` (an online schema change tool's cut-over, gh-ost and
     /// pt-online-schema-change), `CREATE [OR REPLACE] TABLE t` (after a DROP). The rows the
-    /// target holds for such a name are another table's: it must be loaded again.
+    /// target holds for such a name are another table's: it must be loaded again. So must a
+    /// table whose rows `ALTER TABLE t DROP|TRUNCATE|EXCHANGE PARTITION …` changed: the binlog
+    /// holds the statement, not the rows it deleted or moved.
     ///
     /// The statement is the signal, not an identity read from the catalog: InnoDB's table id
     /// and `CREATE_TIME` change on every rebuilding ALTER (ALGORITHM=COPY or an INPLACE
@@ -1027,7 +1031,10 @@ impl BinlogCapture {
     /// A DDL statement: TRUNCATE becomes a `T` row; the shape changes of ALTER are taken from
     /// the next TABLE_MAP of the table, which describes it as it now is. A statement that
     /// changes which tables are captured (a captured table renamed or dropped, a selected table
-    /// created or renamed into the selection) sets `tables_changed`.
+    /// created or renamed into the selection), or changes a table's rows without row events (a
+    /// partition dropped, truncated or exchanged: [`crate::ddl::partition_change`]), sets
+    /// `tables_changed`; the tables whose rows the row events no longer account for are
+    /// `replaced`.
     fn ddl(&mut self, schema: &str, sql: &str) -> Result<(), MysqlError> {
         let words = sql_words(sql);
         let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
@@ -1048,8 +1055,8 @@ impl BinlogCapture {
             }
             Some("drop") | Some("rename") | Some("alter") | Some("create") => {
                 if first == Some("alter") {
-                    if let Some(at) = lower.iter().position(|w| w == "table") {
-                        if let Some(name) = words.get(at + 1) {
+                    if let Some(at) = altered_table_at(&lower) {
+                        if let Some(name) = words.get(at) {
                             let id = table_id(name.trim_end_matches(','), schema);
                             if self.by_name.contains_key(&id) {
                                 self.altered.push(id);
@@ -1081,8 +1088,20 @@ impl BinlogCapture {
                         .cloned()
                         .collect();
                     if let Some(at) = at.filter(|_| !replaced.is_empty()) {
-                        if let Some(id) = replaced.iter().find(|id| self.by_name.contains_key(id)) {
-                            tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table's name now holds another table (a table swap, or DROP and CREATE): it is loaded again once the changes before it are written");
+                        match change.rows_without_events {
+                            // The statement itself changed the rows: no row event says which.
+                            Some(operation) => {
+                                for id in &replaced {
+                                    tracing::info!(table = %id, operation, "ALTER TABLE … {operation} changed the table's rows without row events (the binlog holds only the statement): it is loaded again once the changes before it are written");
+                                }
+                            }
+                            None => {
+                                if let Some(id) =
+                                    replaced.iter().find(|id| self.by_name.contains_key(id))
+                                {
+                                    tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table's name now holds another table (a table swap, or DROP and CREATE): it is loaded again once the changes before it are written");
+                                }
+                            }
                         }
                         self.replaced
                             .extend(replaced.into_iter().map(|id| (id, at)));
@@ -1785,196 +1804,6 @@ fn rotate_file_name(raw: &[u8]) -> String {
     }
 }
 
-/// Tables a DDL statement takes away (`gone`) and brings (`new`); `replaced`: the names that
-/// hold another table after it (a rename's destination whose source is another name, a created
-/// table).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct TablesChange {
-    gone: Vec<TableId>,
-    new: Vec<TableId>,
-    replaced: Vec<TableId>,
-}
-
-/// Reads `RENAME TABLE a TO b, …`, `ALTER TABLE a … RENAME [TO|AS] b`, `DROP TABLE [IF EXISTS]
-/// a, …`, `DROP DATABASE|SCHEMA d` (every table of `d` counts as gone; the database's name is
-/// returned as a table named `*`) and `CREATE TABLE [IF NOT EXISTS] a …`. Temporary tables
-/// never reach the row events, so their statements are ignored.
-fn tables_change(words: &[String], lower: &[String], schema: &str) -> Option<TablesChange> {
-    let word = |i: usize| lower.get(i).map(String::as_str);
-    let name = |w: &String| table_id(w.trim_end_matches(','), schema);
-    let mut change = TablesChange::default();
-    match (word(0)?, word(1)?) {
-        ("rename", "table" | "tables") => {
-            // a TO b [, c TO d]…
-            let tokens: Vec<&str> = words[2..]
-                .iter()
-                .flat_map(|w| w.split(','))
-                .filter(|t| !t.is_empty())
-                .collect();
-            for triple in tokens.chunks(3) {
-                if let [from, to_word, to] = triple {
-                    if to_word.eq_ignore_ascii_case("to") {
-                        let (from, to) = (table_id(from, schema), table_id(to, schema));
-                        if from != to {
-                            change.replaced.push(to.clone());
-                        }
-                        change.gone.push(from);
-                        change.new.push(to);
-                    }
-                }
-            }
-        }
-        ("alter", "table") | ("alter", "online") | ("alter", "ignore") => {
-            let at = lower.iter().position(|w| w == "table")? + 1;
-            let table = words.get(at)?;
-            // RENAME COLUMN / INDEX / KEY change the table, not its name.
-            let rename = (at + 1..lower.len()).find(|&i| {
-                lower[i].trim_start_matches(',') == "rename"
-                    && !matches!(word(i + 1), Some("column" | "index" | "key"))
-            })?;
-            let mut to = rename + 1;
-            if matches!(word(to), Some("to" | "as")) {
-                to += 1;
-            }
-            let (from, to) = (name(table), name(words.get(to)?));
-            if from != to {
-                change.replaced.push(to.clone());
-            }
-            change.gone.push(from);
-            change.new.push(to);
-        }
-        ("drop", "table") => {
-            let mut i = 2;
-            if word(i) == Some("if") && word(i + 1) == Some("exists") {
-                i += 2;
-            }
-            for w in &words[i.min(words.len())..] {
-                let lw = w.to_ascii_lowercase();
-                if lw == "restrict" || lw == "cascade" || lw.starts_with("/*") {
-                    break;
-                }
-                for part in w.split(',').filter(|p| !p.is_empty()) {
-                    change.gone.push(table_id(part, schema));
-                }
-            }
-        }
-        ("drop", "database" | "schema") => {
-            let mut i = 2;
-            if word(i) == Some("if") && word(i + 1) == Some("exists") {
-                i += 2;
-            }
-            let db = words.get(i)?.trim_end_matches(',').to_string();
-            change.gone.push(TableId::new(db, "*"));
-        }
-        ("create", "table") => {
-            let mut i = 2;
-            if word(i) == Some("if") && word(i + 1) == Some("not") && word(i + 2) == Some("exists")
-            {
-                i += 3;
-            }
-            let w = words.get(i)?;
-            // `CREATE TABLE t(id int …` puts the column list in the same word.
-            let bare = w.split('(').next().unwrap_or(w);
-            change.new.push(table_id(bare, schema));
-            change.replaced.push(table_id(bare, schema));
-        }
-        ("create", "or") => {
-            // CREATE OR REPLACE TABLE (MariaDB) replaces a table: gone, then new.
-            if word(2) == Some("replace") && word(3) == Some("table") {
-                let w = words.get(4)?;
-                let id = table_id(w.split('(').next().unwrap_or(w), schema);
-                change.gone.push(id.clone());
-                change.new.push(id.clone());
-                change.replaced.push(id);
-            }
-        }
-        _ => return None,
-    }
-    Some(change)
-}
-
-/// Splits a statement into words, keeping backquoted identifiers whole (quotes removed) and
-/// `db`.`t` together.
-fn sql_words(sql: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '`' {
-                if chars.peek() == Some(&'`') {
-                    cur.push('`');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '`' {
-            quoted = true;
-        } else if c == '.' {
-            cur.push(NAME_SEPARATOR);
-        } else if c.is_whitespace() || c == ';' {
-            if !cur.is_empty() {
-                words.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    words
-}
-
-/// Stands for a `.` between name parts outside backquotes, in [`sql_words`]' output.
-const NAME_SEPARATOR: char = '\u{1}';
-
-/// The table a single-table INSERT, REPLACE, UPDATE, DELETE or LOAD DATA statement writes (as
-/// a [`sql_words`] word), or None when it cannot tell (a multi-table form names its first).
-fn dml_target(words: &[String], lower: &[String]) -> Option<String> {
-    const MODIFIERS: &[&str] = &[
-        "low_priority",
-        "delayed",
-        "high_priority",
-        "ignore",
-        "quick",
-        "concurrent",
-        "local",
-    ];
-    let mut i = 1;
-    if lower.first().map(String::as_str) == Some("load") {
-        // LOAD DATA|XML … INTO TABLE name
-        i = lower.iter().position(|w| w == "table")? + 1;
-    } else {
-        while lower
-            .get(i)
-            .is_some_and(|w| MODIFIERS.contains(&w.as_str()))
-        {
-            i += 1;
-        }
-        if matches!(lower.get(i).map(String::as_str), Some("into" | "from")) {
-            i += 1;
-        }
-    }
-    let word = words.get(i)?;
-    // `t(a, b)` and `t,` end the name.
-    let name = word.split(['(', ',']).next().unwrap_or_default();
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-/// `db.t`, `t` (in the statement's default database) → a table id.
-fn table_id(word: &str, default_schema: &str) -> TableId {
-    let parts: Vec<String> = word.split(NAME_SEPARATOR).map(str::to_string).collect();
-    match parts.as_slice() {
-        [db, t] => TableId::new(db.clone(), t.clone()),
-        _ => TableId::new(default_schema, parts.concat()),
-    }
-}
-
 impl std::fmt::Debug for BinlogCapture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BinlogCapture")
@@ -2013,106 +1842,6 @@ mod tests {
         assert_eq!(
             fake_rotate_file_name(b"mariadb-bin.000001", false),
             "mariadb-bin.000001"
-        );
-    }
-
-    fn target_of(sql: &str) -> Option<TableId> {
-        let words = sql_words(sql);
-        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-        dml_target(&words, &lower).map(|w| table_id(&w, "shop"))
-    }
-
-    #[test]
-    fn tables_statement_format_changes_write() {
-        let t = |s: &str, t: &str| Some(TableId::new(s, t));
-        assert_eq!(
-            target_of("INSERT INTO accounts VALUES (1)"),
-            t("shop", "accounts")
-        );
-        assert_eq!(
-            target_of("insert low_priority ignore into `x`.`a b`(id, v) select 1, 2"),
-            t("x", "a b")
-        );
-        assert_eq!(target_of("REPLACE shop.t SET id = 1"), t("shop", "t"));
-        assert_eq!(target_of("UPDATE IGNORE t SET v = 1"), t("shop", "t"));
-        assert_eq!(target_of("DELETE QUICK FROM y.t WHERE id = 1"), t("y", "t"));
-        assert_eq!(
-            target_of("LOAD DATA LOCAL INFILE '/f' INTO TABLE t2 FIELDS TERMINATED BY ','"),
-            t("shop", "t2")
-        );
-        assert_eq!(target_of("LOAD DATA INFILE '/f'"), None);
-    }
-
-    fn change_of(sql: &str) -> Option<TablesChange> {
-        let words = sql_words(sql);
-        let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-        tables_change(&words, &lower, "shop")
-    }
-
-    fn ids(names: &[(&str, &str)]) -> Vec<TableId> {
-        names.iter().map(|(s, t)| TableId::new(*s, *t)).collect()
-    }
-
-    #[test]
-    fn statements_that_change_the_tables() {
-        let c = change_of("RENAME TABLE a TO b, `x`.`c` TO c_old , d TO y.d").unwrap();
-        assert_eq!(c.gone, ids(&[("shop", "a"), ("x", "c"), ("shop", "d")]));
-        assert_eq!(c.new, ids(&[("shop", "b"), ("shop", "c_old"), ("y", "d")]));
-        assert_eq!(c.replaced, c.new);
-        // gh-ost's cut-over: both names hold another table after it.
-        let c =
-            change_of("RENAME TABLE `shop`.`t` TO `shop`.`_t_del`, `shop`.`_t_gho` TO `shop`.`t`")
-                .unwrap();
-        assert_eq!(c.replaced, ids(&[("shop", "_t_del"), ("shop", "t")]));
-        let c = change_of("ALTER TABLE t ENGINE=InnoDB, RENAME TO t").unwrap();
-        assert!(c.replaced.is_empty(), "{c:?}");
-
-        let c = change_of("ALTER TABLE shop.orders ADD COLUMN n int, RENAME TO orders_v2").unwrap();
-        assert_eq!(c.gone, ids(&[("shop", "orders")]));
-        assert_eq!(c.new, ids(&[("shop", "orders_v2")]));
-        let c = change_of("alter table t rename as u").unwrap();
-        assert_eq!(
-            (c.gone, c.new),
-            (ids(&[("shop", "t")]), ids(&[("shop", "u")]))
-        );
-        assert_eq!(change_of("ALTER TABLE t RENAME COLUMN a TO b"), None);
-        assert_eq!(change_of("ALTER TABLE t RENAME INDEX a TO b"), None);
-        assert_eq!(change_of("ALTER TABLE t ADD COLUMN renamed int"), None);
-
-        let c = change_of("DROP TABLE IF EXISTS `a`, b,c /* generated by server */").unwrap();
-        assert_eq!(c.gone, ids(&[("shop", "a"), ("shop", "b"), ("shop", "c")]));
-        assert!(c.new.is_empty());
-        let c = change_of("DROP DATABASE IF EXISTS `old`").unwrap();
-        assert_eq!(c.gone, ids(&[("old", "*")]));
-
-        let c = change_of("CREATE TABLE IF NOT EXISTS shop.t2(id int primary key)").unwrap();
-        assert_eq!((c.gone, c.new), (vec![], ids(&[("shop", "t2")])));
-        let c = change_of("CREATE TABLE `t3` (id int)").unwrap();
-        assert_eq!(c.new, ids(&[("shop", "t3")]));
-        let c = change_of("CREATE OR REPLACE TABLE t4 (id int)").unwrap();
-        assert_eq!(c.replaced, ids(&[("shop", "t4")]));
-        assert_eq!(
-            (c.gone, c.new),
-            (ids(&[("shop", "t4")]), ids(&[("shop", "t4")]))
-        );
-        assert!(change_of("CREATE TEMPORARY TABLE t5 (id int)").is_none());
-        assert!(change_of("CREATE INDEX i ON t (a)").is_none());
-        assert!(change_of("DROP TEMPORARY TABLE t5").is_none());
-    }
-
-    #[test]
-    fn statement_words_and_names() {
-        let w = sql_words("TRUNCATE TABLE `shop`.`order``s`;");
-        assert_eq!(w.len(), 3);
-        assert_eq!(table_id(&w[2], "x"), TableId::new("shop", "order`s"));
-        assert_eq!(table_id("t", "shop"), TableId::new("shop", "t"));
-        assert_eq!(
-            table_id(&sql_words("a.b")[0], "shop"),
-            TableId::new("a", "b")
-        );
-        assert_eq!(
-            table_id(&sql_words("`we.ird`")[0], "shop"),
-            TableId::new("shop", "we.ird")
         );
     }
 }

@@ -21,6 +21,7 @@ mod catalog;
 mod charset;
 mod check;
 mod config;
+mod ddl;
 mod error;
 mod json;
 mod position;
