@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::pg_stream;
 use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::replay::{file_name, read_file, replay, source_rows};
 use common::{load_files, sigterm, spawn_run as spawn_inlet, stderr_of, task_file, PgServer};
@@ -38,60 +39,10 @@ flush_interval_ms = 200
     )
 }
 
-/// Waits until the slot has confirmed everything up to the server's current WAL position,
-/// which inlet does only after the change files and the checkpoint are written.
+/// Waits until every change committed so far is in the change files and the checkpoint.
 async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
-    // The checkpoint is rewritten at the end of every full load (the first, or a resnapshot);
-    // before that the slot sits at its consistent point, which may already be past `target`.
     let checkpoint = out.join("_inlet/cdc-test/checkpoint");
-    // The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a commit can
-    // still sit in WAL buffers, before the write position.
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let target_pos = {
-        let (hi, lo) = target.split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("inlet exited early with {status}:\n{err}");
-        }
-        // `active`: this inlet streams from the slot. When an earlier run (SIGKILLed) had
-        // already confirmed and checkpointed everything, the position alone is reached before
-        // the new process has set up its signal handling, and a SIGTERM then kills it outright
-        // (exit by signal, no output; seen on PostgreSQL 17 as exit -1).
-        let row = client
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn AND active FROM pg_replication_slots \
-                 WHERE slot_name = 'inlet_cdc_test'",
-                &[&target],
-            )
-            .await
-            .unwrap();
-        let checkpointed = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true))
-            && checkpointed.is_some_and(|p| p >= target_pos)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with {target} in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pg_stream::wait_caught_up(client, child, &checkpoint, "inlet_cdc_test").await
 }
 
 async fn assert_replay_equals_source(client: &tokio_postgres::Client, out: &Path) {

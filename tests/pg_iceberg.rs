@@ -7,9 +7,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::iceberg::{assert_iceberg_equals, foreign_commit, snapshot_log, Rows};
+use common::pg_stream;
 use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::{spawn_run as spawn_inlet, stderr_of, stop_run, task_file, PgServer};
 
@@ -38,37 +39,7 @@ part_rows = 300
 
 async fn wait_caught_up(client: &tokio_postgres::Client, child: &mut Child, warehouse: &Path) {
     let checkpoint = warehouse.join("_inlet/ice/checkpoint");
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("inlet exited early with {status}:\n{err}");
-        }
-        let row = client
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
-                 WHERE slot_name = 'inlet_ice'",
-                &[&target],
-            )
-            .await
-            .unwrap();
-        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) && checkpoint.exists() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with {target}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pg_stream::wait_caught_up(client, child, &checkpoint, "inlet_ice").await
 }
 
 async fn source(client: &tokio_postgres::Client, table: &str, columns: &[&str]) -> Rows {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::pg_stream::{checkpoint_position, wait_caught_up};
 use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::replay::{replay, source_rows};
 use common::{inlet, sigterm, spawn_run, stderr_of, task_file, PgServer};
@@ -51,62 +52,6 @@ fn wait_exit(mut child: Child, secs: u64) -> (i32, String) {
             panic!("inlet still ran after {secs} s (it should have refused to start):\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').expect("an LSN");
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-}
-
-fn checkpoint_position(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("position="))
-            .and_then(|p| u64::from_str_radix(p, 16).ok())
-    })
-}
-
-/// Waits until the checkpoint and the slot are at the server's current insert position.
-async fn wait_caught_up(
-    client: &tokio_postgres::Client,
-    child: &mut Child,
-    checkpoint: &Path,
-    slot: &str,
-) {
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("inlet exited early with {status}:\n{err}");
-        }
-        let confirmed = client
-            .query_opt(
-                // `active`: this inlet streams, so it has set up its signal handling (a SIGTERM
-                // before that kills it without a flush; see pg_cdc's wait_caught_up).
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn AND active FROM pg_replication_slots \
-                 WHERE slot_name = $2",
-                &[&target, &slot],
-            )
-            .await
-            .unwrap()
-            .is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true));
-        if confirmed && checkpoint_position(checkpoint).is_some_and(|p| p >= lsn(&target)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with {target} in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

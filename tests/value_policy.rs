@@ -10,6 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use arrow_schema::{DataType, TimeUnit};
+use common::pg_stream;
 use common::replay::{file_name, read_file};
 use common::{inlet, load_files, spawn_run, stderr_of, task_file, PgServer};
 use inlet_testkit::MariaDbServer;
@@ -37,52 +38,9 @@ flush_interval_ms = 200
     )
 }
 
-/// Waits until the slot has confirmed, and the checkpoint holds, the server's current WAL
-/// insert position: everything committed so far is in the change files.
+/// Waits until every change committed so far is in the change files and the checkpoint.
 async fn pg_caught_up(client: &tokio_postgres::Client, child: &mut Child, out: &Path) {
-    let checkpoint = out.join("_inlet/vp/checkpoint");
-    let target: String = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let target_pos = {
-        let (hi, lo) = target.split_once('/').unwrap();
-        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("inlet exited early with {status}:\n{err}");
-        }
-        let row = client
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
-                 WHERE slot_name = 'inlet_vp'",
-                &[&target],
-            )
-            .await
-            .unwrap();
-        let checkpointed = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true))
-            && checkpointed.is_some_and(|p| p >= target_pos)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with {target} in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    pg_stream::wait_caught_up(client, child, &out.join("_inlet/vp/checkpoint"), "inlet_vp").await
 }
 
 /// The process's exit code and stderr once it stops on its own (within 60 s).
