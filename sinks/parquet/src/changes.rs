@@ -88,17 +88,36 @@ pub struct ChangeLogTable {
     target: ParquetTarget,
     table: String,
     dir: Path,
+    /// Columns of a change batch of the table ([`inlet_core::change_schema`]).
+    input_columns: usize,
     file_schema: SchemaRef,
+    /// For each column of the file: the change batch's column it comes from, and how.
+    layout: Arc<[(usize, FileColumn)]>,
     props: WriterProperties,
+}
+
+/// How a column of a change batch becomes a column of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileColumn {
+    /// The operation (`I`/`U`/`D`/`T`), named `op_column`.
+    Op,
+    /// The commit time as DMS's timestamp column (`timestamp_column`, typed by
+    /// `timestamp_column_type`).
+    DmsTimestamp,
+    /// The column in its file form ([`ParquetTarget::written_array`]).
+    Written,
 }
 
 impl ChangeLogTable {
     pub(crate) fn new(target: &ParquetTarget, table: &TableSchema) -> Self {
+        let (file_schema, layout) = file_layout(target, table);
         Self {
             target: target.clone(),
             table: table.id.to_string(),
             dir: target.table_dir(table),
-            file_schema: file_schema(target, table),
+            input_columns: CHANGE_META_COLUMNS + table.columns.len(),
+            file_schema,
+            layout: layout.into(),
             props: target.writer_properties(table, "cdc"),
         }
     }
@@ -206,23 +225,26 @@ impl ChangeLogTable {
             message: format!("a change batch does not match the table ({m}); this is a bug in the source connector"),
         }
         };
-        if batch.num_columns() != self.file_schema.fields().len() {
+        if batch.num_columns() != self.input_columns {
             return Err(schema_error(format!(
                 "{} columns, expected {}",
                 batch.num_columns(),
-                self.file_schema.fields().len()
+                self.input_columns
             )));
         }
-        let columns = if self.target.types == inlet_core::TypeForms::Portable {
-            batch
-                .columns()
-                .iter()
-                .map(inlet_core::portable_array)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| schema_error(e.to_string()))?
-        } else {
-            batch.columns().to_vec()
-        };
+        let columns = self
+            .layout
+            .iter()
+            .map(|&(i, form)| {
+                let column = batch.column(i);
+                match form {
+                    FileColumn::Op => Ok(Arc::clone(column)),
+                    FileColumn::DmsTimestamp => self.target.timestamp_values(column),
+                    FileColumn::Written => self.target.written_array(column),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| schema_error(e.to_string()))?;
         let out = RecordBatch::try_new(self.file_schema.clone(), columns)
             .map_err(|e| schema_error(e.to_string()))?;
         let keep = |op: &str| match self.target.cdc_keep {
@@ -283,27 +305,49 @@ impl ChangeLogTable {
 }
 
 /// DMS's change-file columns: `Op`, the commit timestamp (named by `timestamp_column`, else
-/// `_inlet_commit_ts`), `_inlet_lsn`, `_inlet_txid`, then the table's columns.
-fn file_schema(target: &ParquetTarget, table: &TableSchema) -> SchemaRef {
+/// `_inlet_commit_ts`), `_inlet_lsn`, `_inlet_txid`, then the table's columns; with
+/// `inlet_columns = false` the three `_inlet_*` columns are left out (a `timestamp_column`
+/// stays). Returns the schema and, per file column, the change batch's column it comes from.
+fn file_layout(
+    target: &ParquetTarget,
+    table: &TableSchema,
+) -> (SchemaRef, Vec<(usize, FileColumn)>) {
     let changes = change_schema(&target.written_table(table));
-    let fields: Vec<Field> = changes
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| match f.name().as_str() {
-            OP_COLUMN if i == 0 => f.as_ref().clone().with_name(&*target.op_column),
-            COMMIT_TS_COLUMN if i == 1 => match &target.timestamp_column {
-                Some(name) => f.as_ref().clone().with_name(name),
-                None => f.as_ref().clone(),
+    let mut fields = Vec::with_capacity(changes.fields().len());
+    let mut layout = Vec::with_capacity(changes.fields().len());
+    for (i, f) in changes.fields().iter().enumerate() {
+        let (field, form) = match (i, f.name().as_str()) {
+            (0, OP_COLUMN) => (
+                f.as_ref().clone().with_name(&*target.op_column),
+                FileColumn::Op,
+            ),
+            (1, COMMIT_TS_COLUMN) => match &target.timestamp_column {
+                Some(name) => (target.timestamp_field(name), FileColumn::DmsTimestamp),
+                None if target.inlet_columns => (written_meta(target, f), FileColumn::Written),
+                None => continue,
             },
-            _ => f.as_ref().clone(),
-        })
-        .collect();
-    debug_assert!(fields.len() >= CHANGE_META_COLUMNS);
-    Arc::new(Schema::new_with_metadata(
+            (2 | 3, _) if !target.inlet_columns => continue,
+            (0..CHANGE_META_COLUMNS, _) => (written_meta(target, f), FileColumn::Written),
+            // The table's columns are already in their file form (written_table).
+            _ => (f.as_ref().clone(), FileColumn::Written),
+        };
+        fields.push(field);
+        layout.push((i, form));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
         fields,
         changes.metadata().clone(),
-    ))
+    ));
+    (schema, layout)
+}
+
+/// A change column inlet adds, in its file form (the commit time in `timestamp_unit`).
+fn written_meta(target: &ParquetTarget, field: &Field) -> Field {
+    if target.millis {
+        crate::timestamps::millis_field(field)
+    } else {
+        field.clone()
+    }
 }
 
 /// How far a task has written every table: the source may be acknowledged up to `position`.
@@ -346,24 +390,29 @@ impl ParquetTarget {
     /// before the table's own (compared case-insensitively, as Athena and Glue fold names):
     /// the file would hold two columns of one name, and a reader would get the wrong one.
     pub fn check_change_columns(&self, table: &TableSchema) -> Result<(), SinkError> {
-        let schema = file_schema(self, table);
-        let added = &schema.fields()[..CHANGE_META_COLUMNS];
-        for (i, f) in added.iter().enumerate() {
+        let (schema, layout) = file_layout(self, table);
+        let added_count = layout
+            .iter()
+            .filter(|(i, _)| *i < CHANGE_META_COLUMNS)
+            .count();
+        let added = &schema.fields()[..added_count];
+        for (f, (_, form)) in added.iter().zip(layout.iter()) {
             if let Some(c) = table
                 .columns
                 .iter()
                 .find(|c| c.name.eq_ignore_ascii_case(f.name()))
             {
-                let fix = match i {
-                    0 => {
+                let fix = match form {
+                    FileColumn::Op => {
                         "set `op_column` in [target] to another name (e.g. \"dms_op\")".to_string()
                     }
-                    1 if self.timestamp_column.is_some() => {
+                    FileColumn::DmsTimestamp => {
                         "set `timestamp_column` in [target] to another name".to_string()
                     }
-                    _ => format!(
-                        "rename the column in the source, or leave it out with \
-                         [tables.exclude_columns] \"{}\" = [\"{}\"]",
+                    FileColumn::Written => format!(
+                        "rename the column in the source, leave it out with \
+                         [tables.exclude_columns] \"{}\" = [\"{}\"], or set \
+                         `inlet_columns = false` in [target]",
                         table.id, c.name
                     ),
                 };

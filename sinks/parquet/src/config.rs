@@ -1,10 +1,11 @@
 //! The `[target]` table of a task file when `kind = "parquet"`.
 //!
 //! The option names follow the AWS DMS S3 endpoint settings they stand in for
-//! (`IncludeOpForFullLoad`, `TimestampColumnName`, `MaxFileSize`), so a DMS task translates key by
-//! key.
+//! (`IncludeOpForFullLoad`, `TimestampColumnName`, `MaxFileSize`, `CompressionType`,
+//! `ParquetTimestampInMillisecond`), so a DMS task translates key by key; `dms_compatible` sets
+//! DMS's own choices for the keys a task leaves out.
 
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use serde::Deserialize;
 
 /// `[target]` table of a task file when kind = "parquet". Unknown keys are rejected, so a typo is
@@ -18,12 +19,14 @@ pub struct ParquetTargetConfig {
     /// Start a new file once the current one reaches this many MiB (DMS `MaxFileSize`).
     #[serde(default = "default_file_size_mb")]
     pub file_size_mb: u64,
-    /// Page compression codec.
+    /// Page compression codec (DMS `CompressionType`); unset: zstd, or gzip with
+    /// `dms_compatible`.
     #[serde(default)]
-    pub compression: ParquetCompression,
-    /// Compression level; used by zstd (1..=22), ignored by the other codecs.
-    #[serde(default = "default_compression_level")]
-    pub compression_level: i32,
+    pub compression: Option<ParquetCompression>,
+    /// Compression level of zstd (1..=22, default 1) or gzip (0..=9, default 6); the other
+    /// codecs have none.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
     /// Maximum rows per row group (also bounded to 128 MiB of encoded data, see
     /// [`crate::ROW_GROUP_MAX_BYTES`]).
     #[serde(default = "default_row_group_rows")]
@@ -31,10 +34,30 @@ pub struct ParquetTargetConfig {
     /// DMS `IncludeOpForFullLoad`: write a first column `Op` (Utf8) holding `"I"` on every row.
     #[serde(default)]
     pub include_op_for_full_load: bool,
-    /// DMS `TimestampColumnName`: add a `Timestamp(µs, "UTC")` column of this name holding the
-    /// time the batch was written; it comes after `Op` and before the table's columns.
+    /// DMS `TimestampColumnName`: add a column of this name holding, in full-load files, the
+    /// time the batch was written and, in change files, the commit time; it comes after `Op` and
+    /// before the table's columns. Typed by `timestamp_column_type`.
     #[serde(default)]
     pub timestamp_column: Option<String>,
+    /// How `timestamp_column` is typed: `string` (DMS's: UTF-8 text
+    /// `yyyy-MM-dd HH:mm:ss.SSSSSS`, UTC) or `timestamp` (a Parquet TIMESTAMP adjusted to UTC,
+    /// in `timestamp_unit`).
+    #[serde(default)]
+    pub timestamp_column_type: TimestampColumnType,
+    /// DMS `ParquetTimestampInMillisecond`: the unit of every TIMESTAMP column written, `us`
+    /// (DMS's default) or `ms` (sub-millisecond digits are dropped, rounding toward the past).
+    #[serde(default)]
+    pub timestamp_unit: TimestampUnit,
+    /// Write the columns DMS does not write in change files: `_inlet_commit_ts` (unless
+    /// `timestamp_column` names the commit time), `_inlet_lsn` and `_inlet_txid`. Unset: true,
+    /// or false with `dms_compatible`.
+    #[serde(default)]
+    pub inlet_columns: Option<bool>,
+    /// Shape the files as an AWS DMS task with a Parquet S3 endpoint would: keys left out take
+    /// DMS's choices (`compression = "gzip"`, `inlet_columns = false`), and settings DMS cannot
+    /// produce are refused.
+    #[serde(default)]
+    pub dms_compatible: bool,
     /// The name of the operation column (`I`/`U`/`D`/`T`) that change files (and, with
     /// `include_op_for_full_load`, LOAD files) start with. DMS always writes `Op`; set another
     /// name when a table has a column named `Op` (compared case-insensitively).
@@ -61,9 +84,10 @@ fn default_op_column() -> String {
     crate::OP_COLUMN.to_string()
 }
 
-fn default_compression_level() -> i32 {
-    1
-}
+/// zstd level 1: most of zstd's gain at a fraction of its higher levels' CPU.
+const DEFAULT_ZSTD_LEVEL: i32 = 1;
+/// gzip's own default level.
+const DEFAULT_GZIP_LEVEL: i32 = 6;
 
 fn default_row_group_rows() -> usize {
     122_880
@@ -80,8 +104,45 @@ pub enum ParquetCompression {
     /// LZ4 as the Parquet `LZ4_RAW` codec; the older `LZ4` codec is deprecated by the Parquet
     /// format because its framing differed between writers.
     Lz4,
+    /// Gzip (deflate), DMS's `CompressionType = GZIP`, at `compression_level`.
+    Gzip,
     /// No compression.
     None,
+}
+
+impl ParquetCompression {
+    fn key_value(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Gzip => "gzip",
+            Self::None => "none",
+        }
+    }
+}
+
+/// How the `timestamp_column` is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampColumnType {
+    /// UTF-8 text `yyyy-MM-dd HH:mm:ss.SSSSSS` in UTC: what DMS writes (its documentation of
+    /// `TimestampColumnName` says "an additional STRING column").
+    #[default]
+    String,
+    /// A Parquet TIMESTAMP adjusted to UTC, in `timestamp_unit`.
+    Timestamp,
+}
+
+/// The unit of the TIMESTAMP columns written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimestampUnit {
+    /// Microseconds, the precision PostgreSQL and MySQL keep (DMS's default).
+    #[default]
+    Us,
+    /// Milliseconds (DMS `ParquetTimestampInMillisecond = true`).
+    Ms,
 }
 
 impl ParquetTargetConfig {
@@ -90,11 +151,15 @@ impl ParquetTargetConfig {
         Self {
             url: url.into(),
             file_size_mb: default_file_size_mb(),
-            compression: ParquetCompression::default(),
-            compression_level: default_compression_level(),
+            compression: None,
+            compression_level: None,
             row_group_rows: default_row_group_rows(),
             include_op_for_full_load: false,
             timestamp_column: None,
+            timestamp_column_type: TimestampColumnType::default(),
+            timestamp_unit: TimestampUnit::default(),
+            inlet_columns: None,
+            dms_compatible: false,
             op_column: default_op_column(),
             cdc_inserts_only: false,
             cdc_inserts_and_updates: false,
@@ -102,19 +167,46 @@ impl ParquetTargetConfig {
         }
     }
 
+    /// The codec: `compression`, or its default (zstd; gzip with `dms_compatible`).
+    pub fn compression(&self) -> ParquetCompression {
+        match self.compression {
+            Some(c) => c,
+            None if self.dms_compatible => ParquetCompression::Gzip,
+            None => ParquetCompression::Zstd,
+        }
+    }
+
+    /// Whether change files carry `_inlet_commit_ts`, `_inlet_lsn` and `_inlet_txid`.
+    pub fn inlet_columns(&self) -> bool {
+        self.inlet_columns.unwrap_or(!self.dms_compatible)
+    }
+
     /// The parquet codec for these settings, or a message saying which value is wrong.
     pub(crate) fn codec(&self) -> Result<Compression, String> {
-        Ok(match self.compression {
+        let compression = self.compression();
+        let level_error = |range: &str| {
+            format!(
+                "compression_level = {} is not a valid {} level; use {range}",
+                self.compression_level.unwrap_or_default(),
+                compression.key_value()
+            )
+        };
+        Ok(match compression {
             ParquetCompression::Zstd => {
-                let level = ZstdLevel::try_new(self.compression_level).map_err(|_| {
-                    format!(
-                        "compression_level = {} is not a valid zstd level; use 1 (fast) to 22 \
-                         (smallest)",
-                        self.compression_level
-                    )
-                })?;
+                let level = self.compression_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+                let level = ZstdLevel::try_new(level)
+                    .map_err(|_| level_error("1 (fast) to 22 (smallest)"))?;
                 Compression::ZSTD(level)
             }
+            ParquetCompression::Gzip => {
+                let level = self.compression_level.unwrap_or(DEFAULT_GZIP_LEVEL);
+                let level = u32::try_from(level)
+                    .ok()
+                    .and_then(|l| GzipLevel::try_new(l).ok())
+                    .ok_or_else(|| level_error("0 (none) to 9 (smallest)"))?;
+                Compression::GZIP(level)
+            }
+            // These codecs have no level; a level set for them is ignored, as it always was.
             ParquetCompression::Snappy => Compression::SNAPPY,
             ParquetCompression::Lz4 => Compression::LZ4_RAW,
             ParquetCompression::None => Compression::UNCOMPRESSED,
@@ -143,6 +235,9 @@ impl ParquetTargetConfig {
                 "cdc_inserts_only and cdc_inserts_and_updates exclude each other; set one".into(),
             );
         }
+        if self.dms_compatible {
+            self.check_dms_compatible()?;
+        }
         if self.op_column.is_empty() {
             return Err("op_column must not be empty; leave it out to write `Op`".into());
         }
@@ -161,6 +256,37 @@ impl ParquetTargetConfig {
                     self.op_column
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses the settings an AWS DMS task cannot produce, naming the key.
+    fn check_dms_compatible(&self) -> Result<(), String> {
+        let compression = self.compression();
+        if !matches!(
+            compression,
+            ParquetCompression::Gzip | ParquetCompression::None
+        ) {
+            return Err(format!(
+                "compression = {:?} is not one of DMS's (CompressionType GZIP or NONE) and \
+                 dms_compatible = true; set compression = \"gzip\" (or leave it out) or \
+                 \"none\", or remove dms_compatible",
+                compression.key_value()
+            ));
+        }
+        if self.inlet_columns == Some(true) {
+            return Err(
+                "inlet_columns = true adds columns DMS does not write, and dms_compatible = \
+                 true; remove one of the two"
+                    .into(),
+            );
+        }
+        if self.timestamp_column_type == TimestampColumnType::Timestamp {
+            return Err(
+                "timestamp_column_type = \"timestamp\" is not how DMS types its timestamp \
+                 column (a string), and dms_compatible = true; remove one of the two"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -11,9 +11,10 @@ mod error;
 mod load;
 mod object_file;
 mod target;
+mod timestamps;
 
 pub use changes::{ChangeFile, ChangeFileWritten, ChangeLogTable, Checkpoint};
-pub use config::{ParquetCompression, ParquetTargetConfig};
+pub use config::{ParquetCompression, ParquetTargetConfig, TimestampColumnType, TimestampUnit};
 pub use error::SinkError;
 pub use load::{
     Abandoned, FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use inlet_core::TableSchema;
 use object_store::path::Path;
@@ -421,11 +421,7 @@ fn file_schema(target: &ParquetTarget, table: &TableSchema) -> Result<SchemaRef,
         extra.push(Field::new(&*target.op_column, DataType::Utf8, false));
     }
     if let Some(name) = &target.timestamp_column {
-        extra.push(Field::new(
-            name,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ));
+        extra.push(target.timestamp_field(name));
     }
     if extra.is_empty() {
         return Ok(source);
@@ -576,18 +572,18 @@ impl LoadFileWriter {
         }
         if s.target.timestamp_column.is_some() {
             let now = chrono::Utc::now().timestamp_micros();
-            columns.push(Arc::new(
-                TimestampMicrosecondArray::from_value(now, n).with_timezone("UTC"),
-            ));
+            let now: ArrayRef =
+                Arc::new(TimestampMicrosecondArray::from_value(now, n).with_timezone("UTC"));
+            columns.push(
+                s.target
+                    .timestamp_values(&now)
+                    .map_err(|e| schema_error(format!("cannot write the timestamp column: {e}")))?,
+            );
         }
-        if s.target.types == inlet_core::TypeForms::Portable {
-            for c in batch.columns() {
-                columns.push(inlet_core::portable_array(c).map_err(|e| {
-                    schema_error(format!("cannot write a column in its portable form: {e}"))
-                })?);
-            }
-        } else {
-            columns.extend(batch.columns().iter().cloned());
+        for c in batch.columns() {
+            columns.push(s.target.written_array(c).map_err(|e| {
+                schema_error(format!("cannot write a column in its file form: {e}"))
+            })?);
         }
         RecordBatch::try_new(schema, columns).map_err(|e| {
             schema_error(format!(

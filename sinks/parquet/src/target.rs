@@ -20,7 +20,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use url::Url;
 
-use crate::config::ParquetTargetConfig;
+use arrow_array::ArrayRef;
+use arrow_schema::{ArrowError, DataType, Field, TimeUnit};
+
+use crate::config::{ParquetTargetConfig, TimestampColumnType, TimestampUnit};
 use crate::error::{store_hint, SinkError, StoreKind};
 use crate::load::{FullLoadTable, KIND_KEY, TABLE_KEY};
 
@@ -50,6 +53,12 @@ pub struct ParquetTarget {
     pub(crate) cdc_keep: crate::changes::KeptOps,
     /// Portable or exact forms of uuid and time columns.
     pub(crate) types: inlet_core::TypeForms,
+    /// How `timestamp_column` is typed (DMS: a string).
+    pub(crate) timestamp_column_type: TimestampColumnType,
+    /// Timestamp columns in milliseconds (DMS `ParquetTimestampInMillisecond`).
+    pub(crate) millis: bool,
+    /// Change files carry `_inlet_commit_ts`, `_inlet_lsn` and `_inlet_txid`.
+    pub(crate) inlet_columns: bool,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -64,6 +73,9 @@ impl fmt::Debug for ParquetTarget {
             .field("include_op", &self.include_op)
             .field("timestamp_column", &self.timestamp_column)
             .field("types", &self.types)
+            .field("timestamp_column_type", &self.timestamp_column_type)
+            .field("millis", &self.millis)
+            .field("inlet_columns", &self.inlet_columns)
             .finish()
     }
 }
@@ -110,14 +122,64 @@ impl ParquetTarget {
                 crate::changes::KeptOps::All
             },
             types: config.types,
+            timestamp_column_type: config.timestamp_column_type,
+            millis: config.timestamp_unit == TimestampUnit::Ms,
+            inlet_columns: config.inlet_columns(),
         })
     }
 
-    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`.
+    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`,
+    /// timestamps in milliseconds with `timestamp_unit = "ms"`.
     pub(crate) fn written_table(&self, table: &TableSchema) -> TableSchema {
-        match self.types {
+        let mut table = match self.types {
             inlet_core::TypeForms::Portable => inlet_core::portable_table(table),
             inlet_core::TypeForms::Exact => table.clone(),
+        };
+        if self.millis {
+            for c in &mut table.columns {
+                c.field = crate::timestamps::millis_field(&c.field);
+            }
+        }
+        table
+    }
+
+    /// A column of a source batch as the files hold it (see [`Self::written_table`]).
+    pub(crate) fn written_array(&self, array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+        let array = match self.types {
+            inlet_core::TypeForms::Portable => inlet_core::portable_array(array)?,
+            inlet_core::TypeForms::Exact => Arc::clone(array),
+        };
+        if self.millis {
+            crate::timestamps::millis_array(&array)
+        } else {
+            Ok(array)
+        }
+    }
+
+    /// The field of the DMS timestamp column `name` (DMS `TimestampColumnName`).
+    pub(crate) fn timestamp_field(&self, name: &str) -> Field {
+        let data_type = match self.timestamp_column_type {
+            TimestampColumnType::String => DataType::Utf8,
+            TimestampColumnType::Timestamp => DataType::Timestamp(
+                if self.millis {
+                    TimeUnit::Millisecond
+                } else {
+                    TimeUnit::Microsecond
+                },
+                Some("UTC".into()),
+            ),
+        };
+        Field::new(name, data_type, false)
+    }
+
+    /// The DMS timestamp column's values for `micros` (a microsecond timestamp array, UTC).
+    pub(crate) fn timestamp_values(&self, micros: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+        match self.timestamp_column_type {
+            TimestampColumnType::String => crate::timestamps::dms_text_array(micros),
+            TimestampColumnType::Timestamp if self.millis => {
+                crate::timestamps::millis_array(micros)
+            }
+            TimestampColumnType::Timestamp => Ok(Arc::clone(micros)),
         }
     }
 

@@ -22,12 +22,16 @@ fn config(url: &str) -> ParquetTargetConfig {
     ParquetTargetConfig {
         url: url.to_string(),
         file_size_mb: 128,
-        compression: ParquetCompression::Zstd,
-        compression_level: 1,
+        compression: None,
+        compression_level: None,
         row_group_rows: 122_880,
         include_op_for_full_load: false,
         op_column: "Op".into(),
         timestamp_column: None,
+        timestamp_column_type: TimestampColumnType::String,
+        timestamp_unit: TimestampUnit::Us,
+        inlet_columns: None,
+        dms_compatible: false,
         cdc_inserts_only: false,
         cdc_inserts_and_updates: false,
         types: inlet_core::TypeForms::Exact,
@@ -481,7 +485,7 @@ async fn op_and_timestamp_columns_come_first() {
     let mut cfg = config(dir.path().to_str().expect("utf-8"));
     cfg.include_op_for_full_load = true;
     cfg.timestamp_column = Some("ts".into());
-    cfg.compression = ParquetCompression::Snappy;
+    cfg.compression = Some(ParquetCompression::Snappy);
     let target = ParquetTarget::new(&cfg).expect("target");
     let table = small_table("dms");
     let load = target.full_load(&table);
@@ -497,10 +501,8 @@ async fn op_and_timestamp_columns_come_first() {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(names, ["Op", "ts", "id", "v"]);
     assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
-    assert_eq!(
-        schema.field(1).data_type(),
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-    );
+    // DMS's TimestampColumnName is a string column, "yyyy-MM-dd HH:mm:ss.SSSSSS".
+    assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
     assert_eq!(
         schema
             .field(2)
@@ -511,8 +513,16 @@ async fn op_and_timestamp_columns_come_first() {
     );
     let ops = batch.column(0).as_string::<i32>();
     assert_eq!(ops.iter().collect::<Vec<_>>(), vec![Some("I"); 5]);
-    let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-    assert!(ts.values().iter().all(|t| (before..=after).contains(t)));
+    let ts = batch.column(1).as_string::<i32>();
+    for t in ts.iter() {
+        let t = t.expect("a timestamp");
+        assert_eq!(t.len(), 26, "{t}");
+        let at = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.6f")
+            .expect(t)
+            .and_utc()
+            .timestamp_micros();
+        assert!((before..=after).contains(&at), "{t}");
+    }
     assert_eq!(
         batch
             .column(2)
@@ -640,8 +650,12 @@ fn config_from_toml() {
     let cfg: ParquetTargetConfig = toml::from_str(r#"url = "./warehouse""#).expect("minimal");
     assert_eq!(cfg.url, "./warehouse");
     assert_eq!(cfg.file_size_mb, 128);
-    assert_eq!(cfg.compression, ParquetCompression::Zstd);
-    assert_eq!(cfg.compression_level, 1);
+    assert_eq!(cfg.compression, None);
+    assert_eq!(cfg.compression(), ParquetCompression::Zstd);
+    assert_eq!(cfg.compression_level, None);
+    assert!(cfg.inlet_columns());
+    assert_eq!(cfg.timestamp_unit, TimestampUnit::Us);
+    assert_eq!(cfg.timestamp_column_type, TimestampColumnType::String);
     assert_eq!(cfg.row_group_rows, 122_880);
     assert!(!cfg.include_op_for_full_load);
     assert_eq!(cfg.timestamp_column, None);
@@ -658,9 +672,9 @@ fn config_from_toml() {
         "#,
     )
     .expect("full");
-    assert_eq!(cfg.compression, ParquetCompression::Lz4);
+    assert_eq!(cfg.compression, Some(ParquetCompression::Lz4));
     assert_eq!(cfg.timestamp_column.as_deref(), Some("ts"));
-    for name in ["none", "snappy", "zstd"] {
+    for name in ["none", "snappy", "zstd", "gzip"] {
         let cfg: ParquetTargetConfig =
             toml::from_str(&format!("url = \"x\"\ncompression = \"{name}\"")).expect(name);
         assert!(cfg.codec().is_ok());
@@ -669,8 +683,10 @@ fn config_from_toml() {
     let err = toml::from_str::<ParquetTargetConfig>("url = \"x\"\nfile_size = 5")
         .expect_err("unknown key");
     assert!(err.to_string().contains("file_size"), "{err}");
-    toml::from_str::<ParquetTargetConfig>("url = \"x\"\ncompression = \"gzip\"")
+    toml::from_str::<ParquetTargetConfig>("url = \"x\"\ncompression = \"brotli\"")
         .expect_err("unknown codec");
+    toml::from_str::<ParquetTargetConfig>("url = \"x\"\ntimestamp_unit = \"ns\"")
+        .expect_err("unknown unit");
     toml::from_str::<ParquetTargetConfig>("file_size_mb = 5").expect_err("url is required");
 }
 
@@ -679,10 +695,26 @@ fn invalid_settings_are_config_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_str().expect("utf-8");
     type Change = fn(&mut ParquetTargetConfig);
-    let bad: [(&str, Change); 5] = [
+    let bad: [(&str, Change); 9] = [
         ("file_size_mb", |c| c.file_size_mb = 0),
         ("row_group_rows", |c| c.row_group_rows = 0),
-        ("compression_level", |c| c.compression_level = 99),
+        ("compression_level", |c| c.compression_level = Some(99)),
+        ("compression_level = 10 is not a valid gzip level", |c| {
+            c.compression = Some(ParquetCompression::Gzip);
+            c.compression_level = Some(10);
+        }),
+        ("compression = \"zstd\" is not one of DMS's", |c| {
+            c.dms_compatible = true;
+            c.compression = Some(ParquetCompression::Zstd);
+        }),
+        ("inlet_columns = true", |c| {
+            c.dms_compatible = true;
+            c.inlet_columns = Some(true);
+        }),
+        ("timestamp_column_type = \"timestamp\"", |c| {
+            c.dms_compatible = true;
+            c.timestamp_column_type = TimestampColumnType::Timestamp;
+        }),
         ("timestamp_column", |c| {
             c.timestamp_column = Some(String::new())
         }),
@@ -800,7 +832,7 @@ async fn load_big(target: &ParquetTarget, table: &TableSchema) -> LoadSummary {
 async fn large_files_go_through_multipart_uploads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path().to_str().expect("utf-8"));
-    cfg.compression = ParquetCompression::None;
+    cfg.compression = Some(ParquetCompression::None);
     let target = ParquetTarget::new(&cfg).expect("target");
     let table = small_table("big");
     let summary = load_big(&target, &table).await;
@@ -861,7 +893,7 @@ async fn s3_load_check_and_rerun() {
     let mut moto = inlet_testkit::Moto::start();
     moto.create_bucket("inlet-test");
     let mut cfg = config("s3://inlet-test/raw/dms");
-    cfg.compression = ParquetCompression::None;
+    cfg.compression = Some(ParquetCompression::None);
     let endpoint = moto.endpoint.clone();
     let target =
         ParquetTarget::with_s3_builder(&cfg, || moto_builder(&endpoint)).expect("s3 target");
