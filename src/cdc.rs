@@ -24,7 +24,7 @@ use crate::join::{self, AbortOnDrop, JoinLoad};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
 use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
-use crate::{full_load, JobError};
+use crate::{full_load, resync, JobError};
 
 mod start;
 use start::{publication_lost_reason, record_key, SlotPlan, SlotRecord, StartCheck};
@@ -272,6 +272,21 @@ async fn run_once(
         );
         replaced.clear();
     }
+    // Tables to load again (`inlet resync`): like swapped ones, until a load after the request.
+    resync::take_asked(task, &mut facts, &all_ids, start);
+    for id in resync::pending(&mut facts, &all_ids) {
+        if !load {
+            tracing::warn!(table = %id, "a resync of the table was asked, but task.mode = \"cdc\" loads no table: dropped");
+            continue;
+        }
+        tracing::warn!(table = %id, "resync: the table is loaded again beside the stream, its target's rows replaced; its changes from before the load are dropped, superseded by it");
+        if !replaced.contains(&id) {
+            replaced.push(id);
+        }
+    }
+    if !load {
+        facts.retain(|(k, _)| k != resync::RESYNC_FACT);
+    }
     let join = join_new_tables(
         config, state, &connector, &target, &tables, &replaced, &mut facts,
     )
@@ -372,6 +387,7 @@ async fn run_once(
         resnapshot,
         join,
         joined: Vec::new(),
+        task: task.to_string(),
     };
     let out = Outputs {
         tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
@@ -401,11 +417,17 @@ struct PgSource {
     join: Option<JoinLoad>,
     /// Facts of tables whose load beside the stream finished.
     joined: Vec<(String, String)>,
+    /// The task's name, whose resyncs asked through the HTTP endpoint end this stream.
+    task: String,
 }
 
 impl ChangeSource for PgSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
         let in_transaction = self.capture.in_transaction();
+        if !in_transaction && resync::is_asked(&self.task) {
+            tracing::info!("a resync was asked: starting again from the last checkpoint to load the table beside the stream");
+            return Ok(Some(CaptureEvent::TablesChanged));
+        }
         if !in_transaction && self.new_tables.swap(false, Ordering::Relaxed) {
             tracing::info!("a table the selection matches appeared: re-discovering the tables once the changes before now are written");
             return Ok(Some(CaptureEvent::TablesChanged));
@@ -976,6 +998,13 @@ fn slot_error(
             } else {
                 JobError::Failed(message)
             };
+        }
+    }
+    // An update whose unchanged TOASTed value the server did not send cannot be completed,
+    // now or at any restart: say how to get past it (see `resync`).
+    if let inlet_postgres::PgError::Value { table, message, .. } = &e {
+        if message.contains("TOASTed value unchanged") {
+            return JobError::Failed(format!("{e}{}", resync::hint(table)));
         }
     }
     JobError::source(e)

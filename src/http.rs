@@ -1,15 +1,16 @@
-//! The daemon's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`) and the client
-//! `inlet status` uses to read `/status` from a running daemon.
+//! The daemon's HTTP endpoints (`/healthz`, `/readyz`, `/metrics`, `/status`, and
+//! `POST /tasks/{task}/tables/{table}/resync`) and the client `inlet status` and `inlet resync`
+//! use to reach a running daemon.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::oneshot;
 
@@ -57,6 +58,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/tasks/{task}/tables/{table}/resync", post(resync))
         .with_state(endpoints);
     let handle = tokio::spawn(accept_loop(listener, app, limits));
     Ok((bound, handle))
@@ -180,6 +182,11 @@ async fn status(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
 
 /// GET `path` from a running daemon at `address` (host:port); the body on a 2xx answer.
 pub async fn get_from_daemon(address: &str, path: &str) -> Result<String, String> {
+    call_daemon(hyper::Method::GET, address, path).await
+}
+
+/// `method` `path` on a running daemon at `address` (host:port); the body on a 2xx answer.
+async fn call_daemon(method: hyper::Method, address: &str, path: &str) -> Result<String, String> {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
 
@@ -194,7 +201,9 @@ pub async fn get_from_daemon(address: &str, path: &str) -> Result<String, String
             .await
             .map_err(|e| unreachable(&e))?;
     tokio::spawn(conn);
-    let request = hyper::Request::get(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(header::HOST, address)
         .body(Empty::<Bytes>::new())
         .map_err(|e| unreachable(&e))?;
@@ -213,8 +222,123 @@ pub async fn get_from_daemon(address: &str, path: &str) -> Result<String, String
     if code.is_success() {
         Ok(body)
     } else {
-        Err(format!("{address}{path} answered {code}: {body}"))
+        Err(format!(
+            "{address}{path} answered {code}: {}",
+            body.trim_end()
+        ))
     }
+}
+
+/// Whether a daemon answering at `address` runs task `task` now (connecting, loading,
+/// streaming or waiting to retry), not failed or stopped. False when nothing answers there
+/// within 2 s.
+pub async fn task_running(address: &str, task: &str) -> bool {
+    let Ok(Ok(body)) =
+        tokio::time::timeout(Duration::from_secs(2), get_from_daemon(address, "/status")).await
+    else {
+        return false;
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return false;
+    };
+    doc["tasks"].as_array().is_some_and(|tasks| {
+        tasks.iter().any(|t| {
+            t["task"].as_str() == Some(task)
+                && matches!(
+                    t["phase"].as_str(),
+                    Some("starting" | "snapshotting" | "streaming" | "retrying")
+                )
+        })
+    })
+}
+
+/// Asks the daemon at `address` to resync `table` of its running task `task`.
+pub async fn ask_resync(address: &str, task: &str, table: &str) -> Result<String, String> {
+    let path = format!(
+        "/tasks/{}/tables/{}/resync",
+        percent_encode(task),
+        percent_encode(table)
+    );
+    call_daemon(hyper::Method::POST, address, &path).await
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `POST /tasks/{task}/tables/{table}/resync`: the running task loads `table` again beside its
+/// stream (see [`crate::resync`]). 202 once asked; 404 for a task or table the daemon does not
+/// have; 409 when the task cannot resync now (its mode loads no table, or it is not running).
+async fn resync(
+    State(e): State<Arc<Endpoints>>,
+    Path((task, table)): Path<(String, String)>,
+) -> impl IntoResponse {
+    let Some(state) = e.tasks.iter().find(|t| t.snapshot().task == task) else {
+        let names: Vec<String> = e.tasks.iter().map(|t| t.snapshot().task).collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no task {task:?} in this daemon; its tasks: {}\n",
+                names.join(", ")
+            ),
+        );
+    };
+    let status = state.snapshot();
+    if status.mode != "full-load-and-cdc" {
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "task {task:?}: task.mode = {:?} loads no table beside a stream, so it cannot \
+                 resync one; use task.mode = \"full-load-and-cdc\"\n",
+                status.mode
+            ),
+        );
+    }
+    match &status.phase {
+        Phase::Starting | Phase::Snapshotting | Phase::Streaming | Phase::Retrying { .. } => {}
+        phase => {
+            let why = match phase {
+                Phase::Failed { reason } => format!("failed: {reason}"),
+                _ => "stopped".to_string(),
+            };
+            return (
+                StatusCode::CONFLICT,
+                format!(
+                    "task {task:?} is not running ({why}); run `inlet resync -c <task file> \
+                     {table}`, which records the resync in its checkpoint, then start the \
+                     daemon again\n"
+                ),
+            );
+        }
+    }
+    let tables: Vec<String> = status.tables.iter().map(|t| t.table.clone()).collect();
+    let Some(name) = crate::resync::resolve(&table, &tables) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "task {task:?} does not stream a table {table:?} now (a table loading beside the \
+                 stream is not listed until it is loaded); its tables: {}\n",
+                tables.join(", ")
+            ),
+        );
+    };
+    crate::resync::ask(&task, name);
+    (
+        StatusCode::ACCEPTED,
+        format!(
+            "task {task:?}: {name} is loaded again beside the stream from its next transaction \
+             boundary; the other tables keep streaming\n"
+        ),
+    )
 }
 
 /// `inlet status`: the daemon's `/status` as a table.

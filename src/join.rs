@@ -104,7 +104,9 @@ fn loaded_at_fact(id: &TableId, at: Position) -> (String, String) {
     )
 }
 
-fn parse_loaded_at(value: &str) -> Option<(Position, &str)> {
+/// Parses a `<position, hex> <table, JSON string>` fact value (the form of [`LOADED_AT_FACT`],
+/// [`REPLACED_FACT`] and [`crate::resync::RESYNC_FACT`]).
+pub fn parse_loaded_at(value: &str) -> Option<(Position, &str)> {
     let (at, name) = value.split_once(' ')?;
     Some((Position(u64::from_str_radix(at, 16).ok()?), name))
 }

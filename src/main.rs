@@ -12,6 +12,7 @@ mod http;
 mod join;
 mod mysql_task;
 mod progress;
+mod resync;
 mod runner;
 mod sink;
 mod state;
@@ -70,6 +71,23 @@ enum Command {
         /// The task file (TOML).
         #[arg(short, long, value_name = "TASK.toml")]
         config: PathBuf,
+    },
+    /// Load tables of a CDC task again, in a fresh consistent snapshot beside the stream, while
+    /// the other tables keep streaming; the target of each is replaced once its load is
+    /// complete. For a table whose changes cannot be completed (an unchanged TOASTed value
+    /// without REPLICA IDENTITY FULL, a row image that is not FULL): they are dropped,
+    /// superseded by the reload. A running daemon (found at the file's `[service] listen`) does
+    /// it at once; for a stopped task it is recorded in the checkpoint for its next run.
+    Resync {
+        /// The task file (TOML).
+        #[arg(short, long, value_name = "TASK.toml")]
+        config: PathBuf,
+        /// The tables, as `schema.table` (or a table name only one schema of the task has).
+        #[arg(required = true, value_name = "TABLE")]
+        tables: Vec<String>,
+        /// The running daemon's address; overrides `[service] listen` of the task file.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
     },
     /// Show what a running `inlet run` is doing: each task's phase, lag and position, and each
     /// table's progress, read from its /status endpoint.
@@ -152,7 +170,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config, listen } => Ok(runner::run(&config, listen).await),
+            Command::Run { config, listen } => Ok(runner::run(&config, listen)
+                .await
+                .map_err(|e| naming_file(e, &config))),
             Command::FullLoad { config } => match full_load(&config).await {
                 Err(FullLoadEnd::Interrupted) => Err(ExitCode::from(EXIT_INTERRUPTED)),
                 Err(FullLoadEnd::Failed(e)) => Ok(Err(e)),
@@ -160,6 +180,11 @@ fn main() -> ExitCode {
             },
             Command::Check { config } => Ok(check::run(&config).await),
             Command::Status { address, json } => Ok(status(&address, json).await),
+            Command::Resync {
+                config,
+                tables,
+                address,
+            } => Ok(resync_tables(&config, &tables, address).await),
         }
     });
     let result = match result {
@@ -183,6 +208,60 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// A message written where the task file is not known names it ([`resync::TASK_FILE`]): with
+/// one task file, that file.
+fn naming_file(e: JobError, config: &std::path::Path) -> JobError {
+    if config.is_dir() || !e.message().contains(resync::TASK_FILE) {
+        return e;
+    }
+    let path = config.display().to_string();
+    match e {
+        JobError::Config(m) => JobError::Config(m.replace(resync::TASK_FILE, &path)),
+        JobError::Failed(m) => JobError::Failed(m.replace(resync::TASK_FILE, &path)),
+        JobError::Transient { kind, message } => JobError::Transient {
+            kind,
+            message: message.replace(resync::TASK_FILE, &path),
+        },
+    }
+}
+
+async fn resync_tables(
+    config: &std::path::Path,
+    tables: &[String],
+    address: Option<String>,
+) -> Result<(), JobError> {
+    let file = config.display();
+    match resync::run(config, tables, address).await? {
+        resync::Resynced::Recorded(tables) => {
+            for t in &tables {
+                println!("{t}: resync recorded in the task checkpoint");
+            }
+            println!(
+                "The next `inlet run -c {file}` loads {} again in a fresh consistent snapshot \
+                 beside the stream, while the other tables stream on. The target of each is \
+                 replaced once its load is complete (until then it keeps what it had), and its \
+                 changes from before the load, including any that could not be completed and \
+                 stopped the task, are dropped: the load supersedes them. A daemon that is \
+                 running this task elsewhere would overwrite the checkpoint: stop it first.",
+                tables.join(", ")
+            );
+        }
+        resync::Resynced::Asked { address, tables } => {
+            for t in &tables {
+                println!("{t}: resync asked of the running daemon at {address}");
+            }
+            println!(
+                "The task loads {} again in a fresh consistent snapshot beside the stream, \
+                 from its next transaction boundary, while the other tables stream on; the \
+                 target of each is replaced once its load is complete. `inlet status --address \
+                 {address}` shows the table streaming again once it is loaded.",
+                tables.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn status(address: &str, json: bool) -> Result<(), JobError> {

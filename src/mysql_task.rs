@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::config::{Mode, TaskConfig};
 use crate::join::{self, JoinLoad};
 use crate::progress::Progress;
+use crate::resync;
 use crate::sink::{LoadTable, Target};
 use crate::state::{Phase, TaskState};
 use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
@@ -65,6 +66,13 @@ pub fn mysql_error(e: MysqlError) -> JobError {
         | MysqlError::Value { .. }
         | MysqlError::Table { .. } => false,
     };
+    // A row image that lacks columns cannot be completed, now or at any restart: say how to
+    // get past it (see `resync`).
+    if let MysqlError::Table { table, message } = &e {
+        if message.contains("binlog_row_image is not FULL") {
+            return JobError::Failed(format!("{e}{}", resync::hint(table)));
+        }
+    }
     if transient {
         JobError::Transient {
             kind: "source",
@@ -216,7 +224,9 @@ async fn run_once(
             let known: Vec<(String, String)> = cp
                 .facts
                 .iter()
-                .filter(|(k, _)| k == TABLE_FACT || k == join::LOADED_AT_FACT)
+                .filter(|(k, _)| {
+                    k == TABLE_FACT || k == join::LOADED_AT_FACT || k == resync::RESYNC_FACT
+                })
                 .cloned()
                 .collect();
             match fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
@@ -317,6 +327,19 @@ async fn run_once(
     if config.task.mode != Mode::FullLoadAndCdc {
         replaced.clear();
     }
+    // Tables to load again (`inlet resync`): like swapped ones, until a load after the request.
+    resync::take_asked(task, &mut known, &ids, position);
+    for id in resync::pending(&mut known, &ids) {
+        if config.task.mode != Mode::FullLoadAndCdc {
+            tracing::warn!(table = %id, "a resync of the table was asked, but task.mode = \"cdc\" loads no table: dropped");
+            known.retain(|(k, _)| k != resync::RESYNC_FACT);
+            continue;
+        }
+        tracing::warn!(table = %id, "resync: the table is loaded again beside the stream, its target's rows replaced; its changes from before the load are dropped, superseded by it");
+        if !replaced.contains(&id) {
+            replaced.push(id);
+        }
+    }
     let join = join_new_tables(
         config, state, &connector, &target, &tables, &replaced, &mut known, epoch,
     )
@@ -392,6 +415,7 @@ async fn run_once(
         loaded,
         join,
         joined: Vec::new(),
+        task: task.to_string(),
     };
     state.durable(source.show(position));
     // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
@@ -592,11 +616,17 @@ struct MysqlSource {
     held_facts: Option<Vec<(String, String)>>,
     /// The checkpoint's loads beside earlier streams ([`join::LOADED_AT_FACT`]).
     loaded: Vec<(String, String)>,
+    /// The task's name, whose resyncs asked through the HTTP endpoint end this stream.
+    task: String,
 }
 
 impl ChangeSource for MysqlSource {
     async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError> {
         let in_transaction = self.capture.in_transaction();
+        if !in_transaction && resync::is_asked(&self.task) {
+            tracing::info!("a resync was asked: starting again from the last checkpoint to load the table beside the stream");
+            return Ok(Some(CaptureEvent::TablesChanged));
+        }
         let Self {
             capture,
             checkpoint,
