@@ -11,6 +11,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::iceberg::assert_iceberg_equals;
+use common::mysql_stream::{self, binlog_end};
 use common::replay::{replay, Rows};
 use common::{spawn_run as spawn_inlet, stop_run, task_file};
 use inlet_testkit::MariaDbServer;
@@ -50,16 +51,6 @@ part_rows = 50
     )
 }
 
-/// (binlog file number, offset) as SHOW MASTER STATUS reports the end of the binlog now.
-fn binlog_end(db: &MariaDbServer) -> (u64, u64) {
-    let out = db.admin("SHOW MASTER STATUS");
-    let mut cols = out.split('\t');
-    let file = cols.next().unwrap();
-    let offset: u64 = cols.next().unwrap().trim().parse().unwrap();
-    let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-    (seq, offset)
-}
-
 /// Waits until the task checkpoint covers the binlog's current end: everything committed is
 /// durable in the target (idle heartbeats carry the checkpoint over events of other tables).
 fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
@@ -68,33 +59,7 @@ fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
 
 /// [`wait_caught_up`] on the task's `epoch`th server (positions count the servers followed).
 fn wait_caught_up_on(db: &MariaDbServer, epoch: u64, child: &mut Child, out: &Path) {
-    let (seq, offset) = binlog_end(db);
-    let want = (epoch << 56) | (seq << 32) | offset;
-    let checkpoint = out.join("_inlet/my-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            let cp = std::fs::read_to_string(&checkpoint).unwrap_or_default();
-            panic!("inlet exited early with {status}:\n{err}\ncheckpoint:\n{cp}");
-        }
-        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if at.is_some_and(|p| p >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:?})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    mysql_stream::wait_caught_up(db, child, &out.join("_inlet/my-cdc/checkpoint"), epoch)
 }
 
 fn workload(db: &MariaDbServer, round: i64) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
+use common::mysql_stream;
 use common::replay::{cell, file_name, read_file, Rows};
 use common::{load_files, spawn_run as spawn_inlet, stop_run, task_file};
 use inlet_testkit::MariaDbServer;
@@ -42,36 +43,7 @@ flush_interval_ms = 200
 
 /// Waits until the task checkpoint covers the binlog's current end.
 fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
-    let status = db.admin("SHOW MASTER STATUS");
-    let mut cols = status.split('\t');
-    let file = cols.next().unwrap();
-    let offset: u64 = cols.next().unwrap().trim().parse().unwrap();
-    let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-    let want = (seq << 32) | offset;
-    let checkpoint = out.join("_inlet/osc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            panic!("inlet exited early with {status}:\n{err}");
-        }
-        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if at.is_some_and(|p| p >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:?})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    mysql_stream::wait_caught_up(db, child, &out.join("_inlet/osc/checkpoint"), 0)
 }
 
 fn source_rows(db: &MariaDbServer, table: &str, columns: &[&str]) -> Rows {

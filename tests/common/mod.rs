@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod iceberg;
 pub mod mysql_audit;
+pub mod mysql_stream;
 pub mod pg_stream;
 pub mod pg_workload;
 pub mod replay;
