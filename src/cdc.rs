@@ -111,7 +111,7 @@ async fn run_once(
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let task = config.task.name.as_str();
-    let target = Target::new(&config.target, task)?;
+    let target = Target::new(&config.target, task)?.with_values(config.values.policy());
     let slot = source.slot_name(task);
     let publication = source.publication_name(task);
     let policy = config.values.policy();

@@ -58,7 +58,9 @@ async fn postgres(
     source: &inlet_postgres::PostgresSourceConfig,
     selection: &TableSelection,
 ) -> Result<Vec<Prerequisite>, JobError> {
-    let connector = PgConnector::new(source).map_err(JobError::config)?;
+    let connector = PgConnector::new(source)
+        .map_err(JobError::config)?
+        .with_publication(source.publication_name(&config.task.name));
     let mut report: Vec<Prerequisite> = Vec::new();
     match connector.connect().await {
         Err(e) => report.push(Prerequisite::missing(

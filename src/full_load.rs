@@ -304,7 +304,8 @@ async fn prepare(
     };
     let connector = PgConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
-    let target = Target::new(&config.target, &config.task.name)?;
+    let target =
+        Target::new(&config.target, &config.task.name)?.with_values(config.values.policy());
     let policy = config.values.policy();
 
     tracing::info!(task = %config.task.name, source = connector.server(), target = %target.describe(), "full load starting");

@@ -113,7 +113,7 @@ async fn run_once(
     let connector = MysqlConnector::new(source).map_err(JobError::config)?;
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let task = config.task.name.as_str();
-    let target = Target::new(&config.target, task)?;
+    let target = Target::new(&config.target, task)?.with_values(config.values.policy());
     let server_id = source.server_id(task);
     let policy = config.values.policy();
     target.check().await?;
@@ -487,7 +487,8 @@ async fn join_new_tables(
     let joining: Vec<TableId> = subset.iter().map(|t| t.schema.id.clone()).collect();
     let (config, state) = (config.clone(), state.beside());
     Ok(Some(JoinLoad::spawn(joining, at, async move {
-        let target = Target::new(&config.target, &config.task.name)?;
+        let target =
+            Target::new(&config.target, &config.task.name)?.with_values(config.values.policy());
         // A joining table may be gone already (gh-ost drops the table it swapped out a moment
         // after the swap): it is skipped, not a failure.
         load(

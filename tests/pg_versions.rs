@@ -717,3 +717,160 @@ async fn a_slot_creation_held_by_an_open_transaction_is_told() {
         "accounts: replayed rows differ from the source"
     );
 }
+
+/// A table with a stored generated column (`total`), for the generated-column tests.
+const PRICED: &str =
+    "CREATE TABLE priced (id bigint PRIMARY KEY, version int NOT NULL, price int, \
+         qty int, total int GENERATED ALWAYS AS (price * qty) STORED, note text);
+     INSERT INTO priced (id, version, price, qty, note)
+         SELECT g, 0, g, 2, 'n' || g FROM generate_series(1, 20) g;";
+const PRICED_CHANGES: &str =
+    "INSERT INTO priced (id, version, price, qty, note) VALUES (100, 0, 7, 3, 'new');
+     UPDATE priced SET version = version + 1, qty = qty + 1 WHERE id <= 5;
+     UPDATE priced SET version = version + 1, note = 'x' WHERE id = 100;
+     UPDATE priced SET version = version + 1, price = NULL WHERE id = 7;
+     DELETE FROM priced WHERE id = 6;";
+
+/// Runs a task on priced (publication settings in `source_extra`) through its full load and
+/// [`PRICED_CHANGES`], and returns the columns of every file written and inlet's stderr.
+async fn run_priced(
+    pg: &PgServer,
+    client: &tokio_postgres::Client,
+    out: &Path,
+    source_extra: &str,
+) -> (Vec<Vec<String>>, String) {
+    let dir = out.parent().unwrap();
+    let text = task(&pg.url("postgres"), out, source_extra, "")
+        .replace("public.accounts", "public.priced");
+    let cfg = task_file(dir, "t", &text);
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(client, &mut child, out).await;
+    client.batch_execute(PRICED_CHANGES).await.unwrap();
+    wait_caught_up(client, &mut child, out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    let files = load_files(&out.join("public/priced"));
+    assert!(files
+        .iter()
+        .any(|p| common::replay::file_name(p).starts_with("LOAD")));
+    assert!(files
+        .iter()
+        .any(|p| !common::replay::file_name(p).starts_with("LOAD")));
+    let columns = files
+        .iter()
+        .map(|f| {
+            common::replay::read_file(f)[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| {
+                    ["id", "version", "price", "qty", "total", "note"].contains(&n.as_str())
+                })
+                .collect()
+        })
+        .collect();
+    (columns, stderr)
+}
+
+/// PostgreSQL 18 publishes stored generated columns when the publication says so: inlet
+/// creates its publication with `publish_generated_columns = stored` and reads the column in
+/// the full load, so the target holds the values the server computed, in the load and in every
+/// change (an insert, updates of an input and of another column, an input set to NULL, a
+/// delete), equal to the source. (Before 18 nothing can publish a generated column and inlet
+/// leaves it out of load and stream alike:
+/// `pg_cdc::stored_generated_columns_are_left_out_of_load_and_stream_alike` on 14–17.)
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_generated_columns_are_carried_on_18() {
+    let pg = server(18, "");
+    let client = pg.client("postgres").await;
+    client.batch_execute(PRICED).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = task(&pg.url("postgres"), &out, "", "").replace("public.accounts", "public.priced");
+    let cfg = task_file(dir.path(), "t", &text);
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "[ok     ] generated columns: the stored generated column(s) public.priced.total are \
+             carried: inlet creates publication \"inlet_versions\" with publish_generated_columns = stored"
+        ),
+        "{stdout}"
+    );
+
+    let (columns, stderr) = run_priced(&pg, &client, &out, "").await;
+    for c in &columns {
+        assert_eq!(
+            c,
+            &["id", "version", "price", "qty", "total", "note"],
+            "{stderr}"
+        );
+    }
+    let gencols: String = client
+        .query_one(
+            "SELECT pubgencols::text FROM pg_publication WHERE pubname = 'inlet_versions'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        gencols, "s",
+        "inlet's publication publishes stored generated columns"
+    );
+    let columns = &["id", "version", "price", "qty", "total", "note"];
+    let want = source_rows(&client, "priced", columns).await;
+    assert_eq!(want[&2][4].as_deref(), Some("6"), "id 2: 2 * (2 + 1)");
+    assert_eq!(want[&100][4].as_deref(), Some("21"));
+    assert_eq!(want[&7][4], None, "a NULL input makes a NULL total");
+    assert_eq!(replay(&out.join("public/priced"), columns), want);
+    let (_, stdout, _) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert!(
+        stdout.contains(
+            "[ok     ] generated columns: publication \"inlet_versions\" publishes the stored \
+             generated column(s) public.priced.total: carried in the full load and the change stream"
+        ),
+        "{stdout}"
+    );
+}
+
+/// PostgreSQL 18, a publication of the user's that does not publish the stored generated
+/// column (`publish_generated_columns` defaults to none): inlet leaves the column out of the
+/// full load as the stream does, so every file has the same columns and the replay equals the
+/// source without it; `check` warns with the statement that would publish it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publication_without_generated_columns_leaves_them_out_on_18() {
+    let pg = server(18, "");
+    let client = pg.client("postgres").await;
+    client.batch_execute(PRICED).await.unwrap();
+    client
+        .batch_execute("CREATE PUBLICATION mine FOR TABLE priced")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = task(&pg.url("postgres"), &out, "publication = \"mine\"", "")
+        .replace("public.accounts", "public.priced");
+    let cfg = task_file(dir.path(), "t", &text);
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "[warning] generated columns: publication \"mine\" does not publish the stored \
+             generated column(s) public.priced.total, so inlet leaves them out of the full load \
+             and the change stream alike"
+        ) && stdout.contains("ALTER PUBLICATION mine SET (publish_generated_columns = stored)"),
+        "{stdout}"
+    );
+
+    let (columns, stderr) = run_priced(&pg, &client, &out, "publication = \"mine\"").await;
+    for c in &columns {
+        assert_eq!(c, &["id", "version", "price", "qty", "note"], "{stderr}");
+    }
+    assert!(!stderr.contains("schema evolved"), "{stderr}");
+    let columns = &["id", "version", "price", "qty", "note"];
+    let want = source_rows(&client, "priced", columns).await;
+    assert_eq!(replay(&out.join("public/priced"), columns), want);
+}

@@ -108,22 +108,62 @@ pub async fn discover(
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.0).collect();
 
-    // Generated columns are left out: pgoutput does not publish them (before PostgreSQL 18,
-    // and from 18 on unless the publication says so), and the load must have the columns the
-    // stream has. attgenerated is read through to_jsonb because PostgreSQL 10 and 11 lack it.
-    let mut columns: HashMap<u32, Vec<Attribute>> = HashMap::new();
-    for r in client
-        .query(
-            "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \
-             FROM pg_attribute a WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
-               AND coalesce(to_jsonb(a) ->> 'attgenerated', '') = '' \
-             ORDER BY attrelid, attnum",
-            &[&oids],
-        )
+    // A generated column is read only where the change stream sends it too, so the load and
+    // the stream have the same columns. Before PostgreSQL 18 pgoutput publishes none. From 18 on
+    // it publishes a stored one when the publication says so (`publish_generated_columns =
+    // stored`, or the column named in its column list); a virtual one (18) never. So on 18 a
+    // stored generated column is read when the task's publication publishes it, when the table
+    // is not in the publication yet and inlet's ADD TABLE will publish it (`pubgencols`), or when
+    // the publication does not exist yet (inlet creates it with `publish_generated_columns =
+    // stored`). attgenerated is read through to_jsonb because PostgreSQL 10 and 11 lack it.
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
-        .map_err(err("reading columns"))?
-    {
-        columns.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
+        .map_err(err("reading server_version_num"))?
+        .get(0);
+    let publication = connector.publication();
+    let column_rows = if version >= 180000 {
+        client
+            .query(
+                "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \
+                 FROM pg_attribute a WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
+                   AND (a.attgenerated = '' OR a.attgenerated = 's' AND CASE \
+                     WHEN NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = $2) THEN true \
+                     WHEN EXISTS (SELECT 1 FROM pg_publication_tables pt \
+                                  JOIN pg_namespace n ON n.nspname = pt.schemaname \
+                                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+                                  WHERE pt.pubname = $2 AND c.oid = a.attrelid) \
+                       THEN EXISTS (SELECT 1 FROM pg_publication_tables pt \
+                                    JOIN pg_namespace n ON n.nspname = pt.schemaname \
+                                    JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+                                    WHERE pt.pubname = $2 AND c.oid = a.attrelid \
+                                      AND a.attname = ANY (pt.attnames)) \
+                     ELSE (SELECT p.pubgencols = 's' FROM pg_publication p WHERE p.pubname = $2) \
+                   END) \
+                 ORDER BY attrelid, attnum",
+                &[&oids, &publication],
+            )
+            .await
+    } else {
+        client
+            .query(
+                "SELECT attrelid, attname::text, atttypid, atttypmod, attnotnull, format_type(atttypid, atttypmod) \
+                 FROM pg_attribute a WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped \
+                   AND coalesce(to_jsonb(a) ->> 'attgenerated', '') = '' \
+                 ORDER BY attrelid, attnum",
+                &[&oids],
+            )
+            .await
+    };
+    let mut columns: HashMap<u32, Vec<Attribute>> = HashMap::new();
+    for r in column_rows.map_err(err("reading columns"))? {
+        columns.entry(r.get(0)).or_default().push((
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get(5),
+        ));
     }
 
     let mut keys: HashMap<u32, Vec<String>> = HashMap::new();

@@ -163,12 +163,13 @@ async fn replica_identity(
 }
 
 /// PostgreSQL 18 publishes stored generated columns when the publication says so
-/// (`publish_generated_columns = stored`, or the column named in its column list). inlet loads
-/// the columns logical replication publishes by default, without them: a task whose publication
-/// publishes one would load the table without it and stream it as an added column, so that is
-/// refused, naming the publication, the columns and the statement that fixes it. `None` before
-/// 18 (nothing publishes generated columns there) and when the publication does not exist yet
-/// (inlet creates it without them).
+/// (`publish_generated_columns = stored`, or the column named in its column list), and inlet
+/// then carries them in the full load and the change stream alike (discovery reads exactly the
+/// columns the publication sends). This line says which stored generated columns of the
+/// selected tables are carried, and warns about those the task's existing publication leaves
+/// out, with the statement that would publish them. `None` before 18 (nothing can publish a
+/// generated column there: they are left out of load and stream alike) and when the selected
+/// tables have no stored generated column.
 pub async fn published_generated_columns(
     client: &Client,
     connector: &PgConnector,
@@ -184,38 +185,67 @@ pub async fn published_generated_columns(
         return Ok(None);
     }
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
-    // pg_publication_tables.attnames lists the columns the publication sends of each table.
+    // Each stored generated column of the selected tables, and whether the publication sends
+    // it (pg_publication_tables.attnames lists the columns it sends of each table).
     let rows = client
         .query(
-            "SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname), quote_ident($1) \
-             FROM pg_publication_tables pt \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = ANY (pt.attnames) \
-             WHERE pt.pubname = $1 AND c.oid = ANY ($2) AND a.attgenerated <> '' \
+            "SELECT format('%I.%I.%I', n.nspname, c.relname, a.attname), \
+                    EXISTS (SELECT 1 FROM pg_publication_tables pt \
+                            WHERE pt.pubname = $1 AND pt.schemaname = n.nspname \
+                              AND pt.tablename = c.relname AND a.attname = ANY (pt.attnames)), \
+                    EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), \
+                    quote_ident($1) \
+             FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.attrelid = ANY ($2) AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = 's' \
              ORDER BY 1",
             &[&publication, &oids],
         )
         .await
         .map_err(|e| connector.query_error("reading the publication's columns", &e))?;
     let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let exists: bool = first.get(2);
+    let quoted: String = first.get(3);
+    let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if !exists {
         return Ok(Some(Prerequisite::ok(
             "generated columns",
-            format!("publication {publication:?} publishes no generated column"),
+            format!(
+                "the stored generated column(s) {} are carried: inlet creates publication \
+                 {publication:?} with publish_generated_columns = stored",
+                all.join(", ")
+            ),
         )));
-    };
-    let quoted: String = first.get(1);
-    let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(Some(Prerequisite::missing(
+    }
+    let left_out: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    if left_out.is_empty() {
+        return Ok(Some(Prerequisite::ok(
+            "generated columns",
+            format!(
+                "publication {publication:?} publishes the stored generated column(s) {}: \
+                 carried in the full load and the change stream",
+                all.join(", ")
+            ),
+        )));
+    }
+    Ok(Some(Prerequisite::warning(
         "generated columns",
         format!(
-            "publication {publication:?} publishes the generated column(s) {}, which inlet \
-             leaves out of the full load (the load and the change files would differ)",
-            columns.join(", ")
+            "publication {publication:?} does not publish the stored generated column(s) {}, so \
+             inlet leaves them out of the full load and the change stream alike",
+            left_out.join(", ")
         ),
         format!(
-            "ALTER PUBLICATION {quoted} SET (publish_generated_columns = none), and leave \
-             generated columns out of its column lists (or exclude the table)"
+            "to carry them, before the task's first start run ALTER PUBLICATION {quoted} SET \
+             (publish_generated_columns = stored) (or name them in its column lists)"
         ),
     )))
 }

@@ -100,6 +100,9 @@ pub struct PgConnector {
     connect_timeout: Duration,
     /// `source.failover_slot`: slots this connector creates are failover slots.
     failover_slot: bool,
+    /// The task's publication, when the connector serves a task: on PostgreSQL 18 discovery
+    /// carries the stored generated columns it publishes (see [`Self::with_publication`]).
+    publication: Option<String>,
 }
 
 impl std::fmt::Debug for PgConnector {
@@ -168,7 +171,23 @@ impl PgConnector {
             server,
             connect_timeout,
             failover_slot: source.failover_slot,
+            publication: None,
         })
+    }
+
+    /// The connector of a task whose publication is `publication`. Discovery on PostgreSQL 18
+    /// then takes a table's stored generated columns when that publication publishes them (or
+    /// when it does not exist yet: inlet creates it with `publish_generated_columns = stored`),
+    /// so the full load reads exactly the columns the change stream sends. Without it, discovery
+    /// takes them as if the publication were inlet's own.
+    pub fn with_publication(mut self, publication: impl Into<String>) -> Self {
+        self.publication = Some(publication.into());
+        self
+    }
+
+    /// The task's publication, when set with [`Self::with_publication`].
+    pub fn publication(&self) -> Option<&str> {
+        self.publication.as_deref()
     }
 
     /// Whether the task's slot is to be a failover slot (`source.failover_slot`).
@@ -301,6 +320,7 @@ impl PgConnector {
             server: self.server.clone(),
             what: what.to_string(),
             reason: describe(e),
+            code: e.code().map(|c| c.code().to_string()),
             transient: crate::error::is_transient(e),
         }
     }

@@ -287,7 +287,10 @@ pub struct RelationMessage {
     pub name: String,
     /// `relreplident`: `d` default (primary key), `n` nothing, `f` full, `i` index.
     pub replica_identity: u8,
-    /// The published columns in order (generated columns are not sent).
+    /// The published columns in order. Generated columns are sent only by PostgreSQL 18 and
+    /// only when the publication publishes them (`publish_generated_columns = stored`, or a
+    /// column list naming them); the message has no flag for them, so they are matched by name
+    /// like any other column.
     pub columns: Vec<RelationColumn>,
 }
 

@@ -144,6 +144,7 @@ pub async fn current_wal_position(
         server: connector.server().to_string(),
         what: "reading pg_current_wal_lsn()".into(),
         reason: format!("the server answered {text:?}, not a WAL position"),
+        code: None,
         transient: false,
     })
 }
@@ -426,7 +427,10 @@ pub async fn publication_plan(
         let statement = if exists {
             format!("ALTER PUBLICATION {pub_sql} ADD TABLE {list};")
         } else {
-            format!("CREATE PUBLICATION {pub_sql} FOR TABLE {list};")
+            let options = publication_options(client)
+                .await
+                .map_err(|e| err("reading server_version_num", e))?;
+            format!("CREATE PUBLICATION {pub_sql} FOR TABLE {list}{options};")
         };
         if standby {
             denied =
@@ -486,6 +490,21 @@ pub async fn publication_plan(
     })
 }
 
+/// The options of the publication inlet creates: on PostgreSQL 18 it publishes stored generated
+/// columns, which discovery then reads in the full load too (see `catalog::discover`), so the
+/// target has their values; before 18 nothing can publish them and there are no options.
+async fn publication_options(client: &Client) -> Result<&'static str, tokio_postgres::Error> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    Ok(if version >= 180000 {
+        " WITH (publish_generated_columns = stored)"
+    } else {
+        ""
+    })
+}
+
 /// Creates the publication for `tables`, or adds the selected tables it lacks. Refuses, before
 /// changing anything, when a table it would add has no replica identity (see
 /// [`NoReplicaIdentity`]).
@@ -533,8 +552,11 @@ pub async fn ensure_publication(
         .is_some();
     if !exists {
         let all: Vec<&SourceTable> = tables.iter().collect();
+        let options = publication_options(client)
+            .await
+            .map_err(|e| err("reading server_version_num", e))?;
         let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
+            "CREATE PUBLICATION {} FOR TABLE {}{options}",
             quote_ident(publication),
             names(&all)
         );
