@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch};
-use inlet_core::{Position, TableChanges, TableSchema, POSITION_COLUMN};
+use inlet_core::{
+    within_years, Position, TableChanges, TableSchema, TypeForms, ValuePolicy, YearsError,
+    POSITION_COLUMN,
+};
 use std::time::{Duration, Instant};
 
 use inlet_sink_iceberg::{IcebergError, IcebergTarget, MaintenanceConfig, UpsertTable};
@@ -21,7 +24,14 @@ use inlet_sink_parquet::{
 use crate::config::TargetConfig;
 use crate::JobError;
 
-pub enum Target {
+pub struct Target {
+    kind: TargetKind,
+    /// The value policy dates and timestamps outside years 1–9999 follow, under the portable
+    /// forms (`target.types`); `None` under the exact ones, which write them as they are.
+    years: Option<Arc<ValuePolicy>>,
+}
+
+enum TargetKind {
     Parquet(ParquetTarget),
     Iceberg {
         tables: IcebergTarget,
@@ -50,38 +60,55 @@ fn sink_error(e: SinkError) -> JobError {
 }
 
 impl Target {
-    /// Parses the target settings; no I/O beyond creating a local folder.
+    /// Parses the target settings; no I/O beyond creating a local folder. Dates and timestamps
+    /// outside years 1–9999 follow the default value policy (`fail`) until
+    /// [`Self::with_values`] gives the task's.
     pub fn new(config: &TargetConfig, task: &str) -> Result<Self, JobError> {
-        match config {
-            TargetConfig::Parquet(c) => Ok(Self::Parquet(
-                ParquetTarget::new(c).map_err(JobError::config)?,
-            )),
-            TargetConfig::Iceberg(c) => Ok(Self::Iceberg {
-                tables: IcebergTarget::new(c, task).map_err(JobError::config)?,
-                maintenance: c.maintenance.clone(),
-                checkpoints: ParquetTarget::new(&ParquetTargetConfig::with_url(&c.warehouse))
-                    .map_err(JobError::config)?,
-            }),
+        let (kind, types) = match config {
+            TargetConfig::Parquet(c) => (
+                TargetKind::Parquet(ParquetTarget::new(c).map_err(JobError::config)?),
+                c.types,
+            ),
+            TargetConfig::Iceberg(c) => (
+                TargetKind::Iceberg {
+                    tables: IcebergTarget::new(c, task).map_err(JobError::config)?,
+                    maintenance: c.maintenance.clone(),
+                    checkpoints: ParquetTarget::new(&ParquetTargetConfig::with_url(&c.warehouse))
+                        .map_err(JobError::config)?,
+                },
+                c.types,
+            ),
+        };
+        let years = (types == TypeForms::Portable).then(|| Arc::new(ValuePolicy::default()));
+        Ok(Self { kind, years })
+    }
+
+    /// The task's value policy (`[values]`), which dates and timestamps outside years 1–9999
+    /// follow under the portable forms (see `inlet_core::within_years`).
+    pub fn with_values(mut self, policy: ValuePolicy) -> Self {
+        if self.years.is_some() {
+            self.years = Some(Arc::new(policy));
         }
+        self
     }
 
     pub fn describe(&self) -> String {
-        match self {
-            Self::Parquet(t) => t.describe(),
-            Self::Iceberg { tables, .. } => format!("iceberg {}", tables.describe()),
+        match &self.kind {
+            TargetKind::Parquet(t) => t.describe(),
+            TargetKind::Iceberg { tables, .. } => format!("iceberg {}", tables.describe()),
         }
     }
 
     pub async fn check(&self) -> Result<(), JobError> {
-        match self {
-            Self::Parquet(t) => t.check().await.map_err(sink_error),
-            Self::Iceberg { tables, .. } => tables.check().await.map_err(iceberg_error),
+        match &self.kind {
+            TargetKind::Parquet(t) => t.check().await.map_err(sink_error),
+            TargetKind::Iceberg { tables, .. } => tables.check().await.map_err(iceberg_error),
         }
     }
 
     fn checkpoints(&self) -> &ParquetTarget {
-        match self {
-            Self::Parquet(t) | Self::Iceberg { checkpoints: t, .. } => t,
+        match &self.kind {
+            TargetKind::Parquet(t) | TargetKind::Iceberg { checkpoints: t, .. } => t,
         }
     }
 
@@ -106,46 +133,66 @@ impl Target {
 
     /// Starts the full load of a table.
     pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, JobError> {
-        match self {
-            Self::Parquet(t) => Ok(LoadTable::Parquet(t.full_load(table))),
-            Self::Iceberg { tables, .. } => Ok(LoadTable::Iceberg(
-                tables.full_load(table).await.map_err(iceberg_error)?,
+        match &self.kind {
+            TargetKind::Parquet(t) => {
+                Ok(self.load_table(table, LoadKind::Parquet(t.full_load(table))))
+            }
+            TargetKind::Iceberg { tables, .. } => Ok(self.load_table(
+                table,
+                LoadKind::Iceberg(tables.full_load(table).await.map_err(iceberg_error)?),
             )),
         }
     }
 
     /// Opens a table for the change stream.
     pub async fn change_table(&self, table: &TableSchema) -> Result<ChangeTable, JobError> {
-        match self {
-            Self::Parquet(t) => {
+        match &self.kind {
+            TargetKind::Parquet(t) => {
                 t.check_change_columns(table).map_err(sink_error)?;
-                Ok(ChangeTable::Parquet(t.clone()))
+                Ok(self.change_kind(ChangeKind::Parquet(t.clone())))
             }
-            Self::Iceberg {
+            TargetKind::Iceberg {
                 tables,
                 maintenance,
                 ..
-            } => Ok(ChangeTable::Iceberg {
+            } => Ok(self.change_kind(ChangeKind::Iceberg {
                 table: Box::new(tables.upsert_table(table).await.map_err(iceberg_error)?),
                 pending: 0,
                 open_part: false,
                 maintenance: maintenance.clone(),
                 maintained: Instant::now(),
+            })),
+        }
+    }
+
+    fn load_table(&self, table: &TableSchema, kind: LoadKind) -> LoadTable {
+        LoadTable {
+            kind,
+            years: self.years.as_ref().map(|policy| Years {
+                table: Arc::new(table.clone()),
+                policy: policy.clone(),
             }),
+        }
+    }
+
+    fn change_kind(&self, kind: ChangeKind) -> ChangeTable {
+        ChangeTable {
+            kind,
+            years: self.years.clone(),
         }
     }
 
     /// Before a new full load of `table` replaces it: drops the changes captured before (Parquet
     /// change files; an Iceberg load replaces the table's contents by itself).
     pub async fn forget_changes(&self, table: &TableSchema) -> Result<(), JobError> {
-        match self {
-            Self::Parquet(t) => t
+        match &self.kind {
+            TargetKind::Parquet(t) => t
                 .change_log(table)
                 .remove_all()
                 .await
                 .map(drop)
                 .map_err(sink_error),
-            Self::Iceberg { .. } => Ok(()),
+            TargetKind::Iceberg { .. } => Ok(()),
         }
     }
 }
@@ -157,26 +204,58 @@ pub struct LoadSummary {
     pub bytes: u64,
 }
 
+/// The dates-and-timestamps rule of one table (see [`Target::with_values`]).
+#[derive(Clone)]
+struct Years {
+    table: Arc<TableSchema>,
+    policy: Arc<ValuePolicy>,
+}
+
+/// `batch` with values outside years 1–9999 as `policy` says (NULL, or the task's error).
+fn within_years_of(
+    table: &TableSchema,
+    policy: &ValuePolicy,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, JobError> {
+    within_years(table, policy, batch).map_err(|e| match e {
+        YearsError::Far(far) => JobError::Failed(far.message(table)),
+        YearsError::Arrow(e) => JobError::Failed(format!(
+            "{}: cannot write dates outside years 1–9999 as NULL: {e}",
+            table.id
+        )),
+    })
+}
+
 /// One table's full load, shared by the workers loading it.
 #[derive(Clone)]
-pub enum LoadTable {
+pub struct LoadTable {
+    kind: LoadKind,
+    years: Option<Years>,
+}
+
+#[derive(Clone)]
+enum LoadKind {
     Parquet(FullLoadTable),
     Iceberg(inlet_sink_iceberg::LoadTable),
 }
 
 impl LoadTable {
     pub fn writer(&self) -> LoadWriter {
-        match self {
-            Self::Parquet(t) => LoadWriter::Parquet(t.writer()),
-            Self::Iceberg(t) => LoadWriter::Iceberg(t.writer()),
+        let kind = match &self.kind {
+            LoadKind::Parquet(t) => WriterKind::Parquet(t.writer()),
+            LoadKind::Iceberg(t) => WriterKind::Iceberg(t.writer()),
+        };
+        LoadWriter {
+            kind,
+            years: self.years.clone(),
         }
     }
 
     /// Completes the load once every writer is closed. `position`: the source position the
     /// load is consistent with, recorded by targets that keep one per table (Iceberg).
     pub async fn finish(&self, position: Option<Position>) -> Result<LoadSummary, JobError> {
-        match self {
-            Self::Parquet(t) => {
+        match &self.kind {
+            LoadKind::Parquet(t) => {
                 let s = t.finish().await.map_err(sink_error)?;
                 Ok(LoadSummary {
                     files: s.files,
@@ -184,7 +263,7 @@ impl LoadTable {
                     bytes: s.bytes,
                 })
             }
-            Self::Iceberg(t) => {
+            LoadKind::Iceberg(t) => {
                 let s = t.finish(position).await.map_err(iceberg_error)?;
                 Ok(LoadSummary {
                     files: s.files as u64,
@@ -200,10 +279,10 @@ impl LoadTable {
     /// Ends a load that will not finish, after its writers were closed or dropped, and says
     /// what the table holds now (for the log and the exit message).
     pub async fn abandon(&self, deadline: Instant) -> String {
-        match self {
-            Self::Parquet(t) => t.abandon(deadline).await.to_string(),
+        match &self.kind {
+            LoadKind::Parquet(t) => t.abandon(deadline).await.to_string(),
             // Data files become part of the table only at finish's commit.
-            Self::Iceberg(_) => {
+            LoadKind::Iceberg(_) => {
                 "not loaded; nothing of this run was committed, the table holds what it held \
                  before"
                     .to_string()
@@ -212,23 +291,36 @@ impl LoadTable {
     }
 }
 
-pub enum LoadWriter {
+pub struct LoadWriter {
+    kind: WriterKind,
+    years: Option<Years>,
+}
+
+enum WriterKind {
     Parquet(LoadFileWriter),
     Iceberg(inlet_sink_iceberg::LoadWriter),
 }
 
 impl LoadWriter {
     pub async fn write(&mut self, batch: &arrow_array::RecordBatch) -> Result<(), JobError> {
-        match self {
-            Self::Parquet(w) => w.write(batch).await.map_err(sink_error),
-            Self::Iceberg(w) => w.write(batch).await.map_err(iceberg_error),
+        let checked;
+        let batch = match &self.years {
+            Some(y) => {
+                checked = within_years_of(&y.table, &y.policy, batch)?;
+                &checked
+            }
+            None => batch,
+        };
+        match &mut self.kind {
+            WriterKind::Parquet(w) => w.write(batch).await.map_err(sink_error),
+            WriterKind::Iceberg(w) => w.write(batch).await.map_err(iceberg_error),
         }
     }
 
     pub async fn close(self) -> Result<(), JobError> {
-        match self {
-            Self::Parquet(w) => w.close().await.map_err(sink_error),
-            Self::Iceberg(w) => w.close().await.map_err(iceberg_error),
+        match self.kind {
+            WriterKind::Parquet(w) => w.close().await.map_err(sink_error),
+            WriterKind::Iceberg(w) => w.close().await.map_err(iceberg_error),
         }
     }
 }
@@ -275,7 +367,13 @@ pub struct Written {
 }
 
 /// One table of the change stream.
-pub enum ChangeTable {
+pub struct ChangeTable {
+    kind: ChangeKind,
+    /// The value policy of dates outside years 1–9999 (see [`Target::with_values`]).
+    years: Option<Arc<ValuePolicy>>,
+}
+
+enum ChangeKind {
     /// Each batch becomes a change file at once.
     Parquet(ParquetTarget),
     /// Batches are applied to the open table and committed by [`ChangeTable::commit`].
@@ -298,19 +396,22 @@ impl ChangeTable {
         &self,
         schema: &TableSchema,
     ) -> Result<Option<Position>, JobError> {
-        match self {
-            Self::Parquet(t) => t
+        match &self.kind {
+            ChangeKind::Parquet(t) => t
                 .change_log(schema)
                 .committed_position()
                 .await
                 .map_err(sink_error),
-            Self::Iceberg { table, .. } => Ok(table.committed_position()),
+            ChangeKind::Iceberg { table, .. } => Ok(table.committed_position()),
         }
     }
 
-    pub async fn write(&mut self, changes: TableChanges) -> Result<Written, JobError> {
-        match self {
-            Self::Parquet(t) => {
+    pub async fn write(&mut self, mut changes: TableChanges) -> Result<Written, JobError> {
+        if let Some(policy) = &self.years {
+            changes.batch = within_years_of(&changes.schema, policy, &changes.batch)?;
+        }
+        match &mut self.kind {
+            ChangeKind::Parquet(t) => {
                 let file = ChangeFile {
                     first: changes.first,
                     last: changes.last,
@@ -328,7 +429,7 @@ impl ChangeTable {
                     bytes: w.bytes,
                 })
             }
-            Self::Iceberg {
+            ChangeKind::Iceberg {
                 table,
                 pending,
                 open_part,
@@ -351,8 +452,8 @@ impl ChangeTable {
 
     /// Memory of the table's primary-key index per indexed row (upserting targets).
     pub fn index_bytes_per_row(&self) -> Option<f64> {
-        match self {
-            Self::Iceberg { table, .. } if table.indexed_rows() > 0 => {
+        match &self.kind {
+            ChangeKind::Iceberg { table, .. } if table.indexed_rows() > 0 => {
                 Some(table.index_bytes_per_row())
             }
             _ => None,
@@ -361,7 +462,7 @@ impl ChangeTable {
 
     /// The transaction whose parts were applied has committed at the source.
     pub fn transaction_committed(&mut self) {
-        if let Self::Iceberg { open_part, .. } = self {
+        if let ChangeKind::Iceberg { open_part, .. } = &mut self.kind {
             *open_part = false;
         }
     }
@@ -369,8 +470,8 @@ impl ChangeTable {
     /// Whether this table holds applied changes it may not commit yet.
     pub fn holds_open_transaction(&self) -> bool {
         matches!(
-            self,
-            Self::Iceberg {
+            &self.kind,
+            ChangeKind::Iceberg {
                 open_part: true,
                 ..
             }
@@ -380,9 +481,9 @@ impl ChangeTable {
     /// Makes the applied changes durable, recording that the table holds everything up to
     /// `position`. A no-op for Parquet (already durable) and for a table with nothing new.
     pub async fn commit(&mut self, position: Position) -> Result<Written, JobError> {
-        match self {
-            Self::Parquet(_) => Ok(Written::default()),
-            Self::Iceberg {
+        match &mut self.kind {
+            ChangeKind::Parquet(_) => Ok(Written::default()),
+            ChangeKind::Iceberg {
                 table,
                 pending,
                 open_part,

@@ -1,8 +1,8 @@
 //! The reader matrix (issue 14): a type zoo loaded and changed (insert, updates, deletes) by
 //! `inlet run` into Parquet (LOAD and change files) and Iceberg, then read by every engine
 //! installed from PyPI (tests/readers/reader_matrix.py: pyarrow, DuckDB, polars, daft,
-//! DataFusion, chDB, Tableau Hyper, Spark 4.0; for Iceberg pyiceberg, DuckDB, polars native and
-//! through pyiceberg, daft, chDB, Hyper, and Spark 3.5 with the Iceberg runtime jar from PyPI,
+//! DataFusion, chDB, Tableau Hyper, pandas, Spark 4.0; for Iceberg pyiceberg, DuckDB, polars
+//! native and through pyiceberg, daft, chDB, Hyper, pandas (through pyiceberg), and Spark 3.5 with the Iceberg runtime jar from PyPI,
 //! run from its own venv, tests/readers/spark35_iceberg.py). ~80 s, most of it Spark's JVMs; the
 //! first run also installs .venv-spark35. Each engine's values are compared with the source's, column by
 //! column; the test asserts the whole matrix, so a reader that starts or stops reading a column
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{python, spawn_run, stop_run, task_file, PgServer};
+use common::{inlet, python, read_table, spawn_run, stop_run, task_file, PgServer};
 
 const ZOO: &str = r#"
 CREATE TABLE zoo (
@@ -35,10 +35,14 @@ INSERT INTO zoo VALUES
   '9999-12-31 23:59:59.999999', '9999-12-31 23:59:59.999999+00', '{}', '{}', '[]'),
  (4, true, 0, 0, 0, 0, 'x', '\x00', '00000000-0000-0000-0000-000000000000', '0001-01-01',
   '00:00:00', '0001-01-01 00:00:00', '1970-01-01 00:00:00+00', '{0}', '{x}', 'null');
--- Years past 9999 (PostgreSQL's dates reach 5874897): still written as they are (issue 14
--- asks for the value policy; not done), which chDB and Hyper refuse.
-CREATE TABLE far_dates (id int PRIMARY KEY, d date);
-INSERT INTO far_dates VALUES (1, '2024-01-01'), (2, '5874897-12-31'), (3, NULL);
+-- Years outside 1-9999 (PostgreSQL's dates reach 5874897 and 4713 BC), which chDB, pandas and
+-- Hyper refuse: under the portable forms they follow the value policy, here "null" (the task's
+-- [values.columns]); the years' own ends are kept.
+CREATE TABLE far_dates (id int PRIMARY KEY, d date, ts timestamp);
+INSERT INTO far_dates VALUES (1, '2024-01-01', '2024-01-01 12:00:00'),
+ (2, '5874897-12-31', '10000-01-01 00:00:00'), (3, NULL, NULL),
+ (4, '0044-03-15 BC', '4713-01-01 00:00:00 BC'),
+ (5, '0001-01-01', '9999-12-31 23:59:59.999999');
 "#;
 
 const CHANGES: &str = r#"
@@ -49,6 +53,8 @@ INSERT INTO zoo VALUES
 UPDATE zoo SET t = 'updated', tm = '01:02:03' WHERE id = 1;
 UPDATE zoo SET i2 = 32767 WHERE id = 3;
 DELETE FROM zoo WHERE id = 4;
+INSERT INTO far_dates VALUES (6, '20000-01-01', '12345-06-07 00:00:00');
+UPDATE far_dates SET d = '99999-01-01', ts = '1999-12-31 23:59:59' WHERE id = 1;
 "#;
 
 const COLUMNS: &[&str] = &[
@@ -99,6 +105,26 @@ async fn source_rows(client: &tokio_postgres::Client) -> BTreeMap<i32, Vec<Optio
         .collect()
 }
 
+/// `far_dates` as the readers should see it: the source's values, those outside years 1-9999 as
+/// NULL (the value policy "null").
+async fn far_rows(client: &tokio_postgres::Client, filter: &str) -> Rows {
+    let inside =
+        |c: &str, lo: &str, hi: &str| format!("CASE WHEN {c} BETWEEN '{lo}' AND '{hi}' THEN");
+    let sql = format!(
+        "SELECT id::text, {} d::text END, {} ((extract(epoch from ts) * 1000000)::bigint)::text END \
+         FROM far_dates {filter}",
+        inside("d", "0001-01-01", "9999-12-31"),
+        inside("ts", "0001-01-01", "9999-12-31 23:59:59.999999"),
+    );
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| vec![r.get(0), r.get(1), r.get(2)])
+        .collect()
+}
+
 fn task(name: &str, url: &str, target: &str) -> String {
     format!(
         r#"
@@ -115,6 +141,9 @@ tls = "disable"
 include = ["public.zoo", "public.far_dates"]
 [cdc]
 flush_interval_ms = 200
+[values.columns]
+"public.far_dates.d" = "null"
+"public.far_dates.ts" = "null"
 "#
     )
 }
@@ -224,6 +253,7 @@ async fn every_engine_reads_the_type_zoo() {
     let client = pg.client("postgres").await;
     client.batch_execute(ZOO).await.unwrap();
     let before = source_rows(&client).await;
+    let far_before = far_rows(&client, "").await;
 
     let dir = tempfile::tempdir().unwrap();
     let (pq, ice) = (dir.path().join("pq"), dir.path().join("ice"));
@@ -277,16 +307,13 @@ async fn every_engine_reads_the_type_zoo() {
     for (engine, v) in read_matrix("iceberg", &ice.join("public/zoo"), COLUMNS, &ice_want) {
         matrix.insert(format!("zoo iceberg {engine}"), v);
     }
-    let far: Rows = client
-        .query("SELECT id::text, d::text FROM far_dates", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| vec![r.get(0), r.get(1)])
-        .collect();
-    for kind in ["parquet", "iceberg"] {
-        let dir = if kind == "parquet" { &pq } else { &ice };
-        for (engine, v) in read_matrix(kind, &dir.join("public/far_dates"), &["id", "d"], &far) {
+    // Parquet: the LOAD rows, then the insert's and the update's images.
+    let mut far_pq = far_before;
+    far_pq.extend(far_rows(&client, "WHERE id IN (6, 1)").await);
+    let far_ice = far_rows(&client, "").await;
+    for (kind, dir, want) in [("parquet", &pq, &far_pq), ("iceberg", &ice, &far_ice)] {
+        let table = dir.join("public/far_dates");
+        for (engine, v) in read_matrix(kind, &table, &["id", "d", "ts"], want) {
             matrix.insert(format!("far_dates {kind} {engine}"), v);
         }
     }
@@ -310,24 +337,30 @@ async fn every_engine_reads_the_type_zoo() {
 /// table says which engine reads which form.
 ///
 /// Lists: chDB reads a NULL array as `[]` (ClickHouse arrays cannot be NULL); Hyper's Python
-/// API returns arrays as undecoded bytes.
+/// API returns arrays as undecoded bytes. pandas is read with its default conversion (Python
+/// dates, numpy arrays; an integer column or list holding NULL becomes floats, compared as the
+/// integers they are).
 ///
-/// `far_dates`: a date past 9999 is refused by chDB (its Date32 ends in 2299) and by Hyper
-/// ("Date value out of bounds"), in both formats.
+/// `far_dates`: before dates outside years 1–9999 followed the value policy, chDB (Parquet) and
+/// Hyper (both formats) refused the table ("out of range", "Date value out of bounds") and
+/// pandas raised "year 5874897 is out of range"; now every engine reads the source's values,
+/// those outside the years as NULL.
 const EXPECTED: &[(&str, &str)] = &[
-    ("far_dates iceberg chdb", "error"),
+    ("far_dates iceberg chdb", "ok"),
     ("far_dates iceberg daft", "ok"),
     ("far_dates iceberg duckdb", "ok"),
-    ("far_dates iceberg hyper", "error"),
+    ("far_dates iceberg hyper", "ok"),
+    ("far_dates iceberg pandas", "ok"),
     ("far_dates iceberg polars-native", "ok"),
     ("far_dates iceberg polars-pyiceberg", "ok"),
     ("far_dates iceberg pyiceberg", "ok"),
     ("far_dates iceberg spark-3.5", "ok"),
-    ("far_dates parquet chdb", "error"),
+    ("far_dates parquet chdb", "ok"),
     ("far_dates parquet daft", "ok"),
     ("far_dates parquet datafusion", "ok"),
     ("far_dates parquet duckdb", "ok"),
-    ("far_dates parquet hyper", "error"),
+    ("far_dates parquet hyper", "ok"),
+    ("far_dates parquet pandas", "ok"),
     ("far_dates parquet polars", "ok"),
     ("far_dates parquet pyarrow", "ok"),
     ("far_dates parquet spark-4.0", "ok"),
@@ -335,6 +368,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("zoo iceberg daft", "ok"),
     ("zoo iceberg duckdb", "ok"),
     ("zoo iceberg hyper", "differs: ia, ta"),
+    ("zoo iceberg pandas", "ok"),
     ("zoo iceberg polars-native", "ok"),
     ("zoo iceberg polars-pyiceberg", "ok"),
     ("zoo iceberg pyiceberg", "ok"),
@@ -344,7 +378,68 @@ const EXPECTED: &[(&str, &str)] = &[
     ("zoo parquet datafusion", "ok"),
     ("zoo parquet duckdb", "ok"),
     ("zoo parquet hyper", "differs: ia, ta"),
+    ("zoo parquet pandas", "ok"),
     ("zoo parquet polars", "ok"),
     ("zoo parquet pyarrow", "ok"),
     ("zoo parquet spark-4.0", "ok"),
 ];
+
+/// A date outside years 1–9999 under the default value policy (`fail`) stops the load, naming
+/// the table, column, value, row and the settings that let it through; under `target.types =
+/// "exact"` it is written as it is (Date32 holds it), as before the portable forms.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_far_date_stops_the_load_under_fail_and_is_kept_under_exact() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE far (id int PRIMARY KEY, d date);
+             INSERT INTO far VALUES (1, '2024-01-01'), (2, '5874897-12-31');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |name: &str, types: &str| {
+        let out = dir.path().join(name);
+        let body = format!(
+            "[task]\nname = \"{name}\"\nmode = \"full-load\"\n[source]\nkind = \"postgres\"\n\
+             url = \"{}\"\ntls = \"disable\"\n[target]\nkind = \"parquet\"\nurl = \"{}\"\n{types}\n\
+             [tables]\ninclude = [\"public.far\"]\n",
+            pg.url("postgres"),
+            out.display()
+        );
+        (task_file(dir.path(), name, &body), out)
+    };
+
+    let (cfg, _) = config("portable", "");
+    let (code, _, stderr) = inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "public.far column d: '5874897-12-31' (the row with id = 2) is outside years \
+             1–9999, which chDB, pandas and Tableau Hyper cannot read; set [values.columns] \
+             \"public.far.d\" = \"null\" (or \"text\") in the task file to write such values \
+             as NULL (or the column as text), or target.types = \"exact\" to write them as \
+             they are"
+        ),
+        "{stderr}"
+    );
+
+    let (cfg, out) = config("exact", "types = \"exact\"");
+    let (code, _, stderr) = inlet(&["full-load", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut days: Vec<Option<i32>> = read_table(&out.join("public/far"))
+        .iter()
+        .flat_map(|b| {
+            let d = b.column_by_name("d").unwrap();
+            d.as_any()
+                .downcast_ref::<arrow_array::Date32Array>()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    days.sort();
+    // 2024-01-01 and 5874897-12-31 in days since 1970-01-01.
+    assert_eq!(days, vec![Some(19_723), Some(2_145_042_905)]);
+}

@@ -13,6 +13,7 @@ mod policy;
 mod portable;
 mod selection;
 mod table;
+mod years;
 
 pub use causes::{join_causes, with_causes};
 pub use change::{
@@ -30,3 +31,4 @@ pub use selection::{
     TableSelectionConfig,
 };
 pub use table::{Column, TableId, TableSchema, JSON_EXTENSION, SOURCE_TYPE_KEY};
+pub use years::{within_years, FarValue, YearsError};

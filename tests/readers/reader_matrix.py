@@ -196,6 +196,53 @@ def chdb_table(query, reference):
     return pa.table(cols, names=table.column_names)
 
 
+def pandas_rows(frame, columns, reference):
+    """Canonical rows of a pandas DataFrame (pandas' own conversion from Arrow, with its
+    defaults: dates as Python dates, timestamps as pandas Timestamps, lists as numpy arrays).
+    `reference` (the Arrow schema the file holds) tells an integer column that pandas turned into
+    floats because it holds NULLs."""
+    import math
+
+    import pandas as pd
+    import pyarrow as pa
+
+    def value(v, t):
+        if v is None or v is pd.NaT:
+            return None
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, pd.Timestamp):
+            epoch = pd.Timestamp(0, tz=v.tz).as_unit("us")
+            return str((v.as_unit("us") - epoch) // pd.Timedelta(1, "us"))
+        if hasattr(v, "tolist") and not isinstance(v, (bytes, str)):
+            v = v.tolist()  # numpy scalars and arrays
+        if isinstance(v, list):
+            listed = t is not None and (pa.types.is_list(t) or pa.types.is_large_list(t))
+            inner = t.value_type if listed else None
+            return json.dumps([value(x, inner) for x in v])
+        if isinstance(v, float) and t is not None and pa.types.is_integer(t):
+            return str(int(v))
+        if hasattr(v, "isoformat") and not hasattr(v, "hour"):
+            return v.isoformat()
+        return canon(v)
+
+    cols = []
+    for c in columns:
+        t = reference.field(c).type
+        cols.append([value(v, t) for v in frame[c].tolist()])
+    return [list(r) for r in zip(*cols)] if cols else []
+
+
+def pq_pandas(table_dir, columns):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    rows = []
+    for f in parquet_files(table_dir):
+        rows.extend(pandas_rows(pd.read_parquet(f, columns=columns), columns, pq.read_schema(f)))
+    return rows
+
+
 def pq_chdb(f, columns):
     import pyarrow.parquet as pq
 
@@ -268,6 +315,13 @@ def ice_pyiceberg(table_dir, columns):
 
     t = StaticTable.from_metadata(metadata_file(table_dir))
     return arrow_rows(t.scan(selected_fields=tuple(columns)).to_arrow(), columns)
+
+
+def ice_pandas(table_dir, columns):
+    from pyiceberg.table import StaticTable
+
+    scan = StaticTable.from_metadata(metadata_file(table_dir)).scan(selected_fields=tuple(columns))
+    return pandas_rows(scan.to_pandas(), columns, scan.projection().as_arrow())
 
 
 def ice_duckdb(table_dir, columns):
@@ -388,6 +442,7 @@ ENGINES = {
         "datafusion": per_file(pq_datafusion),
         "chdb": per_file(pq_chdb),
         "hyper": pq_hyper,
+        "pandas": pq_pandas,
         "spark-4.0": pq_spark,
     },
     "iceberg": {
@@ -398,6 +453,7 @@ ENGINES = {
         "daft": ice_daft,
         "chdb": ice_chdb,
         "hyper": ice_hyper,
+        "pandas": ice_pandas,
         # Spark 3.5: the PyPI jar is Iceberg's runtime for Spark 3.5, which Spark 4.0 cannot load
         # (NoSuchMethodError SQLContext.conf), and pyspark 3.5 cannot share the venv with 4.0.
         "spark-3.5": ice_spark35,
