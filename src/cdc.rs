@@ -108,7 +108,9 @@ async fn run_once(
             "the PostgreSQL runner was given another source (a bug)".into(),
         ));
     };
-    let connector = PgConnector::new(source).map_err(JobError::config)?;
+    let connector = PgConnector::new(source)
+        .map_err(JobError::config)?
+        .with_publication(source.publication_name(&config.task.name));
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let task = config.task.name.as_str();
     let target = Target::new(&config.target, task)?.with_values(config.values.policy());

@@ -302,7 +302,9 @@ async fn prepare(
             "the PostgreSQL runner was given another source (a bug)".into(),
         ));
     };
-    let connector = PgConnector::new(source).map_err(JobError::config)?;
+    let connector = PgConnector::new(source)
+        .map_err(JobError::config)?
+        .with_publication(source.publication_name(&config.task.name));
     let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
     let target =
         Target::new(&config.target, &config.task.name)?.with_values(config.values.policy());
