@@ -475,11 +475,9 @@ struct Worker {
 
 /// Whether the server said the relation does not exist (SQLSTATE 42P01): it was dropped or
 /// renamed away since the snapshot's catalog showed it (a COPY resolves the name in the
-/// current catalog). `PgError::Query` keeps the server's message, not its SQLSTATE, so this
-/// reads the message ("relation \"…\" does not exist", the server's English text).
+/// current catalog). The SQLSTATE, not the message, which follows the server's `lc_messages`.
 fn is_missing_relation(e: &PgError) -> bool {
-    matches!(e, PgError::Query { reason, .. }
-        if reason.starts_with("ERROR: relation ") && reason.contains(" does not exist"))
+    matches!(e, PgError::Query { code: Some(code), .. } if code == "42P01")
 }
 
 impl Worker {

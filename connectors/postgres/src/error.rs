@@ -24,6 +24,10 @@ pub enum PgError {
         server: String,
         what: String,
         reason: String,
+        /// The server's SQLSTATE when the server reported the error (`42P01`: the relation
+        /// does not exist); `None` for a lost connection or an answer inlet could not use.
+        /// Decisions read this, never the message, which follows the server's `lc_messages`.
+        code: Option<String>,
         /// The connection broke or the server is shutting down or overloaded: trying again
         /// later may succeed.
         transient: bool,
