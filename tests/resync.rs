@@ -6,7 +6,8 @@
 //! the updates to come; the one in the stream stays incomplete, and every start stopped on it
 //! again. After `inlet resync` the next run reloads the table in a fresh snapshot and drops its
 //! changes from before it. The other table's changes are checked against an oracle that is not
-//! inlet (audit triggers): each exactly once.
+//! inlet (audit triggers): each exactly once. MariaDB's counterpart: a row image written under a
+//! session's `binlog_row_image = MINIMAL`.
 
 mod common;
 
@@ -14,8 +15,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::replay::{replay, source_rows};
-use common::{audit, pg_stream, task_file, PgServer};
+use common::replay::{replay, source_rows, Rows};
+use common::{audit, mysql_audit, mysql_stream, pg_stream, task_file, PgServer};
+use inlet_testkit::MariaDbServer;
 
 fn task(url: &str, out: &Path) -> String {
     format!(
@@ -264,4 +266,147 @@ async fn a_table_stopped_on_an_unchanged_toast_value_is_resynced_and_catches_up(
         "the resync leaves the checkpoint once done"
     );
     assert_target_equals_source(&client, &out).await;
+}
+
+fn mysql_task(url: &str, out: &Path) -> String {
+    format!(
+        r#"
+[task]
+name = "my-resync"
+mode = "full-load-and-cdc"
+[source]
+kind = "mysql"
+url = "{url}"
+tls = "disable"
+heartbeat_seconds = 1
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["shop.*"]
+[cdc]
+flush_interval_ms = 200
+[retry]
+min_delay_ms = 200
+max_delay_ms = 1000
+"#,
+        out.display()
+    )
+}
+
+fn maria_rows(db: &MariaDbServer, table: &str, columns: &[&str]) -> Rows {
+    let out = db.admin(&format!("SELECT {} FROM shop.{table}", columns.join(", ")));
+    out.lines()
+        .map(|line| {
+            let vals: Vec<Option<String>> = line
+                .split('\t')
+                .map(|v| (v != "NULL").then(|| v.to_string()))
+                .collect();
+            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
+        })
+        .collect()
+}
+
+/// MariaDB: one session's `binlog_row_image = MINIMAL` writes an update of docs whose after
+/// image lacks a column; the task stops, naming the setting and `inlet resync`, and stops the
+/// same way at every start. After `inlet resync` the next run reloads docs beside the stream,
+/// drops that update, and both tables equal the source (other's changes exactly once).
+#[test]
+fn a_table_stopped_on_a_minimal_row_image_is_resynced_and_catches_up() {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.docs (id BIGINT PRIMARY KEY, v INT NOT NULL, note VARCHAR(40));
+         CREATE TABLE shop.other (id BIGINT PRIMARY KEY, v INT NOT NULL);",
+    );
+    let mut seed = String::new();
+    for i in 1..=40 {
+        seed.push_str(&format!(
+            "INSERT INTO shop.docs VALUES ({i}, 0, 'note {i}'); INSERT INTO shop.other VALUES ({i}, 0);"
+        ));
+    }
+    db.admin(&seed);
+    mysql_audit::install(&db, "shop", &[("other", "id")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/my-resync/checkpoint");
+    let cfg = task_file(dir.path(), "my-resync", &mysql_task(&db.url("shop"), &out));
+    let cfg_arg = cfg.to_str().unwrap();
+    // Each transaction names itself for the audit log.
+    let mut tx = 0;
+    let mut write = |sql: &str| {
+        tx += 1;
+        db.admin(&format!("SET @inlet_tx = {tx}; {sql}"));
+    };
+
+    let mut child = spawn(&cfg, &log);
+    mysql_stream::wait_caught_up(&db, &mut child.0, &checkpoint, 0);
+    write("UPDATE shop.other SET v = v + 1 WHERE id <= 10");
+    write("SET SESSION binlog_row_image = 'MINIMAL'; UPDATE shop.docs SET v = v + 1 WHERE id <= 5");
+    write("UPDATE shop.other SET v = v + 1 WHERE id > 30");
+    let code = wait_exit(&mut child, &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 1, "the row image stop:\n{text}");
+    assert!(
+        text.contains("shop.docs: a row image lacks columns (binlog_row_image is not FULL)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("inlet resync -c {cfg_arg} shop.docs")),
+        "{text}"
+    );
+    // The server's setting is FULL (only that session's was not): a start stops again all the
+    // same, on the update already in the binlog.
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    assert_eq!(wait_exit(&mut child, &log), 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("a row image lacks columns"), "{text}");
+
+    let (code, stdout, stderr) = common::inlet(&["resync", "-c", cfg_arg, "docs"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("shop.docs: resync recorded in the task checkpoint"),
+        "{stdout}"
+    );
+
+    write("UPDATE shop.docs SET v = v + 1 WHERE id > 35");
+    write("UPDATE shop.other SET v = v + 1 WHERE id % 7 = 0");
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    for round in 0..5 {
+        write(&format!(
+            "UPDATE shop.other SET v = v + 1 WHERE id % 5 = {round}"
+        ));
+        write(&format!(
+            "UPDATE shop.docs SET v = v + 1 WHERE id % 5 = {round}"
+        ));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    mysql_stream::wait_caught_up(&db, &mut child.0, &checkpoint, 0);
+    write("UPDATE shop.docs SET v = v + 1 WHERE id <= 3");
+    write("DELETE FROM shop.other WHERE id = 1");
+    mysql_stream::wait_caught_up(&db, &mut child.0, &checkpoint, 0);
+    assert_eq!(stop(child, &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("resync: the table is loaded again beside the stream")
+            && text.contains("the table's resync is done"),
+        "{text}"
+    );
+    let docs = ["id", "v", "note"];
+    assert_eq!(
+        replay(&out.join("shop/docs"), &docs),
+        maria_rows(&db, "docs", &docs),
+        "docs"
+    );
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("shop/other"), &other),
+        maria_rows(&db, "other", &other),
+        "other"
+    );
+    let checked = mysql_audit::assert_exactly_once(&db, &out, "shop", "other", "id");
+    assert!(checked > 20, "only {checked} changes of other were checked");
 }
