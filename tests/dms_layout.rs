@@ -233,7 +233,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
         ),
     );
     let (code, stdout, stderr) = inlet(&["full-load", "-c", bad.to_str().unwrap()]);
-    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert_eq!(code, 2, "a config error: {stdout}{stderr}");
     assert!(
         stderr.contains("compression = \"zstd\" is not one of DMS's")
             && stderr.contains("dms_compatible"),
