@@ -13,6 +13,8 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::replay::{replay, source_rows, Rows};
@@ -266,6 +268,139 @@ async fn a_table_stopped_on_an_unchanged_toast_value_is_resynced_and_catches_up(
         "the resync leaves the checkpoint once done"
     );
     assert_target_equals_source(&client, &out).await;
+}
+
+/// The same through a running daemon, found at the task file's `[service] listen`: a column
+/// added with a DEFAULT while the task streams reads NULL in the target for the rows from
+/// before (PostgreSQL filled them without writing a change), and `inlet resync` asks the
+/// daemon (`POST /tasks/{task}/tables/{table}/resync`) to load the table again, while a
+/// workload writes both tables. Afterwards the target equals the source, and other's changes
+/// are each written once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_daemon_resyncs_a_table_asked_through_its_http_endpoint() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    seed(&client).await;
+    client
+        .batch_execute("ALTER TABLE docs REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let address = format!("127.0.0.1:{}", inlet_testkit::free_port());
+    let cfg = task_file(
+        dir.path(),
+        "resync",
+        &format!(
+            "{}[service]\nlisten = \"{address}\"\n",
+            task(&pg.url("postgres"), &out)
+        ),
+    );
+    let cfg_arg = cfg.to_str().unwrap();
+    let mut child = Inlet(
+        Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(["run", "-c", cfg_arg])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start inlet run"),
+    );
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+
+    let stop_writes = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop_writes.clone();
+        let app = pg.client("postgres").await;
+        tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(Ordering::SeqCst) {
+                round += 1;
+                app.batch_execute(&format!(
+                    "UPDATE other SET v = v + 1 WHERE id % 10 = {r};
+                     UPDATE docs SET v = v + 1 WHERE id % 10 = {r} AND id <= 20;",
+                    r = round % 10
+                ))
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            round
+        })
+    };
+    client
+        .batch_execute("ALTER TABLE docs ADD COLUMN extra int NOT NULL DEFAULT 7")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The endpoint refuses a task it does not run, naming its tasks.
+    let answer = raw_post(&address, "/tasks/nope/tables/public.docs/resync").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("its tasks: resync"),
+        "{answer}"
+    );
+    let (code, stdout, stderr) = common::inlet(&["resync", "-c", cfg_arg, "public.docs"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "public.docs: resync asked of the running daemon at {address}"
+        )),
+        "{stdout}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_writes.store(true, Ordering::SeqCst);
+    let rounds = writer.await.unwrap();
+    // (docs' rows past 20 never change after the ALTER: only the reload gives them extra = 7.)
+    assert!(rounds > 20, "the workload wrote only {rounds} rounds");
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    client
+        .batch_execute("UPDATE docs SET v = v + 1 WHERE id <= 3; DELETE FROM other WHERE id = 1;")
+        .await
+        .unwrap();
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("resync asked through the HTTP endpoint")
+            && text.contains("the table's resync is done"),
+        "{text}"
+    );
+    let docs = ["id", "v", "extra"];
+    assert_eq!(
+        replay(&out.join("public/docs"), &docs),
+        source_rows(&client, "docs", &docs).await,
+        "docs"
+    );
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("public/other"), &other),
+        source_rows(&client, "other", &other).await,
+        "other"
+    );
+    let checked = audit::assert_exactly_once(&client, &out, "other", "id").await;
+    assert!(checked > 20, "only {checked} changes of other were checked");
+}
+
+/// A bodiless POST over a raw connection; the whole answer (status line, headers, body).
+async fn raw_post(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
 }
 
 fn mysql_task(url: &str, out: &Path) -> String {
