@@ -65,19 +65,27 @@ pub(crate) fn tables_change(
             if let Some(change) = partition_change(words, lower, at, schema) {
                 return Some(change);
             }
+            let rewrite = values_rewrite(&lower[at + 1..]);
             // RENAME COLUMN / INDEX / KEY change the table, not its name.
             let rename = (at + 1..lower.len()).find(|&i| {
                 lower[i].trim_start_matches(',') == "rename"
                     && !matches!(word(i + 1), Some("column" | "index" | "key"))
-            })?;
+            });
+            let Some(rename) = rename else {
+                // The table keeps its name; its rows change when a clause writes values.
+                change.replaced.push(name(table));
+                change.rows_without_events = Some(rewrite?);
+                return Some(change);
+            };
             let mut to = rename + 1;
             if matches!(word(to), Some("to" | "as")) {
                 to += 1;
             }
             let (from, to) = (name(table), name(words.get(to)?));
-            if from != to {
+            if from != to || rewrite.is_some() {
                 change.replaced.push(to.clone());
             }
+            change.rows_without_events = rewrite;
             change.gone.push(from);
             change.new.push(to);
         }
@@ -211,13 +219,174 @@ pub(crate) fn partition_change(
     None
 }
 
-/// Splits a statement into words, keeping backquoted identifiers whole (quotes removed) and
-/// `db`.`t` together.
+/// What a clause of `ALTER TABLE t …` does to the values of the rows already there, when it
+/// writes some: the server writes them in the table without a row event (the binlog holds the
+/// statement), so no change says which rows now hold what. `lower` are the (lowercase) words
+/// after the table's name. The clauses that write values:
+///
+/// - `ADD [COLUMN] c …` whose existing rows get a value that is not NULL: a `DEFAULT` other
+///   than `NULL` (a literal or an expression), `NOT NULL` without a default (the type's
+///   implicit default: 0, '', the first enum label, …), `AUTO_INCREMENT`, `PRIMARY KEY`,
+///   `SERIAL`, a generated column (`AS (…)`, stored or virtual: the source shows its value),
+///   and `TIMESTAMP` unless declared `NULL` (with `explicit_defaults_for_timestamp` off, the
+///   server makes it `NOT NULL` with a default). Also the form `ADD (c …, d …)`.
+/// - `MODIFY` and `CHANGE [COLUMN]`: a type change converts every value (a narrower integer
+///   clamps, a shorter string truncates, fewer decimals or fractional seconds round, NULL
+///   becomes the implicit default under `NOT NULL`), and the statement alone does not tell
+///   whether the type narrowed (the old type is not in it): always counted as writing.
+/// - `CONVERT TO CHARACTER SET`: every text value is converted (a character the new set does
+///   not have becomes `?`).
+/// - `ADD SYSTEM VERSIONING` (MariaDB): the row start and end columns get values.
+///
+/// A column added as NULL (no default, `NULL`, `DEFAULT NULL`), `DROP COLUMN`, `ALTER COLUMN
+/// … SET|DROP DEFAULT` (only the default for later rows), indexes, `ENGINE`, `FORCE` and
+/// `[DEFAULT] CHARACTER SET` (the default for later columns) keep every value: None.
+pub(crate) fn values_rewrite(lower: &[String]) -> Option<&'static str> {
+    let tokens = clause_tokens(&mut lower.iter().flat_map(|w| split_word(w)).peekable());
+    tokens
+        .split(|t| *t == ClauseToken::Comma)
+        .find_map(clause_rewrite)
+}
+
+/// A word of an `ALTER TABLE` clause (lowercase; a string literal keeps its quotes), a
+/// parenthesized group (a type's length, an expression, a column list), or a comma between
+/// clauses or items.
+#[derive(Debug, PartialEq, Eq)]
+enum ClauseToken {
+    Word(String),
+    Group(Vec<ClauseToken>),
+    Comma,
+}
+
+/// A [`sql_words`] word cut at its parentheses and commas, each its own piece; a string literal
+/// is one piece.
+fn split_word(word: &str) -> Vec<String> {
+    if word.starts_with(['\'', '"']) {
+        return vec![word.to_string()];
+    }
+    let mut pieces = Vec::new();
+    let mut cur = String::new();
+    for c in word.chars() {
+        if matches!(c, '(' | ')' | ',') {
+            if !cur.is_empty() {
+                pieces.push(std::mem::take(&mut cur));
+            }
+            pieces.push(c.to_string());
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    pieces
+}
+
+/// Groups pieces ([`split_word`]) into tokens up to the `)` closing the group they are in (or
+/// their end).
+fn clause_tokens(
+    pieces: &mut std::iter::Peekable<impl Iterator<Item = String>>,
+) -> Vec<ClauseToken> {
+    let mut tokens = Vec::new();
+    while let Some(piece) = pieces.next() {
+        match piece.as_str() {
+            "(" => tokens.push(ClauseToken::Group(clause_tokens(pieces))),
+            ")" => break,
+            "," => tokens.push(ClauseToken::Comma),
+            _ => tokens.push(ClauseToken::Word(piece)),
+        }
+    }
+    tokens
+}
+
+/// [`values_rewrite`] for one clause.
+fn clause_rewrite(clause: &[ClauseToken]) -> Option<&'static str> {
+    let word = |i: usize| match clause.get(i) {
+        Some(ClauseToken::Word(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    let mut i = 0;
+    // MariaDB's `WAIT n` / `NOWAIT` may come right after the table's name.
+    if word(0) == Some("wait") {
+        i = 2;
+    } else if word(0) == Some("nowait") {
+        i = 1;
+    }
+    match word(i)? {
+        "add" => {
+            i += 1;
+            let explicit = word(i) == Some("column");
+            if explicit {
+                i += 1;
+            }
+            if word(i) == Some("if") && word(i + 1) == Some("not") && word(i + 2) == Some("exists")
+            {
+                i += 3;
+            }
+            if !explicit {
+                match word(i) {
+                    Some("system") if word(i + 1) == Some("versioning") => {
+                        return Some("ADD SYSTEM VERSIONING");
+                    }
+                    Some(
+                        "index" | "key" | "unique" | "primary" | "constraint" | "foreign"
+                        | "fulltext" | "spatial" | "partition" | "check" | "period" | "system"
+                        | "vector",
+                    ) => return None,
+                    _ => {}
+                }
+            }
+            let filled = match clause.get(i)? {
+                // ADD [COLUMN] (c type …, d type …)
+                ClauseToken::Group(columns) => columns
+                    .split(|t| *t == ClauseToken::Comma)
+                    .any(column_filled),
+                _ => column_filled(&clause[i..]),
+            };
+            filled.then_some("ADD COLUMN (a value in every existing row)")
+        }
+        "modify" => Some("MODIFY COLUMN"),
+        "change" => Some("CHANGE COLUMN"),
+        "convert" if word(i + 1) == Some("to") => Some("CONVERT TO CHARACTER SET"),
+        _ => None,
+    }
+}
+
+/// Whether a column definition (`c type [attributes]`) gives the rows already there a value
+/// that is not NULL ([`values_rewrite`]).
+fn column_filled(definition: &[ClauseToken]) -> bool {
+    let word = |i: usize| match definition.get(i) {
+        Some(ClauseToken::Word(w)) => Some(w.as_str()),
+        _ => None,
+    };
+    // Attributes are words; groups (a type's length, a CHECK's expression) say nothing here.
+    let declared_null = (2..definition.len()).any(|i| {
+        word(i) == Some("null") && word(i - 1) != Some("not") && word(i - 1) != Some("default")
+            || word(i) == Some("default") && word(i + 1) == Some("null")
+    });
+    if word(1) == Some("timestamp") && !declared_null {
+        return true;
+    }
+    (2..definition.len()).any(|i| match word(i) {
+        Some("default") => word(i + 1) != Some("null"),
+        Some("not") => word(i + 1) == Some("null"),
+        Some("generated" | "auto_increment" | "serial") => true,
+        Some("as") => matches!(definition.get(i + 1), Some(ClauseToken::Group(_))),
+        Some("primary") => word(i + 1) == Some("key"),
+        _ => false,
+    }) || word(1) == Some("serial")
+}
+
+/// Splits a statement into words, keeping backquoted identifiers whole (quotes removed), string
+/// literals whole (quotes kept, so no literal reads as a keyword) and `db`.`t` together.
+/// Comments are skipped ([`code_of`]): the statement may start with one (`/* app=x */ ALTER …`),
+/// while the code of an executable comment (`/*!50100 PARTITION BY …*/`) is read as code.
 pub(crate) fn sql_words(sql: &str) -> Vec<String> {
+    let code = code_of(sql);
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
-    let mut chars = sql.chars().peekable();
+    let mut chars = code.chars().peekable();
     while let Some(c) = chars.next() {
         if quoted {
             if c == '`' {
@@ -232,6 +401,9 @@ pub(crate) fn sql_words(sql: &str) -> Vec<String> {
             }
         } else if c == '`' {
             quoted = true;
+        } else if c == '\'' || c == '"' {
+            cur.push(c);
+            copy_literal(c, &mut chars, &mut cur);
         } else if c == '.' {
             cur.push(NAME_SEPARATOR);
         } else if c.is_whitespace() || c == ';' {
@@ -246,6 +418,128 @@ pub(crate) fn sql_words(sql: &str) -> Vec<String> {
         words.push(cur);
     }
     words
+}
+
+/// Copies the rest of a string literal opened by `quote` (already copied) to `out`, through its
+/// closing quote: a doubled quote and a backslash escape stay inside it.
+fn copy_literal(
+    quote: char,
+    chars: &mut std::iter::Peekable<impl Iterator<Item = char>>,
+    out: &mut String,
+) {
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '\\' {
+            if let Some(escaped) = chars.next() {
+                out.push(escaped);
+            }
+        } else if c == quote {
+            if chars.peek() == Some(&quote) {
+                out.push(quote);
+                chars.next();
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// The statement's code without its comments, each comment replaced by a space: `/* … */`,
+/// `-- ` (a `--` followed by a space or a control character) and `#` to the end of the line, as
+/// the server reads them. An executable comment holds code the server runs (mysqldump and
+/// pt-online-schema-change write them): `/*! … */` and `/*!50100 … */` (MySQL and MariaDB),
+/// `/*M! … */` and `/*M!100100 … */` (MariaDB): its version is dropped and its content kept.
+/// Comment marks inside string literals and quoted identifiers are text.
+pub(crate) fn code_of(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    // Inside an executable comment: its `*/` ends it.
+    let mut executable = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' => {
+                out.push(c);
+                if c == '`' {
+                    // A quoted identifier: a doubled backquote stays inside it.
+                    while let Some(q) = chars.next() {
+                        out.push(q);
+                        if q == '`' {
+                            if chars.peek() == Some(&'`') {
+                                out.push('`');
+                                chars.next();
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    copy_literal(c, &mut chars, &mut out);
+                }
+            }
+            '*' if executable && chars.peek() == Some(&'/') => {
+                chars.next();
+                executable = false;
+                out.push(' ');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mariadb = chars.peek() == Some(&'M');
+                let mut ahead = chars.clone();
+                if mariadb {
+                    ahead.next();
+                }
+                if ahead.peek() == Some(&'!') {
+                    ahead.next();
+                    // The version the code needs: up to six digits.
+                    for _ in 0..6 {
+                        if ahead.next_if(char::is_ascii_digit).is_none() {
+                            break;
+                        }
+                    }
+                    chars = ahead;
+                    executable = true;
+                } else {
+                    // A plain comment (or an optimizer hint, `/*+ … */`): skipped whole.
+                    let mut star = false;
+                    for q in chars.by_ref() {
+                        if star && q == '/' {
+                            break;
+                        }
+                        star = q == '*';
+                    }
+                }
+                out.push(' ');
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                let mut ahead = chars.clone();
+                ahead.next();
+                if ahead
+                    .peek()
+                    .is_none_or(|n| n.is_whitespace() || n.is_control())
+                {
+                    skip_line(&mut chars);
+                    out.push(' ');
+                } else {
+                    out.push(c);
+                }
+            }
+            '#' => {
+                skip_line(&mut chars);
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Skips to the end of the line (a `--` or `#` comment); the line break ends a word.
+fn skip_line(chars: &mut impl Iterator<Item = char>) {
+    for c in chars {
+        if c == '\n' {
+            return;
+        }
+    }
 }
 
 /// Stands for a `.` between name parts outside backquotes, in [`sql_words`]' output.
@@ -458,6 +752,183 @@ mod tests {
         assert_eq!(
             (c.gone, c.new),
             (ids(&[("shop", "t")]), ids(&[("shop", "u")]))
+        );
+    }
+
+    fn rewrite_of(sql: &str) -> Option<&'static str> {
+        change_of(sql).and_then(|c| {
+            assert_eq!(c.replaced, ids(&[("shop", "t")]), "{sql}");
+            assert!(c.gone.is_empty() && c.new.is_empty(), "{sql}");
+            c.rows_without_events
+        })
+    }
+
+    #[test]
+    fn added_columns_that_fill_the_existing_rows_replace_the_table() {
+        const ADDED: Option<&str> = Some("ADD COLUMN (a value in every existing row)");
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c INT NOT NULL DEFAULT 5",
+            "ALTER TABLE t ADD COLUMN c varchar(20) DEFAULT 'x'",
+            "alter table t add c int default -1 after id",
+            "ALTER TABLE t ADD COLUMN c INT DEFAULT(5)",
+            "ALTER TABLE t ADD COLUMN c INT DEFAULT (id * 2)",
+            "ALTER TABLE t ADD COLUMN c datetime DEFAULT CURRENT_TIMESTAMP",
+            "ALTER TABLE t ADD COLUMN c INT NOT NULL",
+            "ALTER TABLE t ADD COLUMN c enum('a','b') not null",
+            "ALTER TABLE t ADD COLUMN c INT NOT NULL COMMENT 'default null'",
+            "ALTER TABLE t ADD COLUMN c INT GENERATED ALWAYS AS (id + 1) STORED",
+            "ALTER TABLE t ADD COLUMN c INT AS (id + 1) VIRTUAL",
+            "ALTER TABLE t ADD COLUMN c INT AS(id+1) PERSISTENT",
+            "ALTER TABLE t ADD COLUMN c bigint AUTO_INCREMENT UNIQUE",
+            "ALTER TABLE t ADD COLUMN c SERIAL",
+            "ALTER TABLE t ADD COLUMN c timestamp",
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS c INT DEFAULT 5",
+            "ALTER TABLE t ADD IF NOT EXISTS c INT DEFAULT 5",
+            "ALTER TABLE t ADD COLUMN (a int, b decimal(10, 2) NOT NULL DEFAULT 0.5)",
+            "ALTER TABLE t ADD INDEX i (v), ADD COLUMN c INT DEFAULT 0, ALGORITHM=INPLACE",
+            "ALTER TABLE t ADD COLUMN a int NULL, ADD COLUMN b char(1) DEFAULT 'y'",
+            "ALTER TABLE `shop`.`t` WAIT 5 ADD COLUMN `c` INT NOT NULL DEFAULT 5",
+            "ALTER ONLINE TABLE IF EXISTS t ADD COLUMN c INT NOT NULL DEFAULT 5",
+        ] {
+            assert_eq!(rewrite_of(sql), ADDED, "{sql}");
+        }
+        // Statements that rewrite stored values.
+        assert_eq!(
+            rewrite_of("ALTER TABLE t MODIFY COLUMN v tinyint"),
+            Some("MODIFY COLUMN")
+        );
+        assert_eq!(
+            rewrite_of("ALTER TABLE t MODIFY v varchar(5) NOT NULL"),
+            Some("MODIFY COLUMN")
+        );
+        assert_eq!(
+            rewrite_of("ALTER TABLE t CHANGE COLUMN v w decimal(5,1)"),
+            Some("CHANGE COLUMN")
+        );
+        assert_eq!(
+            rewrite_of("ALTER TABLE t CONVERT TO CHARACTER SET latin1"),
+            Some("CONVERT TO CHARACTER SET")
+        );
+        assert_eq!(
+            rewrite_of("ALTER TABLE t ADD SYSTEM VERSIONING"),
+            Some("ADD SYSTEM VERSIONING")
+        );
+        // Renamed as well: the new name is loaded again.
+        let c = change_of("ALTER TABLE t ADD COLUMN c INT DEFAULT 5, RENAME TO u").unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "u")]));
+        assert_eq!(
+            (c.gone, c.new),
+            (ids(&[("shop", "t")]), ids(&[("shop", "u")]))
+        );
+        assert_eq!(c.rows_without_events, ADDED);
+        let c = change_of("ALTER TABLE t RENAME TO t, MODIFY v bigint").unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "t")]));
+
+        // Columns added NULL and clauses that keep every value: nothing to load again.
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c INT",
+            "ALTER TABLE t ADD c INT NULL",
+            "ALTER TABLE t ADD COLUMN c INT DEFAULT NULL",
+            "ALTER TABLE t ADD COLUMN c varchar(10) NULL DEFAULT NULL COMMENT 'not null later'",
+            "ALTER TABLE t ADD COLUMN c INT CHECK (c IS NOT NULL OR c > 0)",
+            "ALTER TABLE t ADD COLUMN c timestamp NULL",
+            "ALTER TABLE t ADD COLUMN c INT FIRST, ADD COLUMN d text AFTER c",
+            "ALTER TABLE t ADD COLUMN (a int, b text)",
+            "ALTER TABLE t ADD INDEX i (c), ADD UNIQUE KEY u (d)",
+            "ALTER TABLE t ADD PRIMARY KEY (id)",
+            "ALTER TABLE t ADD CONSTRAINT c CHECK (v > 0)",
+            "ALTER TABLE t ADD FOREIGN KEY (v) REFERENCES u (id)",
+            "ALTER TABLE t DROP COLUMN c",
+            "ALTER TABLE t ALTER COLUMN v SET DEFAULT 7",
+            "ALTER TABLE t ALTER v DROP DEFAULT",
+            "ALTER TABLE t DEFAULT CHARACTER SET utf8mb4",
+            "ALTER TABLE t CHARACTER SET = latin1",
+            "ALTER TABLE t ENGINE=InnoDB",
+            "ALTER TABLE t FORCE",
+            "ALTER TABLE t COMMENT = 'modify later'",
+            "ALTER TABLE t RENAME COLUMN a TO b",
+        ] {
+            assert_eq!(change_of(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn comments_before_and_inside_statements_are_skipped() {
+        let words = |sql: &str| sql_words(sql);
+        assert_eq!(
+            words("/* app=x */ ALTER TABLE t ADD c int"),
+            ["ALTER", "TABLE", "t", "ADD", "c", "int"]
+        );
+        assert_eq!(words("-- c\nALTER TABLE t"), ["ALTER", "TABLE", "t"]);
+        assert_eq!(words("--\tc\nDROP TABLE t"), ["DROP", "TABLE", "t"]);
+        assert_eq!(words("# c\nALTER TABLE t"), ["ALTER", "TABLE", "t"]);
+        assert_eq!(
+            words("/* a */ /* b */\n-- c\n#d\nRENAME/*x*/TABLE a TO b"),
+            ["RENAME", "TABLE", "a", "TO", "b"]
+        );
+        // `--` without a space after it is two minus signs.
+        assert_eq!(words("SELECT 5--3"), ["SELECT", "5--3"]);
+        // Executable comments hold code.
+        assert_eq!(
+            words("/*!40000 ALTER TABLE `t` DISABLE KEYS */;"),
+            ["ALTER", "TABLE", "t", "DISABLE", "KEYS"]
+        );
+        assert_eq!(
+            words("/*M!100100 ALTER TABLE t ADD COLUMN c INT DEFAULT 5*/"),
+            ["ALTER", "TABLE", "t", "ADD", "COLUMN", "c", "INT", "DEFAULT", "5"]
+        );
+        assert_eq!(
+            words("ALTER TABLE t /*!50100 TRUNCATE PARTITION p0 */"),
+            ["ALTER", "TABLE", "t", "TRUNCATE", "PARTITION", "p0"]
+        );
+        assert_eq!(words("/*!DROP TABLE t*/"), ["DROP", "TABLE", "t"]);
+        // Optimizer hints are comments.
+        assert_eq!(words("ALTER /*+ hint */ TABLE t"), ["ALTER", "TABLE", "t"]);
+        // Comment marks in literals and quoted names are text; literals are one word.
+        assert_eq!(
+            words("ALTER TABLE `a--b#c/*d` ADD c int COMMENT 'x -- y /* z */ # w', ADD d int"),
+            [
+                "ALTER",
+                "TABLE",
+                "a--b#c/*d",
+                "ADD",
+                "c",
+                "int",
+                "COMMENT",
+                "'x -- y /* z */ # w',",
+                "ADD",
+                "d",
+                "int"
+            ]
+        );
+        assert_eq!(
+            words(r#"X 'it''s \' -- no' "a "" b" y"#),
+            ["X", r#"'it''s \' -- no'"#, r#""a "" b""#, "y"]
+        );
+
+        // Each kind of statement is read behind a comment.
+        let c = change_of("/* app=x */ ALTER TABLE t ADD COLUMN c INT NOT NULL DEFAULT 5").unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "t")]));
+        let c = change_of("-- cut-over\nRENAME TABLE t TO t_old, t_new TO t").unwrap();
+        assert_eq!(c.replaced, ids(&[("shop", "t_old"), ("shop", "t")]));
+        let c = change_of("# gone\nDROP TABLE IF EXISTS t").unwrap();
+        assert_eq!(c.gone, ids(&[("shop", "t")]));
+        let c = change_of("/* x */ CREATE TABLE t2 (id int)").unwrap();
+        assert_eq!(c.new, ids(&[("shop", "t2")]));
+        let c = change_of("/* x */ ALTER TABLE t /*!50100 TRUNCATE PARTITION p0 */").unwrap();
+        assert_eq!(c.rows_without_events, Some("TRUNCATE PARTITION"));
+        // A plain comment's words are not code.
+        assert_eq!(
+            change_of("ALTER TABLE t ENGINE=InnoDB /* DROP PARTITION p0 */"),
+            None
+        );
+        assert_eq!(
+            change_of("ALTER TABLE t ADD COLUMN c INT -- NOT NULL DEFAULT 5"),
+            None
+        );
+        assert_eq!(
+            target_of("/* x */ INSERT INTO t VALUES (1)"),
+            Some(TableId::new("shop", "t"))
         );
     }
 }
