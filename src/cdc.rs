@@ -325,6 +325,7 @@ async fn run_once(
         discovery_failed: None,
         unwritten_defaults: None,
     };
+    let hang_up = Arc::new(std::sync::OnceLock::new());
     let poller = spawn_slot_poller(
         control,
         slot.clone(),
@@ -332,6 +333,7 @@ async fn run_once(
         config.cdc.heartbeat_interval_ms,
         watch,
         publication_gone.clone(),
+        hang_up.clone(),
     );
     let _poller = AbortOnDrop(poller);
 
@@ -350,6 +352,8 @@ async fn run_once(
                 resnapshot,
             )
         })?;
+    // (Set once: this function makes one stream.)
+    let _ = hang_up.set(stream.hang_up_handle());
     tracing::info!(%slot, %publication, from = %Lsn(start.0), tables = tables.len(), "streaming changes");
     state.set_tables(
         tables
@@ -876,9 +880,20 @@ impl NewTableWatch {
     }
 }
 
+/// How often the poller looks whether the server ended its session.
+const SESSION_CHECK: Duration = Duration::from_millis(100);
+
 /// Reads the slot's retained WAL for the metrics every [`SLOT_POLL`], looks for tables that
 /// should join, sets `publication_gone` once the publication no longer exists, and writes
 /// heartbeats into the source's WAL when configured.
+///
+/// When the server ends the poller's session, hangs the change stream up (`hang_up`, once the
+/// stream exists): a fast shutdown (pg_ctl's default) ends ordinary sessions first, then waits
+/// until the task has confirmed every bit of WAL sent, which takes as long as the task is
+/// behind or busy writing the target (over 60 s in a 10-minute soak into Iceberg). Hanging up,
+/// the task is not waited for; it starts again from its checkpoint, losing nothing. A session
+/// ended for another reason (pg_terminate_backend) restarts the task the same way, with a new
+/// session.
 fn spawn_slot_poller(
     client: tokio_postgres::Client,
     slot: String,
@@ -886,11 +901,25 @@ fn spawn_slot_poller(
     heartbeat_ms: u64,
     mut watch: NewTableWatch,
     publication_gone: Arc<AtomicBool>,
+    hang_up: Arc<std::sync::OnceLock<inlet_postgres::StreamHangUp>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let heartbeat = (heartbeat_ms > 0).then(|| Duration::from_millis(heartbeat_ms));
         let every = heartbeat.map_or(SLOT_POLL, |h| h.min(SLOT_POLL));
         let mut last_poll: Option<Instant> = None;
+        let session_ended = || async {
+            while !client.is_closed() {
+                tokio::time::sleep(SESSION_CHECK).await;
+            }
+            tracing::info!("the server ended inlet's session (a shutdown, a restart, or pg_terminate_backend): ending the change stream, to start again from the checkpoint");
+            loop {
+                if let Some(stream) = hang_up.get() {
+                    stream.hang_up();
+                    return;
+                }
+                tokio::time::sleep(SESSION_CHECK).await;
+            }
+        };
         loop {
             if heartbeat.is_some() {
                 // Non-transactional, so it reaches the WAL (and moves the slot) at once.
@@ -939,7 +968,10 @@ fn spawn_slot_poller(
                     Err(e) => tracing::debug!(error = %e, "reading the slot's retained WAL failed"),
                 }
             }
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = session_ended() => return,
+            }
         }
     })
 }

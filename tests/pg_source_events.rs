@@ -1143,3 +1143,119 @@ async fn a_fast_restart_while_a_table_joins_does_not_wait_for_its_load() {
         );
     }
 }
+
+/// A fast restart of the database while the task is far behind the server (a backlog of changes
+/// it is still writing into Iceberg) completes at once. A server shutting down ends the ordinary
+/// sessions, then waits until each walsender's client has confirmed every bit of WAL sent: a
+/// task that only read on would keep the restart waiting until it had written the whole
+/// backlog (a 10-minute soak into Iceberg failed so, its fast restart waiting over 60 s; seed
+/// 20261206). Once the server ends inlet's ordinary session, inlet hangs the stream up; it then
+/// streams again from its checkpoint, and the table equals the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fast_restart_does_not_wait_for_a_task_behind_the_server() {
+    const ROWS: u32 = 20_000;
+    const UPDATES: u32 = 2;
+    // wal_sender_timeout (60 s by default) would end the wait on its own.
+    let pg = PgServer::start_with_options("-c wal_sender_timeout=600s");
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE ev_full (id bigint PRIMARY KEY, v int NOT NULL, big text);
+             ALTER TABLE ev_full REPLICA IDENTITY FULL;
+             INSERT INTO ev_full SELECT g, 0, repeat('s', 1000) FROM generate_series(1, {ROWS}) g;"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let _keep = LogsOnFailure {
+        inlet_log: log.clone(),
+        server_log: pg.socket_dir().join("postgres.log"),
+        keep: std::env::temp_dir().join("inlet-events-fast-restart-behind"),
+    };
+    let cfg = task_file(
+        dir.path(),
+        "events",
+        &task(&pg.url("postgres"), &out, Target::Iceberg),
+    );
+    let mut child = spawn(&cfg, &log);
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+
+    // The backlog: every row updated again and again, each change carrying the old and the new
+    // row (REPLICA IDENTITY FULL), while inlet is stopped (SIGSTOP), so that all of it is still
+    // to be written when the restart begins. inlet writes it in about half a second here; to
+    // stand for a task that needs long (a slow store, a long commit, a busy machine) it then
+    // runs at 1/30 of its speed (50 ms in every 1.5 s) through the restart. Without the
+    // hang-up the restart took 11 s (at 1/20), with it 0.3 to 1.2 s.
+    let pid = child.id().to_string();
+    let signal = move |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} inlet");
+    };
+    signal("-STOP");
+    for _ in 0..UPDATES {
+        client
+            .batch_execute("UPDATE ev_full SET v = v + 1, big = big || 'x'")
+            .await
+            .unwrap();
+    }
+    let lag: i64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+             FROM pg_replication_slots",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let throttled = Arc::new(AtomicBool::new(true));
+    let throttle = std::thread::spawn({
+        let throttled = throttled.clone();
+        let signal = signal.clone();
+        move || {
+            while throttled.load(Ordering::SeqCst) {
+                signal("-CONT");
+                std::thread::sleep(Duration::from_millis(50));
+                signal("-STOP");
+                std::thread::sleep(Duration::from_millis(1450));
+            }
+            signal("-CONT");
+        }
+    });
+    let took = pg.restart("fast", 60);
+    throttled.store(false, Ordering::SeqCst);
+    throttle.join().unwrap();
+    eprintln!("fast restart with inlet {lag} bytes behind: {took:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the fast restart took {took:?}:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let behind = Instant::now();
+
+    wait_caught_up(&pg, &mut child, &out, &log).await;
+    eprintln!("caught up {:?} after the backlog", behind.elapsed());
+    common::sigterm(&child);
+    let status = child.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{log_text}");
+    let client = pg.client("postgres").await;
+    let mut want: common::iceberg::Rows = client
+        .query("SELECT id::text, v::text, big FROM ev_full", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..3).map(|i| r.get(i)).collect())
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), ROWS as usize);
+    let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&out.join("public/ev_full"));
+    for (reader, got) in [("pyiceberg", pyiceberg), ("duckdb", duckdb)] {
+        assert_eq!(got.len(), want.len(), "{reader}: row count");
+        assert!(got == want, "{reader}: the rows differ from the source");
+    }
+}

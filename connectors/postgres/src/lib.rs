@@ -31,7 +31,7 @@ pub use pgoutput::{
 };
 pub use replication::{
     CreatedSlot, Lsn, QueryRow, ReplicationConnection, ReplicationMessage, ReplicationStream,
-    SystemInfo,
+    StreamHangUp, SystemInfo,
 };
 pub use slot::{
     current_wal_position, drop_slot, ensure_publication, publication_exists, publication_plan,

@@ -23,7 +23,7 @@ use crate::config::PgConnector;
 use crate::error::PgError;
 use crate::types::quote_ident;
 pub use lsn::Lsn;
-use wire::{Backend, ServerError, Wire};
+use wire::{Backend, ServerError, SocketHandle, Wire};
 
 /// How long slot creation may wait before the log says what it waits for.
 const SLOT_WAIT_TOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -573,7 +573,50 @@ impl std::fmt::Debug for ReplicationStream {
     }
 }
 
+/// Ends a [`ReplicationStream`]'s connection from another task, whatever the stream's owner is
+/// doing at the time (writing a large commit to the target, say), by shutting its socket down.
+///
+/// Why: a server shutting down (`pg_ctl stop -m fast`, or a restart) first ends the ordinary
+/// sessions, then makes each walsender send all the WAL up to the shutdown and waits until its
+/// client has confirmed (flushed) every bit of it. A client that is far behind, or busy, keeps
+/// the whole shutdown waiting for as long as it needs. A client that hangs up is not waited
+/// for, and loses nothing: the slot keeps everything after the last confirmed position, which
+/// the next start streams again. The stream's owner then reads end of file (a transient
+/// error) and starts again from its checkpoint.
+#[derive(Debug)]
+pub struct StreamHangUp {
+    socket: Option<SocketHandle>,
+    server: String,
+}
+
+impl StreamHangUp {
+    /// Shuts the connection down (both ways). Harmless on a connection already closed.
+    pub fn hang_up(&self) {
+        let Some(socket) = &self.socket else {
+            tracing::debug!(server = %self.server, "the replication connection cannot be ended from here");
+            return;
+        };
+        if let Err(e) = socket.shut_down() {
+            // Not connected any more (ENOTCONN): the connection is over already.
+            tracing::debug!(server = %self.server, error = %e, "shutting the replication connection down");
+        }
+    }
+}
+
 impl ReplicationStream {
+    /// A [`StreamHangUp`] for this stream's connection. If the socket cannot be duplicated (out
+    /// of file descriptors), the handle does nothing and the stream is unaffected.
+    pub fn hang_up_handle(&self) -> StreamHangUp {
+        let socket = self.wire.socket_handle().unwrap_or_else(|e| {
+            tracing::warn!(server = %self.server, error = %e, "cannot duplicate the replication connection's socket: a shutdown of the server will wait for the stream to be confirmed");
+            None
+        });
+        StreamHangUp {
+            socket,
+            server: self.server.clone(),
+        }
+    }
+
     /// The pgoutput protocol version in use: 2 (stream messages possible) or 1.
     pub fn protocol_version(&self) -> u32 {
         self.proto_version

@@ -87,6 +87,61 @@ impl AsyncWrite for Socket {
     }
 }
 
+/// A second descriptor of a connection's socket, to end the connection from another task while
+/// the [`Wire`] is busy or idle elsewhere (see [`super::StreamHangUp`]).
+#[derive(Debug)]
+pub(super) enum SocketHandle {
+    #[cfg(unix)]
+    Tcp(std::net::TcpStream),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl SocketHandle {
+    /// Shuts the socket down both ways: the server reads the end of the connection, and the
+    /// wire's next read returns end of file (a pending one wakes up with it).
+    pub(super) fn shut_down(&self) -> io::Result<()> {
+        match self {
+            #[cfg(unix)]
+            SocketHandle::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            #[cfg(unix)]
+            SocketHandle::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        }
+    }
+}
+
+impl Socket {
+    /// A [`SocketHandle`] on a duplicate of the socket's descriptor (`shutdown` acts on the
+    /// socket, not the descriptor, so it ends this connection too). None where there is no
+    /// such socket (the unit tests' scripted peer, or a platform without file descriptors).
+    fn handle(&self) -> io::Result<Option<SocketHandle>> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            let tcp = |s: &tokio::net::TcpStream| -> io::Result<Option<SocketHandle>> {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                Ok(Some(SocketHandle::Tcp(std::net::TcpStream::from(fd))))
+            };
+            match self {
+                Socket::Plain(s) => tcp(s),
+                Socket::Tls(s) => tcp(s.get_ref().0),
+                Socket::Unix(s) => {
+                    let fd = s.as_fd().try_clone_to_owned()?;
+                    Ok(Some(SocketHandle::Unix(
+                        std::os::unix::net::UnixStream::from(fd),
+                    )))
+                }
+                #[cfg(test)]
+                Socket::Test(_) => Ok(None),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(None)
+        }
+    }
+}
+
 /// What one read from the server yields.
 pub(super) enum Backend {
     Message(Message),
@@ -113,6 +168,11 @@ impl Wire {
             read: BytesMut::with_capacity(READ_CHUNK),
             write: BytesMut::with_capacity(1024),
         }
+    }
+
+    /// A handle that can shut the socket down from another task ([`SocketHandle`]).
+    pub(super) fn socket_handle(&self) -> io::Result<Option<SocketHandle>> {
+        self.socket.handle()
     }
 
     /// The buffer outgoing messages are appended to; [`Wire::flush`] sends them.
