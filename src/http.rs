@@ -321,7 +321,16 @@ async fn resync(
         }
     }
     let tables: Vec<String> = status.tables.iter().map(|t| t.table.clone()).collect();
-    let Some(name) = crate::resync::resolve(&table, &tables) else {
+    // A task (re)starting lists no tables yet: its start checks the name against the tables
+    // it discovers (and warns if it has none of that name).
+    let starting =
+        tables.is_empty() && matches!(status.phase, Phase::Starting | Phase::Retrying { .. });
+    let name = if starting {
+        Some(&table)
+    } else {
+        crate::resync::resolve(&table, &tables)
+    };
+    let Some(name) = name else {
         return (
             StatusCode::NOT_FOUND,
             format!(

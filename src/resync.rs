@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(pending(&mut facts, &now), vec![a.clone()]);
         assert_eq!(facts.iter().filter(|(k, _)| k == RESYNC_FACT).count(), 1);
         // A table the task no longer has drops its request.
-        assert!(pending(&mut facts, &[b.clone()]).is_empty());
+        assert!(pending(&mut facts, std::slice::from_ref(&b)).is_empty());
         assert!(!facts.iter().any(|(k, _)| k == RESYNC_FACT));
     }
 
