@@ -1,0 +1,365 @@
+//! Columns added to a captured MariaDB table with rows, while the task streams and the
+//! application writes. `ALTER TABLE … ADD COLUMN c … DEFAULT 5` (or `NOT NULL`, which fills the
+//! type's implicit default, or a generated column, or `DEFAULT (expr)`) gives every existing row
+//! a value, yet the binlog holds only the statement: no row event carries the new values. The
+//! target must still equal the source, row for row, so the table is loaded again beside the
+//! stream; a column added NULL (no value in any existing row) must not load anything again. A
+//! statement behind a comment (`/* app=x */ ALTER …`, as ORMs and migration tools tag them) is
+//! read as the statement.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use common::replay::{cell, file_name, read_file, Rows};
+use common::{load_files, task_file};
+use inlet_testkit::MariaDbServer;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    Parquet,
+    Iceberg,
+}
+
+fn task(url: &str, out: &Path, target: Target) -> String {
+    let target = match target {
+        Target::Parquet => format!("kind = \"parquet\"\nurl = \"{}\"", out.display()),
+        Target::Iceberg => format!("kind = \"iceberg\"\nwarehouse = \"{}\"", out.display()),
+    };
+    format!(
+        r#"
+[task]
+name = "added"
+mode = "full-load-and-cdc"
+[source]
+kind = "mysql"
+url = "{url}"
+tls = "disable"
+heartbeat_seconds = 1
+[target]
+{target}
+[tables]
+include = ["app.t"]
+[cdc]
+flush_interval_ms = 200
+schema_changes = "evolve"
+"#
+    )
+}
+
+/// A running `inlet run`, SIGKILLed when dropped still running.
+struct Inlet(Child);
+
+impl Drop for Inlet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `inlet run` with its log in a file, read while it runs.
+fn spawn(cfg: &Path, log: &Path) -> Inlet {
+    let log = std::fs::File::create(log).expect("create the log file");
+    Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args([
+            "run",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map(Inlet)
+        .expect("start inlet run")
+}
+
+/// Waits until the task checkpoint covers the binlog's current end (a table loading beside the
+/// stream holds the checkpoint back until it is loaded).
+fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
+    let (seq, offset) = common::mysql_stream::binlog_end(db);
+    let want = (seq << 32) | offset;
+    let checkpoint = out.join("_inlet/added/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Ok(Some(status)) = inlet.0.try_wait() {
+            panic!(
+                "inlet exited early with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("position="))
+                .and_then(|p| u64::from_str_radix(p, 16).ok())
+        });
+        if at.is_some_and(|p| p >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:x?}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `sql` with the client keeping its comments (the `mariadb` client strips them unless
+/// told `--comments`), as an application's driver sends them.
+fn run_with_comments(db: &MariaDbServer, sql: &str) {
+    let out = Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", db.socket().display()))
+        .args(["-uroot", "--comments", "-e", sql])
+        .output()
+        .expect("run mariadb");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The application's writes until `stop`: updates of a few rows, an insert (naming only the
+/// first columns: the added ones take their defaults, a `NOT NULL` one without a default its
+/// type's implicit default, hence no strict mode) and a delete. They wait on each ALTER's
+/// lock and go on after it.
+fn spawn_app(db: &MariaDbServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let socket = db.socket();
+    std::thread::spawn(move || {
+        let mut i: u64 = 0;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            let sql = format!(
+                "SET SESSION sql_mode = ''; \
+                 UPDATE app.t SET v = v + 1 WHERE id % 97 = {k}; \
+                 INSERT INTO app.t (id, v, note) VALUES ({new}, 0, 'app'); \
+                 DELETE FROM app.t WHERE id = {gone};",
+                k = i % 97,
+                new = 100_000 + i,
+                gone = 1000 + i % 1000,
+            );
+            let out = Command::new("mariadb")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", socket.display()))
+                .args(["-uroot", "-e", &sql])
+                .output()
+                .expect("run mariadb");
+            assert!(
+                out.status.success(),
+                "the application's write failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        i
+    })
+}
+
+/// The source table's columns, in order.
+fn columns(db: &MariaDbServer) -> Vec<String> {
+    db.admin(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'app' AND \
+         TABLE_NAME = 't' ORDER BY ORDINAL_POSITION",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn source_rows(db: &MariaDbServer, columns: &[String]) -> Rows {
+    db.admin(&format!("SELECT {} FROM app.t", columns.join(", ")))
+        .lines()
+        .map(|line| {
+            let vals: Vec<Option<String>> = line
+                .split('\t')
+                .map(|v| (v != "NULL").then(|| v.to_string()))
+                .collect();
+            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
+        })
+        .collect()
+}
+
+/// The table's rows as its Parquet files say: the LOAD files, then each change in name order.
+/// A column a file lacks (added after it) reads NULL.
+fn replay(table_dir: &Path, columns: &[String]) -> Rows {
+    let mut rows = Rows::new();
+    let mut files = load_files(table_dir);
+    files.sort_by_key(|p| (!file_name(p).starts_with("LOAD"), file_name(p)));
+    for f in files {
+        for b in read_file(&f) {
+            let ops = b.column_by_name("Op").map(|o| o.as_string::<i32>().clone());
+            for r in 0..b.num_rows() {
+                let op = ops.as_ref().map_or("I", |o| o.value(r));
+                if op == "T" {
+                    rows.clear();
+                    continue;
+                }
+                let vals: Vec<Option<String>> = columns
+                    .iter()
+                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
+                    .collect();
+                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
+                if op == "D" {
+                    rows.remove(&id);
+                } else {
+                    rows.insert(id, vals);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The target's rows of `app.t` equal the source's, value for value, every column.
+fn assert_target_equals_source(db: &MariaDbServer, out: &Path, target: Target) {
+    let columns = columns(db);
+    let want = source_rows(db, &columns);
+    let dir = out.join("app").join("t");
+    let readers: Vec<(&str, Rows)> = match target {
+        Target::Parquet => vec![("the Parquet replay", replay(&dir, &columns))],
+        Target::Iceberg => {
+            let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&dir);
+            let keyed = |rows: Vec<Vec<Option<String>>>| -> Rows {
+                rows.into_iter()
+                    .map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r))
+                    .collect()
+            };
+            vec![("pyiceberg", keyed(pyiceberg)), ("duckdb", keyed(duckdb))]
+        }
+    };
+    for (reader, got) in readers {
+        let differ: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .map(|(k, v)| (k, v, got.get(k)))
+            .take(3)
+            .collect();
+        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+        assert!(
+            differ.is_empty() && extra.is_empty(),
+            "app.t ({columns:?}) read by {reader}: {} rows in the target, {} in the source; {} \
+             not in the source (first: {:?}); first source rows missing or different (id, \
+             source, target): {differ:?}",
+            got.len(),
+            want.len(),
+            extra.len(),
+            extra.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// How many times the log says tables started loading beside the stream.
+fn loads_beside(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("loading them beside the stream")
+        .count()
+}
+
+#[test]
+fn columns_added_with_values_leave_the_parquet_target_equal_to_the_source() {
+    scenario(Target::Parquet);
+}
+
+#[test]
+fn columns_added_with_values_leave_the_iceberg_table_equal_to_the_source() {
+    scenario(Target::Iceberg);
+}
+
+fn scenario(target: Target) {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE app;
+         USE app;
+         CREATE TABLE app.t (id bigint PRIMARY KEY, v int NOT NULL, note varchar(40));
+         INSERT INTO app.t SELECT seq, 0, CONCAT('seed ', seq) FROM seq_1_to_3000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let cfg: PathBuf = task_file(dir.path(), "added", &task(&db.url("app"), &out, target));
+    let mut inlet = spawn(&cfg, &log);
+    wait_caught_up(&db, &mut inlet, &out, &log);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = spawn_app(&db, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    wait_caught_up(&db, &mut inlet, &out, &log);
+
+    // Columns added NULL: no existing row gets a value, nothing is loaded again.
+    db.admin(
+        "ALTER TABLE app.t ADD COLUMN plain int;
+         ALTER TABLE app.t ADD COLUMN plain_null varchar(10) NULL DEFAULT NULL",
+    );
+    db.admin("UPDATE app.t SET v = v + 1, plain = 7 WHERE id = 2500");
+    wait_caught_up(&db, &mut inlet, &out, &log);
+    assert_eq!(
+        loads_beside(&log),
+        0,
+        "a column added NULL loaded the table again:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Each kind of added column that fills the existing rows, seen by the task on its own, the
+    // application writing throughout.
+    let filling = [
+        "ALTER TABLE app.t ADD COLUMN five int NOT NULL DEFAULT 5",
+        "ALTER TABLE app.t ADD COLUMN x varchar(10) DEFAULT 'x'",
+        // The type's implicit default: 0 and ''.
+        "ALTER TABLE app.t ADD COLUMN zero int NOT NULL, ADD COLUMN empty varchar(5) NOT NULL",
+        "ALTER TABLE app.t ADD COLUMN twice bigint AS (id * 2) STORED",
+        "ALTER TABLE app.t ADD COLUMN expr int DEFAULT (1 + 2)",
+    ];
+    for sql in filling {
+        db.admin(sql);
+        db.admin("UPDATE app.t SET v = v + 1 WHERE id = 2500");
+        wait_caught_up(&db, &mut inlet, &out, &log);
+    }
+    // Behind a comment, as an application tags its statements; the binlog keeps the comment.
+    let commented = "/* app=billing */ ALTER TABLE app.t ADD COLUMN tagged int NOT NULL DEFAULT 9";
+    run_with_comments(&db, commented);
+    let binlog = db.admin("SHOW BINLOG EVENTS");
+    assert!(
+        binlog.contains(commented),
+        "the binlog does not hold the comment:\n{binlog}"
+    );
+    db.admin("UPDATE app.t SET v = v + 1 WHERE id = 2500");
+    wait_caught_up(&db, &mut inlet, &out, &log);
+
+    stop.store(true, Ordering::SeqCst);
+    let writes = app.join().unwrap();
+    assert!(writes > 10, "the application wrote only {writes} times");
+    db.admin("UPDATE app.t SET v = v + 1000, x = 'late' WHERE id % 5 = 0");
+    wait_caught_up(&db, &mut inlet, &out, &log);
+
+    // The source holds the values the statements wrote in rows no change touched.
+    assert_eq!(
+        db.admin("SELECT five, x, zero, empty, twice, expr, tagged FROM app.t WHERE id = 1"),
+        "5\tx\t0\t\t2\t3\t9\n"
+    );
+    assert_target_equals_source(&db, &out, target);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        loads_beside(&log),
+        filling.len() + 1,
+        "each filling ADD COLUMN loads the table once:\n{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("app.t")
+            && l.contains("ADD COLUMN")
+            && l.contains("without row events")),
+        "the log does not say ADD COLUMN changed app.t's rows:\n{text}"
+    );
+    drop(inlet);
+}
