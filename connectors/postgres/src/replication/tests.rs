@@ -617,3 +617,45 @@ async fn failover_slots_are_asked_for_from_17_and_never_temporary() {
          server is version 160004: remove source.failover_slot or upgrade the server"
     );
 }
+
+/// A hang-up from another task ends the connection while the stream's owner waits in `next`
+/// (or is busy elsewhere): the pending read wakes with the end of the connection, and the
+/// server sees the client gone. A fast shutdown of the server waits for a client that stays.
+#[tokio::test]
+async fn a_hang_up_ends_the_stream_from_another_task() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    let mut stream = ReplicationStream {
+        wire: Wire::new(Socket::Plain(client)),
+        ..stream_on(tokio::io::duplex(64).0)
+    };
+    let hang_up = stream.hang_up_handle();
+    server.write_all(&keepalive(7, 1, false)).await.unwrap();
+    assert!(matches!(
+        stream.next().await.unwrap(),
+        Some(ReplicationMessage::Keepalive {
+            wal_end: Lsn(7),
+            ..
+        })
+    ));
+    let pending = tokio::spawn(async move { stream.next().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hang_up.hang_up();
+    let read = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the pending read woke up")
+        .unwrap();
+    assert!(read.is_err_and(|e| e.is_transient()), "a transient error");
+    // The server reads the end of the connection.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut rest))
+        .await
+        .expect("the server sees the end")
+        .unwrap();
+    assert_eq!(n, 0);
+    // A second hang-up of a connection already over is harmless.
+    hang_up.hang_up();
+}
