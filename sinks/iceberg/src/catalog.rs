@@ -29,6 +29,39 @@ impl std::fmt::Display for TableIdent {
     }
 }
 
+/// Longest Glue database and table names Iceberg's GlueCatalog accepts (bytes).
+pub(crate) const MAX_NAMESPACE_BYTES: usize = 252;
+pub(crate) const MAX_TABLE_BYTES: usize = 255;
+
+/// `name` as Athena, Glue and Iceberg's GlueCatalog accept it (`target.names = "athena"`):
+/// lowercase; every character but ASCII letters, digits and `_` becomes `_` (`Zoo Schema` →
+/// `zoo_schema`, `café` → `caf_`); cut to `max_bytes`; `_` for an empty name. A namespace is
+/// named level by level (a `.` separates a REST catalog's levels and is kept).
+///
+/// Why this rule: Athena lowercases every name and wants Glue names in lowercase, 1–255 bytes;
+/// Iceberg's GlueCatalog (Spark, Trino and Flink through Glue) refuses to load a table whose
+/// database or table name is not `[a-z0-9_]{1,252}` / `{1,255}`. The source's name is kept in
+/// the table's `comment` property (Glue: its description) whenever the two differ.
+pub fn athena_name(name: &str, max_bytes: usize) -> String {
+    let mut out: String = name
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // ASCII only now: every byte is a char boundary.
+    out.truncate(max_bytes);
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
 /// A table's metadata as committed, and which version of it this is.
 #[derive(Debug, Clone)]
 pub(crate) struct CommittedMetadata {
@@ -176,6 +209,7 @@ impl Catalog {
             metadata_location: &uri,
             previous_metadata_location: previous.map(|p| p.uri.as_str()),
             schema: metadata.current_schema(),
+            description: metadata.properties().get("comment").map(String::as_str),
         };
         let won = match previous {
             None => {
@@ -432,5 +466,20 @@ impl FolderCatalog {
             version,
             uri: self.warehouse.uri(&path),
         })
+    }
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    #[test]
+    fn athena_names_are_lowercase_letters_digits_and_underscores() {
+        assert_eq!(athena_name("Zoo Schema", 255), "zoo_schema");
+        assert_eq!(athena_name("Edge-Types.v2", 255), "edge_types_v2");
+        assert_eq!(athena_name("orders", 255), "orders");
+        assert_eq!(athena_name("_Ünïcode", 255), "__n_code");
+        assert_eq!(athena_name("", 255), "_");
+        assert_eq!(athena_name(&"A".repeat(300), 255), "a".repeat(255));
     }
 }

@@ -63,6 +63,22 @@ pub struct IcebergTargetConfig {
     /// `uuid` and `time` (see `inlet_core::TypeForms`). Decided when a table is created.
     #[serde(default)]
     pub types: inlet_core::TypeForms,
+    /// `athena` (default): namespace and table names as Athena, Glue and Iceberg's GlueCatalog
+    /// accept them (see [`crate::athena_name`]); `source`: the source's names as they are. A
+    /// table that exists under its source name (created before this setting) keeps it.
+    #[serde(default)]
+    pub names: TableNames,
+}
+
+/// How namespaces and tables are named (`target.names`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableNames {
+    /// Lowercase letters, digits and `_` (Athena, Glue, Iceberg's GlueCatalog).
+    #[default]
+    Athena,
+    /// The source's schema and table names as they are.
+    Source,
 }
 
 fn default_file_size_mb() -> u64 {

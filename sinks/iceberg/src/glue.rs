@@ -329,6 +329,8 @@ pub(crate) struct TableInput<'a> {
     pub(crate) metadata_location: &'a str,
     pub(crate) previous_metadata_location: Option<&'a str>,
     pub(crate) schema: &'a iceberg::spec::Schema,
+    /// The table's `comment` property (the source table, when the names differ).
+    pub(crate) description: Option<&'a str>,
 }
 
 impl TableInput<'_> {
@@ -361,7 +363,7 @@ impl TableInput<'_> {
                 c
             })
             .collect();
-        json!({
+        let mut input = json!({
             "Name": name,
             "TableType": "EXTERNAL_TABLE",
             "Parameters": params,
@@ -369,7 +371,11 @@ impl TableInput<'_> {
                 "Location": self.location,
                 "Columns": columns,
             },
-        })
+        });
+        if let (Some(d), Some(obj)) = (self.description, input.as_object_mut()) {
+            obj.insert("Description".into(), d.into());
+        }
+        input
     }
 }
 

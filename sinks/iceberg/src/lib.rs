@@ -4,7 +4,9 @@
 //! # Design
 //!
 //! - **Layout.** One table per source table at `<warehouse>/<namespace>/<table>`, namespace =
-//!   the source schema unless configured. The schema has field ids, identifier fields = the
+//!   the source schema unless configured; both names as Athena accepts them
+//!   ([`athena_name`]: lowercase, `[a-z0-9_]`) unless `names = "source"`. A table that exists
+//!   under its source name (created before) keeps it. The schema has field ids, identifier fields = the
 //!   primary key, and each column's source type as its doc. Data files are Parquet (zstd)
 //!   carrying `PARQUET:field_id`, written through object_store (local folder or S3).
 //! - **Catalog.** The folder catalog writes `metadata/vN.metadata.json` create-if-absent
@@ -109,8 +111,8 @@ mod store;
 mod target;
 mod upsert;
 
-pub use catalog::TableIdent;
-pub use config::{CatalogConfig, IcebergTargetConfig, MaintenanceConfig};
+pub use catalog::{athena_name, TableIdent};
+pub use config::{CatalogConfig, IcebergTargetConfig, MaintenanceConfig, TableNames};
 pub use error::IcebergError;
 pub use load::{LoadSummary, LoadTable, LoadWriter};
 pub use maintain::MaintenanceReport;

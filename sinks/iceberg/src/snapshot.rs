@@ -154,14 +154,16 @@ impl TableCatalog {
         spec: iceberg::spec::PartitionSpec,
         location: String,
         task: &str,
+        more_properties: Vec<(String, String)>,
     ) -> Result<TableState, IcebergError> {
-        let properties = HashMap::from([
+        let mut properties = HashMap::from([
             (
                 "write.parquet.compression-codec".to_string(),
                 "zstd".to_string(),
             ),
             ("inlet.task".to_string(), task.to_string()),
         ]);
+        properties.extend(more_properties);
         let built = iceberg::spec::TableMetadataBuilder::new(
             schema,
             spec,

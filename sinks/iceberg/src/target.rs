@@ -11,8 +11,10 @@ use inlet_core::{Position, TableId, TableSchema};
 use object_store::aws::AmazonS3Builder;
 use parquet::file::properties::WriterProperties;
 
-use crate::catalog::{Catalog, FolderCatalog, TableIdent};
-use crate::config::{CatalogConfig, IcebergTargetConfig};
+use crate::catalog::{
+    athena_name, Catalog, FolderCatalog, TableIdent, MAX_NAMESPACE_BYTES, MAX_TABLE_BYTES,
+};
+use crate::config::{CatalogConfig, IcebergTargetConfig, TableNames};
 use crate::files::{writer_properties, FileLocations};
 use crate::glue::GlueClient;
 use crate::partition::{build_spec, PartitionField, Partitioner};
@@ -21,6 +23,9 @@ use crate::schema::{same_columns, TableLayout};
 use crate::snapshot::{TableCatalog, TableState};
 use crate::store::Warehouse;
 use crate::{IcebergError, LoadTable, UpsertTable};
+
+/// Table property naming the source table an Iceberg table holds.
+const SOURCE_TABLE_KEY: &str = "inlet.source-table";
 
 /// An Iceberg target. Cheap to clone; shared by every table of a task.
 #[derive(Clone)]
@@ -151,8 +156,27 @@ impl IcebergTarget {
         Ok(())
     }
 
-    /// The Iceberg name of a source table.
+    /// The Iceberg name a new table of a source table gets (`names`): Athena's form of the
+    /// namespace and table name, or the source's own.
     pub fn ident(&self, table: &TableId) -> TableIdent {
+        let source = self.source_ident(table);
+        match self.inner.config.names {
+            TableNames::Source => source,
+            TableNames::Athena => TableIdent {
+                // A `.` separates a REST catalog's namespace levels: each level is named alone.
+                namespace: source
+                    .namespace
+                    .split('.')
+                    .map(|level| athena_name(level, MAX_NAMESPACE_BYTES))
+                    .collect::<Vec<_>>()
+                    .join("."),
+                name: athena_name(&source.name, MAX_TABLE_BYTES),
+            },
+        }
+    }
+
+    /// The name as the source spells it (what every table was called before `names`).
+    fn source_ident(&self, table: &TableId) -> TableIdent {
         TableIdent {
             namespace: self
                 .inner
@@ -164,12 +188,6 @@ impl IcebergTarget {
         }
     }
 
-    /// The location (URI) of a table's folder, as readers open it.
-    pub fn table_location(&self, table: &TableId) -> String {
-        let dir = self.inner.catalog.table_dir(&self.ident(table));
-        self.inner.warehouse.uri(&dir)
-    }
-
     /// The committed position of a table (`inlet.position` of the newest snapshot this task
     /// wrote, behind any of other engines; see `TableState::position`), or `None` if the table
     /// does not exist or has none. The daemon resumes the source from the
@@ -178,7 +196,7 @@ impl IcebergTarget {
         &self,
         table: &TableId,
     ) -> Result<Option<Position>, IcebergError> {
-        let catalog = self.table_catalog(table);
+        let catalog = self.table_catalog(table).await?;
         Ok(catalog.catalog.load(&catalog.ident).await?.and_then(|c| {
             TableState {
                 committed: c,
@@ -191,7 +209,7 @@ impl IcebergTarget {
     /// The URI of a table's current metadata file (what readers such as DuckDB's
     /// `iceberg_scan` open), or `None` if the table does not exist.
     pub async fn metadata_location(&self, table: &TableId) -> Result<Option<String>, IcebergError> {
-        let catalog = self.table_catalog(table);
+        let catalog = self.table_catalog(table).await?;
         Ok(catalog.catalog.load(&catalog.ident).await?.map(|c| c.uri))
     }
 
@@ -234,11 +252,47 @@ impl IcebergTarget {
         }
     }
 
-    fn table_catalog(&self, table: &TableId) -> TableCatalog {
-        TableCatalog {
-            catalog: self.inner.catalog.clone(),
-            ident: self.ident(table),
+    /// Where a source table is in the catalog: under [`Self::ident`], unless no table has that
+    /// name and one has the source's own, created before `names` existed (or under
+    /// `names = "source"`). That one keeps its name: an upgrade goes on writing the table it
+    /// wrote, from its committed position, instead of loading a new one beside it.
+    async fn table_catalog(&self, table: &TableId) -> Result<TableCatalog, IcebergError> {
+        let catalog = &self.inner.catalog;
+        let ident = self.ident(table);
+        let source = self.source_ident(table);
+        if ident != source
+            && catalog.load(&ident).await?.is_none()
+            && catalog.load(&source).await?.is_some()
+        {
+            tracing::warn!(
+                table = %table,
+                kept = %source,
+                athena_name = %ident,
+                "the table exists under its source name (written before target.names): it keeps \
+                 that name; to move it to the Athena name, drop it and let a full load create it"
+            );
+            return Ok(TableCatalog {
+                catalog: catalog.clone(),
+                ident: source,
+            });
         }
+        Ok(TableCatalog {
+            catalog: catalog.clone(),
+            ident,
+        })
+    }
+
+    /// The table properties that record which source table an Iceberg table holds: always
+    /// `inlet.source-table` (`"schema"."table"`, quoted as SQL quotes names), and `comment` (Glue:
+    /// the description) when the table's name is not the source's.
+    fn source_properties(table: &TableId, ident: &TableIdent) -> Vec<(String, String)> {
+        let quoted = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+        let source = format!("{}.{}", quoted(&table.schema), quoted(&table.name));
+        let mut properties = vec![(SOURCE_TABLE_KEY.to_string(), source.clone())];
+        if ident.namespace != table.schema || ident.name != table.name {
+            properties.push(("comment".to_string(), format!("source table {source}")));
+        }
+        properties
     }
 
     /// The upsert key of a table: its primary key, else the configured key columns.
@@ -273,16 +327,34 @@ impl IcebergTarget {
         replace: bool,
     ) -> Result<OpenedTable, IcebergError> {
         let layout = self.layout(table)?;
-        let catalog = self.table_catalog(&table.id);
+        let catalog = self.table_catalog(&table.id).await?;
         let table_dir = self.inner.catalog.table_dir(&catalog.ident);
+        let properties = Self::source_properties(&table.id, &catalog.ident);
         let state = match catalog.load().await? {
-            Some(state) => state,
+            Some(state) => {
+                // Two source tables whose names differ only where Athena's form drops the
+                // difference (`Orders`, `orders`) would write one Iceberg table.
+                let held = state.metadata().properties().get(SOURCE_TABLE_KEY);
+                if let Some(held) = held.filter(|h| **h != properties[0].1) {
+                    return Err(IcebergError::state(
+                        catalog.ident.to_string(),
+                        format!(
+                            "this Iceberg table holds source table {held}, and source table \
+                             {} has the same name under target.names = \"athena\"; exclude \
+                             one of them, give them separate tasks with their own `namespace`, \
+                             or set target.names = \"source\"",
+                            properties[0].1
+                        ),
+                    ));
+                }
+                state
+            }
             None => {
                 let schema = layout.iceberg_schema(None, replace)?;
                 let spec = self.partition_spec(&table.id, &schema)?;
                 let location = self.inner.warehouse.uri(&table_dir);
                 match catalog
-                    .create(schema, spec, location, &self.inner.task)
+                    .create(schema, spec, location, &self.inner.task, properties)
                     .await
                 {
                     Ok(state) => state,
