@@ -414,6 +414,93 @@ async fn a_running_daemon_resyncs_a_table_asked_through_its_http_endpoint() {
     assert!(checked > 20, "only {checked} changes of other were checked");
 }
 
+/// A resync killed (SIGKILL) while its load runs: the old copy's checkpoint keeps the request,
+/// and the next start loads the table again; afterwards the target equals the source and the
+/// other table's changes, made throughout, are each written once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_killed_during_its_load_starts_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    seed(&client).await;
+    client
+        .batch_execute(
+            "ALTER TABLE docs REPLICA IDENTITY FULL;
+             INSERT INTO docs SELECT g, 0, md5(g::text) FROM generate_series(1000, 300000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let cfg = task_file(dir.path(), "resync", &task(&pg.url("postgres"), &out));
+    let cfg_arg = cfg.to_str().unwrap();
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+
+    let (code, stdout, stderr) = common::inlet(&["resync", "-c", cfg_arg, "public.docs"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    client
+        .batch_execute(
+            "UPDATE docs SET v = v + 1 WHERE id % 1000 = 0;
+             UPDATE other SET v = v + 1 WHERE id <= 10;",
+        )
+        .await
+        .unwrap();
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("loading them beside the stream")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not begin:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let killed_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !killed_log.contains("tables loaded beside the stream"),
+        "the kill came after the load:\n{killed_log}"
+    );
+    assert!(
+        std::fs::read_to_string(&checkpoint)
+            .unwrap()
+            .contains("table_resync="),
+        "the request outlives the kill"
+    );
+
+    client
+        .batch_execute(
+            "UPDATE docs SET v = v + 1 WHERE id % 1000 = 1;
+             UPDATE other SET v = v + 1 WHERE id > 90;",
+        )
+        .await
+        .unwrap();
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    client
+        .batch_execute("UPDATE docs SET v = v + 1 WHERE id <= 3; DELETE FROM other WHERE id = 1;")
+        .await
+        .unwrap();
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("resync: the table is loaded again beside the stream")
+            && text.contains("the table's resync is done"),
+        "{text}"
+    );
+    assert_target_equals_source(&client, &out).await;
+}
+
 /// A bodiless POST over a raw connection; the whole answer (status line, headers, body).
 async fn raw_post(address: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
