@@ -353,6 +353,191 @@ async fn a_failover_slot_continues_on_the_promoted_standby() {
     );
 }
 
+/// Synchronizes the standby's copy of the task's failover slot once, now
+/// (`pg_sync_replication_slots()`, the standby running without the synchronization worker), until
+/// it is a persistent copy that has confirmed at least `at`. After this the copy stays where it
+/// is, however far the task goes on the primary.
+async fn sync_slot_once(
+    primary: &tokio_postgres::Client,
+    standby: &tokio_postgres::Client,
+    at: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The copy is usable (not temporary) once the standby has decoded to a consistent
+        // point, which takes a running-transactions record: log one now rather than wait up to
+        // 15 s for the background writer's.
+        primary
+            .batch_execute("SELECT pg_log_standby_snapshot()")
+            .await
+            .unwrap();
+        standby
+            .batch_execute("SELECT pg_sync_replication_slots()")
+            .await
+            .unwrap();
+        let row = standby
+            .query_opt(
+                "SELECT synced AND NOT temporary AND confirmed_flush_lsn >= $1::text::pg_lsn \
+                 FROM pg_replication_slots WHERE slot_name = $2",
+                &[&at, &SLOT],
+            )
+            .await
+            .unwrap();
+        if row.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_sync_replication_slots() did not copy slot {SLOT} up to {at} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// PostgreSQL 17, a crash: a task with `source.failover_slot = true` streams from a primary
+/// whose standby is named in synchronized_standby_slots (so the primary sends inlet no change
+/// the standby has not flushed). The standby's copy of the slot is synchronized once and then
+/// left behind while the workload goes on; the primary is killed under the workload (`pg_ctl
+/// stop -m immediate`: the WAL the standby had not received is gone with it) and the standby
+/// promoted. The task, pointed at the new primary, resumes from its own checkpoint, which is
+/// past the copy's confirmed position (the server skips what the checkpoint already holds),
+/// without a new full load: every audited change of the new primary is in the change files
+/// once, in order, and nothing the crash took away is there; the replay equals the new primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_primary_fails_over_to_the_synchronized_slot_without_loss() {
+    let started = Instant::now();
+    let primary = server(17, "");
+    let client = primary.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    audit::install(&client, &[("accounts", "id")]).await;
+    let standby = primary.start_standby("standby1", "").await;
+    for sql in [
+        "ALTER SYSTEM SET synchronized_standby_slots = 'standby1'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client.simple_query(sql).await.unwrap();
+    }
+    standby.wait_replayed(&primary).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let on_primary = task(
+        &primary.url("postgres"),
+        &out,
+        "failover_slot = true",
+        "[retry]\nmin_delay_ms = 100\nmax_delay_ms = 500",
+    );
+    let cfg = task_file(dir.path(), "t", &on_primary);
+    let mut child = spawn_run(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    let loaded = loads(&out);
+    assert!(!loaded.is_empty(), "the first start loads accounts");
+    let before = workload_for(&primary, 1_000_000, 1000).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    let at: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let standby_client = standby.client("postgres").await;
+    sync_slot_once(&client, &standby_client, &at).await;
+
+    // The crash, under the workload, while inlet streams: first the standby falls behind (its
+    // WAL receiver disconnected: primary_conninfo emptied) while the primary goes on
+    // committing, then the primary dies, taking the WAL the standby never received with it.
+    let disconnect = || async {
+        for sql in [
+            "ALTER SYSTEM SET primary_conninfo = ''",
+            "SELECT pg_reload_conf()",
+        ] {
+            standby_client.simple_query(sql).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while standby_client
+            .query_opt("SELECT 1 FROM pg_stat_wal_receiver", &[])
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(Instant::now() < deadline, "the WAL receiver did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(&primary, 2_000_000, stop.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    disconnect().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let primary_at: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    primary.stop_immediate();
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await.unwrap();
+    assert!(during > 10, "the workload committed {during} transactions");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let received: String = standby_client
+        .query_one("SELECT pg_last_wal_receive_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        parse_lsn(&received) < parse_lsn(&primary_at),
+        "the crash took WAL the standby had not received ({received} < {primary_at})"
+    );
+    let checkpoint = checkpointed(&out).expect("a task checkpoint");
+    let copy: String = standby_client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        parse_lsn(&copy) < checkpoint,
+        "the standby's copy ({copy}) is behind the task checkpoint ({checkpoint:X})"
+    );
+    standby.promote();
+    drop(standby_client);
+    let client = standby.client("postgres").await;
+
+    let on_standby = on_primary.replace(&primary.url("postgres"), &standby.url("postgres"));
+    let cfg = task_file(dir.path(), "t", &on_standby);
+    let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "[ok     ] replication slot: \"{SLOT}\" belongs to this task; it resumes from"
+        )),
+        "{stdout}"
+    );
+    let mut child = spawn_run(&cfg);
+    let after = workload_for(&standby, 3_000_000, 1000).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming from the task checkpoint"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("full load"), "a new full load:\n{stderr}");
+    assert_eq!(loads(&out), loaded, "no new LOAD files after the failover");
+    let compared = assert_exact(&client, &out).await;
+    eprintln!(
+        "PostgreSQL 17 crash failover: {before} + {during} + {after} transactions, {compared} \
+         changes compared, slot copy at {copy}, checkpoint {checkpoint:X}, {:?}",
+        started.elapsed()
+    );
+}
+
 /// PostgreSQL 16 has no failover slots: `source.failover_slot = true` stops `inlet check` and
 /// `inlet run` before anything is created, naming the key.
 #[tokio::test(flavor = "multi_thread")]

@@ -180,15 +180,46 @@ impl PgServer {
         );
     }
 
+    /// Crashes the server (`pg_ctl stop -m immediate`): every process exits at once, without a
+    /// shutdown checkpoint and without sending the standbys the WAL they have not received yet,
+    /// as when the primary's machine fails. The next start (if any) runs crash recovery.
+    pub fn stop_immediate(&self) {
+        let data = self.data_dir();
+        let out = pg_command(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().expect("utf-8"),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until this standby has replayed every WAL record `primary` has written so far.
     pub async fn wait_replayed(&self, primary: &PgServer) {
+        let primary = primary.client("postgres").await;
         let target: String = primary
-            .client("postgres")
-            .await
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .expect("primary's WAL position")
             .get(0);
+        // A record after the target: the insert position may lie past the next page's header,
+        // which replay reaches only with the next record, and on an idle primary that is the
+        // running-transactions record the background writer logs every 15 s.
+        primary
+            .batch_execute("SELECT txid_current()")
+            .await
+            .expect("a commit record on the primary");
         let standby = self.client("postgres").await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
