@@ -4,6 +4,7 @@
 //! a value, yet the binlog holds only the statement: no row event carries the new values. The
 //! target must still equal the source, row for row, so the table is loaded again beside the
 //! stream; a column added NULL (no value in any existing row) must not load anything again. A
+//! `MODIFY` to a narrower type (values truncated in place) is loaded again as well. A
 //! statement behind a comment (`/* app=x */ ALTER …`, as ORMs and migration tools tag them) is
 //! read as the statement.
 
@@ -320,6 +321,8 @@ fn scenario(target: Target) {
         "ALTER TABLE app.t ADD COLUMN zero int NOT NULL, ADD COLUMN empty varchar(5) NOT NULL",
         "ALTER TABLE app.t ADD COLUMN twice bigint AS (id * 2) STORED",
         "ALTER TABLE app.t ADD COLUMN expr int DEFAULT (1 + 2)",
+        // A narrower type rewrites values too: 'seed 1234' becomes 'seed 123' (not strict).
+        "SET SESSION sql_mode = ''; ALTER TABLE app.t MODIFY note varchar(8)",
     ];
     for sql in filling {
         db.admin(sql);
@@ -347,6 +350,10 @@ fn scenario(target: Target) {
     assert_eq!(
         db.admin("SELECT five, x, zero, empty, twice, expr, tagged FROM app.t WHERE id = 1"),
         "5\tx\t0\t\t2\t3\t9\n"
+    );
+    assert_eq!(
+        db.admin("SELECT note FROM app.t WHERE id = 2999"),
+        "seed 299\n"
     );
     assert_target_equals_source(&db, &out, target);
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -1032,9 +1032,11 @@ impl BinlogCapture {
     /// the next TABLE_MAP of the table, which describes it as it now is. A statement that
     /// changes which tables are captured (a captured table renamed or dropped, a selected table
     /// created or renamed into the selection), or changes a table's rows without row events (a
-    /// partition dropped, truncated or exchanged: [`crate::ddl::partition_change`]), sets
-    /// `tables_changed`; the tables whose rows the row events no longer account for are
-    /// `replaced`.
+    /// partition dropped, truncated or exchanged: [`crate::ddl::partition_change`]; a column
+    /// added with a value in every existing row, a type changed, a character set converted:
+    /// [`crate::ddl::values_rewrite`]), sets `tables_changed`; the tables whose rows the row
+    /// events no longer account for are `replaced`. Comments around the statement are skipped
+    /// ([`crate::ddl::code_of`]).
     fn ddl(&mut self, schema: &str, sql: &str) -> Result<(), MysqlError> {
         let words = sql_words(sql);
         let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
