@@ -87,6 +87,13 @@ impl std::ops::DerefMut for Inlet {
     }
 }
 
+/// The inlet binary: `INLET_BIN` when set, else Cargo's. A 10-minute soak in a shared checkout
+/// pins a copy, so that a rebuild of target/debug/inlet during the run (another change being
+/// built) does not swap the binary it restarts after each kill.
+fn inlet_bin() -> String {
+    std::env::var("INLET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_inlet").to_string())
+}
+
 /// `inlet run` with its log in a file (a pipe nobody reads would fill and stall it).
 fn spawn(cfg: &Path, log: &Path) -> Inlet {
     let log = std::fs::OpenOptions::new()
@@ -94,7 +101,7 @@ fn spawn(cfg: &Path, log: &Path) -> Inlet {
         .append(true)
         .open(log)
         .expect("open the log file");
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
+    Command::new(inlet_bin())
         .args([
             "run",
             "-c",

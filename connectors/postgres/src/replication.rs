@@ -596,9 +596,13 @@ impl StreamHangUp {
             tracing::debug!(server = %self.server, "the replication connection cannot be ended from here");
             return;
         };
-        if let Err(e) = socket.shut_down() {
-            // Not connected any more (ENOTCONN): the connection is over already.
-            tracing::debug!(server = %self.server, error = %e, "shutting the replication connection down");
+        match socket.shut_down() {
+            Ok(()) => tracing::debug!(server = %self.server, "replication connection shut down"),
+            // Not connected any more: the connection is over already.
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                tracing::warn!(server = %self.server, error = %e, "shutting the replication connection down failed")
+            }
         }
     }
 }
