@@ -1,13 +1,16 @@
 //! The statements (QUERY events) of the binlog, read for what they do to the captured tables.
 //! With `binlog_format = ROW` every row change reaches the binlog as row events, except what
 //! DDL does: a table renamed, dropped, created or swapped (an online schema change tool's
-//! cut-over), and the partition operations that move or delete rows (`TRUNCATE`, `DROP`,
-//! `EXCHANGE PARTITION`, …), which are logged only as their statement. The capture
-//! ([`crate::capture`]) acts on what these functions read: it re-discovers the tables, and a
-//! table whose rows the row events no longer account for is loaded again.
+//! cut-over), the partition operations that move or delete rows (`TRUNCATE`, `DROP`,
+//! `EXCHANGE PARTITION`, …), and the `ALTER TABLE` clauses that write values in the rows
+//! already there (a column added with a default, a type changed: [`values_rewrite`]), which are
+//! logged only as their statement. The capture ([`crate::capture`]) acts on what these
+//! functions read: it re-discovers the tables, and a table whose rows the row events no longer
+//! account for is loaded again.
 //!
 //! Statements are split into words ([`sql_words`]), enough for the statement forms the server
-//! writes back into the binlog; identifiers keep their case.
+//! writes back into the binlog, as the client sent them (comments included: [`code_of`]);
+//! identifiers keep their case.
 
 use inlet_core::TableId;
 
@@ -21,7 +24,8 @@ pub(crate) struct TablesChange {
     pub(crate) new: Vec<TableId>,
     pub(crate) replaced: Vec<TableId>,
     /// Set when the statement changed rows without row events (a partition operation, see
-    /// [`partition_change`]): its words, for the log (`TRUNCATE PARTITION`).
+    /// [`partition_change`]; a clause that writes values, see [`values_rewrite`]): its words,
+    /// for the log (`TRUNCATE PARTITION`).
     pub(crate) rows_without_events: Option<&'static str>,
 }
 
@@ -259,19 +263,21 @@ enum ClauseToken {
 }
 
 /// A [`sql_words`] word cut at its parentheses and commas, each its own piece; a string literal
-/// is one piece.
+/// is one piece (also one written against a keyword: `DEFAULT'x'`).
 fn split_word(word: &str) -> Vec<String> {
-    if word.starts_with(['\'', '"']) {
-        return vec![word.to_string()];
-    }
     let mut pieces = Vec::new();
     let mut cur = String::new();
-    for c in word.chars() {
-        if matches!(c, '(' | ')' | ',') {
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        if matches!(c, '(' | ')' | ',' | '\'' | '"') {
             if !cur.is_empty() {
                 pieces.push(std::mem::take(&mut cur));
             }
-            pieces.push(c.to_string());
+            let mut piece = c.to_string();
+            if matches!(c, '\'' | '"') {
+                copy_literal(c, &mut chars, &mut piece);
+            }
+            pieces.push(piece);
         } else {
             cur.push(c);
         }
@@ -769,6 +775,9 @@ mod tests {
         for sql in [
             "ALTER TABLE t ADD COLUMN c INT NOT NULL DEFAULT 5",
             "ALTER TABLE t ADD COLUMN c varchar(20) DEFAULT 'x'",
+            "ALTER TABLE t ADD COLUMN c varchar(20) DEFAULT'x,y'",
+            "ALTER TABLE t ADD COLUMN c varchar(20) COMMENT'a,b'NOT NULL",
+            "ALTER TABLE t ADD COLUMN c bit(1) DEFAULT b'1'",
             "alter table t add c int default -1 after id",
             "ALTER TABLE t ADD COLUMN c INT DEFAULT(5)",
             "ALTER TABLE t ADD COLUMN c INT DEFAULT (id * 2)",
@@ -831,6 +840,8 @@ mod tests {
             "ALTER TABLE t ADD COLUMN c INT DEFAULT NULL",
             "ALTER TABLE t ADD COLUMN c varchar(10) NULL DEFAULT NULL COMMENT 'not null later'",
             "ALTER TABLE t ADD COLUMN c INT CHECK (c IS NOT NULL OR c > 0)",
+            "ALTER TABLE t ADD COLUMN c varchar(9) COMMENT'x, MODIFY y int'",
+            "ALTER TABLE t ADD COLUMN c varchar(9) DEFAULT NULL COMMENT \"a, NOT NULL\"",
             "ALTER TABLE t ADD COLUMN c timestamp NULL",
             "ALTER TABLE t ADD COLUMN c INT FIRST, ADD COLUMN d text AFTER c",
             "ALTER TABLE t ADD COLUMN (a int, b text)",
