@@ -405,17 +405,35 @@ async fn sync_slot_once(
 /// once, in order, and nothing the crash took away is there; the replay equals the new primary.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashed_primary_fails_over_to_the_synchronized_slot_without_loss() {
+    crash_failover(true).await;
+}
+
+/// PostgreSQL 17, the same crash without synchronized_standby_slots on the primary: inlet had
+/// changes the standby never received, so its checkpoint is past the promoted standby's WAL;
+/// `check` and `run` refuse to continue from the slot's copy, saying the failover lost changes
+/// the target holds and what to do, and write nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_failover_that_lost_changes_inlet_had_is_refused() {
+    crash_failover(false).await;
+}
+
+/// The crash failover of the two tests above; `gated`: the primary's synchronized_standby_slots
+/// names the standby's slot (the task then resumes on the promoted standby; without it the task
+/// is refused there).
+async fn crash_failover(gated: bool) {
     let started = Instant::now();
     let primary = server(17, "");
     let client = primary.client("postgres").await;
     client.batch_execute(SCHEMA).await.unwrap();
     audit::install(&client, &[("accounts", "id")]).await;
     let standby = primary.start_standby("standby1", "").await;
-    for sql in [
-        "ALTER SYSTEM SET synchronized_standby_slots = 'standby1'",
-        "SELECT pg_reload_conf()",
-    ] {
-        client.simple_query(sql).await.unwrap();
+    if gated {
+        for sql in [
+            "ALTER SYSTEM SET synchronized_standby_slots = 'standby1'",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.simple_query(sql).await.unwrap();
+        }
     }
     standby.wait_replayed(&primary).await;
 
@@ -511,6 +529,33 @@ async fn a_crashed_primary_fails_over_to_the_synchronized_slot_without_loss() {
     let on_standby = on_primary.replace(&primary.url("postgres"), &standby.url("postgres"));
     let cfg = task_file(dir.path(), "t", &on_standby);
     let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
+    if !gated {
+        let told = format!(
+            "past the WAL of this server (SERVER), a promoted standby whose copy of failover \
+             slot \"{SLOT}\" the task would continue from: the old primary sent inlet changes \
+             this standby never received, and the failover lost them"
+        );
+        let told = |text: &str| {
+            let (head, tail) = told.split_once("SERVER").unwrap();
+            text.contains(head) && text.contains(tail)
+        };
+        assert_ne!(code, 0, "{stdout}");
+        assert!(told(&stdout), "{stdout}");
+        let (code, stderr) = stderr_of(spawn_run(&cfg));
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            told(&stderr)
+                && stderr.contains("synchronized_standby_slots did not name this standby"),
+            "{stderr}"
+        );
+        assert_eq!(loads(&out), loaded, "nothing was loaded");
+        assert_eq!(
+            checkpointed(&out),
+            Some(checkpoint),
+            "the checkpoint is kept"
+        );
+        return;
+    }
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
         stdout.contains(&format!(

@@ -166,6 +166,28 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
         slot.replace('\'', "''")
     );
     if let Some(cp) = f.checkpoint {
+        // A promoted standby's copy of the failover slot, and a checkpoint past the standby's
+        // WAL: the old primary sent inlet changes before the standby had them (its
+        // synchronized_standby_slots did not name this standby), and the crash took them from
+        // the new primary while the target keeps them.
+        let failed_over = f.slot_now.is_some_and(|s| s.synced == Some(true)) && !f.in_recovery;
+        if cp.position.0 > f.server_at.0 && failed_over {
+            return Err(format!(
+                "the task checkpoint ({}) is at position {}, past the WAL of this server ({}), a \
+                 promoted standby whose copy of failover slot {slot:?} the task would continue \
+                 from: the old primary sent inlet changes this standby never received, and the \
+                 failover lost them, so the target holds changes the new primary does not. This \
+                 happens when the old primary's synchronized_standby_slots did not name this \
+                 standby's physical slot (inlet check warns about it). Nothing was written. To load \
+                 every table again from this server, delete the checkpoint ({}) and the \
+                 replication slot ({drop_sql}) and run the task again; then set \
+                 synchronized_standby_slots on the new primary to its standbys' slots",
+                f.checkpoint_at,
+                Lsn(cp.position.0),
+                f.server_at,
+                f.checkpoint_at,
+            ));
+        }
         if cp.position.0 > f.server_at.0 {
             return Err(format!(
                 "the task checkpoint ({}) is at position {}, ahead of the server's WAL, which is at \
@@ -911,6 +933,21 @@ mod tests {
         let e = plan(Some(&checkpoint(0x6000, "inlet_t")), None, Some(&moved)).unwrap_err();
         assert!(
             e.contains("ahead of the server's WAL, which is at 0/5000"),
+            "{e}"
+        );
+        // A promoted standby's copy of the failover slot behind the checkpoint: resume (the
+        // server skips what the checkpoint holds) when the standby's WAL reaches it.
+        let copy = SlotState {
+            failover: Some(true),
+            synced: Some(true),
+            ..slot("pgoutput", "app", 0x2000)
+        };
+        assert_eq!(plan(Some(&cp), None, Some(&copy)), Ok(SlotPlan::Resume));
+        // Past the standby's WAL: the failover lost changes the target holds.
+        let e = plan(Some(&checkpoint(0x6000, "inlet_t")), None, Some(&copy)).unwrap_err();
+        assert!(
+            e.contains("a promoted standby whose copy of failover slot \"inlet_t\"")
+                && e.contains("synchronized_standby_slots did not name this standby"),
             "{e}"
         );
         // A checkpoint whose slot is gone: lost, nothing to drop.
