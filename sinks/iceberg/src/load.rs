@@ -35,6 +35,8 @@ struct LoadShared {
     target: IcebergTarget,
     opened: tokio::sync::Mutex<Option<OpenedTable>>,
     table: String,
+    /// How the table's columns are named (batches are renamed so).
+    column_names: crate::TableNames,
     file_schema: SchemaRef,
     locations: crate::files::FileLocations,
     partitioner: Option<Arc<Partitioner>>,
@@ -48,6 +50,7 @@ impl LoadTable {
         Self {
             shared: Arc::new(LoadShared {
                 table: opened.catalog.ident.to_string(),
+                column_names: opened.column_names,
                 file_schema: file_schema(&opened.schema),
                 locations: opened.locations.clone(),
                 partitioner: opened.partitioner.clone(),
@@ -141,10 +144,11 @@ impl LoadWriter {
             return Err(IcebergError::state(&self.shared.table, "write after close"));
         }
         let result = async {
-            let batch = self
-                .shared
-                .target
-                .written_batch(&self.shared.table, batch)?;
+            let batch = self.shared.target.written_batch(
+                &self.shared.table,
+                batch,
+                self.shared.column_names,
+            )?;
             let batch = conform(&self.shared.table, &batch, &self.shared.file_schema)?;
             self.writer.write(&batch).await.map(|_| ())
         }

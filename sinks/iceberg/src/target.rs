@@ -2,6 +2,7 @@
 //! a full load or for upserts (creating it, or evolving its schema, as needed).
 
 use arrow_array::RecordBatch;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,9 @@ use crate::{IcebergError, LoadTable, UpsertTable};
 
 /// Table property naming the source table an Iceberg table holds.
 const SOURCE_TABLE_KEY: &str = "inlet.source-table";
+/// Table property saying how the table's columns are named (`athena` or `source`), decided when
+/// the table is created; a table without it (created before `names`) has the source's names.
+const COLUMN_NAMES_KEY: &str = "inlet.column-names";
 
 /// An Iceberg target. Cheap to clone; shared by every table of a task.
 #[derive(Clone)]
@@ -62,6 +66,8 @@ pub(crate) struct OpenedTable {
     pub(crate) locations: FileLocations,
     /// Splits rows by the table's partition spec; `None` when unpartitioned.
     pub(crate) partitioner: Option<Arc<Partitioner>>,
+    /// How the table's columns are named (its `inlet.column-names`).
+    pub(crate) column_names: TableNames,
 }
 
 impl IcebergTarget {
@@ -216,40 +222,101 @@ impl IcebergTarget {
     /// Starts the full load of a table: creates it if absent, or prepares to replace its
     /// contents. Parallel writers share the returned [`LoadTable`].
     pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, IcebergError> {
-        let opened = self.open(&self.written_table(table), true).await?;
+        let opened = self.open(table, true).await?;
         Ok(LoadTable::new(self.clone(), opened))
     }
 
     /// Opens a table for CDC upserts: loads it (creating it if absent) and rebuilds the
     /// primary-key index from its files.
     pub async fn upsert_table(&self, table: &TableSchema) -> Result<UpsertTable, IcebergError> {
-        let opened = self.open(&self.written_table(table), false).await?;
+        let opened = self.open(table, false).await?;
         UpsertTable::open(self.clone(), opened).await
     }
 
-    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`.
-    pub(crate) fn written_table(&self, table: &TableSchema) -> TableSchema {
-        match self.inner.config.types {
+    /// The table as its files hold it: uuid and time columns as text unless `types = "exact"`;
+    /// columns named as Athena accepts them when `names` says so, the source's name then kept in
+    /// the column's doc (Glue: its comment) where it differs.
+    pub(crate) fn written_table(
+        &self,
+        table: &TableSchema,
+        names: TableNames,
+    ) -> Result<TableSchema, IcebergError> {
+        let mut table = match self.inner.config.types {
             inlet_core::TypeForms::Portable => inlet_core::portable_table(table),
             inlet_core::TypeForms::Exact => table.clone(),
+        };
+        if names == TableNames::Athena {
+            let mut seen: HashMap<String, String> = HashMap::new();
+            for c in &mut table.columns {
+                let name = athena_name(&c.name, MAX_TABLE_BYTES);
+                if let Some(other) = seen.insert(name.clone(), c.name.clone()) {
+                    return Err(IcebergError::schema(
+                        &table.id.to_string(),
+                        format!(
+                            "columns {other:?} and {:?} are both named {name} under \
+                             target.names = \"athena\"; exclude one of them \
+                             (tables.exclude_columns) or set target.names = \"source\" and \
+                             reload the table",
+                            c.name
+                        ),
+                    ));
+                }
+                if name != c.name {
+                    c.source_type = format!("{} (source column {:?})", c.source_type, c.name);
+                    c.field = c.field.clone().with_name(name.clone());
+                    c.name = name;
+                }
+            }
+            for k in &mut table.primary_key {
+                *k = athena_name(k, MAX_TABLE_BYTES);
+            }
         }
+        Ok(table)
     }
 
-    /// A batch as its files hold it (see [`Self::written_table`]).
+    /// A batch as its files hold it (see [`Self::written_table`]; a change batch's own columns
+    /// are Athena names already).
     pub(crate) fn written_batch(
         &self,
         table: &str,
         batch: &RecordBatch,
+        names: TableNames,
     ) -> Result<RecordBatch, IcebergError> {
-        match self.inner.config.types {
+        let batch = match self.inner.config.types {
             inlet_core::TypeForms::Portable => inlet_core::portable_batch(batch).map_err(|e| {
                 IcebergError::schema(
                     table,
                     format!("cannot write a uuid or time column as text: {e}"),
                 )
-            }),
-            inlet_core::TypeForms::Exact => Ok(batch.clone()),
+            })?,
+            inlet_core::TypeForms::Exact => batch.clone(),
+        };
+        if names == TableNames::Source
+            || batch
+                .schema()
+                .fields()
+                .iter()
+                .all(|f| athena_name(f.name(), MAX_TABLE_BYTES) == *f.name())
+        {
+            return Ok(batch);
         }
+        let schema = batch.schema();
+        let fields: Vec<arrow_schema::Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_name(athena_name(f.name(), MAX_TABLE_BYTES))
+            })
+            .collect();
+        let renamed = Arc::new(arrow_schema::Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        ));
+        RecordBatch::try_new(renamed, batch.columns().to_vec()).map_err(|e| {
+            IcebergError::schema(table, format!("cannot rename the batch's columns: {e}"))
+        })
     }
 
     /// Where a source table is in the catalog: under [`Self::ident`], unless no table has that
@@ -295,13 +362,27 @@ impl IcebergTarget {
         properties
     }
 
-    /// The upsert key of a table: its primary key, else the configured key columns.
-    pub(crate) fn layout(&self, table: &TableSchema) -> Result<TableLayout, IcebergError> {
+    /// The upsert key of a table (as [`Self::written_table`] names it): its primary key, else
+    /// the configured key columns (source names, named as the table's columns are).
+    pub(crate) fn layout(
+        &self,
+        table: &TableSchema,
+        names: TableNames,
+    ) -> Result<TableLayout, IcebergError> {
         let configured = self.inner.config.key_columns.get(&table.id.to_string());
         let key = if !table.primary_key.is_empty() {
             table.primary_key.clone()
         } else {
-            configured.cloned().unwrap_or_default()
+            configured
+                .map(|keys| {
+                    keys.iter()
+                        .map(|k| match names {
+                            TableNames::Athena => athena_name(k, MAX_TABLE_BYTES),
+                            TableNames::Source => k.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         for k in &key {
             if table.column(k).is_none() {
@@ -326,11 +407,25 @@ impl IcebergTarget {
         table: &TableSchema,
         replace: bool,
     ) -> Result<OpenedTable, IcebergError> {
-        let layout = self.layout(table)?;
         let catalog = self.table_catalog(&table.id).await?;
         let table_dir = self.inner.catalog.table_dir(&catalog.ident);
-        let properties = Self::source_properties(&table.id, &catalog.ident);
-        let state = match catalog.load().await? {
+        let mut properties = Self::source_properties(&table.id, &catalog.ident);
+        let loaded = catalog.load().await?;
+        let column_names = match &loaded {
+            Some(state) => match state.metadata().properties().get(COLUMN_NAMES_KEY) {
+                Some(n) if n == "athena" => TableNames::Athena,
+                _ => TableNames::Source,
+            },
+            None => self.inner.config.names,
+        };
+        let names_text = match column_names {
+            TableNames::Athena => "athena",
+            TableNames::Source => "source",
+        };
+        properties.push((COLUMN_NAMES_KEY.to_string(), names_text.to_string()));
+        let table = &self.written_table(table, column_names)?;
+        let layout = self.layout(table, column_names)?;
+        let state = match loaded {
             Some(state) => {
                 // Two source tables whose names differ only where Athena's form drops the
                 // difference (`Orders`, `orders`) would write one Iceberg table.
@@ -351,7 +446,7 @@ impl IcebergTarget {
             }
             None => {
                 let schema = layout.iceberg_schema(None, replace)?;
-                let spec = self.partition_spec(&table.id, &schema)?;
+                let spec = self.partition_spec(&table.id, &schema, column_names)?;
                 let location = self.inner.warehouse.uri(&table_dir);
                 match catalog
                     .create(schema, spec, location, &self.inner.task, properties)
@@ -388,7 +483,7 @@ impl IcebergTarget {
             (wanted, true)
         };
         let spec = state.metadata().default_partition_spec().clone();
-        let configured = self.partition_spec(&table.id, &schema)?;
+        let configured = self.partition_spec(&table.id, &schema, column_names)?;
         if configured.fields() != spec.fields() {
             tracing::warn!(
                 table = %catalog.ident,
@@ -405,6 +500,7 @@ impl IcebergTarget {
             schema_changed,
             locations,
             partitioner,
+            column_names,
         })
     }
 
@@ -413,13 +509,20 @@ impl IcebergTarget {
         &self,
         table: &TableId,
         schema: &Schema,
+        names: TableNames,
     ) -> Result<iceberg::spec::PartitionSpec, IcebergError> {
         let name = table.to_string();
         let fields = match self.inner.config.partition.get(&name) {
             Some(f) => f
                 .iter()
-                .map(|t| PartitionField::parse(t))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|t| {
+                    let mut field = PartitionField::parse(t)?;
+                    if names == TableNames::Athena {
+                        field.column = athena_name(&field.column, MAX_TABLE_BYTES);
+                    }
+                    Ok(field)
+                })
+                .collect::<Result<Vec<_>, String>>()
                 .map_err(|message| IcebergError::Config {
                     key: format!("partition.{name:?}"),
                     message,

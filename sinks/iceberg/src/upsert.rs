@@ -499,8 +499,9 @@ impl UpsertTable {
         batch: &RecordBatch,
     ) -> Result<(), IcebergError> {
         self.check_usable()?;
-        let table = &self.target.written_table(table);
-        let batch = &self.target.written_batch(&self.table, batch)?;
+        let names = self.opened.column_names;
+        let table = &self.target.written_table(table, names)?;
+        let batch = &self.target.written_batch(&self.table, batch, names)?;
         self.applied.push((table.clone(), batch.clone()));
         if table != &self.opened.layout.source {
             self.evolve(table)?;
@@ -663,7 +664,7 @@ impl UpsertTable {
 
     /// Follows a change of the source table's columns.
     fn evolve(&mut self, table: &TableSchema) -> Result<(), IcebergError> {
-        let layout = self.target.layout(table)?;
+        let layout = self.target.layout(table, self.opened.column_names)?;
         if layout.key != self.opened.layout.key {
             return Err(IcebergError::schema(
                 &self.table,

@@ -26,6 +26,7 @@ t = glue.get_table(DatabaseName=sys.argv[2], Name=sys.argv[3])["Table"]
 print(json.dumps({"databases": dbs, "table": {
     "name": t["Name"], "database": t["DatabaseName"], "description": t.get("Description"),
     "columns": [[c["Name"], c["Type"]] for c in t["StorageDescriptor"]["Columns"]],
+    "comments": [c.get("Comment") for c in t["StorageDescriptor"]["Columns"]],
     "metadata_location": t["Parameters"]["metadata_location"]}}))
 "#;
     let out = std::process::Command::new(inlet_testkit::python())
@@ -74,6 +75,22 @@ fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The fixture table's columns as `mixed_case` names them.
+const MIXED: [&str; 7] = ["Id", "Name", "QTY", "Price", "TS", "Flag", "Day"];
+
+/// The fixture table as `"Zoo Schema"."Edge Types"` with mixed-case column names ([`MIXED`]),
+/// whose Athena names are the fixture's own.
+fn mixed_case() -> TableSchema {
+    let mut t = table("x", true);
+    t.id = TableId::new("Zoo Schema", "Edge Types");
+    for (c, name) in t.columns.iter_mut().zip(MIXED) {
+        c.name = name.to_string();
+        c.field = c.field.clone().with_name(name);
+    }
+    t.primary_key = vec!["Id".into()];
+    t
+}
+
 /// `"Zoo Schema"."Uuid Time"`: id, a uuid and a time column, two rows.
 fn uuid_time() -> (TableSchema, RecordBatch) {
     let uuid = Field::new("u", DataType::FixedSizeBinary(16), true)
@@ -81,7 +98,7 @@ fn uuid_time() -> (TableSchema, RecordBatch) {
     let t = TableSchema {
         id: TableId::new("Zoo Schema", "Uuid Time"),
         columns: vec![
-            col("id", "bigint", DataType::Int64, false),
+            col("ID", "bigint", DataType::Int64, false),
             Column {
                 name: "u".into(),
                 source_type: "uuid".into(),
@@ -89,13 +106,13 @@ fn uuid_time() -> (TableSchema, RecordBatch) {
                 distinct_values: None,
             },
             col(
-                "tm",
+                "Time Of Day",
                 "time without time zone",
                 DataType::Time64(TimeUnit::Microsecond),
                 true,
             ),
         ],
-        primary_key: vec!["id".into()],
+        primary_key: vec!["ID".into()],
     };
     let mut id = Int64Builder::new();
     let mut u = FixedSizeBinaryBuilder::new(16);
@@ -125,9 +142,9 @@ async fn glue_tables_get_athena_names_and_column_types_that_agree_with_iceberg()
     );
     let target = s3_target(&moto.endpoint, "s3://lake/wh", &glue_cfg);
 
-    // A mixed-case source table, loaded and changed: named zoo_schema.edge_types.
-    let mut t = table("x", true);
-    t.id = TableId::new("Zoo Schema", "Edge Types");
+    // A mixed-case source table, loaded and changed: named zoo_schema.edge_types, its columns
+    // lowercase, the source's names in the table's and the columns' comments.
+    let t = mixed_case();
     let (model, lsn) = load_and_upsert(&target, &t, 2, |_| {}).await;
     let meta = target.metadata_location(&t.id).await.unwrap().unwrap();
     assert!(
@@ -154,6 +171,18 @@ async fn glue_tables_get_athena_names_and_column_types_that_agree_with_iceberg()
             ("ts", "timestamp"),
             ("flag", "boolean"),
             ("day", "date"),
+        ])
+    );
+    assert_eq!(
+        table["comments"],
+        serde_json::json!([
+            "bigint (source column \"Id\")",
+            "text (source column \"Name\")",
+            "smallint (source column \"QTY\")",
+            "numeric(12,2) (source column \"Price\")",
+            "timestamp with time zone (source column \"TS\")",
+            "boolean (source column \"Flag\")",
+            "date (source column \"Day\")",
         ])
     );
     // pyiceberg finds the table through Glue under its Athena name and reads the source's rows.
@@ -197,26 +226,29 @@ async fn glue_tables_get_athena_names_and_column_types_that_agree_with_iceberg()
         let got = glue(&moto.endpoint, &database, "uuid_time");
         assert_eq!(
             pairs(&got["table"]["columns"]),
-            owned(&[("id", "bigint"), ("u", "string"), ("tm", "string")]),
+            owned(&[("id", "bigint"), ("u", "string"), ("time_of_day", "string")]),
             "{warehouse}"
         );
         let meta = target.metadata_location(&ut.id).await.unwrap().unwrap();
         assert_eq!(
             iceberg_columns(&moto.endpoint, &meta),
-            owned(&[("id", "long"), ("u", iceberg[0]), ("tm", iceberg[1])]),
+            owned(&[
+                ("id", "long"),
+                ("u", iceberg[0]),
+                ("time_of_day", iceberg[1])
+            ]),
             "{warehouse}"
         );
     }
 }
 
-/// A table written under its source name (before `names`, or with `names = "source"`) is found
-/// and written again by a task with the default names, from its committed position; no second
-/// table appears under the Athena name.
+/// A table written under its source names (before `names`, or with `names = "source"`) is found
+/// and written again by a task with the default names, from its committed position, its columns
+/// as they were; no second table appears under the Athena name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_under_its_source_name_keeps_it_and_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = table("x", true);
-    t.id = TableId::new("Zoo Schema", "Edge Types");
+    let t = mixed_case();
     let before = target_with(dir.path(), "names = \"source\"");
     let (model, lsn) = load_and_upsert(&before, &t, 2, |_| {}).await;
     assert!(dir.path().join("Zoo Schema/Edge Types/metadata").is_dir());
@@ -240,9 +272,10 @@ async fn a_table_created_under_its_source_name_keeps_it_and_its_position() {
     sink.commit(Position(lsn + 5)).await.unwrap();
     assert!(!dir.path().join("zoo_schema").exists());
     let meta = metadata_file(dir.path(), "Zoo Schema", "Edge Types");
+    // Its columns keep their source names too (the table has no inlet.column-names).
     assert_rows(
         &meta,
-        &COLUMNS,
+        &MIXED,
         expected(&model),
         &PYICEBERG_TYPES,
         &DUCKDB_TYPES,
