@@ -251,7 +251,7 @@ impl IcebergTarget {
                 let name = athena_name(&c.name, MAX_TABLE_BYTES);
                 if let Some(other) = seen.insert(name.clone(), c.name.clone()) {
                     return Err(IcebergError::schema(
-                        &table.id.to_string(),
+                        table.id.to_string(),
                         format!(
                             "columns {other:?} and {:?} are both named {name} under \
                              target.names = \"athena\"; exclude one of them \
