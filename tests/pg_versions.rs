@@ -1,8 +1,9 @@
 //! What a PostgreSQL major version adds to change data capture, each against a real server of
 //! that version (scripts/setup-pg-versions.sh caches 14, 16, 17 and 18; 15 is Debian's):
-//! failover slots and a switchover to a standby that synchronized the task's slot (17), a slot
-//! invalidated by `idle_replication_slot_timeout` while the task was stopped (18), and
-//! `source.failover_slot` refused on a server that has no failover slots (16).
+//! failover slots and a switchover or a crash of the primary with a standby that synchronized
+//! the task's slot (17), a slot invalidated by `idle_replication_slot_timeout` while the task
+//! was stopped and stored generated columns carried when the publication publishes them (18),
+//! and `source.failover_slot` refused on a server that has no failover slots (16).
 
 mod common;
 
@@ -191,9 +192,20 @@ fn loads(out: &Path) -> Vec<(String, std::time::SystemTime)> {
 
 /// Waits until the standby holds a persistent synchronized copy of the task's slot that has
 /// confirmed at least `at`.
-async fn wait_slot_synchronized(standby: &tokio_postgres::Client, at: &str) {
+async fn wait_slot_synchronized(
+    primary: &tokio_postgres::Client,
+    standby: &tokio_postgres::Client,
+    at: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        // The copy becomes persistent once the standby decoded to a consistent point, which
+        // takes a running-transactions record: log one rather than wait up to 15 s for the
+        // background writer's.
+        primary
+            .batch_execute("SELECT pg_log_standby_snapshot()")
+            .await
+            .unwrap();
         let row = standby
             .query_opt(
                 "SELECT synced AND NOT temporary AND confirmed_flush_lsn >= $1::text::pg_lsn \
@@ -288,7 +300,7 @@ async fn a_failover_slot_continues_on_the_promoted_standby() {
         .unwrap()
         .get(0);
     let standby_client = standby.client("postgres").await;
-    wait_slot_synchronized(&standby_client, &at).await;
+    wait_slot_synchronized(&client, &standby_client, &at).await;
 
     // Before promotion the copy cannot be streamed from: a task pointed at the standby says so.
     let on_standby = on_primary.replace(&primary.url("postgres"), &standby.url("postgres"));
