@@ -26,6 +26,7 @@ use crate::state::{Phase, TaskState};
 use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
 use crate::{full_load, resync, JobError};
 
+mod added_defaults;
 mod start;
 use start::{publication_lost_reason, record_key, SlotPlan, SlotRecord, StartCheck};
 
@@ -274,6 +275,26 @@ async fn run_once(
         );
         replaced.clear();
     }
+    // A column added with a DEFAULT since the last start: its older rows' values are in the
+    // catalog only, so the table is loaded again (unless the task file says otherwise).
+    let unwritten_defaults = match columns_with_unwritten_defaults(&control).await {
+        Ok(now) => {
+            for id in added_defaults::added_since(&mut facts, &now, &all_ids) {
+                if config.cdc.reload_on_added_default {
+                    tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
+                    resync::request(&mut facts, &id, start);
+                } else {
+                    tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, and cdc.reload_on_added_default = false: the target reads NULL for them until you run inlet resync for the table");
+                }
+            }
+            // The poller's baseline: a column that appears later was added while streaming.
+            Some(now.into_iter().collect())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading columns added with a DEFAULT failed; they are looked for at the next start");
+            None
+        }
+    };
     // Tables to load again (`inlet resync`): like swapped ones, until a load after the request.
     resync::take_asked(task, &mut facts, &all_ids, start);
     for id in resync::pending(&mut facts, &all_ids) {
@@ -313,6 +334,8 @@ async fn run_once(
     let new_tables = Arc::new(AtomicBool::new(false));
     let publication_gone = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
+        task: task.to_string(),
+        reload_on_added_default: load && config.cdc.reload_on_added_default,
         connector: connector.clone(),
         publication: publication.clone(),
         selection: selection.clone(),
@@ -323,7 +346,7 @@ async fn run_once(
         found: new_tables.clone(),
         unreadable: Default::default(),
         discovery_failed: None,
-        unwritten_defaults: None,
+        unwritten_defaults,
     };
     let hang_up = Arc::new(std::sync::OnceLock::new());
     let poller = spawn_slot_poller(
@@ -751,6 +774,9 @@ async fn wait_slot_released(
 
 /// What the poller needs to notice a table that should join the running task.
 struct NewTableWatch {
+    task: String,
+    /// A column added with a DEFAULT while the task streams asks for a reload of its table.
+    reload_on_added_default: bool,
     connector: PgConnector,
     publication: String,
     selection: TableSelection,
@@ -873,8 +899,14 @@ impl NewTableWatch {
             return;
         };
         for (table, column) in now {
-            if seen.insert((table.clone(), column.clone())) {
-                tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: the rows that existed before read the default in the source but NULL in the target, since PostgreSQL filled them without writing a change; reload the table (a new full load) to carry them");
+            if !seen.insert((table.clone(), column.clone())) {
+                continue;
+            }
+            if self.reload_on_added_default {
+                tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
+                resync::ask(&self.task, &table.to_string());
+            } else {
+                tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: the rows that existed before read the default in the source but NULL in the target, since PostgreSQL filled them without writing a change; run inlet resync for the table to carry them");
             }
         }
     }

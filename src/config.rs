@@ -148,6 +148,10 @@ pub struct CdcConfig {
     /// asks for, counts as a cut connection: the task reconnects from its checkpoint (a network
     /// cut without a reset would otherwise leave it waiting for ever). PostgreSQL.
     pub stream_silence_timeout_s: u64,
+    /// PostgreSQL: a column added with a DEFAULT to a captured table (the server fills the
+    /// existing rows without writing a change) loads the table again beside the stream. Off,
+    /// inlet only warns and the target reads NULL for those rows until `inlet resync`.
+    pub reload_on_added_default: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -170,6 +174,7 @@ impl Default for CdcConfig {
             on_slot_lost: SlotLost::Fail,
             spool_dir: None,
             stream_silence_timeout_s: 60,
+            reload_on_added_default: true,
         }
     }
 }

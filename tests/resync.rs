@@ -325,7 +325,9 @@ async fn a_running_daemon_resyncs_a_table_asked_through_its_http_endpoint() {
         "resync",
         &format!(
             "{}[service]\nlisten = \"{address}\"\n",
+            // Off, so that only the endpoint's resync gives the older rows their value.
             task(&pg.url("postgres"), &out)
+                .replace("[cdc]\n", "[cdc]\nreload_on_added_default = false\n")
         ),
     );
     let cfg_arg = cfg.to_str().unwrap();
@@ -661,4 +663,127 @@ fn a_table_stopped_on_a_minimal_row_image_is_resynced_and_catches_up() {
     );
     let checked = mysql_audit::assert_exactly_once(&db, &out, "shop", "other", "id");
     assert!(checked > 20, "only {checked} changes of other were checked");
+}
+
+/// Waits (60 s at most) until the log says `count` resyncs are done.
+fn wait_resyncs_done(log: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("the table's resync is done").count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count} resyncs done after 60 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ALTER TABLE … ADD COLUMN … DEFAULT x` fills the existing rows without writing a change
+/// (PostgreSQL keeps x in the catalog): by default the table is loaded again beside the stream,
+/// both when the column is added while the task streams (the poller sees it) and while it is
+/// stopped (the next start sees it against the checkpoint's record), while a workload writes
+/// both tables. Each time the target equals the source (docs' rows past 20 never change after
+/// the ALTER: only the reload gives them the default), and `other`'s changes are each written
+/// exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_added_with_a_default_loads_its_table_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    seed(&client).await;
+    client
+        .batch_execute("ALTER TABLE docs REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let cfg = task_file(dir.path(), "resync", &task(&pg.url("postgres"), &out));
+    let docs = |extra: &'static [&'static str]| {
+        let mut c = vec!["id", "v", "body"];
+        c.extend_from_slice(extra);
+        c
+    };
+
+    // While the task streams.
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    client
+        .batch_execute("ALTER TABLE docs ADD COLUMN extra int NOT NULL DEFAULT 7")
+        .await
+        .unwrap();
+    wait_resyncs_done(&log, 1);
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    let columns = docs(&["extra"]);
+    assert_eq!(
+        replay(&out.join("public/docs"), &columns),
+        source_rows(&client, "docs", &columns).await,
+        "docs after a column added while streaming"
+    );
+
+    // While the task is stopped.
+    assert_eq!(stop(child, &log), 0);
+    client
+        .batch_execute(
+            "ALTER TABLE docs ADD COLUMN label text DEFAULT 'plain';
+             UPDATE docs SET v = v + 1 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let mut child = spawn(&cfg, &log);
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    wait_resyncs_done(&log, 2);
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    let columns = docs(&["extra", "label"]);
+    assert_eq!(
+        replay(&out.join("public/docs"), &columns),
+        source_rows(&client, "docs", &columns).await,
+        "docs after a column added while the task was stopped"
+    );
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("public/other"), &other),
+        source_rows(&client, "other", &other).await,
+        "other"
+    );
+    let checked = audit::assert_exactly_once(&client, &out, "other", "id").await;
+    assert!(checked > 20, "only {checked} changes of other were checked");
+    // A column added without a DEFAULT reads NULL in every older row: nothing is loaded again.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("the table's resync is done").count(),
+        2,
+        "{text}"
+    );
+}
+
+/// Updates `other` and docs' first 20 rows every 30 ms until the flag is set; the rounds.
+fn workload(app: tokio_postgres::Client) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut round = 0;
+        while !flag.load(Ordering::SeqCst) {
+            round += 1;
+            app.batch_execute(&format!(
+                "UPDATE other SET v = v + 1 WHERE id % 10 = {r};
+                 UPDATE docs SET v = v + 1 WHERE id % 10 = {r} AND id <= 20;",
+                r = round % 10
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        round
+    });
+    (stop, writer)
 }
