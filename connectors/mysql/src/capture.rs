@@ -1090,10 +1090,20 @@ impl BinlogCapture {
                         .cloned()
                         .collect();
                     if let Some(at) = at.filter(|_| !replaced.is_empty()) {
+                        // A name this stream does not capture is recorded (the checkpoint
+                        // keeps it until a load after it) without stopping the stream: such a
+                        // table is being loaded beside it, from a snapshot taken after the
+                        // statement (the stream reads it again from the checkpoint held back
+                        // before it), or it joins through its CREATE or RENAME (`joining`).
+                        // Stopping would abandon that load and start it again, over and over
+                        // for a table that takes longer to load than the stream takes to reach
+                        // the statement again.
+                        let restart = replaced.iter().any(|id| self.by_name.contains_key(id));
                         match change.rows_without_events {
                             // The statement itself changed the rows: no row event says which.
                             Some(operation) => {
-                                for id in &replaced {
+                                for id in replaced.iter().filter(|id| self.by_name.contains_key(id))
+                                {
                                     tracing::info!(table = %id, operation, "ALTER TABLE … {operation} changed the table's rows without row events (the binlog holds only the statement): it is loaded again once the changes before it are written");
                                 }
                             }
@@ -1107,7 +1117,9 @@ impl BinlogCapture {
                         }
                         self.replaced
                             .extend(replaced.into_iter().map(|id| (id, at)));
-                        self.tables_changed = true;
+                        if restart {
+                            self.tables_changed = true;
+                        }
                     }
                     if let Some(id) = captured {
                         tracing::info!(table = %id, statement = %first.unwrap_or_default(), "a captured table was renamed or dropped: re-discovering the tables once the changes before it are written");
