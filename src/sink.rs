@@ -182,17 +182,14 @@ impl Target {
         }
     }
 
-    /// Before a new full load of `table` replaces it: drops the changes captured before (Parquet
-    /// change files; an Iceberg load replaces the table's contents by itself).
+    /// Before a new full load of `table` replaces it: the changes captured before must not be
+    /// replayed over it. Nothing to do now: a Parquet load deletes the table's change files when
+    /// it switches to its complete files (readers keep the earlier table until then), and an
+    /// Iceberg load replaces the table's contents by one snapshot.
     pub async fn forget_changes(&self, table: &TableSchema) -> Result<(), JobError> {
+        let _ = table;
         match &self.kind {
-            TargetKind::Parquet(t) => t
-                .change_log(table)
-                .remove_all()
-                .await
-                .map(drop)
-                .map_err(sink_error),
-            TargetKind::Iceberg { .. } => Ok(()),
+            TargetKind::Parquet(_) | TargetKind::Iceberg { .. } => Ok(()),
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct ChangeFile {
 }
 
 impl ChangeFile {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         let secs = self.commit_time_micros.div_euclid(1_000_000);
         let micros = self.commit_time_micros.rem_euclid(1_000_000);
         let time = chrono::DateTime::from_timestamp(secs, 0)
@@ -65,7 +65,7 @@ impl ChangeFile {
     }
 
     /// The positions in a change-file name; None for any other file (LOAD files, staging files).
-    fn parse_positions(name: &str) -> Option<(Position, Position)> {
+    pub(crate) fn parse_positions(name: &str) -> Option<(Position, Position)> {
         let stem = name.strip_suffix(".parquet")?;
         let mut parts = stem.rsplitn(3, '-');
         let last = Position::parse(parts.next()?)?;

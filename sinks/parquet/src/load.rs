@@ -2,15 +2,25 @@
 //!
 //! Several workers may load one table in parallel (ctid or key ranges). Each gets its own
 //! [`LoadFileWriter`]; they share one [`FullLoadTable`], whose counter hands out file numbers, so
-//! files never collide and their numbers are dense. After all writers are closed,
-//! [`FullLoadTable::finish`] deletes files with higher numbers left by an earlier, larger run:
-//! a re-run replaces a table's files instead of adding to them, as DMS does.
+//! files never collide and their numbers are dense.
+//!
+//! A load may replace an earlier one that readers are reading (a table loaded again beside the
+//! stream: a resync, a swapped table, a partition DDL, a column added with a default). So its
+//! files are written into the table's staging folder ([`STAGING_DIR`]), which readers do not
+//! see, and the earlier load's files and change files stay as they are until the new load is
+//! complete. Then [`FullLoadTable::finish`] switches: it records the new load's highest file
+//! number in the staging folder ([`SWITCH_MARKER`]), moves the new files into the table's folder
+//! (replacing the earlier files of the same numbers), deletes the earlier `LOAD` files past them
+//! and every change file (captured before the load, which holds their effect), then the record.
+//! Readers see the earlier table or the new one; only while the switch runs (a rename per file)
+//! do they see a mix. A switch interrupted by a crash is completed by the table's next load
+//! before it writes anything, as its record says; the restarted task loads the table again,
+//! as the load was not recorded in its checkpoint.
 //!
 //! A load that does not finish (a failed writer, an error elsewhere, a signal) calls
-//! [`FullLoadTable::abandon`] instead: once this run completed a file it has overwritten part of
-//! an earlier run's set, so neither set is whole and every `LOAD` file of the table is deleted;
-//! a reader then sees no table rather than a partial one. A run that completed no file of the
-//! table leaves the folder as it was.
+//! [`FullLoadTable::abandon`] instead: it deletes the files it staged; the table's folder holds
+//! the earlier load as it was. Files a crash left in the staging folder are deleted by the
+//! table's next load.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,7 +29,7 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use inlet_core::TableSchema;
 use object_store::path::Path;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -37,6 +47,16 @@ pub const OP_COLUMN: &str = "Op";
 pub const TABLE_KEY: &str = "inlet.table";
 /// Key-value metadata key saying what a file holds; `full-load` for these files.
 pub const KIND_KEY: &str = "inlet.kind";
+
+/// The folder, inside the table's, that a load writes its files into until it is complete. Its
+/// name starts with `_`, which Athena, Glue, Spark and Trino treat as hidden, and a
+/// `<table>/*.parquet` glob does not descend into folders: readers keep reading the earlier
+/// load's files meanwhile.
+pub const STAGING_DIR: &str = "_inlet_load";
+
+/// In the staging folder while a load's files replace the earlier ones: the highest file number
+/// of the new load, so that a switch interrupted by a crash can be completed.
+pub const SWITCH_MARKER: &str = "SWITCH";
 
 /// Totals of one table's full load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,6 +118,14 @@ struct Shared {
     table: String,
     /// `<prefix>/<schema>/<table>`.
     dir: Path,
+    /// `<prefix>/<schema>/<table>/_inlet_load`: where this load's files are written.
+    staging: Path,
+    /// Set once an interrupted earlier switch was completed and files an earlier load left in
+    /// the staging folder were deleted ([`Shared::prepare`]), before the first file is written.
+    prepared: tokio::sync::Mutex<bool>,
+    /// Set when the switch to this load's files began: from then on the folder may mix this
+    /// load's files with the earlier ones until a switch completes.
+    switching: AtomicBool,
     /// Columns in each batch the source sends.
     input_columns: usize,
     /// The schema of the files, or why the table cannot be written (a column name collides with
@@ -133,8 +161,151 @@ impl Shared {
         }
     }
 
+    /// Where file `number` is written: the staging folder.
     fn file_path(&self, number: u64) -> Path {
-        self.dir.clone().join(load_file_name(number))
+        self.staging.clone().join(load_file_name(number))
+    }
+
+    fn cleanup_error(
+        &self,
+        action: &'static str,
+        path: &Path,
+        source: object_store::Error,
+    ) -> SinkError {
+        SinkError::Cleanup {
+            table: self.table.clone(),
+            action,
+            location: self.target.location(path),
+            hint: store_hint(self.target.kind, Some(&source)),
+            source: Box::new(source),
+        }
+    }
+
+    fn marker(&self) -> Path {
+        self.staging.clone().join(SWITCH_MARKER)
+    }
+
+    /// Before this load writes its first file (or finishes with none): completes a switch an
+    /// earlier load began and did not end (a crash), then deletes what an earlier load left in
+    /// the staging folder. Runs once; writers wait for it.
+    async fn prepare(&self) -> Result<(), SinkError> {
+        let mut done = self.prepared.lock().await;
+        if *done {
+            return Ok(());
+        }
+        let marker = self.marker();
+        match self.target.store.get(&marker).await {
+            Ok(found) => {
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| self.cleanup_error("read", &marker, e))?;
+                let highest = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .ok_or_else(|| SinkError::Incomplete {
+                        table: self.table.clone(),
+                        message: format!(
+                            "{} does not hold a file number; delete the table's folder and \
+                             load the table again",
+                            self.target.location(&marker)
+                        ),
+                    })?;
+                tracing::warn!(
+                    table = %self.table,
+                    "completing the switch to a full load's files that was interrupted"
+                );
+                self.switch(highest).await?;
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.cleanup_error("read", &marker, e)),
+        }
+        let left = self
+            .target
+            .store
+            .list_with_delimiter(Some(&self.staging))
+            .await
+            .map_err(|e| self.cleanup_error("list", &self.staging, e))?;
+        if !left.objects.is_empty() {
+            tracing::info!(
+                table = %self.table,
+                count = left.objects.len(),
+                "deleting the files an interrupted full load left in its staging folder"
+            );
+        }
+        for o in left.objects {
+            self.delete(&o.location).await?;
+        }
+        *done = true;
+        Ok(())
+    }
+
+    /// Deletes one object; one already gone is fine.
+    async fn delete(&self, path: &Path) -> Result<(), SinkError> {
+        match self.target.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.cleanup_error("delete", path, e)),
+        }
+    }
+
+    /// Makes the staged load numbered 1..=`highest` the table's: moves the staged files into the
+    /// table's folder (replacing the earlier files of the same numbers), deletes the earlier
+    /// `LOAD` files past `highest` and every change file, then the switch record. Each step can
+    /// be repeated, so a switch interrupted anywhere is completed by running it again.
+    async fn switch(&self, highest: u64) -> Result<(), SinkError> {
+        let staged = self
+            .target
+            .store
+            .list_with_delimiter(Some(&self.staging))
+            .await
+            .map_err(|e| self.cleanup_error("list", &self.staging, e))?;
+        for o in staged.objects {
+            let Some(name) = o.location.filename() else {
+                continue;
+            };
+            if parse_load_file_name(name).is_none_or(|n| n > highest) {
+                continue;
+            }
+            let to = self.dir.clone().join(name);
+            match self.target.store.rename(&o.location, &to).await {
+                // Already moved by an earlier, interrupted switch.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.cleanup_error("move a new file into", &self.dir, e)),
+            }
+        }
+        // Only this folder's direct children: a table's files never live deeper, and another
+        // table whose name starts the same is a different folder.
+        let listing = self
+            .target
+            .store
+            .list_with_delimiter(Some(&self.dir))
+            .await
+            .map_err(|e| self.cleanup_error("list", &self.dir, e))?;
+        let earlier: Vec<Path> = listing
+            .objects
+            .into_iter()
+            .map(|o| o.location)
+            .filter(|p| {
+                p.filename().is_some_and(|name| {
+                    parse_load_file_name(name).is_some_and(|n| n > highest)
+                        || crate::changes::ChangeFile::parse_positions(name).is_some()
+                })
+            })
+            .collect();
+        if !earlier.is_empty() {
+            tracing::info!(
+                table = %self.table,
+                count = earlier.len(),
+                "deleting the earlier full load's files past the new ones and the change files \
+                 from before the new load"
+            );
+        }
+        for p in &earlier {
+            self.delete(p).await?;
+        }
+        self.delete(&self.marker()).await?;
+        self.target.remove_empty_local_folder(&self.staging);
+        Ok(())
     }
 }
 
@@ -172,6 +343,9 @@ impl FullLoadTable {
         Self {
             shared: Arc::new(Shared {
                 dir: target.table_dir(table),
+                staging: target.table_dir(table).join(STAGING_DIR),
+                prepared: tokio::sync::Mutex::new(false),
+                switching: AtomicBool::new(false),
                 input_columns: table.columns.len(),
                 file_schema: file_schema(target, table),
                 props,
@@ -202,10 +376,11 @@ impl FullLoadTable {
         }
     }
 
-    /// Completes the load once every writer was closed: deletes the table's `LOAD*.parquet`
-    /// files numbered above the highest this run wrote (all of them if it wrote none), and
-    /// returns the totals. Fails, deleting nothing, if a writer failed or is still open (the
-    /// caller then abandons the load).
+    /// Completes the load once every writer was closed: makes its staged files the table's, and
+    /// deletes the earlier `LOAD*.parquet` files numbered above the highest this run wrote (all
+    /// of them if it wrote none) and the table's change files, which the new load supersedes
+    /// (see the module doc). Returns the totals. Fails, changing nothing in the table's folder,
+    /// if a writer failed or is still open (the caller then abandons the load).
     pub async fn finish(&self) -> Result<LoadSummary, SinkError> {
         let s = &self.shared;
         let open = s.open_writers.load(Ordering::SeqCst);
@@ -235,59 +410,16 @@ impl FullLoadTable {
             });
         }
 
+        // A load that wrote no file did not prepare yet.
+        s.prepare().await?;
         let highest = s.highest_completed.load(Ordering::SeqCst);
-        let cleanup_error =
-            |action: &'static str, location: String, source: object_store::Error| {
-                SinkError::Cleanup {
-                    table: s.table.clone(),
-                    action,
-                    location,
-                    hint: store_hint(s.target.kind, Some(&source)),
-                    source: Box::new(source),
-                }
-            };
-        // Only this folder's direct children: a table's files never live deeper, and another
-        // table whose name starts the same is a different folder.
-        let listing = s
-            .target
+        s.switching.store(true, Ordering::SeqCst);
+        s.target
             .store
-            .list_with_delimiter(Some(&s.dir))
+            .put(&s.marker(), highest.to_string().into())
             .await
-            .map_err(|e| cleanup_error("list", s.target.location(&s.dir), e))?;
-        let stale: Vec<Path> = listing
-            .objects
-            .into_iter()
-            .map(|o| o.location)
-            .filter(|p| {
-                p.filename()
-                    .and_then(parse_load_file_name)
-                    .is_some_and(|n| n > highest)
-            })
-            .collect();
-        if !stale.is_empty() {
-            tracing::info!(
-                table = %s.table,
-                count = stale.len(),
-                "deleting full-load files left by an earlier, larger run"
-            );
-            let locations = futures::stream::iter(stale.into_iter().map(Ok)).boxed();
-            let mut deleted = s.target.store.delete_stream(locations);
-            while let Some(result) = deleted.next().await {
-                match result {
-                    Ok(_) => {}
-                    // Already gone (deleted concurrently, or a listing that lagged): the goal
-                    // is reached.
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => {
-                        return Err(cleanup_error(
-                            "delete stale files in",
-                            s.target.location(&s.dir),
-                            e,
-                        ))
-                    }
-                }
-            }
-        }
+            .map_err(|e| s.cleanup_error("record the switch in", &s.marker(), e))?;
+        s.switch(highest).await?;
 
         Ok(LoadSummary {
             files: s.files.load(Ordering::SeqCst),
@@ -298,20 +430,26 @@ impl FullLoadTable {
 }
 
 impl FullLoadTable {
-    /// Ends a load that will not finish, after every writer was closed or dropped, so that no
-    /// partial table stays readable. If this run never began completing a file, the folder is
-    /// left as it was (an earlier run's set, untouched, since uploads in progress become visible
-    /// only on completion). Otherwise it may have overwritten part of the earlier set, so every
-    /// `LOAD` file of the table is deleted. Gives up at `deadline` (a signal must end the process
-    /// within seconds) and says what is left.
+    /// Ends a load that will not finish, after every writer was closed or dropped: deletes the
+    /// files it staged, so the table's folder holds the earlier load as it was. If the switch to
+    /// its files had begun, the folder mixes both until the table's next load completes it.
+    /// Gives up at `deadline` (a signal must end the process within seconds): staged files left
+    /// are not read, and the table's next load deletes them.
     pub async fn abandon(&self, deadline: Instant) -> Abandoned {
         let s = &self.shared;
         s.fail("the load was abandoned".into());
+        if s.switching.load(Ordering::SeqCst) {
+            return Abandoned::NotRemoved {
+                remaining: (s.files.load(Ordering::SeqCst) as usize).max(1),
+                why: "the switch from the earlier load's files to this load's was interrupted; \
+                      the next load of the table completes it"
+                    .into(),
+            };
+        }
         if !s.touched.load(Ordering::SeqCst) {
             return Abandoned::Untouched;
         }
         let deadline = tokio::time::Instant::from_std(deadline);
-        let mut deleted = 0;
         // Two passes: a file whose completion was under way when its writer was cancelled may
         // land just after the first listing (a local upload is completed by a rename on a
         // blocking thread, which cancelling the task does not stop).
@@ -323,92 +461,52 @@ impl FullLoadTable {
                 )
                 .await;
             }
-            match self.delete_load_files(deadline).await {
+            match self.delete_staged_files(deadline).await {
                 Ok(0) => break,
-                Ok(n) => deleted += n,
-                Err((remaining, why)) => return Abandoned::NotRemoved { remaining, why },
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
+                    return Abandoned::Untouched;
+                }
             }
         }
-        Abandoned::Removed { files: deleted }
+        s.target.remove_empty_local_folder(&s.staging);
+        Abandoned::Untouched
     }
 
-    /// Deletes every `LOAD` file of the table by `deadline`: how many, or how many are left
-    /// (at least 1 when unknown) and why.
-    async fn delete_load_files(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<usize, (usize, String)> {
+    /// Deletes the files this load staged by `deadline`: how many, or why not all.
+    async fn delete_staged_files(&self, deadline: tokio::time::Instant) -> Result<usize, String> {
         let s = &self.shared;
-        let at_least = (s.files.load(Ordering::SeqCst) as usize).max(1);
-        let listing =
-            tokio::time::timeout_at(deadline, s.target.store.list_with_delimiter(Some(&s.dir)))
-                .await;
-        let listing = match listing {
-            Ok(Ok(l)) => l,
+        let listing = tokio::time::timeout_at(
+            deadline,
+            s.target.store.list_with_delimiter(Some(&s.staging)),
+        )
+        .await;
+        let files: Vec<Path> = match listing {
+            Ok(Ok(l)) => l.objects.into_iter().map(|o| o.location).collect(),
             Ok(Err(e)) => {
-                return Err((
-                    at_least,
-                    format!(
-                        "listing {} failed: {e}; {}",
-                        s.target.location(&s.dir),
-                        store_hint(s.target.kind, Some(&e))
-                    ),
+                return Err(format!(
+                    "listing {} failed: {e}; {}",
+                    s.target.location(&s.staging),
+                    store_hint(s.target.kind, Some(&e))
                 ))
             }
             Err(_) => {
-                return Err((
-                    at_least,
-                    format!(
-                        "listing {} did not finish in the time a stop allows",
-                        s.target.location(&s.dir)
-                    ),
+                return Err(format!(
+                    "listing {} did not finish in the time a stop allows",
+                    s.target.location(&s.staging)
                 ))
             }
         };
-        let files: Vec<Path> = listing
-            .objects
-            .into_iter()
-            .map(|o| o.location)
-            .filter(|p| p.filename().and_then(parse_load_file_name).is_some())
-            .collect();
         let total = files.len();
-        if total == 0 {
-            return Ok(0);
-        }
-        tracing::info!(
-            table = %s.table,
-            count = total,
-            "deleting the LOAD files of an incomplete full load"
-        );
-        let mut deleted = 0usize;
-        let mut why = None;
-        let locations = futures::stream::iter(files.into_iter().map(Ok)).boxed();
-        let mut stream = s.target.store.delete_stream(locations);
-        loop {
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(None) => break,
-                // Already gone: the goal is reached.
-                Ok(Some(Ok(_))) | Ok(Some(Err(object_store::Error::NotFound { .. }))) => {
-                    deleted += 1
-                }
-                Ok(Some(Err(e))) => {
-                    why.get_or_insert_with(|| {
-                        format!(
-                            "a delete failed: {e}; {}",
-                            store_hint(s.target.kind, Some(&e))
-                        )
-                    });
-                }
-                Err(_) => {
-                    why = Some("deleting did not finish in the time a stop allows".into());
-                    break;
-                }
+        for f in files {
+            match tokio::time::timeout_at(deadline, s.delete(&f)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("deleting a staged file failed: {e}")),
+                Err(_) => return Err("deleting did not finish in the time a stop allows".into()),
             }
         }
-        match why {
-            None => Ok(deleted),
-            Some(why) => Err((total - deleted, why)),
-        }
+        Ok(total)
     }
 }
 
@@ -513,6 +611,10 @@ impl LoadFileWriter {
         };
 
         if self.open.is_none() {
+            if let Err(err) = self.shared.prepare().await {
+                self.mark_failed(&err);
+                return Err(err);
+            }
             self.open = Some(self.open_file(batch.schema())?);
         }
         let Some(file) = self.open.as_mut() else {

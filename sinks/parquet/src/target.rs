@@ -281,6 +281,18 @@ impl ParquetTarget {
             .join(table.id.name.as_str())
     }
 
+    /// Removes the folder of a local target at `path` if it is empty: object stores have no
+    /// folders, but a local one leaves them behind when their files go. Best effort: an empty
+    /// folder is harmless, and one that is not empty stays.
+    pub(crate) fn remove_empty_local_folder(&self, path: &Path) {
+        if self.kind != StoreKind::Local {
+            return;
+        }
+        if let Ok(Ok(folder)) = Url::parse(&self.location(path)).map(|u| u.to_file_path()) {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+
     /// How to show a key to a person.
     pub(crate) fn location(&self, path: &Path) -> String {
         format!("{}/{}", self.base, path)
