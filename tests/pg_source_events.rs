@@ -131,9 +131,9 @@ async fn wait_caught_up(pg: &PgServer, child: &mut Child, out: &Path, log: &Path
 }
 
 /// As [`wait_caught_up`], at the end of a scenario: after a 10-minute soak the stream may be
-/// gigabytes behind (the server's decoder, not inlet, is the bottleneck: it decodes again from
-/// the slot's restart_lsn after every restart, on two shared cores), so this waits as long as
-/// the checkpoint moves, and fails after 120 s without progress.
+/// gigabytes behind (after every restart the server decodes again from the slot's restart_lsn,
+/// and debug builds share two cores with the server and the workload), so this waits as long
+/// as the checkpoint moves, and fails after 120 s without progress.
 async fn wait_caught_up_while_progressing(
     pg: &PgServer,
     child: &mut Child,
