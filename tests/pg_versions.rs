@@ -421,9 +421,10 @@ async fn a_crashed_primary_fails_over_to_the_synchronized_slot_without_loss() {
 }
 
 /// PostgreSQL 17, the same crash without synchronized_standby_slots on the primary: inlet had
-/// changes the standby never received, so its checkpoint is past the promoted standby's WAL;
-/// `check` and `run` refuse to continue from the slot's copy, saying the failover lost changes
-/// the target holds and what to do, and write nothing.
+/// changes the standby never received, so its checkpoint is past the end of the promoted
+/// standby's WAL (the fork into its timeline), even once the new primary has written past the
+/// checkpoint's position; `check` and `run` refuse to continue from the slot's copy, saying the
+/// failover lost changes the target holds and what to do, and write nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_failover_that_lost_changes_inlet_had_is_refused() {
     crash_failover(false).await;
@@ -540,12 +541,30 @@ async fn crash_failover(gated: bool) {
 
     let on_standby = on_primary.replace(&primary.url("postgres"), &standby.url("postgres"));
     let cfg = task_file(dir.path(), "t", &on_standby);
+    if !gated {
+        // The new primary writes past the checkpoint's position before the task starts again:
+        // the position alone would look resumable, the fork of the timeline tells.
+        client
+            .batch_execute(
+                "CREATE TABLE filler (t text);
+                 INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 1000);",
+            )
+            .await
+            .unwrap();
+        let at: String = client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(parse_lsn(&at) > checkpoint, "{at} is past {checkpoint:X}");
+    }
     let (code, stdout, stderr) = common::inlet(&["check", "-c", cfg.to_str().unwrap()]);
     if !gated {
         let told = format!(
-            "past the WAL of this server (SERVER), a promoted standby whose copy of failover \
-             slot \"{SLOT}\" the task would continue from: the old primary sent inlet changes \
-             this standby never received, and the failover lost them"
+            "past the WAL this server had when it was promoted (SERVER): it is a promoted \
+             standby whose copy of failover slot \"{SLOT}\" the task would continue from: the \
+             old primary sent inlet changes this standby never received, and the failover lost \
+             them"
         );
         let told = |text: &str| {
             let (head, tail) = told.split_once("SERVER").unwrap();

@@ -153,6 +153,10 @@ struct StartFacts<'a> {
     pub(super) in_recovery: bool,
     /// The server's system identifier, when it could be read.
     pub(super) system: Option<&'a str>,
+    /// Where the server's current timeline forked from its parent (the end of the WAL a
+    /// promoted standby had), read only for a promoted standby's copy of a failover slot, when
+    /// the server answers TIMELINE_HISTORY.
+    pub(super) fork: Option<Lsn>,
 }
 
 /// Decides what to do with the slot, or why not to go on (the refusal says what to do). A slot
@@ -171,10 +175,13 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
         // synchronized_standby_slots did not name this standby), and the crash took them from
         // the new primary while the target keeps them.
         let failed_over = f.slot_now.is_some_and(|s| s.synced == Some(true)) && !f.in_recovery;
-        if cp.position.0 > f.server_at.0 && failed_over {
+        // The end of the standby's WAL: the fork into the current timeline when known, else the
+        // server's position (still below the checkpoint if the new primary wrote little since).
+        let standby_end = f.fork.unwrap_or(f.server_at);
+        if failed_over && cp.position.0 > standby_end.0.min(f.server_at.0) {
             return Err(format!(
-                "the task checkpoint ({}) is at position {}, past the WAL of this server ({}), a \
-                 promoted standby whose copy of failover slot {slot:?} the task would continue \
+                "the task checkpoint ({}) is at position {}, past the WAL this server had when it \
+                 was promoted ({}): it is a promoted standby whose copy of failover slot {slot:?} the task would continue \
                  from: the old primary sent inlet changes this standby never received, and the \
                  failover lost them, so the target holds changes the new primary does not. This \
                  happens when the old primary's synchronized_standby_slots did not name this \
@@ -184,7 +191,7 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
                  synchronized_standby_slots on the new primary to its standbys' slots",
                 f.checkpoint_at,
                 Lsn(cp.position.0),
-                f.server_at,
+                Lsn(standby_end.0.min(f.server_at.0)),
                 f.checkpoint_at,
             ));
         }
@@ -377,6 +384,39 @@ pub(super) async fn system_identifier(
     let system = repl.identify_system().await.ok().map(|s| s.systemid);
     repl.close().await;
     system
+}
+
+/// Where the server's current timeline forked from its parent: the switch point on the last
+/// line of its timeline history file (`parent<TAB>switchpoint<TAB>reason`), read with
+/// TIMELINE_HISTORY on a replication connection. After a promotion that is the end of the WAL
+/// the standby had. `None` on timeline 1 (never promoted) or when the server does not answer.
+pub(super) async fn timeline_fork(connector: &PgConnector) -> Option<Lsn> {
+    let mut repl = ReplicationConnection::connect(connector).await.ok()?;
+    let fork = async {
+        let timeline = repl.identify_system().await.ok()?.timeline;
+        if timeline <= 1 {
+            return None;
+        }
+        let rows = repl
+            .simple_query(&format!("TIMELINE_HISTORY {timeline}"))
+            .await
+            .ok()?;
+        let content = rows.first()?.get("content")?.to_string();
+        parse_fork(&content)
+    }
+    .await;
+    repl.close().await;
+    fork
+}
+
+/// The switch point of the last entry of a timeline history file.
+fn parse_fork(history: &str) -> Option<Lsn> {
+    history
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split('\t').nth(1))
+        .and_then(|lsn| Lsn::parse(lsn.trim()))
 }
 
 /// Why a task whose publication is gone cannot go on through its slot.
@@ -667,6 +707,18 @@ impl StartCheck {
             Some(_) => system_identifier(control, connector).await,
             None => None,
         };
+        // Only a promoted standby's copy of a failover slot, behind the checkpoint, needs the
+        // fork: whether the standby had the WAL up to the checkpoint.
+        let fork = match (&checkpoint, &slot_now) {
+            (Some(cp), Some(s))
+                if s.synced == Some(true)
+                    && !failover.in_recovery
+                    && s.confirmed_flush.is_some_and(|c| c.0 < cp.position.0) =>
+            {
+                timeline_fork(connector).await
+            }
+            _ => None,
+        };
         let checkpoint_at = target.checkpoint_location(task);
         let record_at = target.checkpoint_location(&record_key(task));
         let facts = StartFacts {
@@ -683,6 +735,7 @@ impl StartCheck {
             publication_exists: exists,
             in_recovery: failover.in_recovery,
             system: system.as_deref(),
+            fork,
         };
         let mut plan = plan_slot(&facts);
         // The stream failed on the dropped publication (which someone may have created again
@@ -886,6 +939,7 @@ mod tests {
             publication_exists: true,
             in_recovery: false,
             system: Some("7300000000000000001"),
+            fork: None,
         })
     }
 
@@ -950,6 +1004,34 @@ mod tests {
                 && e.contains("synchronized_standby_slots did not name this standby"),
             "{e}"
         );
+        // The new primary wrote past the checkpoint since, but the standby's WAL ended (the
+        // fork into its timeline) before it: refused all the same.
+        let e = plan_slot(&StartFacts {
+            slot: "inlet_t",
+            task: "t",
+            database: "app",
+            publication: "inlet_t",
+            checkpoint: Some(&cp),
+            checkpoint_at: "out/_inlet/t/checkpoint",
+            record: None,
+            record_at: "out/_inlet/t.slot/checkpoint",
+            slot_now: Some(&copy),
+            server_at: Lsn(0x5000),
+            publication_exists: true,
+            in_recovery: false,
+            system: None,
+            fork: Some(Lsn(0x2800)),
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("past the WAL this server had when it was promoted (0/2800)"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_fork("1\t0/2F00000\tno recovery target specified\n\n2\t0/3026040\tno recovery target specified\n"),
+            Some(Lsn(0x3026040))
+        );
+        assert_eq!(parse_fork(""), None);
         // A checkpoint whose slot is gone: lost, nothing to drop.
         assert!(matches!(
             plan(Some(&cp), None, None),
