@@ -319,9 +319,9 @@ async fn run_once(
     );
     for id in &replaced {
         if config.task.mode == Mode::FullLoadAndCdc {
-            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as gh-ost and pt-online-schema-change do, or DROP and CREATE): it is loaded again beside the stream, and its target's rows are replaced");
+            tracing::warn!(table = %id, "the table's rows changed without row events (its name holds another table after a swap as gh-ost and pt-online-schema-change do, or DROP and CREATE; or a statement rewrote them: partition DDL, ADD COLUMN with a value, MODIFY; the capture logged which): it is loaded again beside the stream, and its target's rows are replaced");
         } else {
-            tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as gh-ost and pt-online-schema-change do, or DROP and CREATE); task.mode = \"cdc\" loads no table, so its target keeps the old table's rows and gets the new table's changes from now on: run a full load of it to make it exact");
+            tracing::warn!(table = %id, "the table's rows changed without row events (a table swap, DROP and CREATE, or a statement that rewrote them; the capture logged which); task.mode = \"cdc\" loads no table, so its target keeps the rows it had and gets the changes from now on: run a full load of it to make it exact");
         }
     }
     if config.task.mode != Mode::FullLoadAndCdc {
