@@ -427,9 +427,9 @@ pub async fn publication_plan(
         let statement = if exists {
             format!("ALTER PUBLICATION {pub_sql} ADD TABLE {list};")
         } else {
-            let options = publication_options(client)
+            let options = publication_options(client, &oids)
                 .await
-                .map_err(|e| err("reading server_version_num", e))?;
+                .map_err(|e| err("reading generated columns", e))?;
             format!("CREATE PUBLICATION {pub_sql} FOR TABLE {list}{options};")
         };
         if standby {
@@ -490,15 +490,31 @@ pub async fn publication_plan(
     })
 }
 
-/// The options of the publication inlet creates: on PostgreSQL 18 it publishes stored generated
-/// columns, which discovery then reads in the full load too (see `catalog::discover`), so the
-/// target has their values; before 18 nothing can publish them and there are no options.
-async fn publication_options(client: &Client) -> Result<&'static str, tokio_postgres::Error> {
+/// The options of the publication inlet creates for the tables `oids`: on PostgreSQL 18, when
+/// one of them has a stored generated column, it publishes stored generated columns, which
+/// discovery then reads in the full load too (see `catalog::discover`), so the target has their
+/// values. Otherwise (before 18 nothing can publish them) there are no options, and the
+/// statement inlet prints for a user to run stays the plain one.
+async fn publication_options(
+    client: &Client,
+    oids: &[u32],
+) -> Result<&'static str, tokio_postgres::Error> {
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await?
         .get(0);
-    Ok(if version >= 180000 {
+    if version < 180000 {
+        return Ok("");
+    }
+    let generated: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = ANY ($1) AND attnum > 0 \
+               AND NOT attisdropped AND attgenerated = 's')",
+            &[&oids],
+        )
+        .await?
+        .get(0);
+    Ok(if generated {
         " WITH (publish_generated_columns = stored)"
     } else {
         ""
@@ -552,9 +568,10 @@ pub async fn ensure_publication(
         .is_some();
     if !exists {
         let all: Vec<&SourceTable> = tables.iter().collect();
-        let options = publication_options(client)
+        let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+        let options = publication_options(client, &oids)
             .await
-            .map_err(|e| err("reading server_version_num", e))?;
+            .map_err(|e| err("reading generated columns", e))?;
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE {}{options}",
             quote_ident(publication),
