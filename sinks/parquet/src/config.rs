@@ -76,6 +76,9 @@ pub struct ParquetTargetConfig {
     pub types: inlet_core::TypeForms,
 }
 
+/// The largest `file_size_mb` (see [`ParquetTargetConfig::validate`]).
+const MAX_FILE_SIZE_MB: u64 = 4096;
+
 fn default_file_size_mb() -> u64 {
     128
 }
@@ -218,11 +221,15 @@ impl ParquetTargetConfig {
         if self.file_size_mb == 0 {
             return Err("file_size_mb must be at least 1".into());
         }
-        // Shifting by 20 must not overflow: 2^44 MiB is far beyond any object store's limit.
-        if self.file_size_mb > (1 << 24) {
+        // A full load's files are moved from the staging folder into the table's once the load
+        // is complete (crate::load), and S3 copies (moves) objects of at most 5 GiB in one
+        // request. A file ends after the row group that reaches the size, so it can exceed it
+        // by one row group (at most ROW_GROUP_MAX_BYTES, 128 MiB): 4096 leaves room.
+        if self.file_size_mb > MAX_FILE_SIZE_MB {
             return Err(format!(
-                "file_size_mb = {} is too large; S3 objects are at most 5 TiB, and files of \
-                 128 to 1024 MiB read best",
+                "file_size_mb = {} is too large; at most {MAX_FILE_SIZE_MB}: a full load's files \
+                 are moved into the table's folder once the load is complete, and S3 moves \
+                 objects of at most 5 GiB (files of 128 to 1024 MiB read best)",
                 self.file_size_mb
             ));
         }

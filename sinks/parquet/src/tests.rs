@@ -783,8 +783,11 @@ fn invalid_settings_are_config_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_str().expect("utf-8");
     type Change = fn(&mut ParquetTargetConfig);
-    let bad: [(&str, Change); 9] = [
+    let bad: [(&str, Change); 10] = [
         ("file_size_mb", |c| c.file_size_mb = 0),
+        ("file_size_mb = 4097 is too large; at most 4096", |c| {
+            c.file_size_mb = 4097
+        }),
         ("row_group_rows", |c| c.row_group_rows = 0),
         ("compression_level", |c| c.compression_level = Some(99)),
         ("compression_level = 10 is not a valid gzip level", |c| {
