@@ -684,10 +684,10 @@ async fn source_id_v(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, 
 }
 
 /// 13.13: SIGTERM while one table is mid-load (a re-run, so its folder held a complete earlier
-/// set that the run had begun to overwrite) leaves no partial table behind: the interrupted
-/// table's LOAD files are all deleted, the table that finished is complete and equal to the
-/// source, the table the run never reached keeps its earlier complete set untouched, and the log
-/// and exit message say which is which; exit 3 within seconds.
+/// set) leaves no partial table behind: the interrupted table's new files were staged and are
+/// deleted, its earlier complete set stays untouched (issue 16 item 2), the table that finished
+/// is complete and equal to the source, the table the run never reached keeps its earlier
+/// complete set too, and the log and exit message say which is which; exit 3 within seconds.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     let pg = common::PgServer::start();
@@ -713,7 +713,7 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     let tiny_before = load_file_times(&table_dir("tiny"));
     assert_eq!(tiny_before.len(), 1);
 
-    // Run 2: once it has replaced big's first file, lock big so the workers wait before their
+    // Run 2: once it has staged big's first file, lock big so the workers wait before their
     // next chunk (each chunk is a transaction of its own), then SIGTERM.
     let err_path = dir.path().join("early.err");
     let started = std::time::SystemTime::now();
@@ -726,7 +726,7 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
         .unwrap();
     let waiting = Instant::now();
     loop {
-        let now = load_file_times(&table_dir("big"));
+        let now = load_file_times(&table_dir("big").join("_inlet_load"));
         if now.iter().any(|(_, t)| *t > started) {
             break;
         }
@@ -744,10 +744,15 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
         .unwrap();
     // The chunks in flight when the lock was granted are written by now.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let big_mixed = load_file_times(&table_dir("big"));
+    let staged = load_file_times(&table_dir("big").join("_inlet_load"));
     assert!(
-        big_mixed.iter().any(|(_, t)| *t > started) && big_mixed.iter().any(|(_, t)| *t < started),
-        "big should hold new and old files before the signal: {big_mixed:?}"
+        staged.iter().any(|(_, t)| *t > started),
+        "big should have staged files before the signal: {staged:?}"
+    );
+    assert_eq!(
+        load_file_times(&table_dir("big")),
+        big_before,
+        "readers see the earlier set"
     );
     let sent = Instant::now();
     assert!(Command::new("kill")
@@ -772,8 +777,13 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(took < Duration::from_secs(8), "{took:?}");
 
-    // The interrupted table: no LOAD file at all, neither this run's nor the earlier run's.
-    assert_eq!(load_file_times(&table_dir("big")), vec![], "{stderr}");
+    // The interrupted table: the earlier complete set, untouched; nothing staged is left.
+    assert_eq!(load_file_times(&table_dir("big")), big_before, "{stderr}");
+    assert_eq!(
+        loaded_id_v(&table_dir("big")),
+        source_id_v(&client, "big").await
+    );
+    assert!(!table_dir("big").join("_inlet_load").exists(), "{stderr}");
     // The finished table: complete and equal to the source.
     assert_eq!(
         loaded_id_v(&table_dir("bloat")),
@@ -792,9 +802,8 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
         .unwrap_or_else(|| panic!("no exit message in {stderr}"));
     for said in [
         "public.bloat: loaded (21 rows",
-        "public.big: not loaded; its ",
-        "incomplete LOAD file(s) were deleted, its folder holds none",
-        "public.tiny: not loaded; this run wrote no file of it",
+        "public.big: not loaded; its folder holds what an earlier run left",
+        "public.tiny: not loaded; its folder holds what an earlier run left",
     ] {
         assert!(exit_line.contains(said), "{said:?} not in {exit_line}");
     }
@@ -802,9 +811,9 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
 }
 
 /// 13.13: a full load that fails in one table's late rows (a value error under
-/// on_unrepresentable = "fail") leaves no partial table: the failed table's LOAD files (the
-/// earlier run's it had overwritten and this run's) are deleted, every other table is complete
-/// and equal to the source, and the error says each table's state; exit 1.
+/// on_unrepresentable = "fail") leaves no partial table: the failed table's new files were
+/// staged and are deleted, its earlier set stays as it was (issue 16 item 2), every other table
+/// is complete and equal to the source, and the error says each table's state; exit 1.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_load_failing_in_one_table_leaves_no_partial_table() {
     let pg = common::PgServer::start();
@@ -830,7 +839,8 @@ async fn full_load_failing_in_one_table_leaves_no_partial_table() {
         Duration::from_secs(120),
     );
     assert_eq!(first.code, Some(0), "{}", first.all_output());
-    assert!(load_file_times(&table_dir("big")).len() >= 4);
+    let big_before = load_file_times(&table_dir("big"));
+    assert!(big_before.len() >= 4);
 
     let strict = task_file(
         dir.path(),
@@ -845,7 +855,8 @@ async fn full_load_failing_in_one_table_leaves_no_partial_table() {
     let all = second.all_output();
     assert_eq!(second.code, Some(1), "{all}");
     assert!(all.contains("24:00:00"), "{all}");
-    assert_eq!(load_file_times(&table_dir("big")), vec![], "{all}");
+    assert_eq!(load_file_times(&table_dir("big")), big_before, "{all}");
+    assert!(!table_dir("big").join("_inlet_load").exists(), "{all}");
     assert_eq!(
         loaded_id_v(&table_dir("bloat")),
         source_id_v(&client, "bloat").await
@@ -867,8 +878,7 @@ async fn full_load_failing_in_one_table_leaves_no_partial_table() {
     }
     for said in [
         "public.bloat: loaded (21 rows",
-        "public.big: not loaded; its ",
-        "incomplete LOAD file(s) were deleted, its folder holds none",
+        "public.big: not loaded; its folder holds what an earlier run left",
     ] {
         assert!(error_line.contains(said), "{said:?} not in {error_line}");
     }
@@ -886,7 +896,7 @@ fn tiny_state(message: &str) -> TinyState {
         panic!("tiny's state is not in {message}");
     };
     if after.starts_with("loaded (50 rows")
-        || after.starts_with("not loaded; this run wrote no file")
+        || after.starts_with("not loaded; its folder holds what an earlier run left")
     {
         TinyState::Complete
     } else if after.starts_with("not loaded; its ") {
@@ -925,8 +935,9 @@ fn s3_summary(endpoint: &str, prefix: &str) -> (Vec<String>, u64, i64) {
     )
 }
 
-/// 13.13: the same failure on S3 (moto): the failed table's objects are deleted, the others
-/// hold exactly the source's rows.
+/// 13.13: the same failure on S3 (moto): the failed table's staged objects are deleted and its
+/// earlier objects stay as they were (issue 16 item 2), the others hold exactly the source's
+/// rows.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_load_failing_in_one_table_on_s3_leaves_no_partial_table() {
     let pg = common::PgServer::start();
@@ -953,8 +964,9 @@ async fn full_load_failing_in_one_table_on_s3_leaves_no_partial_table() {
     let (code, stdout, stderr) =
         common::inlet_with_env(&["full-load", "-c", lenient.to_str().unwrap()], &env);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let (keys, rows, _) = s3_summary(&moto.endpoint, "raw/public/big/");
-    assert!(keys.len() >= 4 && rows == 200_000, "{keys:?} {rows}");
+    let big_before = s3_summary(&moto.endpoint, "raw/public/big/");
+    let (keys, rows, _) = &big_before;
+    assert!(keys.len() >= 4 && *rows == 200_000, "{keys:?} {rows}");
 
     let strict = task_file(dir.path(), "strict", &s3_task("fail"));
     let (code, stdout, stderr) =
@@ -963,10 +975,13 @@ async fn full_load_failing_in_one_table_on_s3_leaves_no_partial_table() {
     assert!(!stderr.contains(SECRET), "{stderr}");
     assert_eq!(
         s3_summary(&moto.endpoint, "raw/public/big/"),
-        (vec![], 0, 0),
+        big_before,
         "{stderr}"
     );
-    assert!(stderr.contains("public.big: not loaded; its "), "{stderr}");
+    assert!(
+        stderr.contains("public.big: not loaded; its folder holds what an earlier run left"),
+        "{stderr}"
+    );
     // Each worker that read rows of a table writes its own file: one or two here.
     let (keys, rows, id_sum) = s3_summary(&moto.endpoint, "raw/public/bloat/");
     assert_eq!((rows, id_sum), (21, 210 + 250_000), "{keys:?}");

@@ -29,9 +29,9 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use object_store::ObjectStoreExt;
 use inlet_core::TableSchema;
 use object_store::path::Path;
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -72,11 +72,11 @@ pub struct LoadSummary {
 /// What [`FullLoadTable::abandon`] left in the table's folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Abandoned {
-    /// This run completed no file of the table, so it changed nothing there: the folder holds
-    /// what an earlier run left, if anything.
+    /// The table's folder holds what an earlier run left, if anything, as it was: this run's
+    /// files were staged (and are deleted, or left to the table's next load to delete).
     Untouched,
-    /// The table's `LOAD` files (this run's and any an earlier run left) were deleted: the
-    /// folder holds none.
+    /// The table's `LOAD` files were deleted: the folder holds none. (Not produced since loads
+    /// are staged; kept for callers that match on it.)
     Removed { files: usize },
     /// Deleting the table's `LOAD` files did not finish in time or failed: `remaining` of them
     /// (possibly all) are still there and must not be read.
@@ -87,8 +87,8 @@ impl fmt::Display for Abandoned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Untouched => f.write_str(
-                "not loaded; this run wrote no file of it, its folder holds what an earlier \
-                 run left (if anything)",
+                "not loaded; its folder holds what an earlier run left (if anything), \
+                 unchanged",
             ),
             Self::Removed { files: 0 } => f.write_str("not loaded; its folder holds no LOAD file"),
             Self::Removed { files } => write!(
