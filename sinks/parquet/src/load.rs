@@ -137,8 +137,8 @@ struct Shared {
     last_number: AtomicU64,
     /// The highest number of a file that was completed.
     highest_completed: AtomicU64,
-    /// Set before the first file's completion starts: from then on the folder may hold files
-    /// of this run, which replace an earlier run's of the same numbers.
+    /// Set before the first file's completion starts: from then on the staging folder may hold
+    /// files of this run, which `abandon` deletes.
     touched: AtomicBool,
     files: AtomicU64,
     rows: AtomicU64,
