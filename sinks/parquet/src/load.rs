@@ -21,6 +21,10 @@
 //! [`FullLoadTable::abandon`] instead: it deletes the files it staged; the table's folder holds
 //! the earlier load as it was. Files a crash left in the staging folder are deleted by the
 //! table's next load.
+//!
+//! A table whose folder holds no earlier load or change file (a first load) has nothing to keep
+//! readable: its files go straight into the table's folder, as DMS writes them, since on S3 a
+//! move is a copy, which would double the cost of the largest load a task does.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +130,9 @@ struct Shared {
     /// Set when the switch to this load's files began: from then on the folder may mix this
     /// load's files with the earlier ones until a switch completes.
     switching: AtomicBool,
+    /// Set by [`Shared::prepare`] when the table's folder holds no file of an earlier load or
+    /// stream: files are then written straight into it, with no staging and no switch.
+    direct: AtomicBool,
     /// Columns in each batch the source sends.
     input_columns: usize,
     /// The schema of the files, or why the table cannot be written (a column name collides with
@@ -161,9 +168,19 @@ impl Shared {
         }
     }
 
-    /// Where file `number` is written: the staging folder.
+    /// Where file `number` is written: the staging folder, or the table's folder when there is
+    /// nothing earlier to keep readable ([`Shared::direct`]).
     fn file_path(&self, number: u64) -> Path {
-        self.staging.clone().join(load_file_name(number))
+        self.files_dir().join(load_file_name(number))
+    }
+
+    /// The folder this load's files are written into.
+    fn files_dir(&self) -> Path {
+        if self.direct.load(Ordering::SeqCst) {
+            self.dir.clone()
+        } else {
+            self.staging.clone()
+        }
     }
 
     fn cleanup_error(
@@ -236,6 +253,19 @@ impl Shared {
         for o in left.objects {
             self.delete(&o.location).await?;
         }
+        let table_files = self
+            .target
+            .store
+            .list_with_delimiter(Some(&self.dir))
+            .await
+            .map_err(|e| self.cleanup_error("list", &self.dir, e))?;
+        let earlier = table_files.objects.iter().any(|o| {
+            o.location.filename().is_some_and(|name| {
+                parse_load_file_name(name).is_some()
+                    || crate::changes::ChangeFile::parse_positions(name).is_some()
+            })
+        });
+        self.direct.store(!earlier, Ordering::SeqCst);
         *done = true;
         Ok(())
     }
@@ -346,6 +376,7 @@ impl FullLoadTable {
                 staging: target.table_dir(table).join(STAGING_DIR),
                 prepared: tokio::sync::Mutex::new(false),
                 switching: AtomicBool::new(false),
+                direct: AtomicBool::new(false),
                 input_columns: table.columns.len(),
                 file_schema: file_schema(target, table),
                 props,
@@ -412,6 +443,16 @@ impl FullLoadTable {
 
         // A load that wrote no file did not prepare yet.
         s.prepare().await?;
+        let summary = LoadSummary {
+            files: s.files.load(Ordering::SeqCst),
+            rows: s.rows.load(Ordering::SeqCst),
+            bytes: s.bytes.load(Ordering::SeqCst),
+        };
+        if s.direct.load(Ordering::SeqCst) {
+            // Written in place: there was nothing to switch from.
+            s.target.remove_empty_local_folder(&s.staging);
+            return Ok(summary);
+        }
         let highest = s.highest_completed.load(Ordering::SeqCst);
         s.switching.store(true, Ordering::SeqCst);
         s.target
@@ -420,12 +461,7 @@ impl FullLoadTable {
             .await
             .map_err(|e| s.cleanup_error("record the switch in", &s.marker(), e))?;
         s.switch(highest).await?;
-
-        Ok(LoadSummary {
-            files: s.files.load(Ordering::SeqCst),
-            rows: s.rows.load(Ordering::SeqCst),
-            bytes: s.bytes.load(Ordering::SeqCst),
-        })
+        Ok(summary)
     }
 }
 
@@ -474,27 +510,37 @@ impl FullLoadTable {
         Abandoned::Untouched
     }
 
-    /// Deletes the files this load staged by `deadline`: how many, or why not all.
+    /// Deletes the files this load wrote (staged, or in the table's folder when it had no
+    /// earlier files) by `deadline`: how many, or why not all.
     async fn delete_staged_files(&self, deadline: tokio::time::Instant) -> Result<usize, String> {
         let s = &self.shared;
-        let listing = tokio::time::timeout_at(
-            deadline,
-            s.target.store.list_with_delimiter(Some(&s.staging)),
-        )
-        .await;
+        let folder = s.files_dir();
+        let listing =
+            tokio::time::timeout_at(deadline, s.target.store.list_with_delimiter(Some(&folder)))
+                .await;
         let files: Vec<Path> = match listing {
-            Ok(Ok(l)) => l.objects.into_iter().map(|o| o.location).collect(),
+            Ok(Ok(l)) => l
+                .objects
+                .into_iter()
+                .map(|o| o.location)
+                // In the table's folder only this load's LOAD files (there were no others).
+                .filter(|p| {
+                    folder == s.staging
+                        || p.filename()
+                            .is_some_and(|n| parse_load_file_name(n).is_some())
+                })
+                .collect(),
             Ok(Err(e)) => {
                 return Err(format!(
                     "listing {} failed: {e}; {}",
-                    s.target.location(&s.staging),
+                    s.target.location(&folder),
                     store_hint(s.target.kind, Some(&e))
                 ))
             }
             Err(_) => {
                 return Err(format!(
                     "listing {} did not finish in the time a stop allows",
-                    s.target.location(&s.staging)
+                    s.target.location(&folder)
                 ))
             }
         };

@@ -1188,3 +1188,40 @@ async fn change_files_and_checkpoints() {
     target.write_checkpoint("t1", &c).await.expect("write");
     assert_eq!(target.read_checkpoint("t1").await.expect("read"), Some(c));
 }
+
+/// A first load (the table's folder holds no earlier load or change file) writes straight into
+/// the table's folder, as DMS does: no staging, no move (on S3 a copy of every file). Abandoned,
+/// it deletes what it wrote and leaves the folder as it found it.
+#[tokio::test]
+async fn a_first_load_writes_in_place_and_an_abandoned_one_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8")))
+        .expect("target")
+        .with_file_size_bytes(1);
+    let table = small_table("first");
+    let tdir = table_dir(dir.path(), &table);
+    let staging = tdir.join(crate::load::STAGING_DIR);
+    let soon = || std::time::Instant::now() + std::time::Duration::from_secs(5);
+
+    let load = target.full_load(&table);
+    let mut w = load.writer();
+    for start in [0, 3] {
+        w.write(&small_batch(&table, start..start + 3))
+            .await
+            .expect("write");
+    }
+    assert_eq!(
+        files(&tdir),
+        ["LOAD00000001.parquet", "LOAD00000002.parquet"],
+        "written in place"
+    );
+    assert!(!staging.exists(), "nothing staged");
+    drop(w);
+    assert_eq!(load.abandon(soon()).await, Abandoned::Untouched);
+    assert!(files(&tdir).is_empty(), "{:?}", files(&tdir));
+
+    // Completed: in place, and finish moves nothing.
+    load_small(&target, &table, 1, 3, 10).await;
+    assert_eq!(all_ids(dir.path(), &table), (0..30).collect::<Vec<_>>());
+    assert!(!staging.exists(), "nothing staged");
+}
