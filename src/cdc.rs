@@ -279,7 +279,7 @@ async fn run_once(
     // catalog only, so the table is loaded again (unless the task file says otherwise).
     let unwritten_defaults = match columns_with_unwritten_defaults(&control).await {
         Ok(now) => {
-            for id in added_defaults::added_since(&mut facts, &now, &all_ids) {
+            for id in added_defaults::added_since(&mut facts, &now, &all_ids, &replaced) {
                 if config.cdc.reload_on_added_default {
                     tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
                     resync::request(&mut facts, &id, start);

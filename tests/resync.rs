@@ -717,6 +717,8 @@ async fn a_column_added_with_a_default_loads_its_table_again() {
         .await
         .unwrap();
     wait_resyncs_done(&log, 1);
+    // Writes after the reload too (it can take only milliseconds).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     stop_writes.store(true, Ordering::SeqCst);
     assert!(writer.await.unwrap() > 5);
     pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
@@ -739,6 +741,8 @@ async fn a_column_added_with_a_default_loads_its_table_again() {
     let mut child = spawn(&cfg, &log);
     let (stop_writes, writer) = workload(pg.client("postgres").await);
     wait_resyncs_done(&log, 2);
+    // Writes after the reload too (it can take only milliseconds).
+    tokio::time::sleep(Duration::from_millis(600)).await;
     stop_writes.store(true, Ordering::SeqCst);
     assert!(writer.await.unwrap() > 5);
     pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;

@@ -21,11 +21,14 @@ pub(super) const DEFAULTS_FACT: &str = "table_unwritten_defaults";
 /// The captured tables (`tables`) that have a column with catalog-only values (`now`, as
 /// `columns_with_unwritten_defaults` reads them) that `facts` did not record: added since. A
 /// table without a record (one that just joined, or a checkpoint of an earlier version) is
-/// recorded, not reported: its load read the values. `facts` then records `now`.
+/// recorded, not reported: its load read the values. So is a table in `loading` (loaded again
+/// anyway, e.g. swapped: its name holds another relation, whose columns are its own, not
+/// added). `facts` then records `now`.
 pub(super) fn added_since(
     facts: &mut Vec<(String, String)>,
     now: &[(TableId, String)],
     tables: &[TableId],
+    loading: &[TableId],
 ) -> Vec<TableId> {
     let mut added = Vec::new();
     let mut records = Vec::with_capacity(tables.len());
@@ -42,7 +45,7 @@ pub(super) fn added_since(
                 .then(|| serde_json::from_str::<BTreeSet<String>>(columns).ok())
                 .flatten()
         });
-        if let Some(recorded) = recorded {
+        if let Some(recorded) = recorded.filter(|_| !loading.contains(id)) {
             if columns.iter().any(|c| !recorded.contains(*c)) {
                 added.push(id.clone());
             }
@@ -67,10 +70,10 @@ mod tests {
         let mut facts = vec![("other".to_string(), "x".to_string())];
         // First start: nothing recorded; both tables are recorded, none reported.
         let now = vec![(t.clone(), "a".to_string())];
-        assert!(added_since(&mut facts, &now, &tables).is_empty());
+        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         assert_eq!(facts.len(), 3);
         // The same columns again: nothing.
-        assert!(added_since(&mut facts, &now, &tables).is_empty());
+        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         // A column of u and another of t appear.
         let now = vec![
             (t.clone(), "a".to_string()),
@@ -78,12 +81,16 @@ mod tests {
             (u.clone(), "c".to_string()),
         ];
         assert_eq!(
-            added_since(&mut facts, &now, &tables),
+            added_since(&mut facts, &now, &tables, &[]),
             [t.clone(), u.clone()]
         );
-        assert!(added_since(&mut facts, &now, &tables).is_empty());
+        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         // A rewrite (VACUUM FULL) clears atthasmissing: nothing is added.
-        assert!(added_since(&mut facts, &[], &tables).is_empty());
+        assert!(added_since(&mut facts, &[], &tables, &[]).is_empty());
+        // A column of a table loaded again anyway (swapped) is recorded, not reported.
+        let now = vec![(u.clone(), "d".to_string())];
+        assert!(added_since(&mut facts, &now, &tables, &[u.clone()]).is_empty());
+        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         assert_eq!(facts[0], ("other".to_string(), "x".to_string()));
     }
 }
