@@ -89,7 +89,7 @@ mod tests {
         assert!(added_since(&mut facts, &[], &tables, &[]).is_empty());
         // A column of a table loaded again anyway (swapped) is recorded, not reported.
         let now = vec![(u.clone(), "d".to_string())];
-        assert!(added_since(&mut facts, &now, &tables, &[u.clone()]).is_empty());
+        assert!(added_since(&mut facts, &now, &tables, std::slice::from_ref(&u)).is_empty());
         assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         assert_eq!(facts[0], ("other".to_string(), "x".to_string()));
     }
