@@ -11,12 +11,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
+use common::daemon::{spawn_logged as spawn, Inlet};
 use common::replay::{cell, file_name, read_file, Rows};
 use common::{load_files, task_file};
 use inlet_testkit::MariaDbServer;
@@ -51,37 +52,6 @@ flush_interval_ms = 200
 schema_changes = "evolve"
 "#
     )
-}
-
-/// A running `inlet run`, SIGKILLed when dropped still running.
-struct Inlet(Child);
-
-impl Drop for Inlet {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `inlet run` with its log in a file, read while it runs.
-fn spawn(cfg: &Path, log: &Path) -> Inlet {
-    let log = std::fs::File::create(log).expect("create the log file");
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Inlet)
-        .expect("start inlet run")
 }
 
 /// Waits until the task checkpoint covers the binlog's current end (a table loading beside the

@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{spawn_logged as spawn, Inlet};
 use common::replay::{replay, source_rows};
 use common::{load_files, pg_stream, task_file, PgServer};
 
@@ -42,41 +42,6 @@ max_delay_ms = 1000
 "#,
         out.display()
     )
-}
-
-/// A running `inlet run`, killed when dropped: a failing test leaves no daemon behind.
-struct Inlet(Child);
-
-impl Drop for Inlet {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `inlet run` with its log appended to `log` (a pipe nobody reads would fill and stall it).
-fn spawn(cfg: &Path, log: &Path) -> Inlet {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open the log file");
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Inlet)
-        .expect("start inlet run")
 }
 
 /// SIGTERM, then the exit code (30 s at most).

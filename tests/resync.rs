@@ -12,11 +12,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::daemon::{spawn_logged as spawn, Inlet};
 use common::replay::{replay, source_rows, Rows};
 use common::{audit, mysql_audit, mysql_stream, pg_stream, task_file, PgServer};
 use inlet_testkit::MariaDbServer;
@@ -47,41 +48,6 @@ max_delay_ms = 1000
 }
 
 const SLOT: &str = "inlet_resync";
-
-/// A running `inlet run`, killed when dropped: a failing test leaves no daemon behind.
-struct Inlet(Child);
-
-impl Drop for Inlet {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `inlet run` with its log appended to `log` (a pipe nobody reads would fill and stall it).
-fn spawn(cfg: &Path, log: &Path) -> Inlet {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open the log file");
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Inlet)
-        .expect("start inlet run")
-}
 
 /// Waits (30 s at most) for `inlet run` to exit; its exit code.
 fn wait_exit(child: &mut Inlet, log: &Path) -> i32 {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod audit;
+pub mod daemon;
 pub mod iceberg;
 pub mod mysql_audit;
 pub mod mysql_stream;
