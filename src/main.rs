@@ -1,8 +1,10 @@
-//! inlet: replicate PostgreSQL tables into Parquet files on a local folder or S3.
+//! inlet: replicate PostgreSQL and MySQL/MariaDB tables, by a full load and then their change
+//! stream, into Parquet files (AWS DMS's layout) or Apache Iceberg tables, on a folder or S3.
 //!
-//! The daemon wires a source connector (`inlet-postgres`) to a sink (`inlet-sink-parquet`); both
-//! speak `inlet-core`. This crate holds the CLI, task-file loading (`config`), the full-load
-//! runner (`full_load`), `inlet check` (`check`) and progress reporting (`progress`).
+//! The daemon wires a source connector (`connectors/`: `inlet-postgres`, `inlet-mysql`) to a
+//! sink (`sinks/`: `inlet-sink-parquet`, `inlet-sink-iceberg`); all of them speak `inlet-core`.
+//! This crate holds the CLI, task files (`config`), the task runners (`full_load`, `cdc`,
+//! `mysql_task`, `runner` for the daemon's many tasks), `inlet check`, and the health endpoint.
 
 mod cdc;
 mod check;
@@ -31,7 +33,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "inlet", version, about = "Replicate PostgreSQL tables into Parquet on a local folder or S3", long_about = None)]
+#[command(name = "inlet", version, about = "Replicate PostgreSQL and MySQL/MariaDB tables into Parquet or Iceberg, on a folder or S3", long_about = None)]
 struct Cli {
     /// Log format: human text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
