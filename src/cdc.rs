@@ -27,6 +27,7 @@ use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
 use crate::{full_load, resync, JobError};
 
 mod added_defaults;
+mod rewrites;
 mod start;
 use start::{publication_lost_reason, record_key, SlotPlan, SlotRecord, StartCheck};
 
@@ -280,11 +281,11 @@ async fn run_once(
     let unwritten_defaults = match columns_with_unwritten_defaults(&control).await {
         Ok(now) => {
             for id in added_defaults::added_since(&mut facts, &now, &all_ids, &replaced) {
-                if config.cdc.reload_on_added_default {
+                if config.cdc.reload_on_unstreamed_change {
                     tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
                     resync::request(&mut facts, &id, start);
                 } else {
-                    tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, and cdc.reload_on_added_default = false: the target reads NULL for them until you run inlet resync for the table");
+                    tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, and cdc.reload_on_unstreamed_change = false: the target reads NULL for them until you run inlet resync for the table");
                 }
             }
             // The poller's baseline: a column that appears later was added while streaming.
@@ -292,6 +293,26 @@ async fn run_once(
         }
         Err(e) => {
             tracing::warn!(error = %e, "reading columns added with a DEFAULT failed; they are looked for at the next start");
+            None
+        }
+    };
+    // A table rewritten with new values since the last start (ALTER COLUMN … TYPE, a DEFAULT
+    // computed per row): no change carried them, so the table is loaded again.
+    let storage = match rewrites::read(&control, &all_ids).await {
+        Ok(now) => {
+            for (id, cause) in rewrites::rewritten_since(&mut facts, &now, &all_ids, &replaced) {
+                if config.cdc.reload_on_unstreamed_change {
+                    tracing::warn!(table = %id, %cause, "the table was rewritten with new values that no change carries, so it is loaded again beside the stream");
+                    resync::request(&mut facts, &id, start);
+                } else {
+                    tracing::warn!(table = %id, %cause, "the table was rewritten with new values that no change carries, and cdc.reload_on_unstreamed_change = false: the target keeps the old values of the rows not changed since until you run inlet resync for the table");
+                }
+            }
+            // The poller's baseline: a rewrite after it happened while streaming.
+            Some(now.into_iter().collect())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the tables' storage (to find rewrites) failed; rewrites are looked for at the next start");
             None
         }
     };
@@ -335,7 +356,7 @@ async fn run_once(
     let publication_gone = Arc::new(AtomicBool::new(false));
     let watch = NewTableWatch {
         task: task.to_string(),
-        reload_on_added_default: load && config.cdc.reload_on_added_default,
+        reload_unstreamed: load && config.cdc.reload_on_unstreamed_change,
         connector: connector.clone(),
         publication: publication.clone(),
         selection: selection.clone(),
@@ -347,6 +368,7 @@ async fn run_once(
         unreadable: Default::default(),
         discovery_failed: None,
         unwritten_defaults,
+        storage,
     };
     let hang_up = Arc::new(std::sync::OnceLock::new());
     let poller = spawn_slot_poller(
@@ -775,8 +797,9 @@ async fn wait_slot_released(
 /// What the poller needs to notice a table that should join the running task.
 struct NewTableWatch {
     task: String,
-    /// A column added with a DEFAULT while the task streams asks for a reload of its table.
-    reload_on_added_default: bool,
+    /// A column added with a DEFAULT, or a rewrite with new values, while the task streams asks
+    /// for a reload of its table (`cdc.reload_on_unstreamed_change`).
+    reload_unstreamed: bool,
     connector: PgConnector,
     publication: String,
     selection: TableSelection,
@@ -796,6 +819,9 @@ struct NewTableWatch {
     /// [`columns_with_unwritten_defaults`]), as of the first poll: one that appears later was
     /// added while the task streamed.
     unwritten_defaults: Option<std::collections::HashSet<(TableId, String)>>,
+    /// Each known table's storage (see [`rewrites`]) as of the last poll: a rewrite with new
+    /// values after it happened while the task streamed.
+    storage: Option<std::collections::HashMap<TableId, rewrites::Storage>>,
 }
 
 impl NewTableWatch {
@@ -803,6 +829,7 @@ impl NewTableWatch {
         // Tables first: a swapped-in table's columns are not columns added to the old one.
         self.check_tables(client).await;
         self.check_unwritten_defaults(client).await;
+        self.check_rewrites(client).await;
     }
 
     async fn check_tables(&mut self, client: &tokio_postgres::Client) {
@@ -902,11 +929,45 @@ impl NewTableWatch {
             if !seen.insert((table.clone(), column.clone())) {
                 continue;
             }
-            if self.reload_on_added_default {
+            if self.reload_unstreamed {
                 tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
                 resync::ask(&self.task, &table.to_string());
             } else {
                 tracing::warn!(table = %table, %column, "a column was added with a DEFAULT while the task streamed: the rows that existed before read the default in the source but NULL in the target, since PostgreSQL filled them without writing a change; run inlet resync for the table to carry them");
+            }
+        }
+    }
+}
+
+impl NewTableWatch {
+    /// Warns once per rewrite of a captured table that changed values without writing a change
+    /// (ALTER COLUMN … TYPE, a DEFAULT computed per row) while the task streamed, and asks for
+    /// a reload of the table: the target keeps the old values of every row not changed since.
+    async fn check_rewrites(&mut self, client: &tokio_postgres::Client) {
+        let tables: Vec<TableId> = self
+            .known
+            .iter()
+            .filter(|t| !self.swapped.contains(*t))
+            .cloned()
+            .collect();
+        let Ok(now) = rewrites::read(client, &tables).await else {
+            return;
+        };
+        let Some(seen) = &mut self.storage else {
+            self.storage = Some(now.into_iter().collect());
+            return;
+        };
+        for (table, storage) in now {
+            let cause = seen.get(&table).and_then(|was| storage.rewrite_cause(was));
+            seen.insert(table.clone(), storage);
+            let Some(cause) = cause else {
+                continue;
+            };
+            if self.reload_unstreamed {
+                tracing::warn!(table = %table, %cause, "the table was rewritten with new values that no change carries while the task streamed, so it is loaded again beside the stream");
+                resync::ask(&self.task, &table.to_string());
+            } else {
+                tracing::warn!(table = %table, %cause, "the table was rewritten with new values that no change carries while the task streamed, and cdc.reload_on_unstreamed_change = false: the target keeps the old values of the rows not changed since until you run inlet resync for the table");
             }
         }
     }

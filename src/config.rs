@@ -148,10 +148,15 @@ pub struct CdcConfig {
     /// asks for, counts as a cut connection: the task reconnects from its checkpoint (a network
     /// cut without a reset would otherwise leave it waiting for ever). PostgreSQL.
     pub stream_silence_timeout_s: u64,
-    /// PostgreSQL: a column added with a DEFAULT to a captured table (the server fills the
-    /// existing rows without writing a change) loads the table again beside the stream. Off,
-    /// inlet only warns and the target reads NULL for those rows until `inlet resync`.
-    pub reload_on_added_default: bool,
+    /// PostgreSQL: a change of a captured table's stored values that the change stream does
+    /// not carry loads the table again beside the stream: a column added with a DEFAULT (the
+    /// server reads it from the catalog for the existing rows), or a table rewrite that changed
+    /// values (`ALTER COLUMN … TYPE` that rewrites, `ADD COLUMN` with a DEFAULT computed per
+    /// row, serial or identity). Off, inlet only warns and the target keeps the old values
+    /// (NULL for an added column) until `inlet resync`. `reload_on_added_default`, its name
+    /// before it covered rewrites, is still read.
+    #[serde(alias = "reload_on_added_default")]
+    pub reload_on_unstreamed_change: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -174,7 +179,7 @@ impl Default for CdcConfig {
             on_slot_lost: SlotLost::Fail,
             spool_dir: None,
             stream_silence_timeout_s: 60,
-            reload_on_added_default: true,
+            reload_on_unstreamed_change: true,
         }
     }
 }
@@ -647,6 +652,20 @@ mod tests {
         assert_eq!(c.full_load.chunk_mb, 64);
         assert_eq!(c.values.on_unrepresentable, Unrepresentable::Fail);
         assert_eq!(c.tables.include, vec!["*.*"]);
+    }
+
+    #[test]
+    fn the_reload_setting_reads_its_old_name_too() {
+        assert!(
+            parse(MINIMAL, &env)
+                .unwrap()
+                .cdc
+                .reload_on_unstreamed_change
+        );
+        for key in ["reload_on_unstreamed_change", "reload_on_added_default"] {
+            let text = MINIMAL.replace("[target]", &format!("[cdc]\n{key} = false\n[target]"));
+            assert!(!parse(&text, &env).unwrap().cdc.reload_on_unstreamed_change);
+        }
     }
 
     #[test]
