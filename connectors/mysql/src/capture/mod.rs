@@ -472,16 +472,9 @@ impl BinlogCapture {
             }
             EventData::GtidEvent(g) => self.mysql_gtid(&g, start_offset, &header)?,
             EventData::AnonymousGtidEvent(_) => {
-                self.begin(OpenTxn {
-                    start: self.position(start_offset),
-                    txid: start_offset as i64,
-                    begin_time_micros: i64::from(header.timestamp()) * 1_000_000,
-                    standalone: false,
-                    begun: false,
-                    gtid: None,
-                    commit_time_micros: None,
-                    xa: false,
-                })?;
+                self.begin(
+                    self.txn_without_gtid(start_offset, i64::from(header.timestamp()) * 1_000_000),
+                )?;
             }
             EventData::QueryEvent(q) => return self.query(&q, start_offset, end_offset, &header),
             EventData::XidEvent(_) => {

@@ -38,6 +38,21 @@ pub(super) struct PreparedXa {
 }
 
 impl BinlogCapture {
+    /// A transaction no GTID names (a binlog without GTIDs, or a group a query event opens): it
+    /// starts at `start_offset`, which also stands for its id.
+    pub(super) fn txn_without_gtid(&self, start_offset: u64, begin_time_micros: i64) -> OpenTxn {
+        OpenTxn {
+            start: self.position(start_offset),
+            txid: start_offset as i64,
+            begin_time_micros,
+            standalone: false,
+            begun: false,
+            gtid: None,
+            commit_time_micros: None,
+            xa: false,
+        }
+    }
+
     /// Opens `txn`. Only a transaction nothing has begun yet may still be open (a GTID event's,
     /// replaced by the next); any other means events were misread, and rows would mix.
     pub(super) fn begin(&mut self, txn: OpenTxn) -> Result<(), MysqlError> {
@@ -70,14 +85,8 @@ impl BinlogCapture {
                 Some(t) => t.begun = true,
                 None => {
                     self.txn = Some(OpenTxn {
-                        start: self.position(start_offset),
-                        txid: start_offset as i64,
-                        begin_time_micros: time,
-                        standalone: false,
                         begun: true,
-                        gtid: None,
-                        commit_time_micros: None,
-                        xa: false,
+                        ..self.txn_without_gtid(start_offset, time)
                     })
                 }
             }
@@ -97,14 +106,8 @@ impl BinlogCapture {
         };
         if self.txn.is_none() {
             self.txn = Some(OpenTxn {
-                start: self.position(start_offset),
-                txid: start_offset as i64,
-                begin_time_micros: time,
                 standalone: true,
-                begun: false,
-                gtid: None,
-                commit_time_micros: None,
-                xa: false,
+                ..self.txn_without_gtid(start_offset, time)
             });
         }
         let schema = q.schema().into_owned();
@@ -140,14 +143,9 @@ impl BinlogCapture {
                     }
                     None => {
                         self.txn = Some(OpenTxn {
-                            start: self.position(start_offset),
-                            txid: start_offset as i64,
-                            begin_time_micros: time,
-                            standalone: false,
                             begun: true,
-                            gtid: None,
-                            commit_time_micros: None,
                             xa: true,
+                            ..self.txn_without_gtid(start_offset, time)
                         })
                     }
                 }
@@ -162,14 +160,8 @@ impl BinlogCapture {
                 }
                 if self.txn.is_none() {
                     self.txn = Some(OpenTxn {
-                        start: self.position(start_offset),
-                        txid: start_offset as i64,
-                        begin_time_micros: time,
                         standalone: true,
-                        begun: false,
-                        gtid: None,
-                        commit_time_micros: None,
-                        xa: false,
+                        ..self.txn_without_gtid(start_offset, time)
                     });
                 }
                 match self.prepared_xa.remove(&xid) {
