@@ -140,7 +140,7 @@ impl JobError {
         }
     }
     /// A target error, transient or not as the sink classifies it.
-    pub fn target(e: inlet_sink_parquet::SinkError) -> Self {
+    pub fn target(e: inlet_core::sink::TargetError) -> Self {
         if e.is_transient() {
             Self::Transient {
                 kind: "target",

@@ -6,13 +6,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use inlet_core::{CaptureEvent, CheckStatus, Position, TableChanges, TableId, TableSelection};
+use inlet_core::{
+    CaptureEvent, CheckStatus, Checkpoint, Position, TableChanges, TableId, TableSelection,
+};
 use inlet_mysql::{
     discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
     CaptureOptions, ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlGtidSet,
     MysqlSourceConfig, MysqlTable, SnapshotReader, StartFrom, FILE_FACT, GTID_FACT, XA_FACT,
 };
-use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 

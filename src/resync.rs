@@ -22,8 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use inlet_core::{Position, TableId, TableSelection};
-use inlet_sink_parquet::Checkpoint;
+use inlet_core::{Checkpoint, Position, TableId, TableSelection};
 
 use crate::config::{self, Mode, TaskConfig};
 use crate::join::{self, parse_loaded_at};

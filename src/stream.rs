@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, Position, TableChanges, TableId};
-use inlet_sink_parquet::Checkpoint;
+use inlet_core::{CaptureEvent, Checkpoint, Position, TableChanges, TableId};
 use tokio::sync::watch;
 
 use crate::config::CdcConfig;

@@ -9,9 +9,11 @@
 mod causes;
 mod change;
 mod check;
+mod checkpoint;
 mod policy;
 mod portable;
 mod selection;
+pub mod sink;
 mod table;
 mod years;
 
@@ -21,6 +23,7 @@ pub use change::{
     OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,
 };
 pub use check::{CheckStatus, Prerequisite};
+pub use checkpoint::Checkpoint;
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use portable::{
     portable_array, portable_batch, portable_field, portable_schema, portable_table, portable_type,

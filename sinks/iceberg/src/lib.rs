@@ -33,6 +33,10 @@
 //!   or small ones as one `replace` snapshot with the same `inlet.position`, expire
 //!   snapshots, delete unreferenced files older than a grace period.
 //! - **Errors** say whether a retry may succeed: [`IcebergError::is_transient`].
+//! - **The daemon's view** (module `sink`): [`IcebergTarget`] implements
+//!   [`inlet_core::sink::Sink`]. Its change table holds back a commit while part of a source
+//!   transaction is open, and runs [`UpsertTable::maintain`] every `maintenance.interval_minutes`
+//!   right after a commit; the task checkpoint is stored in the warehouse.
 //! - **Snapshots.** The iceberg crate (0.10) (de)serializes metadata, manifests and manifest
 //!   lists; it can only fast-append, so [`snapshot`] assembles row-delta and overwrite snapshots
 //!   itself: new manifests for added data and position-delete files, the current snapshot's
@@ -106,6 +110,7 @@ mod maintain;
 mod partition;
 mod rest;
 mod schema;
+mod sink;
 pub mod snapshot;
 mod store;
 mod target;

@@ -13,7 +13,8 @@ use arrow_array::{Array, BooleanArray, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema, SchemaRef};
 use futures::StreamExt;
 use inlet_core::{
-    change_schema, Position, TableSchema, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN, OP_COLUMN,
+    change_schema, Checkpoint, Position, TableSchema, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN,
+    OP_COLUMN,
 };
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -350,41 +351,6 @@ fn written_meta(target: &ParquetTarget, field: &Field) -> Field {
     }
 }
 
-/// How far a task has written every table: the source may be acknowledged up to `position`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub position: Position,
-    /// Free-form facts the source needs on restart (e.g. `slot=inlet_orders`), one per line.
-    pub facts: Vec<(String, String)>,
-}
-
-impl Checkpoint {
-    fn encode(&self) -> String {
-        let mut s = format!("position={}\n", self.position);
-        for (k, v) in &self.facts {
-            s.push_str(&format!("{k}={v}\n"));
-        }
-        s
-    }
-
-    fn decode(text: &str) -> Option<Self> {
-        let mut position = None;
-        let mut facts = Vec::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let (k, v) = line.split_once('=')?;
-            if k == "position" {
-                position = Position::parse(v);
-            } else {
-                facts.push((k.to_string(), v.to_string()));
-            }
-        }
-        Some(Self {
-            position: position?,
-            facts,
-        })
-    }
-}
-
 impl ParquetTarget {
     /// Refuses a table one of whose columns has the name of a column that change files add
     /// before the table's own (compared case-insensitively, as Athena and Glue fold names):
@@ -453,8 +419,7 @@ impl ParquetTarget {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(error("read", e)),
         };
-        let text = String::from_utf8_lossy(&bytes);
-        Checkpoint::decode(&text)
+        Checkpoint::decode(&bytes)
             .map(Some)
             .ok_or_else(|| SinkError::Incomplete {
                 table: format!("task {task}"),
@@ -517,15 +482,5 @@ mod tests {
             ..f
         };
         assert!(later.name() > name);
-    }
-
-    #[test]
-    fn checkpoints_round_trip() {
-        let c = Checkpoint {
-            position: Position(42),
-            facts: vec![("slot".into(), "inlet_t".into())],
-        };
-        assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
-        assert_eq!(Checkpoint::decode("nonsense"), None);
     }
 }

@@ -1,0 +1,241 @@
+//! The Iceberg sink as the daemon drives it ([`inlet_core::sink`]): a full load is one snapshot
+//! per table; the change stream applies batches to an open [`UpsertTable`] and commits one
+//! snapshot per table per flush, never while part of a source transaction is open, and runs
+//! table maintenance on its schedule right after a commit. The task checkpoint lives in the
+//! warehouse too (`_inlet/<task>/checkpoint`), in the same text form as the Parquet sink's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Int64Array, RecordBatch};
+use bytes::Bytes;
+use inlet_core::sink::{self, LoadSummary, TargetError, Written};
+use inlet_core::{Checkpoint, Position, TableChanges, TableSchema, POSITION_COLUMN};
+use object_store::path::Path;
+
+use crate::{IcebergError, IcebergTarget, LoadTable, LoadWriter, MaintenanceConfig, UpsertTable};
+
+impl From<IcebergError> for TargetError {
+    fn from(e: IcebergError) -> Self {
+        TargetError::new(e.is_transient(), e)
+    }
+}
+
+impl IcebergTarget {
+    fn checkpoint_path(&self, task: &str) -> Path {
+        let wh = &self.inner.warehouse;
+        wh.prefix
+            .clone()
+            .join("_inlet")
+            .join(task)
+            .join("checkpoint")
+    }
+}
+
+// The trait's methods call this crate's own (inherent) methods of the same names, which take
+// precedence; they are not recursive.
+#[async_trait::async_trait]
+impl sink::Sink for IcebergTarget {
+    fn describe(&self) -> String {
+        format!("iceberg {}", IcebergTarget::describe(self))
+    }
+
+    async fn check(&self) -> Result<(), TargetError> {
+        Ok(IcebergTarget::check(self).await?)
+    }
+
+    async fn full_load(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Box<dyn sink::LoadTable>, TargetError> {
+        Ok(Box::new(IcebergTarget::full_load(self, table).await?))
+    }
+
+    async fn change_table(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Box<dyn sink::ChangeTable>, TargetError> {
+        Ok(Box::new(StreamedUpsertTable {
+            table: self.upsert_table(table).await?,
+            pending: 0,
+            open_part: false,
+            maintenance: self.inner.config.maintenance.clone(),
+            maintained: Instant::now(),
+        }))
+    }
+
+    async fn read_checkpoint(&self, task: &str) -> Result<Option<Checkpoint>, TargetError> {
+        let path = self.checkpoint_path(task);
+        let subject = format!("task {task}");
+        let Some(stored) = self.inner.warehouse.get(&subject, &path).await? else {
+            return Ok(None);
+        };
+        let checkpoint = Checkpoint::decode(&stored).ok_or_else(|| IcebergError::State {
+            table: subject,
+            message: format!(
+                "the checkpoint {} is unreadable; delete it to start the task over",
+                self.inner.warehouse.uri(&path)
+            ),
+        })?;
+        Ok(Some(checkpoint))
+    }
+
+    /// One PUT: atomic on S3 and, via rename, on a folder.
+    async fn write_checkpoint(
+        &self,
+        task: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), TargetError> {
+        let path = self.checkpoint_path(task);
+        let stored = Bytes::from(checkpoint.encode());
+        Ok(self
+            .inner
+            .warehouse
+            .put(&format!("task {task}"), &path, stored)
+            .await?)
+    }
+
+    fn checkpoint_location(&self, task: &str) -> String {
+        format!(
+            "{}/_inlet/{task}/checkpoint",
+            self.inner.warehouse.describe()
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl sink::LoadTable for LoadTable {
+    fn writer(&self) -> Box<dyn sink::LoadWriter> {
+        Box::new(LoadTable::writer(self))
+    }
+
+    async fn finish(&self, position: Option<Position>) -> Result<LoadSummary, TargetError> {
+        let s = LoadTable::finish(self, position).await?;
+        Ok(LoadSummary {
+            files: s.files as u64,
+            rows: s.rows,
+            bytes: s.bytes,
+        })
+    }
+
+    async fn abandon(&self, _deadline: Instant) -> String {
+        // Data files become part of the table only at finish's commit.
+        "not loaded; nothing of this run was committed, the table holds what it held before"
+            .to_string()
+    }
+}
+
+#[async_trait::async_trait]
+impl sink::LoadWriter for LoadWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), TargetError> {
+        Ok(LoadWriter::write(self, batch).await?)
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), TargetError> {
+        Ok(LoadWriter::close(*self).await?)
+    }
+}
+
+/// A table of the change stream: batches are applied to the open table and made durable by
+/// [`sink::ChangeTable::commit`].
+struct StreamedUpsertTable {
+    table: UpsertTable,
+    /// Change rows applied since the last commit.
+    pending: u64,
+    /// Part of a transaction still open was applied: the table must not commit until the
+    /// transaction's commit has been seen, or a restart would apply its first parts twice.
+    open_part: bool,
+    maintenance: MaintenanceConfig,
+    /// When maintenance last ran (or the table was opened).
+    maintained: Instant,
+}
+
+#[async_trait::async_trait]
+impl sink::ChangeTable for StreamedUpsertTable {
+    async fn committed_position(
+        &self,
+        _table: &TableSchema,
+    ) -> Result<Option<Position>, TargetError> {
+        Ok(self.table.committed_position())
+    }
+
+    async fn write(&mut self, changes: TableChanges) -> Result<Written, TargetError> {
+        let batch = lift_part_positions(&changes, self.table.committed_position())?;
+        self.table.apply(&changes.schema, &batch).await?;
+        self.pending += changes.batch.num_rows() as u64;
+        if changes.part.is_some() {
+            self.open_part = true;
+        }
+        // Durable only at commit; counted then.
+        Ok(Written::default())
+    }
+
+    fn transaction_committed(&mut self) {
+        self.open_part = false;
+    }
+
+    fn holds_open_transaction(&self) -> bool {
+        self.open_part
+    }
+
+    /// A no-op for a table with nothing new, or holding part of an open transaction.
+    async fn commit(&mut self, position: Position) -> Result<Written, TargetError> {
+        if self.pending == 0 || self.open_part {
+            return Ok(Written::default());
+        }
+        self.table.commit(position).await?;
+        let rows = std::mem::take(&mut self.pending);
+        // Right after a commit nothing is pending, which maintenance requires.
+        let every = Duration::from_secs(self.maintenance.interval_minutes.saturating_mul(60));
+        if self.maintenance.interval_minutes > 0 && self.maintained.elapsed() >= every {
+            self.maintained = Instant::now();
+            let report = self
+                .table
+                .maintain(&self.maintenance, chrono::Utc::now())
+                .await?;
+            tracing::info!(table = %self.table.location(), ?report, "table maintenance done");
+        }
+        Ok(Written { rows, bytes: 0 })
+    }
+
+    fn index_bytes_per_row(&self) -> Option<f64> {
+        (self.table.indexed_rows() > 0).then(|| self.table.index_bytes_per_row())
+    }
+}
+
+/// The batch to apply to an upserting table. The table skips rows at or below its committed
+/// position, a guard against replays. A part of a transaction still open may carry a position
+/// that is not yet its commit's: MySQL stamps parts with the transaction's start, which equals
+/// the end of the previous transaction and so may equal the table's position. The capture has
+/// already decided that the transaction is new for this table, so such rows are lifted just
+/// above the committed position (the table's own position is set at commit, not from rows).
+///
+/// A fix-up of the MySQL connector's part positions, kept here (moved from the daemon) until
+/// the connector stamps parts with positions a sink can take as they are.
+fn lift_part_positions(
+    changes: &TableChanges,
+    committed: Option<Position>,
+) -> Result<RecordBatch, TargetError> {
+    let (Some(_), Some(committed)) = (changes.part, committed) else {
+        return Ok(changes.batch.clone());
+    };
+    let floor = i64::try_from(committed.0.saturating_add(1)).unwrap_or(i64::MAX);
+    let Some(index) = changes.batch.schema().index_of(POSITION_COLUMN).ok() else {
+        return Ok(changes.batch.clone());
+    };
+    let Some(positions) = changes
+        .batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+    else {
+        return Err(TargetError::failed(format!(
+            "{POSITION_COLUMN} of a change batch is not Int64 (a bug in the change capture)"
+        )));
+    };
+    let lifted: Int64Array = positions.iter().map(|p| p.map(|v| v.max(floor))).collect();
+    let mut columns = changes.batch.columns().to_vec();
+    columns[index] = Arc::new(lifted);
+    RecordBatch::try_new(changes.batch.schema(), columns)
+        .map_err(|e| TargetError::failed(format!("rebuilding a change batch: {e}")))
+}

@@ -1,0 +1,134 @@
+//! The Parquet sink as the daemon drives it ([`inlet_core::sink`]): full loads into LOAD files,
+//! one change file per batch of the stream (durable at once, so a commit has nothing to do),
+//! and the task checkpoint under the target's prefix.
+
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use inlet_core::sink::{self, LoadSummary, TargetError, Written};
+use inlet_core::{Checkpoint, Position, TableChanges, TableSchema};
+
+use crate::{ChangeFile, FullLoadTable, LoadFileWriter, ParquetTarget, SinkError};
+
+impl From<SinkError> for TargetError {
+    fn from(e: SinkError) -> Self {
+        TargetError::new(e.is_transient(), e)
+    }
+}
+
+// The trait's methods call this crate's own (inherent) methods of the same names, which take
+// precedence; they are not recursive.
+#[async_trait::async_trait]
+impl sink::Sink for ParquetTarget {
+    fn describe(&self) -> String {
+        ParquetTarget::describe(self)
+    }
+
+    async fn check(&self) -> Result<(), TargetError> {
+        Ok(ParquetTarget::check(self).await?)
+    }
+
+    async fn full_load(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Box<dyn sink::LoadTable>, TargetError> {
+        Ok(Box::new(ParquetTarget::full_load(self, table)))
+    }
+
+    async fn change_table(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Box<dyn sink::ChangeTable>, TargetError> {
+        self.check_change_columns(table)?;
+        Ok(Box::new(ChangeFiles {
+            target: self.clone(),
+        }))
+    }
+
+    async fn read_checkpoint(&self, task: &str) -> Result<Option<Checkpoint>, TargetError> {
+        Ok(ParquetTarget::read_checkpoint(self, task).await?)
+    }
+
+    async fn write_checkpoint(
+        &self,
+        task: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), TargetError> {
+        Ok(ParquetTarget::write_checkpoint(self, task, checkpoint).await?)
+    }
+
+    fn checkpoint_location(&self, task: &str) -> String {
+        format!("{}/_inlet/{task}/checkpoint", self.describe())
+    }
+}
+
+#[async_trait::async_trait]
+impl sink::LoadTable for FullLoadTable {
+    fn writer(&self) -> Box<dyn sink::LoadWriter> {
+        Box::new(FullLoadTable::writer(self))
+    }
+
+    /// Parquet keeps no position per table: the change files' names say how far each is.
+    async fn finish(&self, _position: Option<Position>) -> Result<LoadSummary, TargetError> {
+        let s = FullLoadTable::finish(self).await?;
+        Ok(LoadSummary {
+            files: s.files,
+            rows: s.rows,
+            bytes: s.bytes,
+        })
+    }
+
+    async fn abandon(&self, deadline: Instant) -> String {
+        FullLoadTable::abandon(self, deadline).await.to_string()
+    }
+}
+
+#[async_trait::async_trait]
+impl sink::LoadWriter for LoadFileWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), TargetError> {
+        Ok(LoadFileWriter::write(self, batch).await?)
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), TargetError> {
+        Ok(LoadFileWriter::close(*self).await?)
+    }
+}
+
+/// A table of the change stream: each batch becomes a change file at once.
+struct ChangeFiles {
+    target: ParquetTarget,
+}
+
+#[async_trait::async_trait]
+impl sink::ChangeTable for ChangeFiles {
+    async fn committed_position(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Option<Position>, TargetError> {
+        Ok(self.target.change_log(table).committed_position().await?)
+    }
+
+    async fn write(&mut self, changes: TableChanges) -> Result<Written, TargetError> {
+        let file = ChangeFile {
+            first: changes.first,
+            last: changes.last,
+            commit_time_micros: changes.commit_time_micros,
+            part: changes.part,
+        };
+        // Each batch is written in its own shape: across a schema change files differ.
+        let w = self
+            .target
+            .change_log(&changes.schema)
+            .write(&[changes.batch], file)
+            .await?;
+        Ok(Written {
+            rows: w.rows,
+            bytes: w.bytes,
+        })
+    }
+
+    /// Already durable: each write was a whole file.
+    async fn commit(&mut self, _position: Position) -> Result<Written, TargetError> {
+        Ok(Written::default())
+    }
+}
