@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow_array::cast::AsArray;
 use common::daemon::{spawn_logged as spawn, Inlet};
-use common::replay::{cell, file_name, read_file, Rows};
-use common::{load_files, task_file};
+use common::mysql_rows::{
+    assert_rows_equal, columns, keyed, loads_beside, replay_to_end, source_rows,
+};
+use common::mysql_stream::wait_caught_up_logged;
+use common::task_file;
 use inlet_testkit::MariaDbServer;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,37 +54,6 @@ flush_interval_ms = 200
 schema_changes = "evolve"
 "#
     )
-}
-
-/// Waits until the task checkpoint covers the binlog's current end (a table loading beside the
-/// stream holds the checkpoint back until it is loaded).
-fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
-    let (seq, offset) = common::mysql_stream::binlog_end(db);
-    let want = (seq << 32) | offset;
-    let checkpoint = out.join("_inlet/added/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(Some(status)) = inlet.0.try_wait() {
-            panic!(
-                "inlet exited early with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if at.is_some_and(|p| p >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:x?}):\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs `sql` with the client keeping its comments (the `mariadb` client strips them unless
@@ -141,105 +112,30 @@ fn spawn_app(
     })
 }
 
-/// The source table's columns, in order.
-fn columns(db: &MariaDbServer, table: &str) -> Vec<String> {
-    db.admin(&format!(
-        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'app' AND \
-         TABLE_NAME = '{table}' ORDER BY ORDINAL_POSITION"
-    ))
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
-fn source_rows(db: &MariaDbServer, table: &str, columns: &[String]) -> Rows {
-    db.admin(&format!("SELECT {} FROM app.{table}", columns.join(", ")))
-        .lines()
-        .map(|line| {
-            let vals: Vec<Option<String>> = line
-                .split('\t')
-                .map(|v| (v != "NULL").then(|| v.to_string()))
-                .collect();
-            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
-        })
-        .collect()
-}
-
-/// The table's rows as its Parquet files say: the LOAD files, then each change in name order.
-/// A column a file lacks (added after it) reads NULL.
-fn replay(table_dir: &Path, columns: &[String]) -> Rows {
-    let mut rows = Rows::new();
-    let mut files = load_files(table_dir);
-    files.sort_by_key(|p| (!file_name(p).starts_with("LOAD"), file_name(p)));
-    for f in files {
-        for b in read_file(&f) {
-            let ops = b.column_by_name("Op").map(|o| o.as_string::<i32>().clone());
-            for r in 0..b.num_rows() {
-                let op = ops.as_ref().map_or("I", |o| o.value(r));
-                if op == "T" {
-                    rows.clear();
-                    continue;
-                }
-                let vals: Vec<Option<String>> = columns
-                    .iter()
-                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
-                    .collect();
-                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
-                if op == "D" {
-                    rows.remove(&id);
-                } else {
-                    rows.insert(id, vals);
-                }
-            }
-        }
-    }
-    rows
-}
-
-/// The target's rows of `app.{table}` equal the source's, value for value, every column.
+/// The target's rows of `app.{table}` equal the source's in every column, value for value.
 fn assert_target_equals_source(db: &MariaDbServer, out: &Path, target: Target, table: &str) {
-    let columns = columns(db, table);
-    let want = source_rows(db, table, &columns);
+    let columns = columns(db, "app", table);
+    let what = format!("app.{table} ({columns:?})");
+    let want = source_rows(db, &format!("app.{table}"), &columns);
     let dir = out.join("app").join(table);
-    let readers: Vec<(&str, Rows)> = match target {
-        Target::Parquet => vec![("the Parquet replay", replay(&dir, &columns))],
+    match target {
+        Target::Parquet => {
+            let got = replay_to_end(&dir, &columns);
+            assert_rows_equal(&what, "the Parquet replay", &want, &got)
+        }
         Target::Iceberg => {
             let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&dir);
-            let keyed = |rows: Vec<Vec<Option<String>>>| -> Rows {
-                rows.into_iter()
-                    .map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r))
-                    .collect()
-            };
-            vec![("pyiceberg", keyed(pyiceberg)), ("duckdb", keyed(duckdb))]
+            assert_rows_equal(&what, "pyiceberg", &want, &keyed(pyiceberg));
+            assert_rows_equal(&what, "duckdb", &want, &keyed(duckdb));
         }
-    };
-    for (reader, got) in readers {
-        let differ: Vec<_> = want
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .map(|(k, v)| (k, v, got.get(k)))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(
-            differ.is_empty() && extra.is_empty(),
-            "app.{table} ({columns:?}) read by {reader}: {} rows in the target, {} in the source; {} \
-             not in the source (first: {:?}); first source rows missing or different (id, \
-             source, target): {differ:?}",
-            got.len(),
-            want.len(),
-            extra.len(),
-            extra.iter().take(5).collect::<Vec<_>>()
-        );
     }
 }
 
-/// How many times the log says tables started loading beside the stream.
-fn loads_beside(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("loading them beside the stream")
-        .count()
+/// Waits until the task checkpoint covers the binlog's current end (a table loading beside the
+/// stream holds the checkpoint back until it is loaded).
+fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
+    let checkpoint = out.join("_inlet/added/checkpoint");
+    wait_caught_up_logged(db, inlet, &checkpoint, log, Duration::from_secs(40));
 }
 
 #[test]

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow_array::cast::AsArray;
 use common::daemon::{spawn_logged as spawn, Inlet};
-use common::replay::{cell, file_name, read_file, Rows};
-use common::{load_files, task_file};
+use common::load_files;
+use common::mysql_rows::{assert_rows_equal, keyed, loads_beside, replay_to_end, source_rows};
+use common::mysql_stream::wait_caught_up_logged;
+use common::task_file;
 use inlet_testkit::MariaDbServer;
 
 /// The columns of every table here, the key first.
@@ -55,41 +56,6 @@ include = ["app.t", "app.side"]
 flush_interval_ms = 200
 "#
     )
-}
-
-/// Waits until the task checkpoint covers the binlog's current end (a table loading beside the
-/// stream holds the checkpoint back until it is loaded).
-fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
-    let status = db.admin("SHOW MASTER STATUS");
-    let mut cols = status.split('\t');
-    let file = cols.next().unwrap();
-    let offset: u64 = cols.next().unwrap().trim().parse().unwrap();
-    let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-    let want = (seq << 32) | offset;
-    let checkpoint = out.join("_inlet/parts/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Ok(Some(status)) = inlet.0.try_wait() {
-            panic!(
-                "inlet exited early with {status}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if at.is_some_and(|p| p >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:x?}):\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The application's writes until `stop`: updates across every partition of `app.t` (and
@@ -128,82 +94,29 @@ fn spawn_app(db: &MariaDbServer, stop: Arc<AtomicBool>) -> std::thread::JoinHand
     })
 }
 
-fn source_rows(db: &MariaDbServer, table: &str) -> Rows {
-    db.admin(&format!("SELECT {} FROM app.{table}", COLUMNS.join(", ")))
-        .lines()
-        .map(|line| {
-            let vals: Vec<Option<String>> = line
-                .split('\t')
-                .map(|v| (v != "NULL").then(|| v.to_string()))
-                .collect();
-            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
-        })
-        .collect()
-}
-
-/// The table's rows as its Parquet files say: the LOAD files, then each change in name order.
-fn replay(table_dir: &Path) -> Rows {
-    let mut rows = Rows::new();
-    let mut files = load_files(table_dir);
-    files.sort_by_key(|p| (!file_name(p).starts_with("LOAD"), file_name(p)));
-    for f in files {
-        for b in read_file(&f) {
-            let ops = b.column_by_name("Op").map(|o| o.as_string::<i32>().clone());
-            for r in 0..b.num_rows() {
-                let op = ops.as_ref().map_or("I", |o| o.value(r));
-                if op == "T" {
-                    rows.clear();
-                    continue;
-                }
-                let vals: Vec<Option<String>> = COLUMNS
-                    .iter()
-                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
-                    .collect();
-                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
-                if op == "D" {
-                    rows.remove(&id);
-                } else {
-                    rows.insert(id, vals);
-                }
-            }
-        }
-    }
-    rows
-}
-
 /// The target's rows of `app.{table}` equal the source's, value for value.
 fn assert_target_equals_source(db: &MariaDbServer, out: &Path, target: Target, table: &str) {
-    let want = source_rows(db, table);
+    let what = format!("app.{table}");
+    let want = source_rows(db, &what, &COLUMNS);
     let dir = out.join("app").join(table);
-    let readers: Vec<(&str, Rows)> = match target {
-        Target::Parquet => vec![("the Parquet replay", replay(&dir))],
+    match target {
+        Target::Parquet => {
+            let got = replay_to_end(&dir, &COLUMNS);
+            assert_rows_equal(&what, "the Parquet replay", &want, &got)
+        }
         Target::Iceberg => {
             let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&dir);
-            let keyed = |rows: Vec<Vec<Option<String>>>| -> Rows {
-                rows.into_iter()
-                    .map(|r| (r[0].as_ref().unwrap().parse().unwrap(), r))
-                    .collect()
-            };
-            vec![("pyiceberg", keyed(pyiceberg)), ("duckdb", keyed(duckdb))]
+            assert_rows_equal(&what, "pyiceberg", &want, &keyed(pyiceberg));
+            assert_rows_equal(&what, "duckdb", &want, &keyed(duckdb));
         }
-    };
-    for (reader, got) in readers {
-        let differ: Vec<_> = want
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-        assert!(
-            differ.is_empty() && extra.is_empty(),
-            "app.{table} read by {reader}: {} rows in the target, {} in the source; {} not in \
-             the source (first: {:?}); first source rows missing or different: {differ:?}",
-            got.len(),
-            want.len(),
-            extra.len(),
-            extra.iter().take(5).collect::<Vec<_>>()
-        );
     }
+}
+
+/// Waits until the task checkpoint covers the binlog's current end (a table loading beside the
+/// stream holds the checkpoint back until it is loaded).
+fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
+    let checkpoint = out.join("_inlet/parts/checkpoint");
+    wait_caught_up_logged(db, inlet, &checkpoint, log, Duration::from_secs(40));
 }
 
 /// Each Parquet file of the table folders and its bytes: a table loaded again has new LOAD
@@ -217,14 +130,6 @@ fn files_of(out: &Path, tables: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
             (p, bytes)
         })
         .collect()
-}
-
-/// How many times the log says tables started loading beside the stream.
-fn loads_beside(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches("loading them beside the stream")
-        .count()
 }
 
 #[test]

@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
+use common::mysql_rows::{assert_rows_equal, replay_to_end, source_rows};
 use common::mysql_stream;
-use common::replay::{cell, file_name, read_file, Rows};
 use common::{load_files, spawn_run as spawn_inlet, stop_run, task_file};
 use inlet_testkit::MariaDbServer;
 
@@ -46,66 +45,10 @@ fn wait_caught_up(db: &MariaDbServer, child: &mut Child, out: &Path) {
     mysql_stream::wait_caught_up(db, child, &out.join("_inlet/osc/checkpoint"), 0)
 }
 
-fn source_rows(db: &MariaDbServer, table: &str, columns: &[&str]) -> Rows {
-    db.admin(&format!("SELECT {} FROM app.{table}", columns.join(", ")))
-        .lines()
-        .map(|line| {
-            let vals: Vec<Option<String>> = line
-                .split('\t')
-                .map(|v| (v != "NULL").then(|| v.to_string()))
-                .collect();
-            (vals[0].as_ref().unwrap().parse().unwrap(), vals)
-        })
-        .collect()
-}
-
-/// The table's rows as its files say: the LOAD files, then each change (any column values; the
-/// shared replay checks a version counter these tests do not keep).
-fn replay(table_dir: &Path, columns: &[&str]) -> Rows {
-    let mut rows = Rows::new();
-    let mut files = load_files(table_dir);
-    files.sort_by_key(|p| (!file_name(p).starts_with("LOAD"), file_name(p)));
-    for f in files {
-        for b in read_file(&f) {
-            let ops = b.column_by_name("Op").map(|o| o.as_string::<i32>().clone());
-            for r in 0..b.num_rows() {
-                let op = ops.as_ref().map_or("I", |o| o.value(r));
-                if op == "T" {
-                    rows.clear();
-                    continue;
-                }
-                let vals: Vec<Option<String>> = columns
-                    .iter()
-                    .map(|c| b.column_by_name(c).and_then(|a| cell(a.as_ref(), r)))
-                    .collect();
-                let id: i64 = vals[0].as_ref().unwrap().parse().unwrap();
-                if op == "D" {
-                    rows.remove(&id);
-                } else {
-                    rows.insert(id, vals);
-                }
-            }
-        }
-    }
-    rows
-}
-
 fn assert_replays_to_the_source(db: &MariaDbServer, out: &Path, table: &str, columns: &[&str]) {
-    let want = source_rows(db, table, columns);
-    let got = replay(&out.join("app").join(table), columns);
-    let differ: Vec<_> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .take(3)
-        .collect();
-    let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
-    assert!(
-        differ.is_empty() && extra == 0,
-        "app.{table}: {} rows in the target, {} in the source; {extra} not in the source; \
-         first source rows missing or different: {differ:?}",
-        got.len(),
-        want.len()
-    );
+    let want = source_rows(db, &format!("app.{table}"), columns);
+    let got = replay_to_end(&out.join("app").join(table), columns);
+    assert_rows_equal(&format!("app.{table}"), "the Parquet replay", &want, &got);
 }
 
 /// The application's writes to `app.t` until `stop`, by name: they wait on the swap's lock and

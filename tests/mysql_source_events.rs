@@ -12,13 +12,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
+use common::daemon::{spawn_logged as spawn, Inlet};
 use common::mysql_audit;
+use common::mysql_stream::{binlog_end, wait_caught_up_logged};
 use common::replay::{cell, file_name, read_file};
 use common::{load_files, task_file};
 use inlet_testkit::MariaDbServer;
@@ -64,85 +66,11 @@ max_delay_ms = 1000
     )
 }
 
-/// A running `inlet run`, SIGKILLed when dropped still running (a failed test must not leave
-/// it retrying against a server that is gone).
-struct Inlet(Child);
-
-impl Drop for Inlet {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `inlet run` with its log in a file (a pipe nobody reads would fill and stall it).
-fn spawn(cfg: &Path, log: &Path) -> Inlet {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("open the log file");
-    // INLET_BIN: a copy of the binary for a long soak, which a rebuild of the shared target
-    // folder must not change under it.
-    let bin = std::env::var_os("INLET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_inlet").into());
-    Command::new(bin)
-        .args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Inlet)
-        .expect("start inlet run")
-}
-
-/// (binlog file number, offset) of the binlog's end now.
-fn binlog_end(db: &MariaDbServer) -> (u64, u64) {
-    let out = db.admin("SHOW MASTER STATUS");
-    let mut cols = out.split('\t');
-    let file = cols.next().expect("SHOW MASTER STATUS: a file");
-    let offset: u64 = cols.next().unwrap().trim().parse().unwrap();
-    let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-    (seq, offset)
-}
-
 /// Waits until the task checkpoint covers the binlog's current end (the task follows one
 /// server: epoch 0 of the position).
 fn wait_caught_up(db: &MariaDbServer, inlet: &mut Inlet, out: &Path, log: &Path) {
-    let (seq, offset) = binlog_end(db);
-    let want = (seq << 32) | offset;
     let checkpoint = out.join("_inlet/events/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = inlet.0.try_wait() {
-            panic!(
-                "inlet exited early with {status}:\n{}\nbinlogs now:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default(),
-                db.admin("SHOW BINARY LOGS")
-            );
-        }
-        let at = std::fs::read_to_string(&checkpoint).ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("position="))
-                .and_then(|p| u64::from_str_radix(p, 16).ok())
-        });
-        if at.is_some_and(|p| p >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inlet did not catch up with binlog {seq}:{offset} in 120 s (checkpoint at {at:x?}):\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_caught_up_logged(db, inlet, &checkpoint, log, Duration::from_secs(120));
 }
 
 /// The `mariadb` command-line client.

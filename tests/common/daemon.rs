@@ -24,7 +24,10 @@ pub fn spawn_logged(cfg: &Path, log: &Path) -> Inlet {
         .append(true)
         .open(log)
         .expect("open the log file");
-    Command::new(env!("CARGO_BIN_EXE_inlet"))
+    // INLET_BIN: a copy of the binary for a long soak, which a rebuild of the shared target
+    // folder must not change under it.
+    let bin = std::env::var_os("INLET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_inlet").into());
+    Command::new(bin)
         .args([
             "run",
             "-c",

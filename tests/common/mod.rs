@@ -6,6 +6,7 @@ pub mod audit;
 pub mod daemon;
 pub mod iceberg;
 pub mod mysql_audit;
+pub mod mysql_rows;
 pub mod mysql_stream;
 pub mod pg_stream;
 pub mod pg_workload;

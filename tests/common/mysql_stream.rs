@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use inlet_testkit::MariaDbServer;
 
+use super::daemon::Inlet;
+
 use super::pg_stream::checkpoint_position;
 
 /// The server's binlog end (`SHOW MASTER STATUS`): the file's sequence number and the offset.
@@ -53,6 +55,41 @@ pub fn wait_caught_up(db: &MariaDbServer, child: &mut Child, checkpoint: &Path, 
         assert!(
             Instant::now() < deadline,
             "inlet did not catch up with binlog {seq}:{offset} (checkpoint at {at:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (`timeout` at most) until the checkpoint covers the binlog's current end on the task's
+/// first server, for an `inlet run` whose log is a file: a process that exits meanwhile, or a
+/// wait that times out, fails the test with that log (and the server's binlogs).
+pub fn wait_caught_up_logged(
+    db: &MariaDbServer,
+    inlet: &mut Inlet,
+    checkpoint: &Path,
+    log: &Path,
+    timeout: Duration,
+) {
+    let (seq, offset) = binlog_end(db);
+    let want = (seq << 32) | offset;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = inlet.0.try_wait() {
+            panic!(
+                "inlet exited early with {status}:\n{}\nbinlogs now:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default(),
+                db.admin("SHOW BINARY LOGS")
+            );
+        }
+        let at = checkpoint_position(checkpoint);
+        if at.is_some_and(|p| p >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "inlet did not catch up with binlog {seq}:{offset} in {timeout:?} (checkpoint at \
+             {at:x?}):\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
