@@ -239,3 +239,149 @@ fn lift_part_positions(
     RecordBatch::try_new(changes.batch.schema(), columns)
         .map_err(|e| TargetError::failed(format!("rebuilding a change batch: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{DataType, Field};
+    use inlet_core::sink::Sink;
+    use inlet_core::{change_schema, Column, TableId};
+
+    fn target(dir: &std::path::Path) -> IcebergTarget {
+        let text = format!("warehouse = \"file://{}\"\n", dir.display());
+        let config: crate::IcebergTargetConfig = toml::from_str(&text).unwrap();
+        IcebergTarget::new(&config, "t").unwrap()
+    }
+
+    fn table() -> TableSchema {
+        let col = |name: &str, dt| Column {
+            name: name.into(),
+            source_type: "bigint".into(),
+            field: Field::new(name, dt, true),
+            distinct_values: None,
+        };
+        TableSchema {
+            id: TableId::new("public", "items"),
+            columns: vec![col("id", DataType::Int64), col("qty", DataType::Int64)],
+            primary_key: vec!["id".into()],
+        }
+    }
+
+    /// Inserts of `ids`, all stamped with `position`.
+    fn inserts(table: &TableSchema, ids: &[i64], position: u64, part: Option<u32>) -> TableChanges {
+        let n = ids.len();
+        let batch = RecordBatch::try_new(
+            change_schema(table),
+            vec![
+                Arc::new(StringArray::from(vec!["I"; n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC")),
+                Arc::new(Int64Array::from(vec![position as i64; n])),
+                Arc::new(Int64Array::from(vec![1; n])),
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(Int64Array::from(vec![7; n])),
+            ],
+        )
+        .unwrap();
+        TableChanges {
+            table: 0,
+            schema: table.clone(),
+            batch,
+            first: Position(position),
+            last: Position(position),
+            commit_time_micros: 0,
+            part,
+        }
+    }
+
+    /// Checkpoints written by earlier versions (through the Parquet target, at the warehouse
+    /// root) are read, and new ones are written in the same place and form.
+    #[tokio::test]
+    async fn checkpoint_keeps_the_parquet_targets_place_and_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path());
+        let file = dir.path().join("_inlet/task-a/checkpoint");
+        assert_eq!(target.read_checkpoint("task-a").await.unwrap(), None);
+
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "position=000000000000002A\nslot=inlet_a\n").unwrap();
+        let read = target.read_checkpoint("task-a").await.unwrap();
+        let expected = Checkpoint {
+            position: Position(0x2A),
+            facts: vec![("slot".into(), "inlet_a".into())],
+        };
+        assert_eq!(read, Some(expected.clone()));
+
+        let next = Checkpoint {
+            position: Position(0x30),
+            ..expected
+        };
+        target.write_checkpoint("task-a", &next).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "position=0000000000000030\nslot=inlet_a\n"
+        );
+        let canonical = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            target.checkpoint_location("task-a"),
+            format!("file://{}/_inlet/task-a/checkpoint", canonical.display())
+        );
+
+        std::fs::write(&file, "nonsense").unwrap();
+        let e = target.read_checkpoint("task-a").await.unwrap_err();
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "table task task-a: the checkpoint {} is unreadable; delete it to start the task \
+                 over",
+                target.checkpoint_location("task-a")
+            )
+        );
+    }
+
+    /// A table holding part of an open transaction does not commit until the source commits
+    /// the transaction; a part stamped with the table's committed position (MySQL stamps parts
+    /// with the transaction's start) is applied, not skipped as a replay.
+    #[tokio::test]
+    async fn commits_wait_for_the_open_transaction_and_parts_are_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path());
+        let t = table();
+        let mut stream = target.change_table(&t).await.unwrap();
+        stream.write(inserts(&t, &[1], 0x20, None)).await.unwrap();
+        let w = stream.commit(Position(0x20)).await.unwrap();
+        assert_eq!(w, Written { rows: 1, bytes: 0 });
+        assert_eq!(
+            stream.committed_position(&t).await.unwrap(),
+            Some(Position(0x20))
+        );
+
+        let written = stream
+            .write(inserts(&t, &[2, 3], 0x20, Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(written, Written::default());
+        assert!(stream.holds_open_transaction());
+        assert_eq!(
+            stream.commit(Position(0x25)).await.unwrap(),
+            Written::default()
+        );
+        assert_eq!(
+            stream.committed_position(&t).await.unwrap(),
+            Some(Position(0x20))
+        );
+
+        stream.transaction_committed();
+        assert!(!stream.holds_open_transaction());
+        let w = stream.commit(Position(0x30)).await.unwrap();
+        assert_eq!(w, Written { rows: 2, bytes: 0 });
+        assert_eq!(
+            stream.committed_position(&t).await.unwrap(),
+            Some(Position(0x30))
+        );
+        // Reopened from the warehouse: all three rows are in the table.
+        let reopened = target.upsert_table(&t).await.unwrap();
+        assert_eq!(reopened.indexed_rows(), 3);
+    }
+}
