@@ -757,3 +757,238 @@ fn workload(app: tokio_postgres::Client) -> (Arc<AtomicBool>, tokio::task::JoinH
     });
     (stop, writer)
 }
+
+/// Seeds docs and other as [`seed`] does, docs with REPLICA IDENTITY FULL (the workload's
+/// updates leave its TOASTed text unchanged) and a `price numeric(10,2)` column holding cents.
+async fn seed_priced(client: &tokio_postgres::Client) {
+    seed(client).await;
+    client
+        .batch_execute(
+            "ALTER TABLE docs REPLICA IDENTITY FULL;
+             ALTER TABLE docs ADD COLUMN price numeric(10,2);
+             UPDATE docs SET price = id * 1.37;",
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits (15 s at most) until the running task's poller, which looks at the catalog every
+/// 10 s, has begun a look after now (the last statement of each look reads the slot's retained
+/// WAL; its start is in pg_stat_activity).
+async fn wait_next_poll(client: &tokio_postgres::Client) {
+    let now: String = client
+        .query_one("SELECT clock_timestamp()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let looked: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND query LIKE '%wal_status FROM pg_replication_slots%' \
+                 AND query_start > $1::text::timestamptz",
+                &[&now],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if looked > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task's poller did not look within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The target's docs (with `columns`) and other equal the source, and other's changes are
+/// each written exactly once.
+async fn assert_docs_and_other(client: &tokio_postgres::Client, out: &Path, columns: &[&str]) {
+    assert_eq!(
+        replay(&out.join("public/docs"), columns),
+        source_rows(client, "docs", columns).await,
+        "docs"
+    );
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("public/other"), &other),
+        source_rows(client, "other", &other).await,
+        "other"
+    );
+    let checked = audit::assert_exactly_once(client, out, "other", "id").await;
+    assert!(checked > 20, "only {checked} changes of other were checked");
+}
+
+/// `ALTER TABLE … ALTER COLUMN … TYPE` that rounds (`numeric(10,2)` to `numeric(10,1)`, then
+/// to `numeric(10,0)`) rewrites the table without writing a change: by default the table is
+/// loaded again beside the stream, both when the type changes while the task streams (the
+/// poller sees a new relfilenode and a new typmod) and while it is stopped (the next start
+/// compares with the checkpoint's record), under a workload on both tables. docs' rows past 20
+/// are never changed after the ALTER: only the reload gives them their rounded prices. A
+/// `VACUUM FULL` (a new relfilenode, the same values) loads nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_change_that_rewrites_loads_its_table_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    seed_priced(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let cfg = task_file(dir.path(), "resync", &task(&pg.url("postgres"), &out));
+    let columns = ["id", "v", "body", "price"];
+
+    // While the task streams: VACUUM FULL, looked at by the poller alone, then the type change.
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    client.batch_execute("VACUUM FULL docs").await.unwrap();
+    wait_next_poll(&client).await;
+    // The poller warns before that statement; the log gets it within milliseconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("rewritten"), "VACUUM FULL reloads:\n{text}");
+    client
+        .batch_execute("ALTER TABLE docs ALTER COLUMN price TYPE numeric(10,1)")
+        .await
+        .unwrap();
+    wait_resyncs_done(&log, 1);
+    // Writes after the reload too (it can take only milliseconds).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(
+        replay(&out.join("public/docs"), &columns),
+        source_rows(&client, "docs", &columns).await,
+        "docs after a type change while streaming"
+    );
+
+    // While the task is stopped.
+    assert_eq!(stop(child, &log), 0);
+    client
+        .batch_execute(
+            "ALTER TABLE docs ALTER COLUMN price TYPE numeric(10,0);
+             UPDATE docs SET v = v + 1 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let mut child = spawn(&cfg, &log);
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    wait_resyncs_done(&log, 2);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    assert_docs_and_other(&client, &out, &columns).await;
+    // Two reloads, none for the VACUUM FULL, each said with its table and cause.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("the table's resync is done").count(),
+        2,
+        "{text}"
+    );
+    for typmod in ["numeric(10,1)", "numeric(10,0)"] {
+        assert!(
+            text.lines().any(|l| l.contains("public.docs")
+                && l.contains("rewritten with new values")
+                && l.contains(&format!("column price changed type to {typmod}"))),
+            "{text}"
+        );
+    }
+}
+
+/// `ALTER TABLE … ADD COLUMN … DEFAULT <computed per row>` (random(), serial) rewrites the
+/// table, each older row with its own value, without writing a change: the table is loaded
+/// again, whether the column is added while the task streams or while it is stopped. A
+/// `VACUUM FULL` and a `CLUSTER` while it is stopped load nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_added_with_a_per_row_default_loads_its_table_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    seed_priced(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let cfg = task_file(dir.path(), "resync", &task(&pg.url("postgres"), &out));
+    let done = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .matches("the table's resync is done")
+            .count()
+    };
+
+    // While the task streams.
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    client
+        .batch_execute(
+            "ALTER TABLE docs ADD COLUMN r int NOT NULL DEFAULT (random() * 1000000)::int",
+        )
+        .await
+        .unwrap();
+    wait_resyncs_done(&log, 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    let columns = ["id", "v", "body", "price", "r"];
+    assert_eq!(
+        replay(&out.join("public/docs"), &columns),
+        source_rows(&client, "docs", &columns).await,
+        "docs after a column added while streaming"
+    );
+
+    // VACUUM FULL and CLUSTER while stopped: new files, the same values, nothing loaded.
+    assert_eq!(stop(child, &log), 0);
+    // (One statement each: a multi-statement string is one transaction, which VACUUM refuses.)
+    client.batch_execute("VACUUM FULL docs").await.unwrap();
+    client
+        .batch_execute("CLUSTER docs USING docs_pkey")
+        .await
+        .unwrap();
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(done(&log), 1, "{}", std::fs::read_to_string(&log).unwrap());
+
+    // Columns added while the task is stopped.
+    assert_eq!(stop(child, &log), 0);
+    client
+        .batch_execute(
+            "ALTER TABLE docs ADD COLUMN r2 int DEFAULT (random() * 1000000)::int;
+             ALTER TABLE docs ADD COLUMN seq serial;
+             UPDATE docs SET v = v + 1 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let mut child = spawn(&cfg, &log);
+    let (stop_writes, writer) = workload(pg.client("postgres").await);
+    wait_resyncs_done(&log, 2);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop_writes.store(true, Ordering::SeqCst);
+    assert!(writer.await.unwrap() > 5);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    assert_docs_and_other(
+        &client,
+        &out,
+        &["id", "v", "body", "price", "r", "r2", "seq"],
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(done(&log), 2, "{text}");
+    for column in ["r", "r2"] {
+        assert!(
+            text.lines().any(|l| l.contains("public.docs")
+                && l.contains("rewritten with new values")
+                && l.contains(&format!("column {column} was added"))),
+            "{text}"
+        );
+    }
+}
