@@ -828,12 +828,24 @@ async fn assert_docs_and_other(client: &tokio_postgres::Client, out: &Path, colu
 /// poller sees a new relfilenode and a new typmod) and while it is stopped (the next start
 /// compares with the checkpoint's record), under a workload on both tables. docs' rows past 20
 /// are never changed after the ALTER: only the reload gives them their rounded prices. A
-/// `VACUUM FULL` (a new relfilenode, the same values) loads nothing.
+/// `VACUUM FULL` (a new relfilenode, the same values) loads nothing. A partitioned table's
+/// partitions are captured as tables of their own: the ALTER of their parent rewrites each,
+/// and each is loaded again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_type_change_that_rewrites_loads_its_table_again() {
     let pg = PgServer::start();
     let client = pg.client("postgres").await;
     seed_priced(&client).await;
+    client
+        .batch_execute(
+            "CREATE TABLE ev (id bigint PRIMARY KEY, v int NOT NULL, price numeric(10,2))
+               PARTITION BY RANGE (id);
+             CREATE TABLE ev_low PARTITION OF ev FOR VALUES FROM (0) TO (100);
+             CREATE TABLE ev_high PARTITION OF ev FOR VALUES FROM (100) TO (200);
+             INSERT INTO ev SELECT g, 0, g * 1.37 FROM generate_series(1, 199) g;",
+        )
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let log = dir.path().join("inlet.log");
@@ -872,24 +884,39 @@ async fn a_type_change_that_rewrites_loads_its_table_again() {
     client
         .batch_execute(
             "ALTER TABLE docs ALTER COLUMN price TYPE numeric(10,0);
+             ALTER TABLE ev ALTER COLUMN price TYPE numeric(10,0);
              UPDATE docs SET v = v + 1 WHERE id = 1;",
         )
         .await
         .unwrap();
     let mut child = spawn(&cfg, &log);
     let (stop_writes, writer) = workload(pg.client("postgres").await);
-    wait_resyncs_done(&log, 2);
+    // docs, then docs and each partition of ev.
+    wait_resyncs_done(&log, 4);
     tokio::time::sleep(Duration::from_millis(600)).await;
     stop_writes.store(true, Ordering::SeqCst);
     assert!(writer.await.unwrap() > 5);
     pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
     assert_eq!(stop(child, &log), 0);
     assert_docs_and_other(&client, &out, &columns).await;
-    // Two reloads, none for the VACUUM FULL, each said with its table and cause.
+    for partition in ["ev_low", "ev_high"] {
+        let columns = ["id", "v", "price"];
+        assert_eq!(
+            replay(&out.join("public").join(partition), &columns),
+            source_rows(&client, partition, &columns).await,
+            "{partition}"
+        );
+    }
+    // Four reloads, none for the VACUUM FULL, each said with its table and cause.
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         text.matches("the table's resync is done").count(),
-        2,
+        4,
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("public.ev_high")
+            && l.contains("column price changed type to numeric(10,0)")),
         "{text}"
     );
     for typmod in ["numeric(10,1)", "numeric(10,0)"] {
