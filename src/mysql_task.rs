@@ -2,26 +2,21 @@
 //! known binlog position, then the binlog from exactly that position, through the same stream
 //! loop and targets as PostgreSQL. The binlog position and GTID set live in the task checkpoint.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
 use inlet_core::{
     CaptureEvent, CheckStatus, Checkpoint, Position, TableChanges, TableId, TableSelection,
 };
 use inlet_mysql::{
     discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
-    CaptureOptions, ConsistentSnapshot, Flavor, KeyRange, MysqlConnector, MysqlError, MysqlGtidSet,
-    MysqlSourceConfig, MysqlTable, SnapshotReader, StartFrom, FILE_FACT, GTID_FACT, XA_FACT,
+    CaptureOptions, ConsistentSnapshot, Flavor, MysqlConnector, MysqlError, MysqlGtidSet,
+    MysqlLoadSource, MysqlSourceConfig, MysqlTable, StartFrom, FILE_FACT, GTID_FACT, XA_FACT,
 };
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::config::{Mode, TaskConfig};
 use crate::join::{self, JoinLoad};
-use crate::progress::Progress;
+use crate::load_pool::{LoadEnd, LoadPool};
 use crate::resync;
-use crate::sink::{LoadTable, Target};
+use crate::sink::Target;
 use crate::state::{Phase, TaskState};
 use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
 use crate::JobError;
@@ -29,44 +24,7 @@ use crate::JobError;
 /// Classifies a MySQL error: a connection that could not be made or broke may work on a retry;
 /// a purged binlog, a setting, a privilege or a value will not.
 pub fn mysql_error(e: MysqlError) -> JobError {
-    let transient = match &e {
-        // Prepared XA transactions end, usually soon: the load starts once they have.
-        MysqlError::Connect { .. } | MysqlError::PreparedXa { .. } => true,
-        MysqlError::Query { reason, .. }
-        | MysqlError::Binlog {
-            message: reason, ..
-        } => {
-            let r = reason.to_ascii_lowercase();
-            !r.contains("1236")
-                && [
-                    "connection",
-                    "closed",
-                    "reset",
-                    "broken pipe",
-                    "timed out",
-                    "eof",
-                    "os error",
-                    "server shutdown",
-                    "gone away",
-                    // A connection that ended inside a packet (tokio-util's words for it).
-                    "bytes remaining on stream",
-                ]
-                .iter()
-                .any(|w| r.contains(w))
-                // An event the decoder could not read is no connection failure.
-                && !r.contains("cannot decode")
-                // ER_TABLE_DEF_CHANGED: a table altered or renamed after the load's snapshot
-                // began (an online schema change tool's shadow table, altered right after its
-                // creation, joining the task): a new snapshot reads it.
-                || r.starts_with("error 1412 ")
-        }
-        MysqlError::Config { .. }
-        | MysqlError::LostBinlog { .. }
-        | MysqlError::Selection(_)
-        | MysqlError::Reserved(_)
-        | MysqlError::Value { .. }
-        | MysqlError::Table { .. } => false,
-    };
+    let transient = e.is_transient();
     // A row image that lacks columns cannot be completed, now or at any restart: say how to
     // get past it (see `resync`).
     if let MysqlError::Table { table, message } = &e {
@@ -703,21 +661,9 @@ impl ChangeSource for MysqlSource {
     }
 }
 
-/// How long a load that ends early may spend settling its tables (finishing the complete ones,
-/// deleting the others' files): a signal must end the process within seconds.
-const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Loads every table through the snapshot's readers, one worker per reader, in primary-key
-/// ranges. `position`: the binlog position the snapshot is consistent with. `stop`: turns true
-/// on a signal.
-///
-/// A load that ends early (a failed worker, a signal) still settles every table before it
-/// returns, as the PostgreSQL load does: a table whose ranges were all read is finished when
-/// the load stands alone (`position` None), and every other one is abandoned, which deletes
-/// the LOAD files this run completed of it, so no partial table stays readable and a rerun
-/// starts from a clean folder. A load that is part of change capture is all or nothing: its
-/// caller starts it again as a whole.
-///
+/// Loads every table through the snapshot's connections in the load pool
+/// ([`crate::load_pool`]), in primary-key ranges. `position`: the binlog position the snapshot
+/// is consistent with (then the load is all or nothing). `stop`: turns true on a signal.
 /// `skip_gone`: a table the server says does not exist (dropped or renamed away since it was
 /// discovered) is skipped, its LOAD files of this run deleted, its target keeping what it had,
 /// instead of failing the load.
@@ -732,170 +678,24 @@ async fn load(
     mut stop: Option<watch::Receiver<bool>>,
     skip_gone: bool,
 ) -> Result<(), JobError> {
-    let mut readers = snapshot.readers;
-    let Some(first) = readers.first_mut() else {
-        return Err(JobError::Failed(
-            "the consistent snapshot opened no connection".into(),
-        ));
-    };
     let fl = &config.full_load;
-    let mut queue = VecDeque::new();
-    let mut chunks = vec![0usize; tables.len()];
-    // Per table, whether the server said it no longer exists (with `skip_gone`).
-    let gone: Arc<Vec<AtomicBool>> =
-        Arc::new(tables.iter().map(|_| AtomicBool::new(false)).collect());
-    for (i, t) in tables.iter().enumerate() {
-        // Chunks of about chunk_mb of table data, from the table's average row size.
-        let avg_row = match (t.estimated_rows, t.data_bytes) {
-            (Some(rows), bytes) if rows > 0 && bytes > 0 => (bytes / rows).max(1),
-            _ => 100,
-        };
-        let chunk_rows = if fl.chunk_mb == 0 {
-            u64::MAX
-        } else {
-            ((fl.chunk_mb << 20) / avg_row).max(10_000)
-        };
-        let ranges = match first.plan_chunks(t, chunk_rows).await {
-            Ok(ranges) => ranges,
-            Err(e) if skip_gone && e.is_missing_table() => {
-                gone[i].store(true, Ordering::Release);
-                continue;
-            }
-            Err(e) => return Err(mysql_error(e)),
-        };
-        for range in ranges {
-            queue.push_back((i, range));
-            chunks[i] += 1;
-        }
-    }
-    let estimates: Vec<(String, Option<u64>)> = tables
-        .iter()
-        .map(|t| (t.schema.id.to_string(), t.estimated_rows))
-        .collect();
-    state.set_tables(estimates.clone());
-    state.set_phase(Phase::Snapshotting);
-    state.set_connected(true);
-    let progress = Progress::new(estimates, state.clone());
-    let logger = progress.spawn_logger();
-    let mut sinks = Vec::with_capacity(tables.len());
-    for t in tables {
-        sinks.push(target.full_load(&t.schema).await?);
-    }
-    let sinks = Arc::new(sinks);
-    let tables = Arc::new(tables.to_vec());
-    let queue = Arc::new(Mutex::new(queue));
-    // Per table, its ranges not yet read to the end and written.
-    let remaining: Arc<Vec<AtomicUsize>> =
-        Arc::new(chunks.into_iter().map(AtomicUsize::new).collect());
     let limits = BatchLimits {
         rows: fl.batch_rows,
         bytes: fl.batch_mb << 20,
     };
-    let mut set = JoinSet::new();
-    for reader in readers {
-        set.spawn(load_worker(
-            reader,
-            tables.clone(),
-            sinks.clone(),
-            queue.clone(),
-            remaining.clone(),
-            progress.clone(),
-            limits,
-            skip_gone.then(|| gone.clone()),
-        ));
-    }
-    let mut failure = None;
-    let mut interrupted = false;
-    loop {
-        let joined = tokio::select! {
-            joined = set.join_next() => joined,
-            () = stopped(&mut stop), if !interrupted => {
-                interrupted = true;
-                set.abort_all();
-                continue;
-            }
-        };
-        let Some(joined) = joined else { break };
-        let result = joined.unwrap_or_else(|e| {
-            if e.is_cancelled() {
-                Ok(())
-            } else {
-                Err(JobError::Failed(format!("a load worker stopped: {e}")))
-            }
-        });
-        if let Err(e) = result {
-            if failure.is_none() && !interrupted {
-                failure = Some(e);
-                set.abort_all();
-            }
-        }
-    }
-    if let Some(logger) = logger {
-        logger.abort();
-    }
-    let ended_early = interrupted || failure.is_some();
-    let deadline = ended_early.then(|| std::time::Instant::now() + SETTLE_LIMIT);
-    let mut rows = 0;
-    let mut states = Vec::with_capacity(tables.len());
-    let mut finish_error = None;
-    for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
-        let name = t.schema.id.to_string();
-        if gone[i].load(Ordering::Acquire) {
-            let abandon_by = deadline.unwrap_or_else(|| std::time::Instant::now() + SETTLE_LIMIT);
-            let what = sink.abandon(abandon_by).await;
-            tracing::warn!(table = %name, "the table no longer exists in the source (dropped or renamed away after it was discovered, as online schema change tools do with the table they swapped out): its load is skipped; {what}");
-            states.push(format!("{name}: gone from the source, skipped; {what}"));
-            continue;
-        }
-        let complete =
-            !ended_early || (position.is_none() && remaining[i].load(Ordering::Acquire) == 0);
-        if complete {
-            let finished = match deadline {
-                None => sink.finish(position).await,
-                Some(d) => tokio::time::timeout_at(d.into(), sink.finish(position))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(JobError::Failed(format!(
-                            "completing the full load of {name} did not finish within {} s",
-                            SETTLE_LIMIT.as_secs()
-                        )))
-                    }),
-            };
-            match finished {
-                Ok(summary) => {
-                    rows += summary.rows;
-                    progress_done(&progress, tables.as_slice(), t);
-                    state.add_bytes(&name, summary.bytes);
-                    states.push(format!(
-                        "{name}: loaded ({} rows in {} LOAD files, complete)",
-                        summary.rows, summary.files
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(table = %name, "the full load of the table failed: {}", e.message());
-                    finish_error = Some(e);
-                }
-            }
-        }
-        let abandon_by = deadline.unwrap_or_else(|| std::time::Instant::now() + SETTLE_LIMIT);
-        let what = sink.abandon(abandon_by).await;
-        tracing::warn!(table = %name, "{what}");
-        states.push(format!("{name}: {what}"));
-    }
-    let described = states.join("; ");
-    if interrupted {
-        tracing::error!(
-            "full load interrupted by a signal before it finished; tables: {described}"
-        );
-        return Err(JobError::Failed(format!(
-            "full load interrupted; tables: {described}"
-        )));
-    }
-    if let Some(e) = failure.or(finish_error) {
-        tracing::error!("full load failed; tables: {described}");
-        return Err(with_tables(e, &described));
-    }
+    let source = MysqlLoadSource::new(snapshot, tables.to_vec(), fl.chunk_mb, limits);
+    let pool = LoadPool {
+        target,
+        state,
+        workers: fl.worker_count(),
+        position,
+        skip_gone,
+    };
+    let results = pool
+        .run(source, stopped(&mut stop))
+        .await
+        .map_err(LoadEnd::into_error)?;
+    let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     tracing::info!(tables = tables.len(), rows, "full load done");
     Ok(())
 }
@@ -908,94 +708,6 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
         }
     }
     std::future::pending::<()>().await
-}
-
-/// The error with each table's state appended, keeping its kind (exit code, retry).
-fn with_tables(error: JobError, tables: &str) -> JobError {
-    let add = |m: String| format!("{m}; tables: {tables}");
-    match error {
-        JobError::Config(m) => JobError::Config(add(m)),
-        JobError::Failed(m) => JobError::Failed(add(m)),
-        JobError::Transient { kind, message } => JobError::Transient {
-            kind,
-            message: add(message),
-        },
-    }
-}
-
-fn progress_done(progress: &Progress, tables: &[MysqlTable], table: &MysqlTable) {
-    if let Some(i) = tables.iter().position(|t| t.schema.id == table.schema.id) {
-        progress.table_done(i);
-    }
-}
-
-/// One load worker: reads queued key ranges through its snapshot connection into the tables'
-/// sinks. `gone`: with it, a table the server says does not exist is marked there and skipped.
-#[allow(clippy::too_many_arguments)]
-async fn load_worker(
-    mut reader: SnapshotReader,
-    tables: Arc<Vec<MysqlTable>>,
-    sinks: Arc<Vec<LoadTable>>,
-    queue: Arc<Mutex<VecDeque<(usize, KeyRange)>>>,
-    remaining: Arc<Vec<AtomicUsize>>,
-    progress: Progress,
-    limits: BatchLimits,
-    gone: Option<Arc<Vec<AtomicBool>>>,
-) -> Result<(), JobError> {
-    let mut open: Option<(usize, crate::sink::LoadWriter)> = None;
-    // Whether the server says `e` means `table` no longer exists and the load skips such tables.
-    let skipped = |e: &MysqlError, table: usize| match &gone {
-        Some(gone) if e.is_missing_table() => {
-            gone[table].store(true, Ordering::Release);
-            true
-        }
-        _ => false,
-    };
-    loop {
-        let next = queue
-            .lock()
-            .map_err(|_| JobError::Failed("work queue poisoned".into()))?
-            .pop_front();
-        let Some((table, range)) = next else { break };
-        if gone
-            .as_ref()
-            .is_some_and(|g| g[table].load(Ordering::Acquire))
-        {
-            remaining[table].fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        if open.as_ref().is_some_and(|(t, _)| *t != table) {
-            if let Some((_, w)) = open.take() {
-                w.close().await?;
-            }
-        }
-        let (_, writer) = open.get_or_insert_with(|| (table, sinks[table].writer()));
-        let mut stream = match reader.read(&tables[table], range, limits).await {
-            Ok(stream) => stream,
-            Err(e) if skipped(&e, table) => {
-                remaining[table].fetch_sub(1, Ordering::AcqRel);
-                continue;
-            }
-            Err(e) => return Err(mysql_error(e)),
-        };
-        loop {
-            match stream.next_batch().await {
-                Ok(Some(batch)) => {
-                    let rows = batch.num_rows() as u64;
-                    writer.write(&batch).await?;
-                    progress.add_rows(table, rows);
-                }
-                Ok(None) => break,
-                Err(e) if skipped(&e, table) => break,
-                Err(e) => return Err(mysql_error(e)),
-            }
-        }
-        remaining[table].fetch_sub(1, Ordering::AcqRel);
-    }
-    if let Some((_, w)) = open.take() {
-        w.close().await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod policy;
 mod portable;
 mod selection;
 pub mod sink;
+pub mod snapshot;
 mod table;
 mod years;
 

@@ -63,6 +63,50 @@ pub enum MysqlError {
 }
 
 impl MysqlError {
+    /// Whether the same work may succeed if tried again later: a connection that could not be
+    /// made or broke, prepared XA transactions that end (usually soon), a table changed under
+    /// the snapshot. A purged binlog, a setting, a privilege or a value will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            // Prepared XA transactions end, usually soon: the load starts once they have.
+            MysqlError::Connect { .. } | MysqlError::PreparedXa { .. } => true,
+            MysqlError::Query { reason, .. }
+            | MysqlError::Binlog {
+                message: reason, ..
+            } => {
+                let r = reason.to_ascii_lowercase();
+                !r.contains("1236")
+                    && [
+                        "connection",
+                        "closed",
+                        "reset",
+                        "broken pipe",
+                        "timed out",
+                        "eof",
+                        "os error",
+                        "server shutdown",
+                        "gone away",
+                        // A connection that ended inside a packet (tokio-util's words for it).
+                        "bytes remaining on stream",
+                    ]
+                    .iter()
+                    .any(|w| r.contains(w))
+                    // An event the decoder could not read is no connection failure.
+                    && !r.contains("cannot decode")
+                    // ER_TABLE_DEF_CHANGED: a table altered or renamed after the load's snapshot
+                    // began (an online schema change tool's shadow table, altered right after
+                    // its creation, joining the task): a new snapshot reads it.
+                    || r.starts_with("error 1412 ")
+            }
+            MysqlError::Config { .. }
+            | MysqlError::LostBinlog { .. }
+            | MysqlError::Selection(_)
+            | MysqlError::Reserved(_)
+            | MysqlError::Value { .. }
+            | MysqlError::Table { .. } => false,
+        }
+    }
+
     /// The server said the table does not exist (ERROR 1146, SQLSTATE 42S02): it was dropped
     /// or renamed away since it was discovered.
     pub fn is_missing_table(&self) -> bool {

@@ -43,6 +43,6 @@ pub use position::{
     StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
 };
 pub use snapshot::{
-    chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange, SnapshotPoint,
-    SnapshotReader,
+    chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange,
+    MysqlChunkReader, MysqlLoadSource, SnapshotPoint, SnapshotReader,
 };

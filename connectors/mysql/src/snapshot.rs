@@ -16,8 +16,11 @@
 //! range is `key >= start AND key < end` with the server's own comparison on both sides of
 //! every bound, so each row falls in exactly one range whatever the type or collation.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
-use inlet_core::TableId;
+use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
+use inlet_core::{TableId, TableSchema};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinaryProtocol, Conn, QueryResult};
 
@@ -627,6 +630,124 @@ fn snapshot_value_error(table: &MysqlTable, col: usize, e: ValueError) -> MysqlE
         table: table.schema.id.clone(),
         column: column.name.clone(),
         message,
+    }
+}
+
+impl From<MysqlError> for SourceError {
+    fn from(e: MysqlError) -> Self {
+        let transient = e.is_transient();
+        let config = matches!(e, MysqlError::Config { .. } | MysqlError::Selection(_));
+        let missing = e.is_missing_table();
+        SourceError::new(transient, e)
+            .with_config(config)
+            .with_missing_table(missing)
+    }
+}
+
+impl SnapshotTable for MysqlTable {
+    fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+    fn estimated_rows(&self) -> Option<u64> {
+        self.estimated_rows
+    }
+}
+
+/// The full load's view of a consistent snapshot: its tables, cut into primary-key ranges, and
+/// its worker connections.
+pub struct MysqlLoadSource {
+    tables: Arc<Vec<MysqlTable>>,
+    readers: Vec<SnapshotReader>,
+    chunk_mb: u64,
+    limits: BatchLimits,
+}
+
+impl MysqlLoadSource {
+    /// `chunk_mb`: table megabytes per range, from each table's average row size (0: each
+    /// table in one range).
+    pub fn new(
+        snapshot: ConsistentSnapshot,
+        tables: Vec<MysqlTable>,
+        chunk_mb: u64,
+        limits: BatchLimits,
+    ) -> Self {
+        Self {
+            tables: Arc::new(tables),
+            readers: snapshot.readers,
+            chunk_mb,
+            limits,
+        }
+    }
+}
+
+impl LoadSource for MysqlLoadSource {
+    type Table = MysqlTable;
+    type Chunk = KeyRange;
+    type Reader = MysqlChunkReader;
+
+    fn tables(&self) -> Arc<Vec<MysqlTable>> {
+        self.tables.clone()
+    }
+
+    /// Planned on the snapshot's first connection, so the ranges are those of the snapshot.
+    async fn chunks(&mut self, table: usize) -> Result<Vec<KeyRange>, SourceError> {
+        let Some(first) = self.readers.first_mut() else {
+            return Err(SourceError::failed(
+                "the consistent snapshot opened no connection",
+            ));
+        };
+        let Some(t) = self.tables.get(table) else {
+            return Ok(Vec::new());
+        };
+        // Ranges of about chunk_mb of table data, from the table's average row size.
+        let avg_row = match (t.estimated_rows, t.data_bytes) {
+            (Some(rows), bytes) if rows > 0 && bytes > 0 => (bytes / rows).max(1),
+            _ => 100,
+        };
+        let chunk_rows = if self.chunk_mb == 0 {
+            u64::MAX
+        } else {
+            ((self.chunk_mb << 20) / avg_row).max(10_000)
+        };
+        Ok(first.plan_chunks(t, chunk_rows).await?)
+    }
+
+    /// The snapshot's connections, up to `workers`; the others are closed.
+    async fn readers(&mut self, workers: usize) -> Result<Vec<MysqlChunkReader>, SourceError> {
+        let limits = self.limits;
+        let take = workers.max(1).min(self.readers.len());
+        Ok(self
+            .readers
+            .drain(..)
+            .take(take)
+            .map(|reader| MysqlChunkReader { reader, limits })
+            .collect())
+    }
+}
+
+/// A load worker's connection inside the consistent snapshot.
+pub struct MysqlChunkReader {
+    reader: SnapshotReader,
+    limits: BatchLimits,
+}
+
+impl ChunkReader for MysqlChunkReader {
+    type Table = MysqlTable;
+    type Chunk = KeyRange;
+    type Batches<'a> = ChunkStream<'a>;
+
+    async fn read<'a>(
+        &'a mut self,
+        table: &'a MysqlTable,
+        range: KeyRange,
+    ) -> Result<ChunkStream<'a>, SourceError> {
+        Ok(self.reader.read(table, range, self.limits).await?)
+    }
+}
+
+impl ChunkBatches for ChunkStream<'_> {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        Ok(ChunkStream::next_batch(self).await?)
     }
 }
 

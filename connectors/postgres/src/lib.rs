@@ -39,5 +39,6 @@ pub use slot::{
     NoReplicaIdentity, PublicationPlan, SlotState,
 };
 pub use snapshot::{
-    plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, SnapshotChunk, SnapshotReader,
+    plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
+    SnapshotChunk, SnapshotReader,
 };

@@ -2,9 +2,12 @@
 //! into ctid-range chunks, and each chunk streamed with COPY binary into record batches.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use futures::StreamExt;
+use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
+use inlet_core::TableSchema;
 use tokio_postgres::{Client, CopyOutStream};
 
 use crate::catalog::SourceTable;
@@ -289,9 +292,173 @@ impl ChunkStream<'_> {
     }
 }
 
+/// Page size the chunk size is computed with; tables on servers built with another block size
+/// get proportionally larger or smaller chunks, which is harmless.
+const BLOCK_SIZE: u64 = 8192;
+
+/// Heap pages per chunk: `chunk_mb` of them, or the whole table (`u64::MAX`) when `chunk_mb` is
+/// 0 or the server predates TID range scans (PostgreSQL 14): there each chunk's `ctid` range
+/// would be a scan of the whole table, so chunks would multiply the reading instead of sharing
+/// it out.
+fn chunk_pages(chunk_mb: u64, server_version_num: i32) -> u64 {
+    if chunk_mb == 0 || server_version_num < 140_000 {
+        u64::MAX
+    } else {
+        chunk_mb * 1024 * 1024 / BLOCK_SIZE
+    }
+}
+
+impl From<PgError> for SourceError {
+    fn from(e: PgError) -> Self {
+        let transient = e.is_transient();
+        let config = matches!(e, PgError::Config { .. } | PgError::Selection(_));
+        let missing = e.is_missing_relation();
+        SourceError::new(transient, e)
+            .with_config(config)
+            .with_missing_table(missing)
+    }
+}
+
+impl PgError {
+    /// Whether the server said the relation does not exist (SQLSTATE 42P01): it was dropped or
+    /// renamed away since the snapshot's catalog showed it (a COPY resolves the name in the
+    /// current catalog). The SQLSTATE, not the message, which follows the server's
+    /// `lc_messages`.
+    pub fn is_missing_relation(&self) -> bool {
+        matches!(self, PgError::Query { code: Some(code), .. } if code == "42P01")
+    }
+}
+
+impl SnapshotTable for SourceTable {
+    fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+    fn estimated_rows(&self) -> Option<u64> {
+        self.estimated_rows
+    }
+}
+
+/// The full load's view of an exported snapshot: its tables, cut into page ranges, and worker
+/// connections that import it. The exporting session stays open while this lives.
+pub struct PgLoadSource {
+    connector: PgConnector,
+    snapshot: ExportedSnapshot,
+    tables: Arc<Vec<SourceTable>>,
+    chunk_pages: u64,
+    limits: BatchLimits,
+}
+
+impl PgLoadSource {
+    /// `chunk_mb`: heap megabytes per chunk (0: each table in one chunk); servers before
+    /// PostgreSQL 14 read each table in one chunk.
+    pub async fn new(
+        connector: &PgConnector,
+        snapshot: ExportedSnapshot,
+        tables: Vec<SourceTable>,
+        chunk_mb: u64,
+        limits: BatchLimits,
+    ) -> Result<Self, PgError> {
+        let version: i32 = snapshot
+            .client()
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| connector.query_error("reading server_version_num", &e))?
+            .get(0);
+        let chunk_pages = chunk_pages(chunk_mb, version);
+        if chunk_pages == u64::MAX && chunk_mb != 0 {
+            tracing::info!(
+                server_version_num = version,
+                "PostgreSQL before 14 has no TID range scans: each table is read in one chunk \
+                 (full_load.chunk_mb applies from 14 on)"
+            );
+        }
+        Ok(Self {
+            connector: connector.clone(),
+            snapshot,
+            tables: Arc::new(tables),
+            chunk_pages,
+            limits,
+        })
+    }
+}
+
+impl LoadSource for PgLoadSource {
+    type Table = SourceTable;
+    type Chunk = SnapshotChunk;
+    type Reader = PgChunkReader;
+
+    fn tables(&self) -> Arc<Vec<SourceTable>> {
+        self.tables.clone()
+    }
+
+    /// Largest tables first, so the long ones start early and the small ones fill the gaps.
+    fn read_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.tables.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.tables[i].pages));
+        order
+    }
+
+    async fn chunks(&mut self, table: usize) -> Result<Vec<SnapshotChunk>, SourceError> {
+        let pages = self.tables.get(table).map_or(0, |t| t.pages);
+        Ok(plan_chunks(pages, self.chunk_pages))
+    }
+
+    async fn readers(&mut self, workers: usize) -> Result<Vec<PgChunkReader>, SourceError> {
+        let mut readers = Vec::with_capacity(workers.max(1));
+        for _ in 0..workers.max(1) {
+            readers.push(PgChunkReader {
+                reader: SnapshotReader::open(&self.connector, self.snapshot.id()).await?,
+                limits: self.limits,
+            });
+        }
+        Ok(readers)
+    }
+}
+
+/// A load worker's connection inside the exported snapshot, each chunk in a transaction of its
+/// own.
+pub struct PgChunkReader {
+    reader: SnapshotReader,
+    limits: BatchLimits,
+}
+
+impl ChunkReader for PgChunkReader {
+    type Table = SourceTable;
+    type Chunk = SnapshotChunk;
+    type Batches<'a> = ChunkStream<'a>;
+
+    async fn read<'a>(
+        &'a mut self,
+        table: &'a SourceTable,
+        chunk: SnapshotChunk,
+    ) -> Result<ChunkStream<'a>, SourceError> {
+        Ok(self.reader.read(table, chunk, self.limits).await?)
+    }
+
+    /// Ends the chunk's transaction, also one a missing relation aborted.
+    async fn finish_chunk(&mut self) -> Result<(), SourceError> {
+        Ok(self.reader.finish_chunk().await?)
+    }
+}
+
+impl ChunkBatches for ChunkStream<'_> {
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SourceError> {
+        Ok(ChunkStream::next_batch(self).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_before_14_read_each_table_in_one_chunk() {
+        assert_eq!(chunk_pages(64, 140_000), 64 * 1024 * 1024 / BLOCK_SIZE);
+        assert_eq!(chunk_pages(64, 180_004), 64 * 1024 * 1024 / BLOCK_SIZE);
+        assert_eq!(chunk_pages(64, 130_022), u64::MAX);
+        assert_eq!(chunk_pages(64, 100_000), u64::MAX);
+        assert_eq!(chunk_pages(0, 170_000), u64::MAX);
+    }
 
     #[test]
     fn chunks_cover_everything() {

@@ -1,0 +1,154 @@
+//! What a source (PostgreSQL, MySQL) gives the full load: the tables of one consistent snapshot,
+//! each cut into chunks, and per worker a reader that turns a chunk into Arrow record batches.
+//! The daemon's one load pool drives every source through these traits; the source classifies
+//! its own errors ([`SourceError`]), so the pool holds no rule of any server.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use crate::TableSchema;
+
+/// An error of a source, classified by the connector that raised it: whether the same work may
+/// succeed if tried again later (the server was unreachable, restarted or closed the
+/// connection), whether a setting of the task file is wrong, and whether the server said the
+/// table does not exist (dropped or renamed away since it was discovered). The connector's own
+/// error stays available as `source()`; the message is its message.
+#[derive(Debug)]
+pub struct SourceError {
+    transient: bool,
+    config: bool,
+    missing_table: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SourceError {
+    /// `error`, classified by the connector that raised it.
+    pub fn new(transient: bool, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            transient,
+            config: false,
+            missing_table: false,
+            error: Box::new(error),
+        }
+    }
+
+    /// An error a retry would only repeat (a bug, a state the source should not be in).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            transient: false,
+            config: false,
+            missing_table: false,
+            error: message.into().into(),
+        }
+    }
+
+    /// Marks the error as one of a setting in the task file (the fix is there).
+    pub fn with_config(mut self, config: bool) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Marks the error as the server saying the table does not exist.
+    pub fn with_missing_table(mut self, missing: bool) -> Self {
+        self.missing_table = missing;
+        self
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    pub fn is_config(&self) -> bool {
+        self.config
+    }
+
+    /// The server said the table does not exist: it was dropped or renamed away after the
+    /// snapshot's catalog showed it.
+    pub fn is_missing_table(&self) -> bool {
+        self.missing_table
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error.as_ref())
+    }
+}
+
+/// One table of a snapshot, as the load pool sees it.
+pub trait SnapshotTable: Send + Sync + 'static {
+    fn schema(&self) -> &TableSchema;
+    /// The server's estimate of its rows, for progress; None when it has none.
+    fn estimated_rows(&self) -> Option<u64>;
+}
+
+/// The tables of one consistent snapshot, ready to be read in parallel. It holds the snapshot
+/// open until it is dropped (after every reader is done).
+pub trait LoadSource: Send {
+    type Table: SnapshotTable;
+    /// A part of one table that one worker reads at a time (a page range, a key range).
+    type Chunk: Send + 'static;
+    type Reader: ChunkReader<Table = Self::Table, Chunk = Self::Chunk>;
+
+    /// The tables to load, in the order their results are reported.
+    fn tables(&self) -> Arc<Vec<Self::Table>>;
+
+    /// The order workers take the tables in (indexes into [`LoadSource::tables`]); each
+    /// table's chunks stay together, so a worker keeps one file open at a time.
+    fn read_order(&self) -> Vec<usize> {
+        (0..self.tables().len()).collect()
+    }
+
+    /// Cuts table `table` into chunks, of the size the task's settings ask for.
+    fn chunks(
+        &mut self,
+        table: usize,
+    ) -> impl Future<Output = Result<Vec<Self::Chunk>, SourceError>> + Send;
+
+    /// Readers inside the snapshot, one per worker: `workers` of them, or as many as the
+    /// snapshot has when fewer (at least one).
+    fn readers(
+        &mut self,
+        workers: usize,
+    ) -> impl Future<Output = Result<Vec<Self::Reader>, SourceError>> + Send;
+}
+
+/// One worker's connection inside the snapshot.
+pub trait ChunkReader: Send + 'static {
+    type Table: SnapshotTable;
+    type Chunk: Send + 'static;
+    /// The record batches of one chunk.
+    type Batches<'a>: ChunkBatches + Send
+    where
+        Self: 'a;
+
+    /// Starts reading `chunk` of `table`.
+    fn read<'a>(
+        &'a mut self,
+        table: &'a Self::Table,
+        chunk: Self::Chunk,
+    ) -> impl Future<Output = Result<Self::Batches<'a>, SourceError>> + Send;
+
+    /// Ends a chunk once its batches are dropped, whether read to the end or not (a source that
+    /// reads each chunk in a transaction of its own ends it here).
+    fn finish_chunk(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The record batches of one chunk, each with its table's Arrow schema.
+pub trait ChunkBatches {
+    /// The next batch, or None when the chunk is done.
+    fn next_batch(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<RecordBatch>, SourceError>> + Send;
+}

@@ -1,0 +1,465 @@
+//! The full load's worker pool, the same for every source: a source's consistent snapshot
+//! ([`LoadSource`]) is cut into chunks, and N workers (each with its own reader inside the
+//! snapshot) stream the chunks into the target's tables.
+//!
+//! A load that ends early (a signal, an error in any table) still settles every table before it
+//! returns: a table whose chunks were all read and whose files were all completed is finished
+//! like on success when the load stands alone; any other is abandoned, which removes its
+//! incomplete files (see [`LoadTable::abandon`]), so no partial table is left readable. A load
+//! that is part of change capture (`position`) is all or nothing: its caller starts it again as
+//! a whole. The state of each table is logged and put in the error.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
+use inlet_core::Position;
+use tokio::task::JoinSet;
+
+use crate::progress::Progress;
+use crate::sink::{LoadSummary, LoadTable, LoadWriter, Target};
+use crate::state::{Phase, TaskState};
+use crate::JobError;
+
+/// How long a load that ends early may spend settling its tables (finishing the complete ones,
+/// deleting the incomplete ones' files) and waiting for its workers to stop: a signal must end
+/// the process within seconds.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a full load did not finish.
+pub enum LoadEnd {
+    Failed(JobError),
+    /// The `stop` future completed (a signal). `tables`: each table's state, for the message.
+    Interrupted {
+        tables: String,
+    },
+}
+
+impl LoadEnd {
+    /// The error of a load that had no signal of its own to stop it, or whose caller reports
+    /// an interruption like any failure.
+    pub fn into_error(self) -> JobError {
+        match self {
+            LoadEnd::Failed(e) => e,
+            LoadEnd::Interrupted { tables } => {
+                JobError::Failed(format!("full load interrupted; {tables}"))
+            }
+        }
+    }
+}
+
+pub struct TableResult {
+    pub table: String,
+    pub summary: LoadSummary,
+}
+
+/// What a load writes to and how: the same for every source.
+pub struct LoadPool<'a> {
+    pub target: &'a Target,
+    pub state: &'a TaskState,
+    /// The most workers (`full_load.workers`); never more than there are chunks.
+    pub workers: usize,
+    /// The source position the snapshot is consistent with, for a load that is part of change
+    /// capture.
+    pub position: Option<Position>,
+    /// A table the source says does not exist (dropped or renamed away since it was discovered,
+    /// as online schema change tools do with the table they swapped out) is skipped, its files
+    /// of this run deleted, its target keeping what it had, instead of failing the load. For
+    /// tables joining a running task.
+    pub skip_gone: bool,
+}
+
+/// A source error, transient or not as the connector classified it.
+pub fn source_error(e: SourceError) -> JobError {
+    if e.is_transient() {
+        JobError::Transient {
+            kind: "source",
+            message: e.to_string(),
+        }
+    } else if e.is_config() {
+        JobError::Config(e.to_string())
+    } else {
+        JobError::Failed(e.to_string())
+    }
+}
+
+impl LoadPool<'_> {
+    /// Loads every table of `source`, stopped early when `stop` completes (a signal): the
+    /// workers are cancelled, every table is settled within [`SETTLE_LIMIT`], and the result
+    /// says what each holds. `source` (and so its snapshot) stays open until the workers end.
+    pub async fn run<S: LoadSource>(
+        &self,
+        mut source: S,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Vec<TableResult>, LoadEnd> {
+        let mut stop = std::pin::pin!(stop);
+        // Until the workers run nothing is written to the target, so a stop can simply drop
+        // this.
+        let prepared = tokio::select! {
+            prepared = self.prepare(&mut source) => prepared.map_err(LoadEnd::Failed)?,
+            () = &mut stop => return Err(interrupted_preparing()),
+        };
+        let Prepared {
+            tables,
+            sinks,
+            remaining,
+            gone,
+            progress,
+            logger,
+            mut set,
+        } = prepared;
+
+        let mut failure = None;
+        let mut interrupted = false;
+        loop {
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                () = &mut stop, if !interrupted => {
+                    interrupted = true;
+                    set.abort_all();
+                    continue;
+                }
+            };
+            let Some(joined) = joined else { break };
+            let result = joined.unwrap_or_else(|e| {
+                if e.is_cancelled() {
+                    Ok(())
+                } else {
+                    Err(JobError::Failed(format!("a load worker stopped: {e}")))
+                }
+            });
+            if let Err(e) = result {
+                if failure.is_none() && !interrupted {
+                    failure = Some(e);
+                    set.abort_all();
+                }
+            }
+        }
+        if let Some(logger) = logger {
+            logger.abort();
+        }
+        // The snapshot was needed until every worker ended.
+        drop(source);
+
+        // On success every table is complete; otherwise only those whose chunks were all read
+        // (their writers may still have lost rows, which `finish` detects), when the load
+        // stands alone.
+        let ended_early = interrupted || failure.is_some();
+        let complete: Vec<bool> = remaining
+            .iter()
+            .map(|r| !ended_early || (self.position.is_none() && r.load(Ordering::Acquire) == 0))
+            .collect();
+        let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
+        let settled = self
+            .settle(&tables, &sinks, &complete, &gone, &progress, deadline)
+            .await;
+        if !ended_early && settled.finish_error.is_none() {
+            return Ok(settled.results);
+        }
+        let described = settled.describe();
+        if interrupted {
+            tracing::error!(
+                "full load interrupted by a signal before it finished; tables: {described}"
+            );
+            return Err(LoadEnd::Interrupted { tables: described });
+        }
+        let error = failure
+            .or(settled.finish_error)
+            .unwrap_or_else(|| JobError::Failed("the full load failed".into()));
+        tracing::error!("full load failed; tables: {described}");
+        Err(LoadEnd::Failed(with_tables(error, &described)))
+    }
+
+    /// Plans every table's chunks, opens its sinks, and starts the workers.
+    async fn prepare<S: LoadSource>(&self, source: &mut S) -> Result<Prepared<S::Table>, JobError> {
+        let tables = source.tables();
+        let gone: Arc<Vec<AtomicBool>> =
+            Arc::new(tables.iter().map(|_| AtomicBool::new(false)).collect());
+        let mut queue = VecDeque::new();
+        let mut chunks_per_table = vec![0usize; tables.len()];
+        for table in source.read_order() {
+            let chunks = match source.chunks(table).await {
+                Ok(chunks) => chunks,
+                Err(e) if self.skip_gone && e.is_missing_table() => {
+                    gone[table].store(true, Ordering::Release);
+                    continue;
+                }
+                Err(e) => return Err(source_error(e)),
+            };
+            for chunk in chunks {
+                queue.push_back(WorkItem { table, chunk });
+                chunks_per_table[table] += 1;
+            }
+        }
+        let mut sinks = Vec::with_capacity(tables.len());
+        for t in tables.iter() {
+            sinks.push(self.target.full_load(t.schema()).await?);
+        }
+        let sinks: Arc<Vec<LoadTable>> = Arc::new(sinks);
+        // Per table, its chunks not yet read to the end and written.
+        let remaining: Arc<Vec<AtomicUsize>> =
+            Arc::new(chunks_per_table.into_iter().map(AtomicUsize::new).collect());
+        let workers = self.workers.min(queue.len()).max(1);
+        let queue = Arc::new(Mutex::new(queue));
+        let estimates: Vec<(String, Option<u64>)> = tables
+            .iter()
+            .map(|t| (t.schema().id.to_string(), t.estimated_rows()))
+            .collect();
+        self.state.set_tables(estimates.clone());
+        self.state.set_phase(Phase::Snapshotting);
+        self.state.set_connected(true);
+        let progress = Progress::new(estimates, self.state.clone());
+        let logger = progress.spawn_logger();
+        let readers = match source.readers(workers).await {
+            Ok(readers) => readers,
+            Err(e) => {
+                if let Some(logger) = logger {
+                    logger.abort();
+                }
+                return Err(source_error(e));
+            }
+        };
+        let mut set = JoinSet::new();
+        for reader in readers {
+            let worker = Worker {
+                reader,
+                tables: tables.clone(),
+                sinks: sinks.clone(),
+                queue: queue.clone(),
+                remaining: remaining.clone(),
+                gone: self.skip_gone.then(|| gone.clone()),
+                progress: progress.clone(),
+            };
+            set.spawn(worker.run());
+        }
+        Ok(Prepared {
+            tables,
+            sinks,
+            remaining,
+            gone,
+            progress,
+            logger,
+            set,
+        })
+    }
+
+    /// Finishes each complete table and abandons the others (and any whose finish fails, or
+    /// that is `gone` from the source). With a `deadline` (a load ending early), finishing gives
+    /// up then too.
+    async fn settle<T: SnapshotTable>(
+        &self,
+        tables: &[T],
+        sinks: &[LoadTable],
+        complete: &[bool],
+        gone: &[AtomicBool],
+        progress: &Progress,
+        deadline: Option<Instant>,
+    ) -> Settled {
+        let mut settled = Settled {
+            results: Vec::with_capacity(tables.len()),
+            states: Vec::with_capacity(tables.len()),
+            finish_error: None,
+        };
+        let position = self.position;
+        for (i, (t, sink)) in tables.iter().zip(sinks.iter()).enumerate() {
+            let name = t.schema().id.to_string();
+            if gone[i].load(Ordering::Acquire) {
+                let abandon_by = deadline.unwrap_or_else(|| Instant::now() + SETTLE_LIMIT);
+                let what = sink.abandon(abandon_by).await;
+                tracing::warn!(table = %name, "the table no longer exists in the source (dropped or renamed away after it was discovered, as online schema change tools do with the table they swapped out): its load is skipped; {what}");
+                settled
+                    .states
+                    .push((name, format!("gone from the source, skipped; {what}")));
+                continue;
+            }
+            if complete[i] {
+                let finished = match deadline {
+                    None => sink.finish(position).await,
+                    Some(d) => tokio::time::timeout_at(d.into(), sink.finish(position))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(JobError::Failed(format!(
+                                "completing the full load of {name} did not finish within {} s",
+                                SETTLE_LIMIT.as_secs()
+                            )))
+                        }),
+                };
+                match finished {
+                    Ok(summary) => {
+                        progress.table_done(i);
+                        self.state.add_bytes(&name, summary.bytes);
+                        settled.states.push((
+                            name.clone(),
+                            format!(
+                                "loaded ({} rows in {} LOAD files, complete)",
+                                summary.rows, summary.files
+                            ),
+                        ));
+                        settled.results.push(TableResult {
+                            table: name,
+                            summary,
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(table = %name, "the full load of the table failed: {}", e.message());
+                        if settled.finish_error.is_none() {
+                            settled.finish_error = Some(e);
+                        }
+                    }
+                }
+            }
+            let abandon_by = deadline.unwrap_or_else(|| Instant::now() + SETTLE_LIMIT);
+            let what = sink.abandon(abandon_by).await;
+            tracing::warn!(table = %name, "{what}");
+            settled.states.push((name, what));
+        }
+        settled
+    }
+}
+
+/// A stop before any table was written.
+pub fn interrupted_preparing() -> LoadEnd {
+    let tables = "no table was written (the load was still preparing)".to_string();
+    tracing::error!("full load interrupted by a signal; {tables}");
+    LoadEnd::Interrupted { tables }
+}
+
+/// The error with each table's state appended, keeping its kind (exit code, retry).
+fn with_tables(error: JobError, tables: &str) -> JobError {
+    let add = |m: String| format!("{m}; tables: {tables}");
+    match error {
+        JobError::Config(m) => JobError::Config(add(m)),
+        JobError::Failed(m) => JobError::Failed(add(m)),
+        JobError::Transient { kind, message } => JobError::Transient {
+            kind,
+            message: add(message),
+        },
+    }
+}
+
+/// What settling the tables gave: the loaded ones, each table's state, and the first error of a
+/// `finish`.
+struct Settled {
+    results: Vec<TableResult>,
+    states: Vec<(String, String)>,
+    finish_error: Option<JobError>,
+}
+
+impl Settled {
+    fn describe(&self) -> String {
+        self.states
+            .iter()
+            .map(|(t, s)| format!("{t}: {s}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A load ready to run: chunks planned, sinks opened, workers started.
+struct Prepared<T> {
+    tables: Arc<Vec<T>>,
+    sinks: Arc<Vec<LoadTable>>,
+    remaining: Arc<Vec<AtomicUsize>>,
+    /// Per table, whether the source said it is gone (with `skip_gone`).
+    gone: Arc<Vec<AtomicBool>>,
+    progress: Progress,
+    logger: Option<tokio::task::JoinHandle<()>>,
+    set: JoinSet<Result<(), JobError>>,
+}
+
+struct WorkItem<C> {
+    table: usize,
+    chunk: C,
+}
+
+/// One load worker: reads queued chunks through its reader into the tables' sinks.
+struct Worker<R: ChunkReader> {
+    reader: R,
+    tables: Arc<Vec<R::Table>>,
+    sinks: Arc<Vec<LoadTable>>,
+    queue: Arc<Mutex<VecDeque<WorkItem<R::Chunk>>>>,
+    remaining: Arc<Vec<AtomicUsize>>,
+    /// Set for a load that skips tables gone from the source.
+    gone: Option<Arc<Vec<AtomicBool>>>,
+    progress: Progress,
+}
+
+/// Whether `e` means `table` is gone and the load skips such tables (`gone`): then it is
+/// marked there.
+fn skipped(gone: &Option<Arc<Vec<AtomicBool>>>, e: &SourceError, table: usize) -> bool {
+    match gone {
+        Some(gone) if e.is_missing_table() => {
+            gone[table].store(true, Ordering::Release);
+            true
+        }
+        _ => false,
+    }
+}
+
+impl<R: ChunkReader> Worker<R> {
+    async fn run(self) -> Result<(), JobError> {
+        let Worker {
+            mut reader,
+            tables,
+            sinks,
+            queue,
+            remaining,
+            gone,
+            progress,
+        } = self;
+        let mut open: Option<(usize, LoadWriter)> = None;
+        loop {
+            // A poisoned lock means another worker panicked; the join loop reports that.
+            let next = queue
+                .lock()
+                .map_err(|_| JobError::Failed("work queue poisoned".into()))?
+                .pop_front();
+            let Some(item) = next else { break };
+            if gone
+                .as_ref()
+                .is_some_and(|g| g[item.table].load(Ordering::Acquire))
+            {
+                remaining[item.table].fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            if open.as_ref().is_some_and(|(t, _)| *t != item.table) {
+                if let Some((_, w)) = open.take() {
+                    w.close().await?;
+                }
+            }
+            let (_, writer) = open.get_or_insert_with(|| (item.table, sinks[item.table].writer()));
+            let mut batches = match reader.read(&tables[item.table], item.chunk).await {
+                Ok(batches) => Some(batches),
+                Err(e) if skipped(&gone, &e, item.table) => None,
+                Err(e) => return Err(source_error(e)),
+            };
+            while let Some(b) = batches.as_mut() {
+                match b.next_batch().await {
+                    Ok(Some(batch)) => {
+                        let rows = batch.num_rows() as u64;
+                        writer.write(&batch).await?;
+                        progress.add_rows(item.table, rows);
+                    }
+                    Ok(None) => break,
+                    Err(e) if skipped(&gone, &e, item.table) => break,
+                    Err(e) => return Err(source_error(e)),
+                }
+            }
+            drop(batches);
+            reader.finish_chunk().await.map_err(source_error)?;
+            if remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
+                // Other workers may still be closing their files of this table (which can
+                // fail): "loaded" is said only once the sink finished the table.
+                progress.table_read(item.table);
+            }
+        }
+        if let Some((_, w)) = open.take() {
+            w.close().await?;
+        }
+        Ok(())
+    }
+}
