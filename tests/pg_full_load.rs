@@ -285,15 +285,16 @@ UPDATE zoo SET bxa = '{}' WHERE id = 3;
 /// Column → expected (Arrow type, source type in field metadata).
 fn zoo_types() -> Vec<(&'static str, DataType, &'static str)> {
     use DataType::*;
+    // A list's element under the Parquet spec's name (the sink writes `<col>.list.element`).
     let list = |t: DataType| {
         List(std::sync::Arc::new(arrow_schema::Field::new(
-            "item", t, true,
+            "element", t, true,
         )))
     };
     let ext_list = |t: DataType, ext: &str| {
         let md = HashMap::from([("ARROW:extension:name".to_string(), ext.to_string())]);
         List(std::sync::Arc::new(
-            arrow_schema::Field::new("item", t, true).with_metadata(md),
+            arrow_schema::Field::new("element", t, true).with_metadata(md),
         ))
     };
     let ts = |tz: Option<&str>| Timestamp(TimeUnit::Microsecond, tz.map(Into::into));

@@ -186,8 +186,9 @@ on_unrepresentable = \"fail\"
         ("a", DataType::Utf8),
         (
             "b",
+            // The Parquet spec's name of a list's element, which the sink writes.
             DataType::List(std::sync::Arc::new(arrow_schema::Field::new(
-                "item",
+                "element",
                 DataType::Int32,
                 true,
             ))),

@@ -1,15 +1,19 @@
-"""The reader matrix (issue 14): reads one table inlet wrote with every engine installed here and
-prints, per engine, the rows in one canonical text form, so the Rust test can compare each
-engine's values with the source's.
+"""The reader matrix (issue 14): reads the tables inlet wrote with every engine installed here
+and prints, per table and engine, the rows in one canonical text form, so the Rust test can
+compare each engine's values with the source's.
 
-    python reader_matrix.py parquet TABLE_DIR COLUMNS_JSON
-    python reader_matrix.py iceberg TABLE_DIR COLUMNS_JSON
+    python reader_matrix.py JOBS_JSON
 
-COLUMNS_JSON: the source columns to read (a JSON list); other columns (DMS's Op, inlet's
-`_inlet_*`) are left out. Parquet: every file of the folder (LOAD and change files), each read on
-its own, rows concatenated. Iceberg: the table's current snapshot.
+JOBS_JSON: a list of {"name": ..., "kind": "parquet" | "iceberg", "dir": TABLE_DIR, "columns":
+[...]}; `columns` are the source columns to read (other columns, DMS's Op and inlet's
+`_inlet_*`, are left out). Parquet: every file of the folder (LOAD and change files), each read
+on its own, rows concatenated (Spark: all in one read). Iceberg: the table's current snapshot.
 
-Output: {"<engine>": {"rows": [[...], ...]}} or {"<engine>": {"error": "..."}}.
+Output: {"<name>": {"<engine>": {"rows": [[...], ...], "seconds": S}}}, or "error" for "rows".
+
+The JVM engines run beside the others, each in a process of its own started first: Spark 4.0
+(this script with --spark-4.0, Parquet) and Spark 3.5 (.venv-spark35, spark35.py: Parquet and
+Iceberg); each starts its JVM once for every table. Hyper runs one server for every table.
 
 Canonical text (the Rust test builds the same from PostgreSQL): null; integers and decimals as
 their exact text; floats by repr; booleans "true"/"false"; dates as ISO year-month-day (years past
@@ -250,50 +254,88 @@ def pq_chdb(f, columns):
     return chdb_table(q, pq.read_schema(f))
 
 
-def hyper_rows(query):
-    """Rows of a Hyper query as canonical text (Hyper has no Arrow export)."""
-    import tempfile
+HYPER = None
 
-    from tableauhyperapi import Connection, Date, HyperProcess, Telemetry, Timestamp
 
-    with tempfile.TemporaryDirectory() as logs:
-        with HyperProcess(
+def hyper_connection():
+    """One Hyper server and connection for every table the script reads (a server takes ~0.1 s
+    to start); closed by main."""
+    global HYPER
+    if HYPER is None:
+        import tempfile
+
+        from tableauhyperapi import Connection, HyperProcess, Telemetry
+
+        logs = tempfile.mkdtemp()
+        hyper = HyperProcess(
             telemetry=Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_dir": logs}
-        ) as hyper:
-            with Connection(hyper.endpoint) as con:
-                with con.execute_query(query) as result:
-                    types = [c.type for c in result.schema.columns]
-                    out = []
-                    for row in result:
-                        vals = []
-                        for v, t in zip(row, types):
-                            scale = getattr(t, "scale", None)
-                            if isinstance(v, decimal.Decimal) and scale is not None:
-                                v = v.quantize(decimal.Decimal(1).scaleb(-scale))
-                            if isinstance(v, Timestamp):
-                                v = v.to_datetime()
-                                import datetime
+        )
+        HYPER = (hyper, Connection(hyper.endpoint))
+    return HYPER[1]
 
-                                base = datetime.datetime(
-                                    1970, 1, 1, tzinfo=v.tzinfo
-                                )
-                                v = (v - base) // datetime.timedelta(microseconds=1)
-                            elif isinstance(v, Date):
-                                v = v.to_date().isoformat()
-                            elif hasattr(v, "hour") and hasattr(v, "microsecond"):
-                                v = time_text(
-                                    ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000
-                                    + v.microsecond
-                                )
-                            vals.append(canon(v))
-                        out.append(vals)
-                    return out
+
+def hyper_array(text):
+    """Elements of Hyper's text form of an array (`[1,NULL,3]`, `["a,b",NULL,""]`: strings
+    quoted with JSON's escapes, NULL bare), each as its text."""
+    decoder = json.JSONDecoder()
+    inner, out, i = text[1:-1], [], 0
+    while i < len(inner):
+        if inner[i] == '"':
+            value, i = decoder.raw_decode(inner, i)
+        else:
+            j = inner.find(",", i)
+            j = len(inner) if j < 0 else j
+            value, i = inner[i:j], j
+            value = None if value == "NULL" else value
+        out.append(value)
+        i += 1  # the comma
+    return out
+
+
+def hyper_rows(source, columns):
+    """Rows of `columns` of a Hyper `external(...)` source as canonical text (Hyper has no Arrow
+    export). Hyper's Python API hands arrays over as undecoded bytes, so array columns are read
+    as Hyper's text form of them and parsed."""
+    import datetime
+
+    from tableauhyperapi import Date, Timestamp, TypeTag
+
+    con = hyper_connection()
+    with con.execute_query(f"SELECT {quoted(columns)} FROM {source} LIMIT 0") as result:
+        arrays = [c.type.tag == TypeTag.UNSUPPORTED for c in result.schema.columns]
+    exprs = [
+        f'CAST("{c}" AS text)' if array else quoted([c]) for c, array in zip(columns, arrays)
+    ]
+    with con.execute_query(f"SELECT {', '.join(exprs)} FROM {source}") as result:
+        types = [c.type for c in result.schema.columns]
+        out = []
+        for row in result:
+            vals = []
+            for v, t, array in zip(row, types, arrays):
+                scale = getattr(t, "scale", None)
+                if array and v is not None:
+                    v = hyper_array(v)
+                elif isinstance(v, decimal.Decimal) and scale is not None:
+                    v = v.quantize(decimal.Decimal(1).scaleb(-scale))
+                elif isinstance(v, Timestamp):
+                    v = v.to_datetime()
+                    base = datetime.datetime(1970, 1, 1, tzinfo=v.tzinfo)
+                    v = (v - base) // datetime.timedelta(microseconds=1)
+                elif isinstance(v, Date):
+                    v = v.to_date().isoformat()
+                elif hasattr(v, "hour") and hasattr(v, "microsecond"):
+                    v = time_text(
+                        ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
+                    )
+                vals.append(canon(v))
+            out.append(vals)
+        return out
 
 
 def pq_hyper(table_dir, columns):
     rows = []
     for f in parquet_files(table_dir):
-        rows.extend(hyper_rows(f"SELECT {quoted(columns)} FROM external('{f}')"))
+        rows.extend(hyper_rows(f"external('{f}')", columns))
     return rows
 
 
@@ -370,68 +412,72 @@ def ice_chdb(table_dir, columns):
 
 
 def ice_hyper(table_dir, columns):
-    return hyper_rows(f"SELECT {quoted(columns)} FROM external('{table_dir}', FORMAT => 'iceberg')")
+    return hyper_rows(f"external('{table_dir}', FORMAT => 'iceberg')", columns)
 
 
-SPARK = None
+# The JVM compiles with C1 only and collects with one thread: the reads are short, and a JVM's
+# start (most of a Spark read here) took half as long so (11 s instead of 21 s on 2 busy cores).
+JVM_OPTIONS = "-Dlog4j.rootLogger=ERROR -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
-def spark_session():
-    """One local Spark session for every file the script reads (it takes ~8 s to start). The
-    Iceberg runtime jar (PyPI snowpark-connect-deps-iceberg) is on its class path for a Spark
-    3.5 session; Spark 4.0 reads Parquet only here."""
-    global SPARK
-    if SPARK is None:
-        import snowpark_connect_deps_iceberg as deps
-        from pyspark.sql import SparkSession
+def spark40_rows(jobs):
+    """Spark 4.0 (pyspark from requirements-dev.txt, run here with --spark-4.0): every Parquet
+    table, all its files in one read (LOAD and change files differ only in their extra columns),
+    one session for all. Spark 4.0 reads no Iceberg here: the Iceberg runtime jar on PyPI
+    (snowpark-connect-deps-iceberg) is built for Spark 3.5 and fails in 4.0 (NoSuchMethodError
+    SQLContext.conf)."""
+    from pyspark.sql import SparkSession
 
-        jars = glob.glob(
-            os.path.join(os.path.dirname(deps.__file__), "jars", "iceberg-spark-runtime-3.5_2.13-*.jar")
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", JVM_OPTIONS)
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("OFF")
+    out = {}
+    for job in jobs:
+        columns = job["columns"]
+        out[job["name"]] = timed(
+            lambda: arrow_rows(
+                spark.read.option("mergeSchema", "true")
+                .parquet(*parquet_files(job["dir"]))
+                .select(*[f"`{c}`" for c in columns])
+                .toArrow(),
+                columns,
+            )
         )
-        SPARK = (
-            SparkSession.builder.master("local[1]")
-            .config("spark.jars", ",".join(jars))
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.driver.extraJavaOptions", "-Dlog4j.rootLogger=ERROR")
-            .getOrCreate()
-        )
-        SPARK.sparkContext.setLogLevel("OFF")
-    return SPARK
+    return out
 
 
-def pq_spark(table_dir, columns):
-    # All files in one read (LOAD and change files differ only in their extra columns).
-    files = parquet_files(table_dir)
-    reader = spark_session().read.option("mergeSchema", "true")
-    frame = reader.parquet(*files).select(*[f"`{c}`" for c in columns])
-    return arrow_rows(frame.toArrow(), columns)
+def spark40_start(jobs):
+    jobs = [j for j in jobs if j["kind"] == "parquet"]
+    return [sys.executable, os.path.abspath(__file__), "--spark-4.0", json.dumps(jobs)]
 
 
-def ice_spark35(table_dir, columns):
+def spark35_start(jobs):
     """Spark 3.5 in its own venv (.venv-spark35, made once by scripts/setup-venv.sh from
-    requirements-spark35.txt; a no-op when it is up to date)."""
+    requirements-spark35.txt; a no-op when it is up to date): Parquet and Iceberg, with the
+    Iceberg runtime jar from PyPI (spark35.py)."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     venv = os.path.join(root, ".venv-spark35")
     setup = [os.path.join(root, "scripts/setup-venv.sh"), venv, "requirements-spark35.txt"]
     subprocess.run(setup, check=True, cwd=root, stdout=subprocess.DEVNULL)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spark35_iceberg.py")
-    done = subprocess.run(
-        [os.path.join(venv, "bin/python"), script, metadata_file(table_dir), json.dumps(columns)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = done.stdout.strip().splitlines()
-    if not lines:
-        raise RuntimeError(f"spark35_iceberg.py printed nothing: {done.stderr[-300:]}")
-    out = json.loads(lines[-1])
-    if "error" in out:
-        raise RuntimeError(out["error"])
-    return out["rows"]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spark35.py")
+    return [os.path.join(venv, "bin/python"), script, json.dumps(jobs)]
 
+
+# Engines run in a process of their own, beside the others: name, the jobs' kinds it reads, and
+# its command line (the process prints {"<job name>": {"rows" | "error", "seconds"}} as its last
+# line).
+JVM_ENGINES = [
+    ("spark-4.0", {"parquet"}, spark40_start),
+    ("spark-3.5", {"parquet", "iceberg"}, spark35_start),
+]
 
 ENGINES = {
     "parquet": {
@@ -443,7 +489,6 @@ ENGINES = {
         "chdb": per_file(pq_chdb),
         "hyper": pq_hyper,
         "pandas": pq_pandas,
-        "spark-4.0": pq_spark,
     },
     "iceberg": {
         "pyiceberg": ice_pyiceberg,
@@ -454,22 +499,64 @@ ENGINES = {
         "chdb": ice_chdb,
         "hyper": ice_hyper,
         "pandas": ice_pandas,
-        # Spark 3.5: the PyPI jar is Iceberg's runtime for Spark 3.5, which Spark 4.0 cannot load
-        # (NoSuchMethodError SQLContext.conf), and pyspark 3.5 cannot share the venv with 4.0.
-        "spark-3.5": ice_spark35,
     },
 }
 
 
+def timed(read):
+    """{"rows": ...} or {"error": "..."}, with the seconds the read took."""
+    import time
+
+    start = time.monotonic()
+    try:
+        out = {"rows": read()}
+    except BaseException as e:  # reported in the matrix
+        msg = " / ".join(f"{type(e).__name__}: {e}".split("\n"))
+        out = {"error": msg[:400]}
+    out["seconds"] = round(time.monotonic() - start, 2)
+    return out
+
+
 def main():
-    kind, table_dir, columns = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    out = {}
-    for name, read in ENGINES[kind].items():
+    import subprocess
+
+    if sys.argv[1] == "--spark-4.0":
+        print("\n" + json.dumps(spark40_rows(json.loads(sys.argv[2]))))
+        return
+    jobs = json.loads(sys.argv[1])
+    cwd = os.getcwd()
+    out = {job["name"]: {} for job in jobs}
+    started = []
+    for engine, kinds, command in JVM_ENGINES:
+        mine = [j for j in jobs if j["kind"] in kinds]
         try:
-            out[name] = {"rows": read(table_dir, columns)}
+            proc = subprocess.Popen(
+                command(mine), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         except BaseException as e:  # reported in the matrix
-            msg = " / ".join(f"{type(e).__name__}: {e}".split("\n"))
-            out[name] = {"error": msg[:400]}
+            proc = e
+        started.append((engine, mine, proc))
+    for job in jobs:
+        for engine, read in ENGINES[job["kind"]].items():
+            out[job["name"]][engine] = timed(lambda: read(job["dir"], job["columns"]))
+            os.chdir(cwd)  # chDB's Iceberg reader moves
+    if HYPER is not None:
+        HYPER[1].close()
+        HYPER[0].close()
+    for engine, mine, proc in started:
+        try:
+            if isinstance(proc, BaseException):
+                raise proc
+            stdout, stderr = proc.communicate(timeout=300)
+            lines = stdout.strip().splitlines()
+            if not lines:
+                raise RuntimeError(f"{engine} printed nothing: {stderr[-300:]}")
+            got = json.loads(lines[-1])
+        except BaseException as e:  # reported in the matrix, for each of its tables
+            err = {"error": " / ".join(f"{type(e).__name__}: {e}".split("\n"))[:400]}
+            got = {j["name"]: err for j in mine}
+        for job in mine:
+            out[job["name"]][engine] = got[job["name"]]
     print(json.dumps(out))
 
 

@@ -36,6 +36,10 @@ pub(crate) fn writer_properties(zstd_level: i32) -> WriterProperties {
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        // A list's element as the Parquet spec and Iceberg Java name it (`<col>.list.element`).
+        // schema::file_schema names it so already (with its field id); this holds for any schema
+        // a writer is given. The other coercions are of Date64 and maps, which inlet never writes.
+        .set_coerce_types(true)
         .build()
 }
 

@@ -263,6 +263,11 @@ impl ParquetTarget {
         }
         props
             .set_compression(self.compression)
+            // The Parquet spec's names for a list's groups (`<col>.list.element`), as Spark
+            // and Iceberg Java write them, rather than Arrow's own `item`. Of arrow-rs's coercions
+            // only this one applies to inlet's columns: the others are of Date64 and maps, which
+            // inlet never writes.
+            .set_coerce_types(true)
             // ParquetTarget::new rejects row_group_rows = 0, the one value that panics here.
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
@@ -270,6 +275,12 @@ impl ParquetTarget {
             .set_key_value_metadata(Some(vec![
                 KeyValue::new(TABLE_KEY.to_string(), table.id.to_string()),
                 KeyValue::new(KIND_KEY.to_string(), kind.to_string()),
+                // Spark 3 reads dates before 1582-10-15 and timestamps before 1900 only from
+                // files that say which calendar they use: without this key it stops
+                // (INCONSISTENT_BEHAVIOR_CROSS_VERSION.READ_ANCIENT_DATETIME) unless the reader
+                // sets datetimeRebaseModeInRead. A Spark version of 3.1.0 or later (and no
+                // legacy key) says "proleptic Gregorian, no rebase", which is what inlet writes.
+                KeyValue::new("org.apache.spark.version".to_string(), "3.1.0".to_string()),
             ]))
             .build()
     }

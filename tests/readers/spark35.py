@@ -1,9 +1,11 @@
-"""Spark 3.5's Iceberg reader for the reader matrix (run by reader_matrix.py with the
-interpreter of .venv-spark35, see requirements-spark35.txt): reads an Iceberg table by its
-metadata file with the Iceberg runtime jar of the PyPI package snowpark-connect-deps-iceberg,
-and prints {"rows": [...]} in reader_matrix.py's canonical text, or {"error": "..."}.
+"""Spark 3.5's reader for the reader matrix (run by reader_matrix.py with the interpreter of
+.venv-spark35, see requirements-spark35.txt): reads Parquet tables (all files of a folder in one
+read) and Iceberg tables (by their metadata file, with the Iceberg runtime jar of the PyPI
+package snowpark-connect-deps-iceberg), all in one session, and prints
+{"<job name>": {"rows": [...], "seconds": S}} (or "error" for "rows") in reader_matrix.py's
+canonical text.
 
-    python spark35_iceberg.py METADATA_JSON COLUMNS_JSON
+    python spark35.py JOBS_JSON     (reader_matrix.py's jobs)
 
 Spark 3.5 has no Arrow export without pandas, so each column is made canonical in Spark SQL by
 its type (timestamps as unix_micros, bytes as hex, arrays as JSON) and finished here.
@@ -87,12 +89,59 @@ def relocated_jackson(pyspark_jars, cache):
     return cache
 
 
+def metadata_file(table_dir):
+    meta = os.path.join(table_dir, "metadata")
+    best = max(
+        (int(n[1 : -len(".metadata.json")]), n)
+        for n in os.listdir(meta)
+        if n.startswith("v") and n.endswith(".metadata.json")
+    )
+    return os.path.join(meta, best[1])
+
+
+def canonical_rows(frame, columns):
+    from pyspark.sql import types as T
+
+    exprs, arrays = [], set()
+    for c in columns:
+        q = f"`{c}`"
+        t = frame.schema[c].dataType
+        if isinstance(t, (T.TimestampType, T.TimestampNTZType)):
+            exprs.append(f"cast(unix_micros(cast({q} as timestamp)) as string)")
+        elif isinstance(t, T.BinaryType):
+            exprs.append(f"lower(hex({q}))")
+        elif isinstance(t, T.DateType):
+            exprs.append(f"cast({q} as string)")
+        elif isinstance(t, T.ArrayType):
+            exprs.append(f"to_json({q})")
+            arrays.add(c)
+        else:
+            exprs.append(q)
+    rows = []
+    for r in frame.selectExpr(*exprs).collect():
+        row = []
+        for c, v in zip(columns, r):
+            if c in arrays and v is not None:
+                v = json.loads(v, parse_float=decimal.Decimal)
+            if isinstance(v, str) and isinstance(frame.schema[c].dataType, T.DateType):
+                v = v.lstrip("+")  # Spark writes years past 9999 as +5874897-12-31
+            row.append(canon(v))
+        rows.append(row)
+    return rows
+
+
+def error(e):
+    return {"error": " / ".join(f"{type(e).__name__}: {e}".split("\n"))[:400]}
+
+
 def main():
-    metadata, columns = sys.argv[1], json.loads(sys.argv[2])
+    import time
+
+    jobs = json.loads(sys.argv[1])
+    out = {}
     try:
         import snowpark_connect_deps_iceberg as deps
         from pyspark.sql import SparkSession
-        from pyspark.sql import types as T
 
         jars = glob.glob(
             os.path.join(os.path.dirname(deps.__file__), "jars", "iceberg-spark-runtime-3.5_2.12-*.jar")
@@ -107,38 +156,31 @@ def main():
             .config("spark.jars", ",".join(jars))
             .config("spark.ui.enabled", "false")
             .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.showConsoleProgress", "false")
+            # As reader_matrix.py's JVM_OPTIONS: a short-lived JVM starts faster so.
+            .config(
+                "spark.driver.extraJavaOptions",
+                "-Dlog4j.rootLogger=ERROR -XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            )
             .getOrCreate()
         )
         spark.sparkContext.setLogLevel("OFF")
-        frame = spark.read.format("iceberg").load(metadata)
-        exprs, arrays = [], set()
-        for c in columns:
-            q = f"`{c}`"
-            t = frame.schema[c].dataType
-            if isinstance(t, (T.TimestampType, T.TimestampNTZType)):
-                exprs.append(f"cast(unix_micros(cast({q} as timestamp)) as string)")
-            elif isinstance(t, T.BinaryType):
-                exprs.append(f"lower(hex({q}))")
-            elif isinstance(t, T.DateType):
-                exprs.append(f"cast({q} as string)")
-            elif isinstance(t, T.ArrayType):
-                exprs.append(f"to_json({q})")
-                arrays.add(c)
+    except BaseException as e:  # reported in the matrix, for each table
+        print("\n" + json.dumps({job["name"]: error(e) for job in jobs}))
+        return
+    for job in jobs:
+        start = time.monotonic()
+        try:
+            if job["kind"] == "iceberg":
+                frame = spark.read.format("iceberg").load(metadata_file(job["dir"]))
             else:
-                exprs.append(q)
-        rows = []
-        for r in frame.selectExpr(*exprs).collect():
-            row = []
-            for c, v in zip(columns, r):
-                if c in arrays and v is not None:
-                    v = json.loads(v, parse_float=decimal.Decimal)
-                if isinstance(v, str) and isinstance(frame.schema[c].dataType, T.DateType):
-                    v = v.lstrip("+")  # Spark writes years past 9999 as +5874897-12-31
-                row.append(canon(v))
-            rows.append(row)
-        out = {"rows": rows}
-    except BaseException as e:  # reported in the matrix
-        out = {"error": " / ".join(f"{type(e).__name__}: {e}".split("\n"))[:400]}
+                # All files in one read (LOAD and change files differ only in their extra columns).
+                files = sorted(glob.glob(os.path.join(job["dir"], "**", "*.parquet"), recursive=True))
+                frame = spark.read.option("mergeSchema", "true").parquet(*files)
+            out[job["name"]] = {"rows": canonical_rows(frame, job["columns"])}
+        except BaseException as e:  # reported in the matrix
+            out[job["name"]] = error(e)
+        out[job["name"]]["seconds"] = round(time.monotonic() - start, 2)
     print("\n" + json.dumps(out))
 
 
