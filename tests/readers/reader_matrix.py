@@ -68,7 +68,7 @@ def canon(v):
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, decimal.Decimal):
-        return str(v)
+        return format(v, "f")  # 0 at scale 10 is 0.0000000000, not 0E-10
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
     if isinstance(v, uuid.UUID):
@@ -316,7 +316,8 @@ def hyper_rows(source, columns):
                 if array and v is not None:
                     v = hyper_array(v)
                 elif isinstance(v, decimal.Decimal) and scale is not None:
-                    v = v.quantize(decimal.Decimal(1).scaleb(-scale))
+                    # 38 digits: beyond the default context's 28
+                    v = v.quantize(decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=76))
                 elif isinstance(v, Timestamp):
                     v = v.to_datetime()
                     base = datetime.datetime(1970, 1, 1, tzinfo=v.tzinfo)

@@ -28,7 +28,7 @@ def canon(v):
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, decimal.Decimal):
-        return str(v)
+        return format(v, "f")  # 0 at scale 10 is 0.0000000000, not 0E-10
     if isinstance(v, list):
         return json.dumps([canon(x) for x in v])
     return str(v)
