@@ -1,10 +1,10 @@
 //! The words every part of inlet shares.
 //!
 //! A connector (PostgreSQL, MySQL) turns a source table into a [`TableSchema`] and a stream of
-//! Arrow `RecordBatch`es; a sink (Parquet, Iceberg) writes those batches. Neither knows the other:
-//! both speak only the types defined here. Each column carries its Arrow type *and* the source's
-//! own type name, so a sink can record where a value came from (field metadata
-//! [`SOURCE_TYPE_KEY`]).
+//! Arrow `RecordBatch`es; a sink (Parquet, Iceberg) writes those batches, implementing the
+//! [`sink`] traits the daemon drives. Neither knows the other: both speak only the types defined
+//! here. Each column carries its Arrow type *and* the source's own type name, so a sink can
+//! record where a value came from (field metadata [`SOURCE_TYPE_KEY`]).
 
 mod causes;
 mod change;
