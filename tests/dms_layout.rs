@@ -184,7 +184,7 @@ fn assert_table_columns_micros(file: &Value) {
     assert_eq!(column(file, "id"), ("INT32", "None"));
     assert_eq!(column(file, "name"), ("BYTE_ARRAY", "String"));
     assert_eq!(column(file, "at"), ("INT64", TS_MICROS_UTC));
-    assert_eq!(column(file, "ats.list.item"), ("INT64", TS_MICROS_UTC));
+    assert_eq!(column(file, "ats.list.element"), ("INT64", TS_MICROS_UTC));
     assert_eq!(column(file, "lt"), ("INT64", TS_MICROS));
     assert_eq!(duck_type(file, "at"), "TIMESTAMP WITH TIME ZONE");
 }
@@ -291,7 +291,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     let [load, change] = &files["default"][..] else {
         unreachable!()
     };
-    assert_eq!(names(load), ["id", "name", "at", "ats.list.item", "lt"]);
+    assert_eq!(names(load), ["id", "name", "at", "ats.list.element", "lt"]);
     assert_table_columns_micros(load);
     assert_eq!(codecs(load), ["ZSTD"]);
     assert_eq!(
@@ -318,7 +318,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
             "id",
             "name",
             "at",
-            "ats.list.item",
+            "ats.list.element",
             "lt"
         ]
     );
@@ -360,7 +360,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     let [load, change] = &files["dms"][..] else {
         unreachable!()
     };
-    assert_eq!(names(load), ["id", "name", "at", "ats.list.item", "lt"]);
+    assert_eq!(names(load), ["id", "name", "at", "ats.list.element", "lt"]);
     assert_table_columns_micros(load);
     assert_eq!(codecs(load), ["GZIP"]);
     assert_eq!(
@@ -372,7 +372,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     );
     assert_eq!(
         names(change),
-        ["Op", "id", "name", "at", "ats.list.item", "lt"]
+        ["Op", "id", "name", "at", "ats.list.element", "lt"]
     );
     assert_table_columns_micros(change);
     assert_eq!(codecs(change), ["GZIP"]);
@@ -389,12 +389,12 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     };
     assert_eq!(
         names(load),
-        ["Op", "ts", "id", "name", "at", "ats.list.item", "lt"]
+        ["Op", "ts", "id", "name", "at", "ats.list.element", "lt"]
     );
     assert_eq!(column(load, "ts"), ("BYTE_ARRAY", "String"));
     assert_eq!(duck_type(load, "ts"), "VARCHAR");
     assert_eq!(column(load, "at"), ("INT64", TS_MILLIS_UTC));
-    assert_eq!(column(load, "ats.list.item"), ("INT64", TS_MILLIS_UTC));
+    assert_eq!(column(load, "ats.list.element"), ("INT64", TS_MILLIS_UTC));
     assert_eq!(column(load, "lt"), ("INT64", TS_MILLIS));
     assert_eq!(codecs(load), ["GZIP"]);
     assert_eq!(ops(load), some(&["I", "I"]));
@@ -423,7 +423,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     );
     assert_eq!(
         names(change),
-        ["Op", "ts", "id", "name", "at", "ats.list.item", "lt"]
+        ["Op", "ts", "id", "name", "at", "ats.list.element", "lt"]
     );
     assert_eq!(column(change, "ts"), ("BYTE_ARRAY", "String"));
     assert_eq!(column(change, "at"), ("INT64", TS_MILLIS_UTC));
@@ -446,7 +446,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
     };
     assert_eq!(
         names(load),
-        ["ts", "id", "name", "at", "ats.list.item", "lt"]
+        ["ts", "id", "name", "at", "ats.list.element", "lt"]
     );
     assert_eq!(column(load, "ts"), ("INT64", TS_MILLIS_UTC));
     assert_eq!(duck_type(load, "ts"), "TIMESTAMP WITH TIME ZONE");
@@ -469,7 +469,7 @@ async fn dms_settings_shape_the_files_and_the_default_is_unchanged() {
             "id",
             "name",
             "at",
-            "ats.list.item",
+            "ats.list.element",
             "lt"
         ]
     );
