@@ -102,15 +102,7 @@ impl LoadPool<'_> {
             prepared = self.prepare(&mut source) => prepared.map_err(LoadEnd::Failed)?,
             () = &mut stop => return Err(interrupted_preparing()),
         };
-        let Prepared {
-            tables,
-            sinks,
-            remaining,
-            gone,
-            progress,
-            logger,
-            mut set,
-        } = prepared;
+        let mut set = prepared.set;
 
         let mut failure = None;
         let mut interrupted = false;
@@ -138,7 +130,7 @@ impl LoadPool<'_> {
                 }
             }
         }
-        if let Some(logger) = logger {
+        if let Some(logger) = prepared.logger {
             logger.abort();
         }
         // The snapshot was needed until every worker ended.
@@ -148,13 +140,21 @@ impl LoadPool<'_> {
         // (their writers may still have lost rows, which `finish` detects), when the load
         // stands alone.
         let ended_early = interrupted || failure.is_some();
-        let complete: Vec<bool> = remaining
+        let complete: Vec<bool> = prepared
+            .remaining
             .iter()
             .map(|r| !ended_early || (self.position.is_none() && r.load(Ordering::Acquire) == 0))
             .collect();
         let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
         let settled = self
-            .settle(&tables, &sinks, &complete, &gone, &progress, deadline)
+            .settle(
+                &prepared.tables,
+                &prepared.sinks,
+                &complete,
+                &prepared.gone,
+                &prepared.progress,
+                deadline,
+            )
             .await;
         if !ended_early && settled.finish_error.is_none() {
             return Ok(settled.results);
