@@ -368,7 +368,7 @@ async fn run_once(
         unreadable: Default::default(),
         discovery_failed: None,
         unwritten_defaults,
-        storage,
+        storage: storage.clone(),
     };
     let hang_up = Arc::new(std::sync::OnceLock::new());
     let poller = spawn_slot_poller(
@@ -449,7 +449,33 @@ async fn run_once(
         facts,
         hold,
     };
-    stream::follow(source, out, start, &config.cdc, shutdown).await
+    let end = stream::follow(source, out, start, &config.cdc, shutdown).await;
+    match (end, storage) {
+        (Err(e), Some(storage)) if load && config.cdc.reload_on_unstreamed_change => {
+            // A rewrite's new column type can stop the stream before the poller sees the
+            // rewrite (an Iceberg decimal whose scale changed cannot evolve in place): start
+            // again, and the start finds the rewrite against the checkpoint and loads the
+            // table again. A lasting error of another kind fails the next start as it would.
+            let rewritten = match connector.connect().await {
+                Ok(client) => rewrites::read(&client, &all_ids).await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let mut again = false;
+            for (id, now) in rewritten {
+                let Some(cause) = storage.get(&id).and_then(|was| now.rewrite_cause(was)) else {
+                    continue;
+                };
+                tracing::warn!(table = %id, %cause, error = ?e, "the stream stopped after the table was rewritten with new values that no change carries: starting again, to load the table again beside the stream");
+                again = true;
+            }
+            if again {
+                Ok(StreamEnd::TablesChanged)
+            } else {
+                Err(e)
+            }
+        }
+        (end, _) => end,
+    }
 }
 
 /// The PostgreSQL change capture as the stream loop drives it.
