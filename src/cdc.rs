@@ -993,7 +993,7 @@ impl NewTableWatch {
                 tracing::warn!(table = %table, %cause, "the table was rewritten with new values that no change carries while the task streamed, so it is loaded again beside the stream");
                 resync::ask(&self.task, &table.to_string());
             } else {
-                tracing::warn!(table = %table, %cause, "the table was rewritten with new values that no change carries while the task streamed, and cdc.reload_on_unstreamed_change = false: the target keeps the old values of the rows not changed since until you run inlet resync for the table");
+                tracing::warn!(table = %table, %cause, "the table was rewritten with new values that no change carries while the task streamed, and the task does not reload tables (cdc.reload_on_unstreamed_change = false, or task.mode = \"cdc\"): the target keeps the old values of the rows not changed since until you run inlet resync for the table");
             }
         }
     }

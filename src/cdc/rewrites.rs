@@ -126,15 +126,16 @@ impl Storage {
                 ));
                 continue;
             };
+            let filled = old.missing && !c.missing;
             if (old.type_id, old.typmod) != (c.type_id, c.typmod) {
                 causes.push(format!(
                     "column {} changed type to {} and the table was rewritten (ALTER COLUMN … \
                      TYPE: the older rows' values were converted without a change in the stream)",
                     c.name, c.type_name
                 ));
-            } else if old.xmin != c.xmin && !(old.missing && !c.missing) {
-                // (A rewrite writes a catalog-only default into the rows and clears
-                // atthasmissing: no value changes.)
+            } else if old.xmin != c.xmin && !filled {
+                // (`filled`: a rewrite wrote a catalog-only default into the rows and cleared
+                // atthasmissing, which rewrites the column's catalog row: no value changed.)
                 causes.push(format!(
                     "column {} was altered and the table rewritten (ALTER COLUMN … TYPE … \
                      USING: the older rows' values were converted without a change in the \
