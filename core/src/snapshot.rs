@@ -1,7 +1,6 @@
-//! What a source (PostgreSQL, MySQL) gives the full load: the tables of one consistent snapshot,
-//! each cut into chunks, and per worker a reader that turns a chunk into Arrow record batches.
-//! The daemon's one load pool drives every source through these traits; the source classifies
-//! its own errors ([`SourceError`]), so the pool holds no rule of any server.
+//! What a source gives the full load: the tables of one consistent snapshot, their chunks, and
+//! per worker a reader turning a chunk into Arrow batches, with errors the source classified
+//! ([`SourceError`]). The daemon's one load pool drives every source through these traits.
 
 use std::fmt;
 use std::future::Future;
