@@ -194,12 +194,18 @@ pub struct ValuesConfig {
     /// columns; every other column follows `on_unrepresentable`.
     #[serde(default)]
     pub columns: std::collections::BTreeMap<String, Unrepresentable>,
+    /// Not a key: set from `target.types` when the file is read. Under the portable forms time
+    /// columns are written as text, which holds the times Arrow's cannot (PostgreSQL's
+    /// 24:00:00, MySQL's negative and over-24-hour TIME values).
+    #[serde(skip)]
+    times_as_text: bool,
 }
 
 impl ValuesConfig {
     /// The policy the connectors plan and decode every column with.
     pub fn policy(&self) -> ValuePolicy {
         ValuePolicy::new(self.on_unrepresentable, self.columns.clone())
+            .with_times_as_text(self.times_as_text)
     }
 }
 
@@ -341,6 +347,14 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         }
     };
     let common: CommonSections = deserialize("", toml::Value::Table(root))?;
+    let types = match &target {
+        TargetConfig::Parquet(c) => c.types,
+        TargetConfig::Iceberg(c) => c.types,
+    };
+    let values = ValuesConfig {
+        times_as_text: types == inlet_core::TypeForms::Portable,
+        ..common.values
+    };
     let config = TaskConfig {
         task: common.task,
         source,
@@ -348,7 +362,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         tables: common.tables,
         full_load: common.full_load,
         cdc: common.cdc,
-        values: common.values,
+        values,
         service: common.service,
         retry: common.retry,
     };

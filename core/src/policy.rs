@@ -33,6 +33,9 @@ pub struct ValuePolicy {
     pub default: Unrepresentable,
     /// Shared, so that a capture can hand the policy around without copying the map.
     columns: Arc<BTreeMap<String, Unrepresentable>>,
+    /// The target writes time columns as text (`target.types = "portable"`), so every time the
+    /// source has is representable: see [`Self::times_as_text`].
+    times_as_text: bool,
 }
 
 impl From<Unrepresentable> for ValuePolicy {
@@ -40,6 +43,7 @@ impl From<Unrepresentable> for ValuePolicy {
         Self {
             default,
             columns: Arc::default(),
+            times_as_text: false,
         }
     }
 }
@@ -50,7 +54,25 @@ impl ValuePolicy {
         Self {
             default,
             columns: Arc::new(columns),
+            times_as_text: false,
         }
+    }
+
+    /// The policy for a target that writes time columns as text (the portable forms) when
+    /// `yes`. The time types of Arrow, Parquet and Iceberg end below 24:00:00, but PostgreSQL's
+    /// has `24:00:00` and MySQL's runs from `-838:59:59` to `838:59:59`; written as text, such
+    /// a value is kept exactly instead of following the column's policy.
+    pub fn with_times_as_text(mut self, yes: bool) -> Self {
+        self.times_as_text = yes;
+        self
+    }
+
+    /// Whether time values outside a day are carried: the connectors then decode them as
+    /// microseconds (24:00:00 as 86,400,000,000, MySQL's negative times below 0) into the
+    /// column's Time64 array, which the sink turns into text before anything is written
+    /// (`crate::portable_batch`), so no such Time64 value leaves the process.
+    pub fn times_as_text(&self) -> bool {
+        self.times_as_text
     }
 
     /// The policy of one column: its own setting, else the task's default.

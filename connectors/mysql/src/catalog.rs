@@ -20,6 +20,9 @@ pub struct MysqlTable {
     /// `DATA_LENGTH`, bytes.
     pub data_bytes: u64,
     pub(crate) columns: Vec<ColumnPlan>,
+    /// The target writes time as text, so a TIME outside a day is carried
+    /// (`ValuePolicy::times_as_text`).
+    pub(crate) times_as_text: bool,
 }
 
 impl MysqlTable {
@@ -45,6 +48,7 @@ impl MysqlTable {
             estimated_rows: None,
             data_bytes: 0,
             columns: plans,
+            times_as_text: false,
         }
     }
 
@@ -240,6 +244,7 @@ async fn discover_unbounded(
             estimated_rows: rows,
             data_bytes: bytes.unwrap_or(0),
             columns: plans,
+            times_as_text: values.times_as_text(),
         });
     }
     Ok(out)

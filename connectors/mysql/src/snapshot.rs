@@ -520,7 +520,9 @@ impl SnapshotReader {
             builders: table
                 .columns
                 .iter()
-                .map(|c| ColumnBuilder::new(&c.decoder, capacity))
+                .map(|c| {
+                    ColumnBuilder::new(&c.decoder, capacity).with_times_as_text(table.times_as_text)
+                })
                 .collect(),
             limits,
             rows: 0,

@@ -118,6 +118,9 @@ pub(crate) struct ColumnBuilder {
     builder: Builder,
     /// Scratch space for text rendering (JSON, bits), reused across values.
     scratch: String,
+    /// The target writes time as text, so a TIME outside 00:00:00..24:00:00 is kept
+    /// ([`Self::with_times_as_text`]).
+    times_as_text: bool,
 }
 
 impl ColumnBuilder {
@@ -161,7 +164,18 @@ impl ColumnBuilder {
             kind: kind.clone(),
             builder,
             scratch: String::new(),
+            times_as_text: false,
         }
+    }
+
+    /// The builder for a target that writes time as text (`target.types = "portable"`) when
+    /// `yes`: a TIME column then keeps MySQL's negative and over-24-hour values (down to
+    /// `-838:59:59`, up to `838:59:59`) as signed microseconds, which the sink writes as their
+    /// text (see `inlet_core::ValuePolicy::times_as_text`), instead of following the column's
+    /// policy.
+    pub fn with_times_as_text(mut self, yes: bool) -> Self {
+        self.times_as_text = yes;
+        self
     }
 
     /// Replaces the column's enum/set labels (same Arrow type, so the rows already appended
@@ -310,7 +324,7 @@ impl ColumnBuilder {
                 let days = date_days(value)?;
                 b.append_value(days)
             }
-            (Builder::Time(b), _) => b.append_value(time_micros(value)?),
+            (Builder::Time(b), _) => b.append_value(time_micros(value, self.times_as_text)?),
             (Builder::Timestamp(b), MysqlType::DateTime) => b.append_value(datetime_micros(value)?),
             (Builder::Timestamp(b), MysqlType::Timestamp) => {
                 b.append_value(timestamp_micros(value, origin)?)
@@ -711,7 +725,10 @@ fn epoch_parts(t: &[u8]) -> Result<(i64, i64), ValueError> {
     Ok((secs, micros))
 }
 
-fn time_micros(value: &Value) -> Result<i64, ValueError> {
+/// A TIME value in microseconds. Arrow's (and Parquet's and Iceberg's) time of day ends below
+/// 24:00:00, so a value outside a day follows the column's policy, unless `any` says the target
+/// writes time as text, which holds every TIME.
+fn time_micros(value: &Value, any: bool) -> Result<i64, ValueError> {
     match value {
         Value::Time(neg, days, h, m, s, us) => {
             let micros = ((i64::from(*days) * 24 + i64::from(*h)) * 3600
@@ -719,6 +736,9 @@ fn time_micros(value: &Value) -> Result<i64, ValueError> {
                 + i64::from(*s))
                 * 1_000_000
                 + i64::from(*us);
+            if any {
+                return Ok(if *neg { -micros } else { micros });
+            }
             if *neg && micros != 0 || micros >= MICROS_PER_DAY {
                 let mut text = String::new();
                 render_temporal(value, 6, false, &mut text);
@@ -854,6 +874,41 @@ mod tests {
         let d = a.as_any().downcast_ref::<Decimal128Array>().unwrap();
         assert_eq!(d.value(0), i128::from(u64::MAX));
         assert_eq!(d.value(1), i128::from(u64::MAX));
+    }
+
+    /// A TIME outside a day follows the policy unless the target writes time as text; then
+    /// it is kept as signed microseconds.
+    #[test]
+    fn times_outside_a_day_are_kept_when_time_is_written_as_text() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Time64MicrosecondType;
+        let times = [
+            Value::Time(true, 0, 1, 0, 0, 0),
+            Value::Time(false, 4, 4, 0, 0, 0),
+            Value::Time(true, 34, 22, 59, 59, 0),
+            Value::Time(false, 0, 12, 34, 56, 500_000),
+        ];
+        let mut exact = ColumnBuilder::new(&MysqlType::Time, 1);
+        for v in &times[..3] {
+            assert!(matches!(
+                exact.append(v, Origin::Binlog, Unrepresentable::Fail),
+                Err(ValueError::Unrepresentable(_))
+            ));
+        }
+        let mut b = ColumnBuilder::new(&MysqlType::Time, 4).with_times_as_text(true);
+        for v in &times {
+            b.append(v, Origin::Binlog, Unrepresentable::Fail).unwrap();
+        }
+        let a = b.finish();
+        assert_eq!(
+            a.as_primitive::<Time64MicrosecondType>().values().to_vec(),
+            vec![
+                -3_600_000_000,
+                360_000_000_000,
+                -3_020_399_000_000,
+                45_296_500_000
+            ]
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl TableBuffer {
             schema: table.schema.clone(),
             data: decoders
                 .iter()
-                .map(|d| ColumnBuilder::new(d, 1024))
+                .map(|d| ColumnBuilder::new(d, 1024).with_times_as_text(table.times_as_text))
                 .collect(),
             decoders,
             policies: table.columns.iter().map(|c| c.policy).collect(),
@@ -888,7 +888,7 @@ impl ChangeCapture {
         t.schema.columns = columns;
         t.data = decoders
             .iter()
-            .map(|d| ColumnBuilder::new(d, 1024))
+            .map(|d| ColumnBuilder::new(d, 1024).with_times_as_text(values.times_as_text()))
             .collect();
         t.decoders = decoders;
         t.policies = policies;

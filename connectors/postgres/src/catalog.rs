@@ -23,6 +23,8 @@ pub struct SourceTable {
     pub(crate) columns: Vec<ColumnPlan>,
     /// pg_type as read at discovery, to plan columns a schema change adds later.
     pub(crate) types: std::sync::Arc<TypeCatalog>,
+    /// The target writes time as text, so `24:00:00` is carried (`ValuePolicy::times_as_text`).
+    pub(crate) times_as_text: bool,
 }
 
 /// One pg_attribute row: name, type oid, typmod, NOT NULL, format_type().
@@ -281,6 +283,7 @@ pub async fn discover(
             can_select,
             columns: plans,
             types: types.clone(),
+            times_as_text: values.times_as_text(),
         });
     }
     Ok(out)

@@ -50,7 +50,12 @@ pub(crate) enum ColumnBuilder {
     Bytea(BinaryBuilder),
     Uuid(FixedSizeBinaryBuilder),
     Date(Date32Builder),
-    Time(Time64MicrosecondBuilder),
+    Time {
+        builder: Time64MicrosecondBuilder,
+        /// Whether `24:00:00` is kept (as 86,400,000,000 µs): the target writes time as text
+        /// ([`ColumnBuilder::with_times_as_text`]).
+        end_of_day: bool,
+    },
     Timestamp(TimestampMicrosecondBuilder),
     TimestampTz(TimestampMicrosecondBuilder),
     List {
@@ -80,7 +85,10 @@ impl ColumnBuilder {
             Decoder::Bytea => Self::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Decoder::Uuid => Self::Uuid(FixedSizeBinaryBuilder::with_capacity(capacity, 16)),
             Decoder::Date => Self::Date(Date32Builder::with_capacity(capacity)),
-            Decoder::Time => Self::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            Decoder::Time => Self::Time {
+                builder: Time64MicrosecondBuilder::with_capacity(capacity),
+                end_of_day: false,
+            },
             Decoder::Timestamp => {
                 Self::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
             }
@@ -105,6 +113,23 @@ impl ColumnBuilder {
         }
     }
 
+    /// The builder for a target that writes time as text (`target.types = "portable"`) when
+    /// `yes`: a time column (or a time array's elements) then keeps PostgreSQL's `24:00:00` as
+    /// 86,400,000,000 µs, which the sink writes as the text `24:00:00` (see
+    /// `inlet_core::ValuePolicy::times_as_text`), instead of following the column's policy.
+    pub fn with_times_as_text(mut self, yes: bool) -> Self {
+        self.set_times_as_text(yes);
+        self
+    }
+
+    fn set_times_as_text(&mut self, yes: bool) {
+        match self {
+            Self::Time { end_of_day, .. } => *end_of_day = yes,
+            Self::List { values, .. } => values.set_times_as_text(yes),
+            _ => {}
+        }
+    }
+
     pub fn append_null(&mut self) {
         match self {
             Self::Bool(b) => b.append_null(),
@@ -118,7 +143,7 @@ impl ColumnBuilder {
             Self::Bytea(b) => b.append_null(),
             Self::Uuid(b) => b.append_null(),
             Self::Date(b) => b.append_null(),
-            Self::Time(b) => b.append_null(),
+            Self::Time { builder, .. } => builder.append_null(),
             Self::Timestamp(b) | Self::TimestampTz(b) => b.append_null(),
             Self::List { offsets, nulls, .. } => {
                 let last = offsets.last().copied().unwrap_or(0);
@@ -193,7 +218,10 @@ impl ColumnBuilder {
                     d => b.append_value(d.saturating_add(EPOCH_DAYS)),
                 }
             }
-            Self::Time(b) => b.append_value(time_of_day(i64::from_be_bytes(fixed(v)?))?),
+            Self::Time {
+                builder,
+                end_of_day,
+            } => builder.append_value(time_of_day(i64::from_be_bytes(fixed(v)?), *end_of_day)?),
             Self::Timestamp(b) | Self::TimestampTz(b) => {
                 let micros = i64::from_be_bytes(fixed(v)?);
                 match micros {
@@ -240,7 +268,7 @@ impl ColumnBuilder {
             Self::Bytea(b) => Arc::new(b.finish()),
             Self::Uuid(b) => Arc::new(b.finish()),
             Self::Date(b) => Arc::new(b.finish()),
-            Self::Time(b) => Arc::new(b.finish()),
+            Self::Time { builder, .. } => Arc::new(builder.finish()),
             Self::Timestamp(b) | Self::TimestampTz(b) => Arc::new(b.finish()),
             Self::List {
                 item,
@@ -324,11 +352,14 @@ fn binary_text(decoder: &Decoder, v: &[u8]) -> String {
 
 /// Microseconds since midnight as a Time64 value. PostgreSQL's time also has 24:00:00, the end
 /// of the day, which Arrow's (and Parquet's and Iceberg's) time of day, below 24 hours, cannot
-/// hold: it follows the task's policy rather than becoming an invalid value.
-pub(crate) fn time_of_day(micros: i64) -> Result<i64, ValueError> {
+/// hold: it follows the task's policy rather than becoming an invalid value, unless
+/// `end_of_day` says the target writes time as text, which holds it (the sink turns the
+/// Time64 value into the text `24:00:00` before anything is written).
+pub(crate) fn time_of_day(micros: i64, end_of_day: bool) -> Result<i64, ValueError> {
     const MICROS_PER_DAY: i64 = 86_400_000_000;
     match micros {
         0..MICROS_PER_DAY => Ok(micros),
+        MICROS_PER_DAY if end_of_day => Ok(micros),
         MICROS_PER_DAY => Err(ValueError::Unrepresentable("time '24:00:00'".into())),
         _ => Err(ValueError::Malformed(format!(
             "time of {micros} µs since midnight, outside a day"
@@ -557,6 +588,15 @@ impl CopyDecoder {
             decoders,
             key: Vec::new(),
         }
+    }
+
+    /// Decodes for a target that writes time as text when `yes`: see
+    /// [`ColumnBuilder::with_times_as_text`].
+    pub fn with_times_as_text(mut self, yes: bool) -> Self {
+        for c in &mut self.columns {
+            c.set_times_as_text(yes);
+        }
+        self
     }
 
     /// Names a failing row in errors by these columns (index and name): the primary key.
@@ -832,6 +872,53 @@ mod tests {
             assert_eq!(n.value(0), 1_234_567);
             assert!(n.is_null(1));
         }
+    }
+
+    /// 24:00:00 follows the policy unless the target writes time as text; then it is kept, in
+    /// both value formats and inside arrays, and a time beyond it is still malformed.
+    #[test]
+    fn end_of_day_is_kept_when_time_is_written_as_text() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Time64MicrosecondType;
+        const DAY: i64 = 86_400_000_000;
+        let mut exact = ColumnBuilder::new(&Decoder::Time, 1);
+        assert!(matches!(
+            exact.append(Some(&DAY.to_be_bytes()), Unrepresentable::Fail),
+            Err(ValueError::Unrepresentable(_))
+        ));
+        assert!(matches!(
+            exact.append_text(Some(b"24:00:00"), Unrepresentable::Fail),
+            Err(ValueError::Unrepresentable(_))
+        ));
+
+        let mut t = ColumnBuilder::new(&Decoder::Time, 2).with_times_as_text(true);
+        t.append(Some(&DAY.to_be_bytes()), Unrepresentable::Fail)
+            .unwrap();
+        t.append_text(Some(b"24:00:00"), Unrepresentable::Fail)
+            .unwrap();
+        assert!(matches!(
+            t.append(Some(&(DAY + 1).to_be_bytes()), Unrepresentable::Fail),
+            Err(ValueError::Malformed(_))
+        ));
+        let a = t.finish();
+        assert_eq!(
+            a.as_primitive::<Time64MicrosecondType>().values().to_vec(),
+            vec![DAY, DAY]
+        );
+
+        let list = Decoder::Array(Box::new(Decoder::Time));
+        let mut l = ColumnBuilder::new(&list, 1).with_times_as_text(true);
+        l.append_text(Some(b"{24:00:00,12:00:00}"), Unrepresentable::Fail)
+            .unwrap();
+        let a = l.finish();
+        let items = a.as_list::<i32>().value(0);
+        assert_eq!(
+            items
+                .as_primitive::<Time64MicrosecondType>()
+                .values()
+                .to_vec(),
+            vec![DAY, 12 * 3_600_000_000]
+        );
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl SnapshotReader {
             table,
             stream: Box::pin(stream),
             decoder: CopyDecoder::new(table.schema.arrow_schema(), decoders, policies, capacity)
+                .with_times_as_text(table.times_as_text)
                 .with_key(key),
             limits,
             pending_bytes: 0,

@@ -67,7 +67,10 @@ pub(crate) fn append_value(
             .append_value(parse_uuid(v)?)
             .map_err(|e| ValueError::Malformed(e.to_string()))?,
         ColumnBuilder::Date(b) => b.append_value(parse_date(v)?),
-        ColumnBuilder::Time(b) => b.append_value(parse_time(v)?),
+        ColumnBuilder::Time {
+            builder,
+            end_of_day,
+        } => builder.append_value(parse_time(v, *end_of_day)?),
         ColumnBuilder::Timestamp(b) => b.append_value(parse_timestamp(v, false)?),
         ColumnBuilder::TimestampTz(b) => b.append_value(parse_timestamp(v, true)?),
         ColumnBuilder::List {
@@ -462,14 +465,15 @@ fn parse_date(v: &[u8]) -> Result<i32, ValueError> {
     parse().ok_or_else(|| malformed("date", v))
 }
 
-/// `HH:MM:SS[.ffffff]` → microseconds since midnight (Time64).
-fn parse_time(v: &[u8]) -> Result<i64, ValueError> {
+/// `HH:MM:SS[.ffffff]` → microseconds since midnight (Time64); `24:00:00` as
+/// [`crate::copy::time_of_day`] says.
+fn parse_time(v: &[u8], end_of_day: bool) -> Result<i64, ValueError> {
     let mut t = Text { s: v };
     let micros = t
         .time()
         .filter(|_| t.end().is_some())
         .ok_or_else(|| malformed("time", v))?;
-    crate::copy::time_of_day(micros)
+    crate::copy::time_of_day(micros, end_of_day)
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff][±HH[:MM[:SS]]][ BC]` → microseconds since 1970-01-01 UTC.
@@ -802,7 +806,10 @@ fn round_trip(decoder: &Decoder, array: &ArrayRef) -> Result<(), String> {
         Decoder::Time => {
             let v = array.as_primitive::<Time64MicrosecondType>().value(0);
             let text = render_time(v);
-            (text.clone(), parse_time(text.as_bytes()).map(|w| w == v))
+            (
+                text.clone(),
+                parse_time(text.as_bytes(), false).map(|w| w == v),
+            )
         }
         Decoder::Timestamp | Decoder::TimestampTz => {
             let with_zone = matches!(decoder, Decoder::TimestampTz);

@@ -416,7 +416,10 @@ impl BinlogCapture {
             .primary_key
             .retain(|k| new_columns.iter().any(|c: &Column| &c.name == k));
         t.schema.columns = new_columns;
-        t.data = kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect();
+        t.data = kinds
+            .iter()
+            .map(|k| ColumnBuilder::new(k, 1024).with_times_as_text(values.times_as_text()))
+            .collect();
         t.kinds = kinds;
         t.policies = policies;
         t.carry = None;

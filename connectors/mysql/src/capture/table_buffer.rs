@@ -48,7 +48,10 @@ impl TableBuffer {
         let kinds: Vec<MysqlType> = table.columns.iter().map(|c| c.decoder.clone()).collect();
         Self {
             schema: table.schema.clone(),
-            data: kinds.iter().map(|k| ColumnBuilder::new(k, 1024)).collect(),
+            data: kinds
+                .iter()
+                .map(|k| ColumnBuilder::new(k, 1024).with_times_as_text(table.times_as_text))
+                .collect(),
             kinds,
             policies: table.columns.iter().map(|c| c.policy).collect(),
             segments: Vec::new(),
