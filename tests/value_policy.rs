@@ -430,3 +430,212 @@ fn mysql_zero_dates_follow_the_column_settings() {
     );
     assert!(!typo_out.join("zd").exists(), "something was written");
 }
+
+/// Every row DuckDB reads from the Parquet files of a table folder, the LOAD files first, then
+/// the change files in name (commit) order: the file kind (`LOAD`) or the change's Op, then
+/// `columns` as text (None for NULL). Checks that DuckDB reads each of `columns` as `VARCHAR`
+/// where `text` names it.
+fn duckdb_rows(table_dir: &Path, columns: &[&str], text: &[&str]) -> Vec<Written> {
+    const READER: &str = r#"
+import json, sys
+import duckdb
+out = []
+for path in sys.argv[1:]:
+    rel = duckdb.sql(f"SELECT * FROM read_parquet('{path}')")
+    rows = duckdb.sql(f"SELECT COLUMNS(*)::VARCHAR FROM read_parquet('{path}')").fetchall()
+    out.append({"columns": rel.columns, "types": [str(t) for t in rel.types], "rows": rows})
+print(json.dumps(out))
+"#;
+    let mut files = load_files(table_dir);
+    files.sort_by_key(|f| (!file_name(f).starts_with("LOAD"), file_name(f)));
+    let out = std::process::Command::new(common::python())
+        .arg("-c")
+        .arg(READER)
+        .args(&files)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "DuckDB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut rows = Vec::new();
+    for (f, file) in files.iter().zip(doc.as_array().expect("a list")) {
+        let names: Vec<&str> = file["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let at = |c: &str| {
+            names
+                .iter()
+                .position(|n| *n == c)
+                .unwrap_or_else(|| panic!("{}: no column {c} in {names:?}", file_name(f)))
+        };
+        for c in text {
+            assert_eq!(file["types"][at(c)], "VARCHAR", "{}: column {c}", file_name(f));
+        }
+        for r in file["rows"].as_array().unwrap() {
+            let kind = match names.iter().position(|n| *n == "Op") {
+                Some(i) => r[i].as_str().unwrap().to_string(),
+                None => "LOAD".to_string(),
+            };
+            let values = columns
+                .iter()
+                .map(|c| r[at(c)].as_str().map(str::to_string))
+                .collect();
+            rows.push((kind, values));
+        }
+    }
+    rows
+}
+
+/// Under the default target forms (`types = "portable"`) a time column is written as text,
+/// which holds PostgreSQL's `24:00:00` (the end of the day, which Arrow's, Parquet's and
+/// Iceberg's time types cannot): it is carried as that exact text, beside 23:59:59.999999,
+/// 00:00:00 and NULL, in the full load and the change stream, into Parquet (read by DuckDB) and
+/// Iceberg (read by pyiceberg and DuckDB). Under `types = "exact"` it follows the value policy
+/// instead (pg_cdc: time_24_00_follows_the_value_policy_in_load_and_stream).
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_time_24_00_is_written_as_its_text_under_the_portable_forms() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE clock (id bigint PRIMARY KEY, t time);
+             INSERT INTO clock VALUES (1, '24:00:00'), (2, '23:59:59.999999'), (3, '00:00:00'),
+                 (4, NULL);",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let warehouse = dir.path().join("warehouse");
+    let url = pg.url("postgres");
+    let parquet = task_file(
+        dir.path(),
+        "pq",
+        &pg_task(&url, &out, "full-load-and-cdc", ""),
+    );
+    let iceberg = task_file(
+        dir.path(),
+        "ice",
+        &pg_task(&url, &warehouse, "full-load-and-cdc", "")
+            .replace("name = \"vp\"", "name = \"vpice\"")
+            .replace("kind = \"parquet\"\nurl =", "kind = \"iceberg\"\nwarehouse ="),
+    );
+    let ice_checkpoint = warehouse.join("_inlet/vpice/checkpoint");
+    let mut to_parquet = spawn_run(&parquet);
+    let mut to_iceberg = spawn_run(&iceberg);
+    pg_caught_up(&client, &mut to_parquet, &out).await;
+    pg_stream::wait_caught_up(&client, &mut to_iceberg, &ice_checkpoint, "inlet_vpice").await;
+    client
+        .batch_execute(
+            "INSERT INTO clock VALUES (5, '24:00:00');
+             UPDATE clock SET t = '24:00:00' WHERE id = 3;
+             UPDATE clock SET t = '23:59:59.999999' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    pg_caught_up(&client, &mut to_parquet, &out).await;
+    pg_stream::wait_caught_up(&client, &mut to_iceberg, &ice_checkpoint, "inlet_vpice").await;
+    for child in [to_parquet, to_iceberg] {
+        let (code, stderr) = common::stop_run(child);
+        assert_eq!(code, 0, "{stderr}");
+    }
+
+    #[rustfmt::skip]
+    let want = vec![
+        row("LOAD", &[Some("1"), Some("24:00:00")]),
+        row("LOAD", &[Some("2"), Some("23:59:59.999999")]),
+        row("LOAD", &[Some("3"), Some("00:00:00")]),
+        row("LOAD", &[Some("4"), None]),
+        row("I", &[Some("5"), Some("24:00:00")]),
+        row("U", &[Some("3"), Some("24:00:00")]),
+        row("U", &[Some("1"), Some("23:59:59.999999")]),
+    ];
+    assert_eq!(
+        duckdb_rows(&out.join("public/clock"), &["id", "t"], &["t"]),
+        want
+    );
+
+    // The table as PostgreSQL prints it, which both Iceberg readers read.
+    let mut source: common::iceberg::Rows = client
+        .query("SELECT id::text, t::text FROM clock", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| vec![r.get(0), r.get(1)])
+        .collect();
+    source.sort();
+    assert_eq!(
+        source[..2],
+        [
+            vec![Some("1".to_string()), Some("23:59:59.999999".to_string())],
+            vec![Some("2".to_string()), Some("23:59:59.999999".to_string())],
+        ]
+    );
+    let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&warehouse.join("public/clock"));
+    assert_eq!(pyiceberg, source, "pyiceberg");
+    assert_eq!(duckdb, source, "duckdb");
+}
+
+/// MySQL's TIME runs from -838:59:59 to 838:59:59. Under the default target forms
+/// (`types = "portable"`) a time column is written as text, which holds every such value: the
+/// negative and over-24-hour ones are carried as MySQL's exact text (read by DuckDB), in the
+/// full load and the binlog alike. Under `types = "exact"` they follow the value policy
+/// (Arrow's time ends below 24:00:00).
+#[test]
+fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms() {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE zd;
+         CREATE TABLE zd.clock (id BIGINT PRIMARY KEY, t TIME, f TIME(1));
+         INSERT INTO zd.clock VALUES (1, '-01:00:00', '12:34:56.5'), (2, '100:00:00', NULL),
+             (3, '838:59:59', '-00:00:00.5'), (4, '-838:59:59', '838:59:58.9');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "my", &my_task(&db.url("zd"), &out, ""));
+    let mut child = spawn_run(&cfg);
+    my_caught_up(&db, &mut child, &out);
+    // No negative time with a fraction of 1 or 2 digits in the binlog: mysql_common 0.37.3
+    // (binlog/misc.rs, my_time_packed_from_binary) subtracts from an unsigned fraction there,
+    // which panics in a debug build.
+    db.admin(
+        "INSERT INTO zd.clock VALUES (5, '-838:59:59', '838:59:58.9');
+         UPDATE zd.clock SET t = '838:59:59', f = '12:34:56.5' WHERE id = 2;
+         INSERT INTO zd.clock VALUES (6, '00:00:00', '100:00:00.5');",
+    );
+    my_caught_up(&db, &mut child, &out);
+    let (code, stderr) = common::stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    #[rustfmt::skip]
+    let want = vec![
+        row("LOAD", &[Some("1"), Some("-01:00:00"), Some("12:34:56.5")]),
+        row("LOAD", &[Some("2"), Some("100:00:00"), None]),
+        row("LOAD", &[Some("3"), Some("838:59:59"), Some("-00:00:00.5")]),
+        row("LOAD", &[Some("4"), Some("-838:59:59"), Some("838:59:58.9")]),
+        row("I", &[Some("5"), Some("-838:59:59"), Some("838:59:58.9")]),
+        row("U", &[Some("2"), Some("838:59:59"), Some("12:34:56.5")]),
+        row("I", &[Some("6"), Some("00:00:00"), Some("100:00:00.5")]),
+    ];
+    let got = duckdb_rows(&out.join("zd/clock"), &["id", "t", "f"], &["t", "f"]);
+    assert_eq!(got, want);
+
+    // Replayed, the rows are MariaDB's own text of the table.
+    let mut replayed = std::collections::BTreeMap::new();
+    for (_, values) in &got {
+        let text: Vec<String> = values
+            .iter()
+            .map(|v| v.clone().unwrap_or_else(|| "NULL".to_string()))
+            .collect();
+        replayed.insert(text[0].parse::<i64>().unwrap(), text.join("\t"));
+    }
+    let replayed: Vec<String> = replayed.into_values().collect();
+    let server = db.admin("SELECT id, t, f FROM zd.clock ORDER BY id");
+    assert_eq!(server.lines().collect::<Vec<_>>(), replayed);
+}
