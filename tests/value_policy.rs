@@ -638,4 +638,23 @@ fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms(
     let replayed: Vec<String> = replayed.into_values().collect();
     let server = db.admin("SELECT id, t, f FROM zd.clock ORDER BY id");
     assert_eq!(server.lines().collect::<Vec<_>>(), replayed);
+
+    // Under the exact forms the same values follow the value policy (here the default, fail).
+    let exact_out = dir.path().join("exact");
+    let exact = task_file(
+        dir.path(),
+        "exact",
+        &my_task(&db.url("zd"), &exact_out, "")
+            .replace("full-load-and-cdc", "full-load")
+            .replace("kind = \"parquet\"\n", "kind = \"parquet\"\ntypes = \"exact\"\n"),
+    );
+    let (code, _, stderr) = inlet(&["full-load", "-c", exact.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "zd.clock column t: the time -01:00:00.000000, outside 00:00:00..24:00:00 has no \
+             exact Time64(µs) equivalent"
+        ),
+        "{stderr}"
+    );
 }
