@@ -475,7 +475,12 @@ print(json.dumps(out))
                 .unwrap_or_else(|| panic!("{}: no column {c} in {names:?}", file_name(f)))
         };
         for c in text {
-            assert_eq!(file["types"][at(c)], "VARCHAR", "{}: column {c}", file_name(f));
+            assert_eq!(
+                file["types"][at(c)],
+                "VARCHAR",
+                "{}: column {c}",
+                file_name(f)
+            );
         }
         for r in file["rows"].as_array().unwrap() {
             let kind = match names.iter().position(|n| *n == "Op") {
@@ -524,7 +529,10 @@ async fn pg_time_24_00_is_written_as_its_text_under_the_portable_forms() {
         "ice",
         &pg_task(&url, &warehouse, "full-load-and-cdc", "")
             .replace("name = \"vp\"", "name = \"vpice\"")
-            .replace("kind = \"parquet\"\nurl =", "kind = \"iceberg\"\nwarehouse ="),
+            .replace(
+                "kind = \"parquet\"\nurl =",
+                "kind = \"iceberg\"\nwarehouse =",
+            ),
     );
     let ice_checkpoint = warehouse.join("_inlet/vpice/checkpoint");
     let mut to_parquet = spawn_run(&parquet);
@@ -646,7 +654,10 @@ fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms(
         "exact",
         &my_task(&db.url("zd"), &exact_out, "")
             .replace("full-load-and-cdc", "full-load")
-            .replace("kind = \"parquet\"\n", "kind = \"parquet\"\ntypes = \"exact\"\n"),
+            .replace(
+                "kind = \"parquet\"\n",
+                "kind = \"parquet\"\ntypes = \"exact\"\n",
+            ),
     );
     let (code, _, stderr) = inlet(&["full-load", "-c", exact.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
