@@ -652,7 +652,9 @@ async fn bootstrap(
             .write_checkpoint(&record_key(task), &record.to_checkpoint())
             .await?;
         tracing::info!(%slot, consistent_point = %created.consistent_point, id = %record.id, "slot created");
+        let mut as_loaded = Vec::new();
         if let Some(snapshot) = &created.snapshot_name {
+            record_as_of_snapshot(control, snapshot, tables, &mut as_loaded).await;
             // The walsender connection stays idle meanwhile: its next command would end the
             // snapshot. The load holds every transaction committed before the consistent point.
             let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
@@ -664,6 +666,7 @@ async fn bootstrap(
         let position = Position(created.consistent_point.0);
         let mut facts = vec![(SLOT_FACT.to_string(), slot.to_string())];
         facts.extend(tables.iter().map(table_fact));
+        facts.extend(as_loaded);
         let checkpoint = Checkpoint {
             position,
             facts: facts.clone(),
@@ -691,6 +694,52 @@ async fn bootstrap(
                 }
             }
             Err(e)
+        }
+    }
+}
+
+/// Records in `facts` the tables' storage ([`rewrites`]) and catalog-only defaults
+/// ([`added_defaults`]) as the load's snapshot sees them. A rewrite or a column added with a
+/// DEFAULT that commits while the load runs is then found by the start that follows and the
+/// table loaded again: the load read the rows before it (and a table rewritten before its turn
+/// as empty, table rewrites not being MVCC-safe), and the stream carries no change for them.
+/// Without such a record the start would take the new state as the loaded one. A failure to
+/// read is only logged: the tables are then recorded as they are at that start.
+async fn record_as_of_snapshot(
+    control: &tokio_postgres::Client,
+    snapshot: &str,
+    tables: &[TableId],
+    facts: &mut Vec<(String, String)>,
+) {
+    let read = async {
+        control
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.replace('\'', "''")
+            ))
+            .await?;
+        let storage = rewrites::read(control, tables).await?;
+        let defaults = columns_with_unwritten_defaults(control)
+            .await
+            .map_err(|e| e.to_string());
+        control.batch_execute("COMMIT").await?;
+        Ok::<_, tokio_postgres::Error>((storage, defaults))
+    };
+    match read.await {
+        Ok((storage, defaults)) => {
+            rewrites::rewritten_since(facts, &storage, tables, &[]);
+            match defaults {
+                Ok(defaults) => {
+                    added_defaults::added_since(facts, &defaults, tables, &[]);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the columns with catalog-only defaults in the load's snapshot failed; they are recorded at the start after the load")
+                }
+            }
+        }
+        Err(e) => {
+            let _ = control.batch_execute("ROLLBACK").await;
+            tracing::warn!(error = %e, "reading the tables' storage in the load's snapshot failed; it is recorded at the start after the load");
         }
     }
 }
