@@ -593,29 +593,37 @@ async fn pg_time_24_00_is_written_as_its_text_under_the_portable_forms() {
 /// MySQL's TIME runs from -838:59:59 to 838:59:59. Under the default target forms
 /// (`types = "portable"`) a time column is written as text, which holds every such value: the
 /// negative and over-24-hour ones are carried as MySQL's exact text (read by DuckDB), in the
-/// full load and the binlog alike. Under `types = "exact"` they follow the value policy
-/// (Arrow's time ends below 24:00:00).
+/// full load and the binlog alike, including negative TIME(1) and TIME(2) values with a
+/// fraction, which the binlog stores as a complement (mysql_common 0.37.3 decodes those by
+/// subtracting from an unsigned fraction: a panic in a debug build, a wrong positive time in a
+/// release build; inlet decodes them itself). Under `types = "exact"` a time outside
+/// 00:00:00..24:00:00, a negative one too, follows the value policy (Arrow's time ends below
+/// 24:00:00): the default fails, "null" writes NULL, "text" the exact text.
 #[test]
 fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms() {
     let db = MariaDbServer::start();
     db.admin(
         "CREATE DATABASE zd;
-         CREATE TABLE zd.clock (id BIGINT PRIMARY KEY, t TIME, f TIME(1));
-         INSERT INTO zd.clock VALUES (1, '-01:00:00', '12:34:56.5'), (2, '100:00:00', NULL),
-             (3, '838:59:59', '-00:00:00.5'), (4, '-838:59:59', '838:59:58.9');",
+         CREATE TABLE zd.clock (id BIGINT PRIMARY KEY, t TIME, f TIME(1), g TIME(2));
+         INSERT INTO zd.clock VALUES (1, '-01:00:00', '12:34:56.5', '01:02:03.99'),
+             (2, '100:00:00', NULL, NULL), (3, '838:59:59', '-00:00:00.5', '-00:00:01.25'),
+             (4, '-838:59:59', '838:59:58.9', '838:59:58.99');",
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let cfg = task_file(dir.path(), "my", &my_task(&db.url("zd"), &out, ""));
     let mut child = spawn_run(&cfg);
     my_caught_up(&db, &mut child, &out);
-    // No negative time with a fraction of 1 or 2 digits in the binlog: mysql_common 0.37.3
-    // (binlog/misc.rs, my_time_packed_from_binary) subtracts from an unsigned fraction there,
-    // which panics in a debug build.
+    // Negative fractions in after images (inserts, updates) and before images (the updates of
+    // 1 and 3), at zero, mid-range and next to the range's ends.
     db.admin(
-        "INSERT INTO zd.clock VALUES (5, '-838:59:59', '838:59:58.9');
+        "INSERT INTO zd.clock VALUES (5, '-838:59:59', '838:59:58.9', '-01:02:03.99');
          UPDATE zd.clock SET t = '838:59:59', f = '12:34:56.5' WHERE id = 2;
-         INSERT INTO zd.clock VALUES (6, '00:00:00', '100:00:00.5');",
+         INSERT INTO zd.clock VALUES (6, '00:00:00', '100:00:00.5', '00:00:01.25');
+         INSERT INTO zd.clock VALUES (7, '-00:00:01', '-00:00:00.5', '-00:00:01.25'),
+             (8, NULL, '-12:34:56.7', '00:00:00.01'), (9, NULL, '-838:59:58.9', '-838:59:58.99');
+         UPDATE zd.clock SET f = '-12:34:56.7', g = '-00:00:00.01' WHERE id = 1;
+         UPDATE zd.clock SET f = '12:34:56.7' WHERE id = 3;",
     );
     my_caught_up(&db, &mut child, &out);
     let (code, stderr) = common::stop_run(child);
@@ -623,15 +631,24 @@ fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms(
 
     #[rustfmt::skip]
     let want = vec![
-        row("LOAD", &[Some("1"), Some("-01:00:00"), Some("12:34:56.5")]),
-        row("LOAD", &[Some("2"), Some("100:00:00"), None]),
-        row("LOAD", &[Some("3"), Some("838:59:59"), Some("-00:00:00.5")]),
-        row("LOAD", &[Some("4"), Some("-838:59:59"), Some("838:59:58.9")]),
-        row("I", &[Some("5"), Some("-838:59:59"), Some("838:59:58.9")]),
-        row("U", &[Some("2"), Some("838:59:59"), Some("12:34:56.5")]),
-        row("I", &[Some("6"), Some("00:00:00"), Some("100:00:00.5")]),
+        row("LOAD", &[Some("1"), Some("-01:00:00"), Some("12:34:56.5"), Some("01:02:03.99")]),
+        row("LOAD", &[Some("2"), Some("100:00:00"), None, None]),
+        row("LOAD", &[Some("3"), Some("838:59:59"), Some("-00:00:00.5"), Some("-00:00:01.25")]),
+        row("LOAD", &[Some("4"), Some("-838:59:59"), Some("838:59:58.9"), Some("838:59:58.99")]),
+        row("I", &[Some("5"), Some("-838:59:59"), Some("838:59:58.9"), Some("-01:02:03.99")]),
+        row("U", &[Some("2"), Some("838:59:59"), Some("12:34:56.5"), None]),
+        row("I", &[Some("6"), Some("00:00:00"), Some("100:00:00.5"), Some("00:00:01.25")]),
+        row("I", &[Some("7"), Some("-00:00:01"), Some("-00:00:00.5"), Some("-00:00:01.25")]),
+        row("I", &[Some("8"), None, Some("-12:34:56.7"), Some("00:00:00.01")]),
+        row("I", &[Some("9"), None, Some("-838:59:58.9"), Some("-838:59:58.99")]),
+        row("U", &[Some("1"), Some("-01:00:00"), Some("-12:34:56.7"), Some("-00:00:00.01")]),
+        row("U", &[Some("3"), Some("838:59:59"), Some("12:34:56.7"), Some("-00:00:01.25")]),
     ];
-    let got = duckdb_rows(&out.join("zd/clock"), &["id", "t", "f"], &["t", "f"]);
+    let got = duckdb_rows(
+        &out.join("zd/clock"),
+        &["id", "t", "f", "g"],
+        &["t", "f", "g"],
+    );
     assert_eq!(got, want);
 
     // Replayed, the rows are MariaDB's own text of the table.
@@ -644,7 +661,7 @@ fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms(
         replayed.insert(text[0].parse::<i64>().unwrap(), text.join("\t"));
     }
     let replayed: Vec<String> = replayed.into_values().collect();
-    let server = db.admin("SELECT id, t, f FROM zd.clock ORDER BY id");
+    let server = db.admin("SELECT id, t, f, g FROM zd.clock ORDER BY id");
     assert_eq!(server.lines().collect::<Vec<_>>(), replayed);
 
     // Under the exact forms the same values follow the value policy (here the default, fail).
@@ -668,4 +685,52 @@ fn mysql_times_outside_a_day_are_written_as_their_text_under_the_portable_forms(
         ),
         "{stderr}"
     );
+
+    // Streamed under the exact forms, times within a day: the positive ones are Time64(µs);
+    // the negative ones follow the column's policy, NULL in `f` ("null") and the exact text
+    // in `g` ("text", which makes `g` Utf8).
+    db.admin(
+        "CREATE TABLE zd.day (id BIGINT PRIMARY KEY, f TIME(1), g TIME(2));
+         INSERT INTO zd.day VALUES (1, '12:34:56.7', '-00:00:01.25'), (2, '-00:00:00.5', '01:02:03.99');",
+    );
+    let day_out = dir.path().join("day");
+    let day = task_file(
+        dir.path(),
+        "day",
+        &my_task(
+            &db.url("zd"),
+            &day_out,
+            "[values.columns]\n\"zd.day.f\" = \"null\"\n\"zd.day.g\" = \"text\"",
+        )
+        .replace("include = [\"zd.*\"]", "include = [\"zd.day\"]")
+        .replace(
+            "kind = \"parquet\"\n",
+            "kind = \"parquet\"\ntypes = \"exact\"\n",
+        ),
+    );
+    let mut child = spawn_run(&day);
+    my_caught_up(&db, &mut child, &day_out);
+    db.admin(
+        "INSERT INTO zd.day VALUES (3, '-12:34:56.7', '-01:02:03.99'), (4, '23:59:59.9', '00:00:00.01');
+         UPDATE zd.day SET f = '-00:00:00.5', g = '-00:00:00.01' WHERE id = 1;
+         UPDATE zd.day SET f = '00:00:00.1' WHERE id = 2;",
+    );
+    my_caught_up(&db, &mut child, &day_out);
+    let (code, stderr) = common::stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    let types = [
+        ("id", DataType::Int64),
+        ("f", DataType::Time64(TimeUnit::Microsecond)),
+        ("g", DataType::Utf8),
+    ];
+    #[rustfmt::skip]
+    let want = vec![
+        row("LOAD", &[Some("1"), Some("12:34:56.700"), Some("-00:00:01.25")]),
+        row("LOAD", &[Some("2"), None, Some("01:02:03.99")]),
+        row("I", &[Some("3"), None, Some("-01:02:03.99")]),
+        row("I", &[Some("4"), Some("23:59:59.900"), Some("00:00:00.01")]),
+        row("U", &[Some("1"), None, Some("-00:00:00.01")]),
+        row("U", &[Some("2"), Some("00:00:00.100"), Some("01:02:03.99")]),
+    ];
+    assert_eq!(written_rows(&day_out.join("zd/day"), &types), want);
 }

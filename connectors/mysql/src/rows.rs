@@ -324,6 +324,21 @@ pub(crate) fn read_image(
         k += 1;
         let value = if is_null {
             BinlogValue::Value(mysql_common::Value::NULL)
+        } else if col.col_type == ColumnType::MYSQL_TYPE_TIME2
+            && matches!(col.meta.first(), Some(1 | 2))
+        {
+            let bytes = buf.checked_eat(4).ok_or_else(|| {
+                format!(
+                    "column {}: row image truncated in a TIME value",
+                    col.name.clone().unwrap_or_else(|| format!("#{i}"))
+                )
+            })?;
+            BinlogValue::Value(time2_hundredths(bytes).map_err(|e| {
+                format!(
+                    "column {}: {e}",
+                    col.name.clone().unwrap_or_else(|| format!("#{i}"))
+                )
+            })?)
         } else {
             let ctx = (
                 col.col_type,
@@ -345,4 +360,165 @@ pub(crate) fn read_image(
         }
     }
     Ok(data.len() - buf.0.len())
+}
+
+/// A TIME(1) or TIME(2) value of a row image (MYSQL_TYPE_TIME2 with 1 or 2 fractional digits):
+/// 3 bytes big-endian, the packed hours (10 bits), minutes and seconds (6 bits each) offset by
+/// 0x800000, then 1 byte of hundredths, which a negative time stores as a complement.
+/// Decoded here, not by mysql_common: its `my_time_packed_from_binary` (0.37.3, and still
+/// 0.38.2) subtracts 0x100 from an unsigned fraction for a negative time with a fraction,
+/// which panics in a debug build and yields a wrong positive time in a release build. The
+/// arithmetic is MySQL's own (`my_time_packed_from_binary` in mysys/my_time.cc), on signed
+/// integers; bytes no server writes are an error, never a wrapped value.
+pub(crate) fn time2_hundredths(bytes: &[u8]) -> Result<mysql_common::Value, String> {
+    let &[b0, b1, b2, b3] = bytes else {
+        return Err(format!(
+            "a TIME(1) or TIME(2) value takes 4 bytes, not {}",
+            bytes.len()
+        ));
+    };
+    const TIMEF_INT_OFS: i64 = 0x80_0000;
+    let mut intpart =
+        ((i64::from(b0) << 16) | (i64::from(b1) << 8) | i64::from(b2)) - TIMEF_INT_OFS;
+    let mut frac = i64::from(b3);
+    if intpart < 0 && frac != 0 {
+        // The fraction of a negative time counts back from the next whole second.
+        intpart += 1;
+        frac -= 0x100;
+    }
+    // MY_PACKED_TIME_MAKE: |intpart| < 2^23, so the shift stays far inside an i64.
+    let packed = intpart * (1 << 24) + frac * 10_000;
+    let neg = packed < 0;
+    let magnitude = packed.abs();
+    let hms = magnitude >> 24;
+    let micros = magnitude % (1 << 24);
+    let hours = (hms >> 12) % (1 << 10);
+    let minutes = (hms >> 6) % (1 << 6);
+    let seconds = hms % (1 << 6);
+    // A server writes hours up to 838, minutes and seconds below 60 and whole hundredths;
+    // anything else is corrupt bytes, not a time.
+    if hms >> 22 != 0 || hours > 838 || minutes > 59 || seconds > 59 || micros >= 1_000_000 {
+        return Err(format!(
+            "the bytes {:02x} {:02x} {:02x} {:02x} are not a TIME(1) or TIME(2) value",
+            b0, b1, b2, b3
+        ));
+    }
+    // The casts cannot truncate: hours <= 838, minutes and seconds < 60, micros < 10^6.
+    Ok(mysql_common::Value::Time(
+        neg,
+        (hours / 24) as u32,
+        (hours % 24) as u8,
+        minutes as u8,
+        seconds as u8,
+        micros as u32,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time2_hundredths;
+    use mysql_common::Value;
+
+    /// The bytes MySQL's `my_time_packed_to_binary` writes for a TIME(2) of `sign` and the
+    /// given parts (`hundredths` < 100).
+    fn encode(neg: bool, hours: i64, minutes: i64, seconds: i64, hundredths: i64) -> [u8; 4] {
+        let magnitude = ((hours << 12 | minutes << 6 | seconds) << 24) + hundredths * 10_000;
+        let packed = if neg { -magnitude } else { magnitude };
+        // MY_PACKED_TIME_GET_INT_PART (an arithmetic shift) and GET_FRAC_PART (a remainder
+        // that keeps the sign), as MySQL stores them.
+        let int = (packed >> 24) + 0x80_0000;
+        let frac = (packed % (1 << 24)) / 10_000;
+        [
+            (int >> 16) as u8,
+            (int >> 8) as u8,
+            int as u8,
+            frac as i8 as u8,
+        ]
+    }
+
+    #[test]
+    fn negative_and_positive_times_with_hundredths_decode_as_mysql_wrote_them() {
+        let cases: &[(bool, i64, i64, i64, i64, Value)] = &[
+            (true, 0, 0, 0, 50, Value::Time(true, 0, 0, 0, 0, 500_000)),
+            (
+                true,
+                12,
+                34,
+                56,
+                70,
+                Value::Time(true, 0, 12, 34, 56, 700_000),
+            ),
+            (
+                true,
+                838,
+                59,
+                58,
+                90,
+                Value::Time(true, 34, 22, 59, 58, 900_000),
+            ),
+            (true, 838, 59, 59, 0, Value::Time(true, 34, 22, 59, 59, 0)),
+            (true, 0, 0, 1, 25, Value::Time(true, 0, 0, 0, 1, 250_000)),
+            (true, 1, 2, 3, 99, Value::Time(true, 0, 1, 2, 3, 990_000)),
+            (true, 0, 0, 0, 1, Value::Time(true, 0, 0, 0, 0, 10_000)),
+            (true, 0, 0, 1, 0, Value::Time(true, 0, 0, 0, 1, 0)),
+            (false, 0, 0, 0, 0, Value::Time(false, 0, 0, 0, 0, 0)),
+            (false, 0, 0, 0, 99, Value::Time(false, 0, 0, 0, 0, 990_000)),
+            (
+                false,
+                12,
+                34,
+                56,
+                70,
+                Value::Time(false, 0, 12, 34, 56, 700_000),
+            ),
+            (false, 838, 59, 59, 0, Value::Time(false, 34, 22, 59, 59, 0)),
+            (
+                false,
+                838,
+                59,
+                58,
+                90,
+                Value::Time(false, 34, 22, 59, 58, 900_000),
+            ),
+        ];
+        for (neg, h, m, s, c, want) in cases {
+            let bytes = encode(*neg, *h, *m, *s, *c);
+            assert_eq!(
+                time2_hundredths(&bytes).as_ref(),
+                Ok(want),
+                "{bytes:02x?} ({neg} {h}:{m}:{s}.{c})"
+            );
+        }
+        // The bytes themselves, for -00:00:00.5: the whole second before zero, then 0xce
+        // (-50 as a byte).
+        assert_eq!(encode(true, 0, 0, 0, 50), [0x7f, 0xff, 0xff, 0xce]);
+        assert_eq!(encode(false, 0, 0, 0, 0), [0x80, 0x00, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn bytes_no_server_writes_are_an_error() {
+        let bad: &[[u8; 4]] = &[
+            // 100 hundredths
+            [0x80, 0x00, 0x00, 0x64],
+            // second 60, minute 60, hour 839
+            [0x80, 0x00, 0x3c, 0x00],
+            [0x80, 0x0f, 0x00, 0x00],
+            [0xb4, 0x70, 0x00, 0x00],
+            // the most negative offset (beyond the 22 bits of hours, minutes, seconds), and a
+            // negative fraction of -1.01 s
+            [0x00, 0x00, 0x00, 0x00],
+            [0x7f, 0xff, 0xff, 0x9b],
+        ];
+        for bytes in bad {
+            let err = time2_hundredths(bytes).unwrap_err();
+            assert!(
+                err.contains("are not a TIME(1) or TIME(2) value"),
+                "{bytes:02x?}: {err}"
+            );
+        }
+        assert_eq!(
+            time2_hundredths(&[0x80, 0x00]).unwrap_err(),
+            "a TIME(1) or TIME(2) value takes 4 bytes, not 2"
+        );
+    }
 }
