@@ -386,7 +386,7 @@ pub(crate) fn time2_hundredths(bytes: &[u8]) -> Result<mysql_common::Value, Stri
         intpart += 1;
         frac -= 0x100;
     }
-    // MY_PACKED_TIME_MAKE: |intpart| < 2^23, so the shift stays far inside an i64.
+    // MY_PACKED_TIME_MAKE: |intpart| <= 2^23, so the product stays far inside an i64.
     let packed = intpart * (1 << 24) + frac * 10_000;
     let neg = packed < 0;
     let magnitude = packed.abs();
@@ -419,7 +419,7 @@ mod tests {
     use super::time2_hundredths;
     use mysql_common::Value;
 
-    /// The bytes MySQL's `my_time_packed_to_binary` writes for a TIME(2) of `sign` and the
+    /// The bytes MySQL's `my_time_packed_to_binary` writes for a TIME(2) of sign `neg` and the
     /// given parts (`hundredths` < 100).
     fn encode(neg: bool, hours: i64, minutes: i64, seconds: i64, hundredths: i64) -> [u8; 4] {
         let magnitude = ((hours << 12 | minutes << 6 | seconds) << 24) + hundredths * 10_000;
