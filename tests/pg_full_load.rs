@@ -1122,3 +1122,176 @@ async fn truncate_during_a_full_load_neither_blocks_nor_hangs() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `inlet ARGS…` and waits at most `secs` for it: its exit code, stdout and stderr. A
+/// process still running then is killed and the test fails naming `what`.
+fn inlet_within(args: &[&str], secs: u64, what: &str) -> (i32, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what} still ran after {secs} s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Discovery reads sizes from the catalog (`relpages`) and takes no lock on any table: a table
+/// the task does not select, held under ACCESS EXCLUSIVE by an application's open transaction,
+/// neither stops `inlet check` nor the full load (discovery's pg_relation_size over every table
+/// of the database used to wait behind it for as long as the lock was held). While the load
+/// runs, an application's ALTER TABLE of a selected table waits for no lock of inlet's beyond
+/// one COPY. A table never vacuumed or analyzed (relpages 0) is measured exactly for the chunk
+/// plan and read whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_unselected_table_does_not_stall_discovery() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE unrelated (id int);
+             CREATE TABLE big (id bigint PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g;
+             CREATE TABLE small (id bigint PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             INSERT INTO small SELECT g, 'v' || g FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    let relpages: i32 = client
+        .query_one("SELECT relpages FROM pg_class WHERE relname = 'big'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(relpages, 0, "big must look never vacuumed to the catalog");
+    let locker = pg.client("postgres").await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE unrelated IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "t",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            "\"public.big\", \"public.small\"",
+            "[full_load]\nworkers = 2\nchunk_mb = 1\nbatch_rows = 5000",
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || inlet_within(&["check", "-c", &cfg], 30, "inlet check")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("public.big"), "{stdout}");
+
+    let load = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || inlet_within(&["full-load", "-c", &cfg], 30, "inlet full-load")
+    });
+    // While the load runs, no session of inlet's waits for a lock or holds one on a table (or
+    // its index, which the COPY's planner opens) it does not read, and the application's ALTER TABLE of a selected table waits at most for
+    // the COPY of one chunk.
+    let app = pg.client("postgres").await;
+    let mut altered = false;
+    while !load.is_finished() {
+        let locks: Vec<(String, String, bool)> = client
+            .query(
+                "SELECT l.relation::regclass::text, l.mode, l.granted \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 JOIN pg_class c ON c.oid = l.relation \
+                 WHERE a.application_name = 'inlet' AND l.locktype = 'relation' \
+                   AND c.relnamespace = 'public'::regnamespace",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        for (table, mode, granted) in &locks {
+            assert!(
+                *granted
+                    && ["big", "big_pkey", "small", "small_pkey"].contains(&table.as_str())
+                    && mode == "AccessShareLock",
+                "inlet's lock: {locks:?}"
+            );
+        }
+        if !altered {
+            app.batch_execute(
+                "SET lock_timeout = '5s'; ALTER TABLE small ALTER COLUMN v SET DEFAULT 'd'",
+            )
+            .await
+            .expect("the ALTER TABLE of a selected table must not queue behind inlet");
+            altered = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (code, stdout, stderr) = load.await.unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    // The unrelated lock is still held, and the rows are exactly the source's.
+    let held: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'unrelated'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 1);
+    for (table, rows) in [("big", 100_000i64), ("small", 500)] {
+        let batches = read_table(&out.join("public").join(table));
+        let mut ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=rows).collect::<Vec<_>>(), "{table}: ids");
+    }
+    // And the values: small's v is 'v' followed by its id.
+    let mut small: Vec<(i64, String)> = read_table(&out.join("public/small"))
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+            let v = b.column_by_name("v").unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| (ids.value(i), v.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    small.sort();
+    let want: Vec<(i64, String)> = (1..=500).map(|i| (i, format!("v{i}"))).collect();
+    assert_eq!(small, want);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}

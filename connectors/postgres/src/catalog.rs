@@ -1,5 +1,6 @@
 //! Catalog discovery: which tables the task selects, their columns planned for COPY, primary
-//! keys, sizes and privileges, read from pg_catalog in one pass.
+//! keys, estimated sizes and privileges, read from pg_catalog in one pass without locking any
+//! table.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,11 @@ use crate::types::{plan_column, ColumnPlan, PgType, TypeCatalog};
 pub struct SourceTable {
     pub schema: TableSchema,
     pub oid: u32,
-    /// Size of the heap in blocks when discovered; chunks are ranges of these.
+    /// Size of the heap in blocks: at discovery `pg_class.relpages`, the estimate VACUUM and
+    /// ANALYZE keep (0 for a table never vacuumed or analyzed), which reading takes no lock on
+    /// the table. The full load replaces it with the exact size where it can
+    /// (`PgLoadSource::new`); chunks are ranges of these, the last one open-ended, so a stale
+    /// count only changes how many chunks a table is read in, never which rows.
     pub pages: u64,
     /// `pg_class.reltuples`; None when the table was never vacuumed or analyzed.
     pub estimated_rows: Option<u64>,
@@ -72,11 +77,16 @@ pub async fn discover(
         .collect::<TypeCatalog>()
         .into();
 
+    // Only catalog columns and syscache lookups: no lock on any table. pg_relation_size would
+    // take ACCESS SHARE on every table of the database, selected or not, and hold it to the end
+    // of the transaction (the full load's snapshot transaction lasts the whole load): discovery
+    // would wait behind any table's ACCESS EXCLUSIVE lock (an application's ALTER TABLE, a
+    // LOCK TABLE), and an application's ALTER TABLE would queue behind inlet, and every query
+    // of that table behind the ALTER.
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
-                    (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, \
-                    has_table_privilege(c.oid, 'SELECT') \
+                    c.relpages::int8, has_table_privilege(c.oid, 'SELECT') \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
                AND n.nspname NOT LIKE 'pg\\_%' \
@@ -94,6 +104,8 @@ pub async fn discover(
         let reltuples: f64 = r.get(3);
         // NULL: the table was dropped after the snapshot this catalog is read in (a table
         // joining a running task, dropped before its load); there is nothing left to read.
+        // has_table_privilege looks the table up in the current catalog, not the snapshot's,
+        // and answers NULL for a table that is gone.
         let (Some(pages), Some(can_select)) =
             (r.get::<_, Option<i64>>(4), r.get::<_, Option<bool>>(5))
         else {

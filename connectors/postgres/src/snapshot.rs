@@ -355,7 +355,7 @@ impl PgLoadSource {
     pub async fn new(
         connector: &PgConnector,
         snapshot: ExportedSnapshot,
-        tables: Vec<SourceTable>,
+        mut tables: Vec<SourceTable>,
         chunk_mb: u64,
         limits: BatchLimits,
     ) -> Result<Self, PgError> {
@@ -365,6 +365,7 @@ impl PgLoadSource {
             .await
             .map_err(|e| connector.query_error("reading server_version_num", &e))?
             .get(0);
+        measure_pages(snapshot.client(), connector, &mut tables).await?;
         let chunk_pages = chunk_pages(chunk_mb, version);
         if chunk_pages == u64::MAX && chunk_mb != 0 {
             tracing::info!(
@@ -381,6 +382,64 @@ impl PgLoadSource {
             limits,
         })
     }
+}
+
+/// How long sizing one table may wait for the lock `pg_relation_size` takes before the load
+/// plans that table from the catalog's estimate instead.
+const SIZING_LOCK_TIMEOUT: &str = "500ms";
+
+/// Replaces each table's page count, the catalog's estimate from discovery, with the heap's size
+/// now, so that a table never vacuumed (relpages 0) or grown since is still cut into chunks the
+/// workers share, and the largest tables are read first. The size is read on the snapshot's
+/// connection, one table per statement, in a savepoint that is rolled back: `pg_relation_size`
+/// takes ACCESS SHARE on the table for a moment, and a table another session holds under
+/// ACCESS EXCLUSIVE (an application's ALTER TABLE, a LOCK TABLE) is waited for at most
+/// `SIZING_LOCK_TIMEOUT`, then keeps its estimate. That only changes how many chunks it is read
+/// in: the last chunk of every table is open-ended, so no row is missed when the count is low.
+/// The rollback also ends the lock-timeout error without ending the snapshot's transaction.
+async fn measure_pages(
+    client: &Client,
+    connector: &PgConnector,
+    tables: &mut [SourceTable],
+) -> Result<(), PgError> {
+    for table in tables.iter_mut() {
+        let what = format!("sizing {}", table.schema.id);
+        client
+            .batch_execute(&format!(
+                "SAVEPOINT inlet_sizing; SET LOCAL lock_timeout = '{SIZING_LOCK_TIMEOUT}'"
+            ))
+            .await
+            .map_err(|e| connector.query_error(&what, &e))?;
+        let size = client
+            .query_one(
+                "SELECT (pg_relation_size($1::oid::regclass) \
+                         / current_setting('block_size')::int8)::int8",
+                &[&table.oid],
+            )
+            .await;
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT inlet_sizing; RELEASE SAVEPOINT inlet_sizing")
+            .await
+            .map_err(|e| connector.query_error(&what, &e))?;
+        match size {
+            // NULL: dropped since discovery; its COPY says so and the load skips or fails it.
+            Ok(row) => {
+                if let Some(pages) = row.get::<_, Option<i64>>(0) {
+                    table.pages = pages.max(0) as u64;
+                }
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                tracing::info!(
+                    table = %table.schema.id,
+                    estimated_pages = table.pages,
+                    "another session holds a lock on the table: its chunks are planned from the \
+                     catalog's estimate of its size (the last chunk reads to the end of the table)"
+                );
+            }
+            Err(e) => return Err(connector.query_error(&what, &e)),
+        }
+    }
+    Ok(())
 }
 
 impl LoadSource for PgLoadSource {
