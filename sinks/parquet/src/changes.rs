@@ -65,6 +65,21 @@ impl ChangeFile {
         }
     }
 
+    /// Whether `name` is a change file: a transaction's file or a part of one
+    /// (`…-p00001.parquet`, which [`Self::parse_positions`] leaves out: a part does not count as
+    /// its transaction written). A new full load of the table deletes both kinds.
+    pub(crate) fn is_change_file(name: &str) -> bool {
+        let part_of = name
+            .strip_suffix(".parquet")
+            .and_then(|stem| stem.rsplit_once('-'))
+            .filter(|(_, p)| {
+                p.len() == 6 && p.starts_with('p') && p[1..].bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(|(stem, _)| format!("{stem}.parquet"));
+        Self::parse_positions(name).is_some()
+            || part_of.is_some_and(|n| Self::parse_positions(&n).is_some())
+    }
+
     /// The positions in a change-file name; None for any other file (LOAD files, staging files).
     pub(crate) fn parse_positions(name: &str) -> Option<(Position, Position)> {
         let stem = name.strip_suffix(".parquet")?;
@@ -151,8 +166,7 @@ impl ChangeLogTable {
             if meta
                 .location
                 .filename()
-                .and_then(ChangeFile::parse_positions)
-                .is_some()
+                .is_some_and(ChangeFile::is_change_file)
             {
                 doomed.push(meta.location);
             }
@@ -482,5 +496,36 @@ mod tests {
             ..f
         };
         assert!(later.name() > name);
+    }
+
+    /// A new full load deletes the parts of a transaction too: left behind, they replayed its
+    /// rows a second time over the new LOAD files (seen in pg_cdc's streamed-transaction test
+    /// once a reload ran there).
+    #[test]
+    fn parts_are_change_files_but_not_written_transactions() {
+        let part = ChangeFile {
+            first: Position(0x10),
+            last: Position(0x10),
+            commit_time_micros: 1_763_700_000_123_456,
+            part: Some(3),
+        }
+        .name();
+        assert_eq!(
+            part,
+            "20251121-044000123456-0000000000000010-0000000000000010-p00003.parquet"
+        );
+        assert_eq!(ChangeFile::parse_positions(&part), None);
+        assert!(ChangeFile::is_change_file(&part));
+        assert!(ChangeFile::is_change_file(
+            "20251121-044000123456-0000000000000010-00000000000002A0.parquet"
+        ));
+        for other in [
+            "LOAD00000001.parquet",
+            "LOAD00000001-p00001.parquet",
+            "x-0000000000000010-00000000000002A0-p00001.parquet",
+            "20251121-044000123456-0000000000000010-0000000000000010-p1.parquet",
+        ] {
+            assert!(!ChangeFile::is_change_file(other), "{other}");
+        }
     }
 }

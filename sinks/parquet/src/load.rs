@@ -262,7 +262,7 @@ impl Shared {
         let earlier = table_files.objects.iter().any(|o| {
             o.location.filename().is_some_and(|name| {
                 parse_load_file_name(name).is_some()
-                    || crate::changes::ChangeFile::parse_positions(name).is_some()
+                    || crate::changes::ChangeFile::is_change_file(name)
             })
         });
         self.direct.store(!earlier, Ordering::SeqCst);
@@ -318,7 +318,7 @@ impl Shared {
             .filter(|p| {
                 p.filename().is_some_and(|name| {
                     parse_load_file_name(name).is_some_and(|n| n > highest)
-                        || crate::changes::ChangeFile::parse_positions(name).is_some()
+                        || crate::changes::ChangeFile::is_change_file(name)
                 })
             })
             .collect();
