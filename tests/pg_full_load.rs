@@ -1128,7 +1128,7 @@ async fn truncate_during_a_full_load_neither_blocks_nor_hangs() {
 fn inlet_within(args: &[&str], secs: u64, what: &str) -> (i32, String, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1252,6 +1252,11 @@ async fn a_locked_unselected_table_does_not_stall_discovery() {
     }
     let (code, stdout, stderr) = load.await.unwrap();
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    // Both tables were measured: none was planned from the catalog's estimate.
+    assert!(
+        !stderr.contains("another session holds a lock on the table"),
+        "{stderr}"
+    );
 
     // The unrelated lock is still held, and the rows are exactly the source's.
     let held: i64 = client
@@ -1294,4 +1299,61 @@ async fn a_locked_unselected_table_does_not_stall_discovery() {
     let want: Vec<(i64, String)> = (1..=500).map(|i| (i, format!("v{i}"))).collect();
     assert_eq!(small, want);
     locker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A selected table another session holds under ACCESS EXCLUSIVE when the load starts: sizing
+/// it waits 500 ms, then the load plans it from the catalog's estimate (relpages 0: never
+/// vacuumed), which is one open-ended chunk, and reads it whole once the lock is released.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selected_table_locked_when_the_load_starts_is_read_whole() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE held (id bigint PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+             INSERT INTO held SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap();
+    let locker = pg.client("postgres").await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "t",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            "\"public.held\"",
+            "[full_load]\nworkers = 2\nchunk_mb = 1\nbatch_rows = 5000",
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let load = tokio::task::spawn_blocking(move || {
+        inlet_within(&["full-load", "-c", &cfg], 30, "inlet full-load")
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let (code, stdout, stderr) = load.await.unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("another session holds a lock on the table"),
+        "{stderr}"
+    );
+    let mut ids: Vec<i64> = read_table(&out.join("public/held"))
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=100_000).collect::<Vec<i64>>());
 }
