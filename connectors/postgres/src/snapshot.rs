@@ -402,33 +402,39 @@ async fn measure_pages(
     connector: &PgConnector,
     tables: &mut [SourceTable],
 ) -> Result<(), PgError> {
+    const RELEASE: &str = "ROLLBACK TO SAVEPOINT inlet_sizing; RELEASE SAVEPOINT inlet_sizing";
     for table in tables.iter_mut() {
         let what = format!("sizing {}", table.schema.id);
-        client
-            .batch_execute(&format!(
-                "SAVEPOINT inlet_sizing; SET LOCAL lock_timeout = '{SIZING_LOCK_TIMEOUT}'"
-            ))
-            .await
-            .map_err(|e| connector.query_error(&what, &e))?;
-        let size = client
-            .query_one(
-                "SELECT (pg_relation_size($1::oid::regclass) \
-                         / current_setting('block_size')::int8)::int8",
-                &[&table.oid],
-            )
-            .await;
-        client
-            .batch_execute("ROLLBACK TO SAVEPOINT inlet_sizing; RELEASE SAVEPOINT inlet_sizing")
-            .await
-            .map_err(|e| connector.query_error(&what, &e))?;
-        match size {
-            // NULL: dropped since discovery; its COPY says so and the load skips or fails it.
-            Ok(row) => {
-                if let Some(pages) = row.get::<_, Option<i64>>(0) {
+        // One round trip per table: the statements run in order and the batch stops at the
+        // first error, which then still needs its rollback. The oid is a number, no text.
+        let sql = format!(
+            "SAVEPOINT inlet_sizing; SET LOCAL lock_timeout = '{SIZING_LOCK_TIMEOUT}'; \
+             SELECT pg_relation_size({}::oid::regclass) / current_setting('block_size')::int8; \
+             {RELEASE}",
+            table.oid
+        );
+        match client.simple_query(&sql).await {
+            Ok(messages) => {
+                // No value (NULL): dropped since discovery; its COPY says so and the load
+                // skips or fails it.
+                let pages = messages.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        row.get(0).and_then(|v| v.parse::<i64>().ok())
+                    }
+                    _ => None,
+                });
+                if let Some(pages) = pages {
                     table.pages = pages.max(0) as u64;
                 }
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(e) if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(connector.query_error(&what, &e));
+            }
+            Err(_) => {
+                client
+                    .batch_execute(RELEASE)
+                    .await
+                    .map_err(|e| connector.query_error(&what, &e))?;
                 tracing::info!(
                     table = %table.schema.id,
                     estimated_pages = table.pages,
@@ -436,7 +442,6 @@ async fn measure_pages(
                      catalog's estimate of its size (the last chunk reads to the end of the table)"
                 );
             }
-            Err(e) => return Err(connector.query_error(&what, &e)),
         }
     }
     Ok(())
