@@ -402,6 +402,19 @@ def ice_daft(table_dir, columns):
     return arrow_rows(daft.read_iceberg(t).select(*columns).to_arrow(), columns)
 
 
+def ice_datafusion(table_dir, columns):
+    """DataFusion through pyiceberg-core's table provider (iceberg-rust; pyiceberg's Table hands
+    it to `register_table`). The provider parses the metadata location as a URL: a bare path is
+    refused ("relative URL without a base"), so it is given as file://."""
+    from datafusion import SessionContext
+    from pyiceberg.table import StaticTable
+
+    t = StaticTable.from_metadata("file://" + metadata_file(table_dir))
+    ctx = SessionContext()
+    ctx.register_table("t", t)
+    return arrow_rows(ctx.sql(f"SELECT {quoted(columns)} FROM t").to_arrow_table(), columns)
+
+
 def ice_chdb(table_dir, columns):
     # chDB reads local files only below its working directory.
     os.chdir(os.path.dirname(table_dir))
@@ -497,6 +510,7 @@ ENGINES = {
         "polars-native": ice_polars_native,
         "polars-pyiceberg": ice_polars_pyiceberg,
         "daft": ice_daft,
+        "datafusion": ice_datafusion,
         "chdb": ice_chdb,
         "hyper": ice_hyper,
         "pandas": ice_pandas,
