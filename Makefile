@@ -12,6 +12,8 @@
 #                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
 #                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run (make test
 #                   runs the same soaks for 15 s per target with a fixed seed)
+#   make validate-deploy  the Helm chart in deploy/helm/inlet: helm lint, rendered objects checked
+#                   against the Kubernetes schemas, offline (scripts/validate-deploy.py; make test runs it)
 #   make fmt-check / make lint
 
 SHELL := /bin/bash
@@ -38,10 +40,10 @@ DEMO_DIR := .demo
 DEMO_PSQL := $(PSQL) -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $(INLET_DEMO_PGPORT) -U postgres
 
 .PHONY: help setup system-deps venv pg-versions build release test soak demo demo-stop bench bench-stop \
-	fmt-check lint
+	fmt-check lint validate-deploy
 
 help:
-	@sed -n '1,15s/^# \{0,1\}//p' Makefile
+	@sed -n '1,17s/^# \{0,1\}//p' Makefile
 
 setup: system-deps venv pg-versions
 
@@ -65,6 +67,8 @@ release:
 test: setup
 	@# Every run goes on after a failure so the log shows them all; the exit code is any failure's.
 	@rc=0; \
+	echo "=== Kubernetes packaging (make validate-deploy)"; \
+	$(MAKE) --no-print-directory validate-deploy || rc=1; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		nt_flags=(--workspace --no-fail-fast); \
 		if $(CARGO) nextest run --help 2>/dev/null | grep -q -- '--no-tests'; then nt_flags+=(--no-tests=warn); fi; \
@@ -111,6 +115,11 @@ bench: setup
 bench-stop:
 	@scripts/pg-sandbox.sh stop .bench
 	@scripts/mariadb-sandbox.sh stop .bench/mariadb
+
+# Offline: Helm's Go SDK (helm-python-sdk) and the schemas kubernetes-validate ships, both from
+# requirements-dev.txt; takes about a second.
+validate-deploy: venv
+	@$(PYTHON) scripts/validate-deploy.py
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
