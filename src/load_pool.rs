@@ -8,13 +8,22 @@
 //! incomplete files (see [`LoadTable::abandon`]), so no partial table is left readable. A load
 //! that is part of change capture (`position`) is all or nothing: its caller starts it again as
 //! a whole. The state of each table is logged and put in the error.
+//!
+//! A load that stands alone (`task.mode = "full-load"`) resumes after a crash: each table's
+//! chunk plan and its completed chunks are recorded in the target ([`LoadProgress`], kept by the
+//! sink beside the table's files, written when a chunk begins and when its files are complete),
+//! and a restart reads only the chunks not recorded as done, each in the new snapshot. The files
+//! of done chunks stay; what a killed chunk left is removed by the sink. A table is loaded from
+//! its start instead when the source's guard says chunks of different snapshots would not fit
+//! together (see [`LoadSource::resume_guard`]) or its columns changed.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inlet_core::sink::{DoneChunk, LoadProgress};
 use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
 use inlet_core::Position;
 use tokio::task::JoinSet;
@@ -153,6 +162,7 @@ impl LoadPool<'_> {
                 &complete,
                 &prepared.gone,
                 &prepared.progress,
+                &prepared.records,
                 deadline,
             )
             .await;
@@ -178,8 +188,13 @@ impl LoadPool<'_> {
         let tables = source.tables();
         let gone: Arc<Vec<AtomicBool>> =
             Arc::new(tables.iter().map(|_| AtomicBool::new(false)).collect());
+        let mut sinks = Vec::with_capacity(tables.len());
+        for t in tables.iter() {
+            sinks.push(self.target.full_load(t.schema()).await?);
+        }
         let mut queue = VecDeque::new();
         let mut chunks_per_table = vec![0usize; tables.len()];
+        let mut records: Vec<Option<Arc<TableRecord>>> = (0..tables.len()).map(|_| None).collect();
         for table in source.read_order() {
             let chunks = match source.chunks(table).await {
                 Ok(chunks) => chunks,
@@ -189,16 +204,21 @@ impl LoadPool<'_> {
                 }
                 Err(e) => return Err(source_error(e)),
             };
-            for chunk in chunks {
-                queue.push_back(WorkItem { table, chunk });
+            let plan = self
+                .plan_table(source, table, &tables[table], &sinks[table], chunks)
+                .await?;
+            for (index, chunk) in plan.chunks {
+                queue.push_back(WorkItem {
+                    table,
+                    index,
+                    chunk,
+                });
                 chunks_per_table[table] += 1;
             }
-        }
-        let mut sinks = Vec::with_capacity(tables.len());
-        for t in tables.iter() {
-            sinks.push(self.target.full_load(t.schema()).await?);
+            records[table] = plan.record.map(Arc::new);
         }
         let sinks: Arc<Vec<LoadTable>> = Arc::new(sinks);
+        let records = Arc::new(records);
         // Per table, its chunks not yet read to the end and written.
         let remaining: Arc<Vec<AtomicUsize>> =
             Arc::new(chunks_per_table.into_iter().map(AtomicUsize::new).collect());
@@ -212,6 +232,11 @@ impl LoadPool<'_> {
         self.state.set_phase(Phase::Snapshotting);
         self.state.set_connected(true);
         let progress = Progress::new(estimates, self.state.clone());
+        for (i, r) in records.iter().enumerate() {
+            if let Some(r) = r.as_ref().filter(|r| r.kept_chunks > 0) {
+                progress.resumed(i, r.kept_rows);
+            }
+        }
         let logger = progress.spawn_logger();
         let readers = match source.readers(workers).await {
             Ok(readers) => readers,
@@ -232,17 +257,115 @@ impl LoadPool<'_> {
                 remaining: remaining.clone(),
                 gone: self.skip_gone.then(|| gone.clone()),
                 progress: progress.clone(),
+                records: records.clone(),
             };
             set.spawn(worker.run());
         }
         Ok(Prepared {
             tables,
             sinks,
+            records,
             remaining,
             gone,
             progress,
             logger,
             set,
+        })
+    }
+
+    /// Which of `chunks` (table `table`'s plan) this run reads. A load that stands alone and
+    /// whose source and sink can record chunks resumes: an earlier run's record with the same
+    /// guard gives the plan (that run's), and its done chunks are skipped and their files kept;
+    /// otherwise the table starts over with `chunks`, recorded as they complete.
+    async fn plan_table<S: LoadSource>(
+        &self,
+        source: &mut S,
+        table: usize,
+        snapshot_table: &S::Table,
+        sink: &LoadTable,
+        chunks: Vec<S::Chunk>,
+    ) -> Result<TablePlan<S::Chunk>, JobError> {
+        let whole = |chunks: Vec<S::Chunk>| TablePlan {
+            chunks: chunks.into_iter().enumerate().collect(),
+            record: None,
+        };
+        if self.position.is_some() || !sink.resumable() {
+            return Ok(whole(chunks));
+        }
+        let texts: Option<Vec<String>> = chunks.iter().map(|c| source.chunk_text(c)).collect();
+        let Some(texts) = texts else {
+            return Ok(whole(chunks));
+        };
+        let Some(guard) = source.resume_guard(table).await.map_err(source_error)? else {
+            return Ok(whole(chunks));
+        };
+        let schema = snapshot_table.schema();
+        let name = schema.id.to_string();
+        // Files of other columns cannot be kept beside this run's.
+        let columns: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}:{:?}", c.name, c.source_type, c.data_type()))
+            .collect();
+        let guard = format!("{guard} | {}", columns.join(",")).replace(['\n', '\r'], " ");
+        let fresh = LoadProgress {
+            guard: guard.clone(),
+            chunks: texts,
+            done: Vec::new(),
+            started: Vec::new(),
+        };
+        let (progress, planned) = match sink.recorded_progress().await? {
+            Some(recorded) if recorded.guard == guard => {
+                let parsed: Option<Vec<S::Chunk>> = recorded
+                    .chunks
+                    .iter()
+                    .map(|t| source.parse_chunk(t))
+                    .collect();
+                match parsed {
+                    Some(planned) => (recorded, planned),
+                    None => {
+                        tracing::warn!(table = %name, "the record of an interrupted full load of the table names chunks this version cannot read: the table is loaded from its start");
+                        (fresh, chunks)
+                    }
+                }
+            }
+            Some(recorded) => {
+                tracing::warn!(
+                    table = %name,
+                    done_chunks = recorded.done.len(),
+                    "the table changed since an interrupted full load of it recorded its chunks \
+                     (rows written, moved or its columns changed): the chunks it completed cannot \
+                     be kept beside chunks read now, so the table is loaded from its start"
+                );
+                (fresh, chunks)
+            }
+            None => (fresh, chunks),
+        };
+        let done: HashSet<usize> = progress.done.iter().map(|d| d.chunk).collect();
+        // Only chunks not done count as in flight.
+        let mut progress = progress;
+        progress.started.retain(|s| !done.contains(s));
+        sink.resume(&progress).await?;
+        let record = TableRecord::new(progress);
+        if record.kept_chunks > 0 {
+            tracing::info!(
+                table = %name,
+                chunks = planned.len(),
+                kept_chunks = record.kept_chunks,
+                kept_rows = record.kept_rows,
+                in_flight_chunks = record.in_flight_before.len(),
+                "resuming the table's interrupted full load: the chunks it completed are kept and \
+                 skipped; the others are read now, the ones in flight at the interruption again"
+            );
+        }
+        let chunks = planned
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !done.contains(i))
+            .collect();
+        Ok(TablePlan {
+            chunks,
+            record: Some(record),
         })
     }
 
@@ -256,6 +379,7 @@ impl LoadPool<'_> {
         complete: &[bool],
         gone: &[AtomicBool],
         progress: &Progress,
+        records: &[Option<Arc<TableRecord>>],
         deadline: Option<Instant>,
     ) -> Settled {
         let mut settled = Settled {
@@ -289,6 +413,9 @@ impl LoadPool<'_> {
                 };
                 match finished {
                     Ok(summary) => {
+                        if let Some(r) = records[i].as_ref().filter(|r| r.kept_chunks > 0) {
+                            r.log_resumed(&name);
+                        }
                         progress.table_done(i);
                         self.state.add_bytes(&name, summary.bytes);
                         settled.states.push((
@@ -363,6 +490,8 @@ impl Settled {
 struct Prepared<T> {
     tables: Arc<Vec<T>>,
     sinks: Arc<Vec<LoadTable>>,
+    /// Per table, its progress record when the load resumes after a crash.
+    records: Arc<Vec<Option<Arc<TableRecord>>>>,
     remaining: Arc<Vec<AtomicUsize>>,
     /// Per table, whether the source said it is gone (with `skip_gone`).
     gone: Arc<Vec<AtomicBool>>,
@@ -373,7 +502,96 @@ struct Prepared<T> {
 
 struct WorkItem<C> {
     table: usize,
+    /// The chunk's index in its table's plan.
+    index: usize,
     chunk: C,
+}
+
+/// A table's chunks to read in this run (each with its index in the table's plan), and its
+/// progress record when the load can resume.
+struct TablePlan<C> {
+    chunks: Vec<(usize, C)>,
+    record: Option<TableRecord>,
+}
+
+/// The progress record of one table of a resumable load, shared by the workers.
+struct TableRecord {
+    /// What the sink keeps; replaced in the target (under this lock) whenever it changes.
+    progress: tokio::sync::Mutex<LoadProgress>,
+    /// Chunks an earlier run began and did not complete: reading them again re-reads rows.
+    in_flight_before: HashSet<usize>,
+    /// Chunks and rows earlier runs completed, kept.
+    kept_chunks: usize,
+    kept_rows: u64,
+    /// Chunks this run read.
+    chunks_read: AtomicUsize,
+    /// Rows this run read of the chunks in `in_flight_before`.
+    reread_rows: AtomicU64,
+    reread_chunks: AtomicUsize,
+}
+
+impl TableRecord {
+    fn new(progress: LoadProgress) -> Self {
+        let in_flight_before = progress.started.iter().copied().collect();
+        Self {
+            kept_chunks: progress.done.len(),
+            kept_rows: progress.done.iter().map(|d| d.rows).sum(),
+            progress: tokio::sync::Mutex::new(progress),
+            in_flight_before,
+            chunks_read: AtomicUsize::new(0),
+            reread_rows: AtomicU64::new(0),
+            reread_chunks: AtomicUsize::new(0),
+        }
+    }
+
+    /// A worker begins chunk `index`: recorded, so that a crash before it completes counts its
+    /// rows as read again by the next run.
+    async fn chunk_started(&self, sink: &LoadTable, index: usize) -> Result<(), JobError> {
+        let mut p = self.progress.lock().await;
+        if p.started.contains(&index) {
+            return Ok(());
+        }
+        p.started.push(index);
+        sink.record_progress(&p).await
+    }
+
+    /// Chunk `index` is complete in the target with `files`.
+    async fn chunk_done(
+        &self,
+        sink: &LoadTable,
+        index: usize,
+        rows: u64,
+        files: Vec<String>,
+    ) -> Result<(), JobError> {
+        self.chunks_read.fetch_add(1, Ordering::Relaxed);
+        if self.in_flight_before.contains(&index) {
+            self.reread_rows.fetch_add(rows, Ordering::Relaxed);
+            self.reread_chunks.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut p = self.progress.lock().await;
+        p.started.retain(|&s| s != index);
+        p.done.push(DoneChunk {
+            chunk: index,
+            rows,
+            files,
+        });
+        sink.record_progress(&p).await
+    }
+
+    /// The line a resumed table's completion adds to the log: what was kept and what was read
+    /// again.
+    fn log_resumed(&self, table: &str) {
+        tracing::info!(
+            table = %table,
+            kept_chunks = self.kept_chunks,
+            kept_rows = self.kept_rows,
+            chunks_read = self.chunks_read.load(Ordering::Relaxed),
+            reread_chunks = self.reread_chunks.load(Ordering::Relaxed),
+            reread_rows = self.reread_rows.load(Ordering::Relaxed),
+            "resumed full load complete: the chunks earlier runs completed were kept, the chunks \
+             in flight at the interruption were read again"
+        );
+    }
 }
 
 /// One load worker: reads queued chunks through its reader into the tables' sinks.
@@ -386,6 +604,8 @@ struct Worker<R: ChunkReader> {
     /// Set for a load that skips tables gone from the source.
     gone: Option<Arc<Vec<AtomicBool>>>,
     progress: Progress,
+    /// Per table, its progress record when the load resumes after a crash.
+    records: Arc<Vec<Option<Arc<TableRecord>>>>,
 }
 
 /// Whether `e` means `table` is gone and the load skips such tables (`gone`): then it is
@@ -410,6 +630,7 @@ impl<R: ChunkReader> Worker<R> {
             remaining,
             gone,
             progress,
+            records,
         } = self;
         let mut open: Option<(usize, LoadWriter)> = None;
         loop {
@@ -432,6 +653,11 @@ impl<R: ChunkReader> Worker<R> {
                 }
             }
             let (_, writer) = open.get_or_insert_with(|| (item.table, sinks[item.table].writer()));
+            let record = records[item.table].as_ref();
+            if let Some(r) = record {
+                r.chunk_started(&sinks[item.table], item.index).await?;
+            }
+            let mut chunk_rows = 0u64;
             let mut batches = match reader.read(&tables[item.table], item.chunk).await {
                 Ok(batches) => Some(batches),
                 Err(e) if skipped(&gone, &e, item.table) => None,
@@ -442,6 +668,7 @@ impl<R: ChunkReader> Worker<R> {
                     Ok(Some(batch)) => {
                         let rows = batch.num_rows() as u64;
                         writer.write(&batch).await?;
+                        chunk_rows += rows;
                         progress.add_rows(item.table, rows);
                     }
                     Ok(None) => break,
@@ -451,6 +678,11 @@ impl<R: ChunkReader> Worker<R> {
             }
             drop(batches);
             reader.finish_chunk().await.map_err(source_error)?;
+            if let Some(r) = record {
+                let files = writer.end_chunk().await?;
+                r.chunk_done(&sinks[item.table], item.index, chunk_rows, files)
+                    .await?;
+            }
             if remaining[item.table].fetch_sub(1, Ordering::AcqRel) == 1 {
                 // Other workers may still be closing their files of this table (which can
                 // fail): "loaded" is said only once the sink finished the table.

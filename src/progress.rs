@@ -76,6 +76,12 @@ impl Progress {
         }
     }
 
+    /// `rows` of `table` were loaded by earlier runs of a load that resumes: counted as loaded
+    /// (the bar and `/status` show the whole table), without a rate.
+    pub fn resumed(&self, table: usize, rows: u64) {
+        self.add_rows(table, rows);
+    }
+
     /// Every chunk of `table` was read and handed to the writers; its files may still be
     /// closing (and fail: disk full), so this neither logs "table loaded" nor tells /status.
     pub fn table_read(&self, table: usize) {
@@ -116,7 +122,12 @@ impl Progress {
         }
         let this = self.clone();
         Some(tokio::spawn(async move {
-            let mut last: Vec<u64> = vec![0; this.tables.len()];
+            // Rows kept from earlier runs of a resumed load are no rate of this one.
+            let mut last: Vec<u64> = this
+                .tables
+                .iter()
+                .map(|t| t.rows.load(Ordering::Relaxed))
+                .collect();
             let mut tick = tokio::time::interval(LOG_EVERY);
             tick.tick().await;
             loop {

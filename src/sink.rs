@@ -162,6 +162,23 @@ impl LoadTable {
     pub async fn abandon(&self, deadline: Instant) -> String {
         self.table.abandon(deadline).await
     }
+
+    /// Resumable loads (see [`sink::LoadProgress`]); the load pool drives them.
+    pub fn resumable(&self) -> bool {
+        self.table.resumable()
+    }
+
+    pub async fn recorded_progress(&self) -> Result<Option<sink::LoadProgress>, JobError> {
+        Ok(self.table.recorded_progress().await?)
+    }
+
+    pub async fn resume(&self, progress: &sink::LoadProgress) -> Result<(), JobError> {
+        Ok(self.table.resume(progress).await?)
+    }
+
+    pub async fn record_progress(&self, progress: &sink::LoadProgress) -> Result<(), JobError> {
+        Ok(self.table.record_progress(progress).await?)
+    }
 }
 
 pub struct LoadWriter {
@@ -184,6 +201,11 @@ impl LoadWriter {
 
     pub async fn close(self) -> Result<(), JobError> {
         Ok(self.writer.close().await?)
+    }
+
+    /// Completes one chunk's files (a resumable load): the sink's record of each.
+    pub async fn end_chunk(&mut self) -> Result<Vec<String>, JobError> {
+        Ok(self.writer.end_chunk().await?)
     }
 }
 

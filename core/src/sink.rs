@@ -91,10 +91,116 @@ pub trait Sink: Send + Sync {
     fn checkpoint_location(&self, task: &str) -> String;
 }
 
+/// The record of a full load that resumes after a crash (`task.mode = "full-load"`), kept by
+/// the sink beside the table's files: the table's chunks as the run that started the load
+/// planned them, which of them are complete in the target (with the sink's record of the files
+/// each one wrote), and which a run began without completing (read again after a restart).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// What must be unchanged for the done chunks to be kept (the source's guard and the
+    /// table's columns); another guard means the load starts over.
+    pub guard: String,
+    /// Every chunk of the table, as the source wrote it (one line each).
+    pub chunks: Vec<String>,
+    /// The chunks complete in the target, in the order they completed.
+    pub done: Vec<DoneChunk>,
+    /// Indexes of chunks a run began and did not complete (in flight at a crash).
+    pub started: Vec<usize>,
+}
+
+/// One chunk complete in the target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoneChunk {
+    /// Its index in [`LoadProgress::chunks`].
+    pub chunk: usize,
+    pub rows: u64,
+    /// The sink's record of each file the chunk wrote (one line each, no tab).
+    pub files: Vec<String>,
+}
+
+const PROGRESS_HEADER: &str = "inlet-load-progress 1";
+
+impl LoadProgress {
+    /// One line per item: `guard`, `chunk`, `started`, `done <chunk> <rows>` then the files,
+    /// each after a tab. Text, so a user can read where a load stands.
+    pub fn encode(&self) -> String {
+        let mut out = format!("{PROGRESS_HEADER}\nguard {}\n", self.guard);
+        for c in &self.chunks {
+            out.push_str(&format!("chunk {c}\n"));
+        }
+        for s in &self.started {
+            out.push_str(&format!("started {s}\n"));
+        }
+        for d in &self.done {
+            out.push_str(&format!("done {} {}", d.chunk, d.rows));
+            for f in &d.files {
+                out.push('\t');
+                out.push_str(f);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// What [`LoadProgress::encode`] wrote, or None for anything else (then the load starts
+    /// over).
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next()? != PROGRESS_HEADER {
+            return None;
+        }
+        let mut p = LoadProgress::default();
+        for line in lines {
+            let (kind, rest) = line.split_once(' ')?;
+            match kind {
+                "guard" => p.guard = rest.to_string(),
+                "chunk" => p.chunks.push(rest.to_string()),
+                "started" => p.started.push(rest.parse().ok()?),
+                "done" => {
+                    let mut parts = rest.split('\t');
+                    let (chunk, rows) = parts.next()?.split_once(' ')?;
+                    let chunk: usize = chunk.parse().ok()?;
+                    if chunk >= p.chunks.len() {
+                        return None;
+                    }
+                    p.done.push(DoneChunk {
+                        chunk,
+                        rows: rows.parse().ok()?,
+                        files: parts.map(str::to_string).collect(),
+                    });
+                }
+                _ => return None,
+            }
+        }
+        Some(p)
+    }
+}
+
 /// One table's full load, shared by the workers loading it, each with its own writer.
 #[async_trait::async_trait]
 pub trait LoadTable: Send + Sync {
     fn writer(&self) -> Box<dyn LoadWriter>;
+    /// Whether the sink can resume this load ([`LoadTable::resume`], [`LoadWriter::end_chunk`]).
+    fn resumable(&self) -> bool {
+        false
+    }
+    /// The progress an earlier, interrupted run of this table's load recorded, if any.
+    async fn recorded_progress(&self) -> Result<Option<LoadProgress>, TargetError> {
+        Ok(None)
+    }
+    /// Makes this load continue `progress` before any writer writes: the files of its done
+    /// chunks are kept and become part of the load, any other file an earlier run left is
+    /// removed, and `progress` is recorded (a progress with no done chunk: a load that starts
+    /// over and resumes if it is interrupted).
+    async fn resume(&self, progress: &LoadProgress) -> Result<(), TargetError> {
+        let _ = progress;
+        Err(TargetError::failed("this target cannot resume a full load"))
+    }
+    /// Replaces the recorded progress (after a chunk began or completed), in one write.
+    async fn record_progress(&self, progress: &LoadProgress) -> Result<(), TargetError> {
+        let _ = progress;
+        Err(TargetError::failed("this target cannot resume a full load"))
+    }
     /// Completes the load once every writer is closed. `position`: the source position the load
     /// is consistent with, recorded by sinks that keep one per table.
     async fn finish(&self, position: Option<Position>) -> Result<LoadSummary, TargetError>;
@@ -109,6 +215,12 @@ pub trait LoadWriter: Send {
     /// `batch` has the table's Arrow schema.
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), TargetError>;
     async fn close(self: Box<Self>) -> Result<(), TargetError>;
+    /// For a resumable load: completes the files written since the last call (one chunk's) and
+    /// returns the sink's record of each, for [`DoneChunk::files`]. The writer goes on with new
+    /// files.
+    async fn end_chunk(&mut self) -> Result<Vec<String>, TargetError> {
+        Err(TargetError::failed("this target cannot resume a full load"))
+    }
 }
 
 /// One table of the change stream. A sink either makes each write durable at once or applies
@@ -136,5 +248,31 @@ pub trait ChangeTable: Send + Sync {
     /// Memory of the table's primary-key index per indexed row, for sinks that keep one.
     fn index_bytes_per_row(&self) -> Option<f64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_progress_round_trips_and_refuses_other_text() {
+        let p = LoadProgress {
+            guard: "rel 16384 ins 5 | id:bigint".into(),
+            chunks: vec!["pages 0 128".into(), "pages 128 -".into()],
+            done: vec![DoneChunk {
+                chunk: 1,
+                rows: 42,
+                files: vec!["LOAD00000002.parquet".into(), "{\"a\": 1}".into()],
+            }],
+            started: vec![0],
+        };
+        assert_eq!(LoadProgress::decode(&p.encode()), Some(p.clone()));
+        let empty = LoadProgress::default();
+        assert_eq!(LoadProgress::decode(&empty.encode()), Some(empty));
+        assert_eq!(LoadProgress::decode("something else"), None);
+        // A done chunk naming no planned chunk.
+        let bad = p.encode().replace("done 1 42", "done 7 42");
+        assert_eq!(LoadProgress::decode(&bad), None);
     }
 }

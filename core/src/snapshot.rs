@@ -113,6 +113,34 @@ pub trait LoadSource: Send {
         table: usize,
     ) -> impl Future<Output = Result<Vec<Self::Chunk>, SourceError>> + Send;
 
+    /// For a load that resumes after a crash (`task.mode = "full-load"`): `chunk` as one line
+    /// of text, recorded in the target with the table's plan and read back by
+    /// [`LoadSource::parse_chunk`]. None: the source cannot record its chunks, and an
+    /// interrupted load of its tables starts over.
+    fn chunk_text(&self, chunk: &Self::Chunk) -> Option<String> {
+        let _ = chunk;
+        None
+    }
+
+    /// The chunk [`LoadSource::chunk_text`] wrote, or None for text it does not read.
+    fn parse_chunk(&self, text: &str) -> Option<Self::Chunk> {
+        let _ = text;
+        None
+    }
+
+    /// For a load that resumes: a line of text that stays the same as long as chunks read in an
+    /// earlier snapshot of table `table` still hold their rows exactly once beside chunks read
+    /// now (a source whose chunks are key ranges: always; one whose chunks are physical row
+    /// ranges: while nothing moved rows between them). An earlier run's done chunks are kept
+    /// only when it is unchanged. None: it cannot be told, and the table starts over.
+    fn resume_guard(
+        &mut self,
+        table: usize,
+    ) -> impl Future<Output = Result<Option<String>, SourceError>> + Send {
+        let _ = table;
+        async { Ok(None) }
+    }
+
     /// Readers inside the snapshot, one per worker: `workers` of them, or as many as the
     /// snapshot has when fewer (at least one).
     fn readers(

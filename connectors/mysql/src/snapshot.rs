@@ -354,6 +354,59 @@ impl KeyRange {
             end: None,
         }
     }
+
+    /// `keys START END`, each end `-` (open), `iN` (an integer key), or a server value: `vN`,
+    /// `uN` (signed, unsigned integer), `bHEX` (bytes); None for a value of another kind.
+    pub fn text(&self) -> Option<String> {
+        let bound = |b: &Option<KeyBound>| -> Option<String> {
+            Some(match b {
+                None => "-".into(),
+                Some(KeyBound::Int(n)) => format!("i{n}"),
+                Some(KeyBound::Value(mysql_async::Value::Int(n))) => format!("v{n}"),
+                Some(KeyBound::Value(mysql_async::Value::UInt(n))) => format!("u{n}"),
+                Some(KeyBound::Value(mysql_async::Value::Bytes(b))) => {
+                    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    format!("b{hex}")
+                }
+                Some(KeyBound::Value(_)) => return None,
+            })
+        };
+        Some(format!(
+            "keys {} {}",
+            bound(&self.start)?,
+            bound(&self.end)?
+        ))
+    }
+
+    /// The range [`KeyRange::text`] wrote.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bound = |t: &str| -> Option<Option<KeyBound>> {
+            if t == "-" {
+                return Some(None);
+            }
+            let (kind, rest) = t.split_at_checked(1)?;
+            Some(Some(match kind {
+                "i" => KeyBound::Int(rest.parse().ok()?),
+                "v" => KeyBound::Value(mysql_async::Value::Int(rest.parse().ok()?)),
+                "u" => KeyBound::Value(mysql_async::Value::UInt(rest.parse().ok()?)),
+                "b" => {
+                    if rest.len() % 2 != 0 {
+                        return None;
+                    }
+                    let bytes = (0..rest.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(rest.get(i..i + 2)?, 16).ok())
+                        .collect::<Option<Vec<u8>>>()?;
+                    KeyBound::Value(mysql_async::Value::Bytes(bytes))
+                }
+                _ => return None,
+            }))
+        };
+        let mut parts = text.strip_prefix("keys ")?.split(' ');
+        let start = bound(parts.next()?)?;
+        let end = bound(parts.next()?)?;
+        parts.next().is_none().then_some(KeyRange { start, end })
+    }
 }
 
 /// Cuts `[min, max]` into ranges of about `chunk_rows` rows, assuming `rows` rows spread evenly;
@@ -712,6 +765,24 @@ impl LoadSource for MysqlLoadSource {
             ((self.chunk_mb << 20) / avg_row).max(10_000)
         };
         Ok(first.plan_chunks(t, chunk_rows).await?)
+    }
+
+    fn chunk_text(&self, chunk: &KeyRange) -> Option<String> {
+        chunk.text()
+    }
+
+    fn parse_chunk(&self, text: &str) -> Option<KeyRange> {
+        KeyRange::parse(text)
+    }
+
+    /// Chunks are ranges of the table's first key column: a row is in the same chunk in every
+    /// snapshot (unless its key itself changes), so chunks read in different snapshots hold
+    /// each row once, each as of its chunk's snapshot. A table without a key is one chunk.
+    async fn resume_guard(&mut self, table: usize) -> Result<Option<String>, SourceError> {
+        Ok(self
+            .tables
+            .get(table)
+            .map(|t| format!("mysql key ranges of {}", t.schema.id)))
     }
 
     /// The snapshot's connections, up to `workers`; the others are closed.

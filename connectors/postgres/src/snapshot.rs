@@ -468,6 +468,66 @@ impl LoadSource for PgLoadSource {
         Ok(plan_chunks(pages, self.chunk_pages))
     }
 
+    /// `pages START END` (`-` for an open end).
+    fn chunk_text(&self, chunk: &SnapshotChunk) -> Option<String> {
+        let end = chunk.end_page.map_or("-".to_string(), |e| e.to_string());
+        Some(format!("pages {} {end}", chunk.start_page))
+    }
+
+    fn parse_chunk(&self, text: &str) -> Option<SnapshotChunk> {
+        let mut parts = text.strip_prefix("pages ")?.split(' ');
+        let start_page = parts.next()?.parse().ok()?;
+        let end_page = match parts.next()? {
+            "-" => None,
+            end => Some(end.parse().ok()?),
+        };
+        parts.next().is_none().then_some(SnapshotChunk {
+            start_page,
+            end_page,
+        })
+    }
+
+    /// Chunks are page ranges, and a row that is inserted, updated (a new version, maybe on
+    /// another page) or deleted between two runs could be read twice or missed by chunks of
+    /// different snapshots; a rewrite (TRUNCATE, VACUUM FULL, CLUSTER) moves every row. So the
+    /// guard is the table's file node and its counts of inserted, updated and deleted rows
+    /// from the server's statistics: a table written to since the interrupted run starts over.
+    /// (The counts lag commits by up to a second or so and restart from zero after a server
+    /// crash, which only makes the guard differ.)
+    async fn resume_guard(&mut self, table: usize) -> Result<Option<String>, SourceError> {
+        let Some(t) = self.tables.get(table) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT pg_relation_filenode({0}::oid::regclass)::text, \
+                    pg_stat_get_tuples_inserted({0}::oid)::text, \
+                    pg_stat_get_tuples_updated({0}::oid)::text, \
+                    pg_stat_get_tuples_deleted({0}::oid)::text",
+            t.oid
+        );
+        let what = format!("reading the write counts of {}", t.schema.id);
+        let messages = self
+            .snapshot
+            .client()
+            .simple_query(&sql)
+            .await
+            .map_err(|e| self.connector.query_error(&what, &e))?;
+        let row = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..4)
+                    .map(|i| row.get(i).unwrap_or("null").to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        });
+        Ok(row.map(|v| {
+            format!(
+                "postgres filenode {} inserted {} updated {} deleted {}",
+                v[0], v[1], v[2], v[3]
+            )
+        }))
+    }
+
     async fn readers(&mut self, workers: usize) -> Result<Vec<PgChunkReader>, SourceError> {
         let mut readers = Vec::with_capacity(workers.max(1));
         for _ in 0..workers.max(1) {

@@ -1,13 +1,25 @@
 //! Full load: parallel writers append Parquet data files to a shared list; `finish` commits
 //! them all as ONE snapshot that replaces whatever the table held (a re-run of a load must not
 //! add to an earlier one), with `inlet.position` and `inlet.task` in its summary.
+//!
+//! A resumable load (`task.mode = "full-load"`, see [`inlet_core::sink::LoadProgress`]) records
+//! the data files of each completed chunk (the Iceberg JSON form of each `DataFile`: path, row
+//! count, size, column bounds) in `_inlet/<task>/load/<table>` under the warehouse. Nothing is
+//! committed before the table is complete, so readers never see part of it; a restart takes
+//! the recorded files back into the load, and `finish` commits them with the new ones in the
+//! one snapshot. Files of a chunk in flight at a crash were never recorded nor committed: they
+//! are orphans, as those of any interrupted load. Partitioned tables start over.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use iceberg::spec::DataFile;
+use iceberg::spec::{
+    deserialize_data_file_from_json, serialize_data_file_to_json, DataFile, FormatVersion,
+    StructType,
+};
+use inlet_core::sink::LoadProgress;
 use inlet_core::Position;
 
 use crate::files::PartitionedWriter;
@@ -43,6 +55,37 @@ struct LoadShared {
     files: Mutex<Vec<DataFile>>,
     open_writers: AtomicUsize,
     failed: AtomicBool,
+    /// The schema data files are written with, for reading recorded files back.
+    schema: iceberg::spec::Schema,
+    /// Set by [`LoadTable::resume`]: chunks are recorded, and `finish` deletes the record.
+    resumable: AtomicBool,
+    /// Data files in the last recorded progress: an abandoned resumable load keeps them.
+    recorded_files: AtomicUsize,
+}
+
+impl LoadShared {
+    /// `_inlet/<task>/load/<namespace.table>` under the warehouse.
+    fn progress_path(&self) -> object_store::path::Path {
+        self.target
+            .inner
+            .warehouse
+            .prefix
+            .clone()
+            .join("_inlet")
+            .join(self.target.inner.task.as_str())
+            .join("load")
+            .join(self.table.as_str())
+    }
+
+    /// The record of a data file: its Iceberg JSON form (unpartitioned tables only).
+    fn file_record(&self, file: DataFile) -> Result<String, IcebergError> {
+        serialize_data_file_to_json(file, &StructType::new(Vec::new()), FormatVersion::V2)
+            .map_err(|e| IcebergError::state(&self.table, format!("recording a data file: {e}")))
+    }
+
+    fn read_file_record(&self, record: &str) -> Option<DataFile> {
+        deserialize_data_file_from_json(record, 0, &StructType::new(Vec::new()), &self.schema).ok()
+    }
 }
 
 impl LoadTable {
@@ -54,11 +97,14 @@ impl LoadTable {
                 file_schema: file_schema(&opened.schema),
                 locations: opened.locations.clone(),
                 partitioner: opened.partitioner.clone(),
+                schema: opened.schema.clone(),
                 opened: tokio::sync::Mutex::new(Some(opened)),
                 target,
                 files: Mutex::new(Vec::new()),
                 open_writers: AtomicUsize::new(0),
                 failed: AtomicBool::new(false),
+                resumable: AtomicBool::new(false),
+                recorded_files: AtomicUsize::new(0),
             }),
         }
     }
@@ -127,7 +173,92 @@ impl LoadTable {
             .await?;
         *guard = None;
         tracing::info!(table = %s.table, files = summary.files, rows = summary.rows, "full load committed");
+        if s.resumable.load(Ordering::SeqCst) {
+            // Committed: the record would make the next load of the table keep these files.
+            s.target
+                .inner
+                .warehouse
+                .delete(&s.table, vec![s.progress_path()])
+                .await?;
+        }
         Ok(summary)
+    }
+
+    /// Whether this load can record its chunks: unpartitioned tables.
+    pub fn resumable(&self) -> bool {
+        self.shared.partitioner.is_none()
+    }
+
+    /// The data files of recorded chunks an abandoned resumable load keeps for the next run.
+    pub fn kept_files(&self) -> Option<usize> {
+        let s = &self.shared;
+        s.resumable
+            .load(Ordering::SeqCst)
+            .then(|| s.recorded_files.load(Ordering::SeqCst))
+    }
+
+    /// The progress an earlier, interrupted run recorded; None if there is none, or it cannot be
+    /// read, or a file it names is gone (then the load starts over).
+    pub async fn recorded_progress(&self) -> Result<Option<LoadProgress>, IcebergError> {
+        let s = &self.shared;
+        let wh = &s.target.inner.warehouse;
+        let path = s.progress_path();
+        let Some(bytes) = wh.get(&s.table, &path).await? else {
+            return Ok(None);
+        };
+        let Some(progress) = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(LoadProgress::decode)
+        else {
+            tracing::warn!(table = %s.table, record = %wh.uri(&path), "the progress record of an interrupted full load is unreadable: the table is loaded from its start");
+            return Ok(None);
+        };
+        for record in progress.done.iter().flat_map(|d| &d.files) {
+            let present = match s.read_file_record(record) {
+                Some(file) => match wh.path_of(file.file_path()) {
+                    Ok(p) => wh.exists(&s.table, &p).await?,
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if !present {
+                tracing::warn!(table = %s.table, "a data file an interrupted full load recorded is unreadable or gone: the table is loaded from its start");
+                return Ok(None);
+            }
+        }
+        Ok(Some(progress))
+    }
+
+    /// Takes the data files of `progress`'s done chunks into this load (committed by `finish`
+    /// with the new ones) and records `progress`.
+    pub async fn resume(&self, progress: &LoadProgress) -> Result<(), IcebergError> {
+        let s = &self.shared;
+        s.resumable.store(true, Ordering::SeqCst);
+        let mut kept = Vec::new();
+        for record in progress.done.iter().flat_map(|d| &d.files) {
+            let file = s.read_file_record(record).ok_or_else(|| {
+                IcebergError::state(&s.table, "a recorded data file cannot be read back")
+            })?;
+            kept.push(file);
+        }
+        match s.files.lock() {
+            Ok(mut f) => f.extend(kept),
+            Err(poisoned) => poisoned.into_inner().extend(kept),
+        }
+        self.record_progress(progress).await
+    }
+
+    /// Replaces the progress record (one PUT).
+    pub async fn record_progress(&self, progress: &LoadProgress) -> Result<(), IcebergError> {
+        let s = &self.shared;
+        s.target
+            .inner
+            .warehouse
+            .put(&s.table, &s.progress_path(), progress.encode().into())
+            .await?;
+        let files = progress.done.iter().map(|d| d.files.len()).sum();
+        s.recorded_files.store(files, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -158,6 +289,28 @@ impl LoadWriter {
             self.writer.abort().await;
         }
         result
+    }
+
+    /// Completes the files written since the last call (a chunk of a resumable load): they
+    /// join the load's files, and their records are returned for the progress record.
+    pub async fn end_chunk(&mut self) -> Result<Vec<String>, IcebergError> {
+        let done = match self.writer.finish().await {
+            Ok(done) => done.into_iter().flatten().collect::<Vec<DataFile>>(),
+            Err(e) => {
+                self.writer.abort().await;
+                self.shared.failed.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let records = done
+            .iter()
+            .map(|f| self.shared.file_record(f.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.shared.files.lock() {
+            Ok(mut f) => f.extend(done),
+            Err(poisoned) => poisoned.into_inner().extend(done),
+        }
+        Ok(records)
     }
 
     /// Finishes this writer's last file; its files are committed by `LoadTable::finish`.

@@ -2,7 +2,8 @@
 //! per table; the change stream applies batches to an open [`UpsertTable`] and commits one
 //! snapshot per table per flush, never while part of a source transaction is open, and runs
 //! table maintenance on its schedule right after a commit. The task checkpoint lives in the
-//! warehouse too (`_inlet/<task>/checkpoint`), in the same text form as the Parquet sink's.
+//! warehouse too (`_inlet/<task>/checkpoint`), in the same form as the Parquet sink's
+//! ([`Checkpoint::encode`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,10 +71,10 @@ impl sink::Sink for IcebergTarget {
         let Some(stored) = self.inner.warehouse.get(&subject, &path).await? else {
             return Ok(None);
         };
-        let checkpoint = Checkpoint::decode(&stored).ok_or_else(|| IcebergError::State {
+        let checkpoint = Checkpoint::decode(&stored).map_err(|why| IcebergError::State {
             table: subject,
             message: format!(
-                "the checkpoint {} is unreadable; delete it to start the task over",
+                "the checkpoint {} is unreadable ({why}); delete it to start the task over",
                 self.inner.warehouse.uri(&path)
             ),
         })?;
@@ -120,8 +121,32 @@ impl sink::LoadTable for LoadTable {
 
     async fn abandon(&self, _deadline: Instant) -> String {
         // Data files become part of the table only at finish's commit.
-        "not loaded; nothing of this run was committed, the table holds what it held before"
-            .to_string()
+        match LoadTable::kept_files(self) {
+            Some(kept) => format!(
+                "not loaded; nothing of this run was committed, the table holds what it held \
+                 before; the {kept} data file(s) of its completed chunks are recorded: the next \
+                 run of the load resumes after them"
+            ),
+            None => "not loaded; nothing of this run was committed, the table holds what it \
+                     held before"
+                .to_string(),
+        }
+    }
+
+    fn resumable(&self) -> bool {
+        LoadTable::resumable(self)
+    }
+
+    async fn recorded_progress(&self) -> Result<Option<sink::LoadProgress>, TargetError> {
+        Ok(LoadTable::recorded_progress(self).await?)
+    }
+
+    async fn resume(&self, progress: &sink::LoadProgress) -> Result<(), TargetError> {
+        Ok(LoadTable::resume(self, progress).await?)
+    }
+
+    async fn record_progress(&self, progress: &sink::LoadProgress) -> Result<(), TargetError> {
+        Ok(LoadTable::record_progress(self, progress).await?)
     }
 }
 
@@ -133,6 +158,10 @@ impl sink::LoadWriter for LoadWriter {
 
     async fn close(self: Box<Self>) -> Result<(), TargetError> {
         Ok(LoadWriter::close(*self).await?)
+    }
+
+    async fn end_chunk(&mut self) -> Result<Vec<String>, TargetError> {
+        Ok(LoadWriter::end_chunk(self).await?)
     }
 }
 
@@ -295,9 +324,10 @@ mod tests {
     }
 
     /// Checkpoints written by earlier versions (through the Parquet target, at the warehouse
-    /// root) are read, and new ones are written in the same place and form.
+    /// root, in the text form) are read, and new ones are written in the same place, in the
+    /// JSON form.
     #[tokio::test]
-    async fn checkpoint_keeps_the_parquet_targets_place_and_form() {
+    async fn checkpoint_keeps_the_parquet_targets_place_and_reads_the_text_form() {
         let dir = tempfile::tempdir().unwrap();
         let target = target(dir.path());
         let file = dir.path().join("_inlet/task-a/checkpoint");
@@ -308,7 +338,13 @@ mod tests {
         let read = target.read_checkpoint("task-a").await.unwrap();
         let expected = Checkpoint {
             position: Position(0x2A),
-            facts: vec![("slot".into(), "inlet_a".into())],
+            tables: Default::default(),
+            source: Some(inlet_core::SourceResume::Postgres(
+                inlet_core::PostgresResume {
+                    slot: "inlet_a".into(),
+                    created_by: None,
+                },
+            )),
         };
         assert_eq!(read, Some(expected.clone()));
 
@@ -317,10 +353,8 @@ mod tests {
             ..expected
         };
         target.write_checkpoint("task-a", &next).await.unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&file).unwrap(),
-            "position=0000000000000030\nslot=inlet_a\n"
-        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), next.encode());
+        assert_eq!(target.read_checkpoint("task-a").await.unwrap(), Some(next));
         let canonical = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(
             target.checkpoint_location("task-a"),
@@ -333,8 +367,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "table task task-a: the checkpoint {} is unreadable; delete it to start the task \
-                 over",
+                "table task task-a: the checkpoint {} is unreadable (line \"nonsense\" is not \
+                 key=value); delete it to start the task over",
                 target.checkpoint_location("task-a")
             )
         );

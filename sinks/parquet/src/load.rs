@@ -26,6 +26,7 @@
 //! readable: its files go straight into the table's folder, as DMS writes them, since on S3 a
 //! move is a copy, which would double the cost of the largest load a task does.
 
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,6 +34,7 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use inlet_core::sink::LoadProgress;
 use inlet_core::TableSchema;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -59,8 +61,16 @@ pub const KIND_KEY: &str = "inlet.kind";
 pub const STAGING_DIR: &str = "_inlet_load";
 
 /// In the staging folder while a load's files replace the earlier ones: the highest file number
-/// of the new load, so that a switch interrupted by a crash can be completed.
+/// of the new load, so that a switch interrupted by a crash can be completed. A resumed load may
+/// lack some numbers below it (files of a chunk in flight at a crash, deleted): a second line
+/// `missing N,N,...` names them, and the switch deletes the earlier load's files of those
+/// numbers too.
 pub const SWITCH_MARKER: &str = "SWITCH";
+
+/// In the staging folder while a resumable load (`task.mode = "full-load"`) runs: its progress
+/// ([`inlet_core::sink::LoadProgress`]), the chunks it completed and their files. Deleted when
+/// the load completes.
+pub const PROGRESS_RECORD: &str = "PROGRESS";
 
 /// Totals of one table's full load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +95,9 @@ pub enum Abandoned {
     /// Deleting the table's `LOAD` files did not finish in time or failed: `remaining` of them
     /// (possibly all) are still there and must not be read.
     NotRemoved { remaining: usize, why: String },
+    /// A resumable load: the `kept` files of its recorded chunks stay (in the table's folder on
+    /// a first load, else staged), the others were deleted; the next run resumes.
+    Resumable { kept: usize },
 }
 
 impl fmt::Display for Abandoned {
@@ -99,6 +112,12 @@ impl fmt::Display for Abandoned {
                 f,
                 "not loaded; its {files} incomplete LOAD file(s) were deleted, its folder holds \
                  none"
+            ),
+            Self::Resumable { kept } => write!(
+                f,
+                "not loaded; the {kept} file(s) of its completed chunks are kept and recorded: \
+                 the next run of the load resumes after them (do not read the table before it \
+                 completes)"
             ),
             Self::NotRemoved { remaining, why } => write!(
                 f,
@@ -155,6 +174,15 @@ struct Shared {
     /// Set when a writer failed or was dropped with an open file: the load is incomplete and
     /// `finish` must not present it as done (nor delete the old files).
     failed: AtomicBool,
+    /// Set by [`FullLoadTable::resume`]: the load records its chunks, keeps the files of
+    /// recorded ones when abandoned, and deletes its progress record when it finishes.
+    resumable: AtomicBool,
+    /// The files (as recorded: path under the table's folder) the last recorded progress names:
+    /// an abandoned resumable load keeps them.
+    recorded: Mutex<HashSet<String>>,
+    /// Numbers of the completed files of a resumable load (kept and new), for the switch's
+    /// record of missing numbers.
+    numbers: Mutex<BTreeSet<u64>>,
     /// What went wrong first, for `finish`'s message.
     failure: Mutex<Option<String>>,
 }
@@ -202,6 +230,20 @@ impl Shared {
         self.staging.clone().join(SWITCH_MARKER)
     }
 
+    fn progress_path(&self) -> Path {
+        self.staging.clone().join(PROGRESS_RECORD)
+    }
+
+    /// `path` under the table's folder (`LOAD00000001.parquet` or
+    /// `_inlet_load/LOAD00000001.parquet`), as a resumable load records its files.
+    fn relative(&self, path: &Path) -> String {
+        let parts: Vec<String> = path
+            .prefix_match(&self.dir)
+            .map(|rest| rest.map(|p| p.as_ref().to_string()).collect())
+            .unwrap_or_default();
+        parts.join("/")
+    }
+
     /// Before this load writes its first file (or finishes with none): completes a switch an
     /// earlier load began and did not end (a crash), then deletes what an earlier load left in
     /// the staging folder. Runs once; writers wait for it.
@@ -217,9 +259,9 @@ impl Shared {
                     .bytes()
                     .await
                     .map_err(|e| self.cleanup_error("read", &marker, e))?;
-                let highest = std::str::from_utf8(&bytes)
+                let (highest, missing) = std::str::from_utf8(&bytes)
                     .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .and_then(parse_marker)
                     .ok_or_else(|| SinkError::Incomplete {
                         table: self.table.clone(),
                         message: format!(
@@ -232,7 +274,7 @@ impl Shared {
                     table = %self.table,
                     "completing the switch to a full load's files that was interrupted"
                 );
-                self.switch(highest).await?;
+                self.switch(highest, &missing).await?;
             }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.cleanup_error("read", &marker, e)),
@@ -282,7 +324,7 @@ impl Shared {
     /// table's folder (replacing the earlier files of the same numbers), deletes the earlier
     /// `LOAD` files past `highest` and every change file, then the switch record. Each step can
     /// be repeated, so a switch interrupted anywhere is completed by running it again.
-    async fn switch(&self, highest: u64) -> Result<(), SinkError> {
+    async fn switch(&self, highest: u64, missing: &BTreeSet<u64>) -> Result<(), SinkError> {
         let staged = self
             .target
             .store
@@ -317,7 +359,7 @@ impl Shared {
             .map(|o| o.location)
             .filter(|p| {
                 p.filename().is_some_and(|name| {
-                    parse_load_file_name(name).is_some_and(|n| n > highest)
+                    parse_load_file_name(name).is_some_and(|n| n > highest || missing.contains(&n))
                         || crate::changes::ChangeFile::is_change_file(name)
                 })
             })
@@ -337,6 +379,32 @@ impl Shared {
         self.target.remove_empty_local_folder(&self.staging);
         Ok(())
     }
+}
+
+/// What the switch marker says: the highest file number, and the numbers below it the load
+/// lacks (`missing N,N`, a resumed load's).
+fn parse_marker(text: &str) -> Option<(u64, BTreeSet<u64>)> {
+    let mut lines = text.lines();
+    let highest = lines.next()?.trim().parse::<u64>().ok()?;
+    let mut missing = BTreeSet::new();
+    if let Some(line) = lines.next() {
+        let list = line.strip_prefix("missing ")?;
+        for n in list.split(',').filter(|n| !n.is_empty()) {
+            missing.insert(n.trim().parse::<u64>().ok()?);
+        }
+    }
+    Some((highest, missing))
+}
+
+/// A file as a resumable load records it: its path under the table's folder and its size.
+fn file_record(relative: &str, bytes: u64) -> String {
+    format!("{relative} {bytes}")
+}
+
+/// The path and size of a recorded file, or None for another text.
+fn parse_file_record(record: &str) -> Option<(&str, u64)> {
+    let (path, bytes) = record.rsplit_once(' ')?;
+    Some((path, bytes.parse().ok()?))
 }
 
 /// `LOAD00000001.parquet`: DMS's full-load file name, numbered from 1 with 8 hexadecimal digits
@@ -391,6 +459,9 @@ impl FullLoadTable {
                 open_writers: AtomicUsize::new(0),
                 failed: AtomicBool::new(false),
                 failure: Mutex::new(None),
+                resumable: AtomicBool::new(false),
+                recorded: Mutex::new(HashSet::new()),
+                numbers: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -404,6 +475,7 @@ impl FullLoadTable {
             rows_written: 0,
             failed: false,
             completing: None,
+            chunk_files: Vec::new(),
         }
     }
 
@@ -450,18 +522,188 @@ impl FullLoadTable {
         };
         if s.direct.load(Ordering::SeqCst) {
             // Written in place: there was nothing to switch from.
+            s.delete(&s.progress_path()).await?;
             s.target.remove_empty_local_folder(&s.staging);
             return Ok(summary);
         }
         let highest = s.highest_completed.load(Ordering::SeqCst);
+        // A resumed load lacks the numbers of files a crash left incomplete (deleted).
+        let missing: BTreeSet<u64> = if s.resumable.load(Ordering::SeqCst) {
+            let numbers = s.numbers.lock().unwrap_or_else(PoisonError::into_inner);
+            (1..=highest).filter(|n| !numbers.contains(n)).collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut marker = highest.to_string();
+        if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(u64::to_string).collect();
+            marker.push_str(&format!("\nmissing {}", list.join(",")));
+        }
         s.switching.store(true, Ordering::SeqCst);
         s.target
             .store
-            .put(&s.marker(), highest.to_string().into())
+            .put(&s.marker(), marker.into())
             .await
             .map_err(|e| s.cleanup_error("record the switch in", &s.marker(), e))?;
-        s.switch(highest).await?;
+        s.delete(&s.progress_path()).await?;
+        s.switch(highest, &missing).await?;
         Ok(summary)
+    }
+}
+
+/// A resumable load (`task.mode = "full-load"`, see [`inlet_core::sink::LoadProgress`]): its
+/// record lives in the table's staging folder ([`PROGRESS_RECORD`]); each done chunk names its
+/// files by their path under the table's folder, so a load that wrote straight into the table's
+/// folder (a first load) resumes there, and one that staged its files resumes staging.
+impl FullLoadTable {
+    /// The progress an earlier, interrupted run recorded; None if there is none or it cannot be
+    /// read (then the load starts over, which deletes what that run left).
+    pub async fn recorded_progress(&self) -> Result<Option<LoadProgress>, SinkError> {
+        let s = &self.shared;
+        let path = s.progress_path();
+        let bytes = match s.target.store.get(&path).await {
+            Ok(found) => found
+                .bytes()
+                .await
+                .map_err(|e| s.cleanup_error("read", &path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s.cleanup_error("read", &path, e)),
+        };
+        let progress = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(LoadProgress::decode)
+            .filter(|p| {
+                p.done
+                    .iter()
+                    .flat_map(|d| &d.files)
+                    .all(|f| parse_file_record(f).is_some())
+            });
+        if progress.is_none() {
+            tracing::warn!(table = %s.table, record = %s.target.location(&path), "the progress record of an interrupted full load is unreadable: the table is loaded from its start");
+        }
+        Ok(progress)
+    }
+
+    /// Continues `progress` before any writer writes: keeps the files of its done chunks (and
+    /// counts them in the load's totals), deletes every other file an earlier run of this load
+    /// left, numbers new files after the kept ones, and records `progress`. A progress with no
+    /// done chunk starts the load as usual.
+    pub async fn resume(&self, progress: &LoadProgress) -> Result<(), SinkError> {
+        let s = &self.shared;
+        s.resumable.store(true, Ordering::SeqCst);
+        let kept: Vec<(String, u64)> = progress
+            .done
+            .iter()
+            .flat_map(|d| &d.files)
+            .filter_map(|f| parse_file_record(f).map(|(p, b)| (p.to_string(), b)))
+            .collect();
+        if kept.is_empty() {
+            s.prepare().await?;
+            return self.record_progress(progress).await;
+        }
+        let mut prepared = s.prepared.lock().await;
+        let staged_prefix = format!("{STAGING_DIR}/");
+        let marker = s.marker();
+        let mut kept = kept;
+        match s.target.store.head(&marker).await {
+            Ok(_) => {
+                // Every chunk was done and the switch to the staged files began: complete it;
+                // the files are then the table's.
+                drop(prepared);
+                s.prepare().await?;
+                prepared = s.prepared.lock().await;
+                for (path, _) in kept.iter_mut() {
+                    if let Some(name) = path.strip_prefix(&staged_prefix) {
+                        *path = name.to_string();
+                    }
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s.cleanup_error("read", &marker, e)),
+        }
+        let direct = kept.iter().any(|(p, _)| !p.starts_with(&staged_prefix));
+        s.direct.store(direct, Ordering::SeqCst);
+        let keep: HashSet<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
+        // What a killed chunk left: its completed files (not recorded), a local upload's
+        // temporary file (`LOAD00000007.parquet#1`).
+        let folder = s.files_dir();
+        let listing = s
+            .target
+            .store
+            .list_with_delimiter(Some(&folder))
+            .await
+            .map_err(|e| s.cleanup_error("list", &folder, e))?;
+        let progress_path = s.progress_path();
+        let left: Vec<Path> = listing
+            .objects
+            .into_iter()
+            .map(|o| o.location)
+            .filter(|p| *p != progress_path && !keep.contains(s.relative(p).as_str()))
+            .filter(|p| {
+                !direct
+                    || p.filename()
+                        .is_some_and(|n| n.starts_with("LOAD") && n.contains(".parquet"))
+            })
+            .collect();
+        if !left.is_empty() {
+            tracing::info!(table = %s.table, count = left.len(), "deleting the files of chunks an interrupted full load did not complete");
+        }
+        for p in &left {
+            s.delete(p).await?;
+        }
+        {
+            let mut numbers = s.numbers.lock().unwrap_or_else(PoisonError::into_inner);
+            for (path, bytes) in &kept {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                if let Some(n) = parse_load_file_name(name) {
+                    numbers.insert(n);
+                    s.last_number.fetch_max(n, Ordering::SeqCst);
+                    s.highest_completed.fetch_max(n, Ordering::SeqCst);
+                }
+                s.files.fetch_add(1, Ordering::SeqCst);
+                s.bytes.fetch_add(*bytes, Ordering::SeqCst);
+            }
+        }
+        let rows: u64 = progress.done.iter().map(|d| d.rows).sum();
+        s.rows.fetch_add(rows, Ordering::SeqCst);
+        s.touched.store(true, Ordering::SeqCst);
+        *prepared = true;
+        drop(prepared);
+        // The record names the files where they are now.
+        let mut progress = progress.clone();
+        for d in &mut progress.done {
+            for f in &mut d.files {
+                if let Some((path, bytes)) = parse_file_record(f) {
+                    let name = path.rsplit('/').next().unwrap_or(path);
+                    let relative = if direct {
+                        name.to_string()
+                    } else {
+                        format!("{staged_prefix}{name}")
+                    };
+                    *f = file_record(&relative, bytes);
+                }
+            }
+        }
+        self.record_progress(&progress).await
+    }
+
+    /// Replaces the progress record (one PUT: atomic on S3 and, via rename, on a folder).
+    pub async fn record_progress(&self, progress: &LoadProgress) -> Result<(), SinkError> {
+        let s = &self.shared;
+        let path = s.progress_path();
+        s.target
+            .store
+            .put(&path, progress.encode().into())
+            .await
+            .map_err(|e| s.cleanup_error("record the load's progress in", &path, e))?;
+        let files: HashSet<String> = progress
+            .done
+            .iter()
+            .flat_map(|d| &d.files)
+            .filter_map(|f| parse_file_record(f).map(|(p, _)| p.to_string()))
+            .collect();
+        *s.recorded.lock().unwrap_or_else(PoisonError::into_inner) = files;
+        Ok(())
     }
 }
 
@@ -486,6 +728,21 @@ impl FullLoadTable {
             return Abandoned::Untouched;
         }
         let deadline = tokio::time::Instant::from_std(deadline);
+        if s.resumable.load(Ordering::SeqCst) {
+            let kept = s
+                .recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            // The files of recorded chunks stay for the next run to resume with.
+            return match self.delete_staged_files(deadline).await {
+                Ok(_) => Abandoned::Resumable { kept },
+                Err(why) => {
+                    tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
+                    Abandoned::Resumable { kept }
+                }
+            };
+        }
         // Two passes: a file whose completion was under way when its writer was cancelled may
         // land just after the first listing (a local upload is completed by a rename on a
         // blocking thread, which cancelling the task does not stop).
@@ -528,6 +785,16 @@ impl FullLoadTable {
                     folder == s.staging
                         || p.filename()
                             .is_some_and(|n| parse_load_file_name(n).is_some())
+                })
+                // A resumable load keeps its record and the files it names.
+                .filter(|p| {
+                    !s.resumable.load(Ordering::SeqCst)
+                        || (*p != s.progress_path()
+                            && !s
+                                .recorded
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .contains(&s.relative(p)))
                 })
                 .collect(),
             Ok(Err(e)) => {
@@ -615,6 +882,8 @@ pub struct LoadFileWriter {
     failed: bool,
     /// The file whose completion is under way, if any.
     completing: Option<Path>,
+    /// Files completed since the last [`LoadFileWriter::end_chunk`], as recorded.
+    chunk_files: Vec<String>,
 }
 
 struct OpenFile {
@@ -687,6 +956,16 @@ impl LoadFileWriter {
             return Err(self.already_failed());
         }
         self.complete_file().await
+    }
+
+    /// Completes the open file (the end of a chunk of a resumable load) and returns the record
+    /// of each file completed since the last call: `<path under the table's folder> <bytes>`.
+    pub async fn end_chunk(&mut self) -> Result<Vec<String>, SinkError> {
+        if self.failed {
+            return Err(self.already_failed());
+        }
+        self.complete_file().await?;
+        Ok(std::mem::take(&mut self.chunk_files))
     }
 
     /// Rows accepted by this writer so far (including those of its open file).
@@ -787,6 +1066,14 @@ impl LoadFileWriter {
         let bytes = file.writer.bytes_written() as u64;
         let s = &self.shared;
         s.highest_completed.fetch_max(file.number, Ordering::SeqCst);
+        if s.resumable.load(Ordering::SeqCst) {
+            s.numbers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(file.number);
+            self.chunk_files
+                .push(file_record(&s.relative(&file.path), bytes));
+        }
         s.files.fetch_add(1, Ordering::SeqCst);
         s.rows.fetch_add(file.rows, Ordering::SeqCst);
         s.bytes.fetch_add(bytes, Ordering::SeqCst);

@@ -81,6 +81,22 @@ impl sink::LoadTable for FullLoadTable {
     async fn abandon(&self, deadline: Instant) -> String {
         FullLoadTable::abandon(self, deadline).await.to_string()
     }
+
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    async fn recorded_progress(&self) -> Result<Option<sink::LoadProgress>, TargetError> {
+        Ok(FullLoadTable::recorded_progress(self).await?)
+    }
+
+    async fn resume(&self, progress: &sink::LoadProgress) -> Result<(), TargetError> {
+        Ok(FullLoadTable::resume(self, progress).await?)
+    }
+
+    async fn record_progress(&self, progress: &sink::LoadProgress) -> Result<(), TargetError> {
+        Ok(FullLoadTable::record_progress(self, progress).await?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -91,6 +107,10 @@ impl sink::LoadWriter for LoadFileWriter {
 
     async fn close(self: Box<Self>) -> Result<(), TargetError> {
         Ok(LoadFileWriter::close(*self).await?)
+    }
+
+    async fn end_chunk(&mut self) -> Result<Vec<String>, TargetError> {
+        Ok(LoadFileWriter::end_chunk(self).await?)
     }
 }
 
