@@ -19,6 +19,7 @@ mod snapshot;
 mod spool;
 mod text;
 mod types;
+mod validate;
 
 pub use capture::ChangeCapture;
 pub use catalog::{columns_with_unwritten_defaults, discover, SourceTable};
@@ -42,3 +43,4 @@ pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
     SnapshotChunk, SnapshotReader,
 };
+pub use validate::snapshot_position;

@@ -113,6 +113,7 @@ mod schema;
 mod sink;
 pub mod snapshot;
 mod store;
+mod table_state;
 mod target;
 mod upsert;
 
@@ -124,5 +125,6 @@ pub use maintain::MaintenanceReport;
 pub use partition::PartitionField;
 pub use schema::{LOG_COMMIT_TS_COLUMN, LOG_OP_COLUMN, LOG_POSITION_COLUMN};
 pub use snapshot::{POSITION_KEY, TASK_KEY};
+pub use table_state::LiveTable;
 pub use target::IcebergTarget;
 pub use upsert::{CommitSummary, UpsertTable};

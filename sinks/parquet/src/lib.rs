@@ -14,6 +14,7 @@ mod error;
 mod load;
 mod object_file;
 mod sink;
+mod table_state;
 mod target;
 mod timestamps;
 
@@ -25,6 +26,7 @@ pub use inlet_core::Checkpoint;
 pub use load::{
     Abandoned, FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY,
 };
+pub use table_state::TableFile;
 pub use target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
 
 #[cfg(test)]

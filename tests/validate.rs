@@ -1,0 +1,381 @@
+//! `inlet validate` end to end: a full-load-and-cdc task runs (PostgreSQL into Parquet and into
+//! Iceberg, MariaDB into Parquet) while a workload updates one table; validate finds the
+//! target equal (exit 0). Then one table's target is corrupted on purpose (one changed value,
+//! one missing row, one duplicated row, one extra row) and validate names each by its key with
+//! exact counts (exit 1), while the busy table, still updated as validate runs, stays equal.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::daemon::spawn_logged;
+use common::{inlet, python, task_file, PgServer};
+use inlet_testkit::MariaDbServer;
+
+/// Rewrites the `LOAD` files of a Parquet table folder with pyarrow: `v` of id 7 becomes 999,
+/// id 13 is dropped, id 21 is written twice, and a copy of the first row with id 100000 is
+/// added.
+const CORRUPT_PARQUET: &str = r#"
+import glob, os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+files = sorted(glob.glob(os.path.join(sys.argv[1], "LOAD*.parquet")))
+assert files, "no LOAD file"
+for n, f in enumerate(files):
+    t = pq.read_table(f)
+    rows = t.to_pylist()
+    out = []
+    for r in rows:
+        if r["id"] == 13:
+            continue
+        if r["id"] == 7:
+            r["v"] = 999
+        out.append(r)
+        if r["id"] == 21:
+            out.append(dict(r))
+    if n == 0:
+        extra = dict(rows[0])
+        extra["id"] = 100000
+        out.append(extra)
+    pq.write_table(pa.Table.from_pylist(out, schema=t.schema), f + ".tmp")
+    os.replace(f + ".tmp", f)
+"#;
+
+/// The same corruption of an Iceberg table (folder catalog), committed by pyiceberg as another
+/// engine would (sinks/iceberg/tests/readers/foreign_commit.py's protocol): one overwrite.
+const CORRUPT_ICEBERG: &str = r#"
+import json, sys, tempfile
+sys.path.insert(0, sys.argv[2])
+import foreign_commit as fc
+import pyarrow as pa
+
+def corrupt(catalog, name, op, args):
+    table = catalog.load_table(name)
+    rows = table.scan().to_arrow().to_pylist()
+    out = []
+    for r in rows:
+        if r["id"] == 13:
+            continue
+        if r["id"] == 7:
+            r["v"] = 999
+        out.append(r)
+        if r["id"] == 21:
+            out.append(dict(r))
+    extra = dict(rows[0])
+    extra["id"] = 100000
+    out.append(extra)
+    table.overwrite(pa.Table.from_pylist(out, schema=table.schema().as_arrow()))
+    return len(out)
+
+fc.change = corrupt
+with tempfile.TemporaryDirectory() as scratch:
+    for _ in range(50):
+        done = fc.attempt(sys.argv[1], "corrupt", [], scratch)
+        if done is not None:
+            print(json.dumps(done))
+            break
+    else:
+        raise SystemExit("could not commit")
+"#;
+
+fn run_python(script: &str, args: &[&str]) {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `inlet validate --json` on `cfg`: exit code and the report (stderr on failure).
+fn validate(cfg: &Path) -> (i32, serde_json::Value, String) {
+    let (code, stdout, stderr) = inlet(&[
+        "validate",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--json",
+        "--max-lag-seconds",
+        "60",
+    ]);
+    let report = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (code, report, stderr)
+}
+
+fn table<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tables in {report}"))
+        .iter()
+        .find(|t| t["table"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+fn keys(t: &serde_json::Value, kind: &str) -> Vec<String> {
+    let mut keys: Vec<String> = t[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// (rows compared, missing, extra, different) of a table of the report.
+fn counts(t: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("no {k} in {t}"));
+    (n("rows_compared"), n("missing"), n("extra"), n("different"))
+}
+
+/// The corrupted table's report: each corruption named by its key, exact counts.
+fn assert_corruption_found(report: &serde_json::Value, name: &str, rows: u64) {
+    let t = table(report, name);
+    assert_eq!(counts(t), (rows, 1, 2, 1), "{t}");
+    assert_eq!(keys(t, "missing_keys"), ["id=13"], "{t}");
+    // The duplicate of id 21 and the added id 100000.
+    assert_eq!(keys(t, "extra_keys"), ["id=100000", "id=21"], "{t}");
+    assert_eq!(keys(t, "different_keys"), ["id=7"], "{t}");
+    assert_eq!(t["key"], serde_json::json!(["id"]), "{t}");
+}
+
+fn assert_equal(report: &serde_json::Value, name: &str, rows: u64) {
+    let t = table(report, name);
+    assert_eq!(counts(t), (rows, 0, 0, 0), "{t}");
+}
+
+const PG_SCHEMA: &str = "
+CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text, at timestamptz,
+                    u uuid, amount numeric(10,2), t time);
+INSERT INTO items SELECT g, g, 'n' || g, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute',
+                         md5(g::text)::uuid, g * 1.5, '10:00'::time + g * interval '1 second'
+  FROM generate_series(1, 500) g;
+CREATE TABLE busy (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO busy SELECT g, 0 FROM generate_series(1, 2000) g;
+";
+
+fn pg_task(name: &str, url: &str, target: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "{name}"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{url}"
+tls = "disable"
+[target]
+{target}
+[tables]
+include = ["public.*"]
+[cdc]
+flush_interval_ms = 200
+"#
+    )
+}
+
+/// Updates random rows of `busy` in small transactions until `stop`.
+fn pg_busy_workload(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let id = (n * 7919) % 2000 + 1;
+            client
+                .execute(
+                    "UPDATE busy SET v = v + 1 WHERE id = $1 OR id = $2",
+                    &[&(id as i64), &(((id * 13) % 2000 + 1) as i64)],
+                )
+                .await
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        n
+    })
+}
+
+/// Runs a PostgreSQL task into `target`, validates it equal under the workload, corrupts
+/// `items` with `corrupt`, and validates again.
+async fn pg_round_trip(name: &str, target: &str, corrupt: impl FnOnce()) {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(PG_SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = task_file(
+        dir.path(),
+        name,
+        &pg_task(name, &pg.url("postgres"), target),
+    );
+    let log = dir.path().join("inlet.log");
+    let _inlet = spawn_logged(&cfg, &log);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workload = pg_busy_workload(pg.url("postgres"), stop.clone());
+
+    let cfg2 = cfg.clone();
+    let (code, report, stderr) = tokio::task::spawn_blocking(move || validate(&cfg2))
+        .await
+        .unwrap();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, 0, "{report}\n{stderr}\n{}", log_text());
+    assert_eq!(report["equal"], true, "{report}");
+    assert_equal(&report, "public.items", 500);
+    assert_equal(&report, "public.busy", 2000);
+
+    corrupt();
+    let cfg2 = cfg.clone();
+    let (code, report, stderr) = tokio::task::spawn_blocking(move || validate(&cfg2))
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let updates = workload.await.unwrap();
+    assert!(updates > 50, "the workload ran {updates} updates only");
+    assert_eq!(code, 1, "{report}\n{stderr}\n{}", log_text());
+    assert_eq!(report["equal"], false, "{report}");
+    assert_corruption_found(&report, "public.items", 500);
+    // Updated all along, by the workload: no difference.
+    assert_equal(&report, "public.busy", 2000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_into_parquet_each_corruption_is_named_by_key() {
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("kind = \"parquet\"\nurl = \"{}\"", out.path().display());
+    let items = out.path().join("public").join("items");
+    pg_round_trip("val-pq", &target, || {
+        run_python(CORRUPT_PARQUET, &[items.to_str().unwrap()])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_into_iceberg_each_corruption_is_named_by_key() {
+    let out = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"iceberg\"\nwarehouse = \"{}\"",
+        out.path().display()
+    );
+    let items = out.path().join("public").join("items");
+    let readers = concat!(env!("CARGO_MANIFEST_DIR"), "/sinks/iceberg/tests/readers");
+    pg_round_trip("val-ice", &target, || {
+        run_python(CORRUPT_ICEBERG, &[items.to_str().unwrap(), readers])
+    })
+    .await;
+}
+
+#[test]
+fn mariadb_into_parquet_each_corruption_is_named_by_key() {
+    let db = MariaDbServer::start();
+    db.admin(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.items (id bigint PRIMARY KEY, v int NOT NULL, note varchar(40),
+                                  at datetime(6), amount decimal(10,2), t time);
+         INSERT INTO shop.items SELECT seq, seq, CONCAT('n', seq),
+                TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq MINUTE, seq * 1.5,
+                SEC_TO_TIME(36000 + seq) FROM seq_1_to_500;
+         CREATE TABLE shop.busy (id bigint PRIMARY KEY, v int NOT NULL);
+         INSERT INTO shop.busy SELECT seq, 0 FROM seq_1_to_2000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "val-my",
+        &format!(
+            r#"
+[task]
+name = "val-my"
+mode = "full-load-and-cdc"
+[source]
+kind = "mysql"
+url = "{}"
+tls = "disable"
+heartbeat_seconds = 1
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["shop.*"]
+[cdc]
+flush_interval_ms = 200
+"#,
+            db.url("shop"),
+            out.display()
+        ),
+    );
+    let log = dir.path().join("inlet.log");
+    let _inlet = spawn_logged(&cfg, &log);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workload = s.spawn(|| {
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = (n * 7919) % 2000 + 1;
+                db.admin(&format!("UPDATE shop.busy SET v = v + 1 WHERE id = {id}"));
+                n += 1;
+            }
+            n
+        });
+        let (code, report, stderr) = validate(&cfg);
+        assert_eq!(code, 0, "{report}\n{stderr}\n{}", log_text());
+        assert_equal(&report, "shop.items", 500);
+        assert_equal(&report, "shop.busy", 2000);
+
+        run_python(
+            CORRUPT_PARQUET,
+            &[out.join("shop").join("items").to_str().unwrap()],
+        );
+        let (code, report, stderr) = validate(&cfg);
+        stop.store(true, Ordering::Relaxed);
+        let updates = workload.join().unwrap();
+        assert!(updates > 20, "the workload ran {updates} updates only");
+        assert_eq!(code, 1, "{report}\n{stderr}\n{}", log_text());
+        assert_corruption_found(&report, "shop.items", 500);
+        assert_equal(&report, "shop.busy", 2000);
+    });
+}
+
+/// A pattern that matches no selected table is a usage error (exit 2), naming the tables the
+/// task selects.
+#[tokio::test]
+async fn a_pattern_matching_no_table_is_a_usage_error() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"parquet\"\nurl = \"{}\"",
+        dir.path().join("out").display()
+    );
+    let cfg = task_file(
+        dir.path(),
+        "val-none",
+        &pg_task("val-none", &pg.url("postgres"), &target),
+    );
+    let (code, stdout, stderr) = inlet(&[
+        "validate",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--tables",
+        "public.nope*",
+    ]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("no selected table matches public.nope*; the task selects public.t"),
+        "{stderr}"
+    );
+}
