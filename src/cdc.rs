@@ -9,21 +9,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inlet_core::{
-    CaptureEvent, CheckStatus, Position, Prerequisite, TableChanges, TableId, TableSelection,
+    merge_tables, CaptureEvent, CheckStatus, Checkpoint, Position, PostgresResume, Prerequisite,
+    SourceResume, TableChanges, TableId, TableSelection, TableStates,
 };
 use inlet_postgres::{
     columns_with_unwritten_defaults, discover, drop_slot, ensure_publication, prerequisites,
     publication_plan, published_generated_columns, slot_state, ChangeCapture, Lsn, PgConnector,
     PostgresSourceConfig, ReplicationConnection, SourceTable,
 };
-use inlet_sink_parquet::Checkpoint;
 use tokio::sync::watch;
 
 use crate::config::{Mode, SlotLost, SourceConfig, TaskConfig};
 use crate::join::{self, AbortOnDrop, JoinLoad};
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd};
+use crate::stream::{self, ChangeSource, Outputs, StreamEnd};
 use crate::{full_load, resync, JobError};
 
 mod added_defaults;
@@ -31,8 +31,6 @@ mod rewrites;
 mod start;
 use start::{publication_lost_reason, record_key, SlotPlan, SlotRecord, StartCheck};
 
-/// Checkpoint fact naming the slot the checkpoint's position belongs to.
-const SLOT_FACT: &str = "slot";
 /// How often the slot's retained WAL is read for the metrics.
 const SLOT_POLL: Duration = Duration::from_secs(10);
 
@@ -197,7 +195,7 @@ async fn run_once(
     let resnapshot = config.cdc.on_slot_lost == SlotLost::Resnapshot;
     let all_ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     let load = config.task.mode == Mode::FullLoadAndCdc;
-    let (repl, start, facts) = match (plan, checkpoint) {
+    let (repl, start, recorded) = match (plan, checkpoint) {
         (
             SlotPlan::Lost {
                 reason,
@@ -228,7 +226,7 @@ async fn run_once(
             let repl = ReplicationConnection::connect(&connector)
                 .await
                 .map_err(JobError::source)?;
-            (repl, cp.position, cp.facts)
+            (repl, cp.position, cp.tables)
         }
         (SlotPlan::Recreate, _) => {
             // This task created the slot (its record says so, and the slot never moved), but no
@@ -253,12 +251,14 @@ async fn run_once(
     };
     state.set_slot(None, false);
 
-    let mut facts = facts;
+    // What the checkpoint records of each table, brought up to date below and carried into
+    // every checkpoint of the stream.
+    let mut recorded = recorded;
     let identities: Vec<(TableId, String)> = tables
         .iter()
         .map(|t| (t.schema.id.clone(), t.oid.to_string()))
         .collect();
-    let mut replaced = join::replaced_tables(&mut facts, &identities);
+    let mut replaced = join::replaced_tables(&mut recorded, &identities);
     for id in &replaced {
         if load {
             tracing::warn!(table = %id, "the table's name now holds another table (a table swap, as online schema change tools do, or DROP and CREATE): it is loaded again beside the stream, and its target's rows are replaced");
@@ -268,22 +268,17 @@ async fn run_once(
     }
     if !load {
         // Nothing will load them: the new relations are what the target follows from now on.
-        facts.retain(|(k, _)| k != join::IDENTITY_FACT);
-        facts.extend(
-            identities
-                .iter()
-                .map(|(id, oid)| join::identity_fact(id, oid)),
-        );
+        join::record_identities(&mut recorded, &identities);
         replaced.clear();
     }
     // A column added with a DEFAULT since the last start: its older rows' values are in the
     // catalog only, so the table is loaded again (unless the task file says otherwise).
     let unwritten_defaults = match columns_with_unwritten_defaults(&control).await {
         Ok(now) => {
-            for id in added_defaults::added_since(&mut facts, &now, &all_ids, &replaced) {
+            for id in added_defaults::added_since(&mut recorded, &now, &all_ids, &replaced) {
                 if config.cdc.reload_on_unstreamed_change {
                     tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, so the table is loaded again beside the stream");
-                    resync::request(&mut facts, &id, start);
+                    resync::request(&mut recorded, &id, start);
                 } else {
                     tracing::warn!(table = %id, "a column was added with a DEFAULT: PostgreSQL filled the existing rows without writing a change, and cdc.reload_on_unstreamed_change = false: the target reads NULL for them until you run inlet resync for the table");
                 }
@@ -300,10 +295,10 @@ async fn run_once(
     // computed per row): no change carried them, so the table is loaded again.
     let storage = match rewrites::read(&control, &all_ids).await {
         Ok(now) => {
-            for (id, cause) in rewrites::rewritten_since(&mut facts, &now, &all_ids, &replaced) {
+            for (id, cause) in rewrites::rewritten_since(&mut recorded, &now, &all_ids, &replaced) {
                 if config.cdc.reload_on_unstreamed_change {
                     tracing::warn!(table = %id, %cause, "the table was rewritten with new values that no change carries, so it is loaded again beside the stream");
-                    resync::request(&mut facts, &id, start);
+                    resync::request(&mut recorded, &id, start);
                 } else {
                     tracing::warn!(table = %id, %cause, "the table was rewritten with new values that no change carries, and cdc.reload_on_unstreamed_change = false: the target keeps the old values of the rows not changed since until you run inlet resync for the table");
                 }
@@ -317,8 +312,8 @@ async fn run_once(
         }
     };
     // Tables to load again (`inlet resync`): like swapped ones, until a load after the request.
-    resync::take_asked(task, &mut facts, &all_ids, start);
-    for id in resync::pending(&mut facts, &all_ids) {
+    resync::take_asked(task, &mut recorded, &all_ids, start);
+    for id in resync::pending(&mut recorded, &all_ids) {
         if !load {
             tracing::warn!(table = %id, "a resync of the table was asked, but task.mode = \"cdc\" loads no table: dropped");
             continue;
@@ -329,10 +324,16 @@ async fn run_once(
         }
     }
     if !load {
-        facts.retain(|(k, _)| k != resync::RESYNC_FACT);
+        resync::drop_requests(&mut recorded);
     }
     let join = join_new_tables(
-        config, state, &connector, &target, &tables, &replaced, &mut facts,
+        config,
+        state,
+        &connector,
+        &target,
+        &tables,
+        &replaced,
+        &mut recorded,
     )
     .await?;
     let watched: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
@@ -346,11 +347,11 @@ async fn run_once(
     for t in &tables {
         let output = target.change_table(&t.schema).await?;
         // A table loaded beside an earlier stream holds every transaction up to its load.
-        let loaded = join::loaded_at(&facts, &t.schema.id);
+        let loaded = join::loaded_at(&recorded, &t.schema.id);
         committed.push(output.committed_position(&t.schema).await?.max(loaded));
         outputs.push(output);
     }
-    join::forget_loads_before(&mut facts, start);
+    join::forget_loads_before(&mut recorded, start);
 
     let new_tables = Arc::new(AtomicBool::new(false));
     let publication_gone = Arc::new(AtomicBool::new(false));
@@ -437,7 +438,7 @@ async fn run_once(
         checkpoint: target.checkpoint_location(task),
         resnapshot,
         join,
-        joined: Vec::new(),
+        joined: TableStates::new(),
         task: task.to_string(),
     };
     let out = Outputs {
@@ -446,7 +447,14 @@ async fn run_once(
         target: &target,
         task,
         state,
-        facts,
+        checkpoint: Checkpoint {
+            position: start,
+            tables: recorded,
+            source: Some(SourceResume::Postgres(PostgresResume {
+                slot: slot.clone(),
+                created_by: None,
+            })),
+        },
         hold,
     };
     let end = stream::follow(source, out, start, &config.cdc, shutdown).await;
@@ -490,10 +498,10 @@ struct PgSource {
     /// Where the task checkpoint is, for the lost-slot message.
     checkpoint: String,
     resnapshot: bool,
-    /// Tables loading beside the stream, and the facts that record them once loaded.
+    /// Tables loading beside the stream, and what the checkpoint records of them once loaded.
     join: Option<JoinLoad>,
-    /// Facts of tables whose load beside the stream finished.
-    joined: Vec<(String, String)>,
+    /// What the checkpoint records of tables whose load beside the stream finished.
+    joined: TableStates,
     /// The task's name, whose resyncs asked through the HTTP endpoint end this stream.
     task: String,
 }
@@ -562,10 +570,10 @@ impl ChangeSource for PgSource {
     fn reset_buffered_bytes(&mut self) {
         self.capture.reset_buffered_bytes()
     }
-    fn checkpoint_facts(&self) -> Vec<(String, String)> {
-        self.joined.clone()
+    fn fill_checkpoint(&self, checkpoint: &mut Checkpoint) {
+        merge_tables(&mut checkpoint.tables, &self.joined);
     }
-    fn facts_changed(&self) -> bool {
+    fn checkpoint_changed(&self) -> bool {
         !self.joined.is_empty()
     }
     fn show(&self, position: Position) -> String {
@@ -588,7 +596,7 @@ async fn bootstrap(
     slot: &str,
     load: bool,
     tables: &[TableId],
-) -> Result<(ReplicationConnection, Position, Vec<(String, String)>), JobError> {
+) -> Result<(ReplicationConnection, Position, TableStates), JobError> {
     let mut repl = ReplicationConnection::connect(connector)
         .await
         .map_err(JobError::source)?;
@@ -652,9 +660,12 @@ async fn bootstrap(
             .write_checkpoint(&record_key(task), &record.to_checkpoint())
             .await?;
         tracing::info!(%slot, consistent_point = %created.consistent_point, id = %record.id, "slot created");
-        let mut as_loaded = Vec::new();
+        let mut recorded = TableStates::new();
+        for id in tables {
+            recorded.entry(id.to_string()).or_default().captured = true;
+        }
         if let Some(snapshot) = &created.snapshot_name {
-            record_as_of_snapshot(control, snapshot, tables, &mut as_loaded).await;
+            record_as_of_snapshot(control, snapshot, tables, &mut recorded).await;
             // The walsender connection stays idle meanwhile: its next command would end the
             // snapshot. The load holds every transaction committed before the consistent point.
             let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
@@ -664,19 +675,20 @@ async fn bootstrap(
             tracing::info!(tables = results.len(), rows, "full load done");
         }
         let position = Position(created.consistent_point.0);
-        let mut facts = vec![(SLOT_FACT.to_string(), slot.to_string())];
-        facts.extend(tables.iter().map(table_fact));
-        facts.extend(as_loaded);
         let checkpoint = Checkpoint {
             position,
-            facts: facts.clone(),
+            tables: recorded,
+            source: Some(SourceResume::Postgres(PostgresResume {
+                slot: slot.to_string(),
+                created_by: None,
+            })),
         };
         target.write_checkpoint(task, &checkpoint).await?;
-        Ok::<_, JobError>((position, facts))
+        Ok::<_, JobError>((position, checkpoint.tables))
     }
     .await;
     match filled {
-        Ok((position, facts)) => Ok((repl, position, facts)),
+        Ok((position, recorded)) => Ok((repl, position, recorded)),
         Err(e) => {
             drop(repl);
             let dropped = async {
@@ -698,7 +710,7 @@ async fn bootstrap(
     }
 }
 
-/// Records in `facts` the tables' storage ([`rewrites`]) and catalog-only defaults
+/// Records in `recorded` the tables' storage ([`rewrites`]) and catalog-only defaults
 /// ([`added_defaults`]) as the load's snapshot sees them. A rewrite or a column added with a
 /// DEFAULT that commits while the load runs is then found by the start that follows and the
 /// table loaded again: the load read the rows before it (and a table rewritten before its turn
@@ -709,7 +721,7 @@ async fn record_as_of_snapshot(
     control: &tokio_postgres::Client,
     snapshot: &str,
     tables: &[TableId],
-    facts: &mut Vec<(String, String)>,
+    recorded: &mut TableStates,
 ) {
     let read = async {
         control
@@ -727,10 +739,10 @@ async fn record_as_of_snapshot(
     };
     match read.await {
         Ok((storage, defaults)) => {
-            rewrites::rewritten_since(facts, &storage, tables, &[]);
+            rewrites::rewritten_since(recorded, &storage, tables, &[]);
             match defaults {
                 Ok(defaults) => {
-                    added_defaults::added_since(facts, &defaults, tables, &[]);
+                    added_defaults::added_since(recorded, &defaults, tables, &[]);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the columns with catalog-only defaults in the load's snapshot failed; they are recorded at the start after the load")
@@ -758,10 +770,10 @@ async fn join_new_tables(
     target: &Target,
     tables: &[SourceTable],
     replaced: &[TableId],
-    facts: &mut Vec<(String, String)>,
+    recorded: &mut TableStates,
 ) -> Result<Option<JoinLoad>, JobError> {
     let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let mut new = stream::joining_tables(facts, &now);
+    let mut new = stream::joining_tables(recorded, &now);
     for (i, id) in now.iter().enumerate() {
         if replaced.contains(id) && !new.contains(&i) {
             new.push(i);
@@ -774,7 +786,9 @@ async fn join_new_tables(
     let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
     if config.task.mode != Mode::FullLoadAndCdc {
         tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from now on");
-        facts.extend(ids.iter().map(table_fact));
+        for id in &ids {
+            recorded.entry(id.to_string()).or_default().captured = true;
+        }
         return Ok(None);
     }
     tracing::info!(tables = ?names, "new tables join the task: loading them beside the stream");
@@ -792,9 +806,9 @@ async fn join_new_tables(
         target.forget_changes(&tables[i].schema).await?;
     }
     let before = Position(created.consistent_point.0.saturating_sub(1));
-    let loaded: Vec<(String, String)> = new
+    let loaded: Vec<(TableId, String)> = new
         .iter()
-        .map(|&i| join::identity_fact(&tables[i].schema.id, &tables[i].oid.to_string()))
+        .map(|&i| (tables[i].schema.id.clone(), tables[i].oid.to_string()))
         .collect();
     let (config, state, only) = (config.clone(), state.beside(), ids.clone());
     let load = JoinLoad::spawn(ids, before, async move {
@@ -803,7 +817,7 @@ async fn join_new_tables(
         drop(join);
         Ok(())
     });
-    Ok(Some(load.with_facts(loaded)))
+    Ok(Some(load.with_identities(loaded)))
 }
 
 /// The walsender each slot of this process last streamed through, by (server, slot).

@@ -5,9 +5,8 @@
 
 use std::future::Future;
 
-use inlet_core::{CaptureEvent, Position, TableId};
+use inlet_core::{merge_tables, CaptureEvent, Position, TableId, TableStates};
 
-use crate::stream::table_fact;
 use crate::JobError;
 
 /// A background task, aborted when this is dropped (the stream ended before it did).
@@ -23,8 +22,8 @@ impl<T> Drop for AbortOnDrop<T> {
 pub struct JoinLoad {
     tables: Vec<TableId>,
     load: AbortOnDrop<Result<(), JobError>>,
-    /// What the checkpoint records once the load is done.
-    facts: Vec<(String, String)>,
+    /// What the checkpoint records of the tables once the load is done.
+    joined: TableStates,
 }
 
 impl JoinLoad {
@@ -34,19 +33,31 @@ impl JoinLoad {
         at: Position,
         load: impl Future<Output = Result<(), JobError>> + Send + 'static,
     ) -> Self {
-        let mut facts: Vec<(String, String)> = tables.iter().map(table_fact).collect();
-        facts.extend(tables.iter().map(|id| loaded_at_fact(id, at)));
+        let mut joined = TableStates::new();
+        for id in &tables {
+            let state = joined.entry(id.to_string()).or_default();
+            state.captured = true;
+            state.loaded_at = Some(at);
+        }
         Self {
             tables,
             load: AbortOnDrop(tokio::spawn(load)),
-            facts,
+            joined,
         }
     }
 
-    /// Facts the checkpoint records too once the load is done (e.g. which relations were
-    /// loaded, [`identity_fact`]).
-    pub fn with_facts(mut self, facts: impl IntoIterator<Item = (String, String)>) -> Self {
-        self.facts.extend(facts);
+    /// Which relation of the source each loaded table is (`(table, identity)`), recorded too
+    /// once the load is done (see [`replaced_tables`]).
+    pub fn with_identities(
+        mut self,
+        identities: impl IntoIterator<Item = (TableId, String)>,
+    ) -> Self {
+        for (id, identity) in identities {
+            let state = self.joined.entry(id.to_string()).or_default();
+            if !state.identities.contains(&identity) {
+                state.identities.push(identity);
+            }
+        }
         self
     }
 
@@ -54,14 +65,14 @@ impl JoinLoad {
         self.tables.contains(id)
     }
 
-    /// Waits for the load to end; then the checkpoint facts that record its tables. Cancel-safe:
+    /// Waits for the load to end; then what the checkpoint records of its tables. Cancel-safe:
     /// the stream loop drops a pending wait on its timers.
-    pub async fn finished(&mut self) -> Result<Vec<(String, String)>, JobError> {
+    pub async fn finished(&mut self) -> Result<TableStates, JobError> {
         match (&mut self.load.0).await {
             Ok(Ok(())) => {
                 let names: Vec<String> = self.tables.iter().map(ToString::to_string).collect();
                 tracing::info!(tables = ?names, "tables loaded beside the stream: they join it from their snapshot on");
-                Ok(self.facts.clone())
+                Ok(self.joined.clone())
             }
             Ok(Err(e)) => Err(e),
             Err(e) => Err(JobError::Failed(format!(
@@ -72,11 +83,11 @@ impl JoinLoad {
 }
 
 /// The source's next event (`next`), unless `join`'s load ends first while no transaction is
-/// open (`in_transaction`): then the load's checkpoint facts go to `joined` and the stream is
-/// told its tables changed. Cancel-safe when `next` is.
+/// open (`in_transaction`): then what the checkpoint records of its tables is merged into
+/// `joined` and the stream is told its tables changed. Cancel-safe when `next` is.
 pub async fn next_or_joined(
     join: &mut Option<JoinLoad>,
-    joined: &mut Vec<(String, String)>,
+    joined: &mut TableStates,
     in_transaction: bool,
     next: impl Future<Output = Result<Option<CaptureEvent>, JobError>>,
 ) -> Result<Option<CaptureEvent>, JobError> {
@@ -84,133 +95,95 @@ pub async fn next_or_joined(
         return next.await;
     };
     tokio::select! {
-        facts = load.finished() => {
+        tables = load.finished() => {
             *join = None;
-            *joined = facts?;
+            merge_tables(joined, &tables?);
             Ok(Some(CaptureEvent::TablesChanged))
         }
         event = next => event,
     }
 }
 
-/// Checkpoint fact: `<position, hex> <table, JSON string>`, the position up to which a table
-/// loaded beside the stream holds every transaction. Kept while the checkpoint is below it.
-pub const LOADED_AT_FACT: &str = "table_loaded_at";
-
-fn loaded_at_fact(id: &TableId, at: Position) -> (String, String) {
-    (
-        LOADED_AT_FACT.to_string(),
-        format!("{:016X} {}", at.0, table_fact(id).1),
-    )
-}
-
-/// Parses a `<position, hex> <table, JSON string>` fact value (the form of [`LOADED_AT_FACT`],
-/// [`REPLACED_FACT`] and [`crate::resync::RESYNC_FACT`]).
-pub fn parse_loaded_at(value: &str) -> Option<(Position, &str)> {
-    let (at, name) = value.split_once(' ')?;
-    Some((Position(u64::from_str_radix(at, 16).ok()?), name))
-}
-
-/// The position a checkpoint records for `id`'s load, if it joined beside an earlier stream.
-pub fn loaded_at(facts: &[(String, String)], id: &TableId) -> Option<Position> {
-    let name = table_fact(id).1;
-    facts
-        .iter()
-        .filter(|(k, _)| k == LOADED_AT_FACT)
-        .filter_map(|(_, v)| parse_loaded_at(v))
-        .filter(|(_, n)| *n == name)
-        .map(|(at, _)| at)
-        .max()
+/// The position a checkpoint records for `id`'s load, if it joined beside an earlier stream
+/// ([`inlet_core::TableState::loaded_at`]).
+pub fn loaded_at(tables: &TableStates, id: &TableId) -> Option<Position> {
+    tables.get(&id.to_string()).and_then(|t| t.loaded_at)
 }
 
 /// Drops the load positions a checkpoint at `position` has passed: they say nothing more.
-pub fn forget_loads_before(facts: &mut Vec<(String, String)>, position: Position) {
-    facts.retain(|(k, v)| {
-        k != LOADED_AT_FACT || parse_loaded_at(v).is_some_and(|(at, _)| at > position)
-    });
+pub fn forget_loads_before(tables: &mut TableStates, position: Position) {
+    for state in tables.values_mut() {
+        if state.loaded_at.is_some_and(|at| at <= position) {
+            state.loaded_at = None;
+        }
+    }
 }
 
-/// Checkpoint fact: `<identity> <table, JSON string>`, which relation of the source a table's
-/// target holds (PostgreSQL: its oid). A name can come to mean another relation: a table swap
-/// by an online schema change tool, or DROP and CREATE.
-pub const IDENTITY_FACT: &str = "table_identity";
-
 /// Tables of `now` (name, the source's identity of it now) whose checkpoint recorded only other
-/// identities: the name now holds another relation, whose rows the target never had, so they
-/// must be loaded again. The identity facts become `now`'s, except a replaced table's, which
-/// keep the old ones until its load records the new one (see [`JoinLoad::with_facts`]): a
-/// restart before then finds it replaced again. A table with no recorded identity (a checkpoint
-/// of an earlier version, or the table's first start) takes today's.
-pub fn replaced_tables(
-    facts: &mut Vec<(String, String)>,
-    now: &[(TableId, String)],
-) -> Vec<TableId> {
-    let mut recorded: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (_, v) in facts.iter().filter(|(k, _)| k == IDENTITY_FACT) {
-        if let Some((identity, name)) = v.split_once(' ') {
-            recorded
-                .entry(name.to_string())
-                .or_default()
-                .push(identity.to_string());
-        }
-    }
+/// identities ([`inlet_core::TableState::identities`]): the name now holds another relation,
+/// whose rows the target never had, so they must be loaded again. The identities become
+/// `now`'s, except a replaced table's, which keep the old ones until its load records the new
+/// one (see [`JoinLoad::with_identities`]): a restart before then finds it replaced again. A
+/// table with no recorded identity (a checkpoint of an earlier version, or the table's first
+/// start) takes today's. Tables not in `now` keep none.
+pub fn replaced_tables(tables: &mut TableStates, now: &[(TableId, String)]) -> Vec<TableId> {
     let mut replaced = Vec::new();
-    let mut kept = Vec::new();
+    let mut kept: Vec<(String, Vec<String>)> = Vec::with_capacity(now.len());
     for (id, identity) in now {
-        let name = table_fact(id).1;
-        match recorded.get(&name) {
-            Some(was) if !was.contains(identity) => {
-                replaced.push(id.clone());
-                kept.extend(was.iter().map(|w| identity_fact_of(w, &name)));
-            }
-            _ => kept.push(identity_fact_of(identity, &name)),
+        let name = id.to_string();
+        let was = tables
+            .get(&name)
+            .map(|t| t.identities.clone())
+            .unwrap_or_default();
+        if !was.is_empty() && !was.contains(identity) {
+            replaced.push(id.clone());
+            kept.push((name, was));
+        } else {
+            kept.push((name, vec![identity.clone()]));
         }
     }
-    facts.retain(|(k, _)| k != IDENTITY_FACT);
-    facts.extend(kept);
+    for state in tables.values_mut() {
+        state.identities.clear();
+    }
+    for (name, identities) in kept {
+        tables.entry(name).or_default().identities = identities;
+    }
     replaced
 }
 
-/// The checkpoint fact recording that `id`'s target holds the relation `identity`.
-pub fn identity_fact(id: &TableId, identity: &str) -> (String, String) {
-    identity_fact_of(identity, &table_fact(id).1)
+/// Records that the targets of `now`'s tables hold these relations (name, identity), and no
+/// others: nothing will load them again.
+pub fn record_identities(tables: &mut TableStates, now: &[(TableId, String)]) {
+    for state in tables.values_mut() {
+        state.identities.clear();
+    }
+    for (id, identity) in now {
+        tables.entry(id.to_string()).or_default().identities = vec![identity.clone()];
+    }
 }
 
-fn identity_fact_of(identity: &str, name: &str) -> (String, String) {
-    (IDENTITY_FACT.to_string(), format!("{identity} {name}"))
-}
-
-/// Checkpoint fact: `<position, hex> <table, JSON string>`, a name the source's log showed
-/// coming to hold another table (MySQL: a `RENAME TABLE` onto it, `CREATE TABLE` after a DROP)
-/// at that position. Until a load of the table that began after it ([`LOADED_AT_FACT`]), the
-/// target holds another table's rows under the name.
-pub const REPLACED_FACT: &str = "table_replaced_at";
-
-/// The checkpoint fact recording that `id` came to hold another table at `at`.
-pub fn replaced_fact(id: &TableId, at: Position) -> (String, String) {
-    (
-        REPLACED_FACT.to_string(),
-        format!("{:016X} {}", at.0, table_fact(id).1),
-    )
+/// Records that `id` came to hold another table at `at`
+/// ([`inlet_core::TableState::replaced_at`]).
+pub fn record_replaced(tables: &mut TableStates, id: &TableId, at: Position) {
+    let state = tables.entry(id.to_string()).or_default();
+    state.replaced_at = state.replaced_at.max(Some(at));
 }
 
 /// Whether `at`, where `id` came to hold another table, is after `id`'s latest load beside the
-/// stream (`facts`' [`LOADED_AT_FACT`]): a load holds the transactions that start before its
+/// stream (`tables`' `loaded_at`): a load holds the transactions that start before its
 /// position, as the stream's replay guard counts them.
-pub fn replaced_after_load(facts: &[(String, String)], id: &TableId, at: Position) -> bool {
-    loaded_at(facts, id).is_none_or(|loaded| at >= loaded)
+pub fn replaced_after_load(tables: &TableStates, id: &TableId, at: Position) -> bool {
+    loaded_at(tables, id).is_none_or(|loaded| at >= loaded)
 }
 
-/// Tables of `now` that `facts` record as replaced ([`REPLACED_FACT`]) after their latest load.
-pub fn replaced_since_load(facts: &[(String, String)], now: &[TableId]) -> Vec<TableId> {
+/// Tables of `now` that `tables` record as replaced after their latest load.
+pub fn replaced_since_load(tables: &TableStates, now: &[TableId]) -> Vec<TableId> {
     now.iter()
         .filter(|id| {
-            let name = table_fact(id).1;
-            facts
-                .iter()
-                .filter(|(k, _)| k == REPLACED_FACT)
-                .filter_map(|(_, v)| parse_loaded_at(v))
-                .any(|(at, n)| n == name && replaced_after_load(facts, id, at))
+            tables
+                .get(&id.to_string())
+                .and_then(|t| t.replaced_at)
+                .is_some_and(|at| replaced_after_load(tables, id, at))
         })
         .cloned()
         .collect()
@@ -220,23 +193,27 @@ pub fn replaced_since_load(facts: &[(String, String)], now: &[TableId]) -> Vec<T
 mod tests {
     use super::*;
 
+    fn loaded(tables: &mut TableStates, id: &TableId, at: u64) {
+        let state = tables.entry(id.to_string()).or_default();
+        state.loaded_at = state.loaded_at.max(Some(Position(at)));
+    }
+
     #[test]
     fn load_positions_round_trip_and_expire() {
         let a = TableId::new("public", "a b");
         let b = TableId::new("public", "b");
-        let mut facts = vec![
-            ("table".to_string(), "\"public.x\"".to_string()),
-            loaded_at_fact(&a, Position(0x10)),
-            loaded_at_fact(&a, Position(0x30)),
-            loaded_at_fact(&b, Position(0x20)),
-        ];
-        assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
-        assert_eq!(loaded_at(&facts, &b), Some(Position(0x20)));
-        assert_eq!(loaded_at(&facts, &TableId::new("public", "x")), None);
-        forget_loads_before(&mut facts, Position(0x20));
-        assert_eq!(loaded_at(&facts, &b), None);
-        assert_eq!(loaded_at(&facts, &a), Some(Position(0x30)));
-        assert_eq!(facts.len(), 2, "{facts:?}");
+        let mut tables = TableStates::new();
+        tables.entry("public.x".into()).or_default().captured = true;
+        loaded(&mut tables, &a, 0x10);
+        loaded(&mut tables, &a, 0x30);
+        loaded(&mut tables, &b, 0x20);
+        assert_eq!(loaded_at(&tables, &a), Some(Position(0x30)));
+        assert_eq!(loaded_at(&tables, &b), Some(Position(0x20)));
+        assert_eq!(loaded_at(&tables, &TableId::new("public", "x")), None);
+        forget_loads_before(&mut tables, Position(0x20));
+        assert_eq!(loaded_at(&tables, &b), None);
+        assert_eq!(loaded_at(&tables, &a), Some(Position(0x30)));
+        assert!(tables["public.x"].captured);
     }
 
     #[test]
@@ -246,48 +223,53 @@ mod tests {
             TableId::new("app", "b"),
             TableId::new("app", "c"),
         );
-        let mut facts = vec![
-            table_fact(&a),
-            table_fact(&b),
-            replaced_fact(&a, Position(0x40)),
-            replaced_fact(&b, Position(0x40)),
-            replaced_fact(&c, Position(0x40)),
-        ];
+        let mut tables = TableStates::new();
+        for id in [&a, &b] {
+            tables.entry(id.to_string()).or_default().captured = true;
+        }
+        for id in [&a, &b, &c] {
+            record_replaced(&mut tables, id, Position(0x40));
+        }
         let now = [a.clone(), b.clone()];
         assert_eq!(
-            replaced_since_load(&facts, &now),
+            replaced_since_load(&tables, &now),
             vec![a.clone(), b.clone()]
         );
         // b's load began after the swap: it holds the new table; a's began before it.
-        facts.push(loaded_at_fact(&a, Position(0x30)));
-        facts.push(loaded_at_fact(&b, Position(0x41)));
-        assert_eq!(replaced_since_load(&facts, &now), vec![a.clone()]);
-        assert!(replaced_after_load(&facts, &b, Position(0x41)));
-        assert!(!replaced_after_load(&facts, &b, Position(0x40)));
+        loaded(&mut tables, &a, 0x30);
+        loaded(&mut tables, &b, 0x41);
+        assert_eq!(replaced_since_load(&tables, &now), vec![a.clone()]);
+        assert!(replaced_after_load(&tables, &b, Position(0x41)));
+        assert!(!replaced_after_load(&tables, &b, Position(0x40)));
     }
 
     #[test]
     fn a_name_that_holds_another_relation_is_replaced_until_loaded() {
         let (a, b) = (TableId::new("public", "a"), TableId::new("public", "b"));
-        let mut facts = vec![table_fact(&a), table_fact(&b)];
+        let mut tables = TableStates::new();
+        for id in [&a, &b] {
+            tables.entry(id.to_string()).or_default().captured = true;
+        }
         let count =
-            |facts: &[(String, String)]| facts.iter().filter(|(k, _)| k == IDENTITY_FACT).count();
+            |tables: &TableStates| tables.values().map(|t| t.identities.len()).sum::<usize>();
         // The first start records identities and replaces nothing.
         let now = [(a.clone(), "10".to_string()), (b.clone(), "20".to_string())];
-        assert!(replaced_tables(&mut facts, &now).is_empty());
-        assert!(replaced_tables(&mut facts, &now).is_empty());
-        assert_eq!(count(&facts), 2);
+        assert!(replaced_tables(&mut tables, &now).is_empty());
+        assert!(replaced_tables(&mut tables, &now).is_empty());
+        assert_eq!(count(&tables), 2);
         // b swapped: replaced, and again at every start until its load records the new one.
         let now = [(a.clone(), "10".to_string()), (b.clone(), "21".to_string())];
-        assert_eq!(replaced_tables(&mut facts, &now), vec![b.clone()]);
-        assert_eq!(replaced_tables(&mut facts, &now), vec![b.clone()]);
-        assert!(facts.contains(&table_fact(&a)) && facts.contains(&table_fact(&b)));
-        // The load's facts come after the others in the checkpoint; then only the new one stays.
-        facts.push(identity_fact(&b, "21"));
-        assert!(replaced_tables(&mut facts, &now).is_empty());
-        assert_eq!(count(&facts), 2);
-        assert!(
-            facts.contains(&identity_fact(&b, "21")) && !facts.contains(&identity_fact(&b, "20"))
-        );
+        assert_eq!(replaced_tables(&mut tables, &now), vec![b.clone()]);
+        assert_eq!(replaced_tables(&mut tables, &now), vec![b.clone()]);
+        assert!(tables["public.a"].captured && tables["public.b"].captured);
+        // The load's identity comes after the others in the checkpoint; then only the new one
+        // stays.
+        let mut joined = TableStates::new();
+        joined.entry(b.to_string()).or_default().identities = vec!["21".into()];
+        merge_tables(&mut tables, &joined);
+        assert_eq!(tables["public.b"].identities, ["20", "21"]);
+        assert!(replaced_tables(&mut tables, &now).is_empty());
+        assert_eq!(count(&tables), 2);
+        assert_eq!(tables["public.b"].identities, ["21"]);
     }
 }

@@ -3,12 +3,13 @@
 //! loop and targets as PostgreSQL. The binlog position and GTID set live in the task checkpoint.
 
 use inlet_core::{
-    CaptureEvent, CheckStatus, Checkpoint, Position, TableChanges, TableId, TableSelection,
+    merge_tables, CaptureEvent, CheckStatus, Checkpoint, MysqlResume, Position, SourceResume,
+    TableChanges, TableId, TableSelection, TableStates,
 };
 use inlet_mysql::{
     discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
     CaptureOptions, ConsistentSnapshot, Flavor, MysqlConnector, MysqlError, MysqlGtidSet,
-    MysqlLoadSource, MysqlSourceConfig, MysqlTable, StartFrom, FILE_FACT, GTID_FACT, XA_FACT,
+    MysqlLoadSource, MysqlSourceConfig, MysqlTable, StartFrom,
 };
 use tokio::sync::watch;
 
@@ -18,7 +19,7 @@ use crate::load_pool::{LoadEnd, LoadPool};
 use crate::resync;
 use crate::sink::Target;
 use crate::state::{Phase, TaskState};
-use crate::stream::{self, table_fact, ChangeSource, Outputs, StreamEnd, TABLE_FACT};
+use crate::stream::{self, ChangeSource, Outputs, StreamEnd};
 use crate::JobError;
 
 /// Classifies a MySQL error: a connection that could not be made or broke may work on a retry;
@@ -128,7 +129,6 @@ async fn run_once(
     let flavor = Flavor::detect(&mut conn, &connector)
         .await
         .map_err(mysql_error)?;
-    let server_fact = (SERVER_FACT.to_string(), source_id.to_string());
     drop(conn);
 
     if !capture {
@@ -151,51 +151,43 @@ async fn run_once(
 
     let checkpoint = target.read_checkpoint(task).await?;
     // Set when the checkpoint is another server's: (its server_id, the GTID set resumed from).
-    let mut failover: Option<(String, String)> = None;
-    // The checkpoint's own binlog facts, which stay with its position while it is held.
-    let mut checkpoint_source_facts = Vec::new();
+    let mut failover: Option<(u64, String)> = None;
+    // The checkpoint's own resume facts and swaps, which stay with its position while it is
+    // held.
+    let mut checkpoint_held = Held::default();
     let (start, position, known, epoch, gtid_at_start) = match checkpoint {
         Some(cp) => {
-            checkpoint_source_facts = cp
-                .facts
-                .iter()
-                .filter(|(k, _)| {
-                    [
-                        FILE_FACT,
-                        GTID_FACT,
-                        inlet_mysql::FLAVOR_FACT,
-                        XA_FACT,
-                        join::REPLACED_FACT,
-                    ]
-                    .contains(&k.as_str())
-                })
+            let resume = cp
+                .source
+                .as_ref()
+                .and_then(SourceResume::mysql)
                 .cloned()
-                .collect();
-            let Some(file) = fact(&cp.facts, FILE_FACT) else {
+                .unwrap_or_default();
+            let Some(file) = resume.binlog_file.clone() else {
                 return Err(JobError::Failed(format!(
                     "the task checkpoint ({}) has no binlog file name: it was not written by a \
                      MySQL task. Delete it to start the task over",
                     target.checkpoint_location(task)
                 )));
             };
-            let gtid = fact(&cp.facts, GTID_FACT).filter(|g| !g.trim().is_empty());
+            let gtid = resume.gtid_set.clone().filter(|g| !g.trim().is_empty());
             let epoch = position_epoch(cp.position);
-            let known: Vec<(String, String)> = cp
-                .facts
-                .iter()
-                .filter(|(k, _)| {
-                    k == TABLE_FACT || k == join::LOADED_AT_FACT || k == resync::RESYNC_FACT
-                })
-                .cloned()
-                .collect();
-            match fact(&cp.facts, SERVER_FACT).filter(|was| *was != server_fact.1) {
+            // The swaps come from the capture at each flush (or from `checkpoint_held`).
+            let mut known = cp.tables.clone();
+            for state in known.values_mut() {
+                state.replaced_at = None;
+            }
+            checkpoint_held = Held {
+                resume: resume.clone(),
+                replaced: cp.tables,
+            };
+            match resume.server_id.filter(|was| *was != source_id) {
                 None => {
                     // An XA transaction prepared before the checkpoint and not yet committed:
                     // its rows are in its prepare, so the binlog is read again from there (the
                     // tables skip the transactions they hold).
-                    let from = fact(&cp.facts, XA_FACT)
-                        .and_then(|p| p.parse::<u64>().ok())
-                        .map(Position)
+                    let from = resume
+                        .xa_prepared_from
                         .filter(|p| *p < cp.position && position_epoch(*p) == epoch)
                         .unwrap_or(cp.position);
                     let at = BinlogPosition::from_position(from, &file);
@@ -204,18 +196,18 @@ async fn run_once(
                 }
                 Some(was) => {
                     let set = failover_gtid_set(
-                        &cp.facts,
+                        &resume,
                         gtid,
                         flavor,
                         epoch,
-                        (&was, &server_fact.1),
+                        (was, source_id),
                         &target.checkpoint_location(task),
                     )?;
                     let start = match flavor {
                         Flavor::MariaDb => StartFrom::MariaGtid(set.clone()),
                         Flavor::Mysql => StartFrom::MysqlGtid(set.clone()),
                     };
-                    tracing::warn!(was, now = %server_fact.1, gtid = %set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
+                    tracing::warn!(was, now = source_id, gtid = %set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
                     failover = Some((was, set));
                     (start, cp.position, known, epoch + 1, None)
                 }
@@ -250,21 +242,24 @@ async fn run_once(
             } else {
                 drop(snapshot);
             }
-            let known: Vec<(String, String)> =
-                tables.iter().map(|t| table_fact(&t.schema.id)).collect();
-            let mut facts = vec![(FILE_FACT.to_string(), point.binlog.file.clone())];
-            if let Some(g) = &point.gtid {
-                facts.push((GTID_FACT.to_string(), g.clone()));
+            let mut known = TableStates::new();
+            for t in &tables {
+                known.entry(t.schema.id.to_string()).or_default().captured = true;
             }
-            facts.push((
-                inlet_mysql::FLAVOR_FACT.to_string(),
-                point.flavor.as_str().to_string(),
-            ));
-            facts.extend(known.iter().cloned());
-            facts.push(server_fact.clone());
-            target
-                .write_checkpoint(task, &Checkpoint { position, facts })
-                .await?;
+            let resume = MysqlResume {
+                binlog_file: Some(point.binlog.file.clone()),
+                gtid_set: point.gtid.clone(),
+                flavor: Some(point.flavor.as_str().to_string()),
+                server_id: Some(source_id),
+                xa_prepared_from: None,
+            };
+            checkpoint_held.resume = resume.clone();
+            let first = Checkpoint {
+                position,
+                tables: known.clone(),
+                source: Some(SourceResume::Mysql(resume)),
+            };
+            target.write_checkpoint(task, &first).await?;
             (point.start(), position, known, 0, point.gtid.clone())
         }
     };
@@ -272,10 +267,9 @@ async fn run_once(
     // Names the binlog showed coming to hold another table (a table swap) since their last
     // load: the target holds the old table's rows, so they are loaded again like joining ones.
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let mut replaced = join::replaced_since_load(
-        &[checkpoint_source_facts.clone(), known.clone()].concat(),
-        &ids,
-    );
+    let mut recorded = known.clone();
+    merge_tables(&mut recorded, &checkpoint_held.replaced);
+    let mut replaced = join::replaced_since_load(&recorded, &ids);
     for id in &replaced {
         if config.task.mode == Mode::FullLoadAndCdc {
             tracing::warn!(table = %id, "the table's rows changed without row events (its name holds another table after a swap as gh-ost and pt-online-schema-change do, or DROP and CREATE; or a statement rewrote them: partition DDL, ADD COLUMN with a value, MODIFY; the capture logged which): it is loaded again beside the stream, and its target's rows are replaced");
@@ -291,7 +285,7 @@ async fn run_once(
     for id in resync::pending(&mut known, &ids) {
         if config.task.mode != Mode::FullLoadAndCdc {
             tracing::warn!(table = %id, "a resync of the table was asked, but task.mode = \"cdc\" loads no table: dropped");
-            known.retain(|(k, _)| k != resync::RESYNC_FACT);
+            resync::drop_requests(&mut known);
             continue;
         }
         tracing::warn!(table = %id, "resync: the table is loaded again beside the stream, its target's rows replaced; its changes from before the load are dropped, superseded by it");
@@ -319,11 +313,7 @@ async fn run_once(
         outputs.push(output);
     }
     // Loads beside earlier streams, which hold the swaps the binlog shows before them.
-    let loaded: Vec<(String, String)> = known
-        .iter()
-        .filter(|(k, _)| k == join::LOADED_AT_FACT)
-        .cloned()
-        .collect();
+    let loaded = known.clone();
     join::forget_loads_before(&mut known, position);
     if let Some((was, _)) = &failover {
         // A table written past the checkpoint holds transactions that only the old server's
@@ -370,22 +360,27 @@ async fn run_once(
         capture,
         checkpoint: target.checkpoint_location(task),
         by_gtid,
-        held_facts: join.as_ref().map(|_| checkpoint_source_facts),
+        server_id: source_id,
+        held: join.as_ref().map(|_| checkpoint_held),
         loaded,
         join,
-        joined: Vec::new(),
+        joined: TableStates::new(),
         task: task.to_string(),
     };
     state.durable(source.show(position));
-    // The source's own facts (binlog file, GTID set, flavor) come from the capture at each
-    // flush; the loop carries the tables the task has.
+    // The source's own facts (binlog file, GTID set, flavor, server) and the swaps come from
+    // the capture at each flush; the loop carries the tables the task has.
     let out = Outputs {
         tables: tables.iter().map(|t| t.schema.id.to_string()).collect(),
         outputs,
         target: &target,
         task,
         state,
-        facts: known.into_iter().chain([server_fact]).collect(),
+        checkpoint: Checkpoint {
+            position,
+            tables: known,
+            source: None,
+        },
         hold,
     };
     stream::follow(source, out, position, &config.cdc, shutdown).await
@@ -407,7 +402,7 @@ async fn join_new_tables(
     target: &Target,
     tables: &[MysqlTable],
     replaced: &[TableId],
-    known: &mut Vec<(String, String)>,
+    known: &mut TableStates,
     epoch: u8,
 ) -> Result<Option<JoinLoad>, JobError> {
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
@@ -426,7 +421,9 @@ async fn join_new_tables(
         .collect();
     if config.task.mode != Mode::FullLoadAndCdc {
         tracing::info!(tables = ?names, "new tables join the task; mode cdc: their changes are captured from the checkpoint on");
-        known.extend(new.iter().map(|&i| table_fact(&ids[i])));
+        for &i in &new {
+            known.entry(ids[i].to_string()).or_default().captured = true;
+        }
         return Ok(None);
     }
     tracing::info!(tables = ?names, "new tables join the task: loading them beside the stream");
@@ -462,13 +459,6 @@ async fn join_new_tables(
         )
         .await
     })))
-}
-
-/// Checkpoint fact: the `@@server_id` of the server whose binlog positions the checkpoint holds.
-const SERVER_FACT: &str = "mysql.server_id";
-
-fn fact(facts: &[(String, String)], key: &str) -> Option<String> {
-    facts.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
 /// The server cannot send the binlog from where the task resumes (error 1236), the MySQL form
@@ -514,11 +504,11 @@ fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> Job
 /// checkpoint's server_id, then this one's): the checkpoint's, which both servers share if one
 /// replicated the other.
 fn failover_gtid_set(
-    facts: &[(String, String)],
+    resume: &MysqlResume,
     gtid: Option<String>,
     flavor: Flavor,
     epoch: u8,
-    servers: (&str, &str),
+    servers: (u64, u64),
     checkpoint: &str,
 ) -> Result<String, JobError> {
     let (was, now) = servers;
@@ -527,8 +517,8 @@ fn failover_gtid_set(
             "the task checkpoint ({checkpoint}) holds a binlog position of the server with \
              server_id {was}, but source.url now reaches server_id {now}, and {why}. Point \
              source.url back at that server, or delete the checkpoint to run a new full load \
-             from this one (if this is the same server with a new server_id, remove the \
-             {SERVER_FACT} line from the checkpoint instead)"
+             from this one (if this is the same server with a new server_id, remove \
+             \"server_id\" from the checkpoint's \"source\" instead)"
         ))
     };
     let Some(set) = gtid else {
@@ -538,7 +528,7 @@ fn failover_gtid_set(
                 .into(),
         ));
     };
-    let was_flavor = fact(facts, inlet_mysql::FLAVOR_FACT).unwrap_or_default();
+    let was_flavor = resume.flavor.clone().unwrap_or_default();
     if !was_flavor.is_empty() && was_flavor != flavor.as_str() {
         return Err(refuse(format!(
             "that server was {was_flavor} while this one is {}: their GTIDs do not match",
@@ -562,20 +552,30 @@ fn failover_gtid_set(
     Ok(set)
 }
 
+/// What a checkpoint held at its position (while tables load beside the stream) keeps of the
+/// checkpoint read at the start: its resume facts, and the swaps it recorded (`replaced_at`).
+#[derive(Default)]
+struct Held {
+    resume: MysqlResume,
+    replaced: TableStates,
+}
+
 /// The binlog capture as the stream loop drives it.
 struct MysqlSource {
     capture: BinlogCapture,
     checkpoint: String,
     /// The GTID set the stream started from, when it resumed on another server.
     by_gtid: Option<String>,
+    /// The `@@server_id` of the server the stream reads, recorded in every checkpoint.
+    server_id: u64,
     /// Tables loading beside the stream.
     join: Option<JoinLoad>,
-    /// Checkpoint facts of tables whose load beside the stream finished.
-    joined: Vec<(String, String)>,
-    /// While a join holds the checkpoint at its position, the binlog facts that go with it.
-    held_facts: Option<Vec<(String, String)>>,
-    /// The checkpoint's loads beside earlier streams ([`join::LOADED_AT_FACT`]).
-    loaded: Vec<(String, String)>,
+    /// What the checkpoint records of tables whose load beside the stream finished.
+    joined: TableStates,
+    /// While a join holds the checkpoint at its position, what goes with that position.
+    held: Option<Held>,
+    /// The checkpoint's loads beside earlier streams (`loaded_at`).
+    loaded: TableStates,
     /// The task's name, whose resyncs asked through the HTTP endpoint end this stream.
     task: String,
 }
@@ -630,32 +630,38 @@ impl ChangeSource for MysqlSource {
     fn reset_buffered_bytes(&mut self) {
         self.capture.reset_buffered_bytes()
     }
-    fn checkpoint_facts(&self) -> Vec<(String, String)> {
-        let mut facts = match &self.held_facts {
-            Some(held) => held.clone(),
+    fn fill_checkpoint(&self, checkpoint: &mut Checkpoint) {
+        let mut resume = match &self.held {
+            Some(held) => {
+                for (name, state) in &held.replaced {
+                    if let Some(at) = state.replaced_at {
+                        let recorded = checkpoint.table(name);
+                        recorded.replaced_at = recorded.replaced_at.max(Some(at));
+                    }
+                }
+                held.resume.clone()
+            }
             None => {
-                let mut facts = self.capture.checkpoint_facts();
                 // A swap stays in the checkpoint until the next start loads the table again,
                 // unless a load that began after it (read again from an older checkpoint)
                 // holds the new table already.
-                facts.extend(
-                    self.capture
-                        .replaced_tables()
-                        .iter()
-                        .filter(|(id, at)| join::replaced_after_load(&self.loaded, id, *at))
-                        .map(|(id, at)| join::replaced_fact(id, *at)),
-                );
-                facts
+                for (id, at) in self.capture.replaced_tables() {
+                    if join::replaced_after_load(&self.loaded, id, *at) {
+                        join::record_replaced(&mut checkpoint.tables, id, *at);
+                    }
+                }
+                self.capture.resume()
             }
         };
-        facts.extend(self.joined.iter().cloned());
-        facts
+        resume.server_id = Some(self.server_id);
+        checkpoint.source = Some(SourceResume::Mysql(resume));
+        merge_tables(&mut checkpoint.tables, &self.joined);
     }
-    fn facts_changed(&self) -> bool {
+    fn checkpoint_changed(&self) -> bool {
         !self.joined.is_empty()
     }
     fn show(&self, position: Position) -> String {
-        let file = fact(&self.capture.checkpoint_facts(), FILE_FACT).unwrap_or_default();
+        let file = self.capture.resume().binlog_file.unwrap_or_default();
         let at = BinlogPosition::from_position(position, &file);
         format!("{}:{}", at.file, at.offset)
     }

@@ -11,10 +11,11 @@
 //! load's position ([`crate::join::loaded_at`]), so they are dropped instead of stopping the
 //! task.
 //!
-//! A resync is a checkpoint fact ([`RESYNC_FACT`]): written by `inlet resync` into a stopped
+//! A resync is recorded in the checkpoint (the table's [`inlet_core::TableState::resync_at`]):
+//! written by `inlet resync` into a stopped
 //! task's checkpoint, or by the running task itself when asked through its HTTP endpoint
 //! (`POST /tasks/{task}/tables/{table}/resync`, see [`ask`]). The task's next start loads the
-//! table beside the stream and keeps the fact until a load that began after the request is
+//! table beside the stream and keeps the request until a load that began after it is
 //! recorded, so a crash during the load leaves the old copy in place and the reload starts
 //! again.
 
@@ -22,18 +23,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
-use inlet_core::{Checkpoint, Position, TableId, TableSelection};
+use inlet_core::{Checkpoint, Position, TableId, TableSelection, TableStates};
 
 use crate::config::{self, Mode, TaskConfig};
-use crate::join::{self, parse_loaded_at};
+use crate::join;
 use crate::sink::Target;
-use crate::stream::{table_fact, TABLE_FACT};
 use crate::JobError;
-
-/// Checkpoint fact: `<position, hex> <table, JSON string>`, a reload of the table asked for when
-/// the checkpoint was at that position. Pending until a load beside the stream at or after it
-/// ([`join::LOADED_AT_FACT`]).
-pub const RESYNC_FACT: &str = "table_resync";
 
 /// Stands for the task file in messages written where it is not known (the task engine); the
 /// CLI puts the path of the file it was given in its place.
@@ -49,52 +44,44 @@ pub fn hint(table: &impl std::fmt::Display) -> String {
     )
 }
 
-fn fact_of(name_json: &str, at: Position) -> (String, String) {
-    (
-        RESYNC_FACT.to_string(),
-        format!("{:016X} {name_json}", at.0),
-    )
-}
-
-/// Records in `facts` (of a checkpoint at `position`) that `id` must be loaded again. The
+/// Records in `tables` (of a checkpoint at `position`) that `id` must be loaded again. The
 /// position is past any load of the table the checkpoint still records, so only a new load
 /// counts as the reload.
-pub fn request(facts: &mut Vec<(String, String)>, id: &TableId, position: Position) {
-    let name = table_fact(id).1;
-    let at = join::loaded_at(facts, id).map_or(position, |loaded| {
+pub fn request(tables: &mut TableStates, id: &TableId, position: Position) {
+    let at = join::loaded_at(tables, id).map_or(position, |loaded| {
         Position(loaded.0.saturating_add(1)).max(position)
     });
-    facts.retain(|(k, v)| k != RESYNC_FACT || parse_loaded_at(v).is_none_or(|(_, n)| n != name));
-    facts.push(fact_of(&name, at));
+    tables.entry(id.to_string()).or_default().resync_at = Some(at);
 }
 
-/// Tables of `now` whose reload is pending. The facts of reloads that are done (a load at or
-/// after the request is recorded) and of tables the task no longer has leave `facts`.
-pub fn pending(facts: &mut Vec<(String, String)>, now: &[TableId]) -> Vec<TableId> {
-    let names: Vec<(String, &TableId)> = now.iter().map(|id| (table_fact(id).1, id)).collect();
-    let loads = facts.clone();
+/// Tables of `now` whose reload is pending. The requests of reloads that are done (a load at
+/// or after the request is recorded) and of tables the task no longer has leave `tables`.
+pub fn pending(tables: &mut TableStates, now: &[TableId]) -> Vec<TableId> {
     let mut out: Vec<TableId> = Vec::new();
-    facts.retain(|(k, v)| {
-        if k != RESYNC_FACT {
-            return true;
-        }
-        let Some((at, name)) = parse_loaded_at(v) else {
-            return false;
+    for (name, state) in tables.iter_mut() {
+        let Some(at) = state.resync_at else {
+            continue;
         };
-        let Some((_, id)) = names.iter().find(|(n, _)| n == name) else {
+        let Some(id) = now.iter().find(|id| id.to_string() == *name) else {
             tracing::warn!(table = %name, "a table to resync is no longer in the source or the selection; its resync is dropped");
-            return false;
+            state.resync_at = None;
+            continue;
         };
-        if join::loaded_at(&loads, id).is_some_and(|loaded| loaded >= at) {
+        if state.loaded_at.is_some_and(|loaded| loaded >= at) {
             tracing::info!(table = %id, "the table's resync is done: it was loaded again beside the stream");
-            return false;
+            state.resync_at = None;
+            continue;
         }
-        if !out.contains(id) {
-            out.push((*id).clone());
-        }
-        true
-    });
+        out.push(id.clone());
+    }
     out
+}
+
+/// Drops every pending reload request of `tables` (a task that loads no table).
+pub fn drop_requests(tables: &mut TableStates) {
+    for state in tables.values_mut() {
+        state.resync_at = None;
+    }
 }
 
 /// Resyncs asked of running tasks through the HTTP endpoint, by task name: the task's stream
@@ -120,14 +107,9 @@ pub fn is_asked(task: &str) -> bool {
     map.get(task).is_some_and(|t| !t.is_empty())
 }
 
-/// Takes the resyncs asked of `task`, as reload requests recorded in `facts` (of a checkpoint
+/// Takes the resyncs asked of `task`, as reload requests recorded in `tables` (of a checkpoint
 /// at `position`), for the tables of `now`.
-pub fn take_asked(
-    task: &str,
-    facts: &mut Vec<(String, String)>,
-    now: &[TableId],
-    position: Position,
-) {
+pub fn take_asked(task: &str, tables: &mut TableStates, now: &[TableId], position: Position) {
     let names = {
         let mut map = asked().lock().unwrap_or_else(|p| p.into_inner());
         map.remove(task).unwrap_or_default()
@@ -136,7 +118,7 @@ pub fn take_asked(
         match now.iter().find(|id| id.to_string() == name) {
             Some(id) => {
                 tracing::info!(table = %id, "resync asked through the HTTP endpoint: the table is loaded again beside the stream");
-                request(facts, id, position);
+                request(tables, id, position);
             }
             None => {
                 tracing::warn!(table = %name, "resync asked through the HTTP endpoint for a table the task no longer has; ignored")
@@ -145,12 +127,12 @@ pub fn take_asked(
     }
 }
 
-/// The tables a checkpoint names ([`TABLE_FACT`]), as `schema.table`.
+/// The tables a checkpoint records as captured, as `schema.table`.
 fn checkpoint_tables(cp: &Checkpoint) -> Vec<String> {
-    cp.facts
+    cp.tables
         .iter()
-        .filter(|(k, _)| k == TABLE_FACT)
-        .filter_map(|(_, v)| serde_json::from_str::<String>(v).ok())
+        .filter(|(_, t)| t.captured)
+        .map(|(name, _)| name.clone())
         .collect()
 }
 
@@ -286,12 +268,13 @@ pub async fn run(
         )));
     };
     for t in &tables {
-        // Split anywhere: the fact holds the name as `schema.table`, as the checkpoint spells it.
+        // Split anywhere: the request is recorded under `schema.table`, as the checkpoint
+        // spells it.
         let id = match t.split_once('.') {
             Some((s, n)) => TableId::new(s, n),
             None => TableId::new("", t.as_str()),
         };
-        request(&mut cp.facts, &id, cp.position);
+        request(&mut cp.tables, &id, cp.position);
     }
     target.write_checkpoint(task, &cp).await?;
     Ok(Resynced::Recorded(tables))
@@ -304,31 +287,35 @@ mod tests {
     #[test]
     fn a_resync_is_pending_until_a_load_after_it() {
         let (a, b) = (TableId::new("public", "a"), TableId::new("public", "b"));
-        let loaded = |id: &TableId, at: u64| {
-            (
-                join::LOADED_AT_FACT.to_string(),
-                format!("{at:016X} {}", table_fact(id).1),
-            )
+        let loaded = |tables: &mut TableStates, id: &TableId, at: u64| {
+            tables.entry(id.to_string()).or_default().loaded_at = Some(Position(at));
         };
+        let requests =
+            |tables: &TableStates| tables.values().filter(|t| t.resync_at.is_some()).count();
         // a loaded beside the stream at 0x50, before the checkpoint passed it.
-        let mut facts = vec![table_fact(&a), table_fact(&b), loaded(&a, 0x50)];
-        request(&mut facts, &a, Position(0x40));
-        request(&mut facts, &b, Position(0x40));
-        request(&mut facts, &b, Position(0x40));
+        let mut tables = TableStates::new();
+        for id in [&a, &b] {
+            tables.entry(id.to_string()).or_default().captured = true;
+        }
+        loaded(&mut tables, &a, 0x50);
+        request(&mut tables, &a, Position(0x40));
+        request(&mut tables, &b, Position(0x40));
+        request(&mut tables, &b, Position(0x40));
         let now = [a.clone(), b.clone()];
         // The earlier load of a does not count: the request is past it.
         assert_eq!(
-            pending(&mut facts.clone(), &now),
+            pending(&mut tables.clone(), &now),
             vec![a.clone(), b.clone()]
         );
-        assert_eq!(facts.iter().filter(|(k, _)| k == RESYNC_FACT).count(), 2);
-        // b's reload began at 0x60: done, its fact leaves; a's is still to come.
-        facts.push(loaded(&b, 0x60));
-        assert_eq!(pending(&mut facts, &now), vec![a.clone()]);
-        assert_eq!(facts.iter().filter(|(k, _)| k == RESYNC_FACT).count(), 1);
+        assert_eq!(requests(&tables), 2);
+        assert_eq!(tables["public.a"].resync_at, Some(Position(0x51)));
+        // b's reload began at 0x60: done, its request leaves; a's is still to come.
+        loaded(&mut tables, &b, 0x60);
+        assert_eq!(pending(&mut tables, &now), vec![a.clone()]);
+        assert_eq!(requests(&tables), 1);
         // A table the task no longer has drops its request.
-        assert!(pending(&mut facts, std::slice::from_ref(&b)).is_empty());
-        assert!(!facts.iter().any(|(k, _)| k == RESYNC_FACT));
+        assert!(pending(&mut tables, std::slice::from_ref(&b)).is_empty());
+        assert_eq!(requests(&tables), 0);
     }
 
     #[test]

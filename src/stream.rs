@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, Checkpoint, Position, TableChanges, TableId};
+use inlet_core::{CaptureEvent, Checkpoint, Position, TableChanges, TableId, TableStates};
 use tokio::sync::watch;
 
 use crate::config::CdcConfig;
@@ -30,11 +30,13 @@ pub trait ChangeSource {
     fn buffered_rows(&self) -> usize;
     fn buffered_bytes(&self) -> usize;
     fn reset_buffered_bytes(&mut self);
-    /// Facts the checkpoint must carry for a restart at `position` (e.g. a GTID set).
-    fn checkpoint_facts(&self) -> Vec<(String, String)>;
-    /// Whether [`ChangeSource::checkpoint_facts`] changed in a way the next flush must write
-    /// even if the position did not move (a table finished loading beside the stream).
-    fn facts_changed(&self) -> bool {
+    /// Adds what the source knows to `checkpoint` (which holds what the task carries) for a
+    /// restart at its position: the source's resume facts (e.g. a GTID set) and the state of
+    /// tables that joined.
+    fn fill_checkpoint(&self, checkpoint: &mut Checkpoint);
+    /// Whether what [`ChangeSource::fill_checkpoint`] adds changed in a way the next flush must
+    /// write even if the position did not move (a table finished loading beside the stream).
+    fn checkpoint_changed(&self) -> bool {
         false
     }
     /// A position as the source spells it, for logs and `/status`.
@@ -50,43 +52,35 @@ pub struct Outputs<'a> {
     pub target: &'a Target,
     pub task: &'a str,
     pub state: &'a TaskState,
-    /// Carried into every checkpoint, besides the source's own.
-    pub facts: Vec<(String, String)>,
+    /// Carried into every checkpoint (its position aside), before the source adds its own
+    /// ([`ChangeSource::fill_checkpoint`]).
+    pub checkpoint: Checkpoint,
     /// The checkpoint and the source's acknowledgement stay at or below this position (while a
     /// table loads beside the stream, so that the stream can start again from here for it).
     pub hold: Option<Position>,
 }
 
-/// Checkpoint fact naming a table the task has loaded (or captures from its start), so that a
-/// table selected later is recognised as new and loaded before it streams.
-pub const TABLE_FACT: &str = "table";
-
-/// The checkpoint fact of table `id`.
-pub fn table_fact(id: &TableId) -> (String, String) {
-    // JSON quoting keeps a table name with odd characters on one line of the checkpoint.
-    let name = serde_json::to_string(&id.to_string()).unwrap_or_default();
-    (TABLE_FACT.to_string(), name)
-}
-
-/// Reconciles the tables a checkpoint names (`facts`) with the tables the task has `now`:
-/// returns the indices in `now` of tables that join (not named). Tables named but gone from the
-/// source or the selection leave `facts`; their targets keep what they had. A checkpoint naming
-/// no tables (written by an earlier version) counts every table as known and gets them all.
-pub fn joining_tables(facts: &mut Vec<(String, String)>, now: &[TableId]) -> Vec<usize> {
-    let now: Vec<(String, String)> = now.iter().map(table_fact).collect();
-    if !facts.iter().any(|(k, _)| k == TABLE_FACT) {
-        facts.extend(now);
+/// Reconciles the tables a checkpoint records as captured ([`inlet_core::TableState::captured`])
+/// with the tables the task has `now`: returns the indices in `now` of tables that join (not
+/// captured). Tables captured but gone from the source or the selection are no longer; their
+/// targets keep what they had. A checkpoint capturing no tables (written by an early version)
+/// counts every table as known and gets them all.
+pub fn joining_tables(tables: &mut TableStates, now: &[TableId]) -> Vec<usize> {
+    let now: Vec<String> = now.iter().map(ToString::to_string).collect();
+    if !tables.values().any(|t| t.captured) {
+        for name in &now {
+            tables.entry(name.clone()).or_default().captured = true;
+        }
         return Vec::new();
     }
-    facts.retain(|f| {
-        let stays = f.0 != TABLE_FACT || now.contains(f);
-        if !stays {
-            tracing::warn!(table = %f.1, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
+    for (name, state) in tables.iter_mut() {
+        if state.captured && !now.contains(name) {
+            tracing::warn!(table = %name, "a table of the task is no longer in the source (dropped or renamed) or the selection; its target keeps the rows it had");
+            state.captured = false;
         }
-        stays
-    });
+    }
     (0..now.len())
-        .filter(|&i| !facts.contains(&now[i]))
+        .filter(|&i| !tables.get(&now[i]).is_some_and(|t| t.captured))
         .collect()
 }
 
@@ -238,15 +232,14 @@ impl<S: ChangeSource> Stream<'_, S> {
         // A table still holding parts of an open transaction has not made everything up to
         // `seen` durable: the checkpoint and the source wait for it.
         let upto = self.checkpoint_target();
-        if (upto > self.durable || self.source.facts_changed()) && !held {
+        if (upto > self.durable || self.source.checkpoint_changed()) && !held {
             let written = Instant::now();
             self.out.state.observe_flush(written - started);
-            let mut facts = self.out.facts.clone();
-            facts.extend(self.source.checkpoint_facts());
-            let checkpoint = Checkpoint {
+            let mut checkpoint = Checkpoint {
                 position: upto,
-                facts,
+                ..self.out.checkpoint.clone()
             };
+            self.source.fill_checkpoint(&mut checkpoint);
             self.out
                 .target
                 .write_checkpoint(self.out.task, &checkpoint)

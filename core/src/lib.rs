@@ -24,7 +24,10 @@ pub use change::{
     OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,
 };
 pub use check::{CheckStatus, Prerequisite};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{
+    merge_tables, Checkpoint, ColumnRecord, MysqlResume, PostgresResume, SlotCreator, SourceResume,
+    StorageRecord, TableState, TableStates, CHECKPOINT_VERSION,
+};
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use portable::{
     portable_array, portable_batch, portable_field, portable_schema, portable_table, portable_type,

@@ -5,27 +5,21 @@
 //! loaded again beside the stream ([`crate::resync`]).
 //!
 //! The columns with such catalog-only values are recorded per table in the checkpoint
-//! ([`DEFAULTS_FACT`]), so one added while the task was stopped, or killed before it noticed,
+//! ([`inlet_core::TableState::unwritten_defaults`]), so one added while the task was stopped, or killed before it noticed,
 //! is found at the next start, not only one the poller sees appear while the task streams.
 
 use std::collections::BTreeSet;
 
-use inlet_core::TableId;
-
-use crate::stream::table_fact;
-
-/// Checkpoint fact: `<table, JSON string> <columns, JSON array>`, the table's columns whose older
-/// rows read a default the server never wrote, as of the table's last load or start.
-pub(super) const DEFAULTS_FACT: &str = "table_unwritten_defaults";
+use inlet_core::{TableId, TableStates};
 
 /// The captured tables (`tables`) that have a column with catalog-only values (`now`, as
-/// `columns_with_unwritten_defaults` reads them) that `facts` did not record: added since. A
+/// `columns_with_unwritten_defaults` reads them) that `recorded` did not record: added since. A
 /// table without a record (one that just joined, or a checkpoint of an earlier version) is
 /// recorded, not reported: its load read the values. So is a table in `loading` (loaded again
 /// anyway, e.g. swapped: its name holds another relation, whose columns are its own, not
-/// added). `facts` then records `now`.
+/// added). `recorded` then records `now` for `tables`, and nothing for other tables.
 pub(super) fn added_since(
-    facts: &mut Vec<(String, String)>,
+    recorded: &mut TableStates,
     now: &[(TableId, String)],
     tables: &[TableId],
     loading: &[TableId],
@@ -33,28 +27,28 @@ pub(super) fn added_since(
     let mut added = Vec::new();
     let mut records = Vec::with_capacity(tables.len());
     for id in tables {
-        let name = table_fact(id).1;
-        let columns: BTreeSet<&str> = now
+        let name = id.to_string();
+        let columns: BTreeSet<String> = now
             .iter()
             .filter(|(t, _)| t == id)
-            .map(|(_, c)| c.as_str())
+            .map(|(_, c)| c.clone())
             .collect();
-        let recorded = facts.iter().find_map(|(k, v)| {
-            let (table, columns) = v.split_once(' ')?;
-            (k == DEFAULTS_FACT && table == name)
-                .then(|| serde_json::from_str::<BTreeSet<String>>(columns).ok())
-                .flatten()
-        });
-        if let Some(recorded) = recorded.filter(|_| !loading.contains(id)) {
-            if columns.iter().any(|c| !recorded.contains(*c)) {
+        let was = recorded
+            .get(&name)
+            .and_then(|t| t.unwritten_defaults.as_ref());
+        if let Some(was) = was.filter(|_| !loading.contains(id)) {
+            if columns.iter().any(|c| !was.contains(c)) {
                 added.push(id.clone());
             }
         }
-        let list = serde_json::to_string(&columns).unwrap_or_else(|_| "[]".to_string());
-        records.push((DEFAULTS_FACT.to_string(), format!("{name} {list}")));
+        records.push((name, columns));
     }
-    facts.retain(|(k, _)| k != DEFAULTS_FACT);
-    facts.extend(records);
+    for state in recorded.values_mut() {
+        state.unwritten_defaults = None;
+    }
+    for (name, columns) in records {
+        recorded.entry(name).or_default().unwritten_defaults = Some(columns);
+    }
     added
 }
 
@@ -67,11 +61,18 @@ mod tests {
         let t = TableId::new("public", "t");
         let u = TableId::new("public", "u");
         let tables = [t.clone(), u.clone()];
-        let mut facts = vec![("other".to_string(), "x".to_string())];
+        let mut facts = TableStates::new();
+        facts.entry("public.other".into()).or_default().captured = true;
         // First start: nothing recorded; both tables are recorded, none reported.
         let now = vec![(t.clone(), "a".to_string())];
         assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
-        assert_eq!(facts.len(), 3);
+        assert_eq!(
+            facts
+                .values()
+                .filter(|t| t.unwritten_defaults.is_some())
+                .count(),
+            2
+        );
         // The same columns again: nothing.
         assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
         // A column of u and another of t appear.
@@ -91,6 +92,8 @@ mod tests {
         let now = vec![(u.clone(), "d".to_string())];
         assert!(added_since(&mut facts, &now, &tables, std::slice::from_ref(&u)).is_empty());
         assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
-        assert_eq!(facts[0], ("other".to_string(), "x".to_string()));
+        assert!(
+            facts["public.other"].captured && facts["public.other"].unwritten_defaults.is_none()
+        );
     }
 }

@@ -22,21 +22,12 @@
 //! loaded again, which costs a load but leaves the target exact.
 //!
 //! Each captured table's relfilenode and columns are recorded in the checkpoint
-//! ([`STORAGE_FACT`]), so a rewrite done while the task was stopped, or killed before the
+//! ([`inlet_core::TableState::storage`]), so a rewrite done while the task was stopped, or killed before the
 //! poller noticed, is found at the next start. The captured tables are the ordinary tables
 //! (`relkind = 'r'`), partitions included, each with its own file: `ALTER TABLE parent ALTER
 //! COLUMN … TYPE` rewrites every partition, and each captured partition is loaded again.
 
-use std::collections::HashMap;
-
-use inlet_core::TableId;
-
-use crate::stream::table_fact;
-
-/// Checkpoint fact: `<relfilenode> <columns> <table, JSON string>`, the table's storage as of
-/// its last load or start; `<columns>` is `attnum:xmin:atttypid:atttypmod:atthasmissing(0|1)`
-/// for each column, comma-separated (`-` for none).
-pub(super) const STORAGE_FACT: &str = "table_storage";
+use inlet_core::{ColumnRecord, StorageRecord, TableId, TableStates};
 
 /// One column as the catalog holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,52 +52,41 @@ pub(super) struct Storage {
 }
 
 impl Storage {
-    fn record(&self) -> String {
-        let columns: Vec<String> = self
-            .columns
-            .iter()
-            .map(|c| {
-                format!(
-                    "{}:{}:{}:{}:{}",
-                    c.num,
-                    c.xmin,
-                    c.type_id,
-                    c.typmod,
-                    u8::from(c.missing)
-                )
-            })
-            .collect();
-        let columns = if columns.is_empty() {
-            "-".to_string()
-        } else {
-            columns.join(",")
-        };
-        format!("{} {columns}", self.filenode)
+    /// What the checkpoint records of it (the names are for messages only).
+    fn record(&self) -> StorageRecord {
+        StorageRecord {
+            filenode: self.filenode,
+            columns: self
+                .columns
+                .iter()
+                .map(|c| ColumnRecord {
+                    num: c.num,
+                    xmin: c.xmin,
+                    type_id: c.type_id,
+                    typmod: c.typmod,
+                    missing: c.missing,
+                })
+                .collect(),
+        }
     }
 
-    fn parse(filenode: &str, columns: &str) -> Option<Self> {
-        let filenode = filenode.parse().ok()?;
-        let columns = if columns == "-" {
-            Vec::new()
-        } else {
-            columns
-                .split(',')
-                .map(|c| {
-                    let mut f = c.split(':');
-                    let column = Column {
-                        num: f.next()?.parse().ok()?,
-                        xmin: f.next()?.parse().ok()?,
-                        type_id: f.next()?.parse().ok()?,
-                        typmod: f.next()?.parse().ok()?,
-                        missing: f.next()? == "1",
-                        name: String::new(),
-                        type_name: String::new(),
-                    };
-                    f.next().is_none().then_some(column)
+    fn from_record(record: &StorageRecord) -> Self {
+        Self {
+            filenode: record.filenode,
+            columns: record
+                .columns
+                .iter()
+                .map(|c| Column {
+                    num: c.num,
+                    xmin: c.xmin,
+                    type_id: c.type_id,
+                    typmod: c.typmod,
+                    missing: c.missing,
+                    name: String::new(),
+                    type_name: String::new(),
                 })
-                .collect::<Option<Vec<_>>>()?
-        };
-        Some(Self { filenode, columns })
+                .collect(),
+        }
     }
 
     /// Why going from `was` to `self` changed stored values that no change carried, or None:
@@ -196,49 +176,43 @@ pub(super) async fn read(
 }
 
 /// The captured tables (`tables`) whose storage `now` (as [`read`] reads it) was rewritten
-/// with new values since `facts` recorded it, each with the cause. A table without a record
+/// with new values since `recorded` recorded it, each with the cause. A table without a record
 /// (one that just joined, or a checkpoint of an earlier version) is recorded, not reported: its
 /// load read the values. So is a table in `loading` (loaded again anyway, e.g. swapped: its
-/// name holds another relation). `facts` then records `now`.
+/// name holds another relation). `recorded` then records `now` for `tables`, and nothing for
+/// other tables.
 pub(super) fn rewritten_since(
-    facts: &mut Vec<(String, String)>,
+    recorded: &mut TableStates,
     now: &[(TableId, Storage)],
     tables: &[TableId],
     loading: &[TableId],
 ) -> Vec<(TableId, String)> {
-    let recorded: HashMap<String, Storage> = facts
-        .iter()
-        .filter(|(k, _)| k == STORAGE_FACT)
-        .filter_map(|(_, v)| {
-            let mut f = v.splitn(3, ' ');
-            let (filenode, columns, name) = (f.next()?, f.next()?, f.next()?);
-            Some((name.to_string(), Storage::parse(filenode, columns)?))
-        })
-        .collect();
     let mut rewritten = Vec::new();
     let mut records = Vec::with_capacity(tables.len());
     for id in tables {
-        let name = table_fact(id).1;
+        let name = id.to_string();
+        let was = recorded.get(&name).and_then(|t| t.storage.as_ref());
         let Some((_, storage)) = now.iter().find(|(t, _)| t == id) else {
             // Not an ordinary table at this moment (dropped, or swapped mid-query): its
             // record stays for the next look.
-            if let Some(was) = recorded.get(&name) {
-                records.push((STORAGE_FACT.to_string(), format!("{} {name}", was.record())));
+            if let Some(was) = was {
+                records.push((name, was.clone()));
             }
             continue;
         };
-        if let Some(was) = recorded.get(&name).filter(|_| !loading.contains(id)) {
-            if let Some(cause) = storage.rewrite_cause(was) {
+        if let Some(was) = was.filter(|_| !loading.contains(id)) {
+            if let Some(cause) = storage.rewrite_cause(&Storage::from_record(was)) {
                 rewritten.push((id.clone(), cause));
             }
         }
-        records.push((
-            STORAGE_FACT.to_string(),
-            format!("{} {name}", storage.record()),
-        ));
+        records.push((name, storage.record()));
     }
-    facts.retain(|(k, _)| k != STORAGE_FACT);
-    facts.extend(records);
+    for state in recorded.values_mut() {
+        state.storage = None;
+    }
+    for (name, record) in records {
+        recorded.entry(name).or_default().storage = Some(record);
+    }
     rewritten
 }
 
@@ -310,14 +284,15 @@ mod tests {
         let t = TableId::new("public", "t");
         let u = TableId::new("public", "u v");
         let tables = [t.clone(), u.clone()];
-        let mut facts = vec![("other".to_string(), "x".to_string())];
+        let mut facts = TableStates::new();
+        facts.entry("public.other".into()).or_default().captured = true;
         let first = vec![
             (t.clone(), storage(10, vec![column(1, 5, -1, false)])),
             (u.clone(), storage(20, vec![])),
         ];
         // Nothing recorded: both recorded, none reported.
         assert!(rewritten_since(&mut facts, &first, &tables, &[]).is_empty());
-        assert_eq!(facts.len(), 3);
+        assert_eq!(facts.values().filter(|t| t.storage.is_some()).count(), 2);
         assert!(rewritten_since(&mut facts, &first, &tables, &[]).is_empty());
         // t's column retyped by a rewrite; u (a name with a space) vacuumed.
         let now = vec![
@@ -333,6 +308,6 @@ mod tests {
         let again = vec![(t.clone(), storage(12, vec![column(1, 7, 655364, false)]))];
         assert!(rewritten_since(&mut facts, &again, &tables, std::slice::from_ref(&t)).is_empty());
         assert!(rewritten_since(&mut facts, &again, &tables, &[]).is_empty());
-        assert_eq!(facts[0], ("other".to_string(), "x".to_string()));
+        assert!(facts["public.other"].captured && facts["public.other"].storage.is_none());
     }
 }

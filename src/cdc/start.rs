@@ -3,32 +3,22 @@
 //! creates one), whether it is lost, the checkpoint's position against the server's, and what
 //! adding the tables to the publication would do.
 
-use inlet_core::{Position, Prerequisite};
+use inlet_core::{Checkpoint, Position, PostgresResume, Prerequisite, SlotCreator, SourceResume};
 use inlet_postgres::{
     current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state,
     walsender_capacity, Lsn, PgConnector, PostgresSourceConfig, PublicationPlan,
     ReplicationConnection, SlotState, SourceTable,
 };
-use inlet_sink_parquet::Checkpoint;
 
 use crate::config::{SlotLost, TaskConfig};
 use crate::sink::Target;
 use crate::JobError;
-
-use super::SLOT_FACT;
 
 /// Where the slot record of a task lives: a checkpoint-shaped record under `_inlet/<task>.slot/`
 /// beside the task's own `_inlet/<task>/` (task names cannot contain a dot, so no task has it).
 pub(super) fn record_key(task: &str) -> String {
     format!("{task}.slot")
 }
-
-/// Facts of the slot record.
-const RECORD_TASK: &str = "task";
-const RECORD_ID: &str = "id";
-const RECORD_DATABASE: &str = "database";
-const RECORD_SYSTEM: &str = "system";
-const RECORD_CREATING: &str = "creating";
 
 /// The record inlet writes into the target when it creates a task's slot, before the load
 /// starts: "slot X was created by task T in database D at position L, id U". PostgreSQL keeps no
@@ -84,40 +74,35 @@ impl SlotRecord {
         self
     }
 
+    /// The record in the checkpoint's shape: at the slot's creation, naming its creator.
     pub(super) fn to_checkpoint(&self) -> Checkpoint {
-        let mut facts = vec![
-            (SLOT_FACT.to_string(), self.slot.clone()),
-            (RECORD_TASK.to_string(), self.task.clone()),
-            (RECORD_DATABASE.to_string(), self.database.clone()),
-            (RECORD_ID.to_string(), self.id.clone()),
-        ];
-        if let Some(system) = &self.system {
-            facts.push((RECORD_SYSTEM.to_string(), system.clone()));
-        }
-        if self.creating {
-            facts.push((RECORD_CREATING.to_string(), "true".to_string()));
-        }
         Checkpoint {
-            position: Position(self.created_at.0),
-            facts,
+            source: Some(SourceResume::Postgres(PostgresResume {
+                slot: self.slot.clone(),
+                created_by: Some(SlotCreator {
+                    task: self.task.clone(),
+                    database: self.database.clone(),
+                    id: self.id.clone(),
+                    system: self.system.clone(),
+                    creating: self.creating,
+                }),
+            })),
+            ..Checkpoint::at(Position(self.created_at.0))
         }
     }
 
+    /// The record a checkpoint-shaped record holds; None if it names no creator.
     pub(super) fn from_checkpoint(cp: &Checkpoint) -> Option<Self> {
-        let fact = |k: &str| {
-            cp.facts
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
+        let resume = cp.source.as_ref()?.postgres()?;
+        let creator = resume.created_by.as_ref()?;
         Some(Self {
-            slot: fact(SLOT_FACT)?,
-            task: fact(RECORD_TASK)?,
-            database: fact(RECORD_DATABASE)?,
-            id: fact(RECORD_ID)?,
+            slot: resume.slot.clone(),
+            task: creator.task.clone(),
+            database: creator.database.clone(),
+            id: creator.id.clone(),
             created_at: Lsn(cp.position.0),
-            system: fact(RECORD_SYSTEM),
-            creating: fact(RECORD_CREATING).as_deref() == Some("true"),
+            system: creator.system.clone(),
+            creating: creator.creating,
         })
     }
 }
@@ -214,10 +199,10 @@ fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
             ));
         }
         let named = cp
-            .facts
-            .iter()
-            .find(|(k, _)| k == SLOT_FACT)
-            .map(|(_, v)| v.as_str());
+            .source
+            .as_ref()
+            .and_then(SourceResume::postgres)
+            .map(|p| p.slot.as_str());
         if let Some(named) = named.filter(|n| *n != slot) {
             return Err(format!(
                 "the task checkpoint ({}) holds a position of replication slot {named:?}, but \
@@ -915,8 +900,11 @@ mod tests {
 
     fn checkpoint(position: u64, slot: &str) -> Checkpoint {
         Checkpoint {
-            position: Position(position),
-            facts: vec![(SLOT_FACT.into(), slot.into())],
+            source: Some(SourceResume::Postgres(PostgresResume {
+                slot: slot.into(),
+                created_by: None,
+            })),
+            ..Checkpoint::at(Position(position))
         }
     }
 

@@ -40,7 +40,7 @@ pub use error::MysqlError;
 pub use mysql_common::binlog::events::Event as BinlogEvent;
 pub use position::{
     binlog_position, file_sequence, position_epoch, BinlogPosition, MariaGtidState, MysqlGtidSet,
-    StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT,
+    StartFrom,
 };
 pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange,

@@ -2,7 +2,8 @@
 //! `(epoch << 56) | (file sequence number << 32) | offset`. The offset of a committed
 //! transaction is where its last event ends (where the next event starts), so resuming "from a
 //! position" is a plain COM_BINLOG_DUMP at that file and offset. GTID sets (MySQL's `uuid:1-5`,
-//! MariaDB's `domain-server-seq` list) travel beside it as checkpoint facts.
+//! MariaDB's `domain-server-seq` list) travel beside it in the checkpoint
+//! ([`inlet_core::MysqlResume`], from [`crate::BinlogCapture::resume`]).
 //!
 //! Binlog coordinates belong to one server. The epoch counts the servers a task has followed:
 //! resuming by GTID on another server (a failover) bumps it, so every position there orders
@@ -15,15 +16,6 @@ use std::fmt;
 use inlet_core::Position;
 
 use crate::error::MysqlError;
-
-/// Checkpoint-fact keys this connector writes ([`crate::BinlogCapture::checkpoint_facts`]).
-pub const FILE_FACT: &str = "mysql.binlog_file";
-pub const GTID_FACT: &str = "mysql.gtid_set";
-pub const FLAVOR_FACT: &str = "mysql.flavor";
-/// Where the oldest XA transaction prepared but not yet committed or rolled back begins (a
-/// [`Position`] in decimal): a restart reads the binlog from there so the rows of its prepare
-/// are at hand when its XA COMMIT comes.
-pub const XA_FACT: &str = "mysql.xa_prepared_from";
 
 const EPOCH_SHIFT: u32 = 56;
 /// Binlog file numbers up to 16,777,215 (a server writing a file a minute takes 31 years).

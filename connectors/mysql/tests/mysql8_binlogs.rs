@@ -348,16 +348,13 @@ async fn mariadb_gtid_events_enum_and_timestamp() {
         matches!(first, Some(CaptureEvent::Committed { end, .. }) if end == Position((1 << 32) | 702)),
         "{first:?}"
     );
-    let facts = c.checkpoint_facts();
+    let resume = c.resume();
+    assert!(resume.flavor.as_deref() == Some("mariadb"), "{resume:?}");
     assert!(
-        facts.contains(&("mysql.flavor".to_string(), "mariadb".to_string())),
-        "{facts:?}"
-    );
-    assert!(
-        facts.iter().any(|(k, v)| k == "mysql.gtid_set"
-            && v.split(',')
-                .any(|g| g.ends_with(&format!("-{}", v.rsplit('-').next().unwrap())))),
-        "{facts:?}"
+        resume.gtid_set.as_ref().is_some_and(|v| v
+            .split(',')
+            .any(|g| g.ends_with(&format!("-{}", v.rsplit('-').next().unwrap())))),
+        "{resume:?}"
     );
     let batch = c.take(0).unwrap();
     let r = common::ops_and_values(&batch[0].batch);
@@ -402,11 +399,7 @@ async fn run_with(
         match c.next().await {
             Ok(None) => break None,
             Ok(Some(CaptureEvent::Committed { end, .. })) => {
-                let gtid = c
-                    .checkpoint_facts()
-                    .into_iter()
-                    .find(|(k, _)| k == inlet_mysql::GTID_FACT)
-                    .map(|(_, v)| v);
+                let gtid = c.resume().gtid_set;
                 commits.push((end, gtid));
             }
             // TablesChanged after a CREATE/DROP, Idle: not what these tests look at.

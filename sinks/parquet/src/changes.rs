@@ -435,10 +435,10 @@ impl ParquetTarget {
         };
         Checkpoint::decode(&bytes)
             .map(Some)
-            .ok_or_else(|| SinkError::Incomplete {
+            .map_err(|why| SinkError::Incomplete {
                 table: format!("task {task}"),
                 message: format!(
-                    "the checkpoint {} is unreadable; delete it to start the task over",
+                    "the checkpoint {} is unreadable ({why}); delete it to start the task over",
                     self.location(&path)
                 ),
             })

@@ -1181,10 +1181,14 @@ async fn change_files_and_checkpoints() {
 
     let target = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8"))).expect("target");
     assert_eq!(target.read_checkpoint("t1").await.expect("read"), None);
-    let c = Checkpoint {
-        position: inlet_core::Position(99),
-        facts: vec![("slot".into(), "s".into())],
-    };
+    let mut c = Checkpoint::at(inlet_core::Position(99));
+    c.table("public.t").captured = true;
+    c.source = Some(inlet_core::SourceResume::Postgres(
+        inlet_core::PostgresResume {
+            slot: "s".into(),
+            created_by: None,
+        },
+    ));
     target.write_checkpoint("t1", &c).await.expect("write");
     assert_eq!(target.read_checkpoint("t1").await.expect("read"), Some(c));
 }

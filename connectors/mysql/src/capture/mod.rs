@@ -28,8 +28,8 @@ mod transactions;
 use std::collections::HashMap;
 
 use inlet_core::{
-    CaptureEvent, Position, SchemaChanges, TableChanges, TableId, TableSchema, TableSelection,
-    ValuePolicy,
+    CaptureEvent, MysqlResume, Position, SchemaChanges, TableChanges, TableId, TableSchema,
+    TableSelection, ValuePolicy,
 };
 use mysql_common::binlog::events::{Event, EventData};
 
@@ -41,7 +41,7 @@ use crate::binlog::{
 use crate::catalog::MysqlTable;
 use crate::config::MysqlConnector;
 use crate::error::MysqlError;
-use crate::position::{StartFrom, FILE_FACT, FLAVOR_FACT, GTID_FACT, XA_FACT};
+use crate::position::StartFrom;
 use crate::rows::{Image, TableMapping};
 use files::check_resume_point;
 use gtid::GtidTracker;
@@ -336,25 +336,23 @@ impl BinlogCapture {
         self.tables.get(table).map(|t| &t.schema)
     }
 
-    /// Facts to store with a checkpoint: the binlog file of the last commit, the GTID set
-    /// after it (when the server has GTIDs), and the server flavor.
-    pub fn checkpoint_facts(&self) -> Vec<(String, String)> {
-        let mut facts = vec![(FLAVOR_FACT.to_string(), self.flavor.as_str().to_string())];
+    /// What to store with a checkpoint to resume after the last commit: the binlog file of
+    /// the last commit, the GTID set after it (when the server has GTIDs), the server flavor,
+    /// and where the oldest XA transaction prepared but not yet ended begins. The server's id
+    /// is the task's to add.
+    pub fn resume(&self) -> MysqlResume {
         let file = if self.committed_file.is_empty() {
             &self.file
         } else {
             &self.committed_file
         };
-        if !file.is_empty() {
-            facts.push((FILE_FACT.to_string(), file.clone()));
+        MysqlResume {
+            binlog_file: (!file.is_empty()).then(|| file.clone()),
+            gtid_set: (!self.committed_gtid.is_empty()).then(|| self.committed_gtid.clone()),
+            flavor: Some(self.flavor.as_str().to_string()),
+            server_id: None,
+            xa_prepared_from: self.prepared_xa.values().map(|p| p.start).min(),
         }
-        if !self.committed_gtid.is_empty() {
-            facts.push((GTID_FACT.to_string(), self.committed_gtid.clone()));
-        }
-        if let Some(oldest) = self.prepared_xa.values().map(|p| p.start).min() {
-            facts.push((XA_FACT.to_string(), oldest.0.to_string()));
-        }
-        facts
     }
 
     /// Selected names the binlog showed coming to hold another table since the capture started,
