@@ -16,7 +16,7 @@ MariaDB of scripts/mariadb-sandbox.sh (user root over TCP, no password).
 
         1. Apply rate. With inlet stopped, a backlog of transactions (each updates 500 rows,
            inserts 250, deletes 250) accumulates in the binary log; inlet is started and timed
-           until its checkpoint (<out>/_inlet/<task>/checkpoint, `position=` (binlog file
+           until its checkpoint (<out>/_inlet/<task>/checkpoint, JSON `position`: (binlog file
            number << 32) | offset) reaches SHOW MASTER STATUS. changes_per_s = change rows
            written / catch-up time. Peak RSS is inlet's VmHWM at the end.
         2. Lag. Clients (mariadb command-line clients, --clients of them, paced to --rate
@@ -38,6 +38,7 @@ Row counts of Parquet output: scripts/bench-tpch.py count PATH_OR_GLOB.
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import signal
@@ -205,11 +206,16 @@ def master_position(port):
 def checkpoint_position(path):
     try:
         with open(path) as f:
-            for line in f:
-                if line.startswith("position="):
-                    return int(line.split("=", 1)[1].strip(), 16)
+            text = f.read()
     except FileNotFoundError:
-        pass
+        return None
+    if text.lstrip().startswith("{"):
+        # The JSON form: "position" is 16 hex digits.
+        return int(json.loads(text)["position"], 16)
+    for line in text.splitlines():
+        # The text form of versions before the typed checkpoint.
+        if line.startswith("position="):
+            return int(line.split("=", 1)[1].strip(), 16)
     return None
 
 

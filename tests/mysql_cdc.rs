@@ -334,12 +334,15 @@ fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
     // server_id, as a failover would look) the task resumes by GTID, so a checkpoint without a
     // GTID set is refused and left as it was.
     let checkpoint = out.join("_inlet/my-cdc/checkpoint");
-    let without_gtid: String = std::fs::read_to_string(&checkpoint)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("mysql.gtid_set="))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut cp = common::read_checkpoint(&checkpoint).unwrap();
+    match &mut cp.source {
+        Some(inlet_core::SourceResume::Mysql(m)) => {
+            assert!(m.gtid_set.is_some(), "{cp:?}");
+            m.gtid_set = None;
+        }
+        other => panic!("not a MySQL checkpoint: {other:?}"),
+    }
+    let without_gtid = cp.encode();
     std::fs::write(&checkpoint, &without_gtid).unwrap();
     let was = db.admin("SELECT @@server_id").trim().to_string();
     db.admin("SET GLOBAL server_id = 4242");
@@ -365,6 +368,96 @@ fn mysql_tables_renamed_created_dropped_and_added_follow_the_source() {
 /// The changes made on both servers, including those the task had not read before the switch,
 /// replay to the replica's tables. Going back to the old primary, which lacks the replica's new
 /// transactions, is refused with what to do.
+/// A checkpoint in the text form of every version before the typed checkpoint (6164e41's keys:
+/// the tables, the server id, the flavor, the binlog file, the GTID set) is read: the task
+/// resumes from its binlog position without loading a table again, the changes made while it
+/// was stopped and after reach the target exactly, and its next write stores the JSON form.
+#[test]
+fn mysql_a_task_resumes_from_a_checkpoint_in_the_text_form_of_earlier_versions() {
+    let db = MariaDbServer::start();
+    db.admin(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(dir.path(), "my", &task(&db.url("shop"), &out));
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&db, &mut child, &out);
+    workload(&db, 0);
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+
+    let checkpoint = out.join("_inlet/my-cdc/checkpoint");
+    let typed = common::read_checkpoint(&checkpoint).unwrap();
+    let resume = typed
+        .source
+        .as_ref()
+        .and_then(|s| s.mysql())
+        .unwrap()
+        .clone();
+    assert!(
+        resume.binlog_file.is_some()
+            && resume
+                .gtid_set
+                .as_ref()
+                .is_some_and(|g| g.starts_with("0-1-"))
+            && resume.flavor.as_deref() == Some("mariadb")
+            && resume.server_id.is_some(),
+        "{typed:?}"
+    );
+    let captured: Vec<&String> = typed
+        .tables
+        .iter()
+        .filter(|(_, t)| t.captured)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(captured, ["shop.accounts", "shop.events"]);
+    let old_form = common::legacy_checkpoint_text(&typed);
+    assert!(
+        old_form.starts_with(&format!("position={:016X}\n", typed.position.0))
+            && old_form.contains("\ntable=\"shop.events\"\n")
+            && old_form.contains("\nmysql.gtid_set=0-1-"),
+        "{old_form}"
+    );
+    std::fs::write(&checkpoint, &old_form).unwrap();
+    let loads: Vec<Vec<String>> = ["accounts", "events"]
+        .iter()
+        .map(|t| load_file_names(&out.join("shop").join(t)))
+        .collect();
+    assert!(loads.iter().all(|l| !l.is_empty()), "{loads:?}");
+
+    // Changes while stopped and after the start.
+    workload(&db, 1);
+    let mut child = spawn_inlet(&cfg);
+    workload(&db, 2);
+    wait_caught_up(&db, &mut child, &out);
+    let (code, stderr) = stop_run(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming from the task checkpoint")
+            && !stderr.contains("join the task")
+            && !stderr.contains("loaded again"),
+        "{stderr}"
+    );
+    let loads_after: Vec<Vec<String>> = ["accounts", "events"]
+        .iter()
+        .map(|t| load_file_names(&out.join("shop").join(t)))
+        .collect();
+    assert_eq!(loads_after, loads, "no table was loaded again");
+    assert_replay_equals_source(&db, &out);
+
+    let stored = std::fs::read_to_string(&checkpoint).unwrap();
+    assert!(stored.starts_with("{\n  \"version\": 2,"), "{stored}");
+    let now = inlet_core::Checkpoint::decode(stored.as_bytes()).unwrap();
+    assert!(now.position > typed.position, "{stored}");
+    assert_eq!(now.tables, typed.tables, "{stored}");
+    let resumed = now.source.as_ref().and_then(|s| s.mysql()).unwrap();
+    assert_eq!(
+        (&resumed.flavor, resumed.server_id),
+        (&resume.flavor, resume.server_id)
+    );
+    assert_ne!(resumed.gtid_set, resume.gtid_set, "{stored}");
+}
+
 #[test]
 fn mysql_failover_to_a_replica_resumes_by_gtid() {
     let primary = MariaDbServer::start();
@@ -409,13 +502,10 @@ fn mysql_failover_to_a_replica_resumes_by_gtid() {
     );
     assert_replay_equals_source(&replica, &out);
     let checkpoint = std::fs::read_to_string(out.join("_inlet/my-cdc/checkpoint")).unwrap();
-    assert!(checkpoint.contains("\nmysql.server_id=2\n"), "{checkpoint}");
-    let position = checkpoint
-        .lines()
-        .find_map(|l| l.strip_prefix("position="))
-        .and_then(|p| u64::from_str_radix(p, 16).ok())
-        .unwrap();
-    assert_eq!(position >> 56, 1, "{checkpoint}");
+    let cp = inlet_core::Checkpoint::decode(checkpoint.as_bytes()).unwrap();
+    let resume = cp.source.as_ref().and_then(|s| s.mysql()).unwrap();
+    assert_eq!(resume.server_id, Some(2), "{checkpoint}");
+    assert_eq!(cp.position.0 >> 56, 1, "{checkpoint}");
 
     // The old primary never saw round 3.
     let cfg = on(&primary);
@@ -491,16 +581,11 @@ fn mysql_a_joining_table_loads_while_the_others_stream() {
     };
     let checkpoint = out.join("_inlet/my-cdc/checkpoint");
     assert!(
-        !std::fs::read_to_string(&checkpoint)
-            .unwrap()
-            .contains("table=\"shop.big\""),
+        !common::checkpoint_captures(&checkpoint, "shop.big"),
         "the change to accounts was written only after the join's load"
     );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&checkpoint)
-        .unwrap_or_default()
-        .contains("table=\"shop.big\"")
-    {
+    while !common::checkpoint_captures(&checkpoint, "shop.big") {
         assert!(Instant::now() < deadline, "shop.big did not join");
         std::thread::sleep(Duration::from_millis(100));
     }

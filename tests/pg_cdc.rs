@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -410,6 +410,112 @@ async fn a_table_joins_a_running_task_and_a_lost_slot_resnapshots() {
     assert_replay_equals_source(&client, &out).await;
 }
 
+/// A checkpoint in the text form of every version before the typed checkpoint, with the keys
+/// 6164e41 wrote (the slot, the tables, the load position of a table that joined beside the
+/// stream), is read: the task resumes from its position without loading a table again, the
+/// changes made while it was stopped and after reach the target exactly, and its next write
+/// stores the JSON form, which records the tables' identities and storage afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_resumes_from_a_checkpoint_in_the_text_form_of_earlier_versions() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let all = task(&pg.url("postgres"), &out, "");
+    let accounts_only = all.replace(r#"["public.*"]"#, r#"["public.accounts"]"#);
+    let cfg = task_file(dir.path(), "cdc", &accounts_only);
+    let mut child = spawn_inlet(&cfg);
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    assert_eq!(stderr_of(child).0, 0);
+    // events joins beside the stream: the checkpoint records where its load began.
+    let cfg = task_file(dir.path(), "cdc", &all);
+    let mut child = spawn_inlet(&cfg);
+    workload(&client, 0).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("new tables join the task"), "{stderr}");
+
+    let checkpoint = out.join("_inlet/cdc-test/checkpoint");
+    let typed = common::read_checkpoint(&checkpoint).unwrap();
+    let events = &typed.tables["public.events"];
+    assert!(
+        events.captured && events.loaded_at.is_some() && typed.tables["public.accounts"].captured,
+        "{typed:?}"
+    );
+    // As 6164e41 wrote it: the facts that version knew, no identity, storage or defaults.
+    let mut as_6164e41 = typed.clone();
+    for t in as_6164e41.tables.values_mut() {
+        t.identities.clear();
+        t.storage = None;
+        t.unwritten_defaults = None;
+    }
+    let old_form = common::legacy_checkpoint_text(&as_6164e41);
+    assert_eq!(
+        old_form,
+        format!(
+            "position={:016X}\nslot=inlet_cdc_test\ntable=\"public.accounts\"\n\
+             table=\"public.events\"\ntable_loaded_at={:016X} \"public.events\"\n",
+            typed.position.0,
+            events.loaded_at.unwrap().0
+        )
+    );
+    std::fs::write(&checkpoint, &old_form).unwrap();
+    let loads: Vec<Vec<PathBuf>> = ["accounts", "events"]
+        .iter()
+        .map(|t| load_file_paths(&out.join("public").join(t)))
+        .collect();
+    assert!(loads.iter().all(|l| !l.is_empty()), "{loads:?}");
+
+    // Changes while stopped and after the start.
+    workload(&client, 1).await;
+    let mut child = spawn_inlet(&cfg);
+    workload(&client, 2).await;
+    wait_caught_up(&client, &mut child, &out).await;
+    sigterm(&child);
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("resuming from the task checkpoint")
+            && !stderr.contains("join the task")
+            && !stderr.contains("loaded again"),
+        "{stderr}"
+    );
+    let loads_after: Vec<Vec<PathBuf>> = ["accounts", "events"]
+        .iter()
+        .map(|t| load_file_paths(&out.join("public").join(t)))
+        .collect();
+    assert_eq!(loads_after, loads, "no table was loaded again");
+    assert_replay_equals_source(&client, &out).await;
+
+    let stored = std::fs::read_to_string(&checkpoint).unwrap();
+    assert!(stored.starts_with("{\n  \"version\": 2,"), "{stored}");
+    let now = inlet_core::Checkpoint::decode(stored.as_bytes()).unwrap();
+    assert!(now.position > typed.position, "{stored}");
+    assert_eq!(now.source, typed.source, "{stored}");
+    for (name, t) in &now.tables {
+        let was = &typed.tables[name];
+        assert!(t.captured, "{stored}");
+        assert_eq!(
+            (&t.identities, &t.storage, &t.unwritten_defaults),
+            (&was.identities, &was.storage, &was.unwritten_defaults),
+            "{name}: recorded afresh as before"
+        );
+    }
+    assert_eq!(now.tables.len(), 2, "{stored}");
+}
+
+/// The LOAD files of one table folder, sorted.
+fn load_file_paths(table_dir: &Path) -> Vec<PathBuf> {
+    load_files(table_dir)
+        .into_iter()
+        .filter(|p| file_name(p).starts_with("LOAD"))
+        .collect()
+}
+
 /// A captured table renamed while the task streams: its rows up to the rename stay in the old
 /// target, and under its new name (which the selection matches) it is loaded as of a snapshot
 /// after the rename and streamed from there; a table created while the task runs joins the
@@ -469,10 +575,7 @@ async fn a_renamed_table_continues_under_its_new_name() {
         .unwrap();
     let checkpoint = out.join("_inlet/cdc-test/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&checkpoint)
-        .unwrap_or_default()
-        .contains("table=\"public.fresh\"")
-    {
+    while !common::checkpoint_captures(&checkpoint, "public.fresh") {
         assert!(
             Instant::now() < deadline,
             "public.fresh did not join the running task"
@@ -757,10 +860,7 @@ async fn a_joining_table_loads_while_the_others_stream() {
 
     let checkpoint = out.join("_inlet/cdc-test/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&checkpoint)
-        .unwrap_or_default()
-        .contains("table=\"public.big\"")
-    {
+    while !common::checkpoint_captures(&checkpoint, "public.big") {
         assert!(Instant::now() < deadline, "public.big did not join");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::pg_stream::{checkpoint_position, wait_caught_up};
+use common::pg_stream::wait_caught_up;
 use common::pg_workload::{workload, ACCOUNT_COLUMNS, EVENT_COLUMNS, SCHEMA};
 use common::replay::{replay, source_rows};
 use common::{inlet, sigterm, spawn_run, stderr_of, task_file, PgServer};
@@ -279,8 +279,15 @@ async fn an_interrupted_first_load_recreates_the_tasks_own_slot() {
     let deadline = Instant::now() + Duration::from_secs(60);
     // The record is first written as an intent ("creating=true") before the slot exists; a
     // kill then may leave no slot at all. Wait for the record of the slot created.
-    while !std::fs::read_to_string(&record)
-        .map(|r| r.contains("slot=inlet_reload\n") && !r.contains("creating="))
+    let creator = |record: &inlet_core::Checkpoint| {
+        let resume = record.source.as_ref().and_then(|s| s.postgres()).unwrap();
+        (resume.slot.clone(), resume.created_by.clone().unwrap())
+    };
+    while !common::read_checkpoint(&record)
+        .map(|r| {
+            let (slot, by) = creator(&r);
+            slot == "inlet_reload" && !by.creating
+        })
         .unwrap_or(false)
     {
         assert!(Instant::now() < deadline, "no slot record after 60 s");
@@ -290,9 +297,10 @@ async fn an_interrupted_first_load_recreates_the_tasks_own_slot() {
     child.kill().unwrap();
     let _ = child.wait();
     assert!(!checkpoint.exists(), "the load finished before the kill");
-    let created = std::fs::read_to_string(&record).unwrap();
-    assert!(created.contains("slot=inlet_reload\n"), "{created}");
-    assert!(created.contains("task=reload\n"), "{created}");
+    let created = common::read_checkpoint(&record).unwrap();
+    let (slot, by) = creator(&created);
+    assert_eq!(slot, "inlet_reload", "{created:?}");
+    assert_eq!(by.task, "reload", "{created:?}");
     assert_eq!(slot_names(&client).await, ["inlet_reload"]);
 
     workload(&client, 0).await;
@@ -309,7 +317,7 @@ async fn an_interrupted_first_load_recreates_the_tasks_own_slot() {
         ),
         "{stderr}"
     );
-    assert_ne!(std::fs::read_to_string(&record).unwrap(), created);
+    assert_ne!(common::read_checkpoint(&record).unwrap(), created);
     assert_replay_equals_source(&client, &out).await;
 }
 
@@ -454,11 +462,10 @@ async fn a_checkpoint_ahead_of_the_server_is_refused() {
 
     // A checkpoint from a later point of another history, as after restoring the database
     // from an older backup.
-    let text = std::fs::read_to_string(&checkpoint).unwrap();
-    let old = checkpoint_position(&checkpoint).unwrap();
-    let ahead = text.replace(&format!("position={old:016X}"), "position=000000FF00000000");
-    assert_ne!(text, ahead);
-    std::fs::write(&checkpoint, &ahead).unwrap();
+    let mut ahead = common::read_checkpoint(&checkpoint).unwrap();
+    assert_ne!(ahead.position.0, 0xFF00000000);
+    ahead.position = inlet_core::Position(0xFF00000000);
+    std::fs::write(&checkpoint, ahead.encode()).unwrap();
     workload(&client, 0).await;
     let before = tree(&out);
     let confirmed = slot_confirmed(&client, "inlet_ahead").await;

@@ -118,11 +118,7 @@ fn spawn(cfg: &Path, log: &Path) -> Inlet {
 }
 
 fn checkpoint_position(out: &Path) -> Option<u64> {
-    std::fs::read_to_string(out.join("_inlet/events/checkpoint"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("position="))
-        .and_then(|p| u64::from_str_radix(p, 16).ok())
+    common::read_checkpoint(&out.join("_inlet/events/checkpoint")).map(|cp| cp.position.0)
 }
 
 /// Waits until the task checkpoint covers everything the server has written so far.

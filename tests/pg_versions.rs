@@ -53,11 +53,7 @@ fn server(major: u32, options: &str) -> PgServer {
 
 /// The task checkpoint's position, if there is one.
 fn checkpointed(out: &Path) -> Option<u64> {
-    std::fs::read_to_string(out.join(format!("_inlet/{TASK}/checkpoint")))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("position="))
-        .and_then(|p| u64::from_str_radix(p, 16).ok())
+    common::read_checkpoint(&out.join(format!("_inlet/{TASK}/checkpoint"))).map(|cp| cp.position.0)
 }
 
 fn parse_lsn(text: &str) -> u64 {

@@ -22,6 +22,116 @@ use arrow_array::RecordBatch;
 pub use inlet_testkit::{python, Moto, PgServer};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+/// The task checkpoint (or slot record) stored at `path`, if there is one; either form.
+pub fn read_checkpoint(path: &Path) -> Option<inlet_core::Checkpoint> {
+    let bytes = std::fs::read(path).ok()?;
+    match inlet_core::Checkpoint::decode(&bytes) {
+        Ok(cp) => Some(cp),
+        Err(e) => panic!(
+            "unreadable checkpoint {}: {e}\n{}",
+            path.display(),
+            String::from_utf8_lossy(&bytes)
+        ),
+    }
+}
+
+/// Whether the checkpoint at `path` records table `name` (`schema.table`) as captured.
+pub fn checkpoint_captures(path: &Path, name: &str) -> bool {
+    read_checkpoint(path).is_some_and(|cp| cp.tables.get(name).is_some_and(|t| t.captured))
+}
+
+/// `checkpoint` in the text form every version before the typed checkpoint wrote (6164e41's
+/// sinks/parquet/src/changes.rs `Checkpoint::encode`: `position=<16 hex digits>`, then one
+/// `key=value` line per fact, with the keys and value encodings of the fact writers of those
+/// versions: src/cdc.rs `SLOT_FACT`, src/stream.rs `table_fact` (the name in JSON quotes),
+/// src/join.rs `loaded_at_fact`/`identity_fact`/`replaced_fact`, src/resync.rs `RESYNC_FACT`,
+/// src/cdc/rewrites.rs `STORAGE_FACT`, src/cdc/added_defaults.rs `DEFAULTS_FACT`,
+/// src/mysql_task.rs `SERVER_FACT`, connectors/mysql/src/position.rs `*_FACT`).
+pub fn legacy_checkpoint_text(checkpoint: &inlet_core::Checkpoint) -> String {
+    use inlet_core::SourceResume;
+    let mut lines = vec![format!("position={:016X}", checkpoint.position.0)];
+    if let Some(SourceResume::Postgres(p)) = &checkpoint.source {
+        lines.push(format!("slot={}", p.slot));
+        if let Some(c) = &p.created_by {
+            lines.push(format!("task={}", c.task));
+            lines.push(format!("database={}", c.database));
+            lines.push(format!("id={}", c.id));
+            if let Some(system) = &c.system {
+                lines.push(format!("system={system}"));
+            }
+            if c.creating {
+                lines.push("creating=true".into());
+            }
+        }
+    }
+    for (name, t) in &checkpoint.tables {
+        let quoted = serde_json::to_string(name).unwrap();
+        if t.captured {
+            lines.push(format!("table={quoted}"));
+        }
+        if let Some(at) = t.loaded_at {
+            lines.push(format!("table_loaded_at={:016X} {quoted}", at.0));
+        }
+        if let Some(at) = t.replaced_at {
+            lines.push(format!("table_replaced_at={:016X} {quoted}", at.0));
+        }
+        if let Some(at) = t.resync_at {
+            lines.push(format!("table_resync={:016X} {quoted}", at.0));
+        }
+        for identity in &t.identities {
+            lines.push(format!("table_identity={identity} {quoted}"));
+        }
+        if let Some(s) = &t.storage {
+            let columns: Vec<String> = s
+                .columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}:{}:{}:{}:{}",
+                        c.num,
+                        c.xmin,
+                        c.type_id,
+                        c.typmod,
+                        u8::from(c.missing)
+                    )
+                })
+                .collect();
+            let columns = if columns.is_empty() {
+                "-".to_string()
+            } else {
+                columns.join(",")
+            };
+            lines.push(format!("table_storage={} {columns} {quoted}", s.filenode));
+        }
+        if let Some(d) = &t.unwritten_defaults {
+            lines.push(format!(
+                "table_unwritten_defaults={quoted} {}",
+                serde_json::to_string(d).unwrap()
+            ));
+        }
+    }
+    if let Some(SourceResume::Mysql(m)) = &checkpoint.source {
+        if let Some(id) = m.server_id {
+            lines.push(format!("mysql.server_id={id}"));
+        }
+        if let Some(f) = &m.flavor {
+            lines.push(format!("mysql.flavor={f}"));
+        }
+        if let Some(f) = &m.binlog_file {
+            lines.push(format!("mysql.binlog_file={f}"));
+        }
+        if let Some(g) = &m.gtid_set {
+            lines.push(format!("mysql.gtid_set={g}"));
+        }
+        if let Some(x) = m.xa_prepared_from {
+            lines.push(format!("mysql.xa_prepared_from={}", x.0));
+        }
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
 /// Runs `inlet ARGS…` and returns (exit code, stdout, stderr).
 pub fn inlet(args: &[&str]) -> (i32, String, String) {
     inlet_with_env(args, &[])

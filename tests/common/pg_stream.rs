@@ -12,13 +12,9 @@ pub fn lsn(text: &str) -> u64 {
         | u64::from_str_radix(lo, 16).expect("an LSN")
 }
 
-/// The position a checkpoint file holds (`position=` line, hexadecimal), if it exists.
+/// The position a checkpoint file holds, if it exists.
 pub fn checkpoint_position(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("position="))
-            .and_then(|p| u64::from_str_radix(p, 16).ok())
-    })
+    super::read_checkpoint(path).map(|cp| cp.position.0)
 }
 
 /// Waits (90 s at most) until the slot has confirmed, and the checkpoint holds, the server's
