@@ -499,11 +499,14 @@ async fn a_task_resumes_from_a_checkpoint_in_the_text_form_of_earlier_versions()
     for (name, t) in &now.tables {
         let was = &typed.tables[name];
         assert!(t.captured, "{stored}");
+        // (The workload's TRUNCATE gives events a new file: only the columns stay.)
+        let columns = |t: &inlet_core::TableState| t.storage.as_ref().map(|s| s.columns.clone());
         assert_eq!(
-            (&t.identities, &t.storage, &t.unwritten_defaults),
-            (&was.identities, &was.storage, &was.unwritten_defaults),
+            (&t.identities, columns(t), &t.unwritten_defaults),
+            (&was.identities, columns(was), &was.unwritten_defaults),
             "{name}: recorded afresh as before"
         );
+        assert!(columns(t).is_some_and(|c| !c.is_empty()), "{stored}");
     }
     assert_eq!(now.tables.len(), 2, "{stored}");
 }
