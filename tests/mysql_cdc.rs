@@ -1350,3 +1350,60 @@ fn an_xa_transaction_prepared_before_the_load_and_committed_after_is_not_lost() 
     assert_eq!(want[&1][1].as_deref(), Some("1"));
     assert_replay_equals_source(&db, &out);
 }
+
+/// A MariaDB full load of a 1.5-million-row table, SIGKILLed three times while loading, resumes
+/// each time (see `common::resume::kill_and_resume`): the key ranges recorded before a kill
+/// are kept, only those in flight are read again, and the Parquet files equal the source.
+#[test]
+fn a_killed_full_load_resumes() {
+    const ROWS: i64 = 1_500_000;
+    let db = MariaDbServer::start();
+    db.admin(&format!(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, k int, label text);
+         INSERT INTO shop.big SELECT seq, seq % 1000,
+                IF(seq % 97 = 0, NULL, CONCAT('label ', seq % 5000)) FROM seq_1_to_{ROWS};
+         ANALYZE TABLE shop.big;"
+    ));
+    let source = db.admin(
+        "SELECT COUNT(*), CAST(SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('|', id, k, label)), 1, 15), \
+         16, 10) AS UNSIGNED)) AS CHAR) FROM shop.big",
+    );
+    let (rows, checksum) = source.trim().split_once('\t').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let body = format!(
+        r#"
+[task]
+name = "my-resume"
+mode = "full-load"
+[source]
+kind = "mysql"
+url = "{}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["shop.big"]
+[full_load]
+workers = 2
+chunk_mb = 1
+batch_rows = 5000
+"#,
+        db.url("shop"),
+        out.display()
+    );
+    let cfg = task_file(dir.path(), "resume", &body);
+    common::resume::kill_and_resume(&common::resume::ResumeCase {
+        dir: dir.path(),
+        cfg: &cfg,
+        record: out.join("shop/big/_inlet_load/PROGRESS"),
+        table_dir: out.join("shop/big"),
+        iceberg: false,
+        rows: ROWS,
+        workers: 2,
+        want: (rows.parse().unwrap(), checksum.to_string()),
+    });
+}

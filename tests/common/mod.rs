@@ -11,6 +11,7 @@ pub mod mysql_stream;
 pub mod pg_stream;
 pub mod pg_workload;
 pub mod replay;
+pub mod resume;
 pub mod soak;
 
 use std::fs::File;
