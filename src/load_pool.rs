@@ -15,7 +15,11 @@
 //! and a restart reads only the chunks not recorded as done, each in the new snapshot. The files
 //! of done chunks stay; what a killed chunk left is removed by the sink. A table is loaded from
 //! its start instead when the source's guard says chunks of different snapshots would not fit
-//! together (see [`LoadSource::resume_guard`]) or its columns changed.
+//! together (see [`LoadSource::resume_guard`]) or its columns changed. Each chunk ends its
+//! files, so a table has at least a file per chunk. A load ended by a transient error (retried)
+//! is suspended: its tables keep their recorded chunks. One ended by a signal or another error
+//! is abandoned as above, its record deleted: nothing partial is left, and the next run starts
+//! over; only a crash (SIGKILL, OOM, a lost host) leaves a load to resume mid-table.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -155,6 +159,10 @@ impl LoadPool<'_> {
             .map(|r| !ended_early || (self.position.is_none() && r.load(Ordering::Acquire) == 0))
             .collect();
         let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
+        // A transient error is retried (`inlet run`) or worth running again (`inlet
+        // full-load`): a resumable table keeps its recorded chunks for that. A signal or any
+        // other error ends the load as one that is not resumed (see the README).
+        let suspend = !interrupted && matches!(failure, Some(JobError::Transient { .. }));
         let settled = self
             .settle(
                 &prepared.tables,
@@ -163,6 +171,7 @@ impl LoadPool<'_> {
                 &prepared.gone,
                 &prepared.progress,
                 &prepared.records,
+                suspend,
                 deadline,
             )
             .await;
@@ -380,6 +389,7 @@ impl LoadPool<'_> {
         gone: &[AtomicBool],
         progress: &Progress,
         records: &[Option<Arc<TableRecord>>],
+        suspend: bool,
         deadline: Option<Instant>,
     ) -> Settled {
         let mut settled = Settled {
@@ -440,7 +450,11 @@ impl LoadPool<'_> {
                 }
             }
             let abandon_by = deadline.unwrap_or_else(|| Instant::now() + SETTLE_LIMIT);
-            let what = sink.abandon(abandon_by).await;
+            let what = if suspend && records[i].is_some() {
+                sink.suspend(abandon_by).await
+            } else {
+                sink.abandon(abandon_by).await
+            };
             tracing::warn!(table = %name, "{what}");
             settled.states.push((name, what));
         }

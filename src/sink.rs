@@ -163,6 +163,11 @@ impl LoadTable {
         self.table.abandon(deadline).await
     }
 
+    /// Ends a resumable load that will be resumed (see [`sink::LoadTable::suspend`]).
+    pub async fn suspend(&self, deadline: Instant) -> String {
+        self.table.suspend(deadline).await
+    }
+
     /// Resumable loads (see [`sink::LoadProgress`]); the load pool drives them.
     pub fn resumable(&self) -> bool {
         self.table.resumable()

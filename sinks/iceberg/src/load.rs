@@ -59,8 +59,10 @@ struct LoadShared {
     schema: iceberg::spec::Schema,
     /// Set by [`LoadTable::resume`]: chunks are recorded, and `finish` deletes the record.
     resumable: AtomicBool,
-    /// Data files in the last recorded progress: an abandoned resumable load keeps them.
+    /// Data files in the last recorded progress: a suspended resumable load keeps them.
     recorded_files: AtomicUsize,
+    /// Set when a progress record was found (then a load that starts over replaces it).
+    found_record: AtomicBool,
 }
 
 impl LoadShared {
@@ -105,6 +107,7 @@ impl LoadTable {
                 failed: AtomicBool::new(false),
                 resumable: AtomicBool::new(false),
                 recorded_files: AtomicUsize::new(0),
+                found_record: AtomicBool::new(false),
             }),
         }
     }
@@ -189,7 +192,7 @@ impl LoadTable {
         self.shared.partitioner.is_none()
     }
 
-    /// The data files of recorded chunks an abandoned resumable load keeps for the next run.
+    /// The data files of recorded chunks a suspended resumable load keeps for the next run.
     pub fn kept_files(&self) -> Option<usize> {
         let s = &self.shared;
         s.resumable
@@ -206,6 +209,7 @@ impl LoadTable {
         let Some(bytes) = wh.get(&s.table, &path).await? else {
             return Ok(None);
         };
+        s.found_record.store(true, Ordering::SeqCst);
         let Some(progress) = std::str::from_utf8(&bytes)
             .ok()
             .and_then(LoadProgress::decode)
@@ -241,11 +245,38 @@ impl LoadTable {
             })?;
             kept.push(file);
         }
+        let fresh = kept.is_empty() && progress.started.is_empty();
         match s.files.lock() {
             Ok(mut f) => f.extend(kept),
             Err(poisoned) => poisoned.into_inner().extend(kept),
         }
+        if fresh {
+            // Recorded when its first chunk begins; an earlier record must not outlive this.
+            if s.found_record.load(Ordering::SeqCst) {
+                s.target
+                    .inner
+                    .warehouse
+                    .delete(&s.table, vec![s.progress_path()])
+                    .await?;
+            }
+            return Ok(());
+        }
         self.record_progress(progress).await
+    }
+
+    /// Ends a load that will not finish and will not be resumed: deletes its progress record
+    /// (the data files of its chunks were never committed; they are orphans).
+    pub async fn forget_progress(&self) -> Result<(), IcebergError> {
+        let s = &self.shared;
+        if !s.resumable.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        s.recorded_files.store(0, Ordering::SeqCst);
+        s.target
+            .inner
+            .warehouse
+            .delete(&s.table, vec![s.progress_path()])
+            .await
     }
 
     /// Replaces the progress record (one PUT).

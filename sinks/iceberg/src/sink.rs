@@ -119,8 +119,29 @@ impl sink::LoadTable for LoadTable {
         })
     }
 
-    async fn abandon(&self, _deadline: Instant) -> String {
-        // Data files become part of the table only at finish's commit.
+    async fn abandon(&self, deadline: Instant) -> String {
+        // Data files become part of the table only at finish's commit; a record of its chunks
+        // would make the next load keep them.
+        let forgot = tokio::time::timeout_at(deadline.into(), LoadTable::forget_progress(self));
+        let note = match forgot.await {
+            Ok(Ok(())) => "",
+            Ok(Err(e)) => {
+                tracing::warn!("{e}");
+                "; its progress record could not be deleted (the next load of the table reads \
+                 it)"
+            }
+            Err(_) => {
+                "; its progress record was not deleted in the time a stop allows (the next load \
+                 of the table reads it)"
+            }
+        };
+        format!(
+            "not loaded; nothing of this run was committed, the table holds what it held \
+             before{note}"
+        )
+    }
+
+    async fn suspend(&self, _deadline: Instant) -> String {
         match LoadTable::kept_files(self) {
             Some(kept) => format!(
                 "not loaded; nothing of this run was committed, the table holds what it held \

@@ -598,7 +598,13 @@ impl FullLoadTable {
             .filter_map(|f| parse_file_record(f).map(|(p, b)| (p.to_string(), b)))
             .collect();
         if kept.is_empty() {
+            // Deletes what an earlier run left staged, its record included.
             s.prepare().await?;
+            // Recorded when its first chunk begins; only chunks an earlier run left in flight
+            // are worth recording now (for the count of rows read again).
+            if progress.started.is_empty() {
+                return Ok(());
+            }
             return self.record_progress(progress).await;
         }
         let mut prepared = s.prepared.lock().await;
@@ -716,6 +722,24 @@ impl FullLoadTable {
     pub async fn abandon(&self, deadline: Instant) -> Abandoned {
         let s = &self.shared;
         s.fail("the load was abandoned".into());
+        if s.resumable.load(Ordering::SeqCst) && !s.switching.load(Ordering::SeqCst) {
+            // Nothing of it is kept, so nothing is to be resumed: the record goes first.
+            s.recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            let path = s.progress_path();
+            let deadline = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(deadline, s.delete(&path)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(table = %s.table, "{e}; the table's next load deletes it")
+                }
+                Err(_) => {
+                    tracing::warn!(table = %s.table, "deleting {} did not finish in the time a stop allows; the table's next load deletes it", s.target.location(&path))
+                }
+            }
+        }
         if s.switching.load(Ordering::SeqCst) {
             return Abandoned::NotRemoved {
                 remaining: (s.files.load(Ordering::SeqCst) as usize).max(1),
@@ -725,24 +749,10 @@ impl FullLoadTable {
             };
         }
         if !s.touched.load(Ordering::SeqCst) {
+            s.target.remove_empty_local_folder(&s.staging);
             return Abandoned::Untouched;
         }
         let deadline = tokio::time::Instant::from_std(deadline);
-        if s.resumable.load(Ordering::SeqCst) {
-            let kept = s
-                .recorded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len();
-            // The files of recorded chunks stay for the next run to resume with.
-            return match self.delete_staged_files(deadline).await {
-                Ok(_) => Abandoned::Resumable { kept },
-                Err(why) => {
-                    tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
-                    Abandoned::Resumable { kept }
-                }
-            };
-        }
         // Two passes: a file whose completion was under way when its writer was cancelled may
         // land just after the first listing (a local upload is completed by a rename on a
         // blocking thread, which cancelling the task does not stop).
@@ -767,8 +777,33 @@ impl FullLoadTable {
         Abandoned::Untouched
     }
 
+    /// Ends a resumable load that its caller will resume (a transient error: the task retries),
+    /// after every writer was closed or dropped: deletes the files of chunks not recorded as
+    /// done and keeps the recorded ones and the record, for the next run to resume after them.
+    /// A load that is not resumable is abandoned instead.
+    pub async fn suspend(&self, deadline: Instant) -> Abandoned {
+        let s = &self.shared;
+        if !s.resumable.load(Ordering::SeqCst) || s.switching.load(Ordering::SeqCst) {
+            return self.abandon(deadline).await;
+        }
+        s.fail("the load was suspended".into());
+        let kept = s
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if let Err(why) = self
+            .delete_staged_files(tokio::time::Instant::from_std(deadline))
+            .await
+        {
+            tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
+        }
+        Abandoned::Resumable { kept }
+    }
+
     /// Deletes the files this load wrote (staged, or in the table's folder when it had no
-    /// earlier files) by `deadline`: how many, or why not all.
+    /// earlier files) by `deadline`: how many, or why not all. A resumable load's record and
+    /// the files it names are kept (an abandoned load cleared the record first).
     async fn delete_staged_files(&self, deadline: tokio::time::Instant) -> Result<usize, String> {
         let s = &self.shared;
         let folder = s.files_dir();

@@ -82,6 +82,10 @@ impl sink::LoadTable for FullLoadTable {
         FullLoadTable::abandon(self, deadline).await.to_string()
     }
 
+    async fn suspend(&self, deadline: Instant) -> String {
+        FullLoadTable::suspend(self, deadline).await.to_string()
+    }
+
     fn resumable(&self) -> bool {
         true
     }
