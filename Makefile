@@ -12,8 +12,8 @@
 #                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
 #                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run (make test
 #                   runs the same soaks for 15 s per target with a fixed seed)
-#   make validate-deploy  the Helm chart in deploy/helm/inlet: helm lint, rendered objects checked
-#                   against the Kubernetes schemas, offline (scripts/validate-deploy.py; make test runs it)
+#   make validate-deploy  the Helm chart in deploy/helm/inlet (helm lint, rendered objects checked
+#                   against the Kubernetes schemas) and docker/compose.yaml, offline; make test runs it
 #   make fmt-check / make lint
 
 SHELL := /bin/bash
@@ -116,10 +116,13 @@ bench-stop:
 	@scripts/pg-sandbox.sh stop .bench
 	@scripts/mariadb-sandbox.sh stop .bench/mariadb
 
-# Offline: Helm's Go SDK (helm-python-sdk) and the schemas kubernetes-validate ships, both from
-# requirements-dev.txt; takes about a second.
+# Offline: Helm's Go SDK (helm-python-sdk), the schemas kubernetes-validate ships, and the
+# Compose specification's schema check-jsonschema ships, all from requirements-dev.txt; about a
+# second.
 validate-deploy: venv
 	@$(PYTHON) scripts/validate-deploy.py
+	@printf 'validate-deploy: docker/compose.yaml against the Compose specification: '
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
