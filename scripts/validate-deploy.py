@@ -15,7 +15,8 @@
    scraped on that port, mounts its group's ConfigMap where `inlet run -c` reads and a writable
    /tmp under a read-only root; the Service and PodDisruptionBudget select its pods.
 4. Values the chart must refuse (replicas above 1, a group name Kubernetes refuses, a task file
-   inlet would not read) fail to render with a message naming the key.
+   inlet would not read, a misspelt key that values.schema.json does not know) fail to render
+   with a message naming the key.
 5. The validator itself rejects a known-broken Deployment, so a check that silently passes
    everything cannot go unnoticed.
 
@@ -178,6 +179,9 @@ REFUSED = [
     ({"groups": {"Main_Group": {"tasks": {"a.toml": "[task]\nname = \"a\"\n"}}}}, "groups.Main_Group"),
     ({"groups": {"main": {"tasks": {"a.conf": "[task]\nname = \"a\"\n"}}}}, "must end in .toml"),
     ({"groups": {"main": {"tasks": {}}}}, "groups.main.tasks: empty"),
+    # values.schema.json: a misspelt key is refused rather than ignored
+    ({"replica": 2, "groups": {"main": {"tasks": {"a.toml": "[task]\nname = \"a\"\n"}}}}, "replica"),
+    ({"groups": {"main": {"task": {"a.toml": "[task]\nname = \"a\"\n"}}}}, "task"),
 ]
 
 BROKEN_DEPLOYMENT = {
