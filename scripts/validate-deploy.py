@@ -133,6 +133,9 @@ def check_objects(label, objects):
             fail(f"{name}: not non-root with a read-only root filesystem and no privilege escalation")
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        for path, volume in mounts.items():
+            if volume not in volumes:
+                fail(f"{name}: {path} mounts volume {volume}, which the pod does not have")
         tasks_volume = volumes.get(mounts.get(task_dir), {})
         cm_name = tasks_volume.get("configMap", {}).get("name")
         if cm_name not in configmaps:
