@@ -829,6 +829,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_are_recorded_as_text_and_read_back() {
+        let ranges = [
+            KeyRange::whole(),
+            KeyRange {
+                start: Some(KeyBound::Int(-5)),
+                end: Some(KeyBound::Int(i128::from(u64::MAX) + 1)),
+            },
+            KeyRange {
+                start: Some(KeyBound::Value(mysql_async::Value::Bytes(
+                    b"a b\n\xff".to_vec(),
+                ))),
+                end: Some(KeyBound::Value(mysql_async::Value::Int(-7))),
+            },
+            KeyRange {
+                start: Some(KeyBound::Value(mysql_async::Value::UInt(u64::MAX))),
+                end: None,
+            },
+            KeyRange {
+                start: Some(KeyBound::Value(mysql_async::Value::Bytes(Vec::new()))),
+                end: None,
+            },
+        ];
+        for r in ranges {
+            let text = r.text().unwrap();
+            assert!(!text.contains('\n'), "{text}");
+            assert_eq!(KeyRange::parse(&text), Some(r), "{text}");
+        }
+        // A value of another kind is not recorded: the table starts over after a crash.
+        let date = KeyRange {
+            start: Some(KeyBound::Value(mysql_async::Value::Date(
+                2024, 1, 1, 0, 0, 0, 0,
+            ))),
+            end: None,
+        };
+        assert_eq!(date.text(), None);
+        for bad in [
+            "keys -",
+            "keys - - -",
+            "keys x1 -",
+            "keys b0 -",
+            "pages 1 2",
+        ] {
+            assert_eq!(KeyRange::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn ranges_cover_everything() {
         assert_eq!(chunk_ranges(1, 10, 10, 100), vec![KeyRange::whole()]);
         let r = chunk_ranges(1, 100, 100, 25);

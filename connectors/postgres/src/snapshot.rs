@@ -87,6 +87,28 @@ pub struct SnapshotChunk {
     pub end_page: Option<u64>,
 }
 
+impl SnapshotChunk {
+    /// `pages START END` (`-` for an open end), as a resumable load records it.
+    pub fn text(&self) -> String {
+        let end = self.end_page.map_or("-".to_string(), |e| e.to_string());
+        format!("pages {} {end}", self.start_page)
+    }
+
+    /// The chunk [`SnapshotChunk::text`] wrote.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.strip_prefix("pages ")?.split(' ');
+        let start_page = parts.next()?.parse().ok()?;
+        let end_page = match parts.next()? {
+            "-" => None,
+            end => Some(end.parse().ok()?),
+        };
+        parts.next().is_none().then_some(Self {
+            start_page,
+            end_page,
+        })
+    }
+}
+
 /// Cuts `pages` into chunks of `chunk_pages`; the last chunk is open-ended.
 pub fn plan_chunks(pages: u64, chunk_pages: u64) -> Vec<SnapshotChunk> {
     let chunk_pages = chunk_pages.max(1);
@@ -468,23 +490,12 @@ impl LoadSource for PgLoadSource {
         Ok(plan_chunks(pages, self.chunk_pages))
     }
 
-    /// `pages START END` (`-` for an open end).
     fn chunk_text(&self, chunk: &SnapshotChunk) -> Option<String> {
-        let end = chunk.end_page.map_or("-".to_string(), |e| e.to_string());
-        Some(format!("pages {} {end}", chunk.start_page))
+        Some(chunk.text())
     }
 
     fn parse_chunk(&self, text: &str) -> Option<SnapshotChunk> {
-        let mut parts = text.strip_prefix("pages ")?.split(' ');
-        let start_page = parts.next()?.parse().ok()?;
-        let end_page = match parts.next()? {
-            "-" => None,
-            end => Some(end.parse().ok()?),
-        };
-        parts.next().is_none().then_some(SnapshotChunk {
-            start_page,
-            end_page,
-        })
+        SnapshotChunk::parse(text)
     }
 
     /// Chunks are page ranges, and a row that is inserted, updated (a new version, maybe on
@@ -575,6 +586,29 @@ impl ChunkBatches for ChunkStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_recorded_as_text_and_read_back() {
+        for chunk in plan_chunks(1000, 128) {
+            assert_eq!(SnapshotChunk::parse(&chunk.text()), Some(chunk));
+        }
+        assert_eq!(
+            SnapshotChunk::parse("pages 128 -"),
+            Some(SnapshotChunk {
+                start_page: 128,
+                end_page: None
+            })
+        );
+        for bad in [
+            "pages 1",
+            "pages 1 2 3",
+            "pages x 2",
+            "keys 1 2",
+            "pages 1 -1",
+        ] {
+            assert_eq!(SnapshotChunk::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn servers_before_14_read_each_table_in_one_chunk() {

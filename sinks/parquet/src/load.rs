@@ -1201,6 +1201,23 @@ mod name_tests {
     use super::*;
 
     #[test]
+    fn switch_markers_and_file_records_round_trip() {
+        assert_eq!(parse_marker("12"), Some((12, BTreeSet::new())));
+        assert_eq!(
+            parse_marker("12\nmissing 3,7"),
+            Some((12, BTreeSet::from([3, 7])))
+        );
+        assert_eq!(parse_marker("12\nsomething"), None);
+        assert_eq!(parse_marker("x"), None);
+        let record = file_record("_inlet_load/LOAD00000003.parquet", 1234);
+        assert_eq!(
+            parse_file_record(&record),
+            Some(("_inlet_load/LOAD00000003.parquet", 1234))
+        );
+        assert_eq!(parse_file_record("LOAD00000003.parquet"), None);
+    }
+
+    #[test]
     fn load_file_names_round_trip() {
         assert_eq!(load_file_name(1), "LOAD00000001.parquet");
         assert_eq!(parse_load_file_name("LOAD00000001.parquet"), Some(1));
