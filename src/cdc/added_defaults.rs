@@ -61,20 +61,20 @@ mod tests {
         let t = TableId::new("public", "t");
         let u = TableId::new("public", "u");
         let tables = [t.clone(), u.clone()];
-        let mut facts = TableStates::new();
-        facts.entry("public.other".into()).or_default().captured = true;
+        let mut recorded = TableStates::new();
+        recorded.entry("public.other".into()).or_default().captured = true;
         // First start: nothing recorded; both tables are recorded, none reported.
         let now = vec![(t.clone(), "a".to_string())];
-        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
+        assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
         assert_eq!(
-            facts
+            recorded
                 .values()
                 .filter(|t| t.unwritten_defaults.is_some())
                 .count(),
             2
         );
         // The same columns again: nothing.
-        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
+        assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
         // A column of u and another of t appear.
         let now = vec![
             (t.clone(), "a".to_string()),
@@ -82,18 +82,33 @@ mod tests {
             (u.clone(), "c".to_string()),
         ];
         assert_eq!(
-            added_since(&mut facts, &now, &tables, &[]),
+            added_since(&mut recorded, &now, &tables, &[]),
             [t.clone(), u.clone()]
         );
-        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
+        assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
         // A rewrite (VACUUM FULL) clears atthasmissing: nothing is added.
-        assert!(added_since(&mut facts, &[], &tables, &[]).is_empty());
+        assert!(added_since(&mut recorded, &[], &tables, &[]).is_empty());
         // A column of a table loaded again anyway (swapped) is recorded, not reported.
         let now = vec![(u.clone(), "d".to_string())];
-        assert!(added_since(&mut facts, &now, &tables, std::slice::from_ref(&u)).is_empty());
-        assert!(added_since(&mut facts, &now, &tables, &[]).is_empty());
+        assert!(added_since(&mut recorded, &now, &tables, std::slice::from_ref(&u)).is_empty());
+        assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
         assert!(
-            facts["public.other"].captured && facts["public.other"].unwritten_defaults.is_none()
+            recorded["public.other"].captured
+                && recorded["public.other"].unwritten_defaults.is_none()
         );
+    }
+
+    /// The text checkpoint of earlier versions kept this record as `<table, JSON> <columns>`
+    /// and read it back by splitting at the first space, so a table whose name holds a space
+    /// never matched its record and a column added to it was never found.
+    #[test]
+    fn a_table_whose_name_holds_a_space_is_matched_with_its_record() {
+        let t = TableId::new("public", "order items");
+        let tables = [t.clone()];
+        let mut recorded = TableStates::new();
+        let now = vec![(t.clone(), "a".to_string())];
+        assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
+        let now = vec![(t.clone(), "a".to_string()), (t.clone(), "b".to_string())];
+        assert_eq!(added_since(&mut recorded, &now, &tables, &[]), [t.clone()]);
     }
 }

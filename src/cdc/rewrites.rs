@@ -284,30 +284,32 @@ mod tests {
         let t = TableId::new("public", "t");
         let u = TableId::new("public", "u v");
         let tables = [t.clone(), u.clone()];
-        let mut facts = TableStates::new();
-        facts.entry("public.other".into()).or_default().captured = true;
+        let mut recorded = TableStates::new();
+        recorded.entry("public.other".into()).or_default().captured = true;
         let first = vec![
             (t.clone(), storage(10, vec![column(1, 5, -1, false)])),
             (u.clone(), storage(20, vec![])),
         ];
         // Nothing recorded: both recorded, none reported.
-        assert!(rewritten_since(&mut facts, &first, &tables, &[]).is_empty());
-        assert_eq!(facts.values().filter(|t| t.storage.is_some()).count(), 2);
-        assert!(rewritten_since(&mut facts, &first, &tables, &[]).is_empty());
+        assert!(rewritten_since(&mut recorded, &first, &tables, &[]).is_empty());
+        assert_eq!(recorded.values().filter(|t| t.storage.is_some()).count(), 2);
+        assert!(rewritten_since(&mut recorded, &first, &tables, &[]).is_empty());
         // t's column retyped by a rewrite; u (a name with a space) vacuumed.
         let now = vec![
             (t.clone(), storage(11, vec![column(1, 6, 655365, false)])),
             (u.clone(), storage(21, vec![])),
         ];
-        let found = rewritten_since(&mut facts, &now, &tables, &[]);
+        let found = rewritten_since(&mut recorded, &now, &tables, &[]);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, t);
         // Recorded: the same state again is nothing.
-        assert!(rewritten_since(&mut facts, &now, &tables, &[]).is_empty());
+        assert!(rewritten_since(&mut recorded, &now, &tables, &[]).is_empty());
         // A table loaded again anyway is recorded, not reported.
         let again = vec![(t.clone(), storage(12, vec![column(1, 7, 655364, false)]))];
-        assert!(rewritten_since(&mut facts, &again, &tables, std::slice::from_ref(&t)).is_empty());
-        assert!(rewritten_since(&mut facts, &again, &tables, &[]).is_empty());
-        assert!(facts["public.other"].captured && facts["public.other"].storage.is_none());
+        assert!(
+            rewritten_since(&mut recorded, &again, &tables, std::slice::from_ref(&t)).is_empty()
+        );
+        assert!(rewritten_since(&mut recorded, &again, &tables, &[]).is_empty());
+        assert!(recorded["public.other"].captured && recorded["public.other"].storage.is_none());
     }
 }
