@@ -542,6 +542,12 @@ async fn compare_in<S: LoadSource>(
     suspects: &[Option<HashSet<u128>>],
 ) -> Result<Vec<RoundResult>, JobError> {
     let tables = source.tables();
+    // Planned before the readers are taken: a source may plan on a reader's connection
+    // (MySQL's key ranges, read in the snapshot).
+    let mut planned = Vec::with_capacity(which.len());
+    for &t in which {
+        planned.push(source.chunks(t).await.map_err(source_error)?);
+    }
     let mut readers = source.readers(1).await.map_err(source_error)?;
     let Some(mut reader) = readers.pop() else {
         return Err(JobError::Failed(
@@ -549,7 +555,7 @@ async fn compare_in<S: LoadSource>(
         ));
     };
     let mut results = Vec::with_capacity(which.len());
-    for (&t, only) in which.iter().zip(suspects) {
+    for ((&t, only), chunks) in which.iter().zip(suspects).zip(planned) {
         let Some(table) = tables.get(t) else {
             results.push(RoundResult::default());
             continue;
@@ -587,7 +593,6 @@ async fn compare_in<S: LoadSource>(
             }
         };
         let mut tally = Tally::new(ctx.max_keys);
-        let chunks = source.chunks(t).await.map_err(source_error)?;
         let started = Instant::now();
         let mut shown = Instant::now();
         for chunk in chunks {

@@ -277,7 +277,7 @@ async fn postgres_into_iceberg_each_corruption_is_named_by_key() {
 fn mariadb_into_parquet_each_corruption_is_named_by_key() {
     let db = MariaDbServer::start();
     db.admin(
-        "CREATE DATABASE shop;
+        "CREATE DATABASE shop; USE shop;
          CREATE TABLE shop.items (id bigint PRIMARY KEY, v int NOT NULL, note varchar(40),
                                   at datetime(6), amount decimal(10,2), t time);
          INSERT INTO shop.items SELECT seq, seq, CONCAT('n', seq),
@@ -318,6 +318,8 @@ flush_interval_ms = 200
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
+        // A failing assertion stops the workload too, or the scope would wait for it forever.
+        let _stop_on_exit = StopOnDrop(&stop);
         let workload = s.spawn(|| {
             let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -344,6 +346,15 @@ flush_interval_ms = 200
         assert_corruption_found(&report, "shop.items", 500);
         assert_equal(&report, "shop.busy", 2000);
     });
+}
+
+/// Sets its flag when dropped (also when unwinding from a failed assertion).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A pattern that matches no selected table is a usage error (exit 2), naming the tables the
