@@ -1535,3 +1535,107 @@ async fn a_table_written_after_a_killed_load_is_loaded_from_its_start() {
     );
     assert!(!record.exists());
 }
+
+/// A full load that a transient error ends (here the server terminates its connections, as a
+/// restart or a network cut would) keeps the chunks it completed: the table's folder holds
+/// exactly the recorded chunks' files (those of the chunks in flight are deleted), the error
+/// says so, and the next run resumes after them and completes the table equal to the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
+    const ROWS: i64 = 1_000_000;
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
+             INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
+             FROM generate_series(1, {ROWS}) g;
+             ANALYZE big;"
+        ))
+        .await
+        .unwrap();
+    let _ = client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let table_dir = out.join("public/big");
+    let cfg = task_file(
+        dir.path(),
+        "cut",
+        &task(
+            &pg.url("postgres"),
+            &out,
+            "\"public.big\"",
+            "[full_load]\nworkers = 2\nchunk_mb = 1\nbatch_rows = 5000",
+        ),
+    );
+    let record = table_dir.join("_inlet_load/PROGRESS");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["full-load", "-c", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "nothing recorded");
+        let text = std::fs::read_to_string(&record).unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with("done ")).count() >= 8 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    client
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .await
+        .unwrap();
+    let ended = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("of its completed chunks are kept and recorded"),
+        "{stderr}"
+    );
+    // The folder holds exactly the files the record names.
+    let text = std::fs::read_to_string(&record).unwrap();
+    let done = text.lines().filter(|l| l.starts_with("done ")).count();
+    let mut recorded: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("done "))
+        .flat_map(|l| l.split('\t').skip(1))
+        .map(|f| f.rsplit_once(' ').unwrap().0.to_string())
+        .collect();
+    recorded.sort();
+    let mut present: Vec<String> = std::fs::read_dir(&table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("LOAD"))
+        .collect();
+    present.sort();
+    assert_eq!(present, recorded);
+
+    let (code, stdout, stderr) = inlet_within(
+        &["full-load", "-c", cfg.to_str().unwrap()],
+        60,
+        "the resumed load",
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let resumed = common::resume::log_fields(&stderr, "resuming the table's interrupted full load")
+        .unwrap_or_else(|| panic!("not resumed:\n{stderr}"));
+    assert_eq!(resumed["kept_chunks"], done.to_string(), "{resumed:?}");
+    let row = client
+        .query_one(
+            "SELECT count(*), sum(('x' || substr(md5(concat_ws('|', id, k, label)), 1, 15))::bit(60)::bigint)::text FROM big",
+            &[],
+        )
+        .await
+        .unwrap();
+    let want: (i64, String) = (row.get(0), row.get(1));
+    assert_eq!(common::resume::duckdb_checksum("parquet", &table_dir), want);
+}
