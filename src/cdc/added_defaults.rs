@@ -109,6 +109,9 @@ mod tests {
         let now = vec![(t.clone(), "a".to_string())];
         assert!(added_since(&mut recorded, &now, &tables, &[]).is_empty());
         let now = vec![(t.clone(), "a".to_string()), (t.clone(), "b".to_string())];
-        assert_eq!(added_since(&mut recorded, &now, &tables, &[]), [t.clone()]);
+        assert_eq!(
+            added_since(&mut recorded, &now, &tables, &[]),
+            std::slice::from_ref(&t)
+        );
     }
 }
