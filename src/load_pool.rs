@@ -115,7 +115,8 @@ impl LoadPool<'_> {
             prepared = self.prepare(&mut source) => prepared.map_err(LoadEnd::Failed)?,
             () = &mut stop => return Err(interrupted_preparing()),
         };
-        let mut set = prepared.set;
+        let mut prepared = prepared;
+        let mut set = std::mem::take(&mut prepared.set);
 
         let mut failure = None;
         let mut interrupted = false;
@@ -143,7 +144,7 @@ impl LoadPool<'_> {
                 }
             }
         }
-        if let Some(logger) = prepared.logger {
+        if let Some(logger) = prepared.logger.take() {
             logger.abort();
         }
         // The snapshot was needed until every worker ended.
@@ -163,18 +164,7 @@ impl LoadPool<'_> {
         // full-load`): a resumable table keeps its recorded chunks for that. A signal or any
         // other error ends the load as one that is not resumed (see the README).
         let suspend = !interrupted && matches!(failure, Some(JobError::Transient { .. }));
-        let settled = self
-            .settle(
-                &prepared.tables,
-                &prepared.sinks,
-                &complete,
-                &prepared.gone,
-                &prepared.progress,
-                &prepared.records,
-                suspend,
-                deadline,
-            )
-            .await;
+        let settled = self.settle(&prepared, &complete, suspend, deadline).await;
         if !ended_early && settled.finish_error.is_none() {
             return Ok(settled.results);
         }
@@ -379,19 +369,24 @@ impl LoadPool<'_> {
     }
 
     /// Finishes each complete table and abandons the others (and any whose finish fails, or
-    /// that is `gone` from the source). With a `deadline` (a load ending early), finishing gives
-    /// up then too.
+    /// that is `gone` from the source), or with `suspend` (a transient error) suspends the
+    /// resumable ones, which keep their recorded chunks. With a `deadline` (a load ending
+    /// early), finishing gives up then too.
     async fn settle<T: SnapshotTable>(
         &self,
-        tables: &[T],
-        sinks: &[LoadTable],
+        prepared: &Prepared<T>,
         complete: &[bool],
-        gone: &[AtomicBool],
-        progress: &Progress,
-        records: &[Option<Arc<TableRecord>>],
         suspend: bool,
         deadline: Option<Instant>,
     ) -> Settled {
+        let Prepared {
+            tables,
+            sinks,
+            gone,
+            progress,
+            records,
+            ..
+        } = prepared;
         let mut settled = Settled {
             results: Vec::with_capacity(tables.len()),
             states: Vec::with_capacity(tables.len()),
