@@ -176,8 +176,10 @@ impl LoadTable {
             .await?;
         *guard = None;
         tracing::info!(table = %s.table, files = summary.files, rows = summary.rows, "full load committed");
-        if s.resumable.load(Ordering::SeqCst) {
-            // Committed: the record would make the next load of the table keep these files.
+        if s.resumable.load(Ordering::SeqCst) || s.partitioner.is_none() {
+            // Committed: the record (this load's, or one a killed resumable load of the table
+            // left before a load that does not resume replaced the table) would make the next
+            // resumable load keep files that are not the table's.
             s.target
                 .inner
                 .warehouse
