@@ -158,15 +158,15 @@ pub async fn run(args: &ValidateArgs<'_>) -> Result<bool, JobError> {
         }
         let differ = reports.iter().filter(|r| r.differs()).count();
         let skipped = reports.iter().filter(|r| r.skipped).count();
+        let tables = match reports.len() {
+            1 => "1 table".to_string(),
+            n => format!("{n} tables"),
+        };
         if equal {
-            println!(
-                "{} tables compared: the target equals the source",
-                reports.len()
-            );
+            println!("{tables} compared: the target equals the source");
         } else {
             println!(
-                "{} tables compared: {differ} differ{}",
-                reports.len(),
+                "{tables} compared: {differ} differ{}",
                 if skipped > 0 {
                     format!(", {skipped} not compared")
                 } else {
@@ -856,43 +856,53 @@ impl TablePlan {
         let name = self.source.id.to_string();
         match ctx.reader {
             TargetReader::Parquet(p) => {
-                let files = p
-                    .table_files(&self.source)
-                    .await
-                    .map_err(JobError::Failed)?;
-                let op_column = p.op_column_name().to_string();
-                for file in &files {
-                    let Some(batches) = p
-                        .read_table_file(&self.source, file)
+                // A file removed between the listing and its reading (a reload of the table
+                // switched to its new files): the table is listed and read again.
+                'attempt: for attempt in 1..=3 {
+                    state.rows.clear();
+                    state.keys.clear();
+                    let files = p
+                        .table_files(&self.source)
                         .await
-                        .map_err(JobError::Failed)?
-                    else {
-                        return Ok(Err(format!(
-                            "{} was removed while it was read (the table was loaded again); \
-                             validate it again",
-                            file.name
-                        )));
-                    };
-                    for batch in batches {
-                        let ops = if file.load {
-                            None
-                        } else {
-                            let Some(ops) = batch
-                                .column_by_name(&op_column)
-                                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                                .cloned()
-                            else {
-                                return Ok(Err(format!(
-                                    "change file {} has no text column {op_column}",
-                                    file.name
-                                )));
-                            };
-                            Some(ops)
+                        .map_err(JobError::Failed)?;
+                    let op_column = p.op_column_name().to_string();
+                    for file in &files {
+                        let Some(batches) = p
+                            .read_table_file(&self.source, file)
+                            .await
+                            .map_err(JobError::Failed)?
+                        else {
+                            if attempt < 3 {
+                                continue 'attempt;
+                            }
+                            return Ok(Err(format!(
+                                "{} was removed while it was read, three times (the table is \
+                                 being loaded again); validate it once the load is done",
+                                file.name
+                            )));
                         };
-                        if let Err(why) = self.apply(&batch, ops.as_ref(), only, &mut state) {
-                            return Ok(Err(format!("{}: {why}", file.name)));
+                        for batch in batches {
+                            let ops = if file.load {
+                                None
+                            } else {
+                                let Some(ops) = batch
+                                    .column_by_name(&op_column)
+                                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                                    .cloned()
+                                else {
+                                    return Ok(Err(format!(
+                                        "change file {} has no text column {op_column}",
+                                        file.name
+                                    )));
+                                };
+                                Some(ops)
+                            };
+                            if let Err(why) = self.apply(&batch, ops.as_ref(), only, &mut state) {
+                                return Ok(Err(format!("{}: {why}", file.name)));
+                            }
                         }
                     }
+                    break;
                 }
             }
             TargetReader::Iceberg(i) => {

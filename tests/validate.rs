@@ -161,6 +161,22 @@ CREATE TABLE busy (id bigint PRIMARY KEY, v int NOT NULL);
 INSERT INTO busy SELECT g, 0 FROM generate_series(1, 2000) g;
 ";
 
+/// A table without a key, holding two equal rows.
+const BAG_SCHEMA: &str = "CREATE TABLE bag (a int, b text); ALTER TABLE bag REPLICA IDENTITY FULL;
+     INSERT INTO bag VALUES (1, 'x'), (1, 'x'), (2, 'y');";
+
+/// Drops the first row with `a = 1` from the `LOAD` file of a Parquet table folder.
+const DROP_ONE_BAG_ROW: &str = r#"
+import glob, os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+[f] = glob.glob(os.path.join(sys.argv[1], "LOAD*.parquet"))
+t = pq.read_table(f)
+rows = t.to_pylist()
+rows.remove(next(r for r in rows if r["a"] == 1))
+pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), f + ".tmp")
+os.replace(f + ".tmp", f)
+"#;
+
 fn pg_task(name: &str, url: &str, target: &str) -> String {
     format!(
         r#"
@@ -207,10 +223,13 @@ fn pg_busy_workload(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
 
 /// Runs a PostgreSQL task into `target`, validates it equal under the workload, corrupts
 /// `items` with `corrupt`, and validates again.
-async fn pg_round_trip(name: &str, target: &str, corrupt: impl FnOnce()) {
+async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl FnOnce()) {
     let pg = PgServer::start();
     let client = pg.client("postgres").await;
     client.batch_execute(PG_SCHEMA).await.unwrap();
+    if keyless {
+        client.batch_execute(BAG_SCHEMA).await.unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = task_file(
         dir.path(),
@@ -231,6 +250,11 @@ async fn pg_round_trip(name: &str, target: &str, corrupt: impl FnOnce()) {
     assert_eq!(report["equal"], true, "{report}");
     assert_equal(&report, "public.items", 500);
     assert_equal(&report, "public.busy", 2000);
+    if keyless {
+        let bag = table(&report, "public.bag");
+        assert_eq!(counts(bag), (3, 0, 0, 0), "{bag}");
+        assert_eq!(bag["key"], serde_json::json!([]), "{bag}");
+    }
 
     corrupt();
     let cfg2 = cfg.clone();
@@ -245,6 +269,12 @@ async fn pg_round_trip(name: &str, target: &str, corrupt: impl FnOnce()) {
     assert_corruption_found(&report, "public.items", 500);
     // Updated all along, by the workload: no difference.
     assert_equal(&report, "public.busy", 2000);
+    if keyless {
+        // One of the two equal rows is gone: a multiset counts it.
+        let bag = table(&report, "public.bag");
+        assert_eq!(counts(bag), (3, 1, 0, 0), "{bag}");
+        assert_eq!(keys(bag, "missing_keys"), ["(a=1, b=x)"], "{bag}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,8 +282,10 @@ async fn postgres_into_parquet_each_corruption_is_named_by_key() {
     let out = tempfile::tempdir().unwrap();
     let target = format!("kind = \"parquet\"\nurl = \"{}\"", out.path().display());
     let items = out.path().join("public").join("items");
-    pg_round_trip("val-pq", &target, || {
-        run_python(CORRUPT_PARQUET, &[items.to_str().unwrap()])
+    let bag = out.path().join("public").join("bag");
+    pg_round_trip("val-pq", &target, true, || {
+        run_python(CORRUPT_PARQUET, &[items.to_str().unwrap()]);
+        run_python(DROP_ONE_BAG_ROW, &[bag.to_str().unwrap()]);
     })
     .await;
 }
@@ -267,7 +299,7 @@ async fn postgres_into_iceberg_each_corruption_is_named_by_key() {
     );
     let items = out.path().join("public").join("items");
     let readers = concat!(env!("CARGO_MANIFEST_DIR"), "/sinks/iceberg/tests/readers");
-    pg_round_trip("val-ice", &target, || {
+    pg_round_trip("val-ice", &target, false, || {
         run_python(CORRUPT_ICEBERG, &[items.to_str().unwrap(), readers])
     })
     .await;
@@ -387,6 +419,43 @@ async fn a_pattern_matching_no_table_is_a_usage_error() {
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("no selected table matches public.nope*; the task selects public.t"),
+        "{stderr}"
+    );
+}
+
+/// A task that is not running never passes the source's position: validate says so and exits 1
+/// within `--max-lag-seconds`, comparing nothing, never reporting the table equal.
+#[tokio::test]
+async fn a_task_that_does_not_catch_up_is_reported_not_equal() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!(
+        "kind = \"parquet\"\nurl = \"{}\"",
+        dir.path().join("out").display()
+    );
+    let cfg = task_file(
+        dir.path(),
+        "val-stopped",
+        &pg_task("val-stopped", &pg.url("postgres"), &target),
+    );
+    let (code, stdout, stderr) = inlet(&[
+        "validate",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--max-lag-seconds",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(
+        stderr.contains("task val-stopped has not caught up with the source")
+            && stderr.contains("is at position none")
+            && stderr.contains("did not pass it within 1 s; nothing was found equal or different"),
         "{stderr}"
     );
 }

@@ -8,7 +8,6 @@
 
 use arrow_array::{ArrayRef, RecordBatch};
 use bytes::Bytes;
-use futures::StreamExt;
 use inlet_core::TableSchema;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -60,12 +59,15 @@ impl ParquetTarget {
     /// of streamed transactions) by name. Staging files and anything else are left out.
     pub async fn table_files(&self, table: &TableSchema) -> Result<Vec<TableFile>, String> {
         let dir = self.table_dir(table);
-        let mut list = self.store.list(Some(&dir));
+        // The folder's own files only: not those a reload stages in `_inlet_load/`.
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| format!("{}: cannot list {}: {e}", table.id, self.location(&dir)))?;
         let mut loads = Vec::new();
         let mut changes = Vec::new();
-        while let Some(meta) = list.next().await {
-            let meta = meta
-                .map_err(|e| format!("{}: cannot list {}: {e}", table.id, self.location(&dir)))?;
+        for meta in listed.objects {
             let Some(name) = meta.location.filename().map(str::to_string) else {
                 continue;
             };
