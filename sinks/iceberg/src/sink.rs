@@ -102,6 +102,13 @@ impl sink::Sink for IcebergTarget {
             self.inner.warehouse.describe()
         )
     }
+
+    fn lease_store(&self, task: &str) -> Option<Box<dyn inlet_core::lease::LeaseStore>> {
+        Some(Box::new(crate::lease::IcebergLease::new(
+            &self.inner.warehouse,
+            task,
+        )))
+    }
 }
 
 #[async_trait::async_trait]
@@ -141,7 +148,11 @@ impl sink::LoadTable for LoadTable {
         )
     }
 
-    async fn suspend(&self, _deadline: Instant) -> String {
+    async fn suspend(&self, deadline: Instant) -> String {
+        if LoadTable::kept_files(self).unwrap_or(0) == 0 {
+            // Nothing to resume after: ended like any load that does not finish.
+            return sink::LoadTable::abandon(self, deadline).await;
+        }
         match LoadTable::kept_files(self) {
             Some(kept) => format!(
                 "not loaded; nothing of this run was committed, the table holds what it held \

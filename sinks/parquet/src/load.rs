@@ -786,12 +786,16 @@ impl FullLoadTable {
         if !s.resumable.load(Ordering::SeqCst) || s.switching.load(Ordering::SeqCst) {
             return self.abandon(deadline).await;
         }
-        s.fail("the load was suspended".into());
         let kept = s
             .recorded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
+        if kept == 0 {
+            // Nothing to resume after: ended like any load that does not finish.
+            return self.abandon(deadline).await;
+        }
+        s.fail("the load was suspended".into());
         if let Err(why) = self
             .delete_staged_files(tokio::time::Instant::from_std(deadline))
             .await
