@@ -882,6 +882,7 @@ impl TablePlan {
                             )));
                         };
                         for batch in batches {
+                            let batch = batch.map_err(JobError::Failed)?;
                             let ops = if file.load {
                                 None
                             } else {

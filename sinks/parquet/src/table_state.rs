@@ -11,7 +11,7 @@ use bytes::Bytes;
 use inlet_core::TableSchema;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::changes::ChangeFile;
 use crate::target::ParquetTarget;
@@ -92,13 +92,14 @@ impl ParquetTarget {
         Ok(loads)
     }
 
-    /// Every row of `file`, whole. None when the file is gone since it was listed (a new full
+    /// The rows of `file`, decoded batch by batch as they are taken (the file's bytes are
+    /// held, not its decoded rows). None when the file is gone since it was listed (a new full
     /// load of the table replaced it): the caller reads the table again.
     pub async fn read_table_file(
         &self,
         table: &TableSchema,
         file: &TableFile,
-    ) -> Result<Option<Vec<RecordBatch>>, String> {
+    ) -> Result<Option<TableFileRows>, String> {
         let location = self.location(&file.path);
         let bytes: Bytes = match self.store.get(&file.path).await {
             Ok(got) => got
@@ -111,9 +112,26 @@ impl ParquetTarget {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.with_batch_size(65_536).build())
             .map_err(|e| format!("{}: cannot read {location}: {e}", table.id))?;
-        reader
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-            .map_err(|e| format!("{}: cannot read {location}: {e}", table.id))
+        Ok(Some(TableFileRows {
+            reader,
+            what: format!("{}: cannot read {location}", table.id),
+        }))
+    }
+}
+
+/// The record batches of one file of a table, decoded as they are taken.
+pub struct TableFileRows {
+    reader: ParquetRecordBatchReader,
+    /// The start of an error message: the table and the file.
+    what: String,
+}
+
+impl Iterator for TableFileRows {
+    type Item = Result<RecordBatch, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.reader
+            .next()
+            .map(|b| b.map_err(|e| format!("{}: {e}", self.what)))
     }
 }
