@@ -151,11 +151,16 @@ fn assert_equal(report: &serde_json::Value, name: &str, rows: u64) {
     assert_eq!(counts(t), (rows, 0, 0, 0), "{t}");
 }
 
+/// `items` holds the types the load converts (timestamptz, uuid and time as text under the
+/// portable forms, numeric), and NaN in two numeric columns whose value policy writes it as NULL
+/// (`n`) and as text (`m`): no difference, since the source is read as the load reads it.
 const PG_SCHEMA: &str = "
 CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text, at timestamptz,
-                    u uuid, amount numeric(10,2), t time);
+                    u uuid, amount numeric(10,2), t time, n numeric(10,2), m numeric(10,2));
 INSERT INTO items SELECT g, g, 'n' || g, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute',
-                         md5(g::text)::uuid, g * 1.5, '10:00'::time + g * interval '1 second'
+                         md5(g::text)::uuid, g * 1.5, '10:00'::time + g * interval '1 second',
+                         CASE WHEN g % 100 = 3 THEN 'NaN'::numeric ELSE g END,
+                         CASE WHEN g % 100 = 3 THEN 'NaN'::numeric ELSE g END
   FROM generate_series(1, 500) g;
 CREATE TABLE busy (id bigint PRIMARY KEY, v int NOT NULL);
 INSERT INTO busy SELECT g, 0 FROM generate_series(1, 2000) g;
@@ -193,6 +198,9 @@ tls = "disable"
 include = ["public.*"]
 [cdc]
 flush_interval_ms = 200
+[values.columns]
+"public.items.n" = "null"
+"public.items.m" = "text"
 "#
     )
 }
