@@ -326,6 +326,10 @@ async fn run_once(
     if !load {
         resync::drop_requests(&mut recorded);
     }
+    // The storage and defaults recorded above were read before the load beside the stream
+    // takes its snapshot: a rewrite or a catalog-only DEFAULT committed while that load runs
+    // differs from them, so the start after the load finds it and loads the table again
+    // (recorded after the load, it would pass for the loaded state).
     let join = join_new_tables(
         config,
         state,

@@ -1132,3 +1132,158 @@ fn resyncs_recorded(path: &std::path::Path) -> Vec<String> {
         .map(|(name, _)| name.clone())
         .collect()
 }
+
+/// Waits (30 s at most) until a COPY of `big` runs.
+async fn wait_copy_of_big(client: &tokio_postgres::Client, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copying: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE 'COPY%big%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if copying > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the load of big did not start within 30 s:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Tables loaded beside the stream in a snapshot of their own (tables that join the running
+/// task, then tables resynced), changed without a change in the stream while that load runs,
+/// before the load reads them: a rewrite (`ALTER COLUMN … TYPE`, leaving the load an empty
+/// table: a rewritten table reads empty to an older snapshot), then a column added with a
+/// catalog-only DEFAULT. The start that begins the load records the tables' storage and
+/// defaults before the load's snapshot is taken, so the start after the load finds the change
+/// and loads the table again. One load worker reads the larger table (`big`) first; `priced`
+/// is changed while big's COPY runs. The target ends equal to the source, value for value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE other (id bigint PRIMARY KEY, v int NOT NULL);
+             INSERT INTO other SELECT g, 0 FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("inlet.log");
+    let checkpoint = out.join("_inlet/resync/checkpoint");
+    let body =
+        task(&pg.url("postgres"), &out).replace("[cdc]\n", "[full_load]\nworkers = 1\n[cdc]\n");
+    let cfg = task_file(dir.path(), "resync", &body);
+    let cfg_arg = cfg.to_str().unwrap();
+    let mut child = spawn(&cfg, &log);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+
+    // Two tables join at the next start: big, loaded first, and priced.
+    client
+        .batch_execute(
+            "CREATE TABLE big (id bigint PRIMARY KEY, body text);
+             INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 300000) g;
+             CREATE TABLE priced (id bigint PRIMARY KEY, price numeric(10,2), n int);
+             INSERT INTO priced SELECT g, g * 1.37, g FROM generate_series(1, 100) g;",
+        )
+        .await
+        .unwrap();
+    // (One statement each: a multi-statement string is one transaction, which VACUUM refuses.)
+    for table in ["big", "priced"] {
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await
+            .unwrap();
+    }
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    wait_copy_of_big(&client, &log).await;
+    client
+        .batch_execute(
+            "ALTER TABLE priced ALTER COLUMN price TYPE numeric(10,1), \
+                                ADD COLUMN seven int DEFAULT 7;
+             UPDATE other SET v = v + 1 WHERE id <= 10;",
+        )
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("table loaded table=public.priced"),
+        "priced was loaded before the ALTER: the test proves nothing\n{text}"
+    );
+    wait_resyncs_done(&log, 1);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("public.priced")
+            && l.contains("rewritten with new values")
+            && l.contains("column price changed type to numeric(10,1)")),
+        "{text}"
+    );
+    let columns = ["id", "price", "n", "seven"];
+    assert_eq!(
+        replay(&out.join("public/priced"), &columns),
+        source_rows(&client, "priced", &columns).await,
+        "priced, rewritten during its load as a joining table"
+    );
+
+    // Both resynced while stopped: at the next start they load beside the stream, big first;
+    // priced gets a column with a catalog-only default meanwhile.
+    let (code, stdout, stderr) = common::inlet(&["resync", "-c", cfg_arg, "big", "priced"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    std::fs::write(&log, "").unwrap();
+    let mut child = spawn(&cfg, &log);
+    wait_copy_of_big(&client, &log).await;
+    client
+        .batch_execute(
+            "ALTER TABLE priced ADD COLUMN eight int DEFAULT 8;
+             UPDATE other SET v = v + 1 WHERE id > 90;",
+        )
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("table loaded table=public.priced"),
+        "priced was loaded before the ALTER: the test proves nothing\n{text}"
+    );
+    // big's resync, then priced's (its reload for the new column supersedes the first).
+    wait_resyncs_done(&log, 2);
+    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    assert_eq!(stop(child, &log), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("public.priced")
+            && l.contains("a column was added with a DEFAULT")),
+        "{text}"
+    );
+    let columns = ["id", "price", "n", "seven", "eight"];
+    assert_eq!(
+        replay(&out.join("public/priced"), &columns),
+        source_rows(&client, "priced", &columns).await,
+        "priced, given a column with a catalog-only default during its resync"
+    );
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("public/other"), &other),
+        source_rows(&client, "other", &other).await,
+        "other"
+    );
+    let big: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replay(&out.join("public/big"), &["id"]).len() as i64, big);
+}
