@@ -198,12 +198,16 @@ tls = "disable"
 include = ["public.*"]
 [cdc]
 flush_interval_ms = 200
-[values.columns]
-"public.items.n" = "null"
-"public.items.m" = "text"
 "#
     )
 }
+
+/// The value policy of `items`' NaN columns.
+const ITEMS_VALUES: &str = r#"
+[values.columns]
+"public.items.n" = "null"
+"public.items.m" = "text"
+"#;
 
 /// Updates random rows of `busy` in small transactions until `stop`.
 fn pg_busy_workload(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
@@ -222,6 +226,26 @@ fn pg_busy_workload(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
                 )
                 .await
                 .unwrap();
+            // Deletes and inserts, and once a truncate, each refilled in its transaction:
+            // the table keeps its 2000 rows, and the target's replay meets every operation.
+            if n % 10 == 5 {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; DELETE FROM busy WHERE id = {id}; \
+                         INSERT INTO busy VALUES ({id}, 0); COMMIT"
+                    ))
+                    .await
+                    .unwrap();
+            }
+            if n == 50 {
+                client
+                    .batch_execute(
+                        "BEGIN; TRUNCATE busy; \
+                         INSERT INTO busy SELECT g, 1 FROM generate_series(1, 2000) g; COMMIT",
+                    )
+                    .await
+                    .unwrap();
+            }
             n += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -239,11 +263,11 @@ async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl Fn
         client.batch_execute(BAG_SCHEMA).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = task_file(
-        dir.path(),
-        name,
-        &pg_task(name, &pg.url("postgres"), target),
+    let text = format!(
+        "{}{ITEMS_VALUES}",
+        pg_task(name, &pg.url("postgres"), target)
     );
+    let cfg = task_file(dir.path(), name, &text);
     let log = dir.path().join("inlet.log");
     let _inlet = spawn_logged(&cfg, &log);
     let stop = Arc::new(AtomicBool::new(false));
@@ -365,6 +389,12 @@ flush_interval_ms = 200
             while !stop.load(Ordering::Relaxed) {
                 let id = (n * 7919) % 2000 + 1;
                 db.admin(&format!("UPDATE shop.busy SET v = v + 1 WHERE id = {id}"));
+                if n % 10 == 5 {
+                    db.admin(&format!(
+                        "BEGIN; DELETE FROM shop.busy WHERE id = {id}; \
+                         INSERT INTO shop.busy VALUES ({id}, 0); COMMIT"
+                    ));
+                }
                 n += 1;
             }
             n
