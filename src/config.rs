@@ -225,6 +225,13 @@ pub struct ServiceConfig {
     /// idle connections can neither lock out a health probe nor use up the file descriptors
     /// the tasks need.
     pub max_connections: usize,
+    /// Each task is owned by one daemon through a lease in its target store: another daemon
+    /// takes it when the owner has not renewed it for this many seconds (the owner renews
+    /// every third of it and stops writing after two thirds without a renewal).
+    pub lease_seconds: u64,
+    /// At most this many tasks run in this daemon; the others are left to other daemons that
+    /// share the task files (none: no limit).
+    pub max_tasks: Option<usize>,
 }
 
 impl Default for ServiceConfig {
@@ -234,6 +241,8 @@ impl Default for ServiceConfig {
             ready_max_lag_s: 300.0,
             header_read_timeout_s: 10,
             max_connections: 256,
+            lease_seconds: 30,
+            max_tasks: None,
         }
     }
 }
@@ -493,6 +502,16 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
         }
         if service.max_connections == 0 {
             return Err("service.max_connections: must be at least 1".into());
+        }
+        if service.lease_seconds < 3 {
+            return Err(format!(
+                "service.lease_seconds: {} is too short; give at least 3 (the owner renews every \
+                 third of it)",
+                service.lease_seconds
+            ));
+        }
+        if service.max_tasks == Some(0) {
+            return Err("service.max_tasks: must be at least 1 (leave it out for no limit)".into());
         }
     }
     Ok(())

@@ -21,6 +21,8 @@ pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     /// `/readyz` answers 503 when a task's lag is above this.
     pub ready_max_lag_s: f64,
+    /// This daemon as task leases name it (`host/pid`).
+    pub daemon: String,
 }
 
 /// Bounds on the HTTP server's connections (`[service] header_read_timeout_s`,
@@ -119,7 +121,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Con
 /// Why a task is not ready, or None when it is.
 fn not_ready(status: &TaskStatus, max_lag: f64) -> Option<String> {
     match &status.phase {
-        Phase::Done => None,
+        // Another daemon of the fleet runs it (or will): nothing for this one to do.
+        Phase::Done | Phase::Standby { .. } => None,
         Phase::Failed { reason } => Some(format!("failed: {reason}")),
         Phase::Retrying { reason } => Some(format!("retrying: {reason}")),
         // Say what it waits for: a source that accepts connections and never answers keeps a
@@ -177,7 +180,7 @@ async fn metrics(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
 
 async fn status(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
     let tasks: Vec<TaskStatus> = e.tasks.iter().map(TaskState::snapshot).collect();
-    Json(serde_json::json!({ "tasks": tasks }))
+    Json(serde_json::json!({ "daemon": e.daemon, "tasks": tasks }))
 }
 
 /// GET `path` from a running daemon at `address` (host:port); the body on a 2xx answer.
@@ -356,20 +359,29 @@ pub fn render_status_table(json: &str) -> Result<String, String> {
         serde_json::from_str(json).map_err(|e| format!("the daemon's /status is not JSON: {e}"))?;
     let mut out = String::new();
     let tasks = doc["tasks"].as_array().cloned().unwrap_or_default();
+    if let Some(daemon) = doc["daemon"].as_str() {
+        out.push_str(&format!("daemon {daemon}\n"));
+    }
     out.push_str(&format!(
-        "{:<24} {:<18} {:<10} {:>10} {:>18}  {}\n",
-        "TASK / TABLE", "MODE", "PHASE", "LAG (s)", "POSITION", "DETAIL"
+        "{:<24} {:<18} {:<10} {:>10} {:>18}  {:<20} {}\n",
+        "TASK / TABLE", "MODE", "PHASE", "LAG (s)", "POSITION", "OWNER", "DETAIL"
     ));
     for t in &tasks {
         let phase = t["phase"].as_str().unwrap_or("?");
         let detail = t["reason"].as_str().unwrap_or("");
+        let owner = match (t["owner"].as_str(), doc["daemon"].as_str()) {
+            (Some(o), Some(me)) if o == me => format!("{o} (this)"),
+            (Some(o), _) => o.to_string(),
+            (None, _) => "-".to_string(),
+        };
         out.push_str(&format!(
-            "{:<24} {:<18} {:<10} {:>10.1} {:>18}  {}\n",
+            "{:<24} {:<18} {:<10} {:>10.1} {:>18}  {:<20} {}\n",
             t["task"].as_str().unwrap_or("?"),
             t["mode"].as_str().unwrap_or(""),
             phase,
             t["lag_seconds"].as_f64().unwrap_or(0.0),
             t["position"].as_str().unwrap_or("-"),
+            owner,
             detail
         ));
         for table in t["tables"].as_array().cloned().unwrap_or_default() {

@@ -12,6 +12,7 @@ mod config;
 mod full_load;
 mod http;
 mod join;
+mod lease;
 mod load_pool;
 mod mysql_task;
 mod progress;

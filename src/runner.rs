@@ -1,6 +1,10 @@
 //! `inlet run`: every task of a file or folder runs on its own, restarting after transient
 //! errors with jittered exponential backoff, while the HTTP endpoints and systemd report on all
 //! of them. One task failing never stops the others; its state stays visible until the end.
+//!
+//! Daemons that share the task files form a fleet: each task runs in the one daemon that holds
+//! its lease (module `lease`); the others watch the lease and take the task when it expires
+//! or is released, up to `service.max_tasks` tasks per daemon.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use inlet_mysql::MysqlConnector;
 use inlet_postgres::PgConnector;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{self, Mode, ServiceConfig, SourceConfig, TaskConfig};
 use crate::http::{self, Endpoints};
+use crate::lease::{self, DaemonId, Fence, LeaseTiming, LeaseWatch, Seen};
 use crate::sink::Target;
 use crate::state::{Metrics, Phase, TaskState};
 use crate::{cdc, full_load, mysql_task, systemd, JobError};
@@ -25,6 +30,9 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
     let service = service_config(&tasks)?;
     let listen = listen.unwrap_or(service.listen.clone());
     let metrics = Arc::new(Metrics::new());
+    let me = DaemonId::this_process();
+    let timing = LeaseTiming::new(service.lease_seconds);
+    let slots = service.max_tasks.map(|n| Arc::new(Semaphore::new(n)));
     let mut states = Vec::with_capacity(tasks.len());
     for (file, task) in &tasks {
         let (source, target) =
@@ -41,6 +49,7 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         tasks: states.clone(),
         metrics,
         ready_max_lag_s: service.ready_max_lag_s,
+        daemon: me.to_string(),
     });
     let limits = http::ConnectionLimits {
         header_read_timeout: Duration::from_secs(service.header_read_timeout_s),
@@ -51,7 +60,7 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
     let (bound, server) = http::serve(&listen, endpoints, limits)
         .await
         .map_err(JobError::Config)?;
-    tracing::info!(address = %bound, tasks = tasks.len(), "serving /healthz /readyz /metrics /status");
+    tracing::info!(address = %bound, tasks = tasks.len(), daemon = %me, "serving /healthz /readyz /metrics /status");
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -63,8 +72,14 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
 
     let mut set = JoinSet::new();
     for ((_, task), state) in tasks.into_iter().zip(states.iter().cloned()) {
+        let owner = Owner {
+            me: me.clone(),
+            timing,
+            slots: slots.clone(),
+            max_tasks: service.max_tasks,
+        };
         let stopped = stopped.clone();
-        set.spawn(async move { supervise(task, state, stopped).await });
+        set.spawn(async move { owner.run(task, state, stopped).await });
     }
     let mut failures = Vec::new();
     while let Some(joined) = set.join_next().await {
@@ -80,6 +95,147 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         Ok(())
     } else {
         Err(JobError::Failed(failures.join("\n")))
+    }
+}
+
+/// What a daemon needs to own tasks in a fleet.
+struct Owner {
+    me: DaemonId,
+    timing: LeaseTiming,
+    /// Free places under `service.max_tasks` (None: no limit).
+    slots: Option<Arc<Semaphore>>,
+    max_tasks: Option<usize>,
+}
+
+impl Owner {
+    /// Runs `task` whenever this daemon holds its lease, until the task ends, fails for good,
+    /// or `stopped` turns true; meanwhile watches the lease while another daemon owns it. A task
+    /// whose target keeps no lease runs at once.
+    async fn run(
+        &self,
+        task: TaskConfig,
+        state: TaskState,
+        stopped: watch::Receiver<bool>,
+    ) -> Result<(), (String, JobError)> {
+        let name = task.task.name.clone();
+        let store = Target::new(&task.target, &name)
+            .ok()
+            .and_then(|t| t.lease_store(&name));
+        let Some(store) = store else {
+            return supervise(task, state, stopped).await;
+        };
+        let mut watch = LeaseWatch::new(&name, Arc::from(store), self.timing, self.me.clone());
+        // How this daemon last lost the task, shown while the daemon that took it holds it.
+        let mut taken: Option<lease::Lost> = None;
+        loop {
+            let took = self.take(&mut watch, &state, taken.as_ref(), stopped.clone());
+            let Some((fence, slot)) = took.await else {
+                state.set_phase(Phase::Stopped);
+                return Ok(());
+            };
+            state.set_owner(Some(self.me.to_string()), Some(fence.epoch()));
+            tracing::info!(task = %name, epoch = fence.epoch(), daemon = %self.me, "took the task's lease; starting it");
+            let registered = lease::register(&name, fence.clone());
+            let ended = tokio::select! {
+                result = supervise(task.clone(), state.clone(), stopped.clone()) => Some(result),
+                _ = fence.keep() => None,
+            };
+            drop(registered);
+            match (ended, fence.lost()) {
+                // Ended on its own (a signal, a finished load, a failure) with the lease still
+                // held: give it to the fleet at once.
+                (Some(result), None) => {
+                    fence.release().await;
+                    drop(slot);
+                    return result;
+                }
+                (_, Some(lost)) => {
+                    let lost = fence.name_the_taker(lost).await;
+                    tracing::error!(task = %name, "{}", lost.message);
+                    let (owner, epoch) = lost.taken_by.clone().unzip();
+                    state.set_owner(owner.clone(), epoch);
+                    state.set_phase(Phase::Standby {
+                        owner,
+                        reason: lost.message.clone(),
+                    });
+                    taken = Some(lost);
+                    drop(slot);
+                }
+                // `keep` only returns once the lease is lost, which `lost` then reports.
+                (None, None) => drop(slot),
+            }
+        }
+    }
+
+    /// Watches the lease until this daemon takes it (None when stopped first).
+    async fn take(
+        &self,
+        watch: &mut LeaseWatch,
+        state: &TaskState,
+        taken: Option<&lease::Lost>,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Option<(Arc<Fence>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+        let poll = self.timing.renew_every / 2;
+        loop {
+            if *stopped.borrow() {
+                return None;
+            }
+            match watch.look().await {
+                Ok(Seen::Free { next_epoch }) => {
+                    let slot = match &self.slots {
+                        Some(slots) => match slots.clone().try_acquire_owned() {
+                            Ok(slot) => Some(Some(slot)),
+                            Err(_) => None,
+                        },
+                        None => Some(None),
+                    };
+                    match slot {
+                        None => state.set_phase(Phase::Standby {
+                            owner: None,
+                            reason: format!(
+                                "nobody owns it, and this daemon already runs \
+                                 service.max_tasks = {} tasks",
+                                self.max_tasks.unwrap_or(0)
+                            ),
+                        }),
+                        Some(slot) => match watch.take(next_epoch).await {
+                            Ok(Some(fence)) => return Some((fence, slot)),
+                            // Another daemon created that epoch first.
+                            Ok(None) => continue,
+                            Err(e) => state.set_phase(Phase::Standby {
+                                owner: None,
+                                reason: e.message().to_string(),
+                            }),
+                        },
+                    }
+                }
+                Ok(Seen::Owned { owner, epoch }) => {
+                    state.set_owner(Some(owner.clone()), Some(epoch));
+                    // While the daemon that took the task from this one holds it, say so.
+                    let reason = match taken {
+                        Some(lost) if lost.taken_by.as_ref().is_some_and(|t| t.1 == epoch) => {
+                            lost.message.clone()
+                        }
+                        _ => format!("owned by daemon {owner} (lease epoch {epoch})"),
+                    };
+                    state.set_phase(Phase::Standby {
+                        reason,
+                        owner: Some(owner),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "cannot read a task's lease; retrying");
+                    state.set_phase(Phase::Standby {
+                        owner: None,
+                        reason: e.message().to_string(),
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = stopped.wait_for(|s| *s) => return None,
+            }
+        }
     }
 }
 

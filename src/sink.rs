@@ -19,6 +19,7 @@ use inlet_sink_iceberg::IcebergTarget;
 use inlet_sink_parquet::ParquetTarget;
 
 use crate::config::TargetConfig;
+use crate::lease::Fence;
 use crate::JobError;
 
 pub use inlet_core::sink::{LoadSummary, Written};
@@ -31,6 +32,9 @@ impl From<TargetError> for JobError {
 
 pub struct Target {
     sink: Box<dyn Sink>,
+    /// This daemon's ownership of the task, when it runs under a lease: every write of the
+    /// task's output and checkpoint is refused once it is lost (see [`crate::lease`]).
+    fence: Option<Arc<Fence>>,
     /// The value policy dates and timestamps outside years 1–9999 follow, under the portable
     /// forms (`target.types`); `None` under the exact ones, which write them as they are.
     years: Option<Arc<ValuePolicy>>,
@@ -41,7 +45,7 @@ impl Target {
     /// outside years 1–9999 follow the default value policy (`fail`) until
     /// [`Self::with_values`] gives the task's. The one place that picks a sink by its kind.
     pub fn new(config: &TargetConfig, task: &str) -> Result<Self, JobError> {
-        let (sink, types): (Box<dyn Sink>, TypeForms) = match config {
+        let (mut sink, types): (Box<dyn Sink>, TypeForms) = match config {
             TargetConfig::Parquet(c) => (
                 Box::new(ParquetTarget::new(c).map_err(JobError::config)?),
                 c.types,
@@ -52,7 +56,11 @@ impl Target {
             ),
         };
         let years = (types == TypeForms::Portable).then(|| Arc::new(ValuePolicy::default()));
-        Ok(Self { sink, years })
+        let fence = crate::lease::fence_of(task);
+        if let Some(fence) = &fence {
+            sink.set_owner_epoch(fence.epoch());
+        }
+        Ok(Self { sink, fence, years })
     }
 
     /// The task's value policy (`[values]`), which dates and timestamps outside years 1–9999
@@ -77,7 +85,15 @@ impl Target {
     }
 
     pub async fn write_checkpoint(&self, task: &str, cp: &Checkpoint) -> Result<(), JobError> {
+        if let Some(fence) = &self.fence {
+            fence.check().await?;
+        }
         Ok(self.sink.write_checkpoint(task, cp).await?)
+    }
+
+    /// The task's lease objects in this target's store (see [`crate::lease`]).
+    pub fn lease_store(&self, task: &str) -> Option<Box<dyn inlet_core::lease::LeaseStore>> {
+        self.sink.lease_store(task)
     }
 
     /// Where the task checkpoint is, for messages.
@@ -89,6 +105,7 @@ impl Target {
     pub async fn full_load(&self, table: &TableSchema) -> Result<LoadTable, JobError> {
         Ok(LoadTable {
             table: Arc::from(self.sink.full_load(table).await?),
+            fence: self.fence.clone(),
             years: self.years.as_ref().map(|policy| Years {
                 table: Arc::new(table.clone()),
                 policy: policy.clone(),
@@ -100,6 +117,7 @@ impl Target {
     pub async fn change_table(&self, table: &TableSchema) -> Result<ChangeTable, JobError> {
         Ok(ChangeTable {
             table: self.sink.change_table(table).await?,
+            fence: self.fence.clone(),
             years: self.years.clone(),
         })
     }
@@ -140,6 +158,7 @@ fn within_years_of(
 #[derive(Clone)]
 pub struct LoadTable {
     table: Arc<dyn sink::LoadTable>,
+    fence: Option<Arc<Fence>>,
     years: Option<Years>,
 }
 
@@ -147,6 +166,7 @@ impl LoadTable {
     pub fn writer(&self) -> LoadWriter {
         LoadWriter {
             writer: self.table.writer(),
+            fence: self.fence.clone(),
             years: self.years.clone(),
         }
     }
@@ -154,6 +174,7 @@ impl LoadTable {
     /// Completes the load once every writer is closed. `position`: the source position the
     /// load is consistent with, recorded by targets that keep one per table (Iceberg).
     pub async fn finish(&self, position: Option<Position>) -> Result<LoadSummary, JobError> {
+        fenced(&self.fence).await?;
         Ok(self.table.finish(position).await?)
     }
 
@@ -178,21 +199,25 @@ impl LoadTable {
     }
 
     pub async fn resume(&self, progress: &sink::LoadProgress) -> Result<(), JobError> {
+        fenced(&self.fence).await?;
         Ok(self.table.resume(progress).await?)
     }
 
     pub async fn record_progress(&self, progress: &sink::LoadProgress) -> Result<(), JobError> {
+        fenced(&self.fence).await?;
         Ok(self.table.record_progress(progress).await?)
     }
 }
 
 pub struct LoadWriter {
     writer: Box<dyn sink::LoadWriter>,
+    fence: Option<Arc<Fence>>,
     years: Option<Years>,
 }
 
 impl LoadWriter {
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), JobError> {
+        fenced_now(&self.fence)?;
         let checked;
         let batch = match &self.years {
             Some(y) => {
@@ -205,11 +230,13 @@ impl LoadWriter {
     }
 
     pub async fn close(self) -> Result<(), JobError> {
+        fenced_now(&self.fence)?;
         Ok(self.writer.close().await?)
     }
 
     /// Completes one chunk's files (a resumable load): the sink's record of each.
     pub async fn end_chunk(&mut self) -> Result<Vec<String>, JobError> {
+        fenced_now(&self.fence)?;
         Ok(self.writer.end_chunk().await?)
     }
 }
@@ -217,6 +244,7 @@ impl LoadWriter {
 /// One table of the change stream.
 pub struct ChangeTable {
     table: Box<dyn sink::ChangeTable>,
+    fence: Option<Arc<Fence>>,
     /// The value policy of dates outside years 1–9999 (see [`Target::with_values`]).
     years: Option<Arc<ValuePolicy>>,
 }
@@ -231,6 +259,8 @@ impl ChangeTable {
     }
 
     pub async fn write(&mut self, mut changes: TableChanges) -> Result<Written, JobError> {
+        // A sink that makes each write durable at once (Parquet) writes the target here.
+        fenced_now(&self.fence)?;
         if let Some(policy) = &self.years {
             changes.batch = within_years_of(&changes.schema, policy, &changes.batch)?;
         }
@@ -255,6 +285,21 @@ impl ChangeTable {
     /// Makes the written changes durable, recording that the table holds everything up to
     /// `position` (a no-op where each write was durable at once, or nothing is new).
     pub async fn commit(&mut self, position: Position) -> Result<Written, JobError> {
+        fenced_now(&self.fence)?;
         Ok(self.table.commit(position).await?)
+    }
+}
+
+/// Refuses a write once the task's lease is lost (checks the timing and what the renewals saw).
+fn fenced_now(fence: &Option<Arc<Fence>>) -> Result<(), JobError> {
+    fence.as_ref().map_or(Ok(()), |f| f.check_now())
+}
+
+/// Refuses a write once the task's lease is lost, reading the lease too (for the rarer writes
+/// that record how far the task is).
+async fn fenced(fence: &Option<Arc<Fence>>) -> Result<(), JobError> {
+    match fence {
+        Some(f) => f.check().await,
+        None => Ok(()),
     }
 }

@@ -173,6 +173,12 @@ pub enum Phase {
     },
     /// Stopped by a signal, after flushing.
     Stopped,
+    /// Not run by this daemon: another daemon owns the task's lease (`owner`), or this one
+    /// has no room for it (`service.max_tasks`), or it is waiting for the lease to expire.
+    Standby {
+        owner: Option<String>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -201,6 +207,11 @@ pub struct TaskStatus {
     pub lag_seconds: f64,
     pub slot_retained_wal_bytes: Option<i64>,
     pub retries: u64,
+    /// The daemon that owns the task's lease (this one when it runs the task), as far as this
+    /// daemon knows.
+    pub owner: Option<String>,
+    /// The epoch of that lease.
+    pub lease_epoch: Option<u64>,
     pub tables: Vec<TableStatus>,
 }
 
@@ -247,6 +258,8 @@ impl TaskState {
                     lag_seconds: 0.0,
                     slot_retained_wal_bytes: None,
                     retries: 0,
+                    owner: None,
+                    lease_epoch: None,
                     tables: Vec::new(),
                 },
                 oldest_pending_micros: None,
@@ -324,6 +337,13 @@ impl TaskState {
             self.set_connected(false);
         }
         self.lock().status.phase = phase;
+    }
+
+    /// The daemon that owns the task's lease, and its epoch.
+    pub fn set_owner(&self, owner: Option<String>, epoch: Option<u64>) {
+        let mut inner = self.lock();
+        inner.status.owner = owner;
+        inner.status.lease_epoch = epoch;
     }
 
     pub fn set_connected(&self, connected: bool) {
@@ -489,7 +509,7 @@ impl TaskState {
             return ((now_micros() - oldest).max(0) as f64) / 1e6;
         }
         match (&inner.status.phase, inner.disconnected_since) {
-            (Phase::Done | Phase::Stopped, _) => 0.0,
+            (Phase::Done | Phase::Stopped | Phase::Standby { .. }, _) => 0.0,
             (_, Some(since)) if inner.status.mode != "full-load" => since.elapsed().as_secs_f64(),
             _ => 0.0,
         }

@@ -808,3 +808,395 @@ async fn check_suggests_the_command_of_the_mode() {
         assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
     }
 }
+
+// Task ownership: daemons sharing one folder of task files, each task run by the one daemon
+// that holds its lease (README "Task ownership").
+
+/// A daemon of a fleet: `inlet run -c TASKS --listen ADDRESS`, its log in a file; continued
+/// (if stopped) and killed when dropped, so a failing test leaves no daemon behind.
+struct Daemon {
+    child: Child,
+    address: String,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(tasks: &Path, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
+        let address = format!("127.0.0.1:{}", free_port());
+        let log = dir.join(format!("inlet-{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(["run", "-c", tasks.to_str().unwrap(), "--listen", &address])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start inlet run");
+        Self {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// `/status`, with a short timeout (a stopped daemon's kernel still accepts connections).
+    fn status(&self) -> Option<serde_json::Value> {
+        let mut conn = TcpStream::connect(&self.address).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(
+            conn,
+            "GET /status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        )
+        .ok()?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).ok()?;
+        let body = raw.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    }
+
+    /// This daemon as leases name it (`host/pid`).
+    fn id(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(doc) = self.status() {
+                return doc["daemon"].as_str().unwrap().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} does not answer",
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Task `name` as this daemon reports it.
+    fn task(&self, name: &str) -> Option<serde_json::Value> {
+        let doc = self.status()?;
+        doc["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["task"] == name)
+            .cloned()
+    }
+
+    /// Waits (`within` at most) until task `name` is in phase `phase` here; returns its status.
+    fn wait_phase(&self, name: &str, phase: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(t) = self.task(name) {
+                if t["phase"] == phase {
+                    return t;
+                }
+                last = Some(t);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "task {name} was not {phase} in {} within {within:?}; last: {last:?}\n{}",
+            self.address,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn signal(&self, signal: &str) {
+        let st = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-CONT");
+            self.kill();
+        }
+    }
+}
+
+const MY_SCHEMA: &str = "
+CREATE DATABASE shop;
+USE shop;
+CREATE TABLE shop.accounts (id bigint PRIMARY KEY, version int NOT NULL, owner varchar(200),
+    balance decimal(12,2));
+INSERT INTO shop.accounts SELECT seq, 0, CONCAT('owner ', seq), seq * 10 FROM seq_1_to_500;
+";
+
+/// A MariaDB task of `shop.accounts` into `target` (a folder or an `s3://` URL), leases of
+/// `lease_seconds`.
+fn my_task(name: &str, url: &str, target: &str, lease_seconds: u64) -> String {
+    format!(
+        r#"
+[task]
+name = "{name}"
+mode = "full-load-and-cdc"
+[source]
+kind = "mysql"
+url = "{url}"
+tls = "disable"
+heartbeat_seconds = 1
+[target]
+kind = "parquet"
+url = "{target}"
+[tables]
+include = ["shop.accounts"]
+[cdc]
+flush_interval_ms = 200
+# Each transaction flushed as it arrives: a daemon continued after a pause writes what it
+# received before anything else can stop it (the server ends its binlog connection once
+# another reader with the same server id connects, right behind those events).
+flush_rows = 1
+[retry]
+min_delay_ms = 200
+max_delay_ms = 1000
+[service]
+lease_seconds = {lease_seconds}
+"#
+    )
+}
+
+/// Round `round` of a MariaDB workload on `shop.accounts`, every transaction named by
+/// `@inlet_tx` for the audit log: inserts, updates, a key change and a delete.
+fn my_round(db: &inlet_testkit::MariaDbServer, round: i64) {
+    let base = 10_000 + round * 100;
+    let tx = 1000 + round * 10;
+    let r = round % 7;
+    db.admin(&format!(
+        "USE shop;
+         SET @inlet_tx = {tx} + 1;
+         INSERT INTO accounts VALUES ({base}, 0, 'new', 1.5), ({base} + 1, 0, 'new', 2.5);
+         SET @inlet_tx = {tx} + 2;
+         UPDATE accounts SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r} AND id <= 500;
+         SET @inlet_tx = {tx} + 3;
+         BEGIN;
+           UPDATE accounts SET id = id + 1000000 WHERE id = {base} + 1;
+           DELETE FROM accounts WHERE id = {round} + 1;
+         COMMIT;"
+    ));
+}
+
+/// Waits until the checkpoint under `out` covers the binlog's current end (`within` at most).
+fn my_caught_up(db: &inlet_testkit::MariaDbServer, checkpoint: &Path, within: Duration) {
+    let (seq, offset) = common::mysql_stream::binlog_end(db);
+    let want = (seq << 32) | offset;
+    let deadline = Instant::now() + within;
+    loop {
+        let at = common::pg_stream::checkpoint_position(checkpoint);
+        if at.is_some_and(|p| p >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint {} did not reach binlog {seq}:{offset} within {within:?} (at {at:x?})",
+            checkpoint.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The change files of a table folder never cover a source position twice: sorted by their
+/// first position, each starts after the one before ends (two writers of one change log would
+/// write overlapping files, which a reader replays twice). Returns how many there are.
+fn assert_no_overlapping_change_files(table_dir: &Path) -> usize {
+    let mut ranges: Vec<(u64, u64, String)> = common::audit::change_files(table_dir)
+        .iter()
+        .filter_map(|p| {
+            let name = common::replay::file_name(p);
+            let stem = name.strip_suffix(".parquet")?;
+            let mut parts = stem.rsplitn(3, '-');
+            let last = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let first = u64::from_str_radix(parts.next()?, 16).ok()?;
+            Some((first, last, name))
+        })
+        .collect();
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[1].0 > pair[0].1,
+            "{}: change files overlap: {} and {}",
+            table_dir.display(),
+            pair[0].2,
+            pair[1].2
+        );
+    }
+    ranges.len()
+}
+
+/// The MariaDB table's rows equal what its Parquet folder replays to, and the audit log's
+/// changes are each in the change files exactly once.
+fn assert_my_target_equals_source(db: &inlet_testkit::MariaDbServer, out: &Path) {
+    let table_dir = out.join("shop/accounts");
+    let columns = ["id", "version", "owner", "balance"];
+    let want = common::mysql_rows::source_rows(db, "shop.accounts", &columns);
+    let got = common::mysql_rows::replay_to_end(&table_dir, &columns);
+    common::mysql_rows::assert_rows_equal("shop.accounts", "replay", &want, &got);
+    assert!(assert_no_overlapping_change_files(&table_dir) > 0);
+    assert!(common::mysql_audit::assert_exactly_once(db, out, "shop", "accounts", "id") > 0);
+}
+
+/// A MariaDB server with `shop.accounts` audited, and a folder of one task file (`my`) into a
+/// Parquet folder, leases of 3 s.
+fn my_fleet_setup(
+    dir: &Path,
+) -> (
+    inlet_testkit::MariaDbServer,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let db = inlet_testkit::MariaDbServer::start();
+    db.admin(MY_SCHEMA);
+    common::mysql_audit::install(&db, "shop", &[("accounts", "id")]);
+    // A commit after the DDL (see mysql_source_events: the snapshot position after a rotation
+    // that DDL caused); the row goes with the clear below.
+    db.admin("INSERT INTO inlet_audit.log (tx, tbl, op) VALUES (0, '-', '-')");
+    let tasks = dir.join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let out = dir.join("out");
+    task_file(
+        &tasks,
+        "my",
+        &my_task("my", &db.url("shop"), out.to_str().unwrap(), 3),
+    );
+    (db, tasks, out)
+}
+
+/// Two daemons on one MariaDB task (a binlog reader has no server-side guard): one runs it,
+/// the other reports it owned by the first; SIGKILL the owner and the other takes it over
+/// within the lease; the target equals the source with every change once.
+#[test]
+fn two_daemons_on_one_mariadb_task_run_it_once_and_a_sigkill_hands_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, tasks, out) = my_fleet_setup(dir.path());
+    let checkpoint = out.join("_inlet/my/checkpoint");
+    let mut a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    let t = a.wait_phase("my", "streaming", Duration::from_secs(30));
+    let a_id = a.id();
+    assert_eq!(t["owner"], a_id.as_str(), "{t}");
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    common::mysql_audit::clear(&db);
+
+    let b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    let b_id = b.id();
+    assert_ne!(a_id, b_id);
+    let seen = b.wait_phase("my", "standby", Duration::from_secs(10));
+    assert_eq!(seen["owner"], a_id.as_str(), "{seen}");
+    assert!(
+        seen["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("owned by daemon {a_id}")),
+        "{seen}"
+    );
+    for round in 0..3 {
+        my_round(&db, round);
+    }
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    // Still one runner: b kept out, a streaming.
+    assert_eq!(b.task("my").unwrap()["phase"], "standby");
+    assert_eq!(a.task("my").unwrap()["phase"], "streaming");
+    let printed = Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["status", "--address", &b.address])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.contains(&format!("daemon {b_id}"))
+            && printed
+                .lines()
+                .any(|l| l.starts_with("my ") && l.contains("standby") && l.contains(&a_id)),
+        "{printed}"
+    );
+
+    a.kill();
+    let killed = Instant::now();
+    for round in 3..6 {
+        my_round(&db, round);
+    }
+    let t = b.wait_phase("my", "streaming", Duration::from_secs(3 + 5));
+    assert!(killed.elapsed() < Duration::from_secs(3 + 5));
+    assert_eq!(t["owner"], b_id.as_str(), "{t}");
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    for round in 6..8 {
+        my_round(&db, round);
+    }
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    assert_my_target_equals_source(&db, &out);
+}
+
+/// A paused owner (SIGSTOP past its lease) loses the task to the other daemon, which writes;
+/// continued, the first writes nothing more (no change file, the checkpoint not overwritten)
+/// and its task stops saying it was taken.
+#[test]
+fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, tasks, out) = my_fleet_setup(dir.path());
+    let checkpoint = out.join("_inlet/my/checkpoint");
+    let table_dir = out.join("shop/accounts");
+    let a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    a.wait_phase("my", "streaming", Duration::from_secs(30));
+    let a_id = a.id();
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    common::mysql_audit::clear(&db);
+    let b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    let b_id = b.id();
+    b.wait_phase("my", "standby", Duration::from_secs(10));
+    my_round(&db, 0);
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+
+    // Paused with changes arriving: its binlog connection keeps receiving them.
+    a.signal("-STOP");
+    let stopped = Instant::now();
+    for round in 1..4 {
+        my_round(&db, round);
+    }
+    let t = b.wait_phase("my", "streaming", Duration::from_secs(3 + 5));
+    assert_eq!(t["owner"], b_id.as_str(), "{t}");
+    // The lease runs from the owner's last renewal, at most a third of it (1 s) before the stop.
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "taken before the lease expired"
+    );
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    let files_before = common::audit::change_files(&table_dir);
+    let checkpoint_before = std::fs::read(&checkpoint).unwrap();
+
+    // Continued: it must write nothing more, and say why its task stopped.
+    a.signal("-CONT");
+    let t = a.wait_phase("my", "standby", Duration::from_secs(10));
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("task my was taken by daemon {b_id}")),
+        "{reason}"
+    );
+    assert_eq!(
+        t["owner"].as_str().map(|o| o.starts_with(&b_id)),
+        Some(true),
+        "{t}"
+    );
+    // Time for anything it still held to reach the store.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(common::audit::change_files(&table_dir), files_before);
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), checkpoint_before);
+    let log_a = std::fs::read_to_string(&a.log).unwrap();
+    assert!(log_a.contains("was taken by daemon"), "{log_a}");
+    let _ = a_id;
+
+    // The new owner goes on alone.
+    for round in 4..6 {
+        my_round(&db, round);
+    }
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    assert_eq!(a.task("my").unwrap()["phase"], "standby");
+    assert_my_target_equals_source(&db, &out);
+}

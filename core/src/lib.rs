@@ -10,6 +10,7 @@ mod causes;
 mod change;
 mod check;
 mod checkpoint;
+pub mod lease;
 mod policy;
 mod portable;
 mod selection;

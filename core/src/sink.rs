@@ -89,6 +89,17 @@ pub trait Sink: Send + Sync {
     ) -> Result<(), TargetError>;
     /// Where the task checkpoint is, for messages.
     fn checkpoint_location(&self, task: &str) -> String;
+    /// The task's lease objects, kept beside its checkpoint (see [`crate::lease`]); None for
+    /// a sink that cannot keep one (then the task has no owner to fence).
+    fn lease_store(&self, task: &str) -> Option<Box<dyn crate::lease::LeaseStore>> {
+        let _ = task;
+        None
+    }
+    /// The lease epoch under which this daemon owns the task: a sink whose commits can carry
+    /// it records it with each commit and refuses to commit over a higher one.
+    fn set_owner_epoch(&mut self, epoch: u64) {
+        let _ = epoch;
+    }
 }
 
 /// The record of a full load that resumes after a crash (`task.mode = "full-load"`), kept by

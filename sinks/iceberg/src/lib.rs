@@ -105,6 +105,7 @@ mod error;
 mod files;
 mod glue;
 pub mod index;
+mod lease;
 mod load;
 mod maintain;
 mod partition;

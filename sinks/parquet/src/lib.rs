@@ -11,6 +11,7 @@
 mod changes;
 mod config;
 mod error;
+mod lease;
 mod load;
 mod object_file;
 mod sink;

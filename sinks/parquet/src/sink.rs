@@ -60,6 +60,10 @@ impl sink::Sink for ParquetTarget {
     fn checkpoint_location(&self, task: &str) -> String {
         format!("{}/_inlet/{task}/checkpoint", self.describe())
     }
+
+    fn lease_store(&self, task: &str) -> Option<Box<dyn inlet_core::lease::LeaseStore>> {
+        Some(Box::new(crate::lease::ParquetLease::new(self, task)))
+    }
 }
 
 #[async_trait::async_trait]

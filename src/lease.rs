@@ -1,0 +1,503 @@
+//! Task ownership: one daemon owns a task at a time, through a lease kept in the task's target
+//! store beside its checkpoint, and every write of the task's output and checkpoint is fenced by
+//! it, so that a daemon that lost the lease (paused, partitioned, or slower than the lease)
+//! writes nothing once another has taken the task.
+//!
+//! The lease is a series of epochs, one object each (`_inlet/<task>/lease/<epoch>`, see
+//! [`inlet_core::lease`]). A daemon takes the task by creating the object of the next epoch
+//! with a create-if-absent write, so of two takers only one wins; it renews the lease by
+//! rewriting its own epoch's object (a counter that changes each time) every third of the lease
+//! duration. Another daemon considers the lease expired when the newest epoch's record has not
+//! changed for a whole lease duration measured on its OWN monotonic clock: no clock of two
+//! hosts is ever compared. It then takes the next epoch. A daemon on the same host whose
+//! process is gone (or an earlier run of this process) is not waited for.
+//!
+//! The owner fences itself: it writes only while its last successful renewal (timed from when
+//! the renewal was sent) is younger than two thirds of the lease duration, on its monotonic
+//! clock, which goes on counting while the process is stopped (SIGSTOP). A taker waits a whole
+//! duration after it last saw the record change, which is after the owner sent it, so the
+//! owner has stopped writing a third of the duration before anyone can take over. The owner
+//! also stops as soon as it sees a newer epoch (at each renewal and before each checkpoint).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use inlet_core::lease::LeaseStore;
+use serde::{Deserialize, Serialize};
+
+use crate::JobError;
+
+/// The lease's timing, from `service.lease_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a record must stay unchanged before another daemon takes the task.
+    pub duration: Duration,
+    /// How often the owner renews (a third of the duration).
+    pub renew_every: Duration,
+    /// How long after its last successful renewal the owner still writes (two thirds of it).
+    pub writes_within: Duration,
+}
+
+impl LeaseTiming {
+    pub fn new(lease_seconds: u64) -> Self {
+        let duration = Duration::from_secs(lease_seconds.max(1));
+        Self {
+            duration,
+            renew_every: duration / 3,
+            writes_within: duration * 2 / 3,
+        }
+    }
+}
+
+/// This daemon as lease records name it: `<hostname>/<pid>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonId {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl DaemonId {
+    pub fn this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Self {
+            host,
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl std::fmt::Display for DaemonId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.host, self.pid)
+    }
+}
+
+/// What an epoch's object holds (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct LeaseRecord {
+    host: String,
+    pid: u32,
+    /// Counts the owner's renewals: the record changes with each one.
+    renewals: u64,
+    /// The owner gave the task up (SIGTERM): another daemon takes it at once.
+    released: bool,
+}
+
+impl LeaseRecord {
+    fn of(daemon: &DaemonId, renewals: u64, released: bool) -> Self {
+        Self {
+            host: daemon.host.clone(),
+            pid: daemon.pid,
+            renewals,
+            released,
+        }
+    }
+
+    fn owner(&self) -> String {
+        format!("{}/{}", self.host, self.pid)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        // A struct of strings and numbers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Whether the daemon that wrote this record is known to be gone without waiting for the
+    /// lease: it ran on this host and its process no longer exists, or it is this very process
+    /// (which holds no lease it does not know of: an earlier run of the task in it, or a
+    /// lease whose renewal failed).
+    fn owner_is_gone(&self, me: &DaemonId) -> bool {
+        self.host == me.host
+            && (self.pid == me.pid
+                || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
+    }
+}
+
+fn store_error(task: &str, e: inlet_core::sink::TargetError) -> JobError {
+    JobError::Transient {
+        kind: "target",
+        message: format!("task {task}: the task's lease: {e}"),
+    }
+}
+
+/// What a daemon that does not own a task saw of its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Nobody holds the lease (none yet, released, expired, or its owner is gone): the next
+    /// epoch may be taken.
+    Free { next_epoch: u64 },
+    /// Daemon `owner` holds epoch `epoch`.
+    Owned { owner: String, epoch: u64 },
+}
+
+/// A daemon's watch on the lease of a task it does not own: remembers when the newest
+/// record last changed, on this daemon's clock.
+pub struct LeaseWatch {
+    task: String,
+    store: Arc<dyn LeaseStore>,
+    timing: LeaseTiming,
+    me: DaemonId,
+    /// The newest epoch and its record as last read, and when it was first read so.
+    last: Option<(u64, Vec<u8>, Instant)>,
+}
+
+impl LeaseWatch {
+    pub fn new(task: &str, store: Arc<dyn LeaseStore>, timing: LeaseTiming, me: DaemonId) -> Self {
+        Self {
+            task: task.to_string(),
+            store,
+            timing,
+            me,
+            last: None,
+        }
+    }
+
+    /// Reads the lease once.
+    pub async fn look(&mut self) -> Result<Seen, JobError> {
+        let task = self.task.clone();
+        let epochs = self
+            .store
+            .epochs()
+            .await
+            .map_err(|e| store_error(&task, e))?;
+        let Some(&newest) = epochs.last() else {
+            return Ok(Seen::Free { next_epoch: 1 });
+        };
+        let Some(bytes) = self
+            .store
+            .read(newest)
+            .await
+            .map_err(|e| store_error(&task, e))?
+        else {
+            // Removed between the list and the read: look again next time.
+            return Ok(Seen::Owned {
+                owner: "unknown".into(),
+                epoch: newest,
+            });
+        };
+        let now = Instant::now();
+        let unchanged_since = match &self.last {
+            Some((epoch, seen, since)) if *epoch == newest && *seen == bytes => *since,
+            _ => {
+                self.last = Some((newest, bytes.clone(), now));
+                now
+            }
+        };
+        let free = Seen::Free {
+            next_epoch: newest + 1,
+        };
+        let record: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
+        if let Some(r) = &record {
+            if r.released || r.owner_is_gone(&self.me) {
+                return Ok(free);
+            }
+        }
+        if now.duration_since(unchanged_since) >= self.timing.duration {
+            return Ok(free);
+        }
+        Ok(Seen::Owned {
+            owner: record.map_or_else(|| "unknown".into(), |r| r.owner()),
+            epoch: newest,
+        })
+    }
+
+    /// Tries to take epoch `next_epoch`: the fence of the new owner, or None when another
+    /// daemon created that epoch first.
+    pub async fn take(&mut self, next_epoch: u64) -> Result<Option<Arc<Fence>>, JobError> {
+        let task = self.task.clone();
+        let sent = Instant::now();
+        let record = LeaseRecord::of(&self.me, 0, false);
+        let won = self
+            .store
+            .create(next_epoch, record.encode())
+            .await
+            .map_err(|e| store_error(&task, e))?;
+        if !won {
+            return Ok(None);
+        }
+        // Epochs before the previous one name nobody a fence still compares with.
+        if let Ok(epochs) = self.store.epochs().await {
+            for old in epochs.into_iter().filter(|&e| e + 1 < next_epoch) {
+                let _ = self.store.remove(old).await;
+            }
+        }
+        Ok(Some(Arc::new(Fence {
+            task,
+            epoch: next_epoch,
+            timing: self.timing,
+            me: self.me.clone(),
+            store: self.store.clone(),
+            held: Mutex::new(Held {
+                renewed: sent,
+                renewals: 0,
+                taken_by: None,
+            }),
+        })))
+    }
+}
+
+struct Held {
+    /// When the last successful renewal (or the take) was sent.
+    renewed: Instant,
+    renewals: u64,
+    /// The daemon that took a newer epoch, and that epoch, once seen.
+    taken_by: Option<(String, u64)>,
+}
+
+/// This daemon's ownership of one task under one epoch, checked before every write of the
+/// task's output and checkpoint ([`crate::sink::Target`]).
+pub struct Fence {
+    task: String,
+    epoch: u64,
+    timing: LeaseTiming,
+    me: DaemonId,
+    store: Arc<dyn LeaseStore>,
+    held: Mutex<Held>,
+}
+
+/// How a renewal ended the ownership.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    pub message: String,
+    /// The daemon that took the task and its epoch, when one did.
+    pub taken_by: Option<(String, u64)>,
+}
+
+impl Fence {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Plain data, updated in single assignments: a panic elsewhere leaves it whole.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Why this daemon may no longer write, if it may not: a newer epoch was seen, or the last
+    /// successful renewal is too old (the process was paused or the store unreachable).
+    pub fn lost(&self) -> Option<Lost> {
+        let held = self.held();
+        if let Some((by, epoch)) = &held.taken_by {
+            return Some(Lost {
+                message: format!(
+                    "task {} was taken by daemon {by} (lease epoch {epoch}); this daemon ({}) \
+                     stopped it and writes nothing more to its target",
+                    self.task, self.me
+                ),
+                taken_by: Some((by.clone(), *epoch)),
+            });
+        }
+        let age = held.renewed.elapsed();
+        (age >= self.timing.writes_within).then(|| Lost {
+            message: format!(
+                "task {}: this daemon ({}) last renewed its lease (epoch {}) {:.1} s ago, \
+                 longer than two thirds of service.lease_seconds = {}; another daemon may take \
+                 the task, so this one stops writing it",
+                self.task,
+                self.me,
+                self.epoch,
+                age.as_secs_f64(),
+                self.timing.duration.as_secs()
+            ),
+            taken_by: None,
+        })
+    }
+
+    /// Before a write of the task's output: fails, for good, once the lease is lost.
+    pub fn check_now(&self) -> Result<(), JobError> {
+        match self.lost() {
+            Some(lost) => Err(JobError::Failed(lost.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a checkpoint: also reads the lease, so a newer epoch stops the write even
+    /// within the renewal timing.
+    pub async fn check(&self) -> Result<(), JobError> {
+        self.check_now()?;
+        self.look_for_newer().await?;
+        // The look itself may have been slow (or the process paused during it).
+        self.check_now()
+    }
+
+    /// Notes a newer epoch's owner if there is one.
+    async fn look_for_newer(&self) -> Result<(), JobError> {
+        let epochs = self
+            .store
+            .epochs()
+            .await
+            .map_err(|e| store_error(&self.task, e))?;
+        if let Some(&newest) = epochs.last().filter(|&&e| e > self.epoch) {
+            let by = match self.store.read(newest).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<LeaseRecord>(&bytes)
+                    .map_or_else(|_| "unknown".to_string(), |r| r.owner()),
+                _ => "unknown".to_string(),
+            };
+            self.held().taken_by = Some((by, newest));
+        }
+        Ok(())
+    }
+
+    /// Renews the lease every third of its duration until it is lost; returns why.
+    pub async fn keep(&self) -> Lost {
+        loop {
+            tokio::time::sleep(self.timing.renew_every).await;
+            if let Some(lost) = self.lost() {
+                return self.name_the_taker(lost).await;
+            }
+            let sent = Instant::now();
+            let renewed = async {
+                self.look_for_newer().await?;
+                if self.held().taken_by.is_some() {
+                    return Ok(());
+                }
+                let renewals = self.held().renewals + 1;
+                let record = LeaseRecord::of(&self.me, renewals, false);
+                self.store
+                    .rewrite(self.epoch, record.encode())
+                    .await
+                    .map_err(|e| store_error(&self.task, e))?;
+                let mut held = self.held();
+                held.renewals = renewals;
+                held.renewed = sent;
+                Ok::<(), JobError>(())
+            };
+            if let Err(e) = renewed.await {
+                tracing::warn!(task = %self.task, error = %e.message(), "cannot renew the task's lease; retrying");
+            }
+            if let Some(lost) = self.lost() {
+                return self.name_the_taker(lost).await;
+            }
+        }
+    }
+
+    /// A lease lost by its timing (the process was paused, the store unreachable) may have
+    /// been taken meanwhile: one look names the taker, for the message.
+    pub async fn name_the_taker(&self, lost: Lost) -> Lost {
+        if lost.taken_by.is_some() {
+            return lost;
+        }
+        let look = tokio::time::timeout(self.timing.renew_every, self.look_for_newer()).await;
+        match look {
+            Ok(Ok(())) => self.lost().unwrap_or(lost),
+            _ => lost,
+        }
+    }
+
+    /// Gives the task up (after it stopped): the record says released, so another daemon
+    /// takes it at once. Not done when the lease is already lost.
+    pub async fn release(&self) {
+        if self.lost().is_some() {
+            return;
+        }
+        let renewals = self.held().renewals + 1;
+        let record = LeaseRecord::of(&self.me, renewals, true);
+        match self.store.rewrite(self.epoch, record.encode()).await {
+            Ok(()) => {
+                tracing::info!(task = %self.task, epoch = self.epoch, "released the task's lease")
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.task, error = %e, "cannot release the task's lease; another daemon takes it when it expires")
+            }
+        }
+    }
+}
+
+/// The fences of the tasks this process owns, by task name: [`crate::sink::Target::new`]
+/// fences the target of a task found here, wherever in the task it is built.
+fn fences() -> &'static Mutex<HashMap<String, Arc<Fence>>> {
+    static FENCES: OnceLock<Mutex<HashMap<String, Arc<Fence>>>> = OnceLock::new();
+    FENCES.get_or_init(Default::default)
+}
+
+/// While the returned guard lives, targets of `task` built in this process are fenced by
+/// `fence`.
+pub fn register(task: &str, fence: Arc<Fence>) -> Registered {
+    fences()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(task.to_string(), fence);
+    Registered {
+        task: task.to_string(),
+    }
+}
+
+/// The fence of `task`, if this process owns it under a lease.
+pub fn fence_of(task: &str) -> Option<Arc<Fence>> {
+    fences()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(task)
+        .cloned()
+}
+
+/// Removes a task's fence from the registry when dropped.
+pub struct Registered {
+    task: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        fences()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_renews_every_third_and_writes_within_two_thirds() {
+        let t = LeaseTiming::new(30);
+        assert_eq!(t.duration, Duration::from_secs(30));
+        assert_eq!(t.renew_every, Duration::from_secs(10));
+        assert_eq!(t.writes_within, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_record_of_a_gone_process_on_this_host_is_not_waited_for() {
+        let me = DaemonId {
+            host: "h".into(),
+            pid: std::process::id(),
+        };
+        let mine = LeaseRecord::of(&me, 3, false);
+        assert!(mine.owner_is_gone(&me));
+        // pid 1 exists on every Linux system.
+        let other = LeaseRecord::of(
+            &DaemonId {
+                host: "h".into(),
+                pid: 1,
+            },
+            3,
+            false,
+        );
+        assert!(!other.owner_is_gone(&me));
+        let elsewhere = LeaseRecord::of(
+            &DaemonId {
+                host: "k".into(),
+                pid: u32::MAX,
+            },
+            3,
+            false,
+        );
+        assert!(!elsewhere.owner_is_gone(&me));
+        let gone = LeaseRecord::of(
+            &DaemonId {
+                host: "h".into(),
+                pid: u32::MAX - 1,
+            },
+            3,
+            false,
+        );
+        assert!(gone.owner_is_gone(&me));
+    }
+}
