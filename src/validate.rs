@@ -911,10 +911,14 @@ impl TablePlan {
                     return Ok(Ok(state));
                 };
                 for f in 0..live.data_files() {
-                    for batch in i.read_live_rows(&live, f).await.map_err(target_error)? {
-                        if let Err(why) = self.apply(&batch, None, only, &mut state) {
-                            return Ok(Err(format!("{name}: {why}")));
-                        }
+                    let applied = i
+                        .read_live_rows(&live, f, |batch| {
+                            self.apply(&batch, None, only, &mut state)
+                        })
+                        .await
+                        .map_err(target_error)?;
+                    if let Err(why) = applied {
+                        return Ok(Err(format!("{name}: {why}")));
                     }
                 }
                 self.live = Some(live);

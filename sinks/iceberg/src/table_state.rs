@@ -3,20 +3,23 @@
 //! source batch turned into the form the files hold (uuid and time as text under the portable
 //! forms, columns named as the table names them).
 //!
-//! The files are read with the same pieces the upsert index is rebuilt with (manifests, then
-//! `files::read_position_deletes` and `files::read_all`), so no second reader of the table's
-//! layout exists to drift from the writer.
+//! The files are found with the same pieces the upsert index is rebuilt with (manifests, then
+//! `files::read_position_deletes`), so no second reader of the table's layout exists to drift
+//! from the writer; data files are streamed batch by batch.
 
 use std::collections::HashMap;
 
 use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
+use futures::TryStreamExt;
 use iceberg::spec::{DataContentType, DataFile};
 use inlet_core::TableSchema;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
 use crate::config::TableNames;
-use crate::files::{read_all, read_position_deletes};
+use crate::files::read_position_deletes;
 use crate::schema::file_schema;
+use crate::store::ObjectReader;
 use crate::{IcebergError, IcebergTarget};
 
 /// The current snapshot of one table: its live data files and the rows deleted from them.
@@ -89,51 +92,65 @@ impl IcebergTarget {
         }))
     }
 
-    /// The live rows of data file `index` of `live` (its rows minus those deleted).
+    /// Gives `visit` the live rows of data file `index` of `live` (its rows minus those
+    /// deleted), batch by batch as they are decoded: one batch of the file is in memory at a
+    /// time. Stops at the first error of `visit`, which is returned as `Ok(Err(_))`.
     pub async fn read_live_rows(
         &self,
         live: &LiveTable,
         index: usize,
-    ) -> Result<Vec<RecordBatch>, IcebergError> {
+        mut visit: impl FnMut(RecordBatch) -> Result<(), String>,
+    ) -> Result<Result<(), String>, IcebergError> {
         let Some(file) = live.data.get(index) else {
-            return Ok(Vec::new());
+            return Ok(Ok(()));
         };
-        let batches = read_all(
-            &self.inner.warehouse,
-            &live.table,
-            file.file_path(),
-            file.file_size_in_bytes(),
-        )
-        .await?;
-        let gone = live
-            .deleted
-            .get(file.file_path())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        if gone.is_empty() {
-            return Ok(batches);
-        }
-        let mut kept = Vec::with_capacity(batches.len());
+        let uri = file.file_path();
+        let wh = &self.inner.warehouse;
+        let path = wh
+            .path_of(uri)
+            .map_err(|m| IcebergError::state(&live.table, m))?;
+        let parquet_error = |e| IcebergError::Parquet {
+            table: live.table.clone(),
+            action: "reading",
+            location: uri.to_string(),
+            hint: wh.hint(None),
+            source: Box::new(e),
+        };
+        let reader = ObjectReader::new(wh.store.clone(), path, file.file_size_in_bytes());
+        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(parquet_error)?
+            .with_batch_size(65_536)
+            .build()
+            .map_err(parquet_error)?;
+        let gone = live.deleted.get(uri).map(Vec::as_slice).unwrap_or(&[]);
         let mut first: u64 = 0;
-        for batch in batches {
+        while let Some(batch) = stream.try_next().await.map_err(parquet_error)? {
             let rows = batch.num_rows() as u64;
-            let mask: BooleanArray = (0..rows)
-                .map(|r| {
-                    let pos = first + r;
-                    Some(u32::try_from(pos).map_or(true, |p| gone.binary_search(&p).is_err()))
-                })
-                .collect();
-            first += rows;
-            let filtered =
+            let batch = if gone.is_empty() {
+                batch
+            } else {
+                let mask: BooleanArray = (0..rows)
+                    .map(|r| {
+                        // A position past u32 cannot be in a delete file inlet reads.
+                        let kept = u32::try_from(first + r)
+                            .map_or(true, |p| gone.binary_search(&p).is_err());
+                        Some(kept)
+                    })
+                    .collect();
                 arrow_select::filter::filter_record_batch(&batch, &mask).map_err(|e| {
                     IcebergError::state(
                         &live.table,
-                        format!("{}: cannot leave out deleted rows: {e}", file.file_path()),
+                        format!("{uri}: cannot leave out deleted rows: {e}"),
                     )
-                })?;
-            kept.push(filtered);
+                })?
+            };
+            first += rows;
+            if let Err(e) = visit(batch) {
+                return Ok(Err(e));
+            }
         }
-        Ok(kept)
+        Ok(Ok(()))
     }
 
     /// `batch` (a source batch of the table, as the full load reads it) in the form the table's
