@@ -721,6 +721,14 @@ impl TablePlan {
     ) -> Result<Result<Self, String>, JobError> {
         let (columns, key_names, live) = match ctx.reader {
             TargetReader::Parquet(p) => {
+                if !p.keeps_every_operation() {
+                    return Ok(Err(
+                        "its change files keep inserts only or inserts and updates \
+                         (cdc_inserts_only / cdc_inserts_and_updates): they are a log that does \
+                         not replay to the table's rows"
+                            .into(),
+                    ));
+                }
                 let written = p.written_form(source);
                 (written.arrow_schema(), written.primary_key.clone(), None)
             }
@@ -910,6 +918,12 @@ impl TablePlan {
                 let Some(live) = self.live.take() else {
                     return Ok(Ok(state));
                 };
+                if only.is_none() {
+                    // Sized once: growing the map would hold its old and new tables at once.
+                    state
+                        .rows
+                        .reserve(usize::try_from(live.live_rows()).unwrap_or(0));
+                }
                 for f in 0..live.data_files() {
                     let applied = i
                         .read_live_rows(&live, f, |batch| {

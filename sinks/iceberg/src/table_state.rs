@@ -37,6 +37,13 @@ pub struct LiveTable {
 }
 
 impl LiveTable {
+    /// How many rows the snapshot holds: its data files' rows minus those deleted.
+    pub fn live_rows(&self) -> u64 {
+        let written: u64 = self.data.iter().map(|f| f.record_count()).sum();
+        let deleted: usize = self.deleted.values().map(Vec::len).sum();
+        written.saturating_sub(deleted as u64)
+    }
+
     /// How many live data files the snapshot has.
     pub fn data_files(&self) -> usize {
         self.data.len()

@@ -32,6 +32,12 @@ impl ParquetTarget {
         self.written_table(table)
     }
 
+    /// Whether change files keep every operation: not under `cdc_inserts_only` or
+    /// `cdc_inserts_and_updates`, whose files are a log that does not replay to the table.
+    pub fn keeps_every_operation(&self) -> bool {
+        self.cdc_keep == crate::changes::KeptOps::All
+    }
+
     /// The name of the operation column change files carry (`op_column`).
     pub fn op_column_name(&self) -> &str {
         &self.op_column
