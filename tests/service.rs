@@ -1200,3 +1200,395 @@ fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
     assert_eq!(a.task("my").unwrap()["phase"], "standby");
     assert_my_target_equals_source(&db, &out);
 }
+
+/// A task file of the fleet test: `source` and `target` are the TOML of those sections.
+fn fleet_task(name: &str, source: &str, include: &str, target: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "{name}"
+mode = "full-load-and-cdc"
+[source]
+{source}
+tls = "disable"
+[target]
+{target}
+[tables]
+include = ["{include}"]
+[cdc]
+flush_interval_ms = 200
+[retry]
+min_delay_ms = 200
+max_delay_ms = 1000
+[service]
+lease_seconds = 3
+"#
+    )
+}
+
+/// Round `round` of changes to PostgreSQL table `table` (accounts' shape): inserts, updates,
+/// a key change and a delete.
+async fn pg_round(client: &tokio_postgres::Client, table: &str, round: i64) {
+    let base = 10_000 + round * 100;
+    let r = round % 7;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {table} VALUES ({base}, 0, 'new', 1.5), ({base} + 1, 0, 'new', 2.5);
+             UPDATE {table} SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r} AND id <= 300;
+             BEGIN;
+               UPDATE {table} SET id = id + 1000000 WHERE id = {base} + 1;
+               DELETE FROM {table} WHERE id = {round} + 1;
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The same round on MariaDB table `shop.TABLE`.
+fn my_table_round(db: &inlet_testkit::MariaDbServer, table: &str, round: i64) {
+    let base = 10_000 + round * 100;
+    let r = round % 7;
+    db.admin(&format!(
+        "USE shop;
+         INSERT INTO {table} VALUES ({base}, 0, 'new', 1.5), ({base} + 1, 0, 'new', 2.5);
+         UPDATE {table} SET version = version + 1, balance = balance + 1 WHERE id % 7 = {r} AND id <= 300;
+         BEGIN;
+           UPDATE {table} SET id = id + 1000000 WHERE id = {base} + 1;
+           DELETE FROM {table} WHERE id = {round} + 1;
+         COMMIT;"
+    ));
+}
+
+/// Which of `daemons` (None: stopped or killed, not asked) runs each task, from their
+/// `/status`: a task runs where the daemon names itself its owner and it is not `standby`.
+/// Panics when a task runs in two.
+fn runners(daemons: &[Option<&Daemon>], names: &[&str]) -> Vec<Vec<usize>> {
+    let docs: Vec<Option<serde_json::Value>> =
+        daemons.iter().map(|d| d.and_then(Daemon::status)).collect();
+    names
+        .iter()
+        .map(|name| {
+            let running: Vec<usize> = docs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, doc)| {
+                    let t = doc.as_ref()?["tasks"]
+                        .as_array()?
+                        .iter()
+                        .find(|t| t["task"] == *name)?
+                        .clone();
+                    let own = t["owner"] == doc.as_ref()?["daemon"];
+                    (own && t["phase"] != "standby").then_some(i)
+                })
+                .collect();
+            assert!(
+                running.len() <= 1,
+                "task {name} runs in daemons {running:?}"
+            );
+            running
+        })
+        .collect()
+}
+
+/// Three daemons over one folder of six task files (PostgreSQL and MariaDB sources; Parquet in
+/// a folder and on S3 (moto), Iceberg): each task has exactly one owner, the others report it
+/// owned by that one; SIGKILL one daemon and SIGSTOP another past its lease: the third takes
+/// every task, the stopped one, continued, runs none, and every table equals its source with
+/// no change file overlapping another.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a_pause() {
+    // A walsender whose client stopped answering is ended after 5 s, freeing the slot for the
+    // daemon that takes the task (PostgreSQL's own guard against two consumers of a slot).
+    let pg = PgServer::start_with_options("-c wal_sender_timeout=5s");
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    let db = inlet_testkit::MariaDbServer::start();
+    db.admin("CREATE DATABASE shop");
+    let pg_tables = ["pa", "pb", "pc"];
+    let my_tables = ["ma", "mb", "mc"];
+    for t in pg_tables {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, version int NOT NULL, owner text, \
+                 balance numeric(12,2));
+                 INSERT INTO {t} SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 300) g;"
+            ))
+            .await
+            .unwrap();
+    }
+    for t in my_tables {
+        db.admin(&format!(
+            "USE shop;
+             CREATE TABLE {t} (id bigint PRIMARY KEY, version int NOT NULL, owner varchar(200),
+                 balance decimal(12,2));
+             INSERT INTO {t} SELECT seq, 0, CONCAT('owner ', seq), seq * 10 FROM seq_1_to_300;"
+        ));
+    }
+    // A commit after the DDL, outside the selection (see my_fleet_setup).
+    db.admin(
+        "CREATE DATABASE other; CREATE TABLE other.t (id int); INSERT INTO other.t VALUES (1)",
+    );
+    let mut moto = Moto::start();
+    moto.create_bucket("lake");
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let local = dir.path().join("out");
+    let pg_source = format!("kind = \"postgres\"\nurl = \"{}\"", pg.url("shop"));
+    let my_source = format!(
+        "kind = \"mysql\"\nurl = \"{}\"\nheartbeat_seconds = 1",
+        db.url("shop")
+    );
+    let parquet = |sub: &str| {
+        format!(
+            "kind = \"parquet\"\nurl = \"{}\"",
+            local.join(sub).display()
+        )
+    };
+    let iceberg = |sub: &str| {
+        format!(
+            "kind = \"iceberg\"\nwarehouse = \"{}\"",
+            local.join(sub).display()
+        )
+    };
+    let specs = [
+        ("pg_pq", pg_source.clone(), "public.pa", parquet("pg_pq")),
+        ("pg_ice", pg_source.clone(), "public.pb", iceberg("pg_ice")),
+        (
+            "pg_s3",
+            pg_source.clone(),
+            "public.pc",
+            "kind = \"parquet\"\nurl = \"s3://lake/pg_s3\"".to_string(),
+        ),
+        ("my_pq", my_source.clone(), "shop.ma", parquet("my_pq")),
+        ("my_ice", my_source.clone(), "shop.mb", iceberg("my_ice")),
+        (
+            "my_s3",
+            my_source.clone(),
+            "shop.mc",
+            "kind = \"parquet\"\nurl = \"s3://lake/my_s3\"".to_string(),
+        ),
+    ];
+    let names: Vec<&str> = specs.iter().map(|s| s.0).collect();
+    for (name, source, include, target) in &specs {
+        task_file(&tasks, name, &fleet_task(name, source, include, target));
+    }
+
+    let fleet: Vec<Daemon> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Daemon::start(&tasks, dir.path(), n, &env))
+        .collect();
+    let ids: Vec<String> = fleet.iter().map(Daemon::id).collect();
+    // Every task runs in exactly one daemon, and the others name that one as its owner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let owners = loop {
+        let all: Vec<Option<&Daemon>> = fleet.iter().map(Some).collect();
+        let r = runners(&all, &names);
+        let streaming = names.iter().zip(&r).all(|(name, r)| {
+            r.len() == 1
+                && fleet[r[0]]
+                    .task(name)
+                    .is_some_and(|t| t["phase"] == "streaming")
+        });
+        if streaming {
+            break r.into_iter().map(|r| r[0]).collect::<Vec<usize>>();
+        }
+        assert!(Instant::now() < deadline, "the tasks did not settle: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (name, &owner) in names.iter().zip(&owners) {
+        for (i, d) in fleet.iter().enumerate() {
+            let t = d.task(name).unwrap();
+            assert_eq!(t["owner"], ids[owner].as_str(), "{name} in daemon {i}: {t}");
+        }
+    }
+    for round in 0..2 {
+        for t in pg_tables {
+            pg_round(&client, t, round).await;
+        }
+        for t in my_tables {
+            my_table_round(&db, t, round);
+        }
+    }
+
+    // SIGKILL the daemon with the most tasks, SIGSTOP another: the third takes everything.
+    let count = |i: usize| owners.iter().filter(|&&o| o == i).count();
+    let killed = (0..3).max_by_key(|&i| count(i)).unwrap();
+    let paused = (0..3)
+        .filter(|&i| i != killed)
+        .max_by_key(|&i| count(i))
+        .unwrap();
+    let survivor = 3 - killed - paused;
+    let mut fleet = fleet;
+    fleet[killed].kill();
+    fleet[paused].signal("-STOP");
+    for round in 2..4 {
+        for t in pg_tables {
+            pg_round(&client, t, round).await;
+        }
+        for t in my_tables {
+            my_table_round(&db, t, round);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: Vec<Option<&Daemon>> = vec![Some(&fleet[survivor])];
+        let r = runners(&all, &names);
+        let everything = names.iter().all(|name| {
+            fleet[survivor]
+                .task(name)
+                .is_some_and(|t| t["phase"] == "streaming" && t["owner"] == ids[survivor].as_str())
+        });
+        if everything {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon {survivor} did not take every task: {r:?}\n{}",
+            std::fs::read_to_string(&fleet[survivor].log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Continued, the paused daemon runs nothing: each task still has one writer.
+    fleet[paused].signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pair = [Some(&fleet[survivor]), Some(&fleet[paused])];
+        let r = runners(&pair, &names);
+        if r.iter().all(|r| r == &[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after SIGCONT: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for round in 4..5 {
+        for t in pg_tables {
+            pg_round(&client, t, round).await;
+        }
+        for t in my_tables {
+            my_table_round(&db, t, round);
+        }
+    }
+
+    // Everything committed reaches every target, once.
+    let pg_columns = ["id", "version", "owner", "balance"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for name in ["pg_pq", "pg_ice", "pg_s3"] {
+        loop {
+            let confirmed = client
+                .query_opt(
+                    "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                     WHERE slot_name = $2",
+                    &[&target, &format!("inlet_{name}")],
+                )
+                .await
+                .unwrap()
+                .is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true));
+            if confirmed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    my_caught_up(
+        &db,
+        &local.join("my_pq/_inlet/my_pq/checkpoint"),
+        Duration::from_secs(30),
+    );
+    my_caught_up(
+        &db,
+        &local.join("my_ice/_inlet/my_ice/checkpoint"),
+        Duration::from_secs(30),
+    );
+    let s3 = dir.path().join("s3");
+    let download = || {
+        let _ = std::fs::remove_dir_all(&s3);
+        let out = Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/readers/s3_download.py"
+            ))
+            .args([&moto.endpoint, "lake", "", s3.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    loop {
+        download();
+        let (seq, offset) = common::mysql_stream::binlog_end(&db);
+        let at = common::pg_stream::checkpoint_position(&s3.join("my_s3/_inlet/my_s3/checkpoint"));
+        if at.is_some_and(|p| p >= (seq << 32) | offset) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "my_s3 did not catch up");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    assert_eq!(
+        replay(&local.join("pg_pq/public/pa"), &pg_columns),
+        source_rows(&client, "pa", &pg_columns).await
+    );
+    assert_eq!(
+        replay(&s3.join("pg_s3/public/pc"), &pg_columns),
+        source_rows(&client, "pc", &pg_columns).await
+    );
+    for dir in [
+        local.join("pg_pq/public/pa"),
+        s3.join("pg_s3/public/pc"),
+        local.join("my_pq/shop/ma"),
+        s3.join("my_s3/shop/mc"),
+    ] {
+        assert!(
+            assert_no_overlapping_change_files(&dir) > 0,
+            "{}",
+            dir.display()
+        );
+    }
+    for (table, dir) in [
+        ("shop.ma", local.join("my_pq/shop/ma")),
+        ("shop.mc", s3.join("my_s3/shop/mc")),
+    ] {
+        let want = common::mysql_rows::source_rows(&db, table, &pg_columns);
+        let got = common::mysql_rows::replay_to_end(&dir, &pg_columns);
+        common::mysql_rows::assert_rows_equal(table, "replay", &want, &got);
+    }
+    let select: Vec<String> = pg_columns.iter().map(|c| format!("{c}::text")).collect();
+    let mut want: common::iceberg::Rows = client
+        .query(&format!("SELECT {} FROM pb", select.join(", ")), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..pg_columns.len()).map(|i| r.get(i)).collect())
+        .collect();
+    want.sort();
+    let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&local.join("pg_ice/public/pb"));
+    assert_eq!(pyiceberg, want, "pg_ice: pyiceberg");
+    assert_eq!(duckdb, want, "pg_ice: duckdb");
+    let mut want: common::iceberg::Rows =
+        common::mysql_rows::source_rows(&db, "shop.mb", &pg_columns)
+            .into_values()
+            .collect();
+    want.sort();
+    let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&local.join("my_ice/shop/mb"));
+    assert_eq!(pyiceberg, want, "my_ice: pyiceberg");
+    assert_eq!(duckdb, want, "my_ice: duckdb");
+}
