@@ -1240,3 +1240,161 @@ mod name_tests {
         assert_eq!(parse_load_file_name("20240101-000000.parquet"), None);
     }
 }
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use crate::ParquetTargetConfig;
+    use arrow_array::Int64Array;
+    use inlet_core::sink::DoneChunk;
+    use inlet_core::{Column, TableId};
+
+    fn table() -> TableSchema {
+        TableSchema {
+            id: TableId::new("public", "t"),
+            columns: vec![Column {
+                name: "id".into(),
+                source_type: "bigint".into(),
+                field: Field::new("id", DataType::Int64, false),
+                distinct_values: None,
+            }],
+            primary_key: vec!["id".into()],
+        }
+    }
+
+    fn batch(table: &TableSchema, ids: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            table.arrow_schema(),
+            vec![Arc::new(Int64Array::from_iter_values(ids))],
+        )
+        .expect("batch")
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("LOAD"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn ids(dir: &std::path::Path) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for name in names(dir) {
+            let file = std::fs::File::open(dir.join(name)).expect("open");
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .expect("footer")
+                    .build()
+                    .expect("reader");
+            for b in reader {
+                let b = b.expect("batch");
+                let col = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("ids");
+                ids.extend(col.values().iter().copied());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    /// A resumed load that replaces an earlier one lacks the number of a file a crash left
+    /// incomplete (a worker opened file 1 for a chunk that never completed while another
+    /// completed file 2): the switch deletes the earlier load's file 1 too, so the table holds
+    /// exactly the new load's rows.
+    #[tokio::test]
+    async fn a_resumed_reload_deletes_the_earlier_files_of_the_numbers_it_lacks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = ParquetTarget::new(&ParquetTargetConfig::with_url(
+            dir.path().to_str().expect("utf-8"),
+        ))
+        .expect("target");
+        let table = table();
+        let table_dir = dir.path().join("public").join("t");
+
+        // The earlier load: files 1..=3, ids 0..300.
+        let earlier = target.full_load(&table);
+        for part in 0..3 {
+            let mut w = earlier.writer();
+            w.write(&batch(&table, part * 100..part * 100 + 100))
+                .await
+                .expect("write");
+            w.close().await.expect("close");
+        }
+        earlier.finish().await.expect("finish");
+        assert_eq!(names(&table_dir).len(), 3);
+
+        // The new load, killed: chunk 0 opened file 1 and never completed; chunk 1 completed
+        // file 2 and was recorded.
+        let killed = target.full_load(&table);
+        let mut progress = LoadProgress {
+            guard: "g".into(),
+            chunks: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
+        };
+        killed.resume(&progress).await.expect("resume");
+        let mut in_flight = killed.writer();
+        in_flight
+            .write(&batch(&table, 1000..1010))
+            .await
+            .expect("write");
+        let mut done = killed.writer();
+        done.write(&batch(&table, 1010..1020)).await.expect("write");
+        let files = done.end_chunk().await.expect("end chunk");
+        assert_eq!(
+            files,
+            vec![format!("{STAGING_DIR}/LOAD00000002.parquet {}", {
+                let (_, bytes) = parse_file_record(&files[0]).expect("record");
+                bytes
+            })]
+        );
+        progress.done.push(DoneChunk {
+            chunk: 1,
+            rows: 10,
+            files,
+        });
+        progress.started = vec![0];
+        killed.record_progress(&progress).await.expect("record");
+        // The crash: nothing settles (the open file's upload never completes).
+        std::mem::forget(in_flight);
+        std::mem::forget(done);
+        drop(killed);
+
+        // The restart resumes: chunk 1 is kept, chunks 0 and 2 are read now.
+        let resumed = target.full_load(&table);
+        let recorded = resumed
+            .recorded_progress()
+            .await
+            .expect("read")
+            .expect("a record");
+        assert_eq!(recorded, progress);
+        resumed.resume(&recorded).await.expect("resume");
+        let mut w = resumed.writer();
+        w.write(&batch(&table, 1000..1010)).await.expect("write");
+        w.end_chunk().await.expect("end chunk");
+        w.write(&batch(&table, 1020..1030)).await.expect("write");
+        w.end_chunk().await.expect("end chunk");
+        w.close().await.expect("close");
+        let summary = resumed.finish().await.expect("finish");
+        assert_eq!((summary.files, summary.rows), (3, 30));
+
+        // Files 2, 3, 4; the earlier load's file 1 is gone (its 3 is replaced).
+        assert_eq!(
+            names(&table_dir),
+            [
+                "LOAD00000002.parquet",
+                "LOAD00000003.parquet",
+                "LOAD00000004.parquet"
+            ]
+        );
+        assert_eq!(ids(&table_dir), (1000..1030).collect::<Vec<_>>());
+        assert!(!table_dir.join(STAGING_DIR).join(PROGRESS_RECORD).exists());
+    }
+}
