@@ -1402,6 +1402,7 @@ batch_rows = 5000
         record: out.join("shop/big/_inlet_load/PROGRESS"),
         table_dir: out.join("shop/big"),
         iceberg: false,
+        loaded_before: false,
         rows: ROWS,
         workers: 2,
         want: (rows.parse().unwrap(), checksum.to_string()),
