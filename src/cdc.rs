@@ -1183,9 +1183,8 @@ fn publication_lost(slot: &str, publication: &str, checkpoint: &str, resnapshot:
 }
 
 /// A slot dropped while streaming gets the same clear message as at start-up (or, with
-/// `on_slot_lost = "resnapshot"`, a restart that resnapshots); so does a dropped publication,
-/// which the server reports with the same SQLSTATE (42704, undefined object) but which is told
-/// apart by its message. Other errors are classified by the connector.
+/// `on_slot_lost = "resnapshot"`, a restart that resnapshots); so does a dropped publication.
+/// The connector tells which error is which; others are classified by it.
 fn slot_error(
     e: inlet_postgres::PgError,
     slot: &str,
@@ -1193,39 +1192,29 @@ fn slot_error(
     checkpoint: &str,
     resnapshot: bool,
 ) -> JobError {
-    if let inlet_postgres::PgError::Replication {
-        code: Some(code),
-        message,
-        ..
-    } = &e
-    {
-        if code == "42704" && message.contains("publication") {
-            return publication_lost(slot, publication, checkpoint, resnapshot);
-        }
-        if code == "42704" {
-            let message = format!(
-                "replication slot {slot:?} was dropped while the task used it: changes since the last \
-                 checkpoint may be lost. inlet never recreates a slot silently; delete the task \
-                 checkpoint ({}) and run the task again for a new full load, or set \
-                 cdc.on_slot_lost = \"resnapshot\"",
-                checkpoint
-            );
-            return if resnapshot {
-                JobError::Transient {
-                    kind: "slot_lost",
-                    message,
-                }
-            } else {
-                JobError::Failed(message)
-            };
-        }
+    if e.is_publication_missing() {
+        return publication_lost(slot, publication, checkpoint, resnapshot);
+    }
+    if e.is_slot_missing() {
+        let message = format!(
+            "replication slot {slot:?} was dropped while the task used it: changes since the last \
+             checkpoint may be lost. inlet never recreates a slot silently; delete the task \
+             checkpoint ({checkpoint}) and run the task again for a new full load, or set \
+             cdc.on_slot_lost = \"resnapshot\""
+        );
+        return if resnapshot {
+            JobError::Transient {
+                kind: "slot_lost",
+                message,
+            }
+        } else {
+            JobError::Failed(message)
+        };
     }
     // An update whose unchanged TOASTed value the server did not send cannot be completed,
     // now or at any restart: say how to get past it (see `resync`).
-    if let inlet_postgres::PgError::Value { table, message, .. } = &e {
-        if message.contains("TOASTed value unchanged") {
-            return JobError::Failed(format!("{e}{}", resync::hint(table)));
-        }
+    if let Some(table) = e.incomplete_change_table() {
+        return JobError::Failed(format!("{e}{}", resync::hint(table)));
     }
     JobError::source(e)
 }

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use inlet_core::snapshot::SourceError;
 
 /// Exit codes: 0 ok, 1 the job failed, 2 bad usage or config (clap also exits 2 on bad usage),
 /// 3 `full-load` was interrupted by SIGTERM/SIGINT before every table was loaded.
@@ -148,17 +149,20 @@ impl JobError {
     pub fn failed(e: impl std::fmt::Display) -> Self {
         Self::Failed(e.to_string())
     }
-    /// A source error, transient or not as the connector classifies it.
-    pub fn source(e: inlet_postgres::PgError) -> Self {
+    /// A source error, classified by the connector that raised it (each connector's error
+    /// converts into [`SourceError`]).
+    pub fn source(e: impl Into<SourceError>) -> Self {
+        Self::from_source(e.into())
+    }
+    /// A source error as its connector classified it: transient, a setting of the task file,
+    /// or a failure a retry would repeat.
+    pub fn from_source(e: SourceError) -> Self {
         if e.is_transient() {
             Self::Transient {
                 kind: "source",
                 message: e.to_string(),
             }
-        } else if matches!(
-            e,
-            inlet_postgres::PgError::Config { .. } | inlet_postgres::PgError::Selection(_)
-        ) {
+        } else if e.is_config() {
             Self::Config(e.to_string())
         } else {
             Self::Failed(e.to_string())

@@ -7,9 +7,9 @@ use inlet_core::{
     TableChanges, TableId, TableSelection, TableStates,
 };
 use inlet_mysql::{
-    discover, position_epoch, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
-    CaptureOptions, ConsistentSnapshot, Flavor, MysqlConnector, MysqlError, MysqlGtidSet,
-    MysqlLoadSource, MysqlSourceConfig, MysqlTable, StartFrom,
+    discover, plan_resume, prerequisites, BatchLimits, BinlogCapture, BinlogPosition,
+    CaptureOptions, ConsistentSnapshot, Flavor, MysqlConnector, MysqlError, MysqlLoadSource,
+    MysqlSourceConfig, MysqlTable, ResumePlan,
 };
 use tokio::sync::watch;
 
@@ -22,27 +22,13 @@ use crate::state::{Phase, TaskState};
 use crate::stream::{self, ChangeSource, Outputs, StreamEnd};
 use crate::JobError;
 
-/// Classifies a MySQL error: a connection that could not be made or broke may work on a retry;
-/// a purged binlog, a setting, a privilege or a value will not.
+/// A MySQL error as the connector classifies it; a change it says cannot be completed (a row
+/// image that lacks columns) adds how to get past it (see `resync`).
 pub fn mysql_error(e: MysqlError) -> JobError {
-    let transient = e.is_transient();
-    // A row image that lacks columns cannot be completed, now or at any restart: say how to
-    // get past it (see `resync`).
-    if let MysqlError::Table { table, message } = &e {
-        if message.contains("binlog_row_image is not FULL") {
-            return JobError::Failed(format!("{e}{}", resync::hint(table)));
-        }
+    if let Some(table) = e.incomplete_change_table() {
+        return JobError::Failed(format!("{e}{}", resync::hint(table)));
     }
-    if transient {
-        JobError::Transient {
-            kind: "source",
-            message: e.to_string(),
-        }
-    } else if matches!(e, MysqlError::Config { .. } | MysqlError::Selection(_)) {
-        JobError::Config(e.to_string())
-    } else {
-        JobError::Failed(e.to_string())
-    }
+    JobError::source(e)
 }
 
 /// Full load (mode `full-load`), or full load and/or binlog capture until `shutdown`.
@@ -163,15 +149,6 @@ async fn run_once(
                 .and_then(SourceResume::mysql)
                 .cloned()
                 .unwrap_or_default();
-            let Some(file) = resume.binlog_file.clone() else {
-                return Err(JobError::Failed(format!(
-                    "the task checkpoint ({}) has no binlog file name: it was not written by a \
-                     MySQL task. Delete it to start the task over",
-                    target.checkpoint_location(task)
-                )));
-            };
-            let gtid = resume.gtid_set.clone().filter(|g| !g.trim().is_empty());
-            let epoch = position_epoch(cp.position);
             // The swaps come from the capture at each flush (or from `checkpoint_held`).
             let mut known = cp.tables.clone();
             for state in known.values_mut() {
@@ -181,35 +158,19 @@ async fn run_once(
                 resume: resume.clone(),
                 replaced: cp.tables,
             };
-            match resume.server_id.filter(|was| *was != source_id) {
-                None => {
-                    // An XA transaction prepared before the checkpoint and not yet committed:
-                    // its rows are in its prepare, so the binlog is read again from there (the
-                    // tables skip the transactions they hold).
-                    let from = resume
-                        .xa_prepared_from
-                        .filter(|p| *p < cp.position && position_epoch(*p) == epoch)
-                        .unwrap_or(cp.position);
-                    let at = BinlogPosition::from_position(from, &file);
-                    tracing::info!(file = %at.file, offset = at.offset, "resuming from the task checkpoint");
-                    (StartFrom::Position(at), cp.position, known, epoch, gtid)
+            let plan = plan_resume(&resume, cp.position, source_id, flavor)
+                .map_err(|r| JobError::Failed(r.message(&target.checkpoint_location(task))))?;
+            let epoch = plan.epoch();
+            let start = plan.start();
+            match plan {
+                ResumePlan::Position { from, gtid_set, .. } => {
+                    tracing::info!(file = %from.file, offset = from.offset, "resuming from the task checkpoint");
+                    (start, cp.position, known, epoch, gtid_set)
                 }
-                Some(was) => {
-                    let set = failover_gtid_set(
-                        &resume,
-                        gtid,
-                        flavor,
-                        epoch,
-                        (was, source_id),
-                        &target.checkpoint_location(task),
-                    )?;
-                    let start = match flavor {
-                        Flavor::MariaDb => StartFrom::MariaGtid(set.clone()),
-                        Flavor::Mysql => StartFrom::MysqlGtid(set.clone()),
-                    };
-                    tracing::warn!(was, now = source_id, gtid = %set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
-                    failover = Some((was, set));
-                    (start, cp.position, known, epoch + 1, None)
+                ResumePlan::Failover { was, gtid_set, .. } => {
+                    tracing::warn!(was, now = source_id, gtid = %gtid_set, "the source is not the server the checkpoint was written on (a failover?): resuming at the checkpoint's GTID set");
+                    failover = Some((was, gtid_set));
+                    (start, cp.position, known, epoch, None)
                 }
             }
         }
@@ -461,95 +422,14 @@ async fn join_new_tables(
     })))
 }
 
-/// The server cannot send the binlog from where the task resumes (error 1236), the MySQL form
-/// of a lost replication slot: it purged the binlog, or, resuming by GTID (`by_gtid`) on
-/// another server, that server lacks transactions the task already wrote. Changes are missing,
-/// so the task stops and says how to start over.
+/// A capture that could not start: the connector tells a binlog the server cannot send from
+/// where the task resumes ([`inlet_mysql::missing_binlog`]), which stops the task saying how to
+/// start over; any other error is classified as usual.
 fn missing_binlog(e: MysqlError, checkpoint: &str, by_gtid: Option<&str>) -> JobError {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    if !(text.contains("1236") || lower.contains("purged"))
-        || matches!(e, MysqlError::LostBinlog { .. })
-    {
-        return mysql_error(e);
+    match inlet_mysql::missing_binlog(&e, by_gtid) {
+        Some(missing) => JobError::Failed(missing.message(&e.to_string(), checkpoint)),
+        None => mysql_error(e),
     }
-    if lower.contains("impossible position") || lower.contains("truncated in the middle of event") {
-        // Not a purge: the server has the file, but not (whole) where the task must read.
-        return JobError::Failed(format!(
-            "{text}. The source lost committed binlog: the task already read and applied the \
-             binlog up to its checkpoint, but the server's file is now shorter or damaged there \
-             (a crash of its host with sync_binlog other than 1, a restored backup, a full \
-             disk), so changes are missing: a resync is needed. Delete the task checkpoint \
-             ({checkpoint}) and run the task again for a new full load"
-        ));
-    }
-    match by_gtid {
-        Some(set) => JobError::Failed(format!(
-            "{text}. This server cannot continue from the task's GTID set {set}: it lacks \
-             transactions the task already wrote (they were lost in the failover, or it is not \
-             a replica of the server the task followed), or it purged binlogs the task needs. \
-             Point source.url back at the server the checkpoint names, or delete the task \
-             checkpoint ({checkpoint}) to run a new full load from this server"
-        )),
-        None => JobError::Failed(format!(
-            "{text}. The binlog the task must resume from is gone (purged, or expired by \
-             binlog_expire_logs_seconds), so changes are missing: delete the task checkpoint \
-             ({checkpoint}) and run the task again for a new full load, and keep binlogs longer \
-             than the task may be stopped"
-        )),
-    }
-}
-
-/// The GTID set a task resumes from on a server other than its checkpoint's (`servers`: the
-/// checkpoint's server_id, then this one's): the checkpoint's, which both servers share if one
-/// replicated the other.
-fn failover_gtid_set(
-    resume: &MysqlResume,
-    gtid: Option<String>,
-    flavor: Flavor,
-    epoch: u8,
-    servers: (u64, u64),
-    checkpoint: &str,
-) -> Result<String, JobError> {
-    let (was, now) = servers;
-    let refuse = |why: String| {
-        JobError::Failed(format!(
-            "the task checkpoint ({checkpoint}) holds a binlog position of the server with \
-             server_id {was}, but source.url now reaches server_id {now}, and {why}. Point \
-             source.url back at that server, or delete the checkpoint to run a new full load \
-             from this one (if this is the same server with a new server_id, remove \
-             \"server_id\" from the checkpoint's \"source\" instead)"
-        ))
-    };
-    let Some(set) = gtid else {
-        return Err(refuse(
-            "the checkpoint has no GTID set to resume from on another server (turn GTIDs on: \
-             gtid_mode=ON on MySQL)"
-                .into(),
-        ));
-    };
-    let was_flavor = resume.flavor.clone().unwrap_or_default();
-    if !was_flavor.is_empty() && was_flavor != flavor.as_str() {
-        return Err(refuse(format!(
-            "that server was {was_flavor} while this one is {}: their GTIDs do not match",
-            flavor.as_str()
-        )));
-    }
-    if epoch == u8::MAX {
-        return Err(refuse(
-            "the task has switched servers 255 times already, the most its positions count".into(),
-        ));
-    }
-    // Checkpoints of earlier versions that resumed by file/position on MySQL hold only the
-    // GTIDs seen since; starting from such a set would re-read everything before.
-    if flavor == Flavor::Mysql && !MysqlGtidSet::parse(&set).is_some_and(|s| s.numbered_from_one())
-    {
-        return Err(refuse(format!(
-            "the checkpoint's GTID set ({set}) is not a whole executed set (each source \
-             numbered from 1), so it cannot place the task on another server"
-        )));
-    }
-    Ok(set)
 }
 
 /// What a checkpoint held at its position (while tables load beside the stream) keeps of the

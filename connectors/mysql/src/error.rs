@@ -107,6 +107,20 @@ impl MysqlError {
         }
     }
 
+    /// The table of a change that cannot be completed, now or at any restart: a row image that
+    /// lacks columns (`binlog_row_image` not FULL, the capture's message says so). Fixing the
+    /// server helps only the changes to come; a reload of the table supersedes this one.
+    pub fn incomplete_change_table(&self) -> Option<&TableId> {
+        match self {
+            MysqlError::Table { table, message }
+                if message.contains("binlog_row_image is not FULL") =>
+            {
+                Some(table)
+            }
+            _ => None,
+        }
+    }
+
     /// The server said the table does not exist (ERROR 1146, SQLSTATE 42S02): it was dropped
     /// or renamed away since it was discovered.
     pub fn is_missing_table(&self) -> bool {

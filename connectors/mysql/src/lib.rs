@@ -12,6 +12,8 @@
 //!   row events into change batches in [`inlet_core::change_schema`] layout, whole
 //!   transactions at a time, with the same method set as the PostgreSQL connector's
 //!   `ChangeCapture`. Positions are `(server epoch << 56) | (binlog file number << 32) | offset`.
+//! - Resuming ([`plan_resume`]): at the checkpoint's file and offset on the server that wrote
+//!   it, by its GTID set on another (a failover); [`missing_binlog`] tells what a refusal means.
 //! - `inlet check` ([`prerequisites`]) verifies the server settings and privileges and says how
 //!   to fix each.
 
@@ -25,6 +27,7 @@ mod ddl;
 mod error;
 mod json;
 mod position;
+mod resume;
 mod rows;
 mod snapshot;
 mod types;
@@ -42,6 +45,7 @@ pub use position::{
     binlog_position, file_sequence, position_epoch, BinlogPosition, MariaGtidState, MysqlGtidSet,
     StartFrom,
 };
+pub use resume::{missing_binlog, plan_resume, MissingBinlog, ResumePlan, ResumeRefusal};
 pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange,
     MysqlChunkReader, MysqlLoadSource, SnapshotPoint, SnapshotReader,

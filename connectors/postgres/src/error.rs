@@ -100,6 +100,47 @@ impl PgError {
     }
 }
 
+impl PgError {
+    /// The server's SQLSTATE, when the server reported the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            PgError::Query { code, .. } | PgError::Replication { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The walsender said the task's publication does not exist (it was dropped under the
+    /// stream): the slot cannot go on past the change it stopped at. The server reports it with
+    /// the same SQLSTATE as a missing slot (42704, undefined object); the message tells them
+    /// apart.
+    pub fn is_publication_missing(&self) -> bool {
+        matches!(self, PgError::Replication { code: Some(code), message, .. }
+            if code == "42704" && message.contains("publication"))
+    }
+
+    /// The walsender said the replication slot does not exist (SQLSTATE 42704, and not about a
+    /// publication): it was dropped while the task used it, so changes since the last
+    /// checkpoint may be lost.
+    pub fn is_slot_missing(&self) -> bool {
+        matches!(self, PgError::Replication { code: Some(code), .. } if code == "42704")
+            && !self.is_publication_missing()
+    }
+
+    /// The table of a change that cannot be completed, now or at any restart: an update whose
+    /// unchanged TOASTed value the server did not send (the capture's message says so). Fixing
+    /// the table helps only the changes to come; a reload of the table supersedes this one.
+    pub fn incomplete_change_table(&self) -> Option<&TableId> {
+        match self {
+            PgError::Value { table, message, .. }
+                if message.contains("TOASTed value unchanged") =>
+            {
+                Some(table)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// SQLSTATEs after which a new connection may succeed: connection exceptions (08), operator
 /// intervention such as a shutdown or restart (57P01-57P03), insufficient resources (53).
 pub(crate) fn transient_sqlstate(code: &str) -> bool {
