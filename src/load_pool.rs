@@ -195,17 +195,22 @@ impl LoadPool<'_> {
         let mut chunks_per_table = vec![0usize; tables.len()];
         let mut records: Vec<Option<Arc<TableRecord>>> = (0..tables.len()).map(|_| None).collect();
         for table in source.read_order() {
-            let chunks = match source.chunks(table).await {
-                Ok(chunks) => chunks,
-                Err(e) if self.skip_gone && e.is_missing_table() => {
-                    gone[table].store(true, Ordering::Release);
-                    continue;
+            let plan = if self.position.is_none() && sinks[table].resumable() {
+                self.plan_resumable(source, table, &tables[table], &sinks[table])
+                    .await?
+            } else {
+                match source.chunks(table).await {
+                    Ok(chunks) => TablePlan {
+                        chunks: chunks.into_iter().enumerate().collect(),
+                        record: None,
+                    },
+                    Err(e) if self.skip_gone && e.is_missing_table() => {
+                        gone[table].store(true, Ordering::Release);
+                        continue;
+                    }
+                    Err(e) => return Err(source_error(e)),
                 }
-                Err(e) => return Err(source_error(e)),
             };
-            let plan = self
-                .plan_table(source, table, &tables[table], &sinks[table], chunks)
-                .await?;
             for (index, chunk) in plan.chunks {
                 queue.push_back(WorkItem {
                     table,
@@ -272,30 +277,24 @@ impl LoadPool<'_> {
         })
     }
 
-    /// Which of `chunks` (table `table`'s plan) this run reads. A load that stands alone and
-    /// whose source and sink can record chunks resumes: an earlier run's record with the same
-    /// guard gives the plan (that run's), and its done chunks are skipped and their files kept;
-    /// otherwise the table starts over with `chunks`, recorded as they complete.
-    async fn plan_table<S: LoadSource>(
+    /// The chunks of table `table` this run reads, for a load that stands alone and whose sink
+    /// can record chunks: an earlier run's record with the same guard gives the plan (that
+    /// run's, not planned again), and its done chunks are skipped and their files kept;
+    /// otherwise the table is planned now and starts over, recorded as its chunks complete. A
+    /// source that cannot record its chunks or tell a guard loads the table as usual.
+    async fn plan_resumable<S: LoadSource>(
         &self,
         source: &mut S,
         table: usize,
         snapshot_table: &S::Table,
         sink: &LoadTable,
-        chunks: Vec<S::Chunk>,
     ) -> Result<TablePlan<S::Chunk>, JobError> {
         let whole = |chunks: Vec<S::Chunk>| TablePlan {
             chunks: chunks.into_iter().enumerate().collect(),
             record: None,
         };
-        if self.position.is_some() || !sink.resumable() {
-            return Ok(whole(chunks));
-        }
-        let texts: Option<Vec<String>> = chunks.iter().map(|c| source.chunk_text(c)).collect();
-        let Some(texts) = texts else {
-            return Ok(whole(chunks));
-        };
         let Some(guard) = source.resume_guard(table).await.map_err(source_error)? else {
+            let chunks = source.chunks(table).await.map_err(source_error)?;
             return Ok(whole(chunks));
         };
         let schema = snapshot_table.schema();
@@ -307,13 +306,7 @@ impl LoadPool<'_> {
             .map(|c| format!("{}:{}:{:?}", c.name, c.source_type, c.data_type()))
             .collect();
         let guard = format!("{guard} | {}", columns.join(",")).replace(['\n', '\r'], " ");
-        let fresh = LoadProgress {
-            guard: guard.clone(),
-            chunks: texts,
-            done: Vec::new(),
-            started: Vec::new(),
-        };
-        let (progress, planned) = match sink.recorded_progress().await? {
+        let recorded = match sink.recorded_progress().await? {
             Some(recorded) if recorded.guard == guard => {
                 let parsed: Option<Vec<S::Chunk>> = recorded
                     .chunks
@@ -321,10 +314,10 @@ impl LoadPool<'_> {
                     .map(|t| source.parse_chunk(t))
                     .collect();
                 match parsed {
-                    Some(planned) => (recorded, planned),
+                    Some(planned) => Some((recorded, planned)),
                     None => {
                         tracing::warn!(table = %name, "the record of an interrupted full load of the table names chunks this version cannot read: the table is loaded from its start");
-                        (fresh, chunks)
+                        None
                     }
                 }
             }
@@ -336,9 +329,27 @@ impl LoadPool<'_> {
                      (rows written, moved or its columns changed): the chunks it completed cannot \
                      be kept beside chunks read now, so the table is loaded from its start"
                 );
+                None
+            }
+            None => None,
+        };
+        let (progress, planned) = match recorded {
+            Some(resumed) => resumed,
+            None => {
+                let chunks = source.chunks(table).await.map_err(source_error)?;
+                let texts: Option<Vec<String>> =
+                    chunks.iter().map(|c| source.chunk_text(c)).collect();
+                let Some(texts) = texts else {
+                    return Ok(whole(chunks));
+                };
+                let fresh = LoadProgress {
+                    guard,
+                    chunks: texts,
+                    done: Vec::new(),
+                    started: Vec::new(),
+                };
                 (fresh, chunks)
             }
-            None => (fresh, chunks),
         };
         let done: HashSet<usize> = progress.done.iter().map(|d| d.chunk).collect();
         // Only chunks not done count as in flight.
