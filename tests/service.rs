@@ -935,7 +935,7 @@ INSERT INTO shop.accounts SELECT seq, 0, CONCAT('owner ', seq), seq * 10 FROM se
 
 /// A MariaDB task of `shop.accounts` into `target` (a folder or an `s3://` URL), leases of
 /// `lease_seconds`.
-fn my_task(name: &str, url: &str, target: &str, lease_seconds: u64) -> String {
+fn my_task(name: &str, url: &str, target: &str, lease_seconds: u64, server_id: u32) -> String {
     format!(
         r#"
 [task]
@@ -946,6 +946,7 @@ kind = "mysql"
 url = "{url}"
 tls = "disable"
 heartbeat_seconds = 1
+server_id = {server_id}
 [target]
 kind = "parquet"
 url = "{target}"
@@ -953,10 +954,6 @@ url = "{target}"
 include = ["shop.accounts"]
 [cdc]
 flush_interval_ms = 200
-# Each transaction flushed as it arrives: a daemon continued after a pause writes what it
-# received before anything else can stop it (the server ends its binlog connection once
-# another reader with the same server id connects, right behind those events).
-flush_rows = 1
 [retry]
 min_delay_ms = 200
 max_delay_ms = 1000
@@ -1045,13 +1042,15 @@ fn assert_my_target_equals_source(db: &inlet_testkit::MariaDbServer, out: &Path)
     assert!(common::mysql_audit::assert_exactly_once(db, out, "shop", "accounts", "id") > 0);
 }
 
-/// A MariaDB server with `shop.accounts` audited, and a folder of one task file (`my`) into a
-/// Parquet folder, leases of 3 s.
+/// A MariaDB server with `shop.accounts` audited, and two folders (one per daemon, as on two
+/// hosts) of the same task file (`my`) into one Parquet folder, leases of 3 s. The two copies
+/// differ only in the replica server id: the server then lets both read the binlog at once
+/// (with one id it would end the older connection), so only the lease keeps the second out.
 fn my_fleet_setup(
     dir: &Path,
 ) -> (
     inlet_testkit::MariaDbServer,
-    std::path::PathBuf,
+    [std::path::PathBuf; 2],
     std::path::PathBuf,
 ) {
     let db = inlet_testkit::MariaDbServer::start();
@@ -1060,15 +1059,19 @@ fn my_fleet_setup(
     // A commit after the DDL (see mysql_source_events: the snapshot position after a rotation
     // that DDL caused); the row goes with the clear below.
     db.admin("INSERT INTO inlet_audit.log (tx, tbl, op) VALUES (0, '-', '-')");
-    let tasks = dir.join("tasks");
-    std::fs::create_dir(&tasks).unwrap();
     let out = dir.join("out");
-    task_file(
-        &tasks,
-        "my",
-        &my_task("my", &db.url("shop"), out.to_str().unwrap(), 3),
-    );
-    (db, tasks, out)
+    let folders = [4001, 4002].map(|server_id| {
+        let tasks = dir.join(format!("tasks-{server_id}"));
+        std::fs::create_dir(&tasks).unwrap();
+        let url = db.url("shop");
+        task_file(
+            &tasks,
+            "my",
+            &my_task("my", &url, out.to_str().unwrap(), 3, server_id),
+        );
+        tasks
+    });
+    (db, folders, out)
 }
 
 /// Two daemons on one MariaDB task (a binlog reader has no server-side guard): one runs it,
@@ -1079,14 +1082,14 @@ fn two_daemons_on_one_mariadb_task_run_it_once_and_a_sigkill_hands_it_over() {
     let dir = tempfile::tempdir().unwrap();
     let (db, tasks, out) = my_fleet_setup(dir.path());
     let checkpoint = out.join("_inlet/my/checkpoint");
-    let mut a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    let mut a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
     let t = a.wait_phase("my", "streaming", Duration::from_secs(30));
     let a_id = a.id();
     assert_eq!(t["owner"], a_id.as_str(), "{t}");
     my_caught_up(&db, &checkpoint, Duration::from_secs(30));
     common::mysql_audit::clear(&db);
 
-    let b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    let b = Daemon::start(&tasks[1], dir.path(), "b", &[]);
     let b_id = b.id();
     assert_ne!(a_id, b_id);
     let seen = b.wait_phase("my", "standby", Duration::from_secs(10));
@@ -1143,12 +1146,12 @@ fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
     let (db, tasks, out) = my_fleet_setup(dir.path());
     let checkpoint = out.join("_inlet/my/checkpoint");
     let table_dir = out.join("shop/accounts");
-    let a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    let a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
     a.wait_phase("my", "streaming", Duration::from_secs(30));
     let a_id = a.id();
     my_caught_up(&db, &checkpoint, Duration::from_secs(30));
     common::mysql_audit::clear(&db);
-    let b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    let b = Daemon::start(&tasks[1], dir.path(), "b", &[]);
     let b_id = b.id();
     b.wait_phase("my", "standby", Duration::from_secs(10));
     my_round(&db, 0);
