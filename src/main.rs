@@ -116,6 +116,14 @@ enum Command {
         /// How many keys to name per table and kind of difference.
         #[arg(long, default_value_t = 20, value_name = "N")]
         max_keys: usize,
+        /// Memory for one table's target rows (about 100 bytes a row): a larger table, by the
+        /// source's estimate, is compared in passes over parts of its keys, each reading source
+        /// and target again.
+        #[arg(long, default_value_t = 1024, value_name = "MB")]
+        memory_mb: u64,
+        /// Compare each table in this many passes, whatever its size.
+        #[arg(long, value_name = "N")]
+        passes: Option<u32>,
     },
     /// Show what a running `inlet run` is doing: each task's phase, lag and position, and each
     /// table's progress, read from its /status endpoint.
@@ -217,6 +225,8 @@ fn main() -> ExitCode {
                 json,
                 max_lag_seconds,
                 max_keys,
+                memory_mb,
+                passes,
             } => {
                 let args = validate::ValidateArgs {
                     config: &config,
@@ -224,6 +234,8 @@ fn main() -> ExitCode {
                     json,
                     max_lag: std::time::Duration::from_secs(max_lag_seconds),
                     max_keys,
+                    memory_mb,
+                    passes,
                 };
                 match validate::run(&args).await {
                     Ok(true) => Ok(Ok(())),

@@ -11,8 +11,9 @@
 //! - The target is read as a reader sees it (Parquet: LOAD files, then change files replayed in
 //!   name order; Iceberg: the current snapshot's live rows, position deletes applied) into a map
 //!   from a 128-bit hash of the row's key to a 64-bit hash of the row and a count. That map is
-//!   the memory validation needs: about 40-70 bytes per target row of the table being compared
-//!   (one table at a time).
+//!   the memory validation needs (one table at a time); a table larger than `--memory-mb`, by
+//!   the source's estimate of its rows, is compared in passes over parts of its key hashes,
+//!   each pass reading source and target again.
 //! - The source moves while it is read: the snapshot's position is recorded (PostgreSQL
 //!   `pg_current_wal_lsn()`, MySQL/MariaDB the binlog position), and the target is read only
 //!   once the task's checkpoint has passed it. A key that differs is compared again in a new
@@ -29,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
@@ -60,6 +62,58 @@ pub struct ValidateArgs<'a> {
     pub max_lag: Duration,
     /// How many keys to name per kind of difference and table.
     pub max_keys: usize,
+    /// The memory the target's rows of one table may take; a table larger than that (by the
+    /// source's estimate of its rows) is compared in passes over parts of its keys.
+    pub memory_mb: u64,
+    /// Compare every table in this many passes, whatever its size.
+    pub passes: Option<u32>,
+}
+
+/// The memory the comparison takes per target row (its map entry, with the map's growth).
+const BYTES_PER_ROW: u64 = 100;
+
+/// Which keys of a table a pass or round compares (by their 128-bit hash).
+#[derive(Clone)]
+enum Keys {
+    All,
+    /// The keys whose hash, modulo `of`, is `index`: one pass of a table compared in `of`.
+    Part {
+        index: u64,
+        of: u64,
+    },
+    /// The keys that differed in the round before; their text is kept for the report.
+    Only(Arc<HashSet<u128>>),
+}
+
+impl Keys {
+    fn part(index: u64, of: u64) -> Self {
+        if of <= 1 {
+            Self::All
+        } else {
+            Self::Part { index, of }
+        }
+    }
+
+    fn keeps(&self, key: u128) -> bool {
+        match self {
+            Self::All => true,
+            Self::Part { index, of } => (key as u64) % of == *index,
+            Self::Only(keys) => keys.contains(&key),
+        }
+    }
+
+    /// Whether target rows keep their key's text (to name extra rows).
+    fn names_keys(&self) -> bool {
+        matches!(self, Self::Only(_))
+    }
+}
+
+/// In how many passes a table of `rows` (an estimate) is compared within `memory_mb`.
+fn passes_for(rows: Option<u64>, memory_mb: u64) -> u64 {
+    let budget = memory_mb.max(1) << 20;
+    rows.map_or(1, |r| {
+        (r.saturating_mul(BYTES_PER_ROW)).div_ceil(budget).max(1)
+    })
 }
 
 /// One table's result.
@@ -218,46 +272,88 @@ pub async fn validate(
         progress: std::io::stderr().is_terminal() && !args.json,
     };
 
-    // One state per chosen table: the keys still in question, or None for "every row".
-    let mut reports: Vec<TableReport> = Vec::with_capacity(chosen.len());
-    let mut suspects: Vec<Option<HashSet<u128>>> = vec![None; chosen.len()];
-    let mut done = vec![false; chosen.len()];
-    for round in 1..=ROUNDS {
-        let todo: Vec<usize> = (0..chosen.len()).filter(|&i| !done[i]).collect();
+    // Round 1 compares every row, a large table in passes over parts of its keys, each in a
+    // snapshot of its own; the later rounds only the keys that differed in the round before.
+    let passes: Vec<u64> = chosen
+        .iter()
+        .map(|&t| match args.passes {
+            Some(p) => u64::from(p.max(1)),
+            None => passes_for(source.estimated_rows(t), args.memory_mb),
+        })
+        .collect();
+    let mut reports: Vec<TableReport> = (0..chosen.len()).map(|_| TableReport::default()).collect();
+    let mut differing: Vec<HashSet<u128>> = vec![HashSet::new(); chosen.len()];
+    for pass in 0..passes.iter().copied().max().unwrap_or(1) {
+        let todo: Vec<usize> = (0..chosen.len())
+            .filter(|&i| pass < passes[i] && !reports[i].skipped)
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let keys: Vec<Keys> = todo.iter().map(|&i| Keys::part(pass, passes[i])).collect();
+        let results = round(
+            &mut source,
+            &checkpoints,
+            task,
+            follows,
+            args,
+            &ctx,
+            &chosen,
+            &todo,
+            &keys,
+        )
+        .await?;
+        for (result, &i) in results.into_iter().zip(&todo) {
+            merge(&mut reports[i], result.report, args.max_keys);
+            reports[i].rows_compared += result.source_rows;
+            differing[i].extend(result.differing);
+        }
+    }
+    for (i, r) in reports.iter_mut().enumerate() {
+        r.rounds = 1;
+        if passes[i] > 1 {
+            r.note = Some(format!(
+                "compared in {} passes over parts of its keys",
+                passes[i]
+            ));
+        }
+    }
+    // Rechecks: each once the task has passed a new snapshot's position. A task that follows
+    // no change stream is read once more, only to name its differing keys.
+    let rounds = if follows { ROUNDS } else { 2 };
+    for round_number in 2..=rounds {
+        let todo: Vec<usize> = (0..chosen.len())
+            .filter(|&i| reports[i].differs() && !reports[i].skipped)
+            .collect();
         if todo.is_empty() {
             break;
         }
-        let position = source.open_round().await?;
-        if follows {
-            wait_for_target(&checkpoints, task, position, args.max_lag).await?;
-        }
-        let mut results = source
-            .compare(
-                &ctx,
-                &todo.iter().map(|&i| chosen[i]).collect::<Vec<_>>(),
-                &suspects_of(&todo, &suspects),
-            )
-            .await?;
-        for (n, &i) in todo.iter().enumerate() {
-            let mut result = std::mem::take(&mut results[n]);
-            result.report.rounds = round;
-            if round == 1 {
-                result.report.rows_compared = result.source_rows;
-                reports.push(result.report);
-            } else {
-                let compared = reports[i].rows_compared;
-                reports[i] = TableReport {
-                    rows_compared: compared,
-                    ..result.report
-                };
-            }
-            // A table without differences, or one that follows no change stream (nothing to
-            // wait for), or not compared, is done.
-            if !reports[i].differs() || !follows || reports[i].skipped {
-                done[i] = true;
-            } else {
-                suspects[i] = Some(result.differing);
-            }
+        let keys: Vec<Keys> = todo
+            .iter()
+            .map(|&i| Keys::Only(Arc::new(std::mem::take(&mut differing[i]))))
+            .collect();
+        let results = round(
+            &mut source,
+            &checkpoints,
+            task,
+            follows,
+            args,
+            &ctx,
+            &chosen,
+            &todo,
+            &keys,
+        )
+        .await?;
+        for (result, &i) in results.into_iter().zip(&todo) {
+            let was = std::mem::take(&mut reports[i]);
+            let note = result.report.note.clone().or(was.note);
+            reports[i] = TableReport {
+                rows_compared: was.rows_compared,
+                rounds: round_number,
+                note,
+                ..result.report
+            };
+            differing[i] = result.differing;
         }
     }
     for r in &mut reports {
@@ -279,8 +375,47 @@ pub async fn validate(
     Ok(reports)
 }
 
-fn suspects_of(todo: &[usize], suspects: &[Option<HashSet<u128>>]) -> Vec<Option<HashSet<u128>>> {
-    todo.iter().map(|&i| suspects[i].clone()).collect()
+/// One snapshot: its position recorded, the task waited for (when it follows changes), and
+/// tables `todo` (indexes into `chosen`) compared, each over its `keys`.
+#[allow(clippy::too_many_arguments)]
+async fn round(
+    source: &mut SourceSide,
+    checkpoints: &Target,
+    task: &str,
+    follows: bool,
+    args: &ValidateArgs<'_>,
+    ctx: &Context<'_>,
+    chosen: &[usize],
+    todo: &[usize],
+    keys: &[Keys],
+) -> Result<Vec<RoundResult>, JobError> {
+    let position = source.open_round().await?;
+    if follows {
+        wait_for_target(checkpoints, task, position, args.max_lag).await?;
+    }
+    let which: Vec<usize> = todo.iter().map(|&i| chosen[i]).collect();
+    source.compare(ctx, &which, keys).await
+}
+
+/// Adds one pass's result of a table to its report.
+fn merge(into: &mut TableReport, pass: TableReport, max_keys: usize) {
+    into.table = pass.table;
+    into.key = pass.key;
+    into.missing += pass.missing;
+    into.extra += pass.extra;
+    into.different += pass.different;
+    for (to, from) in [
+        (&mut into.missing_keys, pass.missing_keys),
+        (&mut into.extra_keys, pass.extra_keys),
+        (&mut into.different_keys, pass.different_keys),
+    ] {
+        let room = max_keys.saturating_sub(to.len());
+        to.extend(from.into_iter().take(room));
+    }
+    if pass.skipped {
+        into.skipped = true;
+        into.note = pass.note;
+    }
 }
 
 /// Waits until the task's checkpoint is at or past `position`.
@@ -443,6 +578,14 @@ impl SourceSide {
         }
     }
 
+    /// The server's estimate of table `i`'s rows.
+    fn estimated_rows(&self, i: usize) -> Option<u64> {
+        match self {
+            Self::Postgres { tables, .. } => tables.get(i).and_then(|t| t.estimated_rows),
+            Self::Mysql { tables, .. } => tables.get(i).and_then(|t| t.estimated_rows),
+        }
+    }
+
     fn table_ids(&self) -> Vec<String> {
         match self {
             Self::Postgres { tables, .. } => {
@@ -516,20 +659,20 @@ impl SourceSide {
         &mut self,
         ctx: &Context<'_>,
         which: &[usize],
-        suspects: &[Option<HashSet<u128>>],
+        keys: &[Keys],
     ) -> Result<Vec<RoundResult>, JobError> {
         match self {
             Self::Postgres { round, .. } => {
                 let source = round
                     .take()
                     .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
-                compare_in(source, ctx, which, suspects).await
+                compare_in(source, ctx, which, keys).await
             }
             Self::Mysql { round, .. } => {
                 let source = round
                     .take()
                     .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
-                compare_in(source, ctx, which, suspects).await
+                compare_in(source, ctx, which, keys).await
             }
         }
     }
@@ -541,7 +684,7 @@ async fn compare_in<S: LoadSource>(
     mut source: S,
     ctx: &Context<'_>,
     which: &[usize],
-    suspects: &[Option<HashSet<u128>>],
+    keys: &[Keys],
 ) -> Result<Vec<RoundResult>, JobError> {
     let tables = source.tables();
     // Planned before the readers are taken: a source may plan on a reader's connection
@@ -557,7 +700,7 @@ async fn compare_in<S: LoadSource>(
         ));
     };
     let mut results = Vec::with_capacity(which.len());
-    for ((&t, only), chunks) in which.iter().zip(suspects).zip(planned) {
+    for ((&t, only), chunks) in which.iter().zip(keys).zip(planned) {
         let Some(table) = tables.get(t) else {
             results.push(RoundResult::default());
             continue;
@@ -578,7 +721,7 @@ async fn compare_in<S: LoadSource>(
                 continue;
             }
         };
-        let mut state = match plan.read_target(ctx, only.as_ref()).await? {
+        let mut state = match plan.read_target(ctx, only).await? {
             Ok(state) => state,
             Err(why) => {
                 results.push(RoundResult {
@@ -600,7 +743,7 @@ async fn compare_in<S: LoadSource>(
         for chunk in chunks {
             let mut batches = reader.read(table, chunk).await.map_err(source_error)?;
             while let Some(batch) = batches.next_batch().await.map_err(source_error)? {
-                plan.compare_source(ctx, &batch, &mut state, only.as_ref(), &mut tally)?;
+                plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
                 if ctx.progress && shown.elapsed() > Duration::from_millis(500) {
                     shown = Instant::now();
                     eprint!(
@@ -857,7 +1000,7 @@ impl TablePlan {
     async fn read_target(
         &mut self,
         ctx: &Context<'_>,
-        only: Option<&HashSet<u128>>,
+        only: &Keys,
     ) -> Result<Result<TargetRows, String>, JobError> {
         let mut state = TargetRows {
             rows: HashMap::new(),
@@ -920,12 +1063,13 @@ impl TablePlan {
                 let Some(live) = self.live.take() else {
                     return Ok(Ok(state));
                 };
-                if only.is_none() {
-                    // Sized once: growing the map would hold its old and new tables at once.
-                    state
-                        .rows
-                        .reserve(usize::try_from(live.live_rows()).unwrap_or(0));
-                }
+                // Sized once: growing the map would hold its old and new tables at once.
+                let expected = match only {
+                    Keys::All => live.live_rows(),
+                    Keys::Part { of, .. } => live.live_rows() / of,
+                    Keys::Only(keys) => keys.len() as u64,
+                };
+                state.rows.reserve(usize::try_from(expected).unwrap_or(0));
                 for f in 0..live.data_files() {
                     let applied = i
                         .read_live_rows(&live, f, |batch| {
@@ -948,7 +1092,7 @@ impl TablePlan {
         &self,
         batch: &RecordBatch,
         ops: Option<&StringArray>,
-        only: Option<&HashSet<u128>>,
+        only: &Keys,
         state: &mut TargetRows,
     ) -> Result<(), String> {
         let columns = self.conform(batch)?;
@@ -961,7 +1105,7 @@ impl TablePlan {
                 state.keys.clear();
                 continue;
             }
-            if only.is_some_and(|o| !o.contains(&k)) {
+            if !only.keeps(k) {
                 continue;
             }
             match op {
@@ -991,7 +1135,7 @@ impl TablePlan {
                 }
                 other => return Err(format!("unknown operation {other:?}")),
             }
-            if only.is_some() && !state.keys.contains_key(&k) {
+            if only.names_keys() && !state.keys.contains_key(&k) {
                 state.keys.insert(k, self.key_text(&columns, i));
             }
         }
@@ -1004,7 +1148,7 @@ impl TablePlan {
         ctx: &Context<'_>,
         batch: &RecordBatch,
         state: &mut TargetRows,
-        only: Option<&HashSet<u128>>,
+        only: &Keys,
         tally: &mut Tally,
     ) -> Result<(), JobError> {
         let fail = |m: String| JobError::Failed(format!("{}: {m}", self.source.id));
@@ -1032,7 +1176,7 @@ impl TablePlan {
         let columns = self.conform(&written).map_err(fail)?;
         let (keys, rows) = self.hashes(&columns).map_err(fail)?;
         for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
-            if only.is_some_and(|o| !o.contains(&k)) {
+            if !only.keeps(k) {
                 continue;
             }
             tally.source_rows += 1;

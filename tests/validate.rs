@@ -97,14 +97,21 @@ fn run_python(script: &str, args: &[&str]) {
 
 /// `inlet validate --json` on `cfg`: exit code and the report (stderr on failure).
 fn validate(cfg: &Path) -> (i32, serde_json::Value, String) {
-    let (code, stdout, stderr) = inlet(&[
+    validate_with(cfg, &[])
+}
+
+/// [`validate`] with more arguments.
+fn validate_with(cfg: &Path, more: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut args = vec![
         "validate",
         "-c",
         cfg.to_str().unwrap(),
         "--json",
         "--max-lag-seconds",
         "60",
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let (code, stdout, stderr) = inlet(&args);
     let report = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
     (code, report, stderr)
 }
@@ -293,6 +300,12 @@ async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl Fn
     let (code, report, stderr) = tokio::task::spawn_blocking(move || validate(&cfg2))
         .await
         .unwrap();
+    // The same in three passes over parts of the keys (as a table larger than --memory-mb).
+    let cfg2 = cfg.clone();
+    let (code3, report3, stderr3) =
+        tokio::task::spawn_blocking(move || validate_with(&cfg2, &["--passes", "3"]))
+            .await
+            .unwrap();
     stop.store(true, Ordering::Relaxed);
     let updates = workload.await.unwrap();
     assert!(updates > 50, "the workload ran {updates} updates only");
@@ -301,6 +314,14 @@ async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl Fn
     assert_corruption_found(&report, "public.items", 500);
     // Updated all along, by the workload: no difference.
     assert_equal(&report, "public.busy", 2000);
+    assert_eq!(code3, 1, "{report3}\n{stderr3}\n{}", log_text());
+    assert_corruption_found(&report3, "public.items", 500);
+    assert_equal(&report3, "public.busy", 2000);
+    assert_eq!(
+        table(&report3, "public.busy")["note"],
+        "compared in 3 passes over parts of its keys",
+        "{report3}"
+    );
     if keyless {
         // One of the two equal rows is gone: a multiset counts it.
         let bag = table(&report, "public.bag");
