@@ -1364,7 +1364,15 @@ async fn a_selected_table_locked_when_the_load_starts_is_read_whole() {
 /// time (see [`common::resume::kill_and_resume`]): only the chunks in flight at a kill are read
 /// again, and the target ends exactly equal to the source.
 async fn a_killed_full_load_resumes(iceberg: bool) {
-    const ROWS: i64 = 1_500_000;
+    // Larger runs by hand (a soak): INLET_SOAK_RESUME_ROWS, INLET_SOAK_RESUME_CHUNK_MB.
+    let env = |name: &str, default: i64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rows = env("INLET_SOAK_RESUME_ROWS", 1_500_000);
+    let chunk_mb = env("INLET_SOAK_RESUME_CHUNK_MB", 1);
     let pg = PgServer::start();
     let client = pg.client("postgres").await;
     client
@@ -1372,7 +1380,7 @@ async fn a_killed_full_load_resumes(iceberg: bool) {
             "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
              INSERT INTO big SELECT g, (g % 1000)::int,
                     CASE WHEN g % 97 = 0 THEN NULL ELSE 'label ' || (g % 5000) END
-             FROM generate_series(1, {ROWS}) g;
+             FROM generate_series(1, {rows}) g;
              ANALYZE big;"
         ))
         .await
@@ -1394,8 +1402,8 @@ async fn a_killed_full_load_resumes(iceberg: bool) {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let fl = "[full_load]\nworkers = 2\nchunk_mb = 1\nbatch_rows = 5000";
-    let mut body = task(&pg.url("postgres"), &out, "\"public.big\"", fl);
+    let fl = format!("[full_load]\nworkers = 2\nchunk_mb = {chunk_mb}\nbatch_rows = 5000");
+    let mut body = task(&pg.url("postgres"), &out, "\"public.big\"", &fl);
     let record = if iceberg {
         body = body.replace(
             &format!("kind = \"parquet\"\nurl = \"{}\"", out.display()),
@@ -1414,7 +1422,7 @@ async fn a_killed_full_load_resumes(iceberg: bool) {
         iceberg,
         // Parquet: the killed loads replace a complete one, so their files are staged.
         loaded_before: !iceberg,
-        rows: ROWS,
+        rows,
         workers: 2,
         want,
     });
