@@ -29,7 +29,8 @@ use crate::{full_load, resync, JobError};
 mod added_defaults;
 mod rewrites;
 mod start;
-use start::{publication_lost_reason, record_key, SlotPlan, SlotRecord, StartCheck};
+use inlet_postgres::{publication_lost_reason, SlotPlan, SlotRecord};
+use start::{record_key, StartCheck};
 
 /// How often the slot's retained WAL is read for the metrics.
 const SLOT_POLL: Duration = Duration::from_secs(10);

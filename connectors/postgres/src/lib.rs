@@ -15,6 +15,7 @@ mod error;
 mod pgoutput;
 mod replication;
 mod slot;
+mod slot_plan;
 mod snapshot;
 mod spool;
 mod text;
@@ -38,6 +39,9 @@ pub use slot::{
     current_wal_position, drop_slot, ensure_publication, publication_exists, publication_plan,
     slot_capacity, slot_state, tables_without_replica_identity, walsender_capacity,
     NoReplicaIdentity, PublicationPlan, SlotState,
+};
+pub use slot_plan::{
+    parse_fork, plan_slot, publication_lost_reason, SlotPlan, SlotRecord, StartFacts,
 };
 pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
