@@ -103,6 +103,12 @@ impl sink::Sink for IcebergTarget {
         )
     }
 
+    fn set_owner_epoch(&mut self, epoch: u64) {
+        self.inner
+            .owner_epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn lease_store(&self, task: &str) -> Option<Box<dyn inlet_core::lease::LeaseStore>> {
         Some(Box::new(crate::lease::IcebergLease::new(
             &self.inner.warehouse,

@@ -112,6 +112,9 @@ pub(crate) struct SnapshotChange {
 pub(crate) struct TableCatalog {
     pub(crate) catalog: Catalog,
     pub(crate) ident: TableIdent,
+    /// The lease epoch under which the task is owned (0: none), recorded with each commit
+    /// ([`crate::lease::owned_by`]).
+    pub(crate) owner_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TableCatalog {
@@ -252,6 +255,7 @@ impl TableCatalog {
         let mut builder = metadata
             .clone()
             .into_builder(Some(state.committed.uri.clone()));
+        builder = crate::lease::owned_by(builder, &metadata, &change.task, self)?;
         // The builder numbers an added schema itself (reusing an identical earlier one); the
         // snapshot must name the same id, so it is worked out here the same way.
         let new_schema = match change.schema.clone() {
@@ -633,6 +637,7 @@ impl TableCatalog {
         let mut builder = metadata
             .clone()
             .into_builder(Some(state.committed.uri.clone()));
+        builder = crate::lease::owned_by(builder, &metadata, &rewrite.task, self)?;
         if let Some(position) = rewrite.position {
             builder = with_position_property(builder, &rewrite.task, position)
                 .map_err(|e| meta_err("cannot record the position as a table property", e))?;

@@ -43,6 +43,8 @@ pub(crate) struct TargetInner {
     pub(crate) catalog: Catalog,
     pub(crate) task: String,
     pub(crate) props: WriterProperties,
+    /// The lease epoch under which the task is owned (0: none): see [`crate::lease`].
+    pub(crate) owner_epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for IcebergTarget {
@@ -110,6 +112,7 @@ impl IcebergTarget {
                 warehouse,
                 task: task.to_string(),
                 props: writer_properties(config.compression_level),
+                owner_epoch: Arc::default(),
             }),
         })
     }
@@ -341,11 +344,13 @@ impl IcebergTarget {
             return Ok(TableCatalog {
                 catalog: catalog.clone(),
                 ident: source,
+                owner_epoch: self.inner.owner_epoch.clone(),
             });
         }
         Ok(TableCatalog {
             catalog: catalog.clone(),
             ident,
+            owner_epoch: self.inner.owner_epoch.clone(),
         })
     }
 
