@@ -22,6 +22,7 @@ pub struct TaskConfig {
     /// None when the file has no `[service]` section.
     pub service: Option<ServiceConfig>,
     pub retry: RetryConfig,
+    pub validate: ValidateConfig,
 }
 
 /// The sections other than `[source]` and `[target]`, whose shape depends on their `kind`.
@@ -40,6 +41,8 @@ struct CommonSections {
     service: Option<ServiceConfig>,
     #[serde(default)]
     retry: RetryConfig,
+    #[serde(default)]
+    validate: ValidateConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +269,29 @@ impl Default for RetryConfig {
     }
 }
 
+/// `[validate]`: `inlet run` validates the task against its source on a schedule (see
+/// `inlet validate`), reporting in the `inlet_validation_*` metrics and the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateConfig {
+    /// Minutes between validations, counted from the end of the previous one; 0 (default): off.
+    pub interval_minutes: f64,
+    /// How long a validation waits for the task to pass a source position.
+    pub max_lag_seconds: u64,
+    /// Memory for one table's target rows (see `inlet validate --memory-mb`).
+    pub memory_mb: u64,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        Self {
+            interval_minutes: 0.0,
+            max_lag_seconds: 120,
+            memory_mb: 1024,
+        }
+    }
+}
+
 /// A config problem: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -374,6 +400,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<TaskCon
         values,
         service: common.service,
         retry: common.retry,
+        validate: common.validate,
     };
     validate(&config)?;
     Ok(config)
@@ -439,6 +466,12 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
             postgres_names_fit(source, name)?;
         }
         SourceConfig::Mysql(source) => unambiguous_authority(&source.url)?,
+    }
+    let interval = config.validate.interval_minutes;
+    if !interval.is_finite() || interval < 0.0 {
+        return Err(format!(
+            "validate.interval_minutes: {interval} is not a number of minutes; use 0 (off) or more"
+        ));
     }
     let fl = &config.full_load;
     if fl.batch_rows == 0 {

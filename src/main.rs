@@ -236,6 +236,7 @@ fn main() -> ExitCode {
                     max_keys,
                     memory_mb,
                     passes,
+                    progress: !json,
                 };
                 match validate::run(&args).await {
                     Ok(true) => Ok(Ok(())),

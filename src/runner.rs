@@ -47,7 +47,7 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
     }
     let endpoints = Arc::new(Endpoints {
         tasks: states.clone(),
-        metrics,
+        metrics: metrics.clone(),
         ready_max_lag_s: service.ready_max_lag_s,
         daemon: me.to_string(),
     });
@@ -69,6 +69,18 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         let _ = stop.send(true);
     });
     let notifier = systemd::spawn(states.clone(), stopped.clone());
+    // Validations on a schedule (`[validate] interval_minutes`), read-only, beside the tasks.
+    let validations: Vec<_> = tasks
+        .iter()
+        .filter(|(_, task)| task.validate.interval_minutes > 0.0)
+        .map(|(_, task)| {
+            tokio::spawn(crate::validate::schedule(
+                task.clone(),
+                metrics.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
 
     let mut set = JoinSet::new();
     for ((_, task), state) in tasks.into_iter().zip(states.iter().cloned()) {
@@ -90,6 +102,9 @@ pub async fn run(path: &Path, listen: Option<String>) -> Result<(), JobError> {
         }
     }
     notifier.abort();
+    for v in validations {
+        v.abort();
+    }
     server.abort();
     if failures.is_empty() {
         Ok(())

@@ -31,6 +31,13 @@ struct ErrorLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidationLabels {
+    task: String,
+    /// `equal`, `different` or `failed` (not finished: the task did not catch up, an error).
+    result: String,
+}
+
 /// The metric families of the whole daemon; each task writes its own label values.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +55,14 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     retries: Family<ErrorLabels, Counter>,
     index_bytes_per_row: Family<TableLabels, Gauge<f64, AtomicU64>>,
+    /// The last scheduled validation of each table (`[validate] interval_minutes`).
+    validation_rows: Family<TableLabels, Gauge>,
+    validation_missing: Family<TableLabels, Gauge>,
+    validation_extra: Family<TableLabels, Gauge>,
+    validation_different: Family<TableLabels, Gauge>,
+    validations: Family<ValidationLabels, Counter>,
+    validation_seconds: Family<TaskLabels, Gauge<f64, AtomicU64>>,
+    validation_finished: Family<TaskLabels, Gauge>,
 }
 
 fn duration_buckets() -> Histogram {
@@ -74,6 +89,13 @@ impl Metrics {
             errors: Family::default(),
             retries: Family::default(),
             index_bytes_per_row: Family::default(),
+            validation_rows: Family::default(),
+            validation_missing: Family::default(),
+            validation_extra: Family::default(),
+            validation_different: Family::default(),
+            validations: Family::default(),
+            validation_seconds: Family::default(),
+            validation_finished: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,7 +164,89 @@ impl Metrics {
             "Memory of an upserting target's primary-key index per indexed row",
             m.index_bytes_per_row.clone(),
         );
+        for (name, help, family) in [
+            (
+                "validation_rows_compared",
+                "Rows of a table compared by the last scheduled validation",
+                &m.validation_rows,
+            ),
+            (
+                "validation_missing_rows",
+                "Rows the last scheduled validation found missing from the target",
+                &m.validation_missing,
+            ),
+            (
+                "validation_extra_rows",
+                "Rows the last scheduled validation found in the target and not in the source",
+                &m.validation_extra,
+            ),
+            (
+                "validation_different_rows",
+                "Rows the last scheduled validation found with other values in the target",
+                &m.validation_different,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "validations",
+            "Scheduled validations by result: equal, different, failed (not finished)",
+            m.validations.clone(),
+        );
+        registry.register(
+            "validation_duration_seconds",
+            "Time the last scheduled validation took",
+            m.validation_seconds.clone(),
+        );
+        registry.register(
+            "validation_last_finished_timestamp_seconds",
+            "When the last scheduled validation finished (Unix time)",
+            m.validation_finished.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Records a scheduled validation of `task`: per table (name, rows compared, missing,
+    /// extra, different), or none when it did not finish; `result` is `equal`, `different` or
+    /// `failed`.
+    pub fn record_validation(
+        &self,
+        task: &str,
+        tables: &[(String, u64, u64, u64, u64)],
+        result: &str,
+        seconds: f64,
+    ) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (table, rows, missing, extra, different) in tables {
+            let labels = TableLabels {
+                task: task.to_string(),
+                table: table.clone(),
+            };
+            self.validation_rows.get_or_create(&labels).set(gauge(*rows));
+            self.validation_missing
+                .get_or_create(&labels)
+                .set(gauge(*missing));
+            self.validation_extra.get_or_create(&labels).set(gauge(*extra));
+            self.validation_different
+                .get_or_create(&labels)
+                .set(gauge(*different));
+        }
+        self.validations
+            .get_or_create(&ValidationLabels {
+                task: task.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        let task = TaskLabels {
+            task: task.to_string(),
+        };
+        self.validation_seconds.get_or_create(&task).set(seconds);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.validation_finished
+            .get_or_create(&task)
+            .set(gauge(now));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -46,6 +46,7 @@ use serde::Serialize;
 use crate::config::{Mode, SourceConfig, TargetConfig, TaskConfig};
 use crate::load_pool::source_error;
 use crate::sink::Target;
+use crate::state::Metrics;
 use crate::JobError;
 
 /// Rounds of comparison in all: the first over every row, the others over the keys that
@@ -67,6 +68,8 @@ pub struct ValidateArgs<'a> {
     pub memory_mb: u64,
     /// Compare every table in this many passes, whatever its size.
     pub passes: Option<u32>,
+    /// Show a progress line on stderr when it is a terminal.
+    pub progress: bool,
 }
 
 /// The memory the comparison takes per target row (its map entry, with the map's growth).
@@ -232,6 +235,70 @@ pub async fn run(args: &ValidateArgs<'_>) -> Result<bool, JobError> {
     Ok(equal)
 }
 
+/// `inlet run`'s validation of one task on a schedule (`[validate] interval_minutes`): every
+/// interval, counted from the end of the previous validation, until `stopped` turns true. Each
+/// result goes to the `inlet_validation_*` metrics and the log (a difference as a warning).
+pub async fn schedule(
+    config: TaskConfig,
+    metrics: Arc<Metrics>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let settings = &config.validate;
+    let every = Duration::from_secs_f64(settings.interval_minutes * 60.0);
+    let task = config.task.name.clone();
+    let no_tables: [String; 0] = [];
+    let args = ValidateArgs {
+        config: Path::new(""),
+        tables: &no_tables,
+        json: false,
+        max_lag: Duration::from_secs(settings.max_lag_seconds),
+        max_keys: 20,
+        memory_mb: settings.memory_mb,
+        passes: None,
+        progress: false,
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => {}
+        }
+        if *stopped.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        match validate(&config, &args).await {
+            Ok(reports) => {
+                let tables: Vec<(String, u64, u64, u64, u64)> = reports
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.table.clone(),
+                            r.rows_compared,
+                            r.missing,
+                            r.extra,
+                            r.different,
+                        )
+                    })
+                    .collect();
+                let equal = reports.iter().all(|r| !r.differs() && !r.skipped);
+                let result = if equal { "equal" } else { "different" };
+                metrics.record_validation(&task, &tables, result, started.elapsed().as_secs_f64());
+                for r in &reports {
+                    if r.differs() || r.skipped {
+                        tracing::warn!(task = %task, "validation: {}", r.line());
+                    } else {
+                        tracing::info!(task = %task, "validation: {}", r.line());
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.record_validation(&task, &[], "failed", started.elapsed().as_secs_f64());
+                tracing::warn!(task = %task, "validation did not finish: {}", e.message());
+            }
+        }
+    }
+}
+
 /// Validates every selected table matching `args.tables`.
 pub async fn validate(
     config: &TaskConfig,
@@ -269,7 +336,7 @@ pub async fn validate(
         reader: &reader,
         policy: years.then_some(&policy),
         max_keys: args.max_keys,
-        progress: std::io::stderr().is_terminal() && !args.json,
+        progress: args.progress && std::io::stderr().is_terminal(),
     };
 
     // Round 1 compares every row, a large table in passes over parts of its keys, each in a

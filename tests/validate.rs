@@ -518,3 +518,112 @@ async fn a_task_that_does_not_catch_up_is_reported_not_equal() {
         "{stderr}"
     );
 }
+
+/// GET http://ADDRESS/PATH → its body; None if nothing answers.
+fn http_get(address: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(address).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Polls the daemon's /metrics until it holds every line of `want`; returns the metrics.
+fn wait_for_metrics(address: &str, want: &[String], log: &Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = http_get(address, "/metrics").unwrap_or_default();
+        if want.iter().all(|w| metrics.lines().any(|l| l == w)) {
+            return metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/metrics lacks {want:?} after 60 s:\n{metrics}\nlog:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `inlet run` with `[validate] interval_minutes` validates the task on a schedule: the
+/// `inlet_validation_*` metrics show each table's last result, and the log names a difference.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_validation_reports_in_metrics_and_the_log() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(PG_SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let target = format!("kind = \"parquet\"\nurl = \"{}\"", out.display());
+    let text = format!(
+        "{}{ITEMS_VALUES}\n[validate]\ninterval_minutes = 0.02\n",
+        pg_task("val-sched", &pg.url("postgres"), &target)
+    );
+    let cfg = task_file(dir.path(), "val-sched", &text);
+    let log = dir.path().join("inlet.log");
+    let address = format!("127.0.0.1:{}", inlet_testkit::free_port());
+    let _inlet = common::daemon::Inlet(
+        Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args(["run", "-c", cfg.to_str().unwrap(), "--listen", &address])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let line = |metric: &str, table: &str, value: u64| {
+        format!("inlet_validation_{metric}{{task=\"val-sched\",table=\"public.{table}\"}} {value}")
+    };
+    let metrics = tokio::task::spawn_blocking({
+        let (address, log) = (address.clone(), log.clone());
+        let want = vec![
+            line("rows_compared", "items", 500),
+            line("missing_rows", "items", 0),
+            line("rows_compared", "busy", 2000),
+            line("different_rows", "busy", 0),
+        ];
+        move || wait_for_metrics(&address, &want, &log)
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("inlet_validations_total{task=\"val-sched\",result=\"equal\"}"),
+        "{metrics}"
+    );
+
+    run_python(
+        CORRUPT_PARQUET,
+        &[out.join("public").join("items").to_str().unwrap()],
+    );
+    let metrics = tokio::task::spawn_blocking({
+        let (address, log) = (address.clone(), log.clone());
+        let want = vec![
+            line("rows_compared", "items", 500),
+            line("missing_rows", "items", 1),
+            line("extra_rows", "items", 2),
+            line("different_rows", "items", 1),
+            line("missing_rows", "busy", 0),
+        ];
+        move || wait_for_metrics(&address, &want, &log)
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("inlet_validations_total{task=\"val-sched\",result=\"different\"}"),
+        "{metrics}"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains(
+            "validation: public.items: 500 rows compared, 1 missing, 2 extra, 1 different \
+             [missing: id=13 | extra: id="
+        ),
+        "{log_text}"
+    );
+}
