@@ -80,6 +80,9 @@ impl Progress {
     /// (the bar and `/status` show the whole table), without a rate.
     pub fn resumed(&self, table: usize, rows: u64) {
         self.add_rows(table, rows);
+        if let Some(bar) = self.tables.get(table).and_then(|t| t.bar.as_ref()) {
+            bar.set_message(format!("resumed: {rows} rows kept"));
+        }
     }
 
     /// Every chunk of `table` was read and handed to the writers; its files may still be
