@@ -87,16 +87,7 @@ pub struct LoadPool<'a> {
 
 /// A source error, transient or not as the connector classified it.
 pub fn source_error(e: SourceError) -> JobError {
-    if e.is_transient() {
-        JobError::Transient {
-            kind: "source",
-            message: e.to_string(),
-        }
-    } else if e.is_config() {
-        JobError::Config(e.to_string())
-    } else {
-        JobError::Failed(e.to_string())
-    }
+    JobError::from_source(e)
 }
 
 impl LoadPool<'_> {
