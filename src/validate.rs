@@ -15,16 +15,18 @@
 //!   the source's estimate of its rows, is compared in passes over parts of its key hashes,
 //!   each pass reading source and target again.
 //! - The source moves while it is read: the snapshot's position is recorded (PostgreSQL
-//!   `pg_current_wal_lsn()`, MySQL/MariaDB the binlog position), and the target is read only
+//!   `pg_current_wal_insert_lsn()`, MySQL/MariaDB the binlog position), and the target is read only
 //!   once the task's checkpoint has passed it. A key that differs is compared again in a new
 //!   snapshot once the target passed that one too (up to [`ROUNDS`] times in all); only a
 //!   difference still there in the last round is reported. A task that does not catch up within
 //!   `--max-lag-seconds` is reported as such, never as equal.
 //! - A table without a key is compared as a multiset of whole rows.
+//! - `inlet run` validates a task on a schedule ([`schedule`], `[validate] interval_minutes`),
+//!   into the `inlet_validation_*` metrics.
 //!
-//! Not yet: hashes of key ranges computed by the source server (each round reads the table
-//! whole; a recheck reads it again keeping only the differing keys), metrics and the daemon's
-//! schedule.
+//! Not yet: hashes of key ranges computed by the source server, so that only differing ranges
+//! are read (each pass reads the table whole; a recheck reads it again keeping only the
+//! differing keys).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
