@@ -10,11 +10,12 @@
    Kubernetes OpenAPI schemas of the oldest and newest versions the chart supports, strictly
    (an unknown field is an error): the PyPI package kubernetes-validate, which ships the schemas,
    so nothing is fetched.
-3. What a schema cannot see: each task file is TOML named *.toml; each workload runs one pod with
-   a Recreate or StatefulSet rollout, probes /healthz and /readyz on the port it listens on, is
+3. What a schema cannot see: each task file is TOML named *.toml; each workload runs its pods
+   (one or more: each task runs in the pod holding its lease) with a Recreate or StatefulSet
+   rollout, probes /healthz and /readyz on the port it listens on, is
    scraped on that port, mounts its group's ConfigMap where `inlet run -c` reads and a writable
    /tmp under a read-only root; the Service and PodDisruptionBudget select its pods.
-4. Values the chart must refuse (replicas above 1, a group name Kubernetes refuses, a task file
+4. Values the chart must refuse (replicas below 1, a group name Kubernetes refuses, a task file
    inlet would not read, a misspelt key that values.schema.json does not know) fail to render
    with a message naming the key.
 5. The validator itself rejects a known-broken Deployment, so a check that silently passes
@@ -95,8 +96,8 @@ def check_objects(label, objects):
         spec = w["spec"]
         pod = spec["template"]
         labels = pod["metadata"].get("labels", {})
-        if spec.get("replicas") != 1:
-            fail(f"{name}: replicas {spec.get('replicas')}, not 1 (nothing fences a second daemon yet)")
+        if not isinstance(spec.get("replicas"), int) or spec["replicas"] < 1:
+            fail(f"{name}: replicas {spec.get('replicas')}, not a count of pods")
         if w["kind"] == "Deployment" and spec.get("strategy", {}).get("type") != "Recreate":
             fail(f"{name}: strategy is not Recreate: a rollout would run the old and new pod together")
         if not selects(spec["selector"]["matchLabels"], labels):
@@ -177,7 +178,7 @@ def lint(chart_dir, label, values):
 # Values the chart must refuse, and a phrase its message must hold.
 REFUSED = [
     ({}, "groups: empty"),
-    ({"replicas": 2}, "replicas: 2: keep 1"),
+    ({"replicas": 0, "groups": {"main": {"tasks": {"a.toml": "[task]\nname = \"a\"\n"}}}}, "replicas"),
     ({"workload": "DaemonSet"}, "workload"),
     ({"groups": {"Main_Group": {"tasks": {"a.toml": "[task]\nname = \"a\"\n"}}}}, "groups.Main_Group"),
     ({"groups": {"main": {"tasks": {"a.conf": "[task]\nname = \"a\"\n"}}}}, "must end in .toml"),

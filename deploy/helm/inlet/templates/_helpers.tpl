@@ -47,8 +47,8 @@ app.kubernetes.io/component: {{ .group }}
 
 {{/* Refuses values that would run a task twice or that inlet would not read. */}}
 {{- define "inlet.checks" -}}
-{{- if ne (int .Values.replicas) 1 -}}
-{{- fail (printf "replicas: %v: keep 1. Every pod of a group runs every task file of the group, and this version of inlet does not fence task ownership (issue 17 item 1), so a second pod would write each task again (nothing stops two MySQL binlog readers, and two writers of one Parquet change log write every change twice). Split the task files over several groups instead: each group is one pod." .Values.replicas) -}}
+{{- if lt (int .Values.replicas) 1 -}}
+{{- fail (printf "replicas: %v: give at least 1. Every pod of a group follows every task file of the group, and each task runs in the one pod that holds its lease (README, Task ownership)." .Values.replicas) -}}
 {{- end -}}
 {{- if not (has .Values.workload (list "Deployment" "StatefulSet")) -}}
 {{- fail (printf "workload: %q: write Deployment or StatefulSet" .Values.workload) -}}
