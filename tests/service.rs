@@ -1595,3 +1595,163 @@ async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a
     assert_eq!(pyiceberg, want, "my_ice: pyiceberg");
     assert_eq!(duckdb, want, "my_ice: duckdb");
 }
+
+/// `service.max_tasks` and SIGTERM's release: two daemons allowed one task each run one of the
+/// two tasks each; the one running the Iceberg task is stopped (SIGTERM): its lease is
+/// released, the other daemon, full, leaves the task alone, and a third daemon takes it at once
+/// (the lease of 30 s has not expired). The Iceberg table records the new owner's epoch, and
+/// both tables equal their sources.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_tasks_spreads_the_tasks_and_a_stopped_daemon_hands_its_task_over_at_once() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    for t in ["ta", "tb"] {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, version int NOT NULL, owner text, \
+                 balance numeric(12,2));
+                 INSERT INTO {t} SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, 300) g;"
+            ))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let out = dir.path().join("out");
+    let source = format!("kind = \"postgres\"\nurl = \"{}\"", pg.url("shop"));
+    let service = "[service]\nlease_seconds = 30\nmax_tasks = 1\n";
+    for (name, include, target) in [
+        (
+            "ice",
+            "public.ta",
+            format!(
+                "kind = \"iceberg\"\nwarehouse = \"{}\"",
+                warehouse.display()
+            ),
+        ),
+        (
+            "pq",
+            "public.tb",
+            format!("kind = \"parquet\"\nurl = \"{}\"", out.display()),
+        ),
+    ] {
+        let body = fleet_task(name, &source, include, &target)
+            .replace("[service]\nlease_seconds = 3\n", service);
+        task_file(&tasks, name, &body);
+    }
+    let names = ["ice", "pq"];
+    let a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    let b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    let mut fleet = vec![a, b];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let owners = loop {
+        let all: Vec<Option<&Daemon>> = fleet.iter().map(Some).collect();
+        let r = runners(&all, &names);
+        let streaming = names.iter().zip(&r).all(|(name, r)| {
+            r.len() == 1
+                && fleet[r[0]]
+                    .task(name)
+                    .is_some_and(|t| t["phase"] == "streaming")
+        });
+        if streaming {
+            break r.into_iter().map(|r| r[0]).collect::<Vec<usize>>();
+        }
+        assert!(Instant::now() < deadline, "the tasks did not settle: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(
+        owners[0], owners[1],
+        "one daemon runs both tasks despite max_tasks = 1"
+    );
+    for round in 0..2 {
+        pg_round(&client, "ta", round).await;
+        pg_round(&client, "tb", round).await;
+    }
+
+    // SIGTERM the daemon running "ice": it flushes and releases the lease.
+    let (stopping, full) = (owners[0], owners[1]);
+    assert_eq!(sigterm_and_wait(&mut fleet[stopping].child), 0);
+    let released = Instant::now();
+    let log = std::fs::read_to_string(&fleet[stopping].log).unwrap();
+    assert!(log.contains("released the task's lease"), "{log}");
+    // The full daemon reads the lease every 5 s (a sixth of it), and leaves the task alone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let t = fleet[full].task("ice").unwrap();
+        assert_eq!(t["phase"], "standby", "{t}");
+        if t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nobody owns it, and this daemon already runs service.max_tasks = 1 tasks")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pg_round(&client, "ta", 2).await;
+    let c = Daemon::start(&tasks, dir.path(), "c", &[]);
+    let c_id = c.id();
+    let t = c.wait_phase("ice", "streaming", Duration::from_secs(20));
+    assert!(
+        released.elapsed() < Duration::from_secs(25),
+        "taken only after the lease expired"
+    );
+    assert_eq!(t["owner"], c_id.as_str());
+    assert_eq!(t["lease_epoch"], 2);
+    pg_round(&client, "ta", 3).await;
+    pg_round(&client, "tb", 3).await;
+
+    let target: String = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let confirmed = client
+                .query_opt(
+                    "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                     WHERE slot_name = $2",
+                    &[&target, &format!("inlet_{name}")],
+                )
+                .await
+                .unwrap()
+                .is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true));
+            if confirmed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let columns = ["id", "version", "owner", "balance"];
+    assert_eq!(
+        replay(&out.join("public/tb"), &columns),
+        source_rows(&client, "tb", &columns).await
+    );
+    assert!(assert_no_overlapping_change_files(&out.join("public/tb")) > 0);
+    let select: Vec<String> = columns.iter().map(|c| format!("{c}::text")).collect();
+    let mut want: common::iceberg::Rows = client
+        .query(&format!("SELECT {} FROM ta", select.join(", ")), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..columns.len()).map(|i| r.get(i)).collect())
+        .collect();
+    want.sort();
+    let table_dir = warehouse.join("public/ta");
+    let (pyiceberg, duckdb) = common::iceberg::read_iceberg(&table_dir);
+    assert_eq!(pyiceberg, want, "pyiceberg");
+    assert_eq!(duckdb, want, "duckdb");
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::iceberg::current_metadata(&table_dir)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metadata["properties"]["inlet.owner.ice"], "2", "{metadata}");
+}
