@@ -347,15 +347,8 @@ async fn run_once(
         .into_iter()
         .filter(|t| !join.as_ref().is_some_and(|j| j.includes(&t.schema.id)))
         .collect();
-    let mut outputs = Vec::with_capacity(tables.len());
-    let mut committed = Vec::with_capacity(tables.len());
-    for t in &tables {
-        let output = target.change_table(&t.schema).await?;
-        // A table loaded beside an earlier stream holds every transaction up to its load.
-        let loaded = join::loaded_at(&recorded, &t.schema.id);
-        committed.push(output.committed_position(&t.schema).await?.max(loaded));
-        outputs.push(output);
-    }
+    let schemas: Vec<&inlet_core::TableSchema> = tables.iter().map(|t| &t.schema).collect();
+    let (outputs, committed) = stream::open_outputs(&target, &schemas, &recorded).await?;
     join::forget_loads_before(&mut recorded, start);
 
     let new_tables = Arc::new(AtomicBool::new(false));
@@ -778,12 +771,7 @@ async fn join_new_tables(
     recorded: &mut TableStates,
 ) -> Result<Option<JoinLoad>, JobError> {
     let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let mut new = stream::joining_tables(recorded, &now);
-    for (i, id) in now.iter().enumerate() {
-        if replaced.contains(id) && !new.contains(&i) {
-            new.push(i);
-        }
-    }
+    let new = stream::tables_to_load(recorded, &now, replaced);
     if new.is_empty() {
         return Ok(None);
     }

@@ -264,15 +264,8 @@ async fn run_once(
         .filter(|t| !join.as_ref().is_some_and(|j| j.includes(&t.schema.id)))
         .collect();
 
-    let mut outputs = Vec::with_capacity(tables.len());
-    let mut committed = Vec::with_capacity(tables.len());
-    for t in &tables {
-        let output = target.change_table(&t.schema).await?;
-        // A table loaded beside an earlier stream holds every transaction up to its load.
-        let loaded = join::loaded_at(&known, &t.schema.id);
-        committed.push(output.committed_position(&t.schema).await?.max(loaded));
-        outputs.push(output);
-    }
+    let schemas: Vec<&inlet_core::TableSchema> = tables.iter().map(|t| &t.schema).collect();
+    let (outputs, committed) = stream::open_outputs(&target, &schemas, &known).await?;
     // Loads beside earlier streams, which hold the swaps the binlog shows before them.
     let loaded = known.clone();
     join::forget_loads_before(&mut known, position);
@@ -367,12 +360,7 @@ async fn join_new_tables(
     epoch: u8,
 ) -> Result<Option<JoinLoad>, JobError> {
     let ids: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
-    let mut new = stream::joining_tables(known, &ids);
-    for (i, id) in ids.iter().enumerate() {
-        if replaced.contains(id) && !new.contains(&i) {
-            new.push(i);
-        }
-    }
+    let new = stream::tables_to_load(known, &ids, replaced);
     if new.is_empty() {
         return Ok(None);
     }

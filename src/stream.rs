@@ -84,6 +84,41 @@ pub fn joining_tables(tables: &mut TableStates, now: &[TableId]) -> Vec<usize> {
         .collect()
 }
 
+/// The tables of `now` to load beside the stream: those that join ([`joining_tables`]) and the
+/// `replaced` ones (their name holds another table, or a resync asked for them), by index.
+pub fn tables_to_load(
+    tables: &mut TableStates,
+    now: &[TableId],
+    replaced: &[TableId],
+) -> Vec<usize> {
+    let mut load = joining_tables(tables, now);
+    for (i, id) in now.iter().enumerate() {
+        if replaced.contains(id) && !load.contains(&i) {
+            load.push(i);
+        }
+    }
+    load
+}
+
+/// Each streamed table's change output and the position its target holds: what it committed,
+/// or the position of its load beside an earlier stream (`recorded`), when later.
+pub async fn open_outputs(
+    target: &Target,
+    schemas: &[&inlet_core::TableSchema],
+    recorded: &TableStates,
+) -> Result<(Vec<ChangeTable>, Vec<Option<Position>>), JobError> {
+    let mut outputs = Vec::new();
+    let mut committed = Vec::new();
+    for &schema in schemas {
+        let output = target.change_table(schema).await?;
+        // A table loaded beside an earlier stream holds every transaction up to its load.
+        let loaded = crate::join::loaded_at(recorded, &schema.id);
+        committed.push(output.committed_position(schema).await?.max(loaded));
+        outputs.push(output);
+    }
+    Ok((outputs, committed))
+}
+
 /// Why [`follow`] returned without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
