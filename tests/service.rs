@@ -1646,7 +1646,7 @@ async fn max_tasks_spreads_the_tasks_and_a_stopped_daemon_hands_its_task_over_at
     let names = ["ice", "pq"];
     let a = Daemon::start(&tasks, dir.path(), "a", &[]);
     let b = Daemon::start(&tasks, dir.path(), "b", &[]);
-    let mut fleet = vec![a, b];
+    let mut fleet = [a, b];
     let deadline = Instant::now() + Duration::from_secs(30);
     let owners = loop {
         let all: Vec<Option<&Daemon>> = fleet.iter().map(Some).collect();
