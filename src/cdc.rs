@@ -327,20 +327,30 @@ async fn run_once(
     if !load {
         resync::drop_requests(&mut recorded);
     }
-    // The storage and defaults recorded above were read before the load beside the stream
-    // takes its snapshot: a rewrite or a catalog-only DEFAULT committed while that load runs
-    // differs from them, so the start after the load finds it and loads the table again
-    // (recorded after the load, it would pass for the loaded state).
-    let join = join_new_tables(
+    let (join, seen) = join_new_tables(
         config,
         state,
         &connector,
+        &control,
         &target,
         &tables,
         &replaced,
         &mut recorded,
     )
     .await?;
+    // The tables loading beside the stream are recorded, and watched, as their load's snapshot
+    // sees them: a rewrite or a catalog-only DEFAULT committed while the load runs differs, so
+    // the look after it loads the table again; one committed before the snapshot (after the
+    // reads above) is in the load, and loads nothing more.
+    let (mut storage, mut unwritten_defaults) = (storage, unwritten_defaults);
+    if let (Some(join), Some(seen)) = (&join, seen) {
+        seen.record(
+            join.tables(),
+            &mut recorded,
+            &mut storage,
+            &mut unwritten_defaults,
+        );
+    }
     let watched: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     // A table loading beside the stream joins it at the stream's next start, once loaded.
     let tables: Vec<SourceTable> = tables
@@ -663,7 +673,9 @@ async fn bootstrap(
             recorded.entry(id.to_string()).or_default().captured = true;
         }
         if let Some(snapshot) = &created.snapshot_name {
-            record_as_of_snapshot(control, snapshot, tables, &mut recorded).await;
+            if let Some(seen) = SeenBySnapshot::read(control, snapshot, tables).await {
+                seen.record_all(tables, &mut recorded);
+            }
             // The walsender connection stays idle meanwhile: its next command would end the
             // snapshot. The load holds every transaction committed before the consistent point.
             let loaded_up_to = Position(created.consistent_point.0.saturating_sub(1));
@@ -708,48 +720,105 @@ async fn bootstrap(
     }
 }
 
-/// Records in `recorded` the tables' storage ([`rewrites`]) and catalog-only defaults
-/// ([`added_defaults`]) as the load's snapshot sees them. A rewrite or a column added with a
-/// DEFAULT that commits while the load runs is then found by the start that follows and the
-/// table loaded again: the load read the rows before it (and a table rewritten before its turn
-/// as empty, table rewrites not being MVCC-safe), and the stream carries no change for them.
-/// Without such a record the start would take the new state as the loaded one. A failure to
-/// read is only logged: the tables are then recorded as they are at that start.
-async fn record_as_of_snapshot(
-    control: &tokio_postgres::Client,
-    snapshot: &str,
-    tables: &[TableId],
-    recorded: &mut TableStates,
-) {
-    let read = async {
-        control
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                snapshot.replace('\'', "''")
-            ))
-            .await?;
-        let storage = rewrites::read(control, tables).await?;
-        let defaults = columns_with_unwritten_defaults(control)
-            .await
-            .map_err(|e| e.to_string());
-        control.batch_execute("COMMIT").await?;
-        Ok::<_, tokio_postgres::Error>((storage, defaults))
-    };
-    match read.await {
-        Ok((storage, defaults)) => {
-            rewrites::rewritten_since(recorded, &storage, tables, &[]);
-            match defaults {
-                Ok(defaults) => {
-                    added_defaults::added_since(recorded, &defaults, tables, &[]);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the columns with catalog-only defaults in the load's snapshot failed; they are recorded at the start after the load")
+/// The tables' storage ([`rewrites`]) and catalog-only defaults ([`added_defaults`]) as a
+/// load's snapshot sees them. Recorded as the tables' state, a rewrite or a column added with a
+/// DEFAULT that commits while the load runs is found by the look after the load and the table
+/// loaded again: the load read the rows before it (and a table rewritten before its turn as
+/// empty, table rewrites not being MVCC-safe), and the stream carries no change for them.
+/// Without it the look after the load would take the new state as the loaded one; and a state
+/// read before the snapshot would take a change committed in between, which the load holds, for
+/// one it missed, and load the table twice.
+struct SeenBySnapshot {
+    storage: Vec<(TableId, rewrites::Storage)>,
+    /// `None`: reading them failed (logged); the tables are then recorded as they are at the
+    /// start after the load.
+    defaults: Option<Vec<(TableId, String)>>,
+}
+
+impl SeenBySnapshot {
+    /// Reads `tables` in `snapshot` (exported, and still valid: its exporting connection idle)
+    /// on `control`. A failure to read is only logged: None.
+    async fn read(
+        control: &tokio_postgres::Client,
+        snapshot: &str,
+        tables: &[TableId],
+    ) -> Option<Self> {
+        let read = async {
+            control
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                    snapshot.replace('\'', "''")
+                ))
+                .await?;
+            let storage = rewrites::read(control, tables).await?;
+            let defaults = columns_with_unwritten_defaults(control)
+                .await
+                .map_err(|e| e.to_string());
+            control.batch_execute("COMMIT").await?;
+            Ok::<_, tokio_postgres::Error>((storage, defaults))
+        };
+        match read.await {
+            Ok((storage, defaults)) => {
+                let defaults = match defaults {
+                    Ok(defaults) => Some(defaults),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the columns with catalog-only defaults in the load's snapshot failed; they are recorded at the start after the load");
+                        None
+                    }
+                };
+                Some(Self { storage, defaults })
+            }
+            Err(e) => {
+                let _ = control.batch_execute("ROLLBACK").await;
+                tracing::warn!(error = %e, "reading the tables' storage in the load's snapshot failed; it is recorded at the start after the load");
+                None
+            }
+        }
+    }
+
+    /// Records what was read as the state of every one of `tables` (the first load: the
+    /// checkpoint records nothing else).
+    fn record_all(&self, tables: &[TableId], recorded: &mut TableStates) {
+        rewrites::rewritten_since(recorded, &self.storage, tables, &[]);
+        if let Some(defaults) = &self.defaults {
+            added_defaults::added_since(recorded, defaults, tables, &[]);
+        }
+    }
+
+    /// Records what was read as the state of `tables` (loading beside the stream), in the
+    /// checkpoint's record and in the poller's baselines (`storage`, `defaults`); the other
+    /// tables keep theirs.
+    fn record(
+        self,
+        tables: &[TableId],
+        recorded: &mut TableStates,
+        storage: &mut Option<std::collections::HashMap<TableId, rewrites::Storage>>,
+        defaults: &mut Option<std::collections::HashSet<(TableId, String)>>,
+    ) {
+        let mut seen = TableStates::new();
+        rewrites::rewritten_since(&mut seen, &self.storage, tables, tables);
+        if let Some(now) = &self.defaults {
+            added_defaults::added_since(&mut seen, now, tables, tables);
+        }
+        for (name, state) in seen {
+            let entry = recorded.entry(name).or_default();
+            if state.storage.is_some() {
+                entry.storage = state.storage;
+            }
+            if self.defaults.is_some() {
+                entry.unwritten_defaults = state.unwritten_defaults;
+            }
+        }
+        if let Some(baseline) = storage {
+            for (id, now) in self.storage {
+                if tables.contains(&id) {
+                    baseline.insert(id, now);
                 }
             }
         }
-        Err(e) => {
-            let _ = control.batch_execute("ROLLBACK").await;
-            tracing::warn!(error = %e, "reading the tables' storage in the load's snapshot failed; it is recorded at the start after the load");
+        if let (Some(baseline), Some(now)) = (defaults, self.defaults) {
+            baseline.retain(|(id, _)| !tables.contains(id));
+            baseline.extend(now.into_iter().filter(|(id, _)| tables.contains(id)));
         }
     }
 }
@@ -761,19 +830,21 @@ async fn record_as_of_snapshot(
 /// committed at or after C, so there is no gap and no overlap. Checkpoints written by earlier
 /// versions name no tables; then every table counts as known. `replaced` tables (their name now
 /// holds another relation) are loaded again the same way.
+#[allow(clippy::too_many_arguments)]
 async fn join_new_tables(
     config: &TaskConfig,
     state: &TaskState,
     connector: &PgConnector,
+    control: &tokio_postgres::Client,
     target: &Target,
     tables: &[SourceTable],
     replaced: &[TableId],
     recorded: &mut TableStates,
-) -> Result<Option<JoinLoad>, JobError> {
+) -> Result<(Option<JoinLoad>, Option<SeenBySnapshot>), JobError> {
     let now: Vec<TableId> = tables.iter().map(|t| t.schema.id.clone()).collect();
     let new = stream::tables_to_load(recorded, &now, replaced);
     if new.is_empty() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let ids: Vec<TableId> = new.iter().map(|&i| tables[i].schema.id.clone()).collect();
     let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
@@ -782,7 +853,7 @@ async fn join_new_tables(
         for id in &ids {
             recorded.entry(id.to_string()).or_default().captured = true;
         }
-        return Ok(None);
+        return Ok((None, None));
     }
     tracing::info!(tables = ?names, "new tables join the task: loading them beside the stream");
     let mut join = ReplicationConnection::connect(connector)
@@ -794,6 +865,9 @@ async fn join_new_tables(
         .await
         .map_err(JobError::source)?;
     let snapshot = created.snapshot_name.unwrap_or_default();
+    // Read before the load starts: the snapshot lives only while the slot's connection, which
+    // the load drops when done, stays idle.
+    let seen = SeenBySnapshot::read(control, &snapshot, &ids).await;
     for &i in &new {
         // A join interrupted earlier may have left change files: the new load replaces them.
         target.forget_changes(&tables[i].schema).await?;
@@ -810,7 +884,7 @@ async fn join_new_tables(
         drop(join);
         Ok(())
     });
-    Ok(Some(load.with_identities(loaded)))
+    Ok((Some(load.with_identities(loaded)), seen))
 }
 
 /// The walsender each slot of this process last streamed through, by (server, slot).

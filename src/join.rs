@@ -61,6 +61,11 @@ impl JoinLoad {
         self
     }
 
+    /// The tables loading.
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables
+    }
+
     pub fn includes(&self, id: &TableId) -> bool {
         self.tables.contains(id)
     }
