@@ -697,18 +697,24 @@ impl FullLoadTable {
     pub async fn record_progress(&self, progress: &LoadProgress) -> Result<(), SinkError> {
         let s = &self.shared;
         let path = s.progress_path();
-        s.target
-            .store
-            .put(&path, progress.encode().into())
-            .await
-            .map_err(|e| s.cleanup_error("record the load's progress in", &path, e))?;
+        // Known as recorded before the write: a task cancelled once the record landed (a
+        // failure elsewhere) must not have these files deleted by `suspend`. If the write does
+        // not land, they are kept unrecorded, and the next run deletes them.
         let files: HashSet<String> = progress
             .done
             .iter()
             .flat_map(|d| &d.files)
             .filter_map(|f| parse_file_record(f).map(|(p, _)| p.to_string()))
             .collect();
-        *s.recorded.lock().unwrap_or_else(PoisonError::into_inner) = files;
+        s.recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(files);
+        s.target
+            .store
+            .put(&path, progress.encode().into())
+            .await
+            .map_err(|e| s.cleanup_error("record the load's progress in", &path, e))?;
         Ok(())
     }
 }
@@ -752,10 +758,19 @@ impl FullLoadTable {
             s.target.remove_empty_local_folder(&s.staging);
             return Abandoned::Untouched;
         }
+        if let Err(why) = self.delete_staged_in_two_passes(deadline).await {
+            tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
+            return Abandoned::Untouched;
+        }
+        s.target.remove_empty_local_folder(&s.staging);
+        Abandoned::Untouched
+    }
+
+    /// [`Self::delete_staged_files`] by `deadline`, twice: a file whose completion was under
+    /// way when its writer was cancelled may land just after the first listing (a local upload
+    /// is completed by a rename on a blocking thread, which cancelling the task does not stop).
+    async fn delete_staged_in_two_passes(&self, deadline: Instant) -> Result<(), String> {
         let deadline = tokio::time::Instant::from_std(deadline);
-        // Two passes: a file whose completion was under way when its writer was cancelled may
-        // land just after the first listing (a local upload is completed by a rename on a
-        // blocking thread, which cancelling the task does not stop).
         for pass in 0..2 {
             if pass > 0 {
                 tokio::time::sleep_until(
@@ -764,17 +779,11 @@ impl FullLoadTable {
                 )
                 .await;
             }
-            match self.delete_staged_files(deadline).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(why) => {
-                    tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
-                    return Abandoned::Untouched;
-                }
+            if self.delete_staged_files(deadline).await? == 0 {
+                break;
             }
         }
-        s.target.remove_empty_local_folder(&s.staging);
-        Abandoned::Untouched
+        Ok(())
     }
 
     /// Ends a resumable load that its caller will resume (a transient error: the task retries),
@@ -796,10 +805,7 @@ impl FullLoadTable {
             return self.abandon(deadline).await;
         }
         s.fail("the load was suspended".into());
-        if let Err(why) = self
-            .delete_staged_files(tokio::time::Instant::from_std(deadline))
-            .await
-        {
+        if let Err(why) = self.delete_staged_in_two_passes(deadline).await {
             tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
         }
         Abandoned::Resumable { kept }
