@@ -963,6 +963,17 @@ impl TablePlan {
                 }
             },
         };
+        Ok(Self::build(source, columns, key_names, live))
+    }
+
+    /// The plan of `source` compared over `columns` (the target's form) by `key_names` (empty:
+    /// every column, a multiset), or why the table cannot be compared.
+    fn build(
+        source: &TableSchema,
+        columns: SchemaRef,
+        key_names: Vec<String>,
+        live: Option<LiveTable>,
+    ) -> Result<Self, String> {
         let key: Vec<usize> = if key_names.is_empty() {
             (0..columns.fields().len()).collect()
         } else {
@@ -971,9 +982,9 @@ impl TablePlan {
                 match columns.index_of(k) {
                     Ok(i) => key.push(i),
                     Err(_) => {
-                        return Ok(Err(format!(
+                        return Err(format!(
                             "key column {k} is not a column of the target table"
-                        )))
+                        ))
                     }
                 }
             }
@@ -985,22 +996,18 @@ impl TablePlan {
         let (rows, keys) = match (rows, keys) {
             (Ok(r), Ok(k)) => (r, k),
             (Err(e), _) | (_, Err(e)) => {
-                return Ok(Err(format!("its column types cannot be compared: {e}")))
+                return Err(format!("its column types cannot be compared: {e}"))
             }
         };
-        Ok(Ok(Self {
+        Ok(Self {
             source: source.clone(),
             columns,
             key,
-            key_names: if key_names.is_empty() {
-                Vec::new()
-            } else {
-                key_names
-            },
+            key_names,
             rows,
             keys,
             live,
-        }))
+        })
     }
 
     /// `batch`'s columns in the plan's order and types: cast where a file holds another type
@@ -1303,6 +1310,142 @@ mod tests {
         assert!(!glob("public.order", "public.orders"));
         assert!(glob("*.ord?rs", "shop.orders"));
         assert!(!glob("shop.*", "public.orders"));
+    }
+
+    use arrow_array::{Int32Array, Int64Array};
+    use arrow_schema::{DataType, Field};
+    use inlet_core::{Column, TableId};
+
+    fn table(keyed: bool) -> TableSchema {
+        let column = |name: &str, t: DataType| Column {
+            name: name.into(),
+            source_type: "test".into(),
+            field: Field::new(name, t, true),
+            distinct_values: None,
+        };
+        TableSchema {
+            id: TableId::new("public", "t"),
+            columns: vec![column("id", DataType::Int64), column("v", DataType::Int32)],
+            primary_key: if keyed { vec!["id".into()] } else { Vec::new() },
+        }
+    }
+
+    /// Rows of `(id, v)`.
+    type Rows<'a> = &'a [(Option<i64>, Option<i32>)];
+
+    fn batch(table: &TableSchema, rows: Rows<'_>) -> RecordBatch {
+        let ids: Int64Array = rows.iter().map(|r| r.0).collect();
+        let vs: Int32Array = rows.iter().map(|r| r.1).collect();
+        RecordBatch::try_new(table.arrow_schema(), vec![Arc::new(ids), Arc::new(vs)]).unwrap()
+    }
+
+    /// Applies the target's batches (each with its ops, None for a LOAD file), compares the
+    /// source's rows, and returns (rows compared, missing, extra, different, their keys).
+    fn compare(
+        keyed: bool,
+        target: &[(Rows<'_>, Option<&[&str]>)],
+        source: Rows<'_>,
+    ) -> (u64, u64, u64, u64, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = ParquetTarget::new(&inlet_sink_parquet::ParquetTargetConfig::with_url(
+            dir.path().display().to_string(),
+        ))
+        .unwrap();
+        let t = table(keyed);
+        let plan = TablePlan::build(&t, t.arrow_schema(), t.primary_key.clone(), None).unwrap();
+        let ctx = Context {
+            reader: &TargetReader::Parquet(parquet),
+            policy: None,
+            max_keys: 10,
+            progress: false,
+        };
+        let mut state = TargetRows {
+            rows: HashMap::new(),
+            keys: HashMap::new(),
+        };
+        for (rows, ops) in target {
+            let ops = ops.map(|o| StringArray::from(o.to_vec()));
+            plan.apply(&batch(&t, rows), ops.as_ref(), &Keys::All, &mut state)
+                .unwrap();
+        }
+        let mut tally = Tally::new(10);
+        plan.compare_source(&ctx, &batch(&t, source), &mut state, &Keys::All, &mut tally)
+            .unwrap();
+        tally.extras(&state);
+        let mut named = [tally.missing_keys, tally.different_keys].concat();
+        named.sort();
+        (
+            tally.source_rows,
+            tally.missing,
+            tally.extra,
+            tally.different,
+            named,
+        )
+    }
+
+    #[test]
+    fn changes_replay_over_the_load_by_key() {
+        let load: Rows = &[
+            (Some(1), Some(10)),
+            (Some(2), Some(20)),
+            (Some(3), Some(30)),
+        ];
+        let changes: Rows = &[
+            (Some(2), Some(21)),
+            (Some(3), None),
+            (Some(4), Some(40)),
+            (Some(1), Some(10)),
+        ];
+        let ops: &[&str] = &["U", "D", "I", "I"];
+        // id 2 updated, 3 deleted, 4 inserted, 1 inserted a second time (extra).
+        let source = [
+            (Some(1), Some(10)),
+            (Some(2), Some(21)),
+            (Some(4), Some(40)),
+        ];
+        assert_eq!(
+            compare(true, &[(load, None), (changes, Some(ops))], &source),
+            (3, 0, 1, 0, vec![])
+        );
+        // The source has id 5 the target lacks, and another v for id 4.
+        let source = [
+            (Some(1), Some(10)),
+            (Some(2), Some(21)),
+            (Some(4), Some(41)),
+            (Some(5), Some(50)),
+        ];
+        let (_, missing, _, different, named) =
+            compare(true, &[(load, None), (changes, Some(ops))], &source);
+        assert_eq!((missing, different), (1, 1));
+        assert_eq!(named, ["id=4", "id=5"]);
+    }
+
+    #[test]
+    fn a_truncate_empties_the_table() {
+        let load: Rows = &[(Some(1), Some(10)), (Some(2), Some(20))];
+        let changes: Rows = &[(None, None), (Some(9), Some(90))];
+        let ops: &[&str] = &["T", "I"];
+        assert_eq!(
+            compare(
+                true,
+                &[(load, None), (changes, Some(ops))],
+                &[(Some(9), Some(90))]
+            ),
+            (1, 0, 0, 0, vec![])
+        );
+    }
+
+    #[test]
+    fn a_table_without_a_key_is_a_multiset() {
+        let load: Rows = &[(Some(1), Some(1)), (Some(1), Some(1)), (Some(2), None)];
+        let changes: Rows = &[(Some(1), Some(1))];
+        let ops: &[&str] = &["D"];
+        // One of the two equal rows deleted: the source's second copy is missing.
+        let source = [(Some(1), Some(1)), (Some(1), Some(1)), (Some(2), None)];
+        let (rows, missing, extra, different, named) =
+            compare(false, &[(load, None), (changes, Some(ops))], &source);
+        assert_eq!((rows, missing, extra, different), (3, 1, 0, 0));
+        assert_eq!(named, ["(id=1, v=1)"]);
     }
 
     #[test]
