@@ -25,6 +25,15 @@
 //! A table whose folder holds no earlier load or change file (a first load) has nothing to keep
 //! readable: its files go straight into the table's folder, as DMS writes them, since on S3 a
 //! move is a copy, which would double the cost of the largest load a task does.
+//!
+//! A resumable load (`task.mode = "full-load"`, [`FullLoadTable::resume`]) ends its files at
+//! the end of each chunk and records the chunks done with their files in
+//! `_inlet_load/PROGRESS` ([`PROGRESS_RECORD`]); a restart keeps those files where they are
+//! (table folder or staging), deletes any other file of the interrupted run, and numbers new
+//! files after the kept ones. The numbers of the deleted files are missing from the new load,
+//! so its switch also deletes the earlier load's files of those numbers ([`SWITCH_MARKER`]).
+//! [`FullLoadTable::suspend`] ends such a load keeping what is recorded (a transient error);
+//! `abandon` deletes the record with the files.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
