@@ -1121,41 +1121,39 @@ async fn seed_big_and_priced(client: &tokio_postgres::Client) {
 
 /// Waits (30 s at most) until a COPY of `big` runs.
 async fn wait_copy_of_big(client: &tokio_postgres::Client, log: &Path) {
+    wait_running(client, log, "state = 'active' AND query LIKE 'COPY%big%'").await;
+}
+
+/// Waits (30 s at most) until a session matching `filter` (on pg_stat_activity) runs.
+async fn wait_running(client: &tokio_postgres::Client, log: &Path, filter: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let query = format!("SELECT count(*) FROM pg_stat_activity WHERE {filter}");
     loop {
-        let copying: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                 AND query LIKE 'COPY%big%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if copying > 0 {
+        let running: i64 = client.query_one(&query, &[]).await.unwrap().get(0);
+        if running > 0 {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the load of big did not start within 30 s:\n{}",
+            "no session with {filter} within 30 s:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-/// Tables loaded beside the stream in a snapshot of their own (tables that join the running
-/// task, then tables resynced), changed without a change in the stream while that load runs,
-/// before the load reads them: a rewrite (`ALTER COLUMN … TYPE`, leaving the load an empty
-/// table: a rewritten table reads empty to an older snapshot), then a column added with a
-/// catalog-only DEFAULT. The start that begins the load records the tables' storage and
-/// defaults before the load's snapshot is taken, so the start after the load finds the change
-/// and loads the table again. One load worker reads the larger table (`big`) first; `priced`
-/// is changed while big's COPY runs. The target ends equal to the source, value for value.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
+/// A task that ran once and stopped, its folder kept while this lives.
+struct Ran {
+    _dir: tempfile::TempDir,
+    out: std::path::PathBuf,
+    log: std::path::PathBuf,
+    checkpoint: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+}
+
+/// Creates `other` (100 rows), runs the task (one load worker) until it has caught up, and
+/// stops it: tables created after join at its next start.
+async fn run_with_other(pg: &PgServer, client: &tokio_postgres::Client) -> Ran {
     client
         .batch_execute(
             "CREATE TABLE other (id bigint PRIMARY KEY, v int NOT NULL);
@@ -1170,10 +1168,48 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
     let body =
         task(&pg.url("postgres"), &out).replace("[cdc]\n", "[full_load]\nworkers = 1\n[cdc]\n");
     let cfg = task_file(dir.path(), "resync", &body);
-    let cfg_arg = cfg.to_str().unwrap();
     let mut child = spawn(&cfg, &log);
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    pg_stream::wait_caught_up(client, &mut child.0, &checkpoint, SLOT).await;
     assert_eq!(stop(child, &log), 0);
+    Ran {
+        _dir: dir,
+        out,
+        log,
+        checkpoint,
+        cfg,
+    }
+}
+
+/// The target's `other` equals the source's.
+async fn assert_other(client: &tokio_postgres::Client, out: &Path) {
+    let other = ["id", "v"];
+    assert_eq!(
+        replay(&out.join("public/other"), &other),
+        source_rows(client, "other", &other).await,
+        "other"
+    );
+}
+
+/// Tables loaded beside the stream in a snapshot of their own (tables that join the running
+/// task, then tables resynced), changed without a change in the stream while that load runs,
+/// before the load reads them: a rewrite (`ALTER COLUMN … TYPE`, leaving the load an empty
+/// table: a rewritten table reads empty to an older snapshot), then a column added with a
+/// catalog-only DEFAULT. The tables are recorded as the load's snapshot sees them, so the look
+/// after the load finds the change and loads the table again. One load worker reads the larger table (`big`) first; `priced`
+/// is changed while big's COPY runs. The target ends equal to the source, value for value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    let run = run_with_other(&pg, &client).await;
+    let Ran {
+        out,
+        log,
+        checkpoint,
+        cfg,
+        ..
+    } = &run;
+    let cfg_arg = cfg.to_str().unwrap();
 
     // Two tables join at the next start: big, loaded first, and priced.
     seed_big_and_priced(&client).await;
@@ -1245,12 +1281,7 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
         source_rows(&client, "priced", &columns).await,
         "priced, given a column with a catalog-only default during its resync"
     );
-    let other = ["id", "v"];
-    assert_eq!(
-        replay(&out.join("public/other"), &other),
-        source_rows(&client, "other", &other).await,
-        "other"
-    );
+    assert_other(&client, out).await;
     let big: i64 = client
         .query_one("SELECT count(*) FROM big", &[])
         .await
@@ -1270,21 +1301,14 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
 async fn a_table_rewritten_before_its_load_beside_the_stream_is_loaded_once() {
     let pg = PgServer::start();
     let client = pg.client("postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE other (id bigint PRIMARY KEY, v int NOT NULL);
-             INSERT INTO other SELECT g, 0 FROM generate_series(1, 100) g;",
-        )
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let log = dir.path().join("inlet.log");
-    let checkpoint = out.join("_inlet/resync/checkpoint");
-    let cfg = task_file(dir.path(), "resync", &task(&pg.url("postgres"), &out));
-    let mut child = spawn(&cfg, &log);
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
-    assert_eq!(stop(child, &log), 0);
+    let run = run_with_other(&pg, &client).await;
+    let Ran {
+        out,
+        log,
+        checkpoint,
+        cfg,
+        ..
+    } = &run;
 
     client
         .batch_execute(
@@ -1299,27 +1323,12 @@ async fn a_table_rewritten_before_its_load_beside_the_stream_is_loaded_once() {
         .unwrap();
     std::fs::write(&log, "").unwrap();
     let mut child = spawn(&cfg, &log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let creating: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' \
-                 AND query LIKE 'CREATE_REPLICATION_SLOT%inlet_join%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if creating > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the joining table's slot was not being created within 30 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(
+        &client,
+        log,
+        "backend_type = 'walsender' AND query LIKE 'CREATE_REPLICATION_SLOT%inlet_join%'",
+    )
+    .await;
     client
         .batch_execute("ALTER TABLE priced ALTER COLUMN price TYPE numeric(10,1)")
         .await
@@ -1345,10 +1354,5 @@ async fn a_table_rewritten_before_its_load_beside_the_stream_is_loaded_once() {
         source_rows(&client, "priced", &columns).await,
         "priced"
     );
-    let other = ["id", "v"];
-    assert_eq!(
-        replay(&out.join("public/other"), &other),
-        source_rows(&client, "other", &other).await,
-        "other"
-    );
+    assert_other(&client, out).await;
 }
