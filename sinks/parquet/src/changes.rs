@@ -429,7 +429,10 @@ impl ParquetTarget {
             source: Box::new(e),
         };
         let bytes = match self.store.get(&path).await {
-            Ok(got) => got.bytes().await.map_err(|e| error("read", e))?,
+            Ok(got) => {
+                self.checkpoint_versions.read(&path, &got.meta);
+                got.bytes().await.map_err(|e| error("read", e))?
+            }
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(error("read", e)),
         };
@@ -451,10 +454,8 @@ impl ParquetTarget {
         checkpoint: &Checkpoint,
     ) -> Result<(), SinkError> {
         let path = self.checkpoint_path(task);
-        self.store
-            .put(&path, PutPayload::from(checkpoint.encode()))
+        self.put_checkpoint(&path, PutPayload::from(checkpoint.encode()))
             .await
-            .map(|_| ())
             .map_err(|e| SinkError::Store {
                 subject: format!("task {task}"),
                 action: "write",

@@ -59,6 +59,9 @@ pub struct ParquetTarget {
     pub(crate) millis: bool,
     /// Change files carry `_inlet_commit_ts`, `_inlet_lsn` and `_inlet_txid`.
     pub(crate) inlet_columns: bool,
+    /// The version of each checkpoint as this target last read or wrote it, so that the next
+    /// write replaces only that version (S3; see [`crate::lease`]).
+    pub(crate) checkpoint_versions: crate::lease::CheckpointVersions,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -125,6 +128,7 @@ impl ParquetTarget {
             timestamp_column_type: config.timestamp_column_type,
             millis: config.timestamp_unit == TimestampUnit::Ms,
             inlet_columns: config.inlet_columns(),
+            checkpoint_versions: Default::default(),
         })
     }
 
