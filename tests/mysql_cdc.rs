@@ -1351,12 +1351,12 @@ fn an_xa_transaction_prepared_before_the_load_and_committed_after_is_not_lost() 
     assert_replay_equals_source(&db, &out);
 }
 
-/// A MariaDB full load of a 1.5-million-row table, SIGKILLed three times while loading, resumes
+/// A MariaDB full load of a 1-million-row table, SIGKILLed three times while loading, resumes
 /// each time (see `common::resume::kill_and_resume`): the key ranges recorded before a kill
 /// are kept, only those in flight are read again, and the Parquet files equal the source.
 #[test]
 fn a_killed_full_load_resumes() {
-    const ROWS: i64 = 1_500_000;
+    const ROWS: i64 = 1_000_000;
     let db = MariaDbServer::start();
     db.admin(&format!(
         "CREATE DATABASE shop;
