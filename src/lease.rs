@@ -50,11 +50,14 @@ impl LeaseTiming {
     }
 }
 
-/// This daemon as lease records name it: `<hostname>/<pid>`.
+/// This daemon as lease records name it: `<hostname>/<pid>`, and the pid namespace in which
+/// that pid means this process (two containers may share a hostname, each with its own pids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonId {
     pub host: String,
     pub pid: u32,
+    /// `/proc/self/ns/pid`'s target (`pid:[4026531836]`); empty where it cannot be read.
+    pub pid_namespace: String,
 }
 
 impl DaemonId {
@@ -65,9 +68,13 @@ impl DaemonId {
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".into());
+        let pid_namespace = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Self {
             host,
             pid: std::process::id(),
+            pid_namespace,
         }
     }
 }
@@ -83,6 +90,8 @@ impl std::fmt::Display for DaemonId {
 struct LeaseRecord {
     host: String,
     pid: u32,
+    #[serde(default)]
+    pid_namespace: String,
     /// Counts the owner's renewals: the record changes with each one.
     renewals: u64,
     /// The owner gave the task up (SIGTERM): another daemon takes it at once.
@@ -94,6 +103,7 @@ impl LeaseRecord {
         Self {
             host: daemon.host.clone(),
             pid: daemon.pid,
+            pid_namespace: daemon.pid_namespace.clone(),
             renewals,
             released,
         }
@@ -109,11 +119,13 @@ impl LeaseRecord {
     }
 
     /// Whether the daemon that wrote this record is known to be gone without waiting for the
-    /// lease: it ran on this host and its process no longer exists, or it is this very process
-    /// (which holds no lease it does not know of: an earlier run of the task in it, or a
-    /// lease whose renewal failed).
+    /// lease: it ran on this host, in this pid namespace, and its process no longer exists, or
+    /// it is this very process (which holds no lease it does not know of: an earlier run of
+    /// the task in it, or a lease whose renewal failed). Anywhere else its pid says nothing.
     fn owner_is_gone(&self, me: &DaemonId) -> bool {
         self.host == me.host
+            && !me.pid_namespace.is_empty()
+            && self.pid_namespace == me.pid_namespace
             && (self.pid == me.pid
                 || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
     }
@@ -465,39 +477,27 @@ mod tests {
 
     #[test]
     fn a_record_of_a_gone_process_on_this_host_is_not_waited_for() {
-        let me = DaemonId {
-            host: "h".into(),
-            pid: std::process::id(),
+        let me = DaemonId::this_process();
+        assert!(me.pid_namespace.starts_with("pid:["), "{me:?}");
+        let on_this_host = |pid: u32| DaemonId { pid, ..me.clone() };
+        assert!(LeaseRecord::of(&me, 3, false).owner_is_gone(&me));
+        // pid 1 exists in every pid namespace.
+        assert!(!LeaseRecord::of(&on_this_host(1), 3, false).owner_is_gone(&me));
+        assert!(LeaseRecord::of(&on_this_host(u32::MAX - 1), 3, false).owner_is_gone(&me));
+        // Another host, or another container with this hostname: its pid means nothing here.
+        let elsewhere = DaemonId {
+            host: "another-host".into(),
+            ..on_this_host(u32::MAX - 1)
         };
-        let mine = LeaseRecord::of(&me, 3, false);
-        assert!(mine.owner_is_gone(&me));
-        // pid 1 exists on every Linux system.
-        let other = LeaseRecord::of(
-            &DaemonId {
-                host: "h".into(),
-                pid: 1,
-            },
-            3,
-            false,
-        );
-        assert!(!other.owner_is_gone(&me));
-        let elsewhere = LeaseRecord::of(
-            &DaemonId {
-                host: "k".into(),
-                pid: u32::MAX,
-            },
-            3,
-            false,
-        );
-        assert!(!elsewhere.owner_is_gone(&me));
-        let gone = LeaseRecord::of(
-            &DaemonId {
-                host: "h".into(),
-                pid: u32::MAX - 1,
-            },
-            3,
-            false,
-        );
-        assert!(gone.owner_is_gone(&me));
+        assert!(!LeaseRecord::of(&elsewhere, 3, false).owner_is_gone(&me));
+        let other_namespace = DaemonId {
+            pid_namespace: "pid:[1]".into(),
+            ..on_this_host(me.pid)
+        };
+        assert!(!LeaseRecord::of(&other_namespace, 3, false).owner_is_gone(&me));
+        // A record of an earlier version, without the namespace, is waited for.
+        let mut old = LeaseRecord::of(&on_this_host(u32::MAX - 1), 3, false);
+        old.pid_namespace.clear();
+        assert!(!old.owner_is_gone(&me));
     }
 }
