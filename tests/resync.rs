@@ -1213,9 +1213,9 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
 
     // Two tables join at the next start: big, loaded first, and priced.
     seed_big_and_priced(&client).await;
-    std::fs::write(&log, "").unwrap();
-    let mut child = spawn(&cfg, &log);
-    wait_copy_of_big(&client, &log).await;
+    std::fs::write(log, "").unwrap();
+    let mut child = spawn(cfg, log);
+    wait_copy_of_big(&client, log).await;
     client
         .batch_execute(
             "ALTER TABLE priced ALTER COLUMN price TYPE numeric(10,1), \
@@ -1224,15 +1224,15 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
         )
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
         !text.contains("table loaded table=public.priced"),
         "priced was loaded before the ALTER: the test proves nothing\n{text}"
     );
-    wait_resyncs_done(&log, 1);
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
-    assert_eq!(stop(child, &log), 0);
-    let text = std::fs::read_to_string(&log).unwrap();
+    wait_resyncs_done(log, 1);
+    pg_stream::wait_caught_up(&client, &mut child.0, checkpoint, SLOT).await;
+    assert_eq!(stop(child, log), 0);
+    let text = std::fs::read_to_string(log).unwrap();
     assert!(
         text.lines().any(|l| l.contains("public.priced")
             && l.contains("rewritten with new values")
@@ -1250,9 +1250,9 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
     // priced gets a column with a catalog-only default meanwhile.
     let (code, stdout, stderr) = common::inlet(&["resync", "-c", cfg_arg, "big", "priced"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    std::fs::write(&log, "").unwrap();
-    let mut child = spawn(&cfg, &log);
-    wait_copy_of_big(&client, &log).await;
+    std::fs::write(log, "").unwrap();
+    let mut child = spawn(cfg, log);
+    wait_copy_of_big(&client, log).await;
     client
         .batch_execute(
             "ALTER TABLE priced ADD COLUMN eight int DEFAULT 8;
@@ -1260,16 +1260,16 @@ async fn a_table_changed_during_its_load_beside_the_stream_is_loaded_again() {
         )
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
         !text.contains("table loaded table=public.priced"),
         "priced was loaded before the ALTER: the test proves nothing\n{text}"
     );
     // big's resync, then priced's (its reload for the new column supersedes the first).
-    wait_resyncs_done(&log, 2);
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
-    assert_eq!(stop(child, &log), 0);
-    let text = std::fs::read_to_string(&log).unwrap();
+    wait_resyncs_done(log, 2);
+    pg_stream::wait_caught_up(&client, &mut child.0, checkpoint, SLOT).await;
+    assert_eq!(stop(child, log), 0);
+    let text = std::fs::read_to_string(log).unwrap();
     assert!(
         text.lines().any(|l| l.contains("public.priced")
             && l.contains("a column was added with a DEFAULT")),
@@ -1321,8 +1321,8 @@ async fn a_table_rewritten_before_its_load_beside_the_stream_is_loaded_once() {
     open.batch_execute("BEGIN; UPDATE other SET v = v + 1 WHERE id = 1")
         .await
         .unwrap();
-    std::fs::write(&log, "").unwrap();
-    let mut child = spawn(&cfg, &log);
+    std::fs::write(log, "").unwrap();
+    let mut child = spawn(cfg, log);
     wait_running(
         &client,
         log,
@@ -1335,14 +1335,14 @@ async fn a_table_rewritten_before_its_load_beside_the_stream_is_loaded_once() {
         .unwrap();
     open.batch_execute("COMMIT").await.unwrap();
 
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
+    pg_stream::wait_caught_up(&client, &mut child.0, checkpoint, SLOT).await;
     client
         .batch_execute("UPDATE other SET v = v + 1 WHERE id <= 10")
         .await
         .unwrap();
-    pg_stream::wait_caught_up(&client, &mut child.0, &checkpoint, SLOT).await;
-    assert_eq!(stop(child, &log), 0);
-    let text = std::fs::read_to_string(&log).unwrap();
+    pg_stream::wait_caught_up(&client, &mut child.0, checkpoint, SLOT).await;
+    assert_eq!(stop(child, log), 0);
+    let text = std::fs::read_to_string(log).unwrap();
     assert_eq!(
         text.matches("table loaded table=public.priced").count(),
         1,
