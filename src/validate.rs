@@ -238,8 +238,10 @@ pub async fn run(args: &ValidateArgs<'_>) -> Result<bool, JobError> {
 }
 
 /// `inlet run`'s validation of one task on a schedule (`[validate] interval_minutes`): every
-/// interval, counted from the end of the previous validation, until `stopped` turns true. Each
-/// result goes to the `inlet_validation_*` metrics and the log (a difference as a warning).
+/// interval, counted from the end of the previous validation, until `stopped` turns true, in
+/// the daemon that holds the task's lease at that time (every daemon, when the target keeps no
+/// lease). Each result goes to the `inlet_validation_*` metrics and the log (a difference as a
+/// warning).
 pub async fn schedule(
     config: TaskConfig,
     metrics: Arc<Metrics>,
@@ -259,6 +261,13 @@ pub async fn schedule(
         passes: None,
         progress: false,
     };
+    // A target that keeps a lease is validated only by the daemon holding the task's lease,
+    // so that a fleet whose daemons all have the task file validates it once per interval,
+    // not once per daemon (each validation loads the source).
+    let leased = Target::new(&config.target, &task)
+        .ok()
+        .and_then(|t| t.lease_store(&task))
+        .is_some();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -266,6 +275,10 @@ pub async fn schedule(
         }
         if *stopped.borrow() {
             return;
+        }
+        if leased && !holds_lease(&task) {
+            tracing::debug!(task = %task, "validation skipped: another daemon owns the task");
+            continue;
         }
         let started = Instant::now();
         match validate(&config, &args).await {
@@ -299,6 +312,11 @@ pub async fn schedule(
             }
         }
     }
+}
+
+/// Whether this daemon holds `task`'s lease now (and may still write it).
+fn holds_lease(task: &str) -> bool {
+    crate::lease::fence_of(task).is_some_and(|fence| fence.lost().is_none())
 }
 
 /// Validates every selected table matching `args.tables`.

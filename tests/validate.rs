@@ -597,6 +597,46 @@ async fn a_scheduled_validation_reports_in_metrics_and_the_log() {
         "{metrics}"
     );
 
+    // A second daemon with the same task file stands by while the first holds the task's
+    // lease, and does not validate the task: one validation per interval in a fleet.
+    let standby_log = dir.path().join("standby.log");
+    let standby_address = format!("127.0.0.1:{}", inlet_testkit::free_port());
+    let _standby = common::daemon::Inlet(
+        Command::new(env!("CARGO_BIN_EXE_inlet"))
+            .args([
+                "run",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--listen",
+                &standby_address,
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&standby_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::task::spawn_blocking({
+        let (address, log) = (standby_address.clone(), standby_log.clone());
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let status = http_get(&address, "/status").unwrap_or_default();
+                if status.contains("\"standby\"") {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the second daemon is not standing by after 30 s: {status}\nlog:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    })
+    .await
+    .unwrap();
+
     run_python(
         CORRUPT_PARQUET,
         &[out.join("public").join("items").to_str().unwrap()],
@@ -625,5 +665,31 @@ async fn a_scheduled_validation_reports_in_metrics_and_the_log() {
              [missing: id=13 | extra: id="
         ),
         "{log_text}"
+    );
+    // Two more validations by the owner (each interval is 1.2 s), so the standby daemon had
+    // several intervals of its own in which to validate, had it validated.
+    let validations = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with("inlet_validations_total{task=\"val-sched\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = validations(&metrics);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while validations(&http_get(&address, "/metrics").unwrap_or_default()) < before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner stopped validating"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let standby_metrics = http_get(&standby_address, "/metrics").unwrap();
+    let standby_status = http_get(&standby_address, "/status").unwrap();
+    assert!(standby_status.contains("\"standby\""), "{standby_status}");
+    assert_eq!(validations(&standby_metrics), 0, "{standby_metrics}");
+    let standby_text = std::fs::read_to_string(&standby_log).unwrap();
+    assert!(
+        !standby_text.contains("validation: ") && !standby_text.contains("validation did not"),
+        "{standby_text}"
     );
 }
