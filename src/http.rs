@@ -122,7 +122,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Con
 fn not_ready(status: &TaskStatus, max_lag: f64) -> Option<String> {
     match &status.phase {
         // Another daemon of the fleet runs it (or will): nothing for this one to do.
-        Phase::Done | Phase::Standby { .. } => None,
+        Phase::Done { .. } | Phase::Standby { .. } => None,
         Phase::Failed { reason } => Some(format!("failed: {reason}")),
         Phase::Retrying { reason } => Some(format!("retrying: {reason}")),
         // Say what it waits for: a source that accepts connections and never answers keeps a

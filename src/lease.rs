@@ -18,10 +18,18 @@
 //! duration after it last saw the record change, which is after the owner sent it, so the
 //! owner has stopped writing a third of the duration before anyone can take over. The owner
 //! also stops as soon as it sees a newer epoch (at each renewal and before each checkpoint).
+//!
+//! A full load (`task.mode = "full-load"`) runs once per fleet: its owner ends it by writing
+//! the time it finished into its record ([`Fence::finish`]) instead of releasing it, and a
+//! daemon that started before that time takes the task as done ([`Seen::Done`]) rather than
+//! loading it again. A daemon started after it (a new `inlet run` of the task) loads it again,
+//! as a single daemon does. This is the one place where clocks of two hosts are compared (the
+//! finish time with a daemon's start time); a skew between them matters only to a daemon
+//! started within that skew of the finish.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inlet_core::lease::LeaseStore;
 use serde::{Deserialize, Serialize};
@@ -58,6 +66,27 @@ pub struct DaemonId {
     pub pid: u32,
     /// `/proc/self/ns/pid`'s target (`pid:[4026531836]`); empty where it cannot be read.
     pub pid_namespace: String,
+    /// When this daemon started, on the wall clock (ms since the Unix epoch): a full load
+    /// that finished after it is done for this daemon; one finished before it is loaded again.
+    pub started_ms: u64,
+}
+
+/// Now on the wall clock, in ms since the Unix epoch (0 for a clock set before 1970).
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A wall-clock time in ms since the Unix epoch, as people read it (RFC 3339, UTC).
+pub fn show_wall_clock_ms(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{ms} ms after the Unix epoch"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
 }
 
 impl DaemonId {
@@ -75,6 +104,7 @@ impl DaemonId {
             host,
             pid: std::process::id(),
             pid_namespace,
+            started_ms: wall_clock_ms(),
         }
     }
 }
@@ -96,6 +126,11 @@ struct LeaseRecord {
     renewals: u64,
     /// The owner gave the task up (SIGTERM): another daemon takes it at once.
     released: bool,
+    /// The owner finished the task's full load at this wall-clock time (ms since the Unix
+    /// epoch): daemons started before it take the task as done. Records of daemons without
+    /// full-load leases lack it.
+    #[serde(default)]
+    finished: Option<u64>,
 }
 
 impl LeaseRecord {
@@ -106,6 +141,7 @@ impl LeaseRecord {
             pid_namespace: daemon.pid_namespace.clone(),
             renewals,
             released,
+            finished: None,
         }
     }
 
@@ -146,6 +182,13 @@ pub enum Seen {
     Free { next_epoch: u64 },
     /// Daemon `owner` holds epoch `epoch`.
     Owned { owner: String, epoch: u64 },
+    /// Daemon `owner` finished the task's full load under epoch `epoch` at `finished_ms` (wall
+    /// clock, ms since the Unix epoch), after this daemon started: the task is done here too.
+    Done {
+        owner: String,
+        epoch: u64,
+        finished_ms: u64,
+    },
 }
 
 /// A daemon's watch on the lease of a task it does not own: remembers when the newest
@@ -206,6 +249,20 @@ impl LeaseWatch {
         };
         let record: Option<LeaseRecord> = serde_json::from_slice(&bytes).ok();
         if let Some(r) = &record {
+            // Before the other checks: a finished record never changes again and says
+            // released, and its daemon may be gone, yet the load is done.
+            match r.finished {
+                Some(at) if at >= self.me.started_ms => {
+                    return Ok(Seen::Done {
+                        owner: r.owner(),
+                        epoch: newest,
+                        finished_ms: at,
+                    })
+                }
+                // Finished before this daemon started: this run loads it again.
+                Some(_) => return Ok(free),
+                None => {}
+            }
             if r.released || r.owner_is_gone(&self.me) {
                 return Ok(free);
             }
@@ -417,6 +474,36 @@ impl Fence {
             Err(e) => {
                 tracing::warn!(task = %self.task, error = %e, "cannot release the task's lease; another daemon takes it when it expires")
             }
+        }
+    }
+
+    /// Ends the lease of a finished full load: the record says when it finished (and
+    /// released, for daemons that do not know the field), so the daemons running now take the
+    /// task as done and do not load it again. Not done when the lease is already lost.
+    pub async fn finish(&self) {
+        if self.lost().is_some() {
+            return;
+        }
+        let renewals = self.held().renewals + 1;
+        let finished = wall_clock_ms();
+        let record = LeaseRecord {
+            finished: Some(finished),
+            ..LeaseRecord::of(&self.me, renewals, true)
+        };
+        match self.store.rewrite(self.epoch, record.encode()).await {
+            Ok(()) => tracing::info!(
+                task = %self.task,
+                epoch = self.epoch,
+                finished = %show_wall_clock_ms(finished),
+                "recorded the finished full load in the task's lease: the daemons running now \
+                 do not load it again"
+            ),
+            Err(e) => tracing::warn!(
+                task = %self.task,
+                error = %e,
+                "cannot record the finished full load in the task's lease; another daemon \
+                 loads the task again when the lease expires"
+            ),
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Daemons that share the task files form a fleet: each task runs in the one daemon that holds
 //! its lease (module `lease`); the others watch the lease and take the task when it expires
-//! or is released, up to `service.max_tasks` tasks per daemon.
+//! or is released, up to `service.max_tasks` tasks per daemon. A full load runs once for the
+//! daemons running when it finishes: they show it done (`lease::Seen::Done`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -144,9 +145,15 @@ impl Owner {
         let mut taken: Option<lease::Lost> = None;
         loop {
             let took = self.take(&mut watch, &state, taken.as_ref(), stopped.clone());
-            let Some((fence, slot)) = took.await else {
-                state.set_phase(Phase::Stopped);
-                return Ok(());
+            let (fence, slot) = match took.await {
+                Watched::Took(fence, slot) => (fence, slot),
+                Watched::Stopped => {
+                    state.set_phase(Phase::Stopped);
+                    return Ok(());
+                }
+                // Another daemon finished the full load since this one started: done here
+                // too, as if this daemon had loaded it (the phase says by whom).
+                Watched::Done => return Ok(()),
             };
             state.set_owner(Some(self.me.to_string()), Some(fence.epoch()));
             tracing::info!(task = %name, epoch = fence.epoch(), daemon = %self.me, "took the task's lease; starting it");
@@ -162,8 +169,14 @@ impl Owner {
                 let _ = fence.check().await;
             }
             match (ended, fence.lost()) {
-                // Ended on its own (a signal, a finished load, a failure) with the lease still
-                // held: give it to the fleet at once.
+                // A finished full load: the fleet's running daemons take it as done.
+                (Some(Ok(())), None) if finished_full_load(&task, &state) => {
+                    fence.finish().await;
+                    drop(slot);
+                    return Ok(());
+                }
+                // Ended on its own (a signal, a failure, a task that ended) with the lease
+                // still held: give it to the fleet at once.
                 (Some(result), None) => {
                     fence.release().await;
                     drop(slot);
@@ -187,18 +200,19 @@ impl Owner {
         }
     }
 
-    /// Watches the lease until this daemon takes it (None when stopped first).
+    /// Watches the lease until this daemon takes it, is stopped, or sees the task's full
+    /// load finished by another daemon since this one started.
     async fn take(
         &self,
         watch: &mut LeaseWatch,
         state: &TaskState,
         taken: Option<&lease::Lost>,
         mut stopped: watch::Receiver<bool>,
-    ) -> Option<(Arc<Fence>, Option<tokio::sync::OwnedSemaphorePermit>)> {
+    ) -> Watched {
         let poll = self.timing.renew_every / 2;
         loop {
             if *stopped.borrow() {
-                return None;
+                return Watched::Stopped;
             }
             match watch.look().await {
                 Ok(Seen::Free { next_epoch }) => {
@@ -219,7 +233,7 @@ impl Owner {
                             ),
                         }),
                         Some(slot) => match watch.take(next_epoch).await {
-                            Ok(Some(fence)) => return Some((fence, slot)),
+                            Ok(Some(fence)) => return Watched::Took(fence, slot),
                             // Another daemon created that epoch first.
                             Ok(None) => continue,
                             Err(e) => state.set_phase(Phase::Standby {
@@ -243,6 +257,22 @@ impl Owner {
                         owner: Some(owner),
                     });
                 }
+                Ok(Seen::Done {
+                    owner,
+                    epoch,
+                    finished_ms,
+                }) => {
+                    let at = lease::show_wall_clock_ms(finished_ms);
+                    tracing::info!(task = %state.snapshot().task, %owner, epoch, finished = %at, "the task's full load was finished by another daemon since this one started; not loading it again");
+                    state.set_owner(Some(owner.clone()), Some(epoch));
+                    state.set_phase(Phase::Done {
+                        reason: Some(format!(
+                            "loaded by daemon {owner} (lease epoch {epoch}) at {at}, after this \
+                             daemon started; a daemon started later loads it again"
+                        )),
+                    });
+                    return Watched::Done;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e.message(), "cannot read a task's lease; retrying");
                     state.set_phase(Phase::Standby {
@@ -253,10 +283,25 @@ impl Owner {
             }
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
-                _ = stopped.wait_for(|s| *s) => return None,
+                _ = stopped.wait_for(|s| *s) => return Watched::Stopped,
             }
         }
     }
+}
+
+/// How a daemon's watch on a task's lease ended.
+enum Watched {
+    /// This daemon took the lease (and a place under `service.max_tasks`, if limited).
+    Took(Arc<Fence>, Option<tokio::sync::OwnedSemaphorePermit>),
+    /// The daemon is stopping.
+    Stopped,
+    /// Another daemon finished the task's full load after this one started.
+    Done,
+}
+
+/// Whether `task` ended because its full load finished (not stopped by a signal).
+fn finished_full_load(task: &TaskConfig, state: &TaskState) -> bool {
+    task.task.mode == Mode::FullLoad && matches!(state.snapshot().phase, Phase::Done { .. })
 }
 
 /// Runs one task until it ends, fails for good, or `stopped` turns true.
@@ -299,7 +344,7 @@ async fn supervise(
         let e = match result {
             Ok(()) => {
                 state.set_phase(if task.task.mode == Mode::FullLoad {
-                    Phase::Done
+                    Phase::Done { reason: None }
                 } else {
                     Phase::Stopped
                 });

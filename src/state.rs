@@ -269,8 +269,12 @@ pub enum Phase {
     Retrying {
         reason: String,
     },
-    /// A full load finished.
-    Done,
+    /// A full load finished: in this daemon, or (`reason` says which and when) in the daemon
+    /// of the fleet that loaded it after this one started.
+    Done {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Stopped on an error that retrying cannot fix.
     Failed {
         reason: String,
@@ -613,7 +617,7 @@ impl TaskState {
             return ((now_micros() - oldest).max(0) as f64) / 1e6;
         }
         match (&inner.status.phase, inner.disconnected_since) {
-            (Phase::Done | Phase::Stopped | Phase::Standby { .. }, _) => 0.0,
+            (Phase::Done { .. } | Phase::Stopped | Phase::Standby { .. }, _) => 0.0,
             (_, Some(since)) if inner.status.mode != "full-load" => since.elapsed().as_secs_f64(),
             _ => 0.0,
         }

@@ -1755,3 +1755,128 @@ async fn max_tasks_spreads_the_tasks_and_a_stopped_daemon_hands_its_task_over_at
     .unwrap();
     assert_eq!(metadata["properties"]["inlet.owner.ice"], "2", "{metadata}");
 }
+
+/// The `full load starting` lines of task `name` in the logs of `daemons`.
+fn full_loads_logged(daemons: &[&Daemon], name: &str) -> usize {
+    daemons
+        .iter()
+        .map(|d| {
+            std::fs::read_to_string(&d.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.contains("full load starting") && l.contains(&format!("task={name} "))
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// A `task.mode = "full-load"` task in a fleet runs once for the daemons running when it
+/// finishes (README "Task ownership"): three daemons share a folder with a full-load task and a
+/// CDC task (which keeps them running); one loads the table, the others show it `done`, owned by
+/// that one and saying so, and nobody loads it again for more than two lease periods (with the
+/// lease released instead, the others loaded it again at once: three loads). A daemon started
+/// afterwards loads it again, with the rows added since.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_load_task_runs_once_in_a_fleet_and_again_in_a_daemon_started_later() {
+    let pg = PgServer::start();
+    let admin = pg.client("postgres").await;
+    admin.batch_execute("CREATE DATABASE shop").await.unwrap();
+    let client = pg.client("shop").await;
+    for (t, rows) in [("fl", 300), ("live", 10)] {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, version int NOT NULL, owner text, \
+                 balance numeric(12,2));
+                 INSERT INTO {t} SELECT g, 0, 'owner ' || g, g * 10 FROM generate_series(1, {rows}) g;"
+            ))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let out = dir.path().join("out");
+    let source = format!("kind = \"postgres\"\nurl = \"{}\"", pg.url("shop"));
+    let target = format!("kind = \"parquet\"\nurl = \"{}\"", out.display());
+    let full_load = fleet_task("fl", &source, "public.fl", &target)
+        .replace("mode = \"full-load-and-cdc\"", "mode = \"full-load\"");
+    task_file(&tasks, "fl", &full_load);
+    task_file(
+        &tasks,
+        "live",
+        &fleet_task("live", &source, "public.live", &target),
+    );
+    let fleet: Vec<Daemon> = ["a", "b", "c"]
+        .into_iter()
+        .map(|n| Daemon::start(&tasks, dir.path(), n, &[]))
+        .collect();
+    let ids: Vec<String> = fleet.iter().map(Daemon::id).collect();
+    let done: Vec<serde_json::Value> = fleet
+        .iter()
+        .map(|d| d.wait_phase("fl", "done", Duration::from_secs(20)))
+        .collect();
+    let loader = ids
+        .iter()
+        .position(|id| done[0]["owner"] == id.as_str())
+        .unwrap_or_else(|| panic!("owner {} is none of {ids:?}", done[0]["owner"]));
+    let columns = ["id", "version", "owner", "balance"];
+    let loaded = source_rows(&client, "fl", &columns).await;
+    assert_eq!(replay(&out.join("public/fl"), &columns), loaded);
+    // Rows the task would copy if it loaded again.
+    client
+        .batch_execute(
+            "INSERT INTO fl SELECT g, 1, 'later ' || g, g FROM generate_series(1001, 1005) g",
+        )
+        .await
+        .unwrap();
+    let all: Vec<&Daemon> = fleet.iter().collect();
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(7) {
+        assert_eq!(full_loads_logged(&all, "fl"), 1, "loaded more than once");
+        for (i, d) in fleet.iter().enumerate() {
+            let t = d.task("fl").unwrap();
+            assert_eq!(t["phase"], "done", "daemon {i}: {t}");
+            assert_eq!(t["owner"], ids[loader].as_str(), "daemon {i}: {t}");
+            assert_eq!(t["lease_epoch"], 1, "daemon {i}: {t}");
+            if i == loader {
+                // As a single daemon shows its own finished load.
+                assert!(t.get("reason").is_none(), "{t}");
+            } else {
+                let reason = t["reason"].as_str().unwrap();
+                assert!(
+                    reason.starts_with(&format!(
+                        "loaded by daemon {} (lease epoch 1) at ",
+                        ids[loader]
+                    )),
+                    "daemon {i}: {t}"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for d in &fleet {
+        wait_for_code(&d.address, "/readyz", 200, Duration::from_secs(20));
+    }
+    assert_eq!(replay(&out.join("public/fl"), &columns), loaded);
+    let log = std::fs::read_to_string(&fleet[loader].log).unwrap();
+    assert!(log.contains("recorded the finished full load"), "{log}");
+
+    // A daemon started after the load finished (a new `inlet run`) loads it again.
+    let d = Daemon::start(&tasks, dir.path(), "d", &[]);
+    let d_id = d.id();
+    let t = d.wait_phase("fl", "done", Duration::from_secs(20));
+    assert_eq!(t["owner"], d_id.as_str(), "{t}");
+    assert_eq!(t["lease_epoch"], 2, "{t}");
+    let all: Vec<&Daemon> = fleet.iter().chain([&d]).collect();
+    assert_eq!(full_loads_logged(&all, "fl"), 2);
+    assert_eq!(full_loads_logged(&[&d], "fl"), 1);
+    assert_eq!(
+        replay(&out.join("public/fl"), &columns),
+        source_rows(&client, "fl", &columns).await
+    );
+    for d in &fleet {
+        assert_eq!(d.task("fl").unwrap()["owner"], ids[loader].as_str());
+    }
+}
