@@ -555,6 +555,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_record_without_a_finish_time_reads_as_unfinished() {
+        let old = br#"{"host":"h","pid":7,"pid_namespace":"pid:[1]","renewals":2,"released":true}"#;
+        let record: LeaseRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!(record.finished, None);
+        let finished = LeaseRecord {
+            finished: Some(1_765_000_000_123),
+            ..record
+        };
+        let back: LeaseRecord = serde_json::from_slice(&finished.encode()).unwrap();
+        assert_eq!(back, finished);
+        assert_eq!(
+            show_wall_clock_ms(1_765_000_000_123),
+            "2025-12-06T05:46:40.123Z"
+        );
+    }
+
+    #[test]
     fn timing_renews_every_third_and_writes_within_two_thirds() {
         let t = LeaseTiming::new(30);
         assert_eq!(t.duration, Duration::from_secs(30));
