@@ -46,6 +46,7 @@ HEAVY=(
     two_daemons_on_one_mariadb_task_run_it_once_and_a_sigkill_hands_it_over
     a_paused_owner_writes_nothing_once_another_daemon_took_its_task
     max_tasks_spreads_the_tasks_and_a_stopped_daemon_hands_its_task_over_at_once
+    a_full_load_task_runs_once_in_a_fleet_and_again_in_a_daemon_started_later
 )
 
 cache=$(dirname "$0")/setup-pg-versions.sh

@@ -66,6 +66,10 @@ pub struct DaemonId {
     pub pid: u32,
     /// `/proc/self/ns/pid`'s target (`pid:[4026531836]`); empty where it cannot be read.
     pub pid_namespace: String,
+    /// The running kernel's `/proc/sys/kernel/random/boot_id` (shared by the containers of one
+    /// host, new at every boot); empty where it cannot be read. Two machines given the same
+    /// hostname still differ here, so a pid is only ever looked up on the kernel it ran on.
+    pub boot_id: String,
     /// When this daemon started, on the wall clock (ms since the Unix epoch): a full load
     /// that finished after it is done for this daemon; one finished before it is loaded again.
     pub started_ms: u64,
@@ -100,10 +104,14 @@ impl DaemonId {
         let pid_namespace = std::fs::read_link("/proc/self/ns/pid")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|b| b.trim().to_string())
+            .unwrap_or_default();
         Self {
             host,
             pid: std::process::id(),
             pid_namespace,
+            boot_id,
             started_ms: wall_clock_ms(),
         }
     }
@@ -122,6 +130,8 @@ struct LeaseRecord {
     pid: u32,
     #[serde(default)]
     pid_namespace: String,
+    #[serde(default)]
+    boot_id: String,
     /// Counts the owner's renewals: the record changes with each one.
     renewals: u64,
     /// The owner gave the task up (SIGTERM): another daemon takes it at once.
@@ -139,6 +149,7 @@ impl LeaseRecord {
             host: daemon.host.clone(),
             pid: daemon.pid,
             pid_namespace: daemon.pid_namespace.clone(),
+            boot_id: daemon.boot_id.clone(),
             renewals,
             released,
             finished: None,
@@ -162,6 +173,8 @@ impl LeaseRecord {
         self.host == me.host
             && !me.pid_namespace.is_empty()
             && self.pid_namespace == me.pid_namespace
+            && !me.boot_id.is_empty()
+            && self.boot_id == me.boot_id
             && (self.pid == me.pid
                 || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
     }
@@ -599,6 +612,13 @@ mod tests {
             ..on_this_host(me.pid)
         };
         assert!(!LeaseRecord::of(&other_namespace, 3, false).owner_is_gone(&me));
+        // Another machine given this hostname, in its initial pid namespace (whose link reads
+        // the same on every machine): another kernel, so its pid means nothing here either.
+        let same_name_other_machine = DaemonId {
+            boot_id: "00000000-0000-0000-0000-000000000000".into(),
+            ..on_this_host(u32::MAX - 1)
+        };
+        assert!(!LeaseRecord::of(&same_name_other_machine, 3, false).owner_is_gone(&me));
         // A record of an earlier version, without the namespace, is waited for.
         let mut old = LeaseRecord::of(&on_this_host(u32::MAX - 1), 3, false);
         old.pid_namespace.clear();
