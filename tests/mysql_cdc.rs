@@ -1408,3 +1408,60 @@ batch_rows = 5000
         want: (rows.parse().unwrap(), checksum.to_string()),
     });
 }
+
+/// The same killed-and-resumed MariaDB load into Iceberg (1M rows, 44 chunks): the chunk
+/// files of a suspended load are recorded, kept and committed once at the end.
+#[test]
+fn a_killed_full_load_resumes_into_iceberg() {
+    const ROWS: i64 = 1_000_000;
+    let db = MariaDbServer::start();
+    db.admin(&format!(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, k int, label text);
+         INSERT INTO shop.big SELECT seq, seq % 1000,
+                IF(seq % 97 = 0, NULL, CONCAT('label ', seq % 5000)) FROM seq_1_to_{ROWS};
+         ANALYZE TABLE shop.big;"
+    ));
+    let source = db.admin(
+        "SELECT COUNT(*), CAST(SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('|', id, k, label)), 1, 15), \
+         16, 10) AS UNSIGNED)) AS CHAR) FROM shop.big",
+    );
+    let (rows, checksum) = source.trim().split_once('\t').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let body = format!(
+        r#"
+[task]
+name = "my-resume"
+mode = "full-load"
+[source]
+kind = "mysql"
+url = "{}"
+tls = "disable"
+[target]
+kind = "iceberg"
+warehouse = "{}"
+[tables]
+include = ["shop.big"]
+[full_load]
+workers = 2
+chunk_mb = 1
+batch_rows = 5000
+"#,
+        db.url("shop"),
+        out.display()
+    );
+    let cfg = task_file(dir.path(), "resume", &body);
+    common::resume::kill_and_resume(&common::resume::ResumeCase {
+        dir: dir.path(),
+        cfg: &cfg,
+        record: out.join("_inlet/my-resume/load/shop.big"),
+        table_dir: out.join("shop/big"),
+        iceberg: true,
+        loaded_before: false,
+        rows: ROWS,
+        workers: 2,
+        want: (rows.parse().unwrap(), checksum.to_string()),
+    });
+}
