@@ -130,6 +130,9 @@ EOF
     /usr/bin/time -v -o "$dir/validate-$kind.time" "$inlet" validate -c "$task" ${VALIDATE_ARGS:-}
     code=$?
     set -e
+    # The backends exit once inlet closes its connections: their CPU counts once the server
+    # has reaped them (an exited, unreaped one shows none).
+    sleep 2
     cpu1=$(server_cpu)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true

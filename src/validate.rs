@@ -357,6 +357,7 @@ pub async fn validate(
         policy: years.then_some(&policy),
         max_keys: args.max_keys,
         progress: args.progress && std::io::stderr().is_terminal(),
+        memory_mb: args.memory_mb,
     };
 
     // Round 1 compares every row, a large table in passes over parts of its keys, each in a
@@ -564,6 +565,8 @@ struct Context<'a> {
     policy: Option<&'a ValuePolicy>,
     max_keys: usize,
     progress: bool,
+    /// `--memory-mb`: the most rows a table's map is sized for up front.
+    memory_mb: u64,
 }
 
 /// The target, opened for reading tables back.
@@ -808,7 +811,8 @@ async fn compare_in<S: LoadSource>(
                 continue;
             }
         };
-        let mut state = match plan.read_target(ctx, only).await? {
+        let estimate = table.estimated_rows();
+        let mut state = match plan.read_target(ctx, only, estimate).await? {
             Ok(state) => state,
             Err(why) => {
                 results.push(RoundResult {
@@ -1095,6 +1099,7 @@ impl TablePlan {
         &mut self,
         ctx: &Context<'_>,
         only: &Keys,
+        estimate: Option<u64>,
     ) -> Result<Result<TargetRows, String>, JobError> {
         let mut state = TargetRows {
             rows: HashMap::new(),
@@ -1103,6 +1108,18 @@ impl TablePlan {
         let name = self.source.id.to_string();
         match ctx.reader {
             TargetReader::Parquet(p) => {
+                // Sized once from the source's estimate, as far as `--memory-mb` allows (a
+                // stale estimate must not size it past that): growing the map would hold its
+                // old and new tables at once.
+                let budget = (ctx.memory_mb.max(1) << 20) / BYTES_PER_ROW;
+                let expected = match only {
+                    Keys::All => estimate.unwrap_or(0),
+                    Keys::Part { of, .. } => estimate.unwrap_or(0) / of,
+                    Keys::Only(keys) => keys.len() as u64,
+                };
+                state
+                    .rows
+                    .reserve(usize::try_from(expected.min(budget)).unwrap_or(0));
                 // A file removed between the listing and its reading (a reload of the table
                 // switched to its new files): the table is listed and read again.
                 'attempt: for attempt in 1..=3 {
@@ -1376,6 +1393,7 @@ mod tests {
             policy: None,
             max_keys: 10,
             progress: false,
+            memory_mb: 64,
         };
         let mut state = TargetRows {
             rows: HashMap::new(),
