@@ -16,10 +16,10 @@
 //! of done chunks stay; what a killed chunk left is removed by the sink. A table is loaded from
 //! its start instead when the source's guard says chunks of different snapshots would not fit
 //! together (see [`LoadSource::resume_guard`]) or its columns changed. Each chunk ends its
-//! files, so a table has at least a file per chunk. A load ended by a transient error (retried)
-//! is suspended: its tables keep their recorded chunks. One ended by a signal or another error
-//! is abandoned as above, its record deleted: nothing partial is left, and the next run starts
-//! over; only a crash (SIGKILL, OOM, a lost host) leaves a load to resume mid-table.
+//! files, so a table has at least a file per chunk. A load ended by a signal or a transient
+//! error is suspended: its tables keep their recorded chunks (staged by the sink, so readers
+//! see no partial table), and the next run resumes as after a crash. One ended by another
+//! error is abandoned as above, its record deleted, and the next run starts over.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -151,10 +151,13 @@ impl LoadPool<'_> {
             .map(|r| !ended_early || (self.position.is_none() && r.load(Ordering::Acquire) == 0))
             .collect();
         let deadline = ended_early.then(|| Instant::now() + SETTLE_LIMIT);
-        // A transient error is retried (`inlet run`) or worth running again (`inlet
-        // full-load`): a resumable table keeps its recorded chunks for that. A signal or any
-        // other error ends the load as one that is not resumed (see the README).
-        let suspend = !interrupted && matches!(failure, Some(JobError::Transient { .. }));
+        // A signal (a deploy, an eviction) or a transient error ends a load that is run again
+        // (`inlet run` retries, or the next `inlet full-load`): a resumable table keeps its
+        // recorded chunks for that, staged where readers do not see them. Another error (a
+        // value the target cannot hold, a refused write) would most likely end the next run
+        // the same way, or be fixed by a configuration change that chunks written before it
+        // must not outlive: it ends the load as one that is not resumed.
+        let suspend = interrupted || matches!(failure, Some(JobError::Transient { .. }));
         let settled = self.settle(&prepared, &complete, suspend, deadline).await;
         if !ended_early && settled.finish_error.is_none() {
             return Ok(settled.results);
@@ -371,8 +374,8 @@ impl LoadPool<'_> {
     }
 
     /// Finishes each complete table and abandons the others (and any whose finish fails, or
-    /// that is `gone` from the source), or with `suspend` (a transient error) suspends the
-    /// resumable ones, which keep their recorded chunks. With a `deadline` (a load ending
+    /// that is `gone` from the source), or with `suspend` (a signal, a transient error)
+    /// suspends the resumable ones, which keep their recorded chunks. With a `deadline` (a load ending
     /// early), finishing gives up then too.
     async fn settle<T: SnapshotTable>(
         &self,

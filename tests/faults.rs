@@ -687,10 +687,12 @@ async fn source_id_v(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, 
 }
 
 /// 13.13: SIGTERM while one table is mid-load (a re-run, so its folder held a complete earlier
-/// set) leaves no partial table behind: the interrupted table's new files were staged and are
-/// deleted, its earlier complete set stays untouched (issue 16 item 2), the table that finished
-/// is complete and equal to the source, the table the run never reached keeps its earlier
-/// complete set too, and the log and exit message say which is which; exit 3 within seconds.
+/// set) leaves no partial table behind: the interrupted table's new files were staged, its
+/// earlier complete set stays untouched (issue 16 item 2), the table that finished is complete
+/// and equal to the source, the table the run never reached keeps its earlier complete set too,
+/// and the log and exit message say which is which; exit 3 within seconds. The interrupted
+/// table's completed chunks stay staged and recorded (issue 16 item 3: a deploy's SIGTERM does
+/// not start a long load over), and the next run resumes after them.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     let pg = common::PgServer::start();
@@ -780,13 +782,30 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     assert_eq!(code, Some(3), "{stderr}");
     assert!(took < Duration::from_secs(8), "{took:?}");
 
-    // The interrupted table: the earlier complete set, untouched; nothing staged is left.
+    // The interrupted table: the earlier complete set, untouched (readers see no partial
+    // table); its completed chunks are kept, staged: the staging folder holds exactly the files
+    // its record names, and at least one.
     assert_eq!(load_file_times(&table_dir("big")), big_before, "{stderr}");
     assert_eq!(
         loaded_id_v(&table_dir("big")),
         source_id_v(&client, "big").await
     );
-    assert!(!table_dir("big").join("_inlet_load").exists(), "{stderr}");
+    let record = std::fs::read_to_string(table_dir("big").join("_inlet_load/PROGRESS"))
+        .unwrap_or_else(|e| panic!("no progress record kept ({e}):\n{stderr}"));
+    let done_chunks = record.lines().filter(|l| l.starts_with("done ")).count();
+    assert!(done_chunks >= 1, "{record}");
+    let mut recorded: Vec<String> = record
+        .lines()
+        .filter(|l| l.starts_with("done "))
+        .flat_map(|l| l.split('\t').skip(1))
+        .map(|f| f.rsplit_once(' ').unwrap().0.to_string())
+        .collect();
+    recorded.sort();
+    let staged: Vec<String> = load_file_times(&table_dir("big").join("_inlet_load"))
+        .into_iter()
+        .map(|(name, _)| format!("_inlet_load/{name}"))
+        .collect();
+    assert_eq!(staged, recorded, "{stderr}");
     // The finished table: complete and equal to the source.
     assert_eq!(
         loaded_id_v(&table_dir("bloat")),
@@ -806,11 +825,42 @@ async fn full_load_interrupted_mid_table_leaves_no_partial_table() {
     for said in [
         "public.bloat: loaded (21 rows",
         "public.big: not loaded; its folder holds what an earlier run left",
+        &format!(
+            "the {} file(s) of its completed chunks are kept, staged (hidden from readers) and \
+             recorded: the next run of the load resumes after them",
+            recorded.len()
+        ),
         "public.tiny: not loaded; its folder holds what an earlier run left",
     ] {
         assert!(exit_line.contains(said), "{said:?} not in {exit_line}");
     }
     assert!(stderr.contains("run `inlet full-load` again"), "{stderr}");
+
+    // Run 3 resumes big after its recorded chunks (a deploy does not start it over) and
+    // completes every table equal to the source, nothing staged left.
+    let third = inlet_within(
+        dir.path(),
+        &["full-load", "-c", cfg.to_str().unwrap()],
+        Duration::from_secs(120),
+    );
+    assert_eq!(third.code, Some(0), "{}", third.all_output());
+    let resumed =
+        common::resume::log_fields(&third.stderr, "resuming the table's interrupted full load")
+            .unwrap_or_else(|| panic!("big was not resumed:\n{}", third.stderr));
+    assert_eq!(resumed["table"], "public.big", "{resumed:?}");
+    assert_eq!(
+        resumed["kept_chunks"],
+        done_chunks.to_string(),
+        "{resumed:?}"
+    );
+    for t in ["bloat", "big", "tiny"] {
+        assert_eq!(
+            loaded_id_v(&table_dir(t)),
+            source_id_v(&client, t).await,
+            "{t}"
+        );
+        assert!(!table_dir(t).join("_inlet_load").exists(), "{t}");
+    }
 }
 
 /// 13.13: a full load that fails in one table's late rows (a value error under

@@ -1547,8 +1547,9 @@ async fn a_table_written_after_a_killed_load_is_loaded_from_its_start() {
 }
 
 /// A full load that a transient error ends (here the server terminates its connections, as a
-/// restart or a network cut would) keeps the chunks it completed: the table's folder holds
-/// exactly the recorded chunks' files (those of the chunks in flight are deleted), the error
+/// restart or a network cut would) keeps the chunks it completed: the table's folder holds no
+/// file readers see (a first load is staged), the staging folder exactly the recorded chunks'
+/// files (those of the chunks in flight are deleted), the error
 /// says so, and the next run resumes after them and completes the table equal to the source.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
@@ -1609,10 +1610,17 @@ async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
     let stderr = String::from_utf8_lossy(&ended.stderr);
     assert_eq!(ended.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("of its completed chunks are kept and recorded"),
+        stderr.contains("of its completed chunks are kept, staged (hidden from readers)"),
         "{stderr}"
     );
-    // The folder holds exactly the files the record names.
+    // Readers see no table (a first load is staged), and the staging folder holds exactly the
+    // files the record names.
+    let visible: Vec<String> = std::fs::read_dir(&table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    assert_eq!(visible, Vec::<String>::new());
     let text = std::fs::read_to_string(&record).unwrap();
     let done = text.lines().filter(|l| l.starts_with("done ")).count();
     let mut recorded: Vec<String> = text
@@ -1622,10 +1630,11 @@ async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
         .map(|f| f.rsplit_once(' ').unwrap().0.to_string())
         .collect();
     recorded.sort();
-    let mut present: Vec<String> = std::fs::read_dir(&table_dir)
+    let mut present: Vec<String> = std::fs::read_dir(table_dir.join("_inlet_load"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("LOAD"))
+        .map(|n| format!("_inlet_load/{n}"))
         .collect();
     present.sort();
     assert_eq!(present, recorded);

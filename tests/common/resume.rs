@@ -28,8 +28,10 @@ pub struct ResumeCase<'a> {
 /// How many SIGKILLs a case goes through before the run that completes.
 const KILLS: usize = 3;
 
-/// Kills the load [`KILLS`] times, each once its run recorded 8 more chunks, then lets it
-/// complete, and asserts:
+/// Kills the load [`KILLS`] times, each once its run recorded 8 more chunks (the second time
+/// with SIGTERM, which must suspend it like a crash and exit 3; the others with SIGKILL), then
+/// lets it complete, and asserts:
+/// - a first load into Parquet leaves no `.parquet` file in the table's folder at any kill;
 /// - each restart kept exactly the chunks recorded at the kill before it (its log says so), and
 ///   had at most one chunk per worker in flight;
 /// - the completing run read only the chunks not recorded, read again at most one chunk per
@@ -86,8 +88,51 @@ pub fn kill_and_resume(case: &ResumeCase) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        if kill == 1 {
+            // A deploy or an eviction: SIGTERM suspends the load like a crash, keeping the
+            // recorded chunks, and exits 3 within seconds.
+            let sent = Instant::now();
+            assert!(std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success());
+            let code = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status.code();
+                }
+                if sent.elapsed() > Duration::from_secs(15) {
+                    child.kill().unwrap();
+                    panic!("run {kill} did not end within 15 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert_eq!(code, Some(3), "run {kill} after SIGTERM:\n{text}");
+            assert!(
+                text.contains("the next run of the load resumes after them"),
+                "run {kill} did not say its chunks are kept:\n{text}"
+            );
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        if !case.iceberg && !case.loaded_before {
+            // A first load is staged: readers see no table until it is complete.
+            let visible: Vec<String> = std::fs::read_dir(&case.table_dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".parquet"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(
+                visible,
+                Vec::<String>::new(),
+                "run {kill} left files readers see"
+            );
+        }
         // The record once the process is gone (a chunk may have completed meanwhile).
         let recorded = std::fs::read_to_string(&case.record).unwrap();
         chunks_planned = recorded.lines().filter(|l| l.starts_with("chunk ")).count();
@@ -190,7 +235,7 @@ pub fn kill_and_resume(case: &ResumeCase) {
         whole.elapsed().as_secs_f64()
     });
     eprintln!(
-        "resume: {} rows in {chunks_planned} chunks; {KILLS} SIGKILLs, chunks recorded at each: \
+        "resume: {} rows in {chunks_planned} chunks; {KILLS} kills (the second a SIGTERM), chunks recorded at each: \
          {kept_at_kill:?}; the completing run read {chunks_read} chunks, {reread_chunks} of them \
          in flight at the last kill ({reread_rows} rows read again, chunks of ~{chunk_rows} rows) \
          in {resumed_secs:.2} s; {resumed_total:.2} s from the first killed start; an \

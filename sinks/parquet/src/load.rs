@@ -22,18 +22,21 @@
 //! the earlier load as it was. Files a crash left in the staging folder are deleted by the
 //! table's next load.
 //!
-//! A table whose folder holds no earlier load or change file (a first load) has nothing to keep
-//! readable: its files go straight into the table's folder, as DMS writes them, since on S3 a
-//! move is a copy, which would double the cost of the largest load a task does.
+//! A table whose folder holds no earlier load or change file (a first load) of a load that is
+//! not resumable has nothing to keep readable: its files go straight into the table's folder,
+//! as DMS writes them, since on S3 a move is a copy, which would double the cost of the largest
+//! load a task does.
 //!
-//! A resumable load (`task.mode = "full-load"`, [`FullLoadTable::resume`]) ends its files at
-//! the end of each chunk and records the chunks done with their files in
-//! `_inlet_load/PROGRESS` ([`PROGRESS_RECORD`]); a restart keeps those files where they are
-//! (table folder or staging), deletes any other file of the interrupted run, and numbers new
-//! files after the kept ones. The numbers of the deleted files are missing from the new load,
-//! so its switch also deletes the earlier load's files of those numbers ([`SWITCH_MARKER`]).
-//! [`FullLoadTable::suspend`] ends such a load keeping what is recorded (a transient error);
-//! `abandon` deletes the record with the files.
+//! A resumable load (`task.mode = "full-load"`, [`FullLoadTable::resume`]) always stages, a
+//! first load too, ends its files at the end of each chunk and records the chunks done with
+//! their files in `_inlet_load/PROGRESS` ([`PROGRESS_RECORD`]); a restart keeps those files
+//! where they are, deletes any other file of the interrupted run, and numbers new files after
+//! the kept ones. The numbers of the deleted files are missing from the new load, so its switch
+//! also deletes the earlier load's files of those numbers ([`SWITCH_MARKER`]).
+//! [`FullLoadTable::suspend`] ends such a load keeping what is recorded (a signal, a transient
+//! error): as its files are staged, readers still see the earlier table (or none), never a
+//! partial one. `abandon` deletes the record with the files. (A record of an earlier version,
+//! whose first load wrote into the table's folder, resumes there.)
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -104,9 +107,11 @@ pub enum Abandoned {
     /// Deleting the table's `LOAD` files did not finish in time or failed: `remaining` of them
     /// (possibly all) are still there and must not be read.
     NotRemoved { remaining: usize, why: String },
-    /// A resumable load: the `kept` files of its recorded chunks stay (in the table's folder on
-    /// a first load, else staged), the others were deleted; the next run resumes.
-    Resumable { kept: usize },
+    /// A resumable load: the `kept` files of its recorded chunks stay, the others were deleted;
+    /// the next run resumes. `staged`: they are in the staging folder, readers do not see them
+    /// (false only for a first load resumed from an earlier version's record, which wrote into
+    /// the table's folder).
+    Resumable { kept: usize, staged: bool },
 }
 
 impl fmt::Display for Abandoned {
@@ -122,7 +127,16 @@ impl fmt::Display for Abandoned {
                 "not loaded; its {files} incomplete LOAD file(s) were deleted, its folder holds \
                  none"
             ),
-            Self::Resumable { kept } => write!(
+            Self::Resumable { kept, staged: true } => write!(
+                f,
+                "not loaded; its folder holds what an earlier run left (if anything), \
+                 unchanged; the {kept} file(s) of its completed chunks are kept, staged (hidden \
+                 from readers) and recorded: the next run of the load resumes after them"
+            ),
+            Self::Resumable {
+                kept,
+                staged: false,
+            } => write!(
                 f,
                 "not loaded; the {kept} file(s) of its completed chunks are kept and recorded: \
                  the next run of the load resumes after them (do not read the table before it \
@@ -316,7 +330,13 @@ impl Shared {
                     || crate::changes::ChangeFile::is_change_file(name)
             })
         });
-        self.direct.store(!earlier, Ordering::SeqCst);
+        // A resumable load stages even a first load: a load it suspends (a signal, a transient
+        // error) keeps its completed chunks' files for the next run, which readers must not
+        // see as the table.
+        self.direct.store(
+            !earlier && !self.resumable.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
         *done = true;
         Ok(())
     }
@@ -795,7 +815,7 @@ impl FullLoadTable {
         Ok(())
     }
 
-    /// Ends a resumable load that its caller will resume (a transient error: the task retries),
+    /// Ends a resumable load that its caller will resume (a signal, a transient error),
     /// after every writer was closed or dropped: deletes the files of chunks not recorded as
     /// done and keeps the recorded ones and the record, for the next run to resume after them.
     /// A load that is not resumable is abandoned instead.
@@ -817,7 +837,10 @@ impl FullLoadTable {
         if let Err(why) = self.delete_staged_in_two_passes(deadline).await {
             tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
         }
-        Abandoned::Resumable { kept }
+        Abandoned::Resumable {
+            kept,
+            staged: !s.direct.load(Ordering::SeqCst),
+        }
     }
 
     /// Deletes the files this load wrote (staged, or in the table's folder when it had no
