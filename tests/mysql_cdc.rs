@@ -1181,7 +1181,8 @@ batch_rows = 5000
     task_file(dir, "load", &body)
 }
 
-/// `inlet full-load` on `cfg`, running until its table folder holds a LOAD file; the child.
+/// `inlet full-load` on `cfg`, running until it wrote a LOAD file (a `full-load` task stages
+/// its files, a first load's too, in `_inlet_load/`); the child.
 fn load_until_a_file_is_written(cfg: &Path, table_dir: &Path) -> std::process::Child {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
         .args(["full-load", "-c", cfg.to_str().unwrap()])
@@ -1191,7 +1192,9 @@ fn load_until_a_file_is_written(cfg: &Path, table_dir: &Path) -> std::process::C
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while load_file_names(table_dir).is_empty() {
+    while load_file_names(table_dir).is_empty()
+        && load_file_names(&table_dir.join("_inlet_load")).is_empty()
+    {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             panic!(

@@ -46,6 +46,7 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::StreamExt;
 use inlet_core::sink::LoadProgress;
 use inlet_core::TableSchema;
 use object_store::path::Path;
@@ -78,6 +79,9 @@ pub const STAGING_DIR: &str = "_inlet_load";
 /// `missing N,N,...` names them, and the switch deletes the earlier load's files of those
 /// numbers too.
 pub const SWITCH_MARKER: &str = "SWITCH";
+
+/// How many staged files a switch moves at once.
+const SWITCH_MOVES_AT_ONCE: usize = 16;
 
 /// In the staging folder while a resumable load (`task.mode = "full-load"`) runs: its progress
 /// ([`inlet_core::sink::LoadProgress`]), the chunks it completed and their files. Deleted when
@@ -360,19 +364,31 @@ impl Shared {
             .list_with_delimiter(Some(&self.staging))
             .await
             .map_err(|e| self.cleanup_error("list", &self.staging, e))?;
-        for o in staged.objects {
-            let Some(name) = o.location.filename() else {
-                continue;
-            };
-            if parse_load_file_name(name).is_none_or(|n| n > highest) {
-                continue;
-            }
-            let to = self.dir.clone().join(name);
-            match self.target.store.rename(&o.location, &to).await {
+        let moves: Vec<(Path, Path)> = staged
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?;
+                if parse_load_file_name(name).is_none_or(|n| n > highest) {
+                    return None;
+                }
+                let to = self.dir.clone().join(name);
+                Some((o.location, to))
+            })
+            .collect();
+        // Several at once: on S3 a move is a copy of the whole file, and a large table has
+        // thousands of files (a resumable first load is staged too); until the last one is
+        // moved, readers see a mix.
+        let mut moving = futures::stream::iter(moves.into_iter().map(|(from, to)| async move {
+            match self.target.store.rename(&from, &to).await {
                 // Already moved by an earlier, interrupted switch.
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.cleanup_error("move a new file into", &self.dir, e)),
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.cleanup_error("move a new file into", &self.dir, e)),
             }
+        }))
+        .buffer_unordered(SWITCH_MOVES_AT_ONCE);
+        while let Some(moved) = moving.next().await {
+            moved?;
         }
         // Only this folder's direct children: a table's files never live deeper, and another
         // table whose name starts the same is a different folder.
