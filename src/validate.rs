@@ -371,6 +371,7 @@ pub async fn validate(
         .collect();
     let mut reports: Vec<TableReport> = (0..chosen.len()).map(|_| TableReport::default()).collect();
     let mut differing: Vec<HashSet<u128>> = vec![HashSet::new(); chosen.len()];
+    let mut differing_source_rows: Vec<u64> = vec![0; chosen.len()];
     for pass in 0..passes.iter().copied().max().unwrap_or(1) {
         let todo: Vec<usize> = (0..chosen.len())
             .filter(|&i| pass < passes[i] && !reports[i].skipped)
@@ -395,6 +396,7 @@ pub async fn validate(
             merge(&mut reports[i], result.report, args.max_keys);
             reports[i].rows_compared += result.source_rows;
             differing[i].extend(result.differing);
+            differing_source_rows[i] += result.differing_source_rows;
         }
     }
     for (i, r) in reports.iter_mut().enumerate() {
@@ -436,12 +438,14 @@ pub async fn validate(
             let was = std::mem::take(&mut reports[i]);
             let note = result.report.note.clone().or(was.note);
             reports[i] = TableReport {
-                rows_compared: was.rows_compared,
+                rows_compared: was.rows_compared.saturating_sub(differing_source_rows[i])
+                    + result.source_rows,
                 rounds: round_number,
                 note,
                 ..result.report
             };
             differing[i] = result.differing;
+            differing_source_rows[i] = result.differing_source_rows;
         }
     }
     for r in &mut reports {
@@ -556,6 +560,10 @@ struct RoundResult {
     source_rows: u64,
     /// The keys that differ (hashes), for the next round.
     differing: HashSet<u128>,
+    /// The source rows among `differing`: a recheck reads them again, so they are replaced
+    /// in `rows_compared` by what the recheck read (a table that read empty to a round's
+    /// snapshot, as one truncated and refilled after it does, is counted as the recheck finds it).
+    differing_source_rows: u64,
 }
 
 struct Context<'a> {
@@ -867,6 +875,7 @@ async fn compare_in<S: LoadSource>(
             },
             source_rows: tally.source_rows,
             differing: tally.differing,
+            differing_source_rows: tally.differing_source_rows,
         });
     }
     drop(reader);
@@ -885,6 +894,8 @@ struct TargetRows {
 struct Entry {
     row: u64,
     count: u32,
+    /// Source rows read with this key, matched or not: a recheck of the key reads them again.
+    source_rows: u32,
 }
 
 /// Counts and names of one table's differences in one round.
@@ -898,6 +909,7 @@ struct Tally {
     extra_keys: Vec<String>,
     different_keys: Vec<String>,
     differing: HashSet<u128>,
+    differing_source_rows: u64,
 }
 
 impl Tally {
@@ -912,6 +924,7 @@ impl Tally {
             extra_keys: Vec::new(),
             different_keys: Vec::new(),
             differing: HashSet::new(),
+            differing_source_rows: 0,
         }
     }
 
@@ -933,6 +946,12 @@ impl Tally {
                 }
             }
         }
+        self.differing_source_rows = self
+            .differing
+            .iter()
+            .filter_map(|k| state.rows.get(k))
+            .map(|e| u64::from(e.source_rows))
+            .sum();
     }
 }
 
@@ -1221,7 +1240,11 @@ impl TablePlan {
             }
             match op {
                 "I" => {
-                    let e = state.rows.entry(k).or_insert(Entry { row: r, count: 0 });
+                    let e = state.rows.entry(k).or_insert(Entry {
+                        row: r,
+                        count: 0,
+                        source_rows: 0,
+                    });
                     e.row = r;
                     e.count += 1;
                 }
@@ -1233,7 +1256,11 @@ impl TablePlan {
                     )
                 }
                 "U" => {
-                    let e = state.rows.entry(k).or_insert(Entry { row: r, count: 1 });
+                    let e = state.rows.entry(k).or_insert(Entry {
+                        row: r,
+                        count: 1,
+                        source_rows: 0,
+                    });
                     e.row = r;
                 }
                 "D" if keyless => {
@@ -1294,6 +1321,7 @@ impl TablePlan {
             match state.rows.get_mut(&k) {
                 Some(e) if e.count > 0 => {
                     e.count -= 1;
+                    e.source_rows += 1;
                     if e.row != r {
                         tally.different += 1;
                         tally.differing.insert(k);
@@ -1304,6 +1332,15 @@ impl TablePlan {
                 }
                 _ => {
                     tally.missing += 1;
+                    state
+                        .rows
+                        .entry(k)
+                        .or_insert(Entry {
+                            row: r,
+                            count: 0,
+                            source_rows: 0,
+                        })
+                        .source_rows += 1;
                     tally.differing.insert(k);
                     if tally.missing_keys.len() < tally.max_keys {
                         tally.missing_keys.push(self.key_text(&columns, i));
