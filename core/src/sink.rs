@@ -191,7 +191,7 @@ impl LoadProgress {
 #[async_trait::async_trait]
 pub trait LoadTable: Send + Sync {
     fn writer(&self) -> Box<dyn LoadWriter>;
-    /// Ends a resumable load that its caller will resume (after a transient error), after its
+    /// Ends a resumable load that its caller will resume (a signal, a transient error), after its
     /// writers were closed or dropped: the recorded chunks' files and the record stay, the
     /// others go. Says what the table holds now. Default: [`LoadTable::abandon`].
     async fn suspend(&self, deadline: Instant) -> String {
