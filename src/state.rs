@@ -222,11 +222,15 @@ impl Metrics {
                 task: task.to_string(),
                 table: table.clone(),
             };
-            self.validation_rows.get_or_create(&labels).set(gauge(*rows));
+            self.validation_rows
+                .get_or_create(&labels)
+                .set(gauge(*rows));
             self.validation_missing
                 .get_or_create(&labels)
                 .set(gauge(*missing));
-            self.validation_extra.get_or_create(&labels).set(gauge(*extra));
+            self.validation_extra
+                .get_or_create(&labels)
+                .set(gauge(*extra));
             self.validation_different
                 .get_or_create(&labels)
                 .set(gauge(*different));

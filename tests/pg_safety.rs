@@ -111,9 +111,10 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         for e in entries {
             let p = e.unwrap().path();
             if p.is_dir() {
-                if !(p.ends_with("lease") && p.parent().is_some_and(|t| {
-                    t.parent().is_some_and(|i| i.ends_with("_inlet"))
-                })) {
+                if !(p.ends_with("lease")
+                    && p.parent()
+                        .is_some_and(|t| t.parent().is_some_and(|i| i.ends_with("_inlet"))))
+                {
                     stack.push(p);
                 }
             } else {
