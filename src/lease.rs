@@ -213,6 +213,9 @@ pub struct LeaseWatch {
     me: DaemonId,
     /// The newest epoch and its record as last read, and when it was first read so.
     last: Option<(u64, Vec<u8>, Instant)>,
+    /// The owner of the epoch the last look found expired (not released, not gone): a taker
+    /// of that lease lets it run out before writing ([`Fence::former_owner`]).
+    expired_owner: Option<String>,
 }
 
 impl LeaseWatch {
@@ -223,11 +226,13 @@ impl LeaseWatch {
             timing,
             me,
             last: None,
+            expired_owner: None,
         }
     }
 
     /// Reads the lease once.
     pub async fn look(&mut self) -> Result<Seen, JobError> {
+        self.expired_owner = None;
         let task = self.task.clone();
         let epochs = self
             .store
@@ -281,6 +286,7 @@ impl LeaseWatch {
             }
         }
         if now.duration_since(unchanged_since) >= self.timing.duration {
+            self.expired_owner = Some(record.map_or_else(|| "unknown".into(), |r| r.owner()));
             return Ok(free);
         }
         Ok(Seen::Owned {
@@ -311,6 +317,7 @@ impl LeaseWatch {
         }
         Ok(Some(Arc::new(Fence {
             task,
+            former_owner: self.expired_owner.take(),
             epoch: next_epoch,
             timing: self.timing,
             me: self.me.clone(),
@@ -336,6 +343,9 @@ struct Held {
 /// task's output and checkpoint ([`crate::sink::Target`]).
 pub struct Fence {
     task: String,
+    /// The daemon whose expired lease this one took: it may still write until its own
+    /// renewals run out ([`Fence::former_owner`]).
+    former_owner: Option<String>,
     epoch: u64,
     timing: LeaseTiming,
     me: DaemonId,
@@ -354,6 +364,17 @@ pub struct Lost {
 impl Fence {
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// When this lease was taken after the former owner's expired (not released, not gone):
+    /// that owner, and how long it may still write. Its renewals are counted from when they
+    /// were sent, and one sent just before the take that lands after the taker's last look
+    /// lets it write for up to two thirds of the lease after the take; the new owner writes
+    /// nothing before that has passed.
+    pub fn former_owner(&self) -> Option<(&str, Duration)> {
+        self.former_owner
+            .as_deref()
+            .map(|owner| (owner, self.timing.writes_within))
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -450,8 +471,16 @@ impl Fence {
                 held.renewed = sent;
                 Ok::<(), JobError>(())
             };
-            if let Err(e) = renewed.await {
-                tracing::warn!(task = %self.task, error = %e.message(), "cannot renew the task's lease; retrying");
+            // A renewal stuck in a slow store must not keep this loop from seeing the lease run
+            // out: the task is stopped as soon as it may no longer write.
+            match tokio::time::timeout(self.timing.renew_every, renewed).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(task = %self.task, error = %e.message(), "cannot renew the task's lease; retrying")
+                }
+                Err(_) => {
+                    tracing::warn!(task = %self.task, "renewing the task's lease took longer than a third of service.lease_seconds; retrying")
+                }
             }
             if let Some(lost) = self.lost() {
                 return self.name_the_taker(lost).await;
@@ -566,6 +595,101 @@ impl Drop for Registered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lease objects in memory, as a store with create-if-absent writes keeps them.
+    #[derive(Default)]
+    struct MemoryLease(Mutex<std::collections::BTreeMap<u64, Vec<u8>>>);
+
+    #[async_trait::async_trait]
+    impl LeaseStore for MemoryLease {
+        fn location(&self) -> String {
+            "memory".into()
+        }
+        async fn epochs(&self) -> Result<Vec<u64>, inlet_core::sink::TargetError> {
+            Ok(self.0.lock().unwrap().keys().copied().collect())
+        }
+        async fn read(&self, epoch: u64) -> Result<Option<Vec<u8>>, inlet_core::sink::TargetError> {
+            Ok(self.0.lock().unwrap().get(&epoch).cloned())
+        }
+        async fn create(
+            &self,
+            epoch: u64,
+            record: Vec<u8>,
+        ) -> Result<bool, inlet_core::sink::TargetError> {
+            let mut objects = self.0.lock().unwrap();
+            if objects.contains_key(&epoch) {
+                return Ok(false);
+            }
+            objects.insert(epoch, record);
+            Ok(true)
+        }
+        async fn rewrite(
+            &self,
+            epoch: u64,
+            record: Vec<u8>,
+        ) -> Result<(), inlet_core::sink::TargetError> {
+            self.0.lock().unwrap().insert(epoch, record);
+            Ok(())
+        }
+        async fn remove(&self, epoch: u64) -> Result<(), inlet_core::sink::TargetError> {
+            self.0.lock().unwrap().remove(&epoch);
+            Ok(())
+        }
+    }
+
+    fn daemon(host: &str) -> DaemonId {
+        DaemonId {
+            host: host.into(),
+            pid: 7,
+            pid_namespace: "pid:[1]".into(),
+            boot_id: "another kernel".into(),
+            started_ms: 0,
+        }
+    }
+
+    /// A lease taken after it expired makes the taker wait as long as the former owner may
+    /// still write (a renewal of it in flight at the take may land after the taker's last
+    /// look); one the former owner released is started at once.
+    #[tokio::test]
+    async fn a_lease_taken_after_it_expired_waits_out_the_former_owner() {
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLease::default());
+        let timing = LeaseTiming::new(3);
+        let mut a = LeaseWatch::new("t", store.clone(), timing, daemon("a"));
+        let mut b = LeaseWatch::new("t", store.clone(), timing, daemon("b"));
+        assert!(matches!(
+            a.look().await.unwrap(),
+            Seen::Free { next_epoch: 1 }
+        ));
+        let first = a.take(1).await.unwrap().unwrap();
+        assert!(first.former_owner().is_none(), "nobody held it before");
+        assert!(matches!(
+            b.look().await.unwrap(),
+            Seen::Owned { epoch: 1, .. }
+        ));
+        // a stops renewing (paused, cut off, or its renewals stuck in the store).
+        tokio::time::sleep(timing.duration + Duration::from_millis(100)).await;
+        assert!(matches!(
+            b.look().await.unwrap(),
+            Seen::Free { next_epoch: 2 }
+        ));
+        let second = b.take(2).await.unwrap().unwrap();
+        assert_eq!(
+            second.former_owner(),
+            Some(("a/7", timing.writes_within)),
+            "the taker of an expired lease waits out its former owner"
+        );
+        // b gives the task up: the next taker starts at once.
+        second.release().await;
+        assert!(matches!(
+            a.look().await.unwrap(),
+            Seen::Free { next_epoch: 3 }
+        ));
+        let third = a.take(3).await.unwrap().unwrap();
+        assert!(
+            third.former_owner().is_none(),
+            "a released lease is not waited for"
+        );
+    }
 
     #[test]
     fn a_record_without_a_finish_time_reads_as_unfinished() {

@@ -158,9 +158,14 @@ impl Owner {
             state.set_owner(Some(self.me.to_string()), Some(fence.epoch()));
             tracing::info!(task = %name, epoch = fence.epoch(), daemon = %self.me, "took the task's lease; starting it");
             let registered = lease::register(&name, fence.clone());
-            let ended = tokio::select! {
-                result = supervise(task.clone(), state.clone(), stopped.clone()) => Some(result),
-                _ = fence.keep() => None,
+            let ended = match wait_out_former_owner(&fence, &state, &name, stopped.clone()).await {
+                FormerOwner::Gone => tokio::select! {
+                    result = supervise(task.clone(), state.clone(), stopped.clone()) => Some(result),
+                    _ = fence.keep() => None,
+                },
+                FormerOwner::LeaseLost => None,
+                // Stopping while waiting: nothing was written, the lease is given back.
+                FormerOwner::Stopped => Some(Ok(())),
             };
             drop(registered);
             if let Some(Err(_)) = &ended {
@@ -290,6 +295,46 @@ impl Owner {
 }
 
 /// How a daemon's watch on a task's lease ended.
+/// How the wait for a former owner's lease to run out ended.
+enum FormerOwner {
+    /// It can no longer write (or there was none to wait for): the task may start.
+    Gone,
+    /// This daemon lost the lease meanwhile.
+    LeaseLost,
+    /// The daemon is stopping.
+    Stopped,
+}
+
+/// After taking a lease that expired (its owner neither released it nor is known gone), waits
+/// as long as that owner may still write ([`Fence::former_owner`]), renewing meanwhile, so
+/// two daemons never write one task's output at the same time.
+async fn wait_out_former_owner(
+    fence: &Fence,
+    state: &TaskState,
+    name: &str,
+    mut stopped: watch::Receiver<bool>,
+) -> FormerOwner {
+    let Some((former, wait)) = fence.former_owner() else {
+        return FormerOwner::Gone;
+    };
+    let reason = format!(
+        "took the lease of daemon {former} after it expired (epoch {}); waiting {:.1} s, as long \
+         as that daemon may still write, before starting",
+        fence.epoch(),
+        wait.as_secs_f64()
+    );
+    tracing::info!(task = %name, "{reason}");
+    state.set_phase(Phase::Standby {
+        owner: None,
+        reason,
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => FormerOwner::Gone,
+        _ = fence.keep() => FormerOwner::LeaseLost,
+        _ = stopped.wait_for(|s| *s) => FormerOwner::Stopped,
+    }
+}
+
 enum Watched {
     /// This daemon took the lease (and a place under `service.max_tasks`, if limited).
     Took(Arc<Fence>, Option<tokio::sync::OwnedSemaphorePermit>),
