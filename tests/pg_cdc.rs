@@ -127,6 +127,25 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         child.kill().expect("SIGKILL");
         let _ = child.wait();
     }
+    // The killed run's walsender may still hold the slot for a moment: wait until the server
+    // ended it, so that "caught up" below (which needs the slot active) means the last run
+    // streams, not that the killed one had, and the SIGTERM reaches a started daemon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'inlet_cdc_test' AND active",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed run's walsender still holds the slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A last run catches up and stops cleanly.
     let mut child = spawn_inlet(&cfg);
     wait_caught_up(&client, &mut child, &out).await;
