@@ -11,7 +11,8 @@
 #   make soak       random server restarts, inlet SIGKILLs and DDL under a workload, checked against
 #                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
 #                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run (make test
-#                   runs the same soaks for 15 s per target with a fixed seed)
+#                   runs the same soaks for 15 s per target with a fixed seed), and a resumed full
+#                   load of INLET_SOAK_RESUME_ROWS (10M) rows killed three times
 #   make validate-deploy  the Helm chart in deploy/helm/inlet (helm lint, rendered objects checked
 #                   against the Kubernetes schemas) and docker/compose.yaml, offline; make test runs it
 #   make fmt-check / make lint
@@ -88,6 +89,9 @@ soak: setup
 	export INLET_SOAK_SECONDS=$${INLET_SOAK_SECONDS:-600} INLET_SOAK_SEED=$${INLET_SOAK_SEED:-$$(date +%s)}; \
 	$(CARGO) test --test pg_source_events -- soak_random_events --nocapture; \
 	$(CARGO) test --test mysql_source_events -- mysql_soak_random_events --nocapture
+	@# A resumable full load of a larger table, SIGKILLed three times (make test: 1.5M rows).
+	INLET_SOAK_RESUME_ROWS=$${INLET_SOAK_RESUME_ROWS:-10000000} \
+		$(CARGO) test --test pg_full_load -- a_killed_full_load_resumes_into_ --nocapture
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)
