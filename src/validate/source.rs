@@ -1,0 +1,303 @@
+//! The source side of a comparison: the source (PostgreSQL or MySQL/MariaDB) with its tables
+//! discovered once, a consistent snapshot per round and its position, and the loop that streams
+//! a table's source chunks against the target's rows.
+
+use std::time::{Duration, Instant};
+
+use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable};
+use inlet_core::{Position, TableSelection, ValuePolicy};
+
+use super::compare::{TablePlan, Tally};
+use super::report::TableReport;
+use super::{Context, Keys, RoundResult};
+use crate::config::{SourceConfig, TaskConfig};
+use crate::load_pool::source_error;
+use crate::sink::Target;
+use crate::JobError;
+
+/// The source, PostgreSQL or MySQL/MariaDB, with its tables discovered once.
+// One value per run: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum SourceSide {
+    Postgres {
+        connector: inlet_postgres::PgConnector,
+        tables: Vec<inlet_postgres::SourceTable>,
+        limits: inlet_postgres::BatchLimits,
+        chunk_mb: u64,
+        round: Option<inlet_postgres::PgLoadSource>,
+    },
+    Mysql {
+        connector: inlet_mysql::MysqlConnector,
+        tables: Vec<inlet_mysql::MysqlTable>,
+        limits: inlet_mysql::BatchLimits,
+        chunk_mb: u64,
+        /// The epoch of the task's positions (its failovers so far), from its checkpoint.
+        epoch: u8,
+        round: Option<inlet_mysql::MysqlLoadSource>,
+    },
+}
+
+impl SourceSide {
+    pub(super) async fn open(
+        config: &TaskConfig,
+        selection: &TableSelection,
+        policy: &ValuePolicy,
+    ) -> Result<Self, JobError> {
+        let fl = &config.full_load;
+        match &config.source {
+            SourceConfig::Postgres(source) => {
+                let connector = inlet_postgres::PgConnector::new(source)
+                    .map_err(JobError::config)?
+                    .with_publication(source.publication_name(&config.task.name));
+                let client = connector.connect().await.map_err(JobError::source)?;
+                let tables = inlet_postgres::discover(&client, &connector, selection, policy)
+                    .await
+                    .map_err(JobError::source)?;
+                Ok(Self::Postgres {
+                    connector,
+                    tables,
+                    limits: inlet_postgres::BatchLimits {
+                        rows: fl.batch_rows,
+                        bytes: fl.batch_mb << 20,
+                    },
+                    chunk_mb: fl.chunk_mb,
+                    round: None,
+                })
+            }
+            SourceConfig::Mysql(source) => {
+                let connector =
+                    inlet_mysql::MysqlConnector::new(source).map_err(JobError::config)?;
+                let mut conn = connector
+                    .connect()
+                    .await
+                    .map_err(crate::mysql_task::mysql_error)?;
+                let tables = inlet_mysql::discover(&mut conn, &connector, selection, policy)
+                    .await
+                    .map_err(crate::mysql_task::mysql_error)?;
+                drop(conn);
+                let target = Target::new(&config.target, &config.task.name)?;
+                let epoch = target
+                    .read_checkpoint(&config.task.name)
+                    .await?
+                    .map_or(0, |c| inlet_mysql::position_epoch(c.position));
+                Ok(Self::Mysql {
+                    connector,
+                    tables,
+                    limits: inlet_mysql::BatchLimits {
+                        rows: fl.batch_rows,
+                        bytes: fl.batch_mb << 20,
+                    },
+                    chunk_mb: fl.chunk_mb,
+                    epoch,
+                    round: None,
+                })
+            }
+        }
+    }
+
+    /// The server's estimate of table `i`'s rows.
+    pub(super) fn estimated_rows(&self, i: usize) -> Option<u64> {
+        match self {
+            Self::Postgres { tables, .. } => tables.get(i).and_then(|t| t.estimated_rows),
+            Self::Mysql { tables, .. } => tables.get(i).and_then(|t| t.estimated_rows),
+        }
+    }
+
+    pub(super) fn table_ids(&self) -> Vec<String> {
+        match self {
+            Self::Postgres { tables, .. } => {
+                tables.iter().map(|t| t.schema.id.to_string()).collect()
+            }
+            Self::Mysql { tables, .. } => tables.iter().map(|t| t.schema.id.to_string()).collect(),
+        }
+    }
+
+    /// Opens a new consistent snapshot of every table and returns its source position: every
+    /// change the snapshot holds is at or before it.
+    pub(super) async fn open_round(&mut self) -> Result<Position, JobError> {
+        match self {
+            Self::Postgres {
+                connector,
+                tables,
+                limits,
+                chunk_mb,
+                round,
+            } => {
+                *round = None;
+                let snapshot = inlet_postgres::ExportedSnapshot::export(connector)
+                    .await
+                    .map_err(JobError::source)?;
+                let position = inlet_postgres::snapshot_position(&snapshot, connector)
+                    .await
+                    .map_err(JobError::source)?;
+                let source = inlet_postgres::PgLoadSource::new(
+                    connector,
+                    snapshot,
+                    tables.clone(),
+                    *chunk_mb,
+                    *limits,
+                )
+                .await
+                .map_err(JobError::source)?;
+                *round = Some(source);
+                Ok(position)
+            }
+            Self::Mysql {
+                connector,
+                tables,
+                limits,
+                chunk_mb,
+                epoch,
+                round,
+            } => {
+                *round = None;
+                let snapshot = inlet_mysql::ConsistentSnapshot::open(connector, 1)
+                    .await
+                    .map_err(crate::mysql_task::mysql_error)?;
+                let position = snapshot
+                    .point
+                    .binlog
+                    .to_position(*epoch)
+                    .map_err(crate::mysql_task::mysql_error)?;
+                *round = Some(inlet_mysql::MysqlLoadSource::new(
+                    snapshot,
+                    tables.clone(),
+                    *chunk_mb,
+                    *limits,
+                ));
+                Ok(position)
+            }
+        }
+    }
+
+    /// Compares tables `which` (indexes into the discovered tables) in the open snapshot,
+    /// each restricted to its suspects when it has some.
+    pub(super) async fn compare(
+        &mut self,
+        ctx: &Context<'_>,
+        which: &[usize],
+        keys: &[Keys],
+    ) -> Result<Vec<RoundResult>, JobError> {
+        match self {
+            Self::Postgres { round, .. } => {
+                let source = round
+                    .take()
+                    .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
+                compare_in(source, ctx, which, keys).await
+            }
+            Self::Mysql { round, .. } => {
+                let source = round
+                    .take()
+                    .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
+                compare_in(source, ctx, which, keys).await
+            }
+        }
+    }
+}
+
+/// Compares tables `which` of `source`'s snapshot with the target, one table at a time: the
+/// target's rows into a map, then the source's chunks streamed against it.
+pub(super) async fn compare_in<S: LoadSource>(
+    mut source: S,
+    ctx: &Context<'_>,
+    which: &[usize],
+    keys: &[Keys],
+) -> Result<Vec<RoundResult>, JobError> {
+    let tables = source.tables();
+    // Planned before the readers are taken: a source may plan on a reader's connection
+    // (MySQL's key ranges, read in the snapshot).
+    let mut planned = Vec::with_capacity(which.len());
+    for &t in which {
+        planned.push(source.chunks(t).await.map_err(source_error)?);
+    }
+    let mut readers = source.readers(1).await.map_err(source_error)?;
+    let Some(mut reader) = readers.pop() else {
+        return Err(JobError::Failed(
+            "the source opened no reader in its snapshot".into(),
+        ));
+    };
+    let mut results = Vec::with_capacity(which.len());
+    for ((&t, only), chunks) in which.iter().zip(keys).zip(planned) {
+        let Some(table) = tables.get(t) else {
+            results.push(RoundResult::default());
+            continue;
+        };
+        let schema = table.schema().clone();
+        let mut plan = match TablePlan::new(ctx, &schema).await? {
+            Ok(plan) => plan,
+            Err(why) => {
+                results.push(RoundResult {
+                    report: TableReport {
+                        table: schema.id.to_string(),
+                        skipped: true,
+                        note: Some(why),
+                        ..TableReport::default()
+                    },
+                    ..RoundResult::default()
+                });
+                continue;
+            }
+        };
+        let estimate = table.estimated_rows();
+        let mut state = match plan.read_target(ctx, only, estimate).await? {
+            Ok(state) => state,
+            Err(why) => {
+                results.push(RoundResult {
+                    report: TableReport {
+                        table: schema.id.to_string(),
+                        key: plan.key_names.clone(),
+                        skipped: true,
+                        note: Some(why),
+                        ..TableReport::default()
+                    },
+                    ..RoundResult::default()
+                });
+                continue;
+            }
+        };
+        let mut tally = Tally::new(ctx.max_keys);
+        let started = Instant::now();
+        let mut shown = Instant::now();
+        for chunk in chunks {
+            let mut batches = reader.read(table, chunk).await.map_err(source_error)?;
+            while let Some(batch) = batches.next_batch().await.map_err(source_error)? {
+                plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
+                if ctx.progress && shown.elapsed() > Duration::from_millis(500) {
+                    shown = Instant::now();
+                    eprint!(
+                        "\r{}: {} rows compared ({:.0} s)\x1b[K",
+                        schema.id,
+                        tally.source_rows,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            drop(batches);
+            reader.finish_chunk().await.map_err(source_error)?;
+        }
+        if ctx.progress {
+            eprint!("\r\x1b[K");
+        }
+        tally.extras(&state);
+        results.push(RoundResult {
+            report: TableReport {
+                table: schema.id.to_string(),
+                key: plan.key_names.clone(),
+                rows_compared: tally.source_rows,
+                missing: tally.missing,
+                extra: tally.extra,
+                different: tally.different,
+                missing_keys: tally.missing_keys,
+                extra_keys: tally.extra_keys,
+                different_keys: tally.different_keys,
+                ..TableReport::default()
+            },
+            source_rows: tally.source_rows,
+            differing: tally.differing,
+            differing_source_rows: tally.differing_source_rows,
+        });
+    }
+    drop(reader);
+    drop(source);
+    Ok(results)
+}

@@ -1,0 +1,218 @@
+//! The target side of a comparison: the target opened for reading, and a table's rows read
+//! back as readers see them into a map by key (Parquet: `LOAD` files then change files
+//! replayed; Iceberg: the current snapshot's live rows).
+
+use std::collections::HashMap;
+
+use arrow_array::{Array, RecordBatch, StringArray};
+use inlet_sink_iceberg::IcebergTarget;
+use inlet_sink_parquet::ParquetTarget;
+
+use super::compare::{target_error, TablePlan};
+use super::{Context, Keys, BYTES_PER_ROW};
+use crate::config::{TargetConfig, TaskConfig};
+use crate::JobError;
+
+/// The target, opened for reading tables back.
+pub(super) enum TargetReader {
+    Parquet(ParquetTarget),
+    Iceberg(IcebergTarget),
+}
+
+impl TargetReader {
+    pub(super) fn new(config: &TaskConfig) -> Result<Self, JobError> {
+        Ok(match &config.target {
+            TargetConfig::Parquet(c) => {
+                Self::Parquet(ParquetTarget::new(c).map_err(JobError::config)?)
+            }
+            TargetConfig::Iceberg(c) => {
+                Self::Iceberg(IcebergTarget::new(c, &config.task.name).map_err(JobError::config)?)
+            }
+        })
+    }
+}
+
+/// The target's rows of one table: key hash → (row hash, copies left to match), and, when the
+/// round is restricted to suspects, the key as text.
+pub(super) struct TargetRows {
+    pub(super) rows: HashMap<u128, Entry>,
+    pub(super) keys: HashMap<u128, String>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Entry {
+    pub(super) row: u64,
+    pub(super) count: u32,
+    /// Source rows read with this key, matched or not: a recheck of the key reads them again.
+    pub(super) source_rows: u32,
+}
+
+impl TablePlan {
+    /// The table's rows as the target holds them (restricted to `only` when given), or why
+    /// they cannot be read as a state.
+    pub(super) async fn read_target(
+        &mut self,
+        ctx: &Context<'_>,
+        only: &Keys,
+        estimate: Option<u64>,
+    ) -> Result<Result<TargetRows, String>, JobError> {
+        let mut state = TargetRows {
+            rows: HashMap::new(),
+            keys: HashMap::new(),
+        };
+        let name = self.source.id.to_string();
+        match ctx.reader {
+            TargetReader::Parquet(p) => {
+                // Sized once from the source's estimate, as far as `--memory-mb` allows (a
+                // stale estimate must not size it past that): growing the map would hold its
+                // old and new tables at once.
+                let budget = (ctx.memory_mb.max(1) << 20) / BYTES_PER_ROW;
+                let expected = match only {
+                    Keys::All => estimate.unwrap_or(0),
+                    Keys::Part { of, .. } => estimate.unwrap_or(0) / of,
+                    Keys::Only(keys) => keys.len() as u64,
+                };
+                state
+                    .rows
+                    .reserve(usize::try_from(expected.min(budget)).unwrap_or(0));
+                // A file removed between the listing and its reading (a reload of the table
+                // switched to its new files): the table is listed and read again.
+                'attempt: for attempt in 1..=3 {
+                    state.rows.clear();
+                    state.keys.clear();
+                    let files = p
+                        .table_files(&self.source)
+                        .await
+                        .map_err(JobError::Failed)?;
+                    let op_column = p.op_column_name().to_string();
+                    for file in &files {
+                        let Some(batches) = p
+                            .read_table_file(&self.source, file)
+                            .await
+                            .map_err(JobError::Failed)?
+                        else {
+                            if attempt < 3 {
+                                continue 'attempt;
+                            }
+                            return Ok(Err(format!(
+                                "{} was removed while it was read, three times (the table is \
+                                 being loaded again); validate it once the load is done",
+                                file.name
+                            )));
+                        };
+                        for batch in batches {
+                            let batch = batch.map_err(JobError::Failed)?;
+                            let ops = if file.load {
+                                None
+                            } else {
+                                let Some(ops) = batch
+                                    .column_by_name(&op_column)
+                                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                                    .cloned()
+                                else {
+                                    return Ok(Err(format!(
+                                        "change file {} has no text column {op_column}",
+                                        file.name
+                                    )));
+                                };
+                                Some(ops)
+                            };
+                            if let Err(why) = self.apply(&batch, ops.as_ref(), only, &mut state) {
+                                return Ok(Err(format!("{}: {why}", file.name)));
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+            TargetReader::Iceberg(i) => {
+                let Some(live) = self.live.take() else {
+                    return Ok(Ok(state));
+                };
+                // Sized once: growing the map would hold its old and new tables at once.
+                let expected = match only {
+                    Keys::All => live.live_rows(),
+                    Keys::Part { of, .. } => live.live_rows() / of,
+                    Keys::Only(keys) => keys.len() as u64,
+                };
+                state.rows.reserve(usize::try_from(expected).unwrap_or(0));
+                for f in 0..live.data_files() {
+                    let applied = i
+                        .read_live_rows(&live, f, |batch| {
+                            self.apply(&batch, None, only, &mut state)
+                        })
+                        .await
+                        .map_err(target_error)?;
+                    if let Err(why) = applied {
+                        return Ok(Err(format!("{name}: {why}")));
+                    }
+                }
+                self.live = Some(live);
+            }
+        }
+        Ok(Ok(state))
+    }
+
+    /// Applies one batch of the target (inserts, or the operations `ops` says) to `state`.
+    pub(super) fn apply(
+        &self,
+        batch: &RecordBatch,
+        ops: Option<&StringArray>,
+        only: &Keys,
+        state: &mut TargetRows,
+    ) -> Result<(), String> {
+        let columns = self.conform(batch)?;
+        let (keys, rows) = self.hashes(&columns)?;
+        let keyless = self.key_names.is_empty();
+        for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
+            let op = ops.map_or("I", |o| if o.is_null(i) { "I" } else { o.value(i) });
+            if op == "T" {
+                state.rows.clear();
+                state.keys.clear();
+                continue;
+            }
+            if !only.keeps(k) {
+                continue;
+            }
+            match op {
+                "I" => {
+                    let e = state.rows.entry(k).or_insert(Entry {
+                        row: r,
+                        count: 0,
+                        source_rows: 0,
+                    });
+                    e.row = r;
+                    e.count += 1;
+                }
+                "U" if keyless => {
+                    return Err(
+                        "an update of a table without a key cannot be replayed (its change \
+                         files hold the new row only)"
+                            .into(),
+                    )
+                }
+                "U" => {
+                    let e = state.rows.entry(k).or_insert(Entry {
+                        row: r,
+                        count: 1,
+                        source_rows: 0,
+                    });
+                    e.row = r;
+                }
+                "D" if keyless => {
+                    if let Some(e) = state.rows.get_mut(&k) {
+                        e.count = e.count.saturating_sub(1);
+                    }
+                }
+                "D" => {
+                    state.rows.remove(&k);
+                }
+                other => return Err(format!("unknown operation {other:?}")),
+            }
+            if only.names_keys() && !state.keys.contains_key(&k) {
+                state.keys.insert(k, self.key_text(&columns, i));
+            }
+        }
+        Ok(())
+    }
+}
