@@ -214,7 +214,6 @@ impl Owner {
         taken: Option<&lease::Lost>,
         mut stopped: watch::Receiver<bool>,
     ) -> Watched {
-        let poll = self.timing.renew_every / 2;
         loop {
             if *stopped.borrow() {
                 return Watched::Stopped;
@@ -286,8 +285,9 @@ impl Owner {
                     });
                 }
             }
+            // By the owner's timing, and right when its record would expire (lease::LeaseTiming).
             tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(watch.next_look_in()) => {}
                 _ = stopped.wait_for(|s| *s) => return Watched::Stopped,
             }
         }
