@@ -6,18 +6,15 @@
 //! The lease is a series of epochs, one object each (`_inlet/<task>/lease/<epoch>`, see
 //! [`inlet_core::lease`]). A daemon takes the task by creating the object of the next epoch
 //! with a create-if-absent write, so of two takers only one wins; it renews the lease by
-//! rewriting its own epoch's object (a counter that changes each time) every third of the lease
-//! duration. Another daemon considers the lease expired when the newest epoch's record has not
-//! changed for a whole lease duration measured on its OWN monotonic clock: no clock of two
-//! hosts is ever compared. It then takes the next epoch. A daemon on the same host whose
-//! process is gone (or an earlier run of this process) is not waited for.
-//!
-//! The owner fences itself: it writes only while its last successful renewal (timed from when
-//! the renewal was sent) is younger than two thirds of the lease duration, on its monotonic
-//! clock, which goes on counting while the process is stopped (SIGSTOP). A taker waits a whole
-//! duration after it last saw the record change, which is after the owner sent it, so the
-//! owner has stopped writing a third of the duration before anyone can take over. The owner
-//! also stops as soon as it sees a newer epoch (at each renewal and before each checkpoint).
+//! rewriting its own epoch's object (a counter that changes with each attempt). The record
+//! carries its owner's `service.lease_seconds`, and a daemon watching the lease goes by the
+//! record's timing, not its own, so daemons configured differently (a rolling config change)
+//! still never write one task at once. Another daemon considers the lease expired when the
+//! newest epoch's record has not changed for long enough, measured on its OWN monotonic
+//! clock: no clock of two hosts is ever compared. It then takes the next epoch, and waits
+//! before starting the task until the former owner has fenced itself. A daemon on the same
+//! host whose process is gone (or an earlier run of this process) is not waited for. The
+//! timing and why it keeps one writer: [`LeaseTiming`].
 //!
 //! A full load (`task.mode = "full-load"`) runs once per fleet: its owner ends it by writing
 //! the time it finished into its record ([`Fence::finish`]) instead of releasing it, and a
@@ -36,24 +33,110 @@ use serde::{Deserialize, Serialize};
 
 use crate::JobError;
 
-/// The lease's timing, from `service.lease_seconds`.
+/// The lease's timing, from a daemon's `service.lease_seconds` (L).
+///
+/// | what | rule | L = 30 s |
+/// |---|---|---|
+/// | the owner renews (`renew_every`, R) | L/6 after the previous renewal ended | 5 s |
+/// | a renewal is given up (`renewal_gives_up_after`, G) | L/3 after it was sent | 10 s |
+/// | the owner fences itself (`writes_within`, F) | its last successful renewal, timed from when it was SENT, is L/3 old | 10 s |
+/// | a watcher takes the lease (`expires_after`, E) | the newest record unchanged for L/2 on the watcher's own clock | 15 s |
+/// | the taker waits before writing | the former owner's F, L/3 | 10 s |
+/// | a watcher reads the lease (`look_every`, P) | every L/12, and exactly when the record would expire | 2.5 s |
+///
+/// Why this keeps one writer per task (Ow = the former owner, Tk = the taker; every duration
+/// is the OWNER's, which its record carries, see [`LeaseTiming::of_owner`]):
+///
+/// 1. Ow's writes end before Tk's begin, whatever the store's latency and however long Ow is
+///    paused. A renewal, sent at s, first lists the epochs ([`Fence::keep`]) and counts
+///    (`renewed = s`) only when that list showed no newer epoch and the rewrite succeeded.
+///    The stores list what was created before (S3 is strongly consistent, a folder too), so
+///    the list of every renewal Ow counted was served before Tk's create of the next epoch
+///    returned, at C: s < C for Ow's last counted renewal (and for its take, its first one).
+///    Ow checks its fence before each write ([`Fence::check_now`]: the renewal's age on the
+///    monotonic clock, which counts on through SIGSTOP), so it passes no check after
+///    s + F < C + F. Tk writes nothing before C + F: it waits F after its take, in
+///    `runner::wait_out_former_owner` ([`Fence::former_owner`]). This needs only that the
+///    wait is the owner's F; E does not enter. (What remains is a write already past its
+///    check when Ow was paused: the README's residual window.)
+/// 2. A live owner is not taken from. Tk's clock for a record starts at the look that first
+///    returned its bytes, after they landed. If Ow's renewal k landed at λ ≤ that start and Ow
+///    is still unfenced, its renewal k+1 was answered before s_k + F ≤ λ + F, so it landed
+///    before the start + E (E = F + L/6, the margin for the looks' own latency): the look
+///    that would take finds changed bytes and starts the clock again. Every attempt's record
+///    differs (its counter goes up even when an attempt fails), so an attempt that failed
+///    after landing cannot leave Tk's clock running from the first landing. A healthy owner
+///    stays unfenced while two consecutive renewals together take less than F - R = L/6.
+///    A renewal given up after G is already fenced: it was sent R or more after the last
+///    success, and R + G > F.
+/// 3. A dead owner's tasks start elsewhere within L. Its last renewal landed at λ ≤ the
+///    kill; Tk's first look after it is within P, its clock then runs E and it looks again
+///    right then ([`LeaseWatch::next_look_in`]), takes, and waits F: λ + P + E + F = λ + 11L/12,
+///    plus a few store round trips (a look, a create). A paused owner is the same case: its
+///    tasks start elsewhere within L of the pause.
+///
+/// Daemons with different `service.lease_seconds` (a rolling config change): each renews and
+/// fences itself by its own L, and writes it into its record; a watcher expires, waits and
+/// looks by the record's L, exactly, not its own. Only the owner's R and F enter the
+/// argument above, so the record's L is the tightest safe rule; the larger of the two would
+/// be safe too but slows a takeover from a shorter-lease owner for nothing, and the
+/// watcher's own (as before) let a watcher with L = 15 take the live lease of an owner with
+/// L = 60, renewing every 10 s and writing until 20 s after a renewal, after 7.5 s. A record
+/// without the field was written by an inlet from before it, with the former timing (renew
+/// L/3, fence at 2L/3, expire after L): it is read as that timing with the watcher's own L.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTiming {
-    /// How long a record must stay unchanged before another daemon takes the task.
-    pub duration: Duration,
-    /// How often the owner renews (a third of the duration).
+    /// `service.lease_seconds`, as records carry it.
+    pub lease_seconds: u64,
+    /// How often the owner renews.
     pub renew_every: Duration,
-    /// How long after its last successful renewal the owner still writes (two thirds of it).
+    /// How long a renewal may take before the owner gives it up.
+    pub renewal_gives_up_after: Duration,
+    /// How long after sending its last successful renewal the owner still writes; a taker
+    /// of its expired lease waits this long before writing.
     pub writes_within: Duration,
+    /// How long a record must stay unchanged, on a watcher's clock, before it takes the task.
+    pub expires_after: Duration,
+    /// How often a watcher reads the lease.
+    pub look_every: Duration,
 }
 
 impl LeaseTiming {
     pub fn new(lease_seconds: u64) -> Self {
-        let duration = Duration::from_secs(lease_seconds.max(1));
+        let lease_seconds = lease_seconds.max(1);
+        let l = Duration::from_secs(lease_seconds);
         Self {
-            duration,
-            renew_every: duration / 3,
-            writes_within: duration * 2 / 3,
+            lease_seconds,
+            renew_every: l / 6,
+            renewal_gives_up_after: l / 3,
+            writes_within: l / 3,
+            expires_after: l / 2,
+            look_every: l / 12,
+        }
+    }
+
+    /// The timing of inlet before records carried `lease_seconds`: renew every L/3, fence at
+    /// 2L/3, expire after L, look every L/6.
+    fn before_records_carried_it(lease_seconds: u64) -> Self {
+        let lease_seconds = lease_seconds.max(1);
+        let l = Duration::from_secs(lease_seconds);
+        Self {
+            lease_seconds,
+            renew_every: l / 3,
+            renewal_gives_up_after: l / 3,
+            writes_within: l * 2 / 3,
+            expires_after: l,
+            look_every: l / 6,
+        }
+    }
+
+    /// The timing the owner of a record follows, which a watcher of it goes by: the
+    /// record's `lease_seconds`; for a record without it (an inlet from before it) or one
+    /// that cannot be read, the former timing with this daemon's `lease_seconds`.
+    fn of_owner(record: Option<&LeaseRecord>, mine: LeaseTiming) -> Self {
+        match record.and_then(|r| r.lease_seconds) {
+            Some(theirs) => Self::new(theirs),
+            None => Self::before_records_carried_it(mine.lease_seconds),
         }
     }
 }
@@ -132,7 +215,7 @@ struct LeaseRecord {
     pid_namespace: String,
     #[serde(default)]
     boot_id: String,
-    /// Counts the owner's renewals: the record changes with each one.
+    /// Counts the owner's renewal attempts: the record changes with each one.
     renewals: u64,
     /// The owner gave the task up (SIGTERM): another daemon takes it at once.
     released: bool,
@@ -141,10 +224,14 @@ struct LeaseRecord {
     /// full-load leases lack it.
     #[serde(default)]
     finished: Option<u64>,
+    /// The owner's `service.lease_seconds`, whose timing ([`LeaseTiming`]) a watcher of this
+    /// record goes by. Records of daemons from before it lack it.
+    #[serde(default)]
+    lease_seconds: Option<u64>,
 }
 
 impl LeaseRecord {
-    fn of(daemon: &DaemonId, renewals: u64, released: bool) -> Self {
+    fn of(daemon: &DaemonId, timing: LeaseTiming, renewals: u64, released: bool) -> Self {
         Self {
             host: daemon.host.clone(),
             pid: daemon.pid,
@@ -153,6 +240,7 @@ impl LeaseRecord {
             renewals,
             released,
             finished: None,
+            lease_seconds: Some(timing.lease_seconds),
         }
     }
 
@@ -213,9 +301,12 @@ pub struct LeaseWatch {
     me: DaemonId,
     /// The newest epoch and its record as last read, and when it was first read so.
     last: Option<(u64, Vec<u8>, Instant)>,
-    /// The owner of the epoch the last look found expired (not released, not gone): a taker
-    /// of that lease lets it run out before writing ([`Fence::former_owner`]).
-    expired_owner: Option<String>,
+    /// When to read the lease again ([`LeaseWatch::next_look_in`]).
+    next_look: Duration,
+    /// The owner of the epoch the last look found expired (not released, not gone), and how
+    /// long after its last renewal it may still write: a taker of that lease lets it run out
+    /// before writing ([`Fence::former_owner`]).
+    expired_owner: Option<(String, Duration)>,
 }
 
 impl LeaseWatch {
@@ -226,13 +317,22 @@ impl LeaseWatch {
             timing,
             me,
             last: None,
+            next_look: timing.look_every,
             expired_owner: None,
         }
+    }
+
+    /// How long to wait before the next [`LeaseWatch::look`]: the owner's look interval (its
+    /// record's timing, or this daemon's when there is no owner), and no later than the
+    /// moment the newest record would expire, so that a dead owner's task is taken on time.
+    pub fn next_look_in(&self) -> Duration {
+        self.next_look
     }
 
     /// Reads the lease once.
     pub async fn look(&mut self) -> Result<Seen, JobError> {
         self.expired_owner = None;
+        self.next_look = self.timing.look_every;
         let task = self.task.clone();
         let epochs = self
             .store
@@ -285,10 +385,20 @@ impl LeaseWatch {
                 return Ok(free);
             }
         }
-        if now.duration_since(unchanged_since) >= self.timing.duration {
-            self.expired_owner = Some(record.map_or_else(|| "unknown".into(), |r| r.owner()));
+        // By the owner's timing, which its record carries: it renews and fences itself by
+        // its own service.lease_seconds, whatever this daemon's is.
+        let owner_timing = LeaseTiming::of_owner(record.as_ref(), self.timing);
+        let unchanged = now.duration_since(unchanged_since);
+        if unchanged >= owner_timing.expires_after {
+            self.expired_owner = Some((
+                record.map_or_else(|| "unknown".into(), |r| r.owner()),
+                owner_timing.writes_within,
+            ));
             return Ok(free);
         }
+        self.next_look = owner_timing
+            .look_every
+            .min(owner_timing.expires_after.saturating_sub(unchanged));
         Ok(Seen::Owned {
             owner: record.map_or_else(|| "unknown".into(), |r| r.owner()),
             epoch: newest,
@@ -300,7 +410,7 @@ impl LeaseWatch {
     pub async fn take(&mut self, next_epoch: u64) -> Result<Option<Arc<Fence>>, JobError> {
         let task = self.task.clone();
         let sent = Instant::now();
-        let record = LeaseRecord::of(&self.me, 0, false);
+        let record = LeaseRecord::of(&self.me, self.timing, 0, false);
         let won = self
             .store
             .create(next_epoch, record.encode())
@@ -343,9 +453,9 @@ struct Held {
 /// task's output and checkpoint ([`crate::sink::Target`]).
 pub struct Fence {
     task: String,
-    /// The daemon whose expired lease this one took: it may still write until its own
-    /// renewals run out ([`Fence::former_owner`]).
-    former_owner: Option<String>,
+    /// The daemon whose expired lease this one took, and how long after its last renewal it
+    /// may still write ([`Fence::former_owner`]).
+    former_owner: Option<(String, Duration)>,
     epoch: u64,
     timing: LeaseTiming,
     me: DaemonId,
@@ -367,14 +477,14 @@ impl Fence {
     }
 
     /// When this lease was taken after the former owner's expired (not released, not gone):
-    /// that owner, and how long it may still write. Its renewals are counted from when they
-    /// were sent, and one sent just before the take that lands after the taker's last look
-    /// lets it write for up to two thirds of the lease after the take; the new owner writes
-    /// nothing before that has passed.
+    /// that owner, and how long it may still write after the take: its own `writes_within`
+    /// (its record's timing). Every renewal it counted was sent before the take, but one sent
+    /// just before it lets it write that long after it; the new owner writes nothing before
+    /// that has passed ([`LeaseTiming`], point 1).
     pub fn former_owner(&self) -> Option<(&str, Duration)> {
         self.former_owner
-            .as_deref()
-            .map(|owner| (owner, self.timing.writes_within))
+            .as_ref()
+            .map(|(owner, wait)| (owner.as_str(), *wait))
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -400,13 +510,13 @@ impl Fence {
         (age >= self.timing.writes_within).then(|| Lost {
             message: format!(
                 "task {}: this daemon ({}) last renewed its lease (epoch {}) {:.1} s ago, \
-                 longer than two thirds of service.lease_seconds = {}; another daemon may take \
+                 longer than a third of service.lease_seconds = {}; another daemon may take \
                  the task, so this one stops writing it",
                 self.task,
                 self.me,
                 self.epoch,
                 age.as_secs_f64(),
-                self.timing.duration.as_secs()
+                self.timing.lease_seconds
             ),
             taken_by: None,
         })
@@ -447,39 +557,48 @@ impl Fence {
         Ok(())
     }
 
-    /// Renews the lease every third of its duration until it is lost; returns why.
+    /// Renews the lease every sixth of its duration until it is lost; returns why.
     pub async fn keep(&self) -> Lost {
+        let mut wait = self.timing.renew_every;
         loop {
-            tokio::time::sleep(self.timing.renew_every).await;
+            tokio::time::sleep(wait).await;
             if let Some(lost) = self.lost() {
                 return self.name_the_taker(lost).await;
             }
             let sent = Instant::now();
             let renewed = async {
                 self.look_for_newer().await?;
-                if self.held().taken_by.is_some() {
-                    return Ok(());
-                }
-                let renewals = self.held().renewals + 1;
-                let record = LeaseRecord::of(&self.me, renewals, false);
+                // Counted per attempt, so that every record written differs: one that landed
+                // although its attempt failed must not look the same as the retry's.
+                let renewals = {
+                    let mut held = self.held();
+                    if held.taken_by.is_some() {
+                        return Ok(());
+                    }
+                    held.renewals += 1;
+                    held.renewals
+                };
+                let record = LeaseRecord::of(&self.me, self.timing, renewals, false);
                 self.store
                     .rewrite(self.epoch, record.encode())
                     .await
                     .map_err(|e| store_error(&self.task, e))?;
-                let mut held = self.held();
-                held.renewals = renewals;
-                held.renewed = sent;
+                self.held().renewed = sent;
                 Ok::<(), JobError>(())
             };
             // A renewal stuck in a slow store must not keep this loop from seeing the lease run
             // out: the task is stopped as soon as it may no longer write.
-            match tokio::time::timeout(self.timing.renew_every, renewed).await {
-                Ok(Ok(())) => {}
+            match tokio::time::timeout(self.timing.renewal_gives_up_after, renewed).await {
+                Ok(Ok(())) => wait = self.timing.renew_every,
+                // A failed renewal is retried soon: the owner fences itself a sixth of the
+                // lease after the renewal it would have made, and one store error (an S3 500)
+                // must not stop the task.
                 Ok(Err(e)) => {
+                    wait = self.timing.renew_every / 4;
                     tracing::warn!(task = %self.task, error = %e.message(), "cannot renew the task's lease; retrying")
                 }
                 Err(_) => {
-                    tracing::warn!(task = %self.task, "renewing the task's lease took longer than a third of service.lease_seconds; retrying")
+                    tracing::warn!(task = %self.task, "renewing the task's lease took longer than a third of service.lease_seconds; giving it up")
                 }
             }
             if let Some(lost) = self.lost() {
@@ -494,7 +613,8 @@ impl Fence {
         if lost.taken_by.is_some() {
             return lost;
         }
-        let look = tokio::time::timeout(self.timing.renew_every, self.look_for_newer()).await;
+        let look =
+            tokio::time::timeout(self.timing.renewal_gives_up_after, self.look_for_newer()).await;
         match look {
             Ok(Ok(())) => self.lost().unwrap_or(lost),
             _ => lost,
@@ -508,7 +628,7 @@ impl Fence {
             return;
         }
         let renewals = self.held().renewals + 1;
-        let record = LeaseRecord::of(&self.me, renewals, true);
+        let record = LeaseRecord::of(&self.me, self.timing, renewals, true);
         match self.store.rewrite(self.epoch, record.encode()).await {
             Ok(()) => {
                 tracing::info!(task = %self.task, epoch = self.epoch, "released the task's lease")
@@ -530,7 +650,7 @@ impl Fence {
         let finished = wall_clock_ms();
         let record = LeaseRecord {
             finished: Some(finished),
-            ..LeaseRecord::of(&self.me, renewals, true)
+            ..LeaseRecord::of(&self.me, self.timing, renewals, true)
         };
         match self.store.rewrite(self.epoch, record.encode()).await {
             Ok(()) => tracing::info!(
@@ -667,7 +787,7 @@ mod tests {
             Seen::Owned { epoch: 1, .. }
         ));
         // a stops renewing (paused, cut off, or its renewals stuck in the store).
-        tokio::time::sleep(timing.duration + Duration::from_millis(100)).await;
+        tokio::time::sleep(timing.expires_after + Duration::from_millis(100)).await;
         assert!(matches!(
             b.look().await.unwrap(),
             Seen::Free { next_epoch: 2 }
@@ -708,12 +828,193 @@ mod tests {
         );
     }
 
+    /// The rules of [`LeaseTiming`]'s proof, for every lease length a task file may set.
     #[test]
-    fn timing_renews_every_third_and_writes_within_two_thirds() {
+    fn timing_hands_a_dead_owners_task_over_within_the_lease_and_keeps_one_writer() {
         let t = LeaseTiming::new(30);
-        assert_eq!(t.duration, Duration::from_secs(30));
-        assert_eq!(t.renew_every, Duration::from_secs(10));
-        assert_eq!(t.writes_within, Duration::from_secs(20));
+        assert_eq!(t.lease_seconds, 30);
+        assert_eq!(t.renew_every, Duration::from_secs(5));
+        assert_eq!(t.renewal_gives_up_after, Duration::from_secs(10));
+        assert_eq!(t.writes_within, Duration::from_secs(10));
+        assert_eq!(t.expires_after, Duration::from_secs(15));
+        assert_eq!(t.look_every, Duration::from_millis(2500));
+        for seconds in [1, 2, 3, 5, 7, 10, 15, 30, 60, 61, 120, 3600] {
+            let t = LeaseTiming::new(seconds);
+            let l = Duration::from_secs(seconds);
+            // 3. A dead owner's last renewal landed before it died; a watcher's first look
+            // after it, the expiry, and the wait for the owner's fence fit in the lease, with
+            // a twelfth of it left for the store's round trips.
+            let takeover = t.look_every + t.expires_after + t.writes_within;
+            assert!(takeover + l / 12 <= l, "{seconds} s: {takeover:?}");
+            // 2. A watcher expires a record only after an unfenced owner's next renewal would
+            // have landed, with a margin for the looks' latency.
+            assert!(t.expires_after >= t.writes_within + l / 6, "{seconds} s");
+            // A healthy owner renews well before it fences itself (room for a retry).
+            assert!(t.writes_within >= t.renew_every * 2, "{seconds} s");
+            assert!(
+                t.renew_every + t.renew_every / 4 < t.writes_within,
+                "{seconds} s"
+            );
+            // A renewal given up is one the owner was already fenced for.
+            assert!(
+                t.renew_every + t.renewal_gives_up_after >= t.writes_within,
+                "{seconds} s"
+            );
+            // The watcher looks often enough to see every renewal.
+            assert!(t.look_every < t.renew_every, "{seconds} s");
+        }
+    }
+
+    /// A record carries its owner's lease_seconds; a record of an inlet from before it is
+    /// read with the former timing and the watcher's own lease_seconds.
+    #[test]
+    fn a_watcher_times_a_record_by_its_owners_lease_seconds() {
+        let mine = LeaseTiming::new(15);
+        let record = LeaseRecord::of(&daemon("a"), LeaseTiming::new(60), 4, false);
+        let back: LeaseRecord = serde_json::from_slice(&record.encode()).unwrap();
+        assert_eq!(back.lease_seconds, Some(60));
+        assert_eq!(
+            LeaseTiming::of_owner(Some(&back), mine),
+            LeaseTiming::new(60)
+        );
+        let old =
+            br#"{"host":"h","pid":7,"pid_namespace":"pid:[1]","renewals":2,"released":false}"#;
+        let old: LeaseRecord = serde_json::from_slice(old).unwrap();
+        let former = LeaseTiming::of_owner(Some(&old), mine);
+        assert_eq!(former.lease_seconds, 15);
+        assert_eq!(former.renew_every, Duration::from_secs(5));
+        assert_eq!(former.writes_within, Duration::from_secs(10));
+        assert_eq!(former.expires_after, Duration::from_secs(15));
+        assert_eq!(LeaseTiming::of_owner(None, mine), former);
+    }
+
+    /// Two daemons with different service.lease_seconds: the watcher with the shorter lease
+    /// leaves a live owner with the longer one alone, and once it expired waits as long as
+    /// that owner may write; a watcher with the longer lease takes a short-lease owner's
+    /// task by the owner's short timing.
+    #[tokio::test]
+    async fn a_watcher_with_another_lease_goes_by_the_owners() {
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLease::default());
+        let long = LeaseTiming::new(3);
+        let short = LeaseTiming::new(1);
+        let mut a = LeaseWatch::new("t", store.clone(), long, daemon("a"));
+        let mut b = LeaseWatch::new("t", store.clone(), short, daemon("b"));
+        let _first = a.take(1).await.unwrap().unwrap();
+        assert!(matches!(
+            b.look().await.unwrap(),
+            Seen::Owned { epoch: 1, .. }
+        ));
+        // Past b's own expiry (0.5 s), within a's (1.5 s): a may still be renewing.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let seen = b.look().await.unwrap();
+        assert!(matches!(seen, Seen::Owned { epoch: 1, .. }), "{seen:?}");
+        // b looks again when a's record would expire, not later.
+        assert!(
+            b.next_look_in() <= Duration::from_millis(700),
+            "{:?}",
+            b.next_look_in()
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let seen = b.look().await.unwrap();
+        assert!(matches!(seen, Seen::Free { next_epoch: 2 }), "{seen:?}");
+        let second = b.take(2).await.unwrap().unwrap();
+        assert_eq!(
+            second.former_owner(),
+            Some(("a/7", long.writes_within)),
+            "the taker waits as long as the former owner may write, by the owner's lease"
+        );
+        // The other way round: a (3 s) watches b (1 s), and takes b's expired lease after
+        // b's 0.5 s, waiting b's third of a second.
+        assert!(matches!(
+            a.look().await.unwrap(),
+            Seen::Owned { epoch: 2, .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let seen = a.look().await.unwrap();
+        assert!(matches!(seen, Seen::Free { next_epoch: 3 }), "{seen:?}");
+        let third = a.take(3).await.unwrap().unwrap();
+        assert_eq!(third.former_owner(), Some(("b/7", short.writes_within)));
+    }
+
+    /// Lease objects whose first rewrite lands but answers an error (a connection cut after
+    /// the store applied it), remembering every record written.
+    #[derive(Default)]
+    struct FirstRewriteFails {
+        objects: MemoryLease,
+        written: Mutex<Vec<Vec<u8>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LeaseStore for FirstRewriteFails {
+        fn location(&self) -> String {
+            "memory".into()
+        }
+        async fn epochs(&self) -> Result<Vec<u64>, inlet_core::sink::TargetError> {
+            self.objects.epochs().await
+        }
+        async fn read(&self, epoch: u64) -> Result<Option<Vec<u8>>, inlet_core::sink::TargetError> {
+            self.objects.read(epoch).await
+        }
+        async fn create(
+            &self,
+            epoch: u64,
+            record: Vec<u8>,
+        ) -> Result<bool, inlet_core::sink::TargetError> {
+            self.written.lock().unwrap().push(record.clone());
+            self.objects.create(epoch, record).await
+        }
+        async fn rewrite(
+            &self,
+            epoch: u64,
+            record: Vec<u8>,
+        ) -> Result<(), inlet_core::sink::TargetError> {
+            let first = {
+                let mut written = self.written.lock().unwrap();
+                written.push(record.clone());
+                written.len() == 2
+            };
+            self.objects.rewrite(epoch, record).await?;
+            if first {
+                return Err(inlet_core::sink::TargetError::new(
+                    true,
+                    std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "connection reset after the write",
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        async fn remove(&self, epoch: u64) -> Result<(), inlet_core::sink::TargetError> {
+            self.objects.remove(epoch).await
+        }
+    }
+
+    /// One failed renewal neither fences the owner (it is retried well before the fence) nor
+    /// writes the same record as its retry (a watcher would keep timing the record from the
+    /// failed attempt's landing).
+    #[tokio::test]
+    async fn a_failed_renewal_is_retried_in_time_with_a_record_of_its_own() {
+        let store = Arc::new(FirstRewriteFails::default());
+        let timing = LeaseTiming::new(3);
+        let mut a = LeaseWatch::new("t", store.clone(), timing, daemon("a"));
+        let fence = a.take(1).await.unwrap().unwrap();
+        // Renewals at 0.5 s (fails), about 0.63 s (retry), 1.13 s, 1.63 s; fenced at 1 s
+        // without the retry.
+        tokio::select! {
+            lost = fence.keep() => panic!("lost the lease: {}", lost.message),
+            _ = tokio::time::sleep(Duration::from_millis(1400)) => {}
+        }
+        assert!(fence.lost().is_none());
+        let written = store.written.lock().unwrap().clone();
+        assert!(written.len() >= 3, "{} records written", written.len());
+        for (i, record) in written.iter().enumerate() {
+            assert!(
+                !written[..i].contains(record),
+                "record {i} repeats an earlier one: {}",
+                String::from_utf8_lossy(record)
+            );
+        }
     }
 
     #[test]
@@ -721,30 +1022,40 @@ mod tests {
         let me = DaemonId::this_process();
         assert!(me.pid_namespace.starts_with("pid:["), "{me:?}");
         let on_this_host = |pid: u32| DaemonId { pid, ..me.clone() };
-        assert!(LeaseRecord::of(&me, 3, false).owner_is_gone(&me));
+        assert!(LeaseRecord::of(&me, LeaseTiming::new(3), 3, false).owner_is_gone(&me));
         // pid 1 exists in every pid namespace.
-        assert!(!LeaseRecord::of(&on_this_host(1), 3, false).owner_is_gone(&me));
-        assert!(LeaseRecord::of(&on_this_host(u32::MAX - 1), 3, false).owner_is_gone(&me));
+        assert!(
+            !LeaseRecord::of(&on_this_host(1), LeaseTiming::new(3), 3, false).owner_is_gone(&me)
+        );
+        assert!(
+            LeaseRecord::of(&on_this_host(u32::MAX - 1), LeaseTiming::new(3), 3, false)
+                .owner_is_gone(&me)
+        );
         // Another host, or another container with this hostname: its pid means nothing here.
         let elsewhere = DaemonId {
             host: "another-host".into(),
             ..on_this_host(u32::MAX - 1)
         };
-        assert!(!LeaseRecord::of(&elsewhere, 3, false).owner_is_gone(&me));
+        assert!(!LeaseRecord::of(&elsewhere, LeaseTiming::new(3), 3, false).owner_is_gone(&me));
         let other_namespace = DaemonId {
             pid_namespace: "pid:[1]".into(),
             ..on_this_host(me.pid)
         };
-        assert!(!LeaseRecord::of(&other_namespace, 3, false).owner_is_gone(&me));
+        assert!(
+            !LeaseRecord::of(&other_namespace, LeaseTiming::new(3), 3, false).owner_is_gone(&me)
+        );
         // Another machine given this hostname, in its initial pid namespace (whose link reads
         // the same on every machine): another kernel, so its pid means nothing here either.
         let same_name_other_machine = DaemonId {
             boot_id: "00000000-0000-0000-0000-000000000000".into(),
             ..on_this_host(u32::MAX - 1)
         };
-        assert!(!LeaseRecord::of(&same_name_other_machine, 3, false).owner_is_gone(&me));
+        assert!(
+            !LeaseRecord::of(&same_name_other_machine, LeaseTiming::new(3), 3, false)
+                .owner_is_gone(&me)
+        );
         // A record of an earlier version, without the namespace, is waited for.
-        let mut old = LeaseRecord::of(&on_this_host(u32::MAX - 1), 3, false);
+        let mut old = LeaseRecord::of(&on_this_host(u32::MAX - 1), LeaseTiming::new(3), 3, false);
         old.pid_namespace.clear();
         assert!(!old.owner_is_gone(&me));
     }
