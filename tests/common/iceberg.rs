@@ -145,3 +145,91 @@ pub fn snapshot_log(table_dir: &Path) -> Vec<(String, Option<String>, Option<Str
         })
         .collect()
 }
+
+/// Another engine committing to a folder-catalog table in a loop, concurrently with inlet
+/// (foreign_commit.py `loop`): the delete first (once, when given), then rewrites of every data
+/// file and expiries of older snapshots, until [`ForeignLoop::finish`].
+pub struct ForeignLoop {
+    child: std::process::Child,
+    stop: PathBuf,
+}
+
+/// What the loop did: its commits (`op`, `version`, `touched`), the commits it lost to another
+/// writer (planned again each time) and its errors.
+pub struct ForeignReport {
+    pub commits: Vec<serde_json::Value>,
+    pub conflicts: u64,
+    pub errors: Vec<String>,
+}
+
+impl ForeignLoop {
+    /// Starts the loop on the table in `table_dir`; `delete` is a pyiceberg row filter; the loop
+    /// stops when the file `stop` (outside the warehouse) exists.
+    pub fn start(table_dir: &Path, stop: &Path, delete: Option<&str>) -> Self {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sinks/iceberg/tests/readers/foreign_commit.py"
+        );
+        let stop = stop.to_path_buf();
+        let _ = std::fs::remove_file(&stop);
+        let child = Command::new(python())
+            .arg(script)
+            .arg(table_dir)
+            .arg("loop")
+            .arg(&stop)
+            .args(delete)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child, stop }
+    }
+
+    /// Whether the loop still runs (a loop that stopped early failed; `finish` says why).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Asks the loop to stop after its current commit and returns its report.
+    pub fn finish(self) -> ForeignReport {
+        std::fs::write(&self.stop, b"").unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the foreign commit loop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "the foreign commit loop printed no report ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        ForeignReport {
+            commits: doc["commits"].as_array().cloned().unwrap_or_default(),
+            conflicts: doc["conflicts"].as_u64().unwrap_or_default(),
+            errors: doc["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect(),
+        }
+    }
+}
+
+/// The metadata versions (`vN.metadata.json`) of the table in `table_dir`, ascending.
+pub fn metadata_versions(table_dir: &Path) -> Vec<u64> {
+    let mut versions: Vec<u64> = std::fs::read_dir(table_dir.join("metadata"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix('v')?
+                .strip_suffix(".metadata.json")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}

@@ -8,6 +8,12 @@ change is planned again on the newer table and retried.
     python foreign_commit.py <table folder> rewrite          # overwrite with the same rows
     python foreign_commit.py <table folder> delete <filter>  # pyiceberg row filter, e.g. "id < 10"
     python foreign_commit.py <table folder> expire           # expire every snapshot but main's
+    python foreign_commit.py <table folder> loop <stop file> [<delete filter>]
+
+`loop` commits one change after another, concurrently with inlet, until the stop file exists:
+first the delete (once, when a filter is given), then rewrite, expire, rewrite, ... with a short
+random pause between them. It counts the commits it lost to another writer (the race for
+version N+1, planned again each time) and reports every commit it made, and every error.
 
 With `--sql-catalog DB` the first argument is a table identifier (`namespace.table`) of the
 sqlite SqlCatalog "inlet_test" in DB (the catalog behind the tests' REST catalog server), and
@@ -22,6 +28,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 
 
 def current_version(metadata_dir):
@@ -70,15 +77,21 @@ def change(catalog, name, op, args):
     return touched
 
 
+_catalogs = 0
+
+
 def attempt(table_dir, op, args, scratch):
     from pyiceberg.catalog.sql import SqlCatalog
 
     metadata_dir = os.path.join(table_dir, "metadata")
+    global _catalogs
+    _catalogs += 1
     version = current_version(metadata_dir)
     base = os.path.join(metadata_dir, f"v{version}.metadata.json")
     catalog = SqlCatalog(
         "foreign",
-        uri=f"sqlite:///{scratch}/catalog-{version}-{os.getpid()}.db",
+        # One scratch catalog per attempt: a loop plans on the same version more than once.
+        uri=f"sqlite:///{scratch}/catalog-{_catalogs}-{os.getpid()}.db",
         warehouse=f"file://{scratch}",
     )
     catalog.create_namespace_if_not_exists("ns")
@@ -108,8 +121,51 @@ def through_sql_catalog(db, name, op, args):
     return {"op": op, "touched": touched, "committed": after != before, "metadata": after}
 
 
+def run_loop(table_dir, stop_file, delete_filter):
+    """Commits until `stop_file` exists; returns the report (see the module doc)."""
+    import random
+    import traceback
+
+    rng = random.Random(os.getpid())
+    commits, errors = [], []
+    conflicts = 0
+    cycle = ["rewrite", "expire"]
+    turn = 0
+    pending_delete = delete_filter is not None
+    with tempfile.TemporaryDirectory() as scratch:
+        while not os.path.exists(stop_file):
+            if pending_delete:
+                op, args = "delete", [delete_filter]
+            else:
+                op, args = cycle[turn % len(cycle)], []
+            try:
+                done = attempt(table_dir, op, args, scratch)
+            except Exception:  # reported to the test, which fails with it
+                errors.append(traceback.format_exc())
+                if len(errors) >= 5:
+                    break
+                continue
+            if done is None:
+                conflicts += 1
+                continue
+            if op == "delete":
+                pending_delete = False
+            else:
+                turn += 1
+            if done["committed"]:
+                done["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+                commits.append(done)
+            time.sleep(rng.uniform(0.0, 0.2))
+    return {"commits": commits, "conflicts": conflicts, "errors": errors}
+
+
 def main():
     argv = sys.argv[1:]
+    if len(argv) >= 3 and argv[1] == "loop":
+        table_dir, stop_file = argv[0], argv[2]
+        delete_filter = argv[3] if len(argv) > 3 else None
+        print(json.dumps(run_loop(table_dir, stop_file, delete_filter)))
+        return
     if argv[0] == "--sql-catalog":
         db, name, op, args = argv[1], argv[2], argv[3], argv[4:]
         print(json.dumps(through_sql_catalog(db, name, op, args)))
