@@ -539,7 +539,7 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
         if service.lease_seconds < 3 {
             return Err(format!(
                 "service.lease_seconds: {} is too short; give at least 3 (the owner renews every \
-                 third of it)",
+                 sixth of it)",
                 service.lease_seconds
             ));
         }
