@@ -228,9 +228,9 @@ pub struct ServiceConfig {
     /// idle connections can neither lock out a health probe nor use up the file descriptors
     /// the tasks need.
     pub max_connections: usize,
-    /// Each task is owned by one daemon through a lease in its target store: another daemon
-    /// takes it when the owner has not renewed it for this many seconds (the owner renews
-    /// every third of it and stops writing after two thirds without a renewal).
+    /// Each task is owned by one daemon through a lease in its target store: a dead owner's
+    /// task runs in another daemon within this many seconds (the owner renews every sixth of
+    /// it and stops writing a third of it after its last renewal; see `lease::LeaseTiming`).
     pub lease_seconds: u64,
     /// At most this many tasks run in this daemon; the others are left to other daemons that
     /// share the task files (none: no limit).
