@@ -185,6 +185,15 @@ impl ForeignLoop {
         Self { child, stop }
     }
 
+    /// How many commits the loop has made so far.
+    pub fn commits(&self) -> usize {
+        let mut log = self.stop.clone().into_os_string();
+        log.push(".commits");
+        std::fs::read_to_string(log)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    }
+
     /// Whether the loop still runs (a loop that stopped early failed; `finish` says why).
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -13,7 +13,8 @@ change is planned again on the newer table and retried.
 `loop` commits one change after another, concurrently with inlet, until the stop file exists:
 first the delete (once, when a filter is given), then rewrite, expire, rewrite, ... with a short
 random pause between them. It counts the commits it lost to another writer (the race for
-version N+1, planned again each time) and reports every commit it made, and every error.
+version N+1, planned again each time) and reports every commit it made, and every error; each
+commit is also appended as a JSON line to `<stop file>.commits` as it is made.
 
 With `--sql-catalog DB` the first argument is a table identifier (`namespace.table`) of the
 sqlite SqlCatalog "inlet_test" in DB (the catalog behind the tests' REST catalog server), and
@@ -155,6 +156,9 @@ def run_loop(table_dir, stop_file, delete_filter):
             if done["committed"]:
                 done["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
                 commits.append(done)
+                # Progress, for a test that waits for a number of commits.
+                with open(stop_file + ".commits", "a") as f:
+                    f.write(json.dumps(done) + "\n")
             time.sleep(rng.uniform(0.0, 0.2))
     return {"commits": commits, "conflicts": conflicts, "errors": errors}
 
