@@ -158,6 +158,16 @@ fn assert_equal(report: &serde_json::Value, name: &str, rows: u64) {
     assert_eq!(counts(t), (rows, 0, 0, 0), "{t}");
 }
 
+/// (ranges compared, ranges that differed, rows read from the source) of a table of the report.
+fn ranges(t: &serde_json::Value) -> (u64, u64, u64) {
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("no {k} in {t}"));
+    (
+        n("ranges_compared"),
+        n("ranges_differing"),
+        n("rows_read_from_source"),
+    )
+}
+
 /// `items` holds the types the load converts (timestamptz, uuid and time as text under the
 /// portable forms, numeric), and NaN in two numeric columns whose value policy writes it as NULL
 /// (`n`) and as text (`m`): no difference, since the source is read as the load reads it.
@@ -289,6 +299,13 @@ async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl Fn
     assert_eq!(report["equal"], true, "{report}");
     assert_equal(&report, "public.items", 500);
     assert_equal(&report, "public.busy", 2000);
+    // The server's range hash agrees with the target's: no row of items is read, though it
+    // holds timestamptz, uuid, time, numeric and NaN written as NULL and as text.
+    assert_eq!(
+        ranges(table(&report, "public.items")),
+        (1, 0, 0),
+        "{report}"
+    );
     if keyless {
         let bag = table(&report, "public.bag");
         assert_eq!(counts(bag), (3, 0, 0, 0), "{bag}");
@@ -312,6 +329,15 @@ async fn pg_round_trip(name: &str, target: &str, keyless: bool, corrupt: impl Fn
     assert_eq!(code, 1, "{report}\n{stderr}\n{}", log_text());
     assert_eq!(report["equal"], false, "{report}");
     assert_corruption_found(&report, "public.items", 500);
+    // Its one range differs: read in the first round, and again in each recheck.
+    let items = table(&report, "public.items");
+    assert_eq!(ranges(items).0, 1, "{items}");
+    assert_eq!(ranges(items).1, 1, "{items}");
+    assert_eq!(
+        ranges(items).2,
+        500 * items["rounds"].as_u64().unwrap(),
+        "{items}"
+    );
     // Updated all along, by the workload: no difference.
     assert_equal(&report, "public.busy", 2000);
     assert_eq!(code3, 1, "{report3}\n{stderr3}\n{}", log_text());

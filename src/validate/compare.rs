@@ -12,6 +12,7 @@ use arrow_schema::SchemaRef;
 use inlet_core::{within_years, TableSchema};
 use inlet_sink_iceberg::LiveTable;
 
+use super::ranges::{has_canonical_text, key_values, row_hashes, KeyRanges};
 use super::target::{Entry, TargetReader, TargetRows};
 use super::{Context, Keys};
 use crate::JobError;
@@ -84,6 +85,8 @@ pub(super) struct TablePlan {
     pub(super) rows: RowConverter,
     pub(super) keys: RowConverter,
     pub(super) live: Option<LiveTable>,
+    /// The key ranges of a table compared by range hashes this round.
+    pub(super) ranges: Option<KeyRanges>,
 }
 
 impl TablePlan {
@@ -166,7 +169,55 @@ impl TablePlan {
             rows,
             keys,
             live,
+            ranges: None,
         })
+    }
+
+    /// The columns' types as the target holds them, when every one has a canonical text (see
+    /// [`super::ranges`]), or the column that has none.
+    pub(super) fn canonical_types(&self) -> Result<Vec<arrow_schema::DataType>, String> {
+        if self.columns.fields().len() != self.source.columns.len() {
+            return Err("the target's columns are not the source's".into());
+        }
+        let mut types = Vec::with_capacity(self.source.columns.len());
+        for f in self.columns.fields() {
+            if !has_canonical_text(f.data_type()) {
+                return Err(format!(
+                    "column {} ({}) has no canonical text both sides render alike",
+                    f.name(),
+                    f.data_type()
+                ));
+            }
+            types.push(f.data_type().clone());
+        }
+        Ok(types)
+    }
+
+    /// With range hashes: each row's key range.
+    pub(super) fn range_indexes(&self, columns: &[ArrayRef]) -> Result<Option<Vec<u32>>, String> {
+        let Some(ranges) = &self.ranges else {
+            return Ok(None);
+        };
+        let n = columns.first().map_or(0, |c| c.len());
+        Ok(Some(match (&ranges.key, self.key.first()) {
+            (Some(_), Some(&k)) => key_values(&columns[k])?
+                .into_iter()
+                .map(|v| ranges.index_of(v))
+                .collect(),
+            _ => vec![0; n],
+        }))
+    }
+
+    /// With range hashes: each row's canonical hash and key range.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn range_hashes(
+        &self,
+        columns: &[ArrayRef],
+    ) -> Result<(Option<Vec<u64>>, Option<Vec<u32>>), String> {
+        let Some(ranges) = self.range_indexes(columns)? else {
+            return Ok((None, None));
+        };
+        Ok((Some(row_hashes(columns)?), Some(ranges)))
     }
 
     /// `batch`'s columns in the plan's order and types: cast where a file holds another type
@@ -263,8 +314,9 @@ impl TablePlan {
         };
         let columns = self.conform(&written).map_err(fail)?;
         let (keys, rows) = self.hashes(&columns).map_err(fail)?;
+        let ranges = self.range_indexes(&columns).map_err(fail)?;
         for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
-            if !only.keeps(k) {
+            if !only.keeps(k, ranges.as_ref().map(|r| r[i])) {
                 continue;
             }
             tally.source_rows += 1;
@@ -289,6 +341,8 @@ impl TablePlan {
                             row: r,
                             count: 0,
                             source_rows: 0,
+                            canon: 0,
+                            range: 0,
                         })
                         .source_rows += 1;
                     tally.differing.insert(k);

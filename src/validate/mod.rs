@@ -31,6 +31,7 @@
 //! (the per-table result, its summary line and `--json`).
 
 mod compare;
+mod ranges;
 mod report;
 mod source;
 mod target;
@@ -100,10 +101,15 @@ impl Keys {
         }
     }
 
-    fn keeps(&self, key: u128) -> bool {
+    /// Whether a row of key hash `key` (and, for a table compared by range hashes, of key
+    /// range `range`) is compared: a pass of such a table takes whole ranges.
+    fn keeps(&self, key: u128, range: Option<u32>) -> bool {
         match self {
             Self::All => true,
-            Self::Part { index, of } => (key as u64) % of == *index,
+            Self::Part { index, of } => match range {
+                Some(r) => u64::from(r) % of == *index,
+                None => (key as u64) % of == *index,
+            },
             Self::Only(keys) => keys.contains(&key),
         }
     }
@@ -266,6 +272,7 @@ pub async fn validate(
     let mut reports: Vec<TableReport> = (0..chosen.len()).map(|_| TableReport::default()).collect();
     let mut differing: Vec<HashSet<u128>> = vec![HashSet::new(); chosen.len()];
     let mut differing_source_rows: Vec<u64> = vec![0; chosen.len()];
+    let mut differing_spans: Vec<Option<Spans>> = vec![None; chosen.len()];
     for pass in 0..passes.iter().copied().max().unwrap_or(1) {
         let todo: Vec<usize> = (0..chosen.len())
             .filter(|&i| pass < passes[i] && !reports[i].skipped)
@@ -274,6 +281,7 @@ pub async fn validate(
             continue;
         }
         let keys: Vec<Keys> = todo.iter().map(|&i| Keys::part(pass, passes[i])).collect();
+        let spans = vec![None; todo.len()];
         let results = round(
             &mut source,
             &checkpoints,
@@ -281,9 +289,9 @@ pub async fn validate(
             follows,
             args,
             &ctx,
-            &chosen,
-            &todo,
+            (&chosen, &todo),
             &keys,
+            &spans,
         )
         .await?;
         for (result, &i) in results.into_iter().zip(&todo) {
@@ -291,6 +299,13 @@ pub async fn validate(
             reports[i].rows_compared += result.source_rows;
             differing[i].extend(result.differing);
             differing_source_rows[i] += result.differing_source_rows;
+            if let Some(s) = result.spans {
+                let into = differing_spans[i].get_or_insert_with(|| Spans {
+                    key: s.key.clone(),
+                    spans: Vec::new(),
+                });
+                into.spans.extend(s.spans);
+            }
         }
     }
     for (i, r) in reports.iter_mut().enumerate() {
@@ -316,6 +331,7 @@ pub async fn validate(
             .iter()
             .map(|&i| Keys::Only(Arc::new(std::mem::take(&mut differing[i]))))
             .collect();
+        let spans: Vec<Option<Spans>> = todo.iter().map(|&i| differing_spans[i].take()).collect();
         let results = round(
             &mut source,
             &checkpoints,
@@ -323,9 +339,9 @@ pub async fn validate(
             follows,
             args,
             &ctx,
-            &chosen,
-            &todo,
+            (&chosen, &todo),
             &keys,
+            &spans,
         )
         .await?;
         for (result, &i) in results.into_iter().zip(&todo) {
@@ -336,10 +352,17 @@ pub async fn validate(
                     + result.source_rows,
                 rounds: round_number,
                 note,
+                // The first round's range hashes; rows read in every round.
+                ranges_compared: was.ranges_compared,
+                ranges_differing: was.ranges_differing,
+                compared_row_by_row: was.compared_row_by_row,
+                rows_read_from_source: was.rows_read_from_source
+                    + result.report.rows_read_from_source,
                 ..result.report
             };
             differing[i] = result.differing;
             differing_source_rows[i] = result.differing_source_rows;
+            differing_spans[i] = result.spans;
         }
     }
     for r in &mut reports {
@@ -371,16 +394,16 @@ async fn round(
     follows: bool,
     args: &ValidateArgs<'_>,
     ctx: &Context<'_>,
-    chosen: &[usize],
-    todo: &[usize],
+    (chosen, todo): (&[usize], &[usize]),
     keys: &[Keys],
+    spans: &[Option<Spans>],
 ) -> Result<Vec<RoundResult>, JobError> {
     let position = source.open_round().await?;
     if follows {
         wait_for_target(checkpoints, task, position, args.max_lag).await?;
     }
     let which: Vec<usize> = todo.iter().map(|&i| chosen[i]).collect();
-    source.compare(ctx, &which, keys).await
+    source.compare(ctx, &which, keys, spans).await
 }
 
 /// Adds one pass's result of a table to its report.
@@ -390,6 +413,12 @@ fn merge(into: &mut TableReport, pass: TableReport, max_keys: usize) {
     into.missing += pass.missing;
     into.extra += pass.extra;
     into.different += pass.different;
+    into.ranges_compared += pass.ranges_compared;
+    into.ranges_differing += pass.ranges_differing;
+    into.rows_read_from_source += pass.rows_read_from_source;
+    if pass.compared_row_by_row.is_some() {
+        into.compared_row_by_row = pass.compared_row_by_row;
+    }
     for (to, from) in [
         (&mut into.missing_keys, pass.missing_keys),
         (&mut into.extra_keys, pass.extra_keys),
@@ -458,6 +487,20 @@ struct RoundResult {
     /// in `rows_compared` by what the recheck read (a table that read empty to a round's
     /// snapshot, as one truncated and refilled after it does, is counted as the recheck finds it).
     differing_source_rows: u64,
+    /// The key ranges that held the differing keys (a table compared by range hashes): a
+    /// recheck reads only those from the source.
+    spans: Option<Spans>,
+}
+
+/// `[start, end)` of a table's first key column; an open end is None.
+type Span = (Option<i64>, Option<i64>);
+
+/// Key ranges of a table to read again.
+#[derive(Clone, Debug, Default)]
+struct Spans {
+    /// The first key column; None: the whole table.
+    key: Option<String>,
+    spans: Vec<Span>,
 }
 
 struct Context<'a> {

@@ -26,6 +26,16 @@ pub struct TableReport {
     pub note: Option<String>,
     /// Not compared (see `note`).
     pub skipped: bool,
+    /// Key ranges whose row count and hash the source server computed and compared with the
+    /// target's (first round).
+    pub ranges_compared: u64,
+    /// Those of them whose count or hash differed: their rows were read and compared.
+    pub ranges_differing: u64,
+    /// Rows read from the source, in every round.
+    pub rows_read_from_source: u64,
+    /// Why the table was compared row by row, without range hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_row_by_row: Option<String>,
 }
 
 impl TableReport {

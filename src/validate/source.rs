@@ -8,8 +8,9 @@ use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable}
 use inlet_core::{Position, TableSelection, ValuePolicy};
 
 use super::compare::{TablePlan, Tally};
+use super::ranges::{RangeSource, RangeSum};
 use super::report::TableReport;
-use super::{Context, Keys, RoundResult};
+use super::{Context, Keys, RoundResult, Span, Spans};
 use crate::config::{SourceConfig, TaskConfig};
 use crate::load_pool::source_error;
 use crate::sink::Target;
@@ -25,6 +26,8 @@ pub(super) enum SourceSide {
         limits: inlet_postgres::BatchLimits,
         chunk_mb: u64,
         round: Option<inlet_postgres::PgLoadSource>,
+        /// The round's exported snapshot, which range hashes and range reads import.
+        snapshot_id: String,
     },
     Mysql {
         connector: inlet_mysql::MysqlConnector,
@@ -62,18 +65,16 @@ impl SourceSide {
                     },
                     chunk_mb: fl.chunk_mb,
                     round: None,
+                    snapshot_id: String::new(),
                 })
             }
             SourceConfig::Mysql(source) => {
                 let connector =
                     inlet_mysql::MysqlConnector::new(source).map_err(JobError::config)?;
-                let mut conn = connector
-                    .connect()
-                    .await
-                    .map_err(crate::mysql_task::mysql_error)?;
+                let mut conn = connector.connect().await.map_err(crate::JobError::source)?;
                 let tables = inlet_mysql::discover(&mut conn, &connector, selection, policy)
                     .await
-                    .map_err(crate::mysql_task::mysql_error)?;
+                    .map_err(crate::JobError::source)?;
                 drop(conn);
                 let target = Target::new(&config.target, &config.task.name)?;
                 let epoch = target
@@ -122,11 +123,13 @@ impl SourceSide {
                 limits,
                 chunk_mb,
                 round,
+                snapshot_id,
             } => {
                 *round = None;
                 let snapshot = inlet_postgres::ExportedSnapshot::export(connector)
                     .await
                     .map_err(JobError::source)?;
+                *snapshot_id = snapshot.id().to_string();
                 let position = inlet_postgres::snapshot_position(&snapshot, connector)
                     .await
                     .map_err(JobError::source)?;
@@ -153,12 +156,12 @@ impl SourceSide {
                 *round = None;
                 let snapshot = inlet_mysql::ConsistentSnapshot::open(connector, 1)
                     .await
-                    .map_err(crate::mysql_task::mysql_error)?;
+                    .map_err(crate::JobError::source)?;
                 let position = snapshot
                     .point
                     .binlog
                     .to_position(*epoch)
-                    .map_err(crate::mysql_task::mysql_error)?;
+                    .map_err(crate::JobError::source)?;
                 *round = Some(inlet_mysql::MysqlLoadSource::new(
                     snapshot,
                     tables.clone(),
@@ -171,25 +174,45 @@ impl SourceSide {
     }
 
     /// Compares tables `which` (indexes into the discovered tables) in the open snapshot,
-    /// each restricted to its suspects when it has some.
+    /// each restricted to its suspects when it has some (`keys`), and to the key ranges that
+    /// held them (`spans`) when known.
     pub(super) async fn compare(
         &mut self,
         ctx: &Context<'_>,
         which: &[usize],
         keys: &[Keys],
+        spans: &[Option<Spans>],
     ) -> Result<Vec<RoundResult>, JobError> {
         match self {
-            Self::Postgres { round, .. } => {
+            Self::Postgres {
+                round,
+                connector,
+                tables,
+                limits,
+                chunk_mb,
+                snapshot_id,
+            } => {
                 let source = round
                     .take()
                     .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
-                compare_in(source, ctx, which, keys).await
+                let reader = inlet_postgres::RangeReader::open(connector, snapshot_id)
+                    .await
+                    .map_err(JobError::source)?;
+                let utf8 = reader.utf8().await.map_err(JobError::source)?;
+                let ranged = RangeSource::Postgres {
+                    reader,
+                    tables: tables.clone(),
+                    limits: *limits,
+                    chunk_mb: *chunk_mb,
+                    utf8,
+                };
+                compare_in(source, Some(&ranged), ctx, which, keys, spans).await
             }
             Self::Mysql { round, .. } => {
                 let source = round
                     .take()
                     .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
-                compare_in(source, ctx, which, keys).await
+                compare_in(source, None, ctx, which, keys, spans).await
             }
         }
     }
@@ -199,9 +222,11 @@ impl SourceSide {
 /// target's rows into a map, then the source's chunks streamed against it.
 pub(super) async fn compare_in<S: LoadSource>(
     mut source: S,
+    ranged: Option<&RangeSource>,
     ctx: &Context<'_>,
     which: &[usize],
     keys: &[Keys],
+    spans: &[Option<Spans>],
 ) -> Result<Vec<RoundResult>, JobError> {
     let tables = source.tables();
     // Planned before the readers are taken: a source may plan on a reader's connection
@@ -217,84 +242,173 @@ pub(super) async fn compare_in<S: LoadSource>(
         ));
     };
     let mut results = Vec::with_capacity(which.len());
-    for ((&t, only), chunks) in which.iter().zip(keys).zip(planned) {
+    for (((&t, only), chunks), known) in which.iter().zip(keys).zip(planned).zip(spans) {
         let Some(table) = tables.get(t) else {
             results.push(RoundResult::default());
             continue;
         };
         let schema = table.schema().clone();
+        let skipped = |key: Vec<String>, why: String| RoundResult {
+            report: TableReport {
+                table: schema.id.to_string(),
+                key,
+                skipped: true,
+                note: Some(why),
+                ..TableReport::default()
+            },
+            ..RoundResult::default()
+        };
         let mut plan = match TablePlan::new(ctx, &schema).await? {
             Ok(plan) => plan,
             Err(why) => {
-                results.push(RoundResult {
-                    report: TableReport {
-                        table: schema.id.to_string(),
-                        skipped: true,
-                        note: Some(why),
-                        ..TableReport::default()
-                    },
-                    ..RoundResult::default()
-                });
+                results.push(skipped(Vec::new(), why));
                 continue;
             }
         };
+        // Range hashes first, in a round over all the keys (or a pass's part of them); a
+        // recheck reads the ranges that held its keys; else every chunk, row by row.
+        let mut row_by_row = None;
+        let mut range_plan = None;
+        match (ranged, only, known) {
+            (Some(ranged), Keys::All | Keys::Part { .. }, _) => match plan.canonical_types() {
+                Ok(types) => match ranged.plan(t, &types).await? {
+                    Ok(p) => range_plan = Some(p),
+                    Err(why) => row_by_row = Some(why),
+                },
+                Err(why) => row_by_row = Some(why),
+            },
+            (None, _, _) => {
+                row_by_row = Some("the source computes no range hashes (MySQL)".into());
+            }
+            _ => {}
+        }
+        plan.ranges = range_plan.as_ref().map(|p| p.ranges.clone());
         let estimate = table.estimated_rows();
         let mut state = match plan.read_target(ctx, only, estimate).await? {
             Ok(state) => state,
             Err(why) => {
-                results.push(RoundResult {
-                    report: TableReport {
-                        table: schema.id.to_string(),
-                        key: plan.key_names.clone(),
-                        skipped: true,
-                        note: Some(why),
-                        ..TableReport::default()
-                    },
-                    ..RoundResult::default()
-                });
+                results.push(skipped(plan.key_names.clone(), why));
                 continue;
             }
         };
         let mut tally = Tally::new(ctx.max_keys);
         let started = Instant::now();
         let mut shown = Instant::now();
-        for chunk in chunks {
-            let mut batches = reader.read(table, chunk).await.map_err(source_error)?;
-            while let Some(batch) = batches.next_batch().await.map_err(source_error)? {
-                plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
-                if ctx.progress && shown.elapsed() > Duration::from_millis(500) {
-                    shown = Instant::now();
-                    eprint!(
-                        "\r{}: {} rows compared ({:.0} s)\x1b[K",
-                        schema.id,
-                        tally.source_rows,
-                        started.elapsed().as_secs_f64()
-                    );
+        let mut progress = |rows: u64| {
+            if ctx.progress && shown.elapsed() > Duration::from_millis(500) {
+                shown = Instant::now();
+                eprint!(
+                    "\r{}: {} rows compared ({:.0} s)\x1b[K",
+                    schema.id,
+                    rows,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        };
+        let mut agreeing_rows = 0;
+        // Rows read from the source, compared or not (a recheck keeps only its keys).
+        let mut read: u64 = 0;
+        let mut ranges_compared = 0;
+        let mut differing_spans = None;
+        match (ranged, &range_plan, known) {
+            (Some(ranged), Some(rp), _) => {
+                let in_pass: Vec<usize> = (0..rp.ranges.len())
+                    .filter(|&r| only.keeps(0, Some(r as u32)))
+                    .collect();
+                let sums = ranged.hashes(t, rp, &in_pass).await?;
+                let mut target = vec![RangeSum::default(); rp.ranges.len()];
+                for e in state.rows.values() {
+                    if let Some(s) = target.get_mut(e.range as usize) {
+                        s.add(e.canon, e.count);
+                    }
+                }
+                let mut differ = vec![false; rp.ranges.len()];
+                for (&r, source_sum) in in_pass.iter().zip(&sums) {
+                    if target[r] == *source_sum {
+                        agreeing_rows += source_sum.rows;
+                    } else {
+                        differ[r] = true;
+                    }
+                }
+                ranges_compared = in_pass.len() as u64;
+                // The rows of agreeing ranges are equal: only the others are compared.
+                state
+                    .rows
+                    .retain(|_, e| differ.get(e.range as usize).copied().unwrap_or(true));
+                let spans: Vec<Span> = (0..rp.ranges.len())
+                    .filter(|&r| differ[r])
+                    .map(|r| rp.ranges.span(r))
+                    .collect();
+                for span in &spans {
+                    ranged
+                        .read(t, rp.ranges.key.as_deref(), *span, |batch| {
+                            read += batch.num_rows() as u64;
+                            plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
+                            progress(agreeing_rows + tally.source_rows);
+                            Ok(())
+                        })
+                        .await?;
+                }
+                differing_spans = Some(Spans {
+                    key: rp.ranges.key.clone(),
+                    spans,
+                });
+            }
+            (Some(ranged), None, Some(known)) => {
+                for span in &known.spans {
+                    ranged
+                        .read(t, known.key.as_deref(), *span, |batch| {
+                            read += batch.num_rows() as u64;
+                            plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
+                            progress(tally.source_rows);
+                            Ok(())
+                        })
+                        .await?;
+                }
+                differing_spans = Some(known.clone());
+            }
+            _ => {
+                for chunk in chunks {
+                    let mut batches = reader.read(table, chunk).await.map_err(source_error)?;
+                    while let Some(batch) = batches.next_batch().await.map_err(source_error)? {
+                        read += batch.num_rows() as u64;
+                        plan.compare_source(ctx, &batch, &mut state, only, &mut tally)?;
+                        progress(tally.source_rows);
+                    }
+                    drop(batches);
+                    reader.finish_chunk().await.map_err(source_error)?;
                 }
             }
-            drop(batches);
-            reader.finish_chunk().await.map_err(source_error)?;
         }
         if ctx.progress {
             eprint!("\r\x1b[K");
         }
         tally.extras(&state);
+        let ranges_differing = differing_spans
+            .as_ref()
+            .filter(|_| range_plan.is_some())
+            .map_or(0, |s| s.spans.len() as u64);
         results.push(RoundResult {
             report: TableReport {
                 table: schema.id.to_string(),
                 key: plan.key_names.clone(),
-                rows_compared: tally.source_rows,
+                rows_compared: agreeing_rows + tally.source_rows,
                 missing: tally.missing,
                 extra: tally.extra,
                 different: tally.different,
                 missing_keys: tally.missing_keys,
                 extra_keys: tally.extra_keys,
                 different_keys: tally.different_keys,
+                ranges_compared,
+                ranges_differing,
+                rows_read_from_source: read,
+                compared_row_by_row: row_by_row,
                 ..TableReport::default()
             },
-            source_rows: tally.source_rows,
+            source_rows: agreeing_rows + tally.source_rows,
             differing: tally.differing,
             differing_source_rows: tally.differing_source_rows,
+            spans: differing_spans,
         });
     }
     drop(reader);

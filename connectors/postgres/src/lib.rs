@@ -47,4 +47,4 @@ pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
     SnapshotChunk, SnapshotReader,
 };
-pub use validate::snapshot_position;
+pub use validate::{canonical_row_sql, integer_key_column, snapshot_position, KeySpan, RangeReader};
