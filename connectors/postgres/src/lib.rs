@@ -47,4 +47,6 @@ pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
     SnapshotChunk, SnapshotReader,
 };
-pub use validate::{canonical_row_sql, integer_key_column, snapshot_position, KeySpan, RangeReader};
+pub use validate::{
+    canonical_row_sql, integer_key_column, snapshot_position, KeySpan, RangeReader,
+};

@@ -120,10 +120,12 @@ pub fn canonical_row_sql(table: &SourceTable, written: &[DataType]) -> Result<St
                      (floor(extract(epoch FROM {q})::numeric * {per}) * {scale})::bigint::text END"
                 )
             }
-            (d, w) => return Err(format!(
+            (d, w) => {
+                return Err(format!(
                 "column {} ({d:?} written as {w}) has no canonical text both sides render alike",
                 c.field.name()
-            )),
+            ))
+            }
         };
         parts.push(format!("coalesce('V' || {expr}, 'N')"));
     }
