@@ -157,7 +157,9 @@ impl Owner {
             };
             state.set_owner(Some(self.me.to_string()), Some(fence.epoch()));
             tracing::info!(task = %name, epoch = fence.epoch(), daemon = %self.me, "took the task's lease; starting it");
-            let registered = lease::register(&name, fence.clone());
+            // Registered until the phase below says how the task ended: meanwhile /status
+            // reads the fence of a task that still shows running (http::current).
+            let _registered = lease::register(&name, fence.clone());
             let ended = match wait_out_former_owner(&fence, &state, &name, stopped.clone()).await {
                 FormerOwner::Gone => tokio::select! {
                     result = supervise(task.clone(), state.clone(), stopped.clone()) => Some(result),
@@ -167,7 +169,6 @@ impl Owner {
                 // Stopping while waiting: nothing was written, the lease is given back.
                 FormerOwner::Stopped => Some(Ok(())),
             };
-            drop(registered);
             if let Some(Err(_)) = &ended {
                 // A write the target refused because the task was taken (an Iceberg table
                 // that records a newer owner) shows in the lease: read it before deciding.
