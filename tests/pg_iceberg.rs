@@ -338,7 +338,8 @@ async fn audited_versions(client: &tokio_postgres::Client) -> BTreeMap<i64, i64>
 }
 
 /// Another engine (pyiceberg, one process committing in a loop) commits to the table WHILE
-/// inlet commits every 50 ms under a workload, and inlet is SIGKILLed three times at random
+/// inlet commits every 50 ms under a workload (with a transaction written in parts in each
+/// run), and inlet is SIGKILLed three times at random
 /// moments and restarted: the loop deletes the cold rows once, then rewrites every data file
 /// and expires older snapshots, one after another, racing inlet for each metadata version
 /// (the loser plans again). At the end pyiceberg, DuckDB and polars read the table equal to
@@ -387,9 +388,19 @@ async fn commits_of_another_engine_racing_inlet_commits_across_sigkills_are_kept
     };
     let mut round = 2;
     for _ in 0..3 {
-        for _ in 0..4 + next() % 4 {
+        for i in 0..4 + next() % 4 {
             items_round(&client, round, false).await;
             round += 1;
+            if i == 1 {
+                // A transaction larger than part_rows: written in parts, committed only whole.
+                client
+                    .batch_execute(&format!(
+                        "UPDATE items SET version = version + 1, note = note || '*' \
+                         WHERE NOT ({COLD_ROWS})"
+                    ))
+                    .await
+                    .unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(next() % 150)).await;
         }
         tokio::time::sleep(Duration::from_millis(next() % 400)).await;
