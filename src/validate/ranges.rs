@@ -273,6 +273,13 @@ pub(super) enum RangeSource {
         /// The database's text is UTF-8 (else no hashing: md5() hashes the database's bytes).
         utf8: bool,
     },
+    Mysql {
+        /// Statements run one at a time on its one connection.
+        snapshot: tokio::sync::Mutex<inlet_mysql::RangeSnapshot>,
+        tables: Vec<inlet_mysql::MysqlTable>,
+        limits: inlet_mysql::BatchLimits,
+        chunk_mb: u64,
+    },
 }
 
 /// What the source computes a table's range hashes with.
@@ -339,6 +346,49 @@ impl RangeSource {
                 };
                 Ok(Ok(RangePlan { ranges, row_sql }))
             }
+            Self::Mysql {
+                snapshot,
+                tables,
+                chunk_mb,
+                ..
+            } => {
+                let Some(table) = tables.get(t) else {
+                    return Ok(Err("not discovered".into()));
+                };
+                let row_sql = match inlet_mysql::canonical_row_sql(table, written) {
+                    Ok(sql) => sql,
+                    Err(why) => return Ok(Err(why)),
+                };
+                // The full load's chunks: about chunk_mb of the table's data each.
+                let chunks = if *chunk_mb == 0 {
+                    1
+                } else {
+                    table.data_bytes.div_ceil(chunk_mb << 20).max(1)
+                };
+                let ranges = match inlet_mysql::integer_key_column(table) {
+                    Some(key) => match snapshot
+                        .lock()
+                        .await
+                        .key_bounds(table, &key)
+                        .await
+                        .map_err(JobError::source)?
+                    {
+                        Some((min, max)) => {
+                            KeyRanges::plan(key, min, max, table.estimated_rows, chunks)
+                        }
+                        None => KeyRanges::whole(),
+                    },
+                    None if chunks <= 1 => KeyRanges::whole(),
+                    None => {
+                        return Ok(Err(
+                            "its key does not start with an integer column, and it is larger \
+                             than one full-load chunk"
+                                .into(),
+                        ))
+                    }
+                };
+                Ok(Ok(RangePlan { ranges, row_sql }))
+            }
         }
     }
 
@@ -357,6 +407,28 @@ impl RangeSource {
                 let mut out = Vec::with_capacity(which.len());
                 for &r in which {
                     let (rows, hash) = reader
+                        .range_hash(
+                            table,
+                            &plan.row_sql,
+                            plan.ranges.key.as_deref(),
+                            plan.ranges.span(r),
+                        )
+                        .await
+                        .map_err(JobError::source)?;
+                    out.push(RangeSum { rows, hash });
+                }
+                Ok(out)
+            }
+            Self::Mysql {
+                snapshot, tables, ..
+            } => {
+                let Some(table) = tables.get(t) else {
+                    return Ok(Vec::new());
+                };
+                let mut snapshot = snapshot.lock().await;
+                let mut out = Vec::with_capacity(which.len());
+                for &r in which {
+                    let (rows, hash) = snapshot
                         .range_hash(
                             table,
                             &plan.row_sql,
@@ -394,6 +466,31 @@ impl RangeSource {
                     return Ok(());
                 };
                 let done = reader
+                    .read(table, key, span, *limits, |batch| {
+                        visit(batch).map_err(|e| {
+                            let m = e.message().to_string();
+                            failed = Some(e);
+                            m
+                        })
+                    })
+                    .await
+                    .map_err(JobError::source)?;
+                if let Err(m) = done {
+                    return Err(failed.unwrap_or(JobError::Failed(m)));
+                }
+            }
+            Self::Mysql {
+                snapshot,
+                tables,
+                limits,
+                ..
+            } => {
+                let Some(table) = tables.get(t) else {
+                    return Ok(());
+                };
+                let done = snapshot
+                    .lock()
+                    .await
                     .read(table, key, span, *limits, |batch| {
                         visit(batch).map_err(|e| {
                             let m = e.message().to_string();

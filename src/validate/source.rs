@@ -37,6 +37,8 @@ pub(super) enum SourceSide {
         /// The epoch of the task's positions (its failovers so far), from its checkpoint.
         epoch: u8,
         round: Option<inlet_mysql::MysqlLoadSource>,
+        /// The round's snapshot for range hashes (MariaDB), taken just after the round's.
+        hashing: Option<inlet_mysql::RangeSnapshot>,
     },
 }
 
@@ -91,6 +93,7 @@ impl SourceSide {
                     chunk_mb: fl.chunk_mb,
                     epoch,
                     round: None,
+                    hashing: None,
                 })
             }
         }
@@ -152,16 +155,31 @@ impl SourceSide {
                 chunk_mb,
                 epoch,
                 round,
+                hashing,
             } => {
                 *round = None;
+                *hashing = None;
                 let snapshot = inlet_mysql::ConsistentSnapshot::open(connector, 1)
                     .await
                     .map_err(crate::JobError::source)?;
-                let position = snapshot
+                let mut position = snapshot
                     .point
                     .binlog
                     .to_position(*epoch)
                     .map_err(crate::JobError::source)?;
+                // Range hashes are read in a snapshot of their own, taken after the round's:
+                // the task is waited for up to the later of the two.
+                if let Some(h) = inlet_mysql::RangeSnapshot::open(connector)
+                    .await
+                    .map_err(crate::JobError::source)?
+                {
+                    let at = h
+                        .position
+                        .to_position(*epoch)
+                        .map_err(crate::JobError::source)?;
+                    position = position.max(at);
+                    *hashing = Some(h);
+                }
                 *round = Some(inlet_mysql::MysqlLoadSource::new(
                     snapshot,
                     tables.clone(),
@@ -208,11 +226,24 @@ impl SourceSide {
                 };
                 compare_in(source, Some(&ranged), ctx, which, keys, spans).await
             }
-            Self::Mysql { round, .. } => {
+            Self::Mysql {
+                round,
+                hashing,
+                tables,
+                limits,
+                chunk_mb,
+                ..
+            } => {
                 let source = round
                     .take()
                     .ok_or_else(|| JobError::Failed("no snapshot is open (a bug)".into()))?;
-                compare_in(source, None, ctx, which, keys, spans).await
+                let ranged = hashing.take().map(|snapshot| RangeSource::Mysql {
+                    snapshot: tokio::sync::Mutex::new(snapshot),
+                    tables: tables.clone(),
+                    limits: *limits,
+                    chunk_mb: *chunk_mb,
+                });
+                compare_in(source, ranged.as_ref(), ctx, which, keys, spans).await
             }
         }
     }
@@ -278,7 +309,11 @@ pub(super) async fn compare_in<S: LoadSource>(
                 Err(why) => row_by_row = Some(why),
             },
             (None, _, _) => {
-                row_by_row = Some("the source computes no range hashes (MySQL)".into());
+                row_by_row = Some(
+                    "MySQL reports no binlog position of a consistent snapshot without a global \
+                     read lock: range hashes are computed on PostgreSQL and MariaDB"
+                        .into(),
+                );
             }
             _ => {}
         }

@@ -1,0 +1,328 @@
+//! What `inlet validate` asks of a MariaDB source beyond the full load's reading: the hash and
+//! row count of each key range of a table, computed by the server over a canonical text of each
+//! row ([`canonical_row_sql`]), and the rows of one key range decoded as the full load decodes
+//! them ([`RangeSnapshot::read`]), for the ranges whose hashes differ. Both in one consistent
+//! snapshot whose binlog position the server reports (MariaDB's `binlog_snapshot_*`; MySQL has
+//! no such position without a global read lock, so it is compared row by row).
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, TimeUnit};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+
+use crate::binlog::Flavor;
+use crate::catalog::MysqlTable;
+use crate::config::MysqlConnector;
+use crate::error::MysqlError;
+use crate::position::BinlogPosition;
+use crate::snapshot::BatchLimits;
+use crate::types::{quote_ident, MysqlType};
+use crate::values::{ColumnBuilder, Origin, ValueError};
+
+/// The SQL expression of a row's canonical text (see the README's "Validate a task"): each
+/// column `V<text>` or `N` for NULL, joined by the byte 0x1f, in utf8mb4, where `<text>` is
+/// the canonical form of the value as the target holds it (`written`: each column's Arrow type
+/// in the target's files). Err names a column the server cannot render in that form.
+pub fn canonical_row_sql(table: &MysqlTable, written: &[DataType]) -> Result<String, String> {
+    if written.len() != table.columns.len() {
+        return Err("the target's columns are not the source's".into());
+    }
+    let text = |e: String| format!("CAST({e} AS CHAR CHARACTER SET utf8mb4)");
+    let mut parts = Vec::with_capacity(table.columns.len());
+    for (c, w) in table.columns.iter().zip(written) {
+        let q = quote_ident(&c.name);
+        let expr = match (&c.decoder, w) {
+            (MysqlType::Bool, DataType::Boolean) => {
+                format!("IF({q} IS NULL, NULL, IF({q} <> 0, _utf8mb4't', _utf8mb4'f'))")
+            }
+            (
+                MysqlType::Int { .. } | MysqlType::Year,
+                DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Decimal128(_, 0),
+            ) => text(q),
+            (MysqlType::Decimal { scale, .. }, DataType::Decimal128(_, s)) if scale == s => text(q),
+            (
+                MysqlType::String { .. } | MysqlType::Json | MysqlType::Enum { .. },
+                DataType::Utf8,
+            ) => format!("CONVERT({q} USING utf8mb4)"),
+            (MysqlType::Text { .. }, DataType::Utf8) => text(q),
+            (MysqlType::Binary | MysqlType::FixedBinary { .. }, DataType::Binary) => {
+                text(format!("LOWER(HEX({q}))"))
+            }
+            (MysqlType::Date, DataType::Date32) => text(format!("DATEDIFF({q}, '1970-01-01')")),
+            // PostgreSQL's time text: no fraction when it is zero, else its digits without
+            // trailing zeros (the portable forms' text, and the canonical form of Time64).
+            (MysqlType::Time, DataType::Time64(TimeUnit::Microsecond) | DataType::Utf8) => {
+                text(format!(
+                    "IF(MICROSECOND({q}) = 0, TIME_FORMAT({q}, '%H:%i:%s'), \
+                     TRIM(TRAILING '0' FROM TIME_FORMAT({q}, '%H:%i:%s.%f')))"
+                ))
+            }
+            // Microseconds since the epoch (the session is in UTC), floored to the target's
+            // unit as the sink does.
+            (MysqlType::DateTime | MysqlType::Timestamp, DataType::Timestamp(unit, _)) => {
+                let micros = format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {q})");
+                text(match unit {
+                    TimeUnit::Microsecond => micros,
+                    TimeUnit::Millisecond => format!("FLOOR({micros} / 1000) * 1000"),
+                    TimeUnit::Second => format!("FLOOR({micros} / 1000000) * 1000000"),
+                    TimeUnit::Nanosecond => {
+                        return Err(format!("column {} (nanoseconds)", c.name));
+                    }
+                })
+            }
+            (d, w) => {
+                return Err(format!(
+                    "column {} ({d:?} written as {w}) has no canonical text both sides render \
+                     alike",
+                    c.name
+                ))
+            }
+        };
+        parts.push(format!(
+            "COALESCE(CONCAT(_utf8mb4'V', {expr}), _utf8mb4'N')"
+        ));
+    }
+    Ok(format!(
+        "CONCAT_WS(CHAR(31 USING utf8mb4), {})",
+        parts.join(", ")
+    ))
+}
+
+/// The first key column's name when it is an integer column: key ranges are ranges of its
+/// values, which the target side can place rows in too.
+pub fn integer_key_column(table: &MysqlTable) -> Option<String> {
+    let c = table.chunk_column()?;
+    matches!(c.decoder, MysqlType::Int { .. }).then(|| c.name.clone())
+}
+
+/// `[start, end)` of the integer key column; an open end is None.
+pub type KeySpan = (Option<i64>, Option<i64>);
+
+/// A connection in a consistent snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT`) with
+/// its binlog position: every change it sees is at or before `position`.
+pub struct RangeSnapshot {
+    conn: Conn,
+    connector: MysqlConnector,
+    pub position: BinlogPosition,
+}
+
+impl RangeSnapshot {
+    /// Opens the snapshot on MariaDB; None on MySQL, which reports no snapshot position.
+    pub async fn open(connector: &MysqlConnector) -> Result<Option<Self>, MysqlError> {
+        let mut conn = connector.connect().await?;
+        if Flavor::detect(&mut conn, connector).await? != Flavor::MariaDb {
+            return Ok(None);
+        }
+        for sql in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        ] {
+            conn.query_drop(sql)
+                .await
+                .map_err(|e| connector.query_error(sql, &e))?;
+        }
+        let what = "SHOW STATUS LIKE 'binlog_snapshot_%'";
+        let rows: Vec<(String, String)> = conn
+            .query(what)
+            .await
+            .map_err(|e| connector.query_error(what, &e))?;
+        let get = |k: &str| {
+            rows.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        let (Some(file), Some(pos)) =
+            (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
+        else {
+            return Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: what.into(),
+                reason: "the server reports no binlog snapshot position: is log_bin on?".into(),
+            });
+        };
+        let Ok(offset) = pos.parse() else {
+            return Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: what.into(),
+                reason: format!("the server answered {pos:?}, not an offset"),
+            });
+        };
+        Ok(Some(Self {
+            conn,
+            connector: connector.clone(),
+            position: BinlogPosition::new(file, offset),
+        }))
+    }
+
+    async fn first_row<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &mut self,
+        sql: String,
+        what: &str,
+    ) -> Result<Option<T>, MysqlError> {
+        let connector = self.connector.clone();
+        let conn = &mut self.conn;
+        connector
+            .within(what, async {
+                conn.query_first(sql)
+                    .await
+                    .map_err(|e| connector.query_error(what, &e))
+            })
+            .await
+    }
+
+    /// The smallest and largest value of `key`; None for an empty table, or values past i64.
+    pub async fn key_bounds(
+        &mut self,
+        table: &MysqlTable,
+        key: &str,
+    ) -> Result<Option<(i64, i64)>, MysqlError> {
+        let k = quote_ident(key);
+        let sql = format!(
+            "SELECT CAST(MIN({k}) AS CHAR), CAST(MAX({k}) AS CHAR) FROM {}",
+            from(table)
+        );
+        let what = format!("key bounds of {}", table.schema.id);
+        let row: Option<(Option<String>, Option<String>)> = self.first_row(sql, &what).await?;
+        Ok(match row {
+            Some((Some(min), Some(max))) => min.parse().ok().zip(max.parse().ok()),
+            _ => None,
+        })
+    }
+
+    /// The row count and hash of the rows of `table` in `span` of `key` (the whole table when
+    /// `key` is None): the sum of the first 60 bits of MD5(`row_sql`) over the rows.
+    pub async fn range_hash(
+        &mut self,
+        table: &MysqlTable,
+        row_sql: &str,
+        key: Option<&str>,
+        span: KeySpan,
+    ) -> Result<(u64, u128), MysqlError> {
+        let sql = format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(MD5({row_sql}), 1, 15), 16, 10) \
+             AS UNSIGNED)), 0) AS CHAR) FROM {}{}",
+            from(table),
+            where_clause(key, span)
+        );
+        let what = format!("hashing a key range of {}", table.schema.id);
+        let row: Option<(u64, String)> = self.first_row(sql, &what).await?;
+        let (count, sum) = row.unwrap_or((0, "0".into()));
+        let sum = sum.parse::<u128>().map_err(|_| MysqlError::Query {
+            server: self.connector.server().to_string(),
+            what,
+            reason: format!("the server answered {sum:?}, not a sum"),
+        })?;
+        Ok((count, sum))
+    }
+
+    /// Reads the rows of `table` in `span` of `key` as the full load decodes them, giving each
+    /// record batch to `visit`. Stops at `visit`'s first error, returned as `Ok(Err(_))`.
+    pub async fn read(
+        &mut self,
+        table: &MysqlTable,
+        key: Option<&str>,
+        span: KeySpan,
+        limits: BatchLimits,
+        mut visit: impl FnMut(RecordBatch) -> Result<(), String>,
+    ) -> Result<Result<(), String>, MysqlError> {
+        let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}{}",
+            select.join(", "),
+            from(table),
+            where_clause(key, span)
+        );
+        let what = format!("reading a key range of {}", table.schema.id);
+        let capacity = limits.rows.min(8192);
+        let mut builders: Vec<ColumnBuilder> = table
+            .columns
+            .iter()
+            .map(|c| {
+                ColumnBuilder::new(&c.decoder, capacity).with_times_as_text(table.times_as_text)
+            })
+            .collect();
+        let mut rows = 0usize;
+        let mut outcome = Ok(());
+        let connector = self.connector.clone();
+        let mut result = self
+            .conn
+            // The binary protocol, as the full load reads (its decoders expect it).
+            .exec_iter(sql, mysql_async::Params::Empty)
+            .await
+            .map_err(|e| connector.query_error(&what, &e))?;
+        let finish = |builders: &mut Vec<ColumnBuilder>, rows: usize| {
+            let arrays = builders.iter_mut().map(ColumnBuilder::finish).collect();
+            let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+            RecordBatch::try_new_with_options(table.schema.arrow_schema(), arrays, &options)
+                .map_err(|e| MysqlError::Table {
+                    table: table.schema.id.clone(),
+                    message: format!("building a record batch: {e}"),
+                })
+        };
+        while let Some(row) = connector
+            .within(&what, async {
+                result
+                    .next()
+                    .await
+                    .map_err(|e| connector.query_error(&what, &e))
+            })
+            .await?
+        {
+            for (i, (value, builder)) in
+                row.unwrap_raw().iter().zip(builders.iter_mut()).enumerate()
+            {
+                let value = value.as_ref().unwrap_or(&mysql_async::Value::NULL);
+                let policy = table.columns.get(i).map(|c| c.policy).unwrap_or_default();
+                builder
+                    .append(value, Origin::Snapshot, policy)
+                    .map_err(|e| {
+                        let (ValueError::Malformed(m) | ValueError::Unrepresentable(m)) = e;
+                        MysqlError::Value {
+                            table: table.schema.id.clone(),
+                            column: table.columns[i].name.clone(),
+                            message: m,
+                        }
+                    })?;
+            }
+            rows += 1;
+            if rows >= limits.rows {
+                let batch = finish(&mut builders, rows)?;
+                rows = 0;
+                if outcome.is_ok() {
+                    outcome = visit(batch);
+                }
+            }
+        }
+        if rows > 0 && outcome.is_ok() {
+            outcome = visit(finish(&mut builders, rows)?);
+        }
+        Ok(outcome)
+    }
+}
+
+fn from(table: &MysqlTable) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(&table.schema.id.schema),
+        quote_ident(&table.schema.id.name)
+    )
+}
+
+fn where_clause(key: Option<&str>, span: KeySpan) -> String {
+    let Some(key) = key else {
+        return String::new();
+    };
+    let k = quote_ident(key);
+    let mut conds = Vec::new();
+    if let Some(s) = span.0 {
+        conds.push(format!("{k} >= {s}"));
+    }
+    if let Some(e) = span.1 {
+        conds.push(format!("{k} < {e}"));
+    }
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
