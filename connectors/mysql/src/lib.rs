@@ -31,6 +31,7 @@ mod resume;
 mod rows;
 mod snapshot;
 mod types;
+mod validate;
 mod values;
 
 pub use binlog::{read_binlog_file, Flavor};
@@ -50,3 +51,4 @@ pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange,
     MysqlChunkReader, MysqlLoadSource, SnapshotPoint, SnapshotReader,
 };
+pub use validate::{canonical_row_sql, integer_key_column, KeySpan, RangeSnapshot};
