@@ -208,18 +208,6 @@ impl TablePlan {
         }))
     }
 
-    /// With range hashes: each row's canonical hash and key range.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn range_hashes(
-        &self,
-        columns: &[ArrayRef],
-    ) -> Result<(Option<Vec<u64>>, Option<Vec<u32>>), String> {
-        let Some(ranges) = self.range_indexes(columns)? else {
-            return Ok((None, None));
-        };
-        Ok((Some(row_hashes(columns)?), Some(ranges)))
-    }
-
     /// `batch`'s columns in the plan's order and types: cast where a file holds another type
     /// (Iceberg widens a smallint), NULL where it lacks the column (added since it was written).
     pub(super) fn conform(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, String> {
@@ -242,17 +230,21 @@ impl TablePlan {
             .keys
             .convert_columns(&key_cols)
             .map_err(|e| format!("cannot encode keys: {e}"))?;
+        let n = columns.first().map_or(0, |c| c.len());
+        let mut kh = Vec::with_capacity(n);
+        for i in 0..n {
+            kh.push(hash128(keys.row(i).as_ref()));
+        }
+        // A table compared by range hashes: the hash of its canonical text, which the range
+        // sums add up (equal values, equal text); else the hash of its Arrow row encoding.
+        if self.ranges.is_some() {
+            return Ok((kh, row_hashes(columns)?));
+        }
         let rows = self
             .rows
             .convert_columns(columns)
             .map_err(|e| format!("cannot encode rows: {e}"))?;
-        let n = columns.first().map_or(0, |c| c.len());
-        let mut kh = Vec::with_capacity(n);
-        let mut rh = Vec::with_capacity(n);
-        for i in 0..n {
-            kh.push(hash128(keys.row(i).as_ref()));
-            rh.push(hash64(rows.row(i).as_ref(), 0x5a));
-        }
+        let rh = (0..n).map(|i| hash64(rows.row(i).as_ref(), 0x5a)).collect();
         Ok((kh, rh))
     }
 
@@ -341,7 +333,6 @@ impl TablePlan {
                             row: r,
                             count: 0,
                             source_rows: 0,
-                            canon: 0,
                             range: 0,
                         })
                         .source_rows += 1;

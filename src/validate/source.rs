@@ -354,7 +354,7 @@ pub(super) async fn compare_in<S: LoadSource>(
                 let mut target = vec![RangeSum::default(); rp.ranges.len()];
                 for e in state.rows.values() {
                     if let Some(s) = target.get_mut(e.range as usize) {
-                        s.add(e.canon, e.count);
+                        s.add(e.row, e.count);
                     }
                 }
                 let mut differ = vec![false; rp.ranges.len()];

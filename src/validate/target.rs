@@ -45,8 +45,7 @@ pub(super) struct Entry {
     pub(super) count: u32,
     /// Source rows read with this key, matched or not: a recheck of the key reads them again.
     pub(super) source_rows: u32,
-    /// With range hashes: the 60-bit hash of the row's canonical text, and its key range.
-    pub(super) canon: u64,
+    /// With range hashes: its key range (and `row` is the hash of its canonical text).
     pub(super) range: u32,
 }
 
@@ -166,8 +165,8 @@ impl TablePlan {
     ) -> Result<(), String> {
         let columns = self.conform(batch)?;
         let (keys, rows) = self.hashes(&columns)?;
-        // With range hashes: each row's canonical hash and range.
-        let (canon, ranges) = self.range_hashes(&columns)?;
+        // With range hashes: each row's key range.
+        let ranges = self.range_indexes(&columns)?;
         let keyless = self.key_names.is_empty();
         for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
             let op = ops.map_or("I", |o| if o.is_null(i) { "I" } else { o.value(i) });
@@ -180,7 +179,6 @@ impl TablePlan {
             if !only.keeps(k, range) {
                 continue;
             }
-            let canon = canon.as_ref().map_or(0, |c| c[i]);
             let range = range.unwrap_or(0);
             match op {
                 "I" => {
@@ -188,11 +186,9 @@ impl TablePlan {
                         row: r,
                         count: 0,
                         source_rows: 0,
-                        canon,
                         range,
                     });
                     e.row = r;
-                    e.canon = canon;
                     e.range = range;
                     e.count += 1;
                 }
@@ -208,11 +204,9 @@ impl TablePlan {
                         row: r,
                         count: 1,
                         source_rows: 0,
-                        canon,
                         range,
                     });
                     e.row = r;
-                    e.canon = canon;
                     e.range = range;
                 }
                 "D" if keyless => {
