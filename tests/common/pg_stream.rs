@@ -58,18 +58,21 @@ pub async fn wait_caught_up(
             )
             .await
             .unwrap();
-        let confirmed = slot_state.is_some_and(|r| {
-            r.get::<_, Option<bool>>(0) == Some(true)
-                && r.get::<_, Option<i32>>(1)
-                    .and_then(|p| u16::try_from(p).ok())
-                    .is_some_and(|port| local_tcp_ports(child.id()).contains(&port))
-        });
-        if confirmed && checkpoint_position(checkpoint).is_some_and(|p| p >= lsn(&target)) {
+        let walsender_port = slot_state.as_ref().and_then(|r| r.get::<_, Option<i32>>(1));
+        let confirmed = slot_state.is_some_and(|r| r.get::<_, Option<bool>>(0) == Some(true));
+        let streamed_by_child = walsender_port
+            .and_then(|p| u16::try_from(p).ok())
+            .is_some_and(|port| local_tcp_ports(child.id()).contains(&port));
+        let written = checkpoint_position(checkpoint);
+        if confirmed && streamed_by_child && written.is_some_and(|p| p >= lsn(&target)) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "inlet did not catch up with {target} in 90 s (slot {slot})"
+            "inlet did not catch up with {target} in 90 s (slot {slot}: confirmed {confirmed}, \
+             walsender client port {walsender_port:?}, the child's TCP ports {:?}; checkpoint \
+             at {written:?})",
+            local_tcp_ports(child.id())
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
