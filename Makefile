@@ -115,6 +115,7 @@ demo-stop:
 bench: setup
 	$(CARGO) build --release
 	scripts/bench.sh
+	scripts/bench-validate.sh parquet iceberg
 
 bench-stop:
 	@scripts/pg-sandbox.sh stop .bench
