@@ -1576,11 +1576,14 @@ async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a
         }
     }
 
-    // SIGKILL the daemon with the most tasks, SIGSTOP another: the third takes everything.
+    // SIGSTOP the daemon with the most tasks, SIGKILL another: the third takes everything.
+    // The pause is the one whose tasks move by the lease's expiry (a killed daemon on this
+    // host is seen gone at once), so it gets the most: the start-up race sometimes leaves
+    // every task to one daemon.
     let count = |i: usize| owners.iter().filter(|&&o| o == i).count();
-    let killed = (0..3).max_by_key(|&i| count(i)).unwrap();
-    let paused = (0..3)
-        .filter(|&i| i != killed)
+    let paused = (0..3).max_by_key(|&i| count(i)).unwrap();
+    let killed = (0..3)
+        .filter(|&i| i != paused)
         .max_by_key(|&i| count(i))
         .unwrap();
     let survivor = 3 - killed - paused;
