@@ -90,6 +90,9 @@ enum Keys {
     },
     /// The keys that differed in the round before; their text is kept for the report.
     Only(Arc<HashSet<u128>>),
+    /// The key ranges (of a table compared by range hashes) marked true: those whose hashes
+    /// differed.
+    Ranges(Arc<Vec<bool>>),
 }
 
 impl Keys {
@@ -111,6 +114,20 @@ impl Keys {
                 None => (key as u64) % of == *index,
             },
             Self::Only(keys) => keys.contains(&key),
+            Self::Ranges(set) => range.is_some_and(|r| set.get(r as usize) == Some(&true)),
+        }
+    }
+
+    /// How many of a table's `rows` this keeps, about: to size its map once.
+    fn expected_rows(&self, rows: u64) -> u64 {
+        match self {
+            Self::All => rows,
+            Self::Part { of, .. } => rows / of,
+            Self::Only(keys) => keys.len() as u64,
+            Self::Ranges(set) => {
+                let kept = set.iter().filter(|d| **d).count() as u64;
+                rows.saturating_mul(kept) / (set.len() as u64).max(1)
+            }
         }
     }
 

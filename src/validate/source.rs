@@ -319,7 +319,8 @@ pub(super) async fn compare_in<S: LoadSource>(
         }
         plan.ranges = range_plan.as_ref().map(|p| p.ranges.clone());
         let estimate = table.estimated_rows();
-        let mut state = match plan.read_target(ctx, only, estimate).await? {
+        let sums = range_plan.as_ref().map(|p| p.ranges.len());
+        let mut state = match plan.read_target(ctx, only, estimate, sums).await? {
             Ok(state) => state,
             Err(why) => {
                 results.push(skipped(plan.key_names.clone(), why));
@@ -351,12 +352,16 @@ pub(super) async fn compare_in<S: LoadSource>(
                     .filter(|&r| only.keeps(0, Some(r as u32)))
                     .collect();
                 let sums = ranged.hashes(t, rp, &in_pass).await?;
-                let mut target = vec![RangeSum::default(); rp.ranges.len()];
-                for e in state.rows.values() {
-                    if let Some(s) = target.get_mut(e.range as usize) {
-                        s.add(e.row, e.count);
+                let summed = state.sums.take();
+                let target = summed.clone().unwrap_or_else(|| {
+                    let mut target = vec![RangeSum::default(); rp.ranges.len()];
+                    for e in state.rows.values() {
+                        if let Some(s) = target.get_mut(e.range as usize) {
+                            s.add(e.row, e.count);
+                        }
                     }
-                }
+                    target
+                });
                 let mut differ = vec![false; rp.ranges.len()];
                 for (&r, source_sum) in in_pass.iter().zip(&sums) {
                     if target[r] == *source_sum {
@@ -366,10 +371,22 @@ pub(super) async fn compare_in<S: LoadSource>(
                     }
                 }
                 ranges_compared = in_pass.len() as u64;
-                // The rows of agreeing ranges are equal: only the others are compared.
-                state
-                    .rows
-                    .retain(|_, e| differ.get(e.range as usize).copied().unwrap_or(true));
+                // The rows of agreeing ranges are equal: only the others are compared. A
+                // target read into sums is read again, into a map of those ranges' rows.
+                if summed.is_none() {
+                    state
+                        .rows
+                        .retain(|_, e| differ.get(e.range as usize).copied().unwrap_or(true));
+                } else if differ.contains(&true) {
+                    let ranges = Keys::Ranges(std::sync::Arc::new(differ.clone()));
+                    state = match plan.read_target(ctx, &ranges, estimate, None).await? {
+                        Ok(state) => state,
+                        Err(why) => {
+                            results.push(skipped(plan.key_names.clone(), why));
+                            continue;
+                        }
+                    };
+                }
                 let spans: Vec<Span> = (0..rp.ranges.len())
                     .filter(|&r| differ[r])
                     .map(|r| rp.ranges.span(r))

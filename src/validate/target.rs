@@ -9,6 +9,7 @@ use inlet_sink_iceberg::IcebergTarget;
 use inlet_sink_parquet::ParquetTarget;
 
 use super::compare::{target_error, TablePlan};
+use super::ranges::{row_hashes, RangeSum};
 use super::{Context, Keys, BYTES_PER_ROW};
 use crate::config::{TargetConfig, TaskConfig};
 use crate::JobError;
@@ -37,6 +38,10 @@ impl TargetReader {
 pub(super) struct TargetRows {
     pub(super) rows: HashMap<u128, Entry>,
     pub(super) keys: HashMap<u128, String>,
+    /// Instead of `rows`: the count and hash of each key range, when the table was read for
+    /// its range hashes and holds inserts only (Iceberg's live rows, Parquet `LOAD` files):
+    /// no map of every row.
+    pub(super) sums: Option<Vec<RangeSum>>,
 }
 
 #[derive(Clone, Copy)]
@@ -51,16 +56,19 @@ pub(super) struct Entry {
 
 impl TablePlan {
     /// The table's rows as the target holds them (restricted to `only` when given), or why
-    /// they cannot be read as a state.
+    /// they cannot be read as a state. With `sums` (the number of key ranges), a table that
+    /// holds inserts only is read into the sums of its ranges instead (see [`TargetRows`]).
     pub(super) async fn read_target(
         &mut self,
         ctx: &Context<'_>,
         only: &Keys,
         estimate: Option<u64>,
+        sums: Option<usize>,
     ) -> Result<Result<TargetRows, String>, JobError> {
         let mut state = TargetRows {
             rows: HashMap::new(),
             keys: HashMap::new(),
+            sums: None,
         };
         let name = self.source.id.to_string();
         match ctx.reader {
@@ -69,14 +77,8 @@ impl TablePlan {
                 // stale estimate must not size it past that): growing the map would hold its
                 // old and new tables at once.
                 let budget = (ctx.memory_mb.max(1) << 20) / BYTES_PER_ROW;
-                let expected = match only {
-                    Keys::All => estimate.unwrap_or(0),
-                    Keys::Part { of, .. } => estimate.unwrap_or(0) / of,
-                    Keys::Only(keys) => keys.len() as u64,
-                };
-                state
-                    .rows
-                    .reserve(usize::try_from(expected.min(budget)).unwrap_or(0));
+                let expected = only.expected_rows(estimate.unwrap_or(0));
+                let mut reserved = false;
                 // A file removed between the listing and its reading (a reload of the table
                 // switched to its new files): the table is listed and read again.
                 'attempt: for attempt in 1..=3 {
@@ -86,6 +88,16 @@ impl TablePlan {
                         .table_files(&self.source)
                         .await
                         .map_err(JobError::Failed)?;
+                    // Change files are replayed by key: only LOAD files can be summed.
+                    state.sums = sums
+                        .filter(|_| files.iter().all(|f| f.load))
+                        .map(|n| vec![RangeSum::default(); n]);
+                    if state.sums.is_none() && !reserved {
+                        state
+                            .rows
+                            .reserve(usize::try_from(expected.min(budget)).unwrap_or(0));
+                        reserved = true;
+                    }
                     let op_column = p.op_column_name().to_string();
                     for file in &files {
                         let Some(batches) = p
@@ -132,12 +144,11 @@ impl TablePlan {
                     return Ok(Ok(state));
                 };
                 // Sized once: growing the map would hold its old and new tables at once.
-                let expected = match only {
-                    Keys::All => live.live_rows(),
-                    Keys::Part { of, .. } => live.live_rows() / of,
-                    Keys::Only(keys) => keys.len() as u64,
-                };
-                state.rows.reserve(usize::try_from(expected).unwrap_or(0));
+                state.sums = sums.map(|n| vec![RangeSum::default(); n]);
+                if state.sums.is_none() {
+                    let expected = only.expected_rows(live.live_rows());
+                    state.rows.reserve(usize::try_from(expected).unwrap_or(0));
+                }
                 for f in 0..live.data_files() {
                     let applied = i
                         .read_live_rows(&live, f, |batch| {
@@ -164,6 +175,19 @@ impl TablePlan {
         state: &mut TargetRows,
     ) -> Result<(), String> {
         let columns = self.conform(batch)?;
+        if let Some(sums) = state.sums.as_mut() {
+            // Inserts only (see `read_target`): each row into its range's sum.
+            let hashes = row_hashes(&columns)?;
+            let ranges = self.range_indexes(&columns)?.unwrap_or_default();
+            for (h, r) in hashes.into_iter().zip(ranges) {
+                if only.keeps(0, Some(r)) {
+                    if let Some(s) = sums.get_mut(r as usize) {
+                        s.add(h, 1);
+                    }
+                }
+            }
+            return Ok(());
+        }
         let (keys, rows) = self.hashes(&columns)?;
         // With range hashes: each row's key range.
         let ranges = self.range_indexes(&columns)?;
