@@ -5,6 +5,7 @@
 
 use std::future::Future;
 
+pub use inlet_core::{loaded_at, replaced_after_load};
 use inlet_core::{merge_tables, CaptureEvent, Position, TableId, TableStates};
 
 use crate::JobError;
@@ -61,11 +62,6 @@ impl JoinLoad {
         self
     }
 
-    /// The tables loading.
-    pub fn tables(&self) -> &[TableId] {
-        &self.tables
-    }
-
     pub fn includes(&self, id: &TableId) -> bool {
         self.tables.contains(id)
     }
@@ -107,12 +103,6 @@ pub async fn next_or_joined(
         }
         event = next => event,
     }
-}
-
-/// The position a checkpoint records for `id`'s load, if it joined beside an earlier stream
-/// ([`inlet_core::TableState::loaded_at`]).
-pub fn loaded_at(tables: &TableStates, id: &TableId) -> Option<Position> {
-    tables.get(&id.to_string()).and_then(|t| t.loaded_at)
 }
 
 /// Drops the load positions a checkpoint at `position` has passed: they say nothing more.
@@ -167,20 +157,6 @@ pub fn record_identities(tables: &mut TableStates, now: &[(TableId, String)]) {
     }
 }
 
-/// Records that `id` came to hold another table at `at`
-/// ([`inlet_core::TableState::replaced_at`]).
-pub fn record_replaced(tables: &mut TableStates, id: &TableId, at: Position) {
-    let state = tables.entry(id.to_string()).or_default();
-    state.replaced_at = state.replaced_at.max(Some(at));
-}
-
-/// Whether `at`, where `id` came to hold another table, is after `id`'s latest load beside the
-/// stream (`tables`' `loaded_at`): a load holds the transactions that start before its
-/// position, as the stream's replay guard counts them.
-pub fn replaced_after_load(tables: &TableStates, id: &TableId, at: Position) -> bool {
-    loaded_at(tables, id).is_none_or(|loaded| at >= loaded)
-}
-
 /// Tables of `now` that `tables` record as replaced after their latest load.
 pub fn replaced_since_load(tables: &TableStates, now: &[TableId]) -> Vec<TableId> {
     now.iter()
@@ -197,6 +173,7 @@ pub fn replaced_since_load(tables: &TableStates, now: &[TableId]) -> Vec<TableId
 #[cfg(test)]
 mod tests {
     use super::*;
+    use inlet_core::record_replaced;
 
     fn loaded(tables: &mut TableStates, id: &TableId, at: u64) {
         let state = tables.entry(id.to_string()).or_default();

@@ -3,18 +3,24 @@
 //!
 //! The daemon wires a source connector (`connectors/`: `inlet-postgres`, `inlet-mysql`) to a
 //! sink (`sinks/`: `inlet-sink-parquet`, `inlet-sink-iceberg`); all of them speak `inlet-core`.
-//! This crate holds the CLI, task files (`config`), the task runners (`full_load`, `cdc`,
-//! `mysql_task`, `runner` for the daemon's many tasks), `inlet check`, and the health endpoint.
+//! This crate holds the CLI, task files (`config`), the one task engine for every source
+//! (`engine`, over `inlet_core::source`), the stream loop (`stream`), the load pool
+//! (`load_pool`), `runner` for the daemon's many tasks (retries, leases), `inlet check`,
+//! `inlet validate`, and the health endpoint.
+//!
+//! ```text
+//! task file ─> engine ─build─> Source (a connector) ─ snapshot ─> load_pool ─> LoadTable
+//!                 │                    └─ Capture ─> stream ─> ChangeTable ─┐
+//!                 └─build─> Target (a sink) <── checkpoint, then acknowledge ┘
+//! ```
 
-mod cdc;
 mod check;
 mod config;
-mod full_load;
+mod engine;
 mod http;
 mod join;
 mod lease;
 mod load_pool;
-mod mysql_task;
 mod progress;
 mod resync;
 mod runner;
@@ -165,12 +171,23 @@ impl JobError {
     /// A source error as its connector classified it: transient, a setting of the task file,
     /// or a failure a retry would repeat.
     pub fn from_source(e: SourceError) -> Self {
+        // A change that cannot be completed, now or at any restart: say how to get past it.
+        if let Some(table) = e.incomplete_change_table() {
+            return Self::Failed(format!("{e}{}", resync::hint(&table)));
+        }
+        if e.starts_over() {
+            return Self::Transient {
+                kind: engine::STARTS_OVER,
+                message: e.to_string(),
+            };
+        }
+        let kind = if e.is_target() { "target" } else { "source" };
         if e.is_transient() {
             Self::Transient {
-                kind: "source",
+                kind,
                 message: e.to_string(),
             }
-        } else if e.is_config() {
+        } else if e.is_config() && !e.is_target() {
             Self::Config(e.to_string())
         } else {
             Self::Failed(e.to_string())
@@ -196,7 +213,6 @@ impl JobError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -207,6 +223,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    // First, before the task files are read: a signal that comes while the daemon starts ends
+    // it by the normal path (the commands that stop on a signal).
+    if matches!(cli.command, Command::Run { .. } | Command::FullLoad { .. }) {
+        catch_signals(&runtime);
+    }
+    init_logging(cli.log_format);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config, listen } => Ok(runner::run(&config, listen)
@@ -344,8 +366,45 @@ async fn status(address: &str, json: bool) -> Result<(), JobError> {
     Ok(())
 }
 
+/// SIGTERM or SIGINT, as caught since [`catch_signals`] ran.
+static SIGNALLED: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+    std::sync::OnceLock::new();
+
+/// Catches SIGTERM (systemd, containers) and SIGINT (Ctrl-C) from now on: a signal that comes
+/// before anything waits for it (the daemon still reading its task files or binding its
+/// endpoint) is kept for [`wait_for_signal`], instead of the default action killing the process
+/// by the signal.
+fn catch_signals(runtime: &tokio::runtime::Runtime) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _entered = runtime.enter();
+    let (Ok(mut term), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // `wait_for_signal` registers its own, later.
+        return;
+    };
+    let (caught, signalled) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = caught.send(true);
+        // The sender stays, so every later wait sees the signal.
+        std::future::pending::<()>().await
+    });
+    let _ = SIGNALLED.set(signalled);
+}
+
 /// SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() {
+    if let Some(signalled) = SIGNALLED.get() {
+        let mut signalled = signalled.clone();
+        if signalled.wait_for(|s| *s).await.is_ok() {
+            return;
+        }
+    }
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -367,114 +426,33 @@ enum FullLoadEnd {
     Interrupted,
 }
 
-/// `inlet full-load`. A signal stops it at once (there is no checkpoint to keep): the tables it
-/// had not finished are named, with what their folders hold, and the exit code is 3.
+/// `inlet full-load`. A signal stops it at once (there is no checkpoint to keep): the load
+/// settles every table (removes the incomplete ones' files, or keeps a resumable one's chunks
+/// staged), the tables it had not finished are named with what their folders hold, and the exit
+/// code is 3.
 async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
     let config = config::load(path)
         .map_err(JobError::config)
         .map_err(FullLoadEnd::Failed)?;
     let state = state::TaskState::detached(&config.task.name);
-    if !matches!(config.source, config::SourceConfig::Mysql(_)) {
-        // The PostgreSQL load handles the signal itself: it settles every table (removes the
-        // incomplete ones' files) and says what each holds.
-        let started = std::time::Instant::now();
-        return match full_load::run_until(&config, None, &state, None, None, wait_for_signal())
-            .await
-        {
-            Ok(results) => {
-                print_load_results(&results, started);
-                Ok(())
-            }
-            Err(full_load::LoadEnd::Failed(e)) => Err(FullLoadEnd::Failed(e)),
-            Err(full_load::LoadEnd::Interrupted { tables }) => {
-                eprintln!(
-                    "error: full load interrupted (exit {EXIT_INTERRUPTED}); tables: {tables}; run \
-                     `inlet full-load` again to load those not loaded"
-                );
-                Err(FullLoadEnd::Interrupted)
-            }
-        };
-    }
-    // A MySQL load that is loading settles its tables once `stop` turns true (finishes the
-    // complete ones, deletes the others' LOAD files) within seconds, and says what each holds.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let work = full_load_task(&config, &state, stopped);
-    tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => result.map_err(FullLoadEnd::Failed),
-        _ = wait_for_signal() => {
-            if matches!(state.snapshot().phase, state::Phase::Snapshotting) {
-                let _ = stop.send(true);
-                match tokio::time::timeout(std::time::Duration::from_secs(10), &mut work).await {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(e)) => {
-                        eprintln!(
-                            "error: {} (exit {EXIT_INTERRUPTED}); run `inlet full-load` again to \
-                             load those not loaded",
-                            e.message()
-                        );
-                        return Err(FullLoadEnd::Interrupted);
-                    }
-                    Err(_) => {}
-                }
-            }
-            let status = state.snapshot();
-            let unfinished: Vec<&str> = status
-                .tables
-                .iter()
-                .filter(|t| !t.snapshot_done)
-                .map(|t| t.table.as_str())
-                .collect();
-            let unfinished = if unfinished.is_empty() {
-                "every selected table (none was loaded yet)".to_string()
-            } else {
-                unfinished.join(", ")
-            };
-            tracing::error!(
-                task = %config.task.name,
-                "full load interrupted by a signal before it finished; not loaded: {unfinished}. \
-                 Their folders in the target may hold some of this run's LOAD files beside an \
-                 earlier run's: do not read them as complete; run `inlet full-load` again, which \
-                 replaces them"
-            );
+    let started = std::time::Instant::now();
+    match engine::full_load(&config, &state, wait_for_signal()).await {
+        Ok(results) => {
+            print_load_results(&results, started);
+            Ok(())
+        }
+        Err(load_pool::LoadEnd::Failed(e)) => Err(FullLoadEnd::Failed(e)),
+        Err(load_pool::LoadEnd::Interrupted { tables }) => {
             eprintln!(
-                "error: full load interrupted (exit {EXIT_INTERRUPTED}); not loaded: {unfinished}; \
-                 run `inlet full-load` again before reading those tables"
+                "error: full load interrupted (exit {EXIT_INTERRUPTED}); tables: {tables}; run \
+                 `inlet full-load` again to load those not loaded"
             );
             Err(FullLoadEnd::Interrupted)
         }
     }
 }
 
-async fn full_load_task(
-    config: &config::TaskConfig,
-    state: &state::TaskState,
-    stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), JobError> {
-    let started = std::time::Instant::now();
-    if let config::SourceConfig::Mysql(source) = &config.source {
-        let mut once = config.clone();
-        once.task.mode = config::Mode::FullLoad;
-        mysql_task::run(&once, source, state, stopped).await?;
-        let status = state.snapshot();
-        let rows: u64 = status.tables.iter().map(|t| t.snapshot_rows).sum();
-        for t in &status.tables {
-            println!("{:<40} {:>12} rows", t.table, t.snapshot_rows);
-        }
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        println!(
-            "full load of {} tables done: {rows} rows in {secs:.1} s ({:.0} rows/s)",
-            status.tables.len(),
-            rows as f64 / secs
-        );
-        return Ok(());
-    }
-    let results = full_load::run(config, None, state, None, None).await?;
-    print_load_results(&results, started);
-    Ok(())
-}
-
-fn print_load_results(results: &[full_load::TableResult], started: std::time::Instant) {
+fn print_load_results(results: &[load_pool::TableResult], started: std::time::Instant) {
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let rows: u64 = results.iter().map(|r| r.summary.rows).sum();
     for r in results {

@@ -26,7 +26,6 @@ use std::sync::{Mutex, OnceLock};
 use inlet_core::{Checkpoint, Position, TableId, TableSelection, TableStates};
 
 use crate::config::{self, Mode, TaskConfig};
-use crate::join;
 use crate::sink::Target;
 use crate::JobError;
 
@@ -44,15 +43,9 @@ pub fn hint(table: &impl std::fmt::Display) -> String {
     )
 }
 
-/// Records in `tables` (of a checkpoint at `position`) that `id` must be loaded again. The
-/// position is past any load of the table the checkpoint still records, so only a new load
-/// counts as the reload.
-pub fn request(tables: &mut TableStates, id: &TableId, position: Position) {
-    let at = join::loaded_at(tables, id).map_or(position, |loaded| {
-        Position(loaded.0.saturating_add(1)).max(position)
-    });
-    tables.entry(id.to_string()).or_default().resync_at = Some(at);
-}
+/// Records in `tables` (of a checkpoint at `position`) that `id` must be loaded again
+/// ([`inlet_core::request_reload`]).
+pub use inlet_core::request_reload as request;
 
 /// Tables of `now` whose reload is pending. The requests of reloads that are done (a load at
 /// or after the request is recorded) and of tables the task no longer has leave `tables`.

@@ -11,17 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inlet_mysql::MysqlConnector;
-use inlet_postgres::PgConnector;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::config::{self, Mode, ServiceConfig, SourceConfig, TaskConfig};
+use crate::config::{self, Mode, ServiceConfig, TaskConfig};
 use crate::http::{self, Endpoints};
 use crate::lease::{self, DaemonId, Fence, LeaseTiming, LeaseWatch, Seen};
 use crate::sink::Target;
 use crate::state::{Metrics, Phase, TaskState};
-use crate::{cdc, full_load, mysql_task, systemd, JobError};
+use crate::{engine, systemd, JobError};
 
 /// A task that ran this long before failing transiently starts its backoff from the beginning.
 const HEALTHY_RUN: Duration = Duration::from_secs(120);
@@ -368,21 +366,7 @@ async fn supervise(
     loop {
         state.set_phase(Phase::Starting);
         let started = Instant::now();
-        let work = async {
-            match (&task.source, task.task.mode) {
-                (SourceConfig::Mysql(source), _) => {
-                    mysql_task::run(&task, source, &state, stopped.clone()).await
-                }
-                (SourceConfig::Postgres(_), Mode::FullLoad) => {
-                    full_load::run(&task, None, &state, None, None)
-                        .await
-                        .map(|_| ())
-                }
-                (SourceConfig::Postgres(_), Mode::Cdc | Mode::FullLoadAndCdc) => {
-                    cdc::run(&task, &state, stopped.clone()).await
-                }
-            }
-        };
+        let work = engine::run(&task, &state, stopped.clone());
         let Some(result) = until_stopped(work, &state, stopped.clone(), &name).await else {
             state.set_phase(Phase::Stopped);
             return Ok(());
@@ -549,20 +533,7 @@ fn service_config(tasks: &[(std::path::PathBuf, TaskConfig)]) -> Result<ServiceC
 
 /// Source and target as shown in `/status`: servers and URLs, never credentials.
 fn describe(task: &TaskConfig) -> Result<(String, String), String> {
-    let source = match &task.source {
-        SourceConfig::Postgres(source) => format!(
-            "postgres://{}",
-            PgConnector::new(source)
-                .map_err(|e| e.to_string())?
-                .server()
-        ),
-        SourceConfig::Mysql(source) => format!(
-            "mysql://{}",
-            MysqlConnector::new(source)
-                .map_err(|e| e.to_string())?
-                .server()
-        ),
-    };
+    let source = engine::describe_source(task)?;
     let target = Target::new(&task.target, &task.task.name).map_err(|e| e.message().to_string())?;
     Ok((source, target.describe()))
 }

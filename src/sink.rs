@@ -303,3 +303,32 @@ async fn fenced(fence: &Option<Arc<Fence>>) -> Result<(), JobError> {
         None => Ok(()),
     }
 }
+
+/// The task checkpoint and the records a source keeps beside it (a slot record), as a source
+/// connector reads and writes them: through the lease fence, like every write of the task.
+impl inlet_core::source::CheckpointStore for Target {
+    fn read<'a>(&'a self, key: &'a str) -> inlet_core::source::StoreFuture<'a, Option<Checkpoint>> {
+        Box::pin(self.sink.read_checkpoint(key))
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a str,
+        checkpoint: &'a Checkpoint,
+    ) -> inlet_core::source::StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.write_checkpoint(key, checkpoint)
+                .await
+                .map_err(|e| match e {
+                    JobError::Transient { message, .. } => {
+                        TargetError::new(true, std::io::Error::other(message))
+                    }
+                    JobError::Config(m) | JobError::Failed(m) => TargetError::failed(m),
+                })
+        })
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.sink.checkpoint_location(key)
+    }
+}

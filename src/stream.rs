@@ -1,47 +1,23 @@
 //! Following a change stream, whatever the source: read committed transactions from a
-//! [`ChangeSource`], hand each table's changes to its [`ChangeTable`], and flush in the order
-//! that makes restarts exact: table outputs, then the task checkpoint, then the source's
-//! acknowledgement, so the source never forgets what the target does not durably hold.
+//! [`Capture`], hand each table's changes to its [`ChangeTable`], and flush in the order that
+//! makes restarts exact: table outputs, then the task checkpoint, then the source's
+//! acknowledgement, so the source never forgets what the target does not durably hold. Tables
+//! loading beside the stream ([`JoinLoad`]) and resyncs asked of the running task end the
+//! stream at a transaction boundary, to start again with them.
 
 use std::time::{Duration, Instant};
 
-use inlet_core::{CaptureEvent, Checkpoint, Position, TableChanges, TableId, TableStates};
+use inlet_core::source::Capture;
+use inlet_core::{
+    merge_tables, CaptureEvent, Checkpoint, Position, TableChanges, TableId, TableStates,
+};
 use tokio::sync::watch;
 
 use crate::config::CdcConfig;
+use crate::join::{self, JoinLoad};
 use crate::sink::{ChangeTable, Target};
 use crate::state::TaskState;
 use crate::JobError;
-
-/// A connector's change capture, as the stream loop drives it. Errors come classified
-/// (transient or fatal) by the implementation, which knows its source.
-pub trait ChangeSource {
-    /// The next event; None when the source ended the stream.
-    async fn next(&mut self) -> Result<Option<CaptureEvent>, JobError>;
-    /// Changes of committed transactions buffered for `table`, oldest first.
-    fn take(&mut self, table: usize) -> Result<Vec<TableChanges>, JobError>;
-    /// The next part of the open transaction for `table` (after [`CaptureEvent::Large`]).
-    fn take_part(&mut self, table: usize) -> Result<Option<TableChanges>, JobError>;
-    /// Everything up to `position` is durable in the target.
-    async fn acknowledge(&mut self, position: Position) -> Result<(), JobError>;
-    /// Ends the stream politely.
-    async fn finish(self) -> Result<(), JobError>;
-    fn table_count(&self) -> usize;
-    fn buffered_rows(&self) -> usize;
-    fn buffered_bytes(&self) -> usize;
-    fn reset_buffered_bytes(&mut self);
-    /// Adds what the source knows to `checkpoint` (which holds what the task carries) for a
-    /// restart at its position: the source's resume facts (e.g. a GTID set) and the state of
-    /// tables that joined.
-    fn fill_checkpoint(&self, checkpoint: &mut Checkpoint);
-    /// Whether what [`ChangeSource::fill_checkpoint`] adds changed in a way the next flush must
-    /// write even if the position did not move (a table finished loading beside the stream).
-    fn checkpoint_changed(&self) -> bool {
-        false
-    }
-    /// A position as the source spells it, for logs and `/status`.
-    fn show(&self, position: Position) -> String;
-}
 
 /// Everything the loop needs besides the source.
 pub struct Outputs<'a> {
@@ -53,7 +29,7 @@ pub struct Outputs<'a> {
     pub task: &'a str,
     pub state: &'a TaskState,
     /// Carried into every checkpoint (its position aside), before the source adds its own
-    /// ([`ChangeSource::fill_checkpoint`]).
+    /// ([`Capture::fill_checkpoint`]).
     pub checkpoint: Checkpoint,
     /// The checkpoint and the source's acknowledgement stay at or below this position (while a
     /// table loads beside the stream, so that the stream can start again from here for it).
@@ -131,8 +107,9 @@ pub enum StreamEnd {
 
 /// Runs until `shutdown` turns true or the source's tables change (then flushes, acknowledges
 /// and says which), or an error.
-pub async fn follow<S: ChangeSource>(
+pub async fn follow<S: Capture>(
     source: S,
+    join: Option<JoinLoad>,
     out: Outputs<'_>,
     start: Position,
     cdc: &CdcConfig,
@@ -140,6 +117,8 @@ pub async fn follow<S: ChangeSource>(
 ) -> Result<StreamEnd, JobError> {
     let mut run = Stream {
         source,
+        join,
+        joined: TableStates::new(),
         out,
         durable: start,
         seen: start,
@@ -159,7 +138,7 @@ pub async fn follow<S: ChangeSource>(
                 return Ok(StreamEnd::Shutdown);
             }
             _ = tick.tick() => run.flush().await?,
-            event = run.source.next() => match event? {
+            event = run.next_event() => match event? {
                 None => {
                     return Err(JobError::Transient {
                         kind: "source",
@@ -200,10 +179,10 @@ pub async fn follow<S: ChangeSource>(
                     return Ok(StreamEnd::TablesChanged);
                 }
                 Some(CaptureEvent::Large { table }) => {
-                    for changes in run.source.take(table)? {
+                    for changes in run.source.take(table).map_err(JobError::from_source)? {
                         run.write(changes).await?;
                     }
-                    if let Some(part) = run.source.take_part(table)? {
+                    if let Some(part) = run.source.take_part(table).map_err(JobError::from_source)? {
                         run.write(part).await?;
                     }
                 }
@@ -215,6 +194,10 @@ pub async fn follow<S: ChangeSource>(
 /// The streaming state: what is buffered, what is durable.
 struct Stream<'a, S> {
     source: S,
+    /// Tables loading beside the stream.
+    join: Option<JoinLoad>,
+    /// What the checkpoint records of tables whose load beside the stream finished.
+    joined: TableStates,
     out: Outputs<'a>,
     /// Acknowledged to the source and recorded in the checkpoint.
     durable: Position,
@@ -222,7 +205,26 @@ struct Stream<'a, S> {
     seen: Position,
 }
 
-impl<S: ChangeSource> Stream<'_, S> {
+impl<S: Capture> Stream<'_, S> {
+    /// The source's next event; at a transaction boundary, [`CaptureEvent::TablesChanged`]
+    /// when a resync was asked of the task or the tables loading beside the stream are loaded
+    /// (what the checkpoint records of them then goes into `joined`).
+    async fn next_event(&mut self) -> Result<Option<CaptureEvent>, JobError> {
+        let in_transaction = self.source.in_transaction();
+        if !in_transaction && crate::resync::is_asked(self.out.task) {
+            tracing::info!("a resync was asked: starting again from the last checkpoint to load the table beside the stream");
+            return Ok(Some(CaptureEvent::TablesChanged));
+        }
+        let Self {
+            source,
+            join,
+            joined,
+            ..
+        } = self;
+        let next = async { source.next().await.map_err(JobError::from_source) };
+        join::next_or_joined(join, joined, in_transaction, next).await
+    }
+
     /// Where the next checkpoint goes: everything seen, unless held lower.
     fn checkpoint_target(&self) -> Position {
         match self.out.hold {
@@ -247,7 +249,7 @@ impl<S: ChangeSource> Stream<'_, S> {
     async fn flush(&mut self) -> Result<(), JobError> {
         let started = Instant::now();
         for table in 0..self.source.table_count() {
-            for changes in self.source.take(table)? {
+            for changes in self.source.take(table).map_err(JobError::from_source)? {
                 self.write(changes).await?;
             }
         }
@@ -267,7 +269,9 @@ impl<S: ChangeSource> Stream<'_, S> {
         // A table still holding parts of an open transaction has not made everything up to
         // `seen` durable: the checkpoint and the source wait for it.
         let upto = self.checkpoint_target();
-        if (upto > self.durable || self.source.checkpoint_changed()) && !held {
+        // A table that finished loading beside the stream changes the checkpoint even if the
+        // position did not move.
+        if (upto > self.durable || !self.joined.is_empty()) && !held {
             let written = Instant::now();
             self.out.state.observe_flush(written - started);
             let mut checkpoint = Checkpoint {
@@ -275,11 +279,15 @@ impl<S: ChangeSource> Stream<'_, S> {
                 ..self.out.checkpoint.clone()
             };
             self.source.fill_checkpoint(&mut checkpoint);
+            merge_tables(&mut checkpoint.tables, &self.joined);
             self.out
                 .target
                 .write_checkpoint(self.out.task, &checkpoint)
                 .await?;
-            self.source.acknowledge(upto).await?;
+            self.source
+                .acknowledge(upto)
+                .await
+                .map_err(JobError::from_source)?;
             self.durable = upto;
             self.out.state.observe_commit(written.elapsed());
         }

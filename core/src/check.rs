@@ -19,6 +19,24 @@ pub struct Prerequisite {
     pub detail: String,
     /// What to do when it is not ok.
     pub fix: Option<String>,
+    /// What a missing prerequisite does to a task that starts (`inlet check` reports it as
+    /// missing whatever this says).
+    pub at_start: AtStart,
+}
+
+/// What a missing prerequisite does to a task that starts: the connector decides, since it
+/// knows why the prerequisite matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtStart {
+    /// The task does not start.
+    #[default]
+    Refuse,
+    /// Only a task that has not started yet (no checkpoint) is refused; a running one goes on
+    /// (a selection that matches no table while the tables are recreated).
+    RefuseFirstStart,
+    /// The task starts and logs it (a replica id that is most likely this task's own earlier
+    /// connection, which the server drops when the task registers).
+    Warn,
 }
 
 impl Prerequisite {
@@ -28,6 +46,7 @@ impl Prerequisite {
             status: CheckStatus::Ok,
             detail: detail.into(),
             fix: None,
+            at_start: AtStart::Refuse,
         }
     }
     pub fn missing(
@@ -40,6 +59,7 @@ impl Prerequisite {
             status: CheckStatus::Missing,
             detail: detail.into(),
             fix: Some(fix.into()),
+            at_start: AtStart::Refuse,
         }
     }
     pub fn warning(
@@ -52,7 +72,16 @@ impl Prerequisite {
             status: CheckStatus::Warning,
             detail: detail.into(),
             fix: Some(fix.into()),
+            at_start: AtStart::Refuse,
         }
+    }
+}
+
+impl Prerequisite {
+    /// This prerequisite, with what it does to a task that starts when it is missing.
+    pub fn at_start(mut self, at_start: AtStart) -> Self {
+        self.at_start = at_start;
+        self
     }
 }
 

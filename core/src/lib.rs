@@ -1,10 +1,18 @@
 //! The words every part of inlet shares.
 //!
-//! A connector (PostgreSQL, MySQL) turns a source table into a [`TableSchema`] and a stream of
-//! Arrow `RecordBatch`es; a sink (Parquet, Iceberg) writes those batches, implementing the
-//! [`sink`] traits the daemon drives. Neither knows the other: both speak only the types defined
-//! here. Each column carries its Arrow type *and* the source's own type name, so a sink can
-//! record where a value came from (field metadata [`SOURCE_TYPE_KEY`]).
+//! A connector (PostgreSQL, MySQL) implements the [`source`] traits: it discovers the tables as
+//! [`TableSchema`]s, gives consistent snapshots cut into chunks for the load pool
+//! ([`snapshot`]), and a change capture of whole transactions that resumes from the task
+//! [`Checkpoint`] by its own rules. A sink (Parquet, Iceberg) implements the [`sink`] traits.
+//! The task engine in the `inlet` binary drives both and knows neither: they speak only the
+//! types defined here. Each column carries its Arrow type *and* the source's own type name, so a
+//! sink can record where a value came from (field metadata [`SOURCE_TYPE_KEY`]).
+//!
+//! ```text
+//! Source ─ discover, begin ─> snapshot::LoadSource ─ ChunkReader ─> sink::LoadTable
+//!        └─ capture ─> source::Capture ─ TableChanges ─> sink::ChangeTable
+//!                         └─ fill_checkpoint ─> Checkpoint ─> source::CheckpointStore
+//! ```
 
 mod causes;
 mod change;
@@ -16,6 +24,7 @@ mod portable;
 mod selection;
 pub mod sink;
 pub mod snapshot;
+pub mod source;
 mod table;
 mod years;
 
@@ -24,10 +33,11 @@ pub use change::{
     change_schema, CaptureEvent, Op, Position, TableChanges, CHANGE_META_COLUMNS, COMMIT_TS_COLUMN,
     OP_COLUMN, POSITION_COLUMN, TXID_COLUMN,
 };
-pub use check::{CheckStatus, Prerequisite};
+pub use check::{AtStart, CheckStatus, Prerequisite};
 pub use checkpoint::{
-    merge_tables, Checkpoint, ColumnRecord, MysqlResume, PostgresResume, SlotCreator, SourceResume,
-    StorageRecord, TableState, TableStates, CHECKPOINT_VERSION,
+    loaded_at, merge_tables, record_replaced, replaced_after_load, request_reload, Checkpoint,
+    ColumnRecord, MysqlResume, PostgresResume, SlotCreator, SourceResume, StorageRecord,
+    TableState, TableStates, CHECKPOINT_VERSION,
 };
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use portable::{

@@ -20,6 +20,14 @@ pub struct SourceError {
     transient: bool,
     config: bool,
     missing_table: bool,
+    /// The table of a change that cannot be completed, now or at any restart (a reload of the
+    /// table supersedes it).
+    incomplete_change: Option<String>,
+    /// The source cannot go on from the task checkpoint and starts again with a new snapshot
+    /// at once (a lost slot, with `cdc.on_slot_lost = "resnapshot"`).
+    starts_over: bool,
+    /// An error of the target's, met while the source kept a record there.
+    target: bool,
     error: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -30,6 +38,9 @@ impl SourceError {
             transient,
             config: false,
             missing_table: false,
+            incomplete_change: None,
+            starts_over: false,
+            target: false,
             error: Box::new(error),
         }
     }
@@ -40,8 +51,57 @@ impl SourceError {
             transient: false,
             config: false,
             missing_table: false,
+            incomplete_change: None,
+            starts_over: false,
+            target: false,
             error: message.into().into(),
         }
+    }
+
+    /// An error that may pass if the same work is tried again later.
+    pub fn transient(message: impl Into<String>) -> Self {
+        let mut e = Self::failed(message);
+        e.transient = true;
+        e
+    }
+
+    /// An error of the target's (the source keeps records there, such as the slot it created),
+    /// transient or not as the sink classified it.
+    pub fn from_target(e: crate::sink::TargetError) -> Self {
+        let transient = e.is_transient();
+        let mut e = Self::new(transient, e);
+        e.target = true;
+        e
+    }
+
+    /// Marks the error as a change of `table` that cannot be completed (see
+    /// [`SourceError::incomplete_change_table`]).
+    pub fn with_incomplete_change(mut self, table: Option<String>) -> Self {
+        self.incomplete_change = table;
+        self
+    }
+
+    /// Marks the error as one after which the source starts over with a new snapshot, at once.
+    pub fn with_starts_over(mut self, starts_over: bool) -> Self {
+        self.starts_over = starts_over;
+        self
+    }
+
+    /// The table of a change that cannot be completed, now or at any restart: fixing the cause
+    /// helps only the changes to come; a reload of the table supersedes this one.
+    pub fn incomplete_change_table(&self) -> Option<&str> {
+        self.incomplete_change.as_deref()
+    }
+
+    /// The source cannot go on from the task checkpoint: the task starts again at once, and the
+    /// source takes a new snapshot (it knows why, and says so).
+    pub fn starts_over(&self) -> bool {
+        self.starts_over
+    }
+
+    /// The error is the target's (see [`SourceError::from_target`]).
+    pub fn is_target(&self) -> bool {
+        self.target
     }
 
     /// Marks the error as one of a setting in the task file (the fix is there).

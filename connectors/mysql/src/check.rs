@@ -1,7 +1,7 @@
 //! The source's part of `inlet check`: binary log settings, retention, privileges and the
 //! replica server id, each with the exact change that fixes it.
 
-use inlet_core::Prerequisite;
+use inlet_core::{AtStart, Prerequisite};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
@@ -65,11 +65,14 @@ async fn prerequisites_unbounded(
         format!("connected to {} ({version})", connector.server()),
     )];
     out.push(if tables.is_empty() {
+        // A running task whose tables are all gone for now (DROP and CREATE of its only
+        // table) follows the binlog until one is created or renamed into [tables].
         Prerequisite::missing(
             "table selection",
             "no table matches [tables] include/exclude",
             "check the patterns in [tables]; they match database.table, e.g. \"shop.*\"",
         )
+        .at_start(AtStart::RefuseFirstStart)
     } else {
         Prerequisite::ok(
             "table selection",
@@ -262,6 +265,10 @@ async fn prerequisites_unbounded(
             format!("server id {server_id} is already used by the server or another replica"),
             "set source.server_id in the task file to an id no server or replica uses",
         )
+        // A replica with our id is usually this task's own earlier run (killed, its dump
+        // thread not yet reaped): the server disconnects the old one when we register. A
+        // genuinely shared id shows in the log, and `inlet check` reports it.
+        .at_start(AtStart::Warn)
     } else {
         Prerequisite::ok(
             "server_id",

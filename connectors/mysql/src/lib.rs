@@ -30,6 +30,7 @@ mod position;
 mod resume;
 mod rows;
 mod snapshot;
+mod task;
 mod types;
 mod validate;
 mod values;
@@ -51,4 +52,5 @@ pub use snapshot::{
     chunk_ranges, BatchLimits, ChunkStream, ConsistentSnapshot, KeyBound, KeyRange,
     MysqlChunkReader, MysqlLoadSource, SnapshotPoint, SnapshotReader,
 };
+pub use task::{MysqlCapture, MysqlTask};
 pub use validate::{canonical_row_sql, integer_key_column, KeySpan, RangeSnapshot};

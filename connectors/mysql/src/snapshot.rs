@@ -693,9 +693,11 @@ impl From<MysqlError> for SourceError {
         let transient = e.is_transient();
         let config = matches!(e, MysqlError::Config { .. } | MysqlError::Selection(_));
         let missing = e.is_missing_table();
+        let incomplete = e.incomplete_change_table().map(ToString::to_string);
         SourceError::new(transient, e)
             .with_config(config)
             .with_missing_table(missing)
+            .with_incomplete_change(incomplete)
     }
 }
 

@@ -18,6 +18,7 @@ mod slot;
 mod slot_plan;
 mod snapshot;
 mod spool;
+mod task;
 mod text;
 mod types;
 mod validate;
@@ -47,6 +48,7 @@ pub use snapshot::{
     plan_chunks, BatchLimits, ChunkStream, ExportedSnapshot, PgChunkReader, PgLoadSource,
     SnapshotChunk, SnapshotReader,
 };
+pub use task::{PgCapture, PgSnapshot, PgTask};
 pub use validate::{
     canonical_row_sql, integer_key_column, snapshot_position, KeySpan, RangeReader,
 };

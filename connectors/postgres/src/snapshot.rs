@@ -21,6 +21,10 @@ use crate::types::quote_ident;
 pub struct ExportedSnapshot {
     client: Client,
     id: String,
+    /// The replication connection whose slot exported the snapshot, when this one imported it
+    /// for a load beside the stream: the snapshot lives while it stays idle, so it goes with
+    /// this.
+    exporter: Option<crate::replication::ReplicationConnection>,
 }
 
 impl ExportedSnapshot {
@@ -37,6 +41,7 @@ impl ExportedSnapshot {
         Ok(Self {
             client,
             id: row.get(0),
+            exporter: None,
         })
     }
 
@@ -48,7 +53,15 @@ impl ExportedSnapshot {
         Ok(Self {
             client,
             id: snapshot_id.to_string(),
+            exporter: None,
         })
+    }
+
+    /// Keeps `exporter` (the connection whose slot exported the snapshot) open as long as
+    /// this, so the snapshot stays valid for the load.
+    pub fn holding(mut self, exporter: crate::replication::ReplicationConnection) -> Self {
+        self.exporter = Some(exporter);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -336,9 +349,11 @@ impl From<PgError> for SourceError {
         let transient = e.is_transient();
         let config = matches!(e, PgError::Config { .. } | PgError::Selection(_));
         let missing = e.is_missing_relation();
+        let incomplete = e.incomplete_change_table().map(ToString::to_string);
         SourceError::new(transient, e)
             .with_config(config)
             .with_missing_table(missing)
+            .with_incomplete_change(incomplete)
     }
 }
 

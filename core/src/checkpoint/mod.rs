@@ -113,6 +113,35 @@ pub fn merge_tables(tables: &mut TableStates, other: &TableStates) {
     }
 }
 
+/// The position a checkpoint records for `id`'s load, if it joined beside an earlier stream
+/// ([`TableState::loaded_at`]).
+pub fn loaded_at(tables: &TableStates, id: &crate::TableId) -> Option<Position> {
+    tables.get(&id.to_string()).and_then(|t| t.loaded_at)
+}
+
+/// Records in `tables` (of a checkpoint at `position`) that `id` must be loaded again
+/// ([`TableState::resync_at`]). The position is past any load of the table the checkpoint
+/// still records, so only a new load counts as the reload.
+pub fn request_reload(tables: &mut TableStates, id: &crate::TableId, position: Position) {
+    let at = loaded_at(tables, id).map_or(position, |loaded| {
+        Position(loaded.0.saturating_add(1)).max(position)
+    });
+    tables.entry(id.to_string()).or_default().resync_at = Some(at);
+}
+
+/// Records that `id` came to hold another table at `at` ([`TableState::replaced_at`]).
+pub fn record_replaced(tables: &mut TableStates, id: &crate::TableId, at: Position) {
+    let state = tables.entry(id.to_string()).or_default();
+    state.replaced_at = state.replaced_at.max(Some(at));
+}
+
+/// Whether `at`, where `id` came to hold another table, is after `id`'s latest load beside the
+/// stream (`tables`' `loaded_at`): a load holds the transactions that start before its
+/// position, as the stream's replay guard counts them.
+pub fn replaced_after_load(tables: &TableStates, id: &crate::TableId, at: Position) -> bool {
+    loaded_at(tables, id).is_none_or(|loaded| at >= loaded)
+}
+
 /// A PostgreSQL table's storage: its `pg_class.relfilenode` and the catalog rows of its columns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageRecord {

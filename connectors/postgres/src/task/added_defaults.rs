@@ -2,7 +2,7 @@
 //! DEFAULT x` on a table with rows fills every existing row with x without writing a change
 //! (PostgreSQL 11+ keeps x in the catalog, `pg_attribute.atthasmissing`), so the stream never
 //! carries those values and the target would read NULL where the source reads x. Such a table is
-//! loaded again beside the stream ([`crate::resync`]).
+//! loaded again beside the stream (a reload request, as `inlet resync` makes).
 //!
 //! The columns with such catalog-only values are recorded per table in the checkpoint
 //! ([`inlet_core::TableState::unwritten_defaults`]), so one added while the task was stopped, or killed before it noticed,

@@ -3,17 +3,18 @@
 //! creates one), whether it is lost, the checkpoint's position against the server's, and what
 //! adding the tables to the publication would do.
 
+use inlet_core::snapshot::SourceError;
+use inlet_core::source::CheckpointStore;
 use inlet_core::{Checkpoint, Prerequisite};
-use inlet_postgres::{
-    current_wal_position, parse_fork, plan_slot, publication_exists, publication_plan,
-    slot_capacity, slot_state, walsender_capacity, Lsn, PgConnector, PostgresSourceConfig,
-    PublicationPlan, ReplicationConnection, SlotPlan, SlotRecord, SlotState, SourceTable,
-    StartFacts,
-};
 
-use crate::config::{SlotLost, TaskConfig};
-use crate::sink::Target;
-use crate::JobError;
+use crate::catalog::SourceTable;
+use crate::config::{PgConnector, PostgresSourceConfig};
+use crate::replication::{Lsn, ReplicationConnection};
+use crate::slot::{
+    current_wal_position, publication_exists, publication_plan, slot_capacity, slot_state,
+    walsender_capacity, PublicationPlan, SlotState,
+};
+use crate::slot_plan::{parse_fork, plan_slot, SlotPlan, SlotRecord, StartFacts};
 
 /// Where the slot record of a task lives: a checkpoint-shaped record under `_inlet/<task>.slot/`
 /// beside the task's own `_inlet/<task>/` (task names cannot contain a dot, so no task has it).
@@ -106,7 +107,7 @@ impl FailoverFacts {
         control: &tokio_postgres::Client,
         wanted: bool,
         slot_now: Option<&SlotState>,
-    ) -> Result<Self, JobError> {
+    ) -> Result<Self, SourceError> {
         let row = control
             .query_one(
                 "SELECT current_setting('server_version_num')::int, pg_is_in_recovery(), \
@@ -114,7 +115,7 @@ impl FailoverFacts {
                 &[],
             )
             .await
-            .map_err(|e| JobError::failed(format!("reading the server's version: {e}")))?;
+            .map_err(|e| SourceError::failed(format!("reading the server's version: {e}")))?;
         let setting: String = row.get(2);
         let mut standby_slots = Vec::new();
         // A list of slot names, as PostgreSQL parses it: comma-separated, optionally quoted.
@@ -130,7 +131,7 @@ impl FailoverFacts {
                     &[&name],
                 )
                 .await
-                .map_err(|e| JobError::failed(format!("reading pg_replication_slots: {e}")))?
+                .map_err(|e| SourceError::failed(format!("reading pg_replication_slots: {e}")))?
                 .map(|r| r.get(0));
             standby_slots.push((name.to_string(), active));
         }
@@ -143,7 +144,7 @@ impl FailoverFacts {
                     &[],
                 )
                 .await
-                .map_err(|e| JobError::failed(format!("reading the standby's settings: {e}")))?;
+                .map_err(|e| SourceError::failed(format!("reading the standby's settings: {e}")))?;
             Some((r.get(0), r.get(1)))
         } else {
             None
@@ -300,37 +301,41 @@ impl FailoverFacts {
 }
 
 impl StartCheck {
+    /// `checkpoint`: the task checkpoint, as read from `store`; `resnapshot`:
+    /// `cdc.on_slot_lost = "resnapshot"`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn read(
-        config: &TaskConfig,
+        task: &str,
         source: &PostgresSourceConfig,
         control: &tokio_postgres::Client,
         connector: &PgConnector,
-        target: &Target,
+        store: &dyn CheckpointStore,
+        checkpoint: Option<Checkpoint>,
         tables: &[SourceTable],
         lost: Option<String>,
-    ) -> Result<Self, JobError> {
-        let task = config.task.name.as_str();
+        resnapshot: bool,
+    ) -> Result<Self, SourceError> {
         let slot = source.slot_name(task);
         let publication = source.publication_name(task);
-        let checkpoint = target.read_checkpoint(task).await?;
-        let record = target
-            .read_checkpoint(&record_key(task))
-            .await?
+        let record = store
+            .read(&record_key(task))
+            .await
+            .map_err(SourceError::from_target)?
             .as_ref()
             .and_then(SlotRecord::from_checkpoint);
         let slot_now = slot_state(control, connector, &slot)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let server_at = current_wal_position(control, connector)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let exists = publication_exists(control, connector, &publication)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let database: String = control
             .query_one("SELECT current_database()::text", &[])
             .await
-            .map_err(|e| JobError::failed(format!("reading current_database(): {e}")))?
+            .map_err(|e| SourceError::failed(format!("reading current_database(): {e}")))?
             .get(0);
         let failover =
             FailoverFacts::read(control, source.failover_slot, slot_now.as_ref()).await?;
@@ -351,8 +356,8 @@ impl StartCheck {
             }
             _ => None,
         };
-        let checkpoint_at = target.checkpoint_location(task);
-        let record_at = target.checkpoint_location(&record_key(task));
+        let checkpoint_at = store.location(task);
+        let record_at = store.location(&record_key(task));
         let facts = StartFacts {
             slot: &slot,
             task,
@@ -380,13 +385,13 @@ impl StartCheck {
         }
         let publication = publication_plan(control, connector, &publication, tables)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let slots = slot_capacity(control, connector)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let (running, max) = walsender_capacity(control, connector)
             .await
-            .map_err(JobError::source)?;
+            .map_err(SourceError::from)?;
         let ours = slot_now.as_ref().is_some_and(|s| s.active_pid.is_some());
         Ok(Self {
             checkpoint,
@@ -394,7 +399,7 @@ impl StartCheck {
             publication,
             slots,
             walsenders: (running, max, ours),
-            resnapshot: config.cdc.on_slot_lost == SlotLost::Resnapshot,
+            resnapshot,
             failover,
         })
     }

@@ -5,7 +5,7 @@
 //! [`super::added_defaults`] handles), `ADD COLUMN … serial` or `… GENERATED … AS IDENTITY`.
 //! The server writes the new table into a new file and logical decoding skips it, so the stream
 //! never carries the new values and the target would keep the old ones of every row not changed
-//! since. Such a table is loaded again beside the stream ([`crate::resync`]).
+//! since. Such a table is loaded again beside the stream (a reload request, as `inlet resync` makes).
 //!
 //! A rewrite shows in the catalog as a new `pg_class.relfilenode`. So do rewrites that change
 //! no value (`VACUUM FULL`, `CLUSTER`, `ALTER TABLE … SET TABLESPACE`) and `TRUNCATE` (which
