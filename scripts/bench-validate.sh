@@ -10,7 +10,12 @@
 # 0.2 s the source's open transactions (pg_stat_activity) and which of them hold a lock on
 # lineitem. Prints one machine line per target kind:
 #   bench: validate-<kind> rows=N wall_s=S peak_rss_mb=N server_cpu_s=S rows_read=N
-#          blocks_read=N blocks_hit=N longest_xact_s=S longest_lock_s=S
+#          blocks_read=N blocks_hit=N longest_xact_s=S longest_lock_s=S ranges=N
+#          ranges_differing=N rows_read_by_inlet=N
+# (ranges, ranges_differing, rows_read_by_inlet: from the --json report; an inlet without range
+# hashes reports none, shown as -). For parquet, a second line, validate-parquet-1-changed,
+# measures it again once one value of the target is changed (BENCH_VALIDATE_CHANGE=0: not).
+# INLET_BIN=/path/to/an/older/inlet measures another build the same way.
 # server_cpu_s is the CPU time of the whole PostgreSQL server during the validation (its live
 # processes plus those it reaped, from /proc); rows_read and blocks_* come from
 # pg_stat_statements (the sandbox is restarted with it preloaded).
@@ -72,6 +77,69 @@ server_cpu() {
     } | awk -v t="$ticks" '{s += $1} END {printf "%.2f", s / t}'
 }
 
+# One measured `inlet validate` of $task: measure LABEL EXPECTED_EXIT_CODE.
+measure() {
+    local label=$1 expect=$2
+    q -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
+    sampler_out="$dir/validate-$label.activity"
+    : >"$sampler_out"
+    (
+        # pid, seconds its transaction has been open, and whether it holds a lock on lineitem.
+        while :; do
+            q -d "$db" -F ' ' -c "SELECT a.pid, extract(epoch FROM clock_timestamp() - a.xact_start),
+                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
+                            AND l.relation = 'public.lineitem'::regclass)
+                FROM pg_stat_activity a
+                WHERE a.xact_start IS NOT NULL AND a.pid <> pg_backend_pid()
+                  AND a.backend_type = 'client backend'" >>"$sampler_out" 2>/dev/null || true
+            sleep 0.2
+        done
+    ) &
+    sampler=$!
+    cpu0=$(server_cpu)
+    echo "bench-validate: $inlet validate -c $task ${VALIDATE_ARGS:-}"
+    set +e
+    # shellcheck disable=SC2086 # VALIDATE_ARGS is a list of words
+    /usr/bin/time -v -o "$dir/validate-$label.time" "$inlet" validate -c "$task" --json ${VALIDATE_ARGS:-} \
+        >"$dir/validate-$label.json"
+    code=$?
+    set -e
+    # The backends exit once inlet closes its connections: their CPU counts once the server
+    # has reaped them (an exited, unreaped one shows none).
+    sleep 2
+    cpu1=$(server_cpu)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    [ "$code" = "$expect" ] || fail "inlet validate exited $code, not $expect: $(cat "$dir/validate-$label.json")"
+    read -r ranges ranges_differing rows_by_inlet < <("$py" -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["tables"][0]
+print(*(t.get(k, "-") for k in ("ranges_compared", "ranges_differing", "rows_read_from_source")))
+' "$dir/validate-$label.json")
+
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$dir/validate-$label.time" \
+        | awk -F: '{ if (NF == 3) print $1 * 3600 + $2 * 60 + $3; else print $1 * 60 + $2 }')
+    rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$dir/validate-$label.time")
+    user=$(awk -F': ' '/User time/ {print $2}' "$dir/validate-$label.time")
+    sys=$(awk -F': ' '/System time/ {print $2}' "$dir/validate-$label.time")
+    stats=$(q -d "$db" -F ' ' -c "SELECT coalesce(sum(rows), 0), coalesce(sum(shared_blks_read), 0),
+                coalesce(sum(shared_blks_hit), 0), count(*)
+            FROM pg_stat_statements WHERE query ILIKE '%lineitem%' AND query NOT ILIKE '%pg_stat_activity%'")
+    read -r rows_read blks_read blks_hit statements <<<"$stats"
+    longest_xact=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m }' "$sampler_out")
+    longest_lock=$(awk '$3 == "t" { if ($2 > m) m = $2 } END { printf "%.1f", m }' "$sampler_out")
+    echo "bench-validate: statements on lineitem (pg_stat_statements, top 5 by time):"
+    q -d "$db" -F ' | ' -c "SELECT calls, rows, round(total_exec_time::numeric / 1000, 1) || ' s',
+                left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+            FROM pg_stat_statements WHERE query ILIKE '%lineitem%' AND query NOT ILIKE '%pg_stat_activity%'
+            ORDER BY total_exec_time DESC LIMIT 5"
+    echo "bench: validate-$label rows=$rows wall_s=$wall peak_rss_mb=$((rss_kb / 1024))" \
+        "inlet_cpu_s=$(echo "$user + $sys" | bc) server_cpu_s=$(echo "$cpu1 - $cpu0" | bc)" \
+        "rows_read=$rows_read blocks_read=$blks_read blocks_hit=$blks_hit" \
+        "longest_xact_s=$longest_xact longest_lock_s=$longest_lock" \
+        "ranges=$ranges ranges_differing=$ranges_differing rows_read_by_inlet=$rows_by_inlet"
+}
+
 for kind in "${kinds[@]}"; do
     out="$(cd "$dir" && pwd)/validate-$kind"
     task="$dir/validate-$kind.toml"
@@ -107,55 +175,20 @@ EOF
     /usr/bin/time -f "full-load wall_s=%e peak_rss_kb=%M" "$inlet" full-load -c "$task" \
         || fail "inlet full-load exited non-zero"
 
-    q -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
-    sampler_out="$dir/validate-$kind.activity"
-    : >"$sampler_out"
-    (
-        # pid, seconds its transaction has been open, and whether it holds a lock on lineitem.
-        while :; do
-            q -d "$db" -F ' ' -c "SELECT a.pid, extract(epoch FROM clock_timestamp() - a.xact_start),
-                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
-                            AND l.relation = 'public.lineitem'::regclass)
-                FROM pg_stat_activity a
-                WHERE a.xact_start IS NOT NULL AND a.pid <> pg_backend_pid()
-                  AND a.backend_type = 'client backend'" >>"$sampler_out" 2>/dev/null || true
-            sleep 0.2
-        done
-    ) &
-    sampler=$!
-    cpu0=$(server_cpu)
-    echo "bench-validate: $inlet validate -c $task ${VALIDATE_ARGS:-}"
-    set +e
-    # shellcheck disable=SC2086 # VALIDATE_ARGS is a list of words
-    /usr/bin/time -v -o "$dir/validate-$kind.time" "$inlet" validate -c "$task" ${VALIDATE_ARGS:-}
-    code=$?
-    set -e
-    # The backends exit once inlet closes its connections: their CPU counts once the server
-    # has reaped them (an exited, unreaped one shows none).
-    sleep 2
-    cpu1=$(server_cpu)
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
-    [ "$code" = 0 ] || fail "inlet validate exited $code"
-
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$dir/validate-$kind.time" \
-        | awk -F: '{ if (NF == 3) print $1 * 3600 + $2 * 60 + $3; else print $1 * 60 + $2 }')
-    rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$dir/validate-$kind.time")
-    user=$(awk -F': ' '/User time/ {print $2}' "$dir/validate-$kind.time")
-    sys=$(awk -F': ' '/System time/ {print $2}' "$dir/validate-$kind.time")
-    stats=$(q -d "$db" -F ' ' -c "SELECT coalesce(sum(rows), 0), coalesce(sum(shared_blks_read), 0),
-                coalesce(sum(shared_blks_hit), 0), count(*)
-            FROM pg_stat_statements WHERE query ILIKE '%lineitem%' AND query NOT ILIKE '%pg_stat_activity%'")
-    read -r rows_read blks_read blks_hit statements <<<"$stats"
-    longest_xact=$(awk '{ if ($2 > m) m = $2 } END { printf "%.1f", m }' "$sampler_out")
-    longest_lock=$(awk '$3 == "t" { if ($2 > m) m = $2 } END { printf "%.1f", m }' "$sampler_out")
-    echo "bench-validate: statements on lineitem (pg_stat_statements, top 5 by time):"
-    q -d "$db" -F ' | ' -c "SELECT calls, rows, round(total_exec_time::numeric / 1000, 1) || ' s',
-                left(regexp_replace(query, '\s+', ' ', 'g'), 110)
-            FROM pg_stat_statements WHERE query ILIKE '%lineitem%' AND query NOT ILIKE '%pg_stat_activity%'
-            ORDER BY total_exec_time DESC LIMIT 5"
-    echo "bench: validate-$kind rows=$rows wall_s=$wall peak_rss_mb=$((rss_kb / 1024))" \
-        "inlet_cpu_s=$(echo "$user + $sys" | bc) server_cpu_s=$(echo "$cpu1 - $cpu0" | bc)" \
-        "rows_read=$rows_read blocks_read=$blks_read blocks_hit=$blks_hit" \
-        "longest_xact_s=$longest_xact longest_lock_s=$longest_lock"
+    measure "$kind" 0
+    if [ "$kind" = parquet ] && [ "${BENCH_VALIDATE_CHANGE:-1}" = 1 ]; then
+        # One value changed in the target: its one key range is read, the rest is not.
+        "$py" -c '
+import glob, os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+f = sorted(glob.glob(os.path.join(sys.argv[1], "public", "lineitem", "LOAD*.parquet")))[0]
+t = pq.read_table(f)
+comment = t.column("l_comment").to_pylist()
+comment[1000] = "changed by bench-validate"
+t = t.set_column(t.schema.get_field_index("l_comment"), "l_comment", pa.array(comment, t.schema.field("l_comment").type))
+pq.write_table(t, f + ".tmp")
+os.replace(f + ".tmp", f)
+' "$out"
+        measure "$kind-1-changed" 1
+    fi
 done
