@@ -267,6 +267,8 @@ impl RangeSum {
 pub(super) enum RangeSource {
     Postgres {
         reader: inlet_postgres::RangeReader,
+        /// More connections in the snapshot, to hash ranges beside `reader`.
+        hashers: Vec<inlet_postgres::RangeReader>,
         tables: Vec<inlet_postgres::SourceTable>,
         limits: inlet_postgres::BatchLimits,
         chunk_mb: u64,
@@ -400,22 +402,43 @@ impl RangeSource {
         which: &[usize],
     ) -> Result<Vec<RangeSum>, JobError> {
         match self {
-            Self::Postgres { reader, tables, .. } => {
+            Self::Postgres {
+                reader,
+                hashers,
+                tables,
+                ..
+            } => {
                 let Some(table) = tables.get(t) else {
                     return Ok(Vec::new());
                 };
-                let mut out = Vec::with_capacity(which.len());
-                for &r in which {
-                    let (rows, hash) = reader
-                        .range_hash(
-                            table,
-                            &plan.row_sql,
-                            plan.ranges.key.as_deref(),
-                            plan.ranges.span(r),
-                        )
-                        .await
-                        .map_err(JobError::source)?;
-                    out.push(RangeSum { rows, hash });
+                // The ranges dealt out to the connections (`full_load.workers`), as the full
+                // load deals out its chunks: each connection's ranges one after the other.
+                let connections: Vec<&inlet_postgres::RangeReader> =
+                    std::iter::once(reader).chain(hashers.iter()).collect();
+                let n = connections.len();
+                let work = connections.iter().enumerate().map(|(c, conn)| async move {
+                    let mut got = Vec::new();
+                    for (at, &r) in which.iter().enumerate().skip(c).step_by(n) {
+                        let (rows, hash) = conn
+                            .range_hash(
+                                table,
+                                &plan.row_sql,
+                                plan.ranges.key.as_deref(),
+                                plan.ranges.span(r),
+                            )
+                            .await?;
+                        got.push((at, RangeSum { rows, hash }));
+                    }
+                    Ok::<_, inlet_postgres::PgError>(got)
+                });
+                let mut out = vec![RangeSum::default(); which.len()];
+                for got in futures::future::try_join_all(work)
+                    .await
+                    .map_err(JobError::source)?
+                {
+                    for (at, sum) in got {
+                        out[at] = sum;
+                    }
                 }
                 Ok(out)
             }

@@ -28,6 +28,8 @@ pub(super) enum SourceSide {
         round: Option<inlet_postgres::PgLoadSource>,
         /// The round's exported snapshot, which range hashes and range reads import.
         snapshot_id: String,
+        /// Connections hashing ranges at once (`full_load.workers`).
+        workers: usize,
     },
     Mysql {
         connector: inlet_mysql::MysqlConnector,
@@ -68,6 +70,7 @@ impl SourceSide {
                     chunk_mb: fl.chunk_mb,
                     round: None,
                     snapshot_id: String::new(),
+                    workers: fl.workers.max(1),
                 })
             }
             SourceConfig::Mysql(source) => {
@@ -127,6 +130,7 @@ impl SourceSide {
                 chunk_mb,
                 round,
                 snapshot_id,
+                ..
             } => {
                 *round = None;
                 let snapshot = inlet_postgres::ExportedSnapshot::export(connector)
@@ -209,6 +213,7 @@ impl SourceSide {
                 limits,
                 chunk_mb,
                 snapshot_id,
+                workers,
             } => {
                 let source = round
                     .take()
@@ -217,8 +222,17 @@ impl SourceSide {
                     .await
                     .map_err(JobError::source)?;
                 let utf8 = reader.utf8().await.map_err(JobError::source)?;
+                let mut hashers = Vec::new();
+                for _ in 1..*workers {
+                    hashers.push(
+                        inlet_postgres::RangeReader::open(connector, snapshot_id)
+                            .await
+                            .map_err(JobError::source)?,
+                    );
+                }
                 let ranged = RangeSource::Postgres {
                     reader,
+                    hashers,
                     tables: tables.clone(),
                     limits: *limits,
                     chunk_mb: *chunk_mb,
