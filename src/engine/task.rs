@@ -301,3 +301,28 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a missing prerequisite does at a start is the connector's word
+    /// ([`Prerequisite::at_start`]), not a match on its name: a replica id in use only warns; a
+    /// selection that matches nothing refuses a first start but not a resumed task.
+    #[test]
+    fn a_missing_prerequisite_does_what_its_connector_says() {
+        let missing = |name: &str| Prerequisite::missing(name, "not there", "do this");
+        let warn = missing("server_id").at_start(AtStart::Warn);
+        assert!(check_prerequisites(vec![warn], false).is_ok());
+        let selection = || missing("table selection").at_start(AtStart::RefuseFirstStart);
+        assert!(check_prerequisites(vec![selection()], true).is_ok());
+        let Err(JobError::Failed(message)) = check_prerequisites(vec![selection()], false) else {
+            panic!("a first start without a table went on");
+        };
+        assert_eq!(message, "table selection: not there; fix: do this");
+        let refused = check_prerequisites(vec![missing("wal_level")], true);
+        assert!(
+            matches!(refused, Err(JobError::Failed(m)) if m == "wal_level: not there; fix: do this")
+        );
+    }
+}

@@ -252,6 +252,8 @@ impl Source for PgTask {
     }
 
     async fn snapshot(&mut self) -> Result<PgSnapshot, SourceError> {
+        // A full load reads the catalog in its snapshot: the control connection is not needed.
+        self.control = None;
         Ok(PgSnapshot::Exported(
             ExportedSnapshot::export(&self.connector).await?,
         ))
