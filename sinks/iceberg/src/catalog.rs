@@ -347,7 +347,16 @@ impl FolderCatalog {
         ident: &TableIdent,
     ) -> Result<Option<CommittedMetadata>, IcebergError> {
         let subject = format!("table {ident}");
-        let hint = self.warehouse.get(&subject, &self.hint_path(ident)).await?;
+        // The hint only saves a listing. A hint that cannot be read is passed over, as
+        // Iceberg's HadoopCatalog does: another writer of the folder catalog may be rewriting
+        // it in place at this moment (a short read), and that is no reason to fail.
+        let hint = match self.warehouse.get(&subject, &self.hint_path(ident)).await {
+            Ok(hint) => hint,
+            Err(e) => {
+                tracing::info!(table = %ident, error = %e, "version-hint.text could not be read; finding the newest metadata version by listing");
+                None
+            }
+        };
         let mut version = match hint {
             Some(bytes) => String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok(),
             None => None,

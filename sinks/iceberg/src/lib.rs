@@ -11,7 +11,8 @@
 //!   carrying `PARQUET:field_id`, written through object_store (local folder or S3).
 //! - **Catalog.** The folder catalog writes `metadata/vN.metadata.json` create-if-absent
 //!   (`PutMode::Create`) and then `version-hint.text`: of two writers of version N only one
-//!   wins, and a crash between the two writes is healed by probing for newer versions.
+//!   wins, and a crash between the two writes is healed by probing for newer versions. A hint
+//!   that cannot be read (another writer rewriting it in place) is passed over for a listing.
 //! - **Glue catalog** (`catalog.kind = "glue"`, module `glue`): a Glue database per namespace and
 //!   a Glue table with `table_type=ICEBERG`, `metadata_location`, `previous_metadata_location`
 //!   (as Iceberg's GlueCatalog). A commit writes `metadata/NNNNN-<uuid>.metadata.json`, checks

@@ -412,6 +412,114 @@ mod tests {
         );
     }
 
+    /// A store whose reads of `version-hint.text` fail as a short read does (the file shrank
+    /// between its size and its read: another writer rewriting it in place).
+    #[derive(Debug)]
+    struct HintRewrittenMeanwhile(Arc<dyn object_store::ObjectStore>);
+
+    impl std::fmt::Display for HintRewrittenMeanwhile {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "HintRewrittenMeanwhile({})", self.0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for HintRewrittenMeanwhile {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            if location.filename() == Some("version-hint.text") {
+                return Err(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: "Requested range was invalid".into(),
+                });
+            }
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A `version-hint.text` that cannot be read is passed over for the listing of the metadata
+    /// files, as Iceberg's HadoopCatalog does: the hint only saves a listing. Another writer of
+    /// the folder catalog may be rewriting it in place at that moment: pyiceberg's commits in
+    /// tests/pg_iceberg.rs (racing test) did, and the short read ("Requested range was invalid")
+    /// restarted the task.
+    #[tokio::test]
+    async fn a_version_hint_that_cannot_be_read_is_passed_over_for_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path());
+        let t = table();
+        let mut stream = target.change_table(&t).await.unwrap();
+        for (id, position) in [(1, 0x20), (2, 0x30), (3, 0x40)] {
+            stream
+                .write(inserts(&t, &[id], position, None))
+                .await
+                .unwrap();
+            stream.commit(Position(position)).await.unwrap();
+        }
+        // The hint lags behind the newest version, as when another writer is rewriting it.
+        let hint = dir.path().join("public/items/metadata/version-hint.text");
+        let newest = std::fs::read_to_string(&hint).unwrap();
+        std::fs::write(&hint, "1").unwrap();
+
+        let wh = &target.inner.warehouse;
+        let catalog = crate::catalog::FolderCatalog {
+            warehouse: crate::store::Warehouse {
+                store: Arc::new(HintRewrittenMeanwhile(wh.store.clone())),
+                ..wh.clone()
+            },
+        };
+        let ident = crate::TableIdent {
+            namespace: "public".into(),
+            name: "items".into(),
+        };
+        let loaded = catalog.load(&ident).await.unwrap().expect("the table");
+        assert_eq!(loaded.version.to_string(), newest.trim());
+    }
+
     /// A table holding part of an open transaction does not commit until the source commits
     /// the transaction; a part stamped with the table's committed position (MySQL stamps parts
     /// with the transaction's start) is applied, not skipped as a replay.
