@@ -224,7 +224,11 @@ impl TablePlan {
     }
 
     /// Key hashes and row hashes of `columns`' rows.
-    pub(super) fn hashes(&self, columns: &[ArrayRef]) -> Result<(Vec<u128>, Vec<u64>), String> {
+    pub(super) fn hashes(
+        &self,
+        columns: &[ArrayRef],
+        keep: Option<&[bool]>,
+    ) -> Result<(Vec<u128>, Vec<u64>), String> {
         let key_cols: Vec<ArrayRef> = self.key.iter().map(|&i| columns[i].clone()).collect();
         let keys = self
             .keys
@@ -238,7 +242,7 @@ impl TablePlan {
         // A table compared by range hashes: the hash of its canonical text, which the range
         // sums add up (equal values, equal text); else the hash of its Arrow row encoding.
         if self.ranges.is_some() {
-            return Ok((kh, row_hashes(columns)?));
+            return Ok((kh, row_hashes(columns, keep)?));
         }
         let rows = self
             .rows
@@ -305,7 +309,7 @@ impl TablePlan {
             },
         };
         let columns = self.conform(&written).map_err(fail)?;
-        let (keys, rows) = self.hashes(&columns).map_err(fail)?;
+        let (keys, rows) = self.hashes(&columns, None).map_err(fail)?;
         let ranges = self.range_indexes(&columns).map_err(fail)?;
         for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
             if !only.keeps(k, ranges.as_ref().map(|r| r[i])) {
@@ -437,6 +441,7 @@ mod tests {
         let mut state = TargetRows {
             rows: HashMap::new(),
             keys: HashMap::new(),
+            sums: None,
         };
         for (rows, ops) in target {
             let ops = ops.map(|o| StringArray::from(o.to_vec()));

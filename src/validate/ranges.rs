@@ -128,11 +128,16 @@ pub(super) fn has_canonical_text(t: &DataType) -> bool {
 
 /// The 60-bit hash of each row's canonical text (`columns` in the source's column order, as
 /// the target holds them): the first 15 hex digits of its md5, as the server computes it.
-pub(super) fn row_hashes(columns: &[ArrayRef]) -> Result<Vec<u64>, String> {
+/// Rows `keep` marks false are not hashed (0).
+pub(super) fn row_hashes(columns: &[ArrayRef], keep: Option<&[bool]>) -> Result<Vec<u64>, String> {
     let n = columns.first().map_or(0, |c| c.len());
     let mut out = Vec::with_capacity(n);
     let mut text = Vec::with_capacity(256);
     for i in 0..n {
+        if keep.is_some_and(|k| k.get(i) == Some(&false)) {
+            out.push(0);
+            continue;
+        }
         text.clear();
         for (c, a) in columns.iter().enumerate() {
             if c > 0 {
@@ -576,7 +581,7 @@ mod tests {
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         assert_eq!(
-            row_hashes(&columns).unwrap(),
+            row_hashes(&columns, None).unwrap(),
             [u64::from_be_bytes(first) >> 4]
         );
     }

@@ -177,7 +177,7 @@ impl TablePlan {
         let columns = self.conform(batch)?;
         if let Some(sums) = state.sums.as_mut() {
             // Inserts only (see `read_target`): each row into its range's sum.
-            let hashes = row_hashes(&columns)?;
+            let hashes = row_hashes(&columns, None)?;
             let ranges = self.range_indexes(&columns)?.unwrap_or_default();
             for (h, r) in hashes.into_iter().zip(ranges) {
                 if only.keeps(0, Some(r)) {
@@ -188,9 +188,16 @@ impl TablePlan {
             }
             return Ok(());
         }
-        let (keys, rows) = self.hashes(&columns)?;
-        // With range hashes: each row's key range.
+        // With range hashes: each row's key range, and the rows of the ranges kept (a pass's
+        // ranges, or those whose hashes differed), the only ones whose text is hashed.
         let ranges = self.range_indexes(&columns)?;
+        let keep: Option<Vec<bool>> = match only {
+            Keys::Only(_) => None,
+            _ => ranges
+                .as_ref()
+                .map(|r| r.iter().map(|&x| only.keeps(0, Some(x))).collect()),
+        };
+        let (keys, rows) = self.hashes(&columns, keep.as_deref())?;
         let keyless = self.key_names.is_empty();
         for (i, (k, r)) in keys.into_iter().zip(rows).enumerate() {
             let op = ops.map_or("I", |o| if o.is_null(i) { "I" } else { o.value(i) });
