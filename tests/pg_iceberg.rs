@@ -337,21 +337,23 @@ async fn audited_versions(client: &tokio_postgres::Client) -> BTreeMap<i64, i64>
     versions
 }
 
-/// A pause of `ms` between rounds of the workload, or of 1.5 s after three rounds in which the
-/// other engine committed nothing (`seen`: its commit count and the rounds since it changed).
-/// The other engine plans each commit again from scratch after it lost a race, and a plan that
-/// reads and rewrites files for a second or so loses every race against a source that keeps
-/// inlet committing every 50 ms: it would never commit.
-async fn pause(foreign: &ForeignLoop, seen: &mut (usize, u32), ms: u64) {
+/// A pause of `ms` between rounds of the workload, or a longer one (1.5 s, doubling up to 6 s
+/// while it stays so) after three rounds in which the other engine committed nothing (`seen`:
+/// its commit count, the rounds since it changed, the long pauses since). The other engine
+/// plans each commit again from scratch after it lost a race, and a plan that reads and
+/// rewrites files for a second or so loses every race against a source that keeps inlet
+/// committing every 50 ms: it would never commit.
+async fn pause(foreign: &ForeignLoop, seen: &mut (usize, u32, u32), ms: u64) {
     let commits = foreign.commits();
     if commits == seen.0 {
         seen.1 += 1;
     } else {
-        *seen = (commits, 0);
+        *seen = (commits, 0, 0);
     }
     let ms = if seen.1 >= 3 {
         seen.1 = 0;
-        1500
+        seen.2 += 1;
+        1500 << (seen.2 - 1).min(2)
     } else {
         ms
     };
@@ -408,7 +410,7 @@ async fn commits_of_another_engine_racing_inlet_commits_across_sigkills_are_kept
         seed
     };
     let mut round = 2;
-    let mut seen = (0, 0);
+    let mut seen = (0, 0, 0);
     for _ in 0..3 {
         for i in 0..4 + next() % 4 {
             items_round(&client, round, false).await;
