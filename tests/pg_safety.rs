@@ -542,6 +542,7 @@ async fn a_dropped_publication_is_told_from_a_dropped_slot() {
 
     // With on_slot_lost = "resnapshot" the task loads again through a new slot and a new
     // publication, instead of retrying forever; also when the publication was created again.
+    let listen = format!("127.0.0.1:{}", inlet_testkit::free_port());
     let cfg = task_file(
         dir.path(),
         "t",
@@ -551,7 +552,13 @@ async fn a_dropped_publication_is_told_from_a_dropped_slot() {
         .batch_execute("CREATE PUBLICATION inlet_pubs FOR TABLE accounts, events")
         .await
         .unwrap();
-    let mut child = spawn_run(&cfg);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["run", "-c", cfg.to_str().unwrap(), "--listen", &listen])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("inlet starts");
     wait_caught_up(&client, &mut child, &checkpoint, "inlet_pubs").await;
     client
         .batch_execute("DROP PUBLICATION inlet_pubs")
@@ -572,9 +579,24 @@ async fn a_dropped_publication_is_told_from_a_dropped_slot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_caught_up(&client, &mut child, &checkpoint, "inlet_pubs").await;
+    let metrics = metrics(&listen);
     sigterm(&child);
     let (code, stderr) = stderr_of(child);
     assert_eq!(code, 0, "{stderr}");
+    // Each start over is counted, as an error and a retry of kind `starts_over`: the drop
+    // while streaming, and up to PostgreSQL 17 also the stream's failure on the publication
+    // created again before this run.
+    let starts_over = stderr
+        .matches("cdc.on_slot_lost = \"resnapshot\": starting again")
+        .count();
+    assert!(starts_over >= 1, "{stderr}");
+    for name in ["inlet_errors_total", "inlet_retries_total"] {
+        let sample = format!("{name}{{task=\"pubs\",kind=\"starts_over\"}} {starts_over}");
+        assert!(
+            metrics.lines().any(|l| l == sample),
+            "no {sample} in:\n{metrics}\n{stderr}"
+        );
+    }
     assert!(
         stderr.contains("publication \"inlet_pubs\" was dropped"),
         "{stderr}"
@@ -585,6 +607,22 @@ async fn a_dropped_publication_is_told_from_a_dropped_slot() {
     );
     assert_eq!(publications(&client).await, ["inlet_pubs"]);
     assert_replay_equals_source(&client, &out).await;
+}
+
+/// The daemon's /metrics text at `address`.
+fn metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(address).expect("the daemon's listen address");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    raw
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -46,6 +46,9 @@ pub async fn run<S: Source>(
             // a new snapshot.
             Err(JobError::Transient { kind, message }) if kind == STARTS_OVER => {
                 tracing::warn!("{message}; cdc.on_slot_lost = \"resnapshot\": starting again");
+                // Counted like the runner counts the restarts it makes after an error.
+                state.error(STARTS_OVER);
+                state.retry(STARTS_OVER);
                 state.set_phase(Phase::Starting);
             }
             Err(e) => return Err(e),
