@@ -73,19 +73,17 @@ pub fn check_prerequisites(
     for p in prerequisites {
         match (p.status, p.at_start) {
             (CheckStatus::Missing, AtStart::Warn) => {
-                tracing::warn!(check = %p.name, detail = %p.detail, fix = ?p.fix, "prerequisite missing; starting anyway")
+                tracing::warn!(check = %p.name, detail = %p.detail, fix = p.fix.as_deref().unwrap_or("-"), "prerequisite missing; starting anyway")
             }
             (CheckStatus::Missing, AtStart::RefuseFirstStart) if resumed => {}
             (CheckStatus::Missing, _) => {
-                return Err(JobError::Failed(format!(
-                    "{}: {}; fix: {}",
-                    p.name,
-                    p.detail,
-                    p.fix.unwrap_or_default()
-                )))
+                return Err(JobError::Failed(match p.fix {
+                    Some(fix) => format!("{}: {}; fix: {fix}", p.name, p.detail),
+                    None => format!("{}: {}", p.name, p.detail),
+                }))
             }
             (CheckStatus::Warning, _) => {
-                tracing::warn!(check = %p.name, detail = %p.detail, fix = ?p.fix, "prerequisite")
+                tracing::warn!(check = %p.name, detail = %p.detail, fix = p.fix.as_deref().unwrap_or("-"), "prerequisite")
             }
             (CheckStatus::Ok, _) => {}
         }
