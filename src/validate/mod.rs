@@ -2,31 +2,37 @@
 //! per table, the rows compared and the rows missing from the target, extra in it and different,
 //! naming the keys of those rows (up to a limit).
 //!
-//! How (first version, see the README's "Validate a task"):
-//! - The source is read through the full load's own chunk readers ([`LoadSource`],
-//!   [`ChunkReader`]) in a consistent snapshot, so its rows arrive as the Arrow batches a load
-//!   would write, and the sink's own conversion puts them in the form the target holds (uuid
-//!   and time as text, milliseconds, Athena names): a value policy is no difference. Each chunk
-//!   is its own short transaction, as in the full load.
+//! How (see the README's "Validate a task"):
+//! - Range hashes first ([`ranges`]): per range of the table's first integer key column, the
+//!   source server computes the row count and a sum of 60-bit hashes of each row's canonical
+//!   text, and inlet the same over the target's rows. Only the ranges that differ are read
+//!   row by row; a table whose columns have no canonical text both sides render alike is
+//!   compared row by row whole (`compared_row_by_row` says why).
+//! - Row by row, the source is read as the full load reads it (its chunk readers
+//!   ([`inlet_core::snapshot::LoadSource`]), or a key range with the same decoders), so its rows
+//!   arrive as the Arrow batches a load would write, and the sink's own conversion puts them in
+//!   the form the target holds (uuid and time as text, milliseconds, Athena names): a value
+//!   policy is no difference. Each chunk or range is its own short transaction on PostgreSQL.
 //! - The target is read as a reader sees it (Parquet: LOAD files, then change files replayed in
-//!   name order; Iceberg: the current snapshot's live rows, position deletes applied) into a map
-//!   from a 128-bit hash of the row's key to a 64-bit hash of the row and a count. That map is
-//!   the memory validation needs (one table at a time); a table larger than `--memory-mb`, by
-//!   the source's estimate of its rows, is compared in passes over parts of its key hashes,
-//!   each pass reading source and target again.
+//!   name order; Iceberg: the current snapshot's live rows, position deletes applied): into its
+//!   ranges' sums when it holds inserts only, else into a map from a 128-bit hash of the row's
+//!   key to a 64-bit hash of the row and a count. That map is the memory validation needs (one
+//!   table at a time); a table larger than `--memory-mb`, by the source's estimate of its rows,
+//!   is compared in passes over parts of its keys (of its ranges, with range hashes).
 //! - The source moves while it is read: the snapshot's position is recorded (PostgreSQL
 //!   `pg_current_wal_insert_lsn()`, MySQL/MariaDB the binlog position), and the target is read only
 //!   once the task's checkpoint has passed it. A key that differs is compared again in a new
-//!   snapshot once the target passed that one too (up to [`ROUNDS`] times in all); only a
-//!   difference still there in the last round is reported. A task that does not catch up within
-//!   `--max-lag-seconds` is reported as such, never as equal.
+//!   snapshot once the target passed that one too (up to [`ROUNDS`] times in all; only the ranges
+//!   that held such keys are read again); only a difference still there in the last round is
+//!   reported. A task that does not catch up within `--max-lag-seconds` is reported as such,
+//!   never as equal.
 //! - A table without a key is compared as a multiset of whole rows.
 //! - `inlet run` validates a task on a schedule ([`schedule`], `[validate] interval_minutes`),
 //!   into the `inlet_validation_*` metrics.
 //!
-//!
 //! Modules, by job: [`source`] (the source side: snapshots, chunk readers, and the per-table
-//! comparison loop), [`target`] (reading the target back: Parquet replay, Iceberg snapshot),
+//! comparison loop), [`ranges`] (key ranges, the canonical text and its hashes, the source's
+//! range statements), [`target`] (reading the target back: Parquet replay, Iceberg snapshot),
 //! [`compare`] (how rows are keyed, hashed and compared; the tally of differences), [`report`]
 //! (the per-table result, its summary line and `--json`).
 
