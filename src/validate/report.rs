@@ -101,7 +101,7 @@ pub(super) fn print(
 ) -> Result<(), JobError> {
     if json {
         let json = serde_json::to_string_pretty(&JsonReport {
-            task: task,
+            task,
             equal,
             tables: reports,
         })

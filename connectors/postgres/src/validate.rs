@@ -83,7 +83,7 @@ pub fn canonical_row_sql(table: &SourceTable, written: &[DataType]) -> Result<St
             ) => format!("{q}::text"),
             // NaN and ±Infinity are written as NULL under the `null` policy (and fail the load
             // under `fail`); a column under `text` is read as text, below.
-            (Decoder::Numeric { scale, .. }, DataType::Decimal128(_, s)) if *scale as i8 == *s => {
+            (Decoder::Numeric { scale, .. }, DataType::Decimal128(_, s)) if *scale == *s => {
                 format!("nullif(nullif(nullif({q}::text, 'NaN'), 'Infinity'), '-Infinity')")
             }
             (Decoder::Text, DataType::Utf8) if plain && c.type_oid == BPCHAR => {
