@@ -25,6 +25,7 @@ mod selection;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod validation;
 mod table;
 mod years;
 

@@ -5,7 +5,7 @@
 //! resume, what its errors mean).
 //!
 //! This module is the one place that builds a source from the task file ([`run`],
-//! [`full_load`], [`check`], [`describe_source`]); `task` runs a task's phases, `join` loads tables
+//! [`full_load`], [`check`], [`describe_source`], [`validate`]); `task` runs a task's phases, `join` loads tables
 //! beside the stream, `load` hands a snapshot to the load pool.
 
 mod join;
@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use inlet_core::source::{Source, SourceFeedback, SourceReport, TaskSettings};
 use inlet_core::{TableId, TableSelection};
-use inlet_mysql::{MysqlConnector, MysqlTask};
-use inlet_postgres::{PgConnector, PgTask};
+use inlet_mysql::{MysqlConnector, MysqlTask, MysqlValidation};
+use inlet_postgres::{PgConnector, PgTask, PgValidation};
 use tokio::sync::watch;
 
 use crate::config::{Mode, SourceConfig, TaskConfig};
@@ -95,6 +95,33 @@ pub async fn check(
         }
     }
     .map_err(JobError::failed)
+}
+
+/// Validates the task's target against its source (`inlet validate`, see [`crate::validate`]).
+pub async fn validate(
+    config: &TaskConfig,
+    args: &crate::validate::ValidateArgs<'_>,
+) -> Result<Vec<crate::validate::TableReport>, JobError> {
+    let settings = settings(config)?;
+    let source_error = crate::load_pool::source_error;
+    match &config.source {
+        SourceConfig::Postgres(source) => {
+            let source = PgValidation::open(source, &settings)
+                .await
+                .map_err(source_error)?;
+            crate::validate::validate_source(source, config, args).await
+        }
+        SourceConfig::Mysql(source) => {
+            // Its positions carry the epoch of the task's checkpoint.
+            let checkpoint = Target::new(&config.target, &config.task.name)?
+                .read_checkpoint(&config.task.name)
+                .await?;
+            let source = MysqlValidation::open(source, &settings, checkpoint.as_ref())
+                .await
+                .map_err(source_error)?;
+            crate::validate::validate_source(source, config, args).await
+        }
+    }
 }
 
 /// The source as `/status` shows it: its server, never credentials.

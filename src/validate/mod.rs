@@ -48,15 +48,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inlet_core::{Position, TableSelection, TypeForms, ValuePolicy};
+use inlet_core::source::SourceTable;
+use inlet_core::validation::ValidationSource;
+use inlet_core::{Position, TypeForms, ValuePolicy};
 
 use crate::config::{Mode, TargetConfig, TaskConfig};
+use crate::load_pool::source_error;
 use crate::sink::Target;
 use crate::state::Metrics;
 use crate::JobError;
 
 pub use report::TableReport;
-use source::SourceSide;
 use target::TargetReader;
 
 /// Rounds of comparison in all: the first over every row, the others over the keys that
@@ -242,18 +244,30 @@ fn holds_lease(task: &str) -> bool {
     crate::lease::fence_of(task).is_some_and(|fence| fence.lost().is_none())
 }
 
-/// Validates every selected table matching `args.tables`.
+/// Validates every selected table matching `args.tables`, with the source the task file names
+/// ([`crate::engine::validate`] builds it).
 pub async fn validate(
     config: &TaskConfig,
     args: &ValidateArgs<'_>,
 ) -> Result<Vec<TableReport>, JobError> {
-    let selection = TableSelection::new(&config.tables).map_err(JobError::config)?;
+    crate::engine::validate(config, args).await
+}
+
+/// Validates every selected table of `source` matching `args.tables`.
+pub(crate) async fn validate_source<V: ValidationSource>(
+    mut source: V,
+    config: &TaskConfig,
+    args: &ValidateArgs<'_>,
+) -> Result<Vec<TableReport>, JobError> {
     let task = config.task.name.as_str();
     let policy = config.values.policy();
     let checkpoints = Target::new(&config.target, task)?;
     let reader = TargetReader::new(config)?;
-    let mut source = SourceSide::open(config, &selection, &policy).await?;
-    let ids: Vec<String> = source.table_ids();
+    let ids: Vec<String> = source
+        .tables()
+        .iter()
+        .map(|t| t.schema().id.to_string())
+        .collect();
     let chosen: Vec<usize> = (0..ids.len())
         .filter(|&i| args.tables.is_empty() || args.tables.iter().any(|p| glob(p, &ids[i])))
         .collect();
@@ -289,7 +303,10 @@ pub async fn validate(
         .iter()
         .map(|&t| match args.passes {
             Some(p) => u64::from(p.max(1)),
-            None => passes_for(source.estimated_rows(t), args.memory_mb),
+            None => passes_for(
+                source.tables().get(t).and_then(|t| t.estimated_rows()),
+                args.memory_mb,
+            ),
         })
         .collect();
     let mut reports: Vec<TableReport> = (0..chosen.len()).map(|_| TableReport::default()).collect();
@@ -410,8 +427,8 @@ pub async fn validate(
 /// One snapshot: its position recorded, the task waited for (when it follows changes), and
 /// tables `todo` (indexes into `chosen`) compared, each over its `keys`.
 #[allow(clippy::too_many_arguments)]
-async fn round(
-    source: &mut SourceSide,
+async fn round<V: ValidationSource>(
+    source: &mut V,
     checkpoints: &Target,
     task: &str,
     follows: bool,
@@ -421,12 +438,12 @@ async fn round(
     keys: &[Keys],
     spans: &[Option<Spans>],
 ) -> Result<Vec<RoundResult>, JobError> {
-    let position = source.open_round().await?;
+    let round = source.open_round().await.map_err(source_error)?;
     if follows {
-        wait_for_target(checkpoints, task, position, args.max_lag).await?;
+        wait_for_target(checkpoints, task, round.position, args.max_lag).await?;
     }
     let which: Vec<usize> = todo.iter().map(|&i| chosen[i]).collect();
-    source.compare(ctx, &which, keys, spans).await
+    source::compare_in(round, ctx, &which, keys, spans).await
 }
 
 /// Adds one pass's result of a table to its report.

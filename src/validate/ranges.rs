@@ -12,8 +12,11 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
+use inlet_core::validation::{RangeHashes, TableHashing};
 use md5::{Digest, Md5};
 
+use super::Span;
+use crate::load_pool::source_error;
 use crate::JobError;
 
 /// Rows per range at most (by the source's estimate): finer than a full-load chunk, so that a
@@ -127,12 +130,15 @@ pub(super) fn has_canonical_text(t: &DataType) -> bool {
 }
 
 /// The 60-bit hash of each row's canonical text (`columns` in the source's column order, as
-/// the target holds them): the first 15 hex digits of its md5, as the server computes it.
+/// the target holds them): the first 15 hex digits of its md5, as the server computes it. Each
+/// column is `V<length>:<text>` or `N` (NULL), joined by the byte 0x1f: with the length, no
+/// text can pass for a part of the next column's.
 /// Rows `keep` marks false are not hashed (0).
 pub(super) fn row_hashes(columns: &[ArrayRef], keep: Option<&[bool]>) -> Result<Vec<u64>, String> {
     let n = columns.first().map_or(0, |c| c.len());
     let mut out = Vec::with_capacity(n);
     let mut text = Vec::with_capacity(256);
+    let mut value = Vec::with_capacity(64);
     for i in 0..n {
         if keep.is_some_and(|k| k.get(i) == Some(&false)) {
             out.push(0);
@@ -146,8 +152,16 @@ pub(super) fn row_hashes(columns: &[ArrayRef], keep: Option<&[bool]>) -> Result<
             if a.is_null(i) {
                 text.push(b'N');
             } else {
+                value.clear();
+                canonical(a, i, &mut value)?;
+                // `V<length>:<text>`, the length in characters as the server's char_length()
+                // counts them: the text is UTF-8, so every byte but a continuation byte
+                // (10xxxxxx) starts a character.
+                let chars = value.iter().filter(|b| (**b & 0xc0) != 0x80).count();
                 text.push(b'V');
-                canonical(a, i, &mut text)?;
+                text.extend_from_slice(chars.to_string().as_bytes());
+                text.push(b':');
+                text.extend_from_slice(&value);
             }
         }
         let digest = Md5::digest(&text);
@@ -267,276 +281,86 @@ impl RangeSum {
     }
 }
 
-/// The source side's ranges: hashes computed by the server, and the rows of a range read as
-/// the full load reads them.
-// One value per round: the size of the larger variant does not matter.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum RangeSource {
-    Postgres {
-        reader: inlet_postgres::RangeReader,
-        /// More connections in the snapshot, to hash ranges beside `reader`.
-        hashers: Vec<inlet_postgres::RangeReader>,
-        tables: Vec<inlet_postgres::SourceTable>,
-        limits: inlet_postgres::BatchLimits,
-        chunk_mb: u64,
-        /// The database's text is UTF-8 (else no hashing: md5() hashes the database's bytes).
-        utf8: bool,
-    },
-    Mysql {
-        /// Statements run one at a time on its one connection.
-        snapshot: tokio::sync::Mutex<inlet_mysql::RangeSnapshot>,
-        tables: Vec<inlet_mysql::MysqlTable>,
-        limits: inlet_mysql::BatchLimits,
-        chunk_mb: u64,
-    },
-}
-
 /// What the source computes a table's range hashes with.
 pub(super) struct RangePlan {
     pub(super) ranges: KeyRanges,
-    row_sql: String,
+    hashing: TableHashing,
 }
 
-impl RangeSource {
-    /// The ranges of table `t` and the server's expression of its canonical row text, or why
-    /// the table is compared row by row. `written`: its columns' types as the target holds
-    /// them, in the source's column order.
-    pub(super) async fn plan(
-        &self,
-        t: usize,
-        written: &[DataType],
-    ) -> Result<Result<RangePlan, String>, JobError> {
-        match self {
-            Self::Postgres {
-                reader,
-                tables,
-                chunk_mb,
-                utf8,
-                ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(Err("not discovered".into()));
-                };
-                if !utf8 {
-                    return Ok(Err("the database's encoding is not UTF8".into()));
-                }
-                let row_sql = match inlet_postgres::canonical_row_sql(table, written) {
-                    Ok(sql) => sql,
-                    Err(why) => return Ok(Err(why)),
-                };
-                // The full load's chunks: chunk_mb of heap pages each.
-                let chunk_pages = (chunk_mb << 20) / 8192;
-                let chunks = if chunk_pages == 0 {
-                    1
-                } else {
-                    table.pages.div_ceil(chunk_pages).max(1)
-                };
-                let ranges = match inlet_postgres::integer_key_column(table) {
-                    Some(key) => match reader
-                        .key_bounds(table, &key)
-                        .await
-                        .map_err(JobError::source)?
-                    {
-                        Some((min, max)) => {
-                            KeyRanges::plan(key, min, max, table.estimated_rows, chunks)
-                        }
-                        None => KeyRanges::whole(),
-                    },
-                    // One statement over the whole table holds its lock that long: only for a
-                    // table of one chunk.
-                    None if chunks <= 1 => KeyRanges::whole(),
-                    None => {
-                        return Ok(Err(
-                            "its key does not start with an integer column, and it is larger \
-                             than one full-load chunk"
-                                .into(),
-                        ))
-                    }
-                };
-                Ok(Ok(RangePlan { ranges, row_sql }))
-            }
-            Self::Mysql {
-                snapshot,
-                tables,
-                chunk_mb,
-                ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(Err("not discovered".into()));
-                };
-                let row_sql = match inlet_mysql::canonical_row_sql(table, written) {
-                    Ok(sql) => sql,
-                    Err(why) => return Ok(Err(why)),
-                };
-                // The full load's chunks: about chunk_mb of the table's data each.
-                let chunks = if *chunk_mb == 0 {
-                    1
-                } else {
-                    table.data_bytes.div_ceil(chunk_mb << 20).max(1)
-                };
-                let ranges = match inlet_mysql::integer_key_column(table) {
-                    Some(key) => match snapshot
-                        .lock()
-                        .await
-                        .key_bounds(table, &key)
-                        .await
-                        .map_err(JobError::source)?
-                    {
-                        Some((min, max)) => {
-                            KeyRanges::plan(key, min, max, table.estimated_rows, chunks)
-                        }
-                        None => KeyRanges::whole(),
-                    },
-                    None if chunks <= 1 => KeyRanges::whole(),
-                    None => {
-                        return Ok(Err(
-                            "its key does not start with an integer column, and it is larger \
-                             than one full-load chunk"
-                                .into(),
-                        ))
-                    }
-                };
-                Ok(Ok(RangePlan { ranges, row_sql }))
-            }
+/// The ranges of table `t` and how the source hashes them, or why the table is compared row by
+/// row. `written`: its columns' types as the target holds them, in the source's column order;
+/// `estimate`: the source's estimate of its rows.
+pub(super) async fn plan<R: RangeHashes>(
+    source: &R,
+    t: usize,
+    written: &[DataType],
+    estimate: Option<u64>,
+) -> Result<Result<RangePlan, String>, JobError> {
+    let hashing = match source.plan(t, written).await.map_err(source_error)? {
+        Ok(hashing) => hashing,
+        Err(why) => return Ok(Err(why)),
+    };
+    let ranges = match &hashing.key {
+        Some((key, Some((min, max)))) => {
+            KeyRanges::plan(key.clone(), *min, *max, estimate, hashing.chunks)
         }
-    }
+        Some((_, None)) => KeyRanges::whole(),
+        // One statement over the whole table holds its lock that long: only for a table of one
+        // chunk.
+        None if hashing.chunks <= 1 => KeyRanges::whole(),
+        None => {
+            return Ok(Err(
+                "its key does not start with an integer column, and it is larger than one \
+                 full-load chunk"
+                    .into(),
+            ))
+        }
+    };
+    Ok(Ok(RangePlan { ranges, hashing }))
+}
 
-    /// The source's (count, hash) of ranges `which` of table `t`.
-    pub(super) async fn hashes(
-        &self,
-        t: usize,
-        plan: &RangePlan,
-        which: &[usize],
-    ) -> Result<Vec<RangeSum>, JobError> {
-        match self {
-            Self::Postgres {
-                reader,
-                hashers,
-                tables,
-                ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(Vec::new());
-                };
-                // The ranges dealt out to the connections (`full_load.workers`), as the full
-                // load deals out its chunks: each connection's ranges one after the other.
-                let connections: Vec<&inlet_postgres::RangeReader> =
-                    std::iter::once(reader).chain(hashers.iter()).collect();
-                let n = connections.len();
-                let work = connections.iter().enumerate().map(|(c, conn)| async move {
-                    let mut got = Vec::new();
-                    for (at, &r) in which.iter().enumerate().skip(c).step_by(n) {
-                        let (rows, hash) = conn
-                            .range_hash(
-                                table,
-                                &plan.row_sql,
-                                plan.ranges.key.as_deref(),
-                                plan.ranges.span(r),
-                            )
-                            .await?;
-                        got.push((at, RangeSum { rows, hash }));
-                    }
-                    Ok::<_, inlet_postgres::PgError>(got)
-                });
-                let mut out = vec![RangeSum::default(); which.len()];
-                for got in futures::future::try_join_all(work)
-                    .await
-                    .map_err(JobError::source)?
-                {
-                    for (at, sum) in got {
-                        out[at] = sum;
-                    }
-                }
-                Ok(out)
-            }
-            Self::Mysql {
-                snapshot, tables, ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(Vec::new());
-                };
-                let mut snapshot = snapshot.lock().await;
-                let mut out = Vec::with_capacity(which.len());
-                for &r in which {
-                    let (rows, hash) = snapshot
-                        .range_hash(
-                            table,
-                            &plan.row_sql,
-                            plan.ranges.key.as_deref(),
-                            plan.ranges.span(r),
-                        )
-                        .await
-                        .map_err(JobError::source)?;
-                    out.push(RangeSum { rows, hash });
-                }
-                Ok(out)
-            }
-        }
-    }
+/// The source's (count, hash) of ranges `which` of table `t`.
+pub(super) async fn hashes<R: RangeHashes>(
+    source: &R,
+    t: usize,
+    plan: &RangePlan,
+    which: &[usize],
+) -> Result<Vec<RangeSum>, JobError> {
+    let spans: Vec<Span> = which.iter().map(|&r| plan.ranges.span(r)).collect();
+    let sums = source
+        .hashes(t, &plan.hashing, plan.ranges.key.as_deref(), &spans)
+        .await
+        .map_err(source_error)?;
+    Ok(sums
+        .into_iter()
+        .map(|(rows, hash)| RangeSum { rows, hash })
+        .collect())
+}
 
-    /// Reads the rows of table `t` in `span` of its ranges' key, batch by batch, as the full
-    /// load reads them. Stops at `visit`'s first error.
-    pub(super) async fn read(
-        &self,
-        t: usize,
-        key: Option<&str>,
-        span: (Option<i64>, Option<i64>),
-        visit: impl FnMut(RecordBatch) -> Result<(), JobError>,
-    ) -> Result<(), JobError> {
-        let mut failed: Option<JobError> = None;
-        let mut visit = visit;
-        match self {
-            Self::Postgres {
-                reader,
-                tables,
-                limits,
-                ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(());
-                };
-                let done = reader
-                    .read(table, key, span, *limits, |batch| {
-                        visit(batch).map_err(|e| {
-                            let m = e.message().to_string();
-                            failed = Some(e);
-                            m
-                        })
-                    })
-                    .await
-                    .map_err(JobError::source)?;
-                if let Err(m) = done {
-                    return Err(failed.unwrap_or(JobError::Failed(m)));
-                }
-            }
-            Self::Mysql {
-                snapshot,
-                tables,
-                limits,
-                ..
-            } => {
-                let Some(table) = tables.get(t) else {
-                    return Ok(());
-                };
-                let done = snapshot
-                    .lock()
-                    .await
-                    .read(table, key, span, *limits, |batch| {
-                        visit(batch).map_err(|e| {
-                            let m = e.message().to_string();
-                            failed = Some(e);
-                            m
-                        })
-                    })
-                    .await
-                    .map_err(JobError::source)?;
-                if let Err(m) = done {
-                    return Err(failed.unwrap_or(JobError::Failed(m)));
-                }
-            }
-        }
-        Ok(())
+/// Reads the rows of table `t` in `span` of `key`, batch by batch, as the full load reads
+/// them. Stops at `visit`'s first error.
+pub(super) async fn read<R: RangeHashes>(
+    source: &R,
+    t: usize,
+    key: Option<&str>,
+    span: Span,
+    mut visit: impl FnMut(RecordBatch) -> Result<(), JobError> + Send,
+) -> Result<(), JobError> {
+    let mut failed: Option<JobError> = None;
+    let done = source
+        .read(t, key, span, |batch| {
+            visit(batch).map_err(|e| {
+                let m = e.message().to_string();
+                failed = Some(e);
+                m
+            })
+        })
+        .await
+        .map_err(source_error)?;
+    if let Err(m) = done {
+        return Err(failed.unwrap_or(JobError::Failed(m)));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -578,13 +402,32 @@ mod tests {
             Arc::new(StringArray::from(vec![None::<&str>])),
         ];
         // The first 60 bits of the digest, as the server's
-        // ('x' || substr(md5(E'V1\x1fN'), 1, 15))::bit(60)::int8.
-        let digest = Md5::digest(b"V1\x1fN");
+        // ('x' || substr(md5(E'V1:1\x1fN'), 1, 15))::bit(60)::int8.
+        let digest = Md5::digest(b"V1:1\x1fN");
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         assert_eq!(
             row_hashes(&columns, None).unwrap(),
             [u64::from_be_bytes(first) >> 4]
         );
+    }
+
+    #[test]
+    fn text_moved_into_the_next_column_changes_the_hash() {
+        use arrow_array::StringArray;
+        use std::sync::Arc;
+        // ("a\x1fVb", "c") and ("a", "b\x1fVc") joined as V<text> with 0x1f were the same
+        // text ("Va\x1fVb\x1fVc"); each value's length tells them apart.
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["a\x1fVb", "a", "é"])),
+            Arc::new(StringArray::from(vec!["c", "b\x1fVc", "x"])),
+        ];
+        let hashes = row_hashes(&columns, None).unwrap();
+        assert_ne!(hashes[0], hashes[1]);
+        // The length counts characters, as char_length() does: "é" is 1, not its 2 bytes.
+        let digest = Md5::digest("V1:é\x1fV1:x".as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        assert_eq!(hashes[2], u64::from_be_bytes(first) >> 4);
     }
 }

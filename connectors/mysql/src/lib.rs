@@ -53,4 +53,4 @@ pub use snapshot::{
     MysqlChunkReader, MysqlLoadSource, SnapshotPoint, SnapshotReader,
 };
 pub use task::{MysqlCapture, MysqlTask};
-pub use validate::{canonical_row_sql, integer_key_column, KeySpan, RangeSnapshot};
+pub use validate::{MysqlRanges, MysqlValidation};

@@ -1,5 +1,6 @@
-//! What `inlet validate` asks of a MariaDB source beyond the full load's reading: the hash and
-//! row count of each key range of a table, computed by the server over a canonical text of each
+//! A MySQL/MariaDB source as `inlet validate` reads it ([`MysqlValidation`], the
+//! [`inlet_core::validation`] traits): per round a consistent snapshot and its binlog position;
+//! on MariaDB, the hash and row count of each key range of a table, computed by the server over a canonical text of each
 //! row ([`canonical_row_sql`]), and the rows of one key range decoded as the full load decodes
 //! them ([`RangeSnapshot::read`]), for the ranges whose hashes differ. Both in one consistent
 //! snapshot whose binlog position the server reports (MariaDB's `binlog_snapshot_*`; MySQL has
@@ -7,23 +8,187 @@
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, TimeUnit};
+use inlet_core::snapshot::SourceError;
+use inlet_core::source::TaskSettings;
+use inlet_core::validation::{KeySpan, RangeHashes, Round, TableHashing, ValidationSource};
+use inlet_core::Checkpoint;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 use crate::binlog::Flavor;
-use crate::catalog::MysqlTable;
-use crate::config::MysqlConnector;
+use crate::catalog::{discover, MysqlTable};
+use crate::config::{MysqlConnector, MysqlSourceConfig};
 use crate::error::MysqlError;
-use crate::position::BinlogPosition;
-use crate::snapshot::BatchLimits;
+use crate::position::{position_epoch, BinlogPosition};
+use crate::snapshot::{BatchLimits, ConsistentSnapshot, MysqlLoadSource};
 use crate::types::{quote_ident, MysqlType};
 use crate::values::{ColumnBuilder, Origin, ValueError};
 
+/// A MySQL/MariaDB source as `inlet validate` reads it: its selected tables, discovered once,
+/// and per round a consistent snapshot, with a second one for range hashes on MariaDB.
+pub struct MysqlValidation {
+    connector: MysqlConnector,
+    tables: Vec<MysqlTable>,
+    limits: BatchLimits,
+    chunk_mb: u64,
+    /// The epoch of the task's positions (its failovers so far), from its checkpoint.
+    epoch: u8,
+}
+
+impl MysqlValidation {
+    /// Connects and discovers the selected tables; `checkpoint`: the task's, whose positions
+    /// a round's are compared with.
+    pub async fn open(
+        source: &MysqlSourceConfig,
+        settings: &TaskSettings,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Self, SourceError> {
+        let connector = MysqlConnector::new(source)?;
+        let mut conn = connector.connect().await?;
+        let tables = discover(&mut conn, &connector, &settings.selection, &settings.policy).await?;
+        drop(conn);
+        Ok(Self {
+            connector,
+            tables,
+            limits: BatchLimits {
+                rows: settings.batch_rows,
+                bytes: settings.batch_bytes,
+            },
+            chunk_mb: settings.chunk_mb,
+            epoch: checkpoint.map_or(0, |c| position_epoch(c.position)),
+        })
+    }
+}
+
+impl ValidationSource for MysqlValidation {
+    type Table = MysqlTable;
+    type Load = MysqlLoadSource;
+    type Ranges = MysqlRanges;
+
+    fn tables(&self) -> &[MysqlTable] {
+        &self.tables
+    }
+
+    async fn open_round(&mut self) -> Result<Round<MysqlLoadSource, MysqlRanges>, SourceError> {
+        let snapshot = ConsistentSnapshot::open(&self.connector, 1).await?;
+        let mut position = snapshot.point.binlog.to_position(self.epoch)?;
+        // Range hashes are read in a snapshot of their own, taken after the round's: the task
+        // is waited for up to the later of the two.
+        let ranges = match RangeSnapshot::open(&self.connector).await? {
+            Some(hashing) => {
+                position = position.max(hashing.position.to_position(self.epoch)?);
+                Ok(MysqlRanges {
+                    snapshot: tokio::sync::Mutex::new(hashing),
+                    tables: self.tables.clone(),
+                    limits: self.limits,
+                    chunk_mb: self.chunk_mb,
+                })
+            }
+            None => Err(
+                "MySQL reports no binlog position of a consistent snapshot without a global \
+                 read lock: range hashes are computed on PostgreSQL and MariaDB"
+                    .into(),
+            ),
+        };
+        let load = MysqlLoadSource::new(snapshot, self.tables.clone(), self.chunk_mb, self.limits);
+        Ok(Round {
+            position,
+            load,
+            ranges,
+        })
+    }
+}
+
+/// Range hashes and range reads in a round's MariaDB snapshot.
+pub struct MysqlRanges {
+    /// Statements run one at a time on its one connection.
+    snapshot: tokio::sync::Mutex<RangeSnapshot>,
+    tables: Vec<MysqlTable>,
+    limits: BatchLimits,
+    chunk_mb: u64,
+}
+
+impl MysqlRanges {
+    fn table(&self, t: usize) -> Result<&MysqlTable, SourceError> {
+        self.tables
+            .get(t)
+            .ok_or_else(|| SourceError::failed(format!("no discovered table {t} (a bug)")))
+    }
+}
+
+impl RangeHashes for MysqlRanges {
+    async fn plan(
+        &self,
+        t: usize,
+        written: &[DataType],
+    ) -> Result<Result<TableHashing, String>, SourceError> {
+        let table = self.table(t)?;
+        let row_sql = match canonical_row_sql(table, written) {
+            Ok(sql) => sql,
+            Err(why) => return Ok(Err(why)),
+        };
+        // The full load's chunks: about chunk_mb of the table's data each.
+        let chunks = if self.chunk_mb == 0 {
+            1
+        } else {
+            table.data_bytes.div_ceil(self.chunk_mb << 20).max(1)
+        };
+        let key = match integer_key_column(table) {
+            Some(key) => {
+                let bounds = self.snapshot.lock().await.key_bounds(table, &key).await?;
+                Some((key, bounds))
+            }
+            None => None,
+        };
+        Ok(Ok(TableHashing {
+            row_sql,
+            key,
+            chunks,
+        }))
+    }
+
+    async fn hashes(
+        &self,
+        t: usize,
+        hashing: &TableHashing,
+        key: Option<&str>,
+        spans: &[KeySpan],
+    ) -> Result<Vec<(u64, u128)>, SourceError> {
+        let table = self.table(t)?;
+        let mut snapshot = self.snapshot.lock().await;
+        let mut out = Vec::with_capacity(spans.len());
+        for span in spans {
+            out.push(
+                snapshot
+                    .range_hash(table, &hashing.row_sql, key, *span)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn read<F>(
+        &self,
+        t: usize,
+        key: Option<&str>,
+        span: KeySpan,
+        visit: F,
+    ) -> Result<Result<(), String>, SourceError>
+    where
+        F: FnMut(RecordBatch) -> Result<(), String> + Send,
+    {
+        let table = self.table(t)?;
+        let mut snapshot = self.snapshot.lock().await;
+        Ok(snapshot.read(table, key, span, self.limits, visit).await?)
+    }
+}
+
 /// The SQL expression of a row's canonical text (see the README's "Validate a task"): each
-/// column `V<text>` or `N` for NULL, joined by the byte 0x1f, in utf8mb4, where `<text>` is
+/// column `V<length>:<text>` (its length in characters, so that no text can pass for the next
+/// column's) or `N` for NULL, joined by the byte 0x1f, in utf8mb4, where `<text>` is
 /// the canonical form of the value as the target holds it (`written`: each column's Arrow type
 /// in the target's files). Err names a column the server cannot render in that form.
-pub fn canonical_row_sql(table: &MysqlTable, written: &[DataType]) -> Result<String, String> {
+fn canonical_row_sql(table: &MysqlTable, written: &[DataType]) -> Result<String, String> {
     if written.len() != table.columns.len() {
         return Err("the target's columns are not the source's".into());
     }
@@ -79,7 +244,8 @@ pub fn canonical_row_sql(table: &MysqlTable, written: &[DataType]) -> Result<Str
             }
         };
         parts.push(format!(
-            "COALESCE(CONCAT(_utf8mb4'V', {expr}), _utf8mb4'N')"
+            "COALESCE(CONCAT(_utf8mb4'V', {}, _utf8mb4':', {expr}), _utf8mb4'N')",
+            text(format!("CHAR_LENGTH({expr})"))
         ));
     }
     Ok(format!(
@@ -90,25 +256,22 @@ pub fn canonical_row_sql(table: &MysqlTable, written: &[DataType]) -> Result<Str
 
 /// The first key column's name when it is an integer column: key ranges are ranges of its
 /// values, which the target side can place rows in too.
-pub fn integer_key_column(table: &MysqlTable) -> Option<String> {
+fn integer_key_column(table: &MysqlTable) -> Option<String> {
     let c = table.chunk_column()?;
     matches!(c.decoder, MysqlType::Int { .. }).then(|| c.name.clone())
 }
 
-/// `[start, end)` of the integer key column; an open end is None.
-pub type KeySpan = (Option<i64>, Option<i64>);
-
 /// A connection in a consistent snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT`) with
 /// its binlog position: every change it sees is at or before `position`.
-pub struct RangeSnapshot {
+struct RangeSnapshot {
     conn: Conn,
     connector: MysqlConnector,
-    pub position: BinlogPosition,
+    position: BinlogPosition,
 }
 
 impl RangeSnapshot {
     /// Opens the snapshot on MariaDB; None on MySQL, which reports no snapshot position.
-    pub async fn open(connector: &MysqlConnector) -> Result<Option<Self>, MysqlError> {
+    async fn open(connector: &MysqlConnector) -> Result<Option<Self>, MysqlError> {
         let mut conn = connector.connect().await?;
         if Flavor::detect(&mut conn, connector).await? != Flavor::MariaDb {
             return Ok(None);
@@ -171,7 +334,7 @@ impl RangeSnapshot {
     }
 
     /// The smallest and largest value of `key`; None for an empty table, or values past i64.
-    pub async fn key_bounds(
+    async fn key_bounds(
         &mut self,
         table: &MysqlTable,
         key: &str,
@@ -191,7 +354,7 @@ impl RangeSnapshot {
 
     /// The row count and hash of the rows of `table` in `span` of `key` (the whole table when
     /// `key` is None): the sum of the first 60 bits of MD5(`row_sql`) over the rows.
-    pub async fn range_hash(
+    async fn range_hash(
         &mut self,
         table: &MysqlTable,
         row_sql: &str,
@@ -217,7 +380,7 @@ impl RangeSnapshot {
 
     /// Reads the rows of `table` in `span` of `key` as the full load decodes them, giving each
     /// record batch to `visit`. Stops at `visit`'s first error, returned as `Ok(Err(_))`.
-    pub async fn read(
+    async fn read(
         &mut self,
         table: &MysqlTable,
         key: Option<&str>,

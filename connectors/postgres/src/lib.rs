@@ -49,6 +49,4 @@ pub use snapshot::{
     SnapshotChunk, SnapshotReader,
 };
 pub use task::{PgCapture, PgSnapshot, PgTask};
-pub use validate::{
-    canonical_row_sql, integer_key_column, snapshot_position, KeySpan, RangeReader,
-};
+pub use validate::{PgRanges, PgValidation};

@@ -1,8 +1,9 @@
-//! What `inlet validate` asks of a PostgreSQL source beyond the full load's reading: the
-//! position a snapshot's rows were read at, to know when the task's target has passed it; the
-//! hash and row count of each key range of a table, computed by the server over a canonical
-//! text of each row ([`canonical_row_sql`]); and the rows of one key range, decoded as the full
-//! load decodes them ([`RangeReader::read`]), for the ranges whose hashes differ.
+//! A PostgreSQL source as `inlet validate` reads it ([`PgValidation`], the
+//! [`inlet_core::validation`] traits): per round an exported snapshot, the position its rows
+//! were read at, to know when the task's target has passed it; the hash and row count of each
+//! key range of a table, computed by the server over a canonical text of each row
+//! ([`canonical_row_sql`]); and the rows of one key range, decoded as the full load decodes
+//! them ([`RangeReader::read`]), for the ranges whose hashes differ.
 //!
 //! Every statement runs in a short transaction of its own that imports the round's exported
 //! snapshot, as a full-load chunk does: a lock on the table is held for one range only.
@@ -12,23 +13,207 @@ use std::pin::Pin;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, TimeUnit};
 use futures::StreamExt;
+use inlet_core::snapshot::SourceError;
+use inlet_core::source::TaskSettings;
+use inlet_core::validation::{KeySpan, RangeHashes, Round, TableHashing, ValidationSource};
 use inlet_core::Position;
 use tokio_postgres::{Client, CopyOutStream};
 
-use crate::catalog::SourceTable;
+use crate::catalog::{discover, SourceTable};
 use crate::copy::CopyDecoder;
 use crate::error::PgError;
 use crate::replication::Lsn;
-use crate::snapshot::{BatchLimits, ExportedSnapshot};
+use crate::snapshot::{BatchLimits, ExportedSnapshot, PgLoadSource};
 use crate::types::{quote_ident, Decoder};
-use crate::PgConnector;
+use crate::{PgConnector, PostgresSourceConfig};
+
+/// A PostgreSQL source as `inlet validate` reads it: its selected tables, discovered once, and
+/// per round an exported snapshot that the full load's readers and the range statements import.
+pub struct PgValidation {
+    connector: PgConnector,
+    tables: Vec<SourceTable>,
+    limits: BatchLimits,
+    chunk_mb: u64,
+    /// Connections hashing ranges at once (`full_load.workers`).
+    workers: usize,
+}
+
+impl PgValidation {
+    /// Connects and discovers the selected tables.
+    pub async fn open(
+        source: &PostgresSourceConfig,
+        settings: &TaskSettings,
+    ) -> Result<Self, SourceError> {
+        let connector =
+            PgConnector::new(source)?.with_publication(source.publication_name(&settings.task));
+        let client = connector.connect().await?;
+        let tables = discover(&client, &connector, &settings.selection, &settings.policy).await?;
+        Ok(Self {
+            connector,
+            tables,
+            limits: BatchLimits {
+                rows: settings.batch_rows,
+                bytes: settings.batch_bytes,
+            },
+            chunk_mb: settings.chunk_mb,
+            workers: settings.workers.max(1),
+        })
+    }
+}
+
+impl ValidationSource for PgValidation {
+    type Table = SourceTable;
+    type Load = PgLoadSource;
+    type Ranges = PgRanges;
+
+    fn tables(&self) -> &[SourceTable] {
+        &self.tables
+    }
+
+    async fn open_round(&mut self) -> Result<Round<PgLoadSource, PgRanges>, SourceError> {
+        let snapshot = ExportedSnapshot::export(&self.connector).await?;
+        let id = snapshot.id().to_string();
+        let position = snapshot_position(&snapshot, &self.connector).await?;
+        let load = PgLoadSource::new(
+            &self.connector,
+            snapshot,
+            self.tables.clone(),
+            self.chunk_mb,
+            self.limits,
+        )
+        .await?;
+        let reader = RangeReader::open(&self.connector, &id).await?;
+        // md5() hashes the text in the database's encoding, the target side its UTF-8.
+        let ranges = if reader.utf8().await? {
+            let mut hashers = Vec::new();
+            for _ in 1..self.workers {
+                hashers.push(RangeReader::open(&self.connector, &id).await?);
+            }
+            Ok(PgRanges {
+                reader,
+                hashers,
+                tables: self.tables.clone(),
+                limits: self.limits,
+                chunk_mb: self.chunk_mb,
+            })
+        } else {
+            Err("the database's encoding is not UTF8".into())
+        };
+        Ok(Round {
+            position,
+            load,
+            ranges,
+        })
+    }
+}
+
+/// Range hashes and range reads in a round's exported snapshot.
+pub struct PgRanges {
+    reader: RangeReader,
+    /// More connections in the snapshot, to hash ranges beside `reader`.
+    hashers: Vec<RangeReader>,
+    tables: Vec<SourceTable>,
+    limits: BatchLimits,
+    chunk_mb: u64,
+}
+
+impl PgRanges {
+    fn table(&self, t: usize) -> Result<&SourceTable, SourceError> {
+        self.tables
+            .get(t)
+            .ok_or_else(|| SourceError::failed(format!("no discovered table {t} (a bug)")))
+    }
+}
+
+impl RangeHashes for PgRanges {
+    async fn plan(
+        &self,
+        t: usize,
+        written: &[DataType],
+    ) -> Result<Result<TableHashing, String>, SourceError> {
+        let table = self.table(t)?;
+        let row_sql = match canonical_row_sql(table, written) {
+            Ok(sql) => sql,
+            Err(why) => return Ok(Err(why)),
+        };
+        // The full load's chunks: chunk_mb of heap pages each.
+        let chunk_pages = (self.chunk_mb << 20) / 8192;
+        let chunks = if chunk_pages == 0 {
+            1
+        } else {
+            table.pages.div_ceil(chunk_pages).max(1)
+        };
+        let key = match integer_key_column(table) {
+            Some(key) => {
+                let bounds = self.reader.key_bounds(table, &key).await?;
+                Some((key, bounds))
+            }
+            None => None,
+        };
+        Ok(Ok(TableHashing {
+            row_sql,
+            key,
+            chunks,
+        }))
+    }
+
+    async fn hashes(
+        &self,
+        t: usize,
+        hashing: &TableHashing,
+        key: Option<&str>,
+        spans: &[KeySpan],
+    ) -> Result<Vec<(u64, u128)>, SourceError> {
+        let table = self.table(t)?;
+        // The spans dealt out to the connections (`full_load.workers`), as the full load deals
+        // out its chunks: each connection's spans one after the other.
+        let connections: Vec<&RangeReader> = std::iter::once(&self.reader)
+            .chain(self.hashers.iter())
+            .collect();
+        let n = connections.len();
+        let work = connections.iter().enumerate().map(|(c, conn)| async move {
+            let mut got = Vec::new();
+            for (at, span) in spans.iter().enumerate().skip(c).step_by(n) {
+                got.push((
+                    at,
+                    conn.range_hash(table, &hashing.row_sql, key, *span).await?,
+                ));
+            }
+            Ok::<_, PgError>(got)
+        });
+        let mut out = vec![(0, 0); spans.len()];
+        for got in futures::future::try_join_all(work).await? {
+            for (at, sum) in got {
+                out[at] = sum;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read<F>(
+        &self,
+        t: usize,
+        key: Option<&str>,
+        span: KeySpan,
+        visit: F,
+    ) -> Result<Result<(), String>, SourceError>
+    where
+        F: FnMut(RecordBatch) -> Result<(), String> + Send,
+    {
+        let table = self.table(t)?;
+        Ok(self
+            .reader
+            .read(table, key, span, self.limits, visit)
+            .await?)
+    }
+}
 
 /// A WAL position at or after every commit `snapshot` sees: the WAL insert position, read in
 /// the snapshot's own transaction after its snapshot was taken. The insert position, not
 /// `pg_current_wal_lsn()` (the write position): with `synchronous_commit = off` a commit the
 /// snapshot sees can still sit in WAL buffers, after the write position. On a standby, the
 /// furthest WAL it has received or replayed.
-pub async fn snapshot_position(
+async fn snapshot_position(
     snapshot: &ExportedSnapshot,
     connector: &PgConnector,
 ) -> Result<Position, PgError> {
@@ -60,12 +245,13 @@ pub async fn snapshot_position(
 const BPCHAR: u32 = 1042;
 
 /// The SQL expression of a row's canonical text (see the README's "Validate a task"): each
-/// column `V<text>` or `N` for NULL, joined by the byte 0x1f, where `<text>` is the canonical
+/// column `V<length>:<text>` (its length in characters, so that no text can pass for the next
+/// column's) or `N` for NULL, joined by the byte 0x1f, where `<text>` is the canonical
 /// form of the value as the target holds it (`written`: each column's Arrow type in the
 /// target's files). Err names a column whose values the server cannot render in that form
 /// (floating point, arrays, types read as anything but these): such a table is compared row
 /// by row.
-pub fn canonical_row_sql(table: &SourceTable, written: &[DataType]) -> Result<String, String> {
+fn canonical_row_sql(table: &SourceTable, written: &[DataType]) -> Result<String, String> {
     if written.len() != table.columns.len() {
         return Err("the target's columns are not the source's".into());
     }
@@ -127,24 +313,23 @@ pub fn canonical_row_sql(table: &SourceTable, written: &[DataType]) -> Result<St
             ))
             }
         };
-        parts.push(format!("coalesce('V' || {expr}, 'N')"));
+        parts.push(format!(
+            "coalesce('V' || char_length({expr}) || ':' || {expr}, 'N')"
+        ));
     }
     Ok(parts.join(" || E'\\x1f' || "))
 }
 
 /// The first key column's name when it is an integer column (smallint, integer, bigint): key
 /// ranges are ranges of its values, which the target side can place rows in too.
-pub fn integer_key_column(table: &SourceTable) -> Option<String> {
+fn integer_key_column(table: &SourceTable) -> Option<String> {
     let first = table.schema.primary_key.first()?;
     let c = table.columns.iter().find(|c| c.field.name() == first)?;
     matches!(c.decoder, Decoder::Int2 | Decoder::Int4 | Decoder::Int8).then(|| first.clone())
 }
 
-/// `[start, end)` of the integer key column; an open end is None.
-pub type KeySpan = (Option<i64>, Option<i64>);
-
 /// A connection that runs each statement in a transaction of its own inside a snapshot.
-pub struct RangeReader {
+struct RangeReader {
     client: Client,
     connector: PgConnector,
     snapshot: String,
@@ -152,7 +337,7 @@ pub struct RangeReader {
 
 impl RangeReader {
     /// Connects for reading in the exported snapshot `snapshot_id`.
-    pub async fn open(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
+    async fn open(connector: &PgConnector, snapshot_id: &str) -> Result<Self, PgError> {
         let client = connector.connect().await?;
         Ok(Self {
             client,
@@ -181,7 +366,7 @@ impl RangeReader {
 
     /// Whether the database's text is UTF-8, as the canonical text is hashed: md5() hashes
     /// the text in the database's encoding.
-    pub async fn utf8(&self) -> Result<bool, PgError> {
+    async fn utf8(&self) -> Result<bool, PgError> {
         let row = self
             .client
             .query_one("SELECT current_setting('server_encoding') = 'UTF8'", &[])
@@ -191,7 +376,7 @@ impl RangeReader {
     }
 
     /// The smallest and largest value of `key` in the snapshot; None for an empty table.
-    pub async fn key_bounds(
+    async fn key_bounds(
         &self,
         table: &SourceTable,
         key: &str,
@@ -215,7 +400,7 @@ impl RangeReader {
     /// The row count and hash of the rows of `table` in `span` of `key` (the whole table when
     /// `key` is None): the sum of the first 60 bits of md5(`row_sql`) over the rows, each span
     /// in a transaction of its own.
-    pub async fn range_hash(
+    async fn range_hash(
         &self,
         table: &SourceTable,
         row_sql: &str,
@@ -253,7 +438,7 @@ impl RangeReader {
     /// Reads the rows of `table` in `span` of `key` as the full load decodes them, giving each
     /// record batch to `visit`, in a transaction of its own. Stops at `visit`'s first error,
     /// returned as `Ok(Err(_))`.
-    pub async fn read(
+    async fn read(
         &self,
         table: &SourceTable,
         key: Option<&str>,

@@ -1,0 +1,92 @@
+//! What `inlet validate` asks of a source beyond the full load: a consistent snapshot per round
+//! with the position it holds every change up to, and, in that snapshot, each table's row count
+//! and hash per key range computed by the server, and the rows of given key ranges decoded as the
+//! full load decodes them. Each connector crate implements [`ValidationSource`] and [`RangeHashes`].
+
+use std::future::Future;
+
+use arrow_array::RecordBatch;
+use arrow_schema::DataType;
+
+use crate::snapshot::{LoadSource, SourceError};
+use crate::source::SourceTable;
+use crate::Position;
+
+/// `[start, end)` of a table's integer key column; an open end is None.
+pub type KeySpan = (Option<i64>, Option<i64>);
+
+/// A source as `inlet validate` reads it: its selected tables, discovered once, and a new
+/// consistent snapshot of them per round of comparison.
+pub trait ValidationSource: Send {
+    type Table: SourceTable;
+    /// The round's snapshot as the full load reads it (chunk by chunk, row by row).
+    type Load: LoadSource;
+    type Ranges: RangeHashes;
+
+    /// The selected tables (indexes into this list name a table in every round).
+    fn tables(&self) -> &[Self::Table];
+
+    /// Opens a new consistent snapshot of every table (the previous round's is closed first).
+    fn open_round(
+        &mut self,
+    ) -> impl Future<Output = Result<Round<Self::Load, Self::Ranges>, SourceError>> + Send;
+}
+
+/// One round's consistent snapshot.
+pub struct Round<L, R> {
+    /// Every change the snapshot holds (its rows, and its range hashes) is at or before it.
+    pub position: Position,
+    /// The snapshot's tables as the full load reads them.
+    pub load: L,
+    /// Range hashes and range reads in the snapshot, or why the source has none (every table
+    /// is then compared row by row).
+    pub ranges: Result<R, String>,
+}
+
+/// How the server hashes one table's key ranges ([`RangeHashes::plan`]).
+#[derive(Debug, Clone)]
+pub struct TableHashing {
+    /// The server's expression of a row's canonical text (see the README's "Validate a
+    /// task"), given back to [`RangeHashes::hashes`].
+    pub row_sql: String,
+    /// The integer key column ranges are cut in, with its smallest and largest value in the
+    /// snapshot (None: the table is empty). None: the table has no such column.
+    pub key: Option<(String, Option<(i64, i64)>)>,
+    /// The full load's chunks of the table (ranges are no coarser).
+    pub chunks: u64,
+}
+
+/// Range hashes and range reads inside a round's snapshot. Table indexes are those of
+/// [`ValidationSource::tables`].
+pub trait RangeHashes: Send + Sync {
+    /// How table `table` is hashed, or why it is compared row by row (Ok(Err(why))).
+    /// `written`: its columns' Arrow types as the target holds them, in the source's order.
+    fn plan(
+        &self,
+        table: usize,
+        written: &[DataType],
+    ) -> impl Future<Output = Result<Result<TableHashing, String>, SourceError>> + Send;
+
+    /// The (row count, sum of 60-bit row hashes) of each of `spans` of `key` (the whole table
+    /// when `key` is None), computed by the server.
+    fn hashes(
+        &self,
+        table: usize,
+        hashing: &TableHashing,
+        key: Option<&str>,
+        spans: &[KeySpan],
+    ) -> impl Future<Output = Result<Vec<(u64, u128)>, SourceError>> + Send;
+
+    /// Reads the rows of `table` in `span` of `key` (the whole table when `key` is None) as
+    /// the full load decodes them, giving each record batch to `visit`. Stops at `visit`'s
+    /// first error, returned as Ok(Err(_)).
+    fn read<F>(
+        &self,
+        table: usize,
+        key: Option<&str>,
+        span: KeySpan,
+        visit: F,
+    ) -> impl Future<Output = Result<Result<(), String>, SourceError>> + Send
+    where
+        F: FnMut(RecordBatch) -> Result<(), String> + Send;
+}
