@@ -90,3 +90,32 @@ pub trait RangeHashes: Send + Sync {
     where
         F: FnMut(RecordBatch) -> Result<(), String> + Send;
 }
+
+/// Table `t` of the tables a source discovered for validation.
+pub fn discovered<T>(tables: &[T], t: usize) -> Result<&T, SourceError> {
+    tables
+        .get(t)
+        .ok_or_else(|| SourceError::failed(format!("no discovered table {t} (a bug)")))
+}
+
+/// The SQL condition ` WHERE k >= start AND k < end` of `span` of `key` (quoted by `quote`,
+/// the server's identifier quoting), or nothing for the whole table (`key` None, or a span
+/// open at both ends).
+pub fn span_filter(key: Option<&str>, span: KeySpan, quote: impl Fn(&str) -> String) -> String {
+    let Some(key) = key else {
+        return String::new();
+    };
+    let k = quote(key);
+    let mut conds = Vec::new();
+    if let Some(s) = span.0 {
+        conds.push(format!("{k} >= {s}"));
+    }
+    if let Some(e) = span.1 {
+        conds.push(format!("{k} < {e}"));
+    }
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}

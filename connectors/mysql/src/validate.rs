@@ -10,7 +10,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, TimeUnit};
 use inlet_core::snapshot::SourceError;
 use inlet_core::source::TaskSettings;
-use inlet_core::validation::{KeySpan, RangeHashes, Round, TableHashing, ValidationSource};
+use inlet_core::validation::{
+    discovered, span_filter, KeySpan, RangeHashes, Round, TableHashing, ValidationSource,
+};
 use inlet_core::Checkpoint;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -108,21 +110,13 @@ pub struct MysqlRanges {
     chunk_mb: u64,
 }
 
-impl MysqlRanges {
-    fn table(&self, t: usize) -> Result<&MysqlTable, SourceError> {
-        self.tables
-            .get(t)
-            .ok_or_else(|| SourceError::failed(format!("no discovered table {t} (a bug)")))
-    }
-}
-
 impl RangeHashes for MysqlRanges {
     async fn plan(
         &self,
         t: usize,
         written: &[DataType],
     ) -> Result<Result<TableHashing, String>, SourceError> {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         let row_sql = match canonical_row_sql(table, written) {
             Ok(sql) => sql,
             Err(why) => return Ok(Err(why)),
@@ -154,7 +148,7 @@ impl RangeHashes for MysqlRanges {
         key: Option<&str>,
         spans: &[KeySpan],
     ) -> Result<Vec<(u64, u128)>, SourceError> {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         let mut snapshot = self.snapshot.lock().await;
         let mut out = Vec::with_capacity(spans.len());
         for span in spans {
@@ -177,7 +171,7 @@ impl RangeHashes for MysqlRanges {
     where
         F: FnMut(RecordBatch) -> Result<(), String> + Send,
     {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         let mut snapshot = self.snapshot.lock().await;
         Ok(snapshot.read(table, key, span, self.limits, visit).await?)
     }
@@ -472,20 +466,5 @@ fn from(table: &MysqlTable) -> String {
 }
 
 fn where_clause(key: Option<&str>, span: KeySpan) -> String {
-    let Some(key) = key else {
-        return String::new();
-    };
-    let k = quote_ident(key);
-    let mut conds = Vec::new();
-    if let Some(s) = span.0 {
-        conds.push(format!("{k} >= {s}"));
-    }
-    if let Some(e) = span.1 {
-        conds.push(format!("{k} < {e}"));
-    }
-    if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    }
+    span_filter(key, span, quote_ident)
 }

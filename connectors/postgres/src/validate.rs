@@ -15,7 +15,9 @@ use arrow_schema::{DataType, TimeUnit};
 use futures::StreamExt;
 use inlet_core::snapshot::SourceError;
 use inlet_core::source::TaskSettings;
-use inlet_core::validation::{KeySpan, RangeHashes, Round, TableHashing, ValidationSource};
+use inlet_core::validation::{
+    discovered, span_filter, KeySpan, RangeHashes, Round, TableHashing, ValidationSource,
+};
 use inlet_core::Position;
 use tokio_postgres::{Client, CopyOutStream};
 
@@ -117,21 +119,13 @@ pub struct PgRanges {
     chunk_mb: u64,
 }
 
-impl PgRanges {
-    fn table(&self, t: usize) -> Result<&SourceTable, SourceError> {
-        self.tables
-            .get(t)
-            .ok_or_else(|| SourceError::failed(format!("no discovered table {t} (a bug)")))
-    }
-}
-
 impl RangeHashes for PgRanges {
     async fn plan(
         &self,
         t: usize,
         written: &[DataType],
     ) -> Result<Result<TableHashing, String>, SourceError> {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         let row_sql = match canonical_row_sql(table, written) {
             Ok(sql) => sql,
             Err(why) => return Ok(Err(why)),
@@ -164,7 +158,7 @@ impl RangeHashes for PgRanges {
         key: Option<&str>,
         spans: &[KeySpan],
     ) -> Result<Vec<(u64, u128)>, SourceError> {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         // The spans dealt out to the connections (`full_load.workers`), as the full load deals
         // out its chunks: each connection's spans one after the other.
         let connections: Vec<&RangeReader> = std::iter::once(&self.reader)
@@ -200,7 +194,7 @@ impl RangeHashes for PgRanges {
     where
         F: FnMut(RecordBatch) -> Result<(), String> + Send,
     {
-        let table = self.table(t)?;
+        let table = discovered(&self.tables, t)?;
         Ok(self
             .reader
             .read(table, key, span, self.limits, visit)
@@ -513,20 +507,5 @@ fn from(table: &SourceTable) -> String {
 }
 
 fn where_clause(key: Option<&str>, span: KeySpan) -> String {
-    let Some(key) = key else {
-        return String::new();
-    };
-    let k = quote_ident(key);
-    let mut conds = Vec::new();
-    if let Some(s) = span.0 {
-        conds.push(format!("{k} >= {s}"));
-    }
-    if let Some(e) = span.1 {
-        conds.push(format!("{k} < {e}"));
-    }
-    if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    }
+    span_filter(key, span, quote_ident)
 }
