@@ -30,6 +30,25 @@ impl From<TargetError> for JobError {
     }
 }
 
+/// The target opened for reading its tables back as readers see them (`inlet validate`).
+pub enum ReadBack {
+    Parquet(ParquetTarget),
+    Iceberg(IcebergTarget),
+}
+
+impl ReadBack {
+    pub fn new(config: &TargetConfig, task: &str) -> Result<Self, JobError> {
+        Ok(match config {
+            TargetConfig::Parquet(c) => {
+                Self::Parquet(ParquetTarget::new(c).map_err(JobError::config)?)
+            }
+            TargetConfig::Iceberg(c) => {
+                Self::Iceberg(IcebergTarget::new(c, task).map_err(JobError::config)?)
+            }
+        })
+    }
+}
+
 pub struct Target {
     sink: Box<dyn Sink>,
     /// This daemon's ownership of the task, when it runs under a lease: every write of the
@@ -61,6 +80,11 @@ impl Target {
             sink.set_owner_epoch(fence.epoch());
         }
         Ok(Self { sink, fence, years })
+    }
+
+    /// Whether the target writes the portable type forms (`target.types = "portable"`).
+    pub fn portable_forms(&self) -> bool {
+        self.years.is_some()
     }
 
     /// The task's value policy (`[values]`), which dates and timestamps outside years 1–9999

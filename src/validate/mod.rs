@@ -50,9 +50,9 @@ use std::time::{Duration, Instant};
 
 use inlet_core::source::SourceTable;
 use inlet_core::validation::ValidationSource;
-use inlet_core::{Position, TypeForms, ValuePolicy};
+use inlet_core::{Position, ValuePolicy};
 
-use crate::config::{Mode, TargetConfig, TaskConfig};
+use crate::config::{Mode, TaskConfig};
 use crate::load_pool::source_error;
 use crate::sink::Target;
 use crate::state::Metrics;
@@ -262,7 +262,7 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     let task = config.task.name.as_str();
     let policy = config.values.policy();
     let checkpoints = Target::new(&config.target, task)?;
-    let reader = TargetReader::new(config)?;
+    let reader = TargetReader::new(&config.target, task)?;
     let ids: Vec<String> = source
         .tables()
         .iter()
@@ -285,10 +285,7 @@ pub(crate) async fn validate_source<V: ValidationSource>(
         }));
     }
     let follows = config.task.mode != Mode::FullLoad;
-    let years = match &config.target {
-        TargetConfig::Parquet(c) => c.types,
-        TargetConfig::Iceberg(c) => c.types,
-    } == TypeForms::Portable;
+    let years = checkpoints.portable_forms();
     let ctx = Context {
         reader: &reader,
         policy: years.then_some(&policy),

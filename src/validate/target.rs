@@ -5,33 +5,14 @@
 use std::collections::HashMap;
 
 use arrow_array::{Array, RecordBatch, StringArray};
-use inlet_sink_iceberg::IcebergTarget;
-use inlet_sink_parquet::ParquetTarget;
 
 use super::compare::{target_error, TablePlan};
 use super::ranges::{row_hashes, RangeSum};
 use super::{Context, Keys, BYTES_PER_ROW};
-use crate::config::{TargetConfig, TaskConfig};
 use crate::JobError;
 
-/// The target, opened for reading tables back.
-pub(super) enum TargetReader {
-    Parquet(ParquetTarget),
-    Iceberg(IcebergTarget),
-}
-
-impl TargetReader {
-    pub(super) fn new(config: &TaskConfig) -> Result<Self, JobError> {
-        Ok(match &config.target {
-            TargetConfig::Parquet(c) => {
-                Self::Parquet(ParquetTarget::new(c).map_err(JobError::config)?)
-            }
-            TargetConfig::Iceberg(c) => {
-                Self::Iceberg(IcebergTarget::new(c, &config.task.name).map_err(JobError::config)?)
-            }
-        })
-    }
-}
+/// The target, opened for reading tables back (built in [`crate::sink`]).
+pub(super) type TargetReader = crate::sink::ReadBack;
 
 /// The target's rows of one table: key hash → (row hash, copies left to match), and, when the
 /// round is restricted to suspects, the key as text.
