@@ -255,7 +255,7 @@ pub async fn validate(
 
 /// Validates every selected table of `source` matching `args.tables`.
 pub(crate) async fn validate_source<V: ValidationSource>(
-    mut source: V,
+    source: V,
     config: &TaskConfig,
     args: &ValidateArgs<'_>,
 ) -> Result<Vec<TableReport>, JobError> {
@@ -310,6 +310,15 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     let mut differing: Vec<HashSet<u128>> = vec![HashSet::new(); chosen.len()];
     let mut differing_source_rows: Vec<u64> = vec![0; chosen.len()];
     let mut differing_spans: Vec<Option<Spans>> = vec![None; chosen.len()];
+    let mut rounds = Rounds {
+        source,
+        checkpoints: &checkpoints,
+        task,
+        follows,
+        args,
+        ctx: &ctx,
+        chosen: &chosen,
+    };
     for pass in 0..passes.iter().copied().max().unwrap_or(1) {
         let todo: Vec<usize> = (0..chosen.len())
             .filter(|&i| pass < passes[i] && !reports[i].skipped)
@@ -319,18 +328,7 @@ pub(crate) async fn validate_source<V: ValidationSource>(
         }
         let keys: Vec<Keys> = todo.iter().map(|&i| Keys::part(pass, passes[i])).collect();
         let spans = vec![None; todo.len()];
-        let results = round(
-            &mut source,
-            &checkpoints,
-            task,
-            follows,
-            args,
-            &ctx,
-            (&chosen, &todo),
-            &keys,
-            &spans,
-        )
-        .await?;
+        let results = rounds.run(&todo, &keys, &spans).await?;
         for (result, &i) in results.into_iter().zip(&todo) {
             merge(&mut reports[i], result.report, args.max_keys);
             reports[i].rows_compared += result.source_rows;
@@ -356,8 +354,8 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     }
     // Rechecks: each once the task has passed a new snapshot's position. A task that follows
     // no change stream is read once more, only to name its differing keys.
-    let rounds = if follows { ROUNDS } else { 2 };
-    for round_number in 2..=rounds {
+    let last_round = if follows { ROUNDS } else { 2 };
+    for round_number in 2..=last_round {
         let todo: Vec<usize> = (0..chosen.len())
             .filter(|&i| reports[i].differs() && !reports[i].skipped)
             .collect();
@@ -369,18 +367,7 @@ pub(crate) async fn validate_source<V: ValidationSource>(
             .map(|&i| Keys::Only(Arc::new(std::mem::take(&mut differing[i]))))
             .collect();
         let spans: Vec<Option<Spans>> = todo.iter().map(|&i| differing_spans[i].take()).collect();
-        let results = round(
-            &mut source,
-            &checkpoints,
-            task,
-            follows,
-            args,
-            &ctx,
-            (&chosen, &todo),
-            &keys,
-            &spans,
-        )
-        .await?;
+        let results = rounds.run(&todo, &keys, &spans).await?;
         for (result, &i) in results.into_iter().zip(&todo) {
             let was = std::mem::take(&mut reports[i]);
             let note = result.report.note.clone().or(was.note);
@@ -421,26 +408,40 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     Ok(reports)
 }
 
-/// One snapshot: its position recorded, the task waited for (when it follows changes), and
-/// tables `todo` (indexes into `chosen`) compared, each over its `keys`.
-#[allow(clippy::too_many_arguments)]
-async fn round<V: ValidationSource>(
-    source: &mut V,
-    checkpoints: &Target,
-    task: &str,
+/// What every round of one validation shares.
+struct Rounds<'a, V> {
+    source: V,
+    checkpoints: &'a Target,
+    task: &'a str,
     follows: bool,
-    args: &ValidateArgs<'_>,
-    ctx: &Context<'_>,
-    (chosen, todo): (&[usize], &[usize]),
-    keys: &[Keys],
-    spans: &[Option<Spans>],
-) -> Result<Vec<RoundResult>, JobError> {
-    let round = source.open_round().await.map_err(source_error)?;
-    if follows {
-        wait_for_target(checkpoints, task, round.position, args.max_lag).await?;
+    args: &'a ValidateArgs<'a>,
+    ctx: &'a Context<'a>,
+    /// The tables compared (indexes into the source's tables).
+    chosen: &'a [usize],
+}
+
+impl<V: ValidationSource> Rounds<'_, V> {
+    /// One snapshot: its position recorded, the task waited for (when it follows changes),
+    /// and tables `todo` (indexes into `chosen`) compared, each over its `keys`.
+    async fn run(
+        &mut self,
+        todo: &[usize],
+        keys: &[Keys],
+        spans: &[Option<Spans>],
+    ) -> Result<Vec<RoundResult>, JobError> {
+        let round = self.source.open_round().await.map_err(source_error)?;
+        if self.follows {
+            wait_for_target(
+                self.checkpoints,
+                self.task,
+                round.position,
+                self.args.max_lag,
+            )
+            .await?;
+        }
+        let which: Vec<usize> = todo.iter().map(|&i| self.chosen[i]).collect();
+        source::compare_in(round, self.ctx, &which, keys, spans).await
     }
-    let which: Vec<usize> = todo.iter().map(|&i| chosen[i]).collect();
-    source::compare_in(round, ctx, &which, keys, spans).await
 }
 
 /// Adds one pass's result of a table to its report.
