@@ -30,9 +30,12 @@
 //! - `inlet run` validates a task on a schedule ([`schedule`], `[validate] interval_minutes`),
 //!   into the `inlet_validation_*` metrics.
 //!
-//! Modules, by job: [`source`] (the source side: snapshots, chunk readers, and the per-table
-//! comparison loop), [`ranges`] (key ranges, the canonical text and its hashes, the source's
-//! range statements), [`target`] (reading the target back: Parquet replay, Iceberg snapshot),
+//! Any source is driven through [`inlet_core::validation`] (built in [`crate::engine::validate`]);
+//! the target is read back through [`crate::sink::ReadBack`].
+//!
+//! Modules, by job: [`source`] (the per-table comparison loop over a round's snapshot),
+//! [`ranges`] (key ranges, the canonical text and its hashes, the source's range hashes and
+//! reads), [`target`] (reading the target back: Parquet replay, Iceberg snapshot),
 //! [`compare`] (how rows are keyed, hashed and compared; the tally of differences), [`report`]
 //! (the per-table result, its summary line and `--json`).
 
