@@ -25,8 +25,8 @@ mod selection;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
-pub mod validation;
 mod table;
+pub mod validation;
 mod years;
 
 pub use causes::{join_causes, with_causes};
