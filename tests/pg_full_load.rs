@@ -1613,8 +1613,10 @@ async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
         stderr.contains("of its completed chunks are kept, staged (hidden from readers)"),
         "{stderr}"
     );
-    // Readers see no table (a first load is staged), and the staging folder holds exactly the
-    // files the record names.
+    // Readers see no table (a first load is staged), and the staging folder holds the files
+    // the record names and at most one more per worker: a chunk whose file was complete when
+    // the error cancelled the write of its record (the sink keeps such a file, unrecorded,
+    // rather than risk deleting one the record names; the next run deletes it).
     let visible: Vec<String> = std::fs::read_dir(&table_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1637,7 +1639,11 @@ async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
         .map(|n| format!("_inlet_load/{n}"))
         .collect();
     present.sort();
-    assert_eq!(present, recorded);
+    let unrecorded: Vec<&String> = present.iter().filter(|f| !recorded.contains(f)).collect();
+    assert!(
+        recorded.iter().all(|f| present.contains(f)) && unrecorded.len() <= 2,
+        "recorded {recorded:?}, present {present:?}"
+    );
 
     let (code, stdout, stderr) = inlet_within(
         &["full-load", "-c", cfg.to_str().unwrap()],
@@ -1657,4 +1663,12 @@ async fn a_load_ended_by_a_transient_error_keeps_its_chunks_for_the_next_run() {
         .unwrap();
     let want: (i64, String) = (row.get(0), row.get(1));
     assert_eq!(common::resume::duckdb_checksum("parquet", &table_dir), want);
+    // Nothing of the suspended load is left staged, an unrecorded file included.
+    let staged: Vec<String> = std::fs::read_dir(table_dir.join("_inlet_load"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(staged, Vec::<String>::new());
 }
