@@ -43,7 +43,7 @@ pub use checkpoint::{
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use portable::{
     portable_array, portable_batch, portable_field, portable_schema, portable_table, portable_type,
-    TypeForms,
+    time_text, TypeForms,
 };
 pub use selection::{
     check_reserved_columns, ExclusionError, PatternError, ReservedColumnError, TableSelection,

@@ -163,7 +163,7 @@ fn uuid_text(bytes: &[u8]) -> String {
 
 /// PostgreSQL's text of a time of day in microseconds (`24:00:00` included; MySQL's negative
 /// and over-24-hour TIME values keep their sign and hours).
-fn time_text(micros: i64) -> String {
+pub fn time_text(micros: i64) -> String {
     let sign = if micros < 0 { "-" } else { "" };
     let m = micros.unsigned_abs();
     let (secs, frac) = (m / 1_000_000, m % 1_000_000);

@@ -205,9 +205,9 @@ fn canonical(a: &ArrayRef, i: usize, out: &mut Vec<u8>) -> Result<(), String> {
             }
         }
         DataType::Date32 => w(out, &a.as_primitive::<Date32Type>().value(i)),
-        DataType::Time64(TimeUnit::Microsecond) => {
-            time_text(a.as_primitive::<Time64MicrosecondType>().value(i), out)
-        }
+        DataType::Time64(TimeUnit::Microsecond) => out.extend_from_slice(
+            inlet_core::time_text(a.as_primitive::<Time64MicrosecondType>().value(i)).as_bytes(),
+        ),
         DataType::Timestamp(TimeUnit::Second, _) => w(
             out,
             &i128::from(a.as_primitive::<TimestampSecondType>().value(i)).saturating_mul(1_000_000),
@@ -249,22 +249,6 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
         out.push(DIGITS[usize::from(b >> 4)]);
         out.push(DIGITS[usize::from(b & 15)]);
     }
-}
-
-/// PostgreSQL's text of a time of day (`10:00:01`, `10:00:01.5`), which is also what the
-/// portable forms write: MySQL's negative and over-24-hour values keep their sign and hours.
-fn time_text(micros: i64, out: &mut Vec<u8>) {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    let (secs, frac) = (m / 1_000_000, m % 1_000_000);
-    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut text = format!("{sign}{h:02}:{mi:02}:{s:02}");
-    if frac != 0 {
-        let f = format!("{frac:06}");
-        text.push('.');
-        text.push_str(f.trim_end_matches('0'));
-    }
-    out.extend_from_slice(text.as_bytes());
 }
 
 /// The count and hash sum of one range, on one side.

@@ -151,6 +151,32 @@ async fn refuse_prepared_xa(conn: &mut Conn, connector: &MysqlConnector) -> Resu
 
 /// An `XA RECOVER` row (formatID, gtrid_length, bqual_length, data) as `XA COMMIT` spells the
 /// xid: `'gtrid'`, `'gtrid','bqual'`, or with the format id when it is not 1.
+/// The binlog file and offset (as the server wrote it) of the consistent snapshot `conn` is
+/// in (MariaDB's `binlog_snapshot_file`/`_position`).
+pub(crate) async fn binlog_snapshot_status(
+    conn: &mut Conn,
+    connector: &MysqlConnector,
+) -> Result<(String, String), MysqlError> {
+    let what = "SHOW STATUS LIKE 'binlog_snapshot_%'";
+    let rows: Vec<(String, String)> = conn
+        .query(what)
+        .await
+        .map_err(|e| connector.query_error(what, &e))?;
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
+        (Some(file), Some(pos)) => Ok((file, pos)),
+        _ => Err(MysqlError::Query {
+            server: connector.server().to_string(),
+            what: what.into(),
+            reason: "the server reports no binlog snapshot position: is log_bin on?".into(),
+        }),
+    }
+}
+
 fn recovered_xid(row: &mysql_async::Row) -> String {
     let format: i64 = row.get(0).unwrap_or(1);
     let gtrid_len: usize = row.get(1).unwrap_or(0);
@@ -197,24 +223,7 @@ async fn mariadb_snapshots(
         c.query_drop(BEGIN_SNAPSHOT)
             .await
             .map_err(|e| connector.query_error("START TRANSACTION WITH CONSISTENT SNAPSHOT", &e))?;
-        let rows: Vec<(String, String)> = c
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(|e| connector.query_error("SHOW STATUS LIKE 'binlog_snapshot_%'", &e))?;
-        let get = |k: &str| {
-            rows.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
-        let (Some(file), Some(pos)) =
-            (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
-        else {
-            return Err(MysqlError::Query {
-                server: connector.server().to_string(),
-                what: "reading binlog_snapshot_file/position".into(),
-                reason: "the server reports no binlog snapshot position: is log_bin on?".into(),
-            });
-        };
+        let (file, pos) = binlog_snapshot_status(c, connector).await?;
         let here = BinlogPosition::new(file, pos.parse().unwrap_or(0));
         match &point {
             None => point = Some(here),

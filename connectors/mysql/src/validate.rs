@@ -279,24 +279,7 @@ impl RangeSnapshot {
                 .map_err(|e| connector.query_error(sql, &e))?;
         }
         let what = "SHOW STATUS LIKE 'binlog_snapshot_%'";
-        let rows: Vec<(String, String)> = conn
-            .query(what)
-            .await
-            .map_err(|e| connector.query_error(what, &e))?;
-        let get = |k: &str| {
-            rows.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
-        let (Some(file), Some(pos)) =
-            (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
-        else {
-            return Err(MysqlError::Query {
-                server: connector.server().to_string(),
-                what: what.into(),
-                reason: "the server reports no binlog snapshot position: is log_bin on?".into(),
-            });
-        };
+        let (file, pos) = crate::snapshot::binlog_snapshot_status(&mut conn, connector).await?;
         let Ok(offset) = pos.parse() else {
             return Err(MysqlError::Query {
                 server: connector.server().to_string(),
