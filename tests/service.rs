@@ -1412,7 +1412,23 @@ fn my_table_round(db: &inlet_testkit::MariaDbServer, table: &str, round: i64) {
 fn runners(daemons: &[Option<&Daemon>], names: &[&str]) -> Vec<Vec<usize>> {
     let docs: Vec<Option<serde_json::Value>> =
         daemons.iter().map(|d| d.and_then(Daemon::status)).collect();
-    runners_in(&docs, names)
+    match std::panic::catch_unwind(|| runners_in(&docs, names)) {
+        Ok(claims) => claims,
+        Err(e) => {
+            // What each daemon logged says which of them wrote (the check panics before the
+            // read-back would).
+            let logs: Vec<String> = daemons
+                .iter()
+                .flatten()
+                .map(|d| std::fs::read_to_string(&d.log).unwrap_or_default())
+                .collect();
+            panic!(
+                "{}\n/status read: {docs:?}\ndaemon logs:\n{}",
+                e.downcast_ref::<String>().cloned().unwrap_or_default(),
+                logs.join("\n----\n")
+            )
+        }
+    }
 }
 
 /// [`runners`] from `/status` documents already read.
