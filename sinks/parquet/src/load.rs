@@ -54,6 +54,7 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{store_hint, SinkError};
 use crate::object_file::{abandon, ObjectFile};
@@ -204,6 +205,12 @@ struct Shared {
     /// Set by [`FullLoadTable::resume`]: the load records its chunks, keeps the files of
     /// recorded ones when abandoned, and deletes its progress record when it finishes.
     resumable: AtomicBool,
+    /// The writes that put objects into the load's folders (file completions, the progress
+    /// record), each a task that runs to its end when its caller is cancelled: a local store
+    /// lands a write by a rename on a blocking thread that cancelling does not stop, so
+    /// `abandon` and `suspend` wait for these before deleting, or a file landing late would
+    /// outlive them.
+    landing: TaskTracker,
     /// The files (as recorded: path under the table's folder) the last recorded progress names:
     /// an abandoned resumable load keeps them.
     recorded: Mutex<HashSet<String>>,
@@ -505,6 +512,7 @@ impl FullLoadTable {
                 failed: AtomicBool::new(false),
                 failure: Mutex::new(None),
                 resumable: AtomicBool::new(false),
+                landing: TaskTracker::new(),
                 recorded: Mutex::new(HashSet::new()),
                 numbers: Mutex::new(BTreeSet::new()),
             }),
@@ -755,10 +763,12 @@ impl FullLoadTable {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(files);
-        s.target
-            .store
-            .put(&path, progress.encode().into())
+        let store = Arc::clone(&s.target.store);
+        let (at, record) = (path.clone(), progress.encode());
+        s.landing
+            .spawn(async move { store.put(&at, record.into()).await })
             .await
+            .unwrap_or_else(|e| Err(object_store::Error::JoinError { source: e }))
             .map_err(|e| s.cleanup_error("record the load's progress in", &path, e))?;
         Ok(())
     }
@@ -773,6 +783,7 @@ impl FullLoadTable {
     pub async fn abandon(&self, deadline: Instant) -> Abandoned {
         let s = &self.shared;
         s.fail("the load was abandoned".into());
+        self.wait_for_landing(deadline).await;
         if s.resumable.load(Ordering::SeqCst) && !s.switching.load(Ordering::SeqCst) {
             // Nothing of it is kept, so nothing is to be resumed: the record goes first.
             s.recorded
@@ -803,32 +814,15 @@ impl FullLoadTable {
             s.target.remove_empty_local_folder(&s.staging);
             return Abandoned::Untouched;
         }
-        if let Err(why) = self.delete_staged_in_two_passes(deadline).await {
+        if let Err(why) = self
+            .delete_staged_files(tokio::time::Instant::from_std(deadline))
+            .await
+        {
             tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
             return Abandoned::Untouched;
         }
         s.target.remove_empty_local_folder(&s.staging);
         Abandoned::Untouched
-    }
-
-    /// [`Self::delete_staged_files`] by `deadline`, twice: a file whose completion was under
-    /// way when its writer was cancelled may land just after the first listing (a local upload
-    /// is completed by a rename on a blocking thread, which cancelling the task does not stop).
-    async fn delete_staged_in_two_passes(&self, deadline: Instant) -> Result<(), String> {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        for pass in 0..2 {
-            if pass > 0 {
-                tokio::time::sleep_until(
-                    (tokio::time::Instant::now() + std::time::Duration::from_millis(200))
-                        .min(deadline),
-                )
-                .await;
-            }
-            if self.delete_staged_files(deadline).await? == 0 {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Ends a resumable load that its caller will resume (a signal, a transient error),
@@ -850,12 +844,36 @@ impl FullLoadTable {
             return self.abandon(deadline).await;
         }
         s.fail("the load was suspended".into());
-        if let Err(why) = self.delete_staged_in_two_passes(deadline).await {
+        self.wait_for_landing(deadline).await;
+        if let Err(why) = self
+            .delete_staged_files(tokio::time::Instant::from_std(deadline))
+            .await
+        {
             tracing::warn!(table = %s.table, "{why}; the table's next load deletes them");
         }
         Abandoned::Resumable {
             kept,
             staged: !s.direct.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Waits until every write of the load that was under way has landed ([`Shared::landing`]),
+    /// by `deadline`: then no write can add a file after what is deleted next. Writers are all
+    /// closed or dropped when this is called, so no write starts after it.
+    async fn wait_for_landing(&self, deadline: Instant) {
+        let s = &self.shared;
+        s.landing.close();
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if tokio::time::timeout_at(deadline, s.landing.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                table = %s.table,
+                "{} write(s) of the load were still under way when the time a stop allows ran \
+                 out; what they land is deleted by the table's next load",
+                s.landing.len()
+            );
         }
     }
 
@@ -1117,7 +1135,8 @@ impl LoadFileWriter {
         let s = &self.shared;
         let number = s.last_number.fetch_add(1, Ordering::SeqCst) + 1;
         let path = s.file_path(number);
-        let sink = ObjectFile::new(Arc::clone(&s.target.store), path.clone(), s.target.kind);
+        let sink = ObjectFile::new(Arc::clone(&s.target.store), path.clone(), s.target.kind)
+            .landing_on(s.landing.clone());
         let options = ArrowWriterOptions::new().with_properties(s.props.clone());
         match AsyncArrowWriter::try_new_with_options(sink, schema, options) {
             Ok(writer) => Ok(OpenFile {

@@ -8,6 +8,11 @@
 //!
 //! `BufWriter` panics when used after shutdown or abort, so this wrapper tracks its own state
 //! and turns such misuse into errors.
+//!
+//! Cancelling a completion does not stop it everywhere: the local store completes an object by
+//! a rename on a blocking thread, which lands after the cancelled task is gone. A writer whose
+//! files are deleted when it is given up (a full load's staged files) passes a [`TaskTracker`]:
+//! the completion then runs as a task of its own that the one deleting can wait for.
 
 use std::sync::Arc;
 
@@ -20,6 +25,7 @@ use object_store::ObjectStore;
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::errors::ParquetError;
 use tokio::io::AsyncWriteExt;
+use tokio_util::task::TaskTracker;
 
 use crate::error::{store_hint, StoreKind};
 
@@ -45,8 +51,11 @@ enum State {
 /// An object under construction. Nothing is visible at `path` until [`AsyncFileWriter::complete`]
 /// succeeds.
 pub(crate) struct ObjectFile {
-    writer: BufWriter,
+    /// `None` once a completion took it to run on `landing`.
+    writer: Option<BufWriter>,
     state: State,
+    /// Where a completion runs when it must end even if its caller is cancelled.
+    landing: Option<TaskTracker>,
     kind: StoreKind,
     /// Advice for the last store error, kept because parquet wraps our error in its own type
     /// twice and the caller wants to say what to do.
@@ -56,12 +65,22 @@ pub(crate) struct ObjectFile {
 impl ObjectFile {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, kind: StoreKind) -> Self {
         Self {
-            writer: BufWriter::with_capacity(store, path, PART_SIZE)
-                .with_max_concurrency(PART_CONCURRENCY),
+            writer: Some(
+                BufWriter::with_capacity(store, path, PART_SIZE)
+                    .with_max_concurrency(PART_CONCURRENCY),
+            ),
             state: State::Open,
+            landing: None,
             kind,
             hint: None,
         }
+    }
+
+    /// Completes the object as a task of `landing`, which runs to its end when the caller of
+    /// `complete` is cancelled: whoever deletes what was written waits for `landing` first.
+    pub(crate) fn landing_on(mut self, landing: TaskTracker) -> Self {
+        self.landing = Some(landing);
+        self
     }
 
     /// Advice for the last store error, if one happened.
@@ -77,7 +96,10 @@ impl ObjectFile {
             return Ok(());
         }
         self.state = State::Aborted;
-        self.writer.abort().await
+        match self.writer.as_mut() {
+            Some(writer) => writer.abort().await,
+            None => Ok(()),
+        }
     }
 
     fn store_error(&mut self, e: object_store::Error) -> ParquetError {
@@ -94,7 +116,12 @@ impl AsyncFileWriter for ObjectFile {
                     "write to an object that was already completed or aborted".into(),
                 ));
             }
-            match self.writer.put(bs).await {
+            let Some(writer) = self.writer.as_mut() else {
+                return Err(ParquetError::General(
+                    "write to an object whose completion was handed over".into(),
+                ));
+            };
+            match writer.put(bs).await {
                 Ok(()) => Ok(()),
                 Err(e) => Err(self.store_error(e)),
             }
@@ -113,7 +140,19 @@ impl AsyncFileWriter for ObjectFile {
             // panic, and a failed completion is already cleaned up by object_store
             // (WriteMultipart::finish aborts the upload on error; a single PUT is atomic).
             self.state = State::Completed;
-            match self.writer.shutdown().await {
+            let shutdown = match (self.landing.as_ref(), self.writer.take()) {
+                (Some(landing), Some(mut writer)) => landing
+                    .spawn(async move { writer.shutdown().await })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                (None, Some(mut writer)) => writer.shutdown().await,
+                (_, None) => {
+                    return Err(ParquetError::General(
+                        "complete on an object whose completion was handed over".into(),
+                    ))
+                }
+            };
+            match shutdown {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // BufWriter reports store errors through std::io::Error; recover the

@@ -1229,3 +1229,156 @@ async fn a_first_load_writes_in_place_and_an_abandoned_one_leaves_nothing() {
     assert_eq!(all_ids(dir.path(), &table), (0..30).collect::<Vec<_>>());
     assert!(!staging.exists(), "nothing staged");
 }
+
+/// A store whose writes land a while after they were asked for, and land even when the one who
+/// asked is cancelled: as the local store completes a write by a rename on a blocking thread,
+/// only slower (a loaded machine).
+#[derive(Debug)]
+struct LateStore {
+    inner: Arc<dyn object_store::ObjectStore>,
+    delay: std::time::Duration,
+}
+
+impl std::fmt::Display for LateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "late {}", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for LateStore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let (inner, at, delay) = (Arc::clone(&self.inner), location.clone(), self.delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            inner.put_opts(&at, payload, opts).await
+        })
+        .await
+        .map_err(|e| object_store::Error::JoinError { source: e })?
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A load given up while one of its writes was under way (its worker cancelled by an error
+/// elsewhere or a signal) leaves nothing staged once `abandon` returns, however
+/// late that write lands: a file completed, and a resumable load's progress record. (A local
+/// store lands both by a rename on a blocking thread that cancelling does not stop; the
+/// clean-clone make test once found `_inlet_load` left behind after a failed load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_landing_after_its_writer_was_cancelled_is_deleted_with_the_load() {
+    let late = std::time::Duration::from_millis(700);
+    let soon = || std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for resumable in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8")))
+            .expect("target")
+            .with_file_size_bytes(1);
+        let table = small_table("late");
+        let tdir = table_dir(dir.path(), &table);
+        let staging = tdir.join(crate::load::STAGING_DIR);
+        // An earlier complete set, so that the next load stages its files.
+        load_small(&plain, &table, 1, 2, 10).await;
+        let mut target = plain.clone();
+        target.store = Arc::new(LateStore {
+            inner: Arc::clone(&plain.store),
+            delay: late,
+        });
+        let load = target.full_load(&table);
+        if resumable {
+            let progress = inlet_core::sink::LoadProgress {
+                guard: "g".into(),
+                chunks: vec!["c0".into(), "c1".into()],
+                done: Vec::new(),
+                started: Vec::new(),
+            };
+            load.resume(&progress).await.expect("resume");
+        }
+        // The worker is cancelled while its file's completion (and, resumable, the record of
+        // its chunk) is under way.
+        let mut w = load.writer();
+        let batch = small_batch(&table, 100..103);
+        let recorder = load.clone();
+        let worker = tokio::spawn(async move {
+            w.write(&batch).await.expect("write");
+            if resumable {
+                let files = w.end_chunk().await.expect("end chunk");
+                let progress = inlet_core::sink::LoadProgress {
+                    guard: "g".into(),
+                    chunks: vec!["c0".into(), "c1".into()],
+                    done: vec![inlet_core::sink::DoneChunk {
+                        chunk: 0,
+                        rows: 3,
+                        files,
+                    }],
+                    started: vec![1],
+                };
+                recorder.record_progress(&progress).await.expect("record");
+            }
+            w.close().await.expect("close");
+        });
+        // Resumable: after the file landed, while the record is under way.
+        tokio::time::sleep(if resumable { late * 4 / 3 } else { late / 3 }).await;
+        worker.abort();
+        assert!(worker.await.expect_err("cancelled").is_cancelled());
+        assert_eq!(
+            load.abandon(soon()).await,
+            Abandoned::Untouched,
+            "resumable: {resumable}"
+        );
+        // Whatever was under way has landed by now; none of it may be left.
+        tokio::time::sleep(late * 2).await;
+        assert!(
+            !staging.exists(),
+            "resumable: {resumable}: {:?}",
+            files(&staging)
+        );
+        assert_eq!(all_ids(dir.path(), &table), (0..20).collect::<Vec<_>>());
+    }
+}
