@@ -145,36 +145,12 @@ fn not_ready(status: &TaskStatus, max_lag: f64) -> Option<String> {
     }
 }
 
-/// A task's status as of now. A task whose lease is lost (`lease::Fence::lost`: another
-/// daemon took it, or this daemon was paused past its fence) shows `standby` at once, as it is
-/// fenced at once, although the task itself notices only at its next renewal or write: a
-/// daemon continued after SIGSTOP would otherwise answer that it still runs the task.
-fn current(task: &TaskState) -> TaskStatus {
-    let mut status = task.snapshot();
-    let running = !matches!(status.phase, Phase::Standby { .. } | Phase::Done { .. });
-    let lost = running
-        .then(|| crate::lease::fence_of(&status.task))
-        .flatten()
-        .and_then(|fence| fence.lost());
-    if let Some(lost) = lost {
-        let (owner, epoch) = lost.taken_by.unzip();
-        status.owner = owner.clone();
-        status.lease_epoch = epoch;
-        status.connected = false;
-        status.phase = Phase::Standby {
-            owner,
-            reason: lost.message,
-        };
-    }
-    status
-}
-
 async fn readyz(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
     let reasons: Vec<String> = e
         .tasks
         .iter()
         .filter_map(|t| {
-            let s = current(t);
+            let s = t.current();
             not_ready(&s, e.ready_max_lag_s).map(|r| format!("task {}: {r}", s.task))
         })
         .collect();
@@ -189,9 +165,10 @@ async fn readyz(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
-    // Reading each task's status refreshes the gauges that depend on the clock (lag).
+    // Reading each task's status refreshes the gauges that depend on the clock (lag) and on
+    // the lease (a fenced task is not connected).
     for t in &e.tasks {
-        t.snapshot();
+        t.current();
     }
     (
         [(
@@ -203,7 +180,7 @@ async fn metrics(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
 }
 
 async fn status(State(e): State<Arc<Endpoints>>) -> impl IntoResponse {
-    let tasks: Vec<TaskStatus> = e.tasks.iter().map(current).collect();
+    let tasks: Vec<TaskStatus> = e.tasks.iter().map(TaskState::current).collect();
     Json(serde_json::json!({ "daemon": e.daemon, "tasks": tasks }))
 }
 
@@ -319,7 +296,7 @@ async fn resync(
             ),
         );
     };
-    let status = current(state);
+    let status = state.current();
     if status.mode != "full-load-and-cdc" {
         return (
             StatusCode::CONFLICT,

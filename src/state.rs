@@ -639,4 +639,34 @@ impl TaskState {
             .set(status.lag_seconds);
         status
     }
+
+    /// The status as every report shows it (/status, /readyz, /metrics, systemd's STATUS=):
+    /// [`Self::snapshot`], except that a task whose lease is lost (`lease::Fence::lost`:
+    /// another daemon took it, or this daemon was paused past its fence) shows `standby` and
+    /// not connected at once, as it is fenced at once, although the task itself notices only at
+    /// its next renewal or write: a daemon continued after SIGSTOP would otherwise report that
+    /// it still runs the task.
+    pub fn current(&self) -> TaskStatus {
+        let mut status = self.snapshot();
+        let running = !matches!(status.phase, Phase::Standby { .. } | Phase::Done { .. });
+        let lost = running
+            .then(|| crate::lease::fence_of(&status.task))
+            .flatten()
+            .and_then(|fence| fence.lost());
+        if let Some(lost) = lost {
+            let (owner, epoch) = lost.taken_by.unzip();
+            status.owner = owner.clone();
+            status.lease_epoch = epoch;
+            status.connected = false;
+            status.phase = Phase::Standby {
+                owner,
+                reason: lost.message,
+            };
+            self.metrics
+                .connected
+                .get_or_create(&self.task_labels())
+                .set(0);
+        }
+        status
+    }
 }

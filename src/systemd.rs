@@ -23,7 +23,7 @@ pub fn spawn(tasks: Vec<TaskState>, stopped: watch::Receiver<bool>) -> tokio::ta
                 let _ = sd_notify::notify(&[NotifyState::Stopping]);
                 return;
             }
-            let statuses: Vec<_> = tasks.iter().map(TaskState::snapshot).collect();
+            let statuses: Vec<_> = tasks.iter().map(TaskState::current).collect();
             if !ready && statuses.iter().all(|s| s.phase != Phase::Starting) {
                 ready = true;
                 let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -34,6 +34,13 @@ pub fn spawn(tasks: Vec<TaskState>, stopped: watch::Receiver<bool>) -> tokio::ta
                     let phase = match &s.phase {
                         Phase::Retrying { .. } => "retrying".to_string(),
                         Phase::Failed { .. } => "FAILED".to_string(),
+                        Phase::Done { .. } => "done".to_string(),
+                        Phase::Standby {
+                            owner: Some(owner), ..
+                        } => {
+                            format!("standby (owned by {owner})")
+                        }
+                        Phase::Standby { owner: None, .. } => "standby".to_string(),
                         other => format!("{other:?}").to_lowercase(),
                     };
                     format!("{} {phase} lag {:.1}s", s.task, s.lag_seconds)

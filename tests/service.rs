@@ -906,20 +906,36 @@ impl Daemon {
     /// daemon is still stopped (its kernel accepts the connection), so the answer is the first
     /// the continued daemon gives, before its tasks had time to notice anything.
     fn continue_and_status(&self) -> serde_json::Value {
-        let mut conn = TcpStream::connect(&self.address).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
+        let (status, _) = self.continue_and_report();
+        status
+    }
+
+    /// Continues a stopped daemon with requests for `/status` and `/metrics` already sent:
+    /// what it answers first.
+    fn continue_and_report(&self) -> (serde_json::Value, String) {
+        let ask = |path: &str| {
+            let mut conn = TcpStream::connect(&self.address).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            write!(
+                conn,
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.address
+            )
             .unwrap();
-        write!(
-            conn,
-            "GET /status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.address
-        )
-        .unwrap();
+            conn
+        };
+        let (mut status, mut metrics) = (ask("/status"), ask("/metrics"));
         self.signal("-CONT");
-        let mut raw = String::new();
-        conn.read_to_string(&mut raw).unwrap();
-        let body = raw.split_once("\r\n\r\n").unwrap().1;
-        serde_json::from_str(body).unwrap()
+        let body = |conn: &mut TcpStream| {
+            let mut raw = String::new();
+            conn.read_to_string(&mut raw).unwrap();
+            raw.split_once("\r\n\r\n").unwrap().1.to_string()
+        };
+        (
+            serde_json::from_str(&body(&mut status)).unwrap(),
+            body(&mut metrics),
+        )
     }
 
     /// Waits (`within` at most) until this daemon runs task `name` (it names itself the owner
@@ -1204,7 +1220,18 @@ fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
     let (db, tasks, out) = my_fleet_setup(dir.path(), [LEASE_S; 2]);
     let checkpoint = out.join("_inlet/my/checkpoint");
     let table_dir = out.join("shop/accounts");
-    let a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
+    // systemd's side of Type=notify for the daemon to be paused: its STATUS= lines.
+    let notify_path = dir.path().join("notify-a.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let a = Daemon::start(
+        &tasks[0],
+        dir.path(),
+        "a",
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
     a.wait_phase("my", "streaming", Duration::from_secs(30));
     let a_id = a.id();
     my_caught_up(&db, &checkpoint, Duration::from_secs(30));
@@ -1238,8 +1265,30 @@ fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
     let files_before = common::audit::change_files(&table_dir);
     let checkpoint_before = std::fs::read(&checkpoint).unwrap();
 
-    // Continued: its very first /status already shows the task fenced, not running.
-    let first = a.continue_and_status();
+    // Continued: its very first /status, /metrics and systemd status line already show the
+    // task fenced, not running.
+    let mut buf = [0u8; 4096];
+    while notify.recv(&mut buf).is_ok() {}
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (first, metrics) = a.continue_and_report();
+    assert_eq!(
+        sample(&metrics, r#"inlet_source_connected{task="my"}"#),
+        Some(0.0),
+        "the first /metrics after SIGCONT: {metrics}"
+    );
+    let status_line = loop {
+        let n = notify.recv(&mut buf).expect("a STATUS= line after SIGCONT");
+        let datagram = String::from_utf8_lossy(&buf[..n]).to_string();
+        if let Some(line) = datagram.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+            break line.to_string();
+        }
+    };
+    assert!(
+        status_line.starts_with("my standby"),
+        "the first systemd status after SIGCONT: {status_line}"
+    );
     let t = first["tasks"]
         .as_array()
         .unwrap()
@@ -1296,7 +1345,18 @@ fn a_daemon_with_a_shorter_lease_waits_by_the_owners_lease() {
     let dir = tempfile::tempdir().unwrap();
     let (db, tasks, out) = my_fleet_setup(dir.path(), [OWNER_S, LEASE_S]);
     let checkpoint = out.join("_inlet/my/checkpoint");
-    let a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
+    // systemd's side of Type=notify for the daemon to be paused: its STATUS= lines.
+    let notify_path = dir.path().join("notify-a.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let a = Daemon::start(
+        &tasks[0],
+        dir.path(),
+        "a",
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
     a.wait_phase("my", "streaming", Duration::from_secs(30));
     let a_id = a.id();
     my_caught_up(&db, &checkpoint, Duration::from_secs(30));
