@@ -149,14 +149,12 @@ async fn refuse_prepared_xa(conn: &mut Conn, connector: &MysqlConnector) -> Resu
     })
 }
 
-/// An `XA RECOVER` row (formatID, gtrid_length, bqual_length, data) as `XA COMMIT` spells the
-/// xid: `'gtrid'`, `'gtrid','bqual'`, or with the format id when it is not 1.
-/// The binlog file and offset (as the server wrote it) of the consistent snapshot `conn` is
-/// in (MariaDB's `binlog_snapshot_file`/`_position`).
+/// The binlog file and offset of the consistent snapshot `conn` is in (MariaDB's
+/// `binlog_snapshot_file`/`_position`).
 pub(crate) async fn binlog_snapshot_status(
     conn: &mut Conn,
     connector: &MysqlConnector,
-) -> Result<(String, String), MysqlError> {
+) -> Result<(String, u64), MysqlError> {
     let what = "SHOW STATUS LIKE 'binlog_snapshot_%'";
     let rows: Vec<(String, String)> = conn
         .query(what)
@@ -168,7 +166,15 @@ pub(crate) async fn binlog_snapshot_status(
             .map(|(_, v)| v.clone())
     };
     match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
-        (Some(file), Some(pos)) => Ok((file, pos)),
+        (Some(file), Some(pos)) => match pos.parse() {
+            Ok(offset) => Ok((file, offset)),
+            // A wrong offset would start the stream at the wrong place: refused, not guessed.
+            Err(_) => Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: what.into(),
+                reason: format!("Binlog_snapshot_position is {pos:?}, not an offset"),
+            }),
+        },
         _ => Err(MysqlError::Query {
             server: connector.server().to_string(),
             what: what.into(),
@@ -177,6 +183,8 @@ pub(crate) async fn binlog_snapshot_status(
     }
 }
 
+/// An `XA RECOVER` row (formatID, gtrid_length, bqual_length, data) as `XA COMMIT` spells the
+/// xid: `'gtrid'`, `'gtrid','bqual'`, or with the format id when it is not 1.
 fn recovered_xid(row: &mysql_async::Row) -> String {
     let format: i64 = row.get(0).unwrap_or(1);
     let gtrid_len: usize = row.get(1).unwrap_or(0);
@@ -224,7 +232,7 @@ async fn mariadb_snapshots(
             .await
             .map_err(|e| connector.query_error("START TRANSACTION WITH CONSISTENT SNAPSHOT", &e))?;
         let (file, pos) = binlog_snapshot_status(c, connector).await?;
-        let here = BinlogPosition::new(file, pos.parse().unwrap_or(0));
+        let here = BinlogPosition::new(file, pos);
         match &point {
             None => point = Some(here),
             Some(p) if *p != here => return Ok(None),
@@ -311,8 +319,13 @@ async fn locked_snapshots(
                 reason: "no binary log: set log_bin in my.cnf and restart the server".into(),
             });
         };
-        let file: String = row.get(0).unwrap_or_default();
-        let pos: u64 = row.get(1).unwrap_or(0);
+        let (Some(file), Some(pos)) = (row.get::<String, _>(0), row.get::<u64, _>(1)) else {
+            return Err(MysqlError::Query {
+                server: connector.server().to_string(),
+                what: "SHOW MASTER STATUS".into(),
+                reason: "the server answered no binlog file and offset".into(),
+            });
+        };
         let gtid: Option<String> = match flavor {
             Flavor::MariaDb => first
                 .query_first("SELECT @@GLOBAL.gtid_binlog_pos")

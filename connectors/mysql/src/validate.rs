@@ -278,15 +278,7 @@ impl RangeSnapshot {
                 .await
                 .map_err(|e| connector.query_error(sql, &e))?;
         }
-        let what = "SHOW STATUS LIKE 'binlog_snapshot_%'";
-        let (file, pos) = crate::snapshot::binlog_snapshot_status(&mut conn, connector).await?;
-        let Ok(offset) = pos.parse() else {
-            return Err(MysqlError::Query {
-                server: connector.server().to_string(),
-                what: what.into(),
-                reason: format!("the server answered {pos:?}, not an offset"),
-            });
-        };
+        let (file, offset) = crate::snapshot::binlog_snapshot_status(&mut conn, connector).await?;
         Ok(Some(Self {
             conn,
             connector: connector.clone(),
