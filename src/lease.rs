@@ -436,6 +436,7 @@ impl LeaseWatch {
                 renewed: sent,
                 renewals: 0,
                 taken_by: None,
+                refused: None,
             }),
         })))
     }
@@ -447,6 +448,11 @@ struct Held {
     renewals: u64,
     /// The daemon that took a newer epoch, and that epoch, once seen.
     taken_by: Option<(String, u64)>,
+    /// Why a write was refused by the lease's timing, once one was: the ownership stays
+    /// lost then, even when a renewal sent before lands later (a process starved of CPU wakes
+    /// its writer before its renewal loop), so the task is stopped and taken again through
+    /// the lease instead of failing for good on a write that was refused.
+    refused: Option<String>,
 }
 
 /// This daemon's ownership of one task under one epoch, checked before every write of the
@@ -506,6 +512,12 @@ impl Fence {
                 taken_by: Some((by.clone(), *epoch)),
             });
         }
+        if let Some(message) = &held.refused {
+            return Some(Lost {
+                message: message.clone(),
+                taken_by: None,
+            });
+        }
         let age = held.renewed.elapsed();
         (age >= self.timing.writes_within).then(|| Lost {
             message: format!(
@@ -525,7 +537,12 @@ impl Fence {
     /// Before a write of the task's output: fails, for good, once the lease is lost.
     pub fn check_now(&self) -> Result<(), JobError> {
         match self.lost() {
-            Some(lost) => Err(JobError::Failed(lost.message)),
+            Some(lost) => {
+                if lost.taken_by.is_none() {
+                    self.held().refused.get_or_insert(lost.message.clone());
+                }
+                Err(JobError::Failed(lost.message))
+            }
             None => Ok(()),
         }
     }

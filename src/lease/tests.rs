@@ -340,3 +340,34 @@ fn a_record_of_a_gone_process_on_this_host_is_not_waited_for() {
     old.pid_namespace.clear();
     assert!(!old.owner_is_gone(&me));
 }
+
+/// A write refused by the lease's timing (the renewal loop starved of CPU, the writer woken
+/// first) leaves the ownership lost, even when a renewal sent before lands afterwards: the
+/// task is then stopped and shown `standby`, and taken again through the lease, instead of
+/// failing for good on the refused write while its lease renews on (the fleet test under CPU
+/// load saw a task `failed` in its former owner while another daemon ran it; a single daemon
+/// would have kept the task failed).
+#[tokio::test]
+async fn a_write_refused_by_the_lease_timing_keeps_the_ownership_lost() {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLease::default());
+    let timing = LeaseTiming::new(3);
+    let mut watch = LeaseWatch::new("t", store, timing, daemon("a"));
+    let fence = watch.take(1).await.unwrap().unwrap();
+    assert!(fence.check_now().is_ok());
+    tokio::time::sleep(timing.writes_within + Duration::from_millis(100)).await;
+    let Err(refused) = fence.check_now() else {
+        panic!("a write after the fence's time passed");
+    };
+    assert!(
+        refused.message().contains("last renewed its lease"),
+        "{}",
+        refused.message()
+    );
+    // A renewal sent before lands now, as the renewal loop records one.
+    fence.held().renewed = Instant::now();
+    assert!(
+        fence.lost().is_some(),
+        "the ownership came back after a refused write"
+    );
+    assert!(fence.check_now().is_err());
+}
