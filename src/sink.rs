@@ -288,22 +288,7 @@ impl ChangeTable {
         if let Some(policy) = &self.years {
             changes.batch = within_years_of(&changes.schema, policy, &changes.batch)?;
         }
-        let written = self.table.write(changes).await;
-        // The check above holds for the moment it ran: a daemon paused (SIGSTOP, a VM pause)
-        // while the write was under way lands it when it continues, maybe after another daemon
-        // took the task and began writing the same changes. What landed is in no checkpoint,
-        // so taking it back loses nothing.
-        if let Err(lost) = fenced_now(&self.fence) {
-            if let Err(e) = self.table.withdraw_last_write().await {
-                tracing::warn!(
-                    "the lease was lost while a write of the change stream was under way, and \
-                     taking that write back failed: {e}; the task's output may hold its changes \
-                     twice until the table is loaded again (inlet resync)"
-                );
-            }
-            return Err(lost);
-        }
-        Ok(written?)
+        Ok(self.table.write(changes).await?)
     }
 
     /// Memory of the table's primary-key index per indexed row (upserting targets).
@@ -371,6 +356,3 @@ impl inlet_core::source::CheckpointStore for Target {
         self.sink.checkpoint_location(key)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -252,13 +252,6 @@ pub trait ChangeTable: Send + Sync {
     ) -> Result<Option<Position>, TargetError>;
     /// Writes one batch of changes (`changes.part` set: part of a transaction still open).
     async fn write(&mut self, changes: TableChanges) -> Result<Written, TargetError>;
-    /// Removes what the last [`ChangeTable::write`] made durable at once, if it landed: the
-    /// task lost its lease while the write was under way (a daemon continued after a pause
-    /// past its lease), so the write is in no checkpoint, and the task's new owner writes the
-    /// same changes again. A no-op for a sink whose writes become durable only at `commit`.
-    async fn withdraw_last_write(&mut self) -> Result<(), TargetError> {
-        Ok(())
-    }
     /// The source committed the transaction whose parts were written.
     fn transaction_committed(&mut self) {}
     /// Whether the table holds written changes it may not commit yet (parts of an open

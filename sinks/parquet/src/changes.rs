@@ -181,11 +181,6 @@ impl ChangeLogTable {
         Ok(doomed.len() as u64)
     }
 
-    /// Where [`Self::write`] puts `file`.
-    pub(crate) fn path_of(&self, file: &ChangeFile) -> Path {
-        self.dir.clone().join(file.name())
-    }
-
     /// Writes `batches` (in [`inlet_core::change_schema`] layout) as one file, whole or not at
     /// all. Returns the rows and bytes written: 0 rows, and no file, when the kept operations
     /// leave nothing.
@@ -194,7 +189,7 @@ impl ChangeLogTable {
         batches: &[RecordBatch],
         file: ChangeFile,
     ) -> Result<ChangeFileWritten, SinkError> {
-        let path = self.path_of(&file);
+        let path = self.dir.clone().join(file.name());
         let location = self.target.location(&path);
         let mut rows = 0;
         let mut writer: Option<AsyncArrowWriter<ObjectFile>> = None;

@@ -7,7 +7,6 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use inlet_core::sink::{self, LoadSummary, TargetError, Written};
 use inlet_core::{Checkpoint, Position, TableChanges, TableSchema};
-use object_store::ObjectStoreExt;
 
 use crate::{ChangeFile, FullLoadTable, LoadFileWriter, ParquetTarget, SinkError};
 
@@ -43,7 +42,6 @@ impl sink::Sink for ParquetTarget {
         self.check_change_columns(table)?;
         Ok(Box::new(ChangeFiles {
             target: self.clone(),
-            last_written: None,
         }))
     }
 
@@ -127,8 +125,6 @@ impl sink::LoadWriter for LoadFileWriter {
 /// A table of the change stream: each batch becomes a change file at once.
 struct ChangeFiles {
     target: ParquetTarget,
-    /// The file the last write made (or tried to), for [`sink::ChangeTable::withdraw_last_write`].
-    last_written: Option<object_store::path::Path>,
 }
 
 #[async_trait::async_trait]
@@ -148,38 +144,15 @@ impl sink::ChangeTable for ChangeFiles {
             part: changes.part,
         };
         // Each batch is written in its own shape: across a schema change files differ.
-        let log = self.target.change_log(&changes.schema);
-        // Known before the write, which may land even when it fails (a timed-out request).
-        self.last_written = Some(log.path_of(&file));
-        let w = log.write(&[changes.batch], file).await?;
+        let w = self
+            .target
+            .change_log(&changes.schema)
+            .write(&[changes.batch], file)
+            .await?;
         Ok(Written {
             rows: w.rows,
             bytes: w.bytes,
         })
-    }
-
-    async fn withdraw_last_write(&mut self) -> Result<(), TargetError> {
-        let Some(path) = self.last_written.take() else {
-            return Ok(());
-        };
-        match self.target.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                tracing::warn!(
-                    file = %self.target.location(&path),
-                    "the task's lease was lost while this change file was written: it was \
-                     deleted (the new owner writes its changes)"
-                );
-                Ok(())
-            }
-            Err(e) => Err(SinkError::Cleanup {
-                table: path.to_string(),
-                action: "delete",
-                location: self.target.location(&path),
-                hint: crate::error::store_hint(self.target.kind, Some(&e)),
-                source: Box::new(e),
-            }
-            .into()),
-        }
     }
 
     /// Already durable: each write was a whole file.
