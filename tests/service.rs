@@ -1755,7 +1755,12 @@ async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a
     for _ in 0..15 {
         let pair = [Some(&fleet[survivor]), Some(&fleet[paused])];
         let r = runners(&pair, &names);
-        assert!(r.iter().all(|r| r == &[0]), "after SIGCONT: {r:?}");
+        assert!(
+            r.iter().all(|r| r == &[0]),
+            "after SIGCONT: {r:?}\nsurvivor: {:?}\n{}",
+            fleet[survivor].status(),
+            std::fs::read_to_string(&fleet[survivor].log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for round in 4..5 {
