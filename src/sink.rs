@@ -78,6 +78,9 @@ impl Target {
         let fence = crate::lease::fence_of(task);
         if let Some(fence) = &fence {
             sink.set_owner_epoch(fence.epoch());
+            if fence.former_owner().is_some() {
+                sink.expect_late_writes_of_a_former_owner();
+            }
         }
         Ok(Self { sink, fence, years })
     }

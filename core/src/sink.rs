@@ -100,6 +100,11 @@ pub trait Sink: Send + Sync {
     fn set_owner_epoch(&mut self, epoch: u64) {
         let _ = epoch;
     }
+    /// The task was taken from an owner whose lease expired (it neither released it nor is
+    /// known gone): that owner may still land a write it began before it lost the task (it
+    /// was paused), which a sink whose writes are durable at once must keep from duplicating
+    /// what this daemon writes.
+    fn expect_late_writes_of_a_former_owner(&mut self) {}
 }
 
 /// The record of a full load that resumes after a crash (`task.mode = "full-load"`), kept by

@@ -80,6 +80,20 @@ impl ChangeFile {
             || part_of.is_some_and(|n| Self::parse_positions(&n).is_some())
     }
 
+    /// The commit position of the first transaction in a change file or a part of one; None
+    /// for any other file.
+    pub(crate) fn first_position(name: &str) -> Option<Position> {
+        if !Self::is_change_file(name) {
+            return None;
+        }
+        let stem = name.strip_suffix(".parquet")?;
+        let whole = match stem.rsplit_once('-') {
+            Some((rest, p)) if p.len() == 6 && p.starts_with('p') => format!("{rest}.parquet"),
+            _ => name.to_string(),
+        };
+        Self::parse_positions(&whole).map(|(first, _)| first)
+    }
+
     /// The positions in a change-file name; None for any other file (LOAD files, staging files).
     pub(crate) fn parse_positions(name: &str) -> Option<(Position, Position)> {
         let stem = name.strip_suffix(".parquet")?;
@@ -153,6 +167,35 @@ impl ChangeLogTable {
             }
         }
         Ok(highest)
+    }
+
+    /// The names of this table's change files (transactions' and parts).
+    pub(crate) async fn change_file_names(&self) -> Result<Vec<String>, SinkError> {
+        let mut list = self.target.store.list(Some(&self.dir));
+        let mut names = Vec::new();
+        while let Some(meta) = list.next().await {
+            let meta = meta.map_err(|e| self.store_error("list", &self.dir, e))?;
+            if let Some(name) = meta.location.filename() {
+                if ChangeFile::is_change_file(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Deletes the change file `name` of this table; one already gone is no error.
+    pub(crate) async fn delete_file(&self, name: &str) -> Result<(), SinkError> {
+        let path = self.dir.clone().join(name);
+        match self.target.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error("delete", &path, e)),
+        }
+    }
+
+    /// Where `name` is, for messages.
+    pub(crate) fn location_of(&self, name: &str) -> String {
+        self.target.location(&self.dir.clone().join(name))
     }
 
     /// Deletes every change file of this table (not its full-load files) and returns how many

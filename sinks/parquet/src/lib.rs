@@ -11,6 +11,7 @@
 mod changes;
 mod config;
 mod error;
+mod late_files;
 mod lease;
 mod load;
 mod object_file;

@@ -2,12 +2,14 @@
 //! one change file per batch of the stream (durable at once, so a commit has nothing to do),
 //! and the task checkpoint under the target's prefix.
 
+use std::sync::PoisonError;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use inlet_core::sink::{self, LoadSummary, TargetError, Written};
 use inlet_core::{Checkpoint, Position, TableChanges, TableSchema};
 
+use crate::late_files::LateFiles;
 use crate::{ChangeFile, FullLoadTable, LoadFileWriter, ParquetTarget, SinkError};
 
 impl From<SinkError> for TargetError {
@@ -42,6 +44,7 @@ impl sink::Sink for ParquetTarget {
         self.check_change_columns(table)?;
         Ok(Box::new(ChangeFiles {
             target: self.clone(),
+            late: std::sync::Mutex::new(None),
         }))
     }
 
@@ -55,6 +58,10 @@ impl sink::Sink for ParquetTarget {
         checkpoint: &Checkpoint,
     ) -> Result<(), TargetError> {
         Ok(ParquetTarget::write_checkpoint(self, task, checkpoint).await?)
+    }
+
+    fn expect_late_writes_of_a_former_owner(&mut self) {
+        self.former_owner_may_write = true;
     }
 
     fn checkpoint_location(&self, task: &str) -> String {
@@ -125,6 +132,16 @@ impl sink::LoadWriter for LoadFileWriter {
 /// A table of the change stream: each batch becomes a change file at once.
 struct ChangeFiles {
     target: ParquetTarget,
+    /// After a takeover of an expired lease: what the table held when opened, to tell a
+    /// former owner's late files ([`LateFiles`]).
+    late: std::sync::Mutex<Option<LateFiles>>,
+}
+
+impl ChangeFiles {
+    fn late(&self) -> std::sync::MutexGuard<'_, Option<LateFiles>> {
+        // Plain data, replaced whole: a panic elsewhere leaves it usable.
+        self.late.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[async_trait::async_trait]
@@ -133,7 +150,16 @@ impl sink::ChangeTable for ChangeFiles {
         &self,
         table: &TableSchema,
     ) -> Result<Option<Position>, TargetError> {
-        Ok(self.target.change_log(table).committed_position().await?)
+        let log = self.target.change_log(table);
+        if !self.target.former_owner_may_write {
+            return Ok(log.committed_position().await?);
+        }
+        // One listing gives both the position and what a former owner's late file is not.
+        let names = log.change_file_names().await?;
+        let opened = LateFiles::opened(log, names);
+        let at = opened.opened_at();
+        *self.late() = Some(opened);
+        Ok(at)
     }
 
     async fn write(&mut self, changes: TableChanges) -> Result<Written, TargetError> {
@@ -144,6 +170,9 @@ impl sink::ChangeTable for ChangeFiles {
             part: changes.part,
         };
         // Each batch is written in its own shape: across a schema change files differ.
+        if let Some(late) = self.late.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            late.wrote(file.name());
+        }
         let w = self
             .target
             .change_log(&changes.schema)
@@ -155,8 +184,12 @@ impl sink::ChangeTable for ChangeFiles {
         })
     }
 
-    /// Already durable: each write was a whole file.
+    /// Already durable: each write was a whole file. After a takeover, deletes what a former
+    /// owner landed late ([`LateFiles`]) before the checkpoint says how far the table is.
     async fn commit(&mut self, _position: Position) -> Result<Written, TargetError> {
+        if let Some(late) = self.late.get_mut().unwrap_or_else(PoisonError::into_inner) {
+            late.sweep().await?;
+        }
         Ok(Written::default())
     }
 }

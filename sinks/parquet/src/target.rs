@@ -62,6 +62,9 @@ pub struct ParquetTarget {
     /// The version of each checkpoint as this target last read or wrote it, so that the next
     /// write replaces only that version (S3; see [`crate::lease`]).
     pub(crate) checkpoint_versions: crate::lease::CheckpointVersions,
+    /// Set when the task was taken from an owner whose lease expired: change tables then
+    /// delete the files that owner lands late ([`crate::late_files`]).
+    pub(crate) former_owner_may_write: bool,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -127,6 +130,7 @@ impl ParquetTarget {
             types: config.types,
             timestamp_column_type: config.timestamp_column_type,
             millis: config.timestamp_unit == TimestampUnit::Ms,
+            former_owner_may_write: false,
             inlet_columns: config.inlet_columns(),
             checkpoint_versions: Default::default(),
         })

@@ -1382,3 +1382,106 @@ async fn a_write_landing_after_its_writer_was_cancelled_is_deleted_with_the_load
         assert_eq!(all_ids(dir.path(), &table), (0..20).collect::<Vec<_>>());
     }
 }
+
+/// Changes of `ids` (inserts) committed at `first`..=`last` in `table` (small_table's columns).
+fn insert_changes(
+    table: &TableSchema,
+    first: u64,
+    last: u64,
+    part: Option<u32>,
+    ids: &[i32],
+) -> inlet_core::TableChanges {
+    let n = ids.len();
+    let batch = RecordBatch::try_new(
+        inlet_core::change_schema(table),
+        vec![
+            Arc::new(StringArray::from(vec!["I"; n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![1_000_000; n]).with_timezone("UTC")),
+            Arc::new(Int64Array::from(vec![last as i64; n])),
+            Arc::new(Int64Array::from(vec![7; n])),
+            Arc::new(Int32Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(vec![Some("v"); n])),
+        ],
+    )
+    .expect("change batch");
+    inlet_core::TableChanges {
+        table: 0,
+        schema: table.clone(),
+        batch,
+        first: inlet_core::Position(first),
+        last: inlet_core::Position(last),
+        commit_time_micros: 1_000_000 + last as i64,
+        part,
+    }
+}
+
+/// After a takeover of an expired lease, a change file (or a part of one) that the former owner
+/// lands once the new owner opened the table duplicates changes the new owner writes itself:
+/// the new owner deletes it at its next commit. A file that landed before the opening counts in
+/// the table's committed position (the new owner skips its changes) and stays, as do the new
+/// owner's own files. Without a former owner nothing is deleted. (The fleet test saw such a
+/// late file overlap the new owner's on S3, its changes replayed twice.)
+#[tokio::test]
+async fn a_former_owners_late_change_file_is_deleted_by_the_new_owner() {
+    use inlet_core::sink::Sink as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path().to_str().expect("utf-8"));
+    let former = ParquetTarget::new(&cfg).expect("target");
+    for (name, taken_over) in [("handed", true), ("kept", false)] {
+        let table = small_table(name);
+        let tdir = table_dir(dir.path(), &table);
+        let mut old = former.change_table(&table).await.expect("table");
+        old.write(insert_changes(&table, 0x10, 0x20, None, &[1]))
+            .await
+            .expect("write");
+        let before = files(&tdir);
+
+        let mut new_owner = ParquetTarget::new(&cfg).expect("target");
+        if taken_over {
+            new_owner.expect_late_writes_of_a_former_owner();
+        }
+        let mut new = new_owner.change_table(&table).await.expect("table");
+        assert_eq!(
+            new.committed_position(&table).await.expect("position"),
+            Some(inlet_core::Position(0x20))
+        );
+        // The former owner, continued after its pause, lands a part and a whole file.
+        old.write(insert_changes(&table, 0x30, 0x30, Some(1), &[2]))
+            .await
+            .expect("late part");
+        old.write(insert_changes(&table, 0x30, 0x40, None, &[2, 3]))
+            .await
+            .expect("late file");
+        let late: Vec<String> = files(&tdir)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        assert_eq!(late.len(), 2, "{late:?}");
+        // The new owner writes the same changes, cut otherwise, and commits.
+        new.write(insert_changes(&table, 0x30, 0x50, None, &[2, 3, 4]))
+            .await
+            .expect("write");
+        new.commit(inlet_core::Position(0x50))
+            .await
+            .expect("commit");
+        let now = files(&tdir);
+        for f in &before {
+            assert!(
+                now.contains(f),
+                "{name}: {f} landed before the opening: {now:?}"
+            );
+        }
+        for f in &late {
+            assert_eq!(
+                now.contains(f),
+                !taken_over,
+                "{name}: a late file of the former owner: {now:?}"
+            );
+        }
+        assert_eq!(
+            now.len(),
+            before.len() + 1 + usize::from(!taken_over) * 2,
+            "{now:?}"
+        );
+    }
+}
