@@ -81,6 +81,10 @@ impl Target {
             if fence.former_owner().is_some() {
                 sink.expect_late_writes_of_a_former_owner();
             }
+            let gate = fence.clone();
+            sink.set_write_gate(Arc::new(move || {
+                gate.check_now().map_err(|e| e.message().to_string())
+            }));
         }
         Ok(Self { sink, fence, years })
     }

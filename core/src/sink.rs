@@ -105,7 +105,17 @@ pub trait Sink: Send + Sync {
     /// was paused), which a sink whose writes are durable at once must keep from duplicating
     /// what this daemon writes.
     fn expect_late_writes_of_a_former_owner(&mut self) {}
+    /// What says, between the steps of one long operation (a Parquet load's switch to its
+    /// files, a move or a delete each), whether this daemon may still write the task's output:
+    /// a daemon paused in the middle must not go on once another daemon took the task.
+    fn set_write_gate(&mut self, gate: WriteGate) {
+        let _ = gate;
+    }
 }
+
+/// Whether this daemon may still write the task's output; why not. See
+/// [`Sink::set_write_gate`].
+pub type WriteGate = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The record of a full load that resumes after a crash (`task.mode = "full-load"`), kept by
 /// the sink beside the table's files: the table's chunks as the run that started the load

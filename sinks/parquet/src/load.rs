@@ -353,6 +353,19 @@ impl Shared {
     }
 
     /// Deletes one object; one already gone is fine.
+    /// Before each step of a switch: a daemon that lost the task (paused in the middle of a
+    /// switch, continued after another daemon took the task) must not move or delete a file
+    /// more; the new owner's next load completes the switch, as after a crash.
+    fn may_go_on(&self) -> Result<(), SinkError> {
+        match &self.target.gate {
+            Some(gate) => gate().map_err(|why| SinkError::Incomplete {
+                table: self.table.clone(),
+                message: format!("the switch to the new load's files stopped: {why}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
     async fn delete(&self, path: &Path) -> Result<(), SinkError> {
         match self.target.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -387,6 +400,7 @@ impl Shared {
         // thousands of files (a resumable first load is staged too); until the last one is
         // moved, readers see a mix.
         let mut moving = futures::stream::iter(moves.into_iter().map(|(from, to)| async move {
+            self.may_go_on()?;
             match self.target.store.rename(&from, &to).await {
                 // Already moved by an earlier, interrupted switch.
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -397,6 +411,7 @@ impl Shared {
         while let Some(moved) = moving.next().await {
             moved?;
         }
+        self.may_go_on()?;
         // Only this folder's direct children: a table's files never live deeper, and another
         // table whose name starts the same is a different folder.
         let listing = self
@@ -425,8 +440,12 @@ impl Shared {
             );
         }
         for p in &earlier {
+            // The change files deleted here would be the new owner's once another daemon took
+            // the task.
+            self.may_go_on()?;
             self.delete(p).await?;
         }
+        self.may_go_on()?;
         self.delete(&self.marker()).await?;
         self.target.remove_empty_local_folder(&self.staging);
         Ok(())

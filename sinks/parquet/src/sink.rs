@@ -64,6 +64,10 @@ impl sink::Sink for ParquetTarget {
         self.former_owner_may_write = true;
     }
 
+    fn set_write_gate(&mut self, gate: sink::WriteGate) {
+        self.gate = Some(gate);
+    }
+
     fn checkpoint_location(&self, task: &str) -> String {
         format!("{}/_inlet/{task}/checkpoint", self.describe())
     }

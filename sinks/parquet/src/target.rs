@@ -65,6 +65,8 @@ pub struct ParquetTarget {
     /// Set when the task was taken from an owner whose lease expired: change tables then
     /// delete the files that owner lands late ([`crate::late_files`]).
     pub(crate) former_owner_may_write: bool,
+    /// Asked between the steps of a load's switch ([`inlet_core::sink::Sink::set_write_gate`]).
+    pub(crate) gate: Option<inlet_core::sink::WriteGate>,
 }
 
 // Hand-written so that the store's own Debug (which may include client configuration) is never
@@ -131,6 +133,7 @@ impl ParquetTarget {
             timestamp_column_type: config.timestamp_column_type,
             millis: config.timestamp_unit == TimestampUnit::Ms,
             former_owner_may_write: false,
+            gate: None,
             inlet_columns: config.inlet_columns(),
             checkpoint_versions: Default::default(),
         })

@@ -1485,3 +1485,67 @@ async fn a_former_owners_late_change_file_is_deleted_by_the_new_owner() {
         );
     }
 }
+
+/// A load whose daemon lost the task in the middle of its switch (paused, continued after
+/// another daemon took the task) moves and deletes nothing more: in particular not the change
+/// files the new owner wrote meanwhile, which the switch deletes as the earlier load's. The
+/// switch record stays for the new owner's next load to complete.
+#[tokio::test]
+async fn a_switch_stops_when_the_write_gate_closes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for allowed in [0usize, 3] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = ParquetTarget::new(&config(dir.path().to_str().expect("utf-8")))
+            .expect("target")
+            .with_file_size_bytes(1);
+        let table = small_table("gated");
+        let tdir = table_dir(dir.path(), &table);
+        // The earlier complete set: 4 files.
+        load_small(&plain, &table, 1, 4, 10).await;
+        // A new load of 2 files, staged.
+        let steps = Arc::new(AtomicUsize::new(allowed));
+        let mut gated = plain.clone();
+        let left = Arc::clone(&steps);
+        gated.gate = Some(Arc::new(move || {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| "task t was taken by daemon b".to_string())
+        }));
+        let load = gated.full_load(&table);
+        let mut w = load.writer();
+        w.write(&small_batch(&table, 100..103))
+            .await
+            .expect("write");
+        w.write(&small_batch(&table, 103..106))
+            .await
+            .expect("write");
+        w.close().await.expect("close");
+        // Meanwhile the new owner streams into the table.
+        let newer = ChangeFile {
+            first: inlet_core::Position(0x50),
+            last: inlet_core::Position(0x50),
+            commit_time_micros: 1_000_000,
+            part: None,
+        };
+        let mut changes = insert_changes(&table, 0x50, 0x50, None, &[9]).batch;
+        changes = changes.slice(0, 1);
+        plain
+            .change_log(&table)
+            .write(&[changes], newer)
+            .await
+            .expect("change file");
+        let Err(e) = load.finish().await else {
+            panic!("allowed {allowed}: the switch went on after the gate closed");
+        };
+        assert!(e.to_string().contains("was taken by daemon b"), "{e}");
+        let now = files(&tdir);
+        assert!(now.contains(&newer.name()), "allowed {allowed}: {now:?}");
+        for n in ["LOAD00000003.parquet", "LOAD00000004.parquet"] {
+            assert!(now.contains(&n.to_string()), "allowed {allowed}: {now:?}");
+        }
+        assert!(
+            files(&tdir.join(crate::load::STAGING_DIR)).contains(&"SWITCH".to_string()),
+            "allowed {allowed}: the switch record stays"
+        );
+    }
+}
