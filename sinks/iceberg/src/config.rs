@@ -163,7 +163,7 @@ pub struct MaintenanceConfig {
     #[serde(default = "default_keep_snapshots")]
     pub keep_snapshots: usize,
     /// Unreferenced objects in a table's folder are deleted once older than this many
-    /// minutes (younger ones may belong to a commit in flight).
+    /// minutes (younger ones may belong to a commit in flight, another engine's too).
     #[serde(default = "default_orphan_grace_minutes")]
     pub orphan_grace_minutes: u64,
 }
@@ -197,7 +197,9 @@ fn default_keep_snapshots() -> usize {
     10
 }
 fn default_orphan_grace_minutes() -> u64 {
-    60
+    // As Iceberg's remove_orphan_files (older_than 3 days): another engine's job (a Spark
+    // rewrite_data_files) writes its files long before it commits them.
+    3 * 24 * 60
 }
 
 impl IcebergTargetConfig {

@@ -12,8 +12,10 @@
 //! 3. **Delete** objects under the table's folder that no remaining snapshot or logged
 //!    metadata file references and that are older than `orphan_grace_minutes`: files of
 //!    expired snapshots, of failed or killed commits. A file a live snapshot needs is never
-//!    deleted; the grace period protects the files of a commit in flight (another process
-//!    writing the table, e.g. a task starting up).
+//!    deleted (the table's latest metadata is read for it, not only this task's view); the
+//!    grace period protects the files of a commit in flight (another process writing the
+//!    table: a task starting up, another engine's compaction job, which may write for hours
+//!    before it commits; 3 days by default, as Iceberg's own `remove_orphan_files`).
 //!
 //! The table must have nothing pending (commit first); the index is rebuilt after a rewrite.
 
@@ -277,7 +279,16 @@ impl UpsertTable {
             catalog.expire(&mut self.opened.state, &expire).await?;
             report.expired_snapshots = expire.len();
         }
-        let referenced = catalog.referenced(&self.opened.state).await?;
+        let mut referenced = catalog.referenced(&self.opened.state).await?;
+        // The table as it is now, not only as this task last committed it: another engine
+        // (or, in a fleet, the task's new owner after this daemon was paused) may have
+        // committed since without a conflict here (no commit was made above), and the files of
+        // its commits are referenced only there.
+        if let Some(latest) = catalog.load().await? {
+            if latest.committed.uri != self.opened.state.committed.uri {
+                referenced.extend(catalog.referenced(&latest).await?);
+            }
+        }
         let wh = self.target.inner.warehouse.clone();
         let dir = self.opened.locations.table_dir.clone();
         let grace = chrono::Duration::minutes(

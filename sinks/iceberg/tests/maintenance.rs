@@ -209,3 +209,63 @@ async fn maintenance_refuses_to_run_with_pending_changes() {
         .unwrap();
     assert_eq!(report.rewritten_files, 0);
 }
+
+/// Cleanup by a handle whose view is older than the table (another writer committed since:
+/// another engine, or the task's new owner while this daemon was paused) keeps the files of the
+/// later commits, however old they are, as the table's latest metadata references them; a file
+/// nobody references still goes. (Before, the view's own snapshots decided, and the later
+/// commits' data files were deleted: the table could no longer be read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_by_a_stale_view_keeps_the_files_of_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target(dir.path());
+    let t = table("stale", true);
+    let mut model: BTreeMap<i64, Row> = (0..100).map(|i| (i, Row::make(i, 0))).collect();
+    let load = target.full_load(&t).await.unwrap();
+    let mut w = load.writer();
+    let rows: Vec<Row> = model.values().cloned().collect();
+    w.write(&load_batch(&t, &rows)).await.unwrap();
+    w.close().await.unwrap();
+    load.finish(Some(Position(100))).await.unwrap();
+
+    let mut stale = target.upsert_table(&t).await.unwrap();
+    let mut fresh = target.upsert_table(&t).await.unwrap();
+    // Inserts only, in two commits: data files, no deletes.
+    for (lsn, ids) in [(200u64, 1000..1050), (300, 1050..1100)] {
+        let changes: Vec<Change> = ids
+            .map(|id| Change {
+                op: "I",
+                lsn,
+                row: Row::make(id, 1),
+            })
+            .collect();
+        apply_model(&mut model, &changes);
+        fresh.apply(&t, &change_batch(&t, &changes)).await.unwrap();
+        fresh.commit(Position(lsn)).await.unwrap();
+    }
+    let orphan = dir.path().join("public/stale/data/orphan.parquet");
+    std::fs::write(&orphan, b"written by a commit that failed").unwrap();
+
+    // Nothing to rewrite or expire: the stale handle commits nothing and goes to the cleanup.
+    let config = MaintenanceConfig {
+        rewrite_deleted_fraction: 1.5,
+        small_file_mb: 0,
+        expire_snapshots_hours: 100_000,
+        keep_snapshots: 100,
+        orphan_grace_minutes: 30,
+        ..Default::default()
+    };
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let report = stale.maintain(&config, later).await.unwrap();
+    assert_eq!(report.rewritten_files, 0, "{report:?}");
+    assert_eq!(report.deleted_objects, 1, "{report:?}");
+    assert!(!orphan.exists());
+    let meta = metadata_file(dir.path(), "public", "stale");
+    assert_rows(
+        &meta,
+        &COLUMNS,
+        expected(&model),
+        &PYICEBERG_TYPES,
+        &DUCKDB_TYPES,
+    );
+}
