@@ -383,6 +383,12 @@ async fn supervise(
             Err(e) => e,
         };
         let JobError::Transient { kind, message } = &e else {
+            // A write the task's fence refused: the task stopped because this daemon may no
+            // longer own it, not because it failed; the caller shows it `standby` and watches
+            // the lease.
+            if crate::lease::fence_of(&name).is_some_and(|f| f.lost().is_some()) {
+                return Err((name, e));
+            }
             state.error("fatal");
             tracing::error!(task = %name, error = %e.message(), "task failed; it will not be retried");
             state.set_phase(Phase::Failed {

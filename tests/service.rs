@@ -1333,6 +1333,58 @@ fn a_paused_owner_writes_nothing_once_another_daemon_took_its_task() {
     assert_my_target_equals_source(&db, &out);
 }
 
+/// A daemon alone, paused past its fence but not its lease (a long stall: a third of the lease
+/// without a renewal), refuses to write and stops the task; it then runs the task again by
+/// itself once its own lease expires (nobody else would), never leaving it `failed`, and every
+/// change reaches the target exactly once. (A write refused before a late renewal landed used
+/// to fail the task for good: the renewal made the lease look held, so the daemon released it
+/// and kept the error.)
+#[test]
+fn a_lone_daemon_stalled_past_its_fence_runs_its_task_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, tasks, out) = my_fleet_setup(dir.path(), [LEASE_S; 2]);
+    let checkpoint = out.join("_inlet/my/checkpoint");
+    let a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
+    a.wait_phase("my", "streaming", Duration::from_secs(30));
+    let a_id = a.id();
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    common::mysql_audit::clear(&db);
+    my_round(&db, 0);
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+
+    // Stalled for 0.45 L: past the fence (L/3 after the last renewal), short of the expiry a
+    // watcher would wait (L/2 unchanged), with changes arriving.
+    a.signal("-STOP");
+    my_round(&db, 1);
+    std::thread::sleep(Duration::from_secs(LEASE_S) * 45 / 100);
+    a.signal("-CONT");
+    my_round(&db, 2);
+    // Running again, by itself, within the lease (its own record expires, then it waits out
+    // its own former fence), and never failed on the way.
+    let deadline = Instant::now() + TAKEOVER_WITHIN + Duration::from_secs(5);
+    loop {
+        let t = a.task("my").unwrap();
+        assert_ne!(t["phase"], "failed", "{t}");
+        if t["phase"] == "streaming" && t["owner"] == a_id.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{t}\n{}",
+            std::fs::read_to_string(&a.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for round in 3..5 {
+        my_round(&db, round);
+    }
+    my_caught_up(&db, &checkpoint, Duration::from_secs(30));
+    // A refused write is no failure of the task: not logged or counted as one.
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(!log.contains("it will not be retried"), "{log}");
+    assert_my_target_equals_source(&db, &out);
+}
+
 /// Two daemons with different service.lease_seconds (a rolling config change): the owner's
 /// lease is 12 s (it renews every 2 s and writes until 4 s after a renewal), the watcher's
 /// 3 s. The watcher goes by the owner's lease, which its record carries: it leaves the live
