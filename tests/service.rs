@@ -1397,18 +1397,7 @@ fn a_daemon_with_a_shorter_lease_waits_by_the_owners_lease() {
     let dir = tempfile::tempdir().unwrap();
     let (db, tasks, out) = my_fleet_setup(dir.path(), [OWNER_S, LEASE_S]);
     let checkpoint = out.join("_inlet/my/checkpoint");
-    // systemd's side of Type=notify for the daemon to be paused: its STATUS= lines.
-    let notify_path = dir.path().join("notify-a.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let a = Daemon::start(
-        &tasks[0],
-        dir.path(),
-        "a",
-        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
-    );
+    let a = Daemon::start(&tasks[0], dir.path(), "a", &[]);
     a.wait_phase("my", "streaming", Duration::from_secs(30));
     let a_id = a.id();
     my_caught_up(&db, &checkpoint, Duration::from_secs(30));

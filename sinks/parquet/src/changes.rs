@@ -94,6 +94,15 @@ impl ChangeFile {
         Self::parse_positions(&whole).map(|(first, _)| first)
     }
 
+    /// The highest last position of the transactions' change files among `names` (parts do not
+    /// count: a part does not make its transaction written).
+    pub(crate) fn highest_last(names: &[String]) -> Option<Position> {
+        names
+            .iter()
+            .filter_map(|n| Self::parse_positions(n).map(|(_, last)| last))
+            .max()
+    }
+
     /// The positions in a change-file name; None for any other file (LOAD files, staging files).
     pub(crate) fn parse_positions(name: &str) -> Option<(Position, Position)> {
         let stem = name.strip_suffix(".parquet")?;
@@ -154,19 +163,7 @@ impl ChangeLogTable {
 
     /// The highest commit position any change file of this table covers, or None if it has none.
     pub async fn committed_position(&self) -> Result<Option<Position>, SinkError> {
-        let mut list = self.target.store.list(Some(&self.dir));
-        let mut highest = None;
-        while let Some(meta) = list.next().await {
-            let meta = meta.map_err(|e| self.store_error("list", &self.dir, e))?;
-            if let Some((_, last)) = meta
-                .location
-                .filename()
-                .and_then(ChangeFile::parse_positions)
-            {
-                highest = highest.max(Some(last));
-            }
-        }
-        Ok(highest)
+        Ok(ChangeFile::highest_last(&self.change_file_names().await?))
     }
 
     /// The names of this table's change files (transactions' and parts).

@@ -42,10 +42,7 @@ pub(crate) struct LateFiles {
 impl LateFiles {
     /// The table as opened: its change files then.
     pub(crate) fn opened(log: ChangeLogTable, names: Vec<String>) -> Self {
-        let opened_at = names
-            .iter()
-            .filter_map(|n| ChangeFile::parse_positions(n).map(|(_, last)| last))
-            .max();
+        let opened_at = ChangeFile::highest_last(&names);
         let now = Instant::now();
         Self {
             log,
@@ -61,6 +58,11 @@ impl LateFiles {
     /// transaction's change file.
     pub(crate) fn opened_at(&self) -> Option<Position> {
         self.opened_at
+    }
+
+    /// Whether the time to look for late files has passed: the state can go.
+    pub(crate) fn over(&self) -> bool {
+        Instant::now() >= self.until
     }
 
     /// A change file this daemon wrote.

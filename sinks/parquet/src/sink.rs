@@ -191,8 +191,13 @@ impl sink::ChangeTable for ChangeFiles {
     /// Already durable: each write was a whole file. After a takeover, deletes what a former
     /// owner landed late ([`LateFiles`]) before the checkpoint says how far the table is.
     async fn commit(&mut self, _position: Position) -> Result<Written, TargetError> {
-        if let Some(late) = self.late.get_mut().unwrap_or_else(PoisonError::into_inner) {
-            late.sweep().await?;
+        let late = self.late.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(files) = late {
+            files.sweep().await?;
+            if files.over() {
+                // Its record of the files written here would only grow.
+                *late = None;
+            }
         }
         Ok(Written::default())
     }
