@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use inlet_core::sink::{self, Sink, TargetError};
+use inlet_core::validation::TableReadBack;
 use inlet_core::{
     within_years, Checkpoint, Position, TableChanges, TableSchema, TypeForms, ValuePolicy,
     YearsError,
@@ -27,25 +28,6 @@ pub use inlet_core::sink::{LoadSummary, Written};
 impl From<TargetError> for JobError {
     fn from(e: TargetError) -> Self {
         JobError::target(e)
-    }
-}
-
-/// The target opened for reading its tables back as readers see them (`inlet validate`).
-pub enum ReadBack {
-    Parquet(ParquetTarget),
-    Iceberg(IcebergTarget),
-}
-
-impl ReadBack {
-    pub fn new(config: &TargetConfig, task: &str) -> Result<Self, JobError> {
-        Ok(match config {
-            TargetConfig::Parquet(c) => {
-                Self::Parquet(ParquetTarget::new(c).map_err(JobError::config)?)
-            }
-            TargetConfig::Iceberg(c) => {
-                Self::Iceberg(IcebergTarget::new(c, task).map_err(JobError::config)?)
-            }
-        })
     }
 }
 
@@ -109,6 +91,15 @@ impl Target {
 
     pub async fn check(&self) -> Result<(), JobError> {
         Ok(self.sink.check().await?)
+    }
+
+    /// `table` (a source table) read back as readers see it (`inlet validate`), or why it
+    /// cannot be compared.
+    pub async fn read_back(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Result<Box<dyn TableReadBack>, String>, JobError> {
+        Ok(self.sink.read_back(table).await?)
     }
 
     pub async fn read_checkpoint(&self, task: &str) -> Result<Option<Checkpoint>, JobError> {

@@ -111,6 +111,15 @@ pub trait Sink: Send + Sync {
     fn set_write_gate(&mut self, gate: WriteGate) {
         let _ = gate;
     }
+    /// `table` (a source table) read back as readers see it (`inlet validate`), or why it
+    /// cannot be compared (Ok(Err(why))).
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Result<Box<dyn crate::validation::TableReadBack>, String>, TargetError> {
+        let _ = table;
+        Ok(Err(format!("{} cannot be read back", self.describe())))
+    }
 }
 
 /// Whether this daemon may still write the task's output; why not. See

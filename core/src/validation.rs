@@ -2,12 +2,15 @@
 //! with the position it holds every change up to, and, in that snapshot, each table's row count
 //! and hash per key range computed by the server, and the rows of given key ranges decoded as the
 //! full load decodes them. Each connector crate implements [`ValidationSource`] and [`RangeHashes`].
+//! Of a target it asks a table read back as readers see it ([`TableReadBack`], from
+//! [`crate::sink::Sink::read_back`]), which each sink crate implements.
 
 use std::future::Future;
 
-use arrow_array::RecordBatch;
-use arrow_schema::DataType;
+use arrow_array::{RecordBatch, StringArray};
+use arrow_schema::{DataType, SchemaRef};
 
+use crate::sink::TargetError;
 use crate::snapshot::{LoadSource, SourceError};
 use crate::source::SourceTable;
 use crate::Position;
@@ -118,4 +121,39 @@ pub fn span_filter(key: Option<&str>, span: KeySpan, quote: impl Fn(&str) -> Str
     } else {
         format!(" WHERE {}", conds.join(" AND "))
     }
+}
+
+/// One table of a target read back as its readers see it, for a comparison with the source.
+#[async_trait::async_trait]
+pub trait TableReadBack: Send + Sync {
+    /// The columns as the target holds them (named and typed as its files hold them).
+    fn columns(&self) -> SchemaRef;
+    /// The key the rows are matched by (names of `columns`); empty: every column, a multiset.
+    fn key(&self) -> Vec<String>;
+    /// `batch` (a source batch of the table, as the full load reads it) in the form the
+    /// target holds it.
+    fn written_source_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, TargetError>;
+    /// Gives `visit` the table's rows in the order a reader applies them, one batch in memory
+    /// at a time. Stops at the first error of `visit`, returned as Ok(Err(_)); Ok(Err(why))
+    /// also when the table cannot be read as a state.
+    async fn read(
+        &mut self,
+        visit: &mut (dyn for<'b> FnMut(ReadBackStep<'b>) -> Result<(), String> + Send),
+    ) -> Result<Result<(), String>, TargetError>;
+}
+
+/// What [`TableReadBack::read`] gives its visitor.
+pub enum ReadBackStep<'a> {
+    /// The read begins, or begins again (a file was replaced while it was read: forget every
+    /// row given so far). `inserts_only`: no batch carries operations. `rows`: how many rows
+    /// the read gives, when the target knows.
+    Begin {
+        inserts_only: bool,
+        rows: Option<u64>,
+    },
+    /// Rows: inserts, or each row's operation (`I`, `U`, `D`, `T`) in `ops` (null: insert).
+    Rows {
+        batch: &'a RecordBatch,
+        ops: Option<&'a StringArray>,
+    },
 }

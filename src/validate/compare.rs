@@ -9,11 +9,11 @@ use arrow_array::{new_null_array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::SchemaRef;
+use inlet_core::validation::TableReadBack;
 use inlet_core::{within_years, TableSchema};
-use inlet_sink_iceberg::LiveTable;
 
 use super::ranges::{has_canonical_text, key_values, row_hashes, KeyRanges};
-use super::target::{Entry, TargetReader, TargetRows};
+use super::target::{Entry, TargetRows};
 use super::{Context, Keys};
 use crate::JobError;
 
@@ -84,7 +84,8 @@ pub(super) struct TablePlan {
     pub(super) key_names: Vec<String>,
     pub(super) rows: RowConverter,
     pub(super) keys: RowConverter,
-    pub(super) live: Option<LiveTable>,
+    /// The target's table; taken while it is read.
+    pub(super) back: Option<Box<dyn TableReadBack>>,
     /// The key ranges of a table compared by range hashes this round.
     pub(super) ranges: Option<KeyRanges>,
 }
@@ -95,47 +96,20 @@ impl TablePlan {
         ctx: &Context<'_>,
         source: &TableSchema,
     ) -> Result<Result<Self, String>, JobError> {
-        let (columns, key_names, live) = match ctx.reader {
-            TargetReader::Parquet(p) => {
-                if !p.keeps_every_operation() {
-                    return Ok(Err(
-                        "its change files keep inserts only or inserts and updates \
-                         (cdc_inserts_only / cdc_inserts_and_updates): they are a log that does \
-                         not replay to the table's rows"
-                            .into(),
-                    ));
-                }
-                let written = p.written_form(source);
-                (written.arrow_schema(), written.primary_key.clone(), None)
-            }
-            TargetReader::Iceberg(i) => match i.live_table(source).await.map_err(target_error)? {
-                None => {
-                    let written = source.clone();
-                    (written.arrow_schema(), written.primary_key.clone(), None)
-                }
-                Some(live) => {
-                    if live.key.is_empty() {
-                        return Ok(Err(
-                            "a table without a key is written to Iceberg as an append-only \
-                             change log, which validate does not replay yet"
-                                .into(),
-                        ));
-                    }
-                    (live.file_schema.clone(), live.key.clone(), Some(live))
-                }
-            },
-        };
-        Ok(Self::build(source, columns, key_names, live))
+        Ok(match ctx.target.read_back(source).await? {
+            Ok(back) => Self::build(source, back),
+            Err(why) => Err(why),
+        })
     }
 
-    /// The plan of `source` compared over `columns` (the target's form) by `key_names` (empty:
-    /// every column, a multiset), or why the table cannot be compared.
+    /// The plan of `source` compared with its read-back `back`, over the target's columns by
+    /// its key (none: every column, a multiset), or why the table cannot be compared.
     pub(super) fn build(
         source: &TableSchema,
-        columns: SchemaRef,
-        key_names: Vec<String>,
-        live: Option<LiveTable>,
+        back: Box<dyn TableReadBack>,
     ) -> Result<Self, String> {
+        let columns = back.columns();
+        let key_names = back.key();
         let key: Vec<usize> = if key_names.is_empty() {
             (0..columns.fields().len()).collect()
         } else {
@@ -168,7 +142,7 @@ impl TablePlan {
             key_names,
             rows,
             keys,
-            live,
+            back: Some(back),
             ranges: None,
         })
     }
@@ -299,14 +273,9 @@ impl TablePlan {
             },
             None => batch,
         };
-        let written = match ctx.reader {
-            TargetReader::Parquet(p) => p
-                .written_source_batch(&self.source, batch)
-                .map_err(JobError::Failed)?,
-            TargetReader::Iceberg(i) => match &self.live {
-                Some(live) => i.written_source_batch(live, batch).map_err(target_error)?,
-                None => batch.clone(),
-            },
+        let written = match &self.back {
+            Some(back) => back.written_source_batch(batch)?,
+            None => batch.clone(),
         };
         let columns = self.conform(&written).map_err(fail)?;
         let (keys, rows) = self.hashes(&columns, None).map_err(fail)?;
@@ -351,10 +320,6 @@ impl TablePlan {
     }
 }
 
-pub(super) fn target_error(e: inlet_sink_iceberg::IcebergError) -> JobError {
-    JobError::Failed(e.to_string())
-}
-
 /// A 64-bit hash of `bytes` (SipHash with fixed keys: the same in one process, which is all a
 /// comparison needs), seeded by `seed`.
 pub(super) fn hash64(bytes: &[u8], seed: u8) -> u64 {
@@ -377,9 +342,8 @@ mod tests {
 
     use super::*;
     use crate::validate::glob;
-    use crate::validate::target::{TargetReader, TargetRows};
+    use crate::validate::target::TargetRows;
     use arrow_array::StringArray;
-    use inlet_sink_parquet::ParquetTarget;
 
     #[test]
     pub(super) fn globs_match_table_names() {
@@ -425,14 +389,23 @@ mod tests {
         source: Rows<'_>,
     ) -> (u64, u64, u64, u64, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let parquet = ParquetTarget::new(&inlet_sink_parquet::ParquetTargetConfig::with_url(
-            dir.path().display().to_string(),
-        ))
+        let sink = crate::sink::Target::new(
+            &crate::config::TargetConfig::Parquet(
+                inlet_sink_parquet::ParquetTargetConfig::with_url(dir.path().display().to_string()),
+            ),
+            "t",
+        )
         .unwrap();
         let t = table(keyed);
-        let plan = TablePlan::build(&t, t.arrow_schema(), t.primary_key.clone(), None).unwrap();
+        let back = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(sink.read_back(&t))
+            .unwrap()
+            .unwrap();
+        let plan = TablePlan::build(&t, back).unwrap();
         let ctx = Context {
-            reader: &TargetReader::Parquet(parquet),
+            target: &sink,
             policy: None,
             max_keys: 10,
             progress: false,

@@ -62,7 +62,6 @@ use crate::state::Metrics;
 use crate::JobError;
 
 pub use report::TableReport;
-use target::TargetReader;
 
 /// Rounds of comparison in all: the first over every row, the others over the keys that
 /// differed in the round before, each in a new snapshot.
@@ -265,7 +264,6 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     let task = config.task.name.as_str();
     let policy = config.values.policy();
     let checkpoints = Target::new(&config.target, task)?;
-    let reader = TargetReader::new(&config.target, task)?;
     let ids: Vec<String> = source
         .tables()
         .iter()
@@ -290,7 +288,7 @@ pub(crate) async fn validate_source<V: ValidationSource>(
     let follows = config.task.mode != Mode::FullLoad;
     let years = checkpoints.portable_forms();
     let ctx = Context {
-        reader: &reader,
+        target: &checkpoints,
         policy: years.then_some(&policy),
         max_keys: args.max_keys,
         progress: args.progress && std::io::stderr().is_terminal(),
@@ -545,7 +543,8 @@ struct Spans {
 }
 
 struct Context<'a> {
-    reader: &'a TargetReader,
+    /// The task's target: its checkpoint, and its tables read back.
+    target: &'a Target,
     /// The value policy dates outside years 1–9999 follow (the portable forms), as the load
     /// applies it before the sink.
     policy: Option<&'a ValuePolicy>,

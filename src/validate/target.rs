@@ -1,18 +1,16 @@
-//! The target side of a comparison: the target opened for reading, and a table's rows read
-//! back as readers see them into a map by key (Parquet: `LOAD` files then change files
-//! replayed; Iceberg: the current snapshot's live rows).
+//! The target side of a comparison: a table's rows, read back as readers see them (the sink's
+//! [`inlet_core::validation::TableReadBack`]: Parquet `LOAD` files then change files replayed;
+//! Iceberg the current snapshot's live rows), into a map by key or into key-range sums.
 
 use std::collections::HashMap;
 
 use arrow_array::{Array, RecordBatch, StringArray};
+use inlet_core::validation::ReadBackStep;
 
-use super::compare::{target_error, TablePlan};
+use super::compare::TablePlan;
 use super::ranges::{row_hashes, RangeSum};
 use super::{Context, Keys, BYTES_PER_ROW};
 use crate::JobError;
-
-/// The target, opened for reading tables back (built in [`crate::sink`]).
-pub(super) type TargetReader = crate::sink::ReadBack;
 
 /// The target's rows of one table: key hash → (row hash, copies left to match), and, when the
 /// round is restricted to suspects, the key as text.
@@ -51,98 +49,39 @@ impl TablePlan {
             keys: HashMap::new(),
             sums: None,
         };
-        let name = self.source.id.to_string();
-        match ctx.reader {
-            TargetReader::Parquet(p) => {
-                // Sized once from the source's estimate, as far as `--memory-mb` allows (a
-                // stale estimate must not size it past that): growing the map would hold its
-                // old and new tables at once.
-                let budget = (ctx.memory_mb.max(1) << 20) / BYTES_PER_ROW;
-                let expected = only.expected_rows(estimate.unwrap_or(0));
-                let mut reserved = false;
-                // A file removed between the listing and its reading (a reload of the table
-                // switched to its new files): the table is listed and read again.
-                'attempt: for attempt in 1..=3 {
+        // Sized once from the target's count or the source's estimate, as far as
+        // `--memory-mb` allows (a stale estimate must not size it past that): growing the map
+        // would hold its old and new tables at once.
+        let budget = (ctx.memory_mb.max(1) << 20) / BYTES_PER_ROW;
+        let mut reserved = false;
+        let Some(mut back) = self.back.take() else {
+            return Ok(Ok(state));
+        };
+        let plan = &*self;
+        let read = back
+            .read(&mut |step| match step {
+                ReadBackStep::Begin { inserts_only, rows } => {
                     state.rows.clear();
                     state.keys.clear();
-                    let files = p
-                        .table_files(&self.source)
-                        .await
-                        .map_err(JobError::Failed)?;
-                    // Change files are replayed by key: only LOAD files can be summed.
+                    // Change files are replayed by key: only inserts can be summed.
                     state.sums = sums
-                        .filter(|_| files.iter().all(|f| f.load))
+                        .filter(|_| inserts_only)
                         .map(|n| vec![RangeSum::default(); n]);
                     if state.sums.is_none() && !reserved {
+                        let expected = only.expected_rows(rows.or(estimate).unwrap_or(0));
                         state
                             .rows
                             .reserve(usize::try_from(expected.min(budget)).unwrap_or(0));
                         reserved = true;
                     }
-                    let op_column = p.op_column_name().to_string();
-                    for file in &files {
-                        let Some(batches) = p
-                            .read_table_file(&self.source, file)
-                            .await
-                            .map_err(JobError::Failed)?
-                        else {
-                            if attempt < 3 {
-                                continue 'attempt;
-                            }
-                            return Ok(Err(format!(
-                                "{} was removed while it was read, three times (the table is \
-                                 being loaded again); validate it once the load is done",
-                                file.name
-                            )));
-                        };
-                        for batch in batches {
-                            let batch = batch.map_err(JobError::Failed)?;
-                            let ops = if file.load {
-                                None
-                            } else {
-                                let Some(ops) = batch
-                                    .column_by_name(&op_column)
-                                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                                    .cloned()
-                                else {
-                                    return Ok(Err(format!(
-                                        "change file {} has no text column {op_column}",
-                                        file.name
-                                    )));
-                                };
-                                Some(ops)
-                            };
-                            if let Err(why) = self.apply(&batch, ops.as_ref(), only, &mut state) {
-                                return Ok(Err(format!("{}: {why}", file.name)));
-                            }
-                        }
-                    }
-                    break;
+                    Ok(())
                 }
-            }
-            TargetReader::Iceberg(i) => {
-                let Some(live) = self.live.take() else {
-                    return Ok(Ok(state));
-                };
-                // Sized once: growing the map would hold its old and new tables at once.
-                state.sums = sums.map(|n| vec![RangeSum::default(); n]);
-                if state.sums.is_none() {
-                    let expected = only.expected_rows(live.live_rows());
-                    state.rows.reserve(usize::try_from(expected).unwrap_or(0));
-                }
-                for f in 0..live.data_files() {
-                    let applied = i
-                        .read_live_rows(&live, f, |batch| {
-                            self.apply(&batch, None, only, &mut state)
-                        })
-                        .await
-                        .map_err(target_error)?;
-                    if let Err(why) = applied {
-                        return Ok(Err(format!("{name}: {why}")));
-                    }
-                }
-                self.live = Some(live);
-            }
+                ReadBackStep::Rows { batch, ops } => plan.apply(batch, ops, only, &mut state),
+            })
+            .await;
+        self.back = Some(back);
+        if let Err(why) = read? {
+            return Ok(Err(why));
         }
         Ok(Ok(state))
     }

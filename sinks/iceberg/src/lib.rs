@@ -127,6 +127,6 @@ pub use maintain::MaintenanceReport;
 pub use partition::PartitionField;
 pub use schema::{LOG_COMMIT_TS_COLUMN, LOG_OP_COLUMN, LOG_POSITION_COLUMN};
 pub use snapshot::{POSITION_KEY, TASK_KEY};
-pub use table_state::LiveTable;
+pub use table_state::LiveRows;
 pub use target::IcebergTarget;
 pub use upsert::{CommitSummary, UpsertTable};

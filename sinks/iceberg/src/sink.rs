@@ -115,6 +115,16 @@ impl sink::Sink for IcebergTarget {
             task,
         )))
     }
+
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Result<Box<dyn inlet_core::validation::TableReadBack>, String>, TargetError> {
+        Ok(self
+            .live_rows(table)
+            .await?
+            .map(|l| Box::new(l) as Box<dyn inlet_core::validation::TableReadBack>))
+    }
 }
 
 #[async_trait::async_trait]

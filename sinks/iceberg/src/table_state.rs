@@ -13,6 +13,8 @@ use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::SchemaRef;
 use futures::TryStreamExt;
 use iceberg::spec::{DataContentType, DataFile};
+use inlet_core::sink::TargetError;
+use inlet_core::validation::{ReadBackStep, TableReadBack};
 use inlet_core::TableSchema;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
@@ -23,13 +25,11 @@ use crate::store::ObjectReader;
 use crate::{IcebergError, IcebergTarget};
 
 /// The current snapshot of one table: its live data files and the rows deleted from them.
-pub struct LiveTable {
-    /// The table as written: columns named and typed as the table holds them.
-    pub written: TableSchema,
+struct LiveTable {
     /// The upsert key (written names); empty for a table without one (a change log).
-    pub key: Vec<String>,
+    key: Vec<String>,
     /// The Arrow schema of the table's data files (Iceberg's types: a smallint is an int).
-    pub file_schema: SchemaRef,
+    file_schema: SchemaRef,
     names: TableNames,
     table: String,
     data: Vec<DataFile>,
@@ -38,15 +38,10 @@ pub struct LiveTable {
 
 impl LiveTable {
     /// How many rows the snapshot holds: its data files' rows minus those deleted.
-    pub fn live_rows(&self) -> u64 {
+    fn live_rows(&self) -> u64 {
         let written: u64 = self.data.iter().map(|f| f.record_count()).sum();
         let deleted: usize = self.deleted.values().map(Vec::len).sum();
         written.saturating_sub(deleted as u64)
-    }
-
-    /// How many live data files the snapshot has.
-    pub fn data_files(&self) -> usize {
-        self.data.len()
     }
 }
 
@@ -54,7 +49,7 @@ impl IcebergTarget {
     /// The current snapshot of `table` (a source table), or None when the table does not exist
     /// in the catalog. Reads the manifests and every position-delete file; data files are read
     /// one at a time by [`Self::read_live_rows`].
-    pub async fn live_table(&self, table: &TableSchema) -> Result<Option<LiveTable>, IcebergError> {
+    async fn live_table(&self, table: &TableSchema) -> Result<Option<LiveTable>, IcebergError> {
         if self.metadata_location(&table.id).await?.is_none() {
             return Ok(None);
         }
@@ -89,7 +84,6 @@ impl IcebergTarget {
             positions.dedup();
         }
         Ok(Some(LiveTable {
-            written: opened.layout.source.clone(),
             key: opened.layout.key.clone(),
             file_schema: file_schema(&opened.schema),
             names: opened.column_names,
@@ -102,7 +96,7 @@ impl IcebergTarget {
     /// Gives `visit` the live rows of data file `index` of `live` (its rows minus those
     /// deleted), batch by batch as they are decoded: one batch of the file is in memory at a
     /// time. Stops at the first error of `visit`, which is returned as `Ok(Err(_))`.
-    pub async fn read_live_rows(
+    async fn read_live_rows(
         &self,
         live: &LiveTable,
         index: usize,
@@ -159,14 +153,90 @@ impl IcebergTarget {
         }
         Ok(Ok(()))
     }
+}
 
-    /// `batch` (a source batch of the table, as the full load reads it) in the form the table's
-    /// files hold it.
-    pub fn written_source_batch(
+/// A table read back as its current snapshot holds it (see [`TableReadBack`]); a table that
+/// does not exist in the catalog reads empty, in the source's form.
+pub struct LiveRows {
+    target: IcebergTarget,
+    source: TableSchema,
+    live: Option<LiveTable>,
+}
+
+impl IcebergTarget {
+    /// The current snapshot of `table` (a source table) to read back, or why it cannot be
+    /// compared.
+    pub(crate) async fn live_rows(
         &self,
-        live: &LiveTable,
-        batch: &RecordBatch,
-    ) -> Result<RecordBatch, IcebergError> {
-        self.written_batch(&live.table, batch, live.names)
+        table: &TableSchema,
+    ) -> Result<Result<LiveRows, String>, IcebergError> {
+        let live = self.live_table(table).await?;
+        if live.as_ref().is_some_and(|l| l.key.is_empty()) {
+            return Ok(Err(
+                "a table without a key is written to Iceberg as an append-only \
+                           change log, which validate does not replay yet"
+                    .into(),
+            ));
+        }
+        Ok(Ok(LiveRows {
+            target: self.clone(),
+            source: table.clone(),
+            live,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl TableReadBack for LiveRows {
+    fn columns(&self) -> SchemaRef {
+        match &self.live {
+            Some(live) => live.file_schema.clone(),
+            None => self.source.arrow_schema(),
+        }
+    }
+
+    fn key(&self) -> Vec<String> {
+        match &self.live {
+            Some(live) => live.key.clone(),
+            None => self.source.primary_key.clone(),
+        }
+    }
+
+    fn written_source_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, TargetError> {
+        match &self.live {
+            Some(live) => Ok(self.target.written_batch(&live.table, batch, live.names)?),
+            None => Ok(batch.clone()),
+        }
+    }
+
+    async fn read(
+        &mut self,
+        visit: &mut (dyn for<'b> FnMut(ReadBackStep<'b>) -> Result<(), String> + Send),
+    ) -> Result<Result<(), String>, TargetError> {
+        let Some(live) = &self.live else {
+            return Ok(Ok(()));
+        };
+        let begin = ReadBackStep::Begin {
+            inserts_only: true,
+            rows: Some(live.live_rows()),
+        };
+        if let Err(e) = visit(begin) {
+            return Ok(Err(e));
+        }
+        for f in 0..live.data.len() {
+            let read = self
+                .target
+                .read_live_rows(live, f, |batch| {
+                    visit(ReadBackStep::Rows {
+                        batch: &batch,
+                        ops: None,
+                    })
+                })
+                .await?;
+            if let Err(why) = read {
+                return Ok(Err(format!("{}: {why}", self.source.id)));
+            }
+        }
+        Ok(Ok(()))
     }
 }

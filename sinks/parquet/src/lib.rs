@@ -28,7 +28,7 @@ pub use inlet_core::Checkpoint;
 pub use load::{
     Abandoned, FullLoadTable, LoadFileWriter, LoadSummary, KIND_KEY, OP_COLUMN, TABLE_KEY,
 };
-pub use table_state::{TableFile, TableFileRows};
+pub use table_state::TableFiles;
 pub use target::{ParquetTarget, ROW_GROUP_MAX_BYTES};
 
 #[cfg(test)]

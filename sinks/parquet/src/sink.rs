@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use inlet_core::sink::{self, LoadSummary, TargetError, Written};
+use inlet_core::validation::TableReadBack;
 use inlet_core::{Checkpoint, Position, TableChanges, TableSchema};
 
 use crate::late_files::LateFiles;
@@ -74,6 +75,14 @@ impl sink::Sink for ParquetTarget {
 
     fn lease_store(&self, task: &str) -> Option<Box<dyn inlet_core::lease::LeaseStore>> {
         Some(Box::new(crate::lease::ParquetLease::new(self, task)))
+    }
+
+    async fn read_back(
+        &self,
+        table: &TableSchema,
+    ) -> Result<Result<Box<dyn TableReadBack>, String>, TargetError> {
+        Ok(crate::table_state::TableFiles::open(self, table)
+            .map(|t| Box::new(t) as Box<dyn TableReadBack>))
     }
 }
 

@@ -4,10 +4,13 @@
 //! the form the files hold (uuid and time as text, timestamps in milliseconds, as configured).
 //!
 //! Applying the operations (insert, update, delete, truncate) is the caller's: it keys the rows
-//! as it compares them.
+//! as it compares them ([`TableFiles`], the sink's [`TableReadBack`]).
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_schema::SchemaRef;
 use bytes::Bytes;
+use inlet_core::sink::TargetError;
+use inlet_core::validation::{ReadBackStep, TableReadBack};
 use inlet_core::TableSchema;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -18,7 +21,7 @@ use crate::target::ParquetTarget;
 
 /// One file of a table, in replay order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableFile {
+pub(crate) struct TableFile {
     /// The file name (`LOAD00000001.parquet`, `<time>-<first>-<last>.parquet`).
     pub name: String,
     /// A full-load file: every row is an insert (an `Op` column, if written, says `I`).
@@ -26,44 +29,130 @@ pub struct TableFile {
     path: Path,
 }
 
-impl ParquetTarget {
-    /// The table as its files hold it: column names and Arrow types (see `written_table`).
-    pub fn written_form(&self, table: &TableSchema) -> TableSchema {
-        self.written_table(table)
+/// A table read back as its files hold it (see [`inlet_core::validation::TableReadBack`]).
+pub struct TableFiles {
+    target: ParquetTarget,
+    table: TableSchema,
+    /// The table as its files hold it: column names and Arrow types.
+    written: TableSchema,
+}
+
+impl TableFiles {
+    /// The table's read-back, or why its files do not replay to its rows.
+    pub(crate) fn open(target: &ParquetTarget, table: &TableSchema) -> Result<Self, String> {
+        if target.cdc_keep != crate::changes::KeptOps::All {
+            return Err("its change files keep inserts only or inserts and updates \
+                        (cdc_inserts_only / cdc_inserts_and_updates): they are a log that does \
+                        not replay to the table's rows"
+                .into());
+        }
+        Ok(Self {
+            target: target.clone(),
+            table: table.clone(),
+            written: target.written_table(table),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl TableReadBack for TableFiles {
+    fn columns(&self) -> SchemaRef {
+        self.written.arrow_schema()
     }
 
-    /// Whether change files keep every operation: not under `cdc_inserts_only` or
-    /// `cdc_inserts_and_updates`, whose files are a log that does not replay to the table.
-    pub fn keeps_every_operation(&self) -> bool {
-        self.cdc_keep == crate::changes::KeptOps::All
+    fn key(&self) -> Vec<String> {
+        self.written.primary_key.clone()
     }
 
-    /// The name of the operation column change files carry (`op_column`).
-    pub fn op_column_name(&self) -> &str {
-        &self.op_column
-    }
-
-    /// `batch` (a source batch of `table`, as the full load reads it) in the form the files
-    /// hold it.
-    pub fn written_source_batch(
-        &self,
-        table: &TableSchema,
-        batch: &RecordBatch,
-    ) -> Result<RecordBatch, String> {
-        let written = self.written_table(table);
+    fn written_source_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, TargetError> {
+        let what = |e| {
+            TargetError::failed(format!(
+                "{}: cannot put a batch in its written form: {e}",
+                self.table.id
+            ))
+        };
         let columns: Vec<ArrayRef> = batch
             .columns()
             .iter()
-            .map(|a| self.written_array(a))
+            .map(|a| self.target.written_array(a))
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: cannot put a batch in its written form: {e}", table.id))?;
-        RecordBatch::try_new(written.arrow_schema(), columns)
-            .map_err(|e| format!("{}: cannot put a batch in its written form: {e}", table.id))
+            .map_err(what)?;
+        RecordBatch::try_new(self.written.arrow_schema(), columns).map_err(what)
     }
 
+    /// `LOAD` files, then change files replayed in name order. A file removed between the
+    /// listing and its reading (a reload of the table switched to its new files): the table is
+    /// listed and read again, up to three times.
+    async fn read(
+        &mut self,
+        visit: &mut (dyn for<'b> FnMut(ReadBackStep<'b>) -> Result<(), String> + Send),
+    ) -> Result<Result<(), String>, TargetError> {
+        let op_column = self.target.op_column.clone();
+        'attempt: for attempt in 1..=3 {
+            let files = self
+                .target
+                .table_files(&self.table)
+                .await
+                .map_err(TargetError::failed)?;
+            let begin = ReadBackStep::Begin {
+                inserts_only: files.iter().all(|f| f.load),
+                rows: None,
+            };
+            if let Err(e) = visit(begin) {
+                return Ok(Err(e));
+            }
+            for file in &files {
+                let Some(batches) = self
+                    .target
+                    .read_table_file(&self.table, file)
+                    .await
+                    .map_err(TargetError::failed)?
+                else {
+                    if attempt < 3 {
+                        continue 'attempt;
+                    }
+                    return Ok(Err(format!(
+                        "{} was removed while it was read, three times (the table is being \
+                         loaded again); validate it once the load is done",
+                        file.name
+                    )));
+                };
+                for batch in batches {
+                    let batch = batch.map_err(TargetError::failed)?;
+                    let ops = if file.load {
+                        None
+                    } else {
+                        let Some(ops) = batch
+                            .column_by_name(&op_column)
+                            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                            .cloned()
+                        else {
+                            return Ok(Err(format!(
+                                "change file {} has no text column {op_column}",
+                                file.name
+                            )));
+                        };
+                        Some(ops)
+                    };
+                    let rows = ReadBackStep::Rows {
+                        batch: &batch,
+                        ops: ops.as_ref(),
+                    };
+                    if let Err(why) = visit(rows) {
+                        return Ok(Err(format!("{}: {why}", file.name)));
+                    }
+                }
+            }
+            break;
+        }
+        Ok(Ok(()))
+    }
+}
+
+impl ParquetTarget {
     /// The table's files in replay order: `LOAD` files by number, then change files (and parts
     /// of streamed transactions) by name. Staging files and anything else are left out.
-    pub async fn table_files(&self, table: &TableSchema) -> Result<Vec<TableFile>, String> {
+    async fn table_files(&self, table: &TableSchema) -> Result<Vec<TableFile>, String> {
         let dir = self.table_dir(table);
         // The folder's own files only: not those a reload stages in `_inlet_load/`.
         let listed = self
@@ -101,7 +190,7 @@ impl ParquetTarget {
     /// The rows of `file`, decoded batch by batch as they are taken (the file's bytes are
     /// held, not its decoded rows). None when the file is gone since it was listed (a new full
     /// load of the table replaced it): the caller reads the table again.
-    pub async fn read_table_file(
+    async fn read_table_file(
         &self,
         table: &TableSchema,
         file: &TableFile,
@@ -126,7 +215,7 @@ impl ParquetTarget {
 }
 
 /// The record batches of one file of a table, decoded as they are taken.
-pub struct TableFileRows {
+pub(crate) struct TableFileRows {
     reader: ParquetRecordBatchReader,
     /// The start of an error message: the table and the file.
     what: String,
