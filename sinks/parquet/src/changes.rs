@@ -190,6 +190,11 @@ impl ChangeLogTable {
         }
     }
 
+    /// Where the table's folder is (also what tells two tables apart).
+    pub(crate) fn folder_location(&self) -> String {
+        self.target.location(&self.dir)
+    }
+
     /// Where `name` is, for messages.
     pub(crate) fn location_of(&self, name: &str) -> String {
         self.target.location(&self.dir.clone().join(name))

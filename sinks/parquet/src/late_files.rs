@@ -9,8 +9,14 @@
 //! commits for a while after a takeover of an expired lease ([`SWEEP_FOR`], at most every
 //! [`SWEEP_EVERY`]). Deleting the first kind would lose its changes, so only files that appear
 //! after the opening, start past the opening's committed position and were not written here go.
+//!
+//! The record of a takeover outlives one run of the task: a task restarted in this process
+//! (a transient error) opens its tables again under the same lease epoch, and a late file that
+//! landed after its first opening must not then count as present (its changes would stay beside
+//! the copy this daemon wrote before the restart).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use inlet_core::Position;
@@ -26,10 +32,21 @@ pub(crate) const SWEEP_FOR: Duration = Duration::from_secs(600);
 /// The least time between two looks of one table.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-/// What one table's folder held when this daemon opened it, and what it wrote since.
-pub(crate) struct LateFiles {
-    log: ChangeLogTable,
-    /// The table's committed position as the opening read it from the folder.
+/// A table's folder and the lease epoch this daemon took the task over with.
+type TakeoverKey = (String, u64);
+
+/// The records of this process's takeovers.
+static TAKEOVERS: Mutex<BTreeMap<TakeoverKey, Arc<Mutex<Takeover>>>> = Mutex::new(BTreeMap::new());
+
+/// Plain data, replaced or extended whole: a panic elsewhere leaves it usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What one table's folder held when this daemon first opened it after taking the task over,
+/// and what it wrote since.
+struct Takeover {
+    /// The table's committed position as that opening read it from the folder.
     opened_at: Option<Position>,
     /// The change files the folder held then.
     present: HashSet<String>,
@@ -39,62 +56,112 @@ pub(crate) struct LateFiles {
     next: Instant,
 }
 
-impl LateFiles {
-    /// The table as opened: its change files then.
-    pub(crate) fn opened(log: ChangeLogTable, names: Vec<String>) -> Self {
-        let opened_at = ChangeFile::highest_last(&names);
-        let now = Instant::now();
+impl Takeover {
+    fn opened(names: Vec<String>, until: Instant) -> Self {
         Self {
-            log,
-            opened_at,
+            opened_at: ChangeFile::highest_last(&names),
             present: names.into_iter().collect(),
             written: HashSet::new(),
-            until: now + SWEEP_FOR,
-            next: now,
+            until,
+            next: Instant::now(),
         }
     }
 
-    /// The table's committed position as the opening read it: the highest position of a
-    /// transaction's change file.
-    pub(crate) fn opened_at(&self) -> Option<Position> {
-        self.opened_at
+    /// Whether `name` is a former owner's file landed after the opening.
+    fn is_late(&self, name: &str) -> bool {
+        let after_opening = ChangeFile::first_position(name)
+            .is_some_and(|first| self.opened_at.is_none_or(|at| first > at));
+        after_opening && !self.present.contains(name) && !self.written.contains(name)
+    }
+}
+
+/// One table's takeover record, as a change table of this run holds it.
+pub(crate) struct LateFiles {
+    log: ChangeLogTable,
+    takeover: Arc<Mutex<Takeover>>,
+}
+
+impl LateFiles {
+    /// Opens the table under the takeover of lease `epoch`: the table's committed position.
+    /// The first opening records what the folder holds. An opening again (the task restarted)
+    /// deletes the late files first when this daemon has written changes since (they duplicate
+    /// them), and counts the files it keeps in the position.
+    pub(crate) async fn open(
+        log: ChangeLogTable,
+        epoch: u64,
+    ) -> Result<(Self, Option<Position>), SinkError> {
+        let key = (log.folder_location(), epoch);
+        let earlier = {
+            let mut takeovers = lock(&TAKEOVERS);
+            takeovers.retain(|_, t| Instant::now() < lock(t).until);
+            takeovers.get(&key).cloned()
+        };
+        let Some(takeover) = earlier else {
+            let names = log.change_file_names().await?;
+            let takeover = Takeover::opened(names, Instant::now() + SWEEP_FOR);
+            let at = takeover.opened_at;
+            let takeover = Arc::new(Mutex::new(takeover));
+            lock(&TAKEOVERS).insert(key, takeover.clone());
+            return Ok((Self { log, takeover }, at));
+        };
+        let files = Self { log, takeover };
+        let wrote = !lock(&files.takeover).written.is_empty();
+        if wrote {
+            files.delete_late().await?;
+        }
+        let names = files.log.change_file_names().await?;
+        let at = ChangeFile::highest_last(&names);
+        if !wrote {
+            // Nothing written here yet: what the folder holds is the one copy of its changes,
+            // as at the first opening.
+            let mut t = lock(&files.takeover);
+            let until = t.until;
+            *t = Takeover::opened(names, until);
+        }
+        Ok((files, at))
     }
 
     /// Whether the time to look for late files has passed: the state can go.
     pub(crate) fn over(&self) -> bool {
-        Instant::now() >= self.until
+        Instant::now() >= lock(&self.takeover).until
     }
 
     /// A change file this daemon wrote.
-    pub(crate) fn wrote(&mut self, name: String) {
-        self.written.insert(name);
+    pub(crate) fn wrote(&self, name: String) {
+        lock(&self.takeover).written.insert(name);
     }
 
     /// Deletes the change files that a former owner landed after the opening (see the module
     /// doc), when a look is due; returns their names.
-    pub(crate) async fn sweep(&mut self) -> Result<Vec<String>, SinkError> {
-        let log = &self.log;
-        let now = Instant::now();
-        // A late file duplicates changes once this daemon wrote them: until then it is their
-        // one copy (and a table that gets no changes costs no listing).
-        if now >= self.until || now < self.next || self.written.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.next = now + SWEEP_EVERY;
-        let mut late = Vec::new();
-        for name in log.change_file_names().await? {
-            let after_opening = ChangeFile::first_position(&name)
-                .is_some_and(|first| self.opened_at.is_none_or(|at| first > at));
-            if after_opening && !self.present.contains(&name) && !self.written.contains(&name) {
-                log.delete_file(&name).await?;
-                tracing::warn!(
-                    file = %log.location_of(&name),
-                    "a former owner of the task landed this change file after this daemon took \
-                     the task over and opened the table; this daemon writes the same changes, \
-                     so the file was deleted"
-                );
-                late.push(name);
+    pub(crate) async fn sweep(&self) -> Result<Vec<String>, SinkError> {
+        {
+            let mut t = lock(&self.takeover);
+            let now = Instant::now();
+            // A late file duplicates changes once this daemon wrote them: until then it is
+            // their one copy (and a table that gets no changes costs no listing).
+            if now >= t.until || now < t.next || t.written.is_empty() {
+                return Ok(Vec::new());
             }
+            t.next = now + SWEEP_EVERY;
+        }
+        self.delete_late().await
+    }
+
+    async fn delete_late(&self) -> Result<Vec<String>, SinkError> {
+        let log = &self.log;
+        let names = log.change_file_names().await?;
+        let late: Vec<String> = {
+            let t = lock(&self.takeover);
+            names.into_iter().filter(|n| t.is_late(n)).collect()
+        };
+        for name in &late {
+            log.delete_file(name).await?;
+            tracing::warn!(
+                file = %log.location_of(name),
+                "a former owner of the task landed this change file after this daemon took \
+                 the task over and opened the table; this daemon writes the same changes, so \
+                 the file was deleted"
+            );
         }
         Ok(late)
     }

@@ -65,6 +65,10 @@ impl sink::Sink for ParquetTarget {
         self.former_owner_may_write = true;
     }
 
+    fn set_owner_epoch(&mut self, epoch: u64) {
+        self.owner_epoch = epoch;
+    }
+
     fn set_write_gate(&mut self, gate: sink::WriteGate) {
         self.gate = Some(gate);
     }
@@ -167,10 +171,7 @@ impl sink::ChangeTable for ChangeFiles {
         if !self.target.former_owner_may_write {
             return Ok(log.committed_position().await?);
         }
-        // One listing gives both the position and what a former owner's late file is not.
-        let names = log.change_file_names().await?;
-        let opened = LateFiles::opened(log, names);
-        let at = opened.opened_at();
+        let (opened, at) = LateFiles::open(log, self.target.owner_epoch).await?;
         *self.late() = Some(opened);
         Ok(at)
     }

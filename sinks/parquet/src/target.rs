@@ -65,6 +65,9 @@ pub struct ParquetTarget {
     /// Set when the task was taken from an owner whose lease expired: change tables then
     /// delete the files that owner lands late ([`crate::late_files`]).
     pub(crate) former_owner_may_write: bool,
+    /// The lease epoch this daemon owns the task under (0 without a lease): a takeover's
+    /// record of late files is kept per epoch across restarts of the task.
+    pub(crate) owner_epoch: u64,
     /// Asked between the steps of a load's switch ([`inlet_core::sink::Sink::set_write_gate`]).
     pub(crate) gate: Option<inlet_core::sink::WriteGate>,
 }
@@ -133,6 +136,7 @@ impl ParquetTarget {
             timestamp_column_type: config.timestamp_column_type,
             millis: config.timestamp_unit == TimestampUnit::Ms,
             former_owner_may_write: false,
+            owner_epoch: 0,
             gate: None,
             inlet_columns: config.inlet_columns(),
             checkpoint_versions: Default::default(),

@@ -1488,6 +1488,90 @@ async fn a_former_owners_late_change_file_is_deleted_by_the_new_owner() {
     }
 }
 
+/// The same after a restart of the task in the new owner (a transient error) between the late
+/// file's landing and the sweep of the next commit: opening the table again under the same
+/// takeover deletes the late file (this daemon wrote its changes before the restart) instead of
+/// counting it in the table's position, which would skip past it and keep both copies. Under a
+/// new takeover (another epoch) the record starts anew.
+#[tokio::test]
+async fn a_late_file_landing_before_a_restart_of_the_new_owner_is_deleted_at_the_reopening() {
+    use inlet_core::sink::Sink as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path().to_str().expect("utf-8"));
+    let former = ParquetTarget::new(&cfg).expect("target");
+    let table = small_table("restarted");
+    let tdir = table_dir(dir.path(), &table);
+    let mut old = former.change_table(&table).await.expect("table");
+    old.write(insert_changes(&table, 0x10, 0x20, None, &[1]))
+        .await
+        .expect("write");
+    let new_owner = |epoch: u64| {
+        let mut t = ParquetTarget::new(&cfg).expect("target");
+        t.set_owner_epoch(epoch);
+        t.expect_late_writes_of_a_former_owner();
+        t
+    };
+    let run1 = new_owner(7);
+    let mut new = run1.change_table(&table).await.expect("table");
+    assert_eq!(
+        new.committed_position(&table).await.expect("position"),
+        Some(inlet_core::Position(0x20))
+    );
+    // The new owner writes the next transaction; the paused former owner then lands its own
+    // file of the same changes, and of one more transaction.
+    new.write(insert_changes(&table, 0x30, 0x30, None, &[2]))
+        .await
+        .expect("write");
+    let written = files(&tdir);
+    old.write(insert_changes(&table, 0x30, 0x40, None, &[2, 3]))
+        .await
+        .expect("late file");
+    let late: Vec<String> = files(&tdir)
+        .into_iter()
+        .filter(|f| !written.contains(f))
+        .collect();
+    assert_eq!(late.len(), 1, "{late:?}");
+    // The task restarts before its next commit: a new target and table under the same epoch.
+    drop(new);
+    let run2 = new_owner(7);
+    let mut again = run2.change_table(&table).await.expect("table");
+    assert_eq!(
+        again.committed_position(&table).await.expect("position"),
+        Some(inlet_core::Position(0x30)),
+        "the late file counted in the position: its changes at 0x40 would be skipped and its \
+         copy of 0x30 kept"
+    );
+    assert_eq!(
+        files(&tdir),
+        written,
+        "the late file is deleted at the reopening"
+    );
+    // The stream goes on from 0x30 and writes 0x40 itself.
+    again
+        .write(insert_changes(&table, 0x40, 0x40, None, &[3]))
+        .await
+        .expect("write");
+    again
+        .commit(inlet_core::Position(0x40))
+        .await
+        .expect("commit");
+    assert_eq!(files(&tdir).len(), written.len() + 1);
+
+    // Another takeover (epoch 8) records the folder as it finds it: a file landed before its
+    // opening is the one copy of its changes and stays.
+    old.write(insert_changes(&table, 0x50, 0x50, None, &[4]))
+        .await
+        .expect("former owner's file");
+    let before = files(&tdir);
+    let run3 = new_owner(8);
+    let third = run3.change_table(&table).await.expect("table");
+    assert_eq!(
+        third.committed_position(&table).await.expect("position"),
+        Some(inlet_core::Position(0x50))
+    );
+    assert_eq!(files(&tdir), before);
+}
+
 /// A load whose daemon lost the task in the middle of its switch (paused, continued after
 /// another daemon took the task) moves and deletes nothing more: in particular not the change
 /// files the new owner wrote meanwhile, which the switch deletes as the earlier load's. The
