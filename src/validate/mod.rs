@@ -31,7 +31,8 @@
 //!   into the `inlet_validation_*` metrics.
 //!
 //! Any source is driven through [`inlet_core::validation`] (built in [`crate::engine::validate`]);
-//! the target is read back through [`crate::sink::ReadBack`].
+//! the target is read back through the sink's [`inlet_core::validation::TableReadBack`]
+//! ([`crate::sink::Target::read_back`]).
 //!
 //! Modules, by job: [`source`] (the per-table comparison loop over a round's snapshot),
 //! [`ranges`] (key ranges, the canonical text and its hashes, the source's range hashes and
