@@ -97,6 +97,11 @@ impl MysqlError {
                     // began (an online schema change tool's shadow table, altered right after
                     // its creation, joining the task): a new snapshot reads it.
                     || r.starts_with("error 1412 ")
+                    // ER_SLAVE_SAME_ID (MariaDB): a binlog connection with this task's
+                    // server_id is still registered, most often the task's own from before a
+                    // restart or its former owner's after a takeover; the server drops it
+                    // once it notices the connection is gone.
+                    || r.contains("error 4052 (")
             }
             MysqlError::Config { .. }
             | MysqlError::LostBinlog { .. }
@@ -159,5 +164,24 @@ mod tests {
             message: "ERROR 1146 (42S02)".into(),
         };
         assert!(!binlog.is_missing_table());
+    }
+
+    /// Seen in the fleet test under CPU starvation: a daemon whose fence refused a write took
+    /// the task again at once, and its binlog connection met its own earlier one (same
+    /// server_id). It failed the task for good; it is a wait.
+    #[test]
+    fn a_binlog_connection_with_the_same_server_id_is_transient() {
+        let binlog = |message: &str| MysqlError::Binlog {
+            server: "db:3306".into(),
+            message: message.into(),
+        };
+        assert!(binlog(
+            "ERROR 4052 (HY000): A slave with the same server_uuid/server_id is already \
+             connected; the first event 'mariadb-bin.000001' at 98252, the last event read from \
+             'mariadb-bin.000001' at 145772, the last byte read from 'mariadb-bin.000001' at \
+             145803."
+        )
+        .is_transient());
+        assert!(!binlog("ERROR 1236 (HY000): Could not find first log file name").is_transient());
     }
 }
