@@ -106,10 +106,11 @@ impl LateFiles {
         };
         let files = Self { log, takeover };
         let wrote = !lock(&files.takeover).written.is_empty();
-        if wrote {
-            files.delete_late().await?;
-        }
-        let names = files.log.change_file_names().await?;
+        let names = if wrote {
+            files.delete_late().await?
+        } else {
+            files.log.change_file_names().await?
+        };
         let at = ChangeFile::highest_last(&names);
         if !wrote {
             // Nothing written here yet: what the folder holds is the one copy of its changes,
@@ -132,27 +133,28 @@ impl LateFiles {
     }
 
     /// Deletes the change files that a former owner landed after the opening (see the module
-    /// doc), when a look is due; returns their names.
-    pub(crate) async fn sweep(&self) -> Result<Vec<String>, SinkError> {
+    /// doc), when a look is due.
+    pub(crate) async fn sweep(&self) -> Result<(), SinkError> {
         {
             let mut t = lock(&self.takeover);
             let now = Instant::now();
             // A late file duplicates changes once this daemon wrote them: until then it is
             // their one copy (and a table that gets no changes costs no listing).
             if now >= t.until || now < t.next || t.written.is_empty() {
-                return Ok(Vec::new());
+                return Ok(());
             }
             t.next = now + SWEEP_EVERY;
         }
-        self.delete_late().await
+        self.delete_late().await.map(drop)
     }
 
+    /// Deletes the late files of one listing of the folder; returns the change files kept.
     async fn delete_late(&self) -> Result<Vec<String>, SinkError> {
         let log = &self.log;
         let names = log.change_file_names().await?;
-        let late: Vec<String> = {
+        let (late, kept): (Vec<String>, Vec<String>) = {
             let t = lock(&self.takeover);
-            names.into_iter().filter(|n| t.is_late(n)).collect()
+            names.into_iter().partition(|n| t.is_late(n))
         };
         for name in &late {
             log.delete_file(name).await?;
@@ -163,6 +165,6 @@ impl LateFiles {
                  the file was deleted"
             );
         }
-        Ok(late)
+        Ok(kept)
     }
 }
