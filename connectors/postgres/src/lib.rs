@@ -2,7 +2,8 @@
 //!
 //! A full load exports one snapshot ([`ExportedSnapshot`]) that every worker connection imports
 //! ([`SnapshotReader`]), so all tables are read as of the same instant. Each table is cut into
-//! ctid-range chunks ([`plan_chunks`]) read in parallel with `COPY … TO STDOUT (FORMAT binary)`;
+//! ctid-range chunks ([`plan_chunks`]; a resumable load: ranges of an integer first key column,
+//! `key_chunks`) read in parallel with `COPY … TO STDOUT (FORMAT binary)`;
 //! the binary tuples are decoded straight into typed Arrow builders (`copy`), following the
 //! type plan made at discovery (`types`, [`discover`]).
 
@@ -12,6 +13,7 @@ mod check;
 mod config;
 mod copy;
 mod error;
+mod key_chunks;
 mod pgoutput;
 mod replication;
 mod slot;

@@ -1,6 +1,8 @@
 //! The consistent full load: one exported snapshot shared by every worker connection, tables cut
-//! into ctid-range chunks, and each chunk streamed with COPY binary into record batches.
+//! into ctid-range chunks (key ranges for a load that resumes), and each chunk streamed with COPY
+//! binary into record batches.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use crate::catalog::SourceTable;
 use crate::config::PgConnector;
 use crate::copy::{CopyDecoder, ValueError};
 use crate::error::PgError;
+use crate::key_chunks::{self, KeySpan};
 use crate::types::quote_ident;
 
 /// A `REPEATABLE READ` transaction whose snapshot other connections import. It must stay open
@@ -92,30 +95,49 @@ async fn begin_in_snapshot(
         .map_err(|e| connector.query_error("importing the exported snapshot", &e))
 }
 
-/// A range of heap pages of one table: `[start_page, end_page)`, open-ended when `end_page` is
-/// None so that pages added after discovery are still read.
+/// A part of one table that one worker reads in a transaction of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotChunk {
-    pub start_page: u64,
-    pub end_page: Option<u64>,
+pub enum SnapshotChunk {
+    /// Heap pages `[start_page, end_page)`, open-ended when `end_page` is None so that pages
+    /// added after discovery are still read. The fastest read, but an update moves a row to
+    /// another page, so chunks of two snapshots may hold a row twice or miss it.
+    Pages {
+        start_page: u64,
+        end_page: Option<u64>,
+    },
+    /// A range of the table's first key column: a row stays in its range in every snapshot,
+    /// so a resumed load keeps chunks an earlier snapshot read ([`crate::key_chunks`]).
+    Keys(KeySpan),
 }
 
 impl SnapshotChunk {
-    /// `pages START END` (`-` for an open end), as a resumable load records it.
+    /// `pages START END` or `keys START END` (`-` for an open end), as a resumable load
+    /// records it.
     pub fn text(&self) -> String {
-        let end = self.end_page.map_or("-".to_string(), |e| e.to_string());
-        format!("pages {} {end}", self.start_page)
+        match self {
+            SnapshotChunk::Pages {
+                start_page,
+                end_page,
+            } => {
+                let end = end_page.map_or("-".to_string(), |e| e.to_string());
+                format!("pages {start_page} {end}")
+            }
+            SnapshotChunk::Keys(span) => span.text(),
+        }
     }
 
     /// The chunk [`SnapshotChunk::text`] wrote.
     pub fn parse(text: &str) -> Option<Self> {
+        if text.starts_with("keys ") {
+            return KeySpan::parse(text).map(SnapshotChunk::Keys);
+        }
         let mut parts = text.strip_prefix("pages ")?.split(' ');
         let start_page = parts.next()?.parse().ok()?;
         let end_page = match parts.next()? {
             "-" => None,
             end => Some(end.parse().ok()?),
         };
-        parts.next().is_none().then_some(Self {
+        parts.next().is_none().then_some(Self::Pages {
             start_page,
             end_page,
         })
@@ -128,13 +150,13 @@ pub fn plan_chunks(pages: u64, chunk_pages: u64) -> Vec<SnapshotChunk> {
     let mut chunks = Vec::new();
     let mut start = 0;
     while start + chunk_pages < pages {
-        chunks.push(SnapshotChunk {
+        chunks.push(SnapshotChunk::Pages {
             start_page: start,
             end_page: Some(start + chunk_pages),
         });
         start += chunk_pages;
     }
-    chunks.push(SnapshotChunk {
+    chunks.push(SnapshotChunk::Pages {
         start_page: start,
         end_page: None,
     });
@@ -221,14 +243,26 @@ impl SnapshotReader {
 fn copy_query(table: &SourceTable, chunk: SnapshotChunk) -> String {
     let select: Vec<&str> = table.columns.iter().map(|c| c.select.as_str()).collect();
     let mut sql = format!(
-        "COPY (SELECT {} FROM {}.{} WHERE ctid >= '({},0)'::tid",
+        "COPY (SELECT {} FROM {}.{}",
         select.join(", "),
         quote_ident(&table.schema.id.schema),
         quote_ident(&table.schema.id.name),
-        chunk.start_page
     );
-    if let Some(end) = chunk.end_page {
-        sql.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+    match chunk {
+        SnapshotChunk::Pages {
+            start_page,
+            end_page,
+        } => {
+            sql.push_str(&format!(" WHERE ctid >= '({start_page},0)'::tid"));
+            if let Some(end) = end_page {
+                sql.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+            }
+        }
+        SnapshotChunk::Keys(span) => {
+            if let Some(filter) = span.filter(table) {
+                sql.push_str(&format!(" WHERE {filter}"));
+            }
+        }
     }
     sql.push_str(") TO STDOUT (FORMAT binary)");
     sql
@@ -384,6 +418,10 @@ pub struct PgLoadSource {
     tables: Arc<Vec<SourceTable>>,
     chunk_pages: u64,
     limits: BatchLimits,
+    /// Tables read in key ranges: those a resumable load asked a guard of
+    /// ([`LoadSource::resume_guard`], asked before their chunks) whose first key column holds
+    /// integers. Every other table is read in page ranges, the faster read.
+    key_ranged: HashSet<usize>,
 }
 
 impl PgLoadSource {
@@ -417,6 +455,7 @@ impl PgLoadSource {
             tables: Arc::new(tables),
             chunk_pages,
             limits,
+            key_ranged: HashSet::new(),
         })
     }
 }
@@ -501,8 +540,21 @@ impl LoadSource for PgLoadSource {
     }
 
     async fn chunks(&mut self, table: usize) -> Result<Vec<SnapshotChunk>, SourceError> {
-        let pages = self.tables.get(table).map_or(0, |t| t.pages);
-        Ok(plan_chunks(pages, self.chunk_pages))
+        let Some(t) = self.tables.get(table) else {
+            return Ok(Vec::new());
+        };
+        if self.key_ranged.contains(&table) {
+            let spans = key_chunks::plan(
+                self.snapshot.client(),
+                &self.connector,
+                t,
+                t.pages,
+                self.chunk_pages,
+            )
+            .await?;
+            return Ok(spans.into_iter().map(SnapshotChunk::Keys).collect());
+        }
+        Ok(plan_chunks(t.pages, self.chunk_pages))
     }
 
     fn chunk_text(&self, chunk: &SnapshotChunk) -> Option<String> {
@@ -513,17 +565,33 @@ impl LoadSource for PgLoadSource {
         SnapshotChunk::parse(text)
     }
 
-    /// Chunks are page ranges, and a row that is inserted, updated (a new version, maybe on
-    /// another page) or deleted between two runs could be read twice or missed by chunks of
-    /// different snapshots; a rewrite (TRUNCATE, VACUUM FULL, CLUSTER) moves every row. So the
-    /// guard is the table's file node and its counts of inserted, updated and deleted rows
-    /// from the server's statistics: a table written to since the interrupted run starts over.
-    /// (The counts lag commits by up to a second or so and restart from zero after a server
-    /// crash, which only makes the guard differ.)
+    /// A table whose first key column holds integers is read in ranges of it: a row is in
+    /// the same range in every snapshot (unless its key itself changes), so chunks read in
+    /// different snapshots hold each row once, each as of its chunk's snapshot. The guard names
+    /// the table's oid and that column: another table under the name starts over.
+    ///
+    /// Another table is read in page ranges, and a row that is inserted, updated (a new
+    /// version, maybe on another page) or deleted between two runs could be read twice or
+    /// missed by chunks of different snapshots; a rewrite (TRUNCATE, VACUUM FULL, CLUSTER)
+    /// moves every row. So its guard is the table's file node and its counts of inserted,
+    /// updated and deleted rows from the server's statistics: a table written to since the
+    /// interrupted run starts over. (The counts lag commits by up to a second or so and restart
+    /// from zero after a server crash, which only makes the guard differ.)
     async fn resume_guard(&mut self, table: usize) -> Result<Option<String>, SourceError> {
         let Some(t) = self.tables.get(table) else {
             return Ok(None);
         };
+        // One chunk per table (chunk_mb = 0, or a server before 14): nothing to resume inside.
+        if self.chunk_pages != u64::MAX {
+            if let Some(column) = key_chunks::key_column(t) {
+                let guard = format!(
+                    "postgres key ranges of {} (oid {}) on {column}",
+                    t.schema.id, t.oid
+                );
+                self.key_ranged.insert(table);
+                return Ok(Some(guard));
+            }
+        }
         let sql = format!(
             "SELECT pg_relation_filenode({0}::oid::regclass)::text, \
                     pg_stat_get_tuples_inserted({0}::oid)::text, \
@@ -609,7 +677,7 @@ mod tests {
         }
         assert_eq!(
             SnapshotChunk::parse("pages 128 -"),
-            Some(SnapshotChunk {
+            Some(SnapshotChunk::Pages {
                 start_page: 128,
                 end_page: None
             })
@@ -618,7 +686,7 @@ mod tests {
             "pages 1",
             "pages 1 2 3",
             "pages x 2",
-            "keys 1 2",
+            "keys 1",
             "pages 1 -1",
         ] {
             assert_eq!(SnapshotChunk::parse(bad), None, "{bad}");
@@ -638,14 +706,14 @@ mod tests {
     fn chunks_cover_everything() {
         assert_eq!(
             plan_chunks(0, 10),
-            vec![SnapshotChunk {
+            vec![SnapshotChunk::Pages {
                 start_page: 0,
                 end_page: None
             }]
         );
         assert_eq!(
             plan_chunks(10, 10),
-            vec![SnapshotChunk {
+            vec![SnapshotChunk::Pages {
                 start_page: 0,
                 end_page: None
             }]
@@ -653,15 +721,15 @@ mod tests {
         assert_eq!(
             plan_chunks(25, 10),
             vec![
-                SnapshotChunk {
+                SnapshotChunk::Pages {
                     start_page: 0,
                     end_page: Some(10)
                 },
-                SnapshotChunk {
+                SnapshotChunk::Pages {
                     start_page: 10,
                     end_page: Some(20)
                 },
-                SnapshotChunk {
+                SnapshotChunk::Pages {
                     start_page: 20,
                     end_page: None
                 },
