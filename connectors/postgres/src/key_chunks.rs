@@ -1,7 +1,8 @@
 //! Key-range chunks of a table for a full load that resumes: ranges of the first key column's
 //! integer values. A row stays in its range whatever snapshot reads it, so chunks a killed run
 //! completed can be kept beside chunks a later snapshot reads, which page ranges cannot promise
-//! once anything updates the table. The bounds are keys sampled at evenly spaced heap pages, so
+//! once anything updates the table. Only a table stored in about key order is read so (see
+//! [`MIN_KEY_ORDER`]). The bounds are keys sampled at evenly spaced heap pages, so
 //! each range holds about `full_load.chunk_mb` however the keys are spread.
 
 use tokio_postgres::error::SqlState;
@@ -80,6 +81,36 @@ pub(crate) fn key_column(table: &SourceTable) -> Option<&str> {
         "smallint" | "integer" | "bigint"
     )
     .then_some(name.as_str())
+}
+
+/// How closely the heap's order must follow the key's (`pg_stats.correlation`, -1 to 1) for
+/// key ranges: each range is then read from a run of pages. Measured on TPC-H lineitem (6M rows,
+/// 2 workers, into Parquet): in key order (1.0) key ranges load in about the time page ranges
+/// do (+0-10 %); in random order (0.0) they take 1.8 times as long (index lookups all over the
+/// heap).
+const MIN_KEY_ORDER: f64 = 0.9;
+
+/// Whether `table`'s rows are stored in about the order of its first key column, by the
+/// planner's statistics (`ANALYZE`, which autovacuum runs); false for a table never analyzed.
+pub(crate) async fn in_key_order(
+    client: &Client,
+    connector: &PgConnector,
+    table: &SourceTable,
+) -> Result<bool, PgError> {
+    let Some(column) = key_column(table) else {
+        return Ok(false);
+    };
+    let what = format!("reading the key order statistics of {}", table.schema.id);
+    let row = client
+        .query_opt(
+            "SELECT correlation::float8 FROM pg_stats \
+             WHERE schemaname = $1 AND tablename = $2 AND attname = $3 AND NOT inherited",
+            &[&table.schema.id.schema, &table.schema.id.name, &column],
+        )
+        .await
+        .map_err(|e| connector.query_error(&what, &e))?;
+    let correlation: Option<f64> = row.and_then(|r| r.get(0));
+    Ok(correlation.is_some_and(|c| c.abs() >= MIN_KEY_ORDER))
 }
 
 /// Cuts `table` (`pages` heap pages) into key ranges of about `chunk_pages` pages each, inside
