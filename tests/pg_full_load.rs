@@ -1457,8 +1457,8 @@ fn kill_after_eight_chunks(cfg: &Path, record: &Path) {
 
 /// The writes between a killed load and its restart: rows deleted from the first pages (read
 /// before the kill), then new versions of the last rows, which move into the room they left,
-/// a few keys changed and rows inserted past the largest key.
-/// (One statement each: VACUUM cannot run in the implicit transaction of several.)
+/// a few keys changed and rows inserted past the largest key. (One statement each: VACUUM
+/// cannot run in the implicit transaction of several.)
 const WRITES_BETWEEN_RUNS: &[&str] = &[
     "DELETE FROM big WHERE id <= 20000",
     "VACUUM big",
@@ -1474,32 +1474,29 @@ fn checksum_sql(from: &str) -> String {
     )
 }
 
-/// A PostgreSQL table whose first key column holds integers is loaded in ranges of it when the
-/// load can resume, so a table written to between a killed load and its restart still resumes:
-/// the chunks the killed run completed are kept, as its snapshot saw them, and the others are
-/// read as the table is now (each chunk as of its own snapshot). Before, its chunks were page
-/// ranges, which an update moves rows between, and the table was loaded from its start: a busy
-/// table never resumed. The expected rows come from the source and the record's key ranges: a
-/// copy of the table taken before the writes for the done chunks' ranges, the table now for the
-/// others.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
-    let pg = PgServer::start();
+/// A full load of `public.big` (made by `setup`, 1M rows) killed after 8 chunks, the table
+/// written to ([`WRITES_BETWEEN_RUNS`], some updated rows moving into the first pages), then
+/// loaded again to its end. Returns the load record the killed run left, the restart's log, and
+/// the Parquet table's folder.
+async fn written_between_a_kill_and_a_restart(
+    pg: &PgServer,
+    setup: &str,
+    dir: &Path,
+) -> (String, String, std::path::PathBuf) {
     let client = pg.client("postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
-             INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
-             FROM generate_series(1, 1000000) g;
-             ANALYZE big;
-             CREATE TABLE before_writes AS SELECT * FROM big;",
-        )
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
+    client.batch_execute(setup).await.unwrap();
+    // A table read in page ranges resumes while its write counts (server statistics) are
+    // unchanged: they are published shortly after the writing session goes idle.
+    let flush_stats = || async {
+        let _ = client
+            .batch_execute("SELECT pg_stat_force_next_flush()")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    };
+    flush_stats().await;
+    let out = dir.join("out");
     let cfg = task_file(
-        dir.path(),
+        dir,
         "changed",
         &task(
             &pg.url("postgres"),
@@ -1510,7 +1507,52 @@ async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
     );
     let record = out.join("public/big/_inlet_load/PROGRESS");
     kill_after_eight_chunks(&cfg, &record);
-    let text = std::fs::read_to_string(&record).unwrap();
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    for write in WRITES_BETWEEN_RUNS {
+        client.batch_execute(write).await.unwrap();
+    }
+    let moved: i64 = client
+        .query_one(
+            "SELECT count(*) FROM big WHERE label = 'moved' AND (ctid::text::point)[0] < 100",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(moved > 0, "no updated row moved into the first pages");
+    flush_stats().await;
+    let (code, stdout, stderr) = inlet_within(
+        &["full-load", "-c", cfg.to_str().unwrap()],
+        60,
+        "the load after the change",
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(!record.exists());
+    (recorded, stderr, out.join("public/big"))
+}
+
+/// A PostgreSQL table whose first key column holds integers (and whose rows are stored in key
+/// order) is loaded in ranges of it when the load can resume, so a table written to between a
+/// killed load and its restart still resumes: the chunks the killed run completed are kept, as
+/// its snapshot saw them, and the others are read as the table is now (each chunk as of its own
+/// snapshot). Before, its chunks were page ranges, which an update moves rows between, and the
+/// table was loaded from its start: a busy table never resumed. The expected rows come from the
+/// source and the record's key ranges: a copy of the table taken before the writes for the done
+/// chunks' ranges, the table now for the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (text, stderr, table_dir) = written_between_a_kill_and_a_restart(
+        &pg,
+        "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
+         INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
+         FROM generate_series(1, 1000000) g;
+         ANALYZE big;
+         CREATE TABLE before_writes AS SELECT * FROM big;",
+        dir.path(),
+    )
+    .await;
     assert!(
         text.contains("guard postgres key ranges of public.big"),
         "{text}"
@@ -1543,26 +1585,6 @@ async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
         .collect();
     assert!(done.len() >= 8);
     let in_done = done.join(" OR ");
-
-    for write in WRITES_BETWEEN_RUNS {
-        client.batch_execute(write).await.unwrap();
-    }
-    let moved: i64 = client
-        .query_one(
-            "SELECT count(*) FROM big WHERE label = 'moved' AND (ctid::text::point)[0] < 100",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(moved > 0, "no updated row moved into the first pages");
-
-    let (code, stdout, stderr) = inlet_within(
-        &["full-load", "-c", cfg.to_str().unwrap()],
-        60,
-        "the load after the change",
-    );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
     let resumed = common::resume::log_fields(&stderr, "resuming the table's interrupted full load")
         .unwrap_or_else(|| panic!("not resumed:\n{stderr}"));
     assert_eq!(
@@ -1574,95 +1596,49 @@ async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
         "(SELECT * FROM before_writes WHERE {in_done} \
           UNION ALL SELECT * FROM big WHERE NOT ({in_done})) AS expected"
     );
+    let client = pg.client("postgres").await;
     let row = client
         .query_one(&checksum_sql(&expected), &[])
         .await
         .unwrap();
     let want: (i64, String) = (row.get(0), row.get(1));
-    assert_eq!(
-        common::resume::duckdb_checksum("parquet", &out.join("public/big")),
-        want
-    );
-    assert!(!record.exists());
+    assert_eq!(common::resume::duckdb_checksum("parquet", &table_dir), want);
 }
 
 /// A PostgreSQL table whose rows are not stored in key order (here inserted in random order) is
-/// read in page ranges, as is one without an integer first key column (key ranges would read it
-/// 1.8 times slower), and one written to between a killed load and its restart is loaded from
-/// its start, not resumed:
-/// here rows deleted from the done chunks' pages leave room that the new versions of rows
-/// updated in the chunks not yet read move into, so a resumed load would keep the deleted rows
-/// and miss the updated ones. The restart says the table changed, and the target equals the
-/// source as it is now.
+/// read in page ranges (key ranges would read it 1.8 times slower), as is one without an
+/// integer first key column. One written to between a killed load and its restart is loaded
+/// from its start, not resumed: here rows deleted from the done chunks' pages leave room that
+/// the new versions of rows updated in the chunks not yet read move into, so a resumed load
+/// would keep the deleted rows and miss the updated ones. The restart says the table changed,
+/// and the target equals the source as it is now.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_ranged_table_written_after_a_killed_load_is_loaded_from_its_start() {
     let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
-             INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
-             FROM generate_series(1, 1000000) g ORDER BY random();
-             ANALYZE big;",
-        )
-        .await
-        .unwrap();
-    let flush_stats = || async {
-        let _ = client
-            .batch_execute("SELECT pg_stat_force_next_flush()")
-            .await;
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    };
-    flush_stats().await;
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let cfg = task_file(
+    let (text, stderr, table_dir) = written_between_a_kill_and_a_restart(
+        &pg,
+        "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
+         INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
+         FROM generate_series(1, 1000000) g ORDER BY random();
+         ANALYZE big;",
         dir.path(),
-        "changed",
-        &task(
-            &pg.url("postgres"),
-            &out,
-            "\"public.big\"",
-            "[full_load]\nworkers = 2\nchunk_mb = 1\nbatch_rows = 5000",
-        ),
+    )
+    .await;
+    assert!(text.contains("guard postgres filenode"), "{text}");
+    assert!(
+        stderr.contains("the table's rows are not stored in key order"),
+        "{stderr}"
     );
-    let record = out.join("public/big/_inlet_load/PROGRESS");
-    kill_after_eight_chunks(&cfg, &record);
-    assert!(std::fs::read_to_string(&record)
-        .unwrap()
-        .contains("guard postgres filenode"));
-    for write in WRITES_BETWEEN_RUNS {
-        client.batch_execute(write).await.unwrap();
-    }
-    let moved: i64 = client
-        .query_one(
-            "SELECT count(*) FROM big WHERE label = 'moved' AND (ctid::text::point)[0] < 100",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(moved > 0, "no updated row moved into the first pages");
-    flush_stats().await;
-
-    let (code, stdout, stderr) = inlet_within(
-        &["full-load", "-c", cfg.to_str().unwrap()],
-        60,
-        "the load after the change",
-    );
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(
         stderr.contains("the table changed since an interrupted full load"),
         "{stderr}"
     );
     assert!(!stderr.contains("resuming the table's"), "{stderr}");
+    let client = pg.client("postgres").await;
     let row = client.query_one(&checksum_sql("big"), &[]).await.unwrap();
     let want: (i64, String) = (row.get(0), row.get(1));
-    assert_eq!(
-        common::resume::duckdb_checksum("parquet", &out.join("public/big")),
-        want
-    );
-    assert!(!record.exists());
+    assert_eq!(common::resume::duckdb_checksum("parquet", &table_dir), want);
 }
 
 /// A full load that a transient error ends (here the server terminates its connections, as a
