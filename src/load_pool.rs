@@ -287,7 +287,13 @@ impl LoadPool<'_> {
             chunks: chunks.into_iter().enumerate().collect(),
             record: None,
         };
-        let Some(guard) = source.resume_guard(table).await.map_err(source_error)? else {
+        let recorded = sink.recorded_progress().await?;
+        let recorded_guard = recorded.as_ref().map(|r| r.guard.as_str());
+        let Some(guard) = source
+            .resume_guard(table, recorded_guard)
+            .await
+            .map_err(source_error)?
+        else {
             let chunks = source.chunks(table).await.map_err(source_error)?;
             return Ok(whole(chunks));
         };
@@ -300,7 +306,7 @@ impl LoadPool<'_> {
             .map(|c| format!("{}:{}:{:?}", c.name, c.source_type, c.data_type()))
             .collect();
         let guard = format!("{guard} | {}", columns.join(",")).replace(['\n', '\r'], " ");
-        let recorded = match sink.recorded_progress().await? {
+        let recorded = match recorded {
             Some(recorded) if recorded.guard == guard => {
                 let parsed: Option<Vec<S::Chunk>> = recorded
                     .chunks

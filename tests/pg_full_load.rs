@@ -1465,6 +1465,10 @@ const WRITES_BETWEEN_RUNS: &[&str] = &[
     "UPDATE big SET label = 'moved' WHERE id > 980000",
     "UPDATE big SET id = id + 5000000, label = 'rekeyed' WHERE id BETWEEN 30001 AND 30100",
     "INSERT INTO big SELECT g, 7, 'new' FROM generate_series(1000001, 1001000) g",
+    // A third of the rows moved to new pages (values unchanged), and the statistics taken
+    // again: a table filled in key order is no longer stored in it enough for key ranges.
+    "UPDATE big SET k = k WHERE id % 3 = 0",
+    "ANALYZE big",
 ];
 
 /// What the test tables' rows sum to (count, sum of a hash of each row), in `from`.
@@ -1476,13 +1480,14 @@ fn checksum_sql(from: &str) -> String {
 
 /// A full load of `public.big` (made by `setup`, 1M rows) killed after 8 chunks, the table
 /// written to ([`WRITES_BETWEEN_RUNS`], some updated rows moving into the first pages), then
-/// loaded again to its end. Returns the load record the killed run left, the restart's log, and
-/// the Parquet table's folder.
+/// loaded again to its end. Returns the load record the killed run left, the restart's log, the
+/// Parquet table's folder, and the key's order statistics after the writes
+/// (`pg_stats.correlation` of `id`).
 async fn written_between_a_kill_and_a_restart(
     pg: &PgServer,
     setup: &str,
     dir: &Path,
-) -> (String, String, std::path::PathBuf) {
+) -> (String, String, std::path::PathBuf, f64) {
     let client = pg.client("postgres").await;
     client.batch_execute(setup).await.unwrap();
     // A table read in page ranges resumes while its write counts (server statistics) are
@@ -1520,6 +1525,14 @@ async fn written_between_a_kill_and_a_restart(
         .unwrap()
         .get(0);
     assert!(moved > 0, "no updated row moved into the first pages");
+    let correlation: f64 = client
+        .query_one(
+            "SELECT correlation::float8 FROM pg_stats WHERE tablename = 'big' AND attname = 'id'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     flush_stats().await;
     let (code, stdout, stderr) = inlet_within(
         &["full-load", "-c", cfg.to_str().unwrap()],
@@ -1528,7 +1541,7 @@ async fn written_between_a_kill_and_a_restart(
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(!record.exists());
-    (recorded, stderr, out.join("public/big"))
+    (recorded, stderr, out.join("public/big"), correlation)
 }
 
 /// A PostgreSQL table whose first key column holds integers (and whose rows are stored in key
@@ -1538,12 +1551,14 @@ async fn written_between_a_kill_and_a_restart(
 /// snapshot). Before, its chunks were page ranges, which an update moves rows between, and the
 /// table was loaded from its start: a busy table never resumed. The expected rows come from the
 /// source and the record's key ranges: a copy of the table taken before the writes for the done
-/// chunks' ranges, the table now for the others.
+/// chunks' ranges, the table now for the others. The writes also leave the rows out of key
+/// order, which would have the table read in page ranges by a new load: the resumed one keeps
+/// the key ranges it recorded.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
     let pg = PgServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (text, stderr, table_dir) = written_between_a_kill_and_a_restart(
+    let (text, stderr, table_dir, correlation) = written_between_a_kill_and_a_restart(
         &pg,
         "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
          INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)
@@ -1557,6 +1572,7 @@ async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
         text.contains("guard postgres key ranges of public.big"),
         "{text}"
     );
+    assert!(correlation.abs() < 0.9, "correlation {correlation}");
     let chunks: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("chunk "))
@@ -1616,7 +1632,7 @@ async fn a_table_written_after_a_killed_load_resumes_by_key_ranges() {
 async fn a_page_ranged_table_written_after_a_killed_load_is_loaded_from_its_start() {
     let pg = PgServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (text, stderr, table_dir) = written_between_a_kill_and_a_restart(
+    let (text, stderr, table_dir, _) = written_between_a_kill_and_a_restart(
         &pg,
         "CREATE TABLE big (id bigint PRIMARY KEY, k int, label text);
          INSERT INTO big SELECT g, (g % 1000)::int, 'label ' || (g % 5000)

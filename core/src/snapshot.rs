@@ -193,11 +193,16 @@ pub trait LoadSource: Send {
     /// now (a source whose chunks are key ranges: always; one whose chunks are physical row
     /// ranges: while nothing moved rows between them). An earlier run's done chunks are kept
     /// only when it is unchanged. None: it cannot be told, and the table starts over.
+    /// `recorded`: the guard an interrupted run recorded for the table (its start, as this
+    /// wrote it), so that a source whose choice of chunks hangs on something that may change
+    /// between runs (PostgreSQL: whether rows are stored in key order) keeps the recorded
+    /// choice while it still holds the rows exactly once.
     fn resume_guard(
         &mut self,
         table: usize,
+        recorded: Option<&str>,
     ) -> impl Future<Output = Result<Option<String>, SourceError>> + Send {
-        let _ = table;
+        let _ = (table, recorded);
         async { Ok(None) }
     }
 

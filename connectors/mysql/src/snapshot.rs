@@ -802,7 +802,11 @@ impl LoadSource for MysqlLoadSource {
     /// Chunks are ranges of the table's first key column: a row is in the same chunk in every
     /// snapshot (unless its key itself changes), so chunks read in different snapshots hold
     /// each row once, each as of its chunk's snapshot. A table without a key is one chunk.
-    async fn resume_guard(&mut self, table: usize) -> Result<Option<String>, SourceError> {
+    async fn resume_guard(
+        &mut self,
+        table: usize,
+        _recorded: Option<&str>,
+    ) -> Result<Option<String>, SourceError> {
         Ok(self
             .tables
             .get(table)

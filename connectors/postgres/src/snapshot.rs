@@ -589,18 +589,28 @@ impl LoadSource for PgLoadSource {
     /// updated and deleted rows from the server's statistics: a table written to since the
     /// interrupted run starts over. (The counts lag commits by up to a second or so and restart
     /// from zero after a server crash, which only makes the guard differ.)
-    async fn resume_guard(&mut self, table: usize) -> Result<Option<String>, SourceError> {
+    async fn resume_guard(
+        &mut self,
+        table: usize,
+        recorded: Option<&str>,
+    ) -> Result<Option<String>, SourceError> {
         let Some(t) = self.tables.get(table) else {
             return Ok(None);
         };
         // One chunk per table (chunk_mb = 0, or a server before 14): nothing to resume inside.
         if self.chunk_pages != u64::MAX {
             if let Some(column) = key_chunks::key_column(t) {
-                if key_chunks::in_key_order(self.snapshot.client(), &self.connector, t).await? {
-                    let guard = format!(
-                        "postgres key ranges of {} (oid {}) on {column}",
-                        t.schema.id, t.oid
-                    );
+                let guard = format!(
+                    "postgres key ranges of {} (oid {}) on {column}",
+                    t.schema.id, t.oid
+                );
+                // An interrupted load in key ranges goes on in them even if the rows are no
+                // longer in key order enough (an ANALYZE after many updates): reading the rest
+                // slower beats reading all of it again.
+                let resumes = recorded.is_some_and(|r| r.starts_with(&format!("{guard} | ")));
+                if resumes
+                    || key_chunks::in_key_order(self.snapshot.client(), &self.connector, t).await?
+                {
                     self.key_ranged.insert(table);
                     return Ok(Some(guard));
                 }
