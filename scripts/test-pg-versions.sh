@@ -43,6 +43,7 @@ HEAVY=(
     a_killed_full_load_resumes_into_iceberg
     a_table_written_after_a_killed_load_resumes_by_key_ranges
     a_page_ranged_table_written_after_a_killed_load_is_loaded_from_its_start
+    a_page_ranged_load_analyzed_before_its_restart_resumes_in_page_ranges
     a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a_pause
     two_daemons_on_one_mariadb_task_run_it_once_and_a_sigkill_hands_it_over
     a_paused_owner_writes_nothing_once_another_daemon_took_its_task

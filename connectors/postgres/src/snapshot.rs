@@ -534,6 +534,9 @@ async fn measure_pages(
     Ok(())
 }
 
+/// How the resume guard of a table read in page ranges starts.
+const PAGE_GUARD: &str = "postgres filenode";
+
 impl LoadSource for PgLoadSource {
     type Table = SourceTable;
     type Chunk = SnapshotChunk;
@@ -598,7 +601,10 @@ impl LoadSource for PgLoadSource {
             return Ok(None);
         };
         // One chunk per table (chunk_mb = 0, or a server before 14): nothing to resume inside.
-        if self.chunk_pages != u64::MAX {
+        // An interrupted load in page ranges goes on in them (the table may have been analyzed
+        // only since: a new load would choose key ranges, and start it over).
+        let recorded_pages = recorded.is_some_and(|r| r.starts_with(PAGE_GUARD));
+        if self.chunk_pages != u64::MAX && !recorded_pages {
             if let Some(column) = key_chunks::key_column(t) {
                 let guard = format!(
                     "postgres key ranges of {} (oid {}) on {column}",
@@ -641,7 +647,7 @@ impl LoadSource for PgLoadSource {
         });
         Ok(row.map(|v| {
             format!(
-                "postgres filenode {} inserted {} updated {} deleted {}",
+                "{PAGE_GUARD} {} inserted {} updated {} deleted {}",
                 v[0], v[1], v[2], v[3]
             )
         }))
