@@ -1432,29 +1432,6 @@ async fn a_killed_full_load_resumes_into_iceberg() {
     a_killed_full_load_resumes(true).await;
 }
 
-/// Starts `inlet full-load -c cfg` and SIGKILLs it once its record (`record`) lists 8 done
-/// chunks.
-fn kill_after_eight_chunks(cfg: &Path, record: &Path) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
-        .args(["full-load", "-c", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "the load ended first");
-        assert!(std::time::Instant::now() < deadline, "nothing recorded");
-        let text = std::fs::read_to_string(record).unwrap_or_default();
-        if text.lines().filter(|l| l.starts_with("done ")).count() >= 8 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 /// The writes between a killed load and its restart: rows deleted from the first pages (read
 /// before the kill), then new versions of the last rows, which move into the room they left,
 /// a few keys changed and rows inserted past the largest key. (One statement each: VACUUM
@@ -1511,7 +1488,7 @@ async fn written_between_a_kill_and_a_restart(
         ),
     );
     let record = out.join("public/big/_inlet_load/PROGRESS");
-    kill_after_eight_chunks(&cfg, &record);
+    common::resume::kill_after_eight_chunks(&cfg, &record);
     let recorded = std::fs::read_to_string(&record).unwrap();
     for write in WRITES_BETWEEN_RUNS {
         client.batch_execute(write).await.unwrap();
@@ -1687,7 +1664,7 @@ async fn a_page_ranged_load_analyzed_before_its_restart_resumes_in_page_ranges()
         ),
     );
     let record = out.join("public/big/_inlet_load/PROGRESS");
-    kill_after_eight_chunks(&cfg, &record);
+    common::resume::kill_after_eight_chunks(&cfg, &record);
     let text = std::fs::read_to_string(&record).unwrap();
     assert!(text.contains("guard postgres filenode"), "{text}");
     let done = text.lines().filter(|l| l.starts_with("done ")).count();

@@ -304,3 +304,26 @@ pub fn log_fields(log: &str, message: &str) -> Option<HashMap<String, String>> {
             .collect(),
     )
 }
+
+/// Starts `inlet full-load -c cfg` and SIGKILLs it once its record (`record`) lists 8 done
+/// chunks.
+pub fn kill_after_eight_chunks(cfg: &Path, record: &Path) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args(["full-load", "-c", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the load ended first");
+        assert!(Instant::now() < deadline, "nothing recorded");
+        let text = std::fs::read_to_string(record).unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with("done ")).count() >= 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

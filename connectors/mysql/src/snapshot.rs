@@ -545,6 +545,24 @@ impl SnapshotReader {
         Ok(ranges)
     }
 
+    /// When `table` was created (`information_schema.TABLES.CREATE_TIME`, which DROP and
+    /// CREATE and a RENAME of another table into the name renew, and TRUNCATE does not); None
+    /// when the server does not say.
+    pub async fn created_at(&mut self, table: &MysqlTable) -> Result<Option<String>, MysqlError> {
+        let what = format!("the creation time of {}", table.schema.id);
+        let row: Option<Option<String>> = bounded(
+            &self.connector,
+            &what,
+            self.conn.exec_first(
+                "SELECT CAST(CREATE_TIME AS CHAR) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&table.schema.id.schema, &table.schema.id.name),
+            ),
+        )
+        .await?;
+        Ok(row.flatten())
+    }
+
     /// Starts reading one range of `table`.
     pub async fn read<'c>(
         &'c mut self,
@@ -801,16 +819,29 @@ impl LoadSource for MysqlLoadSource {
 
     /// Chunks are ranges of the table's first key column: a row is in the same chunk in every
     /// snapshot (unless its key itself changes), so chunks read in different snapshots hold
-    /// each row once, each as of its chunk's snapshot. A table without a key is one chunk.
+    /// each row once, each as of its chunk's snapshot. A table without a key is one chunk. The
+    /// guard names the table's creation time, so that another table under the name (DROP and
+    /// CREATE, a swap by RENAME) starts over instead of keeping the old table's rows. (TRUNCATE
+    /// keeps the creation time: a table truncated and filled again between the runs resumes,
+    /// each chunk as of its own snapshot.)
     async fn resume_guard(
         &mut self,
         table: usize,
         _recorded: Option<&str>,
     ) -> Result<Option<String>, SourceError> {
-        Ok(self
-            .tables
-            .get(table)
-            .map(|t| format!("mysql key ranges of {}", t.schema.id)))
+        let Some(t) = self.tables.get(table) else {
+            return Ok(None);
+        };
+        let Some(first) = self.readers.first_mut() else {
+            return Err(SourceError::failed(
+                "the consistent snapshot opened no connection",
+            ));
+        };
+        let created = first.created_at(t).await?.unwrap_or_else(|| "-".into());
+        Ok(Some(format!(
+            "mysql key ranges of {} created {created}",
+            t.schema.id
+        )))
     }
 
     /// The snapshot's connections, up to `workers`; the others are closed.
