@@ -113,7 +113,7 @@ pub(crate) async fn in_key_order(
     Ok(correlation.is_some_and(|c| c.abs() >= MIN_KEY_ORDER))
 }
 
-/// Cuts `table` (`pages` heap pages) into key ranges of about `chunk_pages` pages each, inside
+/// Cuts `table` (its `pages` heap pages, as the load measured them) into key ranges of about `chunk_pages` pages each, inside
 /// the snapshot `client` holds. The page reads run in a savepoint rolled back at once, so the
 /// snapshot's transaction keeps no lock on the table; a table another session holds locked is
 /// read as one range.
@@ -121,12 +121,12 @@ pub(crate) async fn plan(
     client: &Client,
     connector: &PgConnector,
     table: &SourceTable,
-    pages: u64,
     chunk_pages: u64,
 ) -> Result<Vec<KeySpan>, PgError> {
     let Some(column) = key_column(table) else {
         return Ok(vec![KeySpan::whole()]);
     };
+    let pages = table.pages;
     if chunk_pages == 0 || pages <= chunk_pages {
         return Ok(vec![KeySpan::whole()]);
     }

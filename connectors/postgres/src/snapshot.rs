@@ -558,14 +558,9 @@ impl LoadSource for PgLoadSource {
             return Ok(Vec::new());
         };
         if self.key_ranged.contains(&table) {
-            let spans = key_chunks::plan(
-                self.snapshot.client(),
-                &self.connector,
-                t,
-                t.pages,
-                self.chunk_pages,
-            )
-            .await?;
+            let spans =
+                key_chunks::plan(self.snapshot.client(), &self.connector, t, self.chunk_pages)
+                    .await?;
             return Ok(spans.into_iter().map(SnapshotChunk::Keys).collect());
         }
         Ok(plan_chunks(t.pages, self.chunk_pages))
