@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inlet_core::held_keys::{KeyInterval, KeysLoadedAt};
 use inlet_core::sink::{DoneChunk, LoadProgress};
 use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
 use inlet_core::Position;
@@ -67,6 +68,12 @@ impl LoadEnd {
 pub struct TableResult {
     pub table: String,
     pub summary: LoadSummary,
+    /// For the initial load of a change capture: the position the table holds every
+    /// transaction up to (a resumed load's oldest chunks').
+    pub loaded_up_to: Option<Position>,
+    /// For a resumed initial load of a change capture: the key ranges read in a later snapshot
+    /// than the oldest chunks', whose older changes the stream must drop.
+    pub keys_loaded_at: Vec<KeysLoadedAt>,
 }
 
 /// What a load writes to and how: the same for every source.
@@ -78,6 +85,11 @@ pub struct LoadPool<'a> {
     /// The source position the snapshot is consistent with, for a load that is part of change
     /// capture.
     pub position: Option<Position>,
+    /// For the initial load of a change capture that may resume (`position` set): the position
+    /// the stream's start holds every transaction up to. The key-range chunks an interrupted
+    /// earlier load of this capture completed are kept when read at or after it; the others
+    /// are read in this snapshot. None: the load is all or nothing.
+    pub resume_from: Option<Position>,
     /// A table the source says does not exist (dropped or renamed away since it was discovered,
     /// as online schema change tools do with the table they swapped out) is skipped, its files
     /// of this run deleted, its target keeping what it had, instead of failing the load. For
@@ -189,7 +201,8 @@ impl LoadPool<'_> {
         let mut chunks_per_table = vec![0usize; tables.len()];
         let mut records: Vec<Option<Arc<TableRecord>>> = (0..tables.len()).map(|_| None).collect();
         for table in source.read_order() {
-            let plan = if self.position.is_none() && sinks[table].resumable() {
+            let resumes = self.position.is_none() || self.resume_from.is_some();
+            let plan = if resumes && sinks[table].resumable() {
                 self.plan_resumable(source, table, &tables[table], &sinks[table])
                     .await?
             } else {
@@ -314,6 +327,10 @@ impl LoadPool<'_> {
                     .map(|t| source.parse_chunk(t))
                     .collect();
                 match parsed {
+                    Some(planned) if !self.keeps(source, table, &recorded, &planned) => {
+                        tracing::warn!(table = %name, done_chunks = recorded.done.len(), "the chunks an interrupted initial load of the table completed cannot be kept beside chunks read now (they are not key ranges, or were read before the change stream's start): the table is loaded from its start");
+                        None
+                    }
                     Some(planned) => Some((recorded, planned)),
                     None => {
                         tracing::warn!(table = %name, "the record of an interrupted full load of the table names chunks this version cannot read: the table is loaded from its start");
@@ -356,7 +373,11 @@ impl LoadPool<'_> {
         let mut progress = progress;
         progress.started.retain(|s| !done.contains(s));
         sink.resume(&progress).await?;
-        let record = TableRecord::new(progress);
+        let keys = planned
+            .iter()
+            .map(|c| source.chunk_keys(table, c))
+            .collect();
+        let record = TableRecord::new(progress, self.position, keys);
         if record.kept_chunks > 0 {
             tracing::info!(
                 table = %name,
@@ -377,6 +398,32 @@ impl LoadPool<'_> {
             chunks,
             record: Some(record),
         })
+    }
+
+    /// Whether the done chunks of `recorded` (planned as `planned`) can be kept: always for a
+    /// load that stands alone; for the initial load of a change capture, when every chunk is a
+    /// key range and every done chunk was read at or after the stream's start, which then
+    /// holds each key's changes since its chunk's snapshot.
+    fn keeps<S: LoadSource>(
+        &self,
+        source: &S,
+        table: usize,
+        recorded: &LoadProgress,
+        planned: &[S::Chunk],
+    ) -> bool {
+        let Some(position) = self.position else {
+            return true;
+        };
+        let Some(from) = self.resume_from else {
+            return false;
+        };
+        planned
+            .iter()
+            .all(|c| source.chunk_keys(table, c).is_some())
+            && recorded
+                .done
+                .iter()
+                .all(|d| d.at.is_some_and(|at| at >= from && at <= position))
     }
 
     /// Finishes each complete table and abandons the others (and any whose finish fails, or
@@ -416,6 +463,12 @@ impl LoadPool<'_> {
                 continue;
             }
             if complete[i] {
+                // A resumed initial load holds its table as of its oldest chunks; the stream
+                // drops the changes the later ones hold.
+                let (position, keys_loaded_at) = match (position, records[i].as_ref()) {
+                    (Some(at), Some(r)) => r.held_keys(at).await,
+                    _ => (position, Vec::new()),
+                };
                 let finished = match deadline {
                     None => sink.finish(position).await,
                     Some(d) => tokio::time::timeout_at(d.into(), sink.finish(position))
@@ -444,6 +497,8 @@ impl LoadPool<'_> {
                         settled.results.push(TableResult {
                             table: name,
                             summary,
+                            loaded_up_to: position,
+                            keys_loaded_at,
                         });
                         continue;
                     }
@@ -548,10 +603,15 @@ struct TableRecord {
     /// Rows this run read of the chunks in `in_flight_before`.
     reread_rows: AtomicU64,
     reread_chunks: AtomicUsize,
+    /// The position this run's snapshot holds every transaction up to, recorded with each chunk
+    /// it completes (the initial load of a change capture).
+    at: Option<Position>,
+    /// Each planned chunk's key range, when it is one.
+    keys: Vec<Option<KeyInterval>>,
 }
 
 impl TableRecord {
-    fn new(progress: LoadProgress) -> Self {
+    fn new(progress: LoadProgress, at: Option<Position>, keys: Vec<Option<KeyInterval>>) -> Self {
         let in_flight_before = progress.started.iter().copied().collect();
         Self {
             kept_chunks: progress.done.len(),
@@ -561,7 +621,33 @@ impl TableRecord {
             chunks_read: AtomicUsize::new(0),
             reread_rows: AtomicU64::new(0),
             reread_chunks: AtomicUsize::new(0),
+            at,
+            keys,
         }
+    }
+
+    /// For a complete initial load of a change capture whose snapshot holds everything up to
+    /// `at`: the position the table holds every transaction up to (its oldest chunks'), and the
+    /// key ranges read in later snapshots, whose older changes the stream drops.
+    async fn held_keys(&self, at: Position) -> (Option<Position>, Vec<KeysLoadedAt>) {
+        let p = self.progress.lock().await;
+        let oldest = p
+            .done
+            .iter()
+            .filter_map(|d| d.at)
+            .min()
+            .unwrap_or(at)
+            .min(at);
+        let held = p
+            .done
+            .iter()
+            .filter_map(|d| {
+                let chunk_at = d.at.unwrap_or(at);
+                let keys = self.keys.get(d.chunk).cloned().flatten()?;
+                (chunk_at > oldest).then_some(KeysLoadedAt { keys, at: chunk_at })
+            })
+            .collect();
+        (Some(oldest), held)
     }
 
     /// A worker begins chunk `index`: recorded, so that a crash before it completes counts its
@@ -594,6 +680,7 @@ impl TableRecord {
             chunk: index,
             rows,
             files,
+            at: self.at,
         });
         sink.record_progress(&p).await
     }

@@ -7,9 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use inlet_core::held_keys::drop_held_rows;
 use inlet_core::source::Capture;
 use inlet_core::{
-    merge_tables, CaptureEvent, Checkpoint, Position, TableChanges, TableId, TableStates,
+    forget_keys_loaded_before, merge_tables, CaptureEvent, Checkpoint, Position, TableChanges,
+    TableId, TableStates,
 };
 use tokio::sync::watch;
 
@@ -274,6 +276,8 @@ impl<S: Capture> Stream<'_, S> {
         if (upto > self.durable || !self.joined.is_empty()) && !held {
             let written = Instant::now();
             self.out.state.observe_flush(written - started);
+            // Key ranges of a resumed initial load that no change from here on falls in.
+            forget_keys_loaded_before(&mut self.out.checkpoint.tables, upto);
             let mut checkpoint = Checkpoint {
                 position: upto,
                 ..self.out.checkpoint.clone()
@@ -303,8 +307,28 @@ impl<S: Capture> Stream<'_, S> {
                 "changes for table #{index}, which the task does not have (a bug in the change capture)"
             )));
         };
-        let written = output.write(changes).await?;
         let table = &self.out.tables[index];
+        // A resumed initial load read some of the table's key ranges in a later snapshot, which
+        // holds their changes up to it.
+        let changes = match self.out.checkpoint.tables.get(table) {
+            Some(state) if !state.keys_loaded_at.is_empty() => {
+                match drop_held_rows(changes, &state.keys_loaded_at) {
+                    Ok(Some(changes)) => changes,
+                    Ok(None) => return Ok(()),
+                    Err(truncate) => {
+                        return Err(JobError::Failed(format!(
+                            "{table} was truncated at {} while its interrupted initial load was \
+                             resumed: part of the table was loaded after the TRUNCATE, so \
+                             neither applying it nor leaving it out keeps the target exact; \
+                             reload the table with `inlet resync -c <task file> {table}`",
+                            self.source.show(truncate.at)
+                        )))
+                    }
+                }
+            }
+            _ => changes,
+        };
+        let written = output.write(changes).await?;
         if written.rows > 0 {
             self.out.state.add_changes(table, written.rows);
             self.out.state.add_bytes(table, written.bytes);

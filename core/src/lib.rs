@@ -18,6 +18,7 @@ mod causes;
 mod change;
 mod check;
 mod checkpoint;
+pub mod held_keys;
 pub mod lease;
 mod policy;
 mod portable;
@@ -36,9 +37,9 @@ pub use change::{
 };
 pub use check::{AtStart, CheckStatus, Prerequisite};
 pub use checkpoint::{
-    loaded_at, merge_tables, record_replaced, replaced_after_load, request_reload, Checkpoint,
-    ColumnRecord, MysqlResume, PostgresResume, SlotCreator, SourceResume, StorageRecord,
-    TableState, TableStates, CHECKPOINT_VERSION,
+    forget_keys_loaded_before, loaded_at, merge_tables, record_replaced, replaced_after_load,
+    request_reload, Checkpoint, ColumnRecord, MysqlResume, PostgresResume, SlotCreator,
+    SourceResume, StorageRecord, TableState, TableStates, CHECKPOINT_VERSION,
 };
 pub use policy::{column_key, SchemaChanges, Unrepresentable, ValuePolicy};
 pub use portable::{

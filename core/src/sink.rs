@@ -151,6 +151,9 @@ pub struct DoneChunk {
     pub rows: u64,
     /// The sink's record of each file the chunk wrote (one line each, no tab).
     pub files: Vec<String>,
+    /// For the initial load of a change capture: the position the chunk's snapshot holds every
+    /// transaction up to (a resumed load's chunks differ).
+    pub at: Option<Position>,
 }
 
 const PROGRESS_HEADER: &str = "inlet-load-progress 1";
@@ -168,6 +171,9 @@ impl LoadProgress {
         }
         for d in &self.done {
             out.push_str(&format!("done {} {}", d.chunk, d.rows));
+            if let Some(at) = d.at {
+                out.push_str(&format!(" at {at}"));
+            }
             for f in &d.files {
                 out.push('\t');
                 out.push_str(f);
@@ -193,7 +199,13 @@ impl LoadProgress {
                 "started" => p.started.push(rest.parse().ok()?),
                 "done" => {
                     let mut parts = rest.split('\t');
-                    let (chunk, rows) = parts.next()?.split_once(' ')?;
+                    let mut words = parts.next()?.split(' ');
+                    let (chunk, rows) = (words.next()?, words.next()?);
+                    let at = match (words.next(), words.next()) {
+                        (None, _) => None,
+                        (Some("at"), Some(at)) => Some(Position::parse(at)?),
+                        _ => return None,
+                    };
                     let chunk: usize = chunk.parse().ok()?;
                     if chunk >= p.chunks.len() {
                         return None;
@@ -202,6 +214,7 @@ impl LoadProgress {
                         chunk,
                         rows: rows.parse().ok()?,
                         files: parts.map(str::to_string).collect(),
+                        at,
                     });
                 }
                 _ => return None,
@@ -305,10 +318,15 @@ mod tests {
                 chunk: 1,
                 rows: 42,
                 files: vec!["LOAD00000002.parquet".into(), "{\"a\": 1}".into()],
+                at: None,
             }],
             started: vec![0],
         };
         assert_eq!(LoadProgress::decode(&p.encode()), Some(p.clone()));
+        let mut cdc = p.clone();
+        cdc.done[0].at = Some(Position(0x2a));
+        assert!(cdc.encode().contains("done 1 42 at 000000000000002A\t"));
+        assert_eq!(LoadProgress::decode(&cdc.encode()), Some(cdc.clone()));
         let empty = LoadProgress::default();
         assert_eq!(LoadProgress::decode(&empty.encode()), Some(empty));
         assert_eq!(LoadProgress::decode("something else"), None);

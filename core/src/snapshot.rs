@@ -188,6 +188,19 @@ pub trait LoadSource: Send {
         None
     }
 
+    /// For the initial load of a change capture that resumes in a later snapshot: the range of
+    /// the first key column `chunk` of table `table` holds, every snapshot alike, so the stream
+    /// can tell which of its changes the chunk holds ([`crate::held_keys`]). None: the chunk is
+    /// not a key range (a page range), and an interrupted load of its table starts over.
+    fn chunk_keys(
+        &self,
+        table: usize,
+        chunk: &Self::Chunk,
+    ) -> Option<crate::held_keys::KeyInterval> {
+        let _ = (table, chunk);
+        None
+    }
+
     /// For a load that resumes: a line of text that stays the same as long as chunks read in an
     /// earlier snapshot of table `table` still hold their rows exactly once beside chunks read
     /// now (a source whose chunks are key ranges: always; one whose chunks are physical row

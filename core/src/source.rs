@@ -175,6 +175,11 @@ pub enum Begin<S> {
         snapshot: Option<S>,
         /// The position the snapshot holds every transaction up to.
         loaded_up_to: Position,
+        /// For a load that may resume after an interruption: the position a load in the
+        /// snapshot of `first.position` holds every transaction up to. Key-range chunks an
+        /// interrupted earlier load read at or after it are kept, and the stream drops the
+        /// changes each holds ([`crate::held_keys`]). None: the load is all or nothing.
+        resume_from: Option<Position>,
         first: Checkpoint,
         forget_changes: bool,
     },
@@ -243,6 +248,16 @@ pub trait Source: Send + Sync + Sized + 'static {
     /// the server (a slot that would pin the log). Failures are logged.
     fn abandon_begin(&mut self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// The first checkpoint of a [`Begin::Fresh`] is written: a source that recorded in `store`
+    /// where a first load that does not finish goes on from retires that record.
+    fn begun(
+        &mut self,
+        store: &dyn CheckpointStore,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        let _ = store;
+        async { Ok(()) }
     }
 
     /// Before the stream starts: marks in `recorded` (the checkpoint's tables, at `start`) the

@@ -26,6 +26,7 @@ pub async fn load<S: Source>(
     state: &TaskState,
     workers: usize,
     position: Option<Position>,
+    resume_from: Option<Position>,
     stop: impl Future<Output = ()>,
 ) -> Result<Vec<TableResult>, LoadEnd> {
     let load = source
@@ -37,6 +38,7 @@ pub async fn load<S: Source>(
         state,
         workers,
         position,
+        resume_from,
         skip_gone: false,
     };
     let results = pool.run(load, stop).await?;
@@ -86,6 +88,7 @@ pub async fn full_load<S: Source>(
         &target,
         state,
         config.full_load.worker_count(),
+        None,
         None,
         stop,
     )
@@ -171,6 +174,7 @@ mod tests {
             state: &state,
             workers: 2,
             position: Some(Position(1)),
+            resume_from: None,
             skip_gone: true,
         };
         let results = match pool.run(load, std::future::pending()).await {

@@ -128,18 +128,22 @@ async fn run_once<S: Source>(
         Begin::Fresh {
             snapshot,
             loaded_up_to,
-            first,
+            resume_from,
+            mut first,
             forget_changes,
         } => {
             let done = async {
                 if forget_changes {
                     // Changes captured before must not be replayed over the new load.
                     for t in &tables {
-                        target.forget_changes(t.schema()).await?;
+                        target
+                            .forget_changes(t.schema())
+                            .await
+                            .map_err(|e| (e, false))?;
                     }
                 }
                 if let Some(snapshot) = snapshot {
-                    super::load::load(
+                    let loaded = super::load::load(
                         &*source,
                         snapshot,
                         &tables,
@@ -147,18 +151,50 @@ async fn run_once<S: Source>(
                         state,
                         config.full_load.worker_count(),
                         Some(loaded_up_to),
+                        resume_from,
                         stopped(shutdown.clone()),
                     )
                     .await
-                    .map_err(crate::load_pool::LoadEnd::into_error)?;
+                    .map_err(|end| {
+                        // An interrupted load that can resume keeps what the source began
+                        // (its slot) for the next start.
+                        let resumes = resume_from.is_some()
+                            && match &end {
+                                crate::load_pool::LoadEnd::Interrupted { .. } => true,
+                                crate::load_pool::LoadEnd::Failed(e) => {
+                                    matches!(e, JobError::Transient { .. })
+                                }
+                            };
+                        (end.into_error(), resumes)
+                    })?;
+                    // A load that went on in a later snapshot than the stream's start holds
+                    // its tables (or their later key ranges) past it: the stream skips what
+                    // they hold, as for a table loaded beside an earlier stream.
+                    for table in loaded {
+                        let past_start = table
+                            .loaded_up_to
+                            .filter(|at| resume_from.is_some_and(|from| *at > from));
+                        if past_start.is_none() && table.keys_loaded_at.is_empty() {
+                            continue;
+                        }
+                        let state = first.tables.entry(table.table).or_default();
+                        state.loaded_at = past_start;
+                        state.keys_loaded_at = table.keys_loaded_at;
+                    }
                 }
-                target.write_checkpoint(task, &first).await
+                target
+                    .write_checkpoint(task, &first)
+                    .await
+                    .map_err(|e| (e, false))
             }
             .await;
-            if let Err(e) = done {
-                source.abandon_begin().await;
+            if let Err((e, resumes)) = done {
+                if !resumes {
+                    source.abandon_begin().await;
+                }
                 return Err(e);
             }
+            source.begun(&target).await.map_err(JobError::from_source)?;
             (first.position, first.tables)
         }
     };

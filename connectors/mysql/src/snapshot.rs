@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
+use inlet_core::held_keys::KeyInterval;
 use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
 use inlet_core::{TableId, TableSchema};
 use mysql_async::prelude::Queryable;
@@ -815,6 +816,34 @@ impl LoadSource for MysqlLoadSource {
 
     fn parse_chunk(&self, text: &str) -> Option<KeyRange> {
         KeyRange::parse(text)
+    }
+
+    /// An integer range of the first key column; a range of another kind of key (text, a
+    /// decimal) or bounds past `i64` are not told apart by the stream, so such a table's
+    /// interrupted initial load starts over.
+    fn chunk_keys(&self, table: usize, chunk: &KeyRange) -> Option<KeyInterval> {
+        let schema = &self.tables.get(table)?.schema;
+        let column = schema.primary_key.first()?.clone();
+        // The stream compares its changes' values of the column: integers only.
+        if !schema.column(&column)?.data_type().is_integer() {
+            return None;
+        }
+        let bound = |b: &Option<KeyBound>| -> Option<Option<i64>> {
+            match b {
+                None => Some(None),
+                Some(KeyBound::Int(n)) => i64::try_from(*n).ok().map(Some),
+                Some(KeyBound::Value(mysql_async::Value::Int(n))) => Some(Some(*n)),
+                Some(KeyBound::Value(mysql_async::Value::UInt(n))) => {
+                    i64::try_from(*n).ok().map(Some)
+                }
+                Some(KeyBound::Value(_)) => None,
+            }
+        };
+        Some(KeyInterval {
+            column,
+            start: bound(&chunk.start)?,
+            end: bound(&chunk.end)?,
+        })
     }
 
     /// Chunks are ranges of the table's first key column: a row is in the same chunk in every

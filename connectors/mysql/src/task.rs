@@ -92,6 +92,47 @@ impl MysqlTask {
     }
 }
 
+/// Where the first load of a `full-load-and-cdc` task records the start of its stream (a
+/// checkpoint at the snapshot's position) until the task checkpoint is written.
+fn start_key(task: &str) -> String {
+    format!("{task}.load-start")
+}
+
+impl MysqlTask {
+    /// The recorded start of a first load that did not finish, when the stream can still start
+    /// there: the same server, its binlog file still on it.
+    async fn kept_start(
+        &self,
+        record: Checkpoint,
+        server_id: u64,
+        flavor: Flavor,
+    ) -> Result<Option<(Checkpoint, ResumePlan)>, SourceError> {
+        let resume = record
+            .source
+            .as_ref()
+            .and_then(SourceResume::mysql)
+            .cloned()
+            .unwrap_or_default();
+        let plan = match plan_resume(&resume, record.position, server_id, flavor) {
+            Ok(plan @ ResumePlan::Position { .. }) => plan,
+            _ => {
+                tracing::warn!("the first load did not finish, on another server or at a position that cannot be resumed: it starts over");
+                return Ok(None);
+            }
+        };
+        let ResumePlan::Position { from, .. } = &plan else {
+            return Ok(None);
+        };
+        let mut conn = self.connector.connect().await?;
+        let files = crate::binlog::binlog_files(&mut conn, &self.connector).await?;
+        if !files.iter().any(|(f, _)| *f == from.file) {
+            tracing::warn!(file = %from.file, "the first load did not finish, and the binlog file it started in is gone from the server: it starts over");
+            return Ok(None);
+        }
+        Ok(Some((record, plan)))
+    }
+}
+
 impl Source for MysqlTask {
     type Table = MysqlTable;
     type Snapshot = ConsistentSnapshot;
@@ -224,6 +265,18 @@ impl Source for MysqlTask {
         } else {
             1
         };
+        // A first load that did not finish recorded where its stream starts: it goes on from
+        // there, keeping the chunks it completed.
+        let started = if self.settings.load {
+            let key = start_key(&self.settings.task);
+            let record = store.read(&key).await.map_err(SourceError::from_target)?;
+            match record.filter(|r| r.position.0 != 0) {
+                Some(r) => self.kept_start(r, source_id, flavor).await?,
+                None => None,
+            }
+        } else {
+            None
+        };
         let snapshot = ConsistentSnapshot::open(&self.connector, workers).await?;
         let point = snapshot.point.clone();
         let position = point.binlog.to_position(0)?;
@@ -232,27 +285,76 @@ impl Source for MysqlTask {
         for t in tables {
             known.entry(t.schema.id.to_string()).or_default().captured = true;
         }
-        let resume = MysqlResume {
-            binlog_file: Some(point.binlog.file.clone()),
-            gtid_set: point.gtid.clone(),
-            flavor: Some(point.flavor.as_str().to_string()),
-            server_id: Some(source_id),
-            xa_prepared_from: None,
+        let (first, start) = match started {
+            Some((record, plan)) => {
+                let ResumePlan::Position { from, gtid_set, .. } = &plan else {
+                    return Err(SourceError::failed(
+                        "a load's start on another server (a bug)",
+                    ));
+                };
+                tracing::info!(file = %from.file, offset = from.offset, "the first load did not finish: it goes on in this snapshot, keeping the chunks it completed, and the stream starts where it did");
+                self.resume.gtid_at_start = gtid_set.clone();
+                let resume = record
+                    .source
+                    .as_ref()
+                    .and_then(SourceResume::mysql)
+                    .cloned()
+                    .unwrap_or_default();
+                self.resume.held.resume = resume.clone();
+                let first = Checkpoint {
+                    position: record.position,
+                    tables: known,
+                    source: Some(SourceResume::Mysql(resume)),
+                };
+                (first, plan.start())
+            }
+            None => {
+                let resume = MysqlResume {
+                    binlog_file: Some(point.binlog.file.clone()),
+                    gtid_set: point.gtid.clone(),
+                    flavor: Some(point.flavor.as_str().to_string()),
+                    server_id: Some(source_id),
+                    xa_prepared_from: None,
+                };
+                self.resume.held.resume = resume.clone();
+                self.resume.gtid_at_start = point.gtid.clone();
+                let first = Checkpoint {
+                    position,
+                    tables: known,
+                    source: Some(SourceResume::Mysql(resume)),
+                };
+                if self.settings.load {
+                    // Before the load writes: a restart before the first checkpoint goes on
+                    // from here.
+                    store
+                        .write(&start_key(&self.settings.task), &first)
+                        .await
+                        .map_err(SourceError::from_target)?;
+                }
+                (first, point.start())
+            }
         };
-        self.resume.held.resume = resume.clone();
-        self.resume.start = Some(point.start());
-        self.resume.gtid_at_start = point.gtid.clone();
+        self.resume.start = Some(start);
         Ok(Begin::Fresh {
             // The load holds every transaction that ended at or before the position.
             snapshot: self.settings.load.then_some(snapshot),
             loaded_up_to: position,
-            first: Checkpoint {
-                position,
-                tables: known,
-                source: Some(SourceResume::Mysql(resume)),
-            },
+            resume_from: self.settings.load.then_some(first.position),
+            first,
             forget_changes: false,
         })
+    }
+
+    async fn begun(&mut self, store: &dyn CheckpointStore) -> Result<(), SourceError> {
+        if !self.settings.load {
+            return Ok(());
+        }
+        // The task checkpoint says where to resume from now on; a start recorded for the first
+        // load must not outlive it (a new load after the checkpoint is deleted starts anew).
+        store
+            .write(&start_key(&self.settings.task), &Checkpoint::default())
+            .await
+            .map_err(SourceError::from_target)
     }
 
     async fn join_snapshot(

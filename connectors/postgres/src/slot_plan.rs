@@ -104,6 +104,10 @@ pub enum SlotPlan {
     Create,
     /// This task's slot, whose first load never finished: drop it and create it again.
     Recreate,
+    /// This task's slot, whose first load never finished, still where it was created (at
+    /// `consistent_point`): kept, so the load resumes in a new snapshot beside the chunks it
+    /// completed and the stream starts at the slot ([`inlet_core::held_keys`]).
+    ContinueLoad { consistent_point: Lsn },
     /// This task's slot and checkpoint: stream from the checkpoint.
     Resume,
     /// Changes since the checkpoint cannot be read any more (slot lost or gone, publication
@@ -313,7 +317,11 @@ pub fn plan_slot(f: &StartFacts) -> Result<SlotPlan, String> {
             let created_since = r.creating
                 && confirmed.is_some_and(|c| c.0 >= r.created_at.0)
                 && existing.active_pid.is_none();
-            if confirmed == Some(r.created_at) || created_since {
+            if !r.creating && confirmed == Some(r.created_at) {
+                Ok(SlotPlan::ContinueLoad {
+                    consistent_point: r.created_at,
+                })
+            } else if confirmed == Some(r.created_at) || created_since {
                 Ok(SlotPlan::Recreate)
             } else {
                 Err(format!(
@@ -420,11 +428,14 @@ mod tests {
         let ours = SlotRecord::new("inlet_t", "t", "app", Lsn(0x1000));
         // Nothing yet: create.
         assert_eq!(plan(None, None, None), Ok(SlotPlan::Create));
-        // Interrupted first load: the record names the slot, which never moved.
+        // Interrupted first load: the record names the slot, which never moved; it is kept
+        // for the load to go on.
         let fresh = slot("pgoutput", "app", 0x1000);
         assert_eq!(
             plan(None, Some(&ours), Some(&fresh)),
-            Ok(SlotPlan::Recreate)
+            Ok(SlotPlan::ContinueLoad {
+                consistent_point: Lsn(0x1000)
+            })
         );
         // The same slot name without a record: another tool's or another task's.
         let e = plan(None, None, Some(&fresh)).unwrap_err();

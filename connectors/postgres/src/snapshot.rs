@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use futures::StreamExt;
+use inlet_core::held_keys::KeyInterval;
 use inlet_core::snapshot::{ChunkBatches, ChunkReader, LoadSource, SnapshotTable, SourceError};
 use inlet_core::TableSchema;
 use tokio_postgres::{Client, CopyOutStream};
@@ -572,6 +573,18 @@ impl LoadSource for PgLoadSource {
 
     fn parse_chunk(&self, text: &str) -> Option<SnapshotChunk> {
         SnapshotChunk::parse(text)
+    }
+
+    fn chunk_keys(&self, table: usize, chunk: &SnapshotChunk) -> Option<KeyInterval> {
+        let SnapshotChunk::Keys(span) = chunk else {
+            return None;
+        };
+        let column = key_chunks::key_column(self.tables.get(table)?)?;
+        Some(KeyInterval {
+            column: column.to_string(),
+            start: span.start,
+            end: span.end,
+        })
     }
 
     /// A table whose first key column holds integers and whose rows are stored in about that

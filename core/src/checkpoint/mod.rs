@@ -69,6 +69,11 @@ pub struct TableState {
     /// is a record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwritten_defaults: Option<BTreeSet<String>>,
+    /// Key ranges a resumed initial load read in a later snapshot than the stream's start: the
+    /// stream drops their changes that snapshot holds ([`crate::held_keys`]). Kept while the
+    /// checkpoint is at or below one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_loaded_at: Vec<crate::held_keys::KeysLoadedAt>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -103,6 +108,17 @@ impl TableState {
             self.unwritten_defaults
                 .clone_from(&other.unwritten_defaults);
         }
+        if !other.keys_loaded_at.is_empty() {
+            self.keys_loaded_at.clone_from(&other.keys_loaded_at);
+        }
+    }
+}
+
+/// Forgets the key ranges of resumed loads ([`TableState::keys_loaded_at`]) that no change
+/// after `position` can fall in.
+pub fn forget_keys_loaded_before(tables: &mut TableStates, position: Position) {
+    for state in tables.values_mut() {
+        state.keys_loaded_at.retain(|k| k.at >= position);
     }
 }
 
@@ -301,7 +317,7 @@ impl Checkpoint {
 }
 
 /// A position as the 16 hex digits it has everywhere else (file names, Iceberg summaries).
-mod hex {
+pub(crate) mod hex {
     use super::Position;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -1451,6 +1451,7 @@ mod resume_tests {
             chunk: 1,
             rows: 10,
             files,
+            at: None,
         });
         progress.started = vec![0];
         killed.record_progress(&progress).await.expect("record");

@@ -1358,6 +1358,7 @@ async fn a_write_landing_after_its_writer_was_cancelled_is_deleted_with_the_load
                         chunk: 0,
                         rows: 3,
                         files,
+                        at: None,
                     }],
                     started: vec![1],
                 };

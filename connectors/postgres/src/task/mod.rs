@@ -124,6 +124,51 @@ impl PgTask {
             .ok_or_else(|| SourceError::failed("the source was used before discovery (a bug)"))
     }
 
+    /// The start of a task whose first load did not finish, with its slot kept where it was
+    /// created (`consistent_point`): the load goes on in the snapshot of a temporary slot
+    /// created now, keeping the key-range chunks the earlier runs completed; the stream starts
+    /// at the kept slot and drops, for each later chunk's keys, the changes its snapshot holds.
+    /// The tables are recorded as the new snapshot sees them.
+    async fn continue_load(
+        &mut self,
+        consistent_point: Lsn,
+        tables: &[TableId],
+    ) -> Result<Begin<PgSnapshot>, SourceError> {
+        let mut exporter = ReplicationConnection::connect(&self.connector).await?;
+        let name = format!("inlet_load_{}", std::process::id());
+        let created = exporter
+            .create_temporary_slot_exporting_snapshot(&name)
+            .await?;
+        let snapshot = created.snapshot_name.unwrap_or_default();
+        let mut recorded = TableStates::new();
+        for id in tables {
+            recorded.entry(id.to_string()).or_default().captured = true;
+        }
+        if let Some(seen) = seen::SeenBySnapshot::read(self.control()?, &snapshot, tables).await {
+            seen.record_all(tables, &mut recorded);
+        }
+        self.repl = Some(ReplicationConnection::connect(&self.connector).await?);
+        self.feedback.retained(None, false);
+        Ok(Begin::Fresh {
+            snapshot: Some(PgSnapshot::OfSlot {
+                name: snapshot,
+                // The temporary slot, which exported the snapshot, goes with its connection.
+                exporter: Some(exporter),
+            }),
+            loaded_up_to: begin::loaded_up_to(created.consistent_point),
+            resume_from: Some(begin::loaded_up_to(consistent_point)),
+            first: Checkpoint {
+                position: Position(consistent_point.0),
+                tables: recorded,
+                source: Some(SourceResume::Postgres(PostgresResume {
+                    slot: self.slot.clone(),
+                    created_by: None,
+                })),
+            },
+            forget_changes: false,
+        })
+    }
+
     /// The task reloads tables whose rows changed without a change
     /// (`cdc.reload_on_unstreamed_change`, and a mode that loads).
     fn reloads_unstreamed(&self) -> bool {
@@ -396,7 +441,12 @@ impl Source for PgTask {
                 self.feedback.retained(None, false);
                 return Ok(Begin::Resume(cp));
             }
-            (SlotPlan::Recreate, _) => {
+            (SlotPlan::ContinueLoad { consistent_point }, _) if self.settings.load => {
+                tracing::info!(%slot, consistent_point = %consistent_point, "this task's slot exists and its first load did not finish: the load resumes in a new snapshot, keeping the chunks it completed, and the stream starts at the slot");
+                begin::wait_slot_released(control, &self.connector, &slot).await?;
+                return self.continue_load(consistent_point, &ids).await;
+            }
+            (SlotPlan::Recreate | SlotPlan::ContinueLoad { .. }, _) => {
                 // This task created the slot (its record says so, and the slot never moved),
                 // but no checkpoint was ever written: the first load did not finish, and its
                 // exported snapshot is gone with it.
@@ -426,6 +476,7 @@ impl Source for PgTask {
                 exporter: None,
             }),
             loaded_up_to: begin::loaded_up_to(consistent_point),
+            resume_from: export.then(|| begin::loaded_up_to(consistent_point)),
             first: Checkpoint {
                 position: Position(consistent_point.0),
                 tables: recorded,

@@ -417,6 +417,12 @@ impl StartCheck {
             Ok(SlotPlan::Create) => {
                 Prerequisite::ok("replication slot", format!("{slot:?} will be created"))
             }
+            Ok(SlotPlan::ContinueLoad { consistent_point }) => Prerequisite::ok(
+                "replication slot",
+                format!(
+                    "{slot:?} was created by this task at {consistent_point}, and its first load                      did not finish: the load resumes beside the chunks it completed, and the                      stream starts at the slot"
+                ),
+            ),
             Ok(SlotPlan::Recreate) => Prerequisite::ok(
                 "replication slot",
                 format!(

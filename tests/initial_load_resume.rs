@@ -1,0 +1,288 @@
+//! The initial load of a `full-load-and-cdc` task that resumes after a crash, against a real
+//! PostgreSQL and MariaDB: `inlet run` is SIGKILLed twice while it loads a table that a workload
+//! keeps writing to everywhere (updates, inserts, deletes, key changes), and the restarts keep
+//! the chunks the killed runs completed instead of loading the table from its start. The full
+//! load plus the change files, replayed, must equal the source with no change applied twice or
+//! lost (every update increments `version`, so an update replayed over a chunk that already
+//! holds it fails the replay).
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::daemon::{spawn_logged, Inlet};
+use common::replay::{replay, source_rows};
+use common::{mysql_rows, mysql_stream, pg_stream, sigterm, task_file, PgServer};
+use inlet_testkit::MariaDbServer;
+
+const COLUMNS: &[&str] = &["id", "version", "label"];
+
+fn task(kind: &str, url: &str, out: &Path, table: &str) -> String {
+    format!(
+        r#"
+[task]
+name = "resume-cdc"
+mode = "full-load-and-cdc"
+[source]
+kind = "{kind}"
+url = "{url}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["{table}"]
+[full_load]
+workers = 2
+chunk_mb = 1
+batch_rows = 5000
+[cdc]
+flush_interval_ms = 200
+"#,
+        out.display()
+    )
+}
+
+/// Until `stop`: small transactions all over the key range, each update incrementing `version`.
+/// Odd keys were loaded; inserts take even ones, key changes move a row to a new key past
+/// 2,000,000 (sequence `moved`).
+async fn write_everywhere(client: tokio_postgres::Client, stop: Arc<AtomicBool>) -> u64 {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        client
+            .batch_execute(
+                "UPDATE big SET version = version + 1, label = 'updated' WHERE id = \
+                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint);
+                 INSERT INTO big SELECT x, 0, 'inserted' FROM \
+                   (SELECT 2 * (1 + (random() * 600000)::bigint) AS x) s ON CONFLICT DO NOTHING;
+                 DELETE FROM big WHERE id = \
+                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint);
+                 UPDATE big SET id = nextval('moved'), version = version + 1 WHERE id = \
+                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint \
+                    AND id < 2000000);",
+            )
+            .await
+            .unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Waits until the load record holds `chunks` completed chunks, then SIGKILLs the run.
+fn kill_at(mut run: Inlet, record: &Path, chunks: usize, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "the run ended before it was killed:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{chunks} chunks were not recorded in 90 s:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        let text = std::fs::read_to_string(record).unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with("done ")).count() >= chunks {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+}
+
+/// A number the log line `line` gives `field` (`field=N`).
+fn logged(line: &str, field: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+/// One source's case: the task file, the table's folder, and how to wait until the task holds
+/// everything committed.
+struct Case<'a> {
+    dir: &'a Path,
+    cfg: &'a Path,
+    table_dir: &'a Path,
+}
+
+/// SIGKILLs the task's first run after 8 recorded chunks and the second after 16 (the workload
+/// writing all along, also between a crash and its restart), lets the third finish the load and
+/// stream for 2 s, then stops the workload (`stop`) and returns the third run, still running,
+/// with its log's "resumed" line. Asserts each restart kept the chunks recorded before it and
+/// read again at most one chunk per worker.
+async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, String) {
+    let record = case.table_dir.join("_inlet_load/PROGRESS");
+    let logs: Vec<_> = (0..3)
+        .map(|i| case.dir.join(format!("run{i}.log")))
+        .collect();
+    kill_at(spawn_logged(case.cfg, &logs[0]), &record, 8, &logs[0]);
+    let after_first = std::fs::read_to_string(&record).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill_at(spawn_logged(case.cfg, &logs[1]), &record, 16, &logs[1]);
+    let after_second = std::fs::read_to_string(&record).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last = spawn_logged(case.cfg, &logs[2]);
+    let checkpoint = case.dir.join("out/_inlet/resume-cdc/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        assert!(
+            last.0.try_wait().unwrap().is_none(),
+            "the last run ended:\n{}",
+            std::fs::read_to_string(&logs[2]).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the load did not finish in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let done = |text: &str| text.lines().filter(|l| l.starts_with("done ")).count();
+    let second_log = std::fs::read_to_string(&logs[1]).unwrap();
+    assert!(
+        second_log.contains(&format!("kept_chunks={}", done(&after_first))),
+        "the first restart did not keep the {} chunks recorded:\n{second_log}",
+        done(&after_first)
+    );
+    let log = std::fs::read_to_string(&logs[2]).unwrap();
+    assert!(
+        log.contains(&format!("kept_chunks={}", done(&after_second))),
+        "the second restart did not keep the {} chunks recorded:\n{log}",
+        done(&after_second)
+    );
+    // Read again: at most the chunks in flight at the last kill, one per worker.
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resumed full load complete"))
+        .unwrap_or_else(|| panic!("no resumed load:\n{log}"))
+        .to_string();
+    assert!(logged(&resumed, "reread_chunks") <= 2, "{resumed}");
+    assert!(!record.exists(), "the load record outlived the load");
+    (last, resumed)
+}
+
+/// Stops the last run and checks its exit.
+fn stop(mut last: Inlet, dir: &Path) {
+    sigterm(&last.0);
+    let status = last.0.wait().unwrap();
+    let log = std::fs::read_to_string(dir.join("run2.log")).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_initial_load_resumes_beside_the_stream() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+             INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, 600000) g;
+             ANALYZE big;
+             CREATE SEQUENCE moved START 2000000;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "resume-cdc",
+        &task("postgres", &pg.url("postgres"), &out, "public.big"),
+    );
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_everywhere(
+        pg.client("postgres").await,
+        stop_writing.clone(),
+    ));
+    let table_dir = out.join("public/big");
+    let case = Case {
+        dir: dir.path(),
+        cfg: &cfg,
+        table_dir: &table_dir,
+    };
+    let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
+    let transactions = writer.await.unwrap();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    pg_stream::wait_caught_up(&client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
+    stop(last, dir.path());
+
+    // The full load plus the change files equal the source, no change twice or lost.
+    let want = source_rows(&client, "big", COLUMNS).await;
+    let got = replay(&table_dir, COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    eprintln!("{transactions} writing transactions; {resumed}");
+}
+
+/// The same on MariaDB, whose stream starts at the binlog position the first run recorded
+/// before it loaded (`<task>.load-start`), kept until the task checkpoint is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
+    let db = Arc::new(MariaDbServer::start());
+    db.admin(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+         INSERT INTO shop.big SELECT 2 * seq - 1, 0, CONCAT('row ', seq) FROM seq_1_to_600000;
+         ANALYZE TABLE shop.big;
+         CREATE SEQUENCE shop.moved START WITH 2000000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "resume-cdc",
+        &task("mysql", &db.url("shop"), &out, "shop.big"),
+    );
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop_writing.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                db.admin(
+                    "SET @r = FLOOR(RAND() * 1200000);
+                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
+                     UPDATE shop.big SET version = version + 1, label = 'updated' WHERE id = @x;
+                     INSERT IGNORE INTO shop.big VALUES (2 * (1 + FLOOR(RAND() * 600000)), 0, 'inserted');
+                     SET @r = FLOOR(RAND() * 1200000);
+                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
+                     DELETE FROM shop.big WHERE id = @x;
+                     SET @r = FLOOR(RAND() * 1200000);
+                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r AND id < 2000000;
+                     UPDATE shop.big SET id = NEXT VALUE FOR shop.moved, version = version + 1 \
+                       WHERE id = @x;",
+                );
+                n += 1;
+            }
+            n
+        })
+    };
+    let table_dir = out.join("shop/big");
+    let case = Case {
+        dir: dir.path(),
+        cfg: &cfg,
+        table_dir: &table_dir,
+    };
+    let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
+    let transactions = writer.join().unwrap();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    mysql_stream::wait_caught_up(&db, &mut last.0, &checkpoint, 0);
+    stop(last, dir.path());
+    // The start record is retired with the first checkpoint.
+    let start = common::read_checkpoint(&out.join("_inlet/resume-cdc.load-start/checkpoint"));
+    assert_eq!(start.map(|c| c.position.0), Some(0));
+
+    let want = mysql_rows::source_rows(&db, "shop.big", COLUMNS);
+    let got = replay(&table_dir, COLUMNS);
+    mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
+    eprintln!("{transactions} writing transactions; {resumed}");
+}
