@@ -647,7 +647,7 @@ impl TableRecord {
                 (chunk_at > oldest).then_some(KeysLoadedAt { keys, at: chunk_at })
             })
             .collect();
-        (Some(oldest), held)
+        (Some(oldest), merge_adjacent(held))
     }
 
     /// A worker begins chunk `index`: recorded, so that a crash before it completes counts its
@@ -699,6 +699,35 @@ impl TableRecord {
              in flight at the interruption were read again"
         );
     }
+}
+
+/// `held` with adjacent key ranges of one snapshot made one: the checkpoint carries them while
+/// the stream catches up, and the stream tests each change against them, so a table of
+/// thousands of chunks read in a few runs is a few ranges.
+fn merge_adjacent(mut held: Vec<KeysLoadedAt>) -> Vec<KeysLoadedAt> {
+    held.sort_by(|a, b| {
+        (a.at, &a.keys.column, a.keys.start.is_some(), a.keys.start).cmp(&(
+            b.at,
+            &b.keys.column,
+            b.keys.start.is_some(),
+            b.keys.start,
+        ))
+    });
+    let mut out: Vec<KeysLoadedAt> = Vec::with_capacity(held.len());
+    for h in held {
+        match out.last_mut() {
+            Some(last)
+                if last.at == h.at
+                    && last.keys.column == h.keys.column
+                    && last.keys.end.is_some()
+                    && last.keys.end == h.keys.start =>
+            {
+                last.keys.end = h.keys.end;
+            }
+            _ => out.push(h),
+        }
+    }
+    out
 }
 
 /// One load worker: reads queued chunks through its reader into the tables' sinks.
@@ -800,5 +829,39 @@ impl<R: ChunkReader> Worker<R> {
             w.close().await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use inlet_core::held_keys::{KeyInterval, KeysLoadedAt};
+    use inlet_core::Position;
+
+    #[test]
+    fn adjacent_key_ranges_of_one_snapshot_merge() {
+        let k = |start: Option<i64>, end: Option<i64>, at: u64| KeysLoadedAt {
+            keys: KeyInterval {
+                column: "id".into(),
+                start,
+                end,
+            },
+            at: Position(at),
+        };
+        let merged = super::merge_adjacent(vec![
+            k(Some(20), Some(30), 5),
+            k(None, Some(10), 5),
+            k(Some(30), None, 5),
+            k(Some(10), Some(20), 7),
+            k(Some(40), Some(50), 7),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                k(None, Some(10), 5),
+                k(Some(20), None, 5),
+                k(Some(10), Some(20), 7),
+                k(Some(40), Some(50), 7),
+            ]
+        );
     }
 }

@@ -113,9 +113,10 @@ struct Case<'a> {
 
 /// SIGKILLs the task's first run after 8 recorded chunks and the second after 16 (the workload
 /// writing all along, also between a crash and its restart), lets the third finish the load and
-/// stream for 2 s, then stops the workload (`stop`) and returns the third run, still running,
-/// with its log's "resumed" line. Asserts each restart kept the chunks recorded before it and
-/// read again at most one chunk per worker.
+/// SIGKILLs it as soon as its first checkpoint is written, lets a fourth stream for 2 s, then
+/// stops the workload (`stop`) and returns the fourth run, still running, with the third's
+/// "resumed" line. Asserts each restart kept the chunks recorded before it and read again at
+/// most one chunk per worker.
 async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, String) {
     let record = case.table_dir.join("_inlet_load/PROGRESS");
     let logs: Vec<_> = (0..3)
@@ -142,6 +143,14 @@ async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, St
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The first checkpoint carries the key ranges read after the stream's start; a crash right
+    // after it, before the stream passed their snapshots, leaves them to the next run.
+    let first = common::read_checkpoint(&checkpoint).unwrap();
+    let ranges: usize = first.tables.values().map(|t| t.keys_loaded_at.len()).sum();
+    assert!(ranges > 0, "no key range loaded after the start: {first:?}");
+    last.0.kill().unwrap();
+    last.0.wait().unwrap();
+    let last = spawn_logged(case.cfg, &case.dir.join("run3.log"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
 
@@ -173,7 +182,7 @@ async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, St
 fn stop(mut last: Inlet, dir: &Path) {
     sigterm(&last.0);
     let status = last.0.wait().unwrap();
-    let log = std::fs::read_to_string(dir.join("run2.log")).unwrap();
+    let log = std::fs::read_to_string(dir.join("run3.log")).unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
 }
 
