@@ -12,7 +12,8 @@
 #                   a trigger-fed audit log: INLET_SOAK_SECONDS (600) per target, INLET_SOAK_TARGET
 #                   (parquet|iceberg, default both), INLET_SOAK_SEED to replay a run (make test
 #                   runs the same soaks for 15 s per target with a fixed seed), and a resumed full
-#                   load of INLET_SOAK_RESUME_ROWS (10M) rows killed three times
+#                   load of INLET_SOAK_RESUME_ROWS (10M) rows killed three times, and the resumed
+#                   initial load of full-load-and-cdc tasks on as many rows (initial_load_resume)
 #   make validate-deploy  the Helm chart in deploy/helm/inlet (helm lint, rendered objects checked
 #                   against the Kubernetes schemas) and docker/compose.yaml, offline; make test runs it
 #   make fmt-check / make lint
@@ -92,6 +93,10 @@ soak: setup
 	@# A resumable full load of a larger table, SIGKILLed three times (make test: 1.5M rows).
 	INLET_SOAK_RESUME_ROWS=$${INLET_SOAK_RESUME_ROWS:-10000000} \
 		$(CARGO) test --test pg_full_load -- a_killed_full_load_resumes_into_ --nocapture
+	@# The initial load of full-load-and-cdc tasks, SIGKILLed three times under a workload (make
+	@# test: 600,000 rows).
+	INLET_SOAK_RESUME_ROWS=$${INLET_SOAK_RESUME_ROWS:-10000000} \
+		$(CARGO) test --test initial_load_resume -- --nocapture
 
 demo: setup
 	@scripts/pg-sandbox.sh start $(DEMO_DIR) $(INLET_DEMO_PGPORT)

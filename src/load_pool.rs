@@ -6,10 +6,12 @@
 //! returns: a table whose chunks were all read and whose files were all completed is finished
 //! like on success when the load stands alone; any other is abandoned, which removes its
 //! incomplete files (see [`LoadTable::abandon`]), so no partial table is left readable. A load
-//! that is part of change capture (`position`) is all or nothing: its caller starts it again as
-//! a whole. The state of each table is logged and put in the error.
+//! that is part of change capture (`position`) finishes no table early: its caller starts it
+//! again, and it resumes (below) when the caller says from where (`resume_from`). The state of
+//! each table is logged and put in the error.
 //!
-//! A load that stands alone (`task.mode = "full-load"`) resumes after a crash: each table's
+//! A load that stands alone (`task.mode = "full-load"`), and the initial load of a change
+//! capture that may resume, resume after a crash: each table's
 //! chunk plan and its completed chunks are recorded in the target ([`LoadProgress`], kept by the
 //! sink beside the table's files, written when a chunk begins and when its files are complete),
 //! and a restart reads only the chunks not recorded as done, each in the new snapshot. The files
@@ -19,7 +21,10 @@
 //! files, so a table has at least a file per chunk. A load ended by a signal or a transient
 //! error is suspended: its tables keep their recorded chunks (staged by the sink, so readers
 //! see no partial table), and the next run resumes as after a crash. One ended by another
-//! error is abandoned as above, its record deleted, and the next run starts over.
+//! error is abandoned as above, its record deleted, and the next run starts over. In an initial
+//! load of a change capture, each done chunk also records the position its snapshot holds, and
+//! only key-range chunks read at or after the stream's start are kept: the stream then drops,
+//! per key range, the changes a later chunk holds ([`inlet_core::held_keys`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;

@@ -316,13 +316,20 @@ impl<S: Capture> Stream<'_, S> {
                     Ok(Some(changes)) => changes,
                     Ok(None) => return Ok(()),
                     Err(truncate) => {
-                        return Err(JobError::Failed(format!(
-                            "{table} was truncated at {} while its interrupted initial load was \
-                             resumed: part of the table was loaded after the TRUNCATE, so \
-                             neither applying it nor leaving it out keeps the target exact; \
-                             reload the table with `inlet resync -c <task file> {table}`",
-                            self.source.show(truncate.at)
-                        )))
+                        // Part of the table was loaded after the TRUNCATE: neither applying it
+                        // nor leaving it out keeps the target exact. A reload does; the task
+                        // starts again from its checkpoint and loads the table beside the
+                        // stream, whose replay guard then skips the TRUNCATE.
+                        crate::resync::ask(self.out.task, table);
+                        return Err(JobError::Transient {
+                            kind: "source",
+                            message: format!(
+                                "{table} was truncated at {} while its interrupted initial load \
+                                 was resumed, after some of its chunks were read: the table is \
+                                 loaded again beside the stream",
+                                self.source.show(truncate.at)
+                            ),
+                        });
                     }
                 }
             }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,30 @@ use inlet_testkit::MariaDbServer;
 
 const COLUMNS: &[&str] = &["id", "version", "label"];
 
-fn task(kind: &str, url: &str, out: &Path, table: &str) -> String {
+/// The table's rows: 600,000 (about 30 chunks of 1 MB), or `INLET_SOAK_RESUME_ROWS` (`make soak`:
+/// a multi-million-row table).
+fn rows() -> u64 {
+    std::env::var("INLET_SOAK_RESUME_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600_000)
+}
+
+/// The PostgreSQL table: odd keys `1..2 * rows()`, in key order, analyzed (so it is read in key
+/// ranges), and the sequence key changes take new keys from.
+fn pg_setup() -> String {
+    format!(
+        "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+         INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, {}) g;
+         ANALYZE big;
+         CREATE SEQUENCE moved START {};",
+        rows(),
+        4 * rows()
+    )
+}
+
+/// The task file; `target`: its `[target]` section's lines.
+fn task(kind: &str, url: &str, target: &str, table: &str) -> String {
     format!(
         r#"
 [task]
@@ -31,8 +54,7 @@ kind = "{kind}"
 url = "{url}"
 tls = "disable"
 [target]
-kind = "parquet"
-url = "{}"
+{target}
 [tables]
 include = ["{table}"]
 [full_load]
@@ -41,29 +63,33 @@ chunk_mb = 1
 batch_rows = 5000
 [cdc]
 flush_interval_ms = 200
-"#,
-        out.display()
+"#
     )
 }
 
+fn parquet(out: &Path) -> String {
+    format!("kind = \"parquet\"\nurl = \"{}\"", out.display())
+}
+
 /// Until `stop`: small transactions all over the key range, each update incrementing `version`.
-/// Odd keys were loaded; inserts take even ones, key changes move a row to a new key past
-/// 2,000,000 (sequence `moved`).
+/// Odd keys were loaded; inserts take even ones, key changes move a row to a new key past all
+/// of them (sequence `moved`).
 async fn write_everywhere(client: tokio_postgres::Client, stop: Arc<AtomicBool>) -> u64 {
     let mut n = 0;
+    let (span, half) = (2 * rows(), rows());
     while !stop.load(Ordering::Relaxed) {
         client
-            .batch_execute(
+            .batch_execute(&format!(
                 "UPDATE big SET version = version + 1, label = 'updated' WHERE id = \
-                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint);
+                   (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);
                  INSERT INTO big SELECT x, 0, 'inserted' FROM \
-                   (SELECT 2 * (1 + (random() * 600000)::bigint) AS x) s ON CONFLICT DO NOTHING;
+                   (SELECT 2 * (1 + (random() * {half})::bigint) AS x) s ON CONFLICT DO NOTHING;
                  DELETE FROM big WHERE id = \
-                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint);
+                   (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);
                  UPDATE big SET id = nextval('moved'), version = version + 1 WHERE id = \
-                   (SELECT min(id) FROM big WHERE id >= (random() * 1200000)::bigint \
-                    AND id < 2000000);",
-            )
+                   (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint \
+                    AND id < {span});",
+            ))
             .await
             .unwrap();
         n += 1;
@@ -108,7 +134,8 @@ fn logged(line: &str, field: &str) -> u64 {
 struct Case<'a> {
     dir: &'a Path,
     cfg: &'a Path,
-    table_dir: &'a Path,
+    /// The sink's record of the table's load.
+    record: PathBuf,
 }
 
 /// SIGKILLs the task's first run after 8 recorded chunks and the second after 16 (the workload
@@ -118,19 +145,19 @@ struct Case<'a> {
 /// "resumed" line. Asserts each restart kept the chunks recorded before it and read again at
 /// most one chunk per worker.
 async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, String) {
-    let record = case.table_dir.join("_inlet_load/PROGRESS");
+    let record = &case.record;
     let logs: Vec<_> = (0..3)
         .map(|i| case.dir.join(format!("run{i}.log")))
         .collect();
-    kill_at(spawn_logged(case.cfg, &logs[0]), &record, 8, &logs[0]);
-    let after_first = std::fs::read_to_string(&record).unwrap();
+    kill_at(spawn_logged(case.cfg, &logs[0]), record, 8, &logs[0]);
+    let after_first = std::fs::read_to_string(record).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    kill_at(spawn_logged(case.cfg, &logs[1]), &record, 16, &logs[1]);
-    let after_second = std::fs::read_to_string(&record).unwrap();
+    kill_at(spawn_logged(case.cfg, &logs[1]), record, 16, &logs[1]);
+    let after_second = std::fs::read_to_string(record).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut last = spawn_logged(case.cfg, &logs[2]);
     let checkpoint = case.dir.join("out/_inlet/resume-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120 + rows() / 20_000);
     while !checkpoint.exists() {
         assert!(
             last.0.try_wait().unwrap().is_none(),
@@ -190,21 +217,18 @@ fn stop(mut last: Inlet, dir: &Path) {
 async fn a_killed_initial_load_resumes_beside_the_stream() {
     let pg = PgServer::start();
     let client = pg.client("postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
-             INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, 600000) g;
-             ANALYZE big;
-             CREATE SEQUENCE moved START 2000000;",
-        )
-        .await
-        .unwrap();
+    client.batch_execute(&pg_setup()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let cfg = task_file(
         dir.path(),
         "resume-cdc",
-        &task("postgres", &pg.url("postgres"), &out, "public.big"),
+        &task(
+            "postgres",
+            &pg.url("postgres"),
+            &parquet(&out),
+            "public.big",
+        ),
     );
     let stop_writing = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_everywhere(
@@ -215,7 +239,7 @@ async fn a_killed_initial_load_resumes_beside_the_stream() {
     let case = Case {
         dir: dir.path(),
         cfg: &cfg,
-        table_dir: &table_dir,
+        record: table_dir.join("_inlet_load/PROGRESS"),
     };
     let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
     let transactions = writer.await.unwrap();
@@ -231,45 +255,88 @@ async fn a_killed_initial_load_resumes_beside_the_stream() {
     eprintln!("{transactions} writing transactions; {resumed}");
 }
 
+/// The same into Iceberg (its load record is in the warehouse; nothing is committed until the
+/// table is complete), read by pyiceberg, DuckDB and polars.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_initial_load_resumes_into_iceberg() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(&pg_setup()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let target = format!("kind = \"iceberg\"\nwarehouse = \"{}\"", out.display());
+    let cfg = task_file(
+        dir.path(),
+        "resume-cdc",
+        &task("postgres", &pg.url("postgres"), &target, "public.big"),
+    );
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_everywhere(
+        pg.client("postgres").await,
+        stop_writing.clone(),
+    ));
+    let case = Case {
+        dir: dir.path(),
+        cfg: &cfg,
+        record: out.join("_inlet/resume-cdc/load/public.big"),
+    };
+    let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
+    let transactions = writer.await.unwrap();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    pg_stream::wait_caught_up(&client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
+    stop(last, dir.path());
+
+    let mut want: Vec<Vec<Option<String>>> = source_rows(&client, "big", COLUMNS)
+        .await
+        .into_values()
+        .collect();
+    want.sort();
+    common::iceberg::assert_iceberg_equals(&out.join("public/big"), "big", &want);
+    eprintln!("{transactions} writing transactions; {resumed}");
+}
+
 /// The same on MariaDB, whose stream starts at the binlog position the first run recorded
 /// before it loaded (`<task>.load-start`), kept until the task checkpoint is written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     let db = Arc::new(MariaDbServer::start());
-    db.admin(
+    db.admin(&format!(
         "CREATE DATABASE shop;
          USE shop;
          CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL, label text);
-         INSERT INTO shop.big SELECT 2 * seq - 1, 0, CONCAT('row ', seq) FROM seq_1_to_600000;
+         INSERT INTO shop.big SELECT 2 * seq - 1, 0, CONCAT('row ', seq) FROM seq_1_to_{};
          ANALYZE TABLE shop.big;
-         CREATE SEQUENCE shop.moved START WITH 2000000;",
-    );
+         CREATE SEQUENCE shop.moved START WITH {};",
+        rows(),
+        4 * rows()
+    ));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let cfg = task_file(
         dir.path(),
         "resume-cdc",
-        &task("mysql", &db.url("shop"), &out, "shop.big"),
+        &task("mysql", &db.url("shop"), &parquet(&out), "shop.big"),
     );
     let stop_writing = Arc::new(AtomicBool::new(false));
     let writer = {
         let (db, stop) = (db.clone(), stop_writing.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
+            let (span, half) = (2 * rows(), rows());
             while !stop.load(Ordering::Relaxed) {
-                db.admin(
-                    "SET @r = FLOOR(RAND() * 1200000);
+                db.admin(&format!(
+                    "SET @r = FLOOR(RAND() * {span});
                      SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
                      UPDATE shop.big SET version = version + 1, label = 'updated' WHERE id = @x;
-                     INSERT IGNORE INTO shop.big VALUES (2 * (1 + FLOOR(RAND() * 600000)), 0, 'inserted');
-                     SET @r = FLOOR(RAND() * 1200000);
+                     INSERT IGNORE INTO shop.big VALUES (2 * (1 + FLOOR(RAND() * {half})), 0, 'inserted');
+                     SET @r = FLOOR(RAND() * {span});
                      SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
                      DELETE FROM shop.big WHERE id = @x;
-                     SET @r = FLOOR(RAND() * 1200000);
-                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r AND id < 2000000;
+                     SET @r = FLOOR(RAND() * {span});
+                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r AND id < {span};
                      UPDATE shop.big SET id = NEXT VALUE FOR shop.moved, version = version + 1 \
                        WHERE id = @x;",
-                );
+                ));
                 n += 1;
             }
             n
@@ -279,7 +346,7 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     let case = Case {
         dir: dir.path(),
         cfg: &cfg,
-        table_dir: &table_dir,
+        record: table_dir.join("_inlet_load/PROGRESS"),
     };
     let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
     let transactions = writer.join().unwrap();
@@ -294,4 +361,76 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     let got = replay(&table_dir, COLUMNS);
     mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
     eprintln!("{transactions} writing transactions; {resumed}");
+}
+
+/// A TRUNCATE between a killed first run and its restart: the chunks kept from the first run
+/// hold rows it removed and the restart's chunks rows written after it, so neither applying it
+/// nor leaving it out keeps the target exact. The task says so, loads the table again beside
+/// the stream, and the target ends equal to the source.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(&pg_setup()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "resume-cdc",
+        &task(
+            "postgres",
+            &pg.url("postgres"),
+            &parquet(&out),
+            "public.big",
+        ),
+    );
+    let table_dir = out.join("public/big");
+    let log = |i: usize| dir.path().join(format!("run{i}.log"));
+    kill_at(
+        spawn_logged(&cfg, &log(0)),
+        &table_dir.join("_inlet_load/PROGRESS"),
+        8,
+        &log(0),
+    );
+    // Rows after the TRUNCATE in every key range: in the ranges the first run completed and in
+    // those the restart reads.
+    client
+        .batch_execute(&format!(
+            "TRUNCATE big;
+             INSERT INTO big SELECT g, 0, 'after the truncate' FROM generate_series(1, {}, 200) g;",
+            2 * rows()
+        ))
+        .await
+        .unwrap();
+    let mut run = spawn_logged(&cfg, &log(1));
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !checkpoint.exists() {
+        let text = std::fs::read_to_string(log(1)).unwrap_or_default();
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "the run ended:\n{text}"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint in 120 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .batch_execute("UPDATE big SET version = version + 1 WHERE id % 10 = 0")
+        .await
+        .unwrap();
+    pg_stream::wait_caught_up(&client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
+    sigterm(&run.0);
+    let status = run.0.wait().unwrap();
+    let text = std::fs::read_to_string(log(1)).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let want = source_rows(&client, "big", COLUMNS).await;
+    let got = replay(&table_dir, COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    assert!(
+        text.contains("public.big was truncated at")
+            && text.contains("the table is loaded again beside the stream")
+            && text.contains("loading them beside the stream"),
+        "{text}"
+    );
 }

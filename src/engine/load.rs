@@ -15,8 +15,9 @@ use crate::JobError;
 use super::task::{check_prerequisites, no_table};
 
 /// Loads `tables` inside `snapshot` into `target`. `position`: the source position the
-/// snapshot is consistent with (then the load is all or nothing). `joining`: the tables join a
-/// running task (one gone since is skipped). Stopped early when `stop` completes.
+/// snapshot is consistent with (then the load is all or nothing, unless `resume_from` says
+/// where an interrupted earlier load's chunks may be kept from, [`LoadPool::resume_from`]).
+/// Stopped early when `stop` completes.
 #[allow(clippy::too_many_arguments)]
 pub async fn load<S: Source>(
     source: &S,
