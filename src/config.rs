@@ -95,6 +95,11 @@ pub struct FullLoadConfig {
     /// Source bytes per Arrow batch: with `batch_rows` and the target's row group size, this
     /// bounds memory whatever the table size.
     pub batch_mb: usize,
+    /// The initial load of a `full-load-and-cdc` task that can resume reads at most this long
+    /// in one snapshot, then goes on in a new one (keeping the chunks done), so the source's
+    /// oldest snapshot (PostgreSQL's xmin horizon, InnoDB's purge) is never older; 0: one
+    /// snapshot per run.
+    pub snapshot_minutes: f64,
 }
 
 impl Default for FullLoadConfig {
@@ -104,6 +109,7 @@ impl Default for FullLoadConfig {
             chunk_mb: 64,
             batch_rows: 65_536,
             batch_mb: 16,
+            snapshot_minutes: 15.0,
         }
     }
 }
@@ -479,6 +485,13 @@ fn validate(config: &TaskConfig) -> Result<(), String> {
     }
     if fl.batch_mb == 0 {
         return Err("full_load.batch_mb: must be at least 1".into());
+    }
+    let renew = fl.snapshot_minutes;
+    if !renew.is_finite() || renew < 0.0 {
+        return Err(format!(
+            "full_load.snapshot_minutes: {renew} is not a number of minutes; use 0 (one snapshot \
+             per run) or more"
+        ));
     }
     let cdc = &config.cdc;
     if cdc.flush_interval_ms == 0 || cdc.flush_rows == 0 || cdc.part_rows == 0 {

@@ -55,6 +55,9 @@ pub enum LoadEnd {
     Interrupted {
         tables: String,
     },
+    /// The load read [`LoadPool::renew_after`] in its snapshot and stopped once the chunks in
+    /// hand were complete, keeping them: the caller goes on in a new snapshot.
+    Renewed,
 }
 
 impl LoadEnd {
@@ -66,6 +69,10 @@ impl LoadEnd {
             LoadEnd::Interrupted { tables } => {
                 JobError::Failed(format!("full load interrupted; {tables}"))
             }
+            LoadEnd::Renewed => JobError::Transient {
+                kind: "source",
+                message: "the full load stopped to go on in a new snapshot".into(),
+            },
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct LoadPool<'a> {
     /// earlier load of this capture completed are kept when read at or after it; the others
     /// are read in this snapshot. None: the load is all or nothing.
     pub resume_from: Option<Position>,
+    /// For a load that resumes: after this long, its workers take no new chunk, and once the
+    /// ones in hand are complete it ends with [`LoadEnd::Renewed`], to go on in a new snapshot
+    /// (`full_load.snapshot_minutes`): the source never holds an older one.
+    pub renew_after: Option<Duration>,
     /// A table the source says does not exist (dropped or renamed away since it was discovered,
     /// as online schema change tools do with the table they swapped out) is skipped, its files
     /// of this run deleted, its target keeping what it had, instead of failing the load. For
@@ -128,12 +139,26 @@ impl LoadPool<'_> {
 
         let mut failure = None;
         let mut interrupted = false;
+        let mut drained = false;
+        let renew = async {
+            match self.renew_after {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut renew = std::pin::pin!(renew);
         loop {
             let joined = tokio::select! {
                 joined = set.join_next() => joined,
                 () = &mut stop, if !interrupted => {
                     interrupted = true;
                     set.abort_all();
+                    continue;
+                }
+                () = &mut renew, if !drained && !interrupted => {
+                    drained = true;
+                    tracing::info!("the load read `full_load.snapshot_minutes` in one snapshot: its workers complete the chunks in hand, then it goes on in a new one");
+                    (prepared.drain)();
                     continue;
                 }
             };
@@ -160,8 +185,13 @@ impl LoadPool<'_> {
 
         // On success every table is complete; otherwise only those whose chunks were all read
         // (their writers may still have lost rows, which `finish` detects), when the load
-        // stands alone.
-        let ended_early = interrupted || failure.is_some();
+        // stands alone. A drained load whose chunks were all taken anyway is complete.
+        let drained = drained
+            && prepared
+                .remaining
+                .iter()
+                .any(|r| r.load(Ordering::Acquire) > 0);
+        let ended_early = interrupted || failure.is_some() || drained;
         let complete: Vec<bool> = prepared
             .remaining
             .iter()
@@ -174,7 +204,7 @@ impl LoadPool<'_> {
         // value the target cannot hold, a refused write) would most likely end the next run
         // the same way, or be fixed by a configuration change that chunks written before it
         // must not outlive: it ends the load as one that is not resumed.
-        let suspend = interrupted || matches!(failure, Some(JobError::Transient { .. }));
+        let suspend = interrupted || drained || matches!(failure, Some(JobError::Transient { .. }));
         let settled = self.settle(&prepared, &complete, suspend, deadline).await;
         if !ended_early && settled.finish_error.is_none() {
             return Ok(settled.results);
@@ -185,6 +215,9 @@ impl LoadPool<'_> {
                 "full load interrupted by a signal before it finished; tables: {described}"
             );
             return Err(LoadEnd::Interrupted { tables: described });
+        }
+        if drained && failure.is_none() && settled.finish_error.is_none() {
+            return Err(LoadEnd::Renewed);
         }
         let error = failure
             .or(settled.finish_error)
@@ -277,6 +310,11 @@ impl LoadPool<'_> {
             };
             set.spawn(worker.run());
         }
+        let drain = Box::new(move || {
+            if let Ok(mut q) = queue.lock() {
+                q.clear();
+            }
+        });
         Ok(Prepared {
             tables,
             sinks,
@@ -286,6 +324,7 @@ impl LoadPool<'_> {
             progress,
             logger,
             set,
+            drain,
         })
     }
 
@@ -578,6 +617,8 @@ struct Prepared<T> {
     progress: Progress,
     logger: Option<tokio::task::JoinHandle<()>>,
     set: JoinSet<Result<(), JobError>>,
+    /// Empties the work queue: each worker ends after the chunk in hand.
+    drain: Box<dyn Fn() + Send + Sync>,
 }
 
 struct WorkItem<C> {

@@ -442,6 +442,8 @@ async fn full_load(path: &std::path::Path) -> Result<(), FullLoadEnd> {
             Ok(())
         }
         Err(load_pool::LoadEnd::Failed(e)) => Err(FullLoadEnd::Failed(e)),
+        // Only the initial load of a change capture renews its snapshot.
+        Err(end @ load_pool::LoadEnd::Renewed) => Err(FullLoadEnd::Failed(end.into_error())),
         Err(load_pool::LoadEnd::Interrupted { tables }) => {
             eprintln!(
                 "error: full load interrupted (exit {EXIT_INTERRUPTED}); tables: {tables}; run \

@@ -105,6 +105,9 @@ pub enum StreamEnd {
     /// The source's set of tables changed ([`CaptureEvent::TablesChanged`]); everything up to
     /// that statement is durable. The caller re-discovers the tables and follows again.
     TablesChanged,
+    /// Nothing was streamed yet: the initial load read `full_load.snapshot_minutes` in one
+    /// snapshot and stopped, keeping its chunks, to go on in a new one. The caller starts again.
+    SnapshotRenewed,
 }
 
 /// Runs until `shutdown` turns true or the source's tables change (then flushes, acknowledges

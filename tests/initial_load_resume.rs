@@ -434,3 +434,59 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
         "{text}"
     );
 }
+
+/// `full_load.snapshot_minutes`: the initial load reads at most that long in one snapshot, then
+/// goes on in a new one keeping the chunks done, so the server's oldest snapshot is never older
+/// (here 0.12 s, several times during the load), and the table still ends exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    client.batch_execute(&pg_setup()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let body = task(
+        "postgres",
+        &pg.url("postgres"),
+        &parquet(&out),
+        "public.big",
+    )
+    .replace(
+        "batch_rows = 5000",
+        "batch_rows = 5000\nsnapshot_minutes = 0.002",
+    );
+    let cfg = task_file(dir.path(), "resume-cdc", &body);
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_everywhere(
+        pg.client("postgres").await,
+        stop_writing.clone(),
+    ));
+    let log = dir.path().join("run.log");
+    let mut run = spawn_logged(&cfg, &log);
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120 + rows() / 20_000);
+    while !checkpoint.exists() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "the run ended:\n{text}"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint in time:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writing.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    pg_stream::wait_caught_up(&client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
+    sigterm(&run.0);
+    let status = run.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let renewals = text.matches("goes on in a new snapshot").count();
+    assert!(renewals >= 1, "{renewals} renewals:\n{text}");
+    let want = source_rows(&client, "big", COLUMNS).await;
+    let got = replay(&out.join("public/big"), COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    eprintln!("{renewals} snapshot renewals");
+}

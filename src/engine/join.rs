@@ -73,6 +73,7 @@ pub async fn join_new_tables<S: Source>(
             // A joining table may be gone already (gh-ost drops the table it swapped out a
             // moment after the swap): it is skipped, not a failure.
             resume_from: None,
+            renew_after: None,
             skip_gone: true,
         };
         let results = pool

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use inlet_core::source::Source;
+use inlet_core::source::{Source, SourceTable};
 use inlet_core::Position;
 
 use crate::load_pool::{interrupted_preparing, LoadEnd, LoadPool, TableResult};
@@ -28,6 +28,7 @@ pub async fn load<S: Source>(
     workers: usize,
     position: Option<Position>,
     resume_from: Option<Position>,
+    renew_after: Option<std::time::Duration>,
     stop: impl Future<Output = ()>,
 ) -> Result<Vec<TableResult>, LoadEnd> {
     let load = source
@@ -40,6 +41,7 @@ pub async fn load<S: Source>(
         workers,
         position,
         resume_from,
+        renew_after,
         skip_gone: false,
     };
     let results = pool.run(load, stop).await?;
@@ -50,6 +52,124 @@ pub async fn load<S: Source>(
 
 /// A `full-load` task: every selected table once, in one consistent snapshot, stopped early
 /// when `stop` completes (a signal).
+/// The initial load of a change capture ([`Begin::Fresh`](inlet_core::source::Begin)), up to
+/// its first checkpoint.
+pub struct InitialLoad<'a, S: Source> {
+    pub target: &'a Target,
+    pub tables: &'a [S::Table],
+    pub snapshot: Option<S::Snapshot>,
+    pub loaded_up_to: Position,
+    pub resume_from: Option<Position>,
+    pub forget_changes: bool,
+}
+
+/// How an [`InitialLoad`] ended without an error.
+pub enum InitialLoadEnd {
+    /// Loaded, and the first checkpoint (`first`) written.
+    Done,
+    /// It read `full_load.snapshot_minutes` in one snapshot and stopped, keeping its chunks and
+    /// what the source began: the task starts again and the load goes on in a new snapshot.
+    Renewed,
+}
+
+impl<S: Source> InitialLoad<'_, S> {
+    /// Loads the tables (when the task loads them) and writes `first`, the first checkpoint, with
+    /// what the load holds past the stream's start: tables read whole in a later snapshot
+    /// (`loaded_at`) and key ranges read in one (`keys_loaded_at`). A load that fails undoes
+    /// what the source began, unless it can resume (stopped by a signal or a transient error).
+    pub async fn run(
+        self,
+        source: &mut S,
+        config: &crate::config::TaskConfig,
+        state: &TaskState,
+        first: &mut inlet_core::Checkpoint,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<InitialLoadEnd, JobError> {
+        let Self {
+            target,
+            tables,
+            snapshot,
+            loaded_up_to,
+            resume_from,
+            forget_changes,
+        } = self;
+        let done = async {
+            if forget_changes {
+                // Changes captured before must not be replayed over the new load.
+                for t in tables {
+                    target
+                        .forget_changes(t.schema())
+                        .await
+                        .map_err(|e| (e, false, false))?;
+                }
+            }
+            if let Some(snapshot) = snapshot {
+                // A load that resumes goes on in a new snapshot after `snapshot_minutes`.
+                let minutes = config.full_load.snapshot_minutes;
+                let renew_after = (resume_from.is_some() && minutes > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(minutes * 60.0));
+                let loaded = load(
+                    &*source,
+                    snapshot,
+                    tables,
+                    target,
+                    state,
+                    config.full_load.worker_count(),
+                    Some(loaded_up_to),
+                    resume_from,
+                    renew_after,
+                    super::task::stopped(shutdown.clone()),
+                )
+                .await
+                .map_err(|end| {
+                    // An interrupted load that can resume keeps what the source began (its
+                    // slot) for the next start.
+                    let resumes = resume_from.is_some()
+                        && match &end {
+                            LoadEnd::Interrupted { .. } | LoadEnd::Renewed => true,
+                            LoadEnd::Failed(e) => matches!(e, JobError::Transient { .. }),
+                        };
+                    let renewed = matches!(end, LoadEnd::Renewed);
+                    (end.into_error(), resumes, renewed)
+                })?;
+                // A load that went on in a later snapshot than the stream's start holds its
+                // tables (or their later key ranges) past it: the stream skips what they hold,
+                // as for a table loaded beside an earlier stream.
+                for table in loaded {
+                    let past_start = table
+                        .loaded_up_to
+                        .filter(|at| resume_from.is_some_and(|from| *at > from));
+                    if past_start.is_none() && table.keys_loaded_at.is_empty() {
+                        continue;
+                    }
+                    let state = first.tables.entry(table.table).or_default();
+                    state.loaded_at = past_start;
+                    state.keys_loaded_at = table.keys_loaded_at;
+                }
+            }
+            target
+                .write_checkpoint(&config.task.name, first)
+                .await
+                .map_err(|e| (e, false, false))
+        }
+        .await;
+        if let Err((e, resumes, renewed)) = done {
+            if renewed {
+                tracing::info!(
+                    "the initial load goes on in a new snapshot, keeping the chunks it completed"
+                );
+                return Ok(InitialLoadEnd::Renewed);
+            }
+            if !resumes {
+                source.abandon_begin().await;
+            }
+            return Err(e);
+        }
+        source.begun(target).await.map_err(JobError::from_source)?;
+        Ok(InitialLoadEnd::Done)
+    }
+}
+
 pub async fn full_load<S: Source>(
     mut source: S,
     config: &crate::config::TaskConfig,
@@ -89,6 +209,7 @@ pub async fn full_load<S: Source>(
         &target,
         state,
         config.full_load.worker_count(),
+        None,
         None,
         None,
         stop,
@@ -176,6 +297,7 @@ mod tests {
             workers: 2,
             position: Some(Position(1)),
             resume_from: None,
+            renew_after: None,
             skip_gone: true,
         };
         let results = match pool.run(load, std::future::pending()).await {

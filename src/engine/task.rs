@@ -42,6 +42,9 @@ pub async fn run<S: Source>(
             // beside the stream done): everything before it is durable; discover the tables
             // again (joining ones are loaded) and go on from the checkpoint.
             Ok(StreamEnd::TablesChanged) => state.set_phase(Phase::Starting),
+            // The initial load read `full_load.snapshot_minutes` in one snapshot: it goes on in
+            // a new one, keeping the chunks done.
+            Ok(StreamEnd::SnapshotRenewed) => state.set_phase(Phase::Starting),
             // The source cannot go on from the checkpoint (it said why), and starts over with
             // a new snapshot.
             Err(JobError::Transient { kind, message }) if kind == STARTS_OVER => {
@@ -132,69 +135,21 @@ async fn run_once<S: Source>(
             mut first,
             forget_changes,
         } => {
-            let done = async {
-                if forget_changes {
-                    // Changes captured before must not be replayed over the new load.
-                    for t in &tables {
-                        target
-                            .forget_changes(t.schema())
-                            .await
-                            .map_err(|e| (e, false))?;
-                    }
-                }
-                if let Some(snapshot) = snapshot {
-                    let loaded = super::load::load(
-                        &*source,
-                        snapshot,
-                        &tables,
-                        &target,
-                        state,
-                        config.full_load.worker_count(),
-                        Some(loaded_up_to),
-                        resume_from,
-                        stopped(shutdown.clone()),
-                    )
-                    .await
-                    .map_err(|end| {
-                        // An interrupted load that can resume keeps what the source began
-                        // (its slot) for the next start.
-                        let resumes = resume_from.is_some()
-                            && match &end {
-                                crate::load_pool::LoadEnd::Interrupted { .. } => true,
-                                crate::load_pool::LoadEnd::Failed(e) => {
-                                    matches!(e, JobError::Transient { .. })
-                                }
-                            };
-                        (end.into_error(), resumes)
-                    })?;
-                    // A load that went on in a later snapshot than the stream's start holds
-                    // its tables (or their later key ranges) past it: the stream skips what
-                    // they hold, as for a table loaded beside an earlier stream.
-                    for table in loaded {
-                        let past_start = table
-                            .loaded_up_to
-                            .filter(|at| resume_from.is_some_and(|from| *at > from));
-                        if past_start.is_none() && table.keys_loaded_at.is_empty() {
-                            continue;
-                        }
-                        let state = first.tables.entry(table.table).or_default();
-                        state.loaded_at = past_start;
-                        state.keys_loaded_at = table.keys_loaded_at;
-                    }
-                }
-                target
-                    .write_checkpoint(task, &first)
-                    .await
-                    .map_err(|e| (e, false))
+            let initial = super::load::InitialLoad {
+                target: &target,
+                tables: &tables,
+                snapshot,
+                loaded_up_to,
+                resume_from,
+                forget_changes,
+            };
+            match initial
+                .run(source, config, state, &mut first, &shutdown)
+                .await?
+            {
+                super::load::InitialLoadEnd::Done => {}
+                super::load::InitialLoadEnd::Renewed => return Ok(StreamEnd::SnapshotRenewed),
             }
-            .await;
-            if let Err((e, resumes)) = done {
-                if !resumes {
-                    source.abandon_begin().await;
-                }
-                return Err(e);
-            }
-            source.begun(&target).await.map_err(JobError::from_source)?;
             (first.position, first.tables)
         }
     };
@@ -333,7 +288,7 @@ async fn reloads<S: Source>(
 }
 
 /// Completes when `stop` turns true; never without one (or once its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(super) async fn stopped(mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }

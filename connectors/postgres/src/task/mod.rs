@@ -378,6 +378,9 @@ impl Source for PgTask {
     ) -> Result<Begin<PgSnapshot>, SourceError> {
         let task = self.settings.task.clone();
         let slot = self.slot.clone();
+        // An earlier start's connection (a load that went on in a new snapshot) goes first, so
+        // it holds nothing of the slot.
+        self.repl = None;
         self.checkpoint_at = store.location(&task);
         let lost = self.lost.lock().ok().and_then(|mut l| l.take());
         let control = self.control()?;
