@@ -16,7 +16,8 @@
 # Needs public.hot (id int primary key, v bigint) with ids 1..10000 and TABLE with a bigint `id`
 # primary key from 1 and an int column `k`, in a server from scripts/pg-sandbox.sh (database DB
 # created); SETUP_ROWS=N creates both (TABLE with N rows, ~120 bytes each) when TABLE is absent.
-# Environment: INLET_BIN (default target/release/inlet), RATE (200), EVERY (3), SETUP_ROWS.
+# Environment: INLET_BIN (default target/release/inlet), RATE (200), EVERY (3), SETUP_ROWS,
+# SNAPSHOT_MINUTES (full_load.snapshot_minutes; default 0: one snapshot per run).
 set -euo pipefail
 
 [ $# -ge 4 ] || { echo "usage: $0 PORT DB TABLE OUTDIR [KILL_AT_S]" >&2; exit 2; }
@@ -59,6 +60,7 @@ include = ["public.$table"]
 
 [full_load]
 workers = 2
+snapshot_minutes = ${SNAPSHOT_MINUTES:-0}
 
 [service]
 listen = "127.0.0.1:0"

@@ -205,7 +205,9 @@ impl LoadPool<'_> {
         // the same way, or be fixed by a configuration change that chunks written before it
         // must not outlive: it ends the load as one that is not resumed.
         let suspend = interrupted || drained || matches!(failure, Some(JobError::Transient { .. }));
-        let settled = self.settle(&prepared, &complete, suspend, deadline).await;
+        let settled = self
+            .settle(&prepared, &complete, suspend, deadline, drained)
+            .await;
         if !ended_early && settled.finish_error.is_none() {
             return Ok(settled.results);
         }
@@ -473,13 +475,15 @@ impl LoadPool<'_> {
     /// Finishes each complete table and abandons the others (and any whose finish fails, or
     /// that is `gone` from the source), or with `suspend` (a signal, a transient error)
     /// suspends the resumable ones, which keep their recorded chunks. With a `deadline` (a load ending
-    /// early), finishing gives up then too.
+    /// early), finishing gives up then too. `renewing`: the load goes on in a new snapshot at
+    /// once (what each table holds is routine then, not a warning).
     async fn settle<T: SnapshotTable>(
         &self,
         prepared: &Prepared<T>,
         complete: &[bool],
         suspend: bool,
         deadline: Option<Instant>,
+        renewing: bool,
     ) -> Settled {
         let Prepared {
             tables,
@@ -560,7 +564,11 @@ impl LoadPool<'_> {
             } else {
                 sink.abandon(abandon_by).await
             };
-            tracing::warn!(table = %name, "{what}");
+            if renewing {
+                tracing::info!(table = %name, "{what}");
+            } else {
+                tracing::warn!(table = %name, "{what}");
+            }
             settled.states.push((name, what));
         }
         settled
