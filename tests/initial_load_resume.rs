@@ -205,6 +205,47 @@ async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, St
     (last, resumed)
 }
 
+/// A PostgreSQL server holding the table ([`pg_setup`]), a client, and a folder whose task file
+/// (`resume-cdc.toml`) loads it into `target` (its `[target]` lines, given the output folder
+/// `out` inside the folder), with `full_load` lines added.
+struct PgCase {
+    pg: PgServer,
+    client: tokio_postgres::Client,
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    cfg: PathBuf,
+}
+
+impl PgCase {
+    async fn start(target: impl Fn(&Path) -> String, full_load: &str) -> Self {
+        let pg = PgServer::start();
+        let client = pg.client("postgres").await;
+        client.batch_execute(&pg_setup()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let body = task("postgres", &pg.url("postgres"), &target(&out), "public.big").replace(
+            "batch_rows = 5000",
+            &format!("batch_rows = 5000\n{full_load}"),
+        );
+        let cfg = task_file(dir.path(), "resume-cdc", &body);
+        Self {
+            pg,
+            client,
+            dir,
+            out,
+            cfg,
+        }
+    }
+
+    /// The workload on its own connection until `stop` ([`write_everywhere`]).
+    async fn write(&self, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+        tokio::spawn(write_everywhere(
+            self.pg.client("postgres").await,
+            stop.clone(),
+        ))
+    }
+}
+
 /// Stops the last run and checks its exit.
 fn stop(mut last: Inlet, dir: &Path) {
     sigterm(&last.0);
@@ -215,40 +256,24 @@ fn stop(mut last: Inlet, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_initial_load_resumes_beside_the_stream() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    client.batch_execute(&pg_setup()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let cfg = task_file(
-        dir.path(),
-        "resume-cdc",
-        &task(
-            "postgres",
-            &pg.url("postgres"),
-            &parquet(&out),
-            "public.big",
-        ),
-    );
+    let c = PgCase::start(parquet, "").await;
+    let (client, dir, out) = (&c.client, &c.dir, &c.out);
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_everywhere(
-        pg.client("postgres").await,
-        stop_writing.clone(),
-    ));
+    let writer = c.write(&stop_writing).await;
     let table_dir = out.join("public/big");
     let case = Case {
         dir: dir.path(),
-        cfg: &cfg,
+        cfg: &c.cfg,
         record: table_dir.join("_inlet_load/PROGRESS"),
     };
     let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
     let transactions = writer.await.unwrap();
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
-    pg_stream::wait_caught_up(&client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
+    pg_stream::wait_caught_up(client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
     stop(last, dir.path());
 
     // The full load plus the change files equal the source, no change twice or lost.
-    let want = source_rows(&client, "big", COLUMNS).await;
+    let want = source_rows(client, "big", COLUMNS).await;
     let got = replay(&table_dir, COLUMNS);
     assert_eq!(got.len(), want.len(), "row count");
     assert!(got == want, "replayed rows differ from the source");
@@ -259,34 +284,23 @@ async fn a_killed_initial_load_resumes_beside_the_stream() {
 /// table is complete), read by pyiceberg, DuckDB and polars.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_initial_load_resumes_into_iceberg() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    client.batch_execute(&pg_setup()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let target = format!("kind = \"iceberg\"\nwarehouse = \"{}\"", out.display());
-    let cfg = task_file(
-        dir.path(),
-        "resume-cdc",
-        &task("postgres", &pg.url("postgres"), &target, "public.big"),
-    );
+    let iceberg = |out: &Path| format!("kind = \"iceberg\"\nwarehouse = \"{}\"", out.display());
+    let c = PgCase::start(iceberg, "").await;
+    let (client, dir, out) = (&c.client, &c.dir, &c.out);
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_everywhere(
-        pg.client("postgres").await,
-        stop_writing.clone(),
-    ));
+    let writer = c.write(&stop_writing).await;
     let case = Case {
         dir: dir.path(),
-        cfg: &cfg,
+        cfg: &c.cfg,
         record: out.join("_inlet/resume-cdc/load/public.big"),
     };
     let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
     let transactions = writer.await.unwrap();
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
-    pg_stream::wait_caught_up(&client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
+    pg_stream::wait_caught_up(client, &mut last.0, &checkpoint, "inlet_resume_cdc").await;
     stop(last, dir.path());
 
-    let mut want: Vec<Vec<Option<String>>> = source_rows(&client, "big", COLUMNS)
+    let mut want: Vec<Vec<Option<String>>> = source_rows(client, "big", COLUMNS)
         .await
         .into_values()
         .collect();
@@ -299,6 +313,16 @@ async fn a_killed_initial_load_resumes_into_iceberg() {
 /// before it loaded (`<task>.load-start`), kept until the task checkpoint is written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
+    mariadb_killed_twice(false).await;
+}
+
+/// The same on MariaDB into Iceberg, read by pyiceberg, DuckDB and polars.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_mariadb_initial_load_resumes_into_iceberg() {
+    mariadb_killed_twice(true).await;
+}
+
+async fn mariadb_killed_twice(iceberg: bool) {
     let db = Arc::new(MariaDbServer::start());
     db.admin(&format!(
         "CREATE DATABASE shop;
@@ -312,10 +336,15 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    let target = if iceberg {
+        format!("kind = \"iceberg\"\nwarehouse = \"{}\"", out.display())
+    } else {
+        parquet(&out)
+    };
     let cfg = task_file(
         dir.path(),
         "resume-cdc",
-        &task("mysql", &db.url("shop"), &parquet(&out), "shop.big"),
+        &task("mysql", &db.url("shop"), &target, "shop.big"),
     );
     let stop_writing = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -346,7 +375,11 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     let case = Case {
         dir: dir.path(),
         cfg: &cfg,
-        record: table_dir.join("_inlet_load/PROGRESS"),
+        record: if iceberg {
+            out.join("_inlet/resume-cdc/load/shop.big")
+        } else {
+            table_dir.join("_inlet_load/PROGRESS")
+        },
     };
     let (mut last, resumed) = kill_twice_and_finish(&case, &stop_writing).await;
     let transactions = writer.join().unwrap();
@@ -358,8 +391,14 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
     assert_eq!(start.map(|c| c.position.0), Some(0));
 
     let want = mysql_rows::source_rows(&db, "shop.big", COLUMNS);
-    let got = replay(&table_dir, COLUMNS);
-    mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
+    if iceberg {
+        let mut rows: Vec<_> = want.into_values().collect();
+        rows.sort();
+        common::iceberg::assert_iceberg_equals(&table_dir, "big", &rows);
+    } else {
+        let got = replay(&table_dir, COLUMNS);
+        mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
+    }
     eprintln!("{transactions} writing transactions; {resumed}");
 }
 
@@ -369,25 +408,12 @@ async fn a_killed_mariadb_initial_load_resumes_beside_the_stream() {
 /// the stream, and the target ends equal to the source.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    client.batch_execute(&pg_setup()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let cfg = task_file(
-        dir.path(),
-        "resume-cdc",
-        &task(
-            "postgres",
-            &pg.url("postgres"),
-            &parquet(&out),
-            "public.big",
-        ),
-    );
+    let c = PgCase::start(parquet, "").await;
+    let (client, dir, out, cfg) = (&c.client, &c.dir, &c.out, &c.cfg);
     let table_dir = out.join("public/big");
     let log = |i: usize| dir.path().join(format!("run{i}.log"));
     kill_at(
-        spawn_logged(&cfg, &log(0)),
+        spawn_logged(cfg, &log(0)),
         &table_dir.join("_inlet_load/PROGRESS"),
         8,
         &log(0),
@@ -402,7 +428,7 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
         ))
         .await
         .unwrap();
-    let mut run = spawn_logged(&cfg, &log(1));
+    let mut run = spawn_logged(cfg, &log(1));
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !checkpoint.exists() {
@@ -418,12 +444,12 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
         .batch_execute("UPDATE big SET version = version + 1 WHERE id % 10 = 0")
         .await
         .unwrap();
-    pg_stream::wait_caught_up(&client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
+    pg_stream::wait_caught_up(client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
     sigterm(&run.0);
     let status = run.0.wait().unwrap();
     let text = std::fs::read_to_string(log(1)).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
-    let want = source_rows(&client, "big", COLUMNS).await;
+    let want = source_rows(client, "big", COLUMNS).await;
     let got = replay(&table_dir, COLUMNS);
     assert_eq!(got.len(), want.len(), "row count");
     assert!(got == want, "replayed rows differ from the source");
@@ -440,29 +466,12 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
 /// (here 0.12 s, several times during the load), and the table still ends exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    client.batch_execute(&pg_setup()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let body = task(
-        "postgres",
-        &pg.url("postgres"),
-        &parquet(&out),
-        "public.big",
-    )
-    .replace(
-        "batch_rows = 5000",
-        "batch_rows = 5000\nsnapshot_minutes = 0.002",
-    );
-    let cfg = task_file(dir.path(), "resume-cdc", &body);
+    let c = PgCase::start(parquet, "snapshot_minutes = 0.002").await;
+    let (client, dir, out, cfg) = (&c.client, &c.dir, &c.out, &c.cfg);
     let stop_writing = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_everywhere(
-        pg.client("postgres").await,
-        stop_writing.clone(),
-    ));
+    let writer = c.write(&stop_writing).await;
     let log = dir.path().join("run.log");
-    let mut run = spawn_logged(&cfg, &log);
+    let mut run = spawn_logged(cfg, &log);
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(120 + rows() / 20_000);
     while !checkpoint.exists() {
@@ -477,14 +486,14 @@ async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_writing.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    pg_stream::wait_caught_up(&client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
+    pg_stream::wait_caught_up(client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
     sigterm(&run.0);
     let status = run.0.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     let renewals = text.matches("goes on in a new snapshot").count();
     assert!(renewals >= 1, "{renewals} renewals:\n{text}");
-    let want = source_rows(&client, "big", COLUMNS).await;
+    let want = source_rows(client, "big", COLUMNS).await;
     let got = replay(&out.join("public/big"), COLUMNS);
     assert_eq!(got.len(), want.len(), "row count");
     assert!(got == want, "replayed rows differ from the source");

@@ -98,6 +98,16 @@ fn start_key(task: &str) -> String {
     format!("{task}.load-start")
 }
 
+/// What `cp` records for resuming a MySQL/MariaDB stream (empty for a checkpoint of another
+/// source, which the resume plan then refuses).
+fn resume_of(cp: &Checkpoint) -> MysqlResume {
+    cp.source
+        .as_ref()
+        .and_then(SourceResume::mysql)
+        .cloned()
+        .unwrap_or_default()
+}
+
 impl MysqlTask {
     /// The recorded start of a first load that did not finish, when the stream can still start
     /// there: the same server, its binlog file still on it.
@@ -107,12 +117,7 @@ impl MysqlTask {
         server_id: u64,
         flavor: Flavor,
     ) -> Result<Option<(Checkpoint, ResumePlan)>, SourceError> {
-        let resume = record
-            .source
-            .as_ref()
-            .and_then(SourceResume::mysql)
-            .cloned()
-            .unwrap_or_default();
+        let resume = resume_of(&record);
         let plan = match plan_resume(&resume, record.position, server_id, flavor) {
             Ok(plan @ ResumePlan::Position { .. }) => plan,
             _ => {
@@ -234,12 +239,16 @@ impl Source for MysqlTask {
             ..Resume::default()
         };
         if let Some(cp) = checkpoint {
-            let resume = cp
-                .source
-                .as_ref()
-                .and_then(SourceResume::mysql)
-                .cloned()
-                .unwrap_or_default();
+            // A process killed between the first checkpoint and the retirement of the load's
+            // start record (`begun`) left it behind.
+            if self.settings.load {
+                let key = start_key(&self.settings.task);
+                let record = store.read(&key).await.map_err(SourceError::from_target)?;
+                if record.is_some_and(|r| r.position.0 != 0) {
+                    self.begun(store).await?;
+                }
+            }
+            let resume = resume_of(&cp);
             self.resume.held = Held {
                 resume: resume.clone(),
                 replaced: cp.tables.clone(),
@@ -294,12 +303,7 @@ impl Source for MysqlTask {
                 };
                 tracing::info!(file = %from.file, offset = from.offset, "the first load did not finish: it goes on in this snapshot, keeping the chunks it completed, and the stream starts where it did");
                 self.resume.gtid_at_start = gtid_set.clone();
-                let resume = record
-                    .source
-                    .as_ref()
-                    .and_then(SourceResume::mysql)
-                    .cloned()
-                    .unwrap_or_default();
+                let resume = resume_of(&record);
                 self.resume.held.resume = resume.clone();
                 let first = Checkpoint {
                     position: record.position,
