@@ -140,8 +140,20 @@ impl LoadPool<'_> {
         let mut failure = None;
         let mut interrupted = false;
         let mut drained = false;
+        // A new snapshot keeps only key-range chunks: a load with a table in other chunks
+        // (page ranges) would read that table again after every renewal, and might never end.
+        let renew_after = self.renew_after.filter(|_| {
+            let kept = |t: usize| prepared.records[t].as_ref().is_some_and(|r| r.all_keys());
+            match (0..prepared.tables.len()).find(|&t| !kept(t)) {
+                None => true,
+                Some(t) => {
+                    tracing::info!(table = %prepared.tables[t].schema().id, "the initial load stays in one snapshot (full_load.snapshot_minutes does not apply): the table is not read in key ranges, which a new snapshot could keep");
+                    false
+                }
+            }
+        });
         let renew = async {
-            match self.renew_after {
+            match renew_after {
                 Some(after) => tokio::time::sleep(after).await,
                 None => std::future::pending().await,
             }
@@ -678,6 +690,11 @@ impl TableRecord {
             at,
             keys,
         }
+    }
+
+    /// Whether every chunk of the table is a key range (a later snapshot can keep them).
+    fn all_keys(&self) -> bool {
+        self.keys.iter().all(Option::is_some)
     }
 
     /// For a complete initial load of a change capture whose snapshot holds everything up to
