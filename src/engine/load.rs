@@ -50,8 +50,6 @@ pub async fn load<S: Source>(
     Ok(results)
 }
 
-/// A `full-load` task: every selected table once, in one consistent snapshot, stopped early
-/// when `stop` completes (a signal).
 /// The initial load of a change capture ([`Begin::Fresh`](inlet_core::source::Begin)), up to
 /// its first checkpoint.
 pub struct InitialLoad<'a, S: Source> {
@@ -170,6 +168,8 @@ impl<S: Source> InitialLoad<'_, S> {
     }
 }
 
+/// A `full-load` task: every selected table once, in one consistent snapshot, stopped early
+/// when `stop` completes (a signal).
 pub async fn full_load<S: Source>(
     mut source: S,
     config: &crate::config::TaskConfig,
