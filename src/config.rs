@@ -805,6 +805,24 @@ mod tests {
             e.starts_with("cdc.stream_silence_timeout_s") && e.contains("at least 5"),
             "{e}"
         );
+        // An operator's mistakes: a negative renewal period, a misspelt key.
+        let full_load = |line: &str| {
+            parse(
+                &MINIMAL.replace("[target]", &format!("[full_load]\n{line}\n[target]")),
+                &env,
+            )
+            .unwrap_err()
+        };
+        let e = full_load("snapshot_minutes = -1");
+        assert!(
+            e.starts_with("full_load.snapshot_minutes: -1 is not a number of minutes"),
+            "{e}"
+        );
+        let e = full_load("snapshot_minute = 5");
+        assert!(
+            e.starts_with("full_load") && e.contains("snapshot_minute"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -385,7 +385,7 @@ impl LoadPool<'_> {
                     .map(|t| source.parse_chunk(t))
                     .collect();
                 match parsed {
-                    Some(planned) if !self.keeps(source, table, &recorded, &planned) => {
+                    Some(planned) if !self.keeps(&recorded, &keys_of(source, table, &planned)) => {
                         tracing::warn!(table = %name, done_chunks = recorded.done.len(), "the chunks an interrupted initial load of the table completed cannot be kept beside chunks read now (they are not key ranges, or were read before the change stream's start): the table is loaded from its start");
                         None
                     }
@@ -431,10 +431,7 @@ impl LoadPool<'_> {
         let mut progress = progress;
         progress.started.retain(|s| !done.contains(s));
         sink.resume(&progress).await?;
-        let keys = planned
-            .iter()
-            .map(|c| source.chunk_keys(table, c))
-            .collect();
+        let keys = keys_of(source, table, &planned);
         let record = TableRecord::new(progress, self.position, keys);
         if record.kept_chunks > 0 {
             tracing::info!(
@@ -458,26 +455,18 @@ impl LoadPool<'_> {
         })
     }
 
-    /// Whether the done chunks of `recorded` (planned as `planned`) can be kept: always for a
-    /// load that stands alone; for the initial load of a change capture, when every chunk is a
-    /// key range and every done chunk was read at or after the stream's start, which then
-    /// holds each key's changes since its chunk's snapshot.
-    fn keeps<S: LoadSource>(
-        &self,
-        source: &S,
-        table: usize,
-        recorded: &LoadProgress,
-        planned: &[S::Chunk],
-    ) -> bool {
+    /// Whether the done chunks of `recorded` (whose chunks' key ranges are `keys`) can be kept:
+    /// always for a load that stands alone; for the initial load of a change capture, when
+    /// every chunk is a key range and every done chunk was read at or after the stream's start,
+    /// which then holds each key's changes since its chunk's snapshot.
+    fn keeps(&self, recorded: &LoadProgress, keys: &[Option<KeyInterval>]) -> bool {
         let Some(position) = self.position else {
             return true;
         };
         let Some(from) = self.resume_from else {
             return false;
         };
-        planned
-            .iter()
-            .all(|c| source.chunk_keys(table, c).is_some())
+        keys.iter().all(Option::is_some)
             && recorded
                 .done
                 .iter()
@@ -772,17 +761,22 @@ impl TableRecord {
     }
 }
 
+/// Each of `chunks`' key range, when it is one ([`LoadSource::chunk_keys`]).
+fn keys_of<S: LoadSource>(
+    source: &S,
+    table: usize,
+    chunks: &[S::Chunk],
+) -> Vec<Option<KeyInterval>> {
+    chunks.iter().map(|c| source.chunk_keys(table, c)).collect()
+}
+
 /// `held` with adjacent key ranges of one snapshot made one: the checkpoint carries them while
 /// the stream catches up, and the stream tests each change against them, so a table of
 /// thousands of chunks read in a few runs is a few ranges.
 fn merge_adjacent(mut held: Vec<KeysLoadedAt>) -> Vec<KeysLoadedAt> {
+    // An open start (None) sorts first.
     held.sort_by(|a, b| {
-        (a.at, &a.keys.column, a.keys.start.is_some(), a.keys.start).cmp(&(
-            b.at,
-            &b.keys.column,
-            b.keys.start.is_some(),
-            b.keys.start,
-        ))
+        (a.at, &a.keys.column, a.keys.start).cmp(&(b.at, &b.keys.column, b.keys.start))
     });
     let mut out: Vec<KeysLoadedAt> = Vec::with_capacity(held.len());
     for h in held {

@@ -157,19 +157,7 @@ async fn kill_twice_and_finish(case: &Case<'_>, stop: &AtomicBool) -> (Inlet, St
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut last = spawn_logged(case.cfg, &logs[2]);
     let checkpoint = case.dir.join("out/_inlet/resume-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120 + rows() / 20_000);
-    while !checkpoint.exists() {
-        assert!(
-            last.0.try_wait().unwrap().is_none(),
-            "the last run ended:\n{}",
-            std::fs::read_to_string(&logs[2]).unwrap_or_default()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the load did not finish in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint(&mut last, &checkpoint, &logs[2], 120 + rows() / 20_000).await;
     // The first checkpoint carries the key ranges read after the stream's start; a crash right
     // after it, before the stream passed their snapshots, leaves them to the next run.
     let first = common::read_checkpoint(&checkpoint).unwrap();
@@ -248,6 +236,24 @@ impl PgCase {
             self.pg.client("postgres").await,
             stop.clone(),
         ))
+    }
+}
+
+/// Waits until `run` wrote the task's first checkpoint (its initial load is done), failing with
+/// its log (`log`) if it ends first or `seconds` pass.
+async fn wait_for_checkpoint(run: &mut Inlet, checkpoint: &Path, log: &Path, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !checkpoint.exists() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "the run ended:\n{text}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint in {seconds} s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -435,16 +441,7 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
         .unwrap();
     let mut run = spawn_logged(cfg, &log(1));
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !checkpoint.exists() {
-        let text = std::fs::read_to_string(log(1)).unwrap_or_default();
-        assert!(
-            run.0.try_wait().unwrap().is_none(),
-            "the run ended:\n{text}"
-        );
-        assert!(Instant::now() < deadline, "no checkpoint in 120 s:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint(&mut run, &checkpoint, &log(1), 120).await;
     client
         .batch_execute("UPDATE big SET version = version + 1 WHERE id % 10 = 0")
         .await
@@ -478,16 +475,7 @@ async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
     let log = dir.path().join("run.log");
     let mut run = spawn_logged(cfg, &log);
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(120 + rows() / 20_000);
-    while !checkpoint.exists() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            run.0.try_wait().unwrap().is_none(),
-            "the run ended:\n{text}"
-        );
-        assert!(Instant::now() < deadline, "no checkpoint in time:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint(&mut run, &checkpoint, &log, 120 + rows() / 20_000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_writing.store(true, Ordering::Relaxed);
     writer.await.unwrap();
@@ -521,16 +509,7 @@ async fn a_load_with_a_page_ranged_table_keeps_one_snapshot() {
     let log = c.dir.path().join("run.log");
     let mut run = spawn_logged(cfg, &log);
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
-    let deadline = Instant::now() + Duration::from_secs(60 + rows() / 20_000);
-    while !checkpoint.exists() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            run.0.try_wait().unwrap().is_none(),
-            "the run ended:\n{text}"
-        );
-        assert!(Instant::now() < deadline, "no checkpoint in time:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint(&mut run, &checkpoint, &log, 60 + rows() / 20_000).await;
     client
         .batch_execute("UPDATE big SET version = version + 1 WHERE id % 7 = 0")
         .await

@@ -109,32 +109,34 @@ fn resume_of(cp: &Checkpoint) -> MysqlResume {
 }
 
 impl MysqlTask {
-    /// The recorded start of a first load that did not finish, when the stream can still start
-    /// there: the same server, its binlog file still on it.
+    /// Where the stream of a first load that did not finish starts (its binlog position and
+    /// GTID set, from `record`), when it still can: the same server (`conn`'s), its binlog file
+    /// still on it.
     async fn kept_start(
         &self,
-        record: Checkpoint,
+        conn: &mut mysql_async::Conn,
+        record: &Checkpoint,
         server_id: u64,
         flavor: Flavor,
-    ) -> Result<Option<(Checkpoint, ResumePlan)>, SourceError> {
-        let resume = resume_of(&record);
-        let plan = match plan_resume(&resume, record.position, server_id, flavor) {
-            Ok(plan @ ResumePlan::Position { .. }) => plan,
+    ) -> Result<Option<(BinlogPosition, Option<String>)>, SourceError> {
+        let (from, gtid_set) = match plan_resume(
+            &resume_of(record),
+            record.position,
+            server_id,
+            flavor,
+        ) {
+            Ok(ResumePlan::Position { from, gtid_set, .. }) => (from, gtid_set),
             _ => {
                 tracing::warn!("the first load did not finish, on another server or at a position that cannot be resumed: it starts over");
                 return Ok(None);
             }
         };
-        let ResumePlan::Position { from, .. } = &plan else {
-            return Ok(None);
-        };
-        let mut conn = self.connector.connect().await?;
-        let files = crate::binlog::binlog_files(&mut conn, &self.connector).await?;
+        let files = crate::binlog::binlog_files(conn, &self.connector).await?;
         if !files.iter().any(|(f, _)| *f == from.file) {
             tracing::warn!(file = %from.file, "the first load did not finish, and the binlog file it started in is gone from the server: it starts over");
             return Ok(None);
         }
-        Ok(Some((record, plan)))
+        Ok(Some((from, gtid_set)))
     }
 }
 
@@ -233,7 +235,6 @@ impl Source for MysqlTask {
         let mut conn = self.connector.connect().await?;
         let source_id = Flavor::server_id(&mut conn, &self.connector).await?;
         let flavor = Flavor::detect(&mut conn, &self.connector).await?;
-        drop(conn);
         self.resume = Resume {
             server_id: source_id,
             ..Resume::default()
@@ -280,12 +281,16 @@ impl Source for MysqlTask {
             let key = start_key(&self.settings.task);
             let record = store.read(&key).await.map_err(SourceError::from_target)?;
             match record.filter(|r| r.position.0 != 0) {
-                Some(r) => self.kept_start(r, source_id, flavor).await?,
+                Some(r) => self
+                    .kept_start(&mut conn, &r, source_id, flavor)
+                    .await?
+                    .map(|start| (r, start)),
                 None => None,
             }
         } else {
             None
         };
+        drop(conn);
         let snapshot = ConsistentSnapshot::open(&self.connector, workers).await?;
         let point = snapshot.point.clone();
         let position = point.binlog.to_position(0)?;
@@ -295,14 +300,9 @@ impl Source for MysqlTask {
             known.entry(t.schema.id.to_string()).or_default().captured = true;
         }
         let (first, start) = match started {
-            Some((record, plan)) => {
-                let ResumePlan::Position { from, gtid_set, .. } = &plan else {
-                    return Err(SourceError::failed(
-                        "a load's start on another server (a bug)",
-                    ));
-                };
+            Some((record, (from, gtid_set))) => {
                 tracing::info!(file = %from.file, offset = from.offset, "the first load did not finish: it goes on in this snapshot, keeping the chunks it completed, and the stream starts where it did");
-                self.resume.gtid_at_start = gtid_set.clone();
+                self.resume.gtid_at_start = gtid_set;
                 let resume = resume_of(&record);
                 self.resume.held.resume = resume.clone();
                 let first = Checkpoint {
@@ -310,7 +310,7 @@ impl Source for MysqlTask {
                     tables: known,
                     source: Some(SourceResume::Mysql(resume)),
                 };
-                (first, plan.start())
+                (first, StartFrom::Position(from))
             }
             None => {
                 let resume = MysqlResume {

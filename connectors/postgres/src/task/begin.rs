@@ -97,16 +97,9 @@ pub(super) async fn create_slot(
             .await
             .map_err(target)?;
         tracing::info!(%slot, consistent_point = %created.consistent_point, id = %record.id, "slot created");
-        let mut recorded = TableStates::new();
-        for id in tables {
-            recorded.entry(id.to_string()).or_default().captured = true;
-        }
-        if let Some(snapshot) = &created.snapshot_name {
-            if let Some(seen) = SeenBySnapshot::read(control, snapshot, tables).await {
-                seen.record_all(tables, &mut recorded);
-            }
-        }
-        Ok::<_, SourceError>(recorded)
+        Ok::<_, SourceError>(
+            first_records(control, created.snapshot_name.as_deref(), tables).await,
+        )
     }
     .await;
     match recorded {
@@ -145,6 +138,25 @@ pub(super) async fn drop_created_slot(
             tracing::warn!(%slot, error = %d, "the first start failed and the slot it created could not be dropped; the next start recreates it")
         }
     }
+}
+
+/// What the first checkpoint records of `tables`: each captured from its start, and its
+/// identity and storage as `snapshot` (the first load's) sees them, when there is one.
+pub(super) async fn first_records(
+    control: &tokio_postgres::Client,
+    snapshot: Option<&str>,
+    tables: &[TableId],
+) -> TableStates {
+    let mut recorded = TableStates::new();
+    for id in tables {
+        recorded.entry(id.to_string()).or_default().captured = true;
+    }
+    if let Some(snapshot) = snapshot {
+        if let Some(seen) = SeenBySnapshot::read(control, snapshot, tables).await {
+            seen.record_all(tables, &mut recorded);
+        }
+    }
+    recorded
 }
 
 /// The position a load in the snapshot of a slot created at `consistent_point` holds every

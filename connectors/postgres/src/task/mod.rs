@@ -140,13 +140,7 @@ impl PgTask {
             .create_temporary_slot_exporting_snapshot(&name)
             .await?;
         let snapshot = created.snapshot_name.unwrap_or_default();
-        let mut recorded = TableStates::new();
-        for id in tables {
-            recorded.entry(id.to_string()).or_default().captured = true;
-        }
-        if let Some(seen) = seen::SeenBySnapshot::read(self.control()?, &snapshot, tables).await {
-            seen.record_all(tables, &mut recorded);
-        }
+        let recorded = begin::first_records(self.control()?, Some(&snapshot), tables).await;
         self.repl = Some(ReplicationConnection::connect(&self.connector).await?);
         self.feedback.retained(None, false);
         Ok(Begin::Fresh {
