@@ -1075,6 +1075,12 @@ fn my_caught_up(db: &inlet_testkit::MariaDbServer, checkpoint: &Path, within: Du
 /// first position, each starts after the one before ends (two writers of one change log would
 /// write overlapping files, which a reader replays twice). Returns how many there are.
 fn assert_no_overlapping_change_files(table_dir: &Path) -> usize {
+    overlapping_change_files(table_dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`assert_no_overlapping_change_files`]'s check: the number of change files, or which two
+/// overlap.
+fn overlapping_change_files(table_dir: &Path) -> Result<usize, String> {
     let mut ranges: Vec<(u64, u64, String)> = common::audit::change_files(table_dir)
         .iter()
         .filter_map(|p| {
@@ -1088,15 +1094,16 @@ fn assert_no_overlapping_change_files(table_dir: &Path) -> usize {
         .collect();
     ranges.sort();
     for pair in ranges.windows(2) {
-        assert!(
-            pair[1].0 > pair[0].1,
-            "{}: change files overlap: {} and {}",
-            table_dir.display(),
-            pair[0].2,
-            pair[1].2
-        );
+        if pair[1].0 <= pair[0].1 {
+            return Err(format!(
+                "{}: change files overlap: {} and {}",
+                table_dir.display(),
+                pair[0].2,
+                pair[1].2
+            ));
+        }
     }
-    ranges.len()
+    Ok(ranges.len())
 }
 
 /// The MariaDB table's rows equal what its Parquet folder replays to, and the audit log's
@@ -1613,6 +1620,7 @@ async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a
     ];
 
     let dir = tempfile::tempdir().unwrap();
+
     let tasks = dir.path().join("tasks");
     std::fs::create_dir(&tasks).unwrap();
     let local = dir.path().join("out");
@@ -1915,11 +1923,20 @@ async fn a_fleet_of_three_daemons_keeps_one_writer_per_task_through_a_kill_and_a
             assert_eq!(duckdb, want, "{name}: duckdb");
             continue;
         }
-        assert!(
-            assert_no_overlapping_change_files(&table_dir) > 0,
-            "{name}: {}",
-            table_dir.display()
-        );
+        // On an overlap, what each daemon said of the task: its takes, fences and sweeps.
+        let files = overlapping_change_files(&table_dir).unwrap_or_else(|e| {
+            let said: Vec<String> = fleet
+                .iter()
+                .map(|d| {
+                    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+                    let lines: Vec<&str> =
+                        log.lines().filter(|l| l.contains(name.as_str())).collect();
+                    format!("{}:\n{}", d.log.display(), lines.join("\n"))
+                })
+                .collect();
+            panic!("{name}: {e}\n{}", said.join("\n"))
+        });
+        assert!(files > 0, "{name}: {}", table_dir.display());
         if is_pg {
             assert_eq!(
                 replay(&table_dir, &pg_columns),

@@ -181,8 +181,16 @@ impl ChangeLogTable {
         Ok(names)
     }
 
-    /// Deletes the change file `name` of this table; one already gone is no error.
+    /// Deletes the change file `name` of this table; one already gone is no error. Asks the
+    /// write gate first: a daemon paused between its commit's fence check and this delete, and
+    /// continued after another daemon took the task, must not delete the new owner's files.
     pub(crate) async fn delete_file(&self, name: &str) -> Result<(), SinkError> {
+        if let Some(gate) = &self.target.gate {
+            gate().map_err(|why| SinkError::Incomplete {
+                table: self.table.clone(),
+                message: format!("change file {name} was not deleted: {why}"),
+            })?;
+        }
         let path = self.dir.clone().join(name);
         match self.target.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

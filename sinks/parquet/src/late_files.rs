@@ -13,7 +13,10 @@
 //! The record of a takeover outlives one run of the task: a task restarted in this process
 //! (a transient error) opens its tables again under the same lease epoch, and a late file that
 //! landed after its first opening must not then count as present (its changes would stay beside
-//! the copy this daemon wrote before the restart).
+//! the copy this daemon wrote before the restart). So does a lease this daemon lost and took
+//! back (a process starved of CPU fences itself; its own record then counts as gone and the
+//! next epoch has no former owner): the epoch right after the record's was this daemon's too,
+//! nobody else wrote in between, and a former owner's file landing meanwhile is still late.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,11 +35,8 @@ pub(crate) const SWEEP_FOR: Duration = Duration::from_secs(600);
 /// The least time between two looks of one table.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-/// A table's folder and the lease epoch this daemon took the task over with.
-type TakeoverKey = (String, u64);
-
-/// The records of this process's takeovers.
-static TAKEOVERS: Mutex<BTreeMap<TakeoverKey, Arc<Mutex<Takeover>>>> = Mutex::new(BTreeMap::new());
+/// The records of this process's takeovers, by table folder.
+static TAKEOVERS: Mutex<BTreeMap<String, Arc<Mutex<Takeover>>>> = Mutex::new(BTreeMap::new());
 
 /// Plain data, replaced or extended whole: a panic elsewhere leaves it usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,6 +46,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What one table's folder held when this daemon first opened it after taking the task over,
 /// and what it wrote since.
 struct Takeover {
+    /// The lease epoch this daemon holds the task under: the takeover's, or a later one it took
+    /// back from itself.
+    epoch: u64,
     /// The table's committed position as that opening read it from the folder.
     opened_at: Option<Position>,
     /// The change files the folder held then.
@@ -57,8 +60,9 @@ struct Takeover {
 }
 
 impl Takeover {
-    fn opened(names: Vec<String>, until: Instant) -> Self {
+    fn opened(epoch: u64, names: Vec<String>, until: Instant) -> Self {
         Self {
+            epoch,
             opened_at: ChangeFile::highest_last(&names),
             present: names.into_iter().collect(),
             written: HashSet::new(),
@@ -82,27 +86,48 @@ pub(crate) struct LateFiles {
 }
 
 impl LateFiles {
-    /// Opens the table under the takeover of lease `epoch`: the table's committed position.
-    /// The first opening records what the folder holds. An opening again (the task restarted)
+    /// Opens the table under lease `epoch`: the table's committed position, and the record to
+    /// sweep with, if any. A takeover of an expired lease (`after_expiry`) starts a record of
+    /// what the folder holds; the same epoch again (the task restarted) or the next one (this
+    /// daemon took back its own lease) goes on with this process's record. Opening again
     /// deletes the late files first when this daemon has written changes since (they duplicate
     /// them), and counts the files it keeps in the position.
     pub(crate) async fn open(
         log: ChangeLogTable,
         epoch: u64,
-    ) -> Result<(Self, Option<Position>), SinkError> {
-        let key = (log.folder_location(), epoch);
+        after_expiry: bool,
+    ) -> Result<(Option<Self>, Option<Position>), SinkError> {
+        let folder = log.folder_location();
         let earlier = {
             let mut takeovers = lock(&TAKEOVERS);
             takeovers.retain(|_, t| Instant::now() < lock(t).until);
-            takeovers.get(&key).cloned()
+            let ours = takeovers.get(&folder).cloned().filter(|t| {
+                let mut t = lock(t);
+                // Epochs are taken one after another: the one after this daemon's was taken
+                // by nobody else.
+                let goes_on = t.epoch == epoch || t.epoch + 1 == epoch;
+                if goes_on {
+                    t.epoch = epoch;
+                }
+                goes_on
+            });
+            if ours.is_none() {
+                // Another daemon held the task since: its files are no late ones.
+                takeovers.remove(&folder);
+            }
+            ours
         };
         let Some(takeover) = earlier else {
+            if !after_expiry {
+                let at = log.committed_position().await?;
+                return Ok((None, at));
+            }
             let names = log.change_file_names().await?;
-            let takeover = Takeover::opened(names, Instant::now() + SWEEP_FOR);
+            let takeover = Takeover::opened(epoch, names, Instant::now() + SWEEP_FOR);
             let at = takeover.opened_at;
             let takeover = Arc::new(Mutex::new(takeover));
-            lock(&TAKEOVERS).insert(key, takeover.clone());
-            return Ok((Self { log, takeover }, at));
+            lock(&TAKEOVERS).insert(folder, takeover.clone());
+            return Ok((Some(Self { log, takeover }), at));
         };
         let files = Self { log, takeover };
         let wrote = !lock(&files.takeover).written.is_empty();
@@ -117,9 +142,9 @@ impl LateFiles {
             // as at the first opening.
             let mut t = lock(&files.takeover);
             let until = t.until;
-            *t = Takeover::opened(names, until);
+            *t = Takeover::opened(epoch, names, until);
         }
-        Ok((files, at))
+        Ok((Some(files), at))
     }
 
     /// Whether the time to look for late files has passed: the state can go.

@@ -352,7 +352,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Deletes one object; one already gone is fine.
     /// Before each step of a switch: a daemon that lost the task (paused in the middle of a
     /// switch, continued after another daemon took the task) must not move or delete a file
     /// more; the new owner's next load completes the switch, as after a crash.
@@ -366,6 +365,7 @@ impl Shared {
         }
     }
 
+    /// Deletes one object; one already gone is fine.
     async fn delete(&self, path: &Path) -> Result<(), SinkError> {
         match self.target.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

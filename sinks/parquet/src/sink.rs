@@ -168,11 +168,13 @@ impl sink::ChangeTable for ChangeFiles {
         table: &TableSchema,
     ) -> Result<Option<Position>, TargetError> {
         let log = self.target.change_log(table);
-        if !self.target.former_owner_may_write {
-            return Ok(log.committed_position().await?);
-        }
-        let (opened, at) = LateFiles::open(log, self.target.owner_epoch).await?;
-        *self.late() = Some(opened);
+        let (late, at) = LateFiles::open(
+            log,
+            self.target.owner_epoch,
+            self.target.former_owner_may_write,
+        )
+        .await?;
+        *self.late() = late;
         Ok(at)
     }
 
