@@ -576,7 +576,14 @@ impl Fence {
 
     /// Renews the lease every sixth of its duration until it is lost; returns why.
     pub async fn keep(&self) -> Lost {
-        let mut wait = self.timing.renew_every;
+        // The first renewal is due a sixth of the lease after the last one (the take, or a
+        // renewal made while waiting out a former owner), not after this call: a full sixth
+        // from here would come as late as the fence itself when the wait ended just before
+        // a renewal, and the new owner stopped the task it had just started.
+        let mut wait = self
+            .timing
+            .renew_every
+            .saturating_sub(self.held().renewed.elapsed());
         loop {
             tokio::time::sleep(wait).await;
             if let Some(lost) = self.lost() {

@@ -2235,3 +2235,176 @@ async fn a_full_load_task_runs_once_in_a_fleet_and_again_in_a_daemon_started_lat
         assert_eq!(d.task("fl").unwrap()["owner"], ids[loader].as_str());
     }
 }
+
+/// A daemon paused in the middle of a task's initial load (`full-load-and-cdc`, its table
+/// written to all along): the daemon that takes the task keeps the chunks the paused one
+/// completed and loads only the rest, and streams while the paused daemon still holds its
+/// connections; the paused daemon, continued, writes nothing more; the LOAD files plus the
+/// change files replay to the source, no change lost or applied twice (every update increments
+/// `version`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_owners_initial_load_is_finished_by_the_daemon_that_takes_the_task() {
+    let pg = PgServer::start();
+    let client = pg.client("postgres").await;
+    let rows = 600_000;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+             INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, {rows}) g;
+             ANALYZE big;"
+        ))
+        .await
+        .unwrap();
+    // Small transactions all over the key range until stopped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (pg.client("postgres").await, stop.clone());
+        let span = 2 * rows;
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .batch_execute(&format!(
+                        "UPDATE big SET version = version + 1, label = 'updated' WHERE id = \
+                           (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);
+                         INSERT INTO big SELECT x, 0, 'inserted' FROM \
+                           (SELECT 2 * (1 + (random() * {rows})::bigint) AS x) s \
+                           ON CONFLICT DO NOTHING;
+                         DELETE FROM big WHERE id = \
+                           (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);"
+                    ))
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks");
+    std::fs::create_dir(&tasks).unwrap();
+    let out = dir.path().join("out");
+    task_file(
+        &tasks,
+        "bigload",
+        &format!(
+            r#"
+[task]
+name = "bigload"
+mode = "full-load-and-cdc"
+[source]
+kind = "postgres"
+url = "{}"
+tls = "disable"
+[target]
+kind = "parquet"
+url = "{}"
+[tables]
+include = ["public.big"]
+[full_load]
+workers = 2
+chunk_mb = 1
+batch_rows = 5000
+[cdc]
+flush_interval_ms = 200
+[retry]
+min_delay_ms = 200
+max_delay_ms = 1000
+[service]
+lease_seconds = {LEASE_S}
+"#,
+            pg.url("postgres"),
+            out.display()
+        ),
+    );
+    let mut a = Daemon::start(&tasks, dir.path(), "a", &[]);
+    a.wait_running("bigload", Duration::from_secs(30));
+    let mut b = Daemon::start(&tasks, dir.path(), "b", &[]);
+    b.wait_phase("bigload", "standby", Duration::from_secs(10));
+
+    // Paused once a few chunks are recorded (in flight: one chunk per worker).
+    let record = out.join("public/big/_inlet_load/PROGRESS");
+    let done = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("done "))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "3 chunks were not recorded in 60 s:\n{}",
+            std::fs::read_to_string(&a.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.signal("-STOP");
+    let kept = done();
+    b.wait_running("bigload", TAKEOVER_WITHIN);
+    // The new owner loads the rest beside the paused one's snapshot and slot.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let resumed = loop {
+        let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("resumed full load complete"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new owner did not complete the load:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        resumed.contains(&format!("kept_chunks={kept}")),
+        "the {kept} chunks the paused owner recorded were not kept: {resumed}"
+    );
+    // It streams with the paused daemon still holding its connections: the task's slot is
+    // not one of them.
+    let t = b.wait_phase("bigload", "streaming", Duration::from_secs(60));
+    eprintln!(
+        "the new owner streams under lease epoch {}",
+        t["lease_epoch"]
+    );
+    let load_files = || -> Vec<std::path::PathBuf> {
+        common::load_files(&out.join("public/big"))
+            .into_iter()
+            .filter(|p| common::replay::file_name(p).starts_with("LOAD"))
+            .collect()
+    };
+    let files_before = load_files();
+    let first = a.continue_and_status();
+    let t = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "bigload")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        t["phase"], "standby",
+        "the first /status after SIGCONT: {t}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let transactions = writer.await.unwrap();
+    let checkpoint = out.join("_inlet/bigload/checkpoint");
+    common::pg_stream::wait_caught_up(&client, &mut b.child, &checkpoint, "inlet_bigload").await;
+    assert_eq!(a.task("bigload").unwrap()["phase"], "standby");
+    assert_eq!(
+        load_files(),
+        files_before,
+        "the continued daemon changed the LOAD files"
+    );
+    let columns = ["id", "version", "label"];
+    let want = source_rows(&client, "big", &columns).await;
+    let got = replay(&out.join("public/big"), &columns);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    eprintln!("{transactions} writing transactions; kept {kept} chunks: {resumed}");
+    a.kill();
+}

@@ -371,3 +371,70 @@ async fn a_write_refused_by_the_lease_timing_keeps_the_ownership_lost() {
     );
     assert!(fence.check_now().is_err());
 }
+
+/// A store whose rewrites take `delay` (a renewal's round trip).
+struct SlowRewrites(MemoryLease, Duration);
+
+#[async_trait::async_trait]
+impl LeaseStore for SlowRewrites {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    async fn epochs(&self) -> Result<Vec<u64>, inlet_core::sink::TargetError> {
+        self.0.epochs().await
+    }
+    async fn read(&self, epoch: u64) -> Result<Option<Vec<u8>>, inlet_core::sink::TargetError> {
+        self.0.read(epoch).await
+    }
+    async fn create(
+        &self,
+        epoch: u64,
+        record: Vec<u8>,
+    ) -> Result<bool, inlet_core::sink::TargetError> {
+        self.0.create(epoch, record).await
+    }
+    async fn rewrite(
+        &self,
+        epoch: u64,
+        record: Vec<u8>,
+    ) -> Result<(), inlet_core::sink::TargetError> {
+        tokio::time::sleep(self.1).await;
+        self.0.rewrite(epoch, record).await
+    }
+    async fn remove(&self, epoch: u64) -> Result<(), inlet_core::sink::TargetError> {
+        self.0.remove(epoch).await
+    }
+}
+
+/// The renewals keep their pace when one `keep` ends and the next begins, as when a new owner
+/// renews while it waits out the former owner and then starts the task: the task's first
+/// renewal comes a sixth of the lease after the wait's last one. It came a full sixth after the
+/// task's start, so a wait ending just before a renewal left the fence to run out first: the new
+/// owner lost the lease half a second into the task it had just started, and took it back
+/// (seen in every paused-owner run of `service::a_paused_owners_initial_load_…`: "last renewed
+/// its lease (epoch 2) 1.0 s ago", then epoch 3).
+#[tokio::test]
+async fn renewals_keep_their_pace_from_one_keep_to_the_next() {
+    let store: Arc<dyn LeaseStore> = Arc::new(SlowRewrites(
+        MemoryLease::default(),
+        Duration::from_millis(200),
+    ));
+    let timing = LeaseTiming::new(3);
+    let mut watch = LeaseWatch::new("t", store, timing, daemon("a"));
+    let fence = watch.take(1).await.unwrap().unwrap();
+    // The wait: a renewal sent at 0.5 s lands at 0.7 s, the next would be sent at 1.2 s.
+    let waited = tokio::time::timeout(Duration::from_millis(1100), fence.keep()).await;
+    assert!(
+        waited.is_err(),
+        "lost while waiting: {:?}",
+        waited.map(|l| l.message)
+    );
+    // The task's: without the pace, its first renewal is sent at 1.6 s, 1.1 s after the last.
+    let kept = tokio::time::timeout(Duration::from_millis(1500), fence.keep()).await;
+    assert!(
+        kept.is_err(),
+        "lost while the task ran: {:?}",
+        kept.map(|l| l.message)
+    );
+    assert!(fence.check_now().is_ok());
+}
