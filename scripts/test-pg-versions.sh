@@ -48,6 +48,7 @@ HEAVY=(
     two_daemons_on_one_mariadb_task_run_it_once_and_a_sigkill_hands_it_over
     a_paused_owner_writes_nothing_once_another_daemon_took_its_task
     a_paused_owners_initial_load_is_finished_by_the_daemon_that_takes_the_task
+    a_paused_owners_mariadb_initial_load_is_finished_by_the_daemon_that_takes_the_task
     a_daemon_with_a_shorter_lease_waits_by_the_owners_lease
     a_lone_daemon_stalled_past_its_fence_runs_its_task_again
     max_tasks_spreads_the_tasks_and_a_stopped_daemon_hands_its_task_over_at_once

@@ -2244,46 +2244,160 @@ async fn a_full_load_task_runs_once_in_a_fleet_and_again_in_a_daemon_started_lat
 /// `version`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_owners_initial_load_is_finished_by_the_daemon_that_takes_the_task() {
-    let pg = PgServer::start();
-    let client = pg.client("postgres").await;
-    let rows = 600_000;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
-             INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, {rows}) g;
-             ANALYZE big;"
-        ))
-        .await
-        .unwrap();
-    // Small transactions all over the key range until stopped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, stop) = (pg.client("postgres").await, stop.clone());
-        let span = 2 * rows;
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                client
-                    .batch_execute(&format!(
-                        "UPDATE big SET version = version + 1, label = 'updated' WHERE id = \
-                           (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);
-                         INSERT INTO big SELECT x, 0, 'inserted' FROM \
-                           (SELECT 2 * (1 + (random() * {rows})::bigint) AS x) s \
-                           ON CONFLICT DO NOTHING;
-                         DELETE FROM big WHERE id = \
-                           (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);"
-                    ))
-                    .await
-                    .unwrap();
-                n += 1;
+    paused_owners_initial_load(false).await;
+}
+
+/// The same on MariaDB (the stream's start is the load's record at `_inlet/<task>.load-start`,
+/// the paused daemon's binlog connection is ended by the server when the new owner's, with the
+/// same replica id, starts).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_owners_mariadb_initial_load_is_finished_by_the_daemon_that_takes_the_task() {
+    paused_owners_initial_load(true).await;
+}
+
+/// The source of [`paused_owners_initial_load`]: 600,000 rows of `big`, odd keys in key order,
+/// analyzed (read in key ranges), and a workload of small transactions all over the key range
+/// until `stop`.
+enum LoadSource {
+    Pg(Box<(PgServer, tokio_postgres::Client)>),
+    My(Arc<inlet_testkit::MariaDbServer>),
+}
+
+const BIG_ROWS: u64 = 600_000;
+
+impl LoadSource {
+    async fn start(mariadb: bool) -> Self {
+        if mariadb {
+            let db = Arc::new(inlet_testkit::MariaDbServer::start());
+            db.admin(&format!(
+                "CREATE DATABASE shop;
+                 USE shop;
+                 CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+                 INSERT INTO shop.big SELECT 2 * seq - 1, 0, CONCAT('row ', seq)
+                   FROM seq_1_to_{BIG_ROWS};
+                 ANALYZE TABLE shop.big;"
+            ));
+            return Self::My(db);
+        }
+        let pg = PgServer::start();
+        let client = pg.client("postgres").await;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+                 INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g
+                   FROM generate_series(1, {BIG_ROWS}) g;
+                 ANALYZE big;"
+            ))
+            .await
+            .unwrap();
+        Self::Pg(Box::new((pg, client)))
+    }
+
+    /// The `[source]` lines and the table's name in the task and in the target.
+    fn task_lines(&self) -> (String, &'static str, &'static str) {
+        match self {
+            Self::Pg(pg) => (
+                format!("kind = \"postgres\"\nurl = \"{}\"", pg.0.url("postgres")),
+                "public.big",
+                "public/big",
+            ),
+            Self::My(db) => (
+                format!("kind = \"mysql\"\nurl = \"{}\"", db.url("shop")),
+                "shop.big",
+                "shop/big",
+            ),
+        }
+    }
+
+    async fn write(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+        let span = 2 * BIG_ROWS;
+        match self {
+            Self::Pg(pg) => {
+                let client = pg.0.client("postgres").await;
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        client
+                            .batch_execute(&format!(
+                                "UPDATE big SET version = version + 1, label = 'updated' \
+                                   WHERE id = (SELECT min(id) FROM big \
+                                   WHERE id >= (random() * {span})::bigint);
+                                 INSERT INTO big SELECT x, 0, 'inserted' FROM \
+                                   (SELECT 2 * (1 + (random() * {BIG_ROWS})::bigint) AS x) s \
+                                   ON CONFLICT DO NOTHING;
+                                 DELETE FROM big WHERE id = (SELECT min(id) FROM big \
+                                   WHERE id >= (random() * {span})::bigint);"
+                            ))
+                            .await
+                            .unwrap();
+                        n += 1;
+                    }
+                    n
+                })
             }
-            n
-        })
-    };
+            Self::My(db) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        db.admin(&format!(
+                            "SET @r = FLOOR(RAND() * {span});
+                             SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
+                             UPDATE shop.big SET version = version + 1, label = 'updated'
+                               WHERE id = @x;
+                             INSERT IGNORE INTO shop.big
+                               VALUES (2 * (1 + FLOOR(RAND() * {BIG_ROWS})), 0, 'inserted');
+                             SET @r = FLOOR(RAND() * {span});
+                             SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
+                             DELETE FROM shop.big WHERE id = @x;"
+                        ));
+                        n += 1;
+                    }
+                    n
+                })
+            }
+        }
+    }
+
+    /// Waits until the task `child` runs holds everything the source committed.
+    async fn wait_caught_up(&self, child: &mut Child, checkpoint: &Path, task: &str) {
+        match self {
+            Self::Pg(pg) => {
+                let slot = format!("inlet_{task}");
+                common::pg_stream::wait_caught_up(&pg.1, child, checkpoint, &slot).await
+            }
+            Self::My(db) => common::mysql_stream::wait_caught_up(db, child, checkpoint, 0),
+        }
+    }
+
+    /// Asserts the table's folder replays to the source.
+    async fn assert_replays(&self, table_dir: &Path) {
+        let columns = ["id", "version", "label"];
+        match self {
+            Self::Pg(pg) => {
+                let want = source_rows(&pg.1, "big", &columns).await;
+                let got = replay(table_dir, &columns);
+                assert_eq!(got.len(), want.len(), "row count");
+                assert!(got == want, "replayed rows differ from the source");
+            }
+            Self::My(db) => {
+                let want = common::mysql_rows::source_rows(db, "shop.big", &columns);
+                let got = common::mysql_rows::replay_to_end(table_dir, &columns);
+                common::mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
+            }
+        }
+    }
+}
+
+async fn paused_owners_initial_load(mariadb: bool) {
+    let source = LoadSource::start(mariadb).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = source.write(stop.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let tasks = dir.path().join("tasks");
     std::fs::create_dir(&tasks).unwrap();
     let out = dir.path().join("out");
+    let (source_lines, table, folder) = source.task_lines();
     task_file(
         &tasks,
         "bigload",
@@ -2293,14 +2407,13 @@ async fn a_paused_owners_initial_load_is_finished_by_the_daemon_that_takes_the_t
 name = "bigload"
 mode = "full-load-and-cdc"
 [source]
-kind = "postgres"
-url = "{}"
+{source_lines}
 tls = "disable"
 [target]
 kind = "parquet"
 url = "{}"
 [tables]
-include = ["public.big"]
+include = ["{table}"]
 [full_load]
 workers = 2
 chunk_mb = 1
@@ -2313,17 +2426,17 @@ max_delay_ms = 1000
 [service]
 lease_seconds = {LEASE_S}
 "#,
-            pg.url("postgres"),
             out.display()
         ),
     );
+    let table_dir = out.join(folder);
     let mut a = Daemon::start(&tasks, dir.path(), "a", &[]);
     a.wait_running("bigload", Duration::from_secs(30));
     let mut b = Daemon::start(&tasks, dir.path(), "b", &[]);
     b.wait_phase("bigload", "standby", Duration::from_secs(10));
 
     // Paused once a few chunks are recorded (in flight: one chunk per worker).
-    let record = out.join("public/big/_inlet_load/PROGRESS");
+    let record = table_dir.join("_inlet_load/PROGRESS");
     let done = || {
         std::fs::read_to_string(&record)
             .unwrap_or_default()
@@ -2343,7 +2456,7 @@ lease_seconds = {LEASE_S}
     a.signal("-STOP");
     let kept = done();
     b.wait_running("bigload", TAKEOVER_WITHIN);
-    // The new owner loads the rest beside the paused one's snapshot and slot.
+    // The new owner loads the rest.
     let deadline = Instant::now() + Duration::from_secs(120);
     let resumed = loop {
         let log = std::fs::read_to_string(&b.log).unwrap_or_default();
@@ -2359,19 +2472,24 @@ lease_seconds = {LEASE_S}
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // (More when the new owner itself was interrupted, starved of CPU past its fence.)
+    let kept_chunks: usize = resumed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("kept_chunks="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no kept_chunks in {resumed}"));
     assert!(
-        resumed.contains(&format!("kept_chunks={kept}")),
+        kept_chunks >= kept,
         "the {kept} chunks the paused owner recorded were not kept: {resumed}"
     );
-    // It streams with the paused daemon still holding its connections: the task's slot is
-    // not one of them.
+    // It streams with the paused daemon still holding its connections.
     let t = b.wait_phase("bigload", "streaming", Duration::from_secs(60));
     eprintln!(
         "the new owner streams under lease epoch {}",
         t["lease_epoch"]
     );
     let load_files = || -> Vec<std::path::PathBuf> {
-        common::load_files(&out.join("public/big"))
+        common::load_files(&table_dir)
             .into_iter()
             .filter(|p| common::replay::file_name(p).starts_with("LOAD"))
             .collect()
@@ -2393,18 +2511,16 @@ lease_seconds = {LEASE_S}
     stop.store(true, Ordering::Relaxed);
     let transactions = writer.await.unwrap();
     let checkpoint = out.join("_inlet/bigload/checkpoint");
-    common::pg_stream::wait_caught_up(&client, &mut b.child, &checkpoint, "inlet_bigload").await;
+    source
+        .wait_caught_up(&mut b.child, &checkpoint, "bigload")
+        .await;
     assert_eq!(a.task("bigload").unwrap()["phase"], "standby");
     assert_eq!(
         load_files(),
         files_before,
         "the continued daemon changed the LOAD files"
     );
-    let columns = ["id", "version", "label"];
-    let want = source_rows(&client, "big", &columns).await;
-    let got = replay(&out.join("public/big"), &columns);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    source.assert_replays(&table_dir).await;
     eprintln!("{transactions} writing transactions; kept {kept} chunks: {resumed}");
     a.kill();
 }
