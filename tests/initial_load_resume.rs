@@ -230,6 +230,11 @@ impl PgCase {
         }
     }
 
+    /// A new client (the first one's connection ends with a server restart).
+    async fn client_again(&self) -> tokio_postgres::Client {
+        self.pg.client("postgres").await
+    }
+
     /// The workload on its own connection until `stop` ([`write_everywhere`]).
     async fn write(&self, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
         tokio::spawn(write_everywhere(
@@ -525,4 +530,199 @@ async fn a_load_with_a_page_ranged_table_keeps_one_snapshot() {
     let got = replay(&out.join("public/big"), COLUMNS);
     assert_eq!(got.len(), want.len(), "row count");
     assert!(got == want, "replayed rows differ from the source");
+}
+
+/// A PostgreSQL restart (immediate: a crash and its recovery) in the middle of the initial load,
+/// under a workload that reconnects: the task retries, finds its slot kept, and goes on loading
+/// in a new snapshot, keeping the chunks done before the crash; the target ends exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_crash_during_the_initial_load_keeps_its_chunks() {
+    let c = PgCase::start(parquet, "").await;
+    let (client_url, dir, out, cfg) = (c.pg.url("postgres"), &c.dir, &c.out, &c.cfg);
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    // The workload, reconnecting across the restart (a statement cut by it is retried).
+    let writer = {
+        let stop = stop_writing.clone();
+        let (span, half) = (2 * rows(), rows());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut client: Option<tokio_postgres::Client> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(c) = client.as_ref().filter(|c| !c.is_closed()) else {
+                    match tokio_postgres::connect(&client_url, tokio_postgres::NoTls).await {
+                        Ok((c, conn)) => {
+                            tokio::spawn(conn);
+                            client = Some(c);
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                    continue;
+                };
+                let sql = format!(
+                    "UPDATE big SET version = version + 1, label = 'updated' WHERE id = \
+                       (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);
+                     INSERT INTO big SELECT x, 0, 'inserted' FROM \
+                       (SELECT 2 * (1 + (random() * {half})::bigint) AS x) s ON CONFLICT DO NOTHING;
+                     DELETE FROM big WHERE id = \
+                       (SELECT min(id) FROM big WHERE id >= (random() * {span})::bigint);"
+                );
+                if c.batch_execute(&sql).await.is_ok() {
+                    n += 1;
+                } else {
+                    client = None;
+                }
+            }
+            n
+        })
+    };
+    let log = dir.path().join("run.log");
+    let table_dir = out.join("public/big");
+    let record = table_dir.join("_inlet_load/PROGRESS");
+    let mut run = spawn_logged(cfg, &log);
+    let done = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("done "))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while done() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "8 chunks were not recorded in 90 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.pg.restart("immediate", 30);
+    let kept = done();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    wait_for_checkpoint(&mut run, &checkpoint, &log, 120 + rows() / 20_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writing.store(true, Ordering::Relaxed);
+    let transactions = writer.await.unwrap();
+    pg_stream::wait_caught_up(
+        &c.client_again().await,
+        &mut run.0,
+        &checkpoint,
+        "inlet_resume_cdc",
+    )
+    .await;
+    sigterm(&run.0);
+    let status = run.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let resumed = text
+        .lines()
+        .find(|l| l.contains("resumed full load complete"))
+        .unwrap_or_else(|| panic!("no resumed load:\n{text}"));
+    assert!(
+        logged(resumed, "kept_chunks") >= kept as u64,
+        "the {kept} chunks done before the crash were not kept: {resumed}"
+    );
+    let client = c.client_again().await;
+    let want = source_rows(&client, "big", COLUMNS).await;
+    let got = replay(&table_dir, COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    eprintln!("{transactions} writing transactions; {resumed}");
+}
+
+/// A MariaDB restart (an administrator's: the binlog goes on in a new file) in the middle of
+/// the initial load, under a workload that retries: the task retries, finds its recorded stream
+/// start (the same server, its binlog file still there), and goes on loading in a new snapshot,
+/// keeping the chunks done before the restart; the target ends exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mariadb_restart_during_the_initial_load_keeps_its_chunks() {
+    let mut db = MariaDbServer::start();
+    db.admin(&format!(
+        "CREATE DATABASE shop;
+         USE shop;
+         CREATE TABLE shop.big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+         INSERT INTO shop.big SELECT 2 * seq - 1, 0, CONCAT('row ', seq) FROM seq_1_to_{};
+         ANALYZE TABLE shop.big;",
+        rows()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = task_file(
+        dir.path(),
+        "resume-cdc",
+        &task("mysql", &db.url("shop"), &parquet(&out), "shop.big"),
+    );
+    // The workload through the command-line client, whose statements fail while the server is
+    // down (a failed one changed nothing: each is one transaction).
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (socket, stop) = (db.socket(), stop_writing.clone());
+        let (span, half) = (2 * rows(), rows());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sql = format!(
+                    "SET @r = FLOOR(RAND() * {span});
+                     SELECT MIN(id) INTO @x FROM shop.big WHERE id >= @r;
+                     UPDATE shop.big SET version = version + 1, label = 'updated' WHERE id = @x;
+                     INSERT IGNORE INTO shop.big VALUES (2 * (1 + FLOOR(RAND() * {half})), 0, 'inserted');"
+                );
+                let ok = std::process::Command::new("mariadb")
+                    .arg("--no-defaults")
+                    .arg(format!("--socket={}", socket.display()))
+                    .args(["-uroot", "--batch", "-e", &sql])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ok {
+                    n += 1;
+                } else {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            n
+        })
+    };
+    let log = dir.path().join("run.log");
+    let table_dir = out.join("shop/big");
+    let record = table_dir.join("_inlet_load/PROGRESS");
+    let mut run = spawn_logged(&cfg, &log);
+    let done = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("done "))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while done() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "8 chunks were not recorded in 90 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    db.stop_and_start();
+    let kept = done();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    wait_for_checkpoint(&mut run, &checkpoint, &log, 120 + rows() / 20_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writing.store(true, Ordering::Relaxed);
+    let transactions = writer.join().unwrap();
+    mysql_stream::wait_caught_up(&db, &mut run.0, &checkpoint, 0);
+    sigterm(&run.0);
+    let status = run.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let resumed = text
+        .lines()
+        .find(|l| l.contains("resumed full load complete"))
+        .unwrap_or_else(|| panic!("no resumed load:\n{text}"));
+    assert!(
+        logged(resumed, "kept_chunks") >= kept as u64,
+        "the {kept} chunks done before the restart were not kept: {resumed}"
+    );
+    let want = mysql_rows::source_rows(&db, "shop.big", COLUMNS);
+    let got = replay(&table_dir, COLUMNS);
+    mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
+    eprintln!("{transactions} writing transactions; {resumed}");
 }
