@@ -153,12 +153,33 @@ impl LoadPool<'_> {
             }
         });
         let renew = async {
-            match renew_after {
-                Some(after) => tokio::time::sleep(after).await,
-                None => std::future::pending().await,
+            let Some(after) = renew_after else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep(after).await;
+            let mut said = None;
+            loop {
+                match source.renewal_waits_for().await {
+                    Ok(None) => return,
+                    Ok(Some(why)) => {
+                        if said.as_ref() != Some(&why) {
+                            tracing::info!("the initial load stays in its snapshot past `full_load.snapshot_minutes` while {why}: a new snapshot would wait for it; it asks again every {} s", inlet_core::snapshot::RENEWAL_RECHECK.as_secs());
+                            said = Some(why);
+                        }
+                    }
+                    // The workers' connections most likely fail too; if not, renewing is what
+                    // the setting asks.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether a new snapshot would wait; renewing it");
+                        return;
+                    }
+                }
+                tokio::time::sleep(inlet_core::snapshot::RENEWAL_RECHECK).await;
             }
         };
-        let mut renew = std::pin::pin!(renew);
+        // Boxed, not pinned in place: it borrows `source`, which must outlive it and go before
+        // the settling below.
+        let mut renew = Box::pin(renew);
         loop {
             let joined = tokio::select! {
                 joined = set.join_next() => joined,
@@ -193,6 +214,7 @@ impl LoadPool<'_> {
             logger.abort();
         }
         // The snapshot was needed until every worker ended.
+        drop(renew);
         drop(source);
 
         // On success every table is complete; otherwise only those whose chunks were all read

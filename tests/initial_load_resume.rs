@@ -726,3 +726,61 @@ async fn a_mariadb_restart_during_the_initial_load_keeps_its_chunks() {
     mysql_rows::assert_rows_equal("shop.big", "a replay", &want, &got);
     eprintln!("{transactions} writing transactions; {resumed}");
 }
+
+/// A write transaction left open during the load (idle in transaction, an hour-long batch): a
+/// new snapshot's slot would wait for it to end, so the load due to renew its snapshot goes on
+/// in the one it has (saying why once it has looked twice) and ends while the transaction is
+/// still open; once it commits, its row streams like any other. (Renewing anyway stalled the
+/// load until the commit: no checkpoint in 90 s, seen.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_transaction_left_open_does_not_stall_the_renewal() {
+    // A renewal due 0.6 s into the load of 3M rows, which takes seconds.
+    let setup = "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
+         INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, 3000000) g;
+         ANALYZE big;";
+    let c = PgCase::start_with(setup, parquet, "snapshot_minutes = 0.01").await;
+    let (dir, out, cfg) = (&c.dir, &c.out, &c.cfg);
+    let log = dir.path().join("run.log");
+    let table_dir = out.join("public/big");
+    let mut run = spawn_logged(cfg, &log);
+    // Opened once the task's slot exists and its snapshot is exported (the slot's creation
+    // would wait for it too, as for any logical slot), well before the renewal is due.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.contains("snapshot exported")) {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot exported in 90 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let open = c.client_again().await;
+    open.batch_execute("BEGIN; INSERT INTO big VALUES (-1, 0, 'held open')")
+        .await
+        .unwrap();
+    let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
+    wait_for_checkpoint(&mut run, &checkpoint, &log, 60 + rows() / 20_000).await;
+    // (The load may end before its second look names the transaction.)
+    let text = std::fs::read_to_string(&log).unwrap();
+    let said = text.contains("stays in its snapshot past `full_load.snapshot_minutes` while write transactions have been open");
+    open.batch_execute("COMMIT").await.unwrap();
+    c.client
+        .batch_execute("UPDATE big SET version = version + 1 WHERE id % 11 = 0")
+        .await
+        .unwrap();
+    pg_stream::wait_caught_up(&c.client, &mut run.0, &checkpoint, "inlet_resume_cdc").await;
+    sigterm(&run.0);
+    let status = run.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let want = source_rows(&c.client, "big", COLUMNS).await;
+    let got = replay(&table_dir, COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    assert!(want.contains_key(&-1), "the held row");
+    eprintln!("the load said why it kept its snapshot: {said}");
+}

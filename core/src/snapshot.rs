@@ -219,6 +219,18 @@ pub trait LoadSource: Send {
         async { Ok(None) }
     }
 
+    /// Why a new snapshot should not be taken now, if it should not: taking one would wait for
+    /// something that has been going on for a while (PostgreSQL: write transactions, which a
+    /// new slot's snapshot waits out, and which hold the server's oldest snapshot back anyway).
+    /// A load due to renew its snapshot (`full_load.snapshot_minutes`) goes on in this one
+    /// meanwhile and asks again. Called every [`RENEWAL_RECHECK`] while it says so; the first
+    /// call after the time is up, the next ones until it answers None.
+    fn renewal_waits_for(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<String>, SourceError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Readers inside the snapshot, one per worker: `workers` of them, or as many as the
     /// snapshot has when fewer (at least one).
     fn readers(
@@ -226,6 +238,10 @@ pub trait LoadSource: Send {
         workers: usize,
     ) -> impl Future<Output = Result<Vec<Self::Reader>, SourceError>> + Send;
 }
+
+/// How often a load due to renew its snapshot asks again whether a new one would wait
+/// ([`LoadSource::renewal_waits_for`]).
+pub const RENEWAL_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One worker's connection inside the snapshot.
 pub trait ChunkReader: Send + 'static {

@@ -315,6 +315,17 @@ impl PgConnector {
         }
     }
 
+    /// A statement the server did not answer in time (a network cut that does not reset).
+    pub(crate) fn no_answer(&self, what: &str) -> PgError {
+        PgError::Query {
+            server: self.server.clone(),
+            what: what.to_string(),
+            reason: "no answer in time".into(),
+            code: None,
+            transient: true,
+        }
+    }
+
     pub(crate) fn query_error(&self, what: &str, e: &tokio_postgres::Error) -> PgError {
         PgError::Query {
             server: self.server.clone(),

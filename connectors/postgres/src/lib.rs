@@ -14,6 +14,7 @@ mod config;
 mod copy;
 mod error;
 mod key_chunks;
+mod open_writes;
 mod pgoutput;
 mod replication;
 mod slot;

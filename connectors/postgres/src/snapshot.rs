@@ -434,6 +434,8 @@ pub struct PgLoadSource {
     /// ([`LoadSource::resume_guard`], asked before their chunks) whose first key column holds
     /// integers. Every other table is read in page ranges, the faster read.
     key_ranged: HashSet<usize>,
+    /// Long write transactions a new snapshot would wait for.
+    open_writes: crate::open_writes::OpenWrites,
 }
 
 impl PgLoadSource {
@@ -468,6 +470,7 @@ impl PgLoadSource {
             chunk_pages,
             limits,
             key_ranged: HashSet::new(),
+            open_writes: Default::default(),
         })
     }
 }
@@ -659,6 +662,10 @@ impl LoadSource for PgLoadSource {
                 v[0], v[1], v[2], v[3]
             )
         }))
+    }
+
+    async fn renewal_waits_for(&mut self) -> Result<Option<String>, SourceError> {
+        Ok(self.open_writes.long_ones(&self.connector).await?)
     }
 
     async fn readers(&mut self, workers: usize) -> Result<Vec<PgChunkReader>, SourceError> {
