@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{spawn_logged, Inlet};
 use common::replay::{replay, source_rows};
+use common::resume::{done_chunks, wait_for_done_chunks};
 use common::{mysql_rows, mysql_stream, pg_stream, sigterm, task_file, PgServer};
 use inlet_testkit::MariaDbServer;
 
@@ -579,24 +580,9 @@ async fn a_postgresql_crash_during_the_initial_load_keeps_its_chunks() {
     let table_dir = out.join("public/big");
     let record = table_dir.join("_inlet_load/PROGRESS");
     let mut run = spawn_logged(cfg, &log);
-    let done = || {
-        std::fs::read_to_string(&record)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("done "))
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while done() < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "8 chunks were not recorded in 90 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_done_chunks(&record, 8, &log, Duration::from_secs(90));
     c.pg.restart("immediate", 30);
-    let kept = done();
+    let kept = done_chunks(&record);
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
     wait_for_checkpoint(&mut run, &checkpoint, &log, 120 + rows() / 20_000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -685,24 +671,9 @@ async fn a_mariadb_restart_during_the_initial_load_keeps_its_chunks() {
     let table_dir = out.join("shop/big");
     let record = table_dir.join("_inlet_load/PROGRESS");
     let mut run = spawn_logged(&cfg, &log);
-    let done = || {
-        std::fs::read_to_string(&record)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("done "))
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while done() < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "8 chunks were not recorded in 90 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_done_chunks(&record, 8, &log, Duration::from_secs(90));
     db.stop_and_start();
-    let kept = done();
+    let kept = done_chunks(&record);
     let checkpoint = out.join("_inlet/resume-cdc/checkpoint");
     wait_for_checkpoint(&mut run, &checkpoint, &log, 120 + rows() / 20_000).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

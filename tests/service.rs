@@ -2437,24 +2437,9 @@ lease_seconds = {LEASE_S}
 
     // Paused once a few chunks are recorded (in flight: one chunk per worker).
     let record = table_dir.join("_inlet_load/PROGRESS");
-    let done = || {
-        std::fs::read_to_string(&record)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("done "))
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while done() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "3 chunks were not recorded in 60 s:\n{}",
-            std::fs::read_to_string(&a.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::resume::wait_for_done_chunks(&record, 3, &a.log, Duration::from_secs(60));
     a.signal("-STOP");
-    let kept = done();
+    let kept = common::resume::done_chunks(&record);
     b.wait_running("bigload", TAKEOVER_WITHIN);
     // The new owner loads the rest.
     let deadline = Instant::now() + Duration::from_secs(120);

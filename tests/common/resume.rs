@@ -327,3 +327,26 @@ pub fn kill_after_eight_chunks(cfg: &Path, record: &Path) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// How many chunks the load record `record` lists done (0 while there is no record).
+pub fn done_chunks(record: &Path) -> usize {
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("done "))
+        .count()
+}
+
+/// Waits until the load record `record` lists `n` done chunks; fails with the run's log (`log`)
+/// after `within`.
+pub fn wait_for_done_chunks(record: &Path, n: usize, log: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while done_chunks(record) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} chunks were not recorded in {within:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
