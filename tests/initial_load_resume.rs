@@ -33,13 +33,17 @@ fn rows() -> u64 {
 /// The PostgreSQL table: odd keys `1..2 * rows()`, in key order, analyzed (so it is read in key
 /// ranges), and the sequence key changes take new keys from.
 fn pg_setup() -> String {
+    pg_setup_of(rows())
+}
+
+/// [`pg_setup`] with `rows` rows (the workload still writes keys up to `2 * rows()`).
+fn pg_setup_of(rows: u64) -> String {
     format!(
         "CREATE TABLE big (id bigint PRIMARY KEY, version int NOT NULL, label text);
-         INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, {}) g;
+         INSERT INTO big SELECT 2 * g - 1, 0, 'row ' || g FROM generate_series(1, {rows}) g;
          ANALYZE big;
          CREATE SEQUENCE moved START {};",
-        rows(),
-        4 * rows()
+        4 * rows.max(self::rows())
     )
 }
 
@@ -471,10 +475,13 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
 
 /// `full_load.snapshot_minutes`: the initial load reads at most that long in one snapshot, then
 /// goes on in a new one keeping the chunks done, so the server's oldest snapshot is never older
-/// (here 0.12 s, several times during the load), and the table still ends exact.
+/// (here 0.12 s, several times during the load of 2M rows, which takes seconds; a renewal due
+/// while the workload's transactions are open looks twice, 0.2 s apart), and the table still
+/// ends exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
-    let c = PgCase::start(parquet, "snapshot_minutes = 0.002").await;
+    let setup = pg_setup_of(rows().max(2_000_000));
+    let c = PgCase::start_with(&setup, parquet, "snapshot_minutes = 0.002").await;
     let (client, dir, out, cfg) = (&c.client, &c.dir, &c.out, &c.cfg);
     let stop_writing = Arc::new(AtomicBool::new(false));
     let writer = c.write(&stop_writing).await;

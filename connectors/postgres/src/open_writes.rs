@@ -23,8 +23,9 @@ pub struct OpenWrites {
 }
 
 /// At the first look, how long apart its two samples are: a transaction in both has been open
-/// at least that long, likely a long one.
-const FIRST_LOOK: Duration = Duration::from_secs(1);
+/// at least that long, long enough that the new slot might wait a while for it. Short, since a
+/// busy server nearly always has a write transaction open at the moment of the first sample.
+const FIRST_LOOK: Duration = Duration::from_millis(200);
 
 impl OpenWrites {
     /// The write transactions that were already in progress at the previous look (or, at the
@@ -47,9 +48,9 @@ impl OpenWrites {
         self.seen = Some(now);
         Ok((!long.is_empty()).then(|| {
             format!(
-                "write transactions have been open for more than {} s (xids {}: \
+                "write transactions have been open for more than {:.1} s (xids {}: \
                  pg_stat_activity.backend_xid, pg_prepared_xacts.transaction)",
-                since.as_secs(),
+                since.as_secs_f64(),
                 long.join(", ")
             )
         }))
