@@ -267,6 +267,19 @@ async fn wait_for_checkpoint(run: &mut Inlet, checkpoint: &Path, log: &Path, sec
     }
 }
 
+/// Asserts the table's folder (LOAD files plus change files) replays to `big` at the source, no
+/// change twice or lost; returns the source's rows.
+async fn assert_replays_to_source(
+    client: &tokio_postgres::Client,
+    table_dir: &Path,
+) -> common::replay::Rows {
+    let want = source_rows(client, "big", COLUMNS).await;
+    let got = replay(table_dir, COLUMNS);
+    assert_eq!(got.len(), want.len(), "row count");
+    assert!(got == want, "replayed rows differ from the source");
+    want
+}
+
 /// Stops the last run and checks its exit.
 fn stop(mut last: Inlet, dir: &Path) {
     sigterm(&last.0);
@@ -294,10 +307,7 @@ async fn a_killed_initial_load_resumes_beside_the_stream() {
     stop(last, dir.path());
 
     // The full load plus the change files equal the source, no change twice or lost.
-    let want = source_rows(client, "big", COLUMNS).await;
-    let got = replay(&table_dir, COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    assert_replays_to_source(client, &table_dir).await;
     eprintln!("{transactions} writing transactions; {resumed}");
 }
 
@@ -461,10 +471,7 @@ async fn a_table_truncated_between_a_kill_and_the_restart_is_loaded_again() {
     let status = run.0.wait().unwrap();
     let text = std::fs::read_to_string(log(1)).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
-    let want = source_rows(client, "big", COLUMNS).await;
-    let got = replay(&table_dir, COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    assert_replays_to_source(client, &table_dir).await;
     assert!(
         text.contains("public.big was truncated at")
             && text.contains("the table is loaded again beside the stream")
@@ -499,10 +506,7 @@ async fn the_initial_load_renews_its_snapshot_and_stays_exact() {
     assert_eq!(status.code(), Some(0), "{text}");
     let renewals = text.matches("goes on in a new snapshot").count();
     assert!(renewals >= 1, "{renewals} renewals:\n{text}");
-    let want = source_rows(client, "big", COLUMNS).await;
-    let got = replay(&out.join("public/big"), COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    assert_replays_to_source(client, &out.join("public/big")).await;
     eprintln!("{renewals} snapshot renewals");
 }
 
@@ -534,10 +538,7 @@ async fn a_load_with_a_page_ranged_table_keeps_one_snapshot() {
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("stays in one snapshot"), "{text}");
     assert!(!text.contains("goes on in a new snapshot"), "{text}");
-    let want = source_rows(client, "big", COLUMNS).await;
-    let got = replay(&out.join("public/big"), COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    assert_replays_to_source(client, &out.join("public/big")).await;
 }
 
 /// A PostgreSQL restart (immediate: a crash and its recovery) in the middle of the initial load,
@@ -615,10 +616,7 @@ async fn a_postgresql_crash_during_the_initial_load_keeps_its_chunks() {
         "the {kept} chunks done before the crash were not kept: {resumed}"
     );
     let client = c.client_again().await;
-    let want = source_rows(&client, "big", COLUMNS).await;
-    let got = replay(&table_dir, COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    assert_replays_to_source(&client, &table_dir).await;
     eprintln!("{transactions} writing transactions; {resumed}");
 }
 
@@ -755,10 +753,7 @@ async fn a_write_transaction_left_open_does_not_stall_the_renewal() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let want = source_rows(&c.client, "big", COLUMNS).await;
-    let got = replay(&table_dir, COLUMNS);
-    assert_eq!(got.len(), want.len(), "row count");
-    assert!(got == want, "replayed rows differ from the source");
+    let want = assert_replays_to_source(&c.client, &table_dir).await;
     assert!(want.contains_key(&-1), "the held row");
     eprintln!("the load said why it kept its snapshot: {said}");
 }
